@@ -1,0 +1,60 @@
+# Landlord developer entry points. `make demo` and `make test` do all set-up.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_DIR ?= $(CURDIR)/.run
+export LANDLORD_RUN_DIR := $(RUN_DIR)
+PYTEST_ARGS ?=
+
+.PHONY: setup services venv images test test-unit test-integration test-e2e demo lint proto bench down clean
+
+setup: services venv images
+
+services:
+	@scripts/services.sh up
+
+# The venv is rebuilt only when pyproject.toml changes (stamp file).
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@echo "[setup] installing landlord (editable) and dev tools into $(VENV)"
+	@$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+images: services
+	@scripts/build-demo-image.sh
+
+test: setup
+	@$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+test-unit: venv
+	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: setup
+	@$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: setup
+	@$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+demo: setup
+	@$(BIN)/python scripts/demo.py
+
+lint: venv
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check . || true
+	@$(BIN)/mypy
+
+proto: venv
+	@$(BIN)/python scripts/gen_proto.py
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Stops the demo cluster and the services that scripts/services.sh started.
+down:
+	@test -x $(BIN)/python && $(BIN)/python scripts/demo.py --down || true
+	@scripts/services.sh down
+
+clean: down
+	rm -rf $(VENV) $(RUN_DIR) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Landlord: coordinator/cli."""

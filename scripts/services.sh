@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Install and start the real services Landlord runs on: Docker Engine, etcd and
+# HAProxy from Debian's packages. Idempotent; run as root on Debian 12.
+#
+#   services.sh install   install missing Debian packages (apt-get update only if needed)
+#   services.sh up        install, then start dockerd and a single-node etcd if not running
+#   services.sh down      stop only what `up` started (pid files under the run dir)
+#   services.sh status    say what runs and who started it
+#
+# Run state lives in $LANDLORD_RUN_DIR (default: <repo>/.run): pid files, logs,
+# and etcd's data directory.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUN_DIR=${LANDLORD_RUN_DIR:-$ROOT/.run}
+PID_DIR=$RUN_DIR/pids
+LOG_DIR=$RUN_DIR/logs
+ETCD_DATA=$RUN_DIR/etcd
+ETCD_CLIENT=${LANDLORD_ETCD_CLIENT:-127.0.0.1:2379}
+ETCD_PEER=${LANDLORD_ETCD_PEER:-127.0.0.1:2380}
+DOCKER_SOCK=/var/run/docker.sock
+
+PACKAGES=(docker.io etcd-server haproxy debootstrap iproute2 curl procps ca-certificates)
+
+log() { printf '[services] %s\n' "$*"; }
+die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
+
+need_root() { [ "$(id -u)" = 0 ] || die "must run as root (installs packages and starts dockerd)"; }
+
+missing_packages() {
+  local p
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+
+install() {
+  local missing
+  missing=$(missing_packages)
+  [ -z "$missing" ] && return 0
+  need_root
+  log "installing: $(echo $missing | tr '\n' ' ')"
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >"$LOG_DIR/apt.log" 2>&1 \
+    || { tail -20 "$LOG_DIR/apt.log" >&2; die "apt-get install failed (log: $LOG_DIR/apt.log)"; }
+}
+
+docker_up() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+etcd_up() { curl -fsS --max-time 2 "http://$ETCD_CLIENT/health" 2>/dev/null | grep -q '"health":"true"'; }
+
+wait_for() {  # wait_for NAME SECONDS CHECK...
+  local name=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@"; do
+    [ $SECONDS -ge $deadline ] && die "$name did not come up within ${secs}s (logs: $LOG_DIR)"
+    sleep 0.2
+  done
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+start_docker() {
+  if docker_up; then return 0; fi
+  need_root
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    log "starting docker.service"
+    systemctl start docker
+  else
+    log "starting dockerd (no systemd here)"
+    # A dockerd killed uncleanly leaves its pid file behind; it refuses to start
+    # only if that pid is alive, so a stale file is harmless.
+    # --bridge=none: units use host networking bound to loopback addresses;
+    # no container gets a bridge address. --live-restore: containers keep
+    # running while dockerd restarts (static stability).
+    nohup dockerd --bridge=none --iptables=false --ip-masq=false --live-restore \
+      >"$LOG_DIR/dockerd.log" 2>&1 &
+    echo $! >"$PID_DIR/dockerd.pid"
+  fi
+  wait_for dockerd 60 docker_up
+  log "dockerd is up"
+}
+
+start_etcd() {
+  if etcd_up; then return 0; fi
+  command -v etcd >/dev/null || die "etcd is not installed (run: $0 install)"
+  mkdir -p "$ETCD_DATA"
+  log "starting etcd on $ETCD_CLIENT (data: $ETCD_DATA)"
+  nohup etcd --name landlord-dev --data-dir "$ETCD_DATA" \
+    --listen-client-urls "http://$ETCD_CLIENT" --advertise-client-urls "http://$ETCD_CLIENT" \
+    --listen-peer-urls "http://$ETCD_PEER" --initial-advertise-peer-urls "http://$ETCD_PEER" \
+    --initial-cluster "landlord-dev=http://$ETCD_PEER" \
+    --auto-compaction-mode revision --auto-compaction-retention 10000 \
+    >"$LOG_DIR/etcd.log" 2>&1 &
+  echo $! >"$PID_DIR/etcd.pid"
+  wait_for etcd 30 etcd_up
+  log "etcd is up"
+}
+
+stop_pidfile() {  # stop_pidfile NAME
+  local f="$PID_DIR/$1.pid" pid
+  if alive "$f"; then
+    pid=$(cat "$f")
+    log "stopping $1 (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+status() {
+  local name
+  for name in dockerd etcd; do
+    if alive "$PID_DIR/$name.pid"; then
+      echo "$name: running (started by these scripts, pid $(cat "$PID_DIR/$name.pid"))"
+    elif { [ $name = dockerd ] && docker_up; } || { [ $name = etcd ] && etcd_up; }; then
+      echo "$name: running (not started by these scripts)"
+    else
+      echo "$name: not running"
+    fi
+  done
+}
+
+mkdir -p "$PID_DIR" "$LOG_DIR"
+case "${1:-up}" in
+  install) install ;;
+  up) install; start_docker; start_etcd ;;
+  down) stop_pidfile etcd; stop_pidfile dockerd ;;
+  status) status ;;
+  *) die "usage: $0 install|up|down|status" ;;
+esac

@@ -1,0 +1,47 @@
+"""Test-wide conventions: markers by directory, and cleanup of what tests start."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+TEST_LABEL = "landlord.test"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        rel = Path(str(item.fspath)).relative_to(TESTS)
+        kind = rel.parts[0]
+        if kind in ("unit", "integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, kind))
+
+
+def _remove_test_containers() -> None:
+    try:
+        import docker
+    except ImportError:  # pragma: no cover - docker SDK is a dependency
+        return
+    try:
+        client = docker.from_env(timeout=30)
+        for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+            c.remove(force=True)
+        client.close()
+    except docker.errors.DockerException:
+        # No Docker here (a unit-only run): there is nothing of ours to remove.
+        return
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cleanup_test_containers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Remove every container labelled landlord.test, before and after the session."""
+    needs_docker = any(
+        Path(str(i.fspath)).relative_to(TESTS).parts[0] != "unit" for i in request.session.items
+    )
+    if needs_docker:
+        _remove_test_containers()
+    yield
+    if needs_docker:
+        _remove_test_containers()

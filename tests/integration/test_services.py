@@ -1,0 +1,95 @@
+"""scripts/services.sh: installs and starts real dockerd and etcd, idempotently."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.support import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ROOT / "scripts" / "services.sh"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _etcd_health(addr: str) -> bool:
+    with urllib.request.urlopen(f"http://{addr}/health", timeout=2) as resp:
+        return bool(json.load(resp)["health"] == "true")
+
+
+def test_dockerd_answers() -> None:
+    client = docker.from_env(timeout=10)
+    try:
+        assert client.ping()
+        assert client.version()["ApiVersion"]
+    finally:
+        client.close()
+
+
+def test_shared_etcd_answers() -> None:
+    assert _etcd_health("127.0.0.1:2379")
+
+
+@pytest.fixture
+def private_run(tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = dict(os.environ)
+    env["LANDLORD_RUN_DIR"] = str(tmp_path / "run")
+    env["LANDLORD_ETCD_CLIENT"] = f"127.0.0.1:{_free_port()}"
+    env["LANDLORD_ETCD_PEER"] = f"127.0.0.1:{_free_port()}"
+    yield env
+    subprocess.run([str(SERVICES), "down"], env=env, capture_output=True, timeout=60)
+
+
+def test_up_is_idempotent_and_down_stops_only_what_it_started(
+    private_run: dict[str, str],
+) -> None:
+    env = private_run
+    client_addr = env["LANDLORD_ETCD_CLIENT"]
+    first = subprocess.run(
+        [str(SERVICES), "up"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert first.returncode == 0, first.stderr
+    assert "starting etcd" in first.stdout
+    assert _etcd_health(client_addr)
+    pid_file = Path(env["LANDLORD_RUN_DIR"]) / "pids" / "etcd.pid"
+    pid = int(pid_file.read_text())
+
+    # A second `up` finds everything running and starts nothing.
+    second = subprocess.run(
+        [str(SERVICES), "up"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 0, second.stderr
+    assert "starting" not in second.stdout
+    assert int(pid_file.read_text()) == pid
+
+    # dockerd was already running, so this run dir did not start it: `down`
+    # stops this etcd and leaves dockerd (and the shared etcd) alone.
+    assert not (Path(env["LANDLORD_RUN_DIR"]) / "pids" / "dockerd.pid").exists()
+    down = subprocess.run(
+        [str(SERVICES), "down"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert down.returncode == 0, down.stderr
+
+    def etcd_gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    eventually(etcd_gone, timeout=15, message="private etcd stopped")
+    test_dockerd_answers()
+    assert _etcd_health("127.0.0.1:2379")
