@@ -41,8 +41,7 @@ demo: setup
 	@$(BIN)/python scripts/demo.py
 
 lint: venv
-	@$(BIN)/ruff check .
-	@$(BIN)/ruff format --check . || true
+	@$(BIN)/ruff check --output-format concise .
 	@$(BIN)/mypy
 
 proto: venv

@@ -38,7 +38,9 @@ def eventually(
         except Exception as exc:  # the condition is not true yet
             last_exc = exc
         if time.monotonic() >= deadline:
-            detail = f"last value {last_value!r}" if last_exc is None else f"last error {last_exc!r}"
+            detail = (
+                f"last value {last_value!r}" if last_exc is None else f"last error {last_exc!r}"
+            )
             raise EventuallyTimeout(
                 f"condition not met within {timeout:.1f}s: {message or check!r} ({detail})"
             ) from last_exc
@@ -65,7 +67,9 @@ async def async_eventually(
         except Exception as exc:
             last_exc = exc
         if time.monotonic() >= deadline:
-            detail = f"last value {last_value!r}" if last_exc is None else f"last error {last_exc!r}"
+            detail = (
+                f"last value {last_value!r}" if last_exc is None else f"last error {last_exc!r}"
+            )
             raise EventuallyTimeout(
                 f"condition not met within {timeout:.1f}s: {message or check!r} ({detail})"
             ) from last_exc
