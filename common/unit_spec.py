@@ -1,0 +1,237 @@
+"""What makes a version of a unit: image, command, env, port, health check, resources, deps.
+
+``UnitSpec.checksum()`` is the sha256 of the canonical JSON (sorted keys, no spaces) of
+exactly those fields, so the same content always gives the same checksum; the unit's
+name, version and publication time are not part of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from common.dependencies import parse_dependency, parse_version, qualify
+from common.errors import InvalidArgument
+from common.resources import Resources
+
+__all__ = ["HealthCheck", "UnitSpec", "canonical_json", "sha256_of"]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def canonical_json(content: object) -> str:
+    """Stable JSON text: sorted keys, no spaces, non-ASCII kept as is."""
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_of(content: object) -> str:
+    """Hex sha256 of ``canonical_json(content)`` encoded as UTF-8."""
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How an instance proves it is healthy: an HTTP GET, or a command when one is given."""
+
+    path: str = "/health"
+    """HTTP path probed on the instance's port (used when ``command`` is empty)."""
+    command: tuple[str, ...] = ()
+    """Command run inside the container instead of the HTTP probe; exit 0 is healthy."""
+    interval_s: float = 5.0
+    """Seconds between probes."""
+    timeout_s: float = 2.0
+    """Seconds before one probe counts as failed."""
+    retries: int = 3
+    """Consecutive failed probes before the instance is unhealthy."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "command", tuple(self.command))
+        if not self.command and not self.path.startswith("/"):
+            raise InvalidArgument(
+                f"health_check.path must start with '/', got {self.path!r}", field="health_check"
+            )
+        if not all(isinstance(a, str) for a in self.command):
+            raise InvalidArgument("health_check.command must be strings", field="health_check")
+        for name in ("interval_s", "timeout_s"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise InvalidArgument(
+                    f"health_check.{name} must be seconds > 0, got {value!r}", field=name
+                )
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 1:
+            raise InvalidArgument(
+                f"health_check.retries must be a whole number >= 1, got {self.retries!r}",
+                field="retries",
+            )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "command": list(self.command),
+            "interval_s": float(self.interval_s),
+            "timeout_s": float(self.timeout_s),
+            "retries": self.retries,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> HealthCheck:
+        if not isinstance(data, Mapping):
+            raise InvalidArgument(f"health_check must be a JSON object, got {data!r}")
+        known = {"path", "command", "interval_s", "timeout_s", "retries"}
+        _refuse_unknown("health_check", data, known)
+        command = data.get("command", [])
+        if not isinstance(command, list | tuple):
+            raise InvalidArgument("health_check.command must be a list of strings")
+        return cls(
+            path=_str(data.get("path", "/health"), "health_check.path"),
+            command=tuple(command),
+            interval_s=data.get("interval_s", 5.0),  # type: ignore[arg-type]  # validated
+            timeout_s=data.get("timeout_s", 2.0),  # type: ignore[arg-type]
+            retries=data.get("retries", 3),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """One version of a unit as submitted for publishing."""
+
+    apartment: str
+    unit: str
+    version: str
+    image: str
+    """Docker image id (``sha256:...``) or digest reference (``name@sha256:...``)."""
+    port: int
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    health_check: HealthCheck = field(default_factory=HealthCheck)
+    resources: Resources = field(default_factory=Resources)
+    dependencies: tuple[str, ...] = ()
+    """``name@range`` specs; bare names are in this unit's apartment."""
+
+    def __post_init__(self) -> None:
+        qualify(self.unit, self.apartment)
+        if "/" in self.unit:
+            raise InvalidArgument(
+                f"unit {self.unit!r} must be a bare name; the apartment is a separate field",
+                field="unit",
+            )
+        parse_version(self.version)
+        if not isinstance(self.image, str) or not self.image.strip():
+            raise InvalidArgument("image must name an image id or digest", field="image")
+        if (
+            isinstance(self.port, bool)
+            or not isinstance(self.port, int)
+            or not (1 <= self.port <= 65535)
+        ):
+            raise InvalidArgument(f"port must be 1-65535, got {self.port!r}", field="port")
+        object.__setattr__(self, "command", tuple(self.command))
+        if not all(isinstance(arg, str) for arg in self.command):
+            raise InvalidArgument("command must be a list of strings", field="command")
+        env = dict(self.env)
+        for key, value in env.items():
+            if not isinstance(key, str) or not _ENV_NAME.match(key) or not isinstance(value, str):
+                raise InvalidArgument(
+                    f"env {key!r}: names are letters, digits and '_' (not starting with a "
+                    "digit) and values are strings",
+                    field="env",
+                )
+        object.__setattr__(self, "env", MappingProxyType(env))
+        object.__setattr__(self, "dependencies", tuple(self.dependencies))
+        for spec in self.dependencies:
+            parse_dependency(spec, self.apartment)
+
+    @property
+    def name(self) -> str:
+        """Qualified name, ``apartment/unit``."""
+        return f"{self.apartment}/{self.unit}"
+
+    def content(self) -> dict[str, object]:
+        """Exactly what the checksum covers, with dependencies qualified and sorted."""
+        deps = sorted(str(parse_dependency(s, self.apartment)) for s in self.dependencies)
+        return {
+            "image": self.image,
+            "command": list(self.command),
+            "env": dict(self.env),
+            "port": self.port,
+            "health_check": self.health_check.to_dict(),
+            "resources": self.resources.to_dict(),
+            "dependencies": deps,
+        }
+
+    def checksum(self) -> str:
+        return sha256_of(self.content())
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "apartment": self.apartment,
+            "unit": self.unit,
+            "version": self.version,
+            **self.content(),
+            "dependencies": list(self.dependencies),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> UnitSpec:
+        if not isinstance(data, Mapping):
+            raise InvalidArgument(f"a unit spec must be a JSON object, got {data!r}")
+        known = {
+            "apartment",
+            "unit",
+            "version",
+            "image",
+            "port",
+            "command",
+            "env",
+            "health_check",
+            "resources",
+            "dependencies",
+        }
+        _refuse_unknown("unit spec", data, known)
+        health, resources = data.get("health_check", {}), data.get("resources", {})
+        env = data.get("env", {})
+        if not isinstance(health, Mapping) or not isinstance(resources, Mapping):
+            raise InvalidArgument("health_check and resources must be objects")
+        if not isinstance(env, Mapping):
+            raise InvalidArgument("env must map names to strings", field="env")
+        return cls(
+            apartment=_str(data.get("apartment"), "apartment"),
+            unit=_str(data.get("unit"), "unit"),
+            version=_str(data.get("version"), "version"),
+            image=_str(data.get("image"), "image"),
+            port=data.get("port"),  # type: ignore[arg-type]  # validated in __post_init__
+            command=tuple(_str_list(data.get("command", []), "command")),
+            env=env,
+            health_check=HealthCheck.from_dict(health),
+            resources=Resources.from_dict(resources),
+            dependencies=tuple(_str_list(data.get("dependencies", []), "dependencies")),
+        )
+
+
+def _refuse_unknown(what: str, data: Mapping[str, object], known: set[str]) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidArgument(
+            f"unknown {what} field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+            field=unknown[0],
+        )
+
+
+def _str(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a string, got {value!r}", field=name)
+    return value
+
+
+def _str_list(value: object, name: str) -> Sequence[str]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"{name} must be a list of strings", field=name)
+    return value
