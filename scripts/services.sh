@@ -3,7 +3,8 @@
 # HAProxy from Debian's packages. Idempotent; run as root on Debian 12.
 #
 #   services.sh install   install missing Debian packages (apt-get update only if needed)
-#   services.sh up        install, then start dockerd and a single-node etcd if not running
+#   services.sh up        install, raise the datagram queue for request logs, then start
+#                         dockerd and a single-node etcd if not running
 #   services.sh down      stop only what `up` started (pid files under the run dir)
 #   services.sh status    say what runs and who started it
 #
@@ -97,6 +98,17 @@ start_etcd() {
   log "etcd is up"
 }
 
+tune_host() {
+  # HAProxy sends one log datagram per request to the agent; the kernel default
+  # queue of 10 datagrams drops lines under load (systemd hosts set 512).
+  local q
+  q=$(sysctl -n net.unix.max_dgram_qlen 2>/dev/null || echo 512)
+  if [ "$q" -lt 512 ]; then
+    need_root
+    sysctl -qw net.unix.max_dgram_qlen=512 && log "net.unix.max_dgram_qlen: $q -> 512"
+  fi
+}
+
 stop_pidfile() {  # stop_pidfile NAME
   local f="$PID_DIR/$1.pid" pid
   if alive "$f"; then
@@ -125,7 +137,7 @@ status() {
 mkdir -p "$PID_DIR" "$LOG_DIR"
 case "${1:-up}" in
   install) install ;;
-  up) install; start_docker; start_etcd ;;
+  up) install; tune_host; start_docker; start_etcd ;;
   down) stop_pidfile etcd; stop_pidfile dockerd ;;
   status) status ;;
   *) die "usage: $0 install|up|down|status" ;;

@@ -1,0 +1,199 @@
+"""Sliding request windows per (unit, version, instance) from the request log (pure).
+
+Time is cut into fixed buckets; a window over the last ``seconds`` merges the buckets
+that overlap it, so it may reach back up to one bucket further than asked (its
+``start`` says exactly where). Snapshots are plain data a coordinator merges across
+hosts with :func:`merge_snapshots` (counts add, latency sketches merge exactly).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from agent.dataplane.request_log import RequestRecord
+from common.errors import InvalidArgument
+from common.latency import LatencySketch
+
+__all__ = ["RequestWindows", "WindowSnapshot", "merge_snapshots"]
+
+
+@dataclass(frozen=True)
+class WindowSnapshot:
+    """Requests of one (unit, version, instance) seen by one host over [start, end]."""
+
+    unit: str
+    version: str
+    instance: str
+    host: str
+    requests: int
+    errors: int
+    latency: LatencySketch
+    start: float
+    end: float
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "unit": self.unit,
+            "version": self.version,
+            "instance": self.instance,
+            "host": self.host,
+            "requests": self.requests,
+            "errors": self.errors,
+            "latency": self.latency.to_dict(),
+            "start": self.start,
+            "end": self.end,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> WindowSnapshot:
+        latency = data.get("latency", {})
+        if not isinstance(latency, Mapping):
+            raise InvalidArgument("window 'latency' must be an object")
+        try:
+            return cls(
+                unit=str(data["unit"]),
+                version=str(data["version"]),
+                instance=str(data["instance"]),
+                host=str(data["host"]),
+                requests=int(str(data["requests"])),
+                errors=int(str(data["errors"])),
+                latency=LatencySketch.from_dict(latency),
+                start=float(str(data["start"])),
+                end=float(str(data["end"])),
+            )
+        except (KeyError, ValueError) as exc:
+            raise InvalidArgument(f"malformed request window: {exc}") from exc
+
+
+def merge_snapshots(
+    snapshots: Iterable[WindowSnapshot],
+    *,
+    unit: str | None = None,
+    version: str = "*",
+    instance: str = "*",
+    host: str = "*",
+) -> WindowSnapshot | None:
+    """One window adding up ``snapshots`` (e.g. one version across all hosts)."""
+    items = list(snapshots)
+    if not items:
+        return None
+    latency = LatencySketch(items[0].latency.relative_accuracy)
+    for item in items:
+        latency.merge(item.latency)
+    return WindowSnapshot(
+        unit=unit if unit is not None else items[0].unit,
+        version=version,
+        instance=instance,
+        host=host,
+        requests=sum(i.requests for i in items),
+        errors=sum(i.errors for i in items),
+        latency=latency,
+        start=min(i.start for i in items),
+        end=max(i.end for i in items),
+    )
+
+
+@dataclass
+class _Bucket:
+    requests: int = 0
+    errors: int = 0
+    latency: LatencySketch = field(default_factory=LatencySketch)
+
+
+_Key = tuple[str, str, str]  # unit, version, instance
+
+
+class RequestWindows:
+    """Time-bucketed counters and latency sketches, plus last activity times."""
+
+    def __init__(self, bucket_s: float = 1.0, retention_s: float = 900.0) -> None:
+        if bucket_s <= 0 or retention_s < bucket_s:
+            raise InvalidArgument("window buckets need 0 < bucket_s <= retention_s")
+        self.bucket_s = bucket_s
+        self.retention_s = retention_s
+        self._buckets: dict[_Key, dict[int, _Bucket]] = {}
+        self._activity: dict[tuple[str, str], float] = {}
+        self._unit_activity: dict[str, float] = {}
+        self._pruned_at = -math.inf
+
+    def _index(self, when: float) -> int:
+        return math.floor(when / self.bucket_s)
+
+    def record(self, record: RequestRecord, now: float) -> None:
+        key = (record.unit, record.version, record.instance)
+        index = self._index(now)
+        bucket = self._buckets.setdefault(key, {}).get(index)
+        if bucket is None:
+            bucket = self._buckets[key][index] = _Bucket()
+        bucket.requests += 1
+        bucket.errors += int(record.error)
+        if record.latency_ms is not None:
+            bucket.latency.add(record.latency_ms)
+        self._unit_activity[record.unit] = max(now, self._unit_activity.get(record.unit, now))
+        if record.instance:
+            slot = (record.unit, record.instance)
+            self._activity[slot] = max(now, self._activity.get(slot, now))
+        if now - self._pruned_at >= self.bucket_s:
+            self.prune(now)
+
+    def prune(self, now: float) -> None:
+        """Drop buckets older than the retention."""
+        self._pruned_at = now
+        oldest = self._index(now - self.retention_s)
+        for key in list(self._buckets):
+            buckets = self._buckets[key]
+            for index in [i for i in buckets if i < oldest]:
+                del buckets[index]
+            if not buckets:
+                del self._buckets[key]
+
+    def snapshots(
+        self,
+        unit: str,
+        now: float,
+        *,
+        version: str | None = None,
+        seconds: float = 60.0,
+        host: str = "",
+    ) -> list[WindowSnapshot]:
+        """One snapshot per (version, instance) of ``unit`` with requests in the window."""
+        if seconds <= 0:
+            raise InvalidArgument(f"a window must span a positive time, got {seconds}")
+        seconds = min(seconds, self.retention_s)
+        low, high = self._index(now - seconds), self._index(now)
+        result: list[WindowSnapshot] = []
+        for (key_unit, key_version, instance), buckets in sorted(self._buckets.items()):
+            if key_unit != unit or (version is not None and key_version != version):
+                continue
+            chosen = [b for i, b in buckets.items() if low <= i <= high]
+            if not chosen:
+                continue
+            latency = LatencySketch()
+            for bucket in chosen:
+                latency.merge(bucket.latency)
+            result.append(
+                WindowSnapshot(
+                    unit=unit,
+                    version=key_version,
+                    instance=instance,
+                    host=host,
+                    requests=sum(b.requests for b in chosen),
+                    errors=sum(b.errors for b in chosen),
+                    latency=latency,
+                    start=low * self.bucket_s,
+                    end=now,
+                )
+            )
+        return result
+
+    def last_activity(self, unit: str, instance: str | None = None) -> float | None:
+        """When ``unit`` (or one of its instances) last served a request; None if never."""
+        if instance is None:
+            return self._unit_activity.get(unit)
+        return self._activity.get((unit, instance))

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from agent.dataplane.haproxy_config import render_config, render_map
+from agent.dataplane.model import DataPlaneSpec, ServerSpec, ServerState, UnitSpec
+from agent.dataplane.settings import DataPlaneSettings, HaproxyPaths
+
+PATHS = HaproxyPaths(Path("/data/haproxy"))
+SETTINGS = DataPlaneSettings(log_sockets=2)
+
+
+def spec_with(
+    *servers: ServerSpec, sticky: bool = False, health: str = "/healthz"
+) -> DataPlaneSpec:
+    unit = UnitSpec("web", 8080, health, sticky)
+    for item in servers:
+        unit = unit.with_server(item)
+    return DataPlaneSpec("127.0.0.2").with_unit(unit)
+
+
+A = ServerSpec("a", "127.0.0.3", 31001, "1.0.0", 30)
+B = ServerSpec("b", "127.0.0.4", 31002, "1.1.0", 70)
+
+
+def test_frontend_binds_the_advertise_address_and_logs_to_every_socket() -> None:
+    text = render_config(spec_with(A, B), PATHS, SETTINGS).text
+    assert "frontend fe.web\n    bind 127.0.0.2:8080\n" in text
+    assert "log /data/haproxy/requests.0.sock len 4096 format raw sample 1:2 local0 info" in text
+    assert "log /data/haproxy/requests.1.sock len 4096 format raw sample 2:2 local0 info" in text
+    assert '"v":"%[srv_name,map(/data/haproxy/maps/web.version.map)]"' in text
+    assert "req.hdr(X-Landlord-Version),map(/data/haproxy/maps/web.pin.map)" in text
+    assert "default_backend be.web" in text
+    assert "stats socket /data/haproxy/admin.sock mode 600 level admin expose-fd listeners" in text
+    assert "server-state-file /data/haproxy/servers.state" in text
+    assert "chroot" not in text and "\n    user " not in text
+
+
+def test_backends_carry_weights_health_checks_and_maintenance() -> None:
+    maint = ServerSpec("c", "127.0.0.3", 31003, "1.0.0", 5, ServerState.MAINT)
+    text = render_config(spec_with(A, B, maint), PATHS, SETTINGS).text
+    main = text.split("backend be.web\n", 1)[1].split("\n\n", 1)[0]
+    assert "    balance roundrobin" in main and "    option httpchk GET /healthz" in main
+    assert "    server a 127.0.0.3:31001 weight 30 check inter 1000 rise 2 fall 2" in main
+    assert "    server b 127.0.0.4:31002 weight 70 check" in main
+    assert "    server c 127.0.0.3:31003 weight 5 check inter 1000 rise 2 fall 2 disabled" in main
+    pin0 = text.split("backend pin0.web\n", 1)[1].split("\n\n", 1)[0]
+    assert "server a 127.0.0.3:31001 weight 1 " in pin0 and "server c " in pin0
+    assert "server b " not in pin0
+    for keyword in ("option redispatch", "retries 3", "load-server-state-from-file global"):
+        assert keyword in text
+
+
+def test_stickiness_rules_only_when_asked() -> None:
+    plain = render_config(spec_with(A, B), PATHS, SETTINGS).text
+    sticky = render_config(spec_with(A, B, sticky=True), PATHS, SETTINGS).text
+    assert "LLV_web" not in plain and "Set-Cookie" not in plain
+    assert "req.cook(LLV_web)" in sticky
+    assert "map(/data/haproxy/maps/web.sticky.map)" in sticky
+    assert 'add-header Set-Cookie "LLV_web=%[var(txn.ll_ver)]; Path=/"' in sticky
+
+
+def test_maps_are_rendered_for_each_unit() -> None:
+    maps = render_config(spec_with(A, B), PATHS, SETTINGS).maps
+    assert maps[PATHS.map_file("web", "pin")] == "1.0.0 pin0.web\n1.1.0 pin1.web\n"
+    assert maps[PATHS.map_file("web", "sticky")] == ""
+    assert maps[PATHS.map_file("web", "version")] == "a 1.0.0\nb 1.1.0\n"
+    assert render_map({"b": "2", "a": "1"}) == "a 1\nb 2\n"
+
+
+def test_skeleton_ignores_servers_but_not_structure() -> None:
+    base = render_config(spec_with(A), PATHS, SETTINGS).skeleton_hash
+    more_servers = spec_with(A, B)
+    reweighted = spec_with(dataclasses.replace(A, weight=1, state=ServerState.DRAIN))
+    assert render_config(more_servers, PATHS, SETTINGS).skeleton_hash == base
+    assert render_config(reweighted, PATHS, SETTINGS).skeleton_hash == base
+    assert render_config(spec_with(A, health="/ready"), PATHS, SETTINGS).skeleton_hash != base
+    assert render_config(spec_with(A, sticky=True), PATHS, SETTINGS).skeleton_hash != base
+    four_versions = spec_with(
+        *(ServerSpec(f"s{i}", "127.0.0.3", 31000 + i, f"{i}.0.0", 1) for i in range(4))
+    )
+    assert render_config(four_versions, PATHS, SETTINGS).skeleton_hash != base
+    other_unit = spec_with(A).with_unit(UnitSpec("api", 9090))
+    assert render_config(other_unit, PATHS, SETTINGS).skeleton_hash != base
+    text = render_config(spec_with(A), PATHS, SETTINGS).text
+    assert f"# landlord-skeleton {base}" in text
+
+
+def test_rendering_is_deterministic_and_servers_are_sorted() -> None:
+    assert render_config(spec_with(A, B), PATHS, SETTINGS) == render_config(
+        spec_with(A, B), PATHS, SETTINGS
+    )
+    text = render_config(spec_with(B, A), PATHS, SETTINGS).text
+    main = text.split("backend be.web\n", 1)[1].split("\n\n", 1)[0]
+    assert main.index("server a ") < main.index("server b ")

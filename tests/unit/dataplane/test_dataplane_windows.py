@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.dataplane.request_log import RequestRecord
+from agent.dataplane.windows import RequestWindows, WindowSnapshot, merge_snapshots
+from common.errors import InvalidArgument
+from common.latency import LatencySketch
+
+T0 = 1_700_000_000.0
+
+
+def request(
+    instance: str = "a",
+    version: str = "1.0.0",
+    status: int = 200,
+    ms: float | None = 10.0,
+    unit: str = "web",
+) -> RequestRecord:
+    return RequestRecord(unit, version, instance, f"be.{unit}", status, ms, "--", status >= 500)
+
+
+def test_counts_errors_and_latency_per_instance() -> None:
+    windows = RequestWindows()
+    for i in range(10):
+        windows.record(request("a", status=500 if i == 0 else 200, ms=float(i)), T0 + i * 0.1)
+    windows.record(request("b", version="1.1.0", ms=None), T0 + 0.5)
+    a, b = windows.snapshots("web", T0 + 1.0)
+    assert (a.instance, a.requests, a.errors, a.latency.count) == ("a", 10, 1, 10)
+    assert a.error_rate == pytest.approx(0.1)
+    assert (b.instance, b.version, b.requests, b.latency.count) == ("b", "1.1.0", 1, 0)
+    assert [s.instance for s in windows.snapshots("web", T0 + 1, version="1.1.0")] == ["b"]
+    assert windows.snapshots("api", T0 + 1) == []
+
+
+def test_a_window_only_reaches_back_as_far_as_asked_give_or_take_a_bucket() -> None:
+    windows = RequestWindows(bucket_s=1.0)
+    windows.record(request(), T0)
+    windows.record(request(), T0 + 30)
+    windows.record(request(), T0 + 59.5)
+    (recent,) = windows.snapshots("web", T0 + 60, seconds=10)
+    assert recent.requests == 1 and recent.start == T0 + 50 and recent.end == T0 + 60
+    (all_of_it,) = windows.snapshots("web", T0 + 60, seconds=60)
+    assert all_of_it.requests == 3
+    with pytest.raises(InvalidArgument):
+        windows.snapshots("web", T0, seconds=0)
+
+
+def test_old_buckets_are_dropped_after_the_retention() -> None:
+    windows = RequestWindows(bucket_s=1.0, retention_s=10.0)
+    windows.record(request("old"), T0)
+    windows.record(request("new"), T0 + 20)
+    assert [s.instance for s in windows.snapshots("web", T0 + 20, seconds=1000)] == ["new"]
+
+
+def test_last_activity_per_unit_and_instance() -> None:
+    windows = RequestWindows()
+    assert windows.last_activity("web") is None
+    windows.record(request("a"), T0)
+    windows.record(request("b"), T0 + 5)
+    windows.record(request("", version=""), T0 + 7)  # no server chosen: unit activity only
+    assert windows.last_activity("web") == T0 + 7
+    assert windows.last_activity("web", "a") == T0
+    assert windows.last_activity("web", "b") == T0 + 5
+    assert windows.last_activity("web", "c") is None
+
+
+def test_snapshots_merge_across_hosts_and_round_trip_as_json() -> None:
+    host1, host2 = RequestWindows(), RequestWindows()
+    for ms in range(100):
+        host1.record(request("a", ms=float(ms), status=500 if ms < 5 else 200), T0)
+        host2.record(request("b", ms=float(ms + 100)), T0)
+    snaps = host1.snapshots("web", T0, host="h1") + host2.snapshots("web", T0, host="h2")
+    merged = merge_snapshots(snaps, version="1.0.0")
+    assert merged is not None
+    assert (merged.requests, merged.errors, merged.host, merged.instance) == (200, 5, "*", "*")
+    exact = LatencySketch.of([float(ms) for ms in range(200)])
+    assert merged.latency == exact
+    p95 = merged.latency.quantile(0.95)
+    assert p95 is not None and abs(p95 - 189) <= 189 * 0.01 + 1e-9
+    for snap in snaps:
+        assert WindowSnapshot.from_dict(json.loads(json.dumps(snap.to_dict()))) == snap
+    assert merge_snapshots([]) is None
+    with pytest.raises(InvalidArgument):
+        WindowSnapshot.from_dict({"unit": "web"})
