@@ -1,0 +1,1 @@
+"""Resource limits: cgroup sampling, storage eviction, egress shaping."""

@@ -1,0 +1,240 @@
+"""ContainerRuntime over the ``docker`` SDK.
+
+The SDK is synchronous: every call runs in a small thread pool, and the event stream
+runs in its own thread feeding an asyncio queue. Docker and requests exceptions are
+translated to ``common.errors`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import LogConfig
+
+from agent.runtime.protocol import ContainerEvent, ContainerInfo, CreateRequest, ImageInfo
+from common.errors import Conflict, FailedPrecondition, LandlordError, NotFound, Unavailable
+
+__all__ = ["DockerRuntime", "container_info_from_inspect"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+WATCHED_ACTIONS = ("start", "die", "oom", "destroy")
+
+
+def _translate(exc: Exception, what: str) -> LandlordError:
+    if isinstance(exc, docker.errors.NotFound):
+        return NotFound(f"{what}: not found ({exc.explanation or exc})", target=what)
+    if isinstance(exc, docker.errors.APIError):
+        status = exc.status_code or 0
+        if status == 409:
+            return Conflict(f"{what}: {exc.explanation or exc}", target=what)
+        if status >= 500:
+            return Unavailable(f"{what}: docker engine error: {exc.explanation or exc}")
+        return FailedPrecondition(f"{what}: {exc.explanation or exc}", target=what)
+    return Unavailable(f"{what}: cannot reach docker: {exc}", target=what)
+
+
+def container_info_from_inspect(data: Mapping[str, Any]) -> ContainerInfo:
+    """Our view of a ``docker inspect`` document."""
+    state = data.get("State") or {}
+    config = data.get("Config") or {}
+    driver = (data.get("GraphDriver") or {}).get("Data") or {}
+    return ContainerInfo(
+        id=data["Id"],
+        name=str(data.get("Name", "")).lstrip("/"),
+        image=str(config.get("Image", "")),
+        labels=dict(config.get("Labels") or {}),
+        status=str(state.get("Status", "unknown")),
+        pid=int(state.get("Pid") or 0),
+        exit_code=int(state.get("ExitCode") or 0),
+        oom_killed=bool(state.get("OOMKilled")),
+        started_at=str(state.get("StartedAt", "")),
+        finished_at=str(state.get("FinishedAt", "")),
+        upper_dir=driver.get("UpperDir"),
+        raw=data,
+    )
+
+
+class DockerRuntime:
+    """The real engine, over its unix socket (or any URL the SDK takes)."""
+
+    def __init__(self, base_url: str = "unix:///var/run/docker.sock", workers: int = 8,
+                 timeout: float = 60.0) -> None:
+        self._api = docker.APIClient(base_url=base_url, timeout=int(timeout))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docker")
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _translate(exc, what) from exc
+
+    async def create(self, request: CreateRequest) -> str:
+        api = self._api
+        host_config = api.create_host_config(
+            network_mode=request.network_mode,
+            nano_cpus=request.nano_cpus,
+            mem_limit=request.mem_limit,
+            memswap_limit=request.memswap_limit,
+            pids_limit=request.pids_limit,
+            binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                   for m in request.mounts},
+            tmpfs=dict(request.tmpfs),
+            read_only=request.read_only,
+            init=request.init,
+            security_opt=list(request.security_opt),
+            cap_drop=list(request.cap_drop),
+            storage_opt=dict(request.storage_opt) or None,
+            restart_policy={"Name": "no"},
+            auto_remove=False,
+            log_config=LogConfig(type="json-file",
+                                 config={"max-size": request.log_max_size, "max-file": "2"}),
+        )
+        created = await self._call(
+            f"create {request.name}", api.create_container,
+            image=request.image,
+            command=list(request.command) or None,
+            name=request.name,
+            environment=dict(request.env),
+            labels=dict(request.labels),
+            host_config=host_config,
+            stop_signal=request.stop_signal,
+        )
+        return str(created["Id"])
+
+    async def start(self, container_id: str) -> None:
+        await self._call(f"start {container_id[:12]}", self._api.start, container_id)
+
+    async def stop(self, container_id: str, timeout: float) -> None:
+        await self._call(f"stop {container_id[:12]}", self._api.stop, container_id,
+                         timeout=max(0, round(timeout)))
+
+    async def kill(self, container_id: str, signal: str = "SIGKILL") -> None:
+        await self._call(f"kill {container_id[:12]}", self._api.kill, container_id, signal)
+
+    async def remove(self, container_id: str, force: bool = False) -> None:
+        with contextlib.suppress(NotFound):
+            await self._call(f"remove {container_id[:12]}", self._api.remove_container,
+                             container_id, force=force, v=True)
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        data = await self._call(f"inspect {container_id[:12]}", self._api.inspect_container,
+                                container_id)
+        return container_info_from_inspect(data)
+
+    async def list_containers(self, labels: Mapping[str, str], include_stopped: bool = True
+                   ) -> list[ContainerInfo]:
+        filters = {"label": [f"{k}={v}" if v else k for k, v in labels.items()]}
+        summaries = await self._call("list containers", self._api.containers,
+                                     all=include_stopped, filters=filters)
+        out: list[ContainerInfo] = []
+        for summary in summaries:
+            with contextlib.suppress(NotFound):  # removed between list and inspect
+                out.append(await self.inspect(summary["Id"]))
+        return out
+
+    async def logs(self, container_id: str, tail: int) -> str:
+        data = await self._call(f"logs {container_id[:12]}", self._api.logs, container_id,
+                                stdout=True, stderr=True, tail=tail, timestamps=True)
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+    async def images(self) -> list[ImageInfo]:
+        rows = await self._call("list images", self._api.images)
+        return [
+            ImageInfo(id=row["Id"], tags=tuple(t for t in (row.get("RepoTags") or ())
+                                               if t != "<none>:<none>"),
+                      created=float(row.get("Created") or 0), size=int(row.get("Size") or 0),
+                      labels=dict(row.get("Labels") or {}))
+            for row in rows
+        ]
+
+    async def remove_image(self, reference: str) -> None:
+        await self._call(f"remove image {reference}", self._api.remove_image, reference,
+                         noprune=False)
+
+    async def info(self) -> Mapping[str, Any]:
+        data = await self._call("info", self._api.info)
+        status = dict(data.get("DriverStatus") or [])
+        return {
+            "storage_driver": data.get("Driver", ""),
+            "backing_filesystem": status.get("Backing Filesystem", ""),
+            "cgroup_version": str(data.get("CgroupVersion", "1")),
+            "cgroup_driver": data.get("CgroupDriver", ""),
+        }
+
+    async def events(self, labels: Mapping[str, str]) -> AsyncIterator[ContainerEvent]:
+        """Engine events in a thread; reconnects with ``since`` so nothing is missed."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[ContainerEvent | None] = asyncio.Queue()
+        stop = threading.Event()
+        current: list[Any] = []
+        filters = {"type": ["container"], "event": list(WATCHED_ACTIONS),
+                   "label": [f"{k}={v}" if v else k for k, v in labels.items()]}
+
+        def deliver(item: ContainerEvent | None) -> None:
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def pump() -> None:
+            since: float | None = None
+            while not stop.is_set():
+                try:
+                    stream = self._api.events(decode=True, filters=filters, since=since)
+                    current[:] = [stream]
+                    for raw in stream:
+                        event = _parse_event(raw)
+                        since = event.time
+                        deliver(event)
+                except Exception as exc:  # stream broke: reconnect unless stopping
+                    if stop.is_set():
+                        break
+                    log.warning("docker event stream failed, reconnecting: %s", exc)
+                if not stop.is_set():
+                    time.sleep(0.5)
+                    since = since if since is not None else time.time() - 1
+            deliver(None)
+
+        thread = threading.Thread(target=pump, name="docker-events", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            stop.set()
+            for stream in current:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._api.close()
+
+
+def _parse_event(raw: Mapping[str, Any]) -> ContainerEvent:
+    actor = raw.get("Actor") or {}
+    attributes = dict(actor.get("Attributes") or {})
+    exit_code = attributes.pop("exitCode", None)
+    nanos = raw.get("timeNano")
+    moment = nanos / 1e9 if isinstance(nanos, int) else float(raw.get("time") or time.time())
+    return ContainerEvent(
+        action=str(raw.get("Action") or raw.get("status") or ""),
+        container_id=str(actor.get("ID") or raw.get("id") or ""),
+        labels=attributes,
+        time=moment,
+        exit_code=int(exit_code) if exit_code is not None else None,
+    )

@@ -1,0 +1,139 @@
+"""The container runtime interface: small, async, in the agent's own types."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "ContainerEvent",
+    "ContainerInfo",
+    "ContainerRuntime",
+    "CreateRequest",
+    "ImageInfo",
+    "Mount",
+]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory bind-mounted into the container."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """Everything needed to create one container; built by pure code, run by the runtime."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    nano_cpus: int
+    mem_limit: int
+    memswap_limit: int
+    pids_limit: int
+    mounts: tuple[Mount, ...] = ()
+    tmpfs: Mapping[str, str] = field(default_factory=dict)
+    network_mode: str = "host"
+    read_only: bool = True
+    init: bool = True
+    security_opt: tuple[str, ...] = ("no-new-privileges:true",)
+    cap_drop: tuple[str, ...] = ("ALL",)
+    storage_opt: Mapping[str, str] = field(default_factory=dict)
+    stop_signal: str = "SIGTERM"
+    log_max_size: str = "10m"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What the agent needs to know of one container."""
+
+    id: str
+    name: str
+    image: str
+    labels: Mapping[str, str]
+    status: str
+    """Docker's status: created, running, paused, restarting, exited, dead."""
+    pid: int
+    exit_code: int
+    oom_killed: bool
+    started_at: str
+    finished_at: str
+    upper_dir: str | None = None
+    """Writable layer on the host (overlay2 UpperDir), when the driver exposes it."""
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "paused", "restarting")
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    """One container event from the engine's stream (die, oom, start, ...)."""
+
+    action: str
+    container_id: str
+    labels: Mapping[str, str]
+    time: float
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """A local image with its tags."""
+
+    id: str
+    tags: tuple[str, ...]
+    created: float
+    size: int
+    labels: Mapping[str, str]
+
+
+class ContainerRuntime(Protocol):
+    """Async facade over the container engine. Raises ``common.errors`` types only."""
+
+    async def create(self, request: CreateRequest) -> str:
+        """Create a container; returns its id."""
+        ...
+
+    async def start(self, container_id: str) -> None: ...
+
+    async def stop(self, container_id: str, timeout: float) -> None:
+        """SIGTERM (the stop signal), then SIGKILL after ``timeout`` seconds."""
+        ...
+
+    async def kill(self, container_id: str, signal: str = "SIGKILL") -> None: ...
+
+    async def remove(self, container_id: str, force: bool = False) -> None:
+        """Remove a container; a missing one is not an error."""
+        ...
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        """Raises NotFound when the container does not exist."""
+        ...
+
+    async def list_containers(self, labels: Mapping[str, str], include_stopped: bool = True
+                   ) -> list[ContainerInfo]: ...
+
+    async def logs(self, container_id: str, tail: int) -> str: ...
+
+    async def images(self) -> list[ImageInfo]: ...
+
+    async def remove_image(self, reference: str) -> None: ...
+
+    async def info(self) -> Mapping[str, Any]:
+        """Engine facts: storage driver and its backing filesystem, cgroup version."""
+        ...
+
+    def events(self, labels: Mapping[str, str]) -> AsyncIterator[ContainerEvent]:
+        """Container events of containers carrying ``labels``, until cancelled."""
+        ...
+
+    async def close(self) -> None: ...

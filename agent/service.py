@@ -1,0 +1,193 @@
+"""AgentService: the agent's internal interface.
+
+The coordinator stream and the data plane plug in here: start and stop instances, list
+them, follow events, trigger GC, read capacity, and feed request activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psutil
+
+from agent.adoption import AdoptionReport, adopt
+from agent.config import AgentConfig
+from agent.events import EventBus
+from agent.gc import GC_KINDS, DiskUsage, GarbageCollector
+from agent.limits.bandwidth import EgressShaper
+from agent.limits.monitor import ResourceMonitor
+from agent.limits.storage import enforcement_mode
+from agent.runtime.container_config import LABEL_HOST
+from agent.runtime.protocol import ContainerRuntime
+from agent.spec import InstanceSpec, InstanceView
+from agent.store import RecordStore
+from agent.supervisor import Prober, Supervisor
+from common.clock import Clock, SystemClock
+from common.errors import InvalidArgument, LandlordError
+from common.lifecycle import InstanceState
+from common.resources import Resources
+
+__all__ = ["AgentService"]
+
+log = logging.getLogger(__name__)
+
+
+class AgentService:
+    """One host's agent: supervision, limits, recovery and GC behind one interface."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        runtime: ContainerRuntime,
+        clock: Clock | None = None,
+        *,
+        prober: Prober | None = None,
+        disk_usage: DiskUsage | None = None,
+        shaper: EgressShaper | None = None,
+    ) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.clock = clock or SystemClock()
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.bus = EventBus()
+        self.store = RecordStore(config.data_dir)
+        if shaper is None and config.bandwidth:
+            shaper = EgressShaper(config.egress_device, config.cgroup_root, config.run_dir)
+        self.supervisor = Supervisor(config, runtime, self.store, self.bus, self.clock, shaper)
+        if prober is not None:
+            self.supervisor.probe = prober
+        self.monitor = ResourceMonitor(self.supervisor)
+        self.gc = GarbageCollector(self.supervisor, self.monitor, disk_usage)
+        self.supervisor.launch_hooks.append(self.gc.remember)
+        self._events_task: asyncio.Task[None] | None = None
+        self.adoption: AdoptionReport | None = None
+        self._closed = False
+
+    # -- life of the service -------------------------------------------------------------
+    async def open(self) -> AdoptionReport:
+        """Learn the engine's storage abilities, follow its events, adopt what runs."""
+        info = await self.runtime.info()
+        self.supervisor.storage_mode = enforcement_mode(info)
+        ready = asyncio.Event()
+        self._events_task = asyncio.create_task(self._follow_events(ready), name="events")
+        await ready.wait()
+        containers = await self.runtime.list_containers({LABEL_HOST: self.config.host_id})
+        self.adoption = await adopt(self.supervisor, containers)
+        return self.adoption
+
+    async def _follow_events(self, ready: asyncio.Event) -> None:
+        stream = self.runtime.events({LABEL_HOST: self.config.host_id})
+        ready.set()
+        async for event in stream:
+            try:
+                await self.supervisor.handle_event(event)
+            except (LandlordError, OSError) as exc:
+                log.error("handling %s of %s failed: %s", event.action,
+                          event.container_id[:12], exc)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Monitoring, storage checks and GC schedules until ``stop`` is set."""
+        await asyncio.gather(
+            self._every(self.config.monitor_interval, self.monitor.sample_once, stop),
+            self._every(self.config.storage_interval, self.monitor.check_storage_once, stop),
+            self.gc.run(stop),
+        )
+
+    async def _every(self, interval: float, step: Callable[[], Any], stop: asyncio.Event
+                     ) -> None:
+        while not stop.is_set():
+            try:
+                await step()
+            except (LandlordError, OSError) as exc:
+                log.error("%s failed: %s", getattr(step, "__name__", step), exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    async def close(self) -> None:
+        """Stop following and watching; containers keep running. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.supervisor.shutdown()
+        if self._events_task is not None:
+            self._events_task.cancel()
+            await asyncio.gather(self._events_task, return_exceptions=True)
+        self.bus.close()
+        await self.runtime.close()
+
+    # -- the interface -------------------------------------------------------------------
+    async def start_instance(self, spec: InstanceSpec, wait: bool = True) -> InstanceView:
+        """Create, start and health-check an instance; with ``wait`` return once it is
+        running or its start failed (see the view's state)."""
+        return await self.supervisor.start_instance(spec, wait=wait)
+
+    async def stop_instance(self, instance_id: str, grace: float | None = None) -> None:
+        """SIGTERM, ``grace`` seconds (default from config), SIGKILL; then remove."""
+        await self.supervisor.stop_instance(instance_id, grace)
+
+    def instances(self) -> list[InstanceView]:
+        return [self.supervisor.view(r) for r in self.supervisor.records.values()]
+
+    def instance(self, instance_id: str) -> InstanceView:
+        return self.supervisor.view(self.supervisor.get(instance_id))
+
+    async def subscribe_events(self) -> AsyncIterator[dict[str, Any]]:
+        """Every event from now on as a dict: type, instance, unit, version, time, details."""
+        async for event in self.bus.subscribe():
+            yield event.to_dict()
+
+    async def run_gc(self, kind: str) -> dict[str, Any]:
+        """Run one GC kind now: "idle", "memory", "cache" (or "all")."""
+        if kind == "all":
+            return {k: await self.gc.run_kind(k) for k in GC_KINDS}
+        return await self.gc.run_kind(kind)
+
+    def capacity(self) -> dict[str, Any]:
+        """Totals, reserved, allocated (live instances) and available, per dimension."""
+        config = self.config
+        disk = shutil.disk_usage(config.data_dir)
+        total = Resources(cpu=float(psutil.cpu_count() or 1),
+                          memory=psutil.virtual_memory().total,
+                          storage=disk.total, network=config.network_capacity)
+        reserved = Resources(cpu=config.reserved_cpu, memory=config.reserved_memory,
+                             storage=config.reserved_storage, network=0)
+        allocated = Resources()
+        live = 0
+        for record in self.supervisor.records.values():
+            if record.lifecycle.state in (InstanceState.STOPPED,):
+                continue
+            live += 1
+            res = record.spec.resources
+            allocated = allocated + Resources(cpu=res.cpu, memory=res.memory,
+                                              storage=res.storage, network=res.network)
+        available = total.minus(reserved).minus(allocated)
+        return {"host": config.host_id, "building": config.building,
+                "total": total.to_dict(), "reserved": reserved.to_dict(),
+                "allocated": allocated.to_dict(), "available": available.to_dict(),
+                "instances": live}
+
+    def record_request(self, instance_id: str, at: float | None = None) -> None:
+        """The data plane saw a request for the instance (at ``at``, default now)."""
+        record = self.supervisor.get(instance_id)
+        when = self.clock.now() if at is None else at
+        record.last_request = max(record.last_request or 0.0, when)
+
+    def set_activity_source(self, source: Callable[[str], float | None]) -> None:
+        """Inject where last-request times come from (instance id -> epoch or None)."""
+        self.supervisor.activity_source = source
+
+    def set_stable_version(self, apartment: str, unit: str, version: str | None) -> None:
+        """The unit's stable version on this host: never collected as idle."""
+        if version is not None and not version:
+            raise InvalidArgument("version must be non-empty or None")
+        self.gc.set_stable(apartment, unit, version)
+
+    def stats(self, instance_id: str) -> dict[str, Any]:
+        """Latest sampled figures of one instance (memory, cpu, pids, io, storage)."""
+        self.supervisor.get(instance_id)
+        return self.monitor.figures(instance_id)

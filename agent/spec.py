@@ -1,0 +1,223 @@
+"""What the agent is asked to run (InstanceSpec) and what it shows back (InstanceView)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from common.errors import InvalidArgument
+
+__all__ = [
+    "HealthSpec",
+    "InstanceSpec",
+    "InstanceView",
+    "ResourceSpec",
+    "Slot",
+    "StateMode",
+]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_INSTANCE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}$")
+
+
+class Slot(StrEnum):
+    """Blue-green slot of an instance."""
+
+    BLUE = "blue"
+    GREEN = "green"
+
+
+class StateMode(StrEnum):
+    """How an instance keeps state on the host.
+
+    ``none``: no state directory; ``shared``: one directory per unit, shared by every
+    instance of it (blue and green see the same files); ``snapshot``: one directory per
+    instance, carried over to its replacements and backed up before collection.
+    """
+
+    NONE = "none"
+    SHARED = "shared"
+    SNAPSHOT = "snapshot"
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    """HTTP health check of an instance."""
+
+    path: str = "/healthz"
+    """Path probed with GET on the instance's address and port; 2xx/3xx is healthy."""
+    interval: float = 10.0
+    """Seconds between probes once the instance is ready (Kubernetes' default period).
+    Starting instances are probed every ``startup_probe_interval`` of the agent until
+    ready. A loopback TCP probe costs ~2 ms of agent CPU here, so 50 instances at 2 s
+    would cost ~5 % of a core."""
+    timeout: float = 1.0
+    """Seconds a probe may take."""
+    success_threshold: int = 1
+    """Consecutive successes that make an instance healthy (and ready)."""
+    failure_threshold: int = 3
+    """Consecutive failures that make a running instance unhealthy."""
+    warmup: float = 0.0
+    """Seconds after the container starts before it may count as ready."""
+    startup_timeout: float = 60.0
+    """Seconds an instance has to become ready before it is treated as crashed."""
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise InvalidArgument(f"health path must start with '/', got {self.path!r}")
+        for name in ("interval", "timeout", "startup_timeout"):
+            if getattr(self, name) <= 0:
+                raise InvalidArgument(f"health {name} must be > 0", field=name)
+        if self.warmup < 0:
+            raise InvalidArgument("health warmup must be >= 0", field="warmup")
+        if self.success_threshold < 1 or self.failure_threshold < 1:
+            raise InvalidArgument("health thresholds must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HealthSpec:
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """Limits of one instance; 0 means "no limit" for storage and network."""
+
+    cpu: float = 0.5
+    """Cores (fractional allowed), enforced as a CFS quota."""
+    memory: int = 256 * 1024 * 1024
+    """Bytes of memory; swap is off (memory+swap equals memory)."""
+    storage: int = 1024 * 1024 * 1024
+    """Bytes of writable layer plus state directory before eviction; 0 = unlimited."""
+    network: int = 0
+    """Egress bits per second; 0 = unlimited."""
+    pids: int = 512
+    """Most processes and threads the container may hold."""
+
+    def __post_init__(self) -> None:
+        if self.cpu <= 0:
+            raise InvalidArgument("cpu must be > 0 cores", resource="cpu")
+        if self.memory < 6 * 1024 * 1024:
+            raise InvalidArgument("memory must be at least 6 MiB (Docker's minimum)",
+                                  resource="memory")
+        if self.storage < 0 or self.network < 0:
+            raise InvalidArgument("storage and network must be >= 0")
+        if self.pids < 1:
+            raise InvalidArgument("pids must be >= 1", resource="pids")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResourceSpec:
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One instance to run: a unit version in a slot, with its limits and checks."""
+
+    apartment: str
+    unit: str
+    version: str
+    slot: Slot
+    instance_id: str
+    image: str
+    port: int
+    """Port the instance listens on at the host's advertise address (env PORT)."""
+    command: tuple[str, ...] = ()
+    """Command overriding the image's CMD; empty keeps the image's."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    health: HealthSpec = field(default_factory=HealthSpec)
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    state_mode: StateMode = StateMode.NONE
+    state_dir: str = "/state"
+    """Path of the state directory inside the container (env STATE_DIR)."""
+    idle_timeout: float = 0.0
+    """Seconds without activity before GC may collect the instance; 0 = never."""
+    read_only_rootfs: bool = True
+    """Mount the image read-only (a small /tmp tmpfs is still writable)."""
+
+    def __post_init__(self) -> None:
+        for name in ("apartment", "unit"):
+            if not _NAME.match(getattr(self, name)):
+                raise InvalidArgument(
+                    f"{name} {getattr(self, name)!r} must be lowercase letters, digits,"
+                    " '.', '_' or '-' (at most 63)", field=name)
+        if not _INSTANCE.match(self.instance_id):
+            raise InvalidArgument(f"instance_id {self.instance_id!r} is not a valid name",
+                                  field="instance_id")
+        if not self.version or not self.image:
+            raise InvalidArgument("version and image are required")
+        if not 1 <= self.port <= 65535:
+            raise InvalidArgument(f"port {self.port} is not in 1..65535", field="port")
+        if not self.state_dir.startswith("/"):
+            raise InvalidArgument("state_dir must be an absolute path in the container")
+        if self.idle_timeout < 0:
+            raise InvalidArgument("idle_timeout must be >= 0", field="idle_timeout")
+        object.__setattr__(self, "slot", Slot(self.slot))
+        object.__setattr__(self, "state_mode", StateMode(self.state_mode))
+        object.__setattr__(self, "command", tuple(self.command))
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "apartment": self.apartment,
+            "unit": self.unit,
+            "version": self.version,
+            "slot": self.slot.value,
+            "instance_id": self.instance_id,
+            "image": self.image,
+            "port": self.port,
+            "command": list(self.command),
+            "env": dict(self.env),
+            "health": self.health.to_dict(),
+            "resources": self.resources.to_dict(),
+            "state_mode": self.state_mode.value,
+            "state_dir": self.state_dir,
+            "idle_timeout": self.idle_timeout,
+            "read_only_rootfs": self.read_only_rootfs,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InstanceSpec:
+        values = dict(data)
+        values["command"] = tuple(values.get("command", ()))
+        values["health"] = HealthSpec.from_dict(values.get("health", {}))
+        values["resources"] = ResourceSpec.from_dict(values.get("resources", {}))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """A read-only snapshot of one instance for callers of the agent."""
+
+    instance_id: str
+    apartment: str
+    unit: str
+    version: str
+    slot: str
+    state: str
+    health_score: float
+    address: str
+    port: int
+    container_id: str | None
+    generation: int
+    restarts: int
+    started_at: float
+    last_activity: float
+    enforcement: Mapping[str, str]
+    """Per resource: how its limit is enforced ("cgroup", "eviction", "tc", "none: why")."""
+    metadata: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["enforcement"] = dict(self.enforcement)
+        data["metadata"] = dict(self.metadata)
+        return data

@@ -1,0 +1,85 @@
+"""Agent configuration: TOML, then environment, then flags; validated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import AgentConfig, load_config
+from common.errors import InvalidArgument
+
+
+def test_flags_beat_environment_beat_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "agent.toml"
+    toml.write_text(
+        '[agent]\nhost_id = "from-toml"\nbuilding = "b1"\n'
+        'reserved_memory = "1Gi"\ncoordinators = ["127.0.0.1:7000"]\n'
+    )
+    env = {
+        "LANDLORD_AGENT_HOST_ID": "from-env",
+        "LANDLORD_AGENT_CRASH_DELAY": "0.5",
+        "LANDLORD_AGENT_BANDWIDTH": "off",
+        "OTHER": "ignored",
+    }
+    config = load_config(
+        toml,
+        env,
+        {
+            "host_id": "from-flag",
+            "advertise_address": "127.0.0.3",
+            "network_capacity": "10mbit",
+            "building": None,
+        },
+    )
+    assert config.host_id == "from-flag" and config.building == "b1"
+    assert config.reserved_memory == 1024**3 and config.crash_delay == 0.5
+    assert config.bandwidth is False and config.network_capacity == 10_000_000
+    assert config.coordinators == ("127.0.0.1:7000",)
+    assert config.advertise_address == "127.0.0.3"
+    policy = config.recovery_policy()
+    assert policy.crash.max_retries == 3 and policy.crash.delay_s == 0.5
+
+
+def test_defaults_follow_the_plan() -> None:
+    config = AgentConfig(host_id="h")
+    assert (config.gc_idle_interval, config.gc_memory_interval, config.gc_cache_interval) == (
+        1800.0,
+        300.0,
+        3600.0,
+    )
+    assert (config.disk_high_watermark, config.disk_low_watermark) == (0.85, 0.80)
+    assert config.keep_versions == 3 and config.stop_grace == 30.0
+    assert config.recovery_policy().leak.max_retries == 1
+
+
+def test_every_problem_is_named_at_once() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        load_config(
+            None,
+            {"LANDLORD_AGENT_ADVERTISE_ADDRESS": "not-an-ip"},
+            {"labels": "novalue", "disk_low_watermark": "0.9"},
+        )
+    message = str(caught.value)
+    assert "host_id is required" in message and "not an IP address" in message
+    assert "label 'novalue' must be KEY=VALUE" in message and "disk_low_watermark" in message
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"LANDLORD_AGENT_NOPE": "1"}, "unknown setting in environment"),
+        ({"LANDLORD_AGENT_CRASH_DELAY": "soon"}, "setting crash_delay"),
+        ({"LANDLORD_AGENT_RESERVED_MEMORY": "5m"}, "reserved_memory"),
+    ],
+)
+def test_bad_values_are_refused_with_their_name(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(InvalidArgument, match=needle):
+        load_config(None, {"LANDLORD_AGENT_HOST_ID": "h", **env})
+
+
+def test_unknown_toml_keys_are_refused(tmp_path: Path) -> None:
+    toml = tmp_path / "agent.toml"
+    toml.write_text('host_id = "h"\nhostid = "typo"\n')
+    with pytest.raises(InvalidArgument, match=r"unknown settings .*hostid"):
+        load_config(toml)
