@@ -47,6 +47,14 @@ class AgentConfig:
     reserved_storage: int = _opt(2 * 1024**3, "disk kept for the host itself", "bytes")
     network_capacity: int = _opt(1_000_000_000, "egress bits/s this host offers", "bits")
     labels: tuple[str, ...] = _opt((), "extra labels KEY=VALUE on every container", "list")
+    # coordinator stream and data plane
+    tls_ca_file: str = _opt("", "CA bundle that signs the coordinators' certificate (empty: "
+                                "insecure)")
+    tls_cert_file: str = _opt("", "this agent's client certificate for mutual TLS")
+    tls_key_file: str = _opt("", "this agent's client private key")
+    data_plane: bool = _opt(True, "run this host's HAProxy data plane (unit entry points)",
+                            "bool")
+    haproxy_binary: str = _opt("/usr/sbin/haproxy", "the HAProxy 2.6+ executable")
     # supervision
     stop_grace: float = _opt(30.0, "seconds between SIGTERM and SIGKILL on a graceful stop")
     startup_probe_interval: float = _opt(0.1, "seconds between health probes until ready")
@@ -123,6 +131,8 @@ def _problems(cfg: AgentConfig) -> list[str]:
         host, _, port = addr.rpartition(":")
         if not host or not port.isdigit():
             out.append(f"coordinator {addr!r} must be host:port")
+    if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
+        out.append("tls_cert_file and tls_key_file go together (both or neither)")
     if not 0 < cfg.disk_low_watermark < cfg.disk_high_watermark <= 1:
         out.append("need 0 < disk_low_watermark < disk_high_watermark <= 1")
     if not 0 < cfg.memory_pressure_ratio <= 1:

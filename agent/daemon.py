@@ -1,6 +1,12 @@
 """The agent daemon: the service's tasks started together, stopped in order on SIGTERM.
 
-Containers are never stopped here: they belong to the engine, not to this process.
+Started in this order: supervision (adopting what runs), the data plane (re-attaching to a
+running HAProxy), the host port (capacity, images, request windows, GC activity), then the
+coordinator stream when coordinators are configured (without them the agent runs
+standalone). Stopped in the reverse order: the stream, the host port and extensions, GC
+and monitoring, the data plane's watcher and log receiver (HAProxy keeps serving), and
+supervision last (containers keep running): they belong to the engine and HAProxy, not to
+this process, so an agent restart never interrupts traffic.
 """
 
 from __future__ import annotations
@@ -10,19 +16,25 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Sequence
+from importlib import metadata
 from typing import Any
 
 from agent.config import AgentConfig
+from agent.dataplane import DataPlane, DataPlaneSettings
+from agent.host_port import HostPort, RoutingPlane
 from agent.runtime.docker_runtime import DockerRuntime
 from agent.runtime.protocol import ContainerRuntime
 from agent.sdnotify import notify, watchdog_interval
 from agent.service import AgentService
+from agent.stream_client import CoordinatorStream, StreamSettings
+from common.errors import LandlordError
+from common.transport import TlsSettings
 
-__all__ = ["Extension", "run_daemon"]
+__all__ = ["Extension", "build_data_plane", "run_daemon", "stream_settings"]
 
 log = logging.getLogger(__name__)
 Extension = Callable[[AgentService, asyncio.Event], Coroutine[Any, Any, None]]
-"""A task plugged into the daemon (coordinator stream, data plane), run until stop."""
+"""A task plugged into the daemon, run until stop (stopped after the host port)."""
 DRAIN_TIMEOUT = 15.0
 
 
@@ -33,42 +45,114 @@ async def _watchdog(interval: float, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), interval)
 
 
+def build_data_plane(config: AgentConfig) -> DataPlane:
+    """This host's HAProxy under ``DATA_DIR/haproxy``, serving on the advertise address."""
+    return DataPlane(config.data_dir, config.advertise_address, host=config.host_id,
+                     settings=DataPlaneSettings(haproxy_binary=config.haproxy_binary))
+
+
+def stream_settings(config: AgentConfig) -> StreamSettings:
+    """How to reach the coordinators (raises InvalidArgument for missing TLS files)."""
+    tls = TlsSettings(ca_file=config.tls_ca_file, cert_file=config.tls_cert_file,
+                      key_file=config.tls_key_file)
+    return StreamSettings(coordinators=config.coordinators, tls=tls)
+
+
+def _agent_version() -> str:
+    try:
+        return metadata.version("landlord")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+async def _open_host(service: AgentService, plane: RoutingPlane | None) -> HostPort | None:
+    """Start the data plane and prepare the host port (none when neither a data plane nor
+    coordinators are configured); on failure leave nothing half-started."""
+    config = service.config
+    if plane is None and not config.coordinators:
+        return None
+    port = HostPort(service, plane, agent_version=_agent_version())
+    if plane is not None:
+        await plane.start()
+    try:
+        await port.prepare()
+    except BaseException:
+        if plane is not None:
+            await plane.close()
+        raise
+    return port
+
+
+async def _stop_task(task: asyncio.Task[None], cancel: bool = False) -> None:
+    """Wait for ``task`` to end (cancelling it first with ``cancel``), at most DRAIN_TIMEOUT."""
+    if cancel:
+        task.cancel()
+    done, _ = await asyncio.wait([task], timeout=DRAIN_TIMEOUT)
+    if not done:
+        log.warning("task %s did not stop in %s s", task.get_name(), DRAIN_TIMEOUT)
+    elif not task.cancelled() and task.exception() is not None:
+        log.error("task %s failed: %r", task.get_name(), task.exception())
+
+
 async def run_daemon(
     config: AgentConfig,
     *,
     runtime: ContainerRuntime | None = None,
     extensions: Sequence[Extension] = (),
     stop: asyncio.Event | None = None,
+    plane: RoutingPlane | None = None,
 ) -> int:
+    """Run until ``stop`` (or SIGTERM/SIGINT). ``plane``: this host's data plane, started
+    here (see build_data_plane); None runs without one."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    coordinated = stream_settings(config) if config.coordinators else None  # checked first
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        await _serve(config, runtime, extensions, stop, plane, coordinated)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
+                 extensions: Sequence[Extension], stop: asyncio.Event,
+                 plane: RoutingPlane | None, coordinated: StreamSettings | None) -> None:
     service = AgentService(config, runtime or DockerRuntime(config.docker_url))
     report = await service.open()
+    try:
+        port = await _open_host(service, plane)
+    except (LandlordError, OSError):
+        await service.close()
+        raise
     log.info("agent %s supervising", config.host_id, extra={
         "adopted": report.adopted, "recovered": report.recovered, "launched": report.launched,
-        "rebuilt": report.rebuilt, "strays_removed": report.strays_removed})
+        "rebuilt": report.rebuilt, "strays_removed": report.strays_removed,
+        "data_plane": plane is not None, "coordinators": list(config.coordinators)})
     notify(f"READY=1\nSTATUS=supervising {len(service.instances())} instances")
     interval = config.watchdog_interval or watchdog_interval()
-    # stopped in this order: extensions (stream, data plane), then GC and monitoring
-    ordered: list[asyncio.Task[None]] = [
-        asyncio.create_task(ext(service, stop), name=f"extension-{i}")
-        for i, ext in enumerate(extensions)]
+    stream: asyncio.Task[None] | None = None
+    ordered: list[asyncio.Task[None]] = []
+    if port is not None:
+        if coordinated is not None:
+            client = CoordinatorStream(port, coordinated)
+            stream = asyncio.create_task(client.run(), name="coordinator-stream")
+        ordered.append(asyncio.create_task(port.run(stop), name="host-port"))
+    # stopped in this order: (stream,) host port, extensions, then GC and monitoring
+    ordered += [asyncio.create_task(ext(service, stop), name=f"extension-{i}")
+                for i, ext in enumerate(extensions)]
     ordered.append(asyncio.create_task(service.run(stop), name="monitor-gc"))
     if interval > 0:
         ordered.append(asyncio.create_task(_watchdog(interval, stop), name="watchdog"))
     await stop.wait()
     notify("STOPPING=1")
-    log.info("stopping agent %s (containers keep running)", config.host_id)
+    log.info("stopping agent %s (containers and haproxy keep running)", config.host_id)
+    if stream is not None:
+        await _stop_task(stream, cancel=True)  # the coordinator sees the session end first
     for task in ordered:
-        try:
-            await asyncio.wait_for(task, DRAIN_TIMEOUT)
-        except TimeoutError:
-            log.warning("task %s did not stop in %s s", task.get_name(), DRAIN_TIMEOUT)
-        except Exception as exc:
-            log.error("task %s failed: %r", task.get_name(), exc)
+        await _stop_task(task)
+    if plane is not None:
+        await plane.close()  # watcher and request log only: haproxy keeps serving
     await service.close()  # supervision last: health watchers and the event stream
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(sig)
-    return 0

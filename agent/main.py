@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from agent.config import ENV_PREFIX, config_fields, load_config
-from agent.daemon import run_daemon
+from agent.daemon import build_data_plane, run_daemon
 from agent.jsonlog import configure_logging
 from common.errors import LandlordError
 
@@ -52,7 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name} = {getattr(config, name)!r}")
         return 0
     configure_logging(config.log_level, config.log_format)
-    return asyncio.run(run_daemon(config))
+    try:
+        plane = build_data_plane(config) if config.data_plane else None
+        return asyncio.run(run_daemon(config, plane=plane))
+    except (LandlordError, OSError) as exc:
+        logging.getLogger("agent").error("agent failed: %s", exc)
+        return 1
 
 
 if __name__ == "__main__":

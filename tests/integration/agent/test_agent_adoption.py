@@ -46,6 +46,9 @@ def _env(data_dir: Path, host_id: str) -> dict[str, str]:
             "LANDLORD_AGENT_ADVERTISE_ADDRESS": HOST_ADDRESS,
             "LANDLORD_AGENT_LABELS": TEST_LABEL,
             "LANDLORD_AGENT_BANDWIDTH": "false",
+            # This test is about containers; HAProxy (which outlives the agent by
+            # design) is exercised by the data-plane and e2e tests.
+            "LANDLORD_AGENT_DATA_PLANE": "false",
             "LANDLORD_AGENT_MONITOR_INTERVAL": "1",
         }
     )

@@ -1,0 +1,247 @@
+"""The coordinator's commands carried out on this host (the ``execute`` half of HostPort).
+
+Starting and stopping run as tasks, so a warm-up or a graceful stop never holds up the
+commands behind it; both are idempotent by instance id and report through the state
+changes they cause (and a ``instance.start_failed``/``instance.stop_failed`` event when
+they fail). A start waits for a stop still freeing its port. Routes, weights and drains
+are data plane calls made in place; the command result says whether they worked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Coroutine, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent.gc import GC_KINDS
+from agent.host_mapping import instance_spec, plane_unit, route_changes, traffic_version
+from agent.service import AgentService
+from agent.spec import InstanceSpec, StateMode
+from agent.stream_client import (
+    AgentCommand,
+    CollectGarbage,
+    DrainInstance,
+    ReportedEvent,
+    SetRoute,
+    SetWeights,
+    StartInstance,
+    StopInstance,
+)
+from agent.supervisor import LIVE_STATES
+from common.errors import Conflict, FailedPrecondition, InvalidArgument, LandlordError, NotFound
+from common.lifecycle import InstanceState
+
+if TYPE_CHECKING:
+    from agent.host_port import RoutingPlane
+
+__all__ = ["ChangeSink", "HostCommands"]
+
+log = logging.getLogger(__name__)
+
+
+class ChangeSink(Protocol):
+    """Where command outcomes go to be reported (HostPort)."""
+
+    def touched(self, instance_id: str) -> None: ...
+
+    def add_event(self, event: ReportedEvent) -> None: ...
+
+
+class HostCommands:
+    def __init__(self, service: AgentService, plane: RoutingPlane | None, sink: ChangeSink,
+                 drain_timeout: float = 10.0) -> None:
+        self.service = service
+        self.plane = plane
+        self.sink = sink
+        self.drain_timeout = drain_timeout
+        self.owners: dict[str, tuple[str, str]] = {}
+        """Data plane unit name -> (apartment, unit)."""
+        self.starting: dict[str, tuple[InstanceSpec, asyncio.Task[None]]] = {}
+        self.stopping: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def execute(self, command: AgentCommand) -> None:
+        if isinstance(command, StartInstance):
+            self._accept_start(command)
+        elif isinstance(command, StopInstance):
+            self._accept_stop(command)
+        elif isinstance(command, SetRoute):
+            await self._set_route(command)
+        elif isinstance(command, SetWeights):
+            await self._set_weights(command)
+        elif isinstance(command, DrainInstance):
+            await self._drain(command)
+        elif isinstance(command, CollectGarbage):
+            self._accept_gc(command)
+        else:  # pragma: no cover - the union is exhaustive
+            raise InvalidArgument(f"unknown command {command!r}")
+
+    async def close(self, timeout: float) -> None:
+        """Let starts, stops and GC under way finish (up to ``timeout``), then cancel."""
+        if not self._background:
+            return
+        _, late = await asyncio.wait(list(self._background), timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def _failed(self, kind: str, spec: InstanceSpec, message: str) -> None:
+        self.sink.add_event(ReportedEvent(
+            type=kind, time=self.service.clock.now(), message=message,
+            apartment=spec.apartment, unit=spec.unit, version=spec.version,
+            instance_id=spec.instance_id))
+
+    # -- instances -------------------------------------------------------------------------
+    def _accept_start(self, cmd: StartInstance) -> None:
+        spec = instance_spec(cmd)
+        instance_id = spec.instance_id
+        records = self.service.supervisor.records
+        record = records.get(instance_id)
+        if instance_id in self.starting or (
+                record is not None and record.lifecycle.state is not InstanceState.STOPPED):
+            return  # already started (or starting): a repeated command is harmless
+        for other in records.values():
+            if other.instance_id != instance_id and other.spec.port == spec.port \
+                    and other.lifecycle.state in LIVE_STATES \
+                    and other.instance_id not in self.stopping:
+                raise Conflict(f"port {spec.port} is used by {other.instance_id}",
+                               port=spec.port, instance=instance_id)
+        after = [task for iid, (port, task) in self.stopping.items()
+                 if port == spec.port or iid == instance_id]
+        self.owners[plane_unit(spec.apartment, spec.unit)] = (spec.apartment, spec.unit)
+        task = self._spawn(self._start(spec, cmd.state_from_instance_id, after),
+                           f"start-{instance_id}")
+        self.starting[instance_id] = (spec, task)
+        task.add_done_callback(lambda _: self.starting.pop(instance_id, None))
+
+    async def _start(self, spec: InstanceSpec, state_from: str,
+                     after: list[asyncio.Task[None]]) -> None:
+        if after:
+            await asyncio.wait(after)
+        try:
+            if state_from and spec.state_mode is StateMode.SNAPSHOT:
+                await asyncio.to_thread(self._carry_state, spec, state_from)
+            await self.service.start_instance(spec, wait=False)
+        except (LandlordError, OSError) as exc:
+            log.warning("starting %s failed: %s", spec.instance_id, exc)
+            self._failed("instance.start_failed", spec, str(exc))
+        finally:
+            self.sink.touched(spec.instance_id)
+
+    def _carry_state(self, spec: InstanceSpec, source: str) -> None:
+        """A snapshot-mode instance starts from a copy of the state of the one it follows."""
+        sup = self.service.supervisor
+        target = sup.state_host_dir(spec)
+        origin = sup.state_host_dir(replace(spec, instance_id=source))
+        if target is not None and origin is not None and origin.is_dir() \
+                and not target.exists():
+            shutil.copytree(origin, target)
+
+    def _accept_stop(self, cmd: StopInstance) -> None:
+        instance_id = cmd.instance_id
+        starting = self.starting.get(instance_id)
+        record = self.service.supervisor.records.get(instance_id)
+        if record is not None:
+            spec = record.spec
+        elif starting is not None:
+            spec = starting[0]
+        else:
+            return  # not here at all: stopped already
+        if instance_id in self.stopping:
+            return
+        after = [starting[1]] if starting is not None else []
+        task = self._spawn(self._stop(spec, cmd, after), f"stop-{instance_id}")
+        self.stopping[instance_id] = (spec.port, task)
+        task.add_done_callback(lambda _: self.stopping.pop(instance_id, None))
+
+    async def _stop(self, spec: InstanceSpec, cmd: StopInstance,
+                    after: list[asyncio.Task[None]]) -> None:
+        if after:
+            await asyncio.wait(after)
+        grace = cmd.grace if cmd.grace > 0 else None
+        try:
+            if cmd.drain and self.plane is not None:
+                limit = min(grace or self.service.config.stop_grace, self.drain_timeout)
+                for name, unit in sorted(self.plane.spec.units.items()):
+                    if any(s.name == spec.instance_id for s in unit.servers):
+                        await self.plane.drain_and_remove(name, spec.instance_id, limit)
+            await self.service.stop_instance(spec.instance_id, grace)
+        except NotFound:
+            pass  # gone already
+        except (LandlordError, OSError) as exc:
+            log.warning("stopping %s failed: %s", spec.instance_id, exc)
+            self._failed("instance.stop_failed", spec, str(exc))
+        finally:
+            self.sink.touched(spec.instance_id)
+
+    # -- data plane ------------------------------------------------------------------------
+    def _require_plane(self) -> RoutingPlane:
+        if self.plane is None:
+            raise FailedPrecondition("this agent runs without a data plane")
+        return self.plane
+
+    async def _set_route(self, cmd: SetRoute) -> None:
+        plane = self._require_plane()
+        name = plane_unit(cmd.apartment, cmd.unit)
+        self.owners[name] = (cmd.apartment, cmd.unit)
+        if cmd.service_port <= 0:  # a unit without an entry point: nothing to serve here
+            if name in plane.spec.units:
+                await plane.remove_unit(name)
+            return
+        await plane.ensure_unit(name, cmd.service_port, cmd.health_path or "/healthz")
+        changes = route_changes(plane.spec.units.get(name), cmd.servers)
+        for s in changes.upserts:
+            await plane.add_server(name, s.name, s.addr, s.port, s.version, s.weight, s.state)
+        if changes.weights:
+            await plane.set_weights(name, changes.weights)
+        for server in changes.removals:
+            await plane.remove_server(name, server)
+        version = traffic_version(cmd.servers)
+        if version is not None:
+            self.service.set_stable_version(cmd.apartment, cmd.unit, version)
+
+    async def _set_weights(self, cmd: SetWeights) -> None:
+        plane = self._require_plane()
+        name = plane_unit(cmd.apartment, cmd.unit)
+        known = {s.name for s in plane.spec.unit(name).servers}
+        await plane.set_weights(name, {k: w for k, w in cmd.weights.items() if k in known})
+        unknown = sorted(set(cmd.weights) - known)
+        if unknown:
+            raise NotFound(f"{cmd.apartment}/{cmd.unit} has no server(s) {', '.join(unknown)} "
+                           "on this host; the others were set", unit=cmd.unit)
+
+    async def _drain(self, cmd: DrainInstance) -> None:
+        plane = self._require_plane()
+        name = plane_unit(cmd.apartment, cmd.unit)
+        unit = plane.spec.units.get(name)
+        if unit is not None and any(s.name == cmd.instance_id for s in unit.servers):
+            await plane.drain_and_remove(name, cmd.instance_id,
+                                         cmd.timeout if cmd.timeout > 0 else None)
+
+    # -- garbage collection ----------------------------------------------------------------
+    def _accept_gc(self, cmd: CollectGarbage) -> None:
+        kinds = cmd.kinds or ("all",)
+        unknown = [k for k in kinds if k not in (*GC_KINDS, "all")]
+        if unknown:
+            raise InvalidArgument(f"unknown gc kind(s) {', '.join(unknown)} "
+                                  f"(one of: {', '.join((*GC_KINDS, 'all'))})")
+        self._spawn(self._collect(kinds), "gc-requested")
+
+    async def _collect(self, kinds: Sequence[str]) -> None:
+        for kind in kinds:
+            try:
+                await self.service.run_gc(kind)
+            except (LandlordError, OSError) as exc:
+                log.warning("gc %s failed: %s", kind, exc)
+                self.sink.add_event(ReportedEvent(
+                    type="gc.failed", time=self.service.clock.now(), message=str(exc),
+                    details={"kind": kind}))

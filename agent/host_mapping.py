@@ -1,0 +1,256 @@
+"""Pure translations between the coordinator stream's values and the agent's own (no I/O).
+
+The stream speaks ``agent.stream_client`` dataclasses (StartInstance, SetRoute,
+InstanceReport, WindowReport, ...); the agent speaks ``agent.spec`` and the data plane's
+``UnitSpec``/``WindowSnapshot``. Everything here is a function of its arguments, so
+``agent.host_port`` only decides *when* to call them and does the I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agent.dataplane import ServerSpec, ServerState, UnitSpec, WindowSnapshot
+from agent.events import EventType
+from agent.spec import HealthSpec, InstanceSpec, InstanceView, ResourceSpec, Slot, StateMode
+from agent.stream_client import (
+    InstanceReport,
+    ReportedEvent,
+    RouteServer,
+    StartInstance,
+    WindowReport,
+)
+from common.errors import InvalidArgument
+from common.latency import LatencySketch
+
+__all__ = [
+    "QUIET_EVENTS",
+    "RouteChanges",
+    "instance_report",
+    "instance_spec",
+    "plane_unit",
+    "reported_event",
+    "route_changes",
+    "sketch_difference",
+    "traffic_version",
+    "unenforced_limits",
+    "window_reports",
+]
+
+QUIET_EVENTS = frozenset({EventType.STATE, EventType.HEALTH})
+"""Events not forwarded to the coordinator: the instance status they change is."""
+_PLANE_UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def plane_unit(apartment: str, unit: str) -> str:
+    """The data plane's name for a unit: ``apartment.unit``, or a shortened name with a
+    digest of both when that is longer than HAProxy names allow here (63)."""
+    name = f"{apartment}.{unit}"
+    if _PLANE_UNIT.fullmatch(name):
+        return name
+    digest = hashlib.sha256(f"{apartment}/{unit}".encode()).hexdigest()[:10]
+    return f"{unit[:40]}.{digest}"
+
+
+def instance_spec(cmd: StartInstance) -> InstanceSpec:
+    """What the supervisor runs for a StartInstance; zero fields take the agent defaults.
+
+    Raises ``InvalidArgument`` (from the spec's own checks) for a command it cannot run.
+    """
+    h, r = cmd.health, cmd.resources
+    health_default, resource_default = HealthSpec(), ResourceSpec()
+    health = HealthSpec(
+        path=h.path or health_default.path,
+        interval=h.interval if h.interval > 0 else health_default.interval,
+        timeout=h.timeout if h.timeout > 0 else health_default.timeout,
+        success_threshold=max(1, h.healthy_threshold),
+        failure_threshold=h.unhealthy_threshold if h.unhealthy_threshold > 0
+        else health_default.failure_threshold,
+        warmup=max(0.0, h.warmup),
+    )
+    resources = ResourceSpec(
+        cpu=r.cpu if r.cpu > 0 else resource_default.cpu,
+        memory=r.memory if r.memory > 0 else resource_default.memory,
+        storage=r.storage,
+        network=r.network,
+    )
+    try:
+        slot, state_mode = Slot(cmd.slot), StateMode(cmd.state_mode)
+    except ValueError as exc:
+        raise InvalidArgument(f"instance {cmd.instance_id}: {exc}",
+                              instance=cmd.instance_id) from None
+    return InstanceSpec(
+        apartment=cmd.apartment, unit=cmd.unit, version=cmd.version, slot=slot,
+        instance_id=cmd.instance_id, image=cmd.image, port=cmd.port,
+        command=tuple(cmd.command), env=dict(cmd.env), health=health, resources=resources,
+        state_mode=state_mode, idle_timeout=max(0.0, cmd.idle_timeout),
+    )
+
+
+def unenforced_limits(enforcement: Mapping[str, str]) -> tuple[str, ...]:
+    """Resources whose limit this host was asked for but does not enforce."""
+    return tuple(sorted(k for k, how in enforcement.items() if how.startswith("not enforced")))
+
+
+def instance_report(view: InstanceView, reason: str = "",
+                    usage: Mapping[str, float] | None = None) -> InstanceReport:
+    return InstanceReport(
+        instance_id=view.instance_id, apartment=view.apartment, unit=view.unit,
+        version=view.version, slot=view.slot, state=view.state,
+        health_score=view.health_score, address=view.address, port=view.port,
+        restarts=view.restarts,
+        reason=view.metadata.get("escalated") or view.metadata.get("evicted") or reason,
+        usage=dict(usage or {}), started_at=view.started_at, last_activity=view.last_activity,
+        unenforced_limits=unenforced_limits(view.enforcement),
+    )
+
+
+def reported_event(event: Mapping[str, Any], apartment: str) -> ReportedEvent | None:
+    """An agent event (``AgentService.subscribe_events`` dict) as the stream sends it;
+    None for the ones the instance status already carries."""
+    kind = str(event.get("type", ""))
+    if not kind or kind in QUIET_EVENTS:
+        return None
+    details = {str(k): _text(v) for k, v in dict(event.get("details") or {}).items()}
+    message = details.get("reason") or details.get("path") or ""
+    return ReportedEvent(
+        type=kind, time=float(event.get("time") or 0.0), message=message,
+        apartment=apartment, unit=str(event.get("unit") or ""),
+        version=str(event.get("version") or ""), instance_id=str(event.get("instance") or ""),
+        details=details,
+    )
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class RouteChanges:
+    """What turns a unit's servers on this data plane into the coordinator's list, in the
+    order it is applied: servers added or changed (a new one with weight 0), then every
+    weight in one batch (so traffic moves at once), then the servers no longer listed."""
+
+    upserts: tuple[ServerSpec, ...]
+    weights: Mapping[str, int]
+    removals: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.upserts or self.weights or self.removals)
+
+
+def route_changes(current: UnitSpec | None, servers: Sequence[RouteServer]) -> RouteChanges:
+    have = {s.name: s for s in (current.servers if current is not None else ())}
+    upserts, weights = [], {}
+    for s in servers:
+        wanted = ServerSpec(s.server, s.address, s.port, s.version, s.weight,
+                            ServerState(s.state or "ready"))
+        old = have.get(s.server)
+        first = replace(wanted, weight=old.weight if old is not None else 0)
+        if old != first:
+            upserts.append(first)
+        if first.weight != wanted.weight:
+            weights[s.server] = wanted.weight
+    listed = {s.server for s in servers}
+    removals = tuple(sorted(name for name in have if name not in listed))
+    return RouteChanges(tuple(upserts), weights, removals)
+
+
+def traffic_version(servers: Iterable[RouteServer]) -> str | None:
+    """The version getting the most weight (the one GC must never collect as idle);
+    None when no server has weight."""
+    totals: dict[str, int] = {}
+    for s in servers:
+        if s.weight > 0 and s.state in ("", "ready"):
+            totals[s.version] = totals.get(s.version, 0) + s.weight
+    if not totals:
+        return None
+    return max(sorted(totals), key=lambda v: totals[v])
+
+
+def sketch_difference(total: LatencySketch, part: LatencySketch) -> LatencySketch:
+    """``total`` without the values of ``part`` (which it contains), bucket for bucket.
+
+    Minimum and maximum cannot be taken apart; the result keeps ``total``'s, which still
+    bound every value left."""
+    if part.count == 0:
+        return total.copy()
+    whole, piece = total.to_dict(), part.to_dict()
+    bins = _bins(whole)
+    for key, count in _bins(piece).items():
+        bins[key] = bins.get(key, 0) - count
+    keys = sorted(k for k, c in bins.items() if c > 0)
+    zero = max(0, _int(whole["z"]) - _int(piece["z"]))
+    data: dict[str, object] = {
+        "a": whole["a"],
+        "k": [k - prev for prev, k in zip([0, *keys], keys, strict=False)],
+        "c": [bins[k] for k in keys],
+        "z": zero,
+        "s": max(0.0, _float(whole["s"]) - _float(piece["s"])),
+    }
+    if keys or zero:
+        data["lo"], data["hi"] = whole["lo"], whole["hi"]
+    return LatencySketch.from_dict(data)
+
+
+def _bins(data: Mapping[str, object]) -> dict[int, int]:
+    key, out = 0, {}
+    for delta, count in zip(_ints(data["k"]), _ints(data["c"]), strict=True):
+        key += delta
+        out[key] = count
+    return out
+
+
+def _ints(value: object) -> list[int]:
+    return [int(v) for v in value] if isinstance(value, list) else []
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _float(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def window_reports(
+    apartment: str,
+    unit: str,
+    total: Sequence[WindowSnapshot],
+    current: Sequence[WindowSnapshot],
+    start: float,
+    end: float,
+) -> list[WindowReport]:
+    """Per (version, instance): the requests of ``total`` minus those of ``current``.
+
+    ``total`` covers the buckets not reported yet up to the one filling now, ``current``
+    only the one filling now (both read at the same moment), so the difference is the
+    completed buckets [start, end): each request is reported once, in exactly one window,
+    which is what lets the coordinator add windows up. Requests that reached no server
+    (no version) are not any version's."""
+    now_filling = {(s.version, s.instance): s for s in current}
+    reports = []
+    for snap in total:
+        if not snap.version or not snap.instance:
+            continue
+        part = now_filling.get((snap.version, snap.instance))
+        requests = snap.requests - (part.requests if part else 0)
+        if requests <= 0:
+            continue
+        errors = snap.errors - (part.errors if part else 0)
+        latency = sketch_difference(snap.latency, part.latency) if part else snap.latency.copy()
+        reports.append(WindowReport(
+            apartment=apartment, unit=unit, version=snap.version, instance_id=snap.instance,
+            start=start, end=end, requests=requests, errors=max(0, min(errors, requests)),
+            latency=latency if latency.count else None,
+        ))
+    return reports

@@ -1,0 +1,328 @@
+"""HostPort: this host as the coordinator stream sees it (``AgentPort`` over the agent).
+
+It joins the supervision service (``AgentService``) and the data plane (HAProxy) behind
+the four things the stream needs: who this host is, what it runs, what changed, and one
+handler for commands (``agent.host_commands``). Translations are pure
+(``agent.host_mapping``); this module decides when to do the I/O.
+
+- Instances touched by an agent event or a command are reported with their current state
+  in the next batch (gone ones as removed); every event but plain state/health changes is
+  forwarded.
+- Every ``window_interval`` the data plane's completed request buckets are queued, once
+  each, per (unit, version, instance), so the coordinator can add windows up.
+- Every ``usage_interval`` instance usage (latest monitor sample) and host usage.
+- Without a data plane (``plane=None``) instance commands work and data plane commands
+  fail with FailedPrecondition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psutil
+
+from agent.dataplane import DataPlanePort, DataPlaneSettings, DataPlaneSpec
+from agent.host_commands import HostCommands
+from agent.host_mapping import instance_report, plane_unit, reported_event, window_reports
+from agent.service import AgentService
+from agent.store import InstanceRecord
+from agent.stream_client import (
+    AgentCommand,
+    ChangeBatch,
+    HostIdentity,
+    InstanceReport,
+    ReportedEvent,
+    WindowReport,
+    measure_capacity,
+)
+from common.clock import Clock
+from common.errors import FailedPrecondition, LandlordError
+from common.resources import Resources
+
+__all__ = ["HostPort", "HostPortSettings", "RoutingPlane"]
+
+log = logging.getLogger(__name__)
+
+
+class RoutingPlane(DataPlanePort, Protocol):
+    """The data plane with what the port reads besides the Protocol: spec, clock, settings."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def settings(self) -> DataPlaneSettings: ...
+
+    @property
+    def spec(self) -> DataPlaneSpec: ...
+
+
+@dataclass(frozen=True)
+class HostPortSettings:
+    window_interval: float = 1.0
+    """How often completed request buckets are collected for the coordinator."""
+    usage_interval: float = 5.0
+    """How often instance and host usage is reported."""
+    images_interval: float = 30.0
+    """How often the local image list (sent at every registration) is refreshed."""
+    max_events: int = 2000
+    max_windows: int = 20_000
+    """Buffered events and windows while no coordinator takes them (oldest dropped)."""
+    drain_timeout: float = 10.0
+    """Longest a stop with drain waits for the instance's sessions on this host."""
+    close_timeout: float = 10.0
+    """Longest close() waits for starts and stops under way before cancelling them."""
+
+
+class HostPort:
+    def __init__(self, service: AgentService, plane: RoutingPlane | None,
+                 settings: HostPortSettings | None = None, agent_version: str = "") -> None:
+        self.service = service
+        self.plane = plane
+        self.settings = settings or HostPortSettings()
+        self.agent_version = agent_version
+        self._identity: HostIdentity | None = None
+        self._images: tuple[str, ...] = ()
+        self._dirty: set[str] = set()
+        self._events: deque[ReportedEvent] = deque(maxlen=self.settings.max_events)
+        self._windows: deque[WindowReport] = deque(maxlen=self.settings.max_windows)
+        self._host_usage: dict[str, float] = {}
+        self._usage: dict[str, dict[str, float]] = {}
+        self._cpu: dict[str, tuple[float, int]] = {}
+        self._signal = asyncio.Event()
+        self._apartments: dict[str, str] = {}
+        self._next_bucket: int | None = None
+        self.commands = HostCommands(service, plane, self, self.settings.drain_timeout)
+
+    @property
+    def _records(self) -> dict[str, InstanceRecord]:
+        return self.service.supervisor.records
+
+    # -- life ------------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """Measure capacity and abilities, list images, and feed GC from the data plane."""
+        config = self.service.config
+        reserved = Resources(cpu=config.reserved_cpu, memory=config.reserved_memory,
+                             storage=config.reserved_storage)
+        capacity = await asyncio.to_thread(measure_capacity, str(config.data_dir), reserved,
+                                           config.network_capacity)
+        self._identity = HostIdentity(
+            host_id=config.host_id, building=config.building,
+            address=config.advertise_address, capacity=capacity,
+            enforceable=await self._enforceable(), agent_version=self.agent_version)
+        await self.refresh_images()
+        if self.plane is not None:
+            self.service.set_activity_source(self.last_activity)
+            self._next_bucket = math.floor(self.plane.clock.now()
+                                           / self.plane.settings.log_bucket_s)
+
+    async def _enforceable(self) -> tuple[str, ...]:
+        sup = self.service.supervisor
+        found = ["cpu", "memory", "storage"]  # storage: a quota or eviction, both enforce
+        if sup.shaper is not None and self.service.config.bandwidth:
+            shaping = await asyncio.to_thread(sup.shaper.setup)
+            if shaping.enforced:
+                found.append("network")
+        return tuple(found)
+
+    async def refresh_images(self) -> None:
+        infos = await self.service.runtime.images()
+        self._images = tuple(sorted({tag for info in infos for tag in info.tags}))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow events and collect windows and usage until ``stop``; then close()."""
+        follower = asyncio.create_task(self._follow_events(), name="host-port-events")
+        loop = asyncio.get_running_loop()
+        next_usage = next_images = loop.time()
+        try:
+            while not stop.is_set():
+                now = loop.time()
+                if self.plane is not None:
+                    self.collect_windows()
+                if now >= next_usage:
+                    next_usage = now + self.settings.usage_interval
+                    self.refresh_usage()
+                if now >= next_images:
+                    next_images = now + self.settings.images_interval
+                    try:
+                        await self.refresh_images()
+                    except LandlordError as exc:
+                        log.warning("listing images failed: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.window_interval)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+            await self.commands.close(self.settings.close_timeout)
+
+    async def _follow_events(self) -> None:
+        async for event in self.service.subscribe_events():
+            self.on_event(event)
+
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        instance_id = str(event.get("instance") or "")
+        if instance_id:
+            self._dirty.add(instance_id)
+        found = reported_event(event, self._apartment_of(instance_id))
+        if found is not None:
+            self._events.append(found)
+        self._signal.set()
+
+    def _apartment_of(self, instance_id: str) -> str:
+        record = self._records.get(instance_id)
+        if record is not None:
+            self._apartments[instance_id] = record.spec.apartment
+            return record.spec.apartment
+        return self._apartments.get(instance_id, "")
+
+    # -- AgentPort: what this host is and runs ---------------------------------------------
+    def identity(self) -> HostIdentity:
+        if self._identity is None:
+            raise FailedPrecondition("the host port is not prepared yet")
+        return self._identity
+
+    def images(self) -> Sequence[str]:
+        return self._images
+
+    def snapshot(self) -> Sequence[InstanceReport]:
+        return [self._report(record) for record in list(self._records.values())]
+
+    def _report(self, record: InstanceRecord) -> InstanceReport:
+        history = record.lifecycle.history
+        reason = history[-1].reason if history else ""
+        self._apartments[record.instance_id] = record.spec.apartment
+        return instance_report(self.service.supervisor.view(record), reason,
+                               self._usage.get(record.instance_id))
+
+    async def next_changes(self, timeout: float) -> ChangeBatch:
+        if not self._pending():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._signal.wait(), timeout)
+        self._signal.clear()
+        return self._take()  # no await from here on: a cancelled wait loses nothing
+
+    def _pending(self) -> bool:
+        return bool(self._dirty or self._events or self._windows)
+
+    def _take(self) -> ChangeBatch:
+        batch = ChangeBatch(host_usage=dict(self._host_usage))
+        still: set[str] = set()
+        for instance_id in sorted(self._dirty):
+            record = self._records.get(instance_id)
+            if record is not None:
+                batch.changed.append(self._report(record))
+            elif instance_id in self.commands.starting:
+                still.add(instance_id)  # its record appears once the start task runs
+            else:
+                batch.removed.append(instance_id)
+                self._usage.pop(instance_id, None)
+                self._cpu.pop(instance_id, None)
+                self._apartments.pop(instance_id, None)
+        self._dirty = still
+        batch.events, batch.windows = list(self._events), list(self._windows)
+        self._events.clear()
+        self._windows.clear()
+        return batch
+
+    # -- periodic collection ---------------------------------------------------------------
+    def collect_windows(self) -> None:
+        """Queue the request buckets completed since the last call, once each.
+
+        Two windows are read back to back (nothing is recorded in between: the request
+        log is received on this event loop): all buckets not reported yet, and the one
+        filling now; their difference is what completed. If a bucket edge passed while
+        reading, nothing is taken and the next call does it."""
+        plane = self.plane
+        if plane is None or self._next_bucket is None:
+            return
+        width = plane.settings.log_bucket_s
+        before = plane.clock.now()
+        now_index = math.floor(before / width)
+        oldest = now_index - int(plane.settings.log_retention_s / width) + 2
+        first = max(self._next_bucket, oldest)
+        into_bucket = before - now_index * width
+        if now_index <= first or into_bucket < 1e-3:
+            return
+        taken = []
+        for name in sorted(plane.spec.units):
+            owner = self._owner(name)
+            if owner is None:
+                continue
+            total = plane.window(name, seconds=before - first * width - width / 2)
+            if total:
+                taken.append((owner, total, plane.window(name, seconds=into_bucket / 2)))
+        if math.floor(plane.clock.now() / width) != now_index:
+            return
+        self._next_bucket = now_index
+        for (apartment, unit), total, current in taken:
+            self._windows.extend(window_reports(apartment, unit, total, current,
+                                                first * width, now_index * width))
+        if taken:
+            self._signal.set()
+
+    def _owner(self, name: str) -> tuple[str, str] | None:
+        owners = self.commands.owners
+        found = owners.get(name)
+        if found is None:
+            for record in self._records.values():
+                spec = record.spec
+                if plane_unit(spec.apartment, spec.unit) == name:
+                    found = owners[name] = (spec.apartment, spec.unit)
+                    break
+        return found
+
+    def refresh_usage(self) -> None:
+        """Instance usage from the latest monitor samples, host usage from psutil."""
+        now = self.service.clock.monotonic()
+        for instance_id in list(self._records):
+            figures = self.service.monitor.figures(instance_id)
+            if not figures:
+                continue
+            usage = dict(self._usage.get(instance_id, {}))
+            usage["memory_bytes"] = float(figures.get("memory_working_set") or 0)
+            usage["pids"] = float(figures.get("pids") or 0)
+            spent = int(figures.get("cpu_usage_ns") or 0)
+            before = self._cpu.get(instance_id)
+            if before is None or spent != before[1]:
+                if before is not None and now > before[0] and spent > before[1]:
+                    usage["cpu_cores"] = (spent - before[1]) / 1e9 / (now - before[0])
+                self._cpu[instance_id] = (now, spent)
+            if usage != self._usage.get(instance_id):
+                self._usage[instance_id] = usage
+                self._dirty.add(instance_id)
+        memory = psutil.virtual_memory()
+        self._host_usage = {
+            "cpu_cores": psutil.cpu_percent(None) / 100 * (psutil.cpu_count() or 1),
+            "memory_bytes": float(memory.total - memory.available),
+        }
+        if self._dirty:
+            self._signal.set()
+
+    def last_activity(self, instance_id: str) -> float | None:
+        """When the data plane last sent the instance a request (the GC's activity)."""
+        record = self._records.get(instance_id)
+        if record is None or self.plane is None:
+            return None
+        return self.plane.last_activity(plane_unit(record.spec.apartment, record.spec.unit),
+                                        instance_id)
+
+    # -- AgentPort: commands, and what they report back (ChangeSink) ----------------------
+    async def execute(self, command: AgentCommand) -> None:
+        await self.commands.execute(command)
+
+    def touched(self, instance_id: str) -> None:
+        self._dirty.add(instance_id)
+        self._signal.set()
+
+    def add_event(self, event: ReportedEvent) -> None:
+        if event.instance_id and event.apartment:
+            self._apartments.setdefault(event.instance_id, event.apartment)
+        self._events.append(event)
+        self._signal.set()

@@ -1,0 +1,329 @@
+"""Coordinator at scale: many simulated agents on real gRPC streams, one real coordinator.
+
+Starts a private etcd and one coordinator process, then worker processes that each run many
+SIMULATED agents (agent/stream_client.py over an in-memory runtime, one stream per agent on
+loopback). Hosts are grouped in buildings; every building gets ``containers`` units of
+``hosts-per-building`` replicas, so each host runs ``containers`` instances. In steady state
+every agent reports once a second (a batched delta of ``--changed`` instances' usage).
+
+Printed: over a steady-state window, coordinator CPU (% of one core), RSS and etcd writes per
+second; then, with the agents still reporting, the time from a probe agent sending a status
+change to the admin API (polled every 5 ms) showing it, p50/p99.
+
+Usage: python bench/coordinator_scale.py --agents 1000 --containers 50 --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.stream_client import (
+    AgentCommand,
+    ChangeBatch,
+    CoordinatorStream,
+    HostIdentity,
+    InstanceReport,
+    StartInstance,
+    StopInstance,
+    StreamSettings,
+)
+from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from common.resources import Resources
+from tests.e2e.cluster import CoordinatorProcess, EtcdProcess
+
+IMAGE = "bench:1"
+
+
+class BenchRuntime:
+    """AgentPort: instances appear running at once; usage of a few changes every second."""
+
+    def __init__(self, identity: HostIdentity, changed: int) -> None:
+        self._identity = identity
+        self.changed_per_report = changed
+        self.instances: dict[str, InstanceReport] = {}
+        self._pending: dict[str, InstanceReport] = {}
+        self._removed: set[str] = set()
+        self._last = 0.0
+        self.routes = 0
+        self.sent_at: dict[int, float] = {}
+
+    def identity(self) -> HostIdentity:
+        return self._identity
+
+    def images(self) -> Sequence[str]:
+        return (IMAGE,)
+
+    def snapshot(self) -> Sequence[InstanceReport]:
+        return list(self.instances.values())
+
+    async def next_changes(self, timeout: float) -> ChangeBatch:
+        now = time.monotonic()
+        if not self._pending and not self._removed:
+            due = self._last + 1.0 - now if self.instances else timeout
+            await asyncio.sleep(min(timeout, max(0.0, due)))
+        if self.instances and time.monotonic() - self._last >= 1.0:
+            self._last = time.monotonic()
+            for iid in random.sample(sorted(self.instances),
+                                     min(self.changed_per_report, len(self.instances))):
+                report = replace(self.instances[iid], usage={"cpu_cores": random.random()})
+                self._pending[iid] = report
+        batch = ChangeBatch(changed=list(self._pending.values()), removed=sorted(self._removed))
+        for report in batch.changed:
+            if report.restarts:
+                self.sent_at[report.restarts] = time.monotonic()
+        self._pending, self._removed = {}, set()
+        return batch
+
+    async def execute(self, command: AgentCommand) -> None:
+        if isinstance(command, StartInstance):
+            if command.instance_id not in self.instances:
+                report = InstanceReport(command.instance_id, command.apartment, command.unit,
+                                        command.version, command.slot, "running", 1.0,
+                                        self._identity.address, command.port)
+                self.instances[command.instance_id] = self._pending[command.instance_id] = report
+        elif isinstance(command, StopInstance):
+            if command.instance_id in self.instances:
+                del self.instances[command.instance_id]
+                self._removed.add(command.instance_id)
+        else:
+            self.routes += 1
+
+    def bump(self, restarts: int) -> None:
+        """A visible status change on the first instance (restarts counter)."""
+        iid = sorted(self.instances)[0]
+        self.instances[iid] = self._pending[iid] = replace(self.instances[iid], restarts=restarts)
+
+
+def identity(index: int, building: str, cpu: float = 64.0) -> HostIdentity:
+    address = f"127.1.{index // 250}.{index % 250 + 1}"
+    return HostIdentity(f"h{index:05d}", building, address,
+                        Resources(cpu=cpu, memory=256 << 30, storage=1 << 40), {}, (), "bench")
+
+
+def worker(target: str, hosts: list[tuple[int, str]], changed: int, running: Any,
+           reports: Any, stop: Any) -> None:
+    async def main() -> None:
+        runtimes = [BenchRuntime(identity(i, b), changed) for i, b in hosts]
+        streams = [CoordinatorStream(r, StreamSettings((target,), backoff_initial=0.5,
+                                                       backoff_max=5.0)) for r in runtimes]
+        tasks = []
+        for stream in streams:
+            tasks.append(asyncio.create_task(stream.run()))
+            await asyncio.sleep(0.002)  # do not open every stream in the same instant
+        while not stop.is_set():
+            running.value = sum(len(r.instances) for r in runtimes)
+            reports.value = sum(s.reports_sent for s in streams)
+            await asyncio.sleep(0.5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+async def retried(call: Any, request: Any) -> Any:
+    """Retry what a loaded machine makes fail for a while (watch lag, a lost lead)."""
+    for attempt in range(30):
+        try:
+            return await call(request, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            details = exc.details() or ""
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "already runs" in details:
+                return None  # an earlier attempt got through
+            retry = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED,
+                                   grpc.StatusCode.DEADLINE_EXCEEDED) or "lead" in details \
+                or "no alive host" in details
+            if not retry or attempt == 29:
+                raise
+            await asyncio.sleep(1.0)
+    return None
+
+
+async def deploy_all(admin: Any, buildings: list[str], units: int, replicas: int) -> float:
+    started = time.monotonic()
+
+    async def building(name: str) -> None:
+        for u in range(units):
+            spec = types_pb2.UnitSpec(apartment="bench", unit=f"{name}-u{u}", image=IMAGE,
+                                      service_port=30000 + u,
+                                      resources=types_pb2.Resources(cpu_millis=10,
+                                                                    memory_bytes=1 << 20))
+            await retried(admin.PublishVersion, admin_pb2.PublishVersionRequest(
+                spec=spec, version="1.0.0", changes=types_pb2.ChangeSet(features=["f"])))
+            await retried(admin.Deploy, admin_pb2.DeployRequest(
+                apartment="bench", unit=f"{name}-u{u}", version="1.0.0", building=name,
+                replicas=replicas))
+
+    await asyncio.gather(*(building(b) for b in buildings))
+    return time.monotonic() - started
+
+
+async def probe(admin: Any, target: str, samples: int, interval: float) -> list[float]:
+    """Latency from a probe agent's report leaving to the admin API showing the change."""
+    runtime = BenchRuntime(identity(99_999, "probe"), changed=0)
+    stream = CoordinatorStream(runtime, StreamSettings((target,)))
+    task = asyncio.create_task(stream.run())
+    try:
+        await asyncio.wait_for(stream.connected.wait(), 30)
+        spec = types_pb2.UnitSpec(apartment="bench", unit="probe", image=IMAGE,
+                                  resources=types_pb2.Resources(cpu_millis=10))
+        await retried(admin.PublishVersion, admin_pb2.PublishVersionRequest(
+            spec=spec, version="1.0.0", changes=types_pb2.ChangeSet(features=["f"])))
+        await retried(admin.Deploy, admin_pb2.DeployRequest(
+            apartment="bench", unit="probe", version="1.0.0", building="probe"))
+        await poll(lambda: bool(runtime.instances), "the probe instance")
+        latencies = []
+        request = admin_pb2.ListInstancesRequest(host_id=runtime.identity().host_id)
+        for restarts in range(1, samples + 1):
+            runtime.bump(restarts)
+            while True:
+                found = (await admin.ListInstances(request)).instances
+                if found and found[0].restarts == restarts and restarts in runtime.sent_at:
+                    latencies.append((time.monotonic() - runtime.sent_at[restarts]) * 1000)
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(interval)
+        return latencies
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def poll(check: Any, what: str, refresh: Any = None, timeout: float = 600) -> None:
+    """Until ``check()`` holds (calling ``refresh()`` first each round)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if refresh is not None:
+            await refresh()
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done within {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> None:
+    etcd = EtcdProcess(workdir).start()
+    coordinator = CoordinatorProcess(workdir, "bench-coord", etcd.endpoint, "/bench", {
+        "heartbeat_interval": 10.0, "report_interval": 1.0, "liveness_grace": 10.0,
+        "log_level": "WARNING", "leader_lease_ttl": 5, "log_format": "text"})
+    procs: list[Any] = []
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    try:
+        coordinator.start()
+        buildings = [f"b{b:03d}" for b in range(max(1, args.agents // args.hosts_per_building))]
+        hosts = [(i, buildings[i // args.hosts_per_building % len(buildings)])
+                 for i in range(args.agents)]
+        counters = []
+        for w in range(args.workers):
+            running, reports = ctx.Value("l", 0), ctx.Value("l", 0)
+            counters.append((running, reports))
+            proc = ctx.Process(target=worker, args=(coordinator.address, hosts[w::args.workers],
+                                                    args.changed, running, reports, stop))
+            proc.start()
+            procs.append(proc)
+        channel = grpc.aio.insecure_channel(coordinator.address)
+        admin = admin_pb2_grpc.AdminStub(channel)
+
+        registered_count = [0]
+
+        async def registered() -> None:
+            hosts = (await admin.ListHosts(admin_pb2.ListHostsRequest())).hosts
+            registered_count[0] = len(hosts)
+
+        started = time.monotonic()
+        await poll(lambda: registered_count[0] >= args.agents, "registrations",
+                   refresh=registered)
+        print(f"{args.agents} agents registered in {time.monotonic() - started:.1f}s")
+        total = args.agents * args.containers
+        took = await deploy_all(admin, buildings, args.containers, args.hosts_per_building)
+        await poll(lambda: sum(r.value for r, _ in counters) >= total, "instances running")
+        print(f"{total} instances deployed and running in {took:.1f}s "
+              f"({len(buildings)} buildings x {args.containers} units x "
+              f"{args.hosts_per_building} replicas)")
+        # let the start-up burst settle (statuses, routes, event-history trimming)
+        settled, last = time.monotonic(), etcd.count_revision()
+        while time.monotonic() - settled < 5 and time.monotonic() - started < 900:
+            await asyncio.sleep(1)
+            if etcd.count_revision() != last:
+                settled, last = time.monotonic(), etcd.count_revision()
+
+        # steady state first, with nothing but the agents' reports
+        proc_info = psutil.Process(coordinator.pid)
+        cpu0, rev0, rep0 = proc_info.cpu_times(), etcd.count_revision(), sum(
+            r.value for _, r in counters)
+        t0 = time.monotonic()
+        await asyncio.sleep(args.duration)
+        elapsed = time.monotonic() - t0
+        cpu1, rev1, rep1 = proc_info.cpu_times(), etcd.count_revision(), sum(
+            r.value for _, r in counters)
+        # then visibility: the probe's stream reports at most once a second, one sample each
+        latencies = await probe(admin, coordinator.address, max(10, int(args.duration)), 0.0)
+        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed * 100
+        rss = proc_info.memory_info().rss / (1 << 20)
+        print(f"steady state over {elapsed:.1f}s: {(rep1 - rep0) / elapsed:.0f} reports/s "
+              f"({args.changed} changed instances each)")
+        print(f"coordinator CPU {cpu:.0f}% of one core, RSS {rss:.0f} MiB")
+        print(f"etcd writes {(rev1 - rev0) / elapsed:.2f}/s")
+        print(f"report-to-admin visibility over {len(latencies)} probes: "
+              f"p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms,"
+              f" mean {statistics.mean(latencies):.1f} ms")
+        await channel.close()
+    except Exception:
+        print(coordinator.log_tail(400))
+        raise
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(15)
+            if proc.is_alive():
+                proc.kill()
+        coordinator.stop()
+        etcd.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--containers", type=int, default=50)
+    parser.add_argument("--hosts-per-building", type=int, default=25,
+                        help="also the replicas of each unit (one etcd transaction each)")
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--changed", type=int, default=5,
+                        help="instances whose usage changes in each report")
+    args = parser.parse_args()
+    args.hosts_per_building = min(args.hosts_per_building, args.agents)
+    # SIGTERM unwinds like Ctrl-C, so every process this bench started is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with tempfile.TemporaryDirectory(prefix="landlord-bench-") as tmp:
+        asyncio.run(run(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""gRPC channels and servers, made in one place.
+
+This package is the only part of ``common`` that imports grpc. Every Landlord process
+creates its servers and channels here, so transport security (insecure by default, mutual
+TLS when certificates are configured) and keepalive settings change without touching a
+call site.
+"""
+
+from common.transport.factory import bound_server, create_channel, create_server
+from common.transport.settings import KeepaliveSettings, TlsSettings
+
+__all__ = [
+    "KeepaliveSettings",
+    "TlsSettings",
+    "bound_server",
+    "create_channel",
+    "create_server",
+]

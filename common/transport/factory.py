@@ -1,0 +1,82 @@
+"""Create grpc.aio servers and channels with one set of TLS and keepalive settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from common.errors import InvalidArgument, Unavailable
+from common.transport.settings import KeepaliveSettings, TlsSettings
+
+__all__ = ["MAX_MESSAGE_BYTES", "bound_server", "create_channel", "create_server"]
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+"""Largest message either side accepts (a full-state Register of a busy host fits)."""
+
+Option = tuple[str, Any]
+
+
+def create_server(
+    keepalive: KeepaliveSettings | None = None,
+    options: Sequence[Option] = (),
+) -> Any:
+    """A grpc.aio server with keepalive and message-size options; add ports with bound_server."""
+    settings = keepalive or KeepaliveSettings()
+    return grpc.aio.server(
+        options=[
+            *settings.server_options(),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+            *options,
+        ]
+    )
+
+
+def bound_server(server: Any, address: str, tls: TlsSettings | None = None) -> int:
+    """Listen on ``address`` (``host:port``; port 0 picks one) and return the port bound."""
+    tls = tls or TlsSettings()
+    if tls.cert_file:
+        ca, key, cert = tls.read()
+        assert key is not None and cert is not None
+        credentials = grpc.ssl_server_credentials(
+            [(key, cert)],
+            root_certificates=ca,
+            require_client_auth=bool(ca) and tls.require_client_auth,
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if not port:
+        raise Unavailable(f"cannot listen on {address}", address=address)
+    return int(port)
+
+
+def create_channel(
+    target: str,
+    tls: TlsSettings | None = None,
+    keepalive: KeepaliveSettings | None = None,
+    options: Sequence[Option] = (),
+) -> Any:
+    """A grpc.aio channel to ``target`` (``host:port``), secure when TLS is configured."""
+    if not target or ":" not in target:
+        raise InvalidArgument(f"address {target!r} is not host:port", address=target)
+    tls = tls or TlsSettings()
+    settings = keepalive or KeepaliveSettings()
+    all_options: list[Option] = [
+        *settings.client_options(),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        *options,
+    ]
+    if not tls.enabled:
+        return grpc.aio.insecure_channel(target, options=all_options)
+    ca, key, cert = tls.read()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+    if tls.server_name:
+        all_options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.aio.secure_channel(target, credentials, options=all_options)

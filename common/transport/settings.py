@@ -1,0 +1,97 @@
+"""Transport settings: TLS material and keepalive, as frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import InvalidArgument
+
+__all__ = ["KeepaliveSettings", "TlsSettings"]
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Where the PEM files are; all empty means insecure (plain HTTP/2 on loopback)."""
+
+    ca_file: str = ""
+    """CA bundle that signs the peer's certificate (client: the server's; server: clients')."""
+    cert_file: str = ""
+    """This side's certificate chain."""
+    key_file: str = ""
+    """This side's private key."""
+    require_client_auth: bool = True
+    """Server side: refuse clients without a certificate signed by ``ca_file`` (mutual TLS)."""
+    server_name: str = ""
+    """Client side: name to check in the server certificate instead of the target host."""
+
+    def __post_init__(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise InvalidArgument(
+                "TLS needs both cert_file and key_file, or neither (insecure)",
+                cert_file=self.cert_file,
+                key_file=self.key_file,
+            )
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise InvalidArgument(f"TLS {name} {path!r} does not exist", field=name)
+
+    @property
+    def enabled(self) -> bool:
+        """True when this side presents a certificate or checks the peer's."""
+        return bool(self.cert_file or self.ca_file)
+
+    def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(ca, key, cert) file contents; None for what is not configured."""
+
+        def load(path: str) -> bytes | None:
+            return Path(path).read_bytes() if path else None
+
+        return load(self.ca_file), load(self.key_file), load(self.cert_file)
+
+
+@dataclass(frozen=True)
+class KeepaliveSettings:
+    """HTTP/2 keepalive (see grpc/grpc doc/keepalive.md).
+
+    The client's ping interval must stay at or above the server's minimum, or the server
+    answers GOAWAY "too many pings".
+    """
+
+    server_ping_interval_ms: int = 20_000
+    """Server pings an idle client this often."""
+    ping_timeout_ms: int = 10_000
+    """A ping unanswered for this long closes the connection."""
+    server_min_ping_interval_ms: int = 10_000
+    """Pings from a client closer together than this are refused."""
+    client_ping_interval_ms: int = 30_000
+    """Client pings the server this often."""
+    max_connection_age_ms: int = 0
+    """Server closes connections older than this (0 = never; streams are long-lived)."""
+
+    def __post_init__(self) -> None:
+        if self.client_ping_interval_ms < self.server_min_ping_interval_ms:
+            raise InvalidArgument(
+                "client keepalive interval must be >= the server's minimum ping interval",
+                client=self.client_ping_interval_ms,
+                server_min=self.server_min_ping_interval_ms,
+            )
+
+    def server_options(self) -> list[tuple[str, int]]:
+        options = [
+            ("grpc.keepalive_time_ms", self.server_ping_interval_ms),
+            ("grpc.keepalive_timeout_ms", self.ping_timeout_ms),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", self.server_min_ping_interval_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        if self.max_connection_age_ms:
+            options.append(("grpc.max_connection_age_ms", self.max_connection_age_ms))
+        return options
+
+    def client_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.keepalive_time_ms", self.client_ping_interval_ms),
+            ("grpc.keepalive_timeout_ms", self.ping_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]

@@ -1,0 +1,279 @@
+"""The Admin gRPC service: reads from the cache on any coordinator, writes on the leader.
+
+A write on a follower fails FAILED_PRECONDITION with an ``x-leader`` trailer (raised by the
+leader fence inside the domain code and mapped in coordinator/rpc_errors.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from common.errors import InvalidArgument, NotFound, Unavailable
+from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from common.resources import Resources
+from coordinator.agent_messages import GcCommand
+from coordinator.control import FleetControl
+from coordinator.convert_admin import (
+    deploy_from_pb,
+    event_to_pb,
+    host_to_pb,
+    instance_to_pb,
+    publish_from_pb,
+    resolved_to_pb,
+    rollout_to_pb,
+    unit_to_pb,
+    version_to_pb,
+)
+from coordinator.convert_agent import to_seconds
+from coordinator.deploy import Deployer
+from coordinator.liveness import HostHealth
+from coordinator.records import EventRecord, HostRecord, RolloutRecord, decode
+from coordinator.registry import Registry
+from coordinator.rpc_errors import stream_boundary, unary_boundary
+
+__all__ = ["AdminService"]
+
+Context = Any
+NO_ROLLOUTS = "rollouts of a running unit are not available in this coordinator yet"
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    def __init__(self, control: FleetControl, registry: Registry, deployer: Deployer) -> None:
+        self.control = control
+        self.registry = registry
+        self.deployer = deployer
+        self.state = control.state
+
+    # -- units and versions ----------------------------------------------------------------
+
+    @unary_boundary
+    async def PublishVersion(self, request: admin_pb2.PublishVersionRequest, context: Context
+                             ) -> admin_pb2.PublishVersionResponse:
+        spec, changes, metadata, fields = publish_from_pb(request)
+        record, created = await self.registry.publish(spec, changes, metadata, fields)
+        return admin_pb2.PublishVersionResponse(version=version_to_pb(record),
+                                                already_published=not created)
+
+    @unary_boundary
+    async def ListUnits(self, request: admin_pb2.ListUnitsRequest, context: Context
+                        ) -> admin_pb2.ListUnitsResponse:
+        return admin_pb2.ListUnitsResponse(units=[
+            unit_to_pb(u, len(self.state.instances_of(u.apartment, u.unit)))
+            for u in self.registry.units(request.apartment)
+        ])
+
+    @unary_boundary
+    async def GetUnit(self, request: admin_pb2.GetUnitRequest, context: Context
+                      ) -> admin_pb2.GetUnitResponse:
+        unit = self.registry.unit(request.apartment, request.unit)
+        instances = self._instances(apartment=request.apartment, unit=request.unit)
+        reply = admin_pb2.GetUnitResponse(unit=unit_to_pb(unit, len(instances)),
+                                          instances=instances)
+        latest = self.registry.latest(request.apartment, request.unit)
+        if latest is not None:
+            reply.latest.CopyFrom(version_to_pb(latest))
+        return reply
+
+    @unary_boundary
+    async def ListVersions(self, request: admin_pb2.ListVersionsRequest, context: Context
+                           ) -> admin_pb2.ListVersionsResponse:
+        found = self.registry.versions(request.apartment, request.unit)
+        return admin_pb2.ListVersionsResponse(versions=[version_to_pb(v) for v in found])
+
+    @unary_boundary
+    async def ResolveDependencies(self, request: admin_pb2.ResolveDependenciesRequest,
+                                  context: Context) -> admin_pb2.ResolveDependenciesResponse:
+        edges = self.registry.resolve(request.apartment, request.unit, request.version)
+        return admin_pb2.ResolveDependenciesResponse(resolved=[resolved_to_pb(e) for e in edges])
+
+    # -- deployments -----------------------------------------------------------------------
+
+    @unary_boundary
+    async def Deploy(self, request: admin_pb2.DeployRequest, context: Context
+                     ) -> admin_pb2.DeployResponse:
+        rollout = await self.deployer.deploy(deploy_from_pb(request))
+        return admin_pb2.DeployResponse(rollout=rollout_to_pb(rollout))
+
+    def _rollouts(self, apartment: str, unit: str) -> list[RolloutRecord]:
+        found = []
+        for (a, u), rollouts in self.state.rollouts.items():
+            if (apartment and a != apartment) or (unit and u != unit):
+                continue
+            found += [decode(RolloutRecord, v.value) for v in rollouts.values()]
+        return sorted(found, key=lambda r: r.started_at, reverse=True)
+
+    @unary_boundary
+    async def GetRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
+                         ) -> types_pb2.RolloutInfo:
+        if not request.apartment or not request.unit:
+            raise InvalidArgument("apartment and unit are required", field="unit")
+        for rollout in self._rollouts(request.apartment, request.unit):
+            if not request.rollout_id or rollout.rollout_id == request.rollout_id:
+                return rollout_to_pb(rollout)
+        raise NotFound(f"no rollout {request.rollout_id or ''} for "
+                       f"{request.apartment}/{request.unit}".replace("  ", " "),
+                       unit=request.unit)
+
+    @unary_boundary
+    async def ListRollouts(self, request: admin_pb2.ListRolloutsRequest, context: Context
+                           ) -> admin_pb2.ListRolloutsResponse:
+        if request.limit < 0:
+            raise InvalidArgument("limit must be >= 0", field="limit")
+        found = self._rollouts(request.apartment, request.unit)
+        if request.limit:
+            found = found[: request.limit]
+        return admin_pb2.ListRolloutsResponse(rollouts=[rollout_to_pb(r) for r in found])
+
+    # The rollout engine (next issue) replaces these three.
+    async def ControlRollout(self, request: admin_pb2.ControlRolloutRequest, context: Context
+                             ) -> types_pb2.RolloutInfo:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_ROLLOUTS)
+        raise AssertionError("unreachable")
+
+    async def Rollback(self, request: admin_pb2.RollbackRequest, context: Context
+                       ) -> types_pb2.RolloutInfo:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_ROLLOUTS)
+        raise AssertionError("unreachable")
+
+    async def WatchRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
+                           ) -> AsyncIterator[types_pb2.RolloutInfo]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_ROLLOUTS)
+        yield types_pb2.RolloutInfo()  # unreachable; makes this a stream handler
+
+    # -- fleet -----------------------------------------------------------------------------
+
+    def _host_status(self, host: HostRecord) -> tuple[str, float]:
+        c = self.control
+        if host.status == "lost":
+            return "lost", host.status_changed_at
+        if c.leadership.is_leader:
+            seen = c.fleet.seen.get(host.host_id)
+            health = c.fleet.health.get(host.host_id, HostHealth.SUSPECT)
+            last = host.registered_at
+            if seen is not None:
+                last = c.clock.now() - (c.clock.monotonic() - seen.last_seen)
+            return str(health), last
+        alive = host.host_id in self.state.alive
+        return ("alive" if alive else "suspect"), host.status_changed_at
+
+    @unary_boundary
+    async def ListHosts(self, request: admin_pb2.ListHostsRequest, context: Context
+                        ) -> admin_pb2.ListHostsResponse:
+        hosts = []
+        for host_id in sorted(self.state.hosts):
+            host = self.state.hosts[host_id].value
+            if request.building and host.building != request.building:
+                continue
+            allocations, _ = self.state.allocation_of(host_id)
+            allocated = Resources()
+            for allocation in allocations.values():
+                allocated = allocated + allocation.resources
+            status, last_seen = self._host_status(host)
+            hosts.append(host_to_pb(host, status, allocated, last_seen))
+        return admin_pb2.ListHostsResponse(hosts=hosts)
+
+    def _instances(self, host_id: str = "", apartment: str = "", unit: str = ""
+                   ) -> list[types_pb2.InstanceStatus]:
+        def wanted(h: str, a: str, u: str) -> bool:
+            return ((not host_id or h == host_id) and (not apartment or a == apartment)
+                    and (not unit or u == unit))
+
+        if host_id:
+            records = self.state.instances_on(host_id)
+        elif apartment and unit:
+            records = self.state.instances_of(apartment, unit)
+        else:
+            records = [self.state.instances[i].value for i in sorted(self.state.instances)]
+        found = [
+            instance_to_pb(r, self.control.known_state(r.instance_id))
+            for r in records if wanted(r.host_id, r.apartment, r.unit)
+        ]
+        observed_here = (
+            [self.control.fleet.observed[i] for i in self.control.fleet.observed_on(host_id)]
+            if host_id else list(self.control.fleet.observed.values())
+        )
+        for observed in sorted(observed_here, key=lambda o: o.instance_id):
+            iid = observed.instance_id
+            if iid not in self.state.instances and observed.state != "stopped" and wanted(
+                observed.host_id, observed.apartment, observed.unit
+            ):
+                found.append(instance_to_pb(None, observed))
+        return found
+
+    @unary_boundary
+    async def ListInstances(self, request: admin_pb2.ListInstancesRequest, context: Context
+                            ) -> admin_pb2.ListInstancesResponse:
+        return admin_pb2.ListInstancesResponse(
+            instances=self._instances(request.host_id, request.apartment, request.unit))
+
+    @unary_boundary
+    async def RunGarbageCollection(self, request: admin_pb2.RunGarbageCollectionRequest,
+                                   context: Context) -> admin_pb2.RunGarbageCollectionResponse:
+        c = self.control
+        c.leadership.fence  # noqa: B018
+        kinds = tuple(request.kinds)
+        unknown = set(kinds) - {"unused", "memory", "cache"}
+        if unknown:
+            raise InvalidArgument(f"unknown garbage kind(s) {sorted(unknown)}; "
+                                  "known: unused, memory, cache", field="kinds")
+        if request.host_id:
+            if request.host_id not in self.state.hosts:
+                raise NotFound(f"host {request.host_id} does not exist", host=request.host_id)
+            if request.host_id not in c.fleet.sessions:
+                raise Unavailable(f"host {request.host_id} is not connected",
+                                  host=request.host_id)
+            targets = [request.host_id]
+        else:
+            targets = sorted(c.fleet.sessions)
+        c.fleet.broadcast(targets, GcCommand(kinds))
+        return admin_pb2.RunGarbageCollectionResponse(hosts=targets)
+
+    # -- events and cluster ----------------------------------------------------------------
+
+    @stream_boundary
+    async def StreamEvents(self, request: admin_pb2.StreamEventsRequest, context: Context
+                           ) -> AsyncIterator[types_pb2.Event]:
+        if request.after_sequence < 0:
+            raise InvalidArgument("after_sequence must be >= 0", field="after_sequence")
+        history = to_seconds(request.history)
+        cutoff = self.control.clock.now() - history if history > 0 else 0.0
+
+        def wanted(e: EventRecord) -> bool:
+            return ((not request.apartment or e.apartment == request.apartment)
+                    and (not request.unit or e.unit == request.unit))
+
+        queue = self.state.subscribe_events() if request.follow else None
+        try:
+            last = request.after_sequence
+            for event in self.state.event_history():
+                if event.sequence > last and event.time >= cutoff and wanted(event):
+                    yield event_to_pb(event)
+                last = max(last, event.sequence)
+            while queue is not None:
+                try:
+                    event = await asyncio.wait_for(queue.get(), 1.0)
+                except TimeoutError:
+                    if not self.state.is_subscribed(queue):
+                        raise Unavailable("this event stream fell too far behind; "
+                                          "reconnect with after_sequence") from None
+                    continue
+                if event.sequence > last and wanted(event):
+                    yield event_to_pb(event)
+                last = max(last, event.sequence)
+        finally:
+            if queue is not None:
+                self.state.unsubscribe_events(queue)
+
+    @unary_boundary
+    async def GetLeader(self, request: admin_pb2.GetLeaderRequest, context: Context
+                        ) -> admin_pb2.GetLeaderResponse:
+        leadership = self.control.leadership
+        leader = leadership.leader
+        return admin_pb2.GetLeaderResponse(
+            leader_id=leader.id if leader else "", leader_address=leader.address if leader else "",
+            this_is_leader=leadership.is_leader,
+        )

@@ -1,0 +1,126 @@
+"""One coordinator process: etcd cache, election, leader duties and the gRPC server.
+
+Start order: the server (so followers answer reads and point agents at the leader), the
+watch-fed cache, then the election. Stop order (SIGTERM): health NOT_SERVING at once, give
+up the lead (the lease is revoked, so a follower takes over without waiting for the TTL),
+close agent streams with NotLeader, let in-flight RPCs finish within the grace period,
+then stop the background tasks and close etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from common.clock import Clock, SystemClock
+from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
+from common.transport import bound_server, create_server
+from coordinator.admin_service import AdminService
+from coordinator.agent_service import AgentStreamService
+from coordinator.agents import AgentSessions, SessionSettings
+from coordinator.config import CoordinatorConfig
+from coordinator.control import ControlSettings, FleetControl
+from coordinator.deploy import Deployer
+from coordinator.election import LeaderElection
+from coordinator.events import EventLog
+from coordinator.fleet import Fleet
+from coordinator.healing import Healer
+from coordinator.keys import KeyLayout
+from coordinator.leader import LeaderDuties
+from coordinator.leadership import Leadership
+from coordinator.liveness import LivenessPolicy
+from coordinator.records import LeaderRecord
+from coordinator.registry import Registry
+from coordinator.state import ClusterState
+from coordinator.store import EtcdStore, Store
+from coordinator.view import ClusterView
+
+__all__ = ["SERVICE_NAMES", "Coordinator"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+    agent_pb2.DESCRIPTOR.services_by_name["AgentStream"].full_name,
+)
+
+
+class Coordinator:
+    def __init__(self, config: CoordinatorConfig, clock: Clock | None = None,
+                 store: Store | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.store = store or EtcdStore(config.etcd_endpoints, config.etcd_timeout,
+                                        config.etcd_max_txn_ops)
+        self.layout = KeyLayout(config.etcd_prefix)
+        self.view = ClusterView(self.store, self.layout.root)
+        self.state = ClusterState(self.layout)
+        self.view.subscribe(self.state.apply)
+        self.me = LeaderRecord(config.id, config.advertise)
+        self.leadership = Leadership(self.me, self.state)
+        self.fleet = Fleet()
+        self.events = EventLog(self.store, self.layout, self.state, self.leadership, self.clock,
+                               config.event_history)
+        self.control = FleetControl(
+            self.store, self.layout, self.view, self.state, self.fleet, self.leadership,
+            self.events, self.clock,
+            ControlSettings(port_range=(config.port_range_start, config.port_range_end),
+                            stop_grace_s=config.stop_grace),
+        )
+        self.sessions = AgentSessions(self.control, SessionSettings(
+            config.heartbeat_interval, config.report_interval, config.liveness_grace))
+        policy = LivenessPolicy(config.heartbeat_interval, config.liveness_grace)
+        self.healer = Healer(self.control, self.sessions, policy)
+        self.duties = LeaderDuties(self.control, self.sessions, self.healer,
+                                   tick=min(1.0, config.heartbeat_interval / 4))
+        self.registry = Registry(self.control)
+        self.deployer = Deployer(self.control, self.registry)
+        self.election = LeaderElection(self.store, self.layout.leader, self.me,
+                                       ttl=config.leader_lease_ttl)
+        self.admin = AdminService(self.control, self.registry, self.deployer)
+        self.agent_stream = AgentStreamService(self.sessions)
+        self.health = health.aio.HealthServicer()
+        self.server: Any = None
+        self.port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.server = create_server()
+        admin_pb2_grpc.add_AdminServicer_to_server(self.admin, self.server)
+        agent_pb2_grpc.add_AgentStreamServicer_to_server(self.agent_stream, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        self.port = bound_server(self.server, self.config.listen, self.config.tls)
+        await self.server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._tasks = [
+            asyncio.create_task(self.view.run(), name="etcd-view"),
+            asyncio.create_task(self.election.run(self.duties.lead), name="election"),
+        ]
+        log.info("coordinator %s serving on %s (etcd %s, prefix %s)", self.me.id,
+                 self.config.listen, ",".join(self.config.etcd_endpoints),
+                 self.config.etcd_prefix)
+
+    async def stop(self) -> None:
+        log.info("coordinator %s shutting down", self.me.id)
+        await self.health.enter_graceful_shutdown()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.election.resign(), self.config.etcd_timeout)
+        self.leadership.release()
+        self.fleet.close_all("coordinator shutting down")
+        if self.server is not None:
+            await self.server.stop(self.config.shutdown_grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.store.close()
+        log.info("coordinator %s stopped", self.me.id)

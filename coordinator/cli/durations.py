@@ -1,0 +1,71 @@
+"""Durations as people type them (``30s``, ``250ms``, ``5m``, ``1h30m``) and back.
+
+A duration is one or more ``<number><unit>`` parts with units ``ms``, ``s``, ``m`` and
+``h`` (``1m30s``, ``1.5s``). A bare number is refused, except ``0``, because ``30``
+could mean seconds or milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from google.protobuf import duration_pb2
+
+from common.errors import InvalidArgument
+
+__all__ = ["duration_to_proto", "format_duration", "parse_duration", "seconds_from_proto"]
+
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
+_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+FORMS = "a number with a unit: 250ms, 30s, 5m, 1h or 1m30s"
+
+
+def parse_duration(text: str, field_name: str = "duration") -> float:
+    """Seconds from ``"30s"``, ``"250ms"``, ``"5m"``, ``"1h30m"``; raises InvalidArgument."""
+    value = text.strip().lower()
+    if value == "0":
+        return 0.0
+    position, total = 0, 0.0
+    for match in _PART.finditer(value):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _SCALE[match.group(2)]
+        position = match.end()
+    if not value or position != len(value) or not math.isfinite(total):
+        hint = " (a unit is required)" if re.fullmatch(r"[\d.]+", value) else ""
+        raise InvalidArgument(
+            f"{field_name}: {text!r} is not a duration{hint}; write {FORMS}",
+            field=field_name,
+            value=text,
+        )
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact-enough human form: ``250ms``, ``30s``, ``1m30s``, ``2h``."""
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:
+        return f"{seconds * 1000:.4g}ms"
+    if seconds < 60:
+        return f"{seconds:.4g}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(hours, "h"), (minutes, "m"), (secs, "s")]
+    return "".join(f"{amount}{unit}" for amount, unit in parts if amount)
+
+
+def duration_to_proto(seconds: float) -> duration_pb2.Duration:
+    whole = math.floor(seconds)
+    nanos = round((seconds - whole) * 1e9)
+    if nanos >= 1_000_000_000:  # rounding carried into the next second
+        whole, nanos = whole + 1, 0
+    return duration_pb2.Duration(seconds=whole, nanos=nanos)
+
+
+def seconds_from_proto(duration: duration_pb2.Duration) -> float:
+    return duration.seconds + duration.nanos / 1e9

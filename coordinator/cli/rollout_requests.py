@@ -1,0 +1,240 @@
+"""From `deploy`, `rollout` and `rollback` flags to requests, without talking to anyone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from common.errors import InvalidArgument
+from common.gen.landlord.v1 import admin_pb2, types_pb2
+from coordinator.cli.arguments import (
+    NAME_PATTERN,
+    parse_rate,
+    parse_steps,
+    parse_unit_ref,
+    parse_version,
+)
+from coordinator.cli.durations import duration_to_proto, parse_duration
+
+__all__ = [
+    "CONTROLS",
+    "STRATEGIES",
+    "SWITCH_MODES",
+    "DeployArgs",
+    "build_control_request",
+    "build_deploy_request",
+    "build_get_rollout_request",
+    "build_list_rollouts_request",
+    "build_rollback_request",
+]
+
+T = TypeVar("T")
+
+STRATEGIES = {"blue-green": types_pb2.STRATEGY_BLUE_GREEN, "canary": types_pb2.STRATEGY_CANARY}
+SWITCH_MODES = {
+    "immediate": types_pb2.SWITCH_MODE_IMMEDIATE,
+    "gradual": types_pb2.SWITCH_MODE_GRADUAL,
+    "canary": types_pb2.SWITCH_MODE_CANARY,
+}
+CONTROLS = {
+    "promote": admin_pb2.ROLLOUT_CONTROL_PROMOTE,
+    "abort": admin_pb2.ROLLOUT_CONTROL_ABORT,
+    "pause": admin_pb2.ROLLOUT_CONTROL_PAUSE,
+    "resume": admin_pb2.ROLLOUT_CONTROL_RESUME,
+    "retry": admin_pb2.ROLLOUT_CONTROL_RETRY,
+}
+
+
+@dataclass(frozen=True)
+class DeployArgs:
+    """The flags of `landlord deploy`, as typed. None means "the coordinator's default"."""
+
+    unit: str
+    version: str
+    building: str = ""
+    """Empty: the unit's building, or the only building there is (the coordinator decides)."""
+    replicas: int = 1
+    strategy: str = "blue-green"
+    # canary steps (strategy canary, or blue-green with --switch canary)
+    steps: str | None = None
+    monitor: str | None = None
+    step_delay: str | None = None
+    inconclusive_deadline: str | None = None
+    # success criteria
+    max_error_rate: str | None = None
+    max_p95: str | None = None
+    min_rps: float | None = None
+    min_requests: int | None = None
+    # blue-green
+    switch: str | None = None
+    warmup: str | None = None
+    cleanup_delay: str | None = None
+    gradual_steps: int | None = None
+    performance_requests: int | None = None
+    check_http: tuple[str, ...] = ()
+    check_command: tuple[str, ...] = ()
+    manual_promotion: bool = False
+
+
+def build_deploy_request(args: DeployArgs) -> admin_pb2.DeployRequest:
+    """Validate the flags against the strategy and build the request."""
+    ref = parse_unit_ref(args.unit)
+    strategy = _choice(args.strategy, STRATEGIES, "--strategy")
+    if args.building and not NAME_PATTERN.match(args.building):
+        raise InvalidArgument(
+            f"--building: {args.building!r} is not a building name", field="--building"
+        )
+    if args.replicas < 1:
+        raise InvalidArgument(f"--replicas: must be at least 1, got {args.replicas}")
+    request = admin_pb2.DeployRequest(
+        apartment=ref.apartment,
+        unit=ref.unit,
+        version=parse_version(args.version, "version"),
+        building=args.building,
+        replicas=args.replicas,
+        strategy=strategy,
+    )
+    blue_green = strategy == types_pb2.STRATEGY_BLUE_GREEN
+    _refuse_foreign_flags(args, blue_green)
+    uses_steps = not blue_green or args.switch == "canary"
+    if uses_steps:
+        _fill_canary(request.canary, args)
+    if blue_green:
+        _fill_blue_green(request.blue_green, args)
+    _fill_criteria(request.criteria, args)
+    return request
+
+
+def _refuse_foreign_flags(args: DeployArgs, blue_green: bool) -> None:
+    canary_only = {
+        "--steps": args.steps,
+        "--monitor": args.monitor,
+        "--step-delay": args.step_delay,
+        "--inconclusive-deadline": args.inconclusive_deadline,
+    }
+    blue_green_only = {
+        "--switch": args.switch,
+        "--warmup": args.warmup,
+        "--cleanup-delay": args.cleanup_delay,
+        "--gradual-steps": args.gradual_steps,
+        "--performance-requests": args.performance_requests,
+        "--check-http": args.check_http or None,
+        "--check-command": args.check_command or None,
+        "--manual-promotion": args.manual_promotion or None,
+    }
+    if blue_green:
+        if args.switch is not None:
+            _choice(args.switch, SWITCH_MODES, "--switch")
+        if args.switch != "canary":
+            _refuse(canary_only, "needs --strategy canary or --switch canary")
+        if args.gradual_steps is not None and args.switch != "gradual":
+            raise InvalidArgument(
+                "--gradual-steps: needs --switch gradual", field="--gradual-steps"
+            )
+    else:
+        _refuse(blue_green_only, "applies to --strategy blue-green only")
+
+
+def _refuse(flags: Mapping[str, object], why: str) -> None:
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given:
+        raise InvalidArgument(f"{given[0]}: {why}", field=given[0])
+
+
+def _fill_canary(canary: types_pb2.CanarySettings, args: DeployArgs) -> None:
+    if args.steps is not None:
+        canary.steps.extend(parse_steps(args.steps, "--steps"))
+    for flag, text, target in (
+        ("--monitor", args.monitor, canary.monitor),
+        ("--step-delay", args.step_delay, canary.step_delay),
+        ("--inconclusive-deadline", args.inconclusive_deadline, canary.inconclusive_deadline),
+    ):
+        if text is not None:
+            target.CopyFrom(duration_to_proto(parse_duration(text, flag)))
+
+
+def _fill_blue_green(settings: types_pb2.BlueGreenSettings, args: DeployArgs) -> None:
+    if args.switch is not None:
+        settings.switch_mode = _choice(args.switch, SWITCH_MODES, "--switch")
+    for flag, text, target in (
+        ("--warmup", args.warmup, settings.warmup),
+        ("--cleanup-delay", args.cleanup_delay, settings.cleanup_delay),
+        ("--max-p95", args.max_p95, settings.max_latency_p95),
+    ):
+        if text is not None:
+            target.CopyFrom(duration_to_proto(parse_duration(text, flag)))
+    if args.gradual_steps is not None:
+        settings.gradual_steps = _positive(args.gradual_steps, "--gradual-steps")
+    if args.performance_requests is not None:
+        settings.performance_requests = _positive(
+            args.performance_requests, "--performance-requests"
+        )
+    for path in args.check_http:
+        if not path.startswith("/"):
+            raise InvalidArgument(f"--check-http: {path!r} must start with '/'")
+        settings.checks.add(http=types_pb2.HttpCheck(path=path, expect_status=200))
+    for command in args.check_command:
+        if not command.strip():
+            raise InvalidArgument("--check-command: empty command", field="--check-command")
+        settings.checks.add(command=command)
+    settings.manual_promotion = args.manual_promotion
+
+
+def _fill_criteria(criteria: types_pb2.SuccessCriteria, args: DeployArgs) -> None:
+    if args.max_error_rate is not None:
+        criteria.max_error_rate = parse_rate(args.max_error_rate, "--max-error-rate")
+    if args.max_p95 is not None:
+        criteria.max_latency_p95.CopyFrom(
+            duration_to_proto(parse_duration(args.max_p95, "--max-p95"))
+        )
+    if args.min_rps is not None:
+        if not args.min_rps >= 0:
+            raise InvalidArgument(f"--min-rps: must be >= 0, got {args.min_rps}", field="--min-rps")
+        criteria.min_throughput_rps = args.min_rps
+    if args.min_requests is not None:
+        criteria.min_requests = _positive(args.min_requests, "--min-requests")
+
+
+def _positive(value: int, flag: str) -> int:
+    if value < 1:
+        raise InvalidArgument(f"{flag}: must be at least 1, got {value}", field=flag)
+    return value
+
+
+def _choice(text: str, choices: dict[str, T], flag: str) -> T:
+    value = choices.get(text.strip().lower())
+    if value is None:
+        raise InvalidArgument(
+            f"{flag}: {text!r} is not one of {', '.join(choices)}", field=flag, value=text
+        )
+    return value
+
+
+def build_control_request(unit: str, action: str) -> admin_pb2.ControlRolloutRequest:
+    ref = parse_unit_ref(unit)
+    return admin_pb2.ControlRolloutRequest(
+        apartment=ref.apartment, unit=ref.unit, action=_choice(action, CONTROLS, "action")
+    )
+
+
+def build_rollback_request(unit: str, to_version: str | None) -> admin_pb2.RollbackRequest:
+    ref = parse_unit_ref(unit)
+    request = admin_pb2.RollbackRequest(apartment=ref.apartment, unit=ref.unit)
+    if to_version is not None:
+        request.to_version = parse_version(to_version, "--to")
+    return request
+
+
+def build_get_rollout_request(unit: str, rollout_id: str | None) -> admin_pb2.GetRolloutRequest:
+    ref = parse_unit_ref(unit)
+    return admin_pb2.GetRolloutRequest(
+        apartment=ref.apartment, unit=ref.unit, rollout_id=rollout_id or ""
+    )
+
+
+def build_list_rollouts_request(unit: str, limit: int) -> admin_pb2.ListRolloutsRequest:
+    ref = parse_unit_ref(unit)
+    if limit < 1:
+        raise InvalidArgument(f"--limit: must be at least 1, got {limit}", field="--limit")
+    return admin_pb2.ListRolloutsRequest(apartment=ref.apartment, unit=ref.unit, limit=limit)

@@ -1,0 +1,177 @@
+"""`landlord units ...`: publish versions and look at units, versions and dependencies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from common.gen.landlord.v1 import admin_pb2
+from coordinator.cli.arguments import parse_unit_ref, parse_unit_version
+from coordinator.cli.context import OutputOption, emit, unary
+from coordinator.cli.publish import (
+    STATE_MODES,
+    ChangeLists,
+    PublishArgs,
+    build_publish_request,
+    load_change_file,
+)
+from coordinator.cli.tables import (
+    publish_view,
+    resolve_tree,
+    unit_view,
+    units_table,
+    versions_table,
+)
+
+app = typer.Typer(help="Publish unit versions and inspect units.", no_args_is_help=True)
+
+UnitArg = Annotated[str, typer.Argument(metavar="APARTMENT/UNIT", show_default=False)]
+
+
+@app.command()
+def publish(
+    ctx: typer.Context,
+    unit: UnitArg,
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="Semantic version.")],
+    image: Annotated[str, typer.Option(help="Image name or id.", show_default=False)],
+    command: Annotated[
+        str | None, typer.Option(help="Command line (shell words).", show_default=False)
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port inside the host (0: assigned).", show_default=False)
+    ] = None,
+    service_port: Annotated[
+        int | None, typer.Option(help="Entry port of the unit on every host.", show_default=False)
+    ] = None,
+    health_path: Annotated[
+        str | None, typer.Option(help="HTTP health path, e.g. /healthz.", show_default=False)
+    ] = None,
+    health_interval: Annotated[str | None, typer.Option(show_default=False)] = None,
+    health_timeout: Annotated[str | None, typer.Option(show_default=False)] = None,
+    warmup: Annotated[
+        str | None, typer.Option(help="Time before health failures count.", show_default=False)
+    ] = None,
+    env: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE (repeat).", show_default=False)
+    ] = None,
+    cpu: Annotated[str | None, typer.Option(help="Cores: 0.5 or 500m.", show_default=False)] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Bytes: 256Mi, 1G.", show_default=False)
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Bytes: 1Gi, 500M.", show_default=False)
+    ] = None,
+    network: Annotated[
+        str | None, typer.Option(help="Bandwidth: 10Mbit.", show_default=False)
+    ] = None,
+    dep: Annotated[
+        list[str] | None,
+        typer.Option(help="Dependency NAME@RANGE, npm range (repeat).", show_default=False),
+    ] = None,
+    state_mode: Annotated[
+        str | None, typer.Option(help=" | ".join(STATE_MODES), show_default=False)
+    ] = None,
+    idle_timeout: Annotated[
+        str | None, typer.Option(help="Idle time before GC may remove.", show_default=False)
+    ] = None,
+    metadata: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE (repeat).", show_default=False)
+    ] = None,
+    breaking: Annotated[
+        list[str] | None, typer.Option(help="A breaking change (repeat).", show_default=False)
+    ] = None,
+    feature: Annotated[
+        list[str] | None, typer.Option(help="A new feature (repeat).", show_default=False)
+    ] = None,
+    fix: Annotated[
+        list[str] | None, typer.Option(help="A bug fix (repeat).", show_default=False)
+    ] = None,
+    internal: Annotated[
+        list[str] | None, typer.Option(help="An internal change (repeat).", show_default=False)
+    ] = None,
+    changes: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML or JSON file with lists breaking, features, fixes, internal.",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOption = None,
+) -> None:
+    """Publish VERSION of a unit (immutable; the change set decides the required bump)."""
+    flagged = ChangeLists(
+        tuple(breaking or ()), tuple(feature or ()), tuple(fix or ()), tuple(internal or ())
+    )
+    from_file = load_change_file(changes) if changes is not None else ChangeLists()
+    args = PublishArgs(
+        unit=unit,
+        version=version,
+        image=image,
+        command=command,
+        port=port,
+        service_port=service_port,
+        health_path=health_path,
+        health_interval=health_interval,
+        health_timeout=health_timeout,
+        warmup=warmup,
+        env=tuple(env or ()),
+        cpu=cpu,
+        memory=memory,
+        storage=storage,
+        network=network,
+        dependencies=tuple(dep or ()),
+        state_mode=state_mode,
+        idle_timeout=idle_timeout,
+        metadata=tuple(metadata or ()),
+        changes=from_file + flagged,
+    )
+    request = build_publish_request(args)
+    response = unary(ctx, "PublishVersion", request, f"publish {unit} {version}")
+    emit(ctx, output, response, publish_view)
+
+
+@app.command("list")
+def list_units(
+    ctx: typer.Context,
+    apartment: Annotated[
+        str | None, typer.Option(help="Only this apartment.", show_default=False)
+    ] = None,
+    output: OutputOption = None,
+) -> None:
+    """List units with their state and versions."""
+    request = admin_pb2.ListUnitsRequest(apartment=apartment or "")
+    emit(ctx, output, unary(ctx, "ListUnits", request, "list units"), units_table)
+
+
+@app.command()
+def show(ctx: typer.Context, unit: UnitArg, output: OutputOption = None) -> None:
+    """Show a unit, its latest version and its instances."""
+    ref = parse_unit_ref(unit)
+    request = admin_pb2.GetUnitRequest(apartment=ref.apartment, unit=ref.unit)
+    emit(ctx, output, unary(ctx, "GetUnit", request, f"show {ref}"), unit_view)
+
+
+@app.command()
+def versions(ctx: typer.Context, unit: UnitArg, output: OutputOption = None) -> None:
+    """List the published versions of a unit."""
+    ref = parse_unit_ref(unit)
+    request = admin_pb2.ListVersionsRequest(apartment=ref.apartment, unit=ref.unit)
+    emit(ctx, output, unary(ctx, "ListVersions", request, f"versions of {ref}"), versions_table)
+
+
+@app.command()
+def resolve(
+    ctx: typer.Context,
+    unit: Annotated[str, typer.Argument(metavar="APARTMENT/UNIT@VERSION", show_default=False)],
+    output: OutputOption = None,
+) -> None:
+    """Show the resolved dependency tree of a version."""
+    ref, version = parse_unit_version(unit)
+    request = admin_pb2.ResolveDependenciesRequest(
+        apartment=ref.apartment, unit=ref.unit, version=version
+    )
+    root = f"{ref}@{version}"
+    response = unary(ctx, "ResolveDependencies", request, f"resolve {root}")
+    emit(ctx, output, response, lambda r: resolve_tree(root, r.resolved))

@@ -1,0 +1,194 @@
+"""Protobuf <-> coordinator dataclasses for the admin API (the edge; nothing else imports pb)."""
+
+from __future__ import annotations
+
+from common.errors import InvalidArgument
+from common.gen.landlord.v1 import admin_pb2, types_pb2
+from common.resources import Resources
+from common.unit_spec import HealthCheck, UnitSpec
+from common.versions import ChangeSet
+from coordinator.agent_messages import ObservedInstance
+from coordinator.convert_agent import (
+    SLOT_VALUES,
+    STATE_MODE_VALUES,
+    STATE_MODES,
+    from_seconds,
+    observed_to_pb,
+    resources_from_pb,
+    resources_to_pb,
+    timestamp,
+    to_seconds,
+)
+from coordinator.deploy import DeployRequest
+from coordinator.records import (
+    EventRecord,
+    HostRecord,
+    InstanceRecord,
+    RolloutRecord,
+    UnitRecord,
+    VersionRecord,
+)
+from coordinator.registry import DeployFields, ResolvedEdge
+
+__all__ = [
+    "PLACEHOLDER_PORT",
+    "deploy_from_pb",
+    "event_to_pb",
+    "host_to_pb",
+    "instance_to_pb",
+    "publish_from_pb",
+    "resolved_to_pb",
+    "rollout_to_pb",
+    "unit_to_pb",
+    "version_to_pb",
+]
+
+PLACEHOLDER_PORT = 8080
+"""Spec port stored for versions published with port 0 (common.unit_spec requires one)."""
+STRATEGIES = {types_pb2.STRATEGY_BLUE_GREEN: "blue_green", types_pb2.STRATEGY_CANARY: "canary"}
+STRATEGY_VALUES = {name: value for value, name in STRATEGIES.items()}
+
+
+def publish_from_pb(
+    req: admin_pb2.PublishVersionRequest,
+) -> tuple[UnitSpec, ChangeSet, dict[str, str], DeployFields]:
+    pb = req.spec
+    if not req.HasField("spec"):
+        raise InvalidArgument("spec is required", field="spec")
+    if not 0 <= pb.port <= 65535 or not 0 <= pb.service_port <= 65535:
+        raise InvalidArgument("port and service_port must be 0..65535", field="port")
+    h = pb.health
+    health = HealthCheck(
+        path=h.path or "/health",
+        interval_s=to_seconds(h.interval) or 5.0,
+        timeout_s=to_seconds(h.timeout) or 2.0,
+        retries=h.unhealthy_threshold or 3,
+    )
+    spec = UnitSpec(
+        apartment=pb.apartment, unit=pb.unit, version=req.version, image=pb.image,
+        port=pb.port or PLACEHOLDER_PORT, command=tuple(pb.command), env=dict(pb.env),
+        health_check=health, resources=resources_from_pb(pb.resources),
+        dependencies=tuple(pb.dependencies),
+    )
+    changes = ChangeSet(
+        breaking=tuple(req.changes.breaking), features=tuple(req.changes.features),
+        fixes=tuple(req.changes.fixes), internal=tuple(req.changes.internal),
+    )
+    warmup = to_seconds(h.warmup)
+    idle = to_seconds(pb.idle_timeout)
+    if warmup < 0 or idle < 0:
+        raise InvalidArgument("durations must not be negative", field="health")
+    fields = DeployFields(
+        service_port=pb.service_port, state_mode=STATE_MODES.get(pb.state_mode, "none"),
+        idle_timeout_s=idle, warmup_s=warmup, healthy_threshold=h.healthy_threshold or 1,
+        port_assigned=pb.port == 0,
+    )
+    return spec, changes, dict(req.metadata), fields
+
+
+def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
+    tag, spec = record.tag, record.tag.spec
+    hc = spec.health_check
+    spec_pb = types_pb2.UnitSpec(
+        apartment=spec.apartment, unit=spec.unit, image=spec.image, command=list(spec.command),
+        env=dict(spec.env), port=0 if record.port_assigned else spec.port,
+        service_port=record.service_port,
+        health=types_pb2.HealthCheck(
+            path=hc.path, interval=from_seconds(hc.interval_s), timeout=from_seconds(hc.timeout_s),
+            healthy_threshold=record.healthy_threshold, unhealthy_threshold=hc.retries,
+            warmup=from_seconds(record.warmup_s),
+        ),
+        resources=resources_to_pb(spec.resources), dependencies=list(spec.dependencies),
+        state_mode=STATE_MODE_VALUES.get(record.state_mode, types_pb2.STATE_MODE_UNSPECIFIED),
+        idle_timeout=from_seconds(record.idle_timeout_s),
+    )
+    ranges = {}
+    for text in spec.dependencies:
+        name, _, range_text = text.partition("@")
+        qualified = name if "/" in name else f"{spec.apartment}/{name}"
+        ranges[qualified] = range_text.strip()
+    return types_pb2.VersionInfo(
+        apartment=spec.apartment, unit=spec.unit, version=tag.version, spec=spec_pb,
+        changes=types_pb2.ChangeSet(**{k: list(v) for k, v in record.changes.items()}),
+        checksum=tag.checksum,
+        resolved=[
+            types_pb2.ResolvedDependency(unit=u, range=ranges.get(u, ""), version=v,
+                                         required_by=tag.unit)
+            for u, v in sorted(tag.dependencies.items())
+        ],
+        metadata=dict(tag.metadata), created_at=timestamp(tag.created_at), image_id=spec.image,
+    )
+
+
+def unit_to_pb(record: UnitRecord, instances: int) -> types_pb2.UnitInfo:
+    return types_pb2.UnitInfo(
+        apartment=record.apartment, unit=record.unit, state=record.state,
+        stable_version=record.stable_version, latest_version=record.latest_version,
+        instances=instances, building=record.building,
+    )
+
+
+def host_to_pb(host: HostRecord, status: str, allocated: Resources,
+               last_seen: float) -> types_pb2.HostInfo:
+    return types_pb2.HostInfo(
+        host_id=host.host_id, building=host.building, address=host.address,
+        capacity=resources_to_pb(host.capacity), allocated=resources_to_pb(allocated),
+        labels=dict(host.labels), enforceable=list(host.enforceable), status=status,
+        last_seen=timestamp(last_seen), agent_version=host.agent_version,
+    )
+
+
+def instance_to_pb(record: InstanceRecord | None,
+                   observed: ObservedInstance | None) -> types_pb2.InstanceStatus:
+    if observed is not None:
+        pb = observed_to_pb(observed)
+    else:
+        pb = types_pb2.InstanceStatus(state=types_pb2.INSTANCE_STATE_UNSPECIFIED)
+    if record is not None:
+        pb.instance_id, pb.host_id = record.instance_id, record.host_id
+        pb.apartment, pb.unit, pb.version = record.apartment, record.unit, record.version
+        pb.slot = SLOT_VALUES.get(record.slot, types_pb2.SLOT_UNSPECIFIED)
+        pb.port = record.port
+        if observed is None:
+            pb.reason = "not reported yet"
+    elif observed is not None:
+        pb.reason = "not desired on this host: being stopped"
+    return pb
+
+
+def event_to_pb(event: EventRecord) -> types_pb2.Event:
+    return types_pb2.Event(
+        sequence=event.sequence, type=event.type, time=timestamp(event.time),
+        apartment=event.apartment, unit=event.unit, version=event.version,
+        host_id=event.host_id, instance_id=event.instance_id, message=event.message,
+        details=dict(event.details),
+    )
+
+
+def rollout_to_pb(record: RolloutRecord) -> types_pb2.RolloutInfo:
+    return types_pb2.RolloutInfo(
+        rollout_id=record.rollout_id, apartment=record.apartment, unit=record.unit,
+        from_version=record.from_version, to_version=record.to_version,
+        building=record.building,
+        strategy=STRATEGY_VALUES.get(record.strategy, types_pb2.STRATEGY_UNSPECIFIED),
+        phase=record.phase, started_at=timestamp(record.started_at),
+        ended_at=timestamp(record.ended_at), reason=record.reason, replicas=record.replicas,
+        split=[types_pb2.WeightSplit(version=record.to_version, target_percent=100.0,
+                                     measured_percent=100.0)]
+        if record.phase == "promoted" else [],
+    )
+
+
+def resolved_to_pb(edge: ResolvedEdge) -> types_pb2.ResolvedDependency:
+    return types_pb2.ResolvedDependency(unit=edge.unit, range=edge.range, version=edge.version,
+                                        required_by=edge.required_by)
+
+
+def deploy_from_pb(req: admin_pb2.DeployRequest) -> DeployRequest:
+    if not req.apartment or not req.unit or not req.version:
+        raise InvalidArgument("apartment, unit and version are required", field="version")
+    return DeployRequest(
+        apartment=req.apartment, unit=req.unit, version=req.version, building=req.building,
+        replicas=req.replicas or 1,
+        strategy=STRATEGIES.get(req.strategy, "blue_green"),
+    )

@@ -1,0 +1,180 @@
+"""Where new instances go: a pure decision over each host's room (no I/O).
+
+Rules, in order, for each instance to place:
+
+1. Only hosts of the building that are alive and not excluded are candidates.
+2. A candidate must fit the instance on all four resources (cpu, memory, storage, network)
+   after what is already allocated, and have a free port in the port range.
+3. Among candidates, the one holding the fewest instances of the same unit and slot wins,
+   so two instances of one unit and slot never share a host while another host has room;
+   then the one with the most free room (the smaller of its free cpu and memory
+   fractions); then the host id, so the decision is deterministic.
+
+All or nothing: when one instance cannot be placed the whole request is refused with
+``InsufficientResources`` naming the short resource(s); nothing is reserved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from common.errors import FailedPrecondition, InsufficientResources, InvalidArgument
+from common.resources import HostLedger, Resources, format_amount
+
+__all__ = ["HostRoom", "Placement", "PlacementRequest", "place"]
+
+RESOURCE_NAMES = ("cpu", "memory", "storage", "network")
+
+
+@dataclass(frozen=True)
+class HostRoom:
+    """One host as placement sees it."""
+
+    host_id: str
+    capacity: Resources
+    allocated: Resources = field(default_factory=Resources)
+    """The sum of what the host's instances hold."""
+    ports: frozenset[int] = frozenset()
+    """Ports already assigned on this host."""
+    slots: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    """(apartment, unit, slot) -> instances of it on this host."""
+
+    @classmethod
+    def of(cls, ledger: HostLedger, ports: frozenset[int] = frozenset(),
+           slots: Mapping[tuple[str, str, str], int] | None = None) -> HostRoom:
+        return cls(ledger.host, ledger.capacity, ledger.allocated, ports, dict(slots or {}))
+
+    @property
+    def available(self) -> Resources:
+        return self.capacity.minus(self.allocated)
+
+    def fits(self, wanted: Resources) -> bool:
+        return not self.available.shortfalls(wanted)
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    apartment: str
+    unit: str
+    slot: str
+    resources: Resources
+    instance_ids: tuple[str, ...]
+    """One new id per instance to place (the caller makes them)."""
+    building: str = ""
+    exclude_hosts: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.instance_ids:
+            raise InvalidArgument("placement needs at least one instance", unit=self.unit)
+        if len(set(self.instance_ids)) != len(self.instance_ids):
+            raise InvalidArgument("instance ids must be distinct", unit=self.unit)
+
+
+@dataclass(frozen=True)
+class Placement:
+    instance_id: str
+    host_id: str
+    port: int
+
+
+def place(
+    request: PlacementRequest,
+    hosts: Sequence[HostRoom],
+    port_range: tuple[int, int] = (20000, 29999),
+) -> list[Placement]:
+    """Decide a host and port for each instance of ``request`` (see the module rules)."""
+    rooms = {h.host_id: h for h in hosts if h.host_id not in request.exclude_hosts}
+    if not rooms:
+        raise FailedPrecondition(
+            f"building {request.building or '(default)'} has no alive host to place "
+            f"{request.apartment}/{request.unit} on",
+            building=request.building,
+            unit=request.unit,
+        )
+    key = (request.apartment, request.unit, request.slot)
+    decided: list[Placement] = []
+    for index, instance_id in enumerate(request.instance_ids):
+        fitting = [
+            room
+            for room in rooms.values()
+            if room.fits(request.resources) and _free_port(room, port_range) is not None
+        ]
+        if not fitting:
+            raise _refusal(request, list(rooms.values()), port_range, index)
+        best = min(fitting, key=lambda room: _rank(room, key))
+        port = _free_port(best, port_range)
+        assert port is not None
+        decided.append(Placement(instance_id, best.host_id, port))
+        slots = dict(best.slots)
+        slots[key] = slots.get(key, 0) + 1
+        rooms[best.host_id] = replace(
+            best,
+            allocated=best.allocated + request.resources,
+            ports=best.ports | {port},
+            slots=slots,
+        )
+    return decided
+
+
+def _rank(room: HostRoom, key: tuple[str, str, str]) -> tuple[int, float, str]:
+    capacity, free = room.capacity, room.available
+    fractions = [
+        free.cpu / capacity.cpu if capacity.cpu else 0.0,
+        free.memory / capacity.memory if capacity.memory else 0.0,
+    ]
+    return room.slots.get(key, 0), -min(fractions), room.host_id
+
+
+def _free_port(room: HostRoom, port_range: tuple[int, int]) -> int | None:
+    low, high = port_range
+    for port in range(low, high + 1):
+        if port not in room.ports:
+            return port
+    return None
+
+
+def _refusal(
+    request: PlacementRequest,
+    rooms: list[HostRoom],
+    port_range: tuple[int, int],
+    placed: int,
+) -> InsufficientResources:
+    wanted = request.resources
+    short_everywhere = []
+    for name in RESOURCE_NAMES:
+        most = max(getattr(room.available, name) for room in rooms)
+        if getattr(wanted, name) > most + (1e-6 if name == "cpu" else 0):
+            short_everywhere.append(
+                f"{name} (each instance requests {format_amount(name, getattr(wanted, name))}, "
+                f"the most free on one host is {format_amount(name, most)})"
+            )
+    if short_everywhere:
+        what = "; ".join(short_everywhere)
+        resource = short_everywhere[0].split(" ")[0]
+    elif all(_free_port(room, port_range) is None for room in rooms):
+        what, resource = f"ports (range {port_range[0]}-{port_range[1]} is full)", "ports"
+    else:
+        per_host = [
+            f"{room.host_id}: " + ", ".join(s.resource for s in room.available.shortfalls(
+                wanted)) for room in rooms if not room.fits(wanted)
+        ]
+        what = "no single host has all of it (" + "; ".join(per_host) + ")"
+        resource = room_shortest(rooms, wanted)
+    total = len(request.instance_ids)
+    return InsufficientResources(
+        f"insufficient {what}: cannot place {request.apartment}/{request.unit} "
+        f"({placed} of {total} instance(s) fit in building {request.building or '(default)'})",
+        resource=resource,
+        unit=request.unit,
+        building=request.building,
+    )
+
+
+def room_shortest(rooms: list[HostRoom], wanted: Resources) -> str:
+    """The resource most often short across ``rooms`` (names the refusal's resource)."""
+    counts: dict[str, int] = {}
+    for room in rooms:
+        for shortfall in room.available.shortfalls(wanted):
+            counts[shortfall.resource] = counts.get(shortfall.resource, 0) + 1
+    return max(counts, key=lambda name: (counts[name], name)) if counts else "cpu"

@@ -1,0 +1,195 @@
+"""Units and versions: publish (leader), list, show, versions and dependency resolution.
+
+Publishing decides with ``common.versions.plan_publish`` (bump rules, immutable tags,
+dependency resolution), checks the image against what agents reported they have, then
+writes the version, the unit record and the ``version.created`` event in one transaction
+guarded by revisions. Reads come from the watch-fed cache, so followers answer them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from common.dependencies import Catalog, parse_dependency, resolve
+from common.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from common.unit_spec import UnitSpec
+from common.versions import ChangeSet, plan_publish
+from coordinator.control import FleetControl
+from coordinator.events import encode_event
+from coordinator.records import UnitRecord, VersionRecord, encode
+from coordinator.store import Txn
+
+__all__ = ["DeployFields", "Registry", "ResolvedEdge"]
+
+
+@dataclass(frozen=True)
+class DeployFields:
+    """Fields of a published version that its checksum does not cover."""
+
+    service_port: int = 0
+    state_mode: str = "none"
+    idle_timeout_s: float = 0.0
+    warmup_s: float = 0.0
+    healthy_threshold: int = 1
+    port_assigned: bool = False
+
+
+@dataclass(frozen=True)
+class ResolvedEdge:
+    unit: str
+    range: str
+    version: str
+    required_by: str
+
+
+class Registry:
+    def __init__(self, control: FleetControl) -> None:
+        self.control = control
+        self.state = control.state
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def catalog(self) -> Catalog:
+        return {
+            f"{a}/{u}": {v: list(rec.tag.spec.dependencies) for v, rec in versions.items()}
+            for (a, u), versions in self.state.versions.items()
+            if versions
+        }
+
+    def units(self, apartment: str = "") -> list[UnitRecord]:
+        keys = {k for k, v in self.state.versions.items() if v} | set(self.state.units)
+        found = []
+        for a, u in sorted(keys):
+            if apartment and a != apartment:
+                continue
+            record = self.state.units.get((a, u))
+            found.append(record.value if record else UnitRecord(a, u))
+        return found
+
+    def unit(self, apartment: str, unit: str) -> UnitRecord:
+        _check_names(apartment, unit)
+        record = self.state.units.get((apartment, unit))
+        if record is None:
+            if self.state.versions.get((apartment, unit)):
+                return UnitRecord(apartment, unit)
+            raise NotFound(f"unit {apartment}/{unit} does not exist", unit=unit)
+        return record.value
+
+    def versions(self, apartment: str, unit: str) -> list[VersionRecord]:
+        self.unit(apartment, unit)
+        found = self.state.versions.get((apartment, unit), {})
+        return sorted(found.values(), key=lambda r: r.tag.created_at)
+
+    def version(self, apartment: str, unit: str, version: str) -> VersionRecord:
+        self.unit(apartment, unit)
+        found = self.state.versions.get((apartment, unit), {}).get(version)
+        if found is None:
+            raise NotFound(f"{apartment}/{unit} has no version {version}", unit=unit,
+                           version=version)
+        return found
+
+    def latest(self, apartment: str, unit: str) -> VersionRecord | None:
+        record = self.state.units.get((apartment, unit))
+        versions = self.state.versions.get((apartment, unit), {})
+        if record and record.value.latest_version in versions:
+            return versions[record.value.latest_version]
+        return max(versions.values(), key=lambda r: r.tag.created_at, default=None)
+
+    def resolve(self, apartment: str, unit: str, version: str) -> list[ResolvedEdge]:
+        """Every dependency edge reachable from the version, with the versions chosen now."""
+        record = self.version(apartment, unit, version)
+        root = f"{apartment}/{unit}"
+        spec = record.tag.spec
+        if not spec.dependencies:
+            return []
+        chosen = resolve(spec.dependencies, self.catalog(), apartment, root)
+        edges: list[ResolvedEdge] = []
+        todo = [(root, version, spec.dependencies, apartment)]
+        done: set[str] = set()
+        while todo:
+            requirer, _, deps, owner = todo.pop(0)
+            if requirer in done:
+                continue
+            done.add(requirer)
+            for text in deps:
+                dep = parse_dependency(text, owner)
+                picked = chosen[dep.unit]
+                edges.append(ResolvedEdge(dep.unit, dep.range, picked, requirer))
+                a, u = dep.unit.split("/")
+                dep_record = self.state.versions.get((a, u), {}).get(picked)
+                if dep_record is not None:
+                    todo.append((dep.unit, picked, dep_record.tag.spec.dependencies, a))
+        return edges
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def _check_image(self, spec: UnitSpec) -> None:
+        hosts = [v.value for v in self.state.hosts.values() if v.value.status != "lost"]
+        if any(spec.image in host.images for host in hosts):
+            return
+        if any(spec.image in images for images in self.control.fleet.images.values()):
+            return
+        raise FailedPrecondition(
+            f"image {spec.image!r} is not present on any registered host "
+            f"({len(hosts)} host(s) checked); load it on the hosts first",
+            image=spec.image,
+        )
+
+    async def publish(
+        self,
+        spec: UnitSpec,
+        changes: ChangeSet,
+        metadata: Mapping[str, str],
+        fields: DeployFields,
+    ) -> tuple[VersionRecord, bool]:
+        """Publish ``spec``; returns the version record and whether it is new."""
+        c = self.control
+        c.leadership.fence  # noqa: B018  # followers refuse writes up front
+        key = (spec.apartment, spec.unit)
+        for attempt in range(4):
+            existing = self.state.versions.get(key, {})
+            decision = plan_publish([r.tag for r in existing.values()], spec, changes,
+                                    c.clock.now(), self.catalog(), metadata)
+            if not decision.created:
+                return existing[spec.version], False
+            self._check_image(spec)
+            record = VersionRecord(
+                tag=decision.tag, changes=changes.to_dict(), service_port=fields.service_port,
+                state_mode=fields.state_mode, idle_timeout_s=fields.idle_timeout_s,
+                warmup_s=fields.warmup_s, healthy_threshold=fields.healthy_threshold,
+                port_assigned=fields.port_assigned,
+            )
+            unit = self.state.units.get(key)
+            unit_record = replace(unit.value, latest_version=spec.version,
+                                  updated_at=c.clock.now()) if unit else UnitRecord(
+                spec.apartment, spec.unit, latest_version=spec.version, updated_at=c.clock.now())
+            layout = c.layout
+            event = c.events.make(
+                "version.created",
+                f"{spec.name} {spec.version} published ({decision.actual.word} bump)",
+                apartment=spec.apartment, unit=spec.unit, version=spec.version,
+                checksum=decision.tag.checksum,
+            )
+            txn = (
+                Txn()
+                .require(layout.version(*key, spec.version), 0)
+                .put(layout.version(*key, spec.version), encode(record))
+                .require(layout.unit(*key), unit.mod_revision if unit else 0)
+                .put(layout.unit(*key), encode(unit_record))
+                .put(c.events.key_for(event), encode_event(event))
+            )
+            try:
+                revision = await c.store.commit(txn, c.leadership.fence)
+            except Conflict:
+                await asyncio.sleep(0.05 * (attempt + 1))
+                continue
+            await c.view.wait_for(revision)
+            return record, True
+        raise Conflict(f"publishing {spec.name} {spec.version} kept conflicting; retry")
+
+
+def _check_names(apartment: str, unit: str) -> None:
+    if not apartment or not unit:
+        raise InvalidArgument("apartment and unit are required", field="unit")

@@ -1,0 +1,107 @@
+"""Whether a Deploy of a running unit may start a rollout, decided from cluster facts (pure).
+
+Refusals, each with a message that names what is wrong:
+
+- the version is not published (FAILED_PRECONDITION, naming the published ones);
+- it is already the stable version (FAILED_PRECONDITION);
+- another rollout of the unit is active (FAILED_PRECONDITION, naming it and its phase);
+- a dependency is not running in its apartment at a version inside its range
+  (FAILED_PRECONDITION, naming every one that is not, with what runs instead);
+- the building cannot hold the new instances next to the running ones (RESOURCE_EXHAUSTED,
+  from coordinator/placement.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from common.dependencies import parse_dependency, satisfies
+from common.errors import FailedPrecondition
+from coordinator.placement import HostRoom, PlacementRequest, place
+from coordinator.records import InstanceRecord, UnitRecord, VersionRecord
+from coordinator.rollouts.controls import new_rollout
+from coordinator.rollouts.record import RolloutRecord
+from coordinator.rollouts.settings import RolloutSettings, StateMode, Strategy
+
+__all__ = ["DeployFacts", "admit", "check_dependencies", "other_slot"]
+
+
+@dataclass(frozen=True)
+class DeployFacts:
+    """What the cluster knows that a Deploy decision needs."""
+
+    unit: UnitRecord
+    versions: Mapping[str, VersionRecord]
+    """Published versions of the unit."""
+    instances: Sequence[InstanceRecord]
+    """Instances of the unit now."""
+    active: RolloutRecord | None
+    running: Mapping[str, frozenset[str]]
+    """``apartment/unit`` -> versions that have a running instance."""
+    rooms: Sequence[HostRoom]
+    """Placeable hosts of the building, as placement sees them."""
+    port_range: tuple[int, int] = (20000, 29999)
+
+
+def other_slot(slot: str) -> str:
+    return "blue" if slot == "green" else "green"
+
+
+def check_dependencies(
+    apartment: str, unit: str, version: VersionRecord, running: Mapping[str, frozenset[str]]
+) -> None:
+    """FailedPrecondition naming every dependency that is not running inside its range."""
+    problems = []
+    for text in version.tag.spec.dependencies:
+        dep = parse_dependency(text, apartment)
+        versions = sorted(running.get(dep.unit, frozenset()))
+        if not any(satisfies(v, dep.range) for v in versions):
+            have = f"runs {', '.join(versions)}" if versions else "is not running"
+            problems.append(f"{dep} ({dep.unit} {have})")
+    if problems:
+        raise FailedPrecondition(
+            f"{apartment}/{unit} {version.version} needs dependencies that are not running "
+            f"at a satisfying version: {'; '.join(problems)}",
+            unit=unit, version=version.version, dependencies=problems)
+
+
+def admit(
+    rollout_id: str,
+    apartment: str,
+    unit: str,
+    version: str,
+    building: str,
+    settings: RolloutSettings,
+    facts: DeployFacts,
+    now: float,
+) -> RolloutRecord:
+    """The pending rollout record for this Deploy, or the error that refuses it."""
+    name = f"{apartment}/{unit}"
+    found = facts.versions.get(version)
+    if found is None:
+        published = ", ".join(sorted(facts.versions)) or "none"
+        raise FailedPrecondition(f"{name} {version} is not published (published: {published})",
+                                 unit=unit, version=version)
+    stable = facts.unit.stable_version
+    if facts.active is not None:
+        raise FailedPrecondition(
+            f"{name} already has an active rollout {facts.active.rollout_id} "
+            f"({facts.active.from_version or '-'} -> {facts.active.to_version}, "
+            f"{facts.active.public_phase()}); promote or abort it first",
+            unit=unit, rollout=facts.active.rollout_id)
+    if stable == version:
+        raise FailedPrecondition(f"{name} already runs {version}", unit=unit, version=version)
+    check_dependencies(apartment, unit, found, facts.running)
+    old = [i for i in facts.instances if stable and i.version == stable]
+    new_slot = other_slot(old[0].slot) if old else "green"
+    ids = tuple(f"admission-{index}" for index in range(settings.replicas))
+    place(PlacementRequest(apartment, unit, new_slot, found.tag.spec.resources, ids, building),
+          facts.rooms, facts.port_range)
+    mode = StateMode(found.state_mode) if found.state_mode in StateMode._value2member_map_ else (
+        StateMode.NONE)
+    settings = replace(settings, state_mode=mode)
+    if not stable:
+        settings = replace(settings, strategy=Strategy.INITIAL)
+    return new_rollout(rollout_id, apartment, unit, building, stable, version, settings, now,
+                       new_slot=new_slot, old_instances=sorted(i.instance_id for i in old))

@@ -1,0 +1,141 @@
+"""RolloutStore on the coordinator's etcd store: records by compare-and-swap, the unit's
+deploy state through common.lifecycle's table, events through the event log.
+
+Reads come from the watch-fed ClusterState (no etcd round trip per plan); every write is
+fenced by the leader's fence, so a deposed leader cannot move a rollout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+
+from common.clock import Clock
+from common.errors import Conflict, NotFound
+from common.lifecycle import DEPLOY_TRANSITIONS, DeployState, check_transition
+from coordinator.control import FleetControl
+from coordinator.events import EventLog
+from coordinator.keys import KeyLayout
+from coordinator.leadership import Leadership
+from coordinator.records import UnitRecord, encode
+from coordinator.rollouts.actions import EmitEvent, SetUnitState
+from coordinator.rollouts.record import RolloutRecord, decode_record, encode_record
+from coordinator.state import ClusterState
+from coordinator.store import Store, Txn
+from coordinator.view import ClusterView
+
+__all__ = ["HISTORY", "EtcdRolloutRecords"]
+
+log = logging.getLogger(__name__)
+
+HISTORY = 10
+"""Rollouts kept per unit (the oldest ended ones are deleted when a new one is created)."""
+CAS_ATTEMPTS = 5
+
+
+class EtcdRolloutRecords:
+    def __init__(self, store: Store, layout: KeyLayout, view: ClusterView, state: ClusterState,
+                 leadership: Leadership, events: EventLog, clock: Clock) -> None:
+        self.store = store
+        self.layout = layout
+        self.view = view
+        self.state = state
+        self.leadership = leadership
+        self.events = events
+        self.clock = clock
+
+    @classmethod
+    def of(cls, control: FleetControl) -> EtcdRolloutRecords:
+        return cls(control.store, control.layout, control.view, control.state,
+                   control.leadership, control.events, control.clock)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def history(self, apartment: str, unit: str) -> list[tuple[RolloutRecord, int]]:
+        """The unit's rollouts with their mod revisions, newest first."""
+        found = []
+        for value in self.state.rollouts.get((apartment, unit), {}).values():
+            try:
+                found.append((decode_record(value.value), value.mod_revision))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("skipping an unreadable rollout record of %s/%s: %s",
+                          apartment, unit, exc)
+        return sorted(found, key=lambda item: (item[0].created_at, item[0].rollout_id),
+                      reverse=True)
+
+    def active(self, apartment: str, unit: str) -> tuple[RolloutRecord, int] | None:
+        for record, revision in self.history(apartment, unit):
+            if record.active:
+                return record, revision
+        return None
+
+    def all_active(self) -> list[tuple[RolloutRecord, int]]:
+        out = []
+        for apartment, unit in list(self.state.rollouts):
+            found = self.active(apartment, unit)
+            if found is not None:
+                out.append(found)
+        return out
+
+    async def load(self, record: RolloutRecord) -> tuple[RolloutRecord, int]:
+        value = self.state.rollouts.get((record.apartment, record.unit), {}).get(
+            record.rollout_id)
+        if value is None:
+            raise NotFound(f"rollout {record.rollout_id} of {record.apartment}/{record.unit} "
+                           "does not exist", rollout=record.rollout_id)
+        return decode_record(value.value), value.mod_revision
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _key(self, record: RolloutRecord) -> str:
+        return self.layout.rollout(record.apartment, record.unit, record.rollout_id)
+
+    async def save(self, record: RolloutRecord, revision: int) -> int:
+        txn = Txn().require(self._key(record), revision).put(self._key(record),
+                                                              encode_record(record))
+        return await self.store.commit(txn, self.leadership.fence)
+
+    async def create(self, record: RolloutRecord) -> int:
+        """Write a new record and drop the oldest ended ones beyond ``HISTORY``."""
+        txn = Txn().require(self._key(record), 0).put(self._key(record), encode_record(record))
+        old = [r for r, _ in self.history(record.apartment, record.unit)]
+        for stale in [r for r in old if r.terminal][max(0, HISTORY - 1):]:
+            txn.delete(self._key(stale))
+        revision = await self.store.commit(txn, self.leadership.fence)
+        await self.view.wait_for(revision)
+        return revision
+
+    async def set_unit_state(self, record: RolloutRecord, action: SetUnitState) -> None:
+        key = (record.apartment, record.unit)
+        for attempt in range(CAS_ATTEMPTS):
+            found = self.state.units.get(key)
+            current = found.value if found else UnitRecord(record.apartment, record.unit)
+            target = DeployState(action.state)
+            if current.state != target.value:
+                check_transition(DEPLOY_TRANSITIONS, DeployState(current.state or "idle"),
+                                 target)
+            updated = replace(current, state=target.value, building=record.building,
+                              latest_version=current.latest_version or record.to_version)
+            if action.stable_version:
+                updated = replace(updated, stable_version=action.stable_version,
+                                  replicas=record.settings.replicas
+                                  if action.stable_version == record.to_version
+                                  else current.replicas)
+            if updated == current:
+                return
+            updated = replace(updated, updated_at=self.clock.now())
+            txn = Txn().require(self.layout.unit(*key), found.mod_revision if found else 0)
+            txn.put(self.layout.unit(*key), encode(updated))
+            try:
+                await self.store.commit(txn, self.leadership.fence)
+                return
+            except Conflict:
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise Conflict(f"updating {record.apartment}/{record.unit} kept conflicting; retry",
+                       unit=record.unit)
+
+    async def emit(self, record: RolloutRecord, event: EmitEvent) -> None:
+        await self.events.emit(event.type, event.message, apartment=record.apartment,
+                               unit=record.unit, version=record.to_version,
+                               **dict(event.details))

@@ -1,0 +1,109 @@
+"""Green's integration and performance checks through the preview route.
+
+Every request goes to a host's entry point for the unit (HAProxy frontend on the service
+port) with the version-pinning header, so HAProxy sends it to the new version's servers
+only, whatever the traffic split says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.latency import LatencySketch
+from coordinator.rollouts.actions import CheckReport, RunChecks
+from coordinator.rollouts.settings import CheckSpec
+
+__all__ = ["PREVIEW_HEADER", "HttpReply", "PreviewChecker", "http_get"]
+
+PREVIEW_HEADER = "X-Landlord-Version"
+"""The agent data plane's default version-pinning header (agent/dataplane/settings.py)."""
+MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    body: bytes
+    elapsed_ms: float
+
+
+async def http_get(address: str, port: int, path: str, headers: dict[str, str],
+                   timeout: float = 5.0) -> HttpReply:
+    """One HTTP/1.1 GET (connection closed after it); raises OSError or TimeoutError."""
+    started = time.perf_counter()
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(address, port)
+        try:
+            lines = [f"GET {path} HTTP/1.1", f"Host: {address}:{port}", "Connection: close",
+                     *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+            writer.write("\r\n".join(lines).encode())
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            body = await reader.read(MAX_BODY)
+        finally:
+            writer.close()
+    return HttpReply(status, body, (time.perf_counter() - started) * 1000)
+
+
+class PreviewChecker:
+    """Runs RunChecks against ``(address, service_port)`` of one host of the building."""
+
+    def __init__(self, timeout: float = 5.0, concurrency: int = 4) -> None:
+        self.timeout = timeout
+        self.concurrency = concurrency
+
+    async def run(self, action: RunChecks, address: str, port: int) -> CheckReport:
+        headers = {PREVIEW_HEADER: action.version}
+        failed = [await self._one(check, address, port, headers) for check in action.checks]
+        p95: float | None = None
+        if action.measure_latency and action.performance_requests > 0:
+            p95, errors = await self._burst(action.performance_requests, address, port, headers)
+            if errors:
+                failed.append(f"performance burst: {errors} of {action.performance_requests} "
+                              "requests failed")
+        return CheckReport(0, tuple(f for f in failed if f), p95)
+
+    async def _one(self, check: CheckSpec, address: str, port: int,
+                   headers: dict[str, str]) -> str:
+        if check.command:
+            # The agent API has no command to run a check inside a container yet.
+            return (f"{check.name}: command checks need the agent's RunCheck command, "
+                    "which this cluster does not offer")
+        try:
+            reply = await http_get(address, port, check.path, headers, self.timeout)
+        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
+            return f"{check.name}: request failed ({type(exc).__name__}: {exc})"
+        if reply.status != check.expect_status:
+            return f"{check.name}: got status {reply.status}"
+        wanted = check.expect_body_contains.encode()
+        if wanted and wanted not in reply.body:
+            return f"{check.name}: body does not contain {check.expect_body_contains!r}"
+        return ""
+
+    async def _burst(self, count: int, address: str, port: int,
+                     headers: dict[str, str]) -> tuple[float | None, int]:
+        sketch = LatencySketch()
+        errors = 0
+        left = list(range(count))
+
+        async def worker() -> None:
+            nonlocal errors
+            while left:
+                left.pop()
+                try:
+                    reply = await http_get(address, port, "/", headers, self.timeout)
+                except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
+                    errors += 1
+                    continue
+                if reply.status >= 500:
+                    errors += 1
+                sketch.add(reply.elapsed_ms)
+
+        workers: Sequence[asyncio.Task[None]] = [
+            asyncio.create_task(worker()) for _ in range(min(self.concurrency, count))]
+        await asyncio.gather(*workers)
+        return sketch.quantile(0.95), errors

@@ -1,0 +1,169 @@
+"""Protobuf at the edge: Deploy settings in, RolloutInfo out (for the Admin servicer)."""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from common.bluegreen import SwitchMode
+from common.errors import InvalidArgument
+from common.gen.landlord.v1 import admin_pb2, types_pb2
+from common.rollout_policy import SuccessCriteria
+from coordinator.rollouts.record import Control, Measurement, RolloutRecord, StepRecord
+from coordinator.rollouts.settings import CheckSpec, RolloutSettings, Strategy
+
+__all__ = ["RETRY", "control_from_pb", "rollout_info", "settings_from_pb"]
+
+RETRY = "retry"
+
+_STRATEGY_IN = {types_pb2.STRATEGY_UNSPECIFIED: Strategy.BLUE_GREEN,
+                types_pb2.STRATEGY_BLUE_GREEN: Strategy.BLUE_GREEN,
+                types_pb2.STRATEGY_CANARY: Strategy.CANARY}
+_STRATEGY_OUT = {Strategy.BLUE_GREEN: types_pb2.STRATEGY_BLUE_GREEN,
+                 Strategy.CANARY: types_pb2.STRATEGY_CANARY}
+_SWITCH_IN = {types_pb2.SWITCH_MODE_UNSPECIFIED: SwitchMode.IMMEDIATE,
+              types_pb2.SWITCH_MODE_IMMEDIATE: SwitchMode.IMMEDIATE,
+              types_pb2.SWITCH_MODE_GRADUAL: SwitchMode.GRADUAL,
+              types_pb2.SWITCH_MODE_CANARY: SwitchMode.CANARY}
+_CONTROLS = {admin_pb2.ROLLOUT_CONTROL_PROMOTE: Control.PROMOTE,
+             admin_pb2.ROLLOUT_CONTROL_ABORT: Control.ABORT,
+             admin_pb2.ROLLOUT_CONTROL_PAUSE: Control.PAUSE,
+             admin_pb2.ROLLOUT_CONTROL_RESUME: Control.RESUME}
+
+
+def _seconds(d: duration_pb2.Duration) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(round(seconds * 1e9))
+    return out
+
+
+def _timestamp(epoch: float | None) -> timestamp_pb2.Timestamp | None:
+    if not epoch:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromNanoseconds(int(epoch * 1e9))
+    return out
+
+
+def control_from_pb(action: int) -> Control | str:
+    if action == admin_pb2.ROLLOUT_CONTROL_RETRY:
+        return RETRY
+    found: Control | None = _CONTROLS.get(action)  # type: ignore[call-overload]
+    if found is None:
+        raise InvalidArgument("action must be promote, abort, pause, resume or retry",
+                              field="action")
+    return found
+
+
+def settings_from_pb(req: admin_pb2.DeployRequest) -> RolloutSettings:
+    """Settings from a Deploy request; unset fields keep the defaults (a canary removes
+    the old version one step delay after its last step)."""
+    strategy = _STRATEGY_IN.get(req.strategy)
+    if strategy is None:
+        raise InvalidArgument("strategy must be blue-green or canary", field="strategy")
+    base = RolloutSettings(strategy=strategy, replicas=req.replicas or 1)
+    values: dict[str, object] = {}
+    canary, bg, crit = req.canary, req.blue_green, req.criteria
+    if canary.steps:
+        values["steps"] = tuple(canary.steps)
+    for name, d in (("monitor_s", canary.monitor), ("step_delay_s", canary.step_delay),
+                    ("inconclusive_deadline_s", canary.inconclusive_deadline),
+                    ("warmup_s", bg.warmup), ("cleanup_delay_s", bg.cleanup_delay)):
+        if d.seconds or d.nanos:
+            values[name] = _seconds(d)
+    if strategy is Strategy.CANARY and "cleanup_delay_s" not in values:
+        # a canary's last move (removing the old version) waits one step delay
+        values["cleanup_delay_s"] = values.get("step_delay_s", base.step_delay_s)
+    if strategy is Strategy.BLUE_GREEN:
+        values["switch"] = _SWITCH_IN.get(bg.switch_mode, SwitchMode.IMMEDIATE)
+        values["manual_promotion"] = bg.manual_promotion
+        if bg.gradual_steps:
+            values["gradual_steps"] = bg.gradual_steps
+        if bg.performance_requests:
+            values["performance_requests"] = bg.performance_requests
+        if bg.max_latency_p95.seconds or bg.max_latency_p95.nanos:
+            values["max_latency_p95_ms"] = _seconds(bg.max_latency_p95) * 1000
+        checks = []
+        for check in bg.checks:
+            if check.WhichOneof("check") == "http":
+                checks.append(CheckSpec(path=check.http.path,
+                                        expect_status=check.http.expect_status or 200,
+                                        expect_body_contains=check.http.expect_body_contains))
+            elif check.WhichOneof("check") == "command":
+                checks.append(CheckSpec(command=check.command))
+        values["checks"] = tuple(checks)
+    criteria = SuccessCriteria()
+    if crit.max_error_rate:
+        criteria = replace(criteria, max_error_rate=crit.max_error_rate)
+    if crit.max_latency_p95.seconds or crit.max_latency_p95.nanos:
+        criteria = replace(criteria, max_latency_p95_ms=_seconds(crit.max_latency_p95) * 1000)
+    if crit.min_throughput_rps:
+        criteria = replace(criteria, min_throughput_rps=crit.min_throughput_rps)
+    if crit.min_requests:
+        criteria = replace(criteria, min_requests=int(crit.min_requests))
+    values["criteria"] = criteria
+    return replace(base, **values)  # type: ignore[arg-type]
+
+
+def _window(m: Measurement | None, record: RolloutRecord, version: str,
+            step: StepRecord) -> types_pb2.MetricsWindow | None:
+    if m is None:
+        return None
+    return types_pb2.MetricsWindow(
+        apartment=record.apartment, unit=record.unit, version=version,
+        start=_timestamp(step.started_at),
+        end=_timestamp(step.started_at + m.duration_s),
+        requests=m.requests, errors=m.errors,
+    )
+
+
+def _step(record: RolloutRecord, step: StepRecord) -> types_pb2.RolloutStep:
+    numbers = [f"{f.name}={getattr(step.canary, f.name)}" for f in fields(Measurement)
+               if step.canary is not None and getattr(step.canary, f.name) is not None]
+    return types_pb2.RolloutStep(
+        index=step.index, target_percent=float(step.percent), outcome=step.outcome,
+        started_at=_timestamp(step.started_at), ended_at=_timestamp(step.ended_at),
+        canary=_window(step.canary, record, record.to_version, step),
+        stable=_window(step.stable, record, record.from_version, step),
+        reasons=[*step.reasons, *(["canary: " + ", ".join(numbers)] if numbers else [])],
+    )
+
+
+def rollout_info(record: RolloutRecord) -> types_pb2.RolloutInfo:
+    s = record.settings
+    split = [types_pb2.WeightSplit(version=v, target_percent=p)
+             for v, p in sorted(record.split().items())]
+    info = types_pb2.RolloutInfo(
+        rollout_id=record.rollout_id, apartment=record.apartment, unit=record.unit,
+        from_version=record.from_version, to_version=record.to_version,
+        building=record.building,
+        strategy=_STRATEGY_OUT.get(s.strategy, types_pb2.STRATEGY_UNSPECIFIED),
+        phase=record.public_phase(), current_step=record.step_index,
+        steps=[_step(record, st) for st in record.steps], split=split,
+        started_at=_timestamp(record.created_at), ended_at=_timestamp(record.ended_at),
+        reason=record.reason, replicas=s.replicas,
+        canary=types_pb2.CanarySettings(
+            steps=list(s.steps if s.judged else s.traffic_steps()),
+            monitor=_duration(s.monitor_s), step_delay=_duration(s.step_delay_s),
+            inconclusive_deadline=_duration(s.inconclusive_deadline_s)),
+        criteria=types_pb2.SuccessCriteria(
+            max_error_rate=s.criteria.max_error_rate,
+            max_latency_p95=_duration(s.criteria.max_latency_p95_ms / 1000),
+            min_throughput_rps=s.criteria.min_throughput_rps,
+            min_requests=s.criteria.min_requests),
+    )
+    if s.strategy is Strategy.BLUE_GREEN:
+        info.blue_green.CopyFrom(types_pb2.BlueGreenSettings(
+            switch_mode={SwitchMode.IMMEDIATE: types_pb2.SWITCH_MODE_IMMEDIATE,
+                         SwitchMode.GRADUAL: types_pb2.SWITCH_MODE_GRADUAL,
+                         SwitchMode.CANARY: types_pb2.SWITCH_MODE_CANARY}[s.switch],
+            warmup=_duration(s.warmup_s), cleanup_delay=_duration(s.cleanup_delay_s),
+            gradual_steps=s.gradual_steps, manual_promotion=s.manual_promotion,
+            performance_requests=s.performance_requests))
+    return info
+

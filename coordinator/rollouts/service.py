@@ -1,0 +1,263 @@
+"""The rollout service behind the Admin API: deploy, control, rollback, read and watch.
+
+Writes need the lead (the leader's fence guards every one); reads come from the watch-fed
+cache, so followers answer them. While this coordinator leads, ``lead()`` resumes every
+active rollout (from its last committed step) and runs one RolloutRunner task per rollout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+from common.clock import Clock
+from common.errors import Conflict, FailedPrecondition, LandlordError, NotFound
+from common.gen.landlord.v1 import admin_pb2
+from common.resources import HostLedger
+from coordinator.control import FleetControl
+from coordinator.deploy import Deployer, DeployRequest
+from coordinator.placement import HostRoom
+from coordinator.records import encode
+from coordinator.registry import Registry
+from coordinator.rollouts.admission import DeployFacts, admit, other_slot
+from coordinator.rollouts.controls import new_rollout, request_control, retry_rollout
+from coordinator.rollouts.etcd_records import EtcdRolloutRecords
+from coordinator.rollouts.fleet_adapter import ControlFleet
+from coordinator.rollouts.preview_checks import PreviewChecker
+from coordinator.rollouts.proto import RETRY, control_from_pb, settings_from_pb
+from coordinator.rollouts.record import Control, Phase, RolloutRecord, decode_record
+from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
+from coordinator.rollouts.settings import RolloutSettings, Strategy
+
+__all__ = ["RolloutService"]
+
+log = logging.getLogger(__name__)
+
+
+class RolloutService:
+    def __init__(self, control: FleetControl, registry: Registry,
+                 deployer: Deployer | None = None, clock: Clock | None = None,
+                 runner_settings: RunnerSettings | None = None,
+                 checker: PreviewChecker | None = None) -> None:
+        self.control = control
+        self.registry = registry
+        self.deployer = deployer
+        self.clock = clock or control.clock
+        self.records = EtcdRolloutRecords.of(control)
+        self.fleet = ControlFleet(control, checker)
+        self.runner_settings = runner_settings or RunnerSettings()
+        self.runners: dict[str, tuple[asyncio.Task[RolloutRecord], RolloutRunner]] = {}
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def history(self, apartment: str, unit: str, limit: int = 10) -> list[RolloutRecord]:
+        return [r for r, _ in self.records.history(apartment, unit)][: limit or 10]
+
+    def get(self, apartment: str, unit: str, rollout_id: str = "") -> RolloutRecord:
+        history = self.history(apartment, unit, 0)
+        for record in history:
+            if record.rollout_id == rollout_id or (not rollout_id and record.active):
+                return record
+        if not rollout_id and history:
+            return history[0]
+        raise NotFound(f"no rollout {rollout_id or ''} of {apartment}/{unit}".replace("  ", " "),
+                       unit=unit, rollout=rollout_id)
+
+    async def watch(self, apartment: str, unit: str, rollout_id: str = "",
+                    interval: float = 0.1) -> AsyncIterator[RolloutRecord]:
+        """The rollout now and after every change, until it has ended."""
+        record = self.get(apartment, unit, rollout_id)
+        last = None
+        while True:
+            current = self.get(apartment, unit, record.rollout_id)
+            if current != last:
+                yield current
+                last = current
+            if current.terminal:
+                return
+            await asyncio.sleep(interval)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def deploy(self, req: admin_pb2.DeployRequest) -> RolloutRecord:
+        c = self.control
+        c.leadership.fence  # noqa: B018  # raises NotLeader on a follower
+        unit = self.registry.unit(req.apartment, req.unit)
+        settings = settings_from_pb(req)
+        building = req.building or unit.building
+        if not unit.stable_version and self.deployer is not None:
+            first = await self.deployer.deploy(DeployRequest(
+                req.apartment, req.unit, req.version, building, settings.replicas,
+                settings.strategy.value))
+            return decode_record(encode(first))
+        facts = self._facts(req.apartment, req.unit, building)
+        record = admit(self._new_id(), req.apartment, req.unit, req.version, building,
+                       settings, facts, self.clock.now())
+        revision = await self.records.create(record)
+        self._run(record, revision, resumed=False)
+        return record
+
+    async def control_rollout(self, apartment: str, unit: str, action: int) -> RolloutRecord:
+        """promote, abort, pause, resume (queued in the record) or retry (a new attempt)."""
+        self.control.leadership.fence  # noqa: B018
+        control = control_from_pb(action)
+        if control == RETRY:
+            return await self._retry(apartment, unit)
+        assert isinstance(control, Control)
+        return await self._queue(apartment, unit, control)
+
+    async def rollback(self, apartment: str, unit: str, to_version: str = "") -> RolloutRecord:
+        """Abort the active rollout, or take the fast path back to a kept version."""
+        self.control.leadership.fence  # noqa: B018
+        if self.records.active(apartment, unit) is not None:
+            return await self._queue(apartment, unit, Control.ABORT)
+        current = self.registry.unit(apartment, unit)
+        stable = current.stable_version
+        target = to_version or self._previous_stable(apartment, unit, stable)
+        if target == stable:
+            raise FailedPrecondition(f"{apartment}/{unit} already runs {target}")
+        version = self.registry.version(apartment, unit, target)
+        hosts = self.control.placeable_hosts(current.building)
+        image = version.tag.spec.image
+        if not any(image in self.control.fleet.images.get(h.host_id, ()) for h in hosts):
+            raise FailedPrecondition(
+                f"the image of {apartment}/{unit} {target} ({image}) is no longer kept on any "
+                f"host of building {current.building}; deploy {target} instead",
+                unit=unit, version=target)
+        instances = self.control.state.instances_of(apartment, unit)
+        old = sorted(i.instance_id for i in instances if i.version == stable)
+        slots = [i.slot for i in instances if i.version == stable]
+        settings = RolloutSettings(strategy=Strategy.ROLLBACK, replicas=current.replicas or 1)
+        record = new_rollout(self._new_id(), apartment, unit, current.building, stable, target,
+                             settings, self.clock.now(),
+                             new_slot=other_slot(slots[0]) if slots else "green",
+                             old_instances=old)
+        revision = await self.records.create(record)
+        self._run(record, revision, resumed=False)
+        return record
+
+    def _previous_stable(self, apartment: str, unit: str, stable: str) -> str:
+        for record, _ in self.records.history(apartment, unit):
+            if record.phase is Phase.PROMOTED and record.to_version == stable and (
+                record.from_version
+            ):
+                return record.from_version
+        raise FailedPrecondition(f"{apartment}/{unit} has no previous stable version to roll "
+                                 "back to", unit=unit)
+
+    async def _queue(self, apartment: str, unit: str, control: Control) -> RolloutRecord:
+        for attempt in range(5):
+            found = self.records.active(apartment, unit)
+            if found is None:
+                raise FailedPrecondition(f"{apartment}/{unit} has no active rollout to "
+                                         f"{control.value}", unit=unit)
+            record, revision = found
+            queued = request_control(record, control, self.clock.now())
+            if queued is record:
+                return record
+            try:
+                new_revision = await self.records.save(queued, revision)
+            except Conflict:
+                await asyncio.sleep(0.05 * (attempt + 1))
+                continue
+            await self.control.view.wait_for(new_revision)
+            running = self.runners.get(record.rollout_id)
+            if running is not None:
+                running[1].wake()
+            return queued
+        raise Conflict(f"the rollout of {apartment}/{unit} kept changing; retry", unit=unit)
+
+    async def _retry(self, apartment: str, unit: str) -> RolloutRecord:
+        if self.records.active(apartment, unit) is not None:
+            raise FailedPrecondition(f"{apartment}/{unit} has an active rollout; only an "
+                                     "ended one can be retried", unit=unit)
+        history = self.records.history(apartment, unit)
+        if not history:
+            raise NotFound(f"{apartment}/{unit} has no rollout to retry", unit=unit)
+        last = history[0][0]
+        unit_record = self.registry.unit(apartment, unit)
+        instances = self.control.state.instances_of(apartment, unit)
+        old = [i for i in instances if i.version == unit_record.stable_version]
+        record = retry_rollout(last, self._new_id(), self.clock.now(),
+                               unit_record.stable_version,
+                               old_instances=sorted(i.instance_id for i in old),
+                               new_slot=other_slot(old[0].slot) if old else "")
+        revision = await self.records.create(record)
+        self._run(record, revision, resumed=False)
+        return record
+
+    # -- leading ---------------------------------------------------------------------------
+
+    async def lead(self) -> None:
+        """Resume every active rollout, then keep running them until cancelled."""
+        for record, revision in self.records.all_active():
+            if record.rollout_id not in self.runners:
+                self._run(record, revision, resumed=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        tasks = [task for task, _ in self.runners.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, LandlordError):
+                await task
+        self.runners.clear()
+
+    def _run(self, record: RolloutRecord, revision: int, resumed: bool) -> None:
+        runner = RolloutRunner(self.records, self.fleet, self.clock, self.runner_settings)
+        task = asyncio.create_task(runner.run(record, revision, resumed),
+                                   name=f"rollout {record.rollout_id}")
+        self.runners[record.rollout_id] = (task, runner)
+
+        def done(finished: asyncio.Task[RolloutRecord]) -> None:
+            if self.runners.get(record.rollout_id, (None,))[0] is finished:
+                del self.runners[record.rollout_id]
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("rollout %s stopped: %s", record.rollout_id, finished.exception())
+
+        task.add_done_callback(done)
+
+    # -- facts -----------------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        return f"r{int(self.clock.now())}-{secrets.token_hex(3)}"
+
+    def _facts(self, apartment: str, unit: str, building: str) -> DeployFacts:
+        c = self.control
+        running: dict[str, set[str]] = {}
+        for inst in (v.value for v in c.state.instances.values()):
+            seen = c.known_state(inst.instance_id)
+            if seen is not None and seen.routable:
+                running.setdefault(f"{inst.apartment}/{inst.unit}", set()).add(inst.version)
+        active = self.records.active(apartment, unit)
+        return DeployFacts(
+            unit=self.registry.unit(apartment, unit),
+            versions=dict(c.state.versions.get((apartment, unit), {})),
+            instances=c.state.instances_of(apartment, unit),
+            active=active[0] if active else None,
+            running={k: frozenset(v) for k, v in running.items()},
+            rooms=self._rooms(building),
+            port_range=c.settings.port_range,
+        )
+
+    def _rooms(self, building: str) -> list[HostRoom]:
+        c = self.control
+        rooms = []
+        for host in c.placeable_hosts(building):
+            allocations, _ = c.state.allocation_of(host.host_id)
+            slots: dict[tuple[str, str, str], int] = {}
+            for inst in c.state.instances_on(host.host_id):
+                key = (inst.apartment, inst.unit, inst.slot)
+                slots[key] = slots.get(key, 0) + 1
+            ledger = HostLedger(host.host_id, host.capacity,
+                                {i: a.resources for i, a in allocations.items()})
+            rooms.append(HostRoom(host.host_id, ledger,
+                                  frozenset(a.port for a in allocations.values()), slots))
+        return rooms

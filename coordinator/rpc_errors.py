@@ -1,0 +1,76 @@
+"""Landlord errors -> gRPC status at the servicer boundary.
+
+``LandlordError.code`` names the status (``grpc.StatusCode[err.code]``); ``NotLeader`` also
+carries an ``x-leader`` trailer with the leader's address. Anything else is a bug: it is
+logged with its traceback and the caller sees INTERNAL without the details.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from common.errors import LandlordError
+from coordinator.errors import NotLeader
+
+__all__ = ["LEADER_TRAILER", "abort_with", "stream_boundary", "unary_boundary"]
+
+log = logging.getLogger(__name__)
+
+LEADER_TRAILER = "x-leader"
+R = TypeVar("R")
+
+
+def status_of(exc: LandlordError) -> grpc.StatusCode:
+    try:
+        return grpc.StatusCode[exc.code]
+    except KeyError:
+        return grpc.StatusCode.UNKNOWN
+
+
+async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    """Abort the call with the status ``exc`` stands for (raises, never returns)."""
+    if isinstance(exc, NotLeader):
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc),
+                            trailing_metadata=((LEADER_TRAILER, exc.leader_address),))
+    if isinstance(exc, LandlordError):
+        await context.abort(status_of(exc), str(exc))
+    log.error("unexpected error in an RPC", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the coordinator log")
+
+
+def unary_boundary(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await abort_with(context, exc)
+            raise  # unreachable: abort raised
+
+    return wrapper
+
+
+def stream_boundary(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext
+                      ) -> AsyncIterator[R]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await abort_with(context, exc)
+
+    return wrapper

@@ -1,0 +1,231 @@
+"""A SIMULATED agent: the real stream client (agent/stream_client.py) over a fake runtime.
+
+No containers and no HAProxy: "starting" an instance adds it to an in-memory table (it goes
+initializing -> running after a short delay), "stopping" removes it, routes are recorded.
+The table is written to ``--state-file`` after every change so tests can see exactly what
+the host holds, and read back at start so a restarted simulated host keeps its "containers"
+(as real containers outlive their agent).
+
+Run: python tests/e2e/simulated_agent.py --host-id h1 --address 127.0.0.2 \
+        --coordinators 127.0.0.1:7400 --state-file /tmp/h1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from agent.stream_client import (
+    AgentCommand,
+    ChangeBatch,
+    CollectGarbage,
+    CoordinatorStream,
+    DrainInstance,
+    HostIdentity,
+    InstanceReport,
+    SetRoute,
+    SetWeights,
+    StartInstance,
+    StopInstance,
+    StreamSettings,
+)
+from common.resources import Resources
+
+__all__ = ["FakeRuntime", "main"]
+
+log = logging.getLogger("simulated-agent")
+
+
+class FakeRuntime:
+    """AgentPort over an in-memory instance table (for tests and the simulated agent)."""
+
+    def __init__(
+        self,
+        identity: HostIdentity,
+        images: Sequence[str] = (),
+        state_file: Path | None = None,
+        start_delay: float = 0.05,
+    ) -> None:
+        self._identity = identity
+        self._images = tuple(images)
+        self.state_file = state_file
+        self.start_delay = start_delay
+        self.instances: dict[str, InstanceReport] = {}
+        self.routes: dict[str, list[dict[str, object]]] = {}
+        self.executed: list[AgentCommand] = []
+        self._changed: dict[str, InstanceReport] = {}
+        self._removed: set[str] = set()
+        self._signal = asyncio.Event()
+        self.connected = False
+        self.coordinator = ""
+        if state_file is not None and state_file.exists():
+            saved = json.loads(state_file.read_text())
+            for iid, data in saved.get("instances", {}).items():
+                data["usage"] = {}
+                data["unenforced_limits"] = tuple(data.get("unenforced_limits", ()))
+                self.instances[iid] = InstanceReport(**data)
+            self.routes = saved.get("routes", {})
+
+    def identity(self) -> HostIdentity:
+        return self._identity
+
+    def images(self) -> Sequence[str]:
+        return self._images
+
+    def snapshot(self) -> Sequence[InstanceReport]:
+        return list(self.instances.values())
+
+    async def next_changes(self, timeout: float) -> ChangeBatch:
+        if not self._changed and not self._removed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._signal.wait(), timeout)
+        self._signal.clear()
+        batch = ChangeBatch(changed=list(self._changed.values()), removed=sorted(self._removed))
+        self._changed, self._removed = {}, set()
+        return batch
+
+    def _set(self, report: InstanceReport) -> None:
+        self.instances[report.instance_id] = report
+        self._changed[report.instance_id] = report
+        self._removed.discard(report.instance_id)
+        self._signal.set()
+
+    async def execute(self, command: AgentCommand) -> None:
+        self.executed.append(command)
+        if isinstance(command, StartInstance):
+            if command.instance_id not in self.instances:
+                self._set(
+                    InstanceReport(
+                        instance_id=command.instance_id,
+                        apartment=command.apartment,
+                        unit=command.unit,
+                        version=command.version,
+                        slot=command.slot,
+                        state="initializing",
+                        address=self._identity.address,
+                        port=command.port,
+                        started_at=time.time(),
+                    )
+                )
+                asyncio.get_running_loop().call_later(
+                    self.start_delay, self._run, command.instance_id
+                )
+        elif isinstance(command, StopInstance):
+            if self.instances.pop(command.instance_id, None) is not None:
+                self._changed.pop(command.instance_id, None)
+                self._removed.add(command.instance_id)
+                self._signal.set()
+        elif isinstance(command, SetRoute):
+            self.routes[f"{command.apartment}/{command.unit}"] = [
+                asdict(s) for s in command.servers
+            ]
+        elif isinstance(command, SetWeights):
+            for server in self.routes.get(f"{command.apartment}/{command.unit}", []):
+                if server["server"] in command.weights:
+                    server["weight"] = command.weights[str(server["server"])]
+        elif isinstance(command, DrainInstance | CollectGarbage):
+            pass  # nothing to drain or collect in memory; acknowledged all the same
+        self.save()
+
+    def _run(self, instance_id: str) -> None:
+        found = self.instances.get(instance_id)
+        if found is not None and found.state == "initializing":
+            self._set(replace(found, state="running", health_score=1.0))
+            self.save()
+
+    def save(self) -> None:
+        if self.state_file is None:
+            return
+        data = {
+            "host_id": self._identity.host_id,
+            "instances": {iid: {**asdict(r), "usage": {}} for iid, r in self.instances.items()},
+            "routes": self.routes,
+            "connected": self.connected,
+            "coordinator": self.coordinator,
+            "commands": len(self.executed),
+            "starts": sum(isinstance(c, StartInstance) for c in self.executed),
+            "stops": sum(isinstance(c, StopInstance) for c in self.executed),
+            "pid": os.getpid(),
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, sort_keys=True))
+        tmp.replace(self.state_file)
+
+
+async def _run(args: argparse.Namespace) -> None:
+    identity = HostIdentity(
+        host_id=args.host_id,
+        building=args.building,
+        address=args.address,
+        capacity=Resources(
+            cpu=args.cpu_millis / 1000,
+            memory=args.memory_bytes,
+            storage=50 << 30,
+            network=1_000_000_000,
+        ),
+        labels={"simulated": "true"},
+        enforceable=("cpu", "memory"),
+        agent_version="simulated-0",
+    )
+    runtime = FakeRuntime(identity, [i for i in args.images.split(",") if i], Path(args.state_file))
+    stream = CoordinatorStream(
+        runtime,
+        StreamSettings(
+            coordinators=tuple(args.coordinators.split(",")), backoff_initial=0.1, backoff_max=1.0
+        ),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runtime.save()
+    task = asyncio.create_task(stream.run())
+
+    async def track() -> None:
+        while True:
+            connected = stream.connected.is_set()
+            if connected != runtime.connected or stream.coordinator_id != runtime.coordinator:
+                runtime.connected, runtime.coordinator = connected, stream.coordinator_id
+                runtime.save()
+            await asyncio.sleep(0.05)
+
+    tracker = asyncio.create_task(track())
+    await stop.wait()
+    for t in (task, tracker):
+        t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host-id", required=True)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--building", default="default")
+    parser.add_argument("--coordinators", required=True)
+    parser.add_argument("--state-file", required=True)
+    parser.add_argument("--cpu-millis", type=int, default=4000)
+    parser.add_argument("--memory-bytes", type=int, default=8 << 30)
+    parser.add_argument("--images", default="demo:1")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {args.host_id} %(levelname)s %(message)s"
+    )
+    asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""End to end with REAL agents: etcd, `landlord-coordinator` and three `landlord-agent`s.
+
+Every process is started from its console script the way an operator would; the agents
+advertise 127.0.0.2-4 (building "demo"), run real containers of landlord/demo-app on
+Docker and their own HAProxy each. The tests run in file order on one deployment:
+
+1. the hosts register with their capacity;
+2. a unit published and deployed through the admin API (replicas 3) runs as three labelled
+   containers, one per host, visible as running through ListInstances;
+3. each host's entry point (127.0.0.X:service_port) spreads requests over the instances
+   of all three hosts;
+4. a container killed behind the agent's back is replaced by that agent while every
+   request through the entry points keeps being answered;
+5. agents stopped with SIGTERM exit cleanly and leave containers and HAProxy serving
+   (the cluster's close() then shuts them down and removes the containers by label).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+from google.protobuf import duration_pb2
+
+from common.gen.landlord.v1 import admin_pb2, types_pb2
+from tests.e2e.real_cluster import RealCluster, free_port_on_all
+from tests.integration.agent.agent_fixtures import ensure_demo_images
+from tests.support import eventually
+
+HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}
+APARTMENT, UNIT, VERSION = "e2e", "web", "1.0.0"
+IMAGE = "landlord/demo-app:1.0.0"
+RUNNING = types_pb2.INSTANCE_STATE_RUNNING
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _seconds(value: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(value * 1e9))
+    return d
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RealCluster]:
+    ensure_demo_images()
+    # heartbeat 2 s: a host is suspect after 3 s of silence, which a busy 2-core machine
+    # starting three agents and their containers must not reach by accident
+    real = RealCluster({"heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 3.0})
+    try:
+        real.start()
+        for host_id, address in HOSTS.items():
+            real.add_agent(host_id, address, "demo")
+        yield real
+    except BaseException:
+        print(real.logs())
+        raise
+    finally:
+        real.close()
+    client = docker.from_env()
+    leftovers = client.containers.list(
+        all=True, filters={"label": ["landlord.test=1", f"landlord.unit={UNIT}"]})
+    client.close()
+    assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
+    assert not any(agent.haproxy.processes() for agent in real.agents), "haproxy left running"
+
+
+@pytest.fixture(scope="module")
+def service_port(cluster: RealCluster) -> int:
+    """Publish and deploy e2e/web 1.0.0 (three replicas) once the hosts are registered."""
+    eventually(lambda: all_hosts(cluster), timeout=60, message="three hosts registered")
+    port = free_port_on_all(list(HOSTS.values()))
+    spec = types_pb2.UnitSpec(
+        apartment=APARTMENT, unit=UNIT, image=IMAGE, port=0, service_port=port,
+        health=types_pb2.HealthCheck(path="/healthz", interval=_seconds(1), timeout=_seconds(1),
+                                     healthy_threshold=1, unhealthy_threshold=2),
+        resources=types_pb2.Resources(cpu_millis=200, memory_bytes=96 << 20),
+    )
+    with cluster.admin() as admin:
+        admin.PublishVersion(admin_pb2.PublishVersionRequest(
+            spec=spec, version=VERSION, changes=types_pb2.ChangeSet(features=["first"])),
+            timeout=30)
+        admin.Deploy(admin_pb2.DeployRequest(apartment=APARTMENT, unit=UNIT, version=VERSION,
+                                             building="demo", replicas=3), timeout=30)
+    return port
+
+
+def hosts(cluster: RealCluster) -> list[Any]:
+    with cluster.admin() as admin:
+        return list(admin.ListHosts(admin_pb2.ListHostsRequest(), timeout=5).hosts)
+
+
+def instances(cluster: RealCluster) -> list[Any]:
+    with cluster.admin() as admin:
+        request = admin_pb2.ListInstancesRequest(apartment=APARTMENT, unit=UNIT)
+        return list(admin.ListInstances(request, timeout=5).instances)
+
+
+def all_hosts(cluster: RealCluster) -> list[Any]:
+    """The three hosts, once all are registered and alive (placement needs them alive)."""
+    found = hosts(cluster)
+    assert len(found) == 3 and all(h.status == "alive" for h in found), found
+    return found
+
+
+def running_instances(cluster: RealCluster) -> list[Any]:
+    found = instances(cluster)
+    assert len(found) == 3 and all(i.state == RUNNING for i in found), found
+    return found
+
+
+def containers(**labels: str) -> list[Any]:
+    client = docker.from_env()
+    try:
+        wanted = ["landlord.test=1", f"landlord.unit={UNIT}"]
+        wanted += [f"{k}={v}" for k, v in labels.items()]
+        return list(client.containers.list(filters={"label": wanted}))
+    finally:
+        client.close()
+
+
+def get(address: str, port: int) -> dict[str, Any]:
+    """GET / through a host's entry point; AssertionError unless it answers 200."""
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=15) as reply:
+            return dict(json.loads(reply.read()))
+    except urllib.error.HTTPError as exc:
+        with exc:
+            raise AssertionError(f"{address}:{port} answered {exc.code}: {exc.read()!r}"
+                                 ) from None
+    except OSError as exc:
+        raise AssertionError(f"{address}:{port} did not answer: {exc!r}") from None
+
+
+def test_hosts_register_with_capacity(cluster: RealCluster) -> None:
+    found = eventually(lambda: all_hosts(cluster), timeout=60, message="three hosts registered")
+    by_id = {h.host_id: h for h in found}
+    assert {h: by_id[h].address for h in HOSTS} == HOSTS
+    for host in found:
+        assert host.building == "demo"
+        assert host.capacity.cpu_millis > 0 and host.capacity.memory_bytes > 0
+        assert host.capacity.storage_bytes > 0
+        assert {"cpu", "memory"} <= set(host.enforceable)
+        assert host.agent_version
+
+
+def test_deploy_runs_one_labelled_container_per_host(cluster: RealCluster,
+                                                     service_port: int) -> None:
+    found = eventually(lambda: running_instances(cluster), timeout=90,
+                       message="three running instances")
+    assert sorted(i.host_id for i in found) == sorted(HOSTS)
+    for inst in found:
+        assert inst.address == HOSTS[inst.host_id] and inst.port > 0
+        assert inst.version == VERSION and inst.health_score >= 0.5
+    running = containers()
+    assert len(running) == 3
+    by_instance = {c.labels["landlord.instance"]: c for c in running}
+    assert set(by_instance) == {i.instance_id for i in found}
+    for inst in found:
+        labels = by_instance[inst.instance_id].labels
+        assert labels["landlord.host"] == inst.host_id
+        assert labels["landlord.apartment"] == APARTMENT and labels["landlord.version"] == VERSION
+
+
+def _spread(address: str, port: int, expected: set[str]) -> bool:
+    seen: dict[str, str] = {}
+    for _ in range(30):
+        body = get(address, port)
+        seen[body["instance"]] = body["host"]
+        if set(seen) == expected:
+            break
+    assert set(seen) == expected, (address, seen)
+    assert set(seen.values()) == set(HOSTS), seen  # the demo reports its agent's host id
+    return True
+
+
+def test_every_entry_point_spreads_over_all_hosts(cluster: RealCluster,
+                                                  service_port: int) -> None:
+    expected = {i.instance_id for i in eventually(lambda: running_instances(cluster),
+                                                  timeout=90)}
+    for address in HOSTS.values():
+
+        def spread(address: str = address) -> bool:
+            return _spread(address, service_port, expected)
+
+        eventually(spread, timeout=60, interval=0.5, message=f"{address} reaches every instance")
+
+
+def test_killed_container_is_replaced_while_traffic_flows(cluster: RealCluster,
+                                                          service_port: int) -> None:
+    victim = next(i for i in eventually(lambda: running_instances(cluster), timeout=90)
+                  if i.host_id == "h2")
+    [container] = containers(**{"landlord.instance": victim.instance_id})
+    container.kill()
+
+    failures: list[str] = []
+    sent = 0
+
+    def replaced() -> bool:
+        nonlocal sent
+        for address in HOSTS.values():  # traffic keeps flowing through every entry point
+            sent += 1
+            try:
+                get(address, service_port)
+            except AssertionError as exc:
+                failures.append(str(exc))
+        now = {i.instance_id: i for i in instances(cluster)}
+        inst = now.get(victim.instance_id)
+        assert inst is not None and inst.state == RUNNING and inst.restarts >= 1, inst
+        [fresh] = containers(**{"landlord.instance": victim.instance_id})
+        assert fresh.id != container.id and fresh.labels["landlord.generation"] == "2"
+        return True
+
+    eventually(replaced, timeout=60, interval=0.2, message=f"{victim.instance_id} replaced")
+    assert not failures and sent >= 3, failures
+    expected = {i.instance_id for i in running_instances(cluster)}
+    assert victim.instance_id in expected
+    eventually(lambda: _spread(HOSTS["h1"], service_port, expected), timeout=60,
+               interval=0.5, message="the replaced instance serves again")
+
+
+def test_agents_stop_cleanly_and_leave_traffic_serving(cluster: RealCluster,
+                                                       service_port: int) -> None:
+    eventually(lambda: running_instances(cluster), timeout=90)
+    for agent in cluster.agents:
+        assert agent.terminate() == 0, agent.log_tail()
+    assert len(containers()) == 3  # containers belong to the engine, not to the agent
+    for address in HOSTS.values():
+        assert get(address, service_port)["version"] == VERSION  # HAProxy keeps serving
+    for agent in cluster.agents:
+        assert agent.haproxy.master_pid() is not None

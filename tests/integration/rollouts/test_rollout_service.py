@@ -1,0 +1,293 @@
+"""The rollout service end to end on a real etcd and a real in-process coordinator.
+
+Agents are the real stream client over an in-memory runtime (no Docker here) that reports,
+every 100 ms, a request window per running instance: its share of 400 rps follows the
+weights the coordinator last sent in the unit's route, with a per-version error rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import pytest
+
+from agent.stream_client import (
+    ChangeBatch,
+    CoordinatorStream,
+    HostIdentity,
+    StreamSettings,
+    WindowReport,
+)
+from common.errors import FailedPrecondition, InsufficientResources
+from common.gen.landlord.v1 import admin_pb2, types_pb2
+from common.latency import LatencySketch
+from common.resources import Resources
+from coordinator.app import Coordinator
+from coordinator.rollouts.record import Phase, RolloutRecord
+from coordinator.rollouts.runner import RunnerSettings
+from coordinator.rollouts.service import RolloutService
+from tests.e2e.simulated_agent import FakeRuntime
+from tests.support import async_eventually
+
+RPS = 400.0
+
+
+class TrafficRuntime(FakeRuntime):
+    """FakeRuntime that also reports request windows shaped by the route's weights."""
+
+    def __init__(self, identity: HostIdentity, error_rates: dict[str, float]) -> None:
+        super().__init__(identity, ("demo:1",), start_delay=0.05)
+        self.error_rates = error_rates
+        self._last = time.time()
+
+    async def next_changes(self, timeout: float) -> ChangeBatch:
+        batch = await super().next_changes(min(timeout, 0.1))
+        now = time.time()
+        elapsed, self._last = now - self._last, now
+        route = self.routes.get("shop/web", [])
+        total = sum(int(s["weight"]) for s in route) or 1  # type: ignore[call-overload]
+        for server in route:
+            inst = self.instances.get(str(server["server"]))
+            if inst is None or inst.state != "running":
+                continue
+            requests = round(RPS * elapsed * int(server["weight"]) / total)  # type: ignore[call-overload]
+            rate = self.error_rates.get(inst.version, 0.0)
+            sketch = LatencySketch()
+            if requests:
+                sketch.add(12.0, requests)
+            batch.windows.append(
+                WindowReport(
+                    "shop",
+                    "web",
+                    inst.version,
+                    inst.instance_id,
+                    now - elapsed,
+                    now,
+                    requests,
+                    round(requests * rate),
+                    sketch,
+                )
+            )
+        return batch
+
+
+class Agents:
+    def __init__(self, coordinator: Coordinator, error_rates: dict[str, float]) -> None:
+        self.runtimes: list[TrafficRuntime] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        for n in (2, 3, 4):
+            identity = HostIdentity(
+                f"h{n}",
+                "default",
+                f"127.0.0.{n}",
+                Resources(cpu=4.0, memory=8 << 30),
+                {},
+                ("cpu", "memory"),
+                "test",
+            )
+            runtime = TrafficRuntime(identity, error_rates)
+            stream = CoordinatorStream(
+                runtime,
+                StreamSettings((coordinator.config.listen,), backoff_initial=0.05, backoff_max=0.3),
+            )
+            self.runtimes.append(runtime)
+            self.tasks.append(asyncio.create_task(stream.run()))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def weighted_versions(self) -> set[str]:
+        """Versions that have weight in every host's route of the unit."""
+        found = set()
+        for runtime in self.runtimes:
+            for server in runtime.routes.get("shop/web", []):
+                if int(server["weight"]) > 0:  # type: ignore[call-overload]
+                    found.add(str(server["version"]))
+        return found
+
+    def versions_running(self) -> set[str]:
+        return {i.version for r in self.runtimes for i in r.instances.values()}
+
+
+async def publish(admin: Any, version: str, env: str) -> None:
+    await admin.PublishVersion(
+        admin_pb2.PublishVersionRequest(
+            spec=types_pb2.UnitSpec(
+                apartment="shop",
+                unit="web",
+                image="demo:1",
+                service_port=9000,
+                env={"BUILD": env},
+                resources=types_pb2.Resources(cpu_millis=250, memory_bytes=64 << 20),
+            ),
+            version=version,
+            changes=types_pb2.ChangeSet(features=[f"build {env}"]),
+        )
+    )
+
+
+def canary_request(version: str, replicas: int = 2) -> admin_pb2.DeployRequest:
+    request = admin_pb2.DeployRequest(
+        apartment="shop",
+        unit="web",
+        version=version,
+        replicas=replicas,
+        strategy=types_pb2.STRATEGY_CANARY,
+    )
+    request.canary.steps.extend([25, 100])
+    request.canary.monitor.FromMilliseconds(800)
+    request.canary.step_delay.FromMilliseconds(100)
+    request.canary.inconclusive_deadline.FromSeconds(5)
+    request.criteria.max_error_rate = 0.05
+    request.criteria.min_requests = 20
+    return request
+
+
+async def ended(service: RolloutService, rollout_id: str) -> RolloutRecord:
+    record = service.get("shop", "web", rollout_id)
+    assert record.terminal, (record.public_phase(), record.seq, record.steps[-1:])
+    assert rollout_id not in service.runners, "its last actions are done"
+    return record
+
+
+async def running_web(service: RolloutService, agents: Agents, count: int) -> None:
+    async def ready() -> bool:
+        state = service.control.state
+        stable = [i for i in state.instances_of("shop", "web")]
+        seen = [service.control.known_state(i.instance_id) for i in stable]
+        return len(seen) == count and all(s is not None and s.routable for s in seen)
+
+    await async_eventually(ready, timeout=10)
+
+
+@pytest.fixture
+async def fleet(
+    coordinator: Coordinator, admin: Any, rollouts: RolloutService, request: pytest.FixtureRequest
+) -> Any:
+    rates: dict[str, float] = dict(getattr(request, "param", {}))
+    agents = Agents(coordinator, rates)
+    try:
+        await async_eventually(lambda: _connected(coordinator, 3), timeout=10)
+        await publish(admin, "1.0.0", "one")
+        first = await rollouts.deploy(
+            admin_pb2.DeployRequest(apartment="shop", unit="web", version="1.0.0", replicas=2)
+        )
+        assert first.phase is Phase.PROMOTED
+        await running_web(rollouts, agents, 2)
+        await publish(admin, "1.1.0", "two")
+        yield agents
+    finally:
+        await agents.stop()
+
+
+async def _connected(coordinator: Coordinator, count: int) -> bool:
+    return len(coordinator.control.placeable_hosts("default")) == count
+
+
+async def test_good_canary_reaches_every_host_and_promotes(
+    rollouts: RolloutService, fleet: Agents
+) -> None:
+    record = await rollouts.deploy(canary_request("1.1.0"))
+    end = await async_eventually(lambda: ended(rollouts, record.rollout_id), timeout=30)
+
+    assert end.phase is Phase.PROMOTED, end.failure
+    assert [s.outcome for s in end.steps] == ["passed", "passed"]
+    assert all(s.canary is not None and s.canary.requests >= 20 for s in end.steps)
+    assert rollouts.registry.unit("shop", "web").stable_version == "1.1.0"
+    await async_eventually(lambda: _only(fleet, "1.1.0"), timeout=10)
+    kinds = [e.type for e in rollouts.control.state.event_history()]
+    assert "rollout.started" in kinds and "rollout.promoted" in kinds
+
+
+async def _only(agents: Agents, version: str) -> bool:
+    return agents.weighted_versions() == {version} and agents.versions_running() == {version}
+
+
+@pytest.mark.parametrize("fleet", [{"1.1.0": 0.5}], indirect=True)
+async def test_bad_canary_is_rolled_back_on_every_host(
+    rollouts: RolloutService, fleet: Agents
+) -> None:
+    record = await rollouts.deploy(canary_request("1.1.0"))
+    end = await async_eventually(lambda: ended(rollouts, record.rollout_id), timeout=30)
+
+    assert end.phase is Phase.ROLLED_BACK
+    assert any("error rate" in r for r in end.failure)
+    assert end.steps[0].outcome == "failed" and end.steps[0].canary is not None
+    await async_eventually(lambda: _only(fleet, "1.0.0"), timeout=10)
+    unit = rollouts.registry.unit("shop", "web")
+    assert (unit.state, unit.stable_version) == ("running", "1.0.0")
+    kinds = [e.type for e in rollouts.control.state.event_history()]
+    assert "rollout.failed" in kinds and "rollout.rolled_back" in kinds
+
+
+async def test_a_new_runner_resumes_a_rollout_mid_switch(
+    coordinator: Coordinator, rollouts: RolloutService, fleet: Agents
+) -> None:
+    request = canary_request("1.1.0")
+    request.canary.monitor.FromSeconds(2)
+    record = await rollouts.deploy(request)
+
+    async def switching() -> bool:
+        current = rollouts.get("shop", "web", record.rollout_id)
+        return current.phase is Phase.SWITCHING
+
+    await async_eventually(switching, timeout=10)
+    await rollouts.stop()  # the leader's runners die mid-step
+    successor = RolloutService(
+        coordinator.control,
+        coordinator.registry,
+        coordinator.deployer,
+        runner_settings=RunnerSettings(0.05, 0.2),
+    )
+    task = asyncio.create_task(successor.lead())
+    try:
+        end = await async_eventually(lambda: ended(successor, record.rollout_id), timeout=30)
+        assert end.phase is Phase.PROMOTED, end.failure
+        assert len(fleet.versions_running()) == 1
+        assert sum(len(r.instances) for r in fleet.runtimes) == 2, "nothing started twice"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_deploys_that_cannot_start_are_refused(
+    rollouts: RolloutService, fleet: Agents
+) -> None:
+    with pytest.raises(FailedPrecondition, match=r"2\.0\.0 is not published"):
+        await rollouts.deploy(canary_request("2.0.0"))
+    with pytest.raises(FailedPrecondition, match=r"already runs 1\.0\.0"):
+        await rollouts.deploy(canary_request("1.0.0"))
+    with pytest.raises(InsufficientResources, match="insufficient"):
+        await rollouts.deploy(canary_request("1.1.0", replicas=200))
+    slow = canary_request("1.1.0")
+    slow.canary.monitor.FromSeconds(60)
+    active = await rollouts.deploy(slow)
+    with pytest.raises(FailedPrecondition, match="already has an active rollout"):
+        await rollouts.deploy(canary_request("1.1.0"))
+    aborted = await rollouts.control_rollout("shop", "web", admin_pb2.ROLLOUT_CONTROL_ABORT)
+    assert aborted.rollout_id == active.rollout_id
+    end = await async_eventually(lambda: ended(rollouts, active.rollout_id), timeout=30)
+    assert end.phase is Phase.ABORTED
+
+
+async def test_fast_rollback_after_a_promotion(rollouts: RolloutService, fleet: Agents) -> None:
+    record = await rollouts.deploy(canary_request("1.1.0"))
+    await async_eventually(lambda: ended(rollouts, record.rollout_id), timeout=30)
+    back = await rollouts.rollback("shop", "web")
+    assert back.from_version == "1.1.0" and back.to_version == "1.0.0"
+    end = await async_eventually(lambda: ended(rollouts, back.rollout_id), timeout=30)
+    assert end.phase is Phase.PROMOTED and end.steps[0].outcome == "passed"
+    await async_eventually(lambda: _only(fleet, "1.0.0"), timeout=10)
+    assert rollouts.registry.unit("shop", "web").stable_version == "1.0.0"
+    assert [r.rollout_id for r in rollouts.history("shop", "web")][:2] == [
+        back.rollout_id,
+        record.rollout_id,
+    ]

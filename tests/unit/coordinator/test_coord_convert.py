@@ -1,0 +1,107 @@
+"""The protobuf edge: what the coordinator sends is what the agent's stream client reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.stream_client import SetRoute, StartInstance, StopInstance, command_from_pb
+from common.errors import InvalidArgument
+from common.gen.landlord.v1 import admin_pb2, agent_pb2, types_pb2
+from common.latency import LatencySketch
+from common.resources import Resources
+from common.unit_spec import HealthCheck, UnitSpec
+from common.versions import VersionTag
+from coordinator.agent_messages import (
+    Outgoing,
+    RouteCommand,
+    RouteServer,
+    StartCommand,
+    StopCommand,
+)
+from coordinator.convert_admin import PLACEHOLDER_PORT, publish_from_pb, version_to_pb
+from coordinator.convert_agent import (
+    command_to_pb,
+    latency_from_pb,
+    latency_to_pb,
+    registration_from_pb,
+    resources_from_pb,
+)
+from coordinator.records import InstanceRecord, VersionRecord
+
+
+def version_record(port_assigned: bool = True) -> VersionRecord:
+    spec = UnitSpec("shop", "web", "1.0.0", "demo:1", 8080, ("serve", "--fast"), {"A": "1"},
+                    HealthCheck("/healthz", (), 3.0, 1.0, 4),
+                    Resources(cpu=0.5, memory=256 << 20), ("db@^1.0.0",))
+    tag = VersionTag("shop/web", "1.0.0", 1.0, spec.checksum(), spec, {"shop/db": "1.2.0"})
+    return VersionRecord(tag, {"features": ["x"]}, service_port=18080, state_mode="snapshot",
+                         idle_timeout_s=600, warmup_s=2.5, healthy_threshold=2,
+                         port_assigned=port_assigned)
+
+
+def test_start_reaches_the_agent_with_everything_it_needs() -> None:
+    record = InstanceRecord("web-blue-1", "shop", "web", "1.0.0", "blue", "h1", 20001,
+                            Resources(cpu=0.5, memory=256 << 20), 1.0)
+    pb = command_to_pb(Outgoing("start:web-blue-1", StartCommand(record, version_record())))
+    command = command_from_pb(pb.command)
+    assert isinstance(command, StartInstance)
+    assert (command.instance_id, command.slot, command.port, command.image) == (
+        "web-blue-1", "blue", 20001, "demo:1")
+    assert command.command == ("serve", "--fast") and dict(command.env) == {"A": "1"}
+    assert command.resources == Resources(cpu=0.5, memory=256 << 20)
+    assert (command.health.path, command.health.interval, command.health.timeout,
+            command.health.unhealthy_threshold, command.health.healthy_threshold,
+            command.health.warmup) == ("/healthz", 3.0, 1.0, 4, 2, 2.5)
+    assert (command.service_port, command.state_mode, command.idle_timeout) == (
+        18080, "snapshot", 600.0)
+    assert pb.command.start.spec.port == 0  # published with 0: the assigned port is used
+
+
+def test_stop_and_route_round_trip() -> None:
+    stop = command_from_pb(command_to_pb(Outgoing("stop:x", StopCommand("x", 12.5, True)))
+                           .command)
+    assert stop == StopInstance("x", 12.5, True)
+    route = RouteCommand("shop", "web", 18080, "/health", (
+        RouteServer("a", "1.0.0", "127.0.0.2", 20000, 128, "ready"),
+        RouteServer("b", "2.0.0", "127.0.0.3", 20001, 0, "maint")))
+    back = command_from_pb(command_to_pb(Outgoing("route:1", route)).command)
+    assert isinstance(back, SetRoute)
+    assert [(s.server, s.weight, s.state) for s in back.servers] == [
+        ("a", 128, "ready"), ("b", 0, "maint")]
+
+
+def test_latency_sketches_survive_the_wire() -> None:
+    sketch = LatencySketch.of([1.0, 2.0, 5.0, 5.0, 120.0, 0.0])
+    back = latency_from_pb(latency_to_pb(sketch))
+    assert back == sketch and back is not None
+    assert back.quantile(0.5) == sketch.quantile(0.5)
+    assert latency_from_pb(types_pb2.LatencySummary()) is None
+
+
+def test_registration_and_bad_resources() -> None:
+    pb = agent_pb2.Register(
+        host_id="h1", building="b", address="127.0.0.2",
+        capacity=types_pb2.Resources(cpu_millis=4000, memory_bytes=1 << 30),
+        instances=[types_pb2.InstanceStatus(
+            instance_id="i1", state=types_pb2.INSTANCE_STATE_RUNNING, health_score=1.0)],
+        images=["demo:1"])
+    reg = registration_from_pb(pb)
+    assert reg.capacity == Resources(cpu=4.0, memory=1 << 30)
+    assert reg.instances[0].host_id == "h1" and reg.instances[0].routable
+    with pytest.raises(InvalidArgument):
+        resources_from_pb(types_pb2.Resources(memory_bytes=-1))
+
+
+def test_publish_request_maps_to_the_domain_spec_and_back() -> None:
+    request = admin_pb2.PublishVersionRequest(
+        spec=types_pb2.UnitSpec(apartment="shop", unit="web", image="demo:1", service_port=9,
+                                resources=types_pb2.Resources(cpu_millis=250)),
+        version="1.2.3", changes=types_pb2.ChangeSet(fixes=["f"]))
+    spec, changes, _, fields = publish_from_pb(request)
+    assert spec.port == PLACEHOLDER_PORT and fields.port_assigned
+    assert spec.resources.cpu == 0.25 and changes.fixes == ("f",)
+    info = version_to_pb(version_record())
+    assert info.spec.port == 0 and info.spec.service_port == 18080
+    assert [(r.unit, r.range, r.version) for r in info.resolved] == [
+        ("shop/db", "^1.0.0", "1.2.0")]
+    assert info.checksum == version_record().tag.checksum

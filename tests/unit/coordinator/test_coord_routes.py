@@ -1,0 +1,82 @@
+"""The data plane of a unit: weights for routable instances only, never traffic to nothing."""
+
+from __future__ import annotations
+
+from common.resources import Resources
+from coordinator.agent_messages import ObservedInstance
+from coordinator.reconcile import plan_register
+from coordinator.records import HostRecord, InstanceRecord, RouteRecord
+from coordinator.routes import plan_route
+
+HOSTS = {
+    h: HostRecord(h, "b", f"127.0.0.{n}", Resources(cpu=4, memory=1 << 33))
+    for n, h in enumerate(["h1", "h2", "h3"], start=2)
+}
+
+
+def inst(iid: str, host: str, version: str = "1.0.0") -> InstanceRecord:
+    return InstanceRecord(iid, "shop", "web", version, "blue", host, 20000, Resources(), 0.0)
+
+
+def seen(
+    iid: str, host: str, state: str = "running", health: float = 1.0, version: str = "1.0.0"
+) -> ObservedInstance:
+    return ObservedInstance(iid, host, "shop", "web", version, "blue", state, health)
+
+
+def route(split: dict[str, float]) -> RouteRecord:
+    return RouteRecord("shop", "web", "b", 18080, "/health", split)
+
+
+def test_every_running_instance_shares_the_traffic() -> None:
+    instances = [inst("a", "h1"), inst("b", "h2")]
+    command = plan_route(
+        route({"1.0.0": 100}), instances, {"a": seen("a", "h1"), "b": seen("b", "h2")}, HOSTS
+    )
+    assert {s.server: (s.weight, s.state, s.address) for s in command.servers} == {
+        "a": (256, "ready", "127.0.0.2"),
+        "b": (256, "ready", "127.0.0.3"),
+    }
+    assert command.service_port == 18080
+
+
+def test_unready_unhealthy_and_lost_instances_get_no_traffic() -> None:
+    instances = [inst("a", "h1"), inst("b", "h2"), inst("c", "h3"), inst("d", "h1")]
+    observed = {
+        "a": seen("a", "h1"),
+        "b": seen("b", "h2", "initializing"),
+        "c": seen("c", "h3"),
+        "d": seen("d", "h1", health=0.0),
+    }
+    command = plan_route(route({"1.0.0": 100}), instances, observed, HOSTS, lost_hosts={"h3"})
+    weights = {s.server: (s.weight, s.state) for s in command.servers}
+    assert weights == {"a": (256, "ready"), "b": (0, "maint"), "c": (0, "maint"), "d": (0, "maint")}
+
+
+def test_a_version_without_routable_instances_gives_its_share_to_the_others() -> None:
+    instances = [inst("a", "h1", "1.0.0"), inst("b", "h2", "2.0.0")]
+    observed = {"a": seen("a", "h1"), "b": seen("b", "h2", "initializing", version="2.0.0")}
+    command = plan_route(route({"1.0.0": 75, "2.0.0": 25}), instances, observed, HOSTS)
+    assert {s.server: s.weight for s in command.servers} == {"a": 256, "b": 0}
+
+
+def test_a_canary_split_is_kept_between_versions() -> None:
+    instances = [inst("a", "h1", "1.0.0"), inst("b", "h2", "1.0.0"), inst("c", "h3", "2.0.0")]
+    observed = {i.instance_id: seen(i.instance_id, i.host_id, version=i.version) for i in instances}
+    command = plan_route(route({"1.0.0": 75, "2.0.0": 25}), instances, observed, HOSTS)
+    weights = {s.server: s.weight for s in command.servers}
+    total = sum(weights.values())
+    assert abs(weights["c"] / total - 0.25) < 0.01
+
+
+def test_no_routable_instance_means_all_weights_zero() -> None:
+    command = plan_route(route({"1.0.0": 100}), [inst("a", "h1")], {}, HOSTS)
+    assert [(s.weight, s.state) for s in command.servers] == [(0, "maint")]
+
+
+def test_register_stops_duplicates_and_restarts_missing_instances() -> None:
+    desired = [inst("keep", "h1"), inst("missing", "h1"), inst("elsewhere", "h2")]
+    reported = [seen("keep", "h1"), seen("dup", "h1"), seen("old", "h1", "stopped")]
+    plan = plan_register("h1", reported, desired)
+    assert plan.stop == ("dup",)
+    assert [r.instance_id for r in plan.start] == ["missing"]

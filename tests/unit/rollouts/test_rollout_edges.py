@@ -1,0 +1,67 @@
+"""Record JSON, Deploy settings from protobuf, RolloutInfo out, and aborting a pending one."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from rollout_sim import make_record
+
+from common.gen.landlord.v1 import admin_pb2, types_pb2
+from coordinator.rollouts.actions import Observations
+from coordinator.rollouts.engine import plan
+from coordinator.rollouts.proto import rollout_info, settings_from_pb
+from coordinator.rollouts.record import (
+    Control,
+    Phase,
+    RolloutRecord,
+    decode_record,
+    encode_record,
+)
+from coordinator.rollouts.settings import RolloutSettings, Strategy, equal_steps
+
+
+def test_first_deploy_records_of_the_coordinator_are_readable() -> None:
+    raw = (b'{"rollout_id":"r1","apartment":"shop","unit":"web","from_version":"",'
+           b'"to_version":"1.0.0","building":"b","strategy":"blue_green","phase":"promoted",'
+           b'"replicas":2,"started_at":5.0,"ended_at":5.0,"reason":"first","details":{}}')
+    record = decode_record(raw)
+    assert record.phase is Phase.PROMOTED and record.terminal
+    assert record.settings.strategy is Strategy.INITIAL and record.settings.replicas == 2
+    assert record.created_at == 5.0 and not record.has_stable
+
+
+def test_deploy_request_settings_and_rollout_info() -> None:
+    request = admin_pb2.DeployRequest(apartment="a", unit="u", version="1.1.0", replicas=3,
+                                      strategy=types_pb2.STRATEGY_BLUE_GREEN)
+    request.blue_green.switch_mode = types_pb2.SWITCH_MODE_GRADUAL
+    request.blue_green.gradual_steps = 3
+    request.blue_green.max_latency_p95.FromMilliseconds(250)
+    request.blue_green.checks.add().http.path = "/ready"
+    request.blue_green.checks.add().command = "true"
+    request.criteria.min_requests = 7
+    settings = settings_from_pb(request)
+    assert settings.replicas == 3 and settings.max_latency_p95_ms == 250.0
+    assert settings.traffic_steps() == equal_steps(3) == (33, 67, 100)
+    assert [c.name for c in settings.checks] == ["GET /ready -> 200", "command 'true'"]
+    assert settings.criteria.min_requests == 7
+
+    record = replace(make_record(settings), phase=Phase.SWITCHING, new_percent=33.0)
+    info = rollout_info(record)
+    assert info.phase == "switching" and info.strategy == types_pb2.STRATEGY_BLUE_GREEN
+    assert {s.version: s.target_percent for s in info.split} == {"1.0.0": 67.0, "1.1.0": 33.0}
+    assert info.blue_green.gradual_steps == 3
+
+    canary = settings_from_pb(admin_pb2.DeployRequest(strategy=types_pb2.STRATEGY_CANARY))
+    assert canary.cleanup_delay_s == canary.step_delay_s
+
+
+def test_aborting_a_rollout_that_has_not_started_ends_it_at_once() -> None:
+    pending = replace(make_record(RolloutSettings()), pending_controls=(Control.ABORT,))
+    moved, actions = plan(pending, Observations(), 10.0)
+    assert moved.phase is Phase.ABORTED and moved.ended_at == 10.0
+    assert [a.type for a in actions if hasattr(a, "type")] == ["rollout.rolled_back"]
+
+
+def test_a_record_round_trips_through_json() -> None:
+    record: RolloutRecord = make_record(RolloutSettings(strategy=Strategy.CANARY))
+    assert decode_record(encode_record(record)) == record
