@@ -10,42 +10,39 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from common.errors import InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from common.resources import Resources
 from coordinator.agent_messages import GcCommand
 from coordinator.control import FleetControl
 from coordinator.convert_admin import (
-    deploy_from_pb,
     event_to_pb,
     host_to_pb,
     instance_to_pb,
     publish_from_pb,
     resolved_to_pb,
-    rollout_to_pb,
     unit_to_pb,
     version_to_pb,
 )
 from coordinator.convert_agent import to_seconds
 from coordinator.deploy import Deployer
 from coordinator.liveness import HostHealth
-from coordinator.records import EventRecord, HostRecord, RolloutRecord, decode
+from coordinator.records import EventRecord, HostRecord
 from coordinator.registry import Registry
+from coordinator.rollouts.proto import rollout_info
+from coordinator.rollouts.service import RolloutService
 from coordinator.rpc_errors import stream_boundary, unary_boundary
 
 __all__ = ["AdminService"]
 
 Context = Any
-NO_ROLLOUTS = "rollouts of a running unit are not available in this coordinator yet"
-
-
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, control: FleetControl, registry: Registry, deployer: Deployer) -> None:
+    def __init__(self, control: FleetControl, registry: Registry, deployer: Deployer,
+                 rollouts: RolloutService) -> None:
         self.control = control
         self.registry = registry
         self.deployer = deployer
+        self.rollouts = rollouts
         self.state = control.state
 
     # -- units and versions ----------------------------------------------------------------
@@ -95,54 +92,46 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def Deploy(self, request: admin_pb2.DeployRequest, context: Context
                      ) -> admin_pb2.DeployResponse:
-        rollout = await self.deployer.deploy(deploy_from_pb(request))
-        return admin_pb2.DeployResponse(rollout=rollout_to_pb(rollout))
-
-    def _rollouts(self, apartment: str, unit: str) -> list[RolloutRecord]:
-        found = []
-        for (a, u), rollouts in self.state.rollouts.items():
-            if (apartment and a != apartment) or (unit and u != unit):
-                continue
-            found += [decode(RolloutRecord, v.value) for v in rollouts.values()]
-        return sorted(found, key=lambda r: r.started_at, reverse=True)
+        # First deploys are handed on to the Deployer; later ones run a rollout.
+        return admin_pb2.DeployResponse(rollout=rollout_info(await self.rollouts.deploy(request)))
 
     @unary_boundary
     async def GetRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
                          ) -> types_pb2.RolloutInfo:
-        if not request.apartment or not request.unit:
-            raise InvalidArgument("apartment and unit are required", field="unit")
-        for rollout in self._rollouts(request.apartment, request.unit):
-            if not request.rollout_id or rollout.rollout_id == request.rollout_id:
-                return rollout_to_pb(rollout)
-        raise NotFound(f"no rollout {request.rollout_id or ''} for "
-                       f"{request.apartment}/{request.unit}".replace("  ", " "),
-                       unit=request.unit)
+        _require_unit(request.apartment, request.unit)
+        return rollout_info(self.rollouts.get(request.apartment, request.unit,
+                                              request.rollout_id))
 
     @unary_boundary
     async def ListRollouts(self, request: admin_pb2.ListRolloutsRequest, context: Context
                            ) -> admin_pb2.ListRolloutsResponse:
         if request.limit < 0:
             raise InvalidArgument("limit must be >= 0", field="limit")
-        found = self._rollouts(request.apartment, request.unit)
-        if request.limit:
-            found = found[: request.limit]
-        return admin_pb2.ListRolloutsResponse(rollouts=[rollout_to_pb(r) for r in found])
+        _require_unit(request.apartment, request.unit)
+        found = self.rollouts.history(request.apartment, request.unit, request.limit or 10)
+        return admin_pb2.ListRolloutsResponse(rollouts=[rollout_info(r) for r in found])
 
-    # The rollout engine (next issue) replaces these three.
+    @unary_boundary
     async def ControlRollout(self, request: admin_pb2.ControlRolloutRequest, context: Context
                              ) -> types_pb2.RolloutInfo:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_ROLLOUTS)
-        raise AssertionError("unreachable")
+        _require_unit(request.apartment, request.unit)
+        return rollout_info(await self.rollouts.control_rollout(
+            request.apartment, request.unit, request.action))
 
+    @unary_boundary
     async def Rollback(self, request: admin_pb2.RollbackRequest, context: Context
                        ) -> types_pb2.RolloutInfo:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_ROLLOUTS)
-        raise AssertionError("unreachable")
+        _require_unit(request.apartment, request.unit)
+        return rollout_info(await self.rollouts.rollback(
+            request.apartment, request.unit, request.to_version))
 
+    @stream_boundary
     async def WatchRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
                            ) -> AsyncIterator[types_pb2.RolloutInfo]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_ROLLOUTS)
-        yield types_pb2.RolloutInfo()  # unreachable; makes this a stream handler
+        _require_unit(request.apartment, request.unit)
+        async for record in self.rollouts.watch(request.apartment, request.unit,
+                                                request.rollout_id):
+            yield rollout_info(record)
 
     # -- fleet -----------------------------------------------------------------------------
 
@@ -277,3 +266,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             leader_id=leader.id if leader else "", leader_address=leader.address if leader else "",
             this_is_leader=leadership.is_leader,
         )
+
+
+def _require_unit(apartment: str, unit: str) -> None:
+    if not apartment or not unit:
+        raise InvalidArgument("apartment and unit are required", field="unit")

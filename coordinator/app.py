@@ -36,6 +36,7 @@ from coordinator.leadership import Leadership
 from coordinator.liveness import LivenessPolicy
 from coordinator.records import LeaderRecord
 from coordinator.registry import Registry
+from coordinator.rollouts.service import RolloutService
 from coordinator.state import ClusterState
 from coordinator.store import EtcdStore, Store
 from coordinator.view import ClusterView
@@ -76,13 +77,15 @@ class Coordinator:
             config.heartbeat_interval, config.report_interval, config.liveness_grace))
         policy = LivenessPolicy(config.heartbeat_interval, config.liveness_grace)
         self.healer = Healer(self.control, self.sessions, policy)
-        self.duties = LeaderDuties(self.control, self.sessions, self.healer,
-                                   tick=min(1.0, config.heartbeat_interval / 4))
         self.registry = Registry(self.control)
         self.deployer = Deployer(self.control, self.registry)
+        self.rollouts = RolloutService(self.control, self.registry, self.deployer)
+        self.duties = LeaderDuties(self.control, self.sessions, self.healer,
+                                   tick=min(1.0, config.heartbeat_interval / 4),
+                                   rollouts=self.rollouts)
         self.election = LeaderElection(self.store, self.layout.leader, self.me,
                                        ttl=config.leader_lease_ttl)
-        self.admin = AdminService(self.control, self.registry, self.deployer)
+        self.admin = AdminService(self.control, self.registry, self.deployer, self.rollouts)
         self.agent_stream = AgentStreamService(self.sessions)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
@@ -114,6 +117,7 @@ class Coordinator:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.election.resign(), self.config.etcd_timeout)
         self.leadership.release()
+        await self.rollouts.stop()
         self.fleet.close_all("coordinator shutting down")
         if self.server is not None:
             await self.server.stop(self.config.shutdown_grace)

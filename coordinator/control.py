@@ -288,13 +288,13 @@ class FleetControl:
         now = self.clock.monotonic()
         resent = []
         for host_id in list(self.fleet.sessions):
-            for record in self.state.instances_on(host_id):
-                iid = record.instance_id
-                if iid in self.fleet.observed:
-                    self._start_sent.pop(iid, None)
-                    continue
+            missing = self.state.instance_ids_on(host_id) - self.fleet.observed_ids_on(host_id)
+            for iid in sorted(missing):
                 if now - self._start_sent.setdefault(iid, now) >= resend_after:
-                    resent.append(record)
+                    resent.append(self.state.instances[iid].value)
+        for iid in [i for i in self._start_sent if i in self.fleet.observed
+                    or i not in self.state.instances]:
+            del self._start_sent[iid]
         if resent:
             log.warning("%d desired instance(s) not reported by their host; starting them "
                         "again", len(resent))

@@ -36,7 +36,7 @@ class HostSession:
         self.address = address
         self.opened_at = opened_at
         self.session_id = next(_ids)
-        self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Outgoing | None] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.leader_address = ""
@@ -47,27 +47,18 @@ class HostSession:
             self._outbox.put_nowait(outgoing)
 
     def close(self, reason: str, leader_address: str = "") -> None:
+        if self.closed.is_set():
+            return
         self.close_reason = reason
         self.leader_address = leader_address
         self.closed.set()
+        self._outbox.put_nowait(None)  # wakes the sender; commands queued before still go
 
     async def next_outgoing(self) -> Outgoing | None:
         """The next command to send, or None once the session is closed."""
-        if not self._outbox.empty():
-            return self._outbox.get_nowait()
-        if self.closed.is_set():
+        if self.closed.is_set() and self._outbox.empty():
             return None
-        getter = asyncio.ensure_future(self._outbox.get())
-        closer = asyncio.ensure_future(self.closed.wait())
-        try:
-            done, _ = await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (getter, closer):
-                if not task.done():
-                    task.cancel()
-        if getter in done and not getter.cancelled():
-            return getter.result()
-        return None
+        return await self._outbox.get()
 
 
 def command_id(command: AgentCommand) -> str:
@@ -145,6 +136,9 @@ class Fleet:
 
     def observed_on(self, host_id: str) -> list[str]:
         return sorted(self._observed_by_host.get(host_id, ()))
+
+    def observed_ids_on(self, host_id: str) -> set[str]:
+        return self._observed_by_host.get(host_id, set())
 
     def forget_observations(self, host_id: str) -> None:
         for iid in self._observed_by_host.pop(host_id, set()):

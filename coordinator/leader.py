@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from coordinator.agents import STATUS_FLUSH, AgentSessions
 from coordinator.control import FleetControl
@@ -20,6 +21,9 @@ from coordinator.healing import Healer
 from coordinator.liveness import HostHealth
 from coordinator.store import Fence
 
+if TYPE_CHECKING:
+    from coordinator.rollouts.service import RolloutService
+
 __all__ = ["LeaderDuties"]
 
 log = logging.getLogger(__name__)
@@ -27,13 +31,15 @@ log = logging.getLogger(__name__)
 
 class LeaderDuties:
     def __init__(self, control: FleetControl, sessions: AgentSessions, healer: Healer,
-                 tick: float = 1.0, route_flush: float = 0.2, trim_every: float = 10.0) -> None:
+                 tick: float = 1.0, route_flush: float = 0.2, trim_every: float = 10.0,
+                 rollouts: RolloutService | None = None) -> None:
         self.control = control
         self.sessions = sessions
         self.healer = healer
         self.tick = tick
         self.route_flush = route_flush
         self.trim_every = trim_every
+        self.rollouts = rollouts
 
     async def lead(self, fence: Fence) -> None:
         c = self.control
@@ -57,6 +63,9 @@ class LeaderDuties:
                 group.create_task(self._every(STATUS_FLUSH, self.sessions.flush_statuses,
                                               "statuses"))
                 group.create_task(self._every(self.trim_every, c.events.trim, "event trim"))
+                if self.rollouts is not None:
+                    # Resumes every rollout left active by a previous leader.
+                    group.create_task(self.rollouts.lead(), name="rollouts")
         finally:
             c.leadership.release()
             c.fleet.close_all("this coordinator lost the lead")

@@ -95,14 +95,14 @@ def place(
     key = (request.apartment, request.unit, request.slot)
     decided: list[Placement] = []
     for index, instance_id in enumerate(request.instance_ids):
-        fitting = [
-            room
-            for room in rooms.values()
-            if room.fits(request.resources) and _free_port(room, port_range) is not None
-        ]
+        fitting = []
+        for room in rooms.values():
+            free = room.available
+            if not free.shortfalls(request.resources) and _free_port(room, port_range) is not None:
+                fitting.append((_rank(room, free, key), room))
         if not fitting:
             raise _refusal(request, list(rooms.values()), port_range, index)
-        best = min(fitting, key=lambda room: _rank(room, key))
+        best = min(fitting, key=lambda ranked: ranked[0])[1]
         port = _free_port(best, port_range)
         assert port is not None
         decided.append(Placement(instance_id, best.host_id, port))
@@ -117,8 +117,9 @@ def place(
     return decided
 
 
-def _rank(room: HostRoom, key: tuple[str, str, str]) -> tuple[int, float, str]:
-    capacity, free = room.capacity, room.available
+def _rank(room: HostRoom, free: Resources, key: tuple[str, str, str]
+          ) -> tuple[int, float, str]:
+    capacity = room.capacity
     fractions = [
         free.cpu / capacity.cpu if capacity.cpu else 0.0,
         free.memory / capacity.memory if capacity.memory else 0.0,

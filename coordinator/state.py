@@ -72,6 +72,9 @@ class ClusterState:
     def instances_on(self, host_id: str) -> list[InstanceRecord]:
         return [self.instances[i].value for i in sorted(self._by_host.get(host_id, ()))]
 
+    def instance_ids_on(self, host_id: str) -> frozenset[str]:
+        return frozenset(self._by_host.get(host_id, ()))
+
     def instances_of(self, apartment: str, unit: str) -> list[InstanceRecord]:
         return [self.instances[i].value for i in sorted(self._by_unit.get((apartment, unit), ()))]
 

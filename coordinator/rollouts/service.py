@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from common.clock import Clock
 from common.errors import Conflict, FailedPrecondition, LandlordError, NotFound
 from common.gen.landlord.v1 import admin_pb2
-from common.resources import HostLedger
 from coordinator.control import FleetControl
 from coordinator.deploy import Deployer, DeployRequest
 from coordinator.placement import HostRoom
@@ -248,16 +247,5 @@ class RolloutService:
         )
 
     def _rooms(self, building: str) -> list[HostRoom]:
-        c = self.control
-        rooms = []
-        for host in c.placeable_hosts(building):
-            allocations, _ = c.state.allocation_of(host.host_id)
-            slots: dict[tuple[str, str, str], int] = {}
-            for inst in c.state.instances_on(host.host_id):
-                key = (inst.apartment, inst.unit, inst.slot)
-                slots[key] = slots.get(key, 0) + 1
-            ledger = HostLedger(host.host_id, host.capacity,
-                                {i: a.resources for i, a in allocations.items()})
-            rooms.append(HostRoom(host.host_id, ledger,
-                                  frozenset(a.port for a in allocations.values()), slots))
-        return rooms
+        # Placement sees hosts exactly as the first-deploy path does.
+        return self.control._rooms(building)

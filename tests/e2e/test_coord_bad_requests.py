@@ -137,12 +137,15 @@ def test_bad_requests_get_the_right_code_and_change_nothing(cluster: Cluster) ->
             lambda: admin.GetUnit(admin_pb2.GetUnitRequest(apartment="shop", unit="nope")),
             "nope",
         )
+        # Deploying an unpublished version is a failed precondition (rollouts issue),
+        # and the message names the versions that are published.
         expect(
-            Code.NOT_FOUND,
+            Code.FAILED_PRECONDITION,
             lambda: admin.Deploy(
                 admin_pb2.DeployRequest(apartment="shop", unit="web", version="9.9.9")
             ),
             "9.9.9",
+            "1.0.0",
         )
         expect(
             Code.NOT_FOUND,
