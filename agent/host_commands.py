@@ -41,6 +41,9 @@ __all__ = ["ChangeSink", "HostCommands"]
 
 log = logging.getLogger(__name__)
 
+# How long a server that left a unit's route may keep finishing requests on this host.
+ROUTE_DRAIN_TIMEOUT_S = 10.0
+
 
 class ChangeSink(Protocol):
     """Where command outcomes go to be reported (HostPort)."""
@@ -62,6 +65,7 @@ class HostCommands:
         self.starting: dict[str, tuple[InstanceSpec, asyncio.Task[None]]] = {}
         self.stopping: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._draining: set[tuple[str, str]] = set()
 
     async def execute(self, command: AgentCommand) -> None:
         if isinstance(command, StartInstance):
@@ -204,10 +208,23 @@ class HostCommands:
         if changes.weights:
             await plane.set_weights(name, changes.weights)
         for server in changes.removals:
-            await plane.remove_server(name, server)
+            # An instance leaving the route may still be answering requests this host
+            # sent it: drain it in the background (no new requests at once, removed when
+            # its sessions end), never cut it off mid-request.
+            if (name, server) not in self._draining:
+                self._draining.add((name, server))
+                self._spawn(self._drain_removed(plane, name, server), f"drain {server}")
         version = traffic_version(cmd.servers)
         if version is not None:
             self.service.set_stable_version(cmd.apartment, cmd.unit, version)
+
+    async def _drain_removed(self, plane: RoutingPlane, unit: str, server: str) -> None:
+        try:
+            await plane.drain_and_remove(unit, server, ROUTE_DRAIN_TIMEOUT_S)
+        except (LandlordError, OSError) as exc:
+            log.warning("draining %s out of %s failed: %s", server, unit, exc)
+        finally:
+            self._draining.discard((unit, server))
 
     async def _set_weights(self, cmd: SetWeights) -> None:
         plane = self._require_plane()

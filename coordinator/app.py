@@ -83,8 +83,10 @@ class Coordinator:
         self.duties = LeaderDuties(self.control, self.sessions, self.healer,
                                    tick=min(1.0, config.heartbeat_interval / 4),
                                    rollouts=self.rollouts)
-        self.election = LeaderElection(self.store, self.layout.leader, self.me,
-                                       ttl=config.leader_lease_ttl)
+        self.election = LeaderElection(
+            self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
+            keeper_store=None if store is not None else
+            lambda: EtcdStore(config.etcd_endpoints, config.etcd_timeout))
         self.admin = AdminService(self.control, self.registry, self.deployer, self.rollouts)
         self.agent_stream = AgentStreamService(self.sessions)
         self.health = health.aio.HealthServicer()

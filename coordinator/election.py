@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -23,7 +24,7 @@ from coordinator.errors import HistoryCompacted
 from coordinator.records import LeaderRecord
 from coordinator.store import Fence, Store, Txn
 
-__all__ = ["LeaderElection"]
+__all__ = ["LeaderElection", "LeaseKeeper"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,12 @@ class LeaderElection:
         me: LeaderRecord,
         ttl: int = 5,
         retry: float = 0.5,
+        keeper_store: Callable[[], Store] | None = None,
     ) -> None:
+        """``keeper_store``: makes a separate etcd client for a LeaseKeeper thread, so a busy
+        event loop cannot lose the lead; None refreshes on this loop."""
         self._store = store
+        self._keeper_store = keeper_store
         self._key = key
         self._me = me
         self._value = json.dumps({"id": me.id, "address": me.address}, sort_keys=True).encode()
@@ -127,6 +132,9 @@ class LeaderElection:
                         return
 
     async def _keep_lease(self, leading: asyncio.Task[None]) -> None:
+        if self._keeper_store is not None:
+            await self._keep_lease_in_thread(leading, self._keeper_store)
+            return
         interval = self._ttl / 3
         last_ok = time.monotonic()
         while not leading.done() and not self._resigning:
@@ -146,6 +154,19 @@ class LeaderElection:
         if leading.done() and not leading.cancelled() and leading.exception() is not None:
             log.error("election: leader duties failed", exc_info=leading.exception())
 
+    async def _keep_lease_in_thread(self, leading: asyncio.Task[None],
+                                    make_store: Callable[[], Store]) -> None:
+        keeper = LeaseKeeper(make_store, self._lease, self._ttl)
+        keeper.start()
+        try:
+            while not leading.done() and not self._resigning and not keeper.lost.is_set():
+                keeper.beat()
+                await asyncio.sleep(0.2)
+        finally:
+            await asyncio.to_thread(keeper.stop)
+        if leading.done() and not leading.cancelled() and leading.exception() is not None:
+            log.error("election: leader duties failed", exc_info=leading.exception())
+
     async def resign(self) -> None:
         """Stop campaigning and give the lead away now (revoke the lease)."""
         self._resigning = True
@@ -154,3 +175,72 @@ class LeaderElection:
         if lease:
             with contextlib.suppress(Unavailable):
                 await self._store.revoke_lease(lease)
+
+
+class LeaseKeeper:
+    """Refreshes the leader lease from its own thread and event loop.
+
+    A leader whose event loop is busy (thousands of agent reports) must not lose the lead
+    for that alone: followers would face the same load and agents would reconnect in a
+    storm. The keeper gives up, and ``lost`` is set, when etcd reports the lease expired,
+    when no refresh succeeded for most of a TTL, or when the main loop has not beaten for
+    ``STALL_TTLS`` TTLs (a wedged process must still hand over).
+    """
+
+    STALL_TTLS = 3
+
+    def __init__(self, make_store: Callable[[], Store], lease: int, ttl: int) -> None:
+        self._make_store = make_store
+        self._lease = lease
+        self._ttl = ttl
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._beat = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def beat(self) -> None:
+        """The main loop is alive (called from it)."""
+        self._beat = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self._ttl)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._keep())
+        except Exception:  # reported as a lost lease; the main loop steps down
+            log.exception("election: lease keeper failed")
+        finally:
+            self.lost.set()
+
+    async def _keep(self) -> None:
+        store = self._make_store()
+        interval = self._ttl / 3
+        last_ok = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now - self._beat > self.STALL_TTLS * self._ttl:
+                    log.error("election: the event loop stalled for %.1fs; giving up the lead",
+                              now - self._beat)
+                    return
+                try:
+                    remaining = await asyncio.wait_for(store.refresh_lease(self._lease), interval)
+                except (Unavailable, TimeoutError) as exc:
+                    if time.monotonic() - last_ok > self._ttl * 0.7:
+                        log.error("election: no lease refresh for %.1fs (%s)",
+                                  time.monotonic() - last_ok, exc)
+                        return
+                    await asyncio.sleep(0.2)
+                    continue
+                if remaining <= 0:
+                    log.error("election: the leader lease expired")
+                    return
+                last_ok = time.monotonic()
+                await asyncio.to_thread(self._stop.wait, interval)
+        finally:
+            await store.close()

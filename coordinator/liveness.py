@@ -8,7 +8,7 @@ from (right after a leader change) gets a full heartbeat interval plus the grace
 reconnect before it can be lost.
 
 Mass silence is not mass failure: when more than ``max_silent_fraction`` of a building's
-hosts (those not already lost) are silent at once, none of them is declared lost; that
+hosts are silent or were lost during this leader's term, no more are declared lost; that
 looks like a network or control-plane problem (an overloaded or new leader), and moving
 everything would only make it worse. Instances could not move within that building anyway.
 """
@@ -95,7 +95,8 @@ def plan_liveness(
     for host_id in sorted(seen):
         before = current.get(host_id, HostHealth.ALIVE)
         after = assessed[host_id]
-        if after == HostHealth.LOST and (buildings or {}).get(host_id, host_id) in held:
+        held_here = (buildings or {}).get(host_id, host_id) in held
+        if after == HostHealth.LOST and before != HostHealth.LOST and held_here:
             after = HostHealth.SUSPECT
         if after != before:
             changes.append(
@@ -110,15 +111,13 @@ def _held_buildings(
     buildings: Mapping[str, str],
     policy: LivenessPolicy,
 ) -> set[str]:
-    """Buildings where too many not-yet-lost hosts are silent to declare any lost."""
+    """Buildings where too many hosts are silent (or were lost this term) to lose more."""
     total: dict[str, int] = {}
     silent: dict[str, int] = {}
     for host_id, health in assessed.items():
-        if current.get(host_id) == HostHealth.LOST:
-            continue
         building = buildings.get(host_id, host_id)
         total[building] = total.get(building, 0) + 1
-        if health != HostHealth.ALIVE:
+        if health != HostHealth.ALIVE or current.get(host_id) == HostHealth.LOST:
             silent[building] = silent.get(building, 0) + 1
     return {
         b for b, n in silent.items()

@@ -1,129 +1,266 @@
 #!/usr/bin/env python3
-"""`make demo`: the main job.
+"""`make demo`: a real Landlord cluster on this machine, three rollouts under load.
 
-What runs today (and nothing is claimed beyond it):
-  1. services and images are set up by `make setup` before this script runs;
-  2. the demo workload is started as real containers on three simulated hosts
-     (127.0.0.2-4, host networking), one version per host, with the state
-     directory carried across a version change on one host;
-  3. each instance is queried over loopback and the answers are printed.
+1. builds landlord/demo-app 1.0.0, 1.1.0, 1.2.0, 2.0.0 (2.0.0 answers 20 % 500s);
+2. starts a coordinator (shared etcd 127.0.0.1:2379, prefix /landlord-demo, wiped first) and
+   three agents on 127.0.0.2-4 as background processes (logs, pids, data under .run/demo/);
+3. publishes the versions with the `landlord` CLI and deploys 1.0.0 on three hosts;
+4. under steady load on every host's entry point: a canary to 1.1.0 (promoted), a canary to
+   2.0.0 (rolls itself back), a blue-green to 1.2.0 with an immediate switch (promoted);
+5. prints a summary computed from what the load saw and the rollout records (and one
+   ``DEMO-SUMMARY {json}`` line), and leaves the cluster running.
 
-The multi-host rollout itself (coordinator, agents, canary and blue-green
-with automatic rollback) is built by the open issues 4-8; until they land,
-this script says so instead of pretending.
-
-`scripts/demo.py --down` removes everything the demo started.
+`scripts/demo.py --down` stops it all. LANDLORD_DEMO_FAST=1 (or --fast) shortens the steps.
+Exit status: 0 when every rollout behaved, 1 with a message saying what did not.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import os
+import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-import docker
-from docker.errors import DockerException, NotFound
+import grpc
+from demo_cluster.load import LoadGenerator, ask
+from demo_cluster.processes import (
+    HOSTS,
+    RUN_DIR,
+    DemoCluster,
+    DemoError,
+    free_port_on_all,
+    stop_demo,
+    wait_for,
+)
+from demo_cluster.report import (
+    PhaseResult,
+    classify_failures,
+    rollback_seconds,
+    summary_dict,
+)
+from demo_cluster.rollouts import Cli, follow_rollout
 
-DEMO_LABEL = "landlord.demo"
-HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
-PORT = 18080
+from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT, APARTMENT, NAME = "demo/web", "demo", "web"
+BAD = "2.0.0"
+VERSIONS = ["1.0.0", "1.1.0", "1.2.0", "2.0.0"]
+CHANGES = {
+    "1.0.0": ["--feature", "first release"],
+    "1.1.0": ["--feature", "faster answers"],
+    "1.2.0": ["--fix", "counter survives restarts"],
+    "2.0.0": ["--breaking", "new API", "--env", "ERROR_RATE=0.2"],
+}
+ADDRESSES = list(HOSTS.values())
 
 
-def get_json(url: str, timeout: float = 2.0) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+def say(line: str = "") -> None:
+    print(line, flush=True)
 
 
-def wait_healthy(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+def canary_flags(fast: bool) -> list[str]:
+    steps, monitor = ("50,100", "6s") if fast else ("25,50,100", "8s")
+    return ["--strategy", "canary", "--steps", steps, "--monitor", monitor,
+            "--step-delay", "1s", "--inconclusive-deadline", "30s",
+            "--max-error-rate", "5%", "--min-requests", "20"]
+
+
+BLUE_GREEN = ["--strategy", "blue-green", "--switch", "immediate", "--warmup", "1s",
+              "--cleanup-delay", "2s"]
+
+
+def current_id(coordinator: str) -> str:
+    with grpc.insecure_channel(coordinator) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
         try:
-            if get_json(url)[0] == 200:
-                return
-        except (OSError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"demo: {url} did not become healthy within {timeout:.0f}s")
-        time.sleep(0.1)
+            reply = stub.GetRollout(admin_pb2.GetRolloutRequest(apartment=APARTMENT, unit=NAME),
+                                    timeout=5)
+        except grpc.RpcError:
+            return ""
+        return str(reply.rollout_id)
 
 
-def down(client: docker.DockerClient) -> int:
-    removed = 0
-    for c in client.containers.list(all=True, filters={"label": DEMO_LABEL}):
-        c.remove(force=True)
-        removed += 1
-    print(f"demo: removed {removed} demo container(s)")
-    return 0
+def alive_hosts(coordinator: str) -> int:
+    with grpc.insecure_channel(coordinator) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        hosts = stub.ListHosts(admin_pb2.ListHostsRequest(), timeout=5).hosts
+        return sum(1 for h in hosts if h.status == "alive")
 
 
-def run_instance(
-    client: docker.DockerClient, version: str, host: str, state_dir: Path, env: dict[str, str]
-) -> str:
-    name = f"landlord-demo-{host.replace('.', '-')}"
-    with contextlib.suppress(NotFound):
-        client.containers.get(name).remove(force=True)
-    container = client.containers.run(
-        f"landlord/demo-app:{version}",
-        name=name,
-        detach=True,
-        network_mode="host",
-        environment={"PORT": str(PORT), "BIND": host, "STATE_DIR": "/state", **env},
-        volumes={str(state_dir): {"bind": "/state", "mode": "rw"}},
-        labels={DEMO_LABEL: "1"},
-    )
-    wait_healthy(f"http://{host}:{PORT}/healthz")
-    return str(container.short_id)
+def all_serve(port: int, version: str) -> bool:
+    return all(ask(f"http://{a}:{port}/") == (200, version) for a in ADDRESSES)
+
+
+class Demo:
+    def __init__(self, fast: bool) -> None:
+        self.fast = fast
+        self.cluster = DemoCluster()
+        self.phases: list[PhaseResult] = []
+        self.load: LoadGenerator | None = None
+        self.port = 0
+
+    def rollout(self, name: str, version: str, flags: list[str], expect: str,
+                stable_after: str) -> PhaseResult:
+        """Deploy through `landlord deploy --wait`, follow it, check it ended as expected and
+        that the load then sees only ``stable_after`` on every host."""
+        say()
+        say(f"== {name}")
+        cli = Cli(self.cluster.coordinator, say)
+        previous = current_id(self.cluster.coordinator)
+        began = time.time()
+        args = ["deploy", UNIT, version, "--building", "demo", "--replicas", "3", *flags,
+                "--wait"]
+        proc = cli.start(args, RUN_DIR / f"deploy-{version}.log")
+        load = self.load or LoadGenerator(ADDRESSES, self.port)
+        result = follow_rollout(self.cluster.coordinator, APARTMENT, NAME, previous, proc, load,
+                                name, say)
+        want_exit = 0 if expect == "promoted" else 3
+        say(f"  rollout {result.rollout_id}: {result.phase}; `landlord deploy --wait` exited "
+            f"{result.cli_exit} (its output: {RUN_DIR / f'deploy-{version}.log'})")
+        if result.phase != expect or result.cli_exit != want_exit:
+            raise DemoError(f"{name}: expected {expect} (CLI exit {want_exit}), got "
+                            f"{result.phase} (CLI exit {result.cli_exit}): {result.reason}")
+        if self.load is None:
+            wait_for(lambda: all_serve(self.port, stable_after), 90,
+                     f"every entry point answering {stable_after}", interval=0.5)
+            self.phases.append(result)
+            return result
+        mark = time.time()
+        wait_for(lambda: self.load is not None and self.load.only(stable_after, mark - 2.0)
+                 and time.time() - mark >= 2.0, 90,
+                 f"2 s of only {stable_after} answers on every host", interval=0.25)
+        settled = time.time()
+        answers = self.load.answers(began, settled)
+        result.requests = len(answers)
+        result.failures = classify_failures(answers, BAD)
+        if expect == "rolled_back":
+            failed = [s for s in result.steps if s.outcome == "failed"]
+            if not failed:
+                raise DemoError(f"{name}: rolled back without a failed step")
+            # the step's evaluation time is its ended_at in the record
+            step_end = self._step_end(result, failed[-1].index)
+            result.rollback_seconds = rollback_seconds(answers, step_end, stable_after)
+        say(f"  settled: every host answers {stable_after} only; this phase: "
+            f"{result.requests} requests, {result.failures.total} failed "
+            f"({result.failures.bad_version_5xx} 5xx from {BAD}, "
+            f"{result.failures.switching} caused by switching)")
+        self.phases.append(result)
+        return result
+
+    def _step_end(self, result: PhaseResult, index: int) -> float:
+        from demo_cluster.rollouts import seconds_of
+
+        with grpc.insecure_channel(self.cluster.coordinator) as channel:
+            stub = admin_pb2_grpc.AdminStub(channel)
+            info = stub.GetRollout(admin_pb2.GetRolloutRequest(
+                apartment=APARTMENT, unit=NAME, rollout_id=result.rollout_id), timeout=5)
+        return seconds_of(info.steps[index].ended_at)
+
+    def run(self) -> dict[str, object]:
+        say("== building images landlord/demo-app " + " ".join(VERSIONS))
+        subprocess.run([str(ROOT / "scripts" / "build-demo-image.sh"), *VERSIONS], check=True)
+        for line in stop_demo(lambda _: None):
+            say(f"  stopped previous demo: {line}")
+        say(f"== starting coordinator and agents (logs, pids, data: {RUN_DIR})")
+        self.cluster.start()
+        coordinator = self.cluster.coordinator
+        wait_for(lambda: alive_hosts(coordinator) == 3, 60, "three agents alive")
+        cli = Cli(coordinator, say)
+        cli.run(["hosts", "list"])
+        self.port = free_port_on_all(ADDRESSES, 18080)
+        say()
+        say(f"== publishing {UNIT} (entry point :{self.port} on every host)")
+        for version in VERSIONS:
+            cli.run(["units", "publish", UNIT, version, "--image", f"landlord/demo-app:{version}",
+                     "--service-port", str(self.port), "--health-path", "/healthz",
+                     "--health-interval", "1s", "--health-timeout", "1s", "--cpu", "100m",
+                     "--memory", "64Mi", *CHANGES[version]])
+        self.rollout("first deploy of 1.0.0 (3 replicas, one per host)", "1.0.0",
+                     ["--warmup", "1s", "--cleanup-delay", "1s"], "promoted", "1.0.0")
+        self.load = LoadGenerator(ADDRESSES, self.port, pause=0.02, max_seconds=400).start()
+        say()
+        say(f"== load: one client thread per host on http://127.0.0.{{2,3,4}}:{self.port}/")
+        self.rollout("canary to 1.1.0 (good)", "1.1.0", canary_flags(self.fast), "promoted",
+                     "1.1.0")
+        self.rollout("canary to 2.0.0 (20 % of its answers are 500s)", "2.0.0",
+                     canary_flags(self.fast), "rolled_back", "1.1.0")
+        self.rollout("blue-green to 1.2.0, immediate switch", "1.2.0", BLUE_GREEN, "promoted",
+                     "1.2.0")
+        self.load.stop()
+        answers = self.load.answers()
+        final_ok = all_serve(self.port, "1.2.0")
+        if not final_ok:
+            raise DemoError("1.2.0 is not answering on every host at the end")
+        return summary_dict(self.phases[1:], len(answers), classify_failures(answers, BAD),
+                            BAD, "1.2.0", final_ok)
+
+
+def print_summary(summary: dict[str, object], coordinator: str, port: int) -> None:
+    say()
+    say("== summary (from the load generator's answers and the rollout records)")
+    say(f"  requests: {summary['total_requests']}, failed: {summary['failed_requests']} = "
+        f"{summary['failed_bad_version_5xx']} answered 5xx by the bad version {BAD} + "
+        f"{summary['failed_switching']} caused by switching (no answer, or 5xx from another "
+        "version)")
+    phases = summary["phases"]
+    assert isinstance(phases, list)
+    for phase in phases:
+        say(f"  {phase['name']}: {phase['phase']} ({phase['requests']} requests, "
+            f"{phase['failures']['total']} failed)")
+        for step in phase["steps"]:
+            measured = step["measured_percent"]
+            shown = "n/a" if measured is None else f"{measured:.1f}%"
+            say(f"    step {step['index'] + 1}: target {step['target_percent']:.0f}% -> "
+                f"measured {shown} of {step['answers']} answers from {phase['to_version']} "
+                f"({step['outcome']})")
+        if phase["rollback_seconds"] is not None:
+            say(f"    rollback time: {phase['rollback_seconds']:.2f} s, from the failing step's "
+                "evaluation (its ended_at in the rollout record) to the last answer on any host "
+                "that was not a 200 from the stable version")
+    say(f"  final: {summary['final_version']} answers on every host "
+        f"(http://127.0.0.{{2,3,4}}:{port}/)")
+    say("DEMO-SUMMARY " + json.dumps(summary, sort_keys=True))
+    say()
+    say("The cluster keeps running. Explore it with the CLI:")
+    say(f"  export LANDLORD_COORDINATOR={coordinator}")
+    say("  .venv/bin/landlord hosts list")
+    say("  .venv/bin/landlord instances list")
+    say(f"  .venv/bin/landlord rollout history {UNIT}")
+    say(f"  .venv/bin/landlord rollout status {UNIT}")
+    say(f"  curl http://127.0.0.2:{port}/")
+    say("Stop it with: make down   (or .venv/bin/python scripts/demo.py --down)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--down", action="store_true", help="remove what the demo started")
+    parser.add_argument("--down", action="store_true", help="stop what the demo started")
+    parser.add_argument("--fast", action="store_true",
+                        default=os.environ.get("LANDLORD_DEMO_FAST") == "1",
+                        help="shorter canary steps (also LANDLORD_DEMO_FAST=1)")
     args = parser.parse_args()
-    try:
-        client = docker.from_env(timeout=30)
-    except DockerException as err:
-        print(f"demo: Docker is not reachable ({err}); run `make setup` first", file=sys.stderr)
-        return 1
     if args.down:
-        return down(client)
-
-    state_root = Path(tempfile.mkdtemp(prefix="landlord-demo-"))
-    print("demo: starting the demo workload on three simulated hosts (loopback)")
-    for host, version in zip(HOSTS, ["1.0.0", "1.1.0", "2.0.0"], strict=True):
-        state = state_root / host
-        state.mkdir()
-        env = {"ERROR_RATE": "0.2"} if version == "2.0.0" else {}
-        cid = run_instance(client, version, host, state, env)
-        codes = [get_json(f"http://{host}:{PORT}/")[0] for _ in range(50)]
-        errors = sum(1 for c in codes if c >= 500)
-        status, _ = get_json(f"http://{host}:{PORT}/healthz")
-        print(
-            f"  {host}:{PORT}  container {cid}  version {version}: "
-            f"50 requests, {errors} answered 500 (healthz {status})"
-        )
-
-    host = HOSTS[0]
-    before = get_json(f"http://{host}:{PORT}/")[1].get("count")
-    run_instance(client, "1.1.0", host, state_root / host, {})
-    after = get_json(f"http://{host}:{PORT}/")[1]
-    print(
-        f"demo: replaced {host}'s 1.0.0 container with 1.1.0 on the same state dir: "
-        f"request counter {before} -> {after.get('count')} (version {after.get('version')})"
-    )
-    print()
-    print("demo: NOT THERE YET: the coordinator, agents, HAProxy data plane and the")
-    print("      canary / blue-green rollout with automatic rollback are open issues;")
-    print("      this demo shows only the workload and the images they will run.")
-    print("demo: containers are left running; stop everything with `make down`.")
+        stopped = stop_demo(say)
+        say("demo: stopped " + ", ".join(stopped) if stopped else "demo: nothing was running")
+        return 0
+    demo = Demo(args.fast)
+    began = time.monotonic()
+    try:
+        summary = demo.run()
+    except (DemoError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        if demo.load is not None:
+            demo.load.stop()
+        say(f"demo: FAILED: {exc}")
+        for name in demo.cluster.alive():
+            say(f"demo: {name} is not running; last lines of {RUN_DIR / (name + '.log')}:")
+            say(demo.cluster.log_tail(name))
+        say("demo: the cluster is left as it is for inspection; stop it with `make down`")
+        return 1
+    print_summary(summary, demo.cluster.coordinator, demo.port)
+    say(f"(demo took {time.monotonic() - began:.0f} s)")
     return 0
 
 

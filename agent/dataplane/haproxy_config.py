@@ -194,6 +194,11 @@ def _backend_head(backend: str, unit: UnitSpec) -> list[str]:
         f"backend {backend}",
         "    balance roundrobin",
         f"    option httpchk GET {unit.health_path}",
+        # A stopping instance may close an idle keep-alive connection just as a request
+        # is sent on it; resend such requests elsewhere instead of answering 502, but
+        # only idempotent ones (GET/HEAD): a POST may have been processed.
+        "    retry-on conn-failure empty-response",
+        "    http-request disable-l7-retry if !METH_GET",
     ]
 
 

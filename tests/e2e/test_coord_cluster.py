@@ -67,19 +67,7 @@ def test_registration_capacity_spread_and_routes(cluster: Cluster) -> None:
         cluster.add_agent(f"h{n}", f"127.0.0.{n + 1}", cpu_millis=2000 * n) for n in (1, 2, 3)
     ]
     with cluster.admin() as admin:
-        hosts = wait_until(
-            lambda: (
-                [
-                    h
-                    for h in admin.ListHosts(admin_pb2.ListHostsRequest()).hosts
-                    if h.status == "alive"
-                ]
-                if len(admin.ListHosts(admin_pb2.ListHostsRequest()).hosts) == 3
-                else []
-            ),
-            15,
-            "three hosts registered",
-        )
+        hosts = wait_until(lambda: _alive_hosts(admin, 3), 15, "three hosts registered")
         assert {h.host_id: h.capacity.cpu_millis for h in hosts} == {
             "h1": 2000,
             "h2": 4000,
@@ -100,6 +88,11 @@ def test_registration_capacity_spread_and_routes(cluster: Cluster) -> None:
         route = wait_until(lambda a=agent: _route_weights(a), 10, f"route on {agent.host_id}")
         assert set(route) == {i.instance_id for i in placed}
         assert all(w > 0 for w in route.values())
+
+
+def _alive_hosts(admin: Any, count: int) -> list[Any]:
+    hosts = list(admin.ListHosts(admin_pb2.ListHostsRequest()).hosts)
+    return hosts if len(hosts) == count and all(h.status == "alive" for h in hosts) else []
 
 
 def _route_weights(agent: Any, unit: str = "shop/web") -> dict[str, int]:

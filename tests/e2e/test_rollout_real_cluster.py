@@ -14,10 +14,10 @@ One deployment, in file order:
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -70,23 +70,27 @@ class Load:
             self.threads.append(t)
 
     def _run(self, address: str, deadline: float) -> None:
-        url = f"http://{address}:{self.port}/"
         while not self.stop.is_set() and time.monotonic() < deadline:
-            status, version = 0, ""
-            try:
-                with urllib.request.urlopen(url, timeout=10) as reply:
-                    status, version = reply.status, json.loads(reply.read())["version"]
-            except urllib.error.HTTPError as exc:
-                with exc:
-                    status = exc.code
-                    try:
-                        version = json.loads(exc.read()).get("version", "")
-                    except ValueError:
-                        version = ""
-            except OSError:
-                status = 0
+            status, version = self._once(address)
             self.answers.append(Answer(time.monotonic(), address, status, version))
             time.sleep(0.01)
+
+    def _once(self, address: str) -> tuple[int, str]:
+        """One GET / on a fresh connection, closed whatever happens."""
+        conn = http.client.HTTPConnection(address, self.port, timeout=10)
+        try:
+            conn.request("GET", "/")
+            reply = conn.getresponse()
+            body = reply.read()
+            try:
+                version = str(json.loads(body).get("version", ""))
+            except ValueError:
+                version = ""
+            return reply.status, version
+        except (OSError, http.client.HTTPException):
+            return 0, ""
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self.stop.set()

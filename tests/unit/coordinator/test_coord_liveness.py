@@ -58,11 +58,11 @@ def test_mass_silence_in_a_building_declares_no_host_lost() -> None:
     changes = plan_liveness(seen, current, 120, POLICY, buildings)
     assert {c.host_id: c.after for c in changes} == {"h0": HostHealth.LOST,
                                                      "h1": HostHealth.LOST}
-    # hosts already lost do not count: with h0 and h1 lost, h2 silent is 1 of 2
+    # hosts lost this term still count, so a creeping outage stops at half the building
     current.update(h0=HostHealth.LOST, h1=HostHealth.LOST)
     seen["h2"] = HostSeen(100, False, 100)
     changes = plan_liveness(seen, current, 120, POLICY, buildings)
-    assert [(c.host_id, c.after) for c in changes] == [("h2", HostHealth.LOST)]
+    assert [(c.host_id, c.after) for c in changes] == [("h2", HostHealth.SUSPECT)]
     # other buildings are judged on their own
     changes = plan_liveness({"x": HostSeen(100, False, 100), "y": HostSeen(120, True)},
                             {}, 120, POLICY, {"x": "b2", "y": "b2"})

@@ -1,0 +1,115 @@
+"""`scripts/demo.py` end to end: the demo's own claims checked against what really runs.
+
+Runs the demo as a subprocess (LANDLORD_DEMO_FAST=1 for shorter canary steps, its own run
+directory), parses its ``DEMO-SUMMARY`` JSON line, checks the outcome of every rollout and
+the failure split, asks every host's entry point itself, then runs ``--down`` and checks
+that no demo process, HAProxy or container remains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "scripts" / "demo.py"
+HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+LABEL = "landlord.demo=1"
+# the demo's own run directory (a running demo is replaced, as by a second `make demo`)
+RUN_DIR = Path(os.environ.get("LANDLORD_DEMO_DIR") or Path(
+    os.environ.get("LANDLORD_RUN_DIR") or ROOT / ".run") / "demo")
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _down(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(DEMO), "--down"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=90, check=False)
+
+
+def _demo_processes(run_dir: Path) -> list[psutil.Process]:
+    """Live processes whose command line or environment points into the demo's run dir."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            text = " ".join(proc.cmdline())
+            if str(run_dir) in text or (
+                "landlord-agent" in text
+                and str(run_dir) in proc.environ().get("LANDLORD_AGENT_DATA_DIR", "")
+            ):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _containers() -> list[str]:
+    client = docker.from_env(timeout=60)
+    try:
+        return [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def demo_env() -> Iterator[dict[str, str]]:
+    env = {**os.environ, "LANDLORD_DEMO_FAST": "1"}
+    yield env
+    _down(env)  # whatever happened, nothing stays behind
+
+
+def test_demo_runs_three_rollouts_and_tells_the_truth(demo_env: dict[str, str]) -> None:
+    run_dir = RUN_DIR
+    done = subprocess.run([sys.executable, str(DEMO)], env=demo_env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=200, check=False)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("DEMO-SUMMARY ")]
+    assert len(lines) == 1, done.stdout[-3000:]
+    summary = json.loads(lines[0].removeprefix("DEMO-SUMMARY "))
+
+    phases = summary["phases"]
+    assert [(p["to_version"], p["phase"]) for p in phases] == [
+        ("1.1.0", "promoted"), ("2.0.0", "rolled_back"), ("1.2.0", "promoted")]
+    assert [p["cli_exit"] for p in phases] == [0, 3, 0]
+    assert [p["strategy"] for p in phases] == ["canary", "canary", "blue-green"]
+    good, bad, blue_green = phases
+    assert all(s["outcome"] == "passed" for s in good["steps"]), good["steps"]
+    assert good["steps"][-1]["target_percent"] == 100
+    assert bad["steps"][-1]["outcome"] == "failed"
+    assert bad["rollback_seconds"] is not None and bad["rollback_seconds"] >= 0
+    # the failure split adds up, nothing was lost by switching, 2.0.0 did answer some 500s
+    assert summary["failed_requests"] == (summary["failed_bad_version_5xx"]
+                                          + summary["failed_switching"])
+    assert summary["failed_switching"] == 0, summary
+    assert summary["failed_bad_version_5xx"] > 0
+    assert good["failures"]["total"] == 0 and blue_green["failures"]["total"] == 0
+    assert summary["total_requests"] >= sum(p["requests"] for p in phases) > 300
+    measured = [s["measured_percent"] for s in good["steps"]]
+    assert all(m is not None for m in measured) and measured[-1] > 90, measured
+    assert summary["final_version"] == "1.2.0"
+    assert "export LANDLORD_COORDINATOR=127.0.0.1:" in done.stdout
+
+    port = int(done.stdout.split("(http://127.0.0.{2,3,4}:")[1].split("/")[0])
+    for host in HOSTS:
+        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=5) as reply:
+            assert reply.status == 200 and json.loads(reply.read())["version"] == "1.2.0"
+    assert len(_containers()) >= 3 and _demo_processes(run_dir)
+
+    stopped = _down(demo_env)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "coordinator" in stopped.stdout
+    assert not _containers()
+    assert not _demo_processes(run_dir)
+    again = _down(demo_env)
+    assert again.returncode == 0 and "nothing was running" in again.stdout
