@@ -10,6 +10,7 @@ are data plane calls made in place; the command result says whether they worked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 from collections.abc import Coroutine, Sequence
@@ -177,7 +178,10 @@ class HostCommands:
                 limit = min(grace or self.service.config.stop_grace, self.drain_timeout)
                 for name, unit in sorted(self.plane.spec.units.items()):
                     if any(s.name == spec.instance_id for s in unit.servers):
-                        await self.plane.drain_and_remove(name, spec.instance_id, limit)
+                        # A route update may be draining it out too and remove it first;
+                        # that must not keep the container from being stopped.
+                        with contextlib.suppress(NotFound):
+                            await self.plane.drain_and_remove(name, spec.instance_id, limit)
             await self.service.stop_instance(spec.instance_id, grace)
         except NotFound:
             pass  # gone already

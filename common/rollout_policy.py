@@ -216,12 +216,16 @@ class ComparisonCriteria:
     """Canary error rate minus stable error rate, as a fraction (0.01 = 1 point)."""
     max_latency_p95_ratio: float = 1.5
     """Canary p95 over stable p95."""
+    min_latency_p95_increase_ms: float = 50.0
+    """A latency regression also needs the canary's p95 this many ms above the stable one,
+    so scheduling noise on fast services (a few ms either way) never fails a canary."""
     min_requests: int = 100
     """Each side needs this many requests, or the comparison is inconclusive."""
 
     def __post_init__(self) -> None:
         _check("max_error_rate_increase", self.max_error_rate_increase, 0.0, 1.0)
         _check("max_latency_p95_ratio", self.max_latency_p95_ratio, 1.0)
+        _check("min_latency_p95_increase_ms", self.min_latency_p95_increase_ms, 0.0)
         _check("min_requests", self.min_requests, 1)
 
 
@@ -254,13 +258,16 @@ def compare(canary: Window, stable: Window, criteria: ComparisonCriteria) -> Ver
     c_p95, s_p95 = canary.p95_ms, stable.p95_ms
     if c_p95 is not None and s_p95 is not None and s_p95 > 0:
         ratio = c_p95 / s_p95
-        bad = ratio > criteria.max_latency_p95_ratio
+        bad = (ratio > criteria.max_latency_p95_ratio
+               and c_p95 - s_p95 > criteria.min_latency_p95_increase_ms)
         checks.append(
             (
                 bad,
                 f"canary latency p95 {c_p95:.1f} ms vs stable {s_p95:.1f} ms: "
-                f"ratio {ratio:.2f} {'>' if bad else '<='} max "
-                f"{criteria.max_latency_p95_ratio:.2f}",
+                f"ratio {ratio:.2f} {'>' if bad else 'within'} max "
+                f"{criteria.max_latency_p95_ratio:.2f} (a regression also needs more than "
+                f"+{criteria.min_latency_p95_increase_ms:g} ms; "
+                f"here {c_p95 - s_p95:+.1f} ms)",
             )
         )
     return _verdict(checks, metrics)

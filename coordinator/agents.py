@@ -113,7 +113,7 @@ class AgentSessions:
     async def _write_host(self, record: HostRecord) -> None:
         c = self.control
         key = c.layout.host(record.host_id)
-        for attempt in range(4):
+        for _ in range(4):
             current = c.state.hosts.get(record.host_id)
             txn = Txn().require(key, current.mod_revision if current else 0)
             txn.put(key, encode(record))
@@ -121,8 +121,8 @@ class AgentSessions:
                 revision = await c.store.commit(txn, c.leadership.fence)
                 await c.view.wait_for(revision)
                 return
-            except Conflict:
-                await asyncio.sleep(0.05 * (attempt + 1))
+            except Conflict as exc:
+                await c.catch_up(exc)
         raise Conflict(f"host {record.host_id} changed concurrently; retry", host=record.host_id)
 
     async def _ensure_lease(self, host_id: str) -> None:

@@ -225,10 +225,10 @@ class FleetControl:
                 txn.extend(extra)
             try:
                 revision = await self.store.commit(txn, self.leadership.fence)
-            except Conflict:
+            except Conflict as exc:
                 log.info("placement of %s/%s lost a race (attempt %d); deciding again",
                          apartment, unit, attempt + 1)
-                await asyncio.sleep(0.05 * (attempt + 1))
+                await self.catch_up(exc)
                 continue
             await self.view.wait_for(revision)
             await self.events.append([
@@ -245,6 +245,14 @@ class FleetControl:
             return records
         raise Conflict(f"placing {apartment}/{unit} kept conflicting with other changes; retry",
                        unit=unit)
+
+    async def catch_up(self, conflict: Conflict) -> None:
+        """After a lost compare-and-swap: wait until the cache has what made it fail."""
+        revision = conflict.context.get("revision")
+        if isinstance(revision, int) and revision:
+            await self.view.wait_for(revision, timeout=30)
+        else:
+            await asyncio.sleep(0.1)
 
     def _removal(self, record: InstanceRecord) -> Txn:
         """Remove an instance, its status and its allocation (guarded by revisions)."""
@@ -309,12 +317,12 @@ class FleetControl:
         if found is None:
             raise NotFound(f"instance {instance_id} does not exist", instance=instance_id)
         record = found.value
-        for attempt in range(CAS_ATTEMPTS):
+        for _ in range(CAS_ATTEMPTS):
             try:
                 revision = await self.store.commit(self._removal(record), self.leadership.fence)
                 break
-            except Conflict:
-                await asyncio.sleep(0.05 * (attempt + 1))
+            except Conflict as exc:
+                await self.catch_up(exc)
         else:
             raise Conflict(f"stopping {instance_id} kept conflicting; retry", instance=instance_id)
         await self.view.wait_for(revision)

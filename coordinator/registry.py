@@ -8,7 +8,6 @@ guarded by revisions. Reads come from the watch-fed cache, so followers answer t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -148,7 +147,7 @@ class Registry:
         c = self.control
         c.leadership.fence  # noqa: B018  # followers refuse writes up front
         key = (spec.apartment, spec.unit)
-        for attempt in range(4):
+        for _ in range(4):
             existing = self.state.versions.get(key, {})
             decision = plan_publish([r.tag for r in existing.values()], spec, changes,
                                     c.clock.now(), self.catalog(), metadata)
@@ -182,8 +181,8 @@ class Registry:
             )
             try:
                 revision = await c.store.commit(txn, c.leadership.fence)
-            except Conflict:
-                await asyncio.sleep(0.05 * (attempt + 1))
+            except Conflict as exc:
+                await c.catch_up(exc)
                 continue
             await c.view.wait_for(revision)
             return record, True

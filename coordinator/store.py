@@ -259,9 +259,14 @@ class EtcdStore:
                 or leader.value != fence.value
             ):
                 raise NotLeader("this coordinator lost the lead before the write")
+        try:  # the revision to catch up with before deciding again
+            _, current = await self.list_prefix("\0")
+        except Unavailable:
+            current = 0
         raise Conflict(
             "the cluster state changed while this request was decided; retry",
             keys=[key for key, _, _ in txn.compares],
+            revision=current,
         )
 
     async def _revision_after(self, responses: list[Any]) -> int:

@@ -41,7 +41,9 @@ BIN = Path(sys.executable).parent
 ETCD = "127.0.0.1:2379"
 PREFIX = "/landlord-demo"
 DEMO_LABEL = "landlord.demo=1"
-HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}
+# Host ids unique to the demo: an agent adopts every container labelled with its host id,
+# so a test cluster's "h1" on the same Docker must not be the demo's host.
+HOSTS = {"demo-h1": "127.0.0.2", "demo-h2": "127.0.0.3", "demo-h3": "127.0.0.4"}
 BUILDING = "demo"
 PREFERRED_COORDINATOR_PORT = 7070  # the CLI's default address
 AGENT_SETTINGS = {
@@ -136,6 +138,8 @@ class DemoCluster:
     def start(self) -> None:
         RUN_DIR.mkdir(parents=True, exist_ok=True)
         wipe_etcd_prefix()
+        for name in ["coordinator", *HOSTS]:
+            (RUN_DIR / f"{name}.log").unlink(missing_ok=True)
         for host_id in HOSTS:
             shutil.rmtree(RUN_DIR / host_id, ignore_errors=True)
         port = free_port_on_all(["127.0.0.1"], PREFERRED_COORDINATOR_PORT)
@@ -145,15 +149,24 @@ class DemoCluster:
         config.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in values.items()))
         (RUN_DIR / "coordinator.address").write_text(self.coordinator + "\n")
         _spawn("coordinator", [str(BIN / "landlord-coordinator"), "--config", str(config)], {})
-        for host_id, address in HOSTS.items():
-            data = RUN_DIR / host_id
-            values_agent = {
-                "host_id": host_id, "advertise_address": address, "building": BUILDING,
-                "coordinators": self.coordinator, "data_dir": str(data),
-                "run_dir": str(data / "run"), "labels": DEMO_LABEL, **AGENT_SETTINGS,
-            }
-            env = {f"LANDLORD_AGENT_{k.upper()}": v for k, v in values_agent.items()}
-            _spawn(host_id, [str(BIN / "landlord-agent")], env)
+        for host_id in HOSTS:
+            self._start_agent(host_id)
+
+    def _start_agent(self, host_id: str) -> None:
+        data = RUN_DIR / host_id
+        values = {
+            "host_id": host_id, "advertise_address": HOSTS[host_id], "building": BUILDING,
+            "coordinators": self.coordinator, "data_dir": str(data),
+            "run_dir": str(data / "run"), "labels": DEMO_LABEL, **AGENT_SETTINGS,
+        }
+        env = {f"LANDLORD_AGENT_{k.upper()}": v for k, v in values.items()}
+        _spawn(host_id, [str(BIN / "landlord-agent")], env)
+
+    def restart_agent(self, host_id: str) -> None:
+        """SIGTERM the agent and start it again (its containers and HAProxy keep running;
+        on registering, the coordinator stops what is not desired on the host)."""
+        _terminate(host_id)
+        self._start_agent(host_id)
 
     def alive(self) -> list[str]:
         """Names of demo processes that died (empty when all run)."""

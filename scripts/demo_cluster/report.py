@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from demo_cluster.load import Answer
 
 __all__ = ["Failures", "PhaseResult", "StepSplit", "classify_failures", "rollback_seconds",
-           "share_of", "summary_dict"]
+           "share_of", "summary_dict", "switch_seconds"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class PhaseResult:
     requests: int = 0
     failures: Failures = field(default_factory=lambda: Failures(0, 0, 0))
     rollback_seconds: float | None = None
+    switch_seconds: float | None = None
+    """Blue-green: first answer from the new version to the last one from any other."""
 
 
 def share_of(answers: Sequence[Answer], version: str) -> tuple[float | None, int]:
@@ -71,6 +73,17 @@ def rollback_seconds(answers: Sequence[Answer], failed_at: float, stable: str) -
         return None
     unstable = [a.at for a in after if not (a.ok and a.version == stable)]
     return max(unstable) - failed_at if unstable else 0.0
+
+
+def switch_seconds(answers: Sequence[Answer], new: str) -> float | None:
+    """Seconds between the first answer from ``new`` and the last answer (on any host) from
+    another version after it: how long both versions answered side by side."""
+    first = min((a.at for a in answers if a.version == new), default=None)
+    if first is None:
+        return None
+    last_other = max((a.at for a in answers if a.at >= first and a.version != new),
+                     default=first)
+    return last_other - first
 
 
 def summary_dict(phases: Sequence[PhaseResult], total_requests: int, failures: Failures,

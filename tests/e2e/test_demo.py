@@ -88,6 +88,8 @@ def test_demo_runs_three_rollouts_and_tells_the_truth(demo_env: dict[str, str]) 
     assert good["steps"][-1]["target_percent"] == 100
     assert bad["steps"][-1]["outcome"] == "failed"
     assert bad["rollback_seconds"] is not None and bad["rollback_seconds"] >= 0
+    assert blue_green["switch_seconds"] is not None
+    assert isinstance(summary["workarounds"], list)  # said plainly when one was needed
     # the failure split adds up, nothing was lost by switching, 2.0.0 did answer some 500s
     assert summary["failed_requests"] == (summary["failed_bad_version_5xx"]
                                           + summary["failed_switching"])

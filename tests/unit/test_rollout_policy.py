@@ -157,3 +157,20 @@ def test_compare_canary_with_stable() -> None:
     assert few.reasons == ("only 10 canary requests < minimum 100",)
     with pytest.raises(InvalidArgument, match="max_latency_p95_ratio"):
         ComparisonCriteria(max_latency_p95_ratio=0.5)
+
+
+def test_latency_regression_needs_both_ratio_and_absolute_increase() -> None:
+    criteria = ComparisonCriteria(min_latency_p95_increase_ms=50.0)
+    # Twice as slow but only +6 ms: scheduling noise on a fast service, not a regression.
+    noise = compare(window(500, ms=12), window(5000, ms=6), criteria)
+    assert noise.outcome is Outcome.PASS
+    assert "within max 1.50" in noise.reasons[-1]
+    # Twice as slow and +120 ms: a regression.
+    slow = compare(window(500, ms=240), window(5000, ms=120), criteria)
+    assert slow.outcome is Outcome.FAIL
+    assert "ratio 2.0" in slow.reasons[-1] and "+120" in slow.reasons[-1]
+    # +120 ms but within the ratio: fine.
+    within = compare(window(500, ms=600), window(5000, ms=480), criteria)
+    assert within.outcome is Outcome.PASS
+    with pytest.raises(InvalidArgument, match="min_latency_p95_increase_ms"):
+        ComparisonCriteria(min_latency_p95_increase_ms=-1)
