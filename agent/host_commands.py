@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.dataplane.model import ServerState
 from agent.gc import GC_KINDS
 from agent.host_mapping import instance_spec, plane_unit, route_changes, traffic_version
 from agent.service import AgentService
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 # How long a server that left a unit's route may keep finishing requests on this host.
 ROUTE_DRAIN_TIMEOUT_S = 10.0
+ROUTE_DRAIN_POLL_S = 0.1
 
 
 class ChangeSink(Protocol):
@@ -67,6 +70,8 @@ class HostCommands:
         self.stopping: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._draining: set[tuple[str, str]] = set()
+        self._wanted: dict[str, dict[str, str]] = {}
+        """Data-plane unit -> server -> state, as the last SetRoute listed them."""
 
     async def execute(self, command: AgentCommand) -> None:
         if isinstance(command, StartInstance):
@@ -206,6 +211,7 @@ class HostCommands:
                 await plane.remove_unit(name)
             return
         await plane.ensure_unit(name, cmd.service_port, cmd.health_path or "/healthz")
+        self._wanted[name] = {srv.server: srv.state for srv in cmd.servers}
         changes = route_changes(plane.spec.units.get(name), cmd.servers)
         for s in changes.upserts:
             await plane.add_server(name, s.name, s.addr, s.port, s.version, s.weight, s.state)
@@ -223,8 +229,26 @@ class HostCommands:
             self.service.set_stable_version(cmd.apartment, cmd.unit, version)
 
     async def _drain_removed(self, plane: RoutingPlane, unit: str, server: str) -> None:
+        """Drain a server that left the unit's route, then remove it, unless a later route
+        wants it again (then it gets that route's state back and stays)."""
         try:
-            await plane.drain_and_remove(unit, server, ROUTE_DRAIN_TIMEOUT_S)
+            if server in self._wanted.get(unit, {}):
+                return
+            await plane.set_state(unit, server, ServerState.DRAIN)
+            deadline = time.monotonic() + ROUTE_DRAIN_TIMEOUT_S
+            while time.monotonic() < deadline and server not in self._wanted.get(unit, {}):
+                busy = [o for o in await plane.servers(unit)
+                        if o.name == server and o.sessions + o.queued > 0]
+                if not busy:
+                    break
+                await asyncio.sleep(ROUTE_DRAIN_POLL_S)
+            wanted = self._wanted.get(unit, {}).get(server)
+            if wanted is not None:
+                await plane.set_state(unit, server, ServerState(wanted or "ready"))
+            else:
+                await plane.remove_server(unit, server)
+        except NotFound:
+            pass  # removed meanwhile (its instance was stopped): nothing left to do
         except (LandlordError, OSError) as exc:
             log.warning("draining %s out of %s failed: %s", server, unit, exc)
         finally:

@@ -38,7 +38,7 @@ from coordinator.records import LeaderRecord
 from coordinator.registry import Registry
 from coordinator.rollouts.service import RolloutService
 from coordinator.state import ClusterState
-from coordinator.store import EtcdStore, Store
+from coordinator.store import BlockingLeaseClient, EtcdStore, Store
 from coordinator.view import ClusterView
 
 __all__ = ["SERVICE_NAMES", "Coordinator"]
@@ -85,8 +85,8 @@ class Coordinator:
                                    rollouts=self.rollouts)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
-            keeper_store=None if store is not None else
-            lambda: EtcdStore(config.etcd_endpoints, config.etcd_timeout))
+            keeper_client=None if store is not None else
+            lambda: BlockingLeaseClient(config.etcd_endpoints, config.etcd_timeout))
         self.admin = AdminService(self.control, self.registry, self.deployer, self.rollouts)
         self.agent_stream = AgentStreamService(self.sessions)
         self.health = health.aio.HealthServicer()

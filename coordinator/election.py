@@ -22,7 +22,7 @@ from typing import Any
 from common.errors import Conflict, Unavailable
 from coordinator.errors import HistoryCompacted
 from coordinator.records import LeaderRecord
-from coordinator.store import Fence, Store, Txn
+from coordinator.store import BlockingLeaseClient, Fence, Store, Txn
 
 __all__ = ["LeaderElection", "LeaseKeeper"]
 
@@ -41,12 +41,12 @@ class LeaderElection:
         me: LeaderRecord,
         ttl: int = 5,
         retry: float = 0.5,
-        keeper_store: Callable[[], Store] | None = None,
+        keeper_client: Callable[[], BlockingLeaseClient] | None = None,
     ) -> None:
-        """``keeper_store``: makes a separate etcd client for a LeaseKeeper thread, so a busy
-        event loop cannot lose the lead; None refreshes on this loop."""
+        """``keeper_client``: makes a blocking etcd client for a LeaseKeeper thread, so a
+        busy event loop cannot lose the lead; None refreshes on this loop."""
         self._store = store
-        self._keeper_store = keeper_store
+        self._keeper_client = keeper_client
         self._key = key
         self._me = me
         self._value = json.dumps({"id": me.id, "address": me.address}, sort_keys=True).encode()
@@ -132,8 +132,8 @@ class LeaderElection:
                         return
 
     async def _keep_lease(self, leading: asyncio.Task[None]) -> None:
-        if self._keeper_store is not None:
-            await self._keep_lease_in_thread(leading, self._keeper_store)
+        if self._keeper_client is not None:
+            await self._keep_lease_in_thread(leading, self._keeper_client)
             return
         interval = self._ttl / 3
         last_ok = time.monotonic()
@@ -155,8 +155,8 @@ class LeaderElection:
             log.error("election: leader duties failed", exc_info=leading.exception())
 
     async def _keep_lease_in_thread(self, leading: asyncio.Task[None],
-                                    make_store: Callable[[], Store]) -> None:
-        keeper = LeaseKeeper(make_store, self._lease, self._ttl)
+                                    make_client: Callable[[], BlockingLeaseClient]) -> None:
+        keeper = LeaseKeeper(make_client, self._lease, self._ttl)
         keeper.start()
         try:
             while not leading.done() and not self._resigning and not keeper.lost.is_set():
@@ -178,7 +178,7 @@ class LeaderElection:
 
 
 class LeaseKeeper:
-    """Refreshes the leader lease from its own thread and event loop.
+    """Refreshes the leader lease from a thread of its own, with a blocking etcd client.
 
     A leader whose event loop is busy (thousands of agent reports) must not lose the lead
     for that alone: followers would face the same load and agents would reconnect in a
@@ -189,8 +189,9 @@ class LeaseKeeper:
 
     STALL_TTLS = 3
 
-    def __init__(self, make_store: Callable[[], Store], lease: int, ttl: int) -> None:
-        self._make_store = make_store
+    def __init__(self, make_client: Callable[[], BlockingLeaseClient], lease: int,
+                 ttl: int) -> None:
+        self._make_client = make_client
         self._lease = lease
         self._ttl = ttl
         self.lost = threading.Event()
@@ -210,15 +211,7 @@ class LeaseKeeper:
         self._thread.join(self._ttl)
 
     def _run(self) -> None:
-        try:
-            asyncio.run(self._keep())
-        except Exception:  # reported as a lost lease; the main loop steps down
-            log.exception("election: lease keeper failed")
-        finally:
-            self.lost.set()
-
-    async def _keep(self) -> None:
-        store = self._make_store()
+        client = self._make_client()
         interval = self._ttl / 3
         last_ok = time.monotonic()
         try:
@@ -229,18 +222,21 @@ class LeaseKeeper:
                               now - self._beat)
                     return
                 try:
-                    remaining = await asyncio.wait_for(store.refresh_lease(self._lease), interval)
-                except (Unavailable, TimeoutError) as exc:
+                    remaining = client.refresh(self._lease)
+                except Unavailable as exc:
                     if time.monotonic() - last_ok > self._ttl * 0.7:
                         log.error("election: no lease refresh for %.1fs (%s)",
                                   time.monotonic() - last_ok, exc)
                         return
-                    await asyncio.sleep(0.2)
+                    self._stop.wait(0.2)
                     continue
                 if remaining <= 0:
                     log.error("election: the leader lease expired")
                     return
                 last_ok = time.monotonic()
-                await asyncio.to_thread(self._stop.wait, interval)
+                self._stop.wait(interval)
+        except Exception:  # reported as a lost lease; the main loop steps down
+            log.exception("election: lease keeper failed")
         finally:
-            await store.close()
+            client.close()
+            self.lost.set()

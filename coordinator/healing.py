@@ -48,7 +48,7 @@ class Healer:
             elif change.after == HostHealth.LOST:
                 await self._lose(change.host_id, change.silent_for)
         await self._replace_stranded()
-        await c.converge(resend_after=2 * self.policy.heartbeat_interval)
+        await c.converge(resend_after=3 * self.policy.heartbeat_interval)
         await self.sessions.refresh_leases()
 
     async def _lose(self, host_id: str, silent_for: float) -> None:

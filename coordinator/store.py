@@ -20,12 +20,14 @@ from typing import Any, Literal, Protocol
 
 import aetcd
 import aetcd.exceptions as etcd_errors
+import grpc
 from aetcd import rtypes
+from aetcd.rpc import LeaseKeepAliveRequest, rpc_pb2_grpc
 
 from common.errors import Conflict, InvalidArgument, Unavailable
 from coordinator.errors import HistoryCompacted, NotLeader
 
-__all__ = ["Change", "Entry", "EtcdStore", "Fence", "Store", "Txn"]
+__all__ = ["BlockingLeaseClient", "Change", "Entry", "EtcdStore", "Fence", "Store", "Txn"]
 
 log = logging.getLogger(__name__)
 
@@ -337,3 +339,43 @@ class EtcdStore:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+class BlockingLeaseClient:
+    """Lease keepalive over a blocking gRPC channel, for a thread of its own.
+
+    grpc.aio serves one event loop per process, so a second thread cannot run aetcd; the
+    lease keeper uses the plain (synchronous) gRPC API with aetcd's generated stubs.
+    """
+
+    def __init__(self, endpoints: Sequence[str], timeout: float) -> None:
+        self._endpoints = list(endpoints)
+        self._current = 0
+        self._timeout = timeout
+        self._channel: Any = None
+        self._stub: Any = None
+
+    def _connect(self) -> None:
+        if self._channel is None:
+            target = self._endpoints[self._current % len(self._endpoints)]
+            self._channel = grpc.insecure_channel(target, options=list(_CHANNEL_OPTIONS.items()))
+            self._stub = rpc_pb2_grpc.LeaseStub(self._channel)
+
+    def refresh(self, lease_id: int) -> int:
+        """The remaining TTL (0: expired); Unavailable when etcd cannot be reached."""
+        self._connect()
+        try:
+            for reply in self._stub.LeaseKeepAlive(
+                iter([LeaseKeepAliveRequest(ID=lease_id)]), timeout=self._timeout
+            ):
+                return int(reply.TTL)
+        except grpc.RpcError as exc:
+            self.close()
+            self._current += 1  # try the next endpoint next time
+            raise Unavailable(f"etcd is unreachable (lease refresh): {exc.code().name}") from None
+        return 0
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = self._stub = None

@@ -166,7 +166,10 @@ class Demo:
             self.phases.append(result)
             return result
         mark = time.time()
-        wait_for(lambda: self.load is not None and self.load.only(stable_after, mark - 2.0)
+        # settled = the last 2 s (a sliding window, not one fixed at `mark`) held only
+        # answers from the stable version, on every host
+        wait_for(lambda: self.load is not None
+                 and self.load.only(stable_after, time.time() - 2.0)
                  and time.time() - mark >= 2.0, 90,
                  f"2 s of only {stable_after} answers on every host", interval=0.25)
         settled = time.time()

@@ -8,11 +8,13 @@ import time
 
 import pytest
 
+from coordinator.app import Coordinator
 from coordinator.election import LeaderElection
 from coordinator.errors import NotLeader
 from coordinator.records import LeaderRecord
 from coordinator.store import EtcdStore, Fence, Txn
 from tests.e2e.cluster import EtcdProcess
+from tests.integration.coordinator.conftest import coordinator_config
 from tests.support import async_eventually
 
 
@@ -115,5 +117,29 @@ def _any_elected(*candidates: Candidate):  # type: ignore[no-untyped-def]
 def _not_elected(candidate: Candidate):  # type: ignore[no-untyped-def]
     async def check() -> bool:
         return not candidate.elected.is_set()
+
+    return check
+
+
+async def test_a_busy_event_loop_does_not_lose_the_lead(etcd: EtcdProcess, prefix: str) -> None:
+    """The lease keeper thread refreshes while the loop is blocked longer than the TTL."""
+    leader = Coordinator(coordinator_config(etcd, prefix, name="busy"))
+    follower = Coordinator(coordinator_config(etcd, prefix, name="idle"))
+    await leader.start()
+    try:
+        await async_eventually(_leads(leader), timeout=10)
+        await follower.start()
+        ttl = leader.config.leader_lease_ttl
+        time.sleep(ttl * 1.5)  # noqa: ASYNC251  # blocks this loop (both coordinators) on purpose
+        await asyncio.sleep(ttl)  # the follower campaigns; the key must still be held
+        assert leader.leadership.is_leader and not follower.leadership.is_leader
+    finally:
+        await follower.stop()
+        await leader.stop()
+
+
+def _leads(coordinator: Coordinator):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        return coordinator.leadership.is_leader
 
     return check

@@ -26,7 +26,6 @@ from agent.dataplane import (
     UnitSpec,
     WindowSnapshot,
 )
-from agent.host_commands import ROUTE_DRAIN_TIMEOUT_S
 from agent.host_mapping import (
     instance_report,
     instance_spec,
@@ -248,7 +247,7 @@ async def test_routes_weights_and_drains_reach_the_data_plane(
     await port.execute(SetRoute("shop", "web", 18080, "/healthz", (server("b", 100),)))
     # A server leaving the route is drained in the background, not cut off.
     async def drained() -> bool:
-        return ("drain_and_remove", "a", ROUTE_DRAIN_TIMEOUT_S) in plane.calls
+        return ("remove_server", "a") in plane.calls
 
     await async_eventually(drained, timeout=5)
     await port.execute(SetRoute("shop", "web", 0, "", ()))  # no entry point any more

@@ -136,7 +136,11 @@ async def test_crash_is_dumped_replaced_and_traffic_switched(rig: Rig, tmp_path:
     # both generations bind-mount the same host state directory
     mounts = [r.mounts[0].source for r in rig.runtime.by_call("create")]
     assert mounts[0] == mounts[1] == str(tmp_path / "state" / "a" / "u" / "i1")
-    assert view.container_id not in rig.runtime.containers  # removed after the dump
+    # the crashed container is removed once the dump is written and the replacement runs
+    async def removed() -> bool:
+        return view.container_id not in rig.runtime.containers
+
+    await async_eventually(removed, timeout=10)
 
 
 async def test_never_ready_instance_is_retried_then_escalated(rig: Rig) -> None:
