@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +27,10 @@ def _remove_test_containers() -> None:
         return
     try:
         client = docker.from_env(timeout=30)
-        for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
-            c.remove(force=True)
+        # Low-level list: no per-container inspect that a concurrent removal could fail.
+        for found in client.api.containers(all=True, filters={"label": TEST_LABEL}):
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(found["Id"], force=True)
         client.close()
     except docker.errors.DockerException:
         # No Docker here (a unit-only run): there is nothing of ours to remove.

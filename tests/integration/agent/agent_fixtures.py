@@ -87,11 +87,13 @@ def sh(*cmd: str) -> str:
 def remove_host_containers(host_id: str) -> None:
     client = docker.from_env()
     try:
-        for container in client.containers.list(
+        # The low-level list does not inspect each container, so a container the agent
+        # removes meanwhile (e.g. a crashed one after its replacement) cannot fail it.
+        for found in client.api.containers(
             all=True, filters={"label": [f"landlord.host={host_id}"]}
         ):
             with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
+                client.api.remove_container(found["Id"], force=True)
     finally:
         client.close()
 
