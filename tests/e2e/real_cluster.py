@@ -132,31 +132,59 @@ class AgentProcess(_Process):
 
 
 class RealCluster:
-    """etcd + one console-script coordinator + real agents in one temporary directory."""
+    """etcd + console-script coordinators + real agents in one temporary directory.
 
-    def __init__(self, coordinator_settings: dict[str, Any] | None = None) -> None:
+    ``coordinators`` > 1 starts that many coordinators on the same etcd prefix (one leads,
+    the others follow); every agent is given all their addresses. ``self.coordinator`` is
+    the first one started; ``leader()`` asks which one leads now.
+    """
+
+    PREFIX = "/landlord-real"
+
+    def __init__(self, coordinator_settings: dict[str, Any] | None = None,
+                 coordinators: int = 1) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="landlord-real-")
         self.workdir = Path(self._tmp.name)
         self.etcd = EtcdProcess(self.workdir)
-        self.coordinator = ConsoleCoordinator(self.workdir, "coord1", self.etcd.endpoint,
-                                              "/landlord-real", coordinator_settings)
+        self.coordinators = [
+            ConsoleCoordinator(self.workdir, f"coord{i + 1}", self.etcd.endpoint, self.PREFIX,
+                               coordinator_settings)
+            for i in range(coordinators)
+        ]
+        self.coordinator = self.coordinators[0]
         self.agents: list[AgentProcess] = []
 
     def start(self) -> RealCluster:
         self.etcd.start()
         self.coordinator.start()
+        wait_until(lambda: self.coordinator.leader_info().this_is_leader, 30,
+                   "first coordinator leads")
+        for other in self.coordinators[1:]:
+            other.start()
         return self
+
+    def leader(self, timeout: float = 30.0) -> ConsoleCoordinator:
+        """The running coordinator that says it leads (waits up to ``timeout``)."""
+        def find() -> ConsoleCoordinator | None:
+            for c in self.coordinators:
+                if c.running and c.leader_info().this_is_leader:
+                    return c
+            return None
+        found: ConsoleCoordinator = wait_until(find, timeout, "a coordinator leading")
+        return found
 
     def add_agent(self, host_id: str, address: str, building: str,
                   settings: dict[str, str] | None = None) -> AgentProcess:
-        agent = AgentProcess(self.workdir, host_id, address, [self.coordinator.address],
-                             building, settings)
+        agent = AgentProcess(self.workdir, host_id, address,
+                             [c.address for c in self.coordinators], building, settings)
         self.agents.append(agent)
         return agent.start()
 
     @contextlib.contextmanager
-    def admin(self) -> Iterator[Any]:
-        with grpc.insecure_channel(self.coordinator.address) as channel:
+    def admin(self, coordinator: ConsoleCoordinator | None = None) -> Iterator[Any]:
+        """An Admin stub on ``coordinator`` (default: the first one)."""
+        target = coordinator or self.coordinator
+        with grpc.insecure_channel(target.address) as channel:
             yield admin_pb2_grpc.AdminStub(channel)
 
     def close(self) -> None:
@@ -168,10 +196,11 @@ class RealCluster:
                     agent.shutdown_haproxy()
                 agent.remove_containers()
         finally:
-            self.coordinator.stop(10)
+            for coordinator in self.coordinators:
+                coordinator.stop(10)
             self.etcd.stop(10)
             self._tmp.cleanup()
 
     def logs(self, lines: int = 60) -> str:
         return "\n".join(f"--- {p.name}\n{p.log_tail(lines)}"
-                         for p in [self.coordinator, *self.agents])
+                         for p in [*self.coordinators, *self.agents])
