@@ -47,7 +47,12 @@ from agent.dataplane.model import (
     check_unit_name,
 )
 from agent.dataplane.request_log import RequestLogReceiver, RequestRecord
-from agent.dataplane.settings import DataPlaneSettings, HaproxyPaths, log_sockets_for_host
+from agent.dataplane.settings import (
+    DataPlaneSettings,
+    HaproxyPaths,
+    log_sockets_for_host,
+    threads_for_host,
+)
 from agent.dataplane.state_files import StateFiles
 from agent.dataplane.windows import RequestWindows, WindowSnapshot
 from common.clock import Clock, SystemClock
@@ -79,6 +84,8 @@ class DataPlane:
         settings = settings or DataPlaneSettings()
         if not settings.log_sockets:
             settings = dataclasses.replace(settings, log_sockets=log_sockets_for_host())
+        if not settings.threads:
+            settings = dataclasses.replace(settings, threads=threads_for_host())
         self.settings = settings
         self.paths = HaproxyPaths(Path(data_dir) / "haproxy")
         if len(str(self.paths.log_socket(self.settings.log_sockets))) > 100:

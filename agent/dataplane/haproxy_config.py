@@ -28,7 +28,7 @@ from agent.dataplane.model import (
     backend_name,
     frontend_name,
 )
-from agent.dataplane.settings import DataPlaneSettings, HaproxyPaths
+from agent.dataplane.settings import DataPlaneSettings, HaproxyPaths, threads_for_host
 
 __all__ = [
     "MAP_KINDS",
@@ -104,6 +104,7 @@ def _global(paths: HaproxyPaths, settings: DataPlaneSettings) -> list[str]:
     return [
         "global",
         "    master-worker",
+        f"    nbthread {settings.threads or threads_for_host()}",
         f"    pidfile {paths.pid_file}",
         f"    stats socket {paths.admin_socket} mode 600 level admin expose-fd listeners",
         "    stats timeout 30s",

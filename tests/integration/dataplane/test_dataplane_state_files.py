@@ -9,9 +9,14 @@ import pytest
 from agent.dataplane import DataPlane
 from agent.dataplane.haproxy_config import render_config
 from agent.dataplane.model import DataPlaneSpec, ServerSpec, UnitSpec
-from agent.dataplane.settings import DataPlaneSettings, HaproxyPaths, log_sockets_for_host
+from agent.dataplane.settings import (
+    DataPlaneSettings,
+    HaproxyPaths,
+    log_sockets_for_host,
+    threads_for_host,
+)
 from agent.dataplane.state_files import StateFiles
-from common.errors import FailedPrecondition
+from common.errors import FailedPrecondition, InvalidArgument
 
 
 @pytest.fixture
@@ -68,3 +73,12 @@ def test_log_socket_count_follows_the_hosts_datagram_queue(tmp_path: Path) -> No
     plane = DataPlane(tmp_path, "127.0.0.2", settings=DataPlaneSettings(log_sockets=3))
     assert plane.settings.log_sockets == 3
     assert DataPlane(tmp_path, "127.0.0.2").settings.log_sockets == log_sockets_for_host()
+
+
+def test_haproxy_threads_are_a_quarter_of_the_cores_and_at_least_one(tmp_path: Path) -> None:
+    assert [threads_for_host(n) for n in (1, 2, 4, 7, 8, 32)] == [1, 1, 1, 1, 2, 8]
+    assert DataPlane(tmp_path, "127.0.0.2").settings.threads == threads_for_host()
+    pinned = DataPlane(tmp_path, "127.0.0.2", settings=DataPlaneSettings(threads=3))
+    assert pinned.settings.threads == 3
+    with pytest.raises(InvalidArgument):
+        DataPlaneSettings(threads=65)
