@@ -193,28 +193,11 @@ class Demo:
         return result
 
     def old_instances_gone(self, version: str) -> None:
-        """Wait until only the three ``version`` instances run. Known agent bug: a stop that
-        races the route update is dropped (see WORKAROUND below); then each agent is
-        restarted once so the coordinator stops the leftovers when it re-registers."""
-        coordinator = self.cluster.coordinator
-        what = f"only the three {version} instances left running (old ones stopped)"
-        try:
-            wait_for(lambda: only_instances_of(coordinator, version), 15, what, interval=0.5)
-            return
-        except DemoError:
-            pass
-        note = ("WORKAROUND: old instances are still running 15 s after the rollout ended "
-                "(agent bug: agent/host_commands.py HostCommands._stop treats the data plane's "
-                "NotFound 'unit ... has no server ...' as 'instance gone' and never stops the "
-                "container); restarting the agents so the coordinator stops them on "
-                "re-registration")
-        say("  " + note)
-        if note not in self.workarounds:
-            self.workarounds.append(note)
-        for host_id in HOSTS:
-            self.cluster.restart_agent(host_id)
-        wait_for(lambda: only_instances_of(coordinator, version), 60, what, interval=0.5)
-        say(f"  only the three {version} instances run now")
+        """Wait until only the three ``version`` instances run (the old ones drained and
+        stopped by the coordinator after the rollout's cleanup delay)."""
+        wait_for(lambda: only_instances_of(self.cluster.coordinator, version), 60,
+                 f"only the three {version} instances left running (old ones stopped)",
+                 interval=0.5)
 
     def _step_end(self, result: PhaseResult, index: int) -> float:
         from demo_cluster.rollouts import seconds_of

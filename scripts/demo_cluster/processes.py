@@ -162,12 +162,6 @@ class DemoCluster:
         env = {f"LANDLORD_AGENT_{k.upper()}": v for k, v in values.items()}
         _spawn(host_id, [str(BIN / "landlord-agent")], env)
 
-    def restart_agent(self, host_id: str) -> None:
-        """SIGTERM the agent and start it again (its containers and HAProxy keep running;
-        on registering, the coordinator stops what is not desired on the host)."""
-        _terminate(host_id)
-        self._start_agent(host_id)
-
     def alive(self) -> list[str]:
         """Names of demo processes that died (empty when all run)."""
         return [name for name in ["coordinator", *HOSTS] if _demo_process(name) is None]
