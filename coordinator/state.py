@@ -52,6 +52,8 @@ class ClusterState:
         self.layout = layout
         self.leader: Versioned[LeaderRecord] | None = None
         self.hosts: dict[str, Versioned[HostRecord]] = {}
+        self._hosts_by_building: dict[str, set[str]] = defaultdict(set)
+        self._lost_hosts: set[str] = set()
         self.alive: dict[str, int] = {}
         """host id -> lease id of its liveness key."""
         self.allocs: dict[str, Versioned[dict[str, Allocation]]] = {}
@@ -79,7 +81,11 @@ class ClusterState:
         return [self.instances[i].value for i in sorted(self._by_unit.get((apartment, unit), ()))]
 
     def hosts_in(self, building: str) -> list[HostRecord]:
-        return [v.value for v in self.hosts.values() if v.value.building == building]
+        return [self.hosts[h].value for h in sorted(self._hosts_by_building.get(building, ()))]
+
+    def lost_host_ids(self) -> frozenset[str]:
+        """Hosts whose record says lost (kept as an index: asked for on every route)."""
+        return frozenset(self._lost_hosts)
 
     def allocation_of(self, host_id: str) -> tuple[dict[str, Allocation], int]:
         found = self.allocs.get(host_id)
@@ -124,8 +130,11 @@ class ClusterState:
         if kind == "leader":
             self.leader = None if deleted else Versioned(decode(LeaderRecord, value), rev, create)
         elif kind == "hosts" and len(parts) == 1:
+            self._index_host(parts[0], None)
             self._set(self.hosts, parts[0], deleted, lambda: Versioned(
                 decode(HostRecord, value), rev, create))
+            host = self.hosts.get(parts[0])
+            self._index_host(parts[0], None if host is None else host.value)
         elif kind == "alive" and len(parts) == 1:
             if deleted:
                 self.alive.pop(parts[0], None)
@@ -167,6 +176,18 @@ class ClusterState:
                 rollouts[parts[2]] = Versioned(value, rev, create)
         elif kind == "events" and len(parts) == 1:
             self._apply_event(parts[0], deleted, value, create)
+
+    def _index_host(self, host_id: str, record: HostRecord | None) -> None:
+        """Keep the building and lost indexes (like ``_index_instance``)."""
+        if record is None:
+            old = self.hosts.get(host_id)
+            if old is not None:
+                self._hosts_by_building[old.value.building].discard(host_id)
+            self._lost_hosts.discard(host_id)
+            return
+        self._hosts_by_building[record.building].add(host_id)
+        if record.status == "lost":
+            self._lost_hosts.add(host_id)
 
     def _index_instance(self, iid: str, record: InstanceRecord | None) -> None:
         """Keep the host and unit indexes: drop the old record's entries, add the new one's."""

@@ -46,6 +46,26 @@ def test_records_round_trip() -> None:
     assert decode(InstanceRecord, encode(instance("i", "h1"))) == instance("i", "h1")
 
 
+def test_hosts_are_indexed_by_building_and_lost_status_through_changes() -> None:
+    state = ClusterState(LAYOUT)
+
+    def host(host_id: str, building: str, status: str = "alive") -> bytes:
+        return encode(HostRecord(host_id, building, "127.0.0.2", Resources(cpu=1), status=status))
+
+    state.apply(put(LAYOUT.host("h2"), host("h2", "b1"), 2))
+    state.apply(put(LAYOUT.host("h1"), host("h1", "b1"), 3))
+    state.apply(put(LAYOUT.host("h3"), host("h3", "b2", "lost"), 4))
+    assert [h.host_id for h in state.hosts_in("b1")] == ["h1", "h2"]
+    assert state.lost_host_ids() == {"h3"} and state.hosts_in("nowhere") == []
+    state.apply(put(LAYOUT.host("h1"), host("h1", "b2", "lost"), 5))  # moved, and lost
+    state.apply(put(LAYOUT.host("h3"), host("h3", "b2"), 6))  # back
+    assert [h.host_id for h in state.hosts_in("b1")] == ["h2"]
+    assert [h.host_id for h in state.hosts_in("b2")] == ["h1", "h3"]
+    assert state.lost_host_ids() == {"h1"}
+    state.apply(delete(LAYOUT.host("h1"), 7))
+    assert [h.host_id for h in state.hosts_in("b2")] == ["h3"] and not state.lost_host_ids()
+
+
 def test_instances_are_indexed_by_host_and_unit_through_moves_and_deletes() -> None:
     state = ClusterState(LAYOUT)
     state.apply(put(LAYOUT.instance("i1"), encode(instance("i1", "h1")), 2))
