@@ -55,6 +55,8 @@ class AgentConfig:
     data_plane: bool = _opt(True, "run this host's HAProxy data plane (unit entry points)",
                             "bool")
     haproxy_binary: str = _opt("/usr/sbin/haproxy", "the HAProxy 2.6+ executable")
+    haproxy_threads: int = _opt(0, "HAProxy worker threads (0: a quarter of the cores, at "
+                                   "least one)")
     # supervision
     stop_grace: float = _opt(30.0, "seconds between SIGTERM and SIGKILL on a graceful stop")
     startup_probe_interval: float = _opt(0.1, "seconds between health probes until ready")
@@ -145,6 +147,8 @@ def _problems(cfg: AgentConfig) -> list[str]:
                  "gc_memory_interval", "gc_cache_interval", "startup_probe_interval"):
         if getattr(cfg, name) <= 0:
             out.append(f"{name} must be > 0")
+    if cfg.haproxy_threads > 64:
+        out.append(f"haproxy_threads must be 0 (auto) to 64, got {cfg.haproxy_threads}")
     if cfg.keep_versions < 1:
         out.append("keep_versions must be >= 1")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

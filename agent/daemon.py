@@ -48,7 +48,8 @@ async def _watchdog(interval: float, stop: asyncio.Event) -> None:
 def build_data_plane(config: AgentConfig) -> DataPlane:
     """This host's HAProxy under ``DATA_DIR/haproxy``, serving on the advertise address."""
     return DataPlane(config.data_dir, config.advertise_address, host=config.host_id,
-                     settings=DataPlaneSettings(haproxy_binary=config.haproxy_binary))
+                     settings=DataPlaneSettings(haproxy_binary=config.haproxy_binary,
+                                                threads=config.haproxy_threads))
 
 
 def stream_settings(config: AgentConfig) -> StreamSettings:

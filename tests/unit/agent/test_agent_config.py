@@ -71,6 +71,8 @@ def test_every_problem_is_named_at_once() -> None:
         ({"LANDLORD_AGENT_NOPE": "1"}, "unknown setting in environment"),
         ({"LANDLORD_AGENT_CRASH_DELAY": "soon"}, "setting crash_delay"),
         ({"LANDLORD_AGENT_RESERVED_MEMORY": "5m"}, "reserved_memory"),
+        ({"LANDLORD_AGENT_HAPROXY_THREADS": "65"}, "haproxy_threads must be 0"),
+        ({"LANDLORD_AGENT_HAPROXY_THREADS": "-1"}, "haproxy_threads must be >= 0"),
     ],
 )
 def test_bad_values_are_refused_with_their_name(env: dict[str, str], needle: str) -> None:
