@@ -98,7 +98,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def GetRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
                          ) -> types_pb2.RolloutInfo:
-        _require_unit(request.apartment, request.unit)
+        self._require_unit(request.apartment, request.unit)
         return rollout_info(self.rollouts.get(request.apartment, request.unit,
                                               request.rollout_id))
 
@@ -107,31 +107,39 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                            ) -> admin_pb2.ListRolloutsResponse:
         if request.limit < 0:
             raise InvalidArgument("limit must be >= 0", field="limit")
-        _require_unit(request.apartment, request.unit)
+        self._require_unit(request.apartment, request.unit)
         found = self.rollouts.history(request.apartment, request.unit, request.limit or 10)
         return admin_pb2.ListRolloutsResponse(rollouts=[rollout_info(r) for r in found])
 
     @unary_boundary
     async def ControlRollout(self, request: admin_pb2.ControlRolloutRequest, context: Context
                              ) -> types_pb2.RolloutInfo:
-        _require_unit(request.apartment, request.unit)
+        self._require_unit(request.apartment, request.unit)
         return rollout_info(await self.rollouts.control_rollout(
             request.apartment, request.unit, request.action))
 
     @unary_boundary
     async def Rollback(self, request: admin_pb2.RollbackRequest, context: Context
                        ) -> types_pb2.RolloutInfo:
-        _require_unit(request.apartment, request.unit)
+        self._require_unit(request.apartment, request.unit)
         return rollout_info(await self.rollouts.rollback(
             request.apartment, request.unit, request.to_version))
 
     @stream_boundary
     async def WatchRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
                            ) -> AsyncIterator[types_pb2.RolloutInfo]:
-        _require_unit(request.apartment, request.unit)
+        self._require_unit(request.apartment, request.unit)
         async for record in self.rollouts.watch(request.apartment, request.unit,
                                                 request.rollout_id):
             yield rollout_info(record)
+
+    def _require_unit(self, apartment: str, unit: str) -> None:
+        """Names given, and a unit that was published (its rollouts may be none yet)."""
+        _require_unit(apartment, unit)
+        key = (apartment, unit)
+        if not self.state.versions.get(key) and key not in self.state.units:
+            raise NotFound(f"unit {apartment}/{unit} does not exist (publish a version first)",
+                           unit=unit)
 
     # -- fleet -----------------------------------------------------------------------------
 

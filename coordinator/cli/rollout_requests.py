@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from google.protobuf import duration_pb2
+
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from coordinator.cli.arguments import (
@@ -151,7 +153,20 @@ def _fill_canary(canary: types_pb2.CanarySettings, args: DeployArgs) -> None:
         ("--inconclusive-deadline", args.inconclusive_deadline, canary.inconclusive_deadline),
     ):
         if text is not None:
-            target.CopyFrom(duration_to_proto(parse_duration(text, flag)))
+            target.CopyFrom(_set_duration(text, flag))
+
+
+def _set_duration(text: str, flag: str) -> duration_pb2.Duration:
+    """A duration the coordinator will use as given: it reads 0 as "use the default"."""
+    duration = duration_to_proto(parse_duration(text, flag))
+    if not (duration.seconds or duration.nanos):
+        raise InvalidArgument(
+            f"{flag}: must be more than 0 (the coordinator reads 0 as its default); "
+            "for next to nothing give 1ms",
+            field=flag,
+            value=text,
+        )
+    return duration
 
 
 def _fill_blue_green(settings: types_pb2.BlueGreenSettings, args: DeployArgs) -> None:
@@ -163,7 +178,7 @@ def _fill_blue_green(settings: types_pb2.BlueGreenSettings, args: DeployArgs) ->
         ("--max-p95", args.max_p95, settings.max_latency_p95),
     ):
         if text is not None:
-            target.CopyFrom(duration_to_proto(parse_duration(text, flag)))
+            target.CopyFrom(_set_duration(text, flag))
     if args.gradual_steps is not None:
         settings.gradual_steps = _positive(args.gradual_steps, "--gradual-steps")
     if args.performance_requests is not None:
@@ -184,10 +199,15 @@ def _fill_blue_green(settings: types_pb2.BlueGreenSettings, args: DeployArgs) ->
 def _fill_criteria(criteria: types_pb2.SuccessCriteria, args: DeployArgs) -> None:
     if args.max_error_rate is not None:
         criteria.max_error_rate = parse_rate(args.max_error_rate, "--max-error-rate")
+        if criteria.max_error_rate == 0:
+            raise InvalidArgument(
+                "--max-error-rate: must be more than 0 (the coordinator reads 0 as its "
+                "default of 1%); for next to none give 0.0001",
+                field="--max-error-rate",
+                value=args.max_error_rate,
+            )
     if args.max_p95 is not None:
-        criteria.max_latency_p95.CopyFrom(
-            duration_to_proto(parse_duration(args.max_p95, "--max-p95"))
-        )
+        criteria.max_latency_p95.CopyFrom(_set_duration(args.max_p95, "--max-p95"))
     if args.min_rps is not None:
         if not args.min_rps >= 0:
             raise InvalidArgument(f"--min-rps: must be >= 0, got {args.min_rps}", field="--min-rps")

@@ -137,6 +137,17 @@ def test_bad_requests_get_the_right_code_and_change_nothing(cluster: Cluster) ->
             lambda: admin.GetUnit(admin_pb2.GetUnitRequest(apartment="shop", unit="nope")),
             "nope",
         )
+        for call in (
+            lambda: admin.ListRollouts(admin_pb2.ListRolloutsRequest(apartment="shop",
+                                                                     unit="nope")),
+            lambda: admin.ControlRollout(admin_pb2.ControlRolloutRequest(
+                apartment="shop", unit="nope", action=admin_pb2.ROLLOUT_CONTROL_PROMOTE)),
+            lambda: admin.Rollback(admin_pb2.RollbackRequest(apartment="shop", unit="nope")),
+        ):
+            expect(Code.NOT_FOUND, call, "unit shop/nope does not exist")
+        # a published unit that was never deployed simply has no rollouts
+        assert not admin.ListRollouts(
+            admin_pb2.ListRolloutsRequest(apartment="shop", unit="big")).rollouts
         # Deploying an unpublished version is a failed precondition (rollouts issue),
         # and the message names the versions that are published.
         expect(
