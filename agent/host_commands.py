@@ -5,6 +5,8 @@ commands behind it; both are idempotent by instance id and report through the st
 changes they cause (and a ``instance.start_failed``/``instance.stop_failed`` event when
 they fail). A start waits for a stop still freeing its port. Routes, weights and drains
 are data plane calls made in place; the command result says whether they worked.
+RunCheck runs a command in an instance's container (``docker exec``, bounded time and
+output) and returns what it did for the command result.
 """
 
 from __future__ import annotations
@@ -20,14 +22,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.dataplane.model import ServerState
 from agent.gc import GC_KINDS
-from agent.host_mapping import instance_spec, plane_unit, route_changes, traffic_version
+from agent.host_mapping import (
+    check_output,
+    check_timeout,
+    instance_spec,
+    plane_unit,
+    route_changes,
+    traffic_version,
+)
 from agent.service import AgentService
 from agent.spec import InstanceSpec, StateMode
 from agent.stream_client import (
     AgentCommand,
     CollectGarbage,
+    CommandOutput,
     DrainInstance,
     ReportedEvent,
+    RunCheck,
     SetRoute,
     SetWeights,
     StartInstance,
@@ -73,7 +84,10 @@ class HostCommands:
         self._wanted: dict[str, dict[str, str]] = {}
         """Data-plane unit -> server -> state, as the last SetRoute listed them."""
 
-    async def execute(self, command: AgentCommand) -> None:
+    async def execute(self, command: AgentCommand) -> CommandOutput | None:
+        """Carry out one command; RunCheck returns its output, the others None."""
+        if isinstance(command, RunCheck):
+            return await self._run_check(command)
         if isinstance(command, StartInstance):
             self._accept_start(command)
         elif isinstance(command, StopInstance):
@@ -88,6 +102,7 @@ class HostCommands:
             self._accept_gc(command)
         else:  # pragma: no cover - the union is exhaustive
             raise InvalidArgument(f"unknown command {command!r}")
+        return None
 
     async def close(self, timeout: float) -> None:
         """Let starts, stops and GC under way finish (up to ``timeout``), then cancel."""
@@ -271,6 +286,12 @@ class HostCommands:
         if unit is not None and any(s.name == cmd.instance_id for s in unit.servers):
             await plane.drain_and_remove(name, cmd.instance_id,
                                          cmd.timeout if cmd.timeout > 0 else None)
+
+    # -- checks ----------------------------------------------------------------------------
+    async def _run_check(self, cmd: RunCheck) -> CommandOutput:
+        timeout = check_timeout(cmd)
+        result = await self.service.exec_in_instance(cmd.instance_id, cmd.argv, timeout)
+        return check_output(result, timeout)
 
     # -- garbage collection ----------------------------------------------------------------
     def _accept_gc(self, cmd: CollectGarbage) -> None:

@@ -16,11 +16,14 @@ from typing import Any
 
 from agent.dataplane import ServerSpec, ServerState, UnitSpec, WindowSnapshot
 from agent.events import EventType
+from agent.runtime.protocol import ExecResult
 from agent.spec import HealthSpec, InstanceSpec, InstanceView, ResourceSpec, Slot, StateMode
 from agent.stream_client import (
+    CommandOutput,
     InstanceReport,
     ReportedEvent,
     RouteServer,
+    RunCheck,
     StartInstance,
     WindowReport,
 )
@@ -28,8 +31,12 @@ from common.errors import InvalidArgument
 from common.latency import LatencySketch
 
 __all__ = [
+    "CHECK_TIMEOUT_DEFAULT",
+    "CHECK_TIMEOUT_MAX",
     "QUIET_EVENTS",
     "RouteChanges",
+    "check_output",
+    "check_timeout",
     "instance_report",
     "instance_spec",
     "plane_unit",
@@ -43,6 +50,9 @@ __all__ = [
 
 QUIET_EVENTS = frozenset({EventType.STATE, EventType.HEALTH})
 """Events not forwarded to the coordinator: the instance status they change is."""
+CHECK_TIMEOUT_DEFAULT = 30.0
+"""Seconds a RunCheck may take when the command does not say."""
+CHECK_TIMEOUT_MAX = 300.0
 _PLANE_UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
@@ -88,6 +98,32 @@ def instance_spec(cmd: StartInstance) -> InstanceSpec:
         instance_id=cmd.instance_id, image=cmd.image, port=cmd.port,
         command=tuple(cmd.command), env=dict(cmd.env), health=health, resources=resources,
         state_mode=state_mode, idle_timeout=max(0.0, cmd.idle_timeout),
+    )
+
+
+def check_timeout(cmd: RunCheck) -> float:
+    """The seconds a RunCheck may run: its own timeout (0 = the default), at most the cap.
+
+    Raises ``InvalidArgument`` for a command without argv."""
+    if not cmd.argv or not cmd.argv[0]:
+        raise InvalidArgument(f"run check in {cmd.instance_id}: no command given",
+                              instance=cmd.instance_id)
+    wanted = cmd.timeout if cmd.timeout > 0 else CHECK_TIMEOUT_DEFAULT
+    return min(wanted, CHECK_TIMEOUT_MAX)
+
+
+def check_output(result: ExecResult, timeout: float) -> CommandOutput:
+    """What the coordinator is told of a command run in a container: a command that
+    exited (whatever its code) completed; one killed at its deadline did not."""
+    error = ""
+    if result.timed_out or result.exit_code is None:
+        error = f"timed out after {timeout:g}s (killed)" if result.timed_out else (
+            "the command's exit code is unknown")
+    return CommandOutput(
+        exit_code=result.exit_code if result.exit_code is not None else -1,
+        stdout=result.stdout.decode("utf-8", "replace"),
+        stderr=result.stderr.decode("utf-8", "replace"),
+        truncated=result.truncated, timed_out=result.timed_out, error=error,
     )
 
 

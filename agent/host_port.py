@@ -36,6 +36,7 @@ from agent.store import InstanceRecord
 from agent.stream_client import (
     AgentCommand,
     ChangeBatch,
+    CommandOutput,
     HostIdentity,
     InstanceReport,
     ReportedEvent,
@@ -314,8 +315,8 @@ class HostPort:
                                         instance_id)
 
     # -- AgentPort: commands, and what they report back (ChangeSink) ----------------------
-    async def execute(self, command: AgentCommand) -> None:
-        await self.commands.execute(command)
+    async def execute(self, command: AgentCommand) -> CommandOutput | None:
+        return await self.commands.execute(command)
 
     def touched(self, instance_id: str) -> None:
         self._dirty.add(instance_id)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import psutil
@@ -23,12 +23,12 @@ from agent.limits.bandwidth import EgressShaper
 from agent.limits.monitor import ResourceMonitor
 from agent.limits.storage import enforcement_mode
 from agent.runtime.container_config import LABEL_HOST
-from agent.runtime.protocol import ContainerRuntime
+from agent.runtime.protocol import EXEC_OUTPUT_CAP, ContainerRuntime, ExecResult
 from agent.spec import InstanceSpec, InstanceView
 from agent.store import RecordStore
 from agent.supervisor import Prober, Supervisor
 from common.clock import Clock, SystemClock
-from common.errors import InvalidArgument, LandlordError
+from common.errors import FailedPrecondition, InvalidArgument, LandlordError
 from common.lifecycle import InstanceState
 from common.resources import Resources
 
@@ -186,6 +186,20 @@ class AgentService:
         if version is not None and not version:
             raise InvalidArgument("version must be non-empty or None")
         self.gc.set_stable(apartment, unit, version)
+
+    async def exec_in_instance(self, instance_id: str, argv: Sequence[str], timeout: float,
+                               max_output: int = EXEC_OUTPUT_CAP) -> ExecResult:
+        """Run ``argv`` inside the instance's container (see ``ContainerRuntime.exec``).
+
+        Raises NotFound for an instance this host does not run and FailedPrecondition for
+        one that is not up (only ready and running instances take commands)."""
+        record = self.supervisor.get(instance_id)
+        state = record.lifecycle.state
+        if state not in (InstanceState.READY, InstanceState.RUNNING) \
+                or record.container_id is None:
+            raise FailedPrecondition(f"instance {instance_id} is {state.value}: it must be "
+                                     "running to run a command in it", instance=instance_id)
+        return await self.runtime.exec(record.container_id, argv, timeout, max_output)
 
     def stats(self, instance_id: str) -> dict[str, Any]:
         """Latest sampled figures of one instance (memory, cpu, pids, io, storage)."""

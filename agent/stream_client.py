@@ -10,7 +10,9 @@ with the real agent service or with a fake.
 - After every (re)connect, Register carries the FULL state; then StatusReports carry only
   what changed (batched, at most one per report interval, at least one per heartbeat).
 - Commands run one at a time in arrival order; their ids are acknowledged, with results,
-  in the next report. A command already queued is not queued twice.
+  in the next report. A command already queued is not queued twice. RunCheck (a command
+  in a container, bounded by its own timeout) runs beside them, so it holds nothing up;
+  its result carries the exit code and output.
 - Disconnected, the client does nothing to the agent: containers and data plane stay as
   they are (static stability) until a coordinator is back and reconciles.
 """
@@ -41,10 +43,10 @@ from common.resources import Resources
 from common.transport import TlsSettings, create_channel
 
 __all__ = [
-    "AgentCommand", "AgentPort", "ChangeBatch", "CollectGarbage", "CoordinatorStream",
-    "DrainInstance", "HealthParams", "HostIdentity", "InstanceReport", "ReportedEvent",
-    "RouteServer", "SetRoute", "SetWeights", "StartInstance", "StopInstance",
-    "StreamSettings", "WindowReport", "measure_capacity",
+    "AgentCommand", "AgentPort", "ChangeBatch", "CollectGarbage", "CommandOutput",
+    "CoordinatorStream", "DrainInstance", "HealthParams", "HostIdentity", "InstanceReport",
+    "ReportedEvent", "RouteServer", "RunCheck", "SetRoute", "SetWeights", "StartInstance",
+    "StopInstance", "StreamSettings", "WindowReport", "measure_capacity",
 ]
 
 log = logging.getLogger(__name__)
@@ -199,7 +201,31 @@ class CollectGarbage:
     kinds: tuple[str, ...]
 
 
-AgentCommand = StartInstance | StopInstance | SetRoute | SetWeights | DrainInstance | CollectGarbage
+@dataclass(frozen=True)
+class RunCheck:
+    """Run ``argv`` in the instance's container; the outcome is the command's result."""
+
+    instance_id: str
+    argv: tuple[str, ...]
+    timeout: float
+    """Seconds; 0 = the agent's default."""
+
+
+@dataclass(frozen=True)
+class CommandOutput:
+    """What a command produced besides success (RunCheck: exit code and output)."""
+
+    exit_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    timed_out: bool = False
+    error: str = ""
+    """Not empty: the command did not complete (the result is not ok)."""
+
+
+AgentCommand = (StartInstance | StopInstance | SetRoute | SetWeights | DrainInstance
+                | CollectGarbage | RunCheck)
 
 
 class AgentPort(Protocol):
@@ -219,8 +245,9 @@ class AgentPort(Protocol):
         Cancelling the wait must lose nothing (changes stay for the next call)."""
         ...
 
-    async def execute(self, command: AgentCommand) -> None:
-        """Carry out one command (idempotent); raise to report a failure."""
+    async def execute(self, command: AgentCommand) -> CommandOutput | None:
+        """Carry out one command (idempotent); raise to report a failure. RunCheck returns
+        its output."""
         ...
 
 
@@ -394,19 +421,33 @@ class CoordinatorStream:
             commands.put_nowait((command_id, command))
 
     async def _execute(self, commands: asyncio.Queue[tuple[str, AgentCommand]]) -> None:
-        while True:
-            command_id, command = await commands.get()
-            try:
-                await self.port.execute(command)
-                result = agent_pb2.CommandResult(command_id=command_id, ok=True)
-            except Exception as exc:  # reported to the coordinator, not fatal to the stream
-                log.warning("command %s failed: %s", command_id, exc)
-                result = agent_pb2.CommandResult(command_id=command_id, ok=False, error=str(exc))
-            self._queued.discard(command_id)
-            self.commands_run += 1
-            self._acks.append(command_id)
-            self._results.append(result)
-            self._wake.set()
+        checks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                command_id, command = await commands.get()
+                if isinstance(command, RunCheck):
+                    task = asyncio.create_task(self._run(command_id, command))
+                    checks.add(task)
+                    task.add_done_callback(checks.discard)
+                else:
+                    await self._run(command_id, command)
+        finally:
+            for task in checks:
+                task.cancel()
+            await asyncio.gather(*checks, return_exceptions=True)
+
+    async def _run(self, command_id: str, command: AgentCommand) -> None:
+        try:
+            output = await self.port.execute(command)
+            result = _result(command_id, output)
+        except Exception as exc:  # reported to the coordinator, not fatal to the stream
+            log.warning("command %s failed: %s", command_id, exc)
+            result = agent_pb2.CommandResult(command_id=command_id, ok=False, error=str(exc))
+        self._queued.discard(command_id)
+        self.commands_run += 1
+        self._acks.append(command_id)
+        self._results.append(result)
+        self._wake.set()
 
     async def _send_reports(self, call: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -532,6 +573,15 @@ def _window(w: WindowReport, host_id: str) -> types_pb2.MetricsWindow:
     return pb
 
 
+def _result(command_id: str, output: CommandOutput | None) -> agent_pb2.CommandResult:
+    if output is None:
+        return agent_pb2.CommandResult(command_id=command_id, ok=True)
+    return agent_pb2.CommandResult(
+        command_id=command_id, ok=not output.error, error=output.error,
+        exit_code=output.exit_code, stdout=output.stdout, stderr=output.stderr,
+        output_truncated=output.truncated, timed_out=output.timed_out)
+
+
 def command_from_pb(pb: agent_pb2.Command) -> AgentCommand:
     """The dataclass for a Command message; ValueError for one this agent does not know."""
     kind = pb.WhichOneof("action")
@@ -566,4 +616,7 @@ def command_from_pb(pb: agent_pb2.Command) -> AgentCommand:
         return DrainInstance(d.apartment, d.unit, d.instance_id, _secs(d.timeout))
     if kind == "gc":
         return CollectGarbage(tuple(pb.gc.kinds))
+    if kind == "run_check":
+        c = pb.run_check
+        return RunCheck(c.instance_id, tuple(c.argv), _secs(c.timeout))
     raise ValueError(f"unknown command {kind!r}")

@@ -26,6 +26,7 @@ __all__ = [
     "Registration",
     "RouteCommand",
     "RouteServer",
+    "RunCheckCommand",
     "StartCommand",
     "StopCommand",
     "WeightsCommand",
@@ -108,7 +109,15 @@ class MetricsWindow:
 class CommandResult:
     command_id: str
     ok: bool
+    """False: the command could not be carried out (a check: or did not finish)."""
     error: str = ""
+    exit_code: int = 0
+    """RunCheck: the command's exit code (meaningful when ``ok``)."""
+    stdout: str = ""
+    stderr: str = ""
+    """RunCheck: the start of each stream (capped by the agent)."""
+    output_truncated: bool = False
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,7 +191,17 @@ class GcCommand:
     kinds: tuple[str, ...] = ()
 
 
-AgentCommand = StartCommand | StopCommand | RouteCommand | WeightsCommand | DrainCommand | GcCommand
+@dataclass(frozen=True)
+class RunCheckCommand:
+    """Run ``argv`` in the instance's container on its host; answered by a CommandResult."""
+
+    instance_id: str
+    argv: tuple[str, ...]
+    timeout_s: float = 30.0
+
+
+AgentCommand = (StartCommand | StopCommand | RouteCommand | WeightsCommand | DrainCommand
+                | GcCommand | RunCheckCommand)
 
 
 @dataclass(frozen=True)

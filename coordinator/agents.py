@@ -191,6 +191,8 @@ class AgentSessions:
             if gone is not None:
                 c.mark_route_dirty(gone.apartment, gone.unit)
         await self._persist(changed)
+        if report.results:
+            c.command_results(report.results)
         if report.windows:
             c.record_windows(report.windows)
         events = [

@@ -13,6 +13,9 @@ This is the internal API the rollout engine builds on:
   connected host of the building at once; ``set_weights`` sends bare SetWeights.
 - ``windows(apartment, unit, version, since)`` returns the request-metrics windows agents
   reported, for judging canary steps.
+- ``run_check(instance_id, argv, timeout_s)`` sends RunCheck to the instance's host and
+  waits for its CommandResult (exit code, output), which ``command_results`` hands over
+  from the host's next report.
 
 Every write carries the leader's fence, so a deposed leader cannot change anything.
 """
@@ -25,14 +28,18 @@ import secrets
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from common.clock import Clock
-from common.errors import Conflict, InvalidArgument, NotFound
+from common.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from common.resources import HostLedger, Resources
 from coordinator.agent_messages import (
+    CommandResult,
     MetricsWindow,
     ObservedInstance,
+    Outgoing,
     RouteCommand,
+    RunCheckCommand,
     StartCommand,
     StopCommand,
     WeightsCommand,
@@ -70,6 +77,8 @@ class ControlSettings:
     stop_grace_s: float = 30.0
     window_retention: int = 20_000
     """Metrics windows kept in memory for the rollout engine (oldest dropped first)."""
+    check_answer_margin_s: float = 10.0
+    """How long past a RunCheck's own timeout its host's answer is waited for."""
 
 
 class FleetControl:
@@ -98,6 +107,8 @@ class FleetControl:
         self._metrics: deque[MetricsWindow] = deque(maxlen=self.settings.window_retention)
         self._start_sent: dict[str, float] = {}
         self._allocated_cache: dict[str, tuple[int, Resources]] = {}
+        self._awaited: dict[str, asyncio.Future[CommandResult]] = {}
+        """RunCheck command id -> its result, once the host reports it."""
 
     @property
     def max_replicas(self) -> int:
@@ -126,7 +137,7 @@ class FleetControl:
         )
 
     def lost_hosts(self) -> set[str]:
-        return {h for h, v in self.state.hosts.items() if v.value.status == "lost"}
+        return set(self.state.lost_host_ids())
 
     def placeable_hosts(self, building: str) -> list[HostRecord]:
         """Hosts of ``building`` that are connected to this leader and alive."""
@@ -366,8 +377,9 @@ class FleetControl:
             seen = self.known_state(inst.instance_id)
             if seen is not None:
                 observed[inst.instance_id] = seen
-        hosts = {h: v.value for h, v in self.state.hosts.items()}
-        return plan_route(route.value, instances, observed, hosts, self.lost_hosts())
+        hosts = {i.host_id: self.state.hosts[i.host_id].value
+                 for i in instances if i.host_id in self.state.hosts}
+        return plan_route(route.value, instances, observed, hosts, self.state.lost_host_ids())
 
     async def set_route(self, apartment: str, unit: str) -> int:
         """SetUnitRoute to every connected host of the unit's building (one command id)."""
@@ -421,3 +433,51 @@ class FleetControl:
             if w.apartment == apartment and w.unit == unit
             and (not version or w.version == version) and w.end > since
         ]
+
+    # -- commands in containers ------------------------------------------------------------
+
+    async def run_check(self, instance_id: str, argv: Sequence[str],
+                        timeout_s: float) -> CommandResult:
+        """Run ``argv`` in the instance's container (its host's agent runs ``docker exec``)
+        and return the host's result: ``ok`` with the exit code and output, or not ok with
+        why (timed out, not running there, an agent that has no RunCheck).
+
+        Raises NotFound for an unknown instance and Unavailable when its host is not
+        connected, disconnects, or does not answer within ``timeout_s`` plus a margin."""
+        found = self.state.instances.get(instance_id)
+        if found is None:
+            raise NotFound(f"instance {instance_id} does not exist", instance=instance_id)
+        host_id = found.value.host_id
+        session = self.fleet.sessions.get(host_id)
+        if session is None:
+            raise Unavailable(f"host {host_id} of {instance_id} is not connected",
+                              host=host_id, instance=instance_id)
+        command_id = f"check:{secrets.token_hex(8)}"
+        answer: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._awaited[command_id] = answer
+        closed = asyncio.ensure_future(session.closed.wait())
+        try:
+            session.send(Outgoing(command_id, RunCheckCommand(instance_id, tuple(argv),
+                                                              timeout_s)))
+            self.fleet.commands_sent += 1
+            limit = timeout_s + self.settings.check_answer_margin_s
+            waiters: set[asyncio.Future[Any]] = {answer, closed}
+            done, _ = await asyncio.wait(waiters, timeout=limit,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if answer in done:
+                return answer.result()
+            if closed in done:
+                raise Unavailable(f"host {host_id} disconnected before answering the check "
+                                  f"of {instance_id}", host=host_id, instance=instance_id)
+            raise Unavailable(f"host {host_id} did not answer the check of {instance_id} "
+                              f"within {limit:g}s", host=host_id, instance=instance_id)
+        finally:
+            closed.cancel()
+            self._awaited.pop(command_id, None)
+
+    def command_results(self, results: Sequence[CommandResult]) -> None:
+        """Hand the results of awaited commands (RunCheck) to whoever waits for them."""
+        for result in results:
+            answer = self._awaited.get(result.command_id)
+            if answer is not None and not answer.done():
+                answer.set_result(result)

@@ -20,6 +20,7 @@ from coordinator.agent_messages import (
     Outgoing,
     Registration,
     RouteCommand,
+    RunCheckCommand,
     StartCommand,
     StopCommand,
     WeightsCommand,
@@ -188,7 +189,9 @@ def report_from_pb(pb: agent_pb2.StatusReport, host_id: str) -> AgentReport:
         host_usage={"cpu_cores": pb.host_usage.cpu_cores,
                     "memory_bytes": float(pb.host_usage.memory_bytes)},
         acked_command_ids=tuple(pb.acked_command_ids),
-        results=tuple(CommandResult(r.command_id, r.ok, r.error) for r in pb.results),
+        results=tuple(CommandResult(r.command_id, r.ok, r.error, r.exit_code, r.stdout,
+                                    r.stderr, r.output_truncated, r.timed_out)
+                      for r in pb.results),
     )
 
 
@@ -247,4 +250,8 @@ def command_to_pb(out: Outgoing) -> agent_pb2.CoordinatorMessage:
                                                   timeout=from_seconds(cmd.timeout_s)))
     elif isinstance(cmd, GcCommand):
         pb.gc.CopyFrom(agent_pb2.CollectGarbage(kinds=list(cmd.kinds)))
+    elif isinstance(cmd, RunCheckCommand):
+        pb.run_check.CopyFrom(agent_pb2.RunCheck(instance_id=cmd.instance_id,
+                                                 argv=list(cmd.argv),
+                                                 timeout=from_seconds(cmd.timeout_s)))
     return agent_pb2.CoordinatorMessage(command=pb)

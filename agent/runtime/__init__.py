@@ -5,6 +5,7 @@ from agent.runtime.protocol import (
     ContainerInfo,
     ContainerRuntime,
     CreateRequest,
+    ExecResult,
     ImageInfo,
     Mount,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "ContainerInfo",
     "ContainerRuntime",
     "CreateRequest",
+    "ExecResult",
     "ImageInfo",
     "Mount",
 ]

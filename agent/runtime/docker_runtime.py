@@ -3,6 +3,11 @@
 The SDK is synchronous: every call runs in a small thread pool, and the event stream
 runs in its own thread feeding an asyncio queue. Docker and requests exceptions are
 translated to ``common.errors`` here and nowhere else.
+
+``exec`` reads the command's output in a thread of its own (on a client whose socket
+timeout outlasts the longest exec), keeps the first bytes of each stream and drops the
+rest; at its deadline it kills the command's processes (the exec's host pid and its
+descendants) and closes the stream.
 """
 
 from __future__ import annotations
@@ -13,23 +18,42 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import psutil
 import requests.exceptions
 from docker.types import LogConfig
 
-from agent.runtime.protocol import ContainerEvent, ContainerInfo, CreateRequest, ImageInfo
-from common.errors import Conflict, FailedPrecondition, LandlordError, NotFound, Unavailable
+from agent.runtime.protocol import (
+    EXEC_OUTPUT_CAP,
+    ContainerEvent,
+    ContainerInfo,
+    CreateRequest,
+    ExecResult,
+    ImageInfo,
+)
+from common.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    LandlordError,
+    NotFound,
+    Unavailable,
+)
 
-__all__ = ["DockerRuntime", "container_info_from_inspect"]
+__all__ = ["MAX_EXEC_TIMEOUT", "DockerRuntime", "container_info_from_inspect"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WATCHED_ACTIONS = ("start", "die", "oom", "destroy")
+MAX_EXEC_TIMEOUT = 300.0
+"""Longest an exec may run; its output socket never times out before that."""
+EXEC_CLOSE_WAIT = 5.0
+"""How long a timed-out exec's reader may take to notice its stream was closed."""
 
 
 def _translate(exc: Exception, what: str) -> LandlordError:
@@ -73,6 +97,8 @@ class DockerRuntime:
                  timeout: float = 60.0) -> None:
         self._api = docker.APIClient(base_url=base_url, timeout=int(timeout))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docker")
+        self._exec_api = docker.APIClient(base_url=base_url,
+                                          timeout=int(MAX_EXEC_TIMEOUT + 30))
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -150,6 +176,43 @@ class DockerRuntime:
                                 stdout=True, stderr=True, tail=tail, timestamps=True)
         return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
 
+    async def exec(self, container_id: str, argv: Sequence[str], timeout: float,
+                   max_output: int = EXEC_OUTPUT_CAP) -> ExecResult:
+        if not argv:
+            raise InvalidArgument("exec needs a command")
+        what = f"exec in {container_id[:12]}"
+        limit = min(max(timeout, 0.0), MAX_EXEC_TIMEOUT)
+        created = await self._call(what, self._exec_api.exec_create, container_id,
+                                   list(argv), stdout=True, stderr=True)
+        exec_id = str(created["Id"])
+        stream = await self._call(what, self._exec_api.exec_start, exec_id, stream=True,
+                                  demux=True)
+        capture = _Capture(max_output)
+        reader = threading.Thread(target=capture.read, args=(stream,), daemon=True,
+                                  name=f"exec-{exec_id[:12]}")
+        reader.start()
+        finished = await asyncio.to_thread(capture.done.wait, limit)
+        if not finished:
+            with contextlib.suppress(LandlordError):
+                await self._kill_exec(exec_id)
+            _close_stream(stream)  # the reader's blocked read ends; it closes it too
+            await asyncio.to_thread(capture.done.wait, EXEC_CLOSE_WAIT)
+            return capture.result(None, timed_out=True)
+        state = await self._call(what, self._exec_api.exec_inspect, exec_id)
+        for _ in range(50):  # the stream can end a moment before the exit code is set
+            if not state.get("Running"):
+                break
+            await asyncio.sleep(0.02)
+            state = await self._call(what, self._exec_api.exec_inspect, exec_id)
+        code = state.get("ExitCode")
+        return capture.result(int(code) if code is not None else None)
+
+    async def _kill_exec(self, exec_id: str) -> None:
+        state = await self._call("exec inspect", self._exec_api.exec_inspect, exec_id)
+        pid = int(state.get("Pid") or 0)
+        if pid > 0 and state.get("Running"):
+            await asyncio.to_thread(_kill_tree, pid)
+
     async def images(self) -> list[ImageInfo]:
         rows = await self._call("list images", self._api.images)
         return [
@@ -223,6 +286,67 @@ class DockerRuntime:
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._api.close()
+        self._exec_api.close()
+
+
+class _Capture:
+    """Reads an exec's demultiplexed output, keeping the first ``cap`` bytes of each
+    stream (the rest is read, so the command never blocks on a full pipe, and dropped)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = max(0, cap)
+        self.out = bytearray()
+        self.err = bytearray()
+        self.truncated = False
+        self.done = threading.Event()
+
+    def read(self, stream: Any) -> None:
+        try:
+            for out, err in stream:
+                self._keep(self.out, out)
+                self._keep(self.err, err)
+        except Exception as exc:  # closed at the deadline, or the engine went away
+            log.debug("exec output stream ended: %s", exc)
+        finally:
+            _close_stream(stream)
+            self.done.set()
+
+    def _keep(self, into: bytearray, data: bytes | None) -> None:
+        if not data:
+            return
+        room = self.cap - len(into)
+        if len(data) > room:
+            self.truncated = True
+        if room > 0:
+            into += data[:room]
+
+    def result(self, exit_code: int | None, timed_out: bool = False) -> ExecResult:
+        return ExecResult(exit_code, bytes(self.out), bytes(self.err), self.truncated,
+                          timed_out)
+
+
+def _close_stream(stream: Any) -> None:
+    """Shut the exec's socket down (a blocked read returns) and release the response that
+    holds it, so no file descriptor is left open (safe to call twice, from two threads)."""
+    with contextlib.suppress(Exception):
+        stream.close()
+    response = getattr(stream, "_response", None)  # the SDK's CancellableStream keeps it
+    if response is not None:
+        with contextlib.suppress(Exception):
+            response.close()
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and then every descendant found before (the parent first, so a
+    shell cannot report its children's deaths)."""
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    for proc in family:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def _parse_event(raw: Mapping[str, Any]) -> ContainerEvent:

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agent.runtime.protocol import ContainerEvent, ContainerInfo, CreateRequest, ImageInfo
+from agent.runtime.protocol import (
+    EXEC_OUTPUT_CAP,
+    ContainerEvent,
+    ContainerInfo,
+    CreateRequest,
+    ExecResult,
+    ImageInfo,
+)
 from common.errors import Conflict, NotFound
+
+ExecHandler = Callable[[str, tuple[str, ...], float], ExecResult]
 
 __all__ = ["RecordingRuntime"]
 
@@ -33,6 +42,8 @@ class RecordingRuntime:
     engine: dict[str, Any] = field(default_factory=lambda: {
         "storage_driver": "overlay2", "backing_filesystem": "extfs", "cgroup_version": "1"})
     fail_create: Exception | None = None
+    exec_handler: ExecHandler | None = None
+    """Answers ``exec`` (container id, argv, timeout); default: exit 0, no output."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _subscribers: list[asyncio.Queue[ContainerEvent | None]] = field(default_factory=list)
 
@@ -113,6 +124,19 @@ class RecordingRuntime:
 
     async def logs(self, container_id: str, tail: int) -> str:
         return self._get(container_id).logs
+
+    async def exec(self, container_id: str, argv: Sequence[str], timeout: float,
+                   max_output: int = EXEC_OUTPUT_CAP) -> ExecResult:
+        info = self._get(container_id).info
+        self.calls.append(("exec", (info.id, tuple(argv), timeout)))
+        if info.status != "running":
+            raise Conflict(f"container {info.name} is not running")
+        if self.exec_handler is None:
+            return ExecResult(0)
+        found = self.exec_handler(info.id, tuple(argv), timeout)
+        cut = len(found.stdout) > max_output or len(found.stderr) > max_output
+        return replace(found, stdout=found.stdout[:max_output], stderr=found.stderr[:max_output],
+                       truncated=found.truncated or cut)
 
     async def images(self) -> list[ImageInfo]:
         return list(self.image_list)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
+    "EXEC_OUTPUT_CAP",
     "ContainerEvent",
     "ContainerInfo",
     "ContainerRuntime",
     "CreateRequest",
+    "ExecResult",
     "ImageInfo",
     "Mount",
 ]
+
+EXEC_OUTPUT_CAP = 4096
+"""Bytes of stdout and of stderr an exec keeps by default (the rest is read and dropped)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,20 @@ class ImageInfo:
     labels: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    """What a command run inside a container did."""
+
+    exit_code: int | None
+    """None when it did not finish (timed out and killed)."""
+    stdout: bytes = b""
+    stderr: bytes = b""
+    """The first ``max_output`` bytes of each stream."""
+    truncated: bool = False
+    """Output beyond ``max_output`` was dropped."""
+    timed_out: bool = False
+
+
 class ContainerRuntime(Protocol):
     """Async facade over the container engine. Raises ``common.errors`` types only."""
 
@@ -123,6 +142,14 @@ class ContainerRuntime(Protocol):
                    ) -> list[ContainerInfo]: ...
 
     async def logs(self, container_id: str, tail: int) -> str: ...
+
+    async def exec(self, container_id: str, argv: Sequence[str], timeout: float,
+                   max_output: int = EXEC_OUTPUT_CAP) -> ExecResult:
+        """Run ``argv`` (no shell) in the running container, as its user, and wait for it;
+        a command still running after ``timeout`` seconds is killed (``timed_out``).
+        Raises NotFound for a missing container, Conflict/FailedPrecondition for one that
+        is not running, or when the command cannot be started."""
+        ...
 
     async def images(self) -> list[ImageInfo]: ...
 

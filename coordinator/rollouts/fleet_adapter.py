@@ -32,7 +32,7 @@ from coordinator.rollouts.actions import (
     StartInstances,
     StopInstances,
 )
-from coordinator.rollouts.preview_checks import PreviewChecker
+from coordinator.rollouts.preview_checks import GreenTarget, PreviewChecker
 from coordinator.rollouts.record import RolloutRecord
 
 __all__ = ["ESCALATION_EVENT", "ControlFleet"]
@@ -141,4 +141,7 @@ class ControlFleet:
             return CheckReport(0, ("the version has no service port: nothing to check "
                                    "through the preview route",))
         host = sorted(hosts, key=lambda h: h.host_id)[0]
-        return await self.checker.run(action, host.address, version.service_port)
+        green = next((i for i in self.instances(record)
+                      if i.version == action.version and i.healthy), None)
+        target = GreenTarget(c, green.instance_id) if green is not None else None
+        return await self.checker.run(action, host.address, version.service_port, target)

@@ -3,6 +3,13 @@
 Every request goes to a host's entry point for the unit (HAProxy frontend on the service
 port) with the version-pinning header, so HAProxy sends it to the new version's servers
 only, whatever the traffic split says.
+
+A command check runs inside one green container instead: the coordinator sends RunCheck
+to that instance's host, whose agent runs it with ``docker exec`` (bounded time, first
+4 KiB of output) and reports exit code and output back; ``judge_command`` decides. A host
+that is not connected or does not answer raises Unavailable out of ``run``: the runner
+carries the checks out again (and the engine gives up after its failure limit) rather
+than failing green for it.
 """
 
 from __future__ import annotations
@@ -11,16 +18,65 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+from common.errors import LandlordError, Unavailable
 from common.latency import LatencySketch
+from coordinator.agent_messages import CommandResult
 from coordinator.rollouts.actions import CheckReport, RunChecks
 from coordinator.rollouts.settings import CheckSpec
 
-__all__ = ["PREVIEW_HEADER", "HttpReply", "PreviewChecker", "http_get"]
+__all__ = [
+    "PREVIEW_HEADER",
+    "ContainerCommands",
+    "GreenTarget",
+    "HttpReply",
+    "PreviewChecker",
+    "http_get",
+    "judge_command",
+]
 
 PREVIEW_HEADER = "X-Landlord-Version"
 """The agent data plane's default version-pinning header (agent/dataplane/settings.py)."""
 MAX_BODY = 64 * 1024
+EXCERPT = 200
+"""Characters of a failed command's output quoted in its failure reason."""
+
+
+class ContainerCommands(Protocol):
+    """Runs a command in an instance's container on its host (FleetControl.run_check)."""
+
+    async def run_check(self, instance_id: str, argv: Sequence[str],
+                        timeout_s: float) -> CommandResult: ...
+
+
+@dataclass(frozen=True)
+class GreenTarget:
+    """The green instance command checks run in."""
+
+    commands: ContainerCommands
+    instance_id: str
+
+
+def _excerpt(result: CommandResult) -> str:
+    text = (result.stderr.strip() or result.stdout.strip())[-EXCERPT:]
+    return f" (output: {text!r})" if text else ""
+
+
+def judge_command(check: CheckSpec, result: CommandResult) -> str:
+    """Why a command check failed ("" when it passed): it must have completed, with the
+    expected exit code, and with the expected text in stdout or stderr."""
+    if not result.ok:
+        return f"{check.name}: {result.error or 'the command was not carried out'}" + (
+            _excerpt(result))
+    if result.exit_code != check.expect_exit_code:
+        return (f"{check.name}: exit code {result.exit_code}, expected "
+                f"{check.expect_exit_code}{_excerpt(result)}")
+    wanted = check.expect_output_contains
+    if wanted and wanted not in result.stdout and wanted not in result.stderr:
+        cut = " (output was truncated)" if result.output_truncated else ""
+        return f"{check.name}: output does not contain {wanted!r}{cut}{_excerpt(result)}"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -56,9 +112,13 @@ class PreviewChecker:
         self.timeout = timeout
         self.concurrency = concurrency
 
-    async def run(self, action: RunChecks, address: str, port: int) -> CheckReport:
+    async def run(self, action: RunChecks, address: str, port: int,
+                  green: GreenTarget | None = None) -> CheckReport:
+        """HTTP checks through ``(address, port)``; command checks in ``green``."""
         headers = {PREVIEW_HEADER: action.version}
-        failed = [await self._one(check, address, port, headers) for check in action.checks]
+        failed = [await self._command(check, green) if check.exec_argv
+                  else await self._one(check, address, port, headers)
+                  for check in action.checks]
         p95: float | None = None
         if action.measure_latency and action.performance_requests > 0:
             p95, errors = await self._burst(action.performance_requests, address, port, headers)
@@ -67,12 +127,20 @@ class PreviewChecker:
                               "requests failed")
         return CheckReport(0, tuple(f for f in failed if f), p95)
 
+    async def _command(self, check: CheckSpec, green: GreenTarget | None) -> str:
+        if green is None:
+            return f"{check.name}: no healthy green instance to run it in"
+        try:
+            result = await green.commands.run_check(green.instance_id, check.exec_argv,
+                                                    check.timeout_s)
+        except Unavailable:
+            raise  # the host is away, not green at fault: the runner tries the checks again
+        except LandlordError as exc:
+            return f"{check.name}: not run in {green.instance_id}: {exc}"
+        return judge_command(check, result)
+
     async def _one(self, check: CheckSpec, address: str, port: int,
                    headers: dict[str, str]) -> str:
-        if check.command:
-            # The agent API has no command to run a check inside a container yet.
-            return (f"{check.name}: command checks need the agent's RunCheck command, "
-                    "which this cluster does not offer")
         try:
             reply = await http_get(address, port, check.path, headers, self.timeout)
         except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:

@@ -13,7 +13,15 @@ from common.rollout_policy import SuccessCriteria
 from coordinator.rollouts.record import Control, Measurement, RolloutRecord, StepRecord
 from coordinator.rollouts.settings import CheckSpec, RolloutSettings, Strategy
 
-__all__ = ["RETRY", "control_from_pb", "rollout_info", "settings_from_pb"]
+__all__ = [
+    "RETRY",
+    "check_from_pb",
+    "check_to_pb",
+    "control_from_pb",
+    "rollout_info",
+    "settings_from_pb",
+    "step_metrics",
+]
 
 RETRY = "retry"
 
@@ -60,6 +68,34 @@ def control_from_pb(action: int) -> Control | str:
     return found
 
 
+def check_from_pb(check: types_pb2.IntegrationCheck) -> CheckSpec | None:
+    """An integration check of a Deploy request (None when it names no check)."""
+    kind = check.WhichOneof("check")
+    if kind == "http":
+        return CheckSpec(path=check.http.path, expect_status=check.http.expect_status or 200,
+                         expect_body_contains=check.http.expect_body_contains)
+    if kind == "command":
+        return CheckSpec(command=check.command)
+    if kind == "exec":
+        e = check.exec
+        timeout = _seconds(e.timeout) if e.timeout.seconds or e.timeout.nanos else (
+            CheckSpec.timeout_s)
+        return CheckSpec(argv=tuple(e.argv), expect_exit_code=e.expect_exit_code,
+                         expect_output_contains=e.expect_output_contains, timeout_s=timeout)
+    return None
+
+
+def check_to_pb(check: CheckSpec) -> types_pb2.IntegrationCheck:
+    if check.path:
+        return types_pb2.IntegrationCheck(http=types_pb2.HttpCheck(
+            path=check.path, expect_status=check.expect_status,
+            expect_body_contains=check.expect_body_contains))
+    return types_pb2.IntegrationCheck(exec=types_pb2.CommandCheck(
+        argv=list(check.exec_argv), expect_exit_code=check.expect_exit_code,
+        expect_output_contains=check.expect_output_contains,
+        timeout=_duration(check.timeout_s)))
+
+
 def settings_from_pb(req: admin_pb2.DeployRequest) -> RolloutSettings:
     """Settings from a Deploy request; unset fields keep the defaults (a canary removes
     the old version one step delay after its last step)."""
@@ -88,15 +124,7 @@ def settings_from_pb(req: admin_pb2.DeployRequest) -> RolloutSettings:
             values["performance_requests"] = bg.performance_requests
         if bg.max_latency_p95.seconds or bg.max_latency_p95.nanos:
             values["max_latency_p95_ms"] = _seconds(bg.max_latency_p95) * 1000
-        checks = []
-        for check in bg.checks:
-            if check.WhichOneof("check") == "http":
-                checks.append(CheckSpec(path=check.http.path,
-                                        expect_status=check.http.expect_status or 200,
-                                        expect_body_contains=check.http.expect_body_contains))
-            elif check.WhichOneof("check") == "command":
-                checks.append(CheckSpec(command=check.command))
-        values["checks"] = tuple(checks)
+        values["checks"] = tuple(c for c in map(check_from_pb, bg.checks) if c is not None)
     criteria = SuccessCriteria()
     if crit.max_error_rate:
         criteria = replace(criteria, max_error_rate=crit.max_error_rate)
@@ -122,6 +150,25 @@ def _window(m: Measurement | None, record: RolloutRecord, version: str,
     )
 
 
+_METRIC_NAMES = {"throughput_rps": "rps"}
+"""Measurement fields whose metric name differs (the others keep their field name)."""
+
+
+def step_metrics(step: StepRecord) -> dict[str, float]:
+    """The step's measured figures by name (RolloutStep.metrics): the new version's as
+    ``requests``, ``error_rate``, ``p95_ms``, ``rps``, ...; the stable version's the same
+    with a ``stable_`` prefix. Figures never measured (None) are left out."""
+    out: dict[str, float] = {}
+    for prefix, m in (("", step.canary), ("stable_", step.stable)):
+        if m is None:
+            continue
+        for f in fields(Measurement):
+            value = getattr(m, f.name)
+            if value is not None:
+                out[prefix + _METRIC_NAMES.get(f.name, f.name)] = float(value)
+    return out
+
+
 def _step(record: RolloutRecord, step: StepRecord) -> types_pb2.RolloutStep:
     numbers = [f"{f.name}={getattr(step.canary, f.name)}" for f in fields(Measurement)
                if step.canary is not None and getattr(step.canary, f.name) is not None]
@@ -131,6 +178,7 @@ def _step(record: RolloutRecord, step: StepRecord) -> types_pb2.RolloutStep:
         canary=_window(step.canary, record, record.to_version, step),
         stable=_window(step.stable, record, record.from_version, step),
         reasons=[*step.reasons, *(["canary: " + ", ".join(numbers)] if numbers else [])],
+        metrics=step_metrics(step),
     )
 
 
@@ -164,6 +212,9 @@ def rollout_info(record: RolloutRecord) -> types_pb2.RolloutInfo:
                          SwitchMode.CANARY: types_pb2.SWITCH_MODE_CANARY}[s.switch],
             warmup=_duration(s.warmup_s), cleanup_delay=_duration(s.cleanup_delay_s),
             gradual_steps=s.gradual_steps, manual_promotion=s.manual_promotion,
-            performance_requests=s.performance_requests))
+            performance_requests=s.performance_requests,
+            checks=[check_to_pb(c) for c in s.checks]))
+        if s.max_latency_p95_ms is not None:
+            info.blue_green.max_latency_p95.CopyFrom(_duration(s.max_latency_p95_ms / 1000))
     return info
 

@@ -52,18 +52,35 @@ class CheckSpec:
     expect_status: int = 200
     expect_body_contains: str = ""
     command: str = ""
-    """Shell command run in a green container; exit 0 passes (empty for an HTTP check)."""
+    """Shell line run with ``sh -c`` in a green container (or use ``argv``)."""
+    argv: tuple[str, ...] = ()
+    """Command run as is (no shell) in a green container."""
+    expect_exit_code: int = 0
+    expect_output_contains: str = ""
+    """Command checks: text stdout or stderr must contain ("" = any)."""
+    timeout_s: float = 30.0
+    """Command checks: how long the command may run before it is killed and fails."""
 
     def __post_init__(self) -> None:
-        if bool(self.path) == bool(self.command):
+        object.__setattr__(self, "argv", tuple(self.argv))
+        if [bool(self.path), bool(self.command), bool(self.argv)].count(True) != 1:
             raise InvalidArgument("an integration check is either an HTTP path or a command")
         if self.path and not self.path.startswith("/"):
             raise InvalidArgument(f"check path {self.path!r} must start with '/'")
+        if not (0 < self.timeout_s <= 300):
+            raise InvalidArgument(f"check timeout must be in (0, 300] s, got {self.timeout_s}")
+
+    @property
+    def exec_argv(self) -> tuple[str, ...]:
+        """What a command check runs in the container (empty for an HTTP check)."""
+        return ("sh", "-c", self.command) if self.command else self.argv
 
     @property
     def name(self) -> str:
         if self.command:
             return f"command {self.command!r}"
+        if self.argv:
+            return f"command {list(self.argv)!r}"
         body = f" containing {self.expect_body_contains!r}" if self.expect_body_contains else ""
         return f"GET {self.path} -> {self.expect_status}{body}"
 

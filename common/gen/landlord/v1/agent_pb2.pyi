@@ -190,19 +190,44 @@ class CommandResult(_message.Message):
     COMMAND_ID_FIELD_NUMBER: _builtins.int
     OK_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    STDOUT_FIELD_NUMBER: _builtins.int
+    STDERR_FIELD_NUMBER: _builtins.int
+    OUTPUT_TRUNCATED_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     ok: _builtins.bool
+    """False when the command could not be carried out (or, for RunCheck, did not finish
+    within its timeout); `error` says why.
+    """
     error: _builtins.str
+    exit_code: _builtins.int
+    """RunCheck only: what the command did. `exit_code` is meaningful when `ok` is true
+    (a command that ran and exited non-zero is still ok: judging it is the sender's job).
+    """
+    stdout: _builtins.str
+    """The start of the command's stdout and stderr, each capped by the agent (4 KiB),
+    decoded as UTF-8 with replacement characters.
+    """
+    stderr: _builtins.str
+    output_truncated: _builtins.bool
+    """True when output beyond the cap was dropped."""
+    timed_out: _builtins.bool
     def __init__(
         self,
         *,
         command_id: _builtins.str = ...,
         ok: _builtins.bool = ...,
         error: _builtins.str = ...,
+        exit_code: _builtins.int = ...,
+        stdout: _builtins.str = ...,
+        stderr: _builtins.str = ...,
+        output_truncated: _builtins.bool = ...,
+        timed_out: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "error", b"error", "ok", b"ok"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "error", b"error", "exit_code", b"exit_code", "ok", b"ok", "output_truncated", b"output_truncated", "stderr", b"stderr", "stdout", b"stdout", "timed_out", b"timed_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -520,6 +545,43 @@ class CollectGarbage(_message.Message):
 Global___CollectGarbage: _TypeAlias = CollectGarbage  # noqa: Y015
 
 @_typing.final
+class RunCheck(_message.Message):
+    """Run a command inside a running instance's container (`docker exec`), e.g. a
+    blue-green integration check of green. Unlike the other commands it is not about
+    desired state: it is run once per command id, and its outcome comes back in the
+    CommandResult (exit code and bounded output). A replayed id is not run again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    ARGV_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    @_builtins.property
+    def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Run as is, without a shell (["sh", "-c", "..."] for a shell line)."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """The command is killed when it runs longer (agent default 30 s when unset)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        argv: _abc.Iterable[_builtins.str] | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "instance_id", b"instance_id", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunCheck: _TypeAlias = RunCheck  # noqa: Y015
+
+@_typing.final
 class Command(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -530,6 +592,7 @@ class Command(_message.Message):
     WEIGHTS_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
     GC_FIELD_NUMBER: _builtins.int
+    RUN_CHECK_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     @_builtins.property
     def start(self) -> Global___StartInstance: ...
@@ -543,6 +606,8 @@ class Command(_message.Message):
     def drain(self) -> Global___DrainInstance: ...
     @_builtins.property
     def gc(self) -> Global___CollectGarbage: ...
+    @_builtins.property
+    def run_check(self) -> Global___RunCheck: ...
     def __init__(
         self,
         *,
@@ -553,12 +618,13 @@ class Command(_message.Message):
         weights: Global___SetWeights | None = ...,
         drain: Global___DrainInstance | None = ...,
         gc: Global___CollectGarbage | None = ...,
+        run_check: Global___RunCheck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drain", b"drain", "gc", b"gc", "route", b"route", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drain", b"drain", "gc", b"gc", "route", b"route", "run_check", b"run_check", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "command_id", b"command_id", "drain", b"drain", "gc", b"gc", "route", b"route", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "command_id", b"command_id", "drain", b"drain", "gc", b"gc", "route", b"route", "run_check", b"run_check", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["start", "stop", "route", "weights", "drain", "gc"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["start", "stop", "route", "weights", "drain", "gc", "run_check"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 

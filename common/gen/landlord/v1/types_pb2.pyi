@@ -924,26 +924,68 @@ class HttpCheck(_message.Message):
 Global___HttpCheck: _TypeAlias = HttpCheck  # noqa: Y015
 
 @_typing.final
+class CommandCheck(_message.Message):
+    """A command run inside one green container (`docker exec` by its agent)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARGV_FIELD_NUMBER: _builtins.int
+    EXPECT_EXIT_CODE_FIELD_NUMBER: _builtins.int
+    EXPECT_OUTPUT_CONTAINS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    expect_exit_code: _builtins.int
+    """The exit code that passes (0 by default)."""
+    expect_output_contains: _builtins.str
+    """Text the output (stdout or stderr, first 4 KiB of each) must contain; "" = any."""
+    @_builtins.property
+    def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Run as is, without a shell (e.g. ["test", "-f", "/ready"])."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long the command may run before it is killed and fails (default 30 s)."""
+
+    def __init__(
+        self,
+        *,
+        argv: _abc.Iterable[_builtins.str] | None = ...,
+        expect_exit_code: _builtins.int = ...,
+        expect_output_contains: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "expect_exit_code", b"expect_exit_code", "expect_output_contains", b"expect_output_contains", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandCheck: _TypeAlias = CommandCheck  # noqa: Y015
+
+@_typing.final
 class IntegrationCheck(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HTTP_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
+    EXEC_FIELD_NUMBER: _builtins.int
     command: _builtins.str
-    """Command run inside a green container; exit 0 passes."""
+    """Shell line run with `sh -c` inside a green container; exit 0 passes."""
     @_builtins.property
     def http(self) -> Global___HttpCheck: ...
+    @_builtins.property
+    def exec(self) -> Global___CommandCheck: ...
     def __init__(
         self,
         *,
         http: Global___HttpCheck | None = ...,
         command: _builtins.str = ...,
+        exec: Global___CommandCheck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "command", b"command", "http", b"http"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "command", b"command", "exec", b"exec", "http", b"http"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "command", b"command", "http", b"http"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "command", b"command", "exec", b"exec", "http", b"http"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_check: _TypeAlias = _typing.Literal["http", "command"]  # noqa: Y015
+    _WhichOneofReturnType_check: _TypeAlias = _typing.Literal["http", "command", "exec"]  # noqa: Y015
     _WhichOneofArgType_check: _TypeAlias = _typing.Literal["check", b"check"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_check) -> _WhichOneofReturnType_check | None: ...
 
@@ -1024,6 +1066,26 @@ Global___WeightSplit: _TypeAlias = WeightSplit  # noqa: Y015
 class RolloutStep(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     INDEX_FIELD_NUMBER: _builtins.int
     TARGET_PERCENT_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
@@ -1032,6 +1094,7 @@ class RolloutStep(_message.Message):
     CANARY_FIELD_NUMBER: _builtins.int
     STABLE_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     target_percent: _builtins.float
     outcome: _builtins.str
@@ -1046,6 +1109,13 @@ class RolloutStep(_message.Message):
     def stable(self) -> Global___MetricsWindow: ...
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """What the step measured, by name: requests, errors, error_rate, p50_ms, p95_ms,
+        p99_ms, rps, duration_s for the new version, and the same prefixed with "stable_"
+        for the stable version over the same window. Only figures that were measured.
+        """
+
     def __init__(
         self,
         *,
@@ -1057,10 +1127,11 @@ class RolloutStep(_message.Message):
         canary: Global___MetricsWindow | None = ...,
         stable: Global___MetricsWindow | None = ...,
         reasons: _abc.Iterable[_builtins.str] | None = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "ended_at", b"ended_at", "stable", b"stable", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "ended_at", b"ended_at", "index", b"index", "outcome", b"outcome", "reasons", b"reasons", "stable", b"stable", "started_at", b"started_at", "target_percent", b"target_percent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "ended_at", b"ended_at", "index", b"index", "metrics", b"metrics", "outcome", b"outcome", "reasons", b"reasons", "stable", b"stable", "started_at", b"started_at", "target_percent", b"target_percent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1096,7 +1167,10 @@ class RolloutInfo(_message.Message):
     building: _builtins.str
     strategy: Global___Strategy.ValueType
     phase: _builtins.str
-    """pending, deploying, validating, switching, paused, promoted, rolled_back, failed, aborted."""
+    """pending, deploying, validating, awaiting_promotion, switching, completing, cleaning,
+    rolling_back (active), promoted, rolled_back, failed, aborted (ended); "paused" while
+    an active rollout is paused.
+    """
     current_step: _builtins.int
     reason: _builtins.str
     replicas: _builtins.int
