@@ -40,6 +40,7 @@ from tenacity import (
 from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 from common.latency import LatencySketch
 from common.resources import Resources
+from common.stream_messages import ReportedEvent, RouteServer
 from common.transport import TlsSettings, create_channel
 
 __all__ = [
@@ -81,18 +82,6 @@ class InstanceReport:
     started_at: float = 0.0
     last_activity: float = 0.0
     unenforced_limits: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ReportedEvent:
-    type: str
-    time: float
-    message: str = ""
-    apartment: str = ""
-    unit: str = ""
-    version: str = ""
-    instance_id: str = ""
-    details: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -158,16 +147,6 @@ class StopInstance:
     instance_id: str
     grace: float
     drain: bool
-
-
-@dataclass(frozen=True)
-class RouteServer:
-    server: str
-    version: str
-    address: str
-    port: int
-    weight: int
-    state: str
 
 
 @dataclass(frozen=True)

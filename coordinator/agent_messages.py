@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 from common.latency import LatencySketch
 from common.resources import Resources
+from common.stream_messages import ReportedEvent, RouteServer
 from coordinator.records import InstanceRecord, VersionRecord
 
 __all__ = [
     "AgentCommand",
-    "AgentEvent",
     "AgentReport",
     "CommandResult",
     "DrainCommand",
@@ -24,6 +24,7 @@ __all__ = [
     "ObservedInstance",
     "Outgoing",
     "Registration",
+    "ReportedEvent",
     "RouteCommand",
     "RouteServer",
     "RunCheckCommand",
@@ -80,18 +81,6 @@ class Registration:
 
 
 @dataclass(frozen=True)
-class AgentEvent:
-    type: str
-    time: float
-    message: str = ""
-    apartment: str = ""
-    unit: str = ""
-    version: str = ""
-    instance_id: str = ""
-    details: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class MetricsWindow:
     apartment: str
     unit: str
@@ -128,7 +117,7 @@ class AgentReport:
     time: float
     changed: tuple[ObservedInstance, ...] = ()
     removed_instance_ids: tuple[str, ...] = ()
-    events: tuple[AgentEvent, ...] = ()
+    events: tuple[ReportedEvent, ...] = ()
     windows: tuple[MetricsWindow, ...] = ()
     host_usage: Mapping[str, float] = field(default_factory=dict)
     acked_command_ids: tuple[str, ...] = ()
@@ -147,17 +136,6 @@ class StopCommand:
     instance_id: str
     grace_s: float = 30.0
     drain: bool = True
-
-
-@dataclass(frozen=True)
-class RouteServer:
-    server: str
-    version: str
-    address: str
-    port: int
-    weight: int
-    state: str
-    """ready, drain or maint."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from common.latency import LatencySketch
 from common.resources import Resources
 from coordinator.agent_messages import (
     AgentCommand,
-    AgentEvent,
     AgentReport,
     CommandResult,
     DrainCommand,
@@ -19,6 +18,7 @@ from coordinator.agent_messages import (
     ObservedInstance,
     Outgoing,
     Registration,
+    ReportedEvent,
     RouteCommand,
     RunCheckCommand,
     StartCommand,
@@ -174,7 +174,7 @@ def report_from_pb(pb: agent_pb2.StatusReport, host_id: str) -> AgentReport:
         changed=tuple(observed_from_pb(i, host_id) for i in pb.changed),
         removed_instance_ids=tuple(pb.removed_instance_ids),
         events=tuple(
-            AgentEvent(type=e.type, time=seconds(e.time), message=e.message,
+            ReportedEvent(type=e.type, time=seconds(e.time), message=e.message,
                        apartment=e.apartment, unit=e.unit, version=e.version,
                        instance_id=e.instance_id, details=dict(e.details))
             for e in pb.events
