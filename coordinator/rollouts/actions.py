@@ -67,6 +67,13 @@ class RunChecks:
     performance_requests: int
     measure_latency: bool
 
+    @property
+    def through_entry_point(self) -> bool:
+        """HTTP checks or a performance burst (command checks run in a green container and
+        need no entry point)."""
+        return any(not check.exec_argv for check in self.checks) or (
+            self.measure_latency and self.performance_requests > 0)
+
 
 @dataclass(frozen=True)
 class SetUnitState:

@@ -137,7 +137,7 @@ class ControlFleet:
             return CheckReport(0, (f"building {record.building} has no host to check "
                                    "green through",))
         version = self._version(record, action.version)
-        if not version.service_port:
+        if action.through_entry_point and not version.service_port:
             return CheckReport(0, ("the version has no service port: nothing to check "
                                    "through the preview route",))
         host = sorted(hosts, key=lambda h: h.host_id)[0]

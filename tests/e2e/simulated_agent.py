@@ -36,12 +36,14 @@ from agent.stream_client import (
     DrainInstance,
     HostIdentity,
     InstanceReport,
+    RunCheck,
     SetRoute,
     SetWeights,
     StartInstance,
     StopInstance,
     StreamSettings,
 )
+from common.errors import FailedPrecondition
 from common.resources import Resources
 
 __all__ = ["FakeRuntime", "main"]
@@ -138,6 +140,9 @@ class FakeRuntime:
                     server["weight"] = command.weights[str(server["server"])]
         elif isinstance(command, DrainInstance | CollectGarbage):
             pass  # nothing to drain or collect in memory; acknowledged all the same
+        elif isinstance(command, RunCheck):
+            # never a made-up success: the check fails, saying why
+            raise FailedPrecondition("a simulated agent has no container to run a command in")
         self.save()
 
     def _run(self, instance_id: str) -> None:

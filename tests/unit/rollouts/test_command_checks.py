@@ -173,3 +173,12 @@ def test_step_metrics_name_what_was_measured() -> None:
     record = make_record(RolloutSettings(strategy=Strategy.CANARY))
     info = rollout_info(replace(record, steps=(step,)))
     assert dict(info.steps[0].metrics) == metrics
+
+
+def test_only_http_checks_and_a_burst_need_the_entry_point() -> None:
+    command = CheckSpec(argv=("true",))
+    http = CheckSpec(path="/healthz")
+    assert not RunChecks("1.1.0", (command,), 0, False).through_entry_point
+    assert not RunChecks("1.1.0", (command,), 50, False).through_entry_point
+    assert RunChecks("1.1.0", (command,), 50, True).through_entry_point
+    assert RunChecks("1.1.0", (command, http), 0, False).through_entry_point
