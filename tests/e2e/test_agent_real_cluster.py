@@ -25,43 +25,30 @@ from typing import Any
 
 import docker
 import pytest
-from google.protobuf import duration_pb2
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from tests.e2e.real_cluster import RealCluster, free_port_on_all
-from tests.integration.agent.agent_fixtures import ensure_demo_images
+from tests.e2e.real_load import (
+    HOSTS,
+    list_hosts,
+    list_instances,
+    publish,
+    real_cluster,
+    unit_containers,
+    unit_spec,
+)
 from tests.support import eventually
 
-HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}
 APARTMENT, UNIT, VERSION = "e2e", "web", "1.0.0"
-IMAGE = "landlord/demo-app:1.0.0"
 RUNNING = types_pb2.INSTANCE_STATE_RUNNING
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def _seconds(value: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(int(value * 1e9))
-    return d
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RealCluster]:
-    ensure_demo_images()
-    # heartbeat 2 s: a host is suspect after 3 s of silence, which a busy 2-core machine
-    # starting three agents and their containers must not reach by accident
-    real = RealCluster({"heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 3.0})
-    try:
-        real.start()
-        for host_id, address in HOSTS.items():
-            real.add_agent(host_id, address, "demo")
+    with real_cluster() as real:
         yield real
-    except BaseException:
-        print(real.logs())
-        raise
-    finally:
-        real.close()
     client = docker.from_env()
     leftovers = client.containers.list(
         all=True, filters={"label": ["landlord.test=1", f"landlord.unit={UNIT}"]})
@@ -75,35 +62,21 @@ def service_port(cluster: RealCluster) -> int:
     """Publish and deploy e2e/web 1.0.0 (three replicas) once the hosts are registered."""
     eventually(lambda: all_hosts(cluster), timeout=60, message="three hosts registered")
     port = free_port_on_all(list(HOSTS.values()))
-    spec = types_pb2.UnitSpec(
-        apartment=APARTMENT, unit=UNIT, image=IMAGE, port=0, service_port=port,
-        health=types_pb2.HealthCheck(path="/healthz", interval=_seconds(1), timeout=_seconds(1),
-                                     healthy_threshold=1, unhealthy_threshold=2),
-        resources=types_pb2.Resources(cpu_millis=200, memory_bytes=96 << 20),
-    )
+    spec = unit_spec(APARTMENT, UNIT, VERSION, port, cpu_millis=200, memory_bytes=96 << 20)
     with cluster.admin() as admin:
-        admin.PublishVersion(admin_pb2.PublishVersionRequest(
-            spec=spec, version=VERSION, changes=types_pb2.ChangeSet(features=["first"])),
-            timeout=30)
+        publish(admin, spec, VERSION, types_pb2.ChangeSet(features=["first"]))
         admin.Deploy(admin_pb2.DeployRequest(apartment=APARTMENT, unit=UNIT, version=VERSION,
                                              building="demo", replicas=3), timeout=30)
     return port
 
 
-def hosts(cluster: RealCluster) -> list[Any]:
-    with cluster.admin() as admin:
-        return list(admin.ListHosts(admin_pb2.ListHostsRequest(), timeout=5).hosts)
-
-
 def instances(cluster: RealCluster) -> list[Any]:
-    with cluster.admin() as admin:
-        request = admin_pb2.ListInstancesRequest(apartment=APARTMENT, unit=UNIT)
-        return list(admin.ListInstances(request, timeout=5).instances)
+    return list_instances(cluster, APARTMENT, UNIT)
 
 
 def all_hosts(cluster: RealCluster) -> list[Any]:
     """The three hosts, once all are registered and alive (placement needs them alive)."""
-    found = hosts(cluster)
+    found = list_hosts(cluster)
     assert len(found) == 3 and all(h.status == "alive" for h in found), found
     return found
 
@@ -112,16 +85,6 @@ def running_instances(cluster: RealCluster) -> list[Any]:
     found = instances(cluster)
     assert len(found) == 3 and all(i.state == RUNNING for i in found), found
     return found
-
-
-def containers(**labels: str) -> list[Any]:
-    client = docker.from_env()
-    try:
-        wanted = ["landlord.test=1", f"landlord.unit={UNIT}"]
-        wanted += [f"{k}={v}" for k, v in labels.items()]
-        return list(client.containers.list(filters={"label": wanted}))
-    finally:
-        client.close()
 
 
 def get(address: str, port: int) -> dict[str, Any]:
@@ -157,7 +120,7 @@ def test_deploy_runs_one_labelled_container_per_host(cluster: RealCluster,
     for inst in found:
         assert inst.address == HOSTS[inst.host_id] and inst.port > 0
         assert inst.version == VERSION and inst.health_score >= 0.5
-    running = containers()
+    running = unit_containers(UNIT)
     assert len(running) == 3
     by_instance = {c.labels["landlord.instance"]: c for c in running}
     assert set(by_instance) == {i.instance_id for i in found}
@@ -195,7 +158,7 @@ def test_killed_container_is_replaced_while_traffic_flows(cluster: RealCluster,
                                                           service_port: int) -> None:
     victim = next(i for i in eventually(lambda: running_instances(cluster), timeout=90)
                   if i.host_id == "h2")
-    [container] = containers(**{"landlord.instance": victim.instance_id})
+    [container] = unit_containers(UNIT, **{"landlord.instance": victim.instance_id})
     container.kill()
 
     failures: list[str] = []
@@ -212,7 +175,7 @@ def test_killed_container_is_replaced_while_traffic_flows(cluster: RealCluster,
         now = {i.instance_id: i for i in instances(cluster)}
         inst = now.get(victim.instance_id)
         assert inst is not None and inst.state == RUNNING and inst.restarts >= 1, inst
-        [fresh] = containers(**{"landlord.instance": victim.instance_id})
+        [fresh] = unit_containers(UNIT, **{"landlord.instance": victim.instance_id})
         assert fresh.id != container.id and fresh.labels["landlord.generation"] == "2"
         return True
 
@@ -229,7 +192,7 @@ def test_agents_stop_cleanly_and_leave_traffic_serving(cluster: RealCluster,
     eventually(lambda: running_instances(cluster), timeout=90)
     for agent in cluster.agents:
         assert agent.terminate() == 0, agent.log_tail()
-    assert len(containers()) == 3  # containers belong to the engine, not to the agent
+    assert len(unit_containers(UNIT)) == 3  # containers belong to the engine, not to the agent
     for address in HOSTS.values():
         assert get(address, service_port)["version"] == VERSION  # HAProxy keeps serving
     for agent in cluster.agents:

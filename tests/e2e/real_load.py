@@ -1,0 +1,211 @@
+"""What the real-cluster end-to-end tests share: the cluster, units, and client load.
+
+- ``real_cluster()``: a RealCluster (tests/e2e/real_cluster.py) with the three simulated
+  hosts of ``HOSTS`` (building "demo") started, closed whatever happens, its logs printed
+  when something fails;
+- ``unit_spec()`` / ``publish()``: a version of a unit running landlord/demo-app;
+- ``list_hosts()`` / ``list_instances()``: the Admin API's reads; ``unit_containers()``:
+  what Docker runs for a unit;
+- ``Load``: one client thread per host entry point that records every answer (status and
+  the version that gave it), so a test can say "zero failed requests" and "every answer
+  since then came from version X".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+from google.protobuf import duration_pb2
+
+from common.gen.landlord.v1 import admin_pb2, types_pb2
+from tests.e2e.real_cluster import TEST_LABEL, ConsoleCoordinator, RealCluster, free_port_on_all
+from tests.integration.agent.agent_fixtures import ensure_demo_images
+from tests.support import eventually
+
+__all__ = [
+    "COORDINATOR_SETTINGS",
+    "HOSTS",
+    "Answer",
+    "Load",
+    "failed",
+    "free_ports",
+    "list_hosts",
+    "list_instances",
+    "publish",
+    "real_cluster",
+    "seconds",
+    "serving",
+    "unit_containers",
+    "unit_spec",
+]
+
+HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}
+"""Simulated host id -> its loopback address (the agent's advertise address)."""
+COORDINATOR_SETTINGS: dict[str, Any] = {
+    # heartbeat 2 s: a host is suspect after 3 s of silence, which a busy 2-core machine
+    # starting three agents and their containers must not reach by accident
+    "heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 3.0,
+}
+
+
+def seconds(value: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(value * 1e9))
+    return d
+
+
+@contextlib.contextmanager
+def real_cluster(coordinators: int = 1) -> Iterator[RealCluster]:
+    """etcd, ``coordinators`` coordinators and an agent on every host of ``HOSTS``."""
+    ensure_demo_images()
+    real = RealCluster(COORDINATOR_SETTINGS, coordinators=coordinators)
+    try:
+        real.start()
+        for host_id, address in HOSTS.items():
+            real.add_agent(host_id, address, "demo")
+        yield real
+    except BaseException:
+        print(real.logs())
+        raise
+    finally:
+        real.close()
+
+
+def unit_spec(apartment: str, unit: str, version: str, service_port: int, *,
+              env: dict[str, str] | None = None, dependencies: Sequence[str] = (),
+              state_mode: types_pb2.StateMode.ValueType = types_pb2.STATE_MODE_UNSPECIFIED,
+              cpu_millis: int = 100, memory_bytes: int = 64 << 20) -> types_pb2.UnitSpec:
+    """landlord/demo-app:``version`` behind ``service_port`` on every host, health-checked
+    on /healthz every second."""
+    return types_pb2.UnitSpec(
+        apartment=apartment, unit=unit, image=f"landlord/demo-app:{version}", port=0,
+        service_port=service_port, env=env or {}, dependencies=list(dependencies),
+        state_mode=state_mode,
+        health=types_pb2.HealthCheck(path="/healthz", interval=seconds(1), timeout=seconds(1),
+                                     healthy_threshold=1, unhealthy_threshold=2),
+        resources=types_pb2.Resources(cpu_millis=cpu_millis, memory_bytes=memory_bytes),
+    )
+
+
+def publish(admin: Any, spec: types_pb2.UnitSpec, version: str,
+            changes: types_pb2.ChangeSet) -> Any:
+    """PublishVersion; returns the published VersionInfo."""
+    request = admin_pb2.PublishVersionRequest(spec=spec, version=version, changes=changes)
+    return admin.PublishVersion(request, timeout=30).version
+
+
+def list_hosts(cluster: RealCluster, coordinator: ConsoleCoordinator | None = None) -> list[Any]:
+    with cluster.admin(coordinator) as admin:
+        return list(admin.ListHosts(admin_pb2.ListHostsRequest(), timeout=5).hosts)
+
+
+def list_instances(cluster: RealCluster, apartment: str, unit: str,
+                   coordinator: ConsoleCoordinator | None = None) -> list[Any]:
+    with cluster.admin(coordinator) as admin:
+        request = admin_pb2.ListInstancesRequest(apartment=apartment, unit=unit)
+        return list(admin.ListInstances(request, timeout=5).instances)
+
+
+def unit_containers(unit: str, **labels: str) -> list[Any]:
+    """The running test-labelled containers of ``unit``, narrowed by more labels."""
+    client = docker.from_env()
+    try:
+        wanted = [TEST_LABEL, f"landlord.unit={unit}", *(f"{k}={v}" for k, v in labels.items())]
+        return list(client.containers.list(filters={"label": wanted}))
+    finally:
+        client.close()
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different ports, each free on every host of ``HOSTS`` now."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port_on_all(list(HOSTS.values())))
+    return sorted(ports)
+
+
+def serving(port: int, addresses: Iterable[str] = HOSTS.values()) -> bool:
+    """Every entry point answers GET / with 200 (raises otherwise; for ``eventually``)."""
+    for address in addresses:
+        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=5) as reply:
+            assert reply.status == 200, (address, reply.status)
+    return True
+
+
+@dataclass
+class Answer:
+    at: float
+    host: str
+    status: int
+    """HTTP status, or 0 when the request got no HTTP answer at all."""
+    version: str
+
+
+def failed(answers: Iterable[Answer]) -> list[Answer]:
+    return [a for a in answers if a.status != 200]
+
+
+@dataclass
+class Load:
+    """One client thread per host entry point, bounded in time; records every answer."""
+
+    port: int
+    addresses: tuple[str, ...] = tuple(HOSTS.values())
+    answers: list[Answer] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self, max_seconds: float = 240.0) -> Load:
+        deadline = time.monotonic() + max_seconds
+        for address in self.addresses:
+            t = threading.Thread(target=self._run, args=(address, deadline), daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def _run(self, address: str, deadline: float) -> None:
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            status, version = self._once(address)
+            self.answers.append(Answer(time.monotonic(), address, status, version))
+            time.sleep(0.01)
+
+    def _once(self, address: str) -> tuple[int, str]:
+        """One GET / on a fresh connection, closed whatever happens."""
+        conn = http.client.HTTPConnection(address, self.port, timeout=10)
+        try:
+            conn.request("GET", "/")
+            reply = conn.getresponse()
+            body = reply.read()
+            try:
+                version = str(json.loads(body).get("version", ""))
+            except ValueError:
+                version = ""
+            return reply.status, version
+        except (OSError, http.client.HTTPException):
+            return 0, ""
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=15)
+
+    def since(self, start: float) -> list[Answer]:
+        return [a for a in list(self.answers) if a.at >= start]
+
+    def settled(self, count: int = 60, timeout: float = 30.0) -> float:
+        """Wait for ``count`` answers from now on; returns when "now" was."""
+        start = time.monotonic()
+        eventually(lambda: len(self.since(start)) >= count, timeout=timeout,
+                   message=f"{count} answers")
+        return start
