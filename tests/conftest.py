@@ -20,6 +20,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(getattr(pytest.mark, kind))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used a cluster (anything with ``logs()``) reports the processes'
+    log tails next to its traceback: the coordinator's and agents' view of what went wrong."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed or call.when == "setup":
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        for candidate in (value, getattr(value, "cluster", None)):
+            logs = getattr(candidate, "logs", None)
+            if callable(logs):
+                try:
+                    report.sections.append((f"logs of fixture {name!r}", str(logs())))
+                except Exception as exc:  # a log we cannot read must not hide the failure
+                    report.sections.append((f"logs of fixture {name!r}", f"unreadable: {exc}"))
+                break
+
+
 def _remove_test_containers() -> None:
     try:
         import docker
