@@ -47,15 +47,21 @@ class Registry:
     def __init__(self, control: FleetControl) -> None:
         self.control = control
         self.state = control.state
+        self._catalog: tuple[int, Catalog] | None = None
 
     # -- reads -----------------------------------------------------------------------------
 
     def catalog(self) -> Catalog:
-        return {
-            f"{a}/{u}": {v: list(rec.tag.spec.dependencies) for v, rec in versions.items()}
-            for (a, u), versions in self.state.versions.items()
-            if versions
-        }
+        """Every published unit's versions and their dependencies (read-only; rebuilt only
+        when a version was published or removed since the last call)."""
+        generation = self.state.versions_generation
+        if self._catalog is None or self._catalog[0] != generation:
+            self._catalog = (generation, {
+                f"{a}/{u}": {v: list(rec.tag.spec.dependencies) for v, rec in versions.items()}
+                for (a, u), versions in self.state.versions.items()
+                if versions
+            })
+        return self._catalog[1]
 
     def units(self, apartment: str = "") -> list[UnitRecord]:
         keys = {k for k, v in self.state.versions.items() if v} | set(self.state.units)

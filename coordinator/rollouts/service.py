@@ -14,6 +14,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 from common.clock import Clock
+from common.dependencies import parse_dependency
 from common.errors import Conflict, FailedPrecondition, LandlordError, NotFound
 from common.gen.landlord.v1 import admin_pb2
 from coordinator.control import FleetControl
@@ -230,15 +231,22 @@ class RolloutService:
 
     def _facts(self, apartment: str, unit: str, building: str) -> DeployFacts:
         c = self.control
+        versions = dict(c.state.versions.get((apartment, unit), {}))
+        # Only what this unit's versions depend on is looked at (admission checks direct
+        # dependencies), through the unit index rather than every instance of the cluster.
+        needed = {parse_dependency(text, apartment).unit
+                  for found in versions.values() for text in found.tag.spec.dependencies}
         running: dict[str, set[str]] = {}
-        for inst in (v.value for v in c.state.instances.values()):
-            seen = c.known_state(inst.instance_id)
-            if seen is not None and seen.routable:
-                running.setdefault(f"{inst.apartment}/{inst.unit}", set()).add(inst.version)
+        for name in needed:
+            dep_apartment, _, dep_unit = name.partition("/")
+            for inst in c.state.instances_of(dep_apartment, dep_unit):
+                seen = c.known_state(inst.instance_id)
+                if seen is not None and seen.routable:
+                    running.setdefault(name, set()).add(inst.version)
         active = self.records.active(apartment, unit)
         return DeployFacts(
             unit=self.registry.unit(apartment, unit),
-            versions=dict(c.state.versions.get((apartment, unit), {})),
+            versions=versions,
             instances=c.state.instances_of(apartment, unit),
             active=active[0] if active else None,
             running={k: frozenset(v) for k, v in running.items()},
