@@ -8,11 +8,11 @@ guarded by revisions. Reads come from the watch-fed cache, so followers answer t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from common.dependencies import Catalog, parse_dependency, resolve
-from common.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from common.errors import Conflict, FailedPrecondition, InvalidArgument, LandlordError, NotFound
 from common.unit_spec import UnitSpec
 from common.versions import ChangeSet, plan_publish
 from coordinator.control import FleetControl
@@ -47,21 +47,29 @@ class Registry:
     def __init__(self, control: FleetControl) -> None:
         self.control = control
         self.state = control.state
-        self._catalog: tuple[int, Catalog] | None = None
 
     # -- reads -----------------------------------------------------------------------------
 
-    def catalog(self) -> Catalog:
-        """Every published unit's versions and their dependencies (read-only; rebuilt only
-        when a version was published or removed since the last call)."""
-        generation = self.state.versions_generation
-        if self._catalog is None or self._catalog[0] != generation:
-            self._catalog = (generation, {
-                f"{a}/{u}": {v: list(rec.tag.spec.dependencies) for v, rec in versions.items()}
-                for (a, u), versions in self.state.versions.items()
-                if versions
-            })
-        return self._catalog[1]
+    def catalog_for(self, dependencies: Sequence[str], apartment: str) -> Catalog:
+        """The published units reachable from ``dependencies`` (all their versions, and what
+        those depend on, transitively): all that resolving them can look at, without
+        walking every unit of the cluster on each publish."""
+        catalog: dict[str, dict[str, list[str]]] = {}
+        todo = [(text, apartment) for text in dependencies]
+        while todo:
+            text, base = todo.pop()
+            try:
+                name = parse_dependency(text, base).unit
+            except LandlordError:
+                continue  # malformed: the resolver reports it with its context
+            dep_apartment, _, dep_unit = name.partition("/")
+            versions = self.state.versions.get((dep_apartment, dep_unit))
+            if name in catalog or not versions:
+                continue  # seen, or unknown (the resolver names what is missing)
+            catalog[name] = {v: list(r.tag.spec.dependencies) for v, r in versions.items()}
+            todo.extend((t, dep_apartment) for r in versions.values()
+                        for t in r.tag.spec.dependencies)
+        return catalog
 
     def units(self, apartment: str = "") -> list[UnitRecord]:
         keys = {k for k, v in self.state.versions.items() if v} | set(self.state.units)
@@ -109,7 +117,8 @@ class Registry:
         spec = record.tag.spec
         if not spec.dependencies:
             return []
-        chosen = resolve(spec.dependencies, self.catalog(), apartment, root)
+        chosen = resolve(spec.dependencies, self.catalog_for(spec.dependencies, apartment),
+                         apartment, root)
         edges: list[ResolvedEdge] = []
         todo = [(root, version, spec.dependencies, apartment)]
         done: set[str] = set()
@@ -155,8 +164,9 @@ class Registry:
         key = (spec.apartment, spec.unit)
         for _ in range(4):
             existing = self.state.versions.get(key, {})
+            catalog = self.catalog_for(spec.dependencies, spec.apartment)
             decision = plan_publish([r.tag for r in existing.values()], spec, changes,
-                                    c.clock.now(), self.catalog(), metadata)
+                                    c.clock.now(), catalog, metadata)
             if not decision.created:
                 return existing[spec.version], False
             self._check_image(spec)

@@ -63,8 +63,6 @@ class ClusterState:
         self.statuses: dict[str, StatusRecord] = {}
         self.units: dict[UnitKey, Versioned[UnitRecord]] = {}
         self.versions: dict[UnitKey, dict[str, VersionRecord]] = defaultdict(dict)
-        self.versions_generation = 0
-        """Bumped on every change to ``versions`` (lets readers cache what they derive)."""
         self.routes: dict[UnitKey, Versioned[RouteRecord]] = {}
         self.rollouts: dict[UnitKey, dict[str, Versioned[bytes]]] = defaultdict(dict)
         self.events: dict[str, EventRecord] = {}
@@ -163,7 +161,6 @@ class ClusterState:
                 decode(UnitRecord, value), rev, create))
         elif kind == "versions" and len(parts) == 3:
             versions = self.versions[(parts[0], parts[1])]
-            self.versions_generation += 1
             if deleted:
                 versions.pop(parts[2], None)
             else:

@@ -104,10 +104,3 @@ def test_events_get_unique_ordered_sequences_and_reach_subscribers() -> None:
     state.unsubscribe_events(queue)
     assert not state.is_subscribed(queue)
 
-
-def test_version_changes_bump_the_generation_other_changes_do_not() -> None:
-    state = ClusterState(LAYOUT)
-    state.apply(put(LAYOUT.instance("i1"), encode(instance("i1", "h1")), 2))
-    assert state.versions_generation == 0
-    state.apply(delete(LAYOUT.version("shop", "web", "1.0.0"), 3))
-    assert state.versions_generation == 1
