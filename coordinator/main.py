@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from common.errors import LandlordError
 from coordinator.app import Coordinator
 from coordinator.config import CoordinatorConfig, load_config
+from coordinator.gc_pacing import GcPacing
 from coordinator.json_logs import setup_logging
 from coordinator.systemd_notify import notify
 
@@ -26,9 +27,11 @@ async def serve(config: CoordinatorConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await coordinator.start()
+    pacing = asyncio.create_task(GcPacing().run(), name="gc pacing")
     notify("READY=1")
     await stop.wait()
     notify("STOPPING=1")
+    pacing.cancel()
     await coordinator.stop()
 
 
