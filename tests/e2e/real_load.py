@@ -19,7 +19,7 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,13 +64,16 @@ def seconds(value: float) -> duration_pb2.Duration:
 
 
 @contextlib.contextmanager
-def real_cluster(coordinators: int = 1) -> Iterator[RealCluster]:
-    """etcd, ``coordinators`` coordinators and an agent on every host of ``HOSTS``."""
+def real_cluster(coordinators: int = 1, settings: dict[str, Any] | None = None,
+                 hosts: Mapping[str, str] | None = None) -> Iterator[RealCluster]:
+    """etcd, ``coordinators`` coordinators (``settings``, default COORDINATOR_SETTINGS) and an
+    agent on every host of ``hosts`` (default ``HOSTS``), in building ``demo``."""
     ensure_demo_images()
-    real = RealCluster(COORDINATOR_SETTINGS, coordinators=coordinators)
+    real = RealCluster(COORDINATOR_SETTINGS if settings is None else settings,
+                       coordinators=coordinators)
     try:
         real.start()
-        for host_id, address in HOSTS.items():
+        for host_id, address in (HOSTS if hosts is None else hosts).items():
             real.add_agent(host_id, address, "demo")
         yield real
     except BaseException:

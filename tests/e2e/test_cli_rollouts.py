@@ -37,9 +37,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.real_cluster import RealCluster, free_port_on_all
-from tests.e2e.real_load import Load, serving
+from tests.e2e.real_load import Load, real_cluster, serving
 from tests.e2e.test_cli_units import LANDLORD, Cli
-from tests.integration.agent.agent_fixtures import ensure_demo_images
 from tests.support import eventually
 
 HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3"}
@@ -146,18 +145,9 @@ def running_versions(cli: Cli) -> set[str]:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RealCluster]:
     assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
-    ensure_demo_images()
-    real = RealCluster({"heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 3.0})
-    try:
-        real.start()
-        for host_id, address in HOSTS.items():
-            real.add_agent(host_id, address, "demo")
+    settings = {"heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 3.0}
+    with real_cluster(settings=settings, hosts=HOSTS) as real:
         yield real
-    except BaseException:
-        print(real.logs())
-        raise
-    finally:
-        real.close()
 
 
 @pytest.fixture(scope="module")

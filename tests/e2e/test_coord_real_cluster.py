@@ -38,7 +38,7 @@ from agent.dataplane.haproxy_runtime import AdminSocket
 from agent.dataplane.model import ServerState
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from tests.e2e.real_cluster import AgentProcess, RealCluster, free_port_on_all
-from tests.integration.agent.agent_fixtures import ensure_demo_images
+from tests.e2e.real_load import real_cluster
 from tests.support import eventually
 
 HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}
@@ -54,18 +54,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RealCluster]:
-    ensure_demo_images()
-    real = RealCluster(SETTINGS, coordinators=2)
-    try:
-        real.start()
-        for host_id, address in HOSTS.items():
-            real.add_agent(host_id, address, "demo")
+    with real_cluster(coordinators=2, settings=SETTINGS, hosts=HOSTS) as real:
         yield real
-    except BaseException:
-        print(real.logs(80))
-        raise
-    finally:
-        real.close()
     assert not containers(running_only=False), "containers left behind"
     assert not any(agent.haproxy.processes() for agent in real.agents), "haproxy left running"
 
