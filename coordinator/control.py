@@ -136,8 +136,8 @@ class FleetControl:
             restarts=status.restarts, reason=status.reason,
         )
 
-    def lost_hosts(self) -> set[str]:
-        return set(self.state.lost_host_ids())
+    def lost_hosts(self) -> frozenset[str]:
+        return self.state.lost_host_ids()
 
     def placeable_hosts(self, building: str) -> list[HostRecord]:
         """Hosts of ``building`` that are connected to this leader and alive."""
@@ -204,7 +204,7 @@ class FleetControl:
             raise NotFound(f"{apartment}/{unit} has no published version {version}",
                            unit=unit, version=version)
         resources = found.tag.spec.resources
-        lost = frozenset(self.lost_hosts())
+        lost = self.lost_hosts()
         for attempt in range(CAS_ATTEMPTS):
             ids = tuple(f"{unit}-{slot}-{secrets.token_hex(4)}" for _ in range(replicas))
             decided = place(

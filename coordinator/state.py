@@ -53,7 +53,7 @@ class ClusterState:
         self.leader: Versioned[LeaderRecord] | None = None
         self.hosts: dict[str, Versioned[HostRecord]] = {}
         self._hosts_by_building: dict[str, set[str]] = defaultdict(set)
-        self._lost_hosts: set[str] = set()
+        self._lost_hosts: frozenset[str] = frozenset()
         self.alive: dict[str, int] = {}
         """host id -> lease id of its liveness key."""
         self.allocs: dict[str, Versioned[dict[str, Allocation]]] = {}
@@ -85,7 +85,7 @@ class ClusterState:
 
     def lost_host_ids(self) -> frozenset[str]:
         """Hosts whose record says lost (kept as an index: asked for on every route)."""
-        return frozenset(self._lost_hosts)
+        return self._lost_hosts
 
     def allocation_of(self, host_id: str) -> tuple[dict[str, Allocation], int]:
         found = self.allocs.get(host_id)
@@ -183,11 +183,11 @@ class ClusterState:
             old = self.hosts.get(host_id)
             if old is not None:
                 self._hosts_by_building[old.value.building].discard(host_id)
-            self._lost_hosts.discard(host_id)
+            self._lost_hosts -= {host_id}
             return
         self._hosts_by_building[record.building].add(host_id)
         if record.status == "lost":
-            self._lost_hosts.add(host_id)
+            self._lost_hosts |= {host_id}
 
     def _index_instance(self, iid: str, record: InstanceRecord | None) -> None:
         """Keep the host and unit indexes: drop the old record's entries, add the new one's."""
