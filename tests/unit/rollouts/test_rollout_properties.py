@@ -111,9 +111,10 @@ def _setup(world: World, s: Scenario) -> None:
     for at, control in s.controls:
         world.at(at, _control(control))
     # an operator eventually resumes what they paused and promotes what waits for them
-    world.at(1000, _control(Control.RESUME))
-    world.at(1001, _control(Control.PROMOTE))
-    world.at(3000, _control(Control.RESUME))
+    # (a promote sent while the resumed rollout still validates is refused, so they retry)
+    for at in range(1000, 10_000, 1000):
+        world.at(at, _control(Control.RESUME))
+        world.at(at + 500, _control(Control.PROMOTE))
     if s.failed_checks:
         world.failed_checks = ("GET / -> 200",)
     world.crash_after_commits = s.crash_after
