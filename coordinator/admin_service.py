@@ -10,11 +10,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from common.clock import Clock
 from common.errors import InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from common.resources import Resources
 from coordinator.agent_messages import GcCommand
-from coordinator.control import FleetControl
 from coordinator.convert_admin import (
     event_to_pb,
     host_to_pb,
@@ -26,24 +26,32 @@ from coordinator.convert_admin import (
 )
 from coordinator.convert_agent import to_seconds
 from coordinator.deploy import Deployer
+from coordinator.fleet import Fleet
+from coordinator.known_fleet import KnownFleet
+from coordinator.leadership import Leadership
 from coordinator.liveness import HostHealth
 from coordinator.records import EventRecord, HostRecord
 from coordinator.registry import Registry
 from coordinator.rollouts.proto import rollout_info
 from coordinator.rollouts.service import RolloutService
 from coordinator.rpc_errors import stream_boundary, unary_boundary
+from coordinator.state import ClusterState
 
 __all__ = ["AdminService"]
 
 Context = Any
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, control: FleetControl, registry: Registry, deployer: Deployer,
+    def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
+                 leadership: Leadership, clock: Clock, registry: Registry, deployer: Deployer,
                  rollouts: RolloutService) -> None:
-        self.control = control
+        self.state = state
+        self.fleet = fleet
+        self.known = known
+        self.leadership = leadership
+        self.clock = clock
         self.registry = registry
         self.deployer = deployer
         self.rollouts = rollouts
-        self.state = control.state
 
     # -- units and versions ----------------------------------------------------------------
 
@@ -144,15 +152,14 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     # -- fleet -----------------------------------------------------------------------------
 
     def _host_status(self, host: HostRecord) -> tuple[str, float]:
-        c = self.control
         if host.status == "lost":
             return "lost", host.status_changed_at
-        if c.leadership.is_leader:
-            seen = c.fleet.seen.get(host.host_id)
-            health = c.fleet.health.get(host.host_id, HostHealth.SUSPECT)
+        if self.leadership.is_leader:
+            seen = self.fleet.seen.get(host.host_id)
+            health = self.fleet.health.get(host.host_id, HostHealth.SUSPECT)
             last = host.registered_at
             if seen is not None:
-                last = c.clock.now() - (c.clock.monotonic() - seen.last_seen)
+                last = self.clock.now() - (self.clock.monotonic() - seen.last_seen)
             return str(health), last
         alive = host.host_id in self.state.alive
         return ("alive" if alive else "suspect"), host.status_changed_at
@@ -186,12 +193,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         else:
             records = [self.state.instances[i].value for i in sorted(self.state.instances)]
         found = [
-            instance_to_pb(r, self.control.known_state(r.instance_id))
+            instance_to_pb(r, self.known.known_state(r.instance_id))
             for r in records if wanted(r.host_id, r.apartment, r.unit)
         ]
         observed_here = (
-            [self.control.fleet.observed[i] for i in self.control.fleet.observed_on(host_id)]
-            if host_id else list(self.control.fleet.observed.values())
+            [self.fleet.observed[i] for i in self.fleet.observed_on(host_id)]
+            if host_id else list(self.fleet.observed.values())
         )
         for observed in sorted(observed_here, key=lambda o: o.instance_id):
             iid = observed.instance_id
@@ -210,8 +217,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def RunGarbageCollection(self, request: admin_pb2.RunGarbageCollectionRequest,
                                    context: Context) -> admin_pb2.RunGarbageCollectionResponse:
-        c = self.control
-        c.leadership.fence  # noqa: B018
+        self.leadership.fence  # noqa: B018
         kinds = tuple(request.kinds)
         unknown = set(kinds) - {"unused", "memory", "cache"}
         if unknown:
@@ -220,13 +226,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if request.host_id:
             if request.host_id not in self.state.hosts:
                 raise NotFound(f"host {request.host_id} does not exist", host=request.host_id)
-            if request.host_id not in c.fleet.sessions:
+            if request.host_id not in self.fleet.sessions:
                 raise Unavailable(f"host {request.host_id} is not connected",
                                   host=request.host_id)
             targets = [request.host_id]
         else:
-            targets = sorted(c.fleet.sessions)
-        c.fleet.broadcast(targets, GcCommand(kinds))
+            targets = sorted(self.fleet.sessions)
+        self.fleet.broadcast(targets, GcCommand(kinds))
         return admin_pb2.RunGarbageCollectionResponse(hosts=targets)
 
     # -- events and cluster ----------------------------------------------------------------
@@ -237,7 +243,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if request.after_sequence < 0:
             raise InvalidArgument("after_sequence must be >= 0", field="after_sequence")
         history = to_seconds(request.history)
-        cutoff = self.control.clock.now() - history if history > 0 else 0.0
+        cutoff = self.clock.now() - history if history > 0 else 0.0
 
         def wanted(e: EventRecord) -> bool:
             return ((not request.apartment or e.apartment == request.apartment)
@@ -268,7 +274,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def GetLeader(self, request: admin_pb2.GetLeaderRequest, context: Context
                         ) -> admin_pb2.GetLeaderResponse:
-        leadership = self.control.leadership
+        leadership = self.leadership
         leader = leadership.leader
         return admin_pb2.GetLeaderResponse(
             leader_id=leader.id if leader else "", leader_address=leader.address if leader else "",

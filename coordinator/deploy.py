@@ -11,14 +11,19 @@ installed (``Deployer.rollouts``), and refused otherwise.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from common.clock import Clock
 from common.dependencies import parse_dependency, satisfies
 from common.errors import FailedPrecondition, InvalidArgument
-from coordinator.control import FleetControl
-from coordinator.records import RolloutRecord, RouteRecord, UnitRecord, encode
+from coordinator.events import EventLog
+from coordinator.keys import KeyLayout
+from coordinator.leadership import Leadership
+from coordinator.records import InstanceRecord, RolloutRecord, RouteRecord, UnitRecord, encode
 from coordinator.registry import Registry
+from coordinator.state import ClusterState
 from coordinator.store import Txn
 
 __all__ = ["DeployRequest", "Deployer", "RolloutEngine"]
@@ -41,9 +46,36 @@ class RolloutEngine(Protocol):
     async def start(self, request: DeployRequest, unit: UnitRecord) -> RolloutRecord: ...
 
 
+class FirstPlacement(Protocol):
+    """Recording the first instances (coordinator/placement_writer.py)."""
+
+    @property
+    def max_replicas(self) -> int: ...
+
+    async def place(self, apartment: str, unit: str, version: str, slot: str, replicas: int,
+                    building: str, replaces: InstanceRecord | None = None,
+                    extra: Txn | None = None) -> list[InstanceRecord]: ...
+
+
+class FirstCommands(Protocol):
+    """Starting and routing the first instances (coordinator/dispatch.py)."""
+
+    async def start_instances(self, records: Sequence[InstanceRecord]) -> int: ...
+
+    async def set_route(self, apartment: str, unit: str) -> int: ...
+
+
 class Deployer:
-    def __init__(self, control: FleetControl, registry: Registry) -> None:
-        self.control = control
+    def __init__(self, *, state: ClusterState, layout: KeyLayout, placement: FirstPlacement,
+                 commands: FirstCommands, events: EventLog, leadership: Leadership,
+                 clock: Clock, registry: Registry) -> None:
+        self.state = state
+        self.layout = layout
+        self.placement = placement
+        self.commands = commands
+        self.events = events
+        self.leadership = leadership
+        self.clock = clock
         self.registry = registry
         self.rollouts: RolloutEngine | None = None
 
@@ -52,7 +84,7 @@ class Deployer:
             return request.building
         if unit.building:
             return unit.building
-        buildings = {v.value.building for v in self.control.state.hosts.values()}
+        buildings = {v.value.building for v in self.state.hosts.values()}
         if len(buildings) == 1:
             return buildings.pop()
         raise InvalidArgument(
@@ -66,7 +98,7 @@ class Deployer:
         for text in record.tag.spec.dependencies:
             dep = parse_dependency(text, request.apartment)
             a, u = dep.unit.split("/")
-            running = self.control.state.units.get((a, u))
+            running = self.state.units.get((a, u))
             stable = running.value.stable_version if running else ""
             if not stable:
                 raise FailedPrecondition(
@@ -78,16 +110,15 @@ class Deployer:
                     dependency=str(dep), running=stable)
 
     async def deploy(self, request: DeployRequest) -> RolloutRecord:
-        c = self.control
-        c.leadership.fence  # noqa: B018
-        most = c.max_replicas
+        self.leadership.fence  # noqa: B018
+        most = self.placement.max_replicas
         if not 1 <= request.replicas <= most:
             raise InvalidArgument(f"replicas must be 1..{most}, got {request.replicas} (one "
                                   "deployment is one etcd transaction; see etcd_max_txn_ops)",
                                   field="replicas")
         version = self.registry.version(request.apartment, request.unit, request.version)
         unit = self.registry.unit(request.apartment, request.unit)
-        if unit.stable_version or c.state.instances_of(request.apartment, request.unit):
+        if unit.stable_version or self.state.instances_of(request.apartment, request.unit):
             if unit.stable_version == request.version:
                 raise FailedPrecondition(
                     f"{request.apartment}/{request.unit} already runs {request.version}",
@@ -101,7 +132,7 @@ class Deployer:
             return await self.rollouts.start(request, unit)
         self._check_dependencies(request)
         building = self._building(request, unit)
-        now = c.clock.now()
+        now = self.clock.now()
         rollout = RolloutRecord(
             rollout_id=f"r{int(now)}-{secrets.token_hex(3)}", apartment=request.apartment,
             unit=request.unit, from_version="", to_version=request.version, building=building,
@@ -109,13 +140,13 @@ class Deployer:
             started_at=now, ended_at=now, reason="first deployment: all traffic to it",
         )
         key = (request.apartment, request.unit)
-        current_unit = c.state.units.get(key)
-        current_route = c.state.routes.get(key)
+        current_unit = self.state.units.get(key)
+        current_route = self.state.routes.get(key)
         new_unit = replace(unit, state="running", stable_version=request.version,
                            building=building, replicas=request.replicas, updated_at=now)
         route = RouteRecord(request.apartment, request.unit, building, version.service_port,
                             version.tag.spec.health_check.path, {request.version: 100.0}, now)
-        layout = c.layout
+        layout = self.layout
         extra = (
             Txn()
             .require(layout.unit(*key), current_unit.mod_revision if current_unit else 0)
@@ -125,11 +156,11 @@ class Deployer:
             .require(layout.rollout(*key, rollout.rollout_id), 0)
             .put(layout.rollout(*key, rollout.rollout_id), encode(rollout))
         )
-        records = await c.place(request.apartment, request.unit, request.version, "blue",
-                                request.replicas, building, extra=extra)
-        await c.start_instances(records)
-        await c.set_route(request.apartment, request.unit)
-        await c.events.emit(
+        records = await self.placement.place(request.apartment, request.unit, request.version,
+                                             "blue", request.replicas, building, extra=extra)
+        await self.commands.start_instances(records)
+        await self.commands.set_route(request.apartment, request.unit)
+        await self.events.emit(
             "rollout.promoted",
             f"{request.apartment}/{request.unit} {request.version} deployed with "
             f"{len(records)} instance(s) on {len({r.host_id for r in records})} host(s)",

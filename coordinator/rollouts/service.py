@@ -15,22 +15,22 @@ from collections.abc import AsyncIterator
 
 from common.clock import Clock
 from common.dependencies import parse_dependency
-from common.errors import Conflict, FailedPrecondition, LandlordError, NotFound
+from common.errors import FailedPrecondition, LandlordError, NotFound
 from common.gen.landlord.v1 import admin_pb2
-from coordinator.control import FleetControl
 from coordinator.deploy import Deployer, DeployRequest
+from coordinator.leadership import Leadership
 from coordinator.placement import HostRoom
 from coordinator.records import encode
 from coordinator.registry import Registry
 from coordinator.rollouts.admission import DeployFacts, admit, other_slot
 from coordinator.rollouts.controls import new_rollout, request_control, retry_rollout
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords
-from coordinator.rollouts.fleet_adapter import ControlFleet
-from coordinator.rollouts.preview_checks import PreviewChecker
+from coordinator.rollouts.fleet_adapter import CoordinatorFleet
 from coordinator.rollouts.proto import RETRY, control_from_pb, settings_from_pb
 from coordinator.rollouts.record import Control, Phase, RolloutRecord, decode_record
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
+from coordinator.state import ClusterState
 
 __all__ = ["RolloutService"]
 
@@ -38,16 +38,17 @@ log = logging.getLogger(__name__)
 
 
 class RolloutService:
-    def __init__(self, control: FleetControl, registry: Registry,
-                 deployer: Deployer | None = None, clock: Clock | None = None,
-                 runner_settings: RunnerSettings | None = None,
-                 checker: PreviewChecker | None = None) -> None:
-        self.control = control
+    def __init__(self, *, records: EtcdRolloutRecords, fleet: CoordinatorFleet,
+                 registry: Registry, state: ClusterState, leadership: Leadership,
+                 clock: Clock, deployer: Deployer | None = None,
+                 runner_settings: RunnerSettings | None = None) -> None:
+        self.records = records
+        self.fleet = fleet
         self.registry = registry
+        self.state = state
+        self.leadership = leadership
         self.deployer = deployer
-        self.clock = clock or control.clock
-        self.records = EtcdRolloutRecords.of(control)
-        self.fleet = ControlFleet(control, checker)
+        self.clock = clock
         self.runner_settings = runner_settings or RunnerSettings()
         self.runners: dict[str, tuple[asyncio.Task[RolloutRecord], RolloutRunner]] = {}
 
@@ -83,8 +84,7 @@ class RolloutService:
     # -- writes ----------------------------------------------------------------------------
 
     async def deploy(self, req: admin_pb2.DeployRequest) -> RolloutRecord:
-        c = self.control
-        c.leadership.fence  # noqa: B018  # raises NotLeader on a follower
+        self.leadership.fence  # noqa: B018  # raises NotLeader on a follower
         unit = self.registry.unit(req.apartment, req.unit)
         settings = settings_from_pb(req)
         building = req.building or unit.building
@@ -102,7 +102,7 @@ class RolloutService:
 
     async def control_rollout(self, apartment: str, unit: str, action: int) -> RolloutRecord:
         """promote, abort, pause, resume (queued in the record) or retry (a new attempt)."""
-        self.control.leadership.fence  # noqa: B018
+        self.leadership.fence  # noqa: B018
         control = control_from_pb(action)
         if control == RETRY:
             return await self._retry(apartment, unit)
@@ -111,7 +111,7 @@ class RolloutService:
 
     async def rollback(self, apartment: str, unit: str, to_version: str = "") -> RolloutRecord:
         """Abort the active rollout, or take the fast path back to a kept version."""
-        self.control.leadership.fence  # noqa: B018
+        self.leadership.fence  # noqa: B018
         if self.records.active(apartment, unit) is not None:
             return await self._queue(apartment, unit, Control.ABORT)
         current = self.registry.unit(apartment, unit)
@@ -120,14 +120,13 @@ class RolloutService:
         if target == stable:
             raise FailedPrecondition(f"{apartment}/{unit} already runs {target}")
         version = self.registry.version(apartment, unit, target)
-        hosts = self.control.placeable_hosts(current.building)
         image = version.tag.spec.image
-        if not any(image in self.control.fleet.images.get(h.host_id, ()) for h in hosts):
+        if not self.fleet.image_kept(current.building, image):
             raise FailedPrecondition(
                 f"the image of {apartment}/{unit} {target} ({image}) is no longer kept on any "
                 f"host of building {current.building}; deploy {target} instead",
                 unit=unit, version=target)
-        instances = self.control.state.instances_of(apartment, unit)
+        instances = self.state.instances_of(apartment, unit)
         old = sorted(i.instance_id for i in instances if i.version == stable)
         slots = [i.slot for i in instances if i.version == stable]
         settings = RolloutSettings(strategy=Strategy.ROLLBACK, replicas=current.replicas or 1)
@@ -149,7 +148,7 @@ class RolloutService:
                                  "back to", unit=unit)
 
     async def _queue(self, apartment: str, unit: str, control: Control) -> RolloutRecord:
-        for attempt in range(5):
+        async def attempt() -> RolloutRecord:
             found = self.records.active(apartment, unit)
             if found is None:
                 raise FailedPrecondition(f"{apartment}/{unit} has no active rollout to "
@@ -158,17 +157,14 @@ class RolloutService:
             queued = request_control(record, control, self.clock.now())
             if queued is record:
                 return record
-            try:
-                new_revision = await self.records.save(queued, revision)
-            except Conflict:
-                await asyncio.sleep(0.05 * (attempt + 1))
-                continue
-            await self.control.view.wait_for(new_revision)
+            await self.records.save(queued, revision, wait=True)
             running = self.runners.get(record.rollout_id)
             if running is not None:
                 running[1].wake()
             return queued
-        raise Conflict(f"the rollout of {apartment}/{unit} kept changing; retry", unit=unit)
+
+        return await self.records.retry(attempt, f"queuing {control.value} on the rollout "
+                                        f"of {apartment}/{unit}", unit=unit)
 
     async def _retry(self, apartment: str, unit: str) -> RolloutRecord:
         if self.records.active(apartment, unit) is not None:
@@ -179,7 +175,7 @@ class RolloutService:
             raise NotFound(f"{apartment}/{unit} has no rollout to retry", unit=unit)
         last = history[0][0]
         unit_record = self.registry.unit(apartment, unit)
-        instances = self.control.state.instances_of(apartment, unit)
+        instances = self.state.instances_of(apartment, unit)
         old = [i for i in instances if i.version == unit_record.stable_version]
         record = retry_rollout(last, self._new_id(), self.clock.now(),
                                unit_record.stable_version,
@@ -230,30 +226,28 @@ class RolloutService:
         return f"r{int(self.clock.now())}-{secrets.token_hex(3)}"
 
     def _facts(self, apartment: str, unit: str, building: str) -> DeployFacts:
-        c = self.control
-        versions = dict(c.state.versions.get((apartment, unit), {}))
+        versions = dict(self.state.versions.get((apartment, unit), {}))
         # Only what this unit's versions depend on is looked at (admission checks direct
         # dependencies), through the unit index rather than every instance of the cluster.
         needed = {parse_dependency(text, apartment).unit
                   for found in versions.values() for text in found.tag.spec.dependencies}
-        running: dict[str, set[str]] = {}
+        running: dict[str, frozenset[str]] = {}
         for name in needed:
             dep_apartment, _, dep_unit = name.partition("/")
-            for inst in c.state.instances_of(dep_apartment, dep_unit):
-                seen = c.known_state(inst.instance_id)
-                if seen is not None and seen.routable:
-                    running.setdefault(name, set()).add(inst.version)
+            found_running = self.fleet.running_versions(dep_apartment, dep_unit)
+            if found_running:
+                running[name] = found_running
         active = self.records.active(apartment, unit)
         return DeployFacts(
             unit=self.registry.unit(apartment, unit),
             versions=versions,
-            instances=c.state.instances_of(apartment, unit),
+            instances=self.state.instances_of(apartment, unit),
             active=active[0] if active else None,
-            running={k: frozenset(v) for k, v in running.items()},
+            running=running,
             rooms=self._rooms(building),
-            port_range=c.settings.port_range,
+            port_range=self.fleet.port_range,
         )
 
     def _rooms(self, building: str) -> list[HostRoom]:
         # Placement sees hosts exactly as the first-deploy path does.
-        return self.control._rooms(building)
+        return self.fleet.rooms(building)

@@ -1,0 +1,82 @@
+"""The etcd side of host liveness: one lease per connected host, kept by refreshing it.
+
+A host's ``{p}/alive/{host_id}`` key hangs on its lease, so any coordinator sees who is
+alive without a write per report. The leader grants the lease at registration (or takes
+over the previous leader's), refreshes due leases of connected hosts every tick (a
+keepalive, not a write), and revokes it when the host is declared lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from common.clock import Clock
+from common.errors import Unavailable
+from coordinator.fenced_writes import FencedWrites
+from coordinator.keys import KeyLayout
+from coordinator.state import ClusterState
+from coordinator.store import Store, Txn
+
+__all__ = ["HostLeases"]
+
+log = logging.getLogger(__name__)
+
+PARALLEL_REFRESHES = 32
+
+
+class HostLeases:
+    def __init__(self, store: Store, writes: FencedWrites, layout: KeyLayout,
+                 state: ClusterState, clock: Clock, ttl: int) -> None:
+        self._store = store
+        self._writes = writes
+        self._layout = layout
+        self._state = state
+        self._clock = clock
+        self.ttl = ttl
+        self._leases: dict[str, int] = {}
+        self._refreshed: dict[str, float] = {}
+
+    async def ensure(self, host_id: str) -> None:
+        """The host's liveness key on a live lease: its known lease refreshed, or a new one."""
+        lease = self._leases.get(host_id) or self._state.alive.get(host_id, 0)
+        if not lease or await self._store.refresh_lease(lease) <= 0:
+            lease = await self._store.grant_lease(self.ttl)
+            since = b'{"since":%d}' % int(self._clock.now())
+            await self._writes.commit(Txn().put(self._layout.alive(host_id), since, lease),
+                                      wait=False)
+        self._leases[host_id] = lease
+        self._refreshed[host_id] = self._clock.monotonic()
+
+    async def refresh(self, connected: Iterable[str]) -> None:
+        """Refresh the due leases of ``connected`` hosts (a keepalive, not a write)."""
+        due_after = self.ttl / 3
+        now = self._clock.monotonic()
+        due = [
+            h for h in connected
+            if h in self._leases and now - self._refreshed.get(h, 0) >= due_after
+        ]
+        limit = asyncio.Semaphore(PARALLEL_REFRESHES)
+
+        async def refresh(host_id: str) -> None:
+            async with limit:
+                try:
+                    if await self._store.refresh_lease(self._leases[host_id]) > 0:
+                        self._refreshed[host_id] = now
+                    else:
+                        self._leases.pop(host_id, None)
+                        await self.ensure(host_id)
+                except Unavailable as exc:
+                    log.warning("lease refresh for %s failed: %s", host_id, exc)
+
+        await asyncio.gather(*(refresh(h) for h in due))
+
+    async def drop(self, host_id: str) -> None:
+        """Revoke the host's lease (its liveness key goes with it)."""
+        lease = self._leases.pop(host_id, 0) or self._state.alive.get(host_id, 0)
+        self._refreshed.pop(host_id, None)
+        if lease:
+            with contextlib.suppress(Unavailable):
+                await self._store.revoke_lease(lease)
