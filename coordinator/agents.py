@@ -29,16 +29,14 @@ from coordinator.agent_messages import (
     RouteCommand,
 )
 from coordinator.events import EventLog
-from coordinator.fenced_writes import FencedWrites
+from coordinator.fenced_writes import Fenced
 from coordinator.fleet import Fleet, HostSession, command_id
-from coordinator.host_leases import HostLeases
-from coordinator.keys import KeyLayout
+from coordinator.host_records import HostRecords
 from coordinator.liveness import HostHealth
 from coordinator.reconcile import plan_register
-from coordinator.records import EventRecord, HostRecord, InstanceRecord, encode
+from coordinator.records import EventRecord, HostRecord, InstanceRecord
 from coordinator.state import ClusterState
 from coordinator.status_writer import StatusWriter
-from coordinator.store import Txn
 
 __all__ = ["AgentSessions", "SessionCommands", "SessionSettings"]
 
@@ -84,18 +82,17 @@ class ResultSink(Protocol):
 
 
 class AgentSessions:
-    def __init__(self, *, writes: FencedWrites, state: ClusterState, layout: KeyLayout,
-                 fleet: Fleet, events: EventLog, clock: Clock, leases: HostLeases,
-                 statuses: StatusWriter, commands: SessionCommands, windows: WindowSink,
-                 results: ResultSink, settings: SessionSettings) -> None:
-        self._writes = writes
+    def __init__(self, *, hosts: HostRecords, statuses: StatusWriter, state: ClusterState,
+                 fleet: Fleet, events: EventLog, clock: Clock, commands: SessionCommands,
+                 windows: WindowSink, results: ResultSink, settings: SessionSettings,
+                 leadership: Fenced) -> None:
+        self._hosts = hosts
+        self._statuses = statuses
         self._state = state
-        self._layout = layout
         self._fleet = fleet
         self._events = events
         self._clock = clock
-        self._leases = leases
-        self._statuses = statuses
+        self._leadership = leadership
         self._commands = commands
         self._windows = windows
         self._results = results
@@ -105,7 +102,7 @@ class AgentSessions:
 
     async def open(self, registration: Registration) -> tuple[HostSession, bool]:
         """Register a host; returns its session and whether it came back from ``lost``."""
-        self._writes.require_lead()  # a follower refuses before touching anything
+        self._leadership.fence  # noqa: B018  # a follower refuses before touching anything
         reg = _validated(registration)
         now, mono = self._clock.now(), self._clock.monotonic()
         existing = self._state.hosts.get(reg.host_id)
@@ -119,8 +116,8 @@ class AgentSessions:
             else existing.value.status_changed_at,
         )
         if existing is None or not existing.value.same_registration(record):
-            await self._write_host(record)
-        await self._leases.ensure(reg.host_id)
+            await self._hosts.register(record)
+        await self._hosts.ensure_lease(reg.host_id)
         session = HostSession(reg.host_id, reg.building, reg.address, mono)
         fleet = self._fleet
         fleet.attach(session, mono)
@@ -147,17 +144,6 @@ class AgentSessions:
             host_id=reg.host_id, building=reg.building,
         )
         return session, returned
-
-    async def _write_host(self, record: HostRecord) -> None:
-        key = self._layout.host(record.host_id)
-
-        async def attempt() -> int:
-            current = self._state.hosts.get(record.host_id)
-            txn = Txn().require(key, current.mod_revision if current else 0)
-            return await self._writes.commit(txn.put(key, encode(record)))
-
-        await self._writes.retry(attempt, f"registering host {record.host_id}",
-                                 host=record.host_id)
 
     def close(self, session: HostSession) -> None:
         self._fleet.detach(session, self._clock.monotonic())

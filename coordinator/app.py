@@ -32,7 +32,7 @@ from coordinator.events import EventLog
 from coordinator.fenced_writes import FencedWrites
 from coordinator.fleet import Fleet
 from coordinator.healing import Healer
-from coordinator.host_leases import HostLeases
+from coordinator.host_records import HostRecords
 from coordinator.keys import KeyLayout
 from coordinator.known_fleet import KnownFleet
 from coordinator.leader import LeaderDuties
@@ -89,18 +89,16 @@ class Coordinator:
         self.checks = CheckCalls(self.state, self.fleet)
         session_settings = SessionSettings(config.heartbeat_interval, config.report_interval,
                                            config.liveness_grace)
-        self.leases = HostLeases(self.store, self.writes, self.layout, self.state, self.clock,
+        self.hosts = HostRecords(self.store, self.writes, self.layout, self.state, self.clock,
                                  session_settings.lease_ttl)
         self.statuses = StatusWriter(self.writes, self.layout, self.state, self.clock)
         self.sessions = AgentSessions(
-            writes=self.writes, state=self.state, layout=self.layout, fleet=self.fleet,
-            events=self.events, clock=self.clock, leases=self.leases, statuses=self.statuses,
-            commands=self.dispatch, windows=self.windows, results=self.checks,
-            settings=session_settings)
+            hosts=self.hosts, statuses=self.statuses, state=self.state, fleet=self.fleet,
+            events=self.events, clock=self.clock, commands=self.dispatch, windows=self.windows,
+            results=self.checks, settings=session_settings, leadership=self.leadership)
         self.healer = Healer(
-            writes=self.writes, state=self.state, layout=self.layout, fleet=self.fleet,
-            events=self.events, clock=self.clock, leases=self.leases, placement=self.placement,
-            commands=self.dispatch,
+            hosts=self.hosts, placement=self.placement, commands=self.dispatch,
+            state=self.state, fleet=self.fleet, events=self.events, clock=self.clock,
             policy=LivenessPolicy(config.heartbeat_interval, config.liveness_grace))
         self.registry = Registry(state=self.state, layout=self.layout, writes=self.writes,
                                  events=self.events, clock=self.clock, reported=self.fleet)

@@ -20,12 +20,7 @@ from typing import Protocol
 
 from common.clock import Clock
 from common.errors import InvalidArgument, NotFound
-from coordinator.agent_messages import (
-    ObservedInstance,
-    RouteCommand,
-    StartCommand,
-    StopCommand,
-)
+from coordinator.agent_messages import ObservedInstance, RouteCommand, StartCommand, StopCommand
 from coordinator.fenced_writes import FencedWrites
 from coordinator.fleet import Fleet
 from coordinator.keys import KeyLayout

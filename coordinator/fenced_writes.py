@@ -71,13 +71,18 @@ async def retry_on_conflict(
         if isinstance(error, Conflict):
             await catch_up(error)
 
+    async def run() -> T:
+        # tenacity awaits only what it sees is a coroutine function; ``attempt`` may be a
+        # plain callable (a lambda) that returns an awaitable.
+        return await attempt()
+
     retrying = AsyncRetrying(
         stop=stop_after_attempt(CAS_ATTEMPTS),
         retry=retry_if_exception_type(Conflict),
         before_sleep=before_retry,
     )
     try:
-        return await retrying(attempt)
+        return await retrying(run)
     except RetryError as exc:
         raise Conflict(
             f"{what} kept conflicting with other changes ({CAS_ATTEMPTS} attempts); retry",

@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Protocol
 
 from common.clock import Clock
-from common.errors import Conflict, FailedPrecondition, InsufficientResources, Unavailable
+from common.errors import Conflict, FailedPrecondition, InsufficientResources
 from coordinator.events import EventLog
-from coordinator.fenced_writes import FencedWrites
 from coordinator.fleet import Fleet
-from coordinator.host_leases import HostLeases
-from coordinator.keys import KeyLayout
+from coordinator.host_records import HostRecords
 from coordinator.liveness import HostHealth, LivenessPolicy, plan_liveness
-from coordinator.records import InstanceRecord, encode
+from coordinator.records import InstanceRecord
 from coordinator.state import ClusterState
-from coordinator.store import Txn
 
 __all__ = ["Healer"]
 
@@ -51,19 +47,16 @@ class HealingCommands(Protocol):
 
 
 class Healer:
-    def __init__(self, *, writes: FencedWrites, state: ClusterState, layout: KeyLayout,
-                 fleet: Fleet, events: EventLog, clock: Clock, leases: HostLeases,
-                 placement: Replacing, commands: HealingCommands,
+    def __init__(self, *, hosts: HostRecords, placement: Replacing, commands: HealingCommands,
+                 state: ClusterState, fleet: Fleet, events: EventLog, clock: Clock,
                  policy: LivenessPolicy) -> None:
-        self._writes = writes
+        self._hosts = hosts
+        self._placement = placement
+        self._commands = commands
         self._state = state
-        self._layout = layout
         self._fleet = fleet
         self._events = events
         self._clock = clock
-        self._leases = leases
-        self._placement = placement
-        self._commands = commands
         self.policy = policy
         self._unplaceable: set[str] = set()
         self.replaced = 0
@@ -78,12 +71,12 @@ class Healer:
                 log.warning("host %s is suspect (silent %.1fs)", change.host_id,
                             change.silent_for)
                 await self._events.emit("host.suspect", f"{change.host_id} stopped reporting",
-                                    host_id=change.host_id)
+                                        host_id=change.host_id)
             elif change.after == HostHealth.LOST:
                 await self._lose(change.host_id, change.silent_for)
         await self._replace_stranded()
         await self._commands.converge(resend_after=3 * self.policy.heartbeat_interval)
-        await self._leases.refresh(list(fleet.sessions))
+        await self._hosts.refresh_leases(list(fleet.sessions))
 
     async def _lose(self, host_id: str, silent_for: float) -> None:
         fleet = self._fleet
@@ -92,16 +85,9 @@ class Healer:
             fleet.forget_host(host_id)
             return
         if found.value.status != "lost":
-            lost = replace(found.value, status="lost", status_changed_at=self._clock.now())
-            txn = Txn().require(self._layout.host(host_id), found.mod_revision)
-            txn.put(self._layout.host(host_id), encode(lost))
-            try:
-                await self._writes.commit(txn)
-            except (Conflict, Unavailable) as exc:
-                log.warning("could not record host %s as lost yet: %s", host_id, exc)
+            if not await self._hosts.mark_lost(found):
                 fleet.health[host_id] = HostHealth.SUSPECT
                 return
-            await self._leases.drop(host_id)
             held = len(self._state.instances_on(host_id))
             log.error("host %s is lost after %.1fs of silence; placing its %d instance(s) "
                       "elsewhere", host_id, silent_for, held)

@@ -21,13 +21,7 @@ from coordinator.events import EventLog
 from coordinator.fenced_writes import FencedWrites
 from coordinator.keys import KeyLayout
 from coordinator.placement import HostRoom, PlacementRequest, place
-from coordinator.records import (
-    Allocation,
-    HostRecord,
-    InstanceRecord,
-    encode,
-    encode_allocations,
-)
+from coordinator.records import Allocation, HostRecord, InstanceRecord, encode, encode_allocations
 from coordinator.state import ClusterState
 from coordinator.store import Txn
 

@@ -57,3 +57,9 @@ async def test_other_errors_are_not_retried() -> None:
     with pytest.raises(InvalidArgument):
         await retry_on_conflict(refused, never, "anything")
     assert calls == 1
+
+
+async def test_a_plain_callable_that_returns_an_awaitable_is_awaited_too() -> None:
+    tries = Attempts(conflicts=1)
+    assert await retry_on_conflict(lambda: tries.attempt(), tries.catch_up, "x") == "done"
+    assert tries.calls == 2
