@@ -28,6 +28,7 @@ from coordinator.convert_agent import (
 from coordinator.errors import NotLeader
 from coordinator.fleet import HostSession
 from coordinator.leadership import Leadership
+from coordinator.liveness import LivenessPolicy
 from coordinator.rpc_errors import abort_with
 
 __all__ = ["AgentStreamService"]
@@ -39,9 +40,11 @@ ENCODED_CACHE = 4096
 
 
 class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
-    def __init__(self, sessions: AgentSessions, leadership: Leadership) -> None:
+    def __init__(self, sessions: AgentSessions, leadership: Leadership,
+                 liveness: LivenessPolicy) -> None:
         self.sessions = sessions
         self.leadership = leadership
+        self.liveness = liveness
         self.reports = 0
         self._cache: OrderedDict[str, tuple[Outgoing, agent_pb2.CoordinatorMessage]] = \
             OrderedDict()
@@ -83,7 +86,7 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
         except LandlordError as exc:
             await abort_with(context, exc)
             return
-        settings = self.sessions.settings
+        settings = self.liveness
         yield agent_pb2.CoordinatorMessage(registered=agent_pb2.Registered(
             coordinator_id=self.leadership.me.id,
             report_interval=from_seconds(settings.report_interval),

@@ -11,10 +11,8 @@ actually changed (coordinator/status_writer.py).
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from common.clock import Clock
@@ -32,29 +30,16 @@ from coordinator.events import EventLog
 from coordinator.fenced_writes import Fenced
 from coordinator.fleet import Fleet, HostSession, command_id
 from coordinator.host_records import HostRecords
-from coordinator.liveness import HostHealth
 from coordinator.reconcile import plan_register
 from coordinator.records import EventRecord, HostRecord, InstanceRecord
 from coordinator.state import ClusterState
 from coordinator.status_writer import StatusWriter
 
-__all__ = ["AgentSessions", "SessionCommands", "SessionSettings"]
+__all__ = ["AgentSessions", "ResultSink", "SessionCommands", "WindowSink"]
 
 log = logging.getLogger(__name__)
 
 HOST_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    heartbeat_interval: float = 10.0
-    report_interval: float = 1.0
-    liveness_grace: float = 10.0
-
-    @property
-    def lease_ttl(self) -> int:
-        """A host's liveness key outlives a missed heartbeat plus the grace period."""
-        return max(2, math.ceil(1.5 * self.heartbeat_interval + self.liveness_grace))
 
 
 class SessionCommands(Protocol):
@@ -84,8 +69,7 @@ class ResultSink(Protocol):
 class AgentSessions:
     def __init__(self, *, hosts: HostRecords, statuses: StatusWriter, state: ClusterState,
                  fleet: Fleet, events: EventLog, clock: Clock, commands: SessionCommands,
-                 windows: WindowSink, results: ResultSink, settings: SessionSettings,
-                 leadership: Fenced) -> None:
+                 windows: WindowSink, results: ResultSink, leadership: Fenced) -> None:
         self._hosts = hosts
         self._statuses = statuses
         self._state = state
@@ -96,7 +80,6 @@ class AgentSessions:
         self._commands = commands
         self._windows = windows
         self._results = results
-        self.settings = settings
 
     # -- registration ----------------------------------------------------------------------
 
@@ -119,13 +102,7 @@ class AgentSessions:
             await self._hosts.register(record)
         await self._hosts.ensure_lease(reg.host_id)
         session = HostSession(reg.host_id, reg.building, reg.address, mono)
-        fleet = self._fleet
-        fleet.attach(session, mono)
-        fleet.health[reg.host_id] = HostHealth.ALIVE
-        fleet.images[reg.host_id] = frozenset(reg.images)
-        fleet.forget_observations(reg.host_id)
-        for obs in reg.instances:
-            fleet.observe(obs)
+        self._fleet.connect(session, reg.images, reg.instances, mono)
         self._statuses.queue(reg.instances)
 
         plan = plan_register(reg.host_id, reg.instances, self._state.instances_on(reg.host_id))

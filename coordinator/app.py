@@ -22,7 +22,7 @@ from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_p
 from common.transport import bound_server, create_server
 from coordinator.admin_service import AdminService
 from coordinator.agent_service import AgentStreamService
-from coordinator.agents import AgentSessions, SessionSettings
+from coordinator.agents import AgentSessions
 from coordinator.check_calls import CheckCalls
 from coordinator.config import CoordinatorConfig
 from coordinator.deploy import Deployer
@@ -87,19 +87,19 @@ class Coordinator:
                                         stop_grace_s=config.stop_grace)
         self.windows = MetricsWindows()
         self.checks = CheckCalls(self.state, self.fleet)
-        session_settings = SessionSettings(config.heartbeat_interval, config.report_interval,
-                                           config.liveness_grace)
+        self.liveness = LivenessPolicy(config.heartbeat_interval, config.liveness_grace,
+                                       report_interval=config.report_interval)
         self.hosts = HostRecords(self.store, self.writes, self.layout, self.state, self.clock,
-                                 session_settings.lease_ttl)
+                                 self.liveness.lease_ttl)
         self.statuses = StatusWriter(self.writes, self.layout, self.state, self.clock)
         self.sessions = AgentSessions(
             hosts=self.hosts, statuses=self.statuses, state=self.state, fleet=self.fleet,
             events=self.events, clock=self.clock, commands=self.dispatch, windows=self.windows,
-            results=self.checks, settings=session_settings, leadership=self.leadership)
+            results=self.checks, leadership=self.leadership)
         self.healer = Healer(
             hosts=self.hosts, placement=self.placement, commands=self.dispatch,
             state=self.state, fleet=self.fleet, events=self.events, clock=self.clock,
-            policy=LivenessPolicy(config.heartbeat_interval, config.liveness_grace))
+            policy=self.liveness)
         self.registry = Registry(state=self.state, layout=self.layout, writes=self.writes,
                                  events=self.events, clock=self.clock, reported=self.fleet)
         self.deployer = Deployer(
@@ -120,7 +120,7 @@ class Coordinator:
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, deployer=self.deployer,
             rollouts=self.rollouts)
-        self.agent_stream = AgentStreamService(self.sessions, self.leadership)
+        self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
         self.port = 0

@@ -95,6 +95,17 @@ class Fleet:
             old.close("replaced by a newer stream from the same host")
         return old
 
+    def connect(self, session: HostSession, images: Iterable[str],
+                instances: Iterable[ObservedInstance], now: float) -> None:
+        """A host registered: its stream, alive, its images, and what it runs now (which
+        replaces whatever was observed of it before)."""
+        self.attach(session, now)
+        self.health[session.host_id] = HostHealth.ALIVE
+        self.images[session.host_id] = frozenset(images)
+        self.forget_observations(session.host_id)
+        for observed in instances:
+            self.observe(observed)
+
     def detach(self, session: HostSession, now: float) -> bool:
         """Forget ``session`` if it is still the host's stream; True if it was."""
         if self.sessions.get(session.host_id) is not session:
