@@ -30,6 +30,7 @@ from coordinator.events import EventLog
 from coordinator.fenced_writes import Fenced
 from coordinator.fleet import Fleet, HostSession, command_id
 from coordinator.host_records import HostRecords
+from coordinator.liveness import HostHealth
 from coordinator.reconcile import plan_register
 from coordinator.records import EventRecord, HostRecord, InstanceRecord
 from coordinator.state import ClusterState
@@ -89,11 +90,11 @@ class AgentSessions:
         reg = _validated(registration)
         now, mono = self._clock.now(), self._clock.monotonic()
         existing = self._state.hosts.get(reg.host_id)
-        returned = existing is not None and existing.value.status == "lost"
+        returned = existing is not None and existing.value.status == HostHealth.LOST
         record = HostRecord(
             host_id=reg.host_id, building=reg.building, address=reg.address,
             capacity=reg.capacity, labels=dict(reg.labels), enforceable=reg.enforceable,
-            agent_version=reg.agent_version, images=tuple(sorted(reg.images)), status="alive",
+            agent_version=reg.agent_version, images=tuple(sorted(reg.images)),
             registered_at=existing.value.registered_at if existing else now,
             status_changed_at=now if existing is None or returned
             else existing.value.status_changed_at,

@@ -84,7 +84,7 @@ class Healer:
         if found is None:
             fleet.forget_host(host_id)
             return
-        if found.value.status != "lost":
+        if found.value.status != HostHealth.LOST:
             if not await self._hosts.mark_lost(found):
                 fleet.health[host_id] = HostHealth.SUSPECT
                 return

@@ -20,6 +20,7 @@ from common.clock import Clock
 from common.errors import Conflict, Unavailable
 from coordinator.fenced_writes import FencedWrites
 from coordinator.keys import KeyLayout
+from coordinator.liveness import HostHealth
 from coordinator.records import HostRecord, encode
 from coordinator.state import ClusterState, Versioned
 from coordinator.store import Store, Txn
@@ -61,7 +62,8 @@ class HostRecords:
         """Record the host as lost and revoke its lease; False when that could not be
         written now (another change won, or etcd is away): the next tick tries again."""
         host_id = found.value.host_id
-        lost = replace(found.value, status="lost", status_changed_at=self._clock.now())
+        lost = replace(found.value, status=HostHealth.LOST,
+                       status_changed_at=self._clock.now())
         txn = Txn().require(self._layout.host(host_id), found.mod_revision)
         try:
             await self._writes.commit(txn.put(self._layout.host(host_id), encode(lost)))

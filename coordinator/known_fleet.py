@@ -43,7 +43,7 @@ class KnownFleet:
         return [
             host
             for host in self._state.hosts_in(building)
-            if host.status != "lost"
+            if host.status != HostHealth.LOST
             and host.host_id in self._fleet.sessions
             and self._fleet.health.get(host.host_id, HostHealth.ALIVE) == HostHealth.ALIVE
         ]

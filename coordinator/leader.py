@@ -63,7 +63,7 @@ class LeaderDuties:
         fleet.close_all("leadership changed")
         fleet.reset()
         now = self._clock.monotonic()
-        expected = [h for h, v in self._state.hosts.items() if v.value.status != "lost"]
+        expected = [h for h, v in self._state.hosts.items() if v.value.status != HostHealth.LOST]
         fleet.expect(expected, now)
         for host_id in expected:
             fleet.health[host_id] = HostHealth.SUSPECT

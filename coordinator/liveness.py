@@ -29,9 +29,14 @@ SLACK = 1.5
 
 
 class HostHealth(StrEnum):
+    """A host as the leader sees it; only ``alive`` and ``lost`` are persisted
+    (HostRecord.status)."""
+
     ALIVE = "alive"
     SUSPECT = "suspect"
+    """Silent or disconnected for less than the grace period: its instances stay put."""
     LOST = "lost"
+    """Silent past the grace period: its instances are placed again elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ class HostSeen:
 
 @dataclass(frozen=True)
 class LivenessChange:
+    """A host whose health changes now, and how long it has been silent (seconds)."""
+
     host_id: str
     before: HostHealth
     after: HostHealth

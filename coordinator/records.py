@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from common.resources import Resources
 from common.versions import VersionTag
+from coordinator.liveness import HostHealth
 
 __all__ = [
     "Allocation",
@@ -83,7 +84,7 @@ class HostRecord:
     enforceable: tuple[str, ...] = ()
     agent_version: str = ""
     images: tuple[str, ...] = ()
-    status: str = "alive"
+    status: HostHealth = HostHealth.ALIVE
     """``alive`` or ``lost`` (``suspect`` lives only in the leader's memory)."""
     registered_at: float = 0.0
     status_changed_at: float = 0.0
@@ -99,7 +100,7 @@ class HostRecord:
             enforceable=tuple(raw.get("enforceable", ())),
             agent_version=raw.get("agent_version", ""),
             images=tuple(raw.get("images", ())),
-            status=raw.get("status", "alive"),
+            status=HostHealth(raw.get("status", HostHealth.ALIVE)),
             registered_at=float(raw.get("registered_at", 0.0)),
             status_changed_at=float(raw.get("status_changed_at", 0.0)),
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from coordinator.keys import KeyLayout
+from coordinator.liveness import HostHealth
 from coordinator.records import (
     Allocation,
     EventRecord,
@@ -186,7 +187,7 @@ class ClusterState:
             self._lost_hosts -= {host_id}
             return
         self._hosts_by_building[record.building].add(host_id)
-        if record.status == "lost":
+        if record.status == HostHealth.LOST:
             self._lost_hosts |= {host_id}
 
     def _index_instance(self, iid: str, record: InstanceRecord | None) -> None:
