@@ -1,7 +1,7 @@
 """The leader's memory of connected agents: sessions, what they observe, when they spoke.
 
 Nothing here touches etcd. Heartbeats and per-report observations live only here (a report
-is not a write); the etcd side of liveness is one lease per host (coordinator/agents.py).
+is not a write); the etcd side of liveness is one lease per host (coordinator/host_records.py).
 """
 
 from __future__ import annotations
