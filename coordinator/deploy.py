@@ -14,8 +14,9 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from common.dependencies import parse_dependency, satisfies
+from common.dependencies import parse_dependency
 from common.errors import FailedPrecondition, InvalidArgument
+from common.semantic_versions import satisfies
 from coordinator.control import FleetControl
 from coordinator.records import RolloutRecord, RouteRecord, UnitRecord, encode
 from coordinator.registry import Registry
