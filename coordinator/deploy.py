@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from common.clock import Clock
-from common.dependencies import parse_dependency, satisfies
+from common.dependencies import parse_dependency
 from common.errors import FailedPrecondition, InvalidArgument
+from common.semantic_versions import satisfies
 from coordinator.events import EventLog
 from coordinator.keys import KeyLayout
 from coordinator.leadership import Leadership
