@@ -21,7 +21,6 @@ from coordinator.agent_messages import (
     AgentReport,
     CommandResult,
     MetricsWindow,
-    ObservedInstance,
     Outgoing,
     Registration,
     RouteCommand,
@@ -133,17 +132,15 @@ class AgentSessions:
         if fleet.sessions.get(session.host_id) is not session:
             return
         fleet.heard_from(session.host_id, self._clock.monotonic())
-        changed: list[ObservedInstance] = []
         for obs in report.changed:
             previous = fleet.observe(obs)
             if previous is None or previous.routable != obs.routable:
                 self._commands.mark_route_dirty(obs.apartment, obs.unit)
-            changed.append(obs)
         for iid in report.removed_instance_ids:
             gone = fleet.unobserve(iid)
             if gone is not None:
                 self._commands.mark_route_dirty(gone.apartment, gone.unit)
-        self._statuses.queue(changed)
+        self._statuses.queue(report.changed)
         if report.results:
             self._results.deliver(report.results)
         if report.windows:
