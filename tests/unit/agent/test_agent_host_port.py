@@ -37,7 +37,6 @@ from agent.host_mapping import (
     window_reports,
 )
 from agent.host_port import HostPort
-from agent.runtime.fake import RecordingRuntime
 from agent.service import AgentService
 from agent.spec import InstanceView, Slot, StateMode
 from agent.stream_client import (
@@ -55,6 +54,7 @@ from common.latency import LatencySketch
 from common.resources import Resources
 from tests.support import async_eventually
 from tests.unit.agent.fake_plane import FakePlane
+from tests.unit.agent.fake_runtime import RecordingRuntime
 
 
 def start_command(instance_id: str = "web-blue-1", port: int = 20001,

@@ -14,7 +14,6 @@ import pytest
 from agent.config import AgentConfig
 from agent.events import EventType
 from agent.runtime.container_config import LABEL_INSTANCE
-from agent.runtime.fake import RecordingRuntime
 from agent.service import AgentService
 from agent.spec import HealthSpec, InstanceSpec, StateMode
 from common.clock import Clock, FakeClock, SystemClock
@@ -22,6 +21,7 @@ from common.errors import Conflict, NotFound
 from common.lifecycle import InstanceState
 from common.recovery import LeakAssessment
 from tests.support import async_eventually
+from tests.unit.agent.fake_runtime import RecordingRuntime
 
 S = InstanceState
 

@@ -18,7 +18,6 @@ from agent.host_mapping import (
     check_timeout,
 )
 from agent.host_port import HostPort
-from agent.runtime.fake import RecordingRuntime
 from agent.runtime.protocol import ExecResult
 from agent.service import AgentService
 from agent.stream_client import (
@@ -38,6 +37,7 @@ from common.gen.landlord.v1 import agent_pb2
 from common.lifecycle import InstanceState
 from common.resources import Resources
 from tests.support import async_eventually
+from tests.unit.agent.fake_runtime import RecordingRuntime
 
 # -- pure mapping -------------------------------------------------------------------------
 
