@@ -31,6 +31,7 @@ import psutil
 from agent.dataplane import DataPlanePort, DataPlaneSettings, DataPlaneSpec
 from agent.host_commands import HostCommands
 from agent.host_mapping import instance_report, plane_unit, reported_event, window_reports
+from agent.records import InstanceRecords
 from agent.service import AgentService
 from agent.store import InstanceRecord
 from agent.stream_client import (
@@ -103,8 +104,8 @@ class HostPort:
         self.commands = HostCommands(service, plane, self, self.settings.drain_timeout)
 
     @property
-    def _records(self) -> dict[str, InstanceRecord]:
-        return self.service.supervisor.records
+    def _records(self) -> InstanceRecords:
+        return self.service.records
 
     # -- life ------------------------------------------------------------------------------
     async def prepare(self) -> None:
@@ -177,7 +178,7 @@ class HostPort:
         self._signal.set()
 
     def _apartment_of(self, instance_id: str) -> str:
-        record = self._records.get(instance_id)
+        record = self._records.find(instance_id)
         if record is not None:
             self._apartments[instance_id] = record.spec.apartment
             return record.spec.apartment
@@ -193,7 +194,7 @@ class HostPort:
         return self._images
 
     def snapshot(self) -> Sequence[InstanceReport]:
-        return [self._report(record) for record in list(self._records.values())]
+        return [self._report(record) for record in self._records.all()]
 
     def _report(self, record: InstanceRecord) -> InstanceReport:
         history = record.lifecycle.history
@@ -216,7 +217,7 @@ class HostPort:
         batch = ChangeBatch(host_usage=dict(self._host_usage))
         still: set[str] = set()
         for instance_id in sorted(self._dirty):
-            record = self._records.get(instance_id)
+            record = self._records.find(instance_id)
             if record is not None:
                 batch.changed.append(self._report(record))
             elif instance_id in self.commands.starting:
@@ -272,7 +273,7 @@ class HostPort:
         owners = self.commands.owners
         found = owners.get(name)
         if found is None:
-            for record in self._records.values():
+            for record in self._records.all():
                 spec = record.spec
                 if plane_unit(spec.apartment, spec.unit) == name:
                     found = owners[name] = (spec.apartment, spec.unit)
@@ -282,7 +283,7 @@ class HostPort:
     def refresh_usage(self) -> None:
         """Instance usage from the latest monitor samples, host usage from psutil."""
         now = self.service.clock.monotonic()
-        for instance_id in list(self._records):
+        for instance_id in [r.instance_id for r in self._records.all()]:
             figures = self.service.monitor.figures(instance_id)
             if not figures:
                 continue
@@ -308,7 +309,7 @@ class HostPort:
 
     def last_activity(self, instance_id: str) -> float | None:
         """When the data plane last sent the instance a request (the GC's activity)."""
-        record = self._records.get(instance_id)
+        record = self._records.find(instance_id)
         if record is None or self.plane is None:
             return None
         return self.plane.last_activity(plane_unit(record.spec.apartment, record.spec.unit),
