@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import psutil
 
 from agent.dataplane import DataPlanePort, DataPlaneSettings, DataPlaneSpec
 from agent.host_commands import HostCommands
-from agent.host_mapping import instance_report, plane_unit, reported_event, window_reports
+from agent.host_mapping import instance_report, plane_unit, reported_event, window_report
 from agent.records import InstanceRecords
 from agent.service import AgentService
 from agent.store import InstanceRecord
@@ -100,7 +99,6 @@ class HostPort:
         self._cpu: dict[str, tuple[float, int]] = {}
         self._signal = asyncio.Event()
         self._apartments: dict[str, str] = {}
-        self._next_bucket: int | None = None
         self.commands = HostCommands(service, plane, self, self.settings.drain_timeout)
 
     @property
@@ -122,8 +120,6 @@ class HostPort:
         await self.refresh_images()
         if self.plane is not None:
             self.service.set_activity_source(self.last_activity)
-            self._next_bucket = math.floor(self.plane.clock.now()
-                                           / self.plane.settings.log_bucket_s)
 
     async def _enforceable(self) -> tuple[str, ...]:
         sup = self.service.supervisor
@@ -235,37 +231,17 @@ class HostPort:
 
     # -- periodic collection ---------------------------------------------------------------
     def collect_windows(self) -> None:
-        """Queue the request buckets completed since the last call, once each.
-
-        Two windows are read back to back (nothing is recorded in between: the request
-        log is received on this event loop): all buckets not reported yet, and the one
-        filling now; their difference is what completed. If a bucket edge passed while
-        reading, nothing is taken and the next call does it."""
-        plane = self.plane
-        if plane is None or self._next_bucket is None:
+        """Queue the request windows the data plane completed since the last call (each
+        request in exactly one window, which lets the coordinator add windows up)."""
+        if self.plane is None:
             return
-        width = plane.settings.log_bucket_s
-        before = plane.clock.now()
-        now_index = math.floor(before / width)
-        oldest = now_index - int(plane.settings.log_retention_s / width) + 2
-        first = max(self._next_bucket, oldest)
-        into_bucket = before - now_index * width
-        if now_index <= first or into_bucket < 1e-3:
-            return
-        taken = []
-        for name in sorted(plane.spec.units):
-            owner = self._owner(name)
-            if owner is None:
-                continue
-            total = plane.window(name, seconds=before - first * width - width / 2)
-            if total:
-                taken.append((owner, total, plane.window(name, seconds=into_bucket / 2)))
-        if math.floor(plane.clock.now() / width) != now_index:
-            return
-        self._next_bucket = now_index
-        for (apartment, unit), total, current in taken:
-            self._windows.extend(window_reports(apartment, unit, total, current,
-                                                first * width, now_index * width))
+        taken = False
+        for window in self.plane.completed_windows():
+            owner = self._owner(window.unit)
+            if owner is not None and window.version and window.instance:
+                # requests that reached no server (no version) are not any version's
+                self._windows.append(window_report(*owner, window))
+                taken = True
         if taken:
             self._signal.set()
 
