@@ -38,30 +38,17 @@ Prober = Callable[[str, int, str, float], Awaitable[bool]]
 
 
 class FailureHandler(Protocol):
-    """What the supervisor tells about its instances' failures and health."""
+    """Who acts on the instances' failures and health (``agent.recovery.Recovery``): a
+    container that died unasked, one that runs broken (unhealthy, never ready), a healthy
+    probe, a (re)gained health; ``cancel`` when an instance is stopped on purpose."""
 
     async def on_container_exit(self, record: InstanceRecord, container_id: str,
-                                exit_code: int | None) -> None:
-        """The container died without being asked to."""
-        ...
-
+                                exit_code: int | None) -> None: ...
     async def on_failure(self, record: InstanceRecord, container_id: str | None,
-                         reason: str) -> None:
-        """The container runs but is broken (unhealthy, never ready)."""
-        ...
-
-    def note_healthy(self, record: InstanceRecord) -> None:
-        """A passing probe of a healthy instance."""
-        ...
-
-    def on_healthy(self, record: InstanceRecord) -> None:
-        """The instance (re)became healthy."""
-        ...
-
-    def cancel(self, instance_id: str) -> None:
-        """The instance is being stopped: drop what was pending for it."""
-        ...
-
+                         reason: str) -> None: ...
+    def note_healthy(self, record: InstanceRecord) -> None: ...
+    def on_healthy(self, record: InstanceRecord) -> None: ...
+    def cancel(self, instance_id: str) -> None: ...
     def cancel_all(self) -> None: ...
 
 
