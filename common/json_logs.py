@@ -2,8 +2,8 @@
 
 Keys: ``time`` (UTC, ISO 8601 with milliseconds), ``level``, ``service``, ``logger``,
 ``message``, then whatever context the call attached (``extra=``: unit, version, instance,
-rollout, ...), and ``exception`` when there is one. Context values that are not JSON
-scalars are written as their ``str()``.
+rollout, ...), and ``exception`` when there is one. Context values JSON has no form for
+are written as their ``str()``.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value if isinstance(value, int | float | bool | str) else str(value)
+                entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def setup_logging(level: str, fmt: str, service: str) -> None:

@@ -28,12 +28,13 @@ def test_notify_sends_one_datagram(tmp_path: Path) -> None:
 def test_json_log_lines_have_one_set_of_keys_and_carry_extra_context() -> None:
     record = logging.makeLogRecord(
         {"msg": "hello %s", "args": ("x",), "levelname": "INFO", "name": "agent",
-         "instance": "i1", "window": (1, 2), "created": 0.0, "msecs": 5.0}
+         "instance": "i1", "adopted": ("a", "b"), "path": Path("/x"), "created": 0.0,
+         "msecs": 5.0}
     )
     line = json.loads(JsonFormatter("landlord-agent").format(record))
     assert line == {"time": "1970-01-01T00:00:00.005Z", "level": "info",
                     "service": "landlord-agent", "logger": "agent", "message": "hello x",
-                    "instance": "i1", "window": "(1, 2)"}
+                    "instance": "i1", "adopted": ["a", "b"], "path": "/x"}
 
 
 def test_exceptions_are_one_field() -> None:
