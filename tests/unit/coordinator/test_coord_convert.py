@@ -60,6 +60,17 @@ def test_start_reaches_the_agent_with_everything_it_needs() -> None:
     assert pb.command.start.spec.port == 0  # published with 0: the assigned port is used
 
 
+def test_the_health_command_reaches_the_agent_on_the_wire() -> None:
+    record = version_record()
+    spec = replace(record.tag.spec, health_check=HealthCheck("/healthz", ("check", "-q")))
+    tag = replace(record.tag, spec=spec, checksum=spec.checksum())
+    instance = InstanceRecord("web-blue-1", "shop", "web", "1.0.0", "blue", "h1", 20001,
+                              Resources(cpu=0.5, memory=256 << 20), 1.0)
+    pb = command_to_pb(Outgoing("start:web-blue-1",
+                                StartCommand(instance, replace(record, tag=tag))))
+    assert list(pb.command.start.spec.health.command) == ["check", "-q"]
+
+
 def test_stop_and_route_round_trip() -> None:
     stop = command_from_pb(command_to_pb(Outgoing("stop:x", StopCommand("x", 12.5, True)))
                            .command)
