@@ -58,8 +58,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def PublishVersion(self, request: admin_pb2.PublishVersionRequest, context: Context
                              ) -> admin_pb2.PublishVersionResponse:
-        spec, changes, metadata, fields = publish_from_pb(request)
-        record, created = await self.registry.publish(spec, changes, metadata, fields)
+        spec, changes, metadata = publish_from_pb(request)
+        record, created = await self.registry.publish(spec, changes, metadata)
         return admin_pb2.PublishVersionResponse(version=version_to_pb(record),
                                                 already_published=not created)
 

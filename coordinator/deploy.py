@@ -145,8 +145,9 @@ class Deployer:
         current_route = self.state.routes.get(key)
         new_unit = replace(unit, state="running", stable_version=request.version,
                            building=building, replicas=request.replicas, updated_at=now)
-        route = RouteRecord(request.apartment, request.unit, building, version.service_port,
-                            version.tag.spec.health_check.path, {request.version: 100.0}, now)
+        spec = version.tag.spec
+        route = RouteRecord(request.apartment, request.unit, building, spec.service_port,
+                            spec.health_check.path, {request.version: 100.0}, now)
         layout = self.layout
         extra = (
             Txn()

@@ -24,19 +24,7 @@ from coordinator.records import UnitRecord, VersionRecord, encode
 from coordinator.state import ClusterState
 from coordinator.store import Txn
 
-__all__ = ["DeployFields", "Registry", "ResolvedEdge"]
-
-
-@dataclass(frozen=True)
-class DeployFields:
-    """Fields of a published version that its checksum does not cover."""
-
-    service_port: int = 0
-    state_mode: str = "none"
-    idle_timeout_s: float = 0.0
-    warmup_s: float = 0.0
-    healthy_threshold: int = 1
-    port_assigned: bool = False
+__all__ = ["Registry", "ResolvedEdge"]
 
 
 @dataclass(frozen=True)
@@ -172,9 +160,11 @@ class Registry:
         spec: UnitSpec,
         changes: ChangeSet,
         metadata: Mapping[str, str],
-        fields: DeployFields,
     ) -> tuple[VersionRecord, bool]:
-        """Publish ``spec``; returns the version record and whether it is new."""
+        """Publish ``spec``; returns the version record and whether it is new.
+
+        The same version again with any difference in what runs (the spec's checksum) is
+        refused as a different version (``VersionExists``, from ``plan_publish``)."""
         self.writes.require_lead()  # followers refuse writes up front
         key = (spec.apartment, spec.unit)
 
@@ -186,12 +176,7 @@ class Registry:
             if not decision.created:
                 return existing[spec.version], False
             self._check_image(spec)
-            record = VersionRecord(
-                tag=decision.tag, changes=changes.to_dict(), service_port=fields.service_port,
-                state_mode=fields.state_mode, idle_timeout_s=fields.idle_timeout_s,
-                warmup_s=fields.warmup_s, healthy_threshold=fields.healthy_threshold,
-                port_assigned=fields.port_assigned,
-            )
+            record = VersionRecord(tag=decision.tag, changes=changes.to_dict())
             unit = self.state.units.get(key)
             unit_record = replace(unit.value, latest_version=spec.version,
                                   updated_at=self.clock.now()) if unit else UnitRecord(

@@ -187,7 +187,7 @@ class CoordinatorFleet:
     async def set_split(self, record: RolloutRecord, action: SetSplit) -> None:
         version = self._version(record, record.to_version)
         await self._commands.set_split(record.apartment, record.unit, action.split,
-                                       record.building, version.service_port,
+                                       record.building, version.tag.spec.service_port,
                                        version.tag.spec.health_check.path)
 
     async def stop_instances(self, record: RolloutRecord, action: StopInstances) -> None:
@@ -203,12 +203,12 @@ class CoordinatorFleet:
         if not hosts:
             return CheckReport(0, (f"building {record.building} has no host to check "
                                    "green through",))
-        version = self._version(record, action.version)
-        if action.through_entry_point and not version.service_port:
+        service_port = self._version(record, action.version).tag.spec.service_port
+        if action.through_entry_point and not service_port:
             return CheckReport(0, ("the version has no service port: nothing to check "
                                    "through the preview route",))
         host = sorted(hosts, key=lambda h: h.host_id)[0]
         green = next((i for i in self.instances(record)
                       if i.version == action.version and i.healthy), None)
         target = GreenTarget(self._checks, green.instance_id) if green is not None else None
-        return await self.checker.run(action, host.address, version.service_port, target)
+        return await self.checker.run(action, host.address, service_port, target)
