@@ -25,9 +25,10 @@ from typing import Any
 
 import docker
 import pytest
+from local_cluster.processes import free_port_on_all
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from tests.e2e.real_cluster import RealCluster, free_port_on_all
+from tests.e2e.real_cluster import RealCluster
 from tests.e2e.real_load import (
     HOSTS,
     list_hosts,

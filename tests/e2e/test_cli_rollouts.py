@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from local_cluster.processes import free_port_on_all
 
-from tests.e2e.real_cluster import RealCluster, free_port_on_all
+from tests.e2e.real_cluster import RealCluster
 from tests.e2e.real_load import Load, real_cluster, serving
 from tests.e2e.test_cli_units import LANDLORD, Cli
 from tests.support import eventually

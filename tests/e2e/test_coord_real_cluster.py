@@ -31,13 +31,15 @@ from typing import Any
 import docker
 import pytest
 from google.protobuf import duration_pb2
+from local_cluster.daemons import AgentProcess
+from local_cluster.processes import free_port_on_all
 
 from agent.dataplane import HaproxyPaths
 from agent.dataplane.haproxy_output import parse_servers_state
 from agent.dataplane.haproxy_runtime import AdminSocket
 from agent.dataplane.model import ServerState
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from tests.e2e.real_cluster import AgentProcess, RealCluster, free_port_on_all
+from tests.e2e.real_cluster import RealCluster
 from tests.e2e.real_load import real_cluster
 from tests.support import eventually
 
