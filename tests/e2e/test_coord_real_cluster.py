@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,7 +39,7 @@ from agent.dataplane.haproxy_runtime import AdminSocket
 from agent.dataplane.model import ServerState
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from tests.e2e.real_cluster import RealCluster
-from tests.e2e.real_load import real_cluster
+from tests.e2e.real_load import Load, real_cluster
 from tests.support import eventually
 
 HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}
@@ -180,36 +179,6 @@ def holds(check: Callable[[], object], seconds: float) -> None:
         time.sleep(0.5)
 
 
-class Load:
-    """One client thread per host entry point; records (time, address, 200 or 0 if failed)."""
-
-    def __init__(self, port: int, seconds: float) -> None:
-        self.port, self.deadline = port, time.monotonic() + seconds
-        self.answers: list[tuple[float, str, int]] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(a,), daemon=True)
-                        for a in HOSTS.values()]
-        for t in self.threads:
-            t.start()
-
-    def _run(self, address: str) -> None:
-        while not self.stop.is_set() and time.monotonic() < self.deadline:
-            try:
-                get(address, self.port)
-                self.answers.append((time.monotonic(), address, 200))
-            except AssertionError:
-                self.answers.append((time.monotonic(), address, 0))
-            time.sleep(0.02)
-
-    def since(self, start: float) -> list[tuple[float, str, int]]:
-        return [a for a in list(self.answers) if a[0] >= start]
-
-    def close(self) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=15)
-
-
 def wait_registered(cluster: RealCluster, coordinator: str, offsets: dict[str, int],
                     since: float) -> dict[str, float]:
     """Wait for every agent to log its registration with ``coordinator`` (host -> seconds)."""
@@ -343,9 +312,9 @@ def test_etcd_outage_leaves_data_plane_untouched_then_reconciles(cluster: RealCl
         routes_only(a, set(before))
     docker_before = containers(running_only=False)
     planes_before = {a.host_id: servers(a) for a in cluster.agents}
-    load = Load(service_port, seconds=OUTAGE + 60)
+    load = Load(service_port).start(max_seconds=OUTAGE + 60)
     try:
-        eventually(lambda: len(load.answers) >= 30, timeout=30)
+        eventually(lambda: len(load.answers()) >= 30, timeout=30)
         start = time.monotonic()
         logged = {a.host_id: a.log_path.stat().st_size for a in cluster.agents}
         cluster.etcd.stop()
@@ -362,11 +331,11 @@ def test_etcd_outage_leaves_data_plane_untouched_then_reconciles(cluster: RealCl
     finally:
         load.close()
     outage = load.since(start)
-    failed = [a for a in outage if a[2] != 200]
+    failed = [a for a in outage if not a.ok]
     print(f"\netcd down {back - start:.1f}s: {len(outage)} requests through the entry points, "
           f"{len(failed)} failed; {checks} checks of containers and data planes")
     assert not failed, failed[:10]
-    assert len(outage) > 100 and {a[1] for a in outage} == set(HOSTS.values())
+    assert len(outage) > 100 and {a.host for a in outage} == set(HOSTS.values())
     assert containers(running_only=False) == docker_before
 
     leader = cluster.leader(timeout=60)
