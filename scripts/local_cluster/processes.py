@@ -156,6 +156,9 @@ class ManagedProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+_OLDER_PROGRAMS = ("landlord-agent", "landlord-coordinator")
+
+
 def recorded_processes(workdir: Path) -> dict[str, tuple[str, psutil.Process]]:
     """name -> (program, live process) of every pid file in ``workdir`` whose process still
     runs the recorded program (a stale pid file, reused pid or zombie is left out and its
@@ -165,6 +168,9 @@ def recorded_processes(workdir: Path) -> dict[str, tuple[str, psutil.Process]]:
         try:
             pid_text, _, program = path.read_text().strip().partition(" ")
             proc = psutil.Process(int(pid_text))
+            if not program:  # a pid file of an older demo: the program was not written
+                program = next((known for known in _OLDER_PROGRAMS
+                                if any(known in part for part in proc.cmdline())), "")
             if program and proc.status() != psutil.STATUS_ZOMBIE and any(
                     program in part for part in proc.cmdline()):
                 found[path.stem] = (program, proc)

@@ -26,7 +26,7 @@ from local_cluster.load import Answer, LoadGenerator, failed
 from local_cluster.processes import free_port_on_all
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from tests.e2e.real_cluster import TEST_LABEL, RealCluster
+from tests.e2e.real_cluster import OWNER, TEST_LABEL, RealCluster, host_id
 from tests.integration.agent.agent_fixtures import ensure_demo_images
 from tests.support import eventually
 
@@ -47,7 +47,7 @@ __all__ = [
     "unit_spec",
 ]
 
-HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}
+HOSTS = {host_id("h1"): "127.0.0.2", host_id("h2"): "127.0.0.3", host_id("h3"): "127.0.0.4"}
 """Simulated host id -> its loopback address (the agent's advertise address)."""
 COORDINATOR_SETTINGS: dict[str, Any] = {
     # heartbeat 2 s: a host is suspect after 3 s of silence, which a busy 2-core machine
@@ -117,10 +117,11 @@ def list_instances(cluster: RealCluster, apartment: str, unit: str,
 
 
 def unit_containers(unit: str, **labels: str) -> list[Any]:
-    """The running test-labelled containers of ``unit``, narrowed by more labels."""
+    """This pytest's running containers of ``unit``, narrowed by more labels."""
     client = docker.from_env()
     try:
-        wanted = [TEST_LABEL, f"landlord.unit={unit}", *(f"{k}={v}" for k, v in labels.items())]
+        wanted = [TEST_LABEL, OWNER, f"landlord.unit={unit}",
+                  *(f"{k}={v}" for k, v in labels.items())]
         return list(client.containers.list(filters={"label": wanted}))
     finally:
         client.close()

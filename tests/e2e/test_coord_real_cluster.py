@@ -38,11 +38,11 @@ from agent.dataplane.haproxy_output import parse_servers_state
 from agent.dataplane.haproxy_runtime import AdminSocket
 from agent.dataplane.model import ServerState
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from tests.e2e.real_cluster import RealCluster
+from tests.e2e.real_cluster import OWNER, RealCluster, host_id
 from tests.e2e.real_load import Load, real_cluster
 from tests.support import eventually
 
-HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}
+HOSTS = {host_id("h1"): "127.0.0.2", host_id("h2"): "127.0.0.3", host_id("h3"): "127.0.0.4"}
 APARTMENT, UNIT, LATER_UNIT, VERSION = "e2e", "web", "api", "1.0.0"
 HEARTBEAT, GRACE, LEASE = 2.0, 12.0, 3
 SETTINGS = {"heartbeat_interval": HEARTBEAT, "liveness_grace": GRACE,
@@ -117,7 +117,7 @@ def containers(unit: str | None = None, running_only: bool = True) -> dict[str, 
     """instance id -> (docker id, status) of the test's unit containers."""
     client = docker.from_env(timeout=60)
     try:
-        wanted = ["landlord.test=1", f"landlord.apartment={APARTMENT}"]
+        wanted = [OWNER, f"landlord.apartment={APARTMENT}"]
         wanted += [f"landlord.unit={unit}"] if unit else []
         found = client.containers.list(all=not running_only, filters={"label": wanted})
         return {c.labels["landlord.instance"]: (c.id, c.status) for c in found}
@@ -221,8 +221,8 @@ def test_hosts_register_and_instances_spread_over_them(cluster: RealCluster,
 def test_lost_host_is_replaced_and_reconciled_when_it_returns(cluster: RealCluster,
                                                               service_port: int) -> None:
     before = eventually(lambda: running(cluster), timeout=90)
-    [victim] = [i for i, h in before.items() if h == "h3"]
-    dead = agent(cluster, "h3")
+    [victim] = [i for i, h in before.items() if h == host_id("h3")]
+    dead = agent(cluster, host_id("h3"))
     killed_at = time.monotonic()
     dead.kill()
     removed = dead.remove_containers()
@@ -232,7 +232,7 @@ def test_lost_host_is_replaced_and_reconciled_when_it_returns(cluster: RealClust
     def replaced() -> list[Any]:
         found = instances(cluster)
         assert len(found) == 3 and victim not in {i.instance_id for i in found}, found
-        assert all(i.host_id != "h3" for i in found), found
+        assert all(i.host_id != host_id("h3") for i in found), found
         return found
 
     eventually(replaced, timeout=GRACE + 60, interval=0.2, message="the lost instance placed")
@@ -241,17 +241,17 @@ def test_lost_host_is_replaced_and_reconciled_when_it_returns(cluster: RealClust
     running_after = time.monotonic() - killed_at
     print(f"\nhost h3 killed: its instance placed again after {placed_after:.1f}s, running "
           f"after {running_after:.1f}s (grace {GRACE}s + 5s = {GRACE + 5}s)")
-    assert hosts(cluster)["h3"].status == "lost"
-    assert set(after.values()) <= {"h1", "h2"} and victim not in after
+    assert hosts(cluster)[host_id("h3")].status == "lost"
+    assert set(after.values()) <= {host_id("h1"), host_id("h2")} and victim not in after
     # every remaining data plane routes only to live instances, and serves them all
-    for a in (agent(cluster, "h1"), agent(cluster, "h2")):
+    for a in (agent(cluster, host_id("h1")), agent(cluster, host_id("h2"))):
         routes_only(a, set(after))
         serves(a.address, service_port, set(after))
     assert set(containers(UNIT)) == set(after)
 
     # the host comes back, empty: it is alive again and nothing is duplicated
     dead.start()
-    eventually(lambda: hosts(cluster)["h3"].status == "alive", timeout=60,
+    eventually(lambda: hosts(cluster)[host_id("h3")].status == "alive", timeout=60,
                message="h3 alive again")
 
     def reconciled() -> bool:
