@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc
 import pytest
+from local_cluster.etcd import EtcdProcess
 
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from coordinator.app import Coordinator
-from tests.e2e.cluster import EtcdProcess
 from tests.integration.coordinator.agents import start_agent
 from tests.integration.coordinator.conftest import coordinator_config
 from tests.support import async_eventually
