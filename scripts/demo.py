@@ -31,6 +31,8 @@ from local_cluster.processes import ClusterError
 from local_cluster.report import classify_failures, summary_dict
 from local_cluster.scenario import BAD, VERSIONS, DemoScenario, canary_flags
 
+from common.transport import COORDINATOR_PORT
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = Path(os.environ.get("LANDLORD_DEMO_DIR",
                               Path(os.environ.get("LANDLORD_RUN_DIR", ROOT / ".run")) / "demo"))
@@ -42,7 +44,7 @@ DEMO_LABEL = "landlord.demo=1"
 # cluster's "h1" on the same Docker must not be the demo's host.
 HOST_PREFIX = "demo-"
 HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}
-PREFERRED_COORDINATOR_PORT = 7070  # the CLI's default address
+PREFERRED_COORDINATOR_PORT = COORDINATOR_PORT  # the CLI's default address
 COORDINATOR_SETTINGS: dict[str, object] = {
     "id": "demo-coordinator",
     "heartbeat_interval": 2.0,
