@@ -21,7 +21,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.dataplane.model import ServerState
-from agent.gc import GC_KINDS
 from agent.host_mapping import (
     check_output,
     check_timeout,
@@ -46,6 +45,7 @@ from agent.stream_client import (
 )
 from agent.supervisor import LIVE_STATES
 from common.errors import Conflict, FailedPrecondition, InvalidArgument, LandlordError, NotFound
+from common.gc_kinds import GcKind
 from common.lifecycle import InstanceState
 
 if TYPE_CHECKING:
@@ -295,14 +295,9 @@ class HostCommands:
 
     # -- garbage collection ----------------------------------------------------------------
     def _accept_gc(self, cmd: CollectGarbage) -> None:
-        kinds = cmd.kinds or ("all",)
-        unknown = [k for k in kinds if k not in (*GC_KINDS, "all")]
-        if unknown:
-            raise InvalidArgument(f"unknown gc kind(s) {', '.join(unknown)} "
-                                  f"(one of: {', '.join((*GC_KINDS, 'all'))})")
-        self._spawn(self._collect(kinds), "gc-requested")
+        self._spawn(self._collect(cmd.kinds or tuple(GcKind)), "gc-requested")
 
-    async def _collect(self, kinds: Sequence[str]) -> None:
+    async def _collect(self, kinds: Sequence[GcKind]) -> None:
         for kind in kinds:
             try:
                 await self.service.run_gc(kind)

@@ -37,8 +37,11 @@ from tenacity import (
     wait_random,
 )
 
+from common.errors import LandlordError
+from common.gc_kinds import GcKind
 from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 from common.latency import LatencySketch
+from common.proto_values import gc_kinds_from_pb
 from common.resources import Resources
 from common.stream_messages import ReportedEvent, RouteServer
 from common.transport import TlsSettings, create_channel
@@ -177,7 +180,8 @@ class DrainInstance:
 
 @dataclass(frozen=True)
 class CollectGarbage:
-    kinds: tuple[str, ...]
+    kinds: tuple[GcKind, ...]
+    """Empty: every kind."""
 
 
 @dataclass(frozen=True)
@@ -392,7 +396,7 @@ class CoordinatorStream:
                 continue
             try:
                 command = command_from_pb(message.command)
-            except ValueError as exc:
+            except (ValueError, LandlordError) as exc:
                 self._results.append(agent_pb2.CommandResult(command_id=command_id, ok=False,
                                                              error=str(exc)))
                 continue
@@ -594,7 +598,7 @@ def command_from_pb(pb: agent_pb2.Command) -> AgentCommand:
         d = pb.drain
         return DrainInstance(d.apartment, d.unit, d.instance_id, _secs(d.timeout))
     if kind == "gc":
-        return CollectGarbage(tuple(pb.gc.kinds))
+        return CollectGarbage(gc_kinds_from_pb(pb.gc.gc_kinds))
     if kind == "run_check":
         c = pb.run_check
         return RunCheck(c.instance_id, tuple(c.argv), _secs(c.timeout))

@@ -12,6 +12,7 @@ from typing import Any
 
 from common.errors import InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from common.proto_values import gc_kinds_from_pb
 from common.resources import Resources
 from coordinator.agent_messages import GcCommand
 from coordinator.control import FleetControl
@@ -212,11 +213,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                                    context: Context) -> admin_pb2.RunGarbageCollectionResponse:
         c = self.control
         c.leadership.fence  # noqa: B018
-        kinds = tuple(request.kinds)
-        unknown = set(kinds) - {"unused", "memory", "cache"}
-        if unknown:
-            raise InvalidArgument(f"unknown garbage kind(s) {sorted(unknown)}; "
-                                  "known: unused, memory, cache", field="kinds")
+        kinds = gc_kinds_from_pb(request.gc_kinds)
         if request.host_id:
             if request.host_id not in self.state.hosts:
                 raise NotFound(f"host {request.host_id} does not exist", host=request.host_id)

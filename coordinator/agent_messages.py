@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from common.gc_kinds import GcKind
 from common.latency import LatencySketch
 from common.resources import Resources
 from common.stream_messages import ReportedEvent, RouteServer
@@ -166,7 +167,8 @@ class DrainCommand:
 
 @dataclass(frozen=True)
 class GcCommand:
-    kinds: tuple[str, ...] = ()
+    kinds: tuple[GcKind, ...] = ()
+    """Empty: every kind."""
 
 
 @dataclass(frozen=True)

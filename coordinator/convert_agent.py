@@ -7,6 +7,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from common.errors import InvalidArgument, LandlordError
 from common.gen.landlord.v1 import agent_pb2, types_pb2
 from common.latency import LatencySketch
+from common.proto_values import gc_kinds_to_pb
 from common.resources import Resources
 from coordinator.agent_messages import (
     AgentCommand,
@@ -249,7 +250,7 @@ def command_to_pb(out: Outgoing) -> agent_pb2.CoordinatorMessage:
                                                   instance_id=cmd.instance_id,
                                                   timeout=from_seconds(cmd.timeout_s)))
     elif isinstance(cmd, GcCommand):
-        pb.gc.CopyFrom(agent_pb2.CollectGarbage(kinds=list(cmd.kinds)))
+        pb.gc.CopyFrom(agent_pb2.CollectGarbage(gc_kinds=gc_kinds_to_pb(cmd.kinds)))
     elif isinstance(cmd, RunCheckCommand):
         pb.run_check.CopyFrom(agent_pb2.RunCheck(instance_id=cmd.instance_id,
                                                  argv=list(cmd.argv),

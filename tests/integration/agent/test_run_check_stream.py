@@ -8,56 +8,14 @@ the coordinator's own session, conversion and FleetControl code."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, cast
 
 from agent_fixtures import AgentHarness, http_get, make_spec
+from stand_in import connected, fleet_control
 
-from agent.host_port import HostPort
-from agent.stream_client import CoordinatorStream, StreamSettings
-from common.clock import SystemClock
-from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc
 from common.resources import Resources
-from common.transport.factory import bound_server, create_server
-from coordinator.control import FleetControl
-from coordinator.convert_agent import command_to_pb, from_seconds, report_from_pb
-from coordinator.fleet import Fleet, HostSession
 from coordinator.keys import KeyLayout
 from coordinator.records import InstanceRecord
 from coordinator.state import ClusterState, Versioned
-
-
-class StandInCoordinator(agent_pb2_grpc.AgentStreamServicer):
-    """Registers an agent, sends what its session queues, hands report results over."""
-
-    def __init__(self, control: FleetControl) -> None:
-        self.control = control
-
-    async def Session(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],
-                      context: Any) -> AsyncIterator[agent_pb2.CoordinatorMessage]:
-        first = await anext(aiter(request_iterator))
-        reg = first.register
-        session = HostSession(reg.host_id, reg.building, reg.address, 0.0)
-        self.control.fleet.attach(session, 0.0)
-        yield agent_pb2.CoordinatorMessage(registered=agent_pb2.Registered(
-            coordinator_id="stand-in", report_interval=from_seconds(0.05)))
-
-        async def read() -> None:
-            async for message in request_iterator:
-                if message.WhichOneof("body") == "report":
-                    report = report_from_pb(message.report, session.host_id)
-                    self.control.command_results(report.results)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (outgoing := await session.next_outgoing()) is not None:
-                yield command_to_pb(outgoing)
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            self.control.fleet.detach(session, 0.0)
 
 
 async def test_a_check_sent_by_the_coordinator_runs_in_docker_and_its_output_returns(
@@ -71,20 +29,8 @@ async def test_a_check_sent_by_the_coordinator_runs_in_docker_and_its_output_ret
     state.instances[spec.instance_id] = Versioned(InstanceRecord(
         spec.instance_id, "test", "demo", "1.0.0", "blue", host_id, spec.port,
         Resources(cpu=1.0, memory=128 << 20), 0.0), 1)
-    unused = cast(Any, None)  # run_check needs no store, view, leadership or events
-    control = FleetControl(unused, KeyLayout(), unused, state, Fleet(), unused, unused,
-                           SystemClock())
-    server = create_server()
-    agent_pb2_grpc.add_AgentStreamServicer_to_server(StandInCoordinator(control), server)
-    port = bound_server(server, "127.0.0.1:0")
-    await server.start()
-    host = HostPort(agent, None)
-    await host.prepare()
-    stream = CoordinatorStream(host, StreamSettings((f"127.0.0.1:{port}",),
-                                                    report_interval=0.05))
-    running = asyncio.create_task(stream.run())
-    try:
-        await asyncio.wait_for(stream.connected.wait(), 30)
+    control = fleet_control(state)
+    async with connected(agent, control):
         ok, failing, slow = await asyncio.gather(
             control.run_check(spec.instance_id, ["sh", "-c", "echo v=$VERSION"], 10.0),
             control.run_check(spec.instance_id, ["sh", "-c", "echo no >&2; exit 4"], 10.0),
@@ -96,8 +42,3 @@ async def test_a_check_sent_by_the_coordinator_runs_in_docker_and_its_output_ret
         missing = await control.run_check(spec.instance_id, ["no-such-binary"], 5.0)
         assert missing.ok and missing.exit_code != 0
         assert http_get(spec.port, "/")[0] == 200  # the app kept serving throughout
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        await host.commands.close(5.0)
-        await server.stop(None)

@@ -51,6 +51,7 @@ from agent.stream_client import (
 )
 from common.clock import FakeClock
 from common.errors import FailedPrecondition, InvalidArgument, NotFound
+from common.gc_kinds import GcKind
 from common.latency import LatencySketch
 from common.resources import Resources
 from tests.support import async_eventually
@@ -252,8 +253,17 @@ async def test_routes_weights_and_drains_reach_the_data_plane(
     await async_eventually(drained, timeout=5)
     await port.execute(SetRoute("shop", "web", 0, "", ()))  # no entry point any more
     assert "shop.web" not in plane.spec.units
-    with pytest.raises(InvalidArgument):
-        await port.execute(CollectGarbage(("everything",)))
+
+
+@pytest.mark.parametrize("kinds", [(kind,) for kind in GcKind] + [()],
+                         ids=[*GcKind, "all"])
+async def test_every_gc_kind_the_coordinator_sends_runs_here(
+        host: tuple[HostPort, FakePlane, RecordingRuntime], kinds: tuple[GcKind, ...]) -> None:
+    port, _, _ = host
+    assert await port.execute(CollectGarbage(kinds)) is None
+    await port.commands.close(5.0)
+    batch = await port.next_changes(0.0)
+    assert [e for e in batch.events if e.type == "gc.failed"] == []
 
 
 async def test_start_is_idempotent_runs_in_the_background_and_stop_reports_removal(

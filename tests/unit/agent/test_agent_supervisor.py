@@ -226,7 +226,7 @@ async def test_idle_gc_spares_stable_and_active_instances(tmp_path: Path) -> Non
         (state_dir / "data.txt").write_text("kept")
         clock.advance(120)
         rig.service.record_request("busy")
-        result = await rig.service.run_gc("idle")
+        result = await rig.service.run_gc("unused")
         assert result == {"collected": ["old"]}
         collected = rig.service.bus.recent(EventType.GC_COLLECTED)[0]
         assert await asyncio.to_thread(Path(collected.details["backup"]).exists)

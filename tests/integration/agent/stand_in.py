@@ -1,0 +1,105 @@
+"""A stand-in coordinator for agent tests over a real gRPC stream: the coordinator's own
+session, conversion and FleetControl code, without etcd or leadership.
+
+It registers one agent, sends what its session queues, hands the results of awaited
+commands (RunCheck) to FleetControl, and keeps every result and event the agent reported
+so a test can look at them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from agent.host_port import HostPort
+from agent.service import AgentService
+from agent.stream_client import CoordinatorStream, StreamSettings
+from common.clock import SystemClock
+from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc
+from common.transport.factory import bound_server, create_server
+from coordinator.agent_messages import CommandResult, ReportedEvent
+from coordinator.control import FleetControl
+from coordinator.convert_agent import command_to_pb, from_seconds, report_from_pb
+from coordinator.fleet import Fleet, HostSession
+from coordinator.keys import KeyLayout
+from coordinator.state import ClusterState
+
+
+@dataclass
+class Heard:
+    """Everything the agent reported, in order."""
+
+    results: list[CommandResult] = field(default_factory=list)
+    events: list[ReportedEvent] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+class StandInCoordinator(agent_pb2_grpc.AgentStreamServicer):
+    def __init__(self, control: FleetControl) -> None:
+        self.control = control
+        self.heard = Heard()
+
+    async def Session(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],
+                      context: Any) -> AsyncIterator[agent_pb2.CoordinatorMessage]:
+        first = await anext(aiter(request_iterator))
+        reg = first.register
+        session = HostSession(reg.host_id, reg.building, reg.address, 0.0)
+        self.control.fleet.attach(session, 0.0)
+        yield agent_pb2.CoordinatorMessage(registered=agent_pb2.Registered(
+            coordinator_id="stand-in", report_interval=from_seconds(0.05)))
+
+        async def read() -> None:
+            async for message in request_iterator:
+                if message.WhichOneof("body") == "report":
+                    report = report_from_pb(message.report, session.host_id)
+                    self.heard.results.extend(report.results)
+                    self.heard.events.extend(report.events)
+                    self.heard.removed.extend(report.removed_instance_ids)
+                    self.control.command_results(report.results)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (outgoing := await session.next_outgoing()) is not None:
+                yield command_to_pb(outgoing)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self.control.fleet.detach(session, 0.0)
+
+
+def fleet_control(state: ClusterState | None = None) -> FleetControl:
+    """FleetControl for commands and checks: no store, view, leadership or events."""
+    unused = cast(Any, None)
+    return FleetControl(unused, KeyLayout(), unused, state or ClusterState(KeyLayout()),
+                        Fleet(), unused, unused, SystemClock())
+
+
+@contextlib.asynccontextmanager
+async def connected(agent: AgentService, control: FleetControl
+                    ) -> AsyncIterator[StandInCoordinator]:
+    """The agent (without a data plane) connected to a stand-in coordinator over gRPC,
+    its events and usage followed as the daemon does."""
+    coordinator = StandInCoordinator(control)
+    server = create_server()
+    agent_pb2_grpc.add_AgentStreamServicer_to_server(coordinator, server)
+    port = bound_server(server, "127.0.0.1:0")
+    await server.start()
+    host = HostPort(agent, None)
+    await host.prepare()
+    stream = CoordinatorStream(host, StreamSettings((f"127.0.0.1:{port}",),
+                                                    report_interval=0.05))
+    stop = asyncio.Event()
+    following = asyncio.create_task(host.run(stop))
+    running = asyncio.create_task(stream.run())
+    try:
+        await asyncio.wait_for(stream.connected.wait(), 30)
+        yield coordinator
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        stop.set()
+        await following  # closes the commands under way
+        await server.stop(None)
