@@ -71,7 +71,7 @@ from zero_downtime_report import (  # noqa: E402
 from zero_downtime_watch import HostSocket, WeightChange, WeightWatcher  # noqa: E402
 
 from agent.dataplane import HaproxyPaths  # noqa: E402
-from agent.host_mapping import plane_unit  # noqa: E402
+from agent.stream.mapping import plane_unit  # noqa: E402
 from common.gen.landlord.v1 import admin_pb2, types_pb2  # noqa: E402
 from tests.e2e.real_cluster import RealCluster, free_port_on_all  # noqa: E402
 from tests.integration.agent.agent_fixtures import ensure_demo_images  # noqa: E402

@@ -7,6 +7,7 @@ position, so adding a value on one side cannot shift the others.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import TypeVar
@@ -45,10 +46,11 @@ _E = TypeVar("_E", bound=StrEnum)
 # -- time ------------------------------------------------------------------------------
 def timestamp_to_pb(epoch: float) -> timestamp_pb2.Timestamp:
     """Seconds since the epoch; 0 (unknown) stays the empty timestamp."""
-    ts = timestamp_pb2.Timestamp()
-    if epoch:
-        ts.FromNanoseconds(int(epoch * 1e9))
-    return ts
+    if not epoch:
+        return timestamp_pb2.Timestamp()
+    whole = math.floor(epoch)
+    carry, nanos = divmod(round((epoch - whole) * 1e9), 10**9)
+    return timestamp_pb2.Timestamp(seconds=whole + carry, nanos=nanos)
 
 
 def timestamp_from_pb(ts: timestamp_pb2.Timestamp) -> float:
@@ -57,7 +59,7 @@ def timestamp_from_pb(ts: timestamp_pb2.Timestamp) -> float:
 
 def duration_to_pb(seconds: float) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
-    d.FromNanoseconds(round(seconds * 1e9))
+    d.FromNanoseconds(round(seconds * 1e9))  # whole and fractional parts share the sign
     return d
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from common.errors import InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
-from common.proto_values import gc_kinds_from_pb
+from common.proto_values import duration_from_pb, gc_kinds_from_pb
 from common.resources import Resources
-from coordinator.agent_messages import GcCommand
+from common.stream_commands import CollectGarbage
 from coordinator.control import FleetControl
 from coordinator.convert_admin import (
     event_to_pb,
@@ -25,7 +25,6 @@ from coordinator.convert_admin import (
     unit_to_pb,
     version_to_pb,
 )
-from coordinator.convert_agent import to_seconds
 from coordinator.deploy import Deployer
 from coordinator.liveness import HostHealth
 from coordinator.records import EventRecord, HostRecord
@@ -223,7 +222,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             targets = [request.host_id]
         else:
             targets = sorted(c.fleet.sessions)
-        c.fleet.broadcast(targets, GcCommand(kinds))
+        c.fleet.broadcast(targets, CollectGarbage(kinds))
         return admin_pb2.RunGarbageCollectionResponse(hosts=targets)
 
     # -- events and cluster ----------------------------------------------------------------
@@ -233,7 +232,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                            ) -> AsyncIterator[types_pb2.Event]:
         if request.after_sequence < 0:
             raise InvalidArgument("after_sequence must be >= 0", field="after_sequence")
-        history = to_seconds(request.history)
+        history = duration_from_pb(request.history)
         cutoff = self.control.clock.now() - history if history > 0 else 0.0
 
         def wanted(e: EventRecord) -> bool:

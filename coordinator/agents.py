@@ -18,13 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common.errors import Conflict, InvalidArgument, Unavailable
-from coordinator.agent_messages import (
-    AgentReport,
-    ObservedInstance,
-    Outgoing,
-    Registration,
-    StopCommand,
-)
+from common.stream_commands import Command, StopInstance
+from common.stream_messages import AgentReport, ObservedInstance, Registration
 from coordinator.control import FleetControl
 from coordinator.fleet import HostSession, command_id
 from coordinator.liveness import HostHealth
@@ -96,10 +91,10 @@ class AgentSessions:
         plan = plan_register(reg.host_id, reg.instances, c.state.instances_on(reg.host_id))
         for iid in plan.stop:
             log.info("host %s runs %s, which is not desired there: stopping it", reg.host_id, iid)
-            c.fleet.send(reg.host_id, StopCommand(iid, c.settings.stop_grace_s, drain=True))
+            c.fleet.send(reg.host_id, StopInstance(iid, c.settings.stop_grace_s, drain=True))
         await c.start_instances(plan.start)
         for route in c.routes_for_building(reg.building):
-            session.send(Outgoing(command_id(route), route))
+            session.send(Command(command_id(route), route))
         for obs in reg.instances:
             c.mark_route_dirty(obs.apartment, obs.unit)
         kind = "host.returned" if returned else "host.registered"

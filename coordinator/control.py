@@ -33,17 +33,9 @@ from typing import Any
 from common.clock import Clock
 from common.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from common.resources import HostLedger, Resources
-from coordinator.agent_messages import (
-    CommandResult,
-    MetricsWindow,
-    ObservedInstance,
-    Outgoing,
-    RouteCommand,
-    RunCheckCommand,
-    StartCommand,
-    StopCommand,
-    WeightsCommand,
-)
+from common.stream_commands import Command, RunCheck, SetRoute, SetWeights, StopInstance
+from common.stream_messages import CommandResult, MetricsWindow, ObservedInstance
+from coordinator.agent_messages import start_command
 from coordinator.events import EventLog
 from coordinator.fleet import Fleet
 from coordinator.keys import KeyLayout
@@ -295,7 +287,7 @@ class FleetControl:
             if version is None:
                 raise NotFound(f"{record.apartment}/{record.unit} {record.version} is gone",
                                unit=record.unit, version=record.version)
-            sent += self.fleet.send(record.host_id, StartCommand(record, version))
+            sent += self.fleet.send(record.host_id, start_command(record, version))
             self._start_sent[record.instance_id] = self.clock.monotonic()
             self.mark_route_dirty(record.apartment, record.unit)
         return sent
@@ -340,7 +332,7 @@ class FleetControl:
         self.fleet.unobserve(instance_id)
         await self.set_route(record.apartment, record.unit)
         grace = self.settings.stop_grace_s if grace_s is None else grace_s
-        self.fleet.send(record.host_id, StopCommand(instance_id, grace, drain))
+        self.fleet.send(record.host_id, StopInstance(instance_id, grace, drain))
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -367,7 +359,7 @@ class FleetControl:
         await self.set_route(apartment, unit)
         return route
 
-    def route_command(self, apartment: str, unit: str) -> RouteCommand | None:
+    def route_command(self, apartment: str, unit: str) -> SetRoute | None:
         route = self.state.routes.get((apartment, unit))
         if route is None:
             return None
@@ -398,9 +390,9 @@ class FleetControl:
         if route is None:
             raise NotFound(f"{apartment}/{unit} has no route", unit=unit)
         hosts = [h.host_id for h in self.state.hosts_in(route.value.building)]
-        return self.fleet.broadcast(hosts, WeightsCommand(apartment, unit, dict(weights)))
+        return self.fleet.broadcast(hosts, SetWeights(apartment, unit, dict(weights)))
 
-    def routes_for_building(self, building: str) -> list[RouteCommand]:
+    def routes_for_building(self, building: str) -> list[SetRoute]:
         commands = []
         for (apartment, unit), route in sorted(self.state.routes.items()):
             if route.value.building == building:
@@ -457,7 +449,7 @@ class FleetControl:
         self._awaited[command_id] = answer
         closed = asyncio.ensure_future(session.closed.wait())
         try:
-            session.send(Outgoing(command_id, RunCheckCommand(instance_id, tuple(argv),
+            session.send(Command(command_id, RunCheck(instance_id, tuple(argv),
                                                               timeout_s)))
             self.fleet.commands_sent += 1
             limit = timeout_s + self.settings.check_answer_margin_s

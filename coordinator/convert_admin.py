@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from common.resources import Resources
-from common.unit_spec import HealthCheck, UnitSpec
-from common.versions import ChangeSet
-from coordinator.agent_messages import ObservedInstance
-from coordinator.convert_agent import (
-    SLOT_VALUES,
-    STATE_MODE_VALUES,
-    STATE_MODES,
-    from_seconds,
-    observed_to_pb,
+from common.proto_values import (
+    duration_from_pb,
+    duration_to_pb,
     resources_from_pb,
     resources_to_pb,
-    timestamp,
-    to_seconds,
+    slot_to_pb,
+    state_mode_from_pb,
+    state_mode_to_pb,
+    timestamp_to_pb,
 )
+from common.resources import Resources
+from common.stream_convert import health_to_pb, observed_to_pb
+from common.stream_messages import ObservedInstance
+from common.unit_spec import HealthCheck, UnitSpec
+from common.versions import ChangeSet
 from coordinator.deploy import DeployRequest
 from coordinator.records import (
     EventRecord,
@@ -60,8 +60,8 @@ def publish_from_pb(
     h = pb.health
     health = HealthCheck(
         path=h.path or "/health",
-        interval_s=to_seconds(h.interval) or 5.0,
-        timeout_s=to_seconds(h.timeout) or 2.0,
+        interval_s=duration_from_pb(h.interval) or 5.0,
+        timeout_s=duration_from_pb(h.timeout) or 2.0,
         retries=h.unhealthy_threshold or 3,
     )
     spec = UnitSpec(
@@ -74,12 +74,12 @@ def publish_from_pb(
         breaking=tuple(req.changes.breaking), features=tuple(req.changes.features),
         fixes=tuple(req.changes.fixes), internal=tuple(req.changes.internal),
     )
-    warmup = to_seconds(h.warmup)
-    idle = to_seconds(pb.idle_timeout)
+    warmup = duration_from_pb(h.warmup)
+    idle = duration_from_pb(pb.idle_timeout)
     if warmup < 0 or idle < 0:
         raise InvalidArgument("durations must not be negative", field="health")
     fields = DeployFields(
-        service_port=pb.service_port, state_mode=STATE_MODES.get(pb.state_mode, "none"),
+        service_port=pb.service_port, state_mode=state_mode_from_pb(pb.state_mode),
         idle_timeout_s=idle, warmup_s=warmup, healthy_threshold=h.healthy_threshold or 1,
         port_assigned=pb.port == 0,
     )
@@ -93,14 +93,10 @@ def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
         apartment=spec.apartment, unit=spec.unit, image=spec.image, command=list(spec.command),
         env=dict(spec.env), port=0 if record.port_assigned else spec.port,
         service_port=record.service_port,
-        health=types_pb2.HealthCheck(
-            path=hc.path, interval=from_seconds(hc.interval_s), timeout=from_seconds(hc.timeout_s),
-            healthy_threshold=record.healthy_threshold, unhealthy_threshold=hc.retries,
-            warmup=from_seconds(record.warmup_s),
-        ),
+        health=health_to_pb(hc, record.healthy_threshold, record.warmup_s),
         resources=resources_to_pb(spec.resources), dependencies=list(spec.dependencies),
-        state_mode=STATE_MODE_VALUES.get(record.state_mode, types_pb2.STATE_MODE_UNSPECIFIED),
-        idle_timeout=from_seconds(record.idle_timeout_s),
+        state_mode=state_mode_to_pb(record.state_mode),
+        idle_timeout=duration_to_pb(record.idle_timeout_s),
     )
     ranges = {}
     for text in spec.dependencies:
@@ -116,7 +112,8 @@ def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
                                          required_by=tag.unit)
             for u, v in sorted(tag.dependencies.items())
         ],
-        metadata=dict(tag.metadata), created_at=timestamp(tag.created_at), image_id=spec.image,
+        metadata=dict(tag.metadata), created_at=timestamp_to_pb(tag.created_at),
+        image_id=spec.image,
     )
 
 
@@ -134,7 +131,7 @@ def host_to_pb(host: HostRecord, status: str, allocated: Resources,
         host_id=host.host_id, building=host.building, address=host.address,
         capacity=resources_to_pb(host.capacity), allocated=resources_to_pb(allocated),
         labels=dict(host.labels), enforceable=list(host.enforceable), status=status,
-        last_seen=timestamp(last_seen), agent_version=host.agent_version,
+        last_seen=timestamp_to_pb(last_seen), agent_version=host.agent_version,
     )
 
 
@@ -147,7 +144,7 @@ def instance_to_pb(record: InstanceRecord | None,
     if record is not None:
         pb.instance_id, pb.host_id = record.instance_id, record.host_id
         pb.apartment, pb.unit, pb.version = record.apartment, record.unit, record.version
-        pb.slot = SLOT_VALUES.get(record.slot, types_pb2.SLOT_UNSPECIFIED)
+        pb.slot = slot_to_pb(record.slot)
         pb.port = record.port
         if observed is None:
             pb.reason = "not reported yet"
@@ -158,7 +155,7 @@ def instance_to_pb(record: InstanceRecord | None,
 
 def event_to_pb(event: EventRecord) -> types_pb2.Event:
     return types_pb2.Event(
-        sequence=event.sequence, type=event.type, time=timestamp(event.time),
+        sequence=event.sequence, type=event.type, time=timestamp_to_pb(event.time),
         apartment=event.apartment, unit=event.unit, version=event.version,
         host_id=event.host_id, instance_id=event.instance_id, message=event.message,
         details=dict(event.details),
@@ -171,8 +168,8 @@ def rollout_to_pb(record: RolloutRecord) -> types_pb2.RolloutInfo:
         from_version=record.from_version, to_version=record.to_version,
         building=record.building,
         strategy=STRATEGY_VALUES.get(record.strategy, types_pb2.STRATEGY_UNSPECIFIED),
-        phase=record.phase, started_at=timestamp(record.started_at),
-        ended_at=timestamp(record.ended_at), reason=record.reason, replicas=record.replicas,
+        phase=record.phase, started_at=timestamp_to_pb(record.started_at),
+        ended_at=timestamp_to_pb(record.ended_at), reason=record.reason, replicas=record.replicas,
         split=[types_pb2.WeightSplit(version=record.to_version, target_percent=100.0,
                                      measured_percent=100.0)]
         if record.phase == "promoted" else [],

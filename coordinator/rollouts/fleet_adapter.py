@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 
 from common.errors import NotFound
+from common.event_types import EventType
 from common.latency import LatencySketch
 from common.rollout_policy import Window
-from coordinator.agent_messages import StartCommand
+from coordinator.agent_messages import start_command
 from coordinator.control import FleetControl
 from coordinator.records import InstanceRecord, VersionRecord
 from coordinator.rollouts.actions import (
@@ -39,7 +40,7 @@ __all__ = ["ESCALATION_EVENT", "ControlFleet"]
 
 log = logging.getLogger(__name__)
 
-ESCALATION_EVENT = "recovery.escalated"
+ESCALATION_EVENT = EventType.ESCALATION
 
 
 class ControlFleet:
@@ -111,7 +112,7 @@ class ControlFleet:
             if found is not None:
                 sources.setdefault(found.value.host_id, iid)
         for inst in existing:
-            command = StartCommand(inst, version, sources.get(inst.host_id, ""))
+            command = start_command(inst, version, sources.get(inst.host_id, ""))
             if not c.fleet.send(inst.host_id, command):
                 log.info("rollout %s: host %s not connected; it gets %s when it registers",
                          record.rollout_id, inst.host_id, inst.instance_id)

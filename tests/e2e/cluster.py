@@ -4,7 +4,7 @@
   data directory; it can be stopped and started again on the same ports and data.
 - ``CoordinatorProcess``: ``python -m coordinator.main`` with a config pointing at that etcd.
 - ``SimulatedAgentProcess``: tests/e2e/simulated_agent.py, a SIMULATED agent (real gRPC
-  stream through agent/stream_client.py, fake in-memory container runtime) that writes its
+  stream through agent/stream/session.py, fake in-memory container runtime) that writes its
   instances and data-plane routes to a JSON state file the test reads.
 - ``Cluster``: all of the above with one cleanup; ``admin()`` gives an Admin stub.
 

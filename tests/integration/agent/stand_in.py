@@ -13,15 +13,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from agent.host_port import HostPort
 from agent.service import AgentService
-from agent.stream_client import CoordinatorStream, StreamSettings
+from agent.stream.adapter import StreamAdapter
+from agent.stream.session import CoordinatorStream, StreamSettings
 from common.clock import SystemClock
 from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc
+from common.proto_values import duration_to_pb
+from common.stream_convert import command_to_pb, report_from_pb
+from common.stream_messages import CommandResult, ReportedEvent
 from common.transport.factory import bound_server, create_server
-from coordinator.agent_messages import CommandResult, ReportedEvent
 from coordinator.control import FleetControl
-from coordinator.convert_agent import command_to_pb, from_seconds, report_from_pb
 from coordinator.fleet import Fleet, HostSession
 from coordinator.keys import KeyLayout
 from coordinator.state import ClusterState
@@ -48,7 +49,7 @@ class StandInCoordinator(agent_pb2_grpc.AgentStreamServicer):
         session = HostSession(reg.host_id, reg.building, reg.address, 0.0)
         self.control.fleet.attach(session, 0.0)
         yield agent_pb2.CoordinatorMessage(registered=agent_pb2.Registered(
-            coordinator_id="stand-in", report_interval=from_seconds(0.05)))
+            coordinator_id="stand-in", report_interval=duration_to_pb(0.05)))
 
         async def read() -> None:
             async for message in request_iterator:
@@ -62,7 +63,7 @@ class StandInCoordinator(agent_pb2_grpc.AgentStreamServicer):
         reader = asyncio.create_task(read())
         try:
             while (outgoing := await session.next_outgoing()) is not None:
-                yield command_to_pb(outgoing)
+                yield agent_pb2.CoordinatorMessage(command=command_to_pb(outgoing))
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -87,7 +88,7 @@ async def connected(agent: AgentService, control: FleetControl
     agent_pb2_grpc.add_AgentStreamServicer_to_server(coordinator, server)
     port = bound_server(server, "127.0.0.1:0")
     await server.start()
-    host = HostPort(agent, None)
+    host = StreamAdapter(agent, None)
     await host.prepare()
     stream = CoordinatorStream(host, StreamSettings((f"127.0.0.1:{port}",),
                                                     report_interval=0.05))

@@ -1,6 +1,6 @@
 """`landlord gc run` of every kind reaches a real agent and runs there.
 
-The coordinator's GcCommand goes through its own conversion and FleetControl, over a real
+The coordinator's CollectGarbage goes through its own conversion and FleetControl, over a real
 gRPC stream, to an agent on real Docker. Each kind must be accepted (an "unused" the
 agent did not know failed on every host before GC kinds were defined once), and
 "unused" must remove the instance idle past its timeout."""
@@ -15,7 +15,7 @@ from stand_in import connected, fleet_control
 from agent.events import EventType
 from agent.spec import HealthSpec
 from common.gc_kinds import GcKind
-from coordinator.agent_messages import GcCommand
+from common.stream_commands import CollectGarbage
 from tests.support import async_eventually
 
 
@@ -32,7 +32,7 @@ async def test_every_gc_kind_sent_by_the_coordinator_runs_on_the_agent(
         heard = coordinator.heard
         host_id = agent.config.host_id
         for kind in GcKind:
-            assert control.fleet.broadcast([host_id], GcCommand((kind,))) == 1
+            assert control.fleet.broadcast([host_id], CollectGarbage((kind,))) == 1
 
         async def answered() -> bool:
             return len(heard.results) == len(GcKind)
@@ -46,4 +46,4 @@ async def test_every_gc_kind_sent_by_the_coordinator_runs_on_the_agent(
         await async_eventually(collected, timeout=30, interval=0.1)
         assert any(e.type == EventType.GC_COLLECTED and e.instance_id == idle.instance_id
                    for e in heard.events)
-        assert [e for e in heard.events if e.type == "gc.failed"] == []
+        assert [e for e in heard.events if e.type == EventType.GC_FAILED] == []
