@@ -47,7 +47,7 @@ from common.stream_messages import (
     ReportedEvent,
     RouteServer,
 )
-from common.unit_spec import HealthCheck
+from common.unit_spec import DEFAULT_HEALTH, HealthCheck
 
 __all__ = [
     "command_from_pb",
@@ -69,7 +69,6 @@ __all__ = [
 ]
 
 _USAGE = ("cpu_cores", "memory_bytes", "storage_bytes", "network_tx_bps", "pids")
-_HEALTH = HealthCheck()
 
 
 # -- reports (agent -> coordinator) ----------------------------------------------------
@@ -207,10 +206,10 @@ def health_from_pb(pb: types_pb2.HealthCheck) -> HealthCheck:
     """The check of a message; zero fields take HealthCheck's defaults (thresholds and
     warm-up are the caller's: they belong to the deployment, not the check)."""
     return HealthCheck(
-        path=pb.path or _HEALTH.path, command=tuple(pb.command),
-        interval_s=duration_from_pb(pb.interval) or _HEALTH.interval_s,
-        timeout_s=duration_from_pb(pb.timeout) or _HEALTH.timeout_s,
-        retries=pb.unhealthy_threshold or _HEALTH.retries)
+        path=pb.path or DEFAULT_HEALTH.path, command=tuple(pb.command),
+        interval_s=duration_from_pb(pb.interval) or DEFAULT_HEALTH.interval_s,
+        timeout_s=duration_from_pb(pb.timeout) or DEFAULT_HEALTH.timeout_s,
+        retries=pb.unhealthy_threshold or DEFAULT_HEALTH.retries)
 
 
 def _start_to_pb(s: StartInstance) -> agent_pb2.StartInstance:

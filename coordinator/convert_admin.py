@@ -15,9 +15,9 @@ from common.proto_values import (
     timestamp_to_pb,
 )
 from common.resources import Resources
-from common.stream_convert import health_to_pb, observed_to_pb
+from common.stream_convert import health_from_pb, health_to_pb, observed_to_pb
 from common.stream_messages import ObservedInstance
-from common.unit_spec import HealthCheck, UnitSpec
+from common.unit_spec import UnitSpec
 from common.versions import ChangeSet
 from coordinator.deploy import DeployRequest
 from coordinator.records import (
@@ -58,12 +58,7 @@ def publish_from_pb(
     if not 0 <= pb.port <= 65535 or not 0 <= pb.service_port <= 65535:
         raise InvalidArgument("port and service_port must be 0..65535", field="port")
     h = pb.health
-    health = HealthCheck(
-        path=h.path or "/health",
-        interval_s=duration_from_pb(h.interval) or 5.0,
-        timeout_s=duration_from_pb(h.timeout) or 2.0,
-        retries=h.unhealthy_threshold or 3,
-    )
+    health = health_from_pb(h)
     spec = UnitSpec(
         apartment=pb.apartment, unit=pb.unit, version=req.version, image=pb.image,
         port=pb.port or PLACEHOLDER_PORT, command=tuple(pb.command), env=dict(pb.env),

@@ -70,13 +70,14 @@ def instance_spec(cmd: StartInstance) -> InstanceSpec:
 
     Raises ``InvalidArgument`` (from the spec's own checks) for a command it cannot run.
     """
-    h, r = cmd.health, cmd.resources
+    if cmd.health.command:
+        # The supervisor probes over HTTP only: refuse rather than probe something else.
+        raise InvalidArgument(f"instance {cmd.instance_id}: this agent does not run health "
+                              "check commands yet (give an HTTP path)",
+                              instance=cmd.instance_id)
+    r = cmd.resources
     resource_default = ResourceSpec()
-    health = HealthSpec(
-        path=h.path, interval=h.interval_s, timeout=h.timeout_s,
-        success_threshold=max(1, cmd.healthy_threshold), failure_threshold=h.retries,
-        warmup=max(0.0, cmd.warmup_s),
-    )
+    health = HealthSpec.of(cmd.health, max(1, cmd.healthy_threshold), max(0.0, cmd.warmup_s))
     resources = ResourceSpec(
         cpu=r.cpu if r.cpu > 0 else resource_default.cpu,
         memory=r.memory if r.memory > 0 else resource_default.memory,

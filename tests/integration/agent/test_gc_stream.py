@@ -24,7 +24,7 @@ async def test_every_gc_kind_sent_by_the_coordinator_runs_on_the_agent(
     agent = await harness.agent()
     agent.set_stable_version("test", "demo", "1.0.0")
     idle = make_spec("gc-unused-1", version="1.1.0", image="landlord/demo-app:1.1.0",
-                     idle_timeout=1.0, health=HealthSpec(interval=60.0))  # a probe is activity
+                     idle_timeout=1.0, health=HealthSpec(interval_s=60.0))  # a probe is activity
     assert (await agent.start_instance(idle)).state == "running"
     await asyncio.sleep(1.5)  # idle past its timeout
     control = fleet_control()

@@ -29,7 +29,7 @@ from agent.dataplane import (
 from agent.events import AgentEvent, EventType
 from agent.runtime.fake import RecordingRuntime
 from agent.service import AgentService
-from agent.spec import InstanceView, Slot, StateMode
+from agent.spec import HealthSpec, InstanceView, Slot, StateMode
 from agent.stream.adapter import StreamAdapter
 from agent.stream.mapping import (
     instance_report,
@@ -102,6 +102,23 @@ def test_zero_fields_take_agent_defaults_and_bad_ones_are_refused() -> None:
         instance_spec(start_command(port=0))
     with pytest.raises(InvalidArgument):
         instance_spec(start_command(image=""))
+
+
+def test_a_health_command_reaches_the_agent_which_refuses_to_ignore_it() -> None:
+    with pytest.raises(InvalidArgument, match="health check commands"):
+        instance_spec(start_command(health=HealthCheck(path="", command=("true",))))
+
+
+def test_the_agent_keeps_the_one_set_of_health_defaults() -> None:
+    assert HealthSpec.of(HealthCheck()).to_dict() == {
+        **HealthCheck().to_dict(), "success_threshold": 1, "warmup": 0.0,
+        "startup_timeout": 60.0}
+    old_record = {"path": "/ready", "interval": 2.0, "timeout": 0.5, "success_threshold": 2,
+                  "failure_threshold": 4, "warmup": 1.0, "startup_timeout": 30.0}
+    read = HealthSpec.from_dict(old_record)  # written by an agent before HealthCheck
+    assert (read.path, read.interval, read.timeout, read.failure_threshold) == (
+        "/ready", 2.0, 0.5, 4)
+    assert HealthSpec.from_dict(read.to_dict()) == read
 
 
 def test_plane_unit_names_fit_haproxy_and_stay_apart() -> None:

@@ -95,7 +95,7 @@ def spec(instance_id: str = "i1", port: int = 20001, **overrides: Any) -> Instan
         "instance_id": instance_id,
         "image": "img:1",
         "port": port,
-        "health": HealthSpec(interval=0.01, timeout=0.1, failure_threshold=2, startup_timeout=0.3),
+        "health": HealthSpec(interval_s=0.01, timeout_s=0.1, retries=2, startup_timeout=0.3),
     }
     values.update(overrides)
     return InstanceSpec(**values)
