@@ -16,6 +16,7 @@ from common.stream_messages import RouteServer
 from common.unit_spec import HealthCheck
 
 __all__ = [
+    "COMMAND_KINDS",
     "AgentCommand",
     "CollectGarbage",
     "Command",
@@ -114,6 +115,12 @@ class RunCheck:
 
 AgentCommand = (StartInstance | StopInstance | SetRoute | SetWeights | DrainInstance
                 | CollectGarbage | RunCheck)
+
+COMMAND_KINDS: Mapping[type[AgentCommand], str] = {
+    StartInstance: "start", StopInstance: "stop", SetRoute: "route", SetWeights: "weights",
+    DrainInstance: "drain", CollectGarbage: "gc", RunCheck: "run_check",
+}
+"""Each command's name on the wire (its field in agent.proto's ``Command.action``)."""
 
 
 @dataclass(frozen=True)

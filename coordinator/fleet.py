@@ -12,13 +12,9 @@ import logging
 from collections.abc import Iterable
 
 from common.stream_commands import (
+    COMMAND_KINDS,
     AgentCommand,
-    CollectGarbage,
     Command,
-    DrainInstance,
-    RunCheck,
-    SetRoute,
-    SetWeights,
     StartInstance,
     StopInstance,
 )
@@ -30,8 +26,6 @@ __all__ = ["Fleet", "HostSession"]
 log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
-_ID_PREFIX = {SetRoute: "route", SetWeights: "weights", DrainInstance: "drain",
-              CollectGarbage: "gc", RunCheck: "check"}
 
 
 class HostSession:
@@ -74,7 +68,7 @@ def command_id(command: AgentCommand) -> str:
         return f"start:{command.instance_id}"
     if isinstance(command, StopInstance):
         return f"stop:{command.instance_id}"
-    return f"{_ID_PREFIX.get(type(command), 'command')}:{next(_ids)}"
+    return f"{COMMAND_KINDS[type(command)]}:{next(_ids)}"
 
 
 class Fleet:

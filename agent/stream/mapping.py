@@ -216,42 +216,13 @@ def sketch_difference(total: LatencySketch, part: LatencySketch) -> LatencySketc
     bound every value left."""
     if part.count == 0:
         return total.copy()
-    whole, piece = total.to_dict(), part.to_dict()
-    bins = _bins(whole)
-    for key, count in _bins(piece).items():
-        bins[key] = bins.get(key, 0) - count
-    keys = sorted(k for k, c in bins.items() if c > 0)
-    zero = max(0, _int(whole["z"]) - _int(piece["z"]))
-    data: dict[str, object] = {
-        "a": whole["a"],
-        "k": [k - prev for prev, k in zip([0, *keys], keys, strict=False)],
-        "c": [bins[k] for k in keys],
-        "z": zero,
-        "s": max(0.0, _float(whole["s"]) - _float(piece["s"])),
-    }
-    if keys or zero:
-        data["lo"], data["hi"] = whole["lo"], whole["hi"]
-    return LatencySketch.from_dict(data)
-
-
-def _bins(data: Mapping[str, object]) -> dict[int, int]:
-    key, out = 0, {}
-    for delta, count in zip(_ints(data["k"]), _ints(data["c"]), strict=True):
-        key += delta
-        out[key] = count
-    return out
-
-
-def _ints(value: object) -> list[int]:
-    return [int(v) for v in value] if isinstance(value, list) else []
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0
-
-
-def _float(value: object) -> float:
-    return float(value) if isinstance(value, int | float) else 0.0
+    buckets = total.buckets
+    for key, count in part.buckets.items():
+        buckets[key] = buckets.get(key, 0) - count
+    return LatencySketch.from_buckets(
+        total.relative_accuracy, {k: c for k, c in buckets.items() if c > 0},
+        max(0, total.zero_count - part.zero_count), max(0.0, total.sum - part.sum),
+        total.min or 0.0, total.max or 0.0)
 
 
 def window_reports(

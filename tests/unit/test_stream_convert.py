@@ -25,6 +25,7 @@ from common.proto_values import (
 )
 from common.resources import Resources
 from common.stream_commands import (
+    COMMAND_KINDS,
     AgentCommand,
     CollectGarbage,
     Command,
@@ -76,6 +77,14 @@ COMMANDS: list[AgentCommand] = [
 def test_every_command_crosses_the_wire_unchanged(command: AgentCommand) -> None:
     message = Command("c-1", command)
     assert command_from_pb(command_to_pb(message)) == message
+
+
+def test_every_command_kind_is_its_wire_name() -> None:
+    for command in COMMANDS:
+        pb = command_to_pb(Command("c-1", command))
+        assert pb.WhichOneof("action") == COMMAND_KINDS[type(command)]
+    assert len(set(COMMAND_KINDS.values())) == len(agent_pb2.Command.DESCRIPTOR.oneofs_by_name[
+        "action"].fields)
 
 
 def test_a_command_this_side_does_not_know_is_refused() -> None:
