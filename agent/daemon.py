@@ -35,7 +35,7 @@ __all__ = ["Extension", "build_data_plane", "run_daemon", "stream_settings"]
 
 log = logging.getLogger(__name__)
 Extension = Callable[[AgentService, asyncio.Event], Coroutine[Any, Any, None]]
-"""A task plugged into the daemon, run until stop (stopped after the host port)."""
+"""A task plugged into the daemon, run until stop (stopped after the stream adapter)."""
 DRAIN_TIMEOUT = 15.0
 
 
@@ -142,7 +142,7 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
             client = CoordinatorStream(adapter, coordinated)
             stream = asyncio.create_task(client.run(), name="coordinator-stream")
         ordered.append(asyncio.create_task(adapter.run(stop), name="stream-adapter"))
-    # stopped in this order: (stream,) host port, extensions, then GC and monitoring
+    # stopped in this order: (stream,) stream adapter, extensions, then GC and monitoring
     ordered += [asyncio.create_task(ext(service, stop), name=f"extension-{i}")
                 for i, ext in enumerate(extensions)]
     ordered.append(asyncio.create_task(service.run(stop), name="monitor-gc"))

@@ -1,6 +1,7 @@
 """RunCheck end to end on one host: the coordinator's FleetControl.run_check sends it over
-a real gRPC agent stream, the agent's stream client hands it to the host port, Docker runs
-it in a demo-app container, and the exit code and output come back in a report.
+a real gRPC agent stream, the agent's stream session hands it to the stream adapter,
+Docker runs it in a demo-app container, and the exit code and output come back in a
+report.
 
 The coordinator side is a stand-in servicer (no etcd, no leadership) that speaks through
 the coordinator's own session, conversion and FleetControl code."""
