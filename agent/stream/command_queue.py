@@ -44,13 +44,15 @@ class CommandQueue:
             command = command_from_pb(pb).command
         except (ValueError, LandlordError) as exc:
             self._results.append(CommandResult(command_id, ok=False, error=str(exc)))
+            self.done.set()
             return
         self._queued.add(command_id)
         self._queue.put_nowait((command_id, command))
 
     @property
-    def has_acks(self) -> bool:
-        return bool(self._acks)
+    def has_news(self) -> bool:
+        """Acknowledgements or results wait for a report."""
+        return bool(self._acks or self._results)
 
     def take(self) -> tuple[tuple[str, ...], tuple[CommandResult, ...]]:
         """The acknowledgements and results not reported yet (then forgotten)."""

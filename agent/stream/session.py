@@ -208,7 +208,7 @@ class CoordinatorStream:
                     await waiter
                 batch = await self.endpoint.next_changes(0.0)
             self.commands.done.clear()
-            quiet = batch.empty and not self.commands.has_acks
+            quiet = batch.empty and not self.commands.has_news
             if quiet and loop.time() - last < self._heartbeat_interval:
                 continue
             try:

@@ -208,6 +208,7 @@ async def test_checks_run_beside_other_commands_and_report_their_output() -> Non
 async def test_a_command_the_agent_cannot_read_is_answered_at_once() -> None:
     queue = queue_of(BlockingEndpoint())
     queue.offer(agent_pb2.Command(command_id="new:1"))
+    assert queue.done.is_set() and queue.has_news  # reported with the next report
     acks, [result] = queue.take()
     assert acks == () and not result.ok and "unknown command" in result.error
 
