@@ -1,9 +1,9 @@
 """The agent daemon: the service's tasks started together, stopped in order on SIGTERM.
 
 Started in this order: supervision (adopting what runs), the data plane (re-attaching to a
-running HAProxy), the host port (capacity, images, request windows, GC activity), then the
-coordinator stream when coordinators are configured (without them the agent runs
-standalone). Stopped in the reverse order: the stream, the host port and extensions, GC
+running HAProxy), the stream adapter (capacity, images, request windows, GC activity), then
+the coordinator stream when coordinators are configured (without them the agent runs
+standalone). Stopped in the reverse order: the stream, the stream adapter and extensions, GC
 and monitoring, the data plane's watcher and log receiver (HAProxy keeps serving), and
 supervision last (containers keep running): they belong to the engine and HAProxy, not to
 this process, so an agent restart never interrupts traffic.
@@ -21,11 +21,12 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.dataplane import DataPlane, DataPlaneSettings
-from agent.host_port import HostPort, RoutingPlane
 from agent.runtime.docker_runtime import DockerRuntime
 from agent.runtime.protocol import ContainerRuntime
 from agent.service import AgentService
-from agent.stream_client import CoordinatorStream, StreamSettings
+from agent.stream.adapter import StreamAdapter
+from agent.stream.host_commands import RoutingPlane
+from agent.stream.session import CoordinatorStream, StreamSettings
 from common.errors import LandlordError
 from common.systemd_notify import notify, watchdog_interval
 from common.transport import TlsSettings
@@ -34,7 +35,7 @@ __all__ = ["Extension", "build_data_plane", "run_daemon", "stream_settings"]
 
 log = logging.getLogger(__name__)
 Extension = Callable[[AgentService, asyncio.Event], Coroutine[Any, Any, None]]
-"""A task plugged into the daemon, run until stop (stopped after the host port)."""
+"""A task plugged into the daemon, run until stop (stopped after the stream adapter)."""
 DRAIN_TIMEOUT = 15.0
 
 
@@ -66,22 +67,22 @@ def _agent_version() -> str:
         return ""
 
 
-async def _open_host(service: AgentService, plane: RoutingPlane | None) -> HostPort | None:
-    """Start the data plane and prepare the host port (none when neither a data plane nor
-    coordinators are configured); on failure leave nothing half-started."""
+async def _open_host(service: AgentService, plane: RoutingPlane | None) -> StreamAdapter | None:
+    """Start the data plane and prepare the stream adapter (none when neither a data plane
+    nor coordinators are configured); on failure leave nothing half-started."""
     config = service.config
     if plane is None and not config.coordinators:
         return None
-    port = HostPort(service, plane, agent_version=_agent_version())
+    adapter = StreamAdapter(service, plane, agent_version=_agent_version())
     if plane is not None:
         await plane.start()
     try:
-        await port.prepare()
+        await adapter.prepare()
     except BaseException:
         if plane is not None:
             await plane.close()
         raise
-    return port
+    return adapter
 
 
 async def _stop_task(task: asyncio.Task[None], cancel: bool = False) -> None:
@@ -124,7 +125,7 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
     service = AgentService(config, runtime or DockerRuntime(config.docker_url))
     report = await service.open()
     try:
-        port = await _open_host(service, plane)
+        adapter = await _open_host(service, plane)
     except (LandlordError, OSError):
         await service.close()
         raise
@@ -136,12 +137,12 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
     interval = config.watchdog_interval or watchdog_interval()
     stream: asyncio.Task[None] | None = None
     ordered: list[asyncio.Task[None]] = []
-    if port is not None:
+    if adapter is not None:
         if coordinated is not None:
-            client = CoordinatorStream(port, coordinated)
+            client = CoordinatorStream(adapter, coordinated)
             stream = asyncio.create_task(client.run(), name="coordinator-stream")
-        ordered.append(asyncio.create_task(port.run(stop), name="host-port"))
-    # stopped in this order: (stream,) host port, extensions, then GC and monitoring
+        ordered.append(asyncio.create_task(adapter.run(stop), name="stream-adapter"))
+    # stopped in this order: (stream,) stream adapter, extensions, then GC and monitoring
     ordered += [asyncio.create_task(ext(service, stop), name=f"extension-{i}")
                 for i, ext in enumerate(extensions)]
     ordered.append(asyncio.create_task(service.run(stop), name="monitor-gc"))

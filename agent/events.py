@@ -1,4 +1,7 @@
-"""Agent events: one shape for everything the stream, the data plane and tests consume."""
+"""Agent events: one shape for everything the stream, the data plane and tests consume.
+
+Their types are ``common.event_types.EventType`` (shared with the coordinator), re-exported
+here for the agent's modules."""
 
 from __future__ import annotations
 
@@ -8,39 +11,13 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
+
+from common.event_types import EventType
 
 __all__ = ["AgentEvent", "EventBus", "EventType"]
 
 log = logging.getLogger(__name__)
-
-
-class EventType:
-    """Names of the events the agent emits."""
-
-    STATE: Final = "instance.state"
-    """A lifecycle transition (details: from, to, reason)."""
-    HEALTH: Final = "instance.health"
-    """Health flipped (details: healthy, score)."""
-    REMOVED: Final = "instance.removed"
-    ADOPTED: Final = "instance.adopted"
-    EVICTED: Final = "instance.evicted"
-    CRASHED: Final = "instance.crashed"
-    TRAFFIC_SWITCH: Final = "traffic.switch"
-    """Traffic should move to a replacement (details: old/new container, address, port)."""
-    LIMIT_EXCEEDED: Final = "limit_exceeded"
-    MEMORY_PRESSURE: Final = "memory_pressure"
-    MEMORY_LEAK: Final = "memory_leak"
-    CRASH_DUMP: Final = "dump.crash"
-    MEMORY_DUMP: Final = "dump.memory"
-    RECOVERY_ATTEMPT: Final = "recovery.attempt"
-    RECOVERY_SUCCESS: Final = "recovery.success"
-    RECOVERY_FAILURE: Final = "recovery.failure"
-    ESCALATION: Final = "recovery.escalated"
-    GC_COLLECTED: Final = "gc.collected"
-    GC_MEMORY: Final = "gc.memory"
-    GC_CACHE: Final = "gc.cache"
-    LIMIT_NOT_ENFORCED: Final = "limit_not_enforced"
 
 
 @dataclass(frozen=True)
@@ -48,6 +25,7 @@ class AgentEvent:
     """One event: what happened, to which instance of which unit version, when."""
 
     type: str
+    """An ``EventType`` value."""
     instance: str
     unit: str
     version: str

@@ -1,8 +1,10 @@
-"""Garbage collection on a schedule (and on demand): idle instances, memory, disk cache.
+"""Garbage collection on a schedule (and on demand): unused instances, memory, disk cache
+(the kinds of ``common.gc_kinds.GcKind``).
 
-- idle (every 30 min): instances idle past their unit's threshold, never of the stable
-  version, are removed safely: state backed up (with retention), graceful stop, egress
-  class and container released, record deleted.
+- unused (every 30 min; its setting keeps the name ``gc_idle_interval``): instances idle
+  past their unit's threshold, never of the stable version, are removed safely: state
+  backed up (with retention), graceful stop, egress class and container released, record
+  deleted.
 - memory (every 5 min): page cache of idle instances, and of instances under memory
   pressure, is reclaimed (cgroup v1 ``memory.force_empty``, v2 ``memory.reclaim``).
 - cache (every hour): dumps and stopped landlord containers past their age; above the
@@ -31,18 +33,18 @@ from agent.limits.storage import measure_tree
 from agent.runtime.container_config import LABEL_HOST
 from agent.spec import InstanceSpec, StateMode
 from agent.store import InstanceRecord
-from common.errors import InvalidArgument, LandlordError
+from common.errors import LandlordError
+from common.gc_kinds import GcKind, parse_gc_kinds
 from common.lifecycle import InstanceState
 
 if TYPE_CHECKING:
     from agent.limits.monitor import ResourceMonitor
     from agent.supervisor import Supervisor
 
-__all__ = ["GC_KINDS", "GarbageCollector"]
+__all__ = ["GarbageCollector"]
 
 log = logging.getLogger(__name__)
 S = InstanceState
-GC_KINDS = ("idle", "memory", "cache")
 DiskUsage = Callable[[], tuple[int, int]]
 
 
@@ -91,24 +93,24 @@ class GarbageCollector:
         return usage.used, usage.total
 
     # -- entry points ------------------------------------------------------------------
-    async def run_kind(self, kind: str) -> dict[str, Any]:
-        if kind == "idle":
+    async def run_kind(self, kind: GcKind | str) -> dict[str, Any]:
+        """Run one kind now (InvalidArgument for a name that is not a GcKind)."""
+        [kind] = parse_gc_kinds([kind], "kind")
+        if kind is GcKind.UNUSED:
             return {"collected": await self.collect_idle()}
-        if kind == "memory":
+        if kind is GcKind.MEMORY:
             return {"reclaimed": await self.optimize_memory()}
-        if kind == "cache":
-            return {"evicted": [i.__dict__ for i in await self.evict_cache()]}
-        raise InvalidArgument(f"unknown gc kind {kind!r} (one of: {', '.join(GC_KINDS)})")
+        return {"evicted": [i.__dict__ for i in await self.evict_cache()]}
 
     async def run(self, stop: asyncio.Event) -> None:
         """The three schedules, until ``stop`` is set."""
         config = self.config
-        loops = [self._every(config.gc_idle_interval, "idle", stop),
-                 self._every(config.gc_memory_interval, "memory", stop),
-                 self._every(config.gc_cache_interval, "cache", stop)]
+        loops = [self._every(config.gc_idle_interval, GcKind.UNUSED, stop),
+                 self._every(config.gc_memory_interval, GcKind.MEMORY, stop),
+                 self._every(config.gc_cache_interval, GcKind.CACHE, stop)]
         await asyncio.gather(*loops)
 
-    async def _every(self, interval: float, kind: str, stop: asyncio.Event) -> None:
+    async def _every(self, interval: float, kind: GcKind, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)

@@ -18,7 +18,7 @@ import psutil
 from agent.adoption import AdoptionReport, adopt
 from agent.config import AgentConfig
 from agent.events import EventBus
-from agent.gc import GC_KINDS, DiskUsage, GarbageCollector
+from agent.gc import DiskUsage, GarbageCollector
 from agent.limits.bandwidth import EgressShaper
 from agent.limits.monitor import ResourceMonitor
 from agent.limits.storage import enforcement_mode
@@ -31,6 +31,7 @@ from agent.store import RecordStore
 from agent.supervisor import Prober, Supervisor
 from common.clock import Clock, SystemClock
 from common.errors import FailedPrecondition, InvalidArgument, LandlordError
+from common.gc_kinds import GcKind
 from common.lifecycle import InstanceState
 from common.resources import Resources
 
@@ -149,10 +150,10 @@ class AgentService:
         async for event in self.bus.subscribe():
             yield event.to_dict()
 
-    async def run_gc(self, kind: str) -> dict[str, Any]:
-        """Run one GC kind now: "idle", "memory", "cache" (or "all")."""
+    async def run_gc(self, kind: GcKind | str) -> dict[str, Any]:
+        """Run one GC kind now: "unused", "memory", "cache" (or "all")."""
         if kind == "all":
-            return {k: await self.gc.run_kind(k) for k in GC_KINDS}
+            return {k: await self.gc.run_kind(k) for k in GcKind}
         return await self.gc.run_kind(kind)
 
     def capacity(self) -> dict[str, Any]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
 from common.errors import InvalidArgument
-from common.unit_spec import StateMode
+from common.unit_spec import HealthCheck, StateMode
 
 __all__ = [
     "HealthSpec",
@@ -33,44 +33,64 @@ class Slot(StrEnum):
 
 
 @dataclass(frozen=True)
-class HealthSpec:
-    """HTTP health check of an instance."""
+class HealthSpec(HealthCheck):
+    """The instance's ``HealthCheck`` (one type, one set of defaults: ``common.unit_spec``)
+    with how this deployment counts it: successes to be healthy, warm-up, startup time.
 
-    path: str = "/healthz"
-    """Path probed with GET on the instance's address and port; 2xx/3xx is healthy."""
-    interval: float = 10.0
-    """Seconds between probes once the instance is ready (Kubernetes' default period).
     Starting instances are probed every ``startup_probe_interval`` of the agent until
-    ready. A loopback TCP probe costs ~2 ms of agent CPU here, so 50 instances at 2 s
-    would cost ~5 % of a core."""
-    timeout: float = 1.0
-    """Seconds a probe may take."""
+    ready, then every ``interval_s``."""
+
     success_threshold: int = 1
     """Consecutive successes that make an instance healthy (and ready)."""
-    failure_threshold: int = 3
-    """Consecutive failures that make a running instance unhealthy."""
     warmup: float = 0.0
     """Seconds after the container starts before it may count as ready."""
     startup_timeout: float = 60.0
     """Seconds an instance has to become ready before it is treated as crashed."""
 
     def __post_init__(self) -> None:
-        if not self.path.startswith("/"):
-            raise InvalidArgument(f"health path must start with '/', got {self.path!r}")
-        for name in ("interval", "timeout", "startup_timeout"):
-            if getattr(self, name) <= 0:
-                raise InvalidArgument(f"health {name} must be > 0", field=name)
+        super().__post_init__()
+        if self.startup_timeout <= 0:
+            raise InvalidArgument("health startup_timeout must be > 0", field="startup_timeout")
         if self.warmup < 0:
             raise InvalidArgument("health warmup must be >= 0", field="warmup")
-        if self.success_threshold < 1 or self.failure_threshold < 1:
-            raise InvalidArgument("health thresholds must be >= 1")
+        if self.success_threshold < 1:
+            raise InvalidArgument("health success_threshold must be >= 1")
+
+    @classmethod
+    def of(cls, check: HealthCheck, success_threshold: int = 1, warmup: float = 0.0,
+           **extra: Any) -> HealthSpec:
+        return cls(**{f.name: getattr(check, f.name) for f in fields(HealthCheck)},
+                   success_threshold=success_threshold, warmup=warmup, **extra)
+
+    # the names the supervisor and the health tracker read
+    @property
+    def interval(self) -> float:
+        return self.interval_s
+
+    @property
+    def timeout(self) -> float:
+        return self.timeout_s
+
+    @property
+    def failure_threshold(self) -> int:
+        return self.retries
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**super().to_dict(), "success_threshold": self.success_threshold,
+                "warmup": self.warmup, "startup_timeout": self.startup_timeout}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HealthSpec:
-        return cls(**dict(data))
+        values = dict(data)
+        for old, new in _OLD_HEALTH_KEYS.items():  # records written before HealthCheck
+            if old in values:
+                values[new] = values.pop(old)
+        values["command"] = tuple(values.get("command", ()))
+        return cls(**values)
+
+
+_OLD_HEALTH_KEYS = {"interval": "interval_s", "timeout": "timeout_s",
+                    "failure_threshold": "retries"}
 
 
 @dataclass(frozen=True)

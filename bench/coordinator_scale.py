@@ -1,7 +1,7 @@
 """Coordinator at scale: many simulated agents on real gRPC streams, one real coordinator.
 
 Starts a private etcd and one coordinator process, then worker processes that each run many
-SIMULATED agents (agent/stream_client.py over an in-memory runtime, one stream per agent on
+SIMULATED agents (agent/stream/session.py over an in-memory runtime, one stream per agent on
 loopback). Hosts are grouped in buildings; every building gets ``containers`` units of
 ``hosts-per-building`` replicas, so each host runs ``containers`` instances. In steady state
 every agent reports once a second (a batched delta of ``--changed`` instances' usage).
@@ -24,7 +24,6 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,43 +36,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # loca
 
 from local_cluster.cluster import ControlPlane
 
-from agent.stream_client import (
-    AgentCommand,
-    ChangeBatch,
-    CoordinatorStream,
-    HostIdentity,
-    InstanceReport,
-    StartInstance,
-    StopInstance,
-    StreamSettings,
-)
+from agent.stream.endpoint import ChangeBatch
+from agent.stream.session import CoordinatorStream, StreamSettings
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from common.resources import Resources
+from common.stream_commands import AgentCommand, StartInstance, StopInstance
+from common.stream_messages import ObservedInstance, Registration
 
 IMAGE = "bench:1"
 
 
 class BenchRuntime:
-    """AgentPort: instances appear running at once; usage of a few changes every second."""
+    """AgentEndpoint: instances appear running at once; usage of a few changes every second."""
 
-    def __init__(self, identity: HostIdentity, changed: int) -> None:
+    def __init__(self, identity: Registration, changed: int) -> None:
         self._identity = identity
         self.changed_per_report = changed
-        self.instances: dict[str, InstanceReport] = {}
-        self._pending: dict[str, InstanceReport] = {}
+        self.instances: dict[str, ObservedInstance] = {}
+        self._pending: dict[str, ObservedInstance] = {}
         self._removed: set[str] = set()
         self._last = 0.0
         self.routes = 0
         self.sent_at: dict[int, float] = {}
 
-    def identity(self) -> HostIdentity:
-        return self._identity
-
-    def images(self) -> Sequence[str]:
-        return (IMAGE,)
-
-    def snapshot(self) -> Sequence[InstanceReport]:
-        return list(self.instances.values())
+    def registration(self) -> Registration:
+        return replace(self._identity, instances=tuple(self.instances.values()),
+                       images=(IMAGE,))
 
     async def next_changes(self, timeout: float) -> ChangeBatch:
         now = time.monotonic()
@@ -96,9 +84,10 @@ class BenchRuntime:
     async def execute(self, command: AgentCommand) -> None:
         if isinstance(command, StartInstance):
             if command.instance_id not in self.instances:
-                report = InstanceReport(command.instance_id, command.apartment, command.unit,
-                                        command.version, command.slot, "running", 1.0,
-                                        self._identity.address, command.port)
+                report = ObservedInstance(command.instance_id, self._identity.host_id,
+                                          command.apartment, command.unit, command.version,
+                                          command.slot, "running", 1.0,
+                                          self._identity.address, command.port)
                 self.instances[command.instance_id] = self._pending[command.instance_id] = report
         elif isinstance(command, StopInstance):
             if command.instance_id in self.instances:
@@ -113,9 +102,9 @@ class BenchRuntime:
         self.instances[iid] = self._pending[iid] = replace(self.instances[iid], restarts=restarts)
 
 
-def identity(index: int, building: str, cpu: float = 64.0) -> HostIdentity:
+def identity(index: int, building: str, cpu: float = 64.0) -> Registration:
     address = f"127.1.{index // 250}.{index % 250 + 1}"
-    return HostIdentity(f"h{index:05d}", building, address,
+    return Registration(f"h{index:05d}", building, address,
                         Resources(cpu=cpu, memory=256 << 30, storage=1 << 40), {}, (), "bench")
 
 
@@ -192,7 +181,7 @@ async def probe(admin: Any, target: str, samples: int, interval: float) -> list[
             apartment="bench", unit="probe", version="1.0.0", building="probe"))
         await poll(lambda: bool(runtime.instances), "the probe instance")
         latencies = []
-        request = admin_pb2.ListInstancesRequest(host_id=runtime.identity().host_id)
+        request = admin_pb2.ListInstancesRequest(host_id=runtime.registration().host_id)
         for restarts in range(1, samples + 1):
             runtime.bump(restarts)
             while True:

@@ -115,7 +115,7 @@ async def bench(kills: int, interval: float) -> tuple[list[float], list[float], 
     port, twin_port = free_port(ADDRESS), free_port(ADDRESS)
     spec = InstanceSpec(apartment="bench", unit="demo", version="1.0.0", slot=Slot.BLUE,
                         instance_id="bench-1", image=IMAGE, port=port,
-                        health=HealthSpec(interval=1.0, timeout=0.5),
+                        health=HealthSpec(interval_s=1.0, timeout_s=0.5),
                         resources=ResourceSpec(cpu=1.0, memory=128 * MIB))
     external: list[float] = []
     internal: list[float] = []

@@ -72,7 +72,7 @@ from zero_downtime_report import (  # noqa: E402
 from zero_downtime_watch import HostSocket, WeightChange, WeightWatcher  # noqa: E402
 
 from agent.dataplane import HaproxyPaths  # noqa: E402
-from agent.host_mapping import plane_unit  # noqa: E402
+from agent.stream.mapping import plane_unit  # noqa: E402
 from tests.integration.agent.agent_fixtures import ensure_demo_images  # noqa: E402
 
 HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}

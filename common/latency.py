@@ -136,6 +136,30 @@ class LatencySketch:
                 return min(max(value, self._min), self._max)
         return self._max  # unreachable unless counts disagree; the maximum is safe
 
+    @property
+    def buckets(self) -> dict[int, int]:
+        """Bucket index -> count of the positive values (a copy)."""
+        return dict(self._bins)
+
+    @property
+    def zero_count(self) -> int:
+        return self._zero
+
+    @classmethod
+    def from_buckets(cls, relative_accuracy: float, buckets: Mapping[int, int],
+                     zero_count: int = 0, total: float = 0.0, lo: float = 0.0,
+                     hi: float = 0.0) -> LatencySketch:
+        """A sketch from its buckets (as ``buckets`` gives them) and its exact figures;
+        malformed input raises InvalidArgument."""
+        keys = sorted(buckets)
+        data: dict[str, object] = {
+            "a": relative_accuracy,
+            "k": [key - previous for previous, key in zip([0, *keys], keys, strict=False)],
+            "c": [buckets[key] for key in keys], "z": zero_count, "s": total,
+            "lo": lo, "hi": hi,
+        }
+        return cls.from_dict(data)
+
     def to_dict(self) -> dict[str, object]:
         """Compact JSON-safe form: sorted bucket keys delta-encoded next to their counts."""
         keys = sorted(self._bins)

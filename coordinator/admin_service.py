@@ -13,8 +13,9 @@ from typing import Any
 from common.clock import Clock
 from common.errors import InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from common.proto_values import duration_from_pb, gc_kinds_from_pb
 from common.resources import Resources
-from coordinator.agent_messages import GcCommand
+from common.stream_commands import CollectGarbage
 from coordinator.convert_admin import (
     event_to_pb,
     host_to_pb,
@@ -24,7 +25,6 @@ from coordinator.convert_admin import (
     unit_to_pb,
     version_to_pb,
 )
-from coordinator.convert_agent import to_seconds
 from coordinator.deploy import Deployer
 from coordinator.fleet import Fleet
 from coordinator.known_fleet import KnownFleet
@@ -218,11 +218,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def RunGarbageCollection(self, request: admin_pb2.RunGarbageCollectionRequest,
                                    context: Context) -> admin_pb2.RunGarbageCollectionResponse:
         self.leadership.fence  # noqa: B018
-        kinds = tuple(request.kinds)
-        unknown = set(kinds) - {"unused", "memory", "cache"}
-        if unknown:
-            raise InvalidArgument(f"unknown garbage kind(s) {sorted(unknown)}; "
-                                  "known: unused, memory, cache", field="kinds")
+        kinds = gc_kinds_from_pb(request.gc_kinds)
         if request.host_id:
             if request.host_id not in self.state.hosts:
                 raise NotFound(f"host {request.host_id} does not exist", host=request.host_id)
@@ -232,7 +228,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             targets = [request.host_id]
         else:
             targets = sorted(self.fleet.sessions)
-        self.fleet.broadcast(targets, GcCommand(kinds))
+        self.fleet.broadcast(targets, CollectGarbage(kinds))
         return admin_pb2.RunGarbageCollectionResponse(hosts=targets)
 
     # -- events and cluster ----------------------------------------------------------------
@@ -242,7 +238,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                            ) -> AsyncIterator[types_pb2.Event]:
         if request.after_sequence < 0:
             raise InvalidArgument("after_sequence must be >= 0", field="after_sequence")
-        history = to_seconds(request.history)
+        history = duration_from_pb(request.history)
         cutoff = self.clock.now() - history if history > 0 else 0.0
 
         def wanted(e: EventRecord) -> bool:

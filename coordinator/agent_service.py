@@ -17,14 +17,10 @@ from typing import Any
 
 from common.errors import InvalidArgument, LandlordError
 from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc
-from coordinator.agent_messages import Outgoing
+from common.proto_values import duration_to_pb
+from common.stream_commands import Command
+from common.stream_convert import command_to_pb, registration_from_pb, report_from_pb
 from coordinator.agents import AgentSessions
-from coordinator.convert_agent import (
-    command_to_pb,
-    from_seconds,
-    registration_from_pb,
-    report_from_pb,
-)
 from coordinator.errors import NotLeader
 from coordinator.fleet import HostSession
 from coordinator.leadership import Leadership
@@ -46,14 +42,14 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
         self.leadership = leadership
         self.liveness = liveness
         self.reports = 0
-        self._cache: OrderedDict[str, tuple[Outgoing, agent_pb2.CoordinatorMessage]] = \
+        self._cache: OrderedDict[str, tuple[Command, agent_pb2.CoordinatorMessage]] = \
             OrderedDict()
 
-    def _encoded(self, outgoing: Outgoing) -> agent_pb2.CoordinatorMessage:
+    def _encoded(self, outgoing: Command) -> agent_pb2.CoordinatorMessage:
         """A broadcast command (one id, every host) is converted once, not once per host."""
         found = self._cache.get(outgoing.command_id)
         if found is None or found[0] is not outgoing:
-            found = (outgoing, command_to_pb(outgoing))
+            found = (outgoing, agent_pb2.CoordinatorMessage(command=command_to_pb(outgoing)))
             self._cache[outgoing.command_id] = found
             while len(self._cache) > ENCODED_CACHE:
                 self._cache.popitem(last=False)
@@ -89,8 +85,8 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
         settings = self.liveness
         yield agent_pb2.CoordinatorMessage(registered=agent_pb2.Registered(
             coordinator_id=self.leadership.me.id,
-            report_interval=from_seconds(settings.report_interval),
-            heartbeat_interval=from_seconds(settings.heartbeat_interval),
+            report_interval=duration_to_pb(settings.report_interval),
+            heartbeat_interval=duration_to_pb(settings.heartbeat_interval),
         ))
         reader = asyncio.create_task(self._read(request_iterator, session),
                                      name=f"reports-{session.host_id}")

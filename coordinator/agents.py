@@ -17,14 +17,8 @@ from typing import Protocol
 
 from common.clock import Clock
 from common.errors import InvalidArgument
-from coordinator.agent_messages import (
-    AgentReport,
-    CommandResult,
-    MetricsWindow,
-    Outgoing,
-    Registration,
-    RouteCommand,
-)
+from common.stream_commands import Command, SetRoute
+from common.stream_messages import AgentReport, CommandResult, MetricsWindow, Registration
 from coordinator.events import EventLog
 from coordinator.fenced_writes import Fenced
 from coordinator.fleet import Fleet, HostSession, command_id
@@ -49,7 +43,7 @@ class SessionCommands(Protocol):
 
     def stop_unwanted(self, host_id: str, instance_id: str) -> None: ...
 
-    def routes_for_building(self, building: str) -> list[RouteCommand]: ...
+    def routes_for_building(self, building: str) -> list[SetRoute]: ...
 
     def mark_route_dirty(self, apartment: str, unit: str) -> None: ...
 
@@ -111,7 +105,7 @@ class AgentSessions:
             self._commands.stop_unwanted(reg.host_id, iid)
         await self._commands.start_instances(plan.start)
         for route in self._commands.routes_for_building(reg.building):
-            session.send(Outgoing(command_id(route), route))
+            session.send(Command(command_id(route), route))
         for obs in reg.instances:
             self._commands.mark_route_dirty(obs.apartment, obs.unit)
         kind = "host.returned" if returned else "host.registered"

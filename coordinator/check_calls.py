@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.errors import NotFound, Unavailable
-from coordinator.agent_messages import CommandResult, Outgoing, RunCheckCommand
+from common.stream_commands import Command, RunCheck
+from common.stream_messages import CommandResult
 from coordinator.fleet import Fleet
 from coordinator.state import ClusterState
 
@@ -58,7 +59,7 @@ class CheckCalls:
         self._awaited[command_id] = answer
         closed = asyncio.ensure_future(session.closed.wait())
         try:
-            session.send(Outgoing(command_id, RunCheckCommand(instance_id, tuple(argv),
+            session.send(Command(command_id, RunCheck(instance_id, tuple(argv),
                                                               timeout_s)))
             self._fleet.commands_sent += 1
             limit = timeout_s + self._answer_margin_s

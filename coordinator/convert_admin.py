@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from common.resources import Resources
-from common.unit_spec import HealthCheck, UnitSpec
-from common.versions import ChangeSet
-from coordinator.agent_messages import ObservedInstance
-from coordinator.convert_agent import (
-    SLOT_VALUES,
-    STATE_MODES,
-    observed_to_pb,
+from common.proto_values import (
+    duration_from_pb,
+    duration_to_pb,
     resources_from_pb,
     resources_to_pb,
-    timestamp,
-    to_seconds,
-    unit_spec_to_pb,
+    slot_to_pb,
+    state_mode_from_pb,
+    state_mode_to_pb,
+    timestamp_to_pb,
 )
+from common.resources import Resources
+from common.stream_convert import health_from_pb, health_to_pb, observed_to_pb
+from common.stream_messages import ObservedInstance
+from common.unit_spec import StateMode, UnitSpec
+from common.versions import ChangeSet
 from coordinator.deploy import DeployRequest
 from coordinator.records import (
     EventRecord,
@@ -52,28 +53,36 @@ def publish_from_pb(
     if not req.HasField("spec"):
         raise InvalidArgument("spec is required", field="spec")
     h = pb.health
-    health = HealthCheck(
-        path=h.path or "/health",
-        command=tuple(h.command),
-        interval_s=to_seconds(h.interval) or 5.0,
-        timeout_s=to_seconds(h.timeout) or 2.0,
-        retries=h.unhealthy_threshold or 3,
-    )
-    if pb.state_mode not in STATE_MODES:
-        raise InvalidArgument(f"unknown state mode {pb.state_mode}", field="state_mode")
+    health = health_from_pb(h)
+    warmup = duration_from_pb(h.warmup)
+    idle = duration_from_pb(pb.idle_timeout)
+    if warmup < 0 or idle < 0:
+        raise InvalidArgument("durations must not be negative", field="health")
     spec = UnitSpec(
         apartment=pb.apartment, unit=pb.unit, version=req.version, image=pb.image,
         port=pb.port, command=tuple(pb.command), env=dict(pb.env),
         health_check=health, resources=resources_from_pb(pb.resources),
         dependencies=tuple(pb.dependencies), service_port=pb.service_port,
-        state_mode=STATE_MODES[pb.state_mode], idle_timeout_s=to_seconds(pb.idle_timeout),
-        warmup_s=to_seconds(h.warmup), healthy_threshold=h.healthy_threshold or 1,
+        state_mode=StateMode(state_mode_from_pb(pb.state_mode)), idle_timeout_s=idle,
+        warmup_s=warmup, healthy_threshold=h.healthy_threshold or 1,
     )
     changes = ChangeSet(
         breaking=tuple(req.changes.breaking), features=tuple(req.changes.features),
         fixes=tuple(req.changes.fixes), internal=tuple(req.changes.internal),
     )
     return spec, changes, dict(req.metadata)
+
+
+def unit_spec_to_pb(spec: UnitSpec) -> types_pb2.UnitSpec:
+    """Everything a version runs, as published."""
+    return types_pb2.UnitSpec(
+        apartment=spec.apartment, unit=spec.unit, image=spec.image, command=list(spec.command),
+        env=dict(spec.env), port=spec.port, service_port=spec.service_port,
+        health=health_to_pb(spec.health_check, spec.healthy_threshold, spec.warmup_s),
+        resources=resources_to_pb(spec.resources), dependencies=list(spec.dependencies),
+        state_mode=state_mode_to_pb(spec.state_mode),
+        idle_timeout=duration_to_pb(spec.idle_timeout_s),
+    )
 
 
 def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
@@ -93,7 +102,8 @@ def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
                                          required_by=tag.unit)
             for u, v in sorted(tag.dependencies.items())
         ],
-        metadata=dict(tag.metadata), created_at=timestamp(tag.created_at), image_id=spec.image,
+        metadata=dict(tag.metadata), created_at=timestamp_to_pb(tag.created_at),
+        image_id=spec.image,
     )
 
 
@@ -111,7 +121,7 @@ def host_to_pb(host: HostRecord, status: str, allocated: Resources,
         host_id=host.host_id, building=host.building, address=host.address,
         capacity=resources_to_pb(host.capacity), allocated=resources_to_pb(allocated),
         labels=dict(host.labels), enforceable=list(host.enforceable), status=status,
-        last_seen=timestamp(last_seen), agent_version=host.agent_version,
+        last_seen=timestamp_to_pb(last_seen), agent_version=host.agent_version,
     )
 
 
@@ -124,7 +134,7 @@ def instance_to_pb(record: InstanceRecord | None,
     if record is not None:
         pb.instance_id, pb.host_id = record.instance_id, record.host_id
         pb.apartment, pb.unit, pb.version = record.apartment, record.unit, record.version
-        pb.slot = SLOT_VALUES.get(record.slot, types_pb2.SLOT_UNSPECIFIED)
+        pb.slot = slot_to_pb(record.slot)
         pb.port = record.port
         if observed is None:
             pb.reason = "not reported yet"
@@ -135,7 +145,7 @@ def instance_to_pb(record: InstanceRecord | None,
 
 def event_to_pb(event: EventRecord) -> types_pb2.Event:
     return types_pb2.Event(
-        sequence=event.sequence, type=event.type, time=timestamp(event.time),
+        sequence=event.sequence, type=event.type, time=timestamp_to_pb(event.time),
         apartment=event.apartment, unit=event.unit, version=event.version,
         host_id=event.host_id, instance_id=event.instance_id, message=event.message,
         details=dict(event.details),
@@ -148,8 +158,8 @@ def rollout_to_pb(record: RolloutRecord) -> types_pb2.RolloutInfo:
         from_version=record.from_version, to_version=record.to_version,
         building=record.building,
         strategy=STRATEGY_VALUES.get(record.strategy, types_pb2.STRATEGY_UNSPECIFIED),
-        phase=record.phase, started_at=timestamp(record.started_at),
-        ended_at=timestamp(record.ended_at), reason=record.reason, replicas=record.replicas,
+        phase=record.phase, started_at=timestamp_to_pb(record.started_at),
+        ended_at=timestamp_to_pb(record.ended_at), reason=record.reason, replicas=record.replicas,
         split=[types_pb2.WeightSplit(version=record.to_version, target_percent=100.0,
                                      measured_percent=100.0)]
         if record.phase == "promoted" else [],

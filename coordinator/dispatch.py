@@ -20,7 +20,9 @@ from typing import Protocol
 
 from common.clock import Clock
 from common.errors import InvalidArgument, NotFound
-from coordinator.agent_messages import ObservedInstance, RouteCommand, StartCommand, StopCommand
+from common.stream_commands import SetRoute, StopInstance
+from common.stream_messages import ObservedInstance
+from coordinator.agent_messages import start_command
 from coordinator.fenced_writes import FencedWrites
 from coordinator.fleet import Fleet
 from coordinator.keys import KeyLayout
@@ -76,7 +78,7 @@ class CommandDispatch:
             if version is None:
                 raise NotFound(f"{record.apartment}/{record.unit} {record.version} is gone",
                                unit=record.unit, version=record.version)
-            command = StartCommand(record, version, sources.get(record.host_id, ""))
+            command = start_command(record, version, sources.get(record.host_id, ""))
             sent += self._fleet.send(record.host_id, command)
             self._start_sent[record.instance_id] = self._clock.monotonic()
             self.mark_route_dirty(record.apartment, record.unit)
@@ -114,11 +116,11 @@ class CommandDispatch:
         self._fleet.unobserve(instance_id)
         await self.set_route(record.apartment, record.unit)
         grace = self.stop_grace_s if grace_s is None else grace_s
-        self._fleet.send(record.host_id, StopCommand(instance_id, grace, drain))
+        self._fleet.send(record.host_id, StopInstance(instance_id, grace, drain))
 
     def stop_unwanted(self, host_id: str, instance_id: str) -> None:
         """Stop an instance a host runs that is not desired there (no etcd record)."""
-        self._fleet.send(host_id, StopCommand(instance_id, self.stop_grace_s, drain=True))
+        self._fleet.send(host_id, StopInstance(instance_id, self.stop_grace_s, drain=True))
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -144,7 +146,7 @@ class CommandDispatch:
         await self.set_route(apartment, unit)
         return route
 
-    def route_command(self, apartment: str, unit: str) -> RouteCommand | None:
+    def route_command(self, apartment: str, unit: str) -> SetRoute | None:
         route = self._state.routes.get((apartment, unit))
         if route is None:
             return None
@@ -169,7 +171,7 @@ class CommandDispatch:
         hosts = [h.host_id for h in self._state.hosts_in(route.building)]
         return self._fleet.broadcast(hosts, command)
 
-    def routes_for_building(self, building: str) -> list[RouteCommand]:
+    def routes_for_building(self, building: str) -> list[SetRoute]:
         commands = []
         for (apartment, unit), route in sorted(self._state.routes.items()):
             if route.value.building == building:

@@ -11,13 +11,14 @@ import itertools
 import logging
 from collections.abc import Iterable
 
-from coordinator.agent_messages import (
+from common.stream_commands import (
+    COMMAND_KINDS,
     AgentCommand,
-    ObservedInstance,
-    Outgoing,
-    StartCommand,
-    StopCommand,
+    Command,
+    StartInstance,
+    StopInstance,
 )
+from common.stream_messages import ObservedInstance
 from coordinator.liveness import HostHealth, HostSeen
 
 __all__ = ["Fleet", "HostSession"]
@@ -36,13 +37,13 @@ class HostSession:
         self.address = address
         self.opened_at = opened_at
         self.session_id = next(_ids)
-        self._outbox: asyncio.Queue[Outgoing | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Command | None] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.leader_address = ""
         self.sent = 0
 
-    def send(self, outgoing: Outgoing) -> None:
+    def send(self, outgoing: Command) -> None:
         if not self.closed.is_set():
             self._outbox.put_nowait(outgoing)
 
@@ -54,7 +55,7 @@ class HostSession:
         self.closed.set()
         self._outbox.put_nowait(None)  # wakes the sender; commands queued before still go
 
-    async def next_outgoing(self) -> Outgoing | None:
+    async def next_outgoing(self) -> Command | None:
         """The next command to send, or None once the session is closed."""
         if self.closed.is_set() and self._outbox.empty():
             return None
@@ -63,11 +64,11 @@ class HostSession:
 
 def command_id(command: AgentCommand) -> str:
     """Start and stop ids are stable per instance, so a replay is recognisably the same."""
-    if isinstance(command, StartCommand):
-        return f"start:{command.instance.instance_id}"
-    if isinstance(command, StopCommand):
+    if isinstance(command, StartInstance):
+        return f"start:{command.instance_id}"
+    if isinstance(command, StopInstance):
         return f"stop:{command.instance_id}"
-    return f"{type(command).__name__.removesuffix('Command').lower()}:{next(_ids)}"
+    return f"{COMMAND_KINDS[type(command)]}:{next(_ids)}"
 
 
 class Fleet:
@@ -161,13 +162,13 @@ class Fleet:
         session = self.sessions.get(host_id)
         if session is None:
             return False
-        session.send(Outgoing(command_id(command), command))
+        session.send(Command(command_id(command), command))
         self.commands_sent += 1
         return True
 
     def broadcast(self, host_ids: Iterable[str], command: AgentCommand) -> int:
         """The same command (one id) to every connected host of ``host_ids``, at once."""
-        outgoing = Outgoing(command_id(command), command)
+        outgoing = Command(command_id(command), command)
         sent = 0
         for host_id in host_ids:
             session = self.sessions.get(host_id)

@@ -7,7 +7,7 @@ freshest state of an instance, the hosts placement may use) are answered here.
 
 from __future__ import annotations
 
-from coordinator.agent_messages import ObservedInstance
+from common.stream_messages import ObservedInstance
 from coordinator.fleet import Fleet
 from coordinator.liveness import HostHealth
 from coordinator.records import HostRecord

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
-from coordinator.agent_messages import MetricsWindow
+from common.stream_messages import MetricsWindow
 
 __all__ = ["DEFAULT_RETENTION", "MetricsWindows"]
 

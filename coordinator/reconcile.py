@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coordinator.agent_messages import ObservedInstance
+from common.stream_messages import ObservedInstance
 from coordinator.records import InstanceRecord
 
 __all__ = ["RegisterPlan", "plan_register"]

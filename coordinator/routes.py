@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from fractions import Fraction
 
+from common.stream_commands import SetRoute
+from common.stream_messages import ObservedInstance, RouteServer
 from common.weights import split_weights
-from coordinator.agent_messages import ObservedInstance, RouteCommand, RouteServer
 from coordinator.records import HostRecord, InstanceRecord, RouteRecord
 
 __all__ = ["plan_route", "routable_split"]
@@ -37,7 +38,7 @@ def plan_route(
     observed: Mapping[str, ObservedInstance],
     hosts: Mapping[str, HostRecord],
     lost_hosts: Collection[str] = (),
-) -> RouteCommand:
+) -> SetRoute:
     routable: dict[str, list[str]] = {}
     for inst in instances:
         seen = observed.get(inst.instance_id)
@@ -65,7 +66,7 @@ def plan_route(
                 state="ready" if live else "maint",
             )
         )
-    return RouteCommand(
+    return SetRoute(
         apartment=route.apartment,
         unit=route.unit,
         service_port=route.service_port,

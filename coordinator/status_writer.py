@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from common.clock import Clock
 from common.errors import Unavailable
-from coordinator.agent_messages import ObservedInstance
+from common.stream_messages import ObservedInstance
 from coordinator.fenced_writes import FencedWrites
 from coordinator.keys import KeyLayout
 from coordinator.records import StatusRecord, encode

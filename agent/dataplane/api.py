@@ -9,6 +9,7 @@ from agent.dataplane.dataplane import DrainResult
 from agent.dataplane.haproxy_output import ObservedServer
 from agent.dataplane.model import ServerState
 from agent.dataplane.windows import WindowSnapshot
+from common.unit_spec import DEFAULT_HEALTH
 
 __all__ = ["DataPlanePort"]
 
@@ -23,7 +24,7 @@ class DataPlanePort(Protocol):
     async def shutdown(self) -> None: ...
 
     async def ensure_unit(
-        self, unit: str, port: int, health_path: str = "/healthz", *, sticky: bool = False
+        self, unit: str, port: int, health_path: str = DEFAULT_HEALTH.path, *, sticky: bool = False
     ) -> None: ...
 
     async def remove_unit(self, unit: str) -> None: ...

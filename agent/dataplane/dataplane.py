@@ -57,6 +57,7 @@ from agent.dataplane.state_files import StateFiles
 from agent.dataplane.windows import RequestWindows, WindowSnapshot
 from common.clock import Clock, SystemClock
 from common.errors import FailedPrecondition, InvalidArgument, LandlordError, Unavailable
+from common.unit_spec import DEFAULT_HEALTH
 
 __all__ = ["DataPlane", "DrainResult", "ObservedServer"]
 
@@ -153,7 +154,7 @@ class DataPlane:
         return self._spec
 
     async def ensure_unit(
-        self, unit: str, port: int, health_path: str = "/healthz", *, sticky: bool = False
+        self, unit: str, port: int, health_path: str = DEFAULT_HEALTH.path, *, sticky: bool = False
     ) -> None:
         """Create or update a unit's entry point (a hitless reload when it changes)."""
         check_unit_name(unit)

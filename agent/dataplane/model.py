@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from common.errors import InvalidArgument, NotFound
+from common.unit_spec import DEFAULT_HEALTH
 
 __all__ = [
     "MAX_WEIGHT",
@@ -148,7 +149,7 @@ class UnitSpec:
 
     name: str
     port: int
-    health_path: str = "/healthz"
+    health_path: str = DEFAULT_HEALTH.path
     sticky: bool = False
     """Keep a client on the version that served it first (cookie), while it has weight."""
     servers: tuple[ServerSpec, ...] = ()
@@ -274,7 +275,7 @@ class UnitSpec:
         unit = cls(
             name=str(data["name"]),
             port=int(str(data["port"])),
-            health_path=str(data.get("health_path", "/healthz")),
+            health_path=str(data.get("health_path", DEFAULT_HEALTH.path)),
             sticky=bool(data.get("sticky", False)),
             servers=tuple(ServerSpec.from_dict(s) for s in servers),
             pins={str(k): int(v) for k, v in pins.items()},

@@ -1,5 +1,8 @@
 """Durations as people type them (``30s``, ``250ms``, ``5m``, ``1h30m``) and back.
 
+The protobuf Duration conversions are ``common.proto_values``' (re-exported under the
+names the CLI modules use).
+
 A duration is one or more ``<number><unit>`` parts with units ``ms``, ``s``, ``m`` and
 ``h`` (``1m30s``, ``1.5s``). A bare number is refused, except ``0``, because ``30``
 could mean seconds or milliseconds.
@@ -10,9 +13,9 @@ from __future__ import annotations
 import math
 import re
 
-from google.protobuf import duration_pb2
-
 from common.errors import InvalidArgument
+from common.proto_values import duration_from_pb as seconds_from_proto
+from common.proto_values import duration_to_pb as duration_to_proto
 
 __all__ = ["duration_to_proto", "format_duration", "parse_duration", "seconds_from_proto"]
 
@@ -59,13 +62,3 @@ def format_duration(seconds: float) -> str:
     return "".join(f"{amount}{unit}" for amount, unit in parts if amount)
 
 
-def duration_to_proto(seconds: float) -> duration_pb2.Duration:
-    whole = math.floor(seconds)
-    nanos = round((seconds - whole) * 1e9)
-    if nanos >= 1_000_000_000:  # rounding carried into the next second
-        whole, nanos = whole + 1, 0
-    return duration_pb2.Duration(seconds=whole, nanos=nanos)
-
-
-def seconds_from_proto(duration: duration_pb2.Duration) -> float:
-    return duration.seconds + duration.nanos / 1e9

@@ -7,7 +7,9 @@ from typing import Annotated
 import typer
 
 from common.errors import InvalidArgument
+from common.gc_kinds import GcKind, parse_gc_kinds
 from common.gen.landlord.v1 import admin_pb2
+from common.proto_values import gc_kinds_to_pb
 from coordinator.cli.arguments import parse_unit_ref
 from coordinator.cli.context import OutputOption, emit, unary
 from coordinator.cli.tables import gc_view, hosts_table, instances_table, leader_view
@@ -15,9 +17,6 @@ from coordinator.cli.tables import gc_view, hosts_table, instances_table, leader
 hosts_app = typer.Typer(help="Hosts that run agents.", no_args_is_help=True)
 instances_app = typer.Typer(help="Running instances of units.", no_args_is_help=True)
 gc_app = typer.Typer(help="Garbage collection.", no_args_is_help=True)
-
-GC_KINDS = ("unused", "memory", "cache")
-
 
 def build_list_instances_request(
     host: str | None, unit: str | None, apartment: str | None
@@ -37,12 +36,9 @@ def build_list_instances_request(
 
 
 def build_gc_request(host: str | None, kinds: list[str]) -> admin_pb2.RunGarbageCollectionRequest:
-    unknown = [kind for kind in kinds if kind not in GC_KINDS]
-    if unknown:
-        raise InvalidArgument(
-            f"--kind: {unknown[0]!r} is not one of {', '.join(GC_KINDS)}", field="--kind"
-        )
-    return admin_pb2.RunGarbageCollectionRequest(host_id=host or "", kinds=kinds)
+    wanted = parse_gc_kinds(kinds, "--kind")
+    return admin_pb2.RunGarbageCollectionRequest(host_id=host or "",
+                                                 gc_kinds=gc_kinds_to_pb(wanted))
 
 
 @hosts_app.command("list")
@@ -78,7 +74,7 @@ def run_gc(
     host: Annotated[str | None, typer.Option(help="Only this host (default: all).")] = None,
     kind: Annotated[
         list[str] | None,
-        typer.Option(help=f"{' | '.join(GC_KINDS)} (repeat; default: all).", show_default=False),
+        typer.Option(help=f"{' | '.join(GcKind)} (repeat; default: all).", show_default=False),
     ] = None,
     output: OutputOption = None,
 ) -> None:

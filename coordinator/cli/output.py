@@ -20,6 +20,8 @@ from google.protobuf.message import Message
 from rich.console import Console, RenderableType
 from rich.text import Text
 
+from common.proto_values import timestamp_from_pb
+
 __all__ = [
     "OutputFormat",
     "enum_label",
@@ -91,5 +93,5 @@ def format_time(stamp: timestamp_pb2.Timestamp) -> str:
     """``2024-05-01 12:00:03Z`` (UTC), or ``-`` when unset."""
     if stamp.seconds == 0 and stamp.nanos == 0:
         return "-"
-    moment = datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1e9, tz=UTC)
+    moment = datetime.fromtimestamp(timestamp_from_pb(stamp), tz=UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")

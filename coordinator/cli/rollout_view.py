@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from common.latency import LatencySketch
+from common.proto_values import latency_from_pb, timestamp_from_pb
 from coordinator.cli.durations import format_duration, seconds_from_proto
 from coordinator.cli.output import enum_label, format_time
 from coordinator.cli.tables import instances_table
@@ -32,28 +32,12 @@ __all__ = [
 
 def latency_p95_ms(summary: types_pb2.LatencySummary) -> float | None:
     """The p95 latency of a window's summary, None when it holds no request."""
-    if summary.count == 0 or summary.relative_accuracy <= 0:
-        return None
-    keys = sorted(key for key, count in summary.positive_buckets.items() if count > 0)
-    deltas = [key - previous for previous, key in zip([0, *keys], keys, strict=False)]
-    sketch = LatencySketch.from_dict(
-        {
-            "a": summary.relative_accuracy,
-            "k": deltas,
-            "c": [summary.positive_buckets[key] for key in keys],
-            "z": summary.zero_count,
-            "s": summary.sum_ms,
-            "lo": summary.min_ms,
-            "hi": summary.max_ms,
-        }
-    )
-    return sketch.quantile(0.95)
+    sketch = latency_from_pb(summary)
+    return sketch.quantile(0.95) if sketch is not None else None
 
 
 def _window_seconds(window: types_pb2.MetricsWindow) -> float:
-    start = window.start.seconds + window.start.nanos / 1e9
-    end = window.end.seconds + window.end.nanos / 1e9
-    return max(0.0, end - start)
+    return max(0.0, timestamp_from_pb(window.end) - timestamp_from_pb(window.start))
 
 
 @dataclass(frozen=True)

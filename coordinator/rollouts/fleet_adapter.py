@@ -25,9 +25,10 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from common.errors import NotFound
+from common.event_types import EventType
 from common.latency import LatencySketch
 from common.rollout_policy import Window
-from coordinator.agent_messages import MetricsWindow
+from common.stream_messages import MetricsWindow
 from coordinator.known_fleet import KnownFleet
 from coordinator.placement import HostRoom
 from coordinator.records import InstanceRecord, RouteRecord, VersionRecord
@@ -48,7 +49,7 @@ __all__ = ["ESCALATION_EVENT", "CoordinatorFleet", "RolloutCommands", "RolloutPl
 
 log = logging.getLogger(__name__)
 
-ESCALATION_EVENT = "recovery.escalated"
+ESCALATION_EVENT = EventType.ESCALATION
 
 
 class RolloutPlacement(Protocol):

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from common.errors import LandlordError, Unavailable
 from common.latency import LatencySketch
-from coordinator.agent_messages import CommandResult
+from common.stream_messages import CommandResult
 from coordinator.rollouts.actions import CheckReport, RunChecks
 from coordinator.rollouts.settings import CheckSpec
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from common.bluegreen import SwitchMode
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
+from common.proto_values import duration_from_pb as _seconds
+from common.proto_values import duration_to_pb as _duration
+from common.proto_values import timestamp_to_pb
 from common.rollout_policy import SuccessCriteria
 from coordinator.rollouts.record import Control, Measurement, RolloutRecord, StepRecord
 from coordinator.rollouts.settings import CheckSpec, RolloutSettings, Strategy
@@ -40,22 +43,9 @@ _CONTROLS = {admin_pb2.ROLLOUT_CONTROL_PROMOTE: Control.PROMOTE,
              admin_pb2.ROLLOUT_CONTROL_RESUME: Control.RESUME}
 
 
-def _seconds(d: duration_pb2.Duration) -> float:
-    return d.seconds + d.nanos / 1e9
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    out = duration_pb2.Duration()
-    out.FromNanoseconds(round(seconds * 1e9))
-    return out
-
-
 def _timestamp(epoch: float | None) -> timestamp_pb2.Timestamp | None:
-    if not epoch:
-        return None
-    out = timestamp_pb2.Timestamp()
-    out.FromNanoseconds(int(epoch * 1e9))
-    return out
+    """None (the field stays unset) for an unknown time."""
+    return timestamp_to_pb(epoch) if epoch else None
 
 
 def control_from_pb(action: int) -> Control | str:

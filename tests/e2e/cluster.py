@@ -3,7 +3,7 @@
 SIMULATED agents.
 
 - ``SimulatedAgentProcess``: tests/e2e/simulated_agent.py (real gRPC stream through
-  agent/stream_client.py, fake in-memory container runtime) that writes its instances and
+  agent/stream/session.py, fake in-memory container runtime) that writes its instances and
   data-plane routes to a JSON state file the test reads;
 - ``Cluster``: all of the above with one cleanup; ``admin()`` gives an Admin stub.
 

@@ -1,4 +1,4 @@
-"""A SIMULATED agent: the real stream client (agent/stream_client.py) over a fake runtime.
+"""A SIMULATED agent: the real stream client (agent/stream/session.py) over a fake runtime.
 
 No containers and no HAProxy: "starting" an instance adds it to an in-memory table (it goes
 initializing -> running after a short delay), "stopping" removes it, routes are recorded.
@@ -28,23 +28,21 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agent.stream_client import (
+from agent.stream.endpoint import ChangeBatch
+from agent.stream.session import CoordinatorStream, StreamSettings
+from common.errors import FailedPrecondition
+from common.resources import Resources
+from common.stream_commands import (
     AgentCommand,
-    ChangeBatch,
     CollectGarbage,
-    CoordinatorStream,
     DrainInstance,
-    HostIdentity,
-    InstanceReport,
     RunCheck,
     SetRoute,
     SetWeights,
     StartInstance,
     StopInstance,
-    StreamSettings,
 )
-from common.errors import FailedPrecondition
-from common.resources import Resources
+from common.stream_messages import ObservedInstance, Registration
 
 __all__ = ["FakeRuntime", "main"]
 
@@ -52,11 +50,11 @@ log = logging.getLogger("simulated-agent")
 
 
 class FakeRuntime:
-    """AgentPort over an in-memory instance table (for tests and the simulated agent)."""
+    """AgentEndpoint over an in-memory instance table (for tests and the simulated agent)."""
 
     def __init__(
         self,
-        identity: HostIdentity,
+        identity: Registration,
         images: Sequence[str] = (),
         state_file: Path | None = None,
         start_delay: float = 0.05,
@@ -65,10 +63,10 @@ class FakeRuntime:
         self._images = tuple(images)
         self.state_file = state_file
         self.start_delay = start_delay
-        self.instances: dict[str, InstanceReport] = {}
+        self.instances: dict[str, ObservedInstance] = {}
         self.routes: dict[str, list[dict[str, object]]] = {}
         self.executed: list[AgentCommand] = []
-        self._changed: dict[str, InstanceReport] = {}
+        self._changed: dict[str, ObservedInstance] = {}
         self._removed: set[str] = set()
         self._signal = asyncio.Event()
         self.connected = False
@@ -78,17 +76,12 @@ class FakeRuntime:
             for iid, data in saved.get("instances", {}).items():
                 data["usage"] = {}
                 data["unenforced_limits"] = tuple(data.get("unenforced_limits", ()))
-                self.instances[iid] = InstanceReport(**data)
+                self.instances[iid] = ObservedInstance(**data)
             self.routes = saved.get("routes", {})
 
-    def identity(self) -> HostIdentity:
-        return self._identity
-
-    def images(self) -> Sequence[str]:
-        return self._images
-
-    def snapshot(self) -> Sequence[InstanceReport]:
-        return list(self.instances.values())
+    def registration(self) -> Registration:
+        return replace(self._identity, instances=tuple(self.instances.values()),
+                       images=self._images)
 
     async def next_changes(self, timeout: float) -> ChangeBatch:
         if not self._changed and not self._removed:
@@ -99,7 +92,7 @@ class FakeRuntime:
         self._changed, self._removed = {}, set()
         return batch
 
-    def _set(self, report: InstanceReport) -> None:
+    def _set(self, report: ObservedInstance) -> None:
         self.instances[report.instance_id] = report
         self._changed[report.instance_id] = report
         self._removed.discard(report.instance_id)
@@ -110,8 +103,9 @@ class FakeRuntime:
         if isinstance(command, StartInstance):
             if command.instance_id not in self.instances:
                 self._set(
-                    InstanceReport(
+                    ObservedInstance(
                         instance_id=command.instance_id,
+                        host_id=self._identity.host_id,
                         apartment=command.apartment,
                         unit=command.unit,
                         version=command.version,
@@ -171,7 +165,7 @@ class FakeRuntime:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    identity = HostIdentity(
+    identity = Registration(
         host_id=args.host_id,
         building=args.building,
         address=args.address,

@@ -11,13 +11,15 @@ Docker and their own HAProxy each. The tests run in file order on one deployment
    of all three hosts;
 4. a container killed behind the agent's back is replaced by that agent while every
    request through the entry points keeps being answered;
-5. agents stopped with SIGTERM exit cleanly and leave containers and HAProxy serving
+5. `landlord gc run` with every kind runs on every host;
+6. agents stopped with SIGTERM exit cleanly and leave containers and HAProxy serving
    (the cluster's close() then shuts them down and removes the containers by label).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +30,8 @@ import pytest
 from local_cluster.cluster import CLUSTER_LABEL
 from local_cluster.processes import free_port_on_all
 
+from common.event_types import EventType
+from common.gc_kinds import GcKind
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from tests.e2e.real_cluster import RealCluster, host_id
 from tests.e2e.real_load import (
@@ -39,6 +43,7 @@ from tests.e2e.real_load import (
     unit_containers,
     unit_spec,
 )
+from tests.e2e.test_cli_units import Cli
 from tests.support import eventually
 
 APARTMENT, UNIT, VERSION = "e2e", "web", "1.0.0"
@@ -187,6 +192,26 @@ def test_killed_container_is_replaced_while_traffic_flows(cluster: RealCluster,
     assert victim.instance_id in expected
     eventually(lambda: _spread(HOSTS[host_id("h1")], service_port, expected), timeout=60,
                interval=0.5, message="the replaced instance serves again")
+
+
+def test_gc_of_every_kind_runs_on_every_host(cluster: RealCluster, service_port: int) -> None:
+    """`landlord gc run --kind K` for every kind is sent to every host and runs there.
+
+    Before GC kinds were defined once, the CLI and the coordinator accepted "unused" and
+    every agent refused it: the refusal came back as a command.failed event."""
+    eventually(lambda: running_instances(cluster), timeout=90)
+    cli = Cli(cluster.coordinator.address)
+    for kind in GcKind:
+        assert sorted(cli.json("gc", "run", "--kind", kind)["hosts"]) == sorted(HOSTS)
+    # A negative check: the agents report results within a report interval (1 s); give
+    # them several before reading the events.
+    time.sleep(5)
+    with cluster.admin() as admin:
+        events = list(admin.StreamEvents(admin_pb2.StreamEventsRequest(), timeout=10))
+    failures = [f"{e.host_id}: {e.message}" for e in events if e.type == EventType.GC_FAILED
+                or (e.type == "command.failed" and e.message.startswith("gc:"))]
+    assert failures == []
+    assert len(running_instances(cluster)) == 3  # in use: not collected as unused
 
 
 def test_agents_stop_cleanly_and_leave_traffic_serving(cluster: RealCluster,

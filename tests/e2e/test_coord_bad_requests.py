@@ -128,9 +128,9 @@ def test_bad_requests_get_the_right_code_and_change_nothing(cluster: Cluster) ->
         expect(
             Code.INVALID_ARGUMENT,
             lambda: admin.RunGarbageCollection(
-                admin_pb2.RunGarbageCollectionRequest(kinds=["everything"])
+                admin_pb2.RunGarbageCollectionRequest(gc_kinds=[types_pb2.GC_KIND_UNSPECIFIED])
             ),
-            "everything",
+            "unknown garbage collection kind 0",
         )
         # NOT_FOUND
         expect(

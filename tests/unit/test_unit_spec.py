@@ -31,7 +31,7 @@ def test_from_dict_parses_human_forms_and_round_trips() -> None:
     spec = UnitSpec.from_dict(GOOD)
     assert spec.name == "shop/web"
     assert spec.resources == Resources(cpu=0.25, memory=128 << 20)
-    assert spec.health_check == HealthCheck(interval_s=2, timeout_s=1, retries=2)
+    assert spec.health_check == HealthCheck("/health", interval_s=2, timeout_s=1, retries=2)
     again = UnitSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again == spec and again.checksum() == spec.checksum()
 
@@ -69,6 +69,11 @@ def test_from_dict_parses_human_forms_and_round_trips() -> None:
 def test_bad_specs_say_what_to_fix(patch: dict[str, object], match: str, error: type) -> None:
     with pytest.raises(error, match=match):
         UnitSpec.from_dict(GOOD | patch)
+
+
+def test_one_set_of_health_defaults() -> None:
+    assert HealthCheck() == HealthCheck("/healthz", (), 10.0, 1.0, 3)
+    assert HealthCheck.from_dict({}) == HealthCheck()
 
 
 def test_command_health_check_needs_no_path() -> None:

@@ -46,6 +46,8 @@ def spec(version: str, **changes: object) -> UnitSpec:
         port=8080,
         command=("python3", "-m", "http.server"),
         env={"MODE": "prod"},
+        # explicit, so the pinned checksum below pins the canonical form, not the defaults
+        health_check=HealthCheck("/health", (), 5.0, 2.0, 3),
         resources=Resources.parse(cpu="500m", memory="256Mi"),
     )
     return replace(base, **changes)  # type: ignore[arg-type]

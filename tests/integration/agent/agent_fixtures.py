@@ -59,7 +59,7 @@ def make_spec(instance_id: str, port: int | None = None, **overrides: Any) -> In
         "instance_id": instance_id,
         "image": DEMO_IMAGE,
         "port": port or free_port(),
-        "health": HealthSpec(interval=0.5, timeout=1.0, failure_threshold=2),
+        "health": HealthSpec(interval_s=0.5, timeout_s=1.0, retries=2),
         "resources": ResourceSpec(cpu=1.0, memory=128 * 1024 * 1024),
     }
     values.update(overrides)

@@ -41,7 +41,7 @@ async def test_idle_instance_is_collected_with_its_state_backed_up(
 
     async def collected() -> bool:
         agent.record_request("busy-1")  # the data plane keeps seeing requests for busy-1
-        result = await agent.run_gc("idle")
+        result = await agent.run_gc("unused")
         return "idle-1" in result["collected"]
 
     await async_eventually(collected, timeout=30, interval=0.3)
@@ -58,7 +58,7 @@ async def test_idle_instance_is_collected_with_its_state_backed_up(
     assert history[-2:] == ["stopping", "stopped"]
     # the stable version is never collected, however idle
     await asyncio.sleep(0.6)
-    assert "stable-1" not in (await agent.run_gc("idle"))["collected"]
+    assert "stable-1" not in (await agent.run_gc("unused"))["collected"]
 
 
 async def test_memory_optimization_drops_page_cache_of_idle_instances(

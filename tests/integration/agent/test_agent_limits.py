@@ -176,7 +176,7 @@ async def test_egress_bandwidth_is_shaped_on_loopback(harness: AgentHarness) -> 
             command=command,
             env={"SENDER": SENDER, "SINK_PORT": str(sink.port)},
             resources=ResourceSpec(cpu=1.0, memory=128 * MIB, network=rate),
-            health=HealthSpec(interval=0.5),
+            health=HealthSpec(interval_s=0.5),
         )
         view = await agent.start_instance(spec)
         assert "bit/s egress" in view.enforcement["network"], view.enforcement

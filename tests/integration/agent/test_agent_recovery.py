@@ -57,7 +57,7 @@ async def test_crash_loop_stops_at_the_retry_limit_and_escalates(harness: AgentH
     agent = await harness.agent(crash_max_retries=2, crash_delay=0.1)
     # crashes 0.5 s after start, before its 2 s warm-up ends: it never becomes ready
     spec = make_spec(
-        "loop-1", env={"CRASH_AFTER_S": "0.5"}, health=HealthSpec(interval=0.5, warmup=2.0)
+        "loop-1", env={"CRASH_AFTER_S": "0.5"}, health=HealthSpec(interval_s=0.5, warmup=2.0)
     )
     await agent.start_instance(spec, wait=False)
     escalated = await wait_event(agent, EventType.ESCALATION, timeout=60)

@@ -1,5 +1,5 @@
 """RunCheck on real Docker: a command run with ``docker exec`` in a demo-app container
-through the agent's host port, as the coordinator's stream would send it (exit codes,
+through the agent's stream adapter, as the coordinator's stream would send it (exit codes,
 capped output, a timeout that kills the command and leaves the instance serving)."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ import time
 import pytest
 from agent_fixtures import AgentHarness, http_get, make_spec
 
-from agent.host_port import HostPort
-from agent.stream_client import CommandOutput, RunCheck, command_from_pb
+from agent.stream.adapter import StreamAdapter
 from common.errors import NotFound
 from common.gen.landlord.v1 import agent_pb2
+from common.stream_commands import RunCheck
+from common.stream_convert import command_from_pb
+from common.stream_messages import CommandResult
 from tests.support import async_eventually
 
 LIST_PROCESSES = (
@@ -25,23 +27,23 @@ LIST_PROCESSES = (
 )
 
 
-async def _port(harness: AgentHarness, instance_id: str) -> HostPort:
+async def _port(harness: AgentHarness, instance_id: str) -> StreamAdapter:
     agent = await harness.agent()
     spec = make_spec(instance_id)
     view = await agent.start_instance(spec)
     assert view.state == "running", view
-    port = HostPort(agent, None)
+    port = StreamAdapter(agent, None)
     await port.prepare()
     return port
 
 
-async def _run(port: HostPort, instance_id: str, argv: tuple[str, ...],
-               timeout: float = 10.0) -> CommandOutput:
+async def _run(port: StreamAdapter, instance_id: str, argv: tuple[str, ...],
+               timeout: float = 10.0) -> CommandResult:
     """The command as the coordinator sends it: protobuf in, the stream's command out."""
     pb = agent_pb2.Command(command_id="check:1", run_check=agent_pb2.RunCheck(
         instance_id=instance_id, argv=list(argv)))
     pb.run_check.timeout.FromMilliseconds(round(timeout * 1000))
-    command = command_from_pb(pb)
+    command = command_from_pb(pb).command
     assert isinstance(command, RunCheck)
     out = await port.execute(command)
     assert out is not None
@@ -52,7 +54,7 @@ async def test_commands_run_in_the_container_with_exit_code_and_output(
         harness: AgentHarness) -> None:
     port = await _port(harness, "check-ok-1")
     ok = await _run(port, "check-ok-1", ("sh", "-c", "echo version=$VERSION; id -u"))
-    assert (ok.exit_code, ok.error, ok.stderr, ok.truncated) == (0, "", "", False)
+    assert (ok.exit_code, ok.error, ok.stderr, ok.output_truncated) == (0, "", "", False)
     assert ok.stdout.splitlines()[0] == "version=1.0.0"
 
     failing = await _run(port, "check-ok-1", ("sh", "-c", "echo not ready >&2; exit 3"))
@@ -65,7 +67,7 @@ async def test_commands_run_in_the_container_with_exit_code_and_output(
     big = await _run(port, "check-ok-1",
                      ("python3", "-c", "import sys; print('x' * 100000); "
                       "print('e' * 9000, file=sys.stderr)"))
-    assert big.exit_code == 0 and big.truncated
+    assert big.exit_code == 0 and big.output_truncated
     assert big.stdout == "x" * 4096 and big.stderr == "e" * 4096
 
     missing = await _run(port, "check-ok-1", ("no-such-binary",))

@@ -7,8 +7,9 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.stream_client import CoordinatorStream, HostIdentity, StreamSettings
+from agent.stream.session import CoordinatorStream, StreamSettings
 from common.resources import Resources
+from common.stream_messages import Registration
 from tests.e2e.simulated_agent import FakeRuntime
 
 
@@ -32,8 +33,9 @@ def start_agent(
     cpu: float = 4.0,
     memory: int = 8 << 30,
     building: str = "default",
+    runtime_type: type[FakeRuntime] = FakeRuntime,
 ) -> LocalAgent:
-    identity = HostIdentity(
+    identity = Registration(
         host_id,
         building,
         address,
@@ -42,7 +44,7 @@ def start_agent(
         ("cpu", "memory"),
         "test",
     )
-    runtime = FakeRuntime(identity, images, start_delay=0.01)
+    runtime = runtime_type(identity, images, start_delay=0.01)
     stream = CoordinatorStream(
         runtime, StreamSettings(tuple(coordinators), backoff_initial=0.05, backoff_max=0.3)
     )

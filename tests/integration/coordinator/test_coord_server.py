@@ -15,9 +15,10 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from local_cluster.etcd import EtcdProcess
 
-from agent.stream_client import CoordinatorStream, HostIdentity, StreamSettings
+from agent.stream.session import CoordinatorStream, StreamSettings
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
 from common.resources import Resources
+from common.stream_messages import Registration
 from common.transport import TlsSettings, create_channel
 from coordinator.app import Coordinator
 from tests.e2e.simulated_agent import FakeRuntime
@@ -112,7 +113,7 @@ async def test_mutual_tls_admits_only_clients_with_a_certificate(
         assert reply.this_is_leader
         await channel.close()
         # the agent stream over mutual TLS, through the same factory
-        identity = HostIdentity("h1", "default", "127.0.0.2", Resources(cpu=1, memory=1 << 30))
+        identity = Registration("h1", "default", "127.0.0.2", Resources(cpu=1, memory=1 << 30))
         stream = CoordinatorStream(FakeRuntime(identity), StreamSettings((config.listen,),
                                                                           tls=client_tls))
         task = asyncio.create_task(stream.run())

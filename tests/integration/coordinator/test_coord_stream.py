@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 from local_cluster.etcd import EtcdProcess
 
-from agent.stream_client import AgentCommand, StartInstance
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from common.stream_commands import AgentCommand, StartInstance
 from coordinator.app import Coordinator
 from tests.e2e.simulated_agent import FakeRuntime
 from tests.integration.coordinator.agents import start_agent
@@ -147,8 +147,8 @@ class FailingRuntime(FakeRuntime):
 
 
 async def test_failed_commands_become_events(coordinator: Coordinator, admin: Any) -> None:
-    agent = start_agent([coordinator.config.listen], "h1", "127.0.0.2")
-    agent.stream.port = FailingRuntime(agent.runtime.identity(), ["demo:1"])
+    agent = start_agent([coordinator.config.listen], "h1", "127.0.0.2",
+                        runtime_type=FailingRuntime)
     try:
         await async_eventually(check(lambda: agent.stream.connected.is_set()), timeout=10)
         await deploy(admin, replicas=1)

@@ -14,17 +14,13 @@ from typing import Any
 
 import pytest
 
-from agent.stream_client import (
-    ChangeBatch,
-    CoordinatorStream,
-    HostIdentity,
-    StreamSettings,
-    WindowReport,
-)
+from agent.stream.endpoint import ChangeBatch
+from agent.stream.session import CoordinatorStream, StreamSettings
 from common.errors import FailedPrecondition, InsufficientResources
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.latency import LatencySketch
 from common.resources import Resources
+from common.stream_messages import MetricsWindow, Registration
 from coordinator.app import Coordinator
 from coordinator.rollouts.record import Phase, RolloutRecord
 from coordinator.rollouts.runner import RunnerSettings
@@ -38,7 +34,7 @@ RPS = 400.0
 class TrafficRuntime(FakeRuntime):
     """FakeRuntime that also reports request windows shaped by the route's weights."""
 
-    def __init__(self, identity: HostIdentity, error_rates: dict[str, float]) -> None:
+    def __init__(self, identity: Registration, error_rates: dict[str, float]) -> None:
         super().__init__(identity, ("demo:1",), start_delay=0.05)
         self.error_rates = error_rates
         self._last = time.time()
@@ -59,11 +55,12 @@ class TrafficRuntime(FakeRuntime):
             if requests:
                 sketch.add(12.0, requests)
             batch.windows.append(
-                WindowReport(
+                MetricsWindow(
                     "shop",
                     "web",
                     inst.version,
                     inst.instance_id,
+                    inst.host_id,
                     now - elapsed,
                     now,
                     requests,
@@ -79,7 +76,7 @@ class Agents:
         self.runtimes: list[TrafficRuntime] = []
         self.tasks: list[asyncio.Task[None]] = []
         for n in (2, 3, 4):
-            identity = HostIdentity(
+            identity = Registration(
                 f"h{n}",
                 "default",
                 f"127.0.0.{n}",

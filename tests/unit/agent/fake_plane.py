@@ -1,4 +1,4 @@
-"""A recording data plane for HostPort tests: the real (pure) spec model and request
+"""A recording data plane for StreamAdapter tests: the real (pure) spec model and request
 windows over a FakeClock, no HAProxy."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ def test_success_threshold_and_warmup() -> None:
 
 
 def test_failure_threshold_and_score() -> None:
-    tracker = HealthTracker(HealthSpec(failure_threshold=3), started=0.0)
+    tracker = HealthTracker(HealthSpec(retries=3), started=0.0)
     assert tracker.observe(True, 1.0) is Verdict.BECAME_HEALTHY
     assert tracker.observe(False, 2.0) is Verdict.UNCHANGED
     assert tracker.observe(True, 3.0) is Verdict.UNCHANGED  # the streak is broken

@@ -95,7 +95,7 @@ def spec(instance_id: str = "i1", port: int = 20001, **overrides: Any) -> Instan
         "instance_id": instance_id,
         "image": "img:1",
         "port": port,
-        "health": HealthSpec(interval=0.01, timeout=0.1, failure_threshold=2, startup_timeout=0.3),
+        "health": HealthSpec(interval_s=0.01, timeout_s=0.1, retries=2, startup_timeout=0.3),
     }
     values.update(overrides)
     return InstanceSpec(**values)
@@ -226,7 +226,7 @@ async def test_idle_gc_spares_stable_and_active_instances(tmp_path: Path) -> Non
         (state_dir / "data.txt").write_text("kept")
         clock.advance(120)
         rig.service.record_request("busy")
-        result = await rig.service.run_gc("idle")
+        result = await rig.service.run_gc("unused")
         assert result == {"collected": ["old"]}
         collected = rig.service.bus.recent(EventType.GC_COLLECTED)[0]
         assert await asyncio.to_thread(Path(collected.details["backup"]).exists)

@@ -298,7 +298,8 @@ def test_fleet_and_event_requests() -> None:
         build_list_instances_request(None, "shop/cart", "other")
     with pytest.raises(InvalidArgument, match="--unit: 'cart' is not APARTMENT/UNIT"):
         build_list_instances_request(None, "cart", None)
-    assert list(build_gc_request("h2", ["unused", "cache"]).kinds) == ["unused", "cache"]
+    assert list(build_gc_request("h2", ["unused", "cache"]).gc_kinds) == [
+        types_pb2.GC_KIND_UNUSED, types_pb2.GC_KIND_CACHE]
     with pytest.raises(InvalidArgument, match="--kind: 'disk' is not one of unused, memory, cache"):
         build_gc_request(None, ["disk"])
     events = build_events_request("shop/cart", None, True, "10m", 42)

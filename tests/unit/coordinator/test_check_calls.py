@@ -7,13 +7,13 @@ import asyncio
 
 import pytest
 
-from agent.stream_client import RunCheck, command_from_pb
 from common.errors import NotFound, Unavailable
 from common.gen.landlord.v1 import agent_pb2
 from common.resources import Resources
-from coordinator.agent_messages import CommandResult, Outgoing, RunCheckCommand
+from common.stream_commands import Command, RunCheck
+from common.stream_convert import command_from_pb, command_to_pb, report_from_pb
+from common.stream_messages import CommandResult
 from coordinator.check_calls import CheckCalls
-from coordinator.convert_agent import command_to_pb, report_from_pb
 from coordinator.fleet import Fleet, HostSession
 from coordinator.keys import KeyLayout
 from coordinator.records import InstanceRecord
@@ -40,7 +40,7 @@ async def test_a_check_goes_to_the_instances_host_and_its_result_comes_back() ->
     session = connect(fleet)
     running = asyncio.create_task(c.run_check("web-green-1", ["cat", "/ready"], 2.0))
     sent = await asyncio.wait_for(session.next_outgoing(), 5)
-    assert sent is not None and sent.command == RunCheckCommand("web-green-1",
+    assert sent is not None and sent.command == RunCheck("web-green-1",
                                                                 ("cat", "/ready"), 2.0)
     assert sent.command_id.startswith("check:")
     answer = CommandResult(sent.command_id, True, "", 1, "out", "err")
@@ -70,9 +70,9 @@ async def test_a_check_fails_when_the_host_is_away_or_silent() -> None:
 
 
 def test_the_protobuf_edge_carries_the_check_and_its_result() -> None:
-    message = command_to_pb(Outgoing("check:1", RunCheckCommand("i1", ("sh", "-c", "x"), 2.5)))
-    assert message.command.command_id == "check:1"
-    assert command_from_pb(message.command) == RunCheck("i1", ("sh", "-c", "x"), 2.5)
+    message = command_to_pb(Command("check:1", RunCheck("i1", ("sh", "-c", "x"), 2.5)))
+    assert message.command_id == "check:1"
+    assert command_from_pb(message).command == RunCheck("i1", ("sh", "-c", "x"), 2.5)
     pb = agent_pb2.StatusReport(sequence=1, results=[agent_pb2.CommandResult(
         command_id="check:1", ok=False, error="timed out after 2.5s (killed)", exit_code=-1,
         stdout="partial", stderr="", output_truncated=True, timed_out=True)])

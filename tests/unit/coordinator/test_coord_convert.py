@@ -1,43 +1,31 @@
-"""The protobuf edge: what the coordinator sends is what the agent's stream client reads."""
+"""The protobuf edge: what the coordinator sends is what the agent's stream reads (one
+set of converters, common.stream_convert, at both ends)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
-from agent.stream_client import SetRoute, StartInstance, StopInstance, command_from_pb
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, agent_pb2, types_pb2
 from common.latency import LatencySketch
+from common.proto_values import latency_from_pb, latency_to_pb, resources_from_pb
 from common.resources import Resources
+from common.stream_commands import Command, SetRoute, StartInstance, StopInstance
+from common.stream_convert import command_from_pb, command_to_pb, registration_from_pb
+from common.stream_messages import RouteServer
 from common.unit_spec import HealthCheck, StateMode, UnitSpec
 from common.versions import VersionTag
-from coordinator.agent_messages import (
-    Outgoing,
-    RouteCommand,
-    RouteServer,
-    StartCommand,
-    StopCommand,
-)
+from coordinator.agent_messages import start_command
 from coordinator.convert_admin import publish_from_pb, version_to_pb
-from coordinator.convert_agent import (
-    command_to_pb,
-    latency_from_pb,
-    latency_to_pb,
-    registration_from_pb,
-    resources_from_pb,
-    unit_spec_to_pb,
-)
 from coordinator.records import InstanceRecord, VersionRecord
 
 
-def version_record() -> VersionRecord:
-    spec = UnitSpec("shop", "web", "1.0.0", "demo:1", 0, ("serve", "--fast"), {"A": "1"},
-                    HealthCheck("/healthz", (), 3.0, 1.0, 4),
-                    Resources(cpu=0.5, memory=256 << 20), ("db@^1.0.0",), service_port=18080,
-                    state_mode=StateMode.SNAPSHOT, idle_timeout_s=600, warmup_s=2.5,
-                    healthy_threshold=2)
+def version_record(port: int = 0) -> VersionRecord:
+    spec = UnitSpec("shop", "web", "1.0.0", "demo:1", port, ("serve", "--fast"), {"A": "1"},
+                    HealthCheck("/healthz", ("check", "--quick"), 3.0, 1.0, 4),
+                    Resources(cpu=0.5, memory=256 << 20), ("db@^1.0.0",),
+                    service_port=18080, state_mode=StateMode.SNAPSHOT, idle_timeout_s=600,
+                    warmup_s=2.5, healthy_threshold=2)
     tag = VersionTag("shop/web", "1.0.0", 1.0, spec.checksum(), spec, {"shop/db": "1.2.0"})
     return VersionRecord(tag, {"features": ["x"]})
 
@@ -45,43 +33,26 @@ def version_record() -> VersionRecord:
 def test_start_reaches_the_agent_with_everything_it_needs() -> None:
     record = InstanceRecord("web-blue-1", "shop", "web", "1.0.0", "blue", "h1", 20001,
                             Resources(cpu=0.5, memory=256 << 20), 1.0)
-    pb = command_to_pb(Outgoing("start:web-blue-1", StartCommand(record, version_record())))
-    command = command_from_pb(pb.command)
+    pb = command_to_pb(Command("start:web-blue-1", start_command(record, version_record())))
+    command = command_from_pb(pb).command
     assert isinstance(command, StartInstance)
     assert (command.instance_id, command.slot, command.port, command.image) == (
         "web-blue-1", "blue", 20001, "demo:1")
     assert command.command == ("serve", "--fast") and dict(command.env) == {"A": "1"}
     assert command.resources == Resources(cpu=0.5, memory=256 << 20)
-    assert (command.health.path, command.health.interval, command.health.timeout,
-            command.health.unhealthy_threshold, command.health.healthy_threshold,
-            command.health.warmup) == ("/healthz", 3.0, 1.0, 4, 2, 2.5)
-    assert (command.service_port, command.state_mode, command.idle_timeout) == (
+    assert command.health == HealthCheck("/healthz", ("check", "--quick"), 3.0, 1.0, 4)
+    assert (command.healthy_threshold, command.warmup_s) == (2, 2.5)
+    assert (command.service_port, command.state_mode, command.idle_timeout_s) == (
         18080, "snapshot", 600.0)
-    assert pb.command.start.spec.port == 0  # published with 0: the assigned port is used
-
-
-def test_the_health_command_reaches_the_agent_on_the_wire() -> None:
-    record = version_record()
-    spec = replace(record.tag.spec, health_check=HealthCheck("/healthz", ("check", "-q")))
-    tag = replace(record.tag, spec=spec, checksum=spec.checksum())
-    instance = InstanceRecord("web-blue-1", "shop", "web", "1.0.0", "blue", "h1", 20001,
-                              Resources(cpu=0.5, memory=256 << 20), 1.0)
-    pb = command_to_pb(Outgoing("start:web-blue-1",
-                                StartCommand(instance, replace(record, tag=tag))))
-    assert list(pb.command.start.spec.health.command) == ["check", "-q"]
 
 
 def test_stop_and_route_round_trip() -> None:
-    stop = command_from_pb(command_to_pb(Outgoing("stop:x", StopCommand("x", 12.5, True)))
-                           .command)
-    assert stop == StopInstance("x", 12.5, True)
-    route = RouteCommand("shop", "web", 18080, "/health", (
+    stop = command_from_pb(command_to_pb(Command("stop:x", StopInstance("x", 12.5, True))))
+    assert stop == Command("stop:x", StopInstance("x", 12.5, True))
+    route = SetRoute("shop", "web", 18080, "/health", (
         RouteServer("a", "1.0.0", "127.0.0.2", 20000, 128, "ready"),
         RouteServer("b", "2.0.0", "127.0.0.3", 20001, 0, "maint")))
-    back = command_from_pb(command_to_pb(Outgoing("route:1", route)).command)
-    assert isinstance(back, SetRoute)
-    assert [(s.server, s.weight, s.state) for s in back.servers] == [
-        ("a", 128, "ready"), ("b", 0, "maint")]
+    assert command_from_pb(command_to_pb(Command("route:1", route))).command == route
 
 
 def test_latency_sketches_survive_the_wire() -> None:
@@ -116,26 +87,6 @@ def test_publish_request_maps_to_the_domain_spec_and_back() -> None:
     assert spec.resources.cpu == 0.25 and changes.fixes == ("f",)
     info = version_to_pb(version_record())
     assert info.spec.port == 0 and info.spec.service_port == 18080
-    assert info.spec.state_mode == types_pb2.STATE_MODE_SNAPSHOT
     assert [(r.unit, r.range, r.version) for r in info.resolved] == [
         ("shop/db", "^1.0.0", "1.2.0")]
     assert info.checksum == version_record().tag.checksum
-
-
-def test_everything_that_runs_survives_publish_and_show() -> None:
-    """Publishing then showing a version gives back the same spec, so the same checksum."""
-    spec = version_record().tag.spec
-    spec = replace(spec, health_check=HealthCheck(path="/healthz", command=("check", "--quick")))
-    request = admin_pb2.PublishVersionRequest(
-        spec=unit_spec_to_pb(spec), version=spec.version,
-        changes=types_pb2.ChangeSet(fixes=["f"]))
-    again, _, _ = publish_from_pb(request)
-    assert again == spec and again.checksum() == spec.checksum()
-
-
-def test_an_unknown_state_mode_is_refused() -> None:
-    spec = types_pb2.UnitSpec(apartment="shop", unit="web", image="demo:1")
-    spec.state_mode = 7  # type: ignore[assignment]  # a value from a newer peer
-    request = admin_pb2.PublishVersionRequest(spec=spec, version="1.2.3")
-    with pytest.raises(InvalidArgument, match="state mode"):
-        publish_from_pb(request)

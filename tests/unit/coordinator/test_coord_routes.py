@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from common.resources import Resources
-from coordinator.agent_messages import ObservedInstance
+from common.stream_messages import ObservedInstance
 from coordinator.reconcile import plan_register
 from coordinator.records import HostRecord, InstanceRecord, RouteRecord
 from coordinator.routes import plan_route

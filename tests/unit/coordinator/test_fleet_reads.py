@@ -4,7 +4,7 @@ the persisted status), the hosts placement may use, and the windows kept for can
 from __future__ import annotations
 
 from common.resources import Resources
-from coordinator.agent_messages import MetricsWindow, ObservedInstance
+from common.stream_messages import MetricsWindow, ObservedInstance
 from coordinator.fleet import Fleet, HostSession
 from coordinator.keys import KeyLayout
 from coordinator.known_fleet import KnownFleet

@@ -11,7 +11,7 @@ from test_coord_convert import version_record
 from common.clock import FakeClock
 from common.errors import Conflict
 from common.resources import Resources
-from coordinator.agent_messages import AgentCommand, RouteCommand, StartCommand, StopCommand
+from common.stream_commands import AgentCommand, SetRoute, StartInstance, StopInstance
 from coordinator.dispatch import CommandDispatch
 from coordinator.events import EventLog
 from coordinator.fenced_writes import CAS_ATTEMPTS, FencedWrites
@@ -69,7 +69,7 @@ async def test_placement_records_instances_and_ledgers_in_one_transaction() -> N
         assert allocations[record.instance_id].port == record.port
     assert await rig.dispatch.start_instances(placed) == 2
     started = [c for h in ("h1", "h2") for c in rig.sent(h)]
-    assert sorted(c.instance.instance_id for c in started if isinstance(c, StartCommand)) \
+    assert sorted(c.instance_id for c in started if isinstance(c, StartInstance)) \
         == sorted(r.instance_id for r in placed)
 
 
@@ -112,5 +112,5 @@ async def test_stop_removes_instance_and_allocation_then_tells_its_host() -> Non
     assert record.instance_id not in rig.state.instances
     assert record.instance_id not in rig.state.allocation_of(record.host_id)[0]
     commands = rig.sent(record.host_id)
-    assert isinstance(commands[0], RouteCommand), "out of the route before it stops"
-    assert commands[-1] == StopCommand(record.instance_id, 5.0, True)
+    assert isinstance(commands[0], SetRoute), "out of the route before it stops"
+    assert commands[-1] == StopInstance(record.instance_id, 5.0, True)

@@ -13,7 +13,7 @@ from rollout_sim import make_record
 
 from common.errors import InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from coordinator.agent_messages import CommandResult
+from common.stream_messages import CommandResult
 from coordinator.rollouts.actions import RunChecks
 from coordinator.rollouts.preview_checks import GreenTarget, PreviewChecker, judge_command
 from coordinator.rollouts.proto import check_from_pb, rollout_info, settings_from_pb, step_metrics

@@ -575,19 +575,21 @@ class RunGarbageCollectionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HOST_ID_FIELD_NUMBER: _builtins.int
-    KINDS_FIELD_NUMBER: _builtins.int
+    GC_KINDS_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     @_builtins.property
-    def kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def gc_kinds(self) -> _containers.RepeatedScalarFieldContainer[_types_pb2.GcKind.ValueType]:
+        """Empty = all."""
+
     def __init__(
         self,
         *,
         host_id: _builtins.str = ...,
-        kinds: _abc.Iterable[_builtins.str] | None = ...,
+        gc_kinds: _abc.Iterable[_types_pb2.GcKind.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "kinds", b"kinds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gc_kinds", b"gc_kinds", "host_id", b"host_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -526,19 +526,19 @@ Global___DrainInstance: _TypeAlias = DrainInstance  # noqa: Y015
 class CollectGarbage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    KINDS_FIELD_NUMBER: _builtins.int
+    GC_KINDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """unused, memory, cache; empty = all."""
+    def gc_kinds(self) -> _containers.RepeatedScalarFieldContainer[_types_pb2.GcKind.ValueType]:
+        """Empty = all."""
 
     def __init__(
         self,
         *,
-        kinds: _abc.Iterable[_builtins.str] | None = ...,
+        gc_kinds: _abc.Iterable[_types_pb2.GcKind.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gc_kinds", b"gc_kinds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

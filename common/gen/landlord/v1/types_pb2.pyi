@@ -79,6 +79,32 @@ INSTANCE_STATE_STOPPED: InstanceState.ValueType  # 7
 INSTANCE_STATE_ERROR: InstanceState.ValueType  # 8
 Global___InstanceState: _TypeAlias = InstanceState  # noqa: Y015
 
+class _GcKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GcKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GcKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GC_KIND_UNSPECIFIED: _GcKind.ValueType  # 0
+    GC_KIND_UNUSED: _GcKind.ValueType  # 1
+    """Instances idle past their unit's idle timeout (never the stable version)."""
+    GC_KIND_MEMORY: _GcKind.ValueType  # 2
+    """Page cache of idle instances and of instances under memory pressure."""
+    GC_KIND_CACHE: _GcKind.ValueType  # 3
+    """Old dumps, stopped containers and old images."""
+
+class GcKind(_GcKind, metaclass=_GcKindEnumTypeWrapper):
+    """A kind of garbage collection an agent runs (common.gc_kinds.GcKind)."""
+
+GC_KIND_UNSPECIFIED: GcKind.ValueType  # 0
+GC_KIND_UNUSED: GcKind.ValueType  # 1
+"""Instances idle past their unit's idle timeout (never the stable version)."""
+GC_KIND_MEMORY: GcKind.ValueType  # 2
+"""Page cache of idle instances and of instances under memory pressure."""
+GC_KIND_CACHE: GcKind.ValueType  # 3
+"""Old dumps, stopped containers and old images."""
+Global___GcKind: _TypeAlias = GcKind  # noqa: Y015
+
 class _Slot:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -196,7 +222,7 @@ class HealthCheck(_message.Message):
 
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Command run inside the container instead of the HTTP probe; exit 0 is healthy."""
+        """Run inside the container instead of the HTTP probe (exit 0 = healthy); empty = probe path."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The coordinator's commands carried out on this host (the ``execute`` half of HostPort).
+"""The coordinator's commands carried out on this host (``StreamAdapter.execute``).
 
 Starting and stopping run as tasks, so a warm-up or a graceful stop never holds up the
 commands behind it; both are idempotent by instance id and report through the state
@@ -18,11 +18,13 @@ import shutil
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from agent.dataplane import DataPlanePort, DataPlaneSettings, DataPlaneSpec
 from agent.dataplane.model import ServerState
-from agent.gc import GC_KINDS
-from agent.host_mapping import (
+from agent.service import AgentService
+from agent.spec import InstanceSpec, StateMode
+from agent.stream.mapping import (
     check_output,
     check_timeout,
     instance_spec,
@@ -30,27 +32,25 @@ from agent.host_mapping import (
     route_changes,
     traffic_version,
 )
-from agent.service import AgentService
-from agent.spec import InstanceSpec, StateMode
-from agent.stream_client import (
+from common.clock import Clock
+from common.errors import Conflict, FailedPrecondition, InvalidArgument, LandlordError, NotFound
+from common.event_types import EventType
+from common.gc_kinds import GcKind
+from common.lifecycle import InstanceState
+from common.stream_commands import (
     AgentCommand,
     CollectGarbage,
-    CommandOutput,
     DrainInstance,
-    ReportedEvent,
     RunCheck,
     SetRoute,
     SetWeights,
     StartInstance,
     StopInstance,
 )
-from common.errors import Conflict, FailedPrecondition, InvalidArgument, LandlordError, NotFound
-from common.lifecycle import InstanceState
+from common.stream_messages import CommandResult, ReportedEvent
+from common.unit_spec import DEFAULT_HEALTH
 
-if TYPE_CHECKING:
-    from agent.host_port import RoutingPlane
-
-__all__ = ["ChangeSink", "HostCommands"]
+__all__ = ["ChangeSink", "HostCommands", "RoutingPlane"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,22 @@ ROUTE_DRAIN_TIMEOUT_S = 10.0
 ROUTE_DRAIN_POLL_S = 0.1
 
 
+class RoutingPlane(DataPlanePort, Protocol):
+    """The data plane with what the stream reads besides the Protocol: spec, clock,
+    settings."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def settings(self) -> DataPlaneSettings: ...
+
+    @property
+    def spec(self) -> DataPlaneSpec: ...
+
+
 class ChangeSink(Protocol):
-    """Where command outcomes go to be reported (HostPort)."""
+    """Where command outcomes go to be reported (the StreamAdapter)."""
 
     def touched(self, instance_id: str) -> None: ...
 
@@ -83,7 +97,7 @@ class HostCommands:
         self._wanted: dict[str, dict[str, str]] = {}
         """Data-plane unit -> server -> state, as the last SetRoute listed them."""
 
-    async def execute(self, command: AgentCommand) -> CommandOutput | None:
+    async def execute(self, command: AgentCommand) -> CommandResult | None:
         """Carry out one command; RunCheck returns its output, the others None."""
         if isinstance(command, RunCheck):
             return await self._run_check(command)
@@ -155,7 +169,7 @@ class HostCommands:
             await self.service.start_instance(spec, wait=False)
         except (LandlordError, OSError) as exc:
             log.warning("starting %s failed: %s", spec.instance_id, exc)
-            self._failed("instance.start_failed", spec, str(exc))
+            self._failed(EventType.START_FAILED, spec, str(exc))
         finally:
             self.sink.touched(spec.instance_id)
 
@@ -189,7 +203,7 @@ class HostCommands:
                     after: list[asyncio.Task[None]]) -> None:
         if after:
             await asyncio.wait(after)
-        grace = cmd.grace if cmd.grace > 0 else None
+        grace = cmd.grace_s if cmd.grace_s > 0 else None
         try:
             if cmd.drain and self.plane is not None:
                 limit = min(grace or self.service.config.stop_grace, self.drain_timeout)
@@ -204,7 +218,7 @@ class HostCommands:
             pass  # gone already
         except (LandlordError, OSError) as exc:
             log.warning("stopping %s failed: %s", spec.instance_id, exc)
-            self._failed("instance.stop_failed", spec, str(exc))
+            self._failed(EventType.STOP_FAILED, spec, str(exc))
         finally:
             self.sink.touched(spec.instance_id)
 
@@ -222,7 +236,7 @@ class HostCommands:
             if name in plane.spec.units:
                 await plane.remove_unit(name)
             return
-        await plane.ensure_unit(name, cmd.service_port, cmd.health_path or "/healthz")
+        await plane.ensure_unit(name, cmd.service_port, cmd.health_path or DEFAULT_HEALTH.path)
         self._wanted[name] = {srv.server: srv.state for srv in cmd.servers}
         changes = route_changes(plane.spec.units.get(name), cmd.servers)
         for s in changes.upserts:
@@ -282,29 +296,24 @@ class HostCommands:
         unit = plane.spec.units.get(name)
         if unit is not None and any(s.name == cmd.instance_id for s in unit.servers):
             await plane.drain_and_remove(name, cmd.instance_id,
-                                         cmd.timeout if cmd.timeout > 0 else None)
+                                         cmd.timeout_s if cmd.timeout_s > 0 else None)
 
     # -- checks ----------------------------------------------------------------------------
-    async def _run_check(self, cmd: RunCheck) -> CommandOutput:
+    async def _run_check(self, cmd: RunCheck) -> CommandResult:
         timeout = check_timeout(cmd)
         result = await self.service.exec_in_instance(cmd.instance_id, cmd.argv, timeout)
         return check_output(result, timeout)
 
     # -- garbage collection ----------------------------------------------------------------
     def _accept_gc(self, cmd: CollectGarbage) -> None:
-        kinds = cmd.kinds or ("all",)
-        unknown = [k for k in kinds if k not in (*GC_KINDS, "all")]
-        if unknown:
-            raise InvalidArgument(f"unknown gc kind(s) {', '.join(unknown)} "
-                                  f"(one of: {', '.join((*GC_KINDS, 'all'))})")
-        self._spawn(self._collect(kinds), "gc-requested")
+        self._spawn(self._collect(cmd.kinds or tuple(GcKind)), "gc-requested")
 
-    async def _collect(self, kinds: Sequence[str]) -> None:
+    async def _collect(self, kinds: Sequence[GcKind]) -> None:
         for kind in kinds:
             try:
                 await self.service.run_gc(kind)
             except (LandlordError, OSError) as exc:
                 log.warning("gc %s failed: %s", kind, exc)
                 self.sink.add_event(ReportedEvent(
-                    type="gc.failed", time=self.service.clock.now(), message=str(exc),
+                    type=EventType.GC_FAILED, time=self.service.clock.now(), message=str(exc),
                     details={"kind": kind}))

@@ -1,9 +1,10 @@
 """Pure translations between the coordinator stream's values and the agent's own (no I/O).
 
-The stream speaks ``agent.stream_client`` dataclasses (StartInstance, SetRoute,
-InstanceReport, WindowReport, ...); the agent speaks ``agent.spec`` and the data plane's
-``UnitSpec``/``WindowSnapshot``. Everything here is a function of its arguments, so
-``agent.host_port`` only decides *when* to call them and does the I/O.
+The stream speaks ``common.stream_commands`` / ``common.stream_messages`` (StartInstance,
+SetRoute, ObservedInstance, MetricsWindow, ...); the agent speaks ``agent.spec``, its
+``AgentEvent`` and the data plane's ``UnitSpec``/``WindowSnapshot``. Everything here is a
+function of its arguments, so ``agent.stream.adapter`` only decides *when* to call them and
+does the I/O.
 """
 
 from __future__ import annotations
@@ -12,22 +13,20 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from agent.dataplane import ServerSpec, ServerState, UnitSpec, WindowSnapshot
-from agent.events import EventType
+from agent.events import AgentEvent, EventType
 from agent.runtime.protocol import ExecResult
 from agent.spec import HealthSpec, InstanceSpec, InstanceView, ResourceSpec, Slot, StateMode
-from agent.stream_client import (
-    CommandOutput,
-    InstanceReport,
+from common.errors import InvalidArgument
+from common.stream_commands import RunCheck, StartInstance
+from common.stream_messages import (
+    CommandResult,
+    MetricsWindow,
+    ObservedInstance,
     ReportedEvent,
     RouteServer,
-    RunCheck,
-    StartInstance,
-    WindowReport,
 )
-from common.errors import InvalidArgument
 
 __all__ = [
     "CHECK_TIMEOUT_DEFAULT",
@@ -69,17 +68,14 @@ def instance_spec(cmd: StartInstance) -> InstanceSpec:
 
     Raises ``InvalidArgument`` (from the spec's own checks) for a command it cannot run.
     """
-    h, r = cmd.health, cmd.resources
-    health_default, resource_default = HealthSpec(), ResourceSpec()
-    health = HealthSpec(
-        path=h.path or health_default.path,
-        interval=h.interval if h.interval > 0 else health_default.interval,
-        timeout=h.timeout if h.timeout > 0 else health_default.timeout,
-        success_threshold=max(1, h.healthy_threshold),
-        failure_threshold=h.unhealthy_threshold if h.unhealthy_threshold > 0
-        else health_default.failure_threshold,
-        warmup=max(0.0, h.warmup),
-    )
+    if cmd.health.command:
+        # The supervisor probes over HTTP only: refuse rather than probe something else.
+        raise InvalidArgument(f"instance {cmd.instance_id}: this agent does not run health "
+                              "check commands yet (give an HTTP path)",
+                              instance=cmd.instance_id)
+    r = cmd.resources
+    resource_default = ResourceSpec()
+    health = HealthSpec.of(cmd.health, max(1, cmd.healthy_threshold), max(0.0, cmd.warmup_s))
     resources = ResourceSpec(
         cpu=r.cpu if r.cpu > 0 else resource_default.cpu,
         memory=r.memory if r.memory > 0 else resource_default.memory,
@@ -95,7 +91,7 @@ def instance_spec(cmd: StartInstance) -> InstanceSpec:
         apartment=cmd.apartment, unit=cmd.unit, version=cmd.version, slot=slot,
         instance_id=cmd.instance_id, image=cmd.image, port=cmd.port,
         command=tuple(cmd.command), env=dict(cmd.env), health=health, resources=resources,
-        state_mode=state_mode, idle_timeout=max(0.0, cmd.idle_timeout),
+        state_mode=state_mode, idle_timeout=max(0.0, cmd.idle_timeout_s),
     )
 
 
@@ -106,22 +102,24 @@ def check_timeout(cmd: RunCheck) -> float:
     if not cmd.argv or not cmd.argv[0]:
         raise InvalidArgument(f"run check in {cmd.instance_id}: no command given",
                               instance=cmd.instance_id)
-    wanted = cmd.timeout if cmd.timeout > 0 else CHECK_TIMEOUT_DEFAULT
+    wanted = cmd.timeout_s if cmd.timeout_s > 0 else CHECK_TIMEOUT_DEFAULT
     return min(wanted, CHECK_TIMEOUT_MAX)
 
 
-def check_output(result: ExecResult, timeout: float) -> CommandOutput:
-    """What the coordinator is told of a command run in a container: a command that
-    exited (whatever its code) completed; one killed at its deadline did not."""
+def check_output(result: ExecResult, timeout: float) -> CommandResult:
+    """What the coordinator is told of a command run in a container (the command id is
+    the stream's to fill in): a command that exited (whatever its code) completed; one
+    killed at its deadline did not."""
     error = ""
     if result.timed_out or result.exit_code is None:
         error = f"timed out after {timeout:g}s (killed)" if result.timed_out else (
             "the command's exit code is unknown")
-    return CommandOutput(
+    return CommandResult(
+        command_id="", ok=not error, error=error,
         exit_code=result.exit_code if result.exit_code is not None else -1,
         stdout=result.stdout.decode("utf-8", "replace"),
         stderr=result.stderr.decode("utf-8", "replace"),
-        truncated=result.truncated, timed_out=result.timed_out, error=error,
+        output_truncated=result.truncated, timed_out=result.timed_out,
     )
 
 
@@ -130,10 +128,11 @@ def unenforced_limits(enforcement: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(sorted(k for k, how in enforcement.items() if how.startswith("not enforced")))
 
 
-def instance_report(view: InstanceView, reason: str = "",
-                    usage: Mapping[str, float] | None = None) -> InstanceReport:
-    return InstanceReport(
-        instance_id=view.instance_id, apartment=view.apartment, unit=view.unit,
+def instance_report(view: InstanceView, host_id: str, reason: str = "",
+                    usage: Mapping[str, float] | None = None) -> ObservedInstance:
+    return ObservedInstance(
+        instance_id=view.instance_id, host_id=host_id, apartment=view.apartment,
+        unit=view.unit,
         version=view.version, slot=view.slot, state=view.state,
         health_score=view.health_score, address=view.address, port=view.port,
         restarts=view.restarts,
@@ -143,19 +142,16 @@ def instance_report(view: InstanceView, reason: str = "",
     )
 
 
-def reported_event(event: Mapping[str, Any], apartment: str) -> ReportedEvent | None:
-    """An agent event (``AgentService.subscribe_events`` dict) as the stream sends it;
-    None for the ones the instance status already carries."""
-    kind = str(event.get("type", ""))
-    if not kind or kind in QUIET_EVENTS:
+def reported_event(event: AgentEvent, apartment: str) -> ReportedEvent | None:
+    """An agent event as the stream sends it; None for the ones the instance status
+    already carries."""
+    if not event.type or event.type in QUIET_EVENTS:
         return None
-    details = {str(k): _text(v) for k, v in dict(event.get("details") or {}).items()}
+    details = {str(k): _text(v) for k, v in event.details.items()}
     message = details.get("reason") or details.get("path") or ""
     return ReportedEvent(
-        type=kind, time=float(event.get("time") or 0.0), message=message,
-        apartment=apartment, unit=str(event.get("unit") or ""),
-        version=str(event.get("version") or ""), instance_id=str(event.get("instance") or ""),
-        details=details,
+        type=event.type, time=event.time, message=message, apartment=apartment,
+        unit=event.unit, version=event.version, instance_id=event.instance, details=details,
     )
 
 
@@ -211,10 +207,11 @@ def traffic_version(servers: Iterable[RouteServer]) -> str | None:
     return max(sorted(totals), key=lambda v: totals[v])
 
 
-def window_report(apartment: str, unit: str, window: WindowSnapshot) -> WindowReport:
+def window_report(host_id: str, apartment: str, unit: str,
+                  window: WindowSnapshot) -> MetricsWindow:
     """What the stream reports of one completed request window of the data plane."""
-    return WindowReport(
+    return MetricsWindow(
         apartment=apartment, unit=unit, version=window.version, instance_id=window.instance,
-        start=window.start, end=window.end, requests=window.requests, errors=window.errors,
-        latency=window.latency if window.latency.count else None,
+        host_id=host_id, start=window.start, end=window.end, requests=window.requests,
+        errors=window.errors, latency=window.latency if window.latency.count else None,
     )

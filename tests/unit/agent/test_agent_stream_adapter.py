@@ -1,4 +1,4 @@
-"""HostPort and its pure mapping: stream commands to agent specs and data plane changes,
+"""StreamAdapter and its pure mapping: stream commands to agent specs and data plane changes,
 agent state and events to reports, request buckets to windows reported exactly once.
 
 The data plane here is a recording fake over the real (pure) request-window model and a
@@ -24,7 +24,11 @@ from agent.dataplane import (
     UnitSpec,
     WindowSnapshot,
 )
-from agent.host_mapping import (
+from agent.events import AgentEvent, EventType
+from agent.service import AgentService
+from agent.spec import HealthSpec, InstanceView, Slot, StateMode
+from agent.stream.adapter import StreamAdapter
+from agent.stream.mapping import (
     instance_report,
     instance_spec,
     plane_unit,
@@ -33,22 +37,20 @@ from agent.host_mapping import (
     traffic_version,
     window_report,
 )
-from agent.host_port import HostPort
-from agent.service import AgentService
-from agent.spec import InstanceView, Slot, StateMode
-from agent.stream_client import (
+from common.clock import FakeClock
+from common.errors import FailedPrecondition, InvalidArgument, NotFound
+from common.gc_kinds import GcKind
+from common.latency import LatencySketch
+from common.resources import Resources
+from common.stream_commands import (
     CollectGarbage,
-    HealthParams,
-    RouteServer,
     SetRoute,
     SetWeights,
     StartInstance,
     StopInstance,
 )
-from common.clock import FakeClock
-from common.errors import FailedPrecondition, InvalidArgument, NotFound
-from common.latency import LatencySketch
-from common.resources import Resources
+from common.stream_messages import RouteServer
+from common.unit_spec import HealthCheck
 from tests.support import async_eventually
 from tests.unit.agent.fake_plane import FakePlane
 from tests.unit.agent.fake_runtime import RecordingRuntime
@@ -59,9 +61,9 @@ def start_command(instance_id: str = "web-blue-1", port: int = 20001,
     command = StartInstance(
         instance_id=instance_id, apartment="shop", unit="web", version="1.2.0", slot="green",
         image="shop/web:1.2.0", port=port, command=("serve", "--fast"), env={"A": "1"},
-        health=HealthParams("/healthz", 2.0, 0.5, 2, 4, 3.0),
+        health=HealthCheck("/healthz", (), 2.0, 0.5, 4), healthy_threshold=2, warmup_s=3.0,
         resources=Resources(cpu=0.25, memory=64 << 20, storage=1 << 30, network=10_000_000),
-        service_port=18080, state_mode="snapshot", idle_timeout=600.0)
+        service_port=18080, state_mode="snapshot", idle_timeout_s=600.0)
     return dataclasses.replace(command, **changes)
 
 
@@ -83,10 +85,11 @@ def test_start_command_becomes_an_instance_spec() -> None:
 
 
 def test_zero_fields_take_agent_defaults_and_bad_ones_are_refused() -> None:
-    bare = start_command(health=HealthParams("", 0.0, 0.0, 0, 0, 0.0),
+    bare = start_command(health=HealthCheck(), healthy_threshold=0, warmup_s=-1.0,
                          resources=Resources(), state_mode="none", slot="blue")
     spec = instance_spec(bare)
-    assert spec.health.path == "/healthz" and spec.health.interval > 0
+    assert spec.health.path == HealthCheck().path and spec.health.interval > 0
+    assert spec.health.warmup == 0.0
     assert spec.health.success_threshold == 1 and spec.health.failure_threshold == 3
     assert spec.resources.cpu == 0.5 and spec.resources.memory == 256 << 20
     assert spec.resources.storage == 0  # 0 is "no limit", as the coordinator meant
@@ -96,6 +99,23 @@ def test_zero_fields_take_agent_defaults_and_bad_ones_are_refused() -> None:
         instance_spec(start_command(port=0))
     with pytest.raises(InvalidArgument):
         instance_spec(start_command(image=""))
+
+
+def test_a_health_command_reaches_the_agent_which_refuses_to_ignore_it() -> None:
+    with pytest.raises(InvalidArgument, match="health check commands"):
+        instance_spec(start_command(health=HealthCheck(path="", command=("true",))))
+
+
+def test_the_agent_keeps_the_one_set_of_health_defaults() -> None:
+    assert HealthSpec.of(HealthCheck()).to_dict() == {
+        **HealthCheck().to_dict(), "success_threshold": 1, "warmup": 0.0,
+        "startup_timeout": 60.0}
+    old_record = {"path": "/ready", "interval": 2.0, "timeout": 0.5, "success_threshold": 2,
+                  "failure_threshold": 4, "warmup": 1.0, "startup_timeout": 30.0}
+    read = HealthSpec.from_dict(old_record)  # written by an agent before HealthCheck
+    assert (read.path, read.interval, read.timeout, read.failure_threshold) == (
+        "/ready", 2.0, 0.5, 4)
+    assert HealthSpec.from_dict(read.to_dict()) == read
 
 
 def test_plane_unit_names_fit_haproxy_and_stay_apart() -> None:
@@ -119,26 +139,25 @@ def view(**changes: Any) -> InstanceView:
 
 
 def test_instance_report_carries_state_usage_and_unenforced_limits() -> None:
-    report = instance_report(view(), "serving", {"memory_bytes": 5.0})
-    assert (report.instance_id, report.state, report.address, report.port) == (
-        "i1", "running", "127.0.0.3", 20001)
+    report = instance_report(view(), "h1", "serving", {"memory_bytes": 5.0})
+    assert (report.instance_id, report.host_id, report.state, report.address, report.port) == (
+        "i1", "h1", "running", "127.0.0.3", 20001)
     assert report.restarts == 1 and report.reason == "serving"
     assert report.unenforced_limits == ("network",) and report.usage == {"memory_bytes": 5.0}
-    escalated = instance_report(view(metadata={"escalated": "crash loop"}), "serving")
+    escalated = instance_report(view(metadata={"escalated": "crash loop"}), "h1", "serving")
     assert escalated.reason == "crash loop"
 
 
 def test_events_are_forwarded_except_plain_state_changes() -> None:
-    crash = {"type": "instance.crashed", "instance": "i1", "unit": "web", "version": "1.0.0",
-             "time": 5.0, "details": {"reason": "exited 137", "oom_killed": False,
-                                      "exit_code": None}}
+    crash = AgentEvent("instance.crashed", "i1", "web", "1.0.0", 5.0,
+                       {"reason": "exited 137", "oom_killed": False, "exit_code": None})
     event = reported_event(crash, "shop")
     assert event is not None
     assert (event.type, event.apartment, event.instance_id, event.message) == (
         "instance.crashed", "shop", "i1", "exited 137")
     assert event.details == {"reason": "exited 137", "oom_killed": "false", "exit_code": ""}
-    assert reported_event({**crash, "type": "instance.state"}, "shop") is None
-    assert reported_event({**crash, "type": "instance.health"}, "shop") is None
+    assert reported_event(dataclasses.replace(crash, type="instance.state"), "shop") is None
+    assert reported_event(dataclasses.replace(crash, type="instance.health"), "shop") is None
 
 
 def server(name: str, weight: int, state: str = "ready", port: int = 20001,
@@ -170,19 +189,20 @@ def test_traffic_version_is_the_most_weighted_ready_one() -> None:
 def test_a_completed_window_is_reported_as_it_is() -> None:
     window = WindowSnapshot("shop.web", "1.0.0", "a", "h1", 3, 1, LatencySketch.of([1, 2, 3]),
                             100.0, 103.0)
-    report = window_report("shop", "web", window)
+    report = window_report("h1", "shop", "web", window)
     assert (report.apartment, report.unit, report.version, report.instance_id) == (
         "shop", "web", "1.0.0", "a")
-    assert (report.requests, report.errors, report.start, report.end) == (3, 1, 100.0, 103.0)
+    assert (report.host_id, report.requests, report.errors, report.start, report.end) == (
+        "h1", 3, 1, 100.0, 103.0)
     assert report.latency == LatencySketch.of([1, 2, 3])
     empty = WindowSnapshot("shop.web", "1.0.0", "a", "h1", 1, 1, LatencySketch(), 0.0, 1.0)
-    assert window_report("shop", "web", empty).latency is None
+    assert window_report("h1", "shop", "web", empty).latency is None
 
 
-# -- HostPort over fakes ------------------------------------------------------------------
+# -- StreamAdapter over fakes ------------------------------------------------------------------
 
 @pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[tuple[HostPort, FakePlane, RecordingRuntime]]:
+async def host(tmp_path: Path) -> AsyncIterator[tuple[StreamAdapter, FakePlane, RecordingRuntime]]:
     clock = FakeClock(start=1_700_000_000.25)
     runtime = RecordingRuntime()
 
@@ -194,7 +214,7 @@ async def host(tmp_path: Path) -> AsyncIterator[tuple[HostPort, FakePlane, Recor
     service = AgentService(config, runtime, clock, prober=healthy)
     await service.open()
     plane = FakePlane(clock)
-    port = HostPort(service, plane, agent_version="0.1.0")
+    port = StreamAdapter(service, plane, agent_version="0.1.0")
     await port.prepare()
     stop = asyncio.Event()
     running = asyncio.create_task(port.run(stop))
@@ -205,7 +225,7 @@ async def host(tmp_path: Path) -> AsyncIterator[tuple[HostPort, FakePlane, Recor
 
 
 async def test_identity_names_the_host_and_its_room(
-        host: tuple[HostPort, FakePlane, RecordingRuntime]) -> None:
+        host: tuple[StreamAdapter, FakePlane, RecordingRuntime]) -> None:
     port, _, _ = host
     me = port.identity()
     assert (me.host_id, me.building, me.address, me.agent_version) == (
@@ -215,7 +235,7 @@ async def test_identity_names_the_host_and_its_room(
 
 
 async def test_routes_weights_and_drains_reach_the_data_plane(
-        host: tuple[HostPort, FakePlane, RecordingRuntime]) -> None:
+        host: tuple[StreamAdapter, FakePlane, RecordingRuntime]) -> None:
     port, plane, _ = host
     await port.execute(SetRoute("shop", "web", 18080, "/healthz",
                                 (server("a", 100), server("b", 0, "maint", port=20002))))
@@ -235,14 +255,24 @@ async def test_routes_weights_and_drains_reach_the_data_plane(
     await async_eventually(drained, timeout=5)
     await port.execute(SetRoute("shop", "web", 0, "", ()))  # no entry point any more
     assert "shop.web" not in plane.spec.units
-    with pytest.raises(InvalidArgument):
-        await port.execute(CollectGarbage(("everything",)))
+
+
+@pytest.mark.parametrize("kinds", [(kind,) for kind in GcKind] + [()],
+                         ids=[*GcKind, "all"])
+async def test_every_gc_kind_the_coordinator_sends_runs_here(
+        host: tuple[StreamAdapter, FakePlane, RecordingRuntime], kinds: tuple[GcKind, ...]) -> None:
+    port, _, _ = host
+    assert await port.execute(CollectGarbage(kinds)) is None
+    await port.commands.close(5.0)
+    batch = await port.next_changes(0.0)
+    assert [e for e in batch.events if e.type == EventType.GC_FAILED] == []
 
 
 async def test_start_is_idempotent_runs_in_the_background_and_stop_reports_removal(
-        host: tuple[HostPort, FakePlane, RecordingRuntime]) -> None:
+        host: tuple[StreamAdapter, FakePlane, RecordingRuntime]) -> None:
     port, _, runtime = host
-    command = start_command(state_mode="none", health=HealthParams("/", 0.01, 0.1, 1, 2, 0.0))
+    command = start_command(state_mode="none", health=HealthCheck("/", (), 0.01, 0.1, 2),
+                            healthy_threshold=1, warmup_s=0.0)
     await port.execute(command)
     await port.execute(command)  # a replayed command
 
@@ -266,7 +296,7 @@ async def test_start_is_idempotent_runs_in_the_background_and_stop_reports_remov
 
 
 async def test_windows_report_every_request_exactly_once(
-        host: tuple[HostPort, FakePlane, RecordingRuntime]) -> None:
+        host: tuple[StreamAdapter, FakePlane, RecordingRuntime]) -> None:
     port, plane, _ = host
     await port.execute(SetRoute("shop", "web", 18080, "/healthz", (server("a", 100),)))
     reported = served = 0
@@ -291,7 +321,7 @@ async def test_data_plane_commands_fail_without_a_data_plane(tmp_path: Path) -> 
     config = AgentConfig(host_id="h1", data_dir=tmp_path, bandwidth=False)
     service = AgentService(config, RecordingRuntime())
     await service.open()
-    port = HostPort(service, None)
+    port = StreamAdapter(service, None)
     await port.prepare()
     with pytest.raises(FailedPrecondition):
         await port.execute(SetRoute("shop", "web", 18080, "/healthz", ()))

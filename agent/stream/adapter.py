@@ -1,9 +1,9 @@
-"""HostPort: this host as the coordinator stream sees it (``AgentPort`` over the agent).
+"""StreamAdapter: this host as the coordinator stream sees it (``AgentEndpoint``).
 
 It joins the supervision service (``AgentService``) and the data plane (HAProxy) behind
-the four things the stream needs: who this host is, what it runs, what changed, and one
-handler for commands (``agent.host_commands``). Translations are pure
-(``agent.host_mapping``); this module decides when to do the I/O.
+the three things the stream needs: who this host is and what it runs, what changed, and
+one handler for commands (``agent.stream.host_commands``). Translations are pure
+(``agent.stream.mapping``); this module decides when to do the I/O.
 
 - Instances touched by an agent event or a command are reported with their current state
   in the next batch (gone ones as removed); every event but plain state/health changes is
@@ -21,52 +21,47 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import psutil
 
-from agent.dataplane import DataPlanePort, DataPlaneSettings, DataPlaneSpec
-from agent.host_commands import HostCommands
-from agent.host_mapping import instance_report, plane_unit, reported_event, window_report
+from agent.events import AgentEvent
 from agent.records import InstanceRecords
 from agent.service import AgentService
 from agent.store import InstanceRecord
-from agent.stream_client import (
-    AgentCommand,
-    ChangeBatch,
-    CommandOutput,
-    HostIdentity,
-    InstanceReport,
-    ReportedEvent,
-    WindowReport,
-    measure_capacity,
-)
-from common.clock import Clock
+from agent.stream.endpoint import ChangeBatch
+from agent.stream.host_commands import HostCommands, RoutingPlane
+from agent.stream.mapping import instance_report, plane_unit, reported_event, window_report
 from common.errors import FailedPrecondition, LandlordError
 from common.resources import Resources
+from common.stream_commands import AgentCommand
+from common.stream_messages import (
+    CommandResult,
+    MetricsWindow,
+    ObservedInstance,
+    Registration,
+    ReportedEvent,
+)
 
-__all__ = ["HostPort", "HostPortSettings", "RoutingPlane"]
+__all__ = ["AdapterSettings", "StreamAdapter", "measure_capacity"]
 
 log = logging.getLogger(__name__)
 
 
-class RoutingPlane(DataPlanePort, Protocol):
-    """The data plane with what the port reads besides the Protocol: spec, clock, settings."""
-
-    @property
-    def clock(self) -> Clock: ...
-
-    @property
-    def settings(self) -> DataPlaneSettings: ...
-
-    @property
-    def spec(self) -> DataPlaneSpec: ...
+def measure_capacity(data_dir: str, reserved: Resources, network_bps: int) -> Resources:
+    """Host capacity from psutil (cpu cores, memory, disk of ``data_dir``) minus ``reserved``."""
+    total = Resources(
+        cpu=float(psutil.cpu_count(logical=True) or 1),
+        memory=int(psutil.virtual_memory().total),
+        storage=int(psutil.disk_usage(data_dir).total),
+        network=network_bps,
+    )
+    return total.minus(reserved)
 
 
 @dataclass(frozen=True)
-class HostPortSettings:
+class AdapterSettings:
     window_interval: float = 1.0
     """How often completed request buckets are collected for the coordinator."""
     usage_interval: float = 5.0
@@ -82,18 +77,18 @@ class HostPortSettings:
     """Longest close() waits for starts and stops under way before cancelling them."""
 
 
-class HostPort:
+class StreamAdapter:
     def __init__(self, service: AgentService, plane: RoutingPlane | None,
-                 settings: HostPortSettings | None = None, agent_version: str = "") -> None:
+                 settings: AdapterSettings | None = None, agent_version: str = "") -> None:
         self.service = service
         self.plane = plane
-        self.settings = settings or HostPortSettings()
+        self.settings = settings or AdapterSettings()
         self.agent_version = agent_version
-        self._identity: HostIdentity | None = None
+        self._identity: Registration | None = None
         self._images: tuple[str, ...] = ()
         self._dirty: set[str] = set()
         self._events: deque[ReportedEvent] = deque(maxlen=self.settings.max_events)
-        self._windows: deque[WindowReport] = deque(maxlen=self.settings.max_windows)
+        self._windows: deque[MetricsWindow] = deque(maxlen=self.settings.max_windows)
         self._host_usage: dict[str, float] = {}
         self._usage: dict[str, dict[str, float]] = {}
         self._cpu: dict[str, tuple[float, int]] = {}
@@ -113,7 +108,7 @@ class HostPort:
                              storage=config.reserved_storage)
         capacity = await asyncio.to_thread(measure_capacity, str(config.data_dir), reserved,
                                            config.network_capacity)
-        self._identity = HostIdentity(
+        self._identity = Registration(
             host_id=config.host_id, building=config.building,
             address=config.advertise_address, capacity=capacity,
             enforceable=await self._enforceable(), agent_version=self.agent_version)
@@ -136,7 +131,7 @@ class HostPort:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow events and collect windows and usage until ``stop``; then close()."""
-        follower = asyncio.create_task(self._follow_events(), name="host-port-events")
+        follower = asyncio.create_task(self._follow_events(), name="stream-adapter-events")
         loop = asyncio.get_running_loop()
         next_usage = next_images = loop.time()
         try:
@@ -161,11 +156,11 @@ class HostPort:
             await self.commands.close(self.settings.close_timeout)
 
     async def _follow_events(self) -> None:
-        async for event in self.service.subscribe_events():
+        async for event in self.service.bus.subscribe():
             self.on_event(event)
 
-    def on_event(self, event: Mapping[str, Any]) -> None:
-        instance_id = str(event.get("instance") or "")
+    def on_event(self, event: AgentEvent) -> None:
+        instance_id = event.instance
         if instance_id:
             self._dirty.add(instance_id)
         found = reported_event(event, self._apartment_of(instance_id))
@@ -180,23 +175,25 @@ class HostPort:
             return record.spec.apartment
         return self._apartments.get(instance_id, "")
 
-    # -- AgentPort: what this host is and runs ---------------------------------------------
-    def identity(self) -> HostIdentity:
+    # -- AgentEndpoint: what this host is and runs -----------------------------------------
+    def identity(self) -> Registration:
+        """Who this host is (without its instances and images)."""
         if self._identity is None:
-            raise FailedPrecondition("the host port is not prepared yet")
+            raise FailedPrecondition("the stream adapter is not prepared yet")
         return self._identity
 
-    def images(self) -> Sequence[str]:
-        return self._images
+    def registration(self) -> Registration:
+        return replace(self.identity(), instances=tuple(self.snapshot()), images=self._images)
 
-    def snapshot(self) -> Sequence[InstanceReport]:
+    def snapshot(self) -> Sequence[ObservedInstance]:
         return [self._report(record) for record in self._records.all()]
 
-    def _report(self, record: InstanceRecord) -> InstanceReport:
+    def _report(self, record: InstanceRecord) -> ObservedInstance:
         history = record.lifecycle.history
         reason = history[-1].reason if history else ""
         self._apartments[record.instance_id] = record.spec.apartment
-        return instance_report(self.service.supervisor.view(record), reason,
+        return instance_report(self.service.supervisor.view(record),
+                               self.service.config.host_id, reason,
                                self._usage.get(record.instance_id))
 
     async def next_changes(self, timeout: float) -> ChangeBatch:
@@ -236,11 +233,12 @@ class HostPort:
         if self.plane is None:
             return
         taken = False
+        host_id = self.service.config.host_id
         for window in self.plane.completed_windows():
             owner = self._owner(window.unit)
             if owner is not None and window.version and window.instance:
                 # requests that reached no server (no version) are not any version's
-                self._windows.append(window_report(*owner, window))
+                self._windows.append(window_report(host_id, *owner, window))
                 taken = True
         if taken:
             self._signal.set()
@@ -291,8 +289,8 @@ class HostPort:
         return self.plane.last_activity(plane_unit(record.spec.apartment, record.spec.unit),
                                         instance_id)
 
-    # -- AgentPort: commands, and what they report back (ChangeSink) ----------------------
-    async def execute(self, command: AgentCommand) -> CommandOutput | None:
+    # -- AgentEndpoint: commands, and what they report back (ChangeSink) ------------------
+    async def execute(self, command: AgentCommand) -> CommandResult | None:
         return await self.commands.execute(command)
 
     def touched(self, instance_id: str) -> None:

@@ -1,0 +1,237 @@
+"""The agent's session with the coordinators: connect, register, report deltas.
+
+Written against ``AgentEndpoint`` (``agent.stream.endpoint``), so it runs with the real
+agent or with a fake.
+
+- Connect to the configured coordinators in turn; a follower's NotLeader names the leader,
+  which is tried next at once; any other failure waits with exponential backoff and jitter
+  (tenacity), reset after every session that registered.
+- After every (re)connect, Register carries the FULL state; then StatusReports carry only
+  what changed (batched, at most one per report interval, at least one per heartbeat),
+  with the acknowledgements and results of the commands run (``CommandQueue``).
+- Disconnected, the session does nothing to the agent: containers and data plane stay as
+  they are (static stability) until a coordinator is back and reconciles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential,
+    wait_random,
+)
+
+from agent.stream.command_queue import CommandQueue
+from agent.stream.endpoint import AgentEndpoint, ChangeBatch
+from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc
+from common.proto_values import duration_from_pb
+from common.stream_convert import registration_to_pb, report_to_pb
+from common.stream_messages import AgentReport
+from common.transport import TlsSettings, create_channel
+
+__all__ = ["CoordinatorStream", "StreamSettings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    coordinators: tuple[str, ...]
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    backoff_initial: float = 0.2
+    backoff_max: float = 5.0
+    report_interval: float = 1.0
+    """Until the coordinator says otherwise in Registered."""
+    heartbeat_interval: float = 10.0
+
+
+class Redirected(Exception):
+    """A follower named the leader; try it now."""
+
+
+class Disconnected(Exception):
+    """The coordinator could not be reached or the stream broke."""
+
+
+class CoordinatorStream:
+    def __init__(self, endpoint: AgentEndpoint, settings: StreamSettings) -> None:
+        if not settings.coordinators:
+            raise ValueError("at least one coordinator address is needed")
+        self.endpoint = endpoint
+        self.settings = settings
+        self.connected = asyncio.Event()
+        self.coordinator_id = ""
+        self.target = settings.coordinators[0]
+        self._next_index = 0
+        self._preferred = ""
+        self._report_interval = settings.report_interval
+        self._heartbeat_interval = settings.heartbeat_interval
+        self._sequence = 0
+        self.commands = CommandQueue(endpoint)
+        self._host_id = ""
+        self.sessions = 0
+
+    async def run(self) -> None:
+        """Keep a session with the leader for ever (cancel to stop)."""
+        initial = self.settings.backoff_initial
+        backoff = wait_exponential(multiplier=initial, max=self.settings.backoff_max) + \
+            wait_random(0, initial)
+
+        def wait(state: RetryCallState) -> float:
+            failed = state.outcome.exception() if state.outcome else None
+            return 0.0 if isinstance(failed, Redirected) else float(backoff(state))
+
+        while True:
+            retrying = AsyncRetrying(wait=wait, reraise=True,
+                                     retry=retry_if_exception_type((Redirected, Disconnected)))
+            await retrying(self._session)
+
+    @property
+    def reports_sent(self) -> int:
+        return self._sequence
+
+    @property
+    def commands_run(self) -> int:
+        return self.commands.commands_run
+
+    def _pick_target(self) -> str:
+        if self._preferred:
+            target, self._preferred = self._preferred, ""
+            return target
+        target = self.settings.coordinators[self._next_index % len(self.settings.coordinators)]
+        self._next_index += 1
+        return target
+
+    async def _session(self) -> None:
+        """One session; returns normally only after a registered session ended."""
+        self.target = self._pick_target()
+        channel = create_channel(self.target, self.settings.tls)
+        try:
+            call = agent_pb2_grpc.AgentStreamStub(channel).Session()
+            try:
+                await call.write(agent_pb2.AgentMessage(register=self._register()))
+                first = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                raise Disconnected(f"{self.target}: {exc.code().name} {exc.details()}") from None
+            if first is grpc.aio.EOF:
+                raise Disconnected(f"{self.target} closed the stream")
+            body = first.WhichOneof("body")
+            if body == "not_leader":
+                self._redirect(first.not_leader.leader_address)
+            if body != "registered":
+                raise Disconnected(f"{self.target} answered {body} to Register")
+            self._registered(first.registered)
+            await self._converse(call)
+        finally:
+            self.connected.clear()
+            await channel.close(None)
+        self._next_index -= 1  # reconnect to the same coordinator first
+
+    def _redirect(self, leader: str) -> None:
+        if leader and leader != self.target:
+            self._preferred = leader
+            raise Redirected(leader)
+        raise Disconnected(f"{self.target} does not lead and knows no leader")
+
+    def _registered(self, pb: agent_pb2.Registered) -> None:
+        self.coordinator_id = pb.coordinator_id
+        self._report_interval = duration_from_pb(pb.report_interval) or self._report_interval
+        self._heartbeat_interval = (duration_from_pb(pb.heartbeat_interval)
+                                    or self._heartbeat_interval)
+        self.sessions += 1
+        self.connected.set()
+        log.info("registered with coordinator %s at %s", self.coordinator_id, self.target)
+
+    async def _converse(self, call: Any) -> None:
+        tasks = [
+            asyncio.create_task(self._send_reports(call)),
+            asyncio.create_task(self._receive(call)),
+            asyncio.create_task(self.commands.run()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                failure = task.exception()
+                if isinstance(failure, Redirected):
+                    raise failure
+                if failure is not None and not isinstance(failure, Disconnected):
+                    log.warning("stream to %s failed: %r", self.target, failure)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.commands.reset()
+            call.cancel()
+
+    async def _receive(self, call: Any) -> None:
+        while True:
+            try:
+                message = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                raise Disconnected(f"{exc.code().name} {exc.details()}") from None
+            if message is grpc.aio.EOF:
+                raise Disconnected("coordinator ended the stream")
+            body = message.WhichOneof("body")
+            if body == "not_leader":
+                self._redirect(message.not_leader.leader_address)
+            if body == "command":
+                self.commands.offer(message.command)
+
+    async def _send_reports(self, call: Any) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            due = last + self._heartbeat_interval - loop.time()
+            waiter = asyncio.ensure_future(self.endpoint.next_changes(max(0.0, due)))
+            woken = asyncio.ensure_future(self.commands.done.wait())
+            try:
+                done, _ = await asyncio.wait({waiter, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+            if waiter in done:
+                batch = waiter.result()
+            else:  # a command finished: report its result now, with whatever changed
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+                batch = await self.endpoint.next_changes(0.0)
+            self.commands.done.clear()
+            quiet = batch.empty and not self.commands.has_news
+            if quiet and loop.time() - last < self._heartbeat_interval:
+                continue
+            try:
+                await call.write(agent_pb2.AgentMessage(report=self._report(batch)))
+            except grpc.aio.AioRpcError as exc:
+                raise Disconnected(f"{exc.code().name} {exc.details()}") from None
+            except asyncio.InvalidStateError:  # the call ended while this report was built
+                raise Disconnected("the stream ended") from None
+            last = loop.time()
+            # batch further changes: at most one report per interval
+            await asyncio.sleep(self._report_interval)
+
+    def _register(self) -> agent_pb2.Register:
+        registration = self.endpoint.registration()
+        self._host_id = registration.host_id
+        return registration_to_pb(registration)
+
+    def _report(self, batch: ChangeBatch) -> agent_pb2.StatusReport:
+        self._sequence += 1
+        acks, results = self.commands.take()
+        report = AgentReport(
+            sequence=self._sequence, time=time.time(), changed=tuple(batch.changed),
+            removed_instance_ids=tuple(batch.removed), events=tuple(batch.events),
+            windows=tuple(batch.windows), host_usage=batch.host_usage,
+            acked_command_ids=acks, results=results)
+        return report_to_pb(report, self._host_id)

@@ -1,0 +1,45 @@
+"""The types of the events agents report on the stream, defined once for both ends.
+
+The agent's event bus publishes them (``agent.events.AgentEvent``), the stream carries
+them as ``ReportedEvent.type``, and the coordinator records and reacts to them (a
+``recovery.escalated`` starts its own healing, for example).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["EventType"]
+
+
+class EventType(StrEnum):
+    """Names of the events an agent emits."""
+
+    STATE = "instance.state"
+    """A lifecycle transition (details: from, to, reason)."""
+    HEALTH = "instance.health"
+    """Health flipped (details: healthy, score)."""
+    REMOVED = "instance.removed"
+    ADOPTED = "instance.adopted"
+    EVICTED = "instance.evicted"
+    CRASHED = "instance.crashed"
+    START_FAILED = "instance.start_failed"
+    """A start command could not be carried out (message: why)."""
+    STOP_FAILED = "instance.stop_failed"
+    TRAFFIC_SWITCH = "traffic.switch"
+    """Traffic should move to a replacement (details: old/new container, address, port)."""
+    LIMIT_EXCEEDED = "limit_exceeded"
+    MEMORY_PRESSURE = "memory_pressure"
+    MEMORY_LEAK = "memory_leak"
+    CRASH_DUMP = "dump.crash"
+    MEMORY_DUMP = "dump.memory"
+    RECOVERY_ATTEMPT = "recovery.attempt"
+    RECOVERY_SUCCESS = "recovery.success"
+    RECOVERY_FAILURE = "recovery.failure"
+    ESCALATION = "recovery.escalated"
+    GC_COLLECTED = "gc.collected"
+    GC_MEMORY = "gc.memory"
+    GC_CACHE = "gc.cache"
+    GC_FAILED = "gc.failed"
+    """A requested garbage collection failed (details: kind)."""
+    LIMIT_NOT_ENFORCED = "limit_not_enforced"

@@ -1,0 +1,131 @@
+"""What the coordinator tells agents on the agent stream, as plain dataclasses both ends use.
+
+Every command travels in a ``Command`` with an id: the agent runs a command id once and
+acknowledges it in its next report, so a replay after a reconnect is harmless. The
+protobuf is converted at each end by ``common.stream_convert``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from common.gc_kinds import GcKind
+from common.resources import Resources
+from common.stream_messages import RouteServer
+from common.unit_spec import HealthCheck
+
+__all__ = [
+    "COMMAND_KINDS",
+    "AgentCommand",
+    "CollectGarbage",
+    "Command",
+    "DrainInstance",
+    "RunCheck",
+    "SetRoute",
+    "SetWeights",
+    "StartInstance",
+    "StopInstance",
+]
+
+
+@dataclass(frozen=True)
+class StartInstance:
+    """Run one instance of a unit version on the receiving host."""
+
+    instance_id: str
+    apartment: str
+    unit: str
+    version: str
+    slot: str
+    """blue or green."""
+    image: str
+    port: int
+    """The host port assigned to this instance (it listens on the host address there)."""
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    health: HealthCheck = field(default_factory=HealthCheck)
+    healthy_threshold: int = 1
+    """Consecutive passed probes before the instance is healthy (and ready)."""
+    warmup_s: float = 0.0
+    """Seconds after start before failed probes count."""
+    resources: Resources = field(default_factory=Resources)
+    service_port: int = 0
+    state_mode: str = "none"
+    """none, shared or snapshot."""
+    idle_timeout_s: float = 0.0
+    """Seconds without activity before GC may collect the instance; 0 = never."""
+    state_from_instance_id: str = ""
+    """Snapshot mode: start from a copy of this instance's state."""
+
+
+@dataclass(frozen=True)
+class StopInstance:
+    instance_id: str
+    grace_s: float = 30.0
+    """Seconds between SIGTERM and SIGKILL; 0 = the agent's default."""
+    drain: bool = True
+    """Drain the instance out of the data plane first."""
+
+
+@dataclass(frozen=True)
+class SetRoute:
+    """The whole desired data plane of one unit on the receiving host."""
+
+    apartment: str
+    unit: str
+    service_port: int
+    health_path: str
+    servers: tuple[RouteServer, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetWeights:
+    apartment: str
+    unit: str
+    weights: Mapping[str, int]
+    """Server (instance id) -> weight."""
+
+
+@dataclass(frozen=True)
+class DrainInstance:
+    apartment: str
+    unit: str
+    instance_id: str
+    timeout_s: float = 30.0
+    """0 = the agent's default."""
+
+
+@dataclass(frozen=True)
+class CollectGarbage:
+    kinds: tuple[GcKind, ...] = ()
+    """Empty: every kind."""
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """Run ``argv`` in the instance's container; answered by a CommandResult with the
+    exit code and output."""
+
+    instance_id: str
+    argv: tuple[str, ...]
+    timeout_s: float = 0.0
+    """0 = the agent's default (30 s)."""
+
+
+AgentCommand = (StartInstance | StopInstance | SetRoute | SetWeights | DrainInstance
+                | CollectGarbage | RunCheck)
+
+COMMAND_KINDS: Mapping[type[AgentCommand], str] = {
+    StartInstance: "start", StopInstance: "stop", SetRoute: "route", SetWeights: "weights",
+    DrainInstance: "drain", CollectGarbage: "gc", RunCheck: "run_check",
+}
+"""Each command's name on the wire (its field in agent.proto's ``Command.action``)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command with its id; the id makes a replay harmless."""
+
+    command_id: str
+    command: AgentCommand
