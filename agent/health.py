@@ -1,4 +1,5 @@
-"""HTTP health probes and the pure bookkeeping that turns probe results into verdicts."""
+"""Health probes (HTTP, or a command in the container) and the pure bookkeeping that
+turns probe results into verdicts."""
 
 from __future__ import annotations
 
@@ -8,11 +9,26 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from agent.runtime.protocol import ContainerRuntime
 from agent.spec import HealthSpec
+from common.errors import LandlordError
 
-__all__ = ["HealthTracker", "Verdict", "http_probe"]
+__all__ = ["HealthTracker", "Verdict", "command_probe", "http_probe"]
 
 SCORE_WINDOW = 10
+
+
+async def command_probe(runtime: ContainerRuntime, container_id: str | None, argv: tuple[str, ...],
+                        timeout: float) -> bool:
+    """Run ``argv`` in the container (``docker exec``, no shell); healthy when it exits 0
+    within ``timeout`` seconds. A container that is gone or not running is unhealthy."""
+    if container_id is None:
+        return False
+    try:
+        result = await runtime.exec(container_id, argv, timeout, max_output=1024)
+    except LandlordError:
+        return False
+    return result.exit_code == 0 and not result.timed_out
 
 
 async def http_probe(address: str, port: int, path: str, timeout: float) -> bool:

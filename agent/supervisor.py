@@ -19,7 +19,7 @@ from typing import Protocol
 
 from agent.config import AgentConfig
 from agent.events import AgentEvent, EventBus, EventType
-from agent.health import HealthTracker, Verdict, http_probe
+from agent.health import HealthTracker, Verdict, command_probe, http_probe
 from agent.limits.bandwidth import EgressShaper, free_minor
 from agent.records import RecordTable
 from agent.runtime.container_config import build_create_request
@@ -279,8 +279,12 @@ class Supervisor:
         container_id = record.container_id
         deadline = started + spec.health.warmup + spec.health.startup_timeout
         while record.generation == generation:
-            ok = await self.probe(self.address(), spec.port, spec.health.path,
-                                  spec.health.timeout)
+            if spec.health.command:
+                ok = await command_probe(self.runtime, container_id, spec.health.command,
+                                         spec.health.timeout)
+            else:
+                ok = await self.probe(self.address(), spec.port, spec.health.path,
+                                      spec.health.timeout)
             if record.generation != generation or container_id != record.container_id:
                 return
             now = self.clock.monotonic()

@@ -68,11 +68,6 @@ def instance_spec(cmd: StartInstance) -> InstanceSpec:
 
     Raises ``InvalidArgument`` (from the spec's own checks) for a command it cannot run.
     """
-    if cmd.health.command:
-        # The supervisor probes over HTTP only: refuse rather than probe something else.
-        raise InvalidArgument(f"instance {cmd.instance_id}: this agent does not run health "
-                              "check commands yet (give an HTTP path)",
-                              instance=cmd.instance_id)
     r = cmd.resources
     resource_default = ResourceSpec()
     health = HealthSpec.of(cmd.health, max(1, cmd.healthy_threshold), max(0.0, cmd.warmup_s))

@@ -101,9 +101,9 @@ def test_zero_fields_take_agent_defaults_and_bad_ones_are_refused() -> None:
         instance_spec(start_command(image=""))
 
 
-def test_a_health_command_reaches_the_agent_which_refuses_to_ignore_it() -> None:
-    with pytest.raises(InvalidArgument, match="health check commands"):
-        instance_spec(start_command(health=HealthCheck(path="", command=("true",))))
+def test_a_health_command_reaches_the_supervisor() -> None:
+    spec = instance_spec(start_command(health=HealthCheck(command=("check", "--ready"))))
+    assert spec.health.command == ("check", "--ready")
 
 
 def test_the_agent_keeps_the_one_set_of_health_defaults() -> None:

@@ -14,6 +14,7 @@ import pytest
 from agent.config import AgentConfig
 from agent.events import EventType
 from agent.runtime.container_config import LABEL_INSTANCE
+from agent.runtime.protocol import ExecResult
 from agent.service import AgentService
 from agent.spec import HealthSpec, InstanceSpec, StateMode
 from common.clock import Clock, FakeClock, SystemClock
@@ -168,6 +169,26 @@ async def test_unhealthy_running_instance_is_killed_and_replaced(rig: Rig) -> No
     rig.healthy.add(20001)
     await rig.wait(EventType.RECOVERY_SUCCESS)
     assert rig.service.instance("i1").generation == 2
+
+
+async def test_a_health_command_runs_in_the_container_instead_of_the_http_probe(
+        rig: Rig) -> None:
+    exit_code = 0
+    seen: list[tuple[str, tuple[str, ...]]] = []
+
+    def answer(container_id: str, argv: tuple[str, ...], timeout: float) -> ExecResult:
+        seen.append((container_id, argv))
+        return ExecResult(exit_code)
+
+    rig.runtime.exec_handler = answer
+    health = HealthSpec(command=("check", "--ready"), interval_s=0.01, timeout_s=0.1,
+                        retries=2, startup_timeout=0.3)
+    view = await rig.service.start_instance(spec(health=health))  # no HTTP answer at all
+    assert view.state == "running" and seen[0] == (view.container_id, ("check", "--ready"))
+    exit_code = 1
+    await rig.wait(EventType.CRASHED)
+    crashed = rig.service.bus.recent(EventType.CRASHED)[0]
+    assert "unhealthy: 2 failed" in crashed.details["reason"]
 
 
 async def test_stop_is_graceful_and_removes_everything(rig: Rig) -> None:
