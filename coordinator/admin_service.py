@@ -25,7 +25,6 @@ from coordinator.convert_admin import (
     version_to_pb,
 )
 from coordinator.convert_agent import to_seconds
-from coordinator.deploy import Deployer
 from coordinator.liveness import HostHealth
 from coordinator.records import EventRecord, HostRecord
 from coordinator.registry import Registry
@@ -37,11 +36,10 @@ __all__ = ["AdminService"]
 
 Context = Any
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, control: FleetControl, registry: Registry, deployer: Deployer,
+    def __init__(self, control: FleetControl, registry: Registry,
                  rollouts: RolloutService) -> None:
         self.control = control
         self.registry = registry
-        self.deployer = deployer
         self.rollouts = rollouts
         self.state = control.state
 
@@ -92,7 +90,6 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def Deploy(self, request: admin_pb2.DeployRequest, context: Context
                      ) -> admin_pb2.DeployResponse:
-        # First deploys are handed on to the Deployer; later ones run a rollout.
         return admin_pb2.DeployResponse(rollout=rollout_info(await self.rollouts.deploy(request)))
 
     @unary_boundary

@@ -25,7 +25,6 @@ from coordinator.agent_service import AgentStreamService
 from coordinator.agents import AgentSessions, SessionSettings
 from coordinator.config import CoordinatorConfig
 from coordinator.control import ControlSettings, FleetControl
-from coordinator.deploy import Deployer
 from coordinator.election import LeaderElection
 from coordinator.events import EventLog
 from coordinator.fleet import Fleet
@@ -78,8 +77,7 @@ class Coordinator:
         policy = LivenessPolicy(config.heartbeat_interval, config.liveness_grace)
         self.healer = Healer(self.control, self.sessions, policy)
         self.registry = Registry(self.control)
-        self.deployer = Deployer(self.control, self.registry)
-        self.rollouts = RolloutService(self.control, self.registry, self.deployer)
+        self.rollouts = RolloutService(self.control, self.registry)
         self.duties = LeaderDuties(self.control, self.sessions, self.healer,
                                    tick=min(1.0, config.heartbeat_interval / 4),
                                    rollouts=self.rollouts)
@@ -87,7 +85,7 @@ class Coordinator:
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
             lambda: BlockingLeaseClient(config.etcd_endpoints, config.etcd_timeout))
-        self.admin = AdminService(self.control, self.registry, self.deployer, self.rollouts)
+        self.admin = AdminService(self.control, self.registry, self.rollouts)
         self.agent_stream = AgentStreamService(self.sessions)
         self.health = health.aio.HealthServicer()
         self.server: Any = None

@@ -19,12 +19,10 @@ from coordinator.convert_agent import (
     timestamp,
     to_seconds,
 )
-from coordinator.deploy import DeployRequest
 from coordinator.records import (
     EventRecord,
     HostRecord,
     InstanceRecord,
-    RolloutRecord,
     UnitRecord,
     VersionRecord,
 )
@@ -32,21 +30,17 @@ from coordinator.registry import DeployFields, ResolvedEdge
 
 __all__ = [
     "PLACEHOLDER_PORT",
-    "deploy_from_pb",
     "event_to_pb",
     "host_to_pb",
     "instance_to_pb",
     "publish_from_pb",
     "resolved_to_pb",
-    "rollout_to_pb",
     "unit_to_pb",
     "version_to_pb",
 ]
 
 PLACEHOLDER_PORT = 8080
 """Spec port stored for versions published with port 0 (common.unit_spec requires one)."""
-STRATEGIES = {types_pb2.STRATEGY_BLUE_GREEN: "blue_green", types_pb2.STRATEGY_CANARY: "canary"}
-STRATEGY_VALUES = {name: value for value, name in STRATEGIES.items()}
 
 
 def publish_from_pb(
@@ -165,30 +159,6 @@ def event_to_pb(event: EventRecord) -> types_pb2.Event:
     )
 
 
-def rollout_to_pb(record: RolloutRecord) -> types_pb2.RolloutInfo:
-    return types_pb2.RolloutInfo(
-        rollout_id=record.rollout_id, apartment=record.apartment, unit=record.unit,
-        from_version=record.from_version, to_version=record.to_version,
-        building=record.building,
-        strategy=STRATEGY_VALUES.get(record.strategy, types_pb2.STRATEGY_UNSPECIFIED),
-        phase=record.phase, started_at=timestamp(record.started_at),
-        ended_at=timestamp(record.ended_at), reason=record.reason, replicas=record.replicas,
-        split=[types_pb2.WeightSplit(version=record.to_version, target_percent=100.0,
-                                     measured_percent=100.0)]
-        if record.phase == "promoted" else [],
-    )
-
-
 def resolved_to_pb(edge: ResolvedEdge) -> types_pb2.ResolvedDependency:
     return types_pb2.ResolvedDependency(unit=edge.unit, range=edge.range, version=edge.version,
                                         required_by=edge.required_by)
-
-
-def deploy_from_pb(req: admin_pb2.DeployRequest) -> DeployRequest:
-    if not req.apartment or not req.unit or not req.version:
-        raise InvalidArgument("apartment, unit and version are required", field="version")
-    return DeployRequest(
-        apartment=req.apartment, unit=req.unit, version=req.version, building=req.building,
-        replicas=req.replicas or 1,
-        strategy=STRATEGIES.get(req.strategy, "blue_green"),
-    )

@@ -96,13 +96,18 @@ class EtcdRolloutRecords:
                                                               encode_record(record))
         return await self.store.commit(txn, self.leadership.fence)
 
-    async def create(self, record: RolloutRecord) -> int:
-        """Write a new record and drop the oldest ended ones beyond ``HISTORY``."""
+    def creation(self, record: RolloutRecord) -> Txn:
+        """The writes that create ``record`` and drop the oldest ended ones beyond
+        ``HISTORY`` (to commit alone, or with the placement of its instances)."""
         txn = Txn().require(self._key(record), 0).put(self._key(record), encode_record(record))
         old = [r for r, _ in self.history(record.apartment, record.unit)]
         for stale in [r for r in old if r.terminal][max(0, HISTORY - 1):]:
             txn.delete(self._key(stale))
-        revision = await self.store.commit(txn, self.leadership.fence)
+        return txn
+
+    async def create(self, record: RolloutRecord) -> int:
+        """Write a new record and drop the oldest ended ones beyond ``HISTORY``."""
+        revision = await self.store.commit(self.creation(record), self.leadership.fence)
         await self.view.wait_for(revision)
         return revision
 

@@ -225,18 +225,9 @@ class RolloutRecord:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RolloutRecord:
-        """Also reads the first-deploy record of coordinator/deploy.py (``started_at``,
-        ``strategy`` and ``replicas`` at the top level, no settings)."""
         names = {f.name for f in fields(cls)}
         values: dict[str, Any] = {k: v for k, v in raw.items() if k in names}
-        if "settings" in raw:
-            values["settings"] = RolloutSettings.from_dict(raw["settings"])
-        else:
-            first = not raw.get("from_version")
-            strategy = Strategy.INITIAL if first else Strategy(raw.get("strategy", "canary"))
-            values["settings"] = RolloutSettings(strategy=strategy,
-                                                 replicas=int(raw.get("replicas") or 1))
-        values.setdefault("created_at", float(raw.get("started_at", 0.0)))
+        values["settings"] = RolloutSettings.from_dict(raw["settings"])
         if not values.get("ended_at"):
             values["ended_at"] = None
         values["phase"] = Phase(raw.get("phase", Phase.PENDING.value))

@@ -18,17 +18,15 @@ from common.dependencies import parse_dependency
 from common.errors import Conflict, FailedPrecondition, LandlordError, NotFound
 from common.gen.landlord.v1 import admin_pb2
 from coordinator.control import FleetControl
-from coordinator.deploy import Deployer, DeployRequest
 from coordinator.placement import HostRoom
-from coordinator.records import encode
 from coordinator.registry import Registry
-from coordinator.rollouts.admission import DeployFacts, admit, other_slot
+from coordinator.rollouts.admission import DeployFacts, admit, choose_building, other_slot
 from coordinator.rollouts.controls import new_rollout, request_control, retry_rollout
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords
 from coordinator.rollouts.fleet_adapter import ControlFleet
 from coordinator.rollouts.preview_checks import PreviewChecker
 from coordinator.rollouts.proto import RETRY, control_from_pb, settings_from_pb
-from coordinator.rollouts.record import Control, Phase, RolloutRecord, decode_record
+from coordinator.rollouts.record import Control, Phase, RolloutRecord
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 
@@ -39,12 +37,11 @@ log = logging.getLogger(__name__)
 
 class RolloutService:
     def __init__(self, control: FleetControl, registry: Registry,
-                 deployer: Deployer | None = None, clock: Clock | None = None,
+                 clock: Clock | None = None,
                  runner_settings: RunnerSettings | None = None,
                  checker: PreviewChecker | None = None) -> None:
         self.control = control
         self.registry = registry
-        self.deployer = deployer
         self.clock = clock or control.clock
         self.records = EtcdRolloutRecords.of(control)
         self.fleet = ControlFleet(control, checker)
@@ -83,20 +80,22 @@ class RolloutService:
     # -- writes ----------------------------------------------------------------------------
 
     async def deploy(self, req: admin_pb2.DeployRequest) -> RolloutRecord:
+        """A rollout of ``req.version``: a unit's first deploy too (no stable version)."""
         c = self.control
         c.leadership.fence  # noqa: B018  # raises NotLeader on a follower
         unit = self.registry.unit(req.apartment, req.unit)
         settings = settings_from_pb(req)
-        building = req.building or unit.building
-        if not unit.stable_version and self.deployer is not None:
-            first = await self.deployer.deploy(DeployRequest(
-                req.apartment, req.unit, req.version, building, settings.replicas,
-                settings.strategy.value))
-            return decode_record(encode(first))
+        building = choose_building(req.building, unit,
+                                   (h.value.building for h in c.state.hosts.values()))
         facts = self._facts(req.apartment, req.unit, building)
         record = admit(self._new_id(), req.apartment, req.unit, req.version, building,
                        settings, facts, self.clock.now())
-        revision = await self.records.create(record)
+        # The new instances are placed in the transaction that creates the record: of two
+        # Deploys racing for the same room, one is refused here (RESOURCE_EXHAUSTED) rather
+        # than failing later; the rollout starts them when it reaches deploying.
+        await c.place(req.apartment, req.unit, req.version, record.new_slot,
+                      record.settings.replicas, building, extra=self.records.creation(record))
+        record, revision = await self.records.load(record)
         self._run(record, revision, resumed=False)
         return record
 
@@ -252,6 +251,7 @@ class RolloutService:
             running={k: frozenset(v) for k, v in running.items()},
             rooms=self._rooms(building),
             port_range=c.settings.port_range,
+            max_replicas=c.max_replicas,
         )
 
     def _rooms(self, building: str) -> list[HostRoom]:

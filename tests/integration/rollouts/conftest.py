@@ -22,7 +22,6 @@ async def rollouts(coordinator: Coordinator) -> AsyncIterator[RolloutService]:
     service = RolloutService(
         coordinator.control,
         coordinator.registry,
-        coordinator.deployer,
         runner_settings=RunnerSettings(poll_s=0.05, retry_s=0.2),
     )
     task = asyncio.create_task(service.lead())

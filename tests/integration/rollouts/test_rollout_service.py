@@ -21,7 +21,7 @@ from agent.stream_client import (
     StreamSettings,
     WindowReport,
 )
-from common.errors import FailedPrecondition, InsufficientResources
+from common.errors import FailedPrecondition, InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.latency import LatencySketch
 from common.resources import Resources
@@ -179,7 +179,8 @@ async def fleet(
         first = await rollouts.deploy(
             admin_pb2.DeployRequest(apartment="shop", unit="web", version="1.0.0", replicas=2)
         )
-        assert first.phase is Phase.PROMOTED
+        done = await async_eventually(lambda: ended(rollouts, first.rollout_id), timeout=30)
+        assert done.phase is Phase.PROMOTED, done.failure
         await running_web(rollouts, agents, 2)
         await publish(admin, "1.1.0", "two")
         yield agents
@@ -243,7 +244,6 @@ async def test_a_new_runner_resumes_a_rollout_mid_switch(
     successor = RolloutService(
         coordinator.control,
         coordinator.registry,
-        coordinator.deployer,
         runner_settings=RunnerSettings(0.05, 0.2),
     )
     task = asyncio.create_task(successor.lead())
@@ -265,8 +265,9 @@ async def test_deploys_that_cannot_start_are_refused(
         await rollouts.deploy(canary_request("2.0.0"))
     with pytest.raises(FailedPrecondition, match=r"already runs 1\.0\.0"):
         await rollouts.deploy(canary_request("1.0.0"))
-    with pytest.raises(InsufficientResources, match="insufficient"):
+    with pytest.raises(InvalidArgument, match=r"replicas must be 1\.\.\d+, got 200"):
         await rollouts.deploy(canary_request("1.1.0", replicas=200))
+
     slow = canary_request("1.1.0")
     slow.canary.monitor.FromSeconds(60)
     active = await rollouts.deploy(slow)

@@ -20,16 +20,6 @@ from coordinator.rollouts.record import (
 from coordinator.rollouts.settings import RolloutSettings, Strategy, equal_steps
 
 
-def test_first_deploy_records_of_the_coordinator_are_readable() -> None:
-    raw = (b'{"rollout_id":"r1","apartment":"shop","unit":"web","from_version":"",'
-           b'"to_version":"1.0.0","building":"b","strategy":"blue_green","phase":"promoted",'
-           b'"replicas":2,"started_at":5.0,"ended_at":5.0,"reason":"first","details":{}}')
-    record = decode_record(raw)
-    assert record.phase is Phase.PROMOTED and record.terminal
-    assert record.settings.strategy is Strategy.INITIAL and record.settings.replicas == 2
-    assert record.created_at == 5.0 and not record.has_stable
-
-
 def test_deploy_request_settings_and_rollout_info() -> None:
     request = admin_pb2.DeployRequest(apartment="a", unit="u", version="1.1.0", replicas=3,
                                       strategy=types_pb2.STRATEGY_BLUE_GREEN)
