@@ -90,14 +90,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def Deploy(self, request: admin_pb2.DeployRequest, context: Context
                      ) -> admin_pb2.DeployResponse:
-        return admin_pb2.DeployResponse(rollout=rollout_info(await self.rollouts.deploy(request)))
+        record = await self.rollouts.deploy(request)
+        return admin_pb2.DeployResponse(rollout=rollout_info(self.rollouts.status(record)))
 
     @unary_boundary
     async def GetRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
                          ) -> types_pb2.RolloutInfo:
         self._require_unit(request.apartment, request.unit)
-        return rollout_info(self.rollouts.get(request.apartment, request.unit,
-                                              request.rollout_id))
+        record = self.rollouts.get(request.apartment, request.unit, request.rollout_id)
+        return rollout_info(self.rollouts.status(record))
 
     @unary_boundary
     async def ListRollouts(self, request: admin_pb2.ListRolloutsRequest, context: Context
@@ -106,21 +107,24 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             raise InvalidArgument("limit must be >= 0", field="limit")
         self._require_unit(request.apartment, request.unit)
         found = self.rollouts.history(request.apartment, request.unit, request.limit or 10)
-        return admin_pb2.ListRolloutsResponse(rollouts=[rollout_info(r) for r in found])
+        return admin_pb2.ListRolloutsResponse(
+            rollouts=[rollout_info(self.rollouts.status(r)) for r in found])
 
     @unary_boundary
     async def ControlRollout(self, request: admin_pb2.ControlRolloutRequest, context: Context
                              ) -> types_pb2.RolloutInfo:
         self._require_unit(request.apartment, request.unit)
-        return rollout_info(await self.rollouts.control_rollout(
-            request.apartment, request.unit, request.action))
+        record = await self.rollouts.control_rollout(request.apartment, request.unit,
+                                                     request.action)
+        return rollout_info(self.rollouts.status(record))
 
     @unary_boundary
     async def Rollback(self, request: admin_pb2.RollbackRequest, context: Context
                        ) -> types_pb2.RolloutInfo:
         self._require_unit(request.apartment, request.unit)
-        return rollout_info(await self.rollouts.rollback(
-            request.apartment, request.unit, request.to_version))
+        record = await self.rollouts.rollback(request.apartment, request.unit,
+                                              request.to_version)
+        return rollout_info(self.rollouts.status(record))
 
     @stream_boundary
     async def WatchRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
@@ -128,7 +132,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self._require_unit(request.apartment, request.unit)
         async for record in self.rollouts.watch(request.apartment, request.unit,
                                                 request.rollout_id):
-            yield rollout_info(record)
+            yield rollout_info(self.rollouts.status(record))
 
     def _require_unit(self, apartment: str, unit: str) -> None:
         """Names given, and a unit that was published (its rollouts may be none yet)."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 
 from common.errors import NotFound
-from common.latency import LatencySketch
 from common.rollout_policy import Window
 from coordinator.agent_messages import StartCommand
 from coordinator.control import FleetControl
@@ -34,6 +33,7 @@ from coordinator.rollouts.actions import (
 )
 from coordinator.rollouts.preview_checks import GreenTarget, PreviewChecker
 from coordinator.rollouts.record import RolloutRecord
+from coordinator.rollouts.status import merge_windows
 
 __all__ = ["ESCALATION_EVENT", "ControlFleet"]
 
@@ -70,18 +70,8 @@ class ControlFleet:
 
     def window(self, record: RolloutRecord, version: str, since: float,
                now: float) -> Window | None:
-        found = [w for w in self.control.windows(record.apartment, record.unit, version, since)
-                 if (w.start + w.end) / 2 >= since]
-        sketch = LatencySketch()
-        requests = errors = 0
-        end = since
-        for w in found:
-            requests += w.requests
-            errors += min(w.errors, w.requests)
-            end = max(end, w.end)
-            if w.latency is not None:
-                sketch.merge(w.latency)
-        return Window(requests, errors, sketch, max(0.0, max(end, now) - since))
+        found = self.control.windows(record.apartment, record.unit, version, since)
+        return merge_windows(found, since, now)
 
     # -- acting ----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from coordinator.rollouts.proto import RETRY, control_from_pb, settings_from_pb
 from coordinator.rollouts.record import Control, Phase, RolloutRecord
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
+from coordinator.rollouts.status import RolloutStatus, rollout_status
 
 __all__ = ["RolloutService"]
 
@@ -62,6 +63,12 @@ class RolloutService:
             return history[0]
         raise NotFound(f"no rollout {rollout_id or ''} of {apartment}/{unit}".replace("  ", " "),
                        unit=unit, rollout=rollout_id)
+
+    def status(self, record: RolloutRecord) -> RolloutStatus:
+        """The read model of ``record``, with the request windows this coordinator holds
+        (the leader's agents report them; a follower shows the recorded figures)."""
+        windows = self.control.windows(record.apartment, record.unit) if record.active else []
+        return rollout_status(record, windows, self.clock.now())
 
     async def watch(self, apartment: str, unit: str, rollout_id: str = "",
                     interval: float = 0.1) -> AsyncIterator[RolloutRecord]:

@@ -18,6 +18,7 @@ from coordinator.rollouts.record import (
     encode_record,
 )
 from coordinator.rollouts.settings import RolloutSettings, Strategy, equal_steps
+from coordinator.rollouts.status import rollout_status
 
 
 def test_deploy_request_settings_and_rollout_info() -> None:
@@ -36,10 +37,10 @@ def test_deploy_request_settings_and_rollout_info() -> None:
     assert settings.criteria.min_requests == 7
 
     record = replace(make_record(settings), phase=Phase.SWITCHING, new_percent=33.0)
-    info = rollout_info(record)
+    info = rollout_info(rollout_status(record))
     assert info.phase == "switching" and info.strategy == types_pb2.STRATEGY_BLUE_GREEN
     assert {s.version: s.target_percent for s in info.split} == {"1.0.0": 67.0, "1.1.0": 33.0}
-    assert info.blue_green.gradual_steps == 3
+    assert info.blue_green.gradual_steps == 3 and info.total_steps == 3
 
     canary = settings_from_pb(admin_pb2.DeployRequest(strategy=types_pb2.STRATEGY_CANARY))
     assert canary.cleanup_delay_s == canary.step_delay_s
