@@ -1,5 +1,9 @@
 """The Admin gRPC service: reads from the cache on any coordinator, writes on the leader.
 
+It only converts and delegates: read models come from coordinator/read_models.py (units,
+hosts, instances) and the rollout service (rollout status), writes from the registry, the
+rollout service and the fleet.
+
 A write on a follower fails FAILED_PRECONDITION with an ``x-leader`` trailer (raised by the
 leader fence inside the domain code and mapped in coordinator/rpc_errors.py).
 """
@@ -12,7 +16,6 @@ from typing import Any
 
 from common.errors import InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
-from common.resources import Resources
 from coordinator.agent_messages import GcCommand
 from coordinator.control import FleetControl
 from coordinator.convert_admin import (
@@ -25,8 +28,8 @@ from coordinator.convert_admin import (
     version_to_pb,
 )
 from coordinator.convert_agent import to_seconds
-from coordinator.liveness import HostHealth
-from coordinator.records import EventRecord, HostRecord
+from coordinator.read_models import ClusterReads
+from coordinator.records import EventRecord
 from coordinator.registry import Registry
 from coordinator.rollouts.proto import rollout_info
 from coordinator.rollouts.service import RolloutService
@@ -41,6 +44,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self.control = control
         self.registry = registry
         self.rollouts = rollouts
+        self.reads = ClusterReads.of(control, registry)
         self.state = control.state
 
     # -- units and versions ----------------------------------------------------------------
@@ -56,21 +60,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def ListUnits(self, request: admin_pb2.ListUnitsRequest, context: Context
                         ) -> admin_pb2.ListUnitsResponse:
-        return admin_pb2.ListUnitsResponse(units=[
-            unit_to_pb(u, len(self.state.instances_of(u.apartment, u.unit)))
-            for u in self.registry.units(request.apartment)
-        ])
+        return admin_pb2.ListUnitsResponse(
+            units=[unit_to_pb(u) for u in self.reads.units(request.apartment)])
 
     @unary_boundary
     async def GetUnit(self, request: admin_pb2.GetUnitRequest, context: Context
                       ) -> admin_pb2.GetUnitResponse:
-        unit = self.registry.unit(request.apartment, request.unit)
-        instances = self._instances(apartment=request.apartment, unit=request.unit)
-        reply = admin_pb2.GetUnitResponse(unit=unit_to_pb(unit, len(instances)),
-                                          instances=instances)
-        latest = self.registry.latest(request.apartment, request.unit)
-        if latest is not None:
-            reply.latest.CopyFrom(version_to_pb(latest))
+        detail = self.reads.unit(request.apartment, request.unit)
+        reply = admin_pb2.GetUnitResponse(unit=unit_to_pb(detail.unit),
+                                          instances=[instance_to_pb(i) for i in detail.instances])
+        if detail.latest is not None:
+            reply.latest.CopyFrom(version_to_pb(detail.latest))
         return reply
 
     @unary_boundary
@@ -144,69 +144,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     # -- fleet -----------------------------------------------------------------------------
 
-    def _host_status(self, host: HostRecord) -> tuple[str, float]:
-        c = self.control
-        if host.status == "lost":
-            return "lost", host.status_changed_at
-        if c.leadership.is_leader:
-            seen = c.fleet.seen.get(host.host_id)
-            health = c.fleet.health.get(host.host_id, HostHealth.SUSPECT)
-            last = host.registered_at
-            if seen is not None:
-                last = c.clock.now() - (c.clock.monotonic() - seen.last_seen)
-            return str(health), last
-        alive = host.host_id in self.state.alive
-        return ("alive" if alive else "suspect"), host.status_changed_at
-
     @unary_boundary
     async def ListHosts(self, request: admin_pb2.ListHostsRequest, context: Context
                         ) -> admin_pb2.ListHostsResponse:
-        hosts = []
-        for host_id in sorted(self.state.hosts):
-            host = self.state.hosts[host_id].value
-            if request.building and host.building != request.building:
-                continue
-            allocations, _ = self.state.allocation_of(host_id)
-            allocated = Resources()
-            for allocation in allocations.values():
-                allocated = allocated + allocation.resources
-            status, last_seen = self._host_status(host)
-            hosts.append(host_to_pb(host, status, allocated, last_seen))
-        return admin_pb2.ListHostsResponse(hosts=hosts)
-
-    def _instances(self, host_id: str = "", apartment: str = "", unit: str = ""
-                   ) -> list[types_pb2.InstanceStatus]:
-        def wanted(h: str, a: str, u: str) -> bool:
-            return ((not host_id or h == host_id) and (not apartment or a == apartment)
-                    and (not unit or u == unit))
-
-        if host_id:
-            records = self.state.instances_on(host_id)
-        elif apartment and unit:
-            records = self.state.instances_of(apartment, unit)
-        else:
-            records = [self.state.instances[i].value for i in sorted(self.state.instances)]
-        found = [
-            instance_to_pb(r, self.control.known_state(r.instance_id))
-            for r in records if wanted(r.host_id, r.apartment, r.unit)
-        ]
-        observed_here = (
-            [self.control.fleet.observed[i] for i in self.control.fleet.observed_on(host_id)]
-            if host_id else list(self.control.fleet.observed.values())
-        )
-        for observed in sorted(observed_here, key=lambda o: o.instance_id):
-            iid = observed.instance_id
-            if iid not in self.state.instances and observed.state != "stopped" and wanted(
-                observed.host_id, observed.apartment, observed.unit
-            ):
-                found.append(instance_to_pb(None, observed))
-        return found
+        return admin_pb2.ListHostsResponse(
+            hosts=[host_to_pb(h) for h in self.reads.hosts(request.building)])
 
     @unary_boundary
     async def ListInstances(self, request: admin_pb2.ListInstancesRequest, context: Context
                             ) -> admin_pb2.ListInstancesResponse:
-        return admin_pb2.ListInstancesResponse(
-            instances=self._instances(request.host_id, request.apartment, request.unit))
+        found = self.reads.instances(request.host_id, request.apartment, request.unit)
+        return admin_pb2.ListInstancesResponse(instances=[instance_to_pb(i) for i in found])
 
     @unary_boundary
     async def RunGarbageCollection(self, request: admin_pb2.RunGarbageCollectionRequest,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from common.resources import Resources
 from common.unit_spec import HealthCheck, UnitSpec
 from common.versions import ChangeSet
-from coordinator.agent_messages import ObservedInstance
 from coordinator.convert_agent import (
     SLOT_VALUES,
     STATE_MODE_VALUES,
@@ -19,13 +17,8 @@ from coordinator.convert_agent import (
     timestamp,
     to_seconds,
 )
-from coordinator.records import (
-    EventRecord,
-    HostRecord,
-    InstanceRecord,
-    UnitRecord,
-    VersionRecord,
-)
+from coordinator.read_models import HostListing, InstanceListing, UnitListing
+from coordinator.records import EventRecord, VersionRecord
 from coordinator.registry import DeployFields, ResolvedEdge
 
 __all__ = [
@@ -114,26 +107,27 @@ def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
     )
 
 
-def unit_to_pb(record: UnitRecord, instances: int) -> types_pb2.UnitInfo:
+def unit_to_pb(listing: UnitListing) -> types_pb2.UnitInfo:
+    record = listing.unit
     return types_pb2.UnitInfo(
         apartment=record.apartment, unit=record.unit, state=record.state,
         stable_version=record.stable_version, latest_version=record.latest_version,
-        instances=instances, building=record.building,
+        instances=listing.instances, building=record.building,
     )
 
 
-def host_to_pb(host: HostRecord, status: str, allocated: Resources,
-               last_seen: float) -> types_pb2.HostInfo:
+def host_to_pb(listing: HostListing) -> types_pb2.HostInfo:
+    host = listing.host
     return types_pb2.HostInfo(
         host_id=host.host_id, building=host.building, address=host.address,
-        capacity=resources_to_pb(host.capacity), allocated=resources_to_pb(allocated),
-        labels=dict(host.labels), enforceable=list(host.enforceable), status=status,
-        last_seen=timestamp(last_seen), agent_version=host.agent_version,
+        capacity=resources_to_pb(host.capacity), allocated=resources_to_pb(listing.allocated),
+        labels=dict(host.labels), enforceable=list(host.enforceable), status=listing.status,
+        last_seen=timestamp(listing.last_seen), agent_version=host.agent_version,
     )
 
 
-def instance_to_pb(record: InstanceRecord | None,
-                   observed: ObservedInstance | None) -> types_pb2.InstanceStatus:
+def instance_to_pb(listing: InstanceListing) -> types_pb2.InstanceStatus:
+    record, observed = listing.record, listing.observed
     if observed is not None:
         pb = observed_to_pb(observed)
     else:
