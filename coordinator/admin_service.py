@@ -32,6 +32,7 @@ from coordinator.read_models import ClusterReads
 from coordinator.records import EventRecord
 from coordinator.registry import Registry
 from coordinator.rollouts.proto import rollout_info
+from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.service import RolloutService
 from coordinator.rpc_errors import stream_boundary, unary_boundary
 
@@ -90,15 +91,14 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def Deploy(self, request: admin_pb2.DeployRequest, context: Context
                      ) -> admin_pb2.DeployResponse:
-        record = await self.rollouts.deploy(request)
-        return admin_pb2.DeployResponse(rollout=rollout_info(self.rollouts.status(record)))
+        return admin_pb2.DeployResponse(rollout=self._info(await self.rollouts.deploy(request)))
 
     @unary_boundary
     async def GetRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
                          ) -> types_pb2.RolloutInfo:
         self._require_unit(request.apartment, request.unit)
-        record = self.rollouts.get(request.apartment, request.unit, request.rollout_id)
-        return rollout_info(self.rollouts.status(record))
+        return self._info(self.rollouts.get(request.apartment, request.unit,
+                                            request.rollout_id))
 
     @unary_boundary
     async def ListRollouts(self, request: admin_pb2.ListRolloutsRequest, context: Context
@@ -108,23 +108,21 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self._require_unit(request.apartment, request.unit)
         found = self.rollouts.history(request.apartment, request.unit, request.limit or 10)
         return admin_pb2.ListRolloutsResponse(
-            rollouts=[rollout_info(self.rollouts.status(r)) for r in found])
+            rollouts=[self._info(r) for r in found])
 
     @unary_boundary
     async def ControlRollout(self, request: admin_pb2.ControlRolloutRequest, context: Context
                              ) -> types_pb2.RolloutInfo:
         self._require_unit(request.apartment, request.unit)
-        record = await self.rollouts.control_rollout(request.apartment, request.unit,
-                                                     request.action)
-        return rollout_info(self.rollouts.status(record))
+        return self._info(await self.rollouts.control_rollout(
+            request.apartment, request.unit, request.action))
 
     @unary_boundary
     async def Rollback(self, request: admin_pb2.RollbackRequest, context: Context
                        ) -> types_pb2.RolloutInfo:
         self._require_unit(request.apartment, request.unit)
-        record = await self.rollouts.rollback(request.apartment, request.unit,
-                                              request.to_version)
-        return rollout_info(self.rollouts.status(record))
+        return self._info(await self.rollouts.rollback(
+            request.apartment, request.unit, request.to_version))
 
     @stream_boundary
     async def WatchRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
@@ -132,7 +130,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self._require_unit(request.apartment, request.unit)
         async for record in self.rollouts.watch(request.apartment, request.unit,
                                                 request.rollout_id):
-            yield rollout_info(self.rollouts.status(record))
+            yield self._info(record)
+
+    def _info(self, record: RolloutRecord) -> types_pb2.RolloutInfo:
+        """The rollout's status (its read model) in protobuf."""
+        return rollout_info(self.rollouts.status(record))
 
     def _require_unit(self, apartment: str, unit: str) -> None:
         """Names given, and a unit that was published (its rollouts may be none yet)."""

@@ -76,16 +76,16 @@ class HostListing:
     """Epoch seconds the host was last heard from (as far as this coordinator knows)."""
 
 
+@dataclass(frozen=True)
 class ClusterReads:
-    def __init__(self, state: ClusterState, fleet: Fleet, leadership: Leadership, clock: Clock,
-                 known_state: Callable[[str], ObservedInstance | None],
-                 registry: UnitCatalog) -> None:
-        self.state = state
-        self.fleet = fleet
-        self.leadership = leadership
-        self.clock = clock
-        self.known_state = known_state
-        self.registry = registry
+    state: ClusterState
+    fleet: Fleet
+    """This leader's sessions and observations (empty on a follower)."""
+    leadership: Leadership
+    clock: Clock
+    known_state: Callable[[str], ObservedInstance | None]
+    """An instance's freshest observation (FleetControl.known_state)."""
+    registry: UnitCatalog
 
     @classmethod
     def of(cls, control: FleetControl, registry: UnitCatalog) -> ClusterReads:

@@ -355,11 +355,11 @@ def test_pause_resume_and_promote_a_canary_by_hand(cli: Cli, web: Web) -> None:
         assert 10 <= split["1.2.0"].get("measured_percent", 0) <= 90, split
         latency = next(c for c in info["checks"] if c["name"] == "latency_p95_ms")
         assert latency["verdict"] == "pass", info["checks"]
+        assert {h["host_id"] for h in info["hosts"]} == set(HOSTS), info["hosts"]
         return info
 
     shown = eventually(measured, timeout=60, interval=0.5, message="live figures")
     split = {w["version"]: w for w in shown["split"]}
-    assert {h["host_id"] for h in shown["hosts"]} == set(HOSTS), shown["hosts"]
     latency = next(c for c in shown["checks"] if c["name"] == "latency_p95_ms")
     assert latency["measured"] == split["1.2.0"]["p95_ms"] and latency["threshold"] == 500.0
     table = cli.run("rollout", "status", UNIT)
