@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import semver
-
 from agent.store import InstanceRecord
 from common.lifecycle import InstanceState
+from common.semantic_versions import version_order_key
 
 __all__ = [
     "CacheItem",
@@ -17,7 +16,6 @@ __all__ = [
     "images_to_keep",
     "plan_cache_eviction",
     "plan_idle_collection",
-    "version_order_key",
 ]
 
 COLLECTABLE_STATES = frozenset({InstanceState.RUNNING, InstanceState.PAUSED,
@@ -62,14 +60,6 @@ def plan_idle_collection(
                 spec.instance_id, True,
                 f"idle for {idle:.0f} s (threshold {spec.idle_timeout:g} s)"))
     return decisions
-
-
-def version_order_key(version: str) -> tuple[int, semver.Version | str]:
-    """Semver order; tags that are not semver sort before every semver tag."""
-    try:
-        return (1, semver.Version.parse(version))
-    except ValueError:
-        return (0, version)
 
 
 def images_to_keep(history: Mapping[str, Mapping[str, str]], keep: int,

@@ -24,18 +24,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-
-import semantic_version
-import semver
 
 from common.errors import (
     CircularDependency,
     DependencyResolutionError,
     InvalidArgument,
-    InvalidVersion,
     LandlordError,
 )
+from common.semantic_versions import check_range, parse_version, satisfies
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -43,10 +39,8 @@ __all__ = [
     "Catalog",
     "DependencySpec",
     "parse_dependency",
-    "parse_version",
     "qualify",
     "resolve",
-    "satisfies",
 ]
 
 NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
@@ -86,41 +80,6 @@ def qualify(name: str, apartment: str) -> str:
     return "/".join(parts)
 
 
-@lru_cache(maxsize=4096)
-def _spec(text: str) -> semantic_version.NpmSpec:
-    try:
-        return semantic_version.NpmSpec(text)
-    except ValueError:
-        raise InvalidArgument(
-            f"version range {text!r} is not an npm range; write e.g. ^1.2.0, ~1.2, 1.x, "
-            "1.2.0 - 1.4.0, >=1.0.0 <2.0.0 or ranges joined with ||",
-            range=text,
-        ) from None
-
-
-@lru_cache(maxsize=4096)
-def _version(text: str) -> semantic_version.Version:
-    try:
-        return semantic_version.Version(text)
-    except ValueError:
-        raise InvalidVersion(f"{text!r} is not a semver version", version=text) from None
-
-
-def parse_version(text: str) -> semver.Version:
-    """A strict SemVer version, or ``InvalidVersion`` saying what a version looks like."""
-    if isinstance(text, str):
-        try:
-            return semver.Version.parse(text)
-        except ValueError:
-            pass
-    hint = " (drop the leading 'v')" if isinstance(text, str) and text[:1] in "vV" else ""
-    raise InvalidVersion(
-        f"{text!r} is not a semantic version{hint}; write MAJOR.MINOR.PATCH such as 1.4.2, "
-        "optionally with -prerelease and +build (2.0.0-rc.1+build.7)",
-        version=text,
-    )
-
-
 def parse_dependency(text: str, apartment: str) -> DependencySpec:
     """``name@range`` with ``name`` as ``unit`` (in ``apartment``) or ``apartment/unit``."""
     if not isinstance(text, str) or text.count("@") != 1:
@@ -134,13 +93,8 @@ def parse_dependency(text: str, apartment: str) -> DependencySpec:
             f"dependency {text!r} has no version range; use {name}@* for any version",
             dependency=text,
         )
-    _spec(range_text)
+    check_range(range_text)
     return DependencySpec(qualify(name, apartment), range_text)
-
-
-def satisfies(version: str, range_text: str) -> bool:
-    """Whether ``version`` is inside the npm range ``range_text``."""
-    return _version(version) in _spec(range_text)
 
 
 def resolve(

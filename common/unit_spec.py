@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from common.dependencies import parse_dependency, parse_version, qualify
+from common.dependencies import parse_dependency, qualify
 from common.errors import InvalidArgument
 from common.resources import Resources
+from common.semantic_versions import parse_version
 
 __all__ = ["HealthCheck", "UnitSpec", "canonical_json", "sha256_of"]
 

@@ -28,15 +28,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from types import MappingProxyType
 
-import semver
-
-from common.dependencies import Catalog, parse_version, resolve
+from common.dependencies import Catalog, resolve
 from common.errors import (
     BumpTooSmall,
     FailedPrecondition,
     InvalidArgument,
     VersionExists,
 )
+from common.semantic_versions import Version, parse_version
 from common.unit_spec import UnitSpec
 
 __all__ = [
@@ -115,7 +114,7 @@ def required_bump(changes: ChangeSet) -> Bump:
     return Bump.NONE
 
 
-def actual_bump(base: semver.Version | None, new: semver.Version) -> Bump:
+def actual_bump(base: Version | None, new: Version) -> Bump:
     """The bump from release ``base`` (None: no release yet) to ``new``'s core version."""
     if base is None or new.major != base.major:
         return Bump.MAJOR if base is None or new.major > base.major else Bump.NONE
@@ -124,7 +123,7 @@ def actual_bump(base: semver.Version | None, new: semver.Version) -> Bump:
     return Bump.PATCH if new.patch > base.patch else Bump.NONE
 
 
-def check_bump(base: semver.Version | None, new: semver.Version, changes: ChangeSet) -> Bump:
+def check_bump(base: Version | None, new: Version, changes: ChangeSet) -> Bump:
     """Raise ``BumpTooSmall`` when the actual bump is below the required one."""
     required, actual = required_bump(changes), actual_bump(base, new)
     if actual < required:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InvalidArgument
-from common.transport import TlsSettings
+from common.transport import COORDINATOR_ADDRESS, TlsSettings
 
 __all__ = ["ENV_PREFIX", "CoordinatorConfig", "build_parser", "load_config"]
 
@@ -34,7 +34,7 @@ def _doc(default: Any, help_text: str) -> Any:
 @dataclass(frozen=True)
 class CoordinatorConfig:
     id: str = _doc("", "coordinator id (default: hostname-port)")
-    listen: str = _doc("127.0.0.1:7400", "gRPC listen address host:port")
+    listen: str = _doc(COORDINATOR_ADDRESS, "gRPC listen address host:port")
     advertise_address: str = _doc("", "address agents and the CLI reach (default: listen)")
     etcd_endpoints: tuple[str, ...] = _doc(("127.0.0.1:2379",), "etcd endpoints host:port")
     etcd_prefix: str = _doc("/landlord", "key prefix of this cluster in etcd")

@@ -7,9 +7,16 @@ call site.
 """
 
 from common.transport.factory import bound_server, create_channel, create_server
-from common.transport.settings import KeepaliveSettings, TlsSettings
+from common.transport.settings import (
+    COORDINATOR_ADDRESS,
+    COORDINATOR_PORT,
+    KeepaliveSettings,
+    TlsSettings,
+)
 
 __all__ = [
+    "COORDINATOR_ADDRESS",
+    "COORDINATOR_PORT",
     "KeepaliveSettings",
     "TlsSettings",
     "bound_server",

@@ -7,7 +7,12 @@ from pathlib import Path
 
 from common.errors import InvalidArgument
 
-__all__ = ["KeepaliveSettings", "TlsSettings"]
+__all__ = ["COORDINATOR_ADDRESS", "COORDINATOR_PORT", "KeepaliveSettings", "TlsSettings"]
+
+COORDINATOR_PORT = 7400
+"""The coordinator's gRPC port: where it listens by default and where the CLI looks."""
+COORDINATOR_ADDRESS = f"127.0.0.1:{COORDINATOR_PORT}"
+"""The coordinator's default listen address, and the CLI's default target."""
 
 
 @dataclass(frozen=True)

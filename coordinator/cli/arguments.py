@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from common import dependencies
+from common import dependencies, semantic_versions
 from common.errors import InvalidArgument, LandlordError
 
 __all__ = [
@@ -64,7 +64,7 @@ def parse_unit_version(text: str, field_name: str = "unit") -> tuple[UnitRef, st
 def parse_version(text: str, field_name: str = "version") -> str:
     """A strict semver 2.0 version (``1.2.0``, ``2.0.0-rc.1``), with the server's rules."""
     try:
-        dependencies.parse_version(text)
+        semantic_versions.parse_version(text)
     except LandlordError as err:
         raise _prefixed(err, field_name) from None
     return text

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2_grpc
-from common.transport import TlsSettings, create_channel
+from common.transport import COORDINATOR_ADDRESS, COORDINATOR_PORT, TlsSettings, create_channel
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -35,8 +35,8 @@ __all__ = [
     "parse_addresses",
 ]
 
-DEFAULT_PORT = 7070
-DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_PORT = COORDINATOR_PORT
+DEFAULT_ADDRESS = COORDINATOR_ADDRESS
 LEADER_TRAILER = "x-leader"
 
 
@@ -63,7 +63,7 @@ class ClientSettings:
 
 
 def parse_addresses(text: str) -> tuple[str, ...]:
-    """``"a:7070, b"`` -> ("a:7070", "b:7070"): comma-separated HOST[:PORT]."""
+    """``"a:7400, b"`` -> ("a:7400", "b:7400"): comma-separated HOST[:PORT]."""
     addresses: list[str] = []
     for part in text.split(","):
         item = part.strip()

@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from common.dependencies import parse_dependency, satisfies
+from common.dependencies import parse_dependency
 from common.errors import FailedPrecondition, InvalidArgument
+from common.semantic_versions import satisfies
 from coordinator.placement import HostRoom, PlacementRequest, place
 from coordinator.records import InstanceRecord, UnitRecord, VersionRecord
 from coordinator.rollouts.controls import new_rollout

@@ -12,10 +12,8 @@ from common.dependencies import (
     Catalog,
     DependencySpec,
     parse_dependency,
-    parse_version,
     qualify,
     resolve,
-    satisfies,
 )
 from common.errors import (
     CircularDependency,
@@ -23,6 +21,7 @@ from common.errors import (
     InvalidArgument,
     InvalidVersion,
 )
+from common.semantic_versions import parse_version, satisfies
 
 
 def test_parse_dependency_qualifies_bare_names() -> None:

@@ -11,13 +11,14 @@ from hypothesis import strategies as st
 
 from common.canary import validate_steps
 from common.clock import FakeClock
-from common.dependencies import parse_dependency, parse_version, resolve
+from common.dependencies import parse_dependency, resolve
 from common.errors import LandlordError
 from common.latency import LatencySketch
 from common.lifecycle import InstanceState, LifecycleRecord, Transition
 from common.recovery import detect_memory_leak
 from common.resources import Resources, parse_bandwidth, parse_bytes, parse_cpu
 from common.rollout_policy import Window
+from common.semantic_versions import parse_version
 from common.unit_spec import HealthCheck, UnitSpec
 from common.versions import ChangeSet, VersionTag, plan_publish
 

@@ -194,9 +194,9 @@ def test_parse_rate() -> None:
 
 
 def test_parse_addresses() -> None:
-    assert parse_addresses("127.0.0.1:7070") == ("127.0.0.1:7070",)
-    assert parse_addresses("127.0.0.1, 127.0.0.2:7071,127.0.0.1:7070") == (
-        "127.0.0.1:7070",
+    assert parse_addresses("127.0.0.1:7400") == ("127.0.0.1:7400",)
+    assert parse_addresses("127.0.0.1, 127.0.0.2:7071,127.0.0.1:7400") == (
+        "127.0.0.1:7400",
         "127.0.0.2:7071",
     )
     for bad in ("", " , ", "host:x", "host:0", "host:70000", ":7070"):
@@ -208,7 +208,7 @@ def test_failover_decisions() -> None:
     leader = [("x-leader", "127.0.0.1:7071")]
     code = grpc.StatusCode
     assert decide_after_failure(code.UNAVAILABLE, (), "a:1", False) == Decision(NextStep.TRY_NEXT)
-    assert decide_after_failure(code.FAILED_PRECONDITION, leader, "127.0.0.1:7070", False) == (
+    assert decide_after_failure(code.FAILED_PRECONDITION, leader, "127.0.0.1:7400", False) == (
         Decision(NextStep.FOLLOW_LEADER, "127.0.0.1:7071")
     )
     # bytes values and any case of the key
