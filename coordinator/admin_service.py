@@ -128,9 +128,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def WatchRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
                            ) -> AsyncIterator[types_pb2.RolloutInfo]:
         self._require_unit(request.apartment, request.unit)
-        async for record in self.rollouts.watch(request.apartment, request.unit,
+        async for status in self.rollouts.watch(request.apartment, request.unit,
                                                 request.rollout_id):
-            yield self._info(record)
+            yield rollout_info(status)
 
     def _info(self, record: RolloutRecord) -> types_pb2.RolloutInfo:
         """The rollout's status (its read model) in protobuf."""

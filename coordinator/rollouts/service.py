@@ -71,15 +71,21 @@ class RolloutService:
         return rollout_status(record, windows, self.clock.now())
 
     async def watch(self, apartment: str, unit: str, rollout_id: str = "",
-                    interval: float = 0.1) -> AsyncIterator[RolloutRecord]:
-        """The rollout now and after every change, until it has ended."""
+                    interval: float = 0.1, refresh: float = 2.0
+                    ) -> AsyncIterator[RolloutStatus]:
+        """The rollout's status now and after every change of its record, until it has
+        ended; while it is measured live, also every ``refresh`` seconds (new figures)."""
         record = self.get(apartment, unit, rollout_id)
-        last = None
+        last: RolloutRecord | None = None
+        sent_at = 0.0
         while True:
             current = self.get(apartment, unit, record.rollout_id)
-            if current != last:
-                yield current
-                last = current
+            now = self.clock.monotonic()
+            if current != last or (current.active and now - sent_at >= refresh):
+                status = self.status(current)  # reads the windows: not on every poll
+                if current != last or status.measured_live:
+                    yield status
+                last, sent_at = current, now
             if current.terminal:
                 return
             await asyncio.sleep(interval)
