@@ -168,34 +168,43 @@ def rollout_status(record: RolloutRecord, windows: Iterable[MetricsWindow] = (),
                    now: float = 0.0) -> RolloutStatus:
     """The status of ``record``; ``windows`` are the unit's request windows the leader
     holds (only an active rollout uses them), ``now`` the end of the live window."""
-    target = _target(record)
     total_steps = len(record.settings.step_plan().steps)
-    versions = {record.to_version, *([record.from_version] if record.has_stable else [])}
-    since = _live_since(record)
-    live = [w for w in windows if w.version in versions and (w.start + w.end) / 2 >= since
-            ] if record.active else []
-    by_host: dict[str, dict[str, list[MetricsWindow]]] = {}
-    for w in live:
-        by_host.setdefault(w.host_id, {}).setdefault(w.version, []).append(w)
-    merged = {v: Measurement.of(merge_windows((w for w in live if w.version == v), since, now))
-              for v in sorted(versions)}
-    if any(m.requests for m in merged.values()):
-        hosts = [share
-                 for host_id, found in sorted(by_host.items())
-                 for share in _shares(target, {
-                     v: Measurement.of(merge_windows(ws, since, now)) for v, ws in found.items()
-                 }, host_id)]
-        measured = {v: m for v, m in merged.items() if m.requests}
-        return RolloutStatus(record, total_steps, tuple(_shares(target, measured)),
-                             tuple(hosts), check_criteria(record, merged.get(record.to_version)),
-                             since, True)
+    if record.active:
+        live = _live_status(record, windows, now, total_steps)
+        if live is not None:
+            return live
+    target = _target(record)
     step = _recorded_step(record)
-    if step is None:
+    if step is None or step.canary is None:
         return RolloutStatus(record, total_steps, tuple(_shares(target, {})),
                              checks=check_criteria(record, None))
-    recorded = {record.to_version: step.canary} if step.canary is not None else {}
+    recorded = {record.to_version: step.canary}
     if step.stable is not None and record.has_stable:
         recorded[record.from_version] = step.stable
     return RolloutStatus(record, total_steps, tuple(_shares(target, recorded)),
                          checks=check_criteria(record, step.canary),
                          measured_since=step.started_at, measured_step=step.index)
+
+
+def _live_status(record: RolloutRecord, windows: Iterable[MetricsWindow], now: float,
+                 total_steps: int) -> RolloutStatus | None:
+    """From the windows since the current step (or phase) began; None without a request."""
+    since = _live_since(record)
+    versions = sorted({record.to_version, *([record.from_version] if record.has_stable else [])})
+    by_host: dict[str, dict[str, list[MetricsWindow]]] = {}
+    for w in windows:
+        if w.version in versions and (w.start + w.end) / 2 >= since:
+            by_host.setdefault(w.host_id, {}).setdefault(w.version, []).append(w)
+    merged = {v: Measurement.of(merge_windows(
+        (w for found in by_host.values() for w in found.get(v, ())), since, now))
+        for v in versions}
+    if not any(m.requests for m in merged.values()):
+        return None
+    target = _target(record)
+    hosts = [share
+             for host_id, found in sorted(by_host.items())
+             for share in _shares(target, {
+                 v: Measurement.of(merge_windows(ws, since, now)) for v, ws in found.items()
+             }, host_id)]
+    return RolloutStatus(record, total_steps, tuple(_shares(target, merged)), tuple(hosts),
+                         check_criteria(record, merged[record.to_version]), since, True)

@@ -136,3 +136,10 @@ def test_the_wire_form_carries_numbers_not_text() -> None:
     nothing = rollout_info(rollout_status(_switching()))
     assert not nothing.HasField("measured_since")
     assert not any(t.HasField("measured_percent") for t in nothing.split)
+
+
+def test_a_version_that_served_nothing_measures_zero_percent() -> None:
+    only_stable = [_window("h1", "1.0.0", T0 + 101, 50)]
+    split = {t.version: t for t in rollout_status(_switching(), only_stable, T0 + 110).split}
+    assert split["1.1.0"].measured_percent == 0.0 and split["1.0.0"].measured_percent == 100.0
+    assert split["1.1.0"].figures is not None and split["1.1.0"].figures.p95_ms is None
