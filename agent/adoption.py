@@ -19,24 +19,22 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from agent.events import EventType
+from agent.records import LIVE_STATES
+from agent.recovery import Recovery
 from agent.runtime.container_config import LABEL_INSTANCE, LABEL_SPEC
 from agent.runtime.protocol import ContainerInfo
 from agent.spec import InstanceSpec
 from agent.store import InstanceRecord
+from agent.supervisor import Supervisor
 from common.errors import LandlordError
 from common.lifecycle import InstanceState, LifecycleRecord
-
-if TYPE_CHECKING:
-    from agent.supervisor import Supervisor
 
 __all__ = ["AdoptionReport", "adopt"]
 
 log = logging.getLogger(__name__)
 S = InstanceState
-UP = frozenset({S.INITIALIZING, S.READY, S.RUNNING, S.PAUSED})
 
 
 @dataclass
@@ -49,26 +47,27 @@ class AdoptionReport:
     strays_removed: list[str] = field(default_factory=list)
 
 
-async def adopt(sup: Supervisor, containers: list[ContainerInfo]) -> AdoptionReport:
+async def adopt(sup: Supervisor, recovery: Recovery,
+                containers: list[ContainerInfo]) -> AdoptionReport:
     """Rebuild the supervisor's state from ``containers`` (this host's) and the records."""
     report = AdoptionReport()
     by_id = {c.id: c for c in containers}
     for record in sup.store.load_all():
-        sup.records[record.instance_id] = record
-    for record in list(sup.records.values()):
+        sup.records.add(record)
+    for record in sup.records.all():
         info = by_id.get(record.container_id or "")
         if info is not None:
-            sup.by_container[info.id] = record.instance_id
+            sup.records.bind(info.id, record.instance_id)
         try:
-            await _adopt_one(sup, record, info, report)
+            await _adopt_one(sup, recovery, record, info, report)
         except LandlordError as exc:
             log.error("adopting %s failed: %s", record.instance_id, exc)
-    referenced = {r.container_id for r in sup.records.values()}
+    referenced = {r.container_id for r in sup.records.all()}
     for info in containers:
         if info.id in referenced:
             continue
         instance_id = info.labels.get(LABEL_INSTANCE, "")
-        if instance_id in sup.records:
+        if sup.records.find(instance_id) is not None:
             if info.running:  # an older generation still running next to the current one
                 await sup.runtime.remove(info.id, force=True)
                 report.strays_removed.append(info.id)
@@ -78,11 +77,11 @@ async def adopt(sup: Supervisor, containers: list[ContainerInfo]) -> AdoptionRep
     return report
 
 
-async def _adopt_one(sup: Supervisor, record: InstanceRecord, info: ContainerInfo | None,
-                     report: AdoptionReport) -> None:
+async def _adopt_one(sup: Supervisor, recovery: Recovery, record: InstanceRecord,
+                     info: ContainerInfo | None, report: AdoptionReport) -> None:
     state = record.lifecycle.state
     running = info is not None and info.running
-    if running and state in UP:
+    if running and state in LIVE_STATES:
         await _resume(sup, record, report)
     elif running and state in (S.ERROR, S.STOPPED, S.CREATED) and \
             not record.lifecycle.metadata.get("escalated") and \
@@ -90,9 +89,9 @@ async def _adopt_one(sup: Supervisor, record: InstanceRecord, info: ContainerInf
         # launched, but the agent died before it recorded initializing
         sup.move(record, S.INITIALIZING, "adopted a container launched before a restart")
         await _resume(sup, record, report)
-    elif state in UP and record.container_id is not None:
-        await sup.recovery.on_container_exit(record, record.container_id,
-                                             info.exit_code if info else None)
+    elif state in LIVE_STATES and record.container_id is not None:
+        await recovery.on_container_exit(record, record.container_id,
+                                         info.exit_code if info else None)
         report.recovered.append(record.instance_id)
     elif state is S.CREATED:
         async with sup.lock(record.instance_id):
@@ -103,7 +102,7 @@ async def _adopt_one(sup: Supervisor, record: InstanceRecord, info: ContainerInf
         report.finished_stops.append(record.instance_id)
     elif state in (S.ERROR, S.STOPPED) and record.recovery.kind is not None and \
             not record.lifecycle.metadata.get("escalated"):
-        sup.recovery.resume(record)
+        recovery.resume(record)
         report.recovered.append(record.instance_id)
 
 
@@ -127,8 +126,8 @@ async def _rebuild(sup: Supervisor, info: ContainerInfo, report: AdoptionReport)
     record = InstanceRecord(spec, LifecycleRecord.new(spec.version, sup.clock))
     record.container_id = info.id
     record.generation = int(info.labels.get("landlord.generation", "1") or 1)
-    sup.records[spec.instance_id] = record
-    sup.by_container[info.id] = spec.instance_id
+    sup.records.add(record)
+    sup.records.bind(info.id, spec.instance_id)
     sup.move(record, S.INITIALIZING, "rebuilt from a running container's labels")
     await _resume(sup, record, report)
     report.rebuilt.append(spec.instance_id)

@@ -24,10 +24,10 @@ from agent.dataplane import DataPlane, DataPlaneSettings
 from agent.host_port import HostPort, RoutingPlane
 from agent.runtime.docker_runtime import DockerRuntime
 from agent.runtime.protocol import ContainerRuntime
-from agent.sdnotify import notify, watchdog_interval
 from agent.service import AgentService
 from agent.stream_client import CoordinatorStream, StreamSettings
 from common.errors import LandlordError
+from common.systemd_notify import notify, watchdog_interval
 from common.transport import TlsSettings
 
 __all__ = ["Extension", "build_data_plane", "run_daemon", "stream_settings"]

@@ -121,11 +121,11 @@ class GarbageCollector:
     # -- idle instances ----------------------------------------------------------------
     async def collect_idle(self) -> list[str]:
         sup = self.sup
-        decisions = plan_idle_collection(list(sup.records.values()), sup.clock.now(),
+        decisions = plan_idle_collection(sup.records.all(), sup.clock.now(),
                                          self.stable, sup.last_activity)
         collected = []
         for decision in decisions:
-            record = sup.records.get(decision.instance_id)
+            record = sup.records.find(decision.instance_id)
             if decision.collect and record is not None and \
                     await self.collect_instance(record, decision.reason):
                 collected.append(decision.instance_id)
@@ -137,7 +137,7 @@ class GarbageCollector:
             # re-check under the lock: a request or a state change may have come in
             again = plan_idle_collection([record], sup.clock.now(), self.stable,
                                          sup.last_activity)
-            if not again or not again[0].collect or sup.records.get(
+            if not again or not again[0].collect or sup.records.find(
                     record.instance_id) is not record:
                 return False
             backup = None
@@ -173,7 +173,7 @@ class GarbageCollector:
         sup = self.sup
         now = sup.clock.now()
         results = []
-        for record in list(sup.records.values()):
+        for record in sup.records.all():
             if record.lifecycle.state is not S.RUNNING:
                 continue
             tracked = await self.monitor.track(record)
@@ -240,14 +240,14 @@ class GarbageCollector:
 
     async def _cache_items(self) -> list[CacheItem]:
         sup = self.sup
-        current = {r.container_id for r in sup.records.values() if r.container_id}
+        current = {r.container_id for r in sup.records.all() if r.container_id}
         items: list[CacheItem] = []
         containers = await sup.runtime.list_containers({LABEL_HOST: self.config.host_id})
         for info in containers:
-            if info.running or info.id in current or info.id in sup.by_container:
+            if info.running or info.id in current or sup.records.owns_container(info.id):
                 continue
             items.append(CacheItem("container", info.id, 0, _parse_time(info.finished_at)))
-        in_use = {c.image for c in containers} | {r.spec.image for r in sup.records.values()}
+        in_use = {c.image for c in containers} | {r.spec.image for r in sup.records.all()}
         keep = images_to_keep(self.history, self.config.keep_versions, in_use)
         known = {image for versions in self.history.values() for image in versions.values()}
         for image in await sup.runtime.images():

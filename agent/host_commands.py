@@ -44,7 +44,6 @@ from agent.stream_client import (
     StartInstance,
     StopInstance,
 )
-from agent.supervisor import LIVE_STATES
 from common.errors import Conflict, FailedPrecondition, InvalidArgument, LandlordError, NotFound
 from common.lifecycle import InstanceState
 
@@ -129,17 +128,15 @@ class HostCommands:
     def _accept_start(self, cmd: StartInstance) -> None:
         spec = instance_spec(cmd)
         instance_id = spec.instance_id
-        records = self.service.supervisor.records
-        record = records.get(instance_id)
+        records = self.service.records
+        record = records.find(instance_id)
         if instance_id in self.starting or (
                 record is not None and record.lifecycle.state is not InstanceState.STOPPED):
             return  # already started (or starting): a repeated command is harmless
-        for other in records.values():
-            if other.instance_id != instance_id and other.spec.port == spec.port \
-                    and other.lifecycle.state in LIVE_STATES \
-                    and other.instance_id not in self.stopping:
-                raise Conflict(f"port {spec.port} is used by {other.instance_id}",
-                               port=spec.port, instance=instance_id)
+        holder = records.port_holder(spec.port, ignore={instance_id, *self.stopping})
+        if holder is not None:
+            raise Conflict(f"port {spec.port} is used by {holder.instance_id}",
+                           port=spec.port, instance=instance_id)
         after = [task for iid, (port, task) in self.stopping.items()
                  if port == spec.port or iid == instance_id]
         self.owners[plane_unit(spec.apartment, spec.unit)] = (spec.apartment, spec.unit)
@@ -174,7 +171,7 @@ class HostCommands:
     def _accept_stop(self, cmd: StopInstance) -> None:
         instance_id = cmd.instance_id
         starting = self.starting.get(instance_id)
-        record = self.service.supervisor.records.get(instance_id)
+        record = self.service.records.find(instance_id)
         if record is not None:
             spec = record.spec
         elif starting is not None:

@@ -28,7 +28,6 @@ from agent.stream_client import (
     WindowReport,
 )
 from common.errors import InvalidArgument
-from common.latency import LatencySketch
 
 __all__ = [
     "CHECK_TIMEOUT_DEFAULT",
@@ -42,10 +41,9 @@ __all__ = [
     "plane_unit",
     "reported_event",
     "route_changes",
-    "sketch_difference",
     "traffic_version",
     "unenforced_limits",
-    "window_reports",
+    "window_report",
 ]
 
 QUIET_EVENTS = frozenset({EventType.STATE, EventType.HEALTH})
@@ -213,80 +211,10 @@ def traffic_version(servers: Iterable[RouteServer]) -> str | None:
     return max(sorted(totals), key=lambda v: totals[v])
 
 
-def sketch_difference(total: LatencySketch, part: LatencySketch) -> LatencySketch:
-    """``total`` without the values of ``part`` (which it contains), bucket for bucket.
-
-    Minimum and maximum cannot be taken apart; the result keeps ``total``'s, which still
-    bound every value left."""
-    if part.count == 0:
-        return total.copy()
-    whole, piece = total.to_dict(), part.to_dict()
-    bins = _bins(whole)
-    for key, count in _bins(piece).items():
-        bins[key] = bins.get(key, 0) - count
-    keys = sorted(k for k, c in bins.items() if c > 0)
-    zero = max(0, _int(whole["z"]) - _int(piece["z"]))
-    data: dict[str, object] = {
-        "a": whole["a"],
-        "k": [k - prev for prev, k in zip([0, *keys], keys, strict=False)],
-        "c": [bins[k] for k in keys],
-        "z": zero,
-        "s": max(0.0, _float(whole["s"]) - _float(piece["s"])),
-    }
-    if keys or zero:
-        data["lo"], data["hi"] = whole["lo"], whole["hi"]
-    return LatencySketch.from_dict(data)
-
-
-def _bins(data: Mapping[str, object]) -> dict[int, int]:
-    key, out = 0, {}
-    for delta, count in zip(_ints(data["k"]), _ints(data["c"]), strict=True):
-        key += delta
-        out[key] = count
-    return out
-
-
-def _ints(value: object) -> list[int]:
-    return [int(v) for v in value] if isinstance(value, list) else []
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0
-
-
-def _float(value: object) -> float:
-    return float(value) if isinstance(value, int | float) else 0.0
-
-
-def window_reports(
-    apartment: str,
-    unit: str,
-    total: Sequence[WindowSnapshot],
-    current: Sequence[WindowSnapshot],
-    start: float,
-    end: float,
-) -> list[WindowReport]:
-    """Per (version, instance): the requests of ``total`` minus those of ``current``.
-
-    ``total`` covers the buckets not reported yet up to the one filling now, ``current``
-    only the one filling now (both read at the same moment), so the difference is the
-    completed buckets [start, end): each request is reported once, in exactly one window,
-    which is what lets the coordinator add windows up. Requests that reached no server
-    (no version) are not any version's."""
-    now_filling = {(s.version, s.instance): s for s in current}
-    reports = []
-    for snap in total:
-        if not snap.version or not snap.instance:
-            continue
-        part = now_filling.get((snap.version, snap.instance))
-        requests = snap.requests - (part.requests if part else 0)
-        if requests <= 0:
-            continue
-        errors = snap.errors - (part.errors if part else 0)
-        latency = sketch_difference(snap.latency, part.latency) if part else snap.latency.copy()
-        reports.append(WindowReport(
-            apartment=apartment, unit=unit, version=snap.version, instance_id=snap.instance,
-            start=start, end=end, requests=requests, errors=max(0, min(errors, requests)),
-            latency=latency if latency.count else None,
-        ))
-    return reports
+def window_report(apartment: str, unit: str, window: WindowSnapshot) -> WindowReport:
+    """What the stream reports of one completed request window of the data plane."""
+    return WindowReport(
+        apartment=apartment, unit=unit, version=window.version, instance_id=window.instance,
+        start=window.start, end=window.end, requests=window.requests, errors=window.errors,
+        latency=window.latency if window.latency.count else None,
+    )

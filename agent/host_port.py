@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ import psutil
 
 from agent.dataplane import DataPlanePort, DataPlaneSettings, DataPlaneSpec
 from agent.host_commands import HostCommands
-from agent.host_mapping import instance_report, plane_unit, reported_event, window_reports
+from agent.host_mapping import instance_report, plane_unit, reported_event, window_report
+from agent.records import InstanceRecords
 from agent.service import AgentService
 from agent.store import InstanceRecord
 from agent.stream_client import (
@@ -99,12 +99,11 @@ class HostPort:
         self._cpu: dict[str, tuple[float, int]] = {}
         self._signal = asyncio.Event()
         self._apartments: dict[str, str] = {}
-        self._next_bucket: int | None = None
         self.commands = HostCommands(service, plane, self, self.settings.drain_timeout)
 
     @property
-    def _records(self) -> dict[str, InstanceRecord]:
-        return self.service.supervisor.records
+    def _records(self) -> InstanceRecords:
+        return self.service.records
 
     # -- life ------------------------------------------------------------------------------
     async def prepare(self) -> None:
@@ -121,8 +120,6 @@ class HostPort:
         await self.refresh_images()
         if self.plane is not None:
             self.service.set_activity_source(self.last_activity)
-            self._next_bucket = math.floor(self.plane.clock.now()
-                                           / self.plane.settings.log_bucket_s)
 
     async def _enforceable(self) -> tuple[str, ...]:
         sup = self.service.supervisor
@@ -177,7 +174,7 @@ class HostPort:
         self._signal.set()
 
     def _apartment_of(self, instance_id: str) -> str:
-        record = self._records.get(instance_id)
+        record = self._records.find(instance_id)
         if record is not None:
             self._apartments[instance_id] = record.spec.apartment
             return record.spec.apartment
@@ -193,7 +190,7 @@ class HostPort:
         return self._images
 
     def snapshot(self) -> Sequence[InstanceReport]:
-        return [self._report(record) for record in list(self._records.values())]
+        return [self._report(record) for record in self._records.all()]
 
     def _report(self, record: InstanceRecord) -> InstanceReport:
         history = record.lifecycle.history
@@ -216,7 +213,7 @@ class HostPort:
         batch = ChangeBatch(host_usage=dict(self._host_usage))
         still: set[str] = set()
         for instance_id in sorted(self._dirty):
-            record = self._records.get(instance_id)
+            record = self._records.find(instance_id)
             if record is not None:
                 batch.changed.append(self._report(record))
             elif instance_id in self.commands.starting:
@@ -234,37 +231,17 @@ class HostPort:
 
     # -- periodic collection ---------------------------------------------------------------
     def collect_windows(self) -> None:
-        """Queue the request buckets completed since the last call, once each.
-
-        Two windows are read back to back (nothing is recorded in between: the request
-        log is received on this event loop): all buckets not reported yet, and the one
-        filling now; their difference is what completed. If a bucket edge passed while
-        reading, nothing is taken and the next call does it."""
-        plane = self.plane
-        if plane is None or self._next_bucket is None:
+        """Queue the request windows the data plane completed since the last call (each
+        request in exactly one window, which lets the coordinator add windows up)."""
+        if self.plane is None:
             return
-        width = plane.settings.log_bucket_s
-        before = plane.clock.now()
-        now_index = math.floor(before / width)
-        oldest = now_index - int(plane.settings.log_retention_s / width) + 2
-        first = max(self._next_bucket, oldest)
-        into_bucket = before - now_index * width
-        if now_index <= first or into_bucket < 1e-3:
-            return
-        taken = []
-        for name in sorted(plane.spec.units):
-            owner = self._owner(name)
-            if owner is None:
-                continue
-            total = plane.window(name, seconds=before - first * width - width / 2)
-            if total:
-                taken.append((owner, total, plane.window(name, seconds=into_bucket / 2)))
-        if math.floor(plane.clock.now() / width) != now_index:
-            return
-        self._next_bucket = now_index
-        for (apartment, unit), total, current in taken:
-            self._windows.extend(window_reports(apartment, unit, total, current,
-                                                first * width, now_index * width))
+        taken = False
+        for window in self.plane.completed_windows():
+            owner = self._owner(window.unit)
+            if owner is not None and window.version and window.instance:
+                # requests that reached no server (no version) are not any version's
+                self._windows.append(window_report(*owner, window))
+                taken = True
         if taken:
             self._signal.set()
 
@@ -272,7 +249,7 @@ class HostPort:
         owners = self.commands.owners
         found = owners.get(name)
         if found is None:
-            for record in self._records.values():
+            for record in self._records.all():
                 spec = record.spec
                 if plane_unit(spec.apartment, spec.unit) == name:
                     found = owners[name] = (spec.apartment, spec.unit)
@@ -282,7 +259,7 @@ class HostPort:
     def refresh_usage(self) -> None:
         """Instance usage from the latest monitor samples, host usage from psutil."""
         now = self.service.clock.monotonic()
-        for instance_id in list(self._records):
+        for instance_id in [r.instance_id for r in self._records.all()]:
             figures = self.service.monitor.figures(instance_id)
             if not figures:
                 continue
@@ -308,7 +285,7 @@ class HostPort:
 
     def last_activity(self, instance_id: str) -> float | None:
         """When the data plane last sent the instance a request (the GC's activity)."""
-        record = self._records.get(instance_id)
+        record = self._records.find(instance_id)
         if record is None or self.plane is None:
             return None
         return self.plane.last_activity(plane_unit(record.spec.apartment, record.spec.unit),

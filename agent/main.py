@@ -12,8 +12,8 @@ from pathlib import Path
 
 from agent.config import ENV_PREFIX, config_fields, load_config
 from agent.daemon import build_data_plane, run_daemon
-from agent.jsonlog import configure_logging
 from common.errors import LandlordError
+from common.json_logs import setup_logging
 
 __all__ = ["build_parser", "main"]
 
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, _, _ in config_fields():
             print(f"{name} = {getattr(config, name)!r}")
         return 0
-    configure_logging(config.log_level, config.log_format)
+    setup_logging(config.log_level, config.log_format, "landlord-agent")
     try:
         plane = build_data_plane(config) if config.data_plane else None
         return asyncio.run(run_daemon(config, plane=plane))

@@ -15,11 +15,12 @@ import contextlib
 import logging
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.dumps import DumpWriter
 from agent.events import EventType
 from agent.store import InstanceRecord
+from agent.supervisor import Supervisor
 from common.errors import Conflict, LandlordError, NotFound
 from common.lifecycle import InstanceState
 from common.recovery import (
@@ -32,9 +33,6 @@ from common.recovery import (
     record_healthy,
 )
 
-if TYPE_CHECKING:
-    from agent.supervisor import Supervisor
-
 __all__ = ["Recovery"]
 
 log = logging.getLogger(__name__)
@@ -44,7 +42,8 @@ REMOVE_AFTER_S = 30.0
 
 
 class Recovery:
-    """Acts on failures of the supervisor's instances."""
+    """Acts on failures of the supervisor's instances (its ``FailureHandler``), and on
+    memory leaks the resource monitor finds."""
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.sup = supervisor
@@ -104,7 +103,7 @@ class Recovery:
             if record.container_id != container_id:
                 return
             if container_id is not None:
-                self.sup.expected_exits.add(container_id)
+                self.sup.records.expect_exit(container_id)
                 with contextlib.suppress(LandlordError):
                     await self.sup.runtime.kill(container_id)
             await self._fail(record, container_id, reason, FailureKind.CONTAINER_CRASH, None,
@@ -159,7 +158,7 @@ class Recovery:
         await asyncio.sleep(decision.delay_s)
         sup = self.sup
         async with sup.lock(record.instance_id):
-            if sup.records.get(record.instance_id) is not record or \
+            if sup.records.find(record.instance_id) is not record or \
                     record.lifecycle.state not in (S.ERROR, S.STOPPED):
                 return
             self._pending.pop(record.instance_id, None)
@@ -194,8 +193,7 @@ class Recovery:
             await sup.runtime.remove(container_id, force=True)
         if sup.shaper is not None:
             await asyncio.to_thread(sup.shaper.forget_container, container_id)
-        sup.by_container.pop(container_id, None)
-        sup.expected_exits.discard(container_id)
+        sup.records.unbind(container_id)
 
     # -- memory leak -----------------------------------------------------------------
     async def on_leak(self, record: InstanceRecord, assessment: LeakAssessment, pid: int,
@@ -223,8 +221,7 @@ class Recovery:
             old = record.container_id
             if old is not None:
                 await sup.runtime.remove(old, force=True)
-                sup.by_container.pop(old, None)
-                sup.expected_exits.discard(old)
+                sup.records.unbind(old)
             self._act(record, decision)
 
     def resume(self, record: InstanceRecord) -> None:

@@ -22,6 +22,8 @@ from agent.gc import GC_KINDS, DiskUsage, GarbageCollector
 from agent.limits.bandwidth import EgressShaper
 from agent.limits.monitor import ResourceMonitor
 from agent.limits.storage import enforcement_mode
+from agent.records import InstanceRecords
+from agent.recovery import Recovery
 from agent.runtime.container_config import LABEL_HOST
 from agent.runtime.protocol import EXEC_OUTPUT_CAP, ContainerRuntime, ExecResult
 from agent.spec import InstanceSpec, InstanceView
@@ -59,9 +61,10 @@ class AgentService:
         if shaper is None and config.bandwidth:
             shaper = EgressShaper(config.egress_device, config.cgroup_root, config.run_dir)
         self.supervisor = Supervisor(config, runtime, self.store, self.bus, self.clock, shaper)
+        self.recovery = self.supervisor.failures = Recovery(self.supervisor)
         if prober is not None:
             self.supervisor.probe = prober
-        self.monitor = ResourceMonitor(self.supervisor)
+        self.monitor = ResourceMonitor(self.supervisor, self.recovery)
         self.gc = GarbageCollector(self.supervisor, self.monitor, disk_usage)
         self.supervisor.launch_hooks.append(self.gc.remember)
         self._events_task: asyncio.Task[None] | None = None
@@ -77,7 +80,7 @@ class AgentService:
         self._events_task = asyncio.create_task(self._follow_events(ready), name="events")
         await ready.wait()
         containers = await self.runtime.list_containers({LABEL_HOST: self.config.host_id})
-        self.adoption = await adopt(self.supervisor, containers)
+        self.adoption = await adopt(self.supervisor, self.recovery, containers)
         return self.adoption
 
     async def _follow_events(self, ready: asyncio.Event) -> None:
@@ -131,10 +134,15 @@ class AgentService:
         await self.supervisor.stop_instance(instance_id, grace)
 
     def instances(self) -> list[InstanceView]:
-        return [self.supervisor.view(r) for r in self.supervisor.records.values()]
+        return [self.supervisor.view(r) for r in self.records.all()]
 
     def instance(self, instance_id: str) -> InstanceView:
-        return self.supervisor.view(self.supervisor.get(instance_id))
+        return self.supervisor.view(self.records.get(instance_id))
+
+    @property
+    def records(self) -> InstanceRecords:
+        """This host's instance records, to read."""
+        return self.supervisor.records
 
     async def subscribe_events(self) -> AsyncIterator[dict[str, Any]]:
         """Every event from now on as a dict: type, instance, unit, version, time, details."""
@@ -158,7 +166,7 @@ class AgentService:
                              storage=config.reserved_storage, network=0)
         allocated = Resources()
         live = 0
-        for record in self.supervisor.records.values():
+        for record in self.records.all():
             if record.lifecycle.state in (InstanceState.STOPPED,):
                 continue
             live += 1
@@ -173,7 +181,7 @@ class AgentService:
 
     def record_request(self, instance_id: str, at: float | None = None) -> None:
         """The data plane saw a request for the instance (at ``at``, default now)."""
-        record = self.supervisor.get(instance_id)
+        record = self.records.get(instance_id)
         when = self.clock.now() if at is None else at
         record.last_request = max(record.last_request or 0.0, when)
 
@@ -193,7 +201,7 @@ class AgentService:
 
         Raises NotFound for an instance this host does not run and FailedPrecondition for
         one that is not up (only ready and running instances take commands)."""
-        record = self.supervisor.get(instance_id)
+        record = self.records.get(instance_id)
         state = record.lifecycle.state
         if state not in (InstanceState.READY, InstanceState.RUNNING) \
                 or record.container_id is None:
@@ -203,5 +211,5 @@ class AgentService:
 
     def stats(self, instance_id: str) -> dict[str, Any]:
         """Latest sampled figures of one instance (memory, cpu, pids, io, storage)."""
-        self.supervisor.get(instance_id)
+        self.records.get(instance_id)
         return self.monitor.figures(instance_id)

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from common.errors import InvalidArgument
+from common.unit_spec import StateMode
 
 __all__ = [
     "HealthSpec",
@@ -29,19 +30,6 @@ class Slot(StrEnum):
 
     BLUE = "blue"
     GREEN = "green"
-
-
-class StateMode(StrEnum):
-    """How an instance keeps state on the host.
-
-    ``none``: no state directory; ``shared``: one directory per unit, shared by every
-    instance of it (blue and green see the same files); ``snapshot``: one directory per
-    instance, carried over to its replacements and backed up before collection.
-    """
-
-    NONE = "none"
-    SHARED = "shared"
-    SNAPSHOT = "snapshot"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 Every state change goes through ``move()``, which validates it against the table in
 ``common.lifecycle``, persists the record and publishes an event. Failures detected here
-(container exits, failed health, startup timeouts) are handed to ``agent.recovery``.
+(container exits, failed health, startup timeouts) are handed to a ``FailureHandler``
+(``agent.recovery.Recovery``, which drives the supervisor back: it imports this module,
+this module does not import it). Others read the records through ``records`` (see
+``agent.records.InstanceRecords``).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from agent.config import AgentConfig
 from agent.events import AgentEvent, EventBus, EventType
 from agent.health import HealthTracker, Verdict, http_probe
 from agent.limits.bandwidth import EgressShaper, free_minor
+from agent.records import RecordTable
 from agent.runtime.container_config import build_create_request
 from agent.runtime.protocol import ContainerEvent, ContainerRuntime
 from agent.spec import InstanceSpec, InstanceView, StateMode
@@ -25,16 +30,34 @@ from common.clock import Clock
 from common.errors import Conflict, LandlordError, NotFound
 from common.lifecycle import InstanceState, LifecycleRecord
 
-__all__ = ["Prober", "Supervisor"]
+__all__ = ["FailureHandler", "Prober", "Supervisor"]
 
 log = logging.getLogger(__name__)
 S = InstanceState
 Prober = Callable[[str, int, str, float], Awaitable[bool]]
-LIVE_STATES = frozenset({S.INITIALIZING, S.READY, S.RUNNING, S.PAUSED})
+
+
+class FailureHandler(Protocol):
+    """Who acts on the instances' failures and health (``agent.recovery.Recovery``): a
+    container that died unasked, one that runs broken (unhealthy, never ready), a healthy
+    probe, a (re)gained health; ``cancel`` when an instance is stopped on purpose."""
+
+    async def on_container_exit(self, record: InstanceRecord, container_id: str,
+                                exit_code: int | None) -> None: ...
+    async def on_failure(self, record: InstanceRecord, container_id: str | None,
+                         reason: str) -> None: ...
+    def note_healthy(self, record: InstanceRecord) -> None: ...
+    def on_healthy(self, record: InstanceRecord) -> None: ...
+    def cancel(self, instance_id: str) -> None: ...
+    def cancel_all(self) -> None: ...
 
 
 class Supervisor:
     """Owns the instance records of this host and the containers behind them."""
+
+    failures: FailureHandler
+    """Set once by whoever composes the two (``AgentService``): recovery needs the
+    supervisor built first."""
 
     def __init__(
         self,
@@ -46,8 +69,6 @@ class Supervisor:
         shaper: EgressShaper | None = None,
         storage_mode: str = "eviction",
     ) -> None:
-        from agent.recovery import Recovery  # recovery drives the supervisor back
-
         self.config = config
         self.runtime = runtime
         self.store = store
@@ -55,10 +76,7 @@ class Supervisor:
         self.clock = clock
         self.shaper = shaper
         self.storage_mode = storage_mode
-        self.records: dict[str, InstanceRecord] = {}
-        self.by_container: dict[str, str] = {}
-        self.expected_exits: set[str] = set()
-        self.recovery = Recovery(self)
+        self.records = RecordTable()
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._ready: dict[str, asyncio.Event] = {}
         self.locks: dict[str, asyncio.Lock] = {}
@@ -69,13 +87,6 @@ class Supervisor:
     # -- bookkeeping -----------------------------------------------------------------
     def lock(self, instance_id: str) -> asyncio.Lock:
         return self.locks.setdefault(instance_id, asyncio.Lock())
-
-    def get(self, instance_id: str) -> InstanceRecord:
-        try:
-            return self.records[instance_id]
-        except KeyError:
-            raise NotFound(f"no instance {instance_id!r} on this host",
-                           instance=instance_id) from None
 
     def publish(self, record: InstanceRecord, event_type: str, **details: object) -> None:
         spec = record.spec
@@ -144,18 +155,16 @@ class Supervisor:
 
     # -- start -----------------------------------------------------------------------
     async def start_instance(self, spec: InstanceSpec, wait: bool = True) -> InstanceView:
-        existing = self.records.get(spec.instance_id)
+        existing = self.records.find(spec.instance_id)
         if existing is not None and existing.lifecycle.state is not S.STOPPED:
             raise Conflict(f"instance {spec.instance_id!r} already exists"
                            f" ({existing.lifecycle.state.value})", instance=spec.instance_id)
-        for other in self.records.values():
-            if other.spec.port == spec.port and other.spec.instance_id != spec.instance_id \
-                    and other.lifecycle.state in LIVE_STATES:
-                raise Conflict(f"port {spec.port} is used by {other.spec.instance_id}",
-                               port=spec.port)
+        holder = self.records.port_holder(spec.port, ignore=(spec.instance_id,))
+        if holder is not None:
+            raise Conflict(f"port {spec.port} is used by {holder.instance_id}", port=spec.port)
         record = InstanceRecord(spec, LifecycleRecord.new(
             spec.version, self.clock, {"apartment": spec.apartment, "unit": spec.unit}))
-        self.records[spec.instance_id] = record
+        self.records.add(record)
         self.save(record)  # intent first: an agent restarted now launches it
         self.expect_settle(spec.instance_id)
         async with self.lock(spec.instance_id):
@@ -202,7 +211,7 @@ class Supervisor:
             await self.runtime.remove(request.name, force=True)
             container_id = await self.runtime.create(request)
         record.container_id = container_id
-        self.by_container[container_id] = spec.instance_id
+        self.records.bind(container_id, spec.instance_id)
         for hook in self.launch_hooks:
             hook(spec)
         record.enforcement = self._static_enforcement(spec)
@@ -238,7 +247,7 @@ class Supervisor:
         info = await self.runtime.inspect(record.container_id)
         shaper = self.shaper
         if record.classid is None:
-            used = {r.classid for r in self.records.values() if r.classid is not None}
+            used = {r.classid for r in self.records.all() if r.classid is not None}
             minors = await asyncio.to_thread(shaper.used_minors) if shaper.setup().enforced \
                 else set()
             record.classid = free_minor(used | minors)
@@ -281,14 +290,14 @@ class Supervisor:
                 await self._on_healthy(record)
             elif verdict is Verdict.BECAME_UNHEALTHY:
                 self.publish(record, EventType.HEALTH, healthy=False, score=tracker.score)
-                await self.recovery.on_failure(
+                await self.failures.on_failure(
                     record, container_id,
                     f"unhealthy: {tracker.failures} failed health checks in a row")
                 return
             elif tracker.healthy:
-                self.recovery.note_healthy(record)
+                self.failures.note_healthy(record)
             if not tracker.healthy and now > deadline:
-                await self.recovery.on_failure(
+                await self.failures.on_failure(
                     record, container_id,
                     f"not ready within {spec.health.startup_timeout:g} s of warm-up end")
                 return
@@ -303,20 +312,16 @@ class Supervisor:
             self.move(record, S.READY, "health checks passed after warm-up")
         if record.lifecycle.state is S.READY:
             self.move(record, S.RUNNING, "serving")
-        self.recovery.on_healthy(record)
+        self.failures.on_healthy(record)
         self.settle_waiters(record.instance_id)
 
     # -- container events ------------------------------------------------------------
     async def handle_event(self, event: ContainerEvent) -> None:
         if event.action != "die":
             return
-        instance_id = self.by_container.get(event.container_id)
-        if instance_id is None or event.container_id in self.expected_exits:
-            return
-        record = self.records.get(instance_id)
-        if record is None or record.container_id != event.container_id:
-            return
-        await self.recovery.on_container_exit(record, event.container_id, event.exit_code)
+        record = self.records.crashed_instance(event.container_id)
+        if record is not None:
+            await self.failures.on_container_exit(record, event.container_id, event.exit_code)
 
     # -- stop ------------------------------------------------------------------------
     async def stop_container(self, record: InstanceRecord, grace: float) -> None:
@@ -324,7 +329,7 @@ class Supervisor:
         container_id = record.container_id
         if container_id is None:
             return
-        self.expected_exits.add(container_id)
+        self.records.expect_exit(container_id)
         self.unwatch(record.instance_id)
         with contextlib.suppress(NotFound):
             await self.runtime.stop(container_id, grace)
@@ -336,14 +341,13 @@ class Supervisor:
             await asyncio.to_thread(self.shaper.release, container_id, record.classid)
         if remove_container and container_id is not None:
             await self.runtime.remove(container_id, force=True)
-            self.by_container.pop(container_id, None)
-            self.expected_exits.discard(container_id)
+            self.records.unbind(container_id)
 
     async def stop_instance(self, instance_id: str, grace: float | None = None,
                             reason: str = "stop requested") -> None:
         """Graceful stop, resources released, container and record removed."""
-        record = self.get(instance_id)
-        self.recovery.cancel(instance_id)
+        record = self.records.get(instance_id)
+        self.failures.cancel(instance_id)
         async with self.lock(instance_id):
             if record.lifecycle.state in (S.RUNNING, S.PAUSED):
                 self.move(record, S.STOPPING, reason)
@@ -371,14 +375,14 @@ class Supervisor:
 
     def forget(self, record: InstanceRecord, reason: str) -> None:
         self.unwatch(record.instance_id)
-        self.records.pop(record.instance_id, None)
+        self.records.discard(record.instance_id)
         self.store.delete(record.instance_id)
         self.settle_waiters(record.instance_id)
         self.publish(record, EventType.REMOVED, reason=reason)
 
     async def shutdown(self) -> None:
         """Stop watching; containers keep running (the agent is not their parent)."""
-        self.recovery.cancel_all()
+        self.failures.cancel_all()
         tasks = list(self._watchers.values())
         self._watchers.clear()
         for task in tasks:

@@ -23,7 +23,6 @@ import random
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -34,6 +33,9 @@ import grpc
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # local_cluster
+
+from local_cluster.cluster import ControlPlane
 
 from agent.stream_client import (
     AgentCommand,
@@ -47,7 +49,6 @@ from agent.stream_client import (
 )
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from common.resources import Resources
-from tests.e2e.cluster import CoordinatorProcess, EtcdProcess
 
 IMAGE = "bench:1"
 
@@ -226,16 +227,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> None:
-    etcd = EtcdProcess(workdir).start()
-    coordinator = CoordinatorProcess(workdir, "bench-coord", etcd.endpoint, "/bench", {
+async def run(args: argparse.Namespace) -> None:
+    plane = ControlPlane("bench-scale", prefix="/bench", coordinator_settings={
         "heartbeat_interval": 10.0, "report_interval": 1.0, "liveness_grace": 10.0,
         "log_level": "WARNING", "leader_lease_ttl": 5, "log_format": "text"})
+    etcd = plane.etcd
     procs: list[Any] = []
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     try:
-        coordinator.start()
+        coordinator = plane.start().coordinator
         buildings = [f"b{b:03d}" for b in range(max(1, args.agents // args.hosts_per_building))]
         hosts = [(i, buildings[i // args.hosts_per_building % len(buildings)])
                  for i in range(args.agents)]
@@ -295,7 +296,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
               f" mean {statistics.mean(latencies):.1f} ms")
         await channel.close()
     except Exception:
-        print(coordinator.log_tail(400))
+        print(plane.logs(400))
         raise
     finally:
         stop.set()
@@ -303,8 +304,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             proc.join(15)
             if proc.is_alive():
                 proc.kill()
-        coordinator.stop()
-        etcd.stop()
+        plane.close()
 
 
 def main() -> None:
@@ -321,8 +321,7 @@ def main() -> None:
     args.hosts_per_building = min(args.hosts_per_building, args.agents)
     # SIGTERM unwinds like Ctrl-C, so every process this bench started is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with tempfile.TemporaryDirectory(prefix="landlord-bench-") as tmp:
-        asyncio.run(run(args, Path(tmp)))
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import asyncio
 import http.client
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,9 @@ from typing import Any
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # local_cluster
+
+from local_cluster.processes import free_port
 
 from agent.config import AgentConfig
 from agent.events import EventType
@@ -43,12 +45,6 @@ from agent.spec import HealthSpec, InstanceSpec, ResourceSpec, Slot
 IMAGE = "landlord/demo-app:1.0.0"
 ADDRESS = "127.0.0.2"
 MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((ADDRESS, 0))
-        return int(sock.getsockname()[1])
 
 
 def healthy(port: int) -> bool:
@@ -116,7 +112,7 @@ async def bench(kills: int, interval: float) -> tuple[list[float], list[float], 
     service = AgentService(config, DockerRuntime())
     await service.open()
     client = docker.from_env()
-    port, twin_port = free_port(), free_port()
+    port, twin_port = free_port(ADDRESS), free_port(ADDRESS)
     spec = InstanceSpec(apartment="bench", unit="demo", version="1.0.0", slot=Slot.BLUE,
                         instance_id="bench-1", image=IMAGE, port=port,
                         health=HealthSpec(interval=1.0, timeout=0.5),

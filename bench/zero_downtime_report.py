@@ -1,6 +1,6 @@
 """Figures of the zero-downtime benchmark from what it recorded (pure functions, no I/O).
 
-Inputs: the load's answers (``TimedAnswer``: wall-clock times sent and answered, host
+Inputs: the load's answers (``Answer``: wall-clock times sent and answered, host
 address, status, version), each host's HAProxy weight changes (``WeightChange``, same
 clock, keyed by the host's address too) and the rollout records' step times (``StepTimes``).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from demo_cluster.report import classify_failures, share_of
-from zero_downtime_load import TimedAnswer
+from local_cluster.load import Answer
+from local_cluster.report import classify_failures, share_of
 from zero_downtime_watch import WeightChange
 
 __all__ = [
@@ -87,7 +87,7 @@ def canary_off_at(changes: Sequence[WeightChange], host: str, version: str,
     return None
 
 
-def last_answer_from(answers: Sequence[TimedAnswer], host: str, version: str,
+def last_answer_from(answers: Sequence[Answer], host: str, version: str,
                      since: float) -> float | None:
     return max((a.at for a in answers if a.host == host and a.version == version
                 and a.at >= since), default=None)
@@ -113,7 +113,7 @@ def _verdict(ok: bool | None) -> str:
     return "" if ok is None else ("  [target met]" if ok else "  [TARGET MISSED]")
 
 
-def failure_lines(answers: Sequence[TimedAnswer], bad: str, indent: str = "  ",
+def failure_lines(answers: Sequence[Answer], bad: str, indent: str = "  ",
                   examples: int = 8) -> list[str]:
     failures = classify_failures(answers, bad)
     lines = [f"{indent}requests {len(answers)}, failed {failures.total}: "
@@ -165,7 +165,7 @@ def rollback_off(rollout: RolloutTimes, changes: Sequence[WeightChange],
                        for h in hosts}
 
 
-def latency_lines(answers: Sequence[TimedAnswer], hosts: Sequence[str], indent: str,
+def latency_lines(answers: Sequence[Answer], hosts: Sequence[str], indent: str,
                   slow_s: float = 0.5) -> list[str]:
     """Per host: p50/p99/max request time, and requests slower than ``slow_s``."""
     parts, slow = [], []
@@ -210,7 +210,7 @@ def no_server_lines(changes: Sequence[WeightChange], hosts: Sequence[str],
     return lines
 
 
-def rollout_lines(rollout: RolloutTimes, answers: Sequence[TimedAnswer],
+def rollout_lines(rollout: RolloutTimes, answers: Sequence[Answer],
                   changes: Sequence[WeightChange], hosts: Sequence[str], now: float,
                   spread_target_ms: float) -> list[str]:
     """Per step: per-host apply delay and spread, measured split per host and overall."""
@@ -250,7 +250,7 @@ def rollout_lines(rollout: RolloutTimes, answers: Sequence[TimedAnswer],
     return lines
 
 
-def rollback_lines(rollout: RolloutTimes, answers: Sequence[TimedAnswer],
+def rollback_lines(rollout: RolloutTimes, answers: Sequence[Answer],
                    changes: Sequence[WeightChange], hosts: Sequence[str],
                    target_s: float) -> list[str]:
     """From the failing step's evaluation (its ended_at) to 100 % stable on every host."""

@@ -1,8 +1,10 @@
-"""What makes a version of a unit: image, command, env, port, health check, resources, deps.
+"""What makes a version of a unit: everything that runs, and so everything its checksum covers.
 
-``UnitSpec.checksum()`` is the sha256 of the canonical JSON (sorted keys, no spaces) of
-exactly those fields, so the same content always gives the same checksum; the unit's
-name, version and publication time are not part of it.
+A version is immutable in everything that runs: image, command, env, ports, health check
+(with its warm-up and healthy threshold), resources, dependencies, state mode and idle
+timeout. ``UnitSpec.checksum()`` is the sha256 of the canonical JSON (sorted keys, no
+spaces) of exactly those fields, so the same content always gives the same checksum; the
+unit's name, version and publication time are not part of it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 
 from common.dependencies import parse_dependency, qualify
@@ -20,7 +23,7 @@ from common.errors import InvalidArgument
 from common.resources import Resources
 from common.semantic_versions import parse_version
 
-__all__ = ["HealthCheck", "UnitSpec", "canonical_json", "sha256_of"]
+__all__ = ["HealthCheck", "StateMode", "UnitSpec", "canonical_json", "sha256_of"]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -33,6 +36,20 @@ def canonical_json(content: object) -> str:
 def sha256_of(content: object) -> str:
     """Hex sha256 of ``canonical_json(content)`` encoded as UTF-8."""
     return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
+
+
+class StateMode(StrEnum):
+    """How an instance keeps state on its host.
+
+    ``none``: no state directory; ``shared``: one directory per unit and host, shared by
+    every instance of it (blue and green see the same files); ``snapshot``: one directory
+    per instance, copied to its replacement (green starts from blue's state) and backed up
+    before collection.
+    """
+
+    NONE = "none"
+    SHARED = "shared"
+    SNAPSHOT = "snapshot"
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,18 @@ class HealthCheck:
         )
 
 
+_RUN_DEFAULTS: Mapping[str, object] = MappingProxyType({
+    "service_port": 0,
+    "state_mode": StateMode.NONE.value,
+    "idle_timeout_s": 0.0,
+    "warmup_s": 0.0,
+    "healthy_threshold": 1,
+})
+"""Fields the spec gained after versions were first published. ``content()`` leaves out
+the ones at these values, so a version published before a field existed (which then ran
+with this value) keeps its checksum, and any other value changes it."""
+
+
 @dataclass(frozen=True)
 class UnitSpec:
     """One version of a unit as submitted for publishing."""
@@ -111,12 +140,23 @@ class UnitSpec:
     image: str
     """Docker image id (``sha256:...``) or digest reference (``name@sha256:...``)."""
     port: int
+    """Port every instance listens on (env PORT); 0: the port placement assigns each one."""
     command: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     health_check: HealthCheck = field(default_factory=HealthCheck)
     resources: Resources = field(default_factory=Resources)
     dependencies: tuple[str, ...] = ()
     """``name@range`` specs; bare names are in this unit's apartment."""
+    service_port: int = 0
+    """Port of the unit's entry point on every host's data plane (0: no entry point)."""
+    state_mode: StateMode = StateMode.NONE
+    idle_timeout_s: float = 0.0
+    """Seconds without activity before garbage collection may remove an instance; 0: never."""
+    warmup_s: float = 0.0
+    """Seconds after an instance starts before failed health probes count."""
+    healthy_threshold: int = 1
+    """Consecutive passing probes that make an instance healthy (``health_check.retries``
+    is the failing count)."""
 
     def __post_init__(self) -> None:
         qualify(self.unit, self.apartment)
@@ -128,12 +168,8 @@ class UnitSpec:
         parse_version(self.version)
         if not isinstance(self.image, str) or not self.image.strip():
             raise InvalidArgument("image must name an image id or digest", field="image")
-        if (
-            isinstance(self.port, bool)
-            or not isinstance(self.port, int)
-            or not (1 <= self.port <= 65535)
-        ):
-            raise InvalidArgument(f"port must be 1-65535, got {self.port!r}", field="port")
+        _check_port(self.port, "port")
+        _check_port(self.service_port, "service_port")
         object.__setattr__(self, "command", tuple(self.command))
         if not all(isinstance(arg, str) for arg in self.command):
             raise InvalidArgument("command must be a list of strings", field="command")
@@ -149,15 +185,48 @@ class UnitSpec:
         object.__setattr__(self, "dependencies", tuple(self.dependencies))
         for spec in self.dependencies:
             parse_dependency(spec, self.apartment)
+        try:
+            object.__setattr__(self, "state_mode", StateMode(self.state_mode))
+        except ValueError:
+            raise InvalidArgument(
+                f"state_mode must be one of {', '.join(StateMode)}, got {self.state_mode!r}",
+                field="state_mode",
+            ) from None
+        for name in ("idle_timeout_s", "warmup_s"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value >= 0)
+            ):
+                raise InvalidArgument(f"{name} must be seconds >= 0, got {value!r}", field=name)
+            object.__setattr__(self, name, float(value))
+        threshold = self.healthy_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise InvalidArgument(
+                f"healthy_threshold must be a whole number >= 1, got {threshold!r}",
+                field="healthy_threshold",
+            )
 
     @property
     def name(self) -> str:
         """Qualified name, ``apartment/unit``."""
         return f"{self.apartment}/{self.unit}"
 
+    def _run_fields(self) -> dict[str, object]:
+        return {
+            "service_port": self.service_port,
+            "state_mode": self.state_mode.value,
+            "idle_timeout_s": self.idle_timeout_s,
+            "warmup_s": self.warmup_s,
+            "healthy_threshold": self.healthy_threshold,
+        }
+
     def content(self) -> dict[str, object]:
-        """Exactly what the checksum covers, with dependencies qualified and sorted."""
+        """Exactly what the checksum covers: everything that runs, with dependencies
+        qualified and sorted (fields at their ``_RUN_DEFAULTS`` value left out)."""
         deps = sorted(str(parse_dependency(s, self.apartment)) for s in self.dependencies)
+        later = {k: v for k, v in self._run_fields().items() if v != _RUN_DEFAULTS[k]}
         return {
             "image": self.image,
             "command": list(self.command),
@@ -166,6 +235,7 @@ class UnitSpec:
             "health_check": self.health_check.to_dict(),
             "resources": self.resources.to_dict(),
             "dependencies": deps,
+            **later,
         }
 
     def checksum(self) -> str:
@@ -177,6 +247,7 @@ class UnitSpec:
             "unit": self.unit,
             "version": self.version,
             **self.content(),
+            **self._run_fields(),
             "dependencies": list(self.dependencies),
         }
 
@@ -195,6 +266,7 @@ class UnitSpec:
             "health_check",
             "resources",
             "dependencies",
+            *_RUN_DEFAULTS,
         }
         _refuse_unknown("unit spec", data, known)
         health, resources = data.get("health_check", {}), data.get("resources", {})
@@ -203,6 +275,7 @@ class UnitSpec:
             raise InvalidArgument("health_check and resources must be objects")
         if not isinstance(env, Mapping):
             raise InvalidArgument("env must map names to strings", field="env")
+        later = {k: data.get(k, default) for k, default in _RUN_DEFAULTS.items()}
         return cls(
             apartment=_str(data.get("apartment"), "apartment"),
             unit=_str(data.get("unit"), "unit"),
@@ -214,7 +287,13 @@ class UnitSpec:
             health_check=HealthCheck.from_dict(health),
             resources=Resources.from_dict(resources),
             dependencies=tuple(_str_list(data.get("dependencies", []), "dependencies")),
+            **later,  # type: ignore[arg-type]  # validated in __post_init__
         )
+
+
+def _check_port(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not (0 <= value <= 65535):
+        raise InvalidArgument(f"{name} must be 0-65535, got {value!r}", field=name)
 
 
 def _refuse_unknown(what: str, data: Mapping[str, object], known: set[str]) -> None:

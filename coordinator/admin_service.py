@@ -14,10 +14,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from common.clock import Clock
 from common.errors import InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from coordinator.agent_messages import GcCommand
-from coordinator.control import FleetControl
 from coordinator.convert_admin import (
     event_to_pb,
     host_to_pb,
@@ -28,6 +28,9 @@ from coordinator.convert_admin import (
     version_to_pb,
 )
 from coordinator.convert_agent import to_seconds
+from coordinator.fleet import Fleet
+from coordinator.known_fleet import KnownFleet
+from coordinator.leadership import Leadership
 from coordinator.read_models import ClusterReads
 from coordinator.records import EventRecord
 from coordinator.registry import Registry
@@ -35,26 +38,30 @@ from coordinator.rollouts.proto import rollout_info
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.service import RolloutService
 from coordinator.rpc_errors import stream_boundary, unary_boundary
+from coordinator.state import ClusterState
 
 __all__ = ["AdminService"]
 
 Context = Any
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, control: FleetControl, registry: Registry,
+    def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
+                 leadership: Leadership, clock: Clock, registry: Registry,
                  rollouts: RolloutService) -> None:
-        self.control = control
+        self.state = state
+        self.fleet = fleet
+        self.leadership = leadership
+        self.clock = clock
         self.registry = registry
         self.rollouts = rollouts
-        self.reads = ClusterReads.of(control, registry)
-        self.state = control.state
+        self.reads = ClusterReads(state, fleet, leadership, clock, known.known_state, registry)
 
     # -- units and versions ----------------------------------------------------------------
 
     @unary_boundary
     async def PublishVersion(self, request: admin_pb2.PublishVersionRequest, context: Context
                              ) -> admin_pb2.PublishVersionResponse:
-        spec, changes, metadata, fields = publish_from_pb(request)
-        record, created = await self.registry.publish(spec, changes, metadata, fields)
+        spec, changes, metadata = publish_from_pb(request)
+        record, created = await self.registry.publish(spec, changes, metadata)
         return admin_pb2.PublishVersionResponse(version=version_to_pb(record),
                                                 already_published=not created)
 
@@ -161,8 +168,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def RunGarbageCollection(self, request: admin_pb2.RunGarbageCollectionRequest,
                                    context: Context) -> admin_pb2.RunGarbageCollectionResponse:
-        c = self.control
-        c.leadership.fence  # noqa: B018
+        self.leadership.fence  # noqa: B018
         kinds = tuple(request.kinds)
         unknown = set(kinds) - {"unused", "memory", "cache"}
         if unknown:
@@ -171,13 +177,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if request.host_id:
             if request.host_id not in self.state.hosts:
                 raise NotFound(f"host {request.host_id} does not exist", host=request.host_id)
-            if request.host_id not in c.fleet.sessions:
+            if request.host_id not in self.fleet.sessions:
                 raise Unavailable(f"host {request.host_id} is not connected",
                                   host=request.host_id)
             targets = [request.host_id]
         else:
-            targets = sorted(c.fleet.sessions)
-        c.fleet.broadcast(targets, GcCommand(kinds))
+            targets = sorted(self.fleet.sessions)
+        self.fleet.broadcast(targets, GcCommand(kinds))
         return admin_pb2.RunGarbageCollectionResponse(hosts=targets)
 
     # -- events and cluster ----------------------------------------------------------------
@@ -188,7 +194,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if request.after_sequence < 0:
             raise InvalidArgument("after_sequence must be >= 0", field="after_sequence")
         history = to_seconds(request.history)
-        cutoff = self.control.clock.now() - history if history > 0 else 0.0
+        cutoff = self.clock.now() - history if history > 0 else 0.0
 
         def wanted(e: EventRecord) -> bool:
             return ((not request.apartment or e.apartment == request.apartment)
@@ -219,7 +225,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def GetLeader(self, request: admin_pb2.GetLeaderRequest, context: Context
                         ) -> admin_pb2.GetLeaderResponse:
-        leadership = self.control.leadership
+        leadership = self.leadership
         leader = leadership.leader
         return admin_pb2.GetLeaderResponse(
             leader_id=leader.id if leader else "", leader_address=leader.address if leader else "",

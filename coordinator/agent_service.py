@@ -27,6 +27,8 @@ from coordinator.convert_agent import (
 )
 from coordinator.errors import NotLeader
 from coordinator.fleet import HostSession
+from coordinator.leadership import Leadership
+from coordinator.liveness import LivenessPolicy
 from coordinator.rpc_errors import abort_with
 
 __all__ = ["AgentStreamService"]
@@ -38,8 +40,11 @@ ENCODED_CACHE = 4096
 
 
 class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
-    def __init__(self, sessions: AgentSessions) -> None:
+    def __init__(self, sessions: AgentSessions, leadership: Leadership,
+                 liveness: LivenessPolicy) -> None:
         self.sessions = sessions
+        self.leadership = leadership
+        self.liveness = liveness
         self.reports = 0
         self._cache: OrderedDict[str, tuple[Outgoing, agent_pb2.CoordinatorMessage]] = \
             OrderedDict()
@@ -55,14 +60,13 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
         return found[1]
 
     def _not_leader(self) -> agent_pb2.CoordinatorMessage:
-        leader = self.sessions.control.leadership.leader
+        leader = self.leadership.leader
         return agent_pb2.CoordinatorMessage(
             not_leader=agent_pb2.NotLeader(leader_address=leader.address if leader else ""))
 
     async def Session(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],
                       context: Any) -> AsyncIterator[agent_pb2.CoordinatorMessage]:
-        control = self.sessions.control
-        if not control.leadership.is_leader:
+        if not self.leadership.is_leader:
             yield self._not_leader()
             return
         try:
@@ -82,9 +86,9 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
         except LandlordError as exc:
             await abort_with(context, exc)
             return
-        settings = self.sessions.settings
+        settings = self.liveness
         yield agent_pb2.CoordinatorMessage(registered=agent_pb2.Registered(
-            coordinator_id=control.leadership.me.id,
+            coordinator_id=self.leadership.me.id,
             report_interval=from_seconds(settings.report_interval),
             heartbeat_interval=from_seconds(settings.heartbeat_interval),
         ))
@@ -97,7 +101,7 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
                     break
                 session.sent += 1
                 yield self._encoded(outgoing)
-            if session.close_reason and not control.leadership.is_leader:
+            if session.close_reason and not self.leadership.is_leader:
                 yield self._not_leader()
         finally:
             reader.cancel()

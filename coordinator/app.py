@@ -22,21 +22,31 @@ from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_p
 from common.transport import bound_server, create_server
 from coordinator.admin_service import AdminService
 from coordinator.agent_service import AgentStreamService
-from coordinator.agents import AgentSessions, SessionSettings
+from coordinator.agents import AgentSessions
+from coordinator.check_calls import CheckCalls
 from coordinator.config import CoordinatorConfig
-from coordinator.control import ControlSettings, FleetControl
+from coordinator.dispatch import CommandDispatch
 from coordinator.election import LeaderElection
 from coordinator.events import EventLog
+from coordinator.fenced_writes import FencedWrites
 from coordinator.fleet import Fleet
 from coordinator.healing import Healer
+from coordinator.host_records import HostRecords
 from coordinator.keys import KeyLayout
+from coordinator.known_fleet import KnownFleet
 from coordinator.leader import LeaderDuties
 from coordinator.leadership import Leadership
 from coordinator.liveness import LivenessPolicy
+from coordinator.metrics_windows import MetricsWindows
+from coordinator.placement_writer import PlacementWriter
 from coordinator.records import LeaderRecord
 from coordinator.registry import Registry
+from coordinator.rollouts.etcd_records import EtcdRolloutRecords
+from coordinator.rollouts.fleet_adapter import CoordinatorFleet
+from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService
 from coordinator.state import ClusterState
+from coordinator.status_writer import StatusWriter
 from coordinator.store import BlockingLeaseClient, EtcdStore, Store
 from coordinator.view import ClusterView
 
@@ -64,33 +74,63 @@ class Coordinator:
         self.me = LeaderRecord(config.id, config.advertise)
         self.leadership = Leadership(self.me, self.state)
         self.fleet = Fleet()
-        self.events = EventLog(self.store, self.layout, self.state, self.leadership, self.clock,
+        self.known = KnownFleet(self.state, self.fleet)
+        self.writes = FencedWrites(self.store, self.leadership, self.view)
+        self.events = EventLog(self.writes, self.layout, self.state, self.clock,
                                config.event_history)
-        self.control = FleetControl(
-            self.store, self.layout, self.view, self.state, self.fleet, self.leadership,
-            self.events, self.clock,
-            ControlSettings(port_range=(config.port_range_start, config.port_range_end),
-                            stop_grace_s=config.stop_grace),
-        )
-        self.sessions = AgentSessions(self.control, SessionSettings(
-            config.heartbeat_interval, config.report_interval, config.liveness_grace))
-        policy = LivenessPolicy(config.heartbeat_interval, config.liveness_grace)
-        self.healer = Healer(self.control, self.sessions, policy)
-        self.registry = Registry(self.control)
-        self.rollouts = RolloutService(self.control, self.registry)
-        self.duties = LeaderDuties(self.control, self.sessions, self.healer,
-                                   tick=min(1.0, config.heartbeat_interval / 4),
-                                   rollouts=self.rollouts)
+        self.placement = PlacementWriter(
+            self.state, self.layout, self.writes, self.known, self.events, self.clock,
+            port_range=(config.port_range_start, config.port_range_end))
+        self.dispatch = CommandDispatch(self.state, self.layout, self.writes, self.fleet,
+                                        self.known, self.placement, self.clock,
+                                        stop_grace_s=config.stop_grace)
+        self.windows = MetricsWindows()
+        self.checks = CheckCalls(self.state, self.fleet)
+        self.liveness = LivenessPolicy(config.heartbeat_interval, config.liveness_grace,
+                                       report_interval=config.report_interval)
+        self.hosts = HostRecords(self.store, self.writes, self.layout, self.state, self.clock,
+                                 self.liveness.lease_ttl)
+        self.statuses = StatusWriter(self.writes, self.layout, self.state, self.clock)
+        self.sessions = AgentSessions(
+            hosts=self.hosts, statuses=self.statuses, state=self.state, fleet=self.fleet,
+            events=self.events, clock=self.clock, commands=self.dispatch, windows=self.windows,
+            results=self.checks, leadership=self.leadership)
+        self.healer = Healer(
+            hosts=self.hosts, placement=self.placement, commands=self.dispatch,
+            state=self.state, fleet=self.fleet, events=self.events, clock=self.clock,
+            policy=self.liveness)
+        self.registry = Registry(state=self.state, layout=self.layout, writes=self.writes,
+                                 events=self.events, clock=self.clock, reported=self.fleet)
+        self.rollouts = self.rollout_service()
+        self.duties = LeaderDuties(
+            view=self.view, state=self.state, fleet=self.fleet, leadership=self.leadership,
+            events=self.events, clock=self.clock, heal=self.healer.tick,
+            flush_routes=self.dispatch.flush_routes, flush_statuses=self.statuses.flush,
+            tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
             lambda: BlockingLeaseClient(config.etcd_endpoints, config.etcd_timeout))
-        self.admin = AdminService(self.control, self.registry, self.rollouts)
-        self.agent_stream = AgentStreamService(self.sessions)
+        self.admin = AdminService(
+            state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
+            clock=self.clock, registry=self.registry, rollouts=self.rollouts)
+        self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
+
+    def rollout_service(self, runner_settings: RunnerSettings | None = None) -> RolloutService:
+        """A rollout service on this coordinator's fleet (tests start a second one to
+        resume rollouts the way a new leader would)."""
+        fleet = CoordinatorFleet(state=self.state, known=self.known, placement=self.placement,
+                                 commands=self.dispatch, windows=self.windows,
+                                 checks=self.checks)
+        records = EtcdRolloutRecords(self.writes, self.layout, self.state, self.events,
+                                     self.clock)
+        return RolloutService(records=records, fleet=fleet, registry=self.registry,
+                              state=self.state, leadership=self.leadership, clock=self.clock,
+                              runner_settings=runner_settings)
 
     async def start(self) -> None:
         self.server = create_server()

@@ -8,21 +8,19 @@ from common.unit_spec import HealthCheck, UnitSpec
 from common.versions import ChangeSet
 from coordinator.convert_agent import (
     SLOT_VALUES,
-    STATE_MODE_VALUES,
     STATE_MODES,
-    from_seconds,
     observed_to_pb,
     resources_from_pb,
     resources_to_pb,
     timestamp,
     to_seconds,
+    unit_spec_to_pb,
 )
 from coordinator.read_models import HostListing, InstanceListing, UnitListing
 from coordinator.records import EventRecord, VersionRecord
-from coordinator.registry import DeployFields, ResolvedEdge
+from coordinator.registry import ResolvedEdge
 
 __all__ = [
-    "PLACEHOLDER_PORT",
     "event_to_pb",
     "host_to_pb",
     "instance_to_pb",
@@ -32,63 +30,41 @@ __all__ = [
     "version_to_pb",
 ]
 
-PLACEHOLDER_PORT = 8080
-"""Spec port stored for versions published with port 0 (common.unit_spec requires one)."""
-
 
 def publish_from_pb(
     req: admin_pb2.PublishVersionRequest,
-) -> tuple[UnitSpec, ChangeSet, dict[str, str], DeployFields]:
+) -> tuple[UnitSpec, ChangeSet, dict[str, str]]:
     pb = req.spec
     if not req.HasField("spec"):
         raise InvalidArgument("spec is required", field="spec")
-    if not 0 <= pb.port <= 65535 or not 0 <= pb.service_port <= 65535:
-        raise InvalidArgument("port and service_port must be 0..65535", field="port")
     h = pb.health
     health = HealthCheck(
         path=h.path or "/health",
+        command=tuple(h.command),
         interval_s=to_seconds(h.interval) or 5.0,
         timeout_s=to_seconds(h.timeout) or 2.0,
         retries=h.unhealthy_threshold or 3,
     )
+    if pb.state_mode not in STATE_MODES:
+        raise InvalidArgument(f"unknown state mode {pb.state_mode}", field="state_mode")
     spec = UnitSpec(
         apartment=pb.apartment, unit=pb.unit, version=req.version, image=pb.image,
-        port=pb.port or PLACEHOLDER_PORT, command=tuple(pb.command), env=dict(pb.env),
+        port=pb.port, command=tuple(pb.command), env=dict(pb.env),
         health_check=health, resources=resources_from_pb(pb.resources),
-        dependencies=tuple(pb.dependencies),
+        dependencies=tuple(pb.dependencies), service_port=pb.service_port,
+        state_mode=STATE_MODES[pb.state_mode], idle_timeout_s=to_seconds(pb.idle_timeout),
+        warmup_s=to_seconds(h.warmup), healthy_threshold=h.healthy_threshold or 1,
     )
     changes = ChangeSet(
         breaking=tuple(req.changes.breaking), features=tuple(req.changes.features),
         fixes=tuple(req.changes.fixes), internal=tuple(req.changes.internal),
     )
-    warmup = to_seconds(h.warmup)
-    idle = to_seconds(pb.idle_timeout)
-    if warmup < 0 or idle < 0:
-        raise InvalidArgument("durations must not be negative", field="health")
-    fields = DeployFields(
-        service_port=pb.service_port, state_mode=STATE_MODES.get(pb.state_mode, "none"),
-        idle_timeout_s=idle, warmup_s=warmup, healthy_threshold=h.healthy_threshold or 1,
-        port_assigned=pb.port == 0,
-    )
-    return spec, changes, dict(req.metadata), fields
+    return spec, changes, dict(req.metadata)
 
 
 def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
     tag, spec = record.tag, record.tag.spec
-    hc = spec.health_check
-    spec_pb = types_pb2.UnitSpec(
-        apartment=spec.apartment, unit=spec.unit, image=spec.image, command=list(spec.command),
-        env=dict(spec.env), port=0 if record.port_assigned else spec.port,
-        service_port=record.service_port,
-        health=types_pb2.HealthCheck(
-            path=hc.path, interval=from_seconds(hc.interval_s), timeout=from_seconds(hc.timeout_s),
-            healthy_threshold=record.healthy_threshold, unhealthy_threshold=hc.retries,
-            warmup=from_seconds(record.warmup_s),
-        ),
-        resources=resources_to_pb(spec.resources), dependencies=list(spec.dependencies),
-        state_mode=STATE_MODE_VALUES.get(record.state_mode, types_pb2.STATE_MODE_UNSPECIFIED),
-        idle_timeout=from_seconds(record.idle_timeout_s),
-    )
+    spec_pb = unit_spec_to_pb(spec)
     ranges = {}
     for text in spec.dependencies:
         name, _, range_text = text.partition("@")

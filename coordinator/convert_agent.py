@@ -8,6 +8,7 @@ from common.errors import InvalidArgument, LandlordError
 from common.gen.landlord.v1 import agent_pb2, types_pb2
 from common.latency import LatencySketch
 from common.resources import Resources
+from common.unit_spec import StateMode, UnitSpec
 from coordinator.agent_messages import (
     AgentCommand,
     AgentReport,
@@ -40,6 +41,7 @@ __all__ = [
     "seconds",
     "timestamp",
     "to_seconds",
+    "unit_spec_to_pb",
 ]
 
 STATE_NAMES = {
@@ -55,7 +57,9 @@ STATE_NAMES = {
 STATE_VALUES = {name: value for value, name in STATE_NAMES.items()}
 SLOT_NAMES = {types_pb2.SLOT_BLUE: "blue", types_pb2.SLOT_GREEN: "green"}
 SLOT_VALUES = {name: value for value, name in SLOT_NAMES.items()}
-STATE_MODES = {types_pb2.STATE_MODE_SHARED: "shared", types_pb2.STATE_MODE_SNAPSHOT: "snapshot"}
+STATE_MODES = {types_pb2.STATE_MODE_UNSPECIFIED: StateMode.NONE,
+               types_pb2.STATE_MODE_SHARED: StateMode.SHARED,
+               types_pb2.STATE_MODE_SNAPSHOT: StateMode.SNAPSHOT}
 STATE_MODE_VALUES = {name: value for value, name in STATE_MODES.items()}
 
 
@@ -195,25 +199,28 @@ def report_from_pb(pb: agent_pb2.StatusReport, host_id: str) -> AgentReport:
     )
 
 
-def _start_to_pb(cmd: StartCommand) -> agent_pb2.StartInstance:
-    record, version = cmd.instance, cmd.version
-    spec = version.tag.spec
-    health = types_pb2.HealthCheck(
-        path=spec.health_check.path, interval=from_seconds(spec.health_check.interval_s),
-        timeout=from_seconds(spec.health_check.timeout_s),
-        healthy_threshold=max(1, version.healthy_threshold),
-        unhealthy_threshold=spec.health_check.retries, warmup=from_seconds(version.warmup_s),
-    )
-    unit_spec = types_pb2.UnitSpec(
+def unit_spec_to_pb(spec: UnitSpec) -> types_pb2.UnitSpec:
+    """Everything a version runs, as published and as sent to agents."""
+    hc = spec.health_check
+    return types_pb2.UnitSpec(
         apartment=spec.apartment, unit=spec.unit, image=spec.image, command=list(spec.command),
-        env=dict(spec.env), port=0 if version.port_assigned else spec.port,
-        service_port=version.service_port, health=health,
+        env=dict(spec.env), port=spec.port, service_port=spec.service_port,
+        health=types_pb2.HealthCheck(
+            path=hc.path, command=list(hc.command), interval=from_seconds(hc.interval_s),
+            timeout=from_seconds(hc.timeout_s), healthy_threshold=spec.healthy_threshold,
+            unhealthy_threshold=hc.retries, warmup=from_seconds(spec.warmup_s),
+        ),
         resources=resources_to_pb(spec.resources), dependencies=list(spec.dependencies),
-        state_mode=STATE_MODE_VALUES.get(version.state_mode, types_pb2.STATE_MODE_UNSPECIFIED),
-        idle_timeout=from_seconds(version.idle_timeout_s),
+        state_mode=STATE_MODE_VALUES[spec.state_mode],
+        idle_timeout=from_seconds(spec.idle_timeout_s),
     )
+
+
+def _start_to_pb(cmd: StartCommand) -> agent_pb2.StartInstance:
+    record = cmd.instance
     return agent_pb2.StartInstance(
-        instance_id=record.instance_id, spec=unit_spec, version=record.version,
+        instance_id=record.instance_id, spec=unit_spec_to_pb(cmd.version.tag.spec),
+        version=record.version,
         slot=SLOT_VALUES.get(record.slot, types_pb2.SLOT_UNSPECIFIED), port=record.port,
         state_from_instance_id=cmd.state_from_instance_id,
     )

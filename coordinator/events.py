@@ -17,11 +17,11 @@ from dataclasses import replace
 
 from common.clock import Clock
 from coordinator.errors import NotLeader
+from coordinator.fenced_writes import FencedWrites
 from coordinator.keys import KeyLayout
-from coordinator.leadership import Leadership
 from coordinator.records import EventRecord
 from coordinator.state import ClusterState
-from coordinator.store import Store, Txn
+from coordinator.store import Txn
 
 __all__ = ["EventLog"]
 
@@ -29,22 +29,14 @@ log = logging.getLogger(__name__)
 
 
 class EventLog:
-    def __init__(
-        self,
-        store: Store,
-        layout: KeyLayout,
-        state: ClusterState,
-        leadership: Leadership,
-        clock: Clock,
-        capacity: int = 1000,
-    ) -> None:
-        self._store = store
+    def __init__(self, writes: FencedWrites, layout: KeyLayout, state: ClusterState,
+                 clock: Clock, capacity: int = 1000) -> None:
+        self._writes = writes
         self._layout = layout
         self._state = state
-        self._leadership = leadership
         self._clock = clock
         self.capacity = capacity
-        self._batch = store.max_txn_ops - 2
+        self._batch = writes.max_txn_ops - 2
         self._counter = itertools.count()
         self.written = 0
 
@@ -71,7 +63,7 @@ class EventLog:
             for index, event in enumerate(events[start : start + self._batch]):
                 txn.put(self.key_for(event), encode_event(replace(event, batch_index=index)))
             try:
-                await self._store.commit(txn, self._leadership.fence)
+                await self._writes.commit(txn, wait=False)
                 self.written += len(txn.puts)
             except NotLeader as exc:  # the new leader records what happens from now on
                 log.debug("not recording %d event(s): %s", len(txn.puts), exc)
@@ -86,7 +78,7 @@ class EventLog:
             txn = Txn()
             for name in excess[start : start + self._batch]:
                 txn.delete(self._layout.events + name)
-            await self._store.commit(txn, self._leadership.fence)
+            await self._writes.commit(txn, wait=False)
         return len(excess)
 
 

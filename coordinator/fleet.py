@@ -1,7 +1,7 @@
 """The leader's memory of connected agents: sessions, what they observe, when they spoke.
 
 Nothing here touches etcd. Heartbeats and per-report observations live only here (a report
-is not a write); the etcd side of liveness is one lease per host (coordinator/agents.py).
+is not a write); the etcd side of liveness is one lease per host (coordinator/host_records.py).
 """
 
 from __future__ import annotations
@@ -94,6 +94,17 @@ class Fleet:
         if old is not None:
             old.close("replaced by a newer stream from the same host")
         return old
+
+    def connect(self, session: HostSession, images: Iterable[str],
+                instances: Iterable[ObservedInstance], now: float) -> None:
+        """A host registered: its stream, alive, its images, and what it runs now (which
+        replaces whatever was observed of it before)."""
+        self.attach(session, now)
+        self.health[session.host_id] = HostHealth.ALIVE
+        self.images[session.host_id] = frozenset(images)
+        self.forget_observations(session.host_id)
+        for observed in instances:
+            self.observe(observed)
 
     def detach(self, session: HostSession, now: float) -> bool:
         """Forget ``session`` if it is still the host's stream; True if it was."""

@@ -14,12 +14,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from coordinator.agents import STATUS_FLUSH, AgentSessions
-from coordinator.control import FleetControl
+from common.clock import Clock
 from coordinator.errors import NotLeader
-from coordinator.healing import Healer
+from coordinator.events import EventLog
+from coordinator.fleet import Fleet
+from coordinator.leadership import Leadership
 from coordinator.liveness import HostHealth
+from coordinator.state import ClusterState
+from coordinator.status_writer import STATUS_FLUSH
 from coordinator.store import Fence
+from coordinator.view import ClusterView
 
 if TYPE_CHECKING:
     from coordinator.rollouts.service import RolloutService
@@ -29,50 +33,59 @@ __all__ = ["LeaderDuties"]
 log = logging.getLogger(__name__)
 
 
+Round = Callable[[], Awaitable[object]]
+
+
 class LeaderDuties:
-    def __init__(self, control: FleetControl, sessions: AgentSessions, healer: Healer,
-                 tick: float = 1.0, route_flush: float = 0.2, trim_every: float = 10.0,
+    def __init__(self, *, view: ClusterView, state: ClusterState, fleet: Fleet,
+                 leadership: Leadership, events: EventLog, clock: Clock, heal: Round,
+                 flush_routes: Round, flush_statuses: Round, tick: float = 1.0,
+                 route_flush: float = 0.2, trim_every: float = 10.0,
                  rollouts: RolloutService | None = None) -> None:
-        self.control = control
-        self.sessions = sessions
-        self.healer = healer
+        self._view = view
+        self._state = state
+        self._fleet = fleet
+        self._leadership = leadership
+        self._events = events
+        self._clock = clock
+        self._heal = heal
+        self._flush_routes = flush_routes
+        self._flush_statuses = flush_statuses
         self.tick = tick
         self.route_flush = route_flush
         self.trim_every = trim_every
         self.rollouts = rollouts
 
     async def lead(self, fence: Fence) -> None:
-        c = self.control
-        await asyncio.wait_for(c.view.synced.wait(), timeout=30)
-        await c.view.wait_for(fence.create_revision, timeout=30)
-        c.fleet.close_all("leadership changed")
-        c.fleet.reset()
-        now = c.clock.monotonic()
-        expected = [h for h, v in c.state.hosts.items() if v.value.status != "lost"]
-        c.fleet.expect(expected, now)
+        fleet, leadership = self._fleet, self._leadership
+        await asyncio.wait_for(self._view.synced.wait(), timeout=30)
+        await self._view.wait_for(fence.create_revision, timeout=30)
+        fleet.close_all("leadership changed")
+        fleet.reset()
+        now = self._clock.monotonic()
+        expected = [h for h, v in self._state.hosts.items() if v.value.status != HostHealth.LOST]
+        fleet.expect(expected, now)
         for host_id in expected:
-            c.fleet.health[host_id] = HostHealth.SUSPECT
-        c.leadership.take(fence)
+            fleet.health[host_id] = HostHealth.SUSPECT
+        leadership.take(fence)
         log.info("leading: %d host(s) expected to reconnect", len(expected))
         try:
-            await c.events.emit("leader.elected", f"{c.leadership.me.id} leads",
-                                coordinator=c.leadership.me.id)
+            await self._events.emit("leader.elected", f"{leadership.me.id} leads",
+                                    coordinator=leadership.me.id)
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._every(self.tick, self.healer.tick, "liveness"))
-                group.create_task(self._every(self.route_flush, c.flush_routes, "routes"))
-                group.create_task(self._every(STATUS_FLUSH, self.sessions.flush_statuses,
-                                              "statuses"))
-                group.create_task(self._every(self.trim_every, c.events.trim, "event trim"))
+                group.create_task(self._every(self.tick, self._heal, "liveness"))
+                group.create_task(self._every(self.route_flush, self._flush_routes, "routes"))
+                group.create_task(self._every(STATUS_FLUSH, self._flush_statuses, "statuses"))
+                group.create_task(self._every(self.trim_every, self._events.trim, "event trim"))
                 if self.rollouts is not None:
                     # Resumes every rollout left active by a previous leader.
                     group.create_task(self.rollouts.lead(), name="rollouts")
         finally:
-            c.leadership.release()
-            c.fleet.close_all("this coordinator lost the lead")
+            leadership.release()
+            fleet.close_all("this coordinator lost the lead")
             log.warning("no longer leading")
 
-    async def _every(self, interval: float, action: Callable[[], Awaitable[object]],
-                     name: str) -> None:
+    async def _every(self, interval: float, action: Round, name: str) -> None:
         while True:
             try:
                 await action()

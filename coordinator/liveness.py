@@ -15,6 +15,7 @@ everything would only make it worse. Instances could not move within that buildi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,25 +29,40 @@ SLACK = 1.5
 
 
 class HostHealth(StrEnum):
+    """A host as the leader sees it; only ``alive`` and ``lost`` are persisted
+    (HostRecord.status)."""
+
     ALIVE = "alive"
     SUSPECT = "suspect"
+    """Silent or disconnected for less than the grace period: its instances stay put."""
     LOST = "lost"
+    """Silent past the grace period: its instances are placed again elsewhere."""
 
 
 @dataclass(frozen=True)
 class LivenessPolicy:
+    """How often agents speak and how long silence is tolerated; agents are told the
+    intervals when they register."""
+
     heartbeat_interval: float = 10.0
     """Agents report at least this often (seconds)."""
     grace: float = 10.0
     """Seconds a suspect host has to come back before it is lost."""
     max_silent_fraction: float = 0.5
     """Above this share of a building's hosts silent at once, none is declared lost."""
+    report_interval: float = 1.0
+    """Agents send changes at most this often (seconds)."""
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0 or self.grace < 0:
             raise InvalidArgument("heartbeat interval must be > 0 and grace >= 0")
         if not 0 < self.max_silent_fraction <= 1:
             raise InvalidArgument("max_silent_fraction must be in (0, 1]")
+
+    @property
+    def lease_ttl(self) -> int:
+        """A host's liveness key outlives a missed heartbeat plus the grace period."""
+        return max(2, math.ceil(SLACK * self.heartbeat_interval + self.grace))
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,8 @@ class HostSeen:
 
 @dataclass(frozen=True)
 class LivenessChange:
+    """A host whose health changes now, and how long it has been silent (seconds)."""
+
     host_id: str
     before: HostHealth
     after: HostHealth

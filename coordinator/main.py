@@ -9,11 +9,11 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import LandlordError
+from common.json_logs import setup_logging
+from common.systemd_notify import notify
 from coordinator.app import Coordinator
 from coordinator.config import CoordinatorConfig, load_config
 from coordinator.gc_pacing import GcPacing
-from coordinator.json_logs import setup_logging
-from coordinator.systemd_notify import notify
 
 __all__ = ["main", "serve"]
 

@@ -15,7 +15,6 @@ from typing import Protocol
 from common.clock import Clock
 from common.resources import Resources
 from coordinator.agent_messages import ObservedInstance
-from coordinator.control import FleetControl
 from coordinator.fleet import Fleet
 from coordinator.leadership import Leadership
 from coordinator.liveness import HostHealth
@@ -84,13 +83,8 @@ class ClusterReads:
     leadership: Leadership
     clock: Clock
     known_state: Callable[[str], ObservedInstance | None]
-    """An instance's freshest observation (FleetControl.known_state)."""
+    """An instance's freshest observation (KnownFleet.known_state)."""
     registry: UnitCatalog
-
-    @classmethod
-    def of(cls, control: FleetControl, registry: UnitCatalog) -> ClusterReads:
-        return cls(control.state, control.fleet, control.leadership, control.clock,
-                   control.known_state, registry)
 
     # -- units -----------------------------------------------------------------------------
 

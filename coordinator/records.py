@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from common.resources import Resources
 from common.versions import VersionTag
+from coordinator.liveness import HostHealth
 
 __all__ = [
     "Allocation",
@@ -82,7 +83,7 @@ class HostRecord:
     enforceable: tuple[str, ...] = ()
     agent_version: str = ""
     images: tuple[str, ...] = ()
-    status: str = "alive"
+    status: HostHealth = HostHealth.ALIVE
     """``alive`` or ``lost`` (``suspect`` lives only in the leader's memory)."""
     registered_at: float = 0.0
     status_changed_at: float = 0.0
@@ -98,7 +99,7 @@ class HostRecord:
             enforceable=tuple(raw.get("enforceable", ())),
             agent_version=raw.get("agent_version", ""),
             images=tuple(raw.get("images", ())),
-            status=raw.get("status", "alive"),
+            status=HostHealth(raw.get("status", HostHealth.ALIVE)),
             registered_at=float(raw.get("registered_at", 0.0)),
             status_changed_at=float(raw.get("status_changed_at", 0.0)),
         )
@@ -189,19 +190,11 @@ class UnitRecord:
 
 @dataclass(frozen=True)
 class VersionRecord:
-    """A published version: the immutable tag plus fields the tag does not carry."""
+    """A published version: the immutable tag (whose spec holds everything that runs) and
+    the change set it was published with."""
 
     tag: VersionTag
     changes: Mapping[str, list[str]] = field(default_factory=dict)
-    service_port: int = 0
-    """Port of the unit's entry point on every host's data plane (0: none)."""
-    state_mode: str = "none"
-    idle_timeout_s: float = 0.0
-    warmup_s: float = 0.0
-    healthy_threshold: int = 1
-    port_assigned: bool = False
-    """Published with port 0: every instance listens on the port placement assigns it (the
-    tag's spec carries a placeholder port, since common.unit_spec requires one)."""
 
     @property
     def apartment(self) -> str:
@@ -218,15 +211,30 @@ class VersionRecord:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> VersionRecord:
         return cls(
-            tag=VersionTag.from_dict(raw["tag"]),
+            tag=_fold_legacy_run_fields(VersionTag.from_dict(raw["tag"]), raw),
             changes={k: list(v) for k, v in raw.get("changes", {}).items()},
-            service_port=int(raw.get("service_port", 0)),
-            state_mode=raw.get("state_mode", "none"),
-            idle_timeout_s=float(raw.get("idle_timeout_s", 0.0)),
-            warmup_s=float(raw.get("warmup_s", 0.0)),
-            healthy_threshold=int(raw.get("healthy_threshold", 1)),
-            port_assigned=bool(raw.get("port_assigned", False)),
         )
+
+
+def _fold_legacy_run_fields(tag: VersionTag, raw: Mapping[str, Any]) -> VersionTag:
+    """Records written before the spec held them kept the service port, state mode, idle
+    timeout, warm-up and healthy threshold beside the tag, and a placeholder spec port with
+    ``port_assigned`` for "the port placement assigns". Fold them into the spec; the
+    checksum is recomputed over what the version runs, so republishing the same content
+    stays idempotent."""
+    spec = tag.spec
+    folded = replace(
+        spec,
+        port=0 if raw.get("port_assigned") else spec.port,
+        service_port=int(raw.get("service_port", spec.service_port)),
+        state_mode=raw.get("state_mode", spec.state_mode),
+        idle_timeout_s=float(raw.get("idle_timeout_s", spec.idle_timeout_s)),
+        warmup_s=float(raw.get("warmup_s", spec.warmup_s)),
+        healthy_threshold=int(raw.get("healthy_threshold", spec.healthy_threshold)),
+    )
+    if folded == spec:
+        return tag
+    return replace(tag, spec=folded, checksum=folded.checksum())
 
 
 @dataclass(frozen=True)

@@ -10,29 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
+from common.clock import Clock
 from common.dependencies import Catalog, parse_dependency, resolve
-from common.errors import Conflict, FailedPrecondition, InvalidArgument, LandlordError, NotFound
+from common.errors import FailedPrecondition, InvalidArgument, LandlordError, NotFound
 from common.unit_spec import UnitSpec
 from common.versions import ChangeSet, plan_publish
-from coordinator.control import FleetControl
-from coordinator.events import encode_event
+from coordinator.events import EventLog, encode_event
+from coordinator.fenced_writes import FencedWrites
+from coordinator.keys import KeyLayout
 from coordinator.records import UnitRecord, VersionRecord, encode
+from coordinator.state import ClusterState
 from coordinator.store import Txn
 
-__all__ = ["DeployFields", "Registry", "ResolvedEdge"]
-
-
-@dataclass(frozen=True)
-class DeployFields:
-    """Fields of a published version that its checksum does not cover."""
-
-    service_port: int = 0
-    state_mode: str = "none"
-    idle_timeout_s: float = 0.0
-    warmup_s: float = 0.0
-    healthy_threshold: int = 1
-    port_assigned: bool = False
+__all__ = ["Registry", "ResolvedEdge"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +35,22 @@ class ResolvedEdge:
     required_by: str
 
 
+class ReportedImages(Protocol):
+    """Images connected agents reported, by host (coordinator/fleet.py)."""
+
+    @property
+    def images(self) -> Mapping[str, frozenset[str]]: ...
+
+
 class Registry:
-    def __init__(self, control: FleetControl) -> None:
-        self.control = control
-        self.state = control.state
+    def __init__(self, *, state: ClusterState, layout: KeyLayout, writes: FencedWrites,
+                 events: EventLog, clock: Clock, reported: ReportedImages) -> None:
+        self.state = state
+        self.layout = layout
+        self.writes = writes
+        self.events = events
+        self.clock = clock
+        self.reported = reported
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -143,7 +147,7 @@ class Registry:
         hosts = [v.value for v in self.state.hosts.values() if v.value.status != "lost"]
         if any(spec.image in host.images for host in hosts):
             return
-        if any(spec.image in images for images in self.control.fleet.images.values()):
+        if any(spec.image in images for images in self.reported.images.values()):
             return
         raise FailedPrecondition(
             f"image {spec.image!r} is not present on any registered host "
@@ -156,32 +160,30 @@ class Registry:
         spec: UnitSpec,
         changes: ChangeSet,
         metadata: Mapping[str, str],
-        fields: DeployFields,
     ) -> tuple[VersionRecord, bool]:
-        """Publish ``spec``; returns the version record and whether it is new."""
-        c = self.control
-        c.leadership.fence  # noqa: B018  # followers refuse writes up front
+        """Publish ``spec``; returns the version record and whether it is new.
+
+        The same version again with any difference in what runs (the spec's checksum) is
+        refused as a different version (``VersionExists``, from ``plan_publish``)."""
+        self.writes.require_lead()  # followers refuse writes up front
         key = (spec.apartment, spec.unit)
-        for _ in range(4):
+
+        async def attempt() -> tuple[VersionRecord, bool]:
             existing = self.state.versions.get(key, {})
             catalog = self.catalog_for(spec.dependencies, spec.apartment)
             decision = plan_publish([r.tag for r in existing.values()], spec, changes,
-                                    c.clock.now(), catalog, metadata)
+                                    self.clock.now(), catalog, metadata)
             if not decision.created:
                 return existing[spec.version], False
             self._check_image(spec)
-            record = VersionRecord(
-                tag=decision.tag, changes=changes.to_dict(), service_port=fields.service_port,
-                state_mode=fields.state_mode, idle_timeout_s=fields.idle_timeout_s,
-                warmup_s=fields.warmup_s, healthy_threshold=fields.healthy_threshold,
-                port_assigned=fields.port_assigned,
-            )
+            record = VersionRecord(tag=decision.tag, changes=changes.to_dict())
             unit = self.state.units.get(key)
             unit_record = replace(unit.value, latest_version=spec.version,
-                                  updated_at=c.clock.now()) if unit else UnitRecord(
-                spec.apartment, spec.unit, latest_version=spec.version, updated_at=c.clock.now())
-            layout = c.layout
-            event = c.events.make(
+                                  updated_at=self.clock.now()) if unit else UnitRecord(
+                spec.apartment, spec.unit, latest_version=spec.version,
+                updated_at=self.clock.now())
+            layout = self.layout
+            event = self.events.make(
                 "version.created",
                 f"{spec.name} {spec.version} published ({decision.actual.word} bump)",
                 apartment=spec.apartment, unit=spec.unit, version=spec.version,
@@ -193,16 +195,13 @@ class Registry:
                 .put(layout.version(*key, spec.version), encode(record))
                 .require(layout.unit(*key), unit.mod_revision if unit else 0)
                 .put(layout.unit(*key), encode(unit_record))
-                .put(c.events.key_for(event), encode_event(event))
+                .put(self.events.key_for(event), encode_event(event))
             )
-            try:
-                revision = await c.store.commit(txn, c.leadership.fence)
-            except Conflict as exc:
-                await c.catch_up(exc)
-                continue
-            await c.view.wait_for(revision)
+            await self.writes.commit(txn)
             return record, True
-        raise Conflict(f"publishing {spec.name} {spec.version} kept conflicting; retry")
+
+        return await self.writes.retry(attempt, f"publishing {spec.name} {spec.version}",
+                                       unit=spec.unit, version=spec.version)
 
 
 def _check_names(apartment: str, unit: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from coordinator.keys import KeyLayout
+from coordinator.liveness import HostHealth
 from coordinator.records import (
     Allocation,
     EventRecord,
@@ -34,6 +35,9 @@ __all__ = ["ClusterState", "Versioned"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
+K = TypeVar("K")
+V = TypeVar("V")
 UnitKey = tuple[str, str]
 
 
@@ -127,53 +131,41 @@ class ClusterState:
         entry: Entry,
     ) -> None:
         create, lease = entry.create_revision, entry.lease
+
+        def versioned(cls: type[R]) -> Callable[[], Versioned[R]]:
+            return lambda: Versioned(decode(cls, value), rev, create)
+
         if kind == "leader":
-            self.leader = None if deleted else Versioned(decode(LeaderRecord, value), rev, create)
+            self.leader = None if deleted else versioned(LeaderRecord)()
         elif kind == "hosts" and len(parts) == 1:
             self._index_host(parts[0], None)
-            self._set(self.hosts, parts[0], deleted, lambda: Versioned(
-                decode(HostRecord, value), rev, create))
+            _set(self.hosts, parts[0], deleted, versioned(HostRecord))
             host = self.hosts.get(parts[0])
             self._index_host(parts[0], None if host is None else host.value)
         elif kind == "alive" and len(parts) == 1:
-            if deleted:
-                self.alive.pop(parts[0], None)
-            else:
-                self.alive[parts[0]] = lease
+            _set(self.alive, parts[0], deleted, lambda: lease)
         elif kind == "alloc" and len(parts) == 1:
-            self._set(self.allocs, parts[0], deleted, lambda: Versioned(
-                decode_allocations(value), rev, create))
+            _set(self.allocs, parts[0], deleted,
+                 lambda: Versioned(decode_allocations(value), rev, create))
         elif kind == "instances" and len(parts) == 1:
             self._index_instance(parts[0], None)
-            self._set(self.instances, parts[0], deleted, lambda: Versioned(
-                decode(InstanceRecord, value), rev, create))
+            _set(self.instances, parts[0], deleted, versioned(InstanceRecord))
             found = self.instances.get(parts[0])
             self._index_instance(parts[0], None if found is None else found.value)
             for watcher in self._instance_watchers:
                 watcher(parts[0], None if found is None else found.value)
         elif kind == "status" and len(parts) == 1:
-            if deleted:
-                self.statuses.pop(parts[0], None)
-            else:
-                self.statuses[parts[0]] = decode(StatusRecord, value)
+            _set(self.statuses, parts[0], deleted, lambda: decode(StatusRecord, value))
         elif kind == "units" and len(parts) == 2:
-            self._set(self.units, (parts[0], parts[1]), deleted, lambda: Versioned(
-                decode(UnitRecord, value), rev, create))
+            _set(self.units, (parts[0], parts[1]), deleted, versioned(UnitRecord))
         elif kind == "versions" and len(parts) == 3:
-            versions = self.versions[(parts[0], parts[1])]
-            if deleted:
-                versions.pop(parts[2], None)
-            else:
-                versions[parts[2]] = decode(VersionRecord, value)
+            _set(self.versions[(parts[0], parts[1])], parts[2], deleted,
+                 lambda: decode(VersionRecord, value))
         elif kind == "routes" and len(parts) == 2:
-            self._set(self.routes, (parts[0], parts[1]), deleted, lambda: Versioned(
-                decode(RouteRecord, value), rev, create))
+            _set(self.routes, (parts[0], parts[1]), deleted, versioned(RouteRecord))
         elif kind == "rollouts" and len(parts) == 3:
-            rollouts = self.rollouts[(parts[0], parts[1])]
-            if deleted:
-                rollouts.pop(parts[2], None)
-            else:
-                rollouts[parts[2]] = Versioned(value, rev, create)
+            _set(self.rollouts[(parts[0], parts[1])], parts[2], deleted,
+                 lambda: Versioned(value, rev, create))
         elif kind == "events" and len(parts) == 1:
             self._apply_event(parts[0], deleted, value, create)
 
@@ -186,7 +178,7 @@ class ClusterState:
             self._lost_hosts -= {host_id}
             return
         self._hosts_by_building[record.building].add(host_id)
-        if record.status == "lost":
+        if record.status == HostHealth.LOST:
             self._lost_hosts |= {host_id}
 
     def _index_instance(self, iid: str, record: InstanceRecord | None) -> None:
@@ -199,13 +191,6 @@ class ClusterState:
             return
         self._by_host[record.host_id].add(iid)
         self._by_unit[record.unit_key].add(iid)
-
-    @staticmethod
-    def _set(table: dict, key: object, deleted: bool, make: Callable[[], Versioned]) -> None:  # type: ignore[type-arg]
-        if deleted:
-            table.pop(key, None)
-        else:
-            table[key] = make()
 
     def _apply_event(self, name: str, deleted: bool, value: bytes, create: int) -> None:
         if deleted:
@@ -222,3 +207,11 @@ class ClusterState:
                 except asyncio.QueueFull:
                     # a reader that fell this far behind is cut off rather than slowing all
                     self._event_subscribers.discard(queue)
+
+
+def _set(table: dict[K, V], key: K, deleted: bool, make: Callable[[], V]) -> None:
+    """Drop ``key`` from ``table`` on a delete, else store what ``make`` decodes."""
+    if deleted:
+        table.pop(key, None)
+    else:
+        table[key] = make()

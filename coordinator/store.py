@@ -54,6 +54,7 @@ class Entry:
     create_revision: int
     mod_revision: int
     lease: int = 0
+    """The lease the key is attached to (0: none; it lives until deleted)."""
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,20 @@
-"""Test-wide conventions: markers by directory, and cleanup of what tests start."""
+"""Test-wide conventions: markers by directory, the cluster launcher on the import path,
+and cleanup of what tests start."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 TESTS = Path(__file__).parent
-TEST_LABEL = "landlord.test"
+# the local cluster launcher (scripts/local_cluster), shared with `make demo` and bench/
+sys.path.insert(0, str(TESTS.parent / "scripts"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -39,17 +44,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 break
 
 
+def _left_over(labels: dict[str, str], owner_label: str) -> bool:
+    """A test container of this session, or of one that is gone (not one of another pytest
+    running now: they are told apart by the owner's pid, see tests/e2e/real_cluster.py)."""
+    owner = labels.get(owner_label, "")
+    if not owner.isdigit() or int(owner) == os.getpid():
+        return True
+    return not psutil.pid_exists(int(owner))
+
+
 def _remove_test_containers() -> None:
     try:
         import docker
     except ImportError:  # pragma: no cover - docker SDK is a dependency
         return
+    from tests.e2e.real_cluster import OWNER_LABEL, TEST_LABEL
+
     try:
         client = docker.from_env(timeout=30)
         # Low-level list: no per-container inspect that a concurrent removal could fail.
         for found in client.api.containers(all=True, filters={"label": TEST_LABEL}):
-            with contextlib.suppress(docker.errors.NotFound):
-                client.api.remove_container(found["Id"], force=True)
+            if _left_over(found.get("Labels") or {}, OWNER_LABEL):
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.api.remove_container(found["Id"], force=True)
         client.close()
     except docker.errors.DockerException:
         # No Docker here (a unit-only run): there is nothing of ours to remove.
@@ -58,7 +75,7 @@ def _remove_test_containers() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _cleanup_test_containers(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Remove every container labelled landlord.test, before and after the session."""
+    """Remove left-over test containers (landlord.test=1), before and after the session."""
     needs_docker = any(
         Path(str(i.fspath)).relative_to(TESTS).parts[0] != "unit" for i in request.session.items
     )

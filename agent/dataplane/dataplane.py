@@ -246,6 +246,11 @@ class DataPlane:
             unit, self.clock.now(), version=version, seconds=seconds, host=self.host
         )
 
+    def completed_windows(self) -> list[WindowSnapshot]:
+        """Per (unit, version, instance), the requests of the time buckets completed since
+        the previous call, each request handed over once (see ``RequestWindows``)."""
+        return self._windows.take_completed(self.clock.now(), host=self.host)
+
     def last_activity(self, unit: str, instance: str | None = None) -> float | None:
         """Epoch seconds of the last request the unit (or that instance) served."""
         return self._windows.last_activity(unit, instance)

@@ -1,15 +1,21 @@
-"""Sliding request windows per (unit, version, instance) from the request log (pure).
+"""Request windows per (unit, version, instance) from the request log (pure).
 
-Time is cut into fixed buckets; a window over the last ``seconds`` merges the buckets
-that overlap it, so it may reach back up to one bucket further than asked (its
-``start`` says exactly where). Snapshots are plain data a coordinator merges across
-hosts with :func:`merge_snapshots` (counts add, latency sketches merge exactly).
+Time is cut into fixed buckets. Two ways to read them:
+
+- ``take_completed``: the buckets completed since the previous take, each handed over
+  exactly once (what the agent reports, so the coordinator can add windows up);
+- ``snapshots``: a sliding window over the last ``seconds``, merging the buckets that
+  overlap it, so it may reach back up to one bucket further than asked (its ``start``
+  says exactly where).
+
+Snapshots are plain data a coordinator merges across hosts with :func:`merge_snapshots`
+(counts add, latency sketches merge exactly).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agent.dataplane.request_log import RequestRecord
@@ -121,6 +127,8 @@ class RequestWindows:
         self._activity: dict[tuple[str, str], float] = {}
         self._unit_activity: dict[str, float] = {}
         self._pruned_at = -math.inf
+        self._handed_over: int | None = None
+        """First bucket not handed over by ``take_completed`` yet (None: none taken)."""
 
     def _index(self, when: float) -> int:
         return math.floor(when / self.bucket_s)
@@ -167,29 +175,49 @@ class RequestWindows:
             raise InvalidArgument(f"a window must span a positive time, got {seconds}")
         seconds = min(seconds, self.retention_s)
         low, high = self._index(now - seconds), self._index(now)
+        return self._merged(
+            low, high + 1, low * self.bucket_s, now, host,
+            lambda key: key[0] == unit and (version is None or key[1] == version))
+
+    def take_completed(self, now: float, host: str = "") -> list[WindowSnapshot]:
+        """Per (unit, version, instance), the requests of the buckets that completed since
+        the previous take (the bucket filling at ``now`` is not complete): each request is
+        handed over once, in exactly one window.
+
+        The windows of one take share ``[start, end)``: from where the previous take ended
+        (the oldest bucket kept, the first time or after a long pause) to the start of the
+        bucket filling now."""
+        filling = self._index(now)
+        kept = self._index(now - self.retention_s)
+        first = self._handed_over
+        if first is None:
+            first = min((i for buckets in self._buckets.values() for i in buckets),
+                        default=filling)
+        first = max(first, kept)
+        if first >= filling:
+            return []
+        self._handed_over = filling
+        return self._merged(first, filling, first * self.bucket_s, filling * self.bucket_s,
+                            host, lambda key: True)
+
+    def _merged(self, low: int, high: int, start: float, end: float, host: str,
+                wanted: Callable[[_Key], bool]) -> list[WindowSnapshot]:
+        """One snapshot per key ``wanted`` with requests in buckets ``low <= i < high``."""
         result: list[WindowSnapshot] = []
-        for (key_unit, key_version, instance), buckets in sorted(self._buckets.items()):
-            if key_unit != unit or (version is not None and key_version != version):
+        for key, buckets in sorted(self._buckets.items()):
+            if not wanted(key):
                 continue
-            chosen = [b for i, b in buckets.items() if low <= i <= high]
+            chosen = [b for i, b in buckets.items() if low <= i < high]
             if not chosen:
                 continue
             latency = LatencySketch()
             for bucket in chosen:
                 latency.merge(bucket.latency)
-            result.append(
-                WindowSnapshot(
-                    unit=unit,
-                    version=key_version,
-                    instance=instance,
-                    host=host,
-                    requests=sum(b.requests for b in chosen),
-                    errors=sum(b.errors for b in chosen),
-                    latency=latency,
-                    start=low * self.bucket_s,
-                    end=now,
-                )
-            )
+            unit, version, instance = key
+            result.append(WindowSnapshot(
+                unit=unit, version=version, instance=instance, host=host,
+                requests=sum(b.requests for b in chosen), errors=sum(b.errors for b in chosen),
+                latency=latency, start=start, end=end))
         return result
 
     def last_activity(self, unit: str, instance: str | None = None) -> float | None:

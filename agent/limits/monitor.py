@@ -8,10 +8,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
@@ -21,12 +21,13 @@ from agent.limits.storage import judge_storage, measure_tree
 from agent.store import InstanceRecord
 from common.errors import LandlordError
 from common.lifecycle import InstanceState
-from common.recovery import assess_memory_trend
+from common.recovery import LeakAssessment, assess_memory_trend
 
 if TYPE_CHECKING:
     from agent.supervisor import Supervisor
 
-__all__ = ["EdgeFilter", "Finding", "ResourceMonitor", "evaluate", "main_process_pid"]
+__all__ = ["EdgeFilter", "Finding", "LeakHandler", "ResourceMonitor", "evaluate",
+           "main_process_pid"]
 
 log = logging.getLogger(__name__)
 S = InstanceState
@@ -109,9 +110,19 @@ class _Tracked:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
+class LeakHandler(Protocol):
+    """Who acts on a memory leak (``agent.recovery.Recovery``)."""
+
+    async def on_leak(self, record: InstanceRecord, assessment: LeakAssessment, pid: int,
+                      memory_dir: Path | None, samples: Sequence[tuple[float, int]]) -> None:
+        ...
+
+
 class ResourceMonitor:
-    def __init__(self, supervisor: Supervisor, proc_root: Path = Path("/proc")) -> None:
+    def __init__(self, supervisor: Supervisor, leaks: LeakHandler,
+                 proc_root: Path = Path("/proc")) -> None:
         self.sup = supervisor
+        self.leaks = leaks
         self.proc_root = proc_root
         self.edges = EdgeFilter()
         self._tracked: dict[str, _Tracked] = {}
@@ -152,7 +163,7 @@ class ResourceMonitor:
         sup = self.sup
         config = sup.config
         due: list[tuple[InstanceRecord, _Tracked]] = []
-        for record in list(sup.records.values()):
+        for record in sup.records.all():
             if record.lifecycle.state not in SAMPLED_STATES:
                 self._tracked.pop(record.instance_id, None)
                 continue
@@ -214,13 +225,13 @@ class ResourceMonitor:
         if assessment.leaking:
             samples = list(tracked.memory)
             tracked.memory.clear()
-            await self.sup.recovery.on_leak(record, assessment, tracked.pid,
-                                            self.memory_dir(record.instance_id), samples)
+            await self.leaks.on_leak(record, assessment, tracked.pid,
+                                     self.memory_dir(record.instance_id), samples)
 
     # -- storage -----------------------------------------------------------------------
     async def check_storage_once(self) -> None:
         sup = self.sup
-        for record in list(sup.records.values()):
+        for record in sup.records.all():
             limit = record.spec.resources.storage
             if record.lifecycle.state is not S.RUNNING or not limit:
                 continue

@@ -1,21 +1,2 @@
-"""Container runtime: the Protocol the agent codes against and its Docker implementation."""
-
-from agent.runtime.protocol import (
-    ContainerEvent,
-    ContainerInfo,
-    ContainerRuntime,
-    CreateRequest,
-    ExecResult,
-    ImageInfo,
-    Mount,
-)
-
-__all__ = [
-    "ContainerEvent",
-    "ContainerInfo",
-    "ContainerRuntime",
-    "CreateRequest",
-    "ExecResult",
-    "ImageInfo",
-    "Mount",
-]
+"""Container runtime: the Protocol the agent codes against (``agent.runtime.protocol``) and its
+Docker implementation (``agent.runtime.docker_runtime``)."""

@@ -27,7 +27,7 @@ from coordinator.placement import HostRoom, PlacementRequest, place
 from coordinator.records import InstanceRecord, UnitRecord, VersionRecord
 from coordinator.rollouts.controls import new_rollout
 from coordinator.rollouts.record import RolloutRecord
-from coordinator.rollouts.settings import RolloutSettings, StateMode, Strategy
+from coordinator.rollouts.settings import RolloutSettings, Strategy
 
 __all__ = ["DeployFacts", "admit", "check_dependencies", "choose_building", "other_slot"]
 
@@ -122,9 +122,7 @@ def admit(
     ids = tuple(f"admission-{index}" for index in range(settings.replicas))
     place(PlacementRequest(apartment, unit, new_slot, found.tag.spec.resources, ids, building),
           facts.rooms, facts.port_range)
-    mode = StateMode(found.state_mode) if found.state_mode in StateMode._value2member_map_ else (
-        StateMode.NONE)
-    settings = replace(settings, state_mode=mode)
+    settings = replace(settings, state_mode=found.tag.spec.state_mode)
     if not stable:
         settings = replace(settings, strategy=Strategy.INITIAL)
     return new_rollout(rollout_id, apartment, unit, building, stable, version, settings, now,

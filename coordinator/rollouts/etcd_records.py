@@ -7,23 +7,22 @@ fenced by the leader's fence, so a deposed leader cannot move a rollout.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from common.clock import Clock
-from common.errors import Conflict, NotFound
+from common.errors import NotFound
 from common.lifecycle import DEPLOY_TRANSITIONS, DeployState, check_transition
-from coordinator.control import FleetControl
 from coordinator.events import EventLog
+from coordinator.fenced_writes import FencedWrites
 from coordinator.keys import KeyLayout
-from coordinator.leadership import Leadership
 from coordinator.records import UnitRecord, encode
 from coordinator.rollouts.actions import EmitEvent, SetUnitState
 from coordinator.rollouts.record import RolloutRecord, decode_record, encode_record
 from coordinator.state import ClusterState
-from coordinator.store import Store, Txn
-from coordinator.view import ClusterView
+from coordinator.store import Txn
 
 __all__ = ["HISTORY", "EtcdRolloutRecords"]
 
@@ -31,24 +30,18 @@ log = logging.getLogger(__name__)
 
 HISTORY = 10
 """Rollouts kept per unit (the oldest ended ones are deleted when a new one is created)."""
-CAS_ATTEMPTS = 5
+
+T = TypeVar("T")
 
 
 class EtcdRolloutRecords:
-    def __init__(self, store: Store, layout: KeyLayout, view: ClusterView, state: ClusterState,
-                 leadership: Leadership, events: EventLog, clock: Clock) -> None:
-        self.store = store
+    def __init__(self, writes: FencedWrites, layout: KeyLayout, state: ClusterState,
+                 events: EventLog, clock: Clock) -> None:
+        self._writes = writes
         self.layout = layout
-        self.view = view
         self.state = state
-        self.leadership = leadership
         self.events = events
         self.clock = clock
-
-    @classmethod
-    def of(cls, control: FleetControl) -> EtcdRolloutRecords:
-        return cls(control.store, control.layout, control.view, control.state,
-                   control.leadership, control.events, control.clock)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -91,10 +84,17 @@ class EtcdRolloutRecords:
     def _key(self, record: RolloutRecord) -> str:
         return self.layout.rollout(record.apartment, record.unit, record.rollout_id)
 
-    async def save(self, record: RolloutRecord, revision: int) -> int:
+    async def save(self, record: RolloutRecord, revision: int, wait: bool = False) -> int:
+        """Write ``record`` if it is still at ``revision``; with ``wait``, return once the
+        cache holds it."""
         txn = Txn().require(self._key(record), revision).put(self._key(record),
                                                               encode_record(record))
-        return await self.store.commit(txn, self.leadership.fence)
+        return await self._writes.commit(txn, wait=wait)
+
+    async def retry(self, attempt: Callable[[], Awaitable[T]], what: str,
+                    **context: object) -> T:
+        """A compare-and-swap decision on rollout records, retried after a lost compare."""
+        return await self._writes.retry(attempt, what, **context)
 
     def creation(self, record: RolloutRecord) -> Txn:
         """The writes that create ``record`` and drop the oldest ended ones beyond
@@ -107,13 +107,12 @@ class EtcdRolloutRecords:
 
     async def create(self, record: RolloutRecord) -> int:
         """Write a new record and drop the oldest ended ones beyond ``HISTORY``."""
-        revision = await self.store.commit(self.creation(record), self.leadership.fence)
-        await self.view.wait_for(revision)
-        return revision
+        return await self._writes.commit(self.creation(record))
 
     async def set_unit_state(self, record: RolloutRecord, action: SetUnitState) -> None:
         key = (record.apartment, record.unit)
-        for attempt in range(CAS_ATTEMPTS):
+
+        async def attempt() -> None:
             found = self.state.units.get(key)
             current = found.value if found else UnitRecord(record.apartment, record.unit)
             target = DeployState(action.state)
@@ -132,13 +131,10 @@ class EtcdRolloutRecords:
             updated = replace(updated, updated_at=self.clock.now())
             txn = Txn().require(self.layout.unit(*key), found.mod_revision if found else 0)
             txn.put(self.layout.unit(*key), encode(updated))
-            try:
-                await self.store.commit(txn, self.leadership.fence)
-                return
-            except Conflict:
-                await asyncio.sleep(0.05 * (attempt + 1))
-        raise Conflict(f"updating {record.apartment}/{record.unit} kept conflicting; retry",
-                       unit=record.unit)
+            await self._writes.commit(txn, wait=False)
+
+        await self._writes.retry(attempt, f"updating {record.apartment}/{record.unit}",
+                                 unit=record.unit)
 
     async def emit(self, record: RolloutRecord, event: EmitEvent) -> None:
         await self.events.emit(event.type, event.message, apartment=record.apartment,

@@ -15,21 +15,21 @@ from collections.abc import AsyncIterator
 
 from common.clock import Clock
 from common.dependencies import parse_dependency
-from common.errors import Conflict, FailedPrecondition, LandlordError, NotFound
+from common.errors import FailedPrecondition, LandlordError, NotFound
 from common.gen.landlord.v1 import admin_pb2
-from coordinator.control import FleetControl
+from coordinator.leadership import Leadership
 from coordinator.placement import HostRoom
 from coordinator.registry import Registry
 from coordinator.rollouts.admission import DeployFacts, admit, choose_building, other_slot
 from coordinator.rollouts.controls import new_rollout, request_control, retry_rollout
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords
-from coordinator.rollouts.fleet_adapter import ControlFleet
-from coordinator.rollouts.preview_checks import PreviewChecker
+from coordinator.rollouts.fleet_adapter import CoordinatorFleet
 from coordinator.rollouts.proto import RETRY, control_from_pb, settings_from_pb
 from coordinator.rollouts.record import Control, Phase, RolloutRecord
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 from coordinator.rollouts.status import RolloutStatus, rollout_status
+from coordinator.state import ClusterState
 
 __all__ = ["RolloutService"]
 
@@ -37,15 +37,15 @@ log = logging.getLogger(__name__)
 
 
 class RolloutService:
-    def __init__(self, control: FleetControl, registry: Registry,
-                 clock: Clock | None = None,
-                 runner_settings: RunnerSettings | None = None,
-                 checker: PreviewChecker | None = None) -> None:
-        self.control = control
+    def __init__(self, *, records: EtcdRolloutRecords, fleet: CoordinatorFleet,
+                 registry: Registry, state: ClusterState, leadership: Leadership,
+                 clock: Clock, runner_settings: RunnerSettings | None = None) -> None:
+        self.records = records
+        self.fleet = fleet
         self.registry = registry
-        self.clock = clock or control.clock
-        self.records = EtcdRolloutRecords.of(control)
-        self.fleet = ControlFleet(control, checker)
+        self.state = state
+        self.leadership = leadership
+        self.clock = clock
         self.runner_settings = runner_settings or RunnerSettings()
         self.runners: dict[str, tuple[asyncio.Task[RolloutRecord], RolloutRunner]] = {}
 
@@ -67,7 +67,7 @@ class RolloutService:
     def status(self, record: RolloutRecord) -> RolloutStatus:
         """The read model of ``record``, with the request windows this coordinator holds
         (the leader's agents report them; a follower shows the recorded figures)."""
-        windows = self.control.windows(record.apartment, record.unit) if record.active else []
+        windows = self.fleet.unit_windows(record.apartment, record.unit) if record.active else []
         return rollout_status(record, windows, self.clock.now())
 
     async def watch(self, apartment: str, unit: str, rollout_id: str = "",
@@ -94,27 +94,25 @@ class RolloutService:
 
     async def deploy(self, req: admin_pb2.DeployRequest) -> RolloutRecord:
         """A rollout of ``req.version``: a unit's first deploy too (no stable version)."""
-        c = self.control
-        c.leadership.fence  # noqa: B018  # raises NotLeader on a follower
+        self.leadership.fence  # noqa: B018  # raises NotLeader on a follower
         unit = self.registry.unit(req.apartment, req.unit)
         settings = settings_from_pb(req)
         building = choose_building(req.building, unit,
-                                   (h.value.building for h in c.state.hosts.values()))
+                                   (h.value.building for h in self.state.hosts.values()))
         facts = self._facts(req.apartment, req.unit, building)
         record = admit(self._new_id(), req.apartment, req.unit, req.version, building,
                        settings, facts, self.clock.now())
         # The new instances are placed in the transaction that creates the record: of two
         # Deploys racing for the same room, one is refused here (RESOURCE_EXHAUSTED) rather
         # than failing later; the rollout starts them when it reaches deploying.
-        await c.place(req.apartment, req.unit, req.version, record.new_slot,
-                      record.settings.replicas, building, extra=self.records.creation(record))
+        await self.fleet.place_new(record, extra=self.records.creation(record))
         record, revision = await self.records.load(record)
         self._run(record, revision, resumed=False)
         return record
 
     async def control_rollout(self, apartment: str, unit: str, action: int) -> RolloutRecord:
         """promote, abort, pause, resume (queued in the record) or retry (a new attempt)."""
-        self.control.leadership.fence  # noqa: B018
+        self.leadership.fence  # noqa: B018
         control = control_from_pb(action)
         if control == RETRY:
             return await self._retry(apartment, unit)
@@ -123,7 +121,7 @@ class RolloutService:
 
     async def rollback(self, apartment: str, unit: str, to_version: str = "") -> RolloutRecord:
         """Abort the active rollout, or take the fast path back to a kept version."""
-        self.control.leadership.fence  # noqa: B018
+        self.leadership.fence  # noqa: B018
         if self.records.active(apartment, unit) is not None:
             return await self._queue(apartment, unit, Control.ABORT)
         current = self.registry.unit(apartment, unit)
@@ -132,14 +130,13 @@ class RolloutService:
         if target == stable:
             raise FailedPrecondition(f"{apartment}/{unit} already runs {target}")
         version = self.registry.version(apartment, unit, target)
-        hosts = self.control.placeable_hosts(current.building)
         image = version.tag.spec.image
-        if not any(image in self.control.fleet.images.get(h.host_id, ()) for h in hosts):
+        if not self.fleet.image_kept(current.building, image):
             raise FailedPrecondition(
                 f"the image of {apartment}/{unit} {target} ({image}) is no longer kept on any "
                 f"host of building {current.building}; deploy {target} instead",
                 unit=unit, version=target)
-        instances = self.control.state.instances_of(apartment, unit)
+        instances = self.state.instances_of(apartment, unit)
         old = sorted(i.instance_id for i in instances if i.version == stable)
         slots = [i.slot for i in instances if i.version == stable]
         settings = RolloutSettings(strategy=Strategy.ROLLBACK, replicas=current.replicas or 1)
@@ -161,7 +158,7 @@ class RolloutService:
                                  "back to", unit=unit)
 
     async def _queue(self, apartment: str, unit: str, control: Control) -> RolloutRecord:
-        for attempt in range(5):
+        async def attempt() -> RolloutRecord:
             found = self.records.active(apartment, unit)
             if found is None:
                 raise FailedPrecondition(f"{apartment}/{unit} has no active rollout to "
@@ -170,17 +167,14 @@ class RolloutService:
             queued = request_control(record, control, self.clock.now())
             if queued is record:
                 return record
-            try:
-                new_revision = await self.records.save(queued, revision)
-            except Conflict:
-                await asyncio.sleep(0.05 * (attempt + 1))
-                continue
-            await self.control.view.wait_for(new_revision)
+            await self.records.save(queued, revision, wait=True)
             running = self.runners.get(record.rollout_id)
             if running is not None:
                 running[1].wake()
             return queued
-        raise Conflict(f"the rollout of {apartment}/{unit} kept changing; retry", unit=unit)
+
+        return await self.records.retry(attempt, f"queuing {control.value} on the rollout "
+                                        f"of {apartment}/{unit}", unit=unit)
 
     async def _retry(self, apartment: str, unit: str) -> RolloutRecord:
         if self.records.active(apartment, unit) is not None:
@@ -191,7 +185,7 @@ class RolloutService:
             raise NotFound(f"{apartment}/{unit} has no rollout to retry", unit=unit)
         last = history[0][0]
         unit_record = self.registry.unit(apartment, unit)
-        instances = self.control.state.instances_of(apartment, unit)
+        instances = self.state.instances_of(apartment, unit)
         old = [i for i in instances if i.version == unit_record.stable_version]
         record = retry_rollout(last, self._new_id(), self.clock.now(),
                                unit_record.stable_version,
@@ -242,31 +236,29 @@ class RolloutService:
         return f"r{int(self.clock.now())}-{secrets.token_hex(3)}"
 
     def _facts(self, apartment: str, unit: str, building: str) -> DeployFacts:
-        c = self.control
-        versions = dict(c.state.versions.get((apartment, unit), {}))
+        versions = dict(self.state.versions.get((apartment, unit), {}))
         # Only what this unit's versions depend on is looked at (admission checks direct
         # dependencies), through the unit index rather than every instance of the cluster.
         needed = {parse_dependency(text, apartment).unit
                   for found in versions.values() for text in found.tag.spec.dependencies}
-        running: dict[str, set[str]] = {}
+        running: dict[str, frozenset[str]] = {}
         for name in needed:
             dep_apartment, _, dep_unit = name.partition("/")
-            for inst in c.state.instances_of(dep_apartment, dep_unit):
-                seen = c.known_state(inst.instance_id)
-                if seen is not None and seen.routable:
-                    running.setdefault(name, set()).add(inst.version)
+            found_running = self.fleet.running_versions(dep_apartment, dep_unit)
+            if found_running:
+                running[name] = found_running
         active = self.records.active(apartment, unit)
         return DeployFacts(
             unit=self.registry.unit(apartment, unit),
             versions=versions,
-            instances=c.state.instances_of(apartment, unit),
+            instances=self.state.instances_of(apartment, unit),
             active=active[0] if active else None,
-            running={k: frozenset(v) for k, v in running.items()},
+            running=running,
             rooms=self._rooms(building),
-            port_range=c.settings.port_range,
-            max_replicas=c.max_replicas,
+            port_range=self.fleet.port_range,
+            max_replicas=self.fleet.max_replicas,
         )
 
     def _rooms(self, building: str) -> list[HostRoom]:
         # Placement sees hosts exactly as the first-deploy path does.
-        return self.control._rooms(building)
+        return self.fleet.rooms(building)

@@ -16,6 +16,7 @@ from common.bluegreen import BlueGreenPlan, SwitchMode
 from common.canary import DEFAULT_STEPS, CanaryPlan, validate_steps
 from common.errors import InvalidArgument
 from common.rollout_policy import ComparisonCriteria, SuccessCriteria
+from common.unit_spec import StateMode
 
 __all__ = [
     "CheckSpec",
@@ -36,12 +37,6 @@ class Strategy(StrEnum):
     """The fast path back to a kept version: start it, switch at once, no analysis."""
     INITIAL = "initial"
     """The first deploy of a unit: start it and give it all traffic."""
-
-
-class StateMode(StrEnum):
-    NONE = "none"
-    SHARED = "shared"
-    SNAPSHOT = "snapshot"
 
 
 @dataclass(frozen=True)

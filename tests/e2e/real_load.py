@@ -6,28 +6,27 @@
 - ``unit_spec()`` / ``publish()``: a version of a unit running landlord/demo-app;
 - ``list_hosts()`` / ``list_instances()``: the Admin API's reads; ``unit_containers()``:
   what Docker runs for a unit;
-- ``Load``: one client thread per host entry point that records every answer (status and
-  the version that gave it), so a test can say "zero failed requests" and "every answer
-  since then came from version X".
+- ``Load``: the launcher's load generator on the hosts' entry points, on the monotonic clock
+  the tests measure with, so a test can say "zero failed requests" and "every answer since
+  then came from version X".
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
-import threading
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import docker
 from google.protobuf import duration_pb2
+from local_cluster.daemons import CoordinatorProcess
+from local_cluster.load import Answer, LoadGenerator, failed
+from local_cluster.processes import free_port_on_all
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from tests.e2e.real_cluster import TEST_LABEL, ConsoleCoordinator, RealCluster, free_port_on_all
+from tests.e2e.real_cluster import OWNER, TEST_LABEL, RealCluster, host_id
 from tests.integration.agent.agent_fixtures import ensure_demo_images
 from tests.support import eventually
 
@@ -48,7 +47,7 @@ __all__ = [
     "unit_spec",
 ]
 
-HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}
+HOSTS = {host_id("h1"): "127.0.0.2", host_id("h2"): "127.0.0.3", host_id("h3"): "127.0.0.4"}
 """Simulated host id -> its loopback address (the agent's advertise address)."""
 COORDINATOR_SETTINGS: dict[str, Any] = {
     # heartbeat 2 s: a host is suspect after 3 s of silence, which a busy 2-core machine
@@ -69,10 +68,9 @@ def real_cluster(coordinators: int = 1, settings: dict[str, Any] | None = None,
     """etcd, ``coordinators`` coordinators (``settings``, default COORDINATOR_SETTINGS) and an
     agent on every host of ``hosts`` (default ``HOSTS``), in building ``demo``."""
     ensure_demo_images()
-    real = RealCluster(COORDINATOR_SETTINGS if settings is None else settings,
-                       coordinators=coordinators)
+    real = RealCluster(COORDINATOR_SETTINGS if settings is None else settings)
     try:
-        real.start()
+        real.start(coordinators)
         for host_id, address in (HOSTS if hosts is None else hosts).items():
             real.add_agent(host_id, address, "demo")
         yield real
@@ -106,23 +104,24 @@ def publish(admin: Any, spec: types_pb2.UnitSpec, version: str,
     return admin.PublishVersion(request, timeout=30).version
 
 
-def list_hosts(cluster: RealCluster, coordinator: ConsoleCoordinator | None = None) -> list[Any]:
+def list_hosts(cluster: RealCluster, coordinator: CoordinatorProcess | None = None) -> list[Any]:
     with cluster.admin(coordinator) as admin:
         return list(admin.ListHosts(admin_pb2.ListHostsRequest(), timeout=5).hosts)
 
 
 def list_instances(cluster: RealCluster, apartment: str, unit: str,
-                   coordinator: ConsoleCoordinator | None = None) -> list[Any]:
+                   coordinator: CoordinatorProcess | None = None) -> list[Any]:
     with cluster.admin(coordinator) as admin:
         request = admin_pb2.ListInstancesRequest(apartment=apartment, unit=unit)
         return list(admin.ListInstances(request, timeout=5).instances)
 
 
 def unit_containers(unit: str, **labels: str) -> list[Any]:
-    """The running test-labelled containers of ``unit``, narrowed by more labels."""
+    """This pytest's running containers of ``unit``, narrowed by more labels."""
     client = docker.from_env()
     try:
-        wanted = [TEST_LABEL, f"landlord.unit={unit}", *(f"{k}={v}" for k, v in labels.items())]
+        wanted = [TEST_LABEL, OWNER, f"landlord.unit={unit}",
+                  *(f"{k}={v}" for k, v in labels.items())]
         return list(client.containers.list(filters={"label": wanted}))
     finally:
         client.close()
@@ -144,67 +143,15 @@ def serving(port: int, addresses: Iterable[str] = HOSTS.values()) -> bool:
     return True
 
 
-@dataclass
-class Answer:
-    at: float
-    host: str
-    status: int
-    """HTTP status, or 0 when the request got no HTTP answer at all."""
-    version: str
+class Load(LoadGenerator):
+    """One client thread per host entry point (default: every host of ``HOSTS``), times on
+    ``time.monotonic``; records every answer."""
 
-
-def failed(answers: Iterable[Answer]) -> list[Answer]:
-    return [a for a in answers if a.status != 200]
-
-
-@dataclass
-class Load:
-    """One client thread per host entry point, bounded in time; records every answer."""
-
-    port: int
-    addresses: tuple[str, ...] = tuple(HOSTS.values())
-    answers: list[Answer] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self, max_seconds: float = 240.0) -> Load:
-        deadline = time.monotonic() + max_seconds
-        for address in self.addresses:
-            t = threading.Thread(target=self._run, args=(address, deadline), daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
-
-    def _run(self, address: str, deadline: float) -> None:
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            status, version = self._once(address)
-            self.answers.append(Answer(time.monotonic(), address, status, version))
-            time.sleep(0.01)
-
-    def _once(self, address: str) -> tuple[int, str]:
-        """One GET / on a fresh connection, closed whatever happens."""
-        conn = http.client.HTTPConnection(address, self.port, timeout=10)
-        try:
-            conn.request("GET", "/")
-            reply = conn.getresponse()
-            body = reply.read()
-            try:
-                version = str(json.loads(body).get("version", ""))
-            except ValueError:
-                version = ""
-            return reply.status, version
-        except (OSError, http.client.HTTPException):
-            return 0, ""
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=15)
+    def __init__(self, port: int, addresses: Iterable[str] = HOSTS.values()) -> None:
+        super().__init__(list(addresses), port, clock=time.monotonic)
 
     def since(self, start: float) -> list[Answer]:
-        return [a for a in list(self.answers) if a.at >= start]
+        return self.answers(start)
 
     def settled(self, count: int = 60, timeout: float = 30.0) -> float:
         """Wait for ``count`` answers from now on; returns when "now" was."""

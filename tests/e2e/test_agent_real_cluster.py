@@ -25,9 +25,11 @@ from typing import Any
 
 import docker
 import pytest
+from local_cluster.cluster import CLUSTER_LABEL
+from local_cluster.processes import free_port_on_all
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from tests.e2e.real_cluster import RealCluster, free_port_on_all
+from tests.e2e.real_cluster import RealCluster, host_id
 from tests.e2e.real_load import (
     HOSTS,
     list_hosts,
@@ -51,7 +53,7 @@ def cluster() -> Iterator[RealCluster]:
         yield real
     client = docker.from_env()
     leftovers = client.containers.list(
-        all=True, filters={"label": ["landlord.test=1", f"landlord.unit={UNIT}"]})
+        all=True, filters={"label": [f"{CLUSTER_LABEL}={real.name}", f"landlord.unit={UNIT}"]})
     client.close()
     assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
     assert not any(agent.haproxy.processes() for agent in real.agents), "haproxy left running"
@@ -157,7 +159,7 @@ def test_every_entry_point_spreads_over_all_hosts(cluster: RealCluster,
 def test_killed_container_is_replaced_while_traffic_flows(cluster: RealCluster,
                                                           service_port: int) -> None:
     victim = next(i for i in eventually(lambda: running_instances(cluster), timeout=90)
-                  if i.host_id == "h2")
+                  if i.host_id == host_id("h2"))
     [container] = unit_containers(UNIT, **{"landlord.instance": victim.instance_id})
     container.kill()
 
@@ -183,7 +185,7 @@ def test_killed_container_is_replaced_while_traffic_flows(cluster: RealCluster,
     assert not failures and sent >= 3, failures
     expected = {i.instance_id for i in running_instances(cluster)}
     assert victim.instance_id in expected
-    eventually(lambda: _spread(HOSTS["h1"], service_port, expected), timeout=60,
+    eventually(lambda: _spread(HOSTS[host_id("h1")], service_port, expected), timeout=60,
                interval=0.5, message="the replaced instance serves again")
 
 

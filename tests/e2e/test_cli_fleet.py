@@ -18,9 +18,11 @@ from typing import Any
 
 import grpc
 import pytest
+from local_cluster.daemons import CoordinatorProcess
+from local_cluster.processes import free_port
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from tests.e2e.cluster import Cluster, CoordinatorProcess, free_port
+from tests.e2e.cluster import Cluster
 from tests.e2e.test_cli_units import LANDLORD, Cli
 from tests.support import eventually
 

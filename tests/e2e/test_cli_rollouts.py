@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from local_cluster.processes import free_port_on_all
 
-from tests.e2e.real_cluster import RealCluster, free_port_on_all
+from tests.e2e.real_cluster import RealCluster, host_id
 from tests.e2e.real_load import Load, real_cluster, serving
 from tests.e2e.test_cli_units import LANDLORD, Cli
 from tests.support import eventually
 
-HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3"}
+HOSTS = {host_id("h1"): "127.0.0.2", host_id("h2"): "127.0.0.3"}
 UNIT = "e2e/web"
 REPLICAS = "2"
 CANARY = ("--strategy", "canary", "--replicas", REPLICAS, "--steps", "50,100")

@@ -8,9 +8,10 @@ from typing import Any
 
 import grpc
 import pytest
+from local_cluster.processes import wait_for
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from tests.e2e.cluster import Cluster, wait_until
+from tests.e2e.cluster import Cluster
 
 Code = grpc.StatusCode
 
@@ -63,7 +64,7 @@ def test_bad_requests_get_the_right_code_and_change_nothing(cluster: Cluster) ->
     cluster.add_agent("h1", "127.0.0.2", memory_bytes=8 << 30)
     gone = cluster.add_agent("h2", "127.0.0.3", memory_bytes=8 << 30)
     with cluster.admin() as admin:
-        wait_until(
+        wait_for(
             lambda: len(admin.ListHosts(admin_pb2.ListHostsRequest()).hosts) == 2, 15, "hosts"
         )
         admin.PublishVersion(publish())
@@ -73,7 +74,7 @@ def test_bad_requests_get_the_right_code_and_change_nothing(cluster: Cluster) ->
         )
         gone.kill()
         # h2 is lost (and whatever it held placed again) before the snapshot is taken
-        wait_until(
+        wait_for(
             lambda: (
                 {h.host_id: h.status for h in admin.ListHosts(admin_pb2.ListHostsRequest()).hosts}[
                     "h2"
@@ -83,7 +84,7 @@ def test_bad_requests_get_the_right_code_and_change_nothing(cluster: Cluster) ->
             15,
             "h2 lost",
         )
-        wait_until(
+        wait_for(
             lambda: [
                 i
                 for i in admin.ListInstances(admin_pb2.ListInstancesRequest()).instances

@@ -13,9 +13,10 @@ from typing import Any
 
 import grpc
 import pytest
+from local_cluster.processes import wait_for
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from tests.e2e.cluster import Cluster, wait_until
+from tests.e2e.cluster import Cluster
 
 RUNNING = types_pb2.INSTANCE_STATE_RUNNING
 
@@ -67,7 +68,7 @@ def test_registration_capacity_spread_and_routes(cluster: Cluster) -> None:
         cluster.add_agent(f"h{n}", f"127.0.0.{n + 1}", cpu_millis=2000 * n) for n in (1, 2, 3)
     ]
     with cluster.admin() as admin:
-        hosts = wait_until(lambda: _alive_hosts(admin, 3), 15, "three hosts registered")
+        hosts = wait_for(lambda: _alive_hosts(admin, 3), 15, "three hosts registered")
         assert {h.host_id: h.capacity.cpu_millis for h in hosts} == {
             "h1": 2000,
             "h2": 4000,
@@ -75,7 +76,7 @@ def test_registration_capacity_spread_and_routes(cluster: Cluster) -> None:
         }
         assert {h.address for h in hosts} == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
         publish_and_deploy(admin, replicas=3)
-        placed = wait_until(lambda: all_running(admin, 3), 15, "three instances running")
+        placed = wait_for(lambda: all_running(admin, 3), 15, "three instances running")
         # spread: never two of the unit and slot on one host while another has room
         assert sorted(i.host_id for i in placed) == ["h1", "h2", "h3"]
         allocated = {
@@ -85,7 +86,7 @@ def test_registration_capacity_spread_and_routes(cluster: Cluster) -> None:
         assert allocated == {"h1": 500, "h2": 500, "h3": 500}
     # every host's data plane lists all three instances with traffic
     for agent in agents:
-        route = wait_until(lambda a=agent: _route_weights(a), 10, f"route on {agent.host_id}")
+        route = wait_for(lambda a=agent: _route_weights(a), 10, f"route on {agent.host_id}")
         assert set(route) == {i.instance_id for i in placed}
         assert all(w > 0 for w in route.values())
 
@@ -105,16 +106,16 @@ def test_lost_host_is_replaced_and_reconciled_when_it_returns(cluster: Cluster) 
     cluster.add_coordinator()
     a1, a2, a3 = (cluster.add_agent(f"h{n}", f"127.0.0.{n + 1}") for n in (1, 2, 3))
     with cluster.admin() as admin:
-        wait_until(
+        wait_for(
             lambda: len(admin.ListHosts(admin_pb2.ListHostsRequest()).hosts) == 3, 15, "hosts"
         )
         publish_and_deploy(admin, replicas=3)
-        before = wait_until(lambda: all_running(admin, 3), 15, "running")
+        before = wait_for(lambda: all_running(admin, 3), 15, "running")
         victim = next(i for i in before if i.host_id == "h3")
         a3.kill()
         killed_at = time.monotonic()
         # grace 3 s after 1.5 heartbeats of silence, plus 5 s to place and start again
-        after = wait_until(
+        after = wait_for(
             lambda: (
                 [i for i in all_running(admin, 3) if i.host_id != "h3"]
                 if not any(i.host_id == "h3" for i in instances(admin))
@@ -128,7 +129,7 @@ def test_lost_host_is_replaced_and_reconciled_when_it_returns(cluster: Cluster) 
         hosts = {h.host_id: h.status for h in admin.ListHosts(admin_pb2.ListHostsRequest()).hosts}
         assert hosts["h3"] == "lost"
         for agent in (a1, a2):
-            wait_until(
+            wait_for(
                 lambda a=agent: set(_route_weights(a)) == {i.instance_id for i in after},
                 5,
                 "routes without the lost host",
@@ -136,12 +137,12 @@ def test_lost_host_is_replaced_and_reconciled_when_it_returns(cluster: Cluster) 
         # the host comes back still holding its old instance: it is stopped as a duplicate
         assert victim.instance_id in a3.instances()
         a3.start()
-        wait_until(
+        wait_for(
             lambda: a3.state().get("connected") and not a3.instances(),
             15,
             "duplicate stopped on the returning host",
         )
-        wait_until(
+        wait_for(
             lambda: (
                 {h.host_id: h.status for h in admin.ListHosts(admin_pb2.ListHostsRequest()).hosts}[
                     "h3"
@@ -163,20 +164,20 @@ def test_leader_failover_keeps_every_instance(cluster: Cluster) -> None:
     leader = cluster.leader()
     follower = second if leader is first else first
     with cluster.admin(leader) as admin:
-        wait_until(
+        wait_for(
             lambda: len(admin.ListHosts(admin_pb2.ListHostsRequest()).hosts) == 2, 15, "hosts"
         )
         publish_and_deploy(admin, replicas=4)
         before = {
             i.instance_id: i.host_id
-            for i in wait_until(lambda: all_running(admin, 4), 15, "running")
+            for i in wait_for(lambda: all_running(admin, 4), 15, "running")
         }
     held_before = {a.host_id: set(a.instances()) for a in (a1, a2)}
     leader.kill()
     killed_at = time.monotonic()
-    wait_until(lambda: follower.leader_info().this_is_leader, 10, "the follower leading")
+    wait_for(lambda: follower.leader_info().this_is_leader, 10, "the follower leading")
     print(f"follower leads {time.monotonic() - killed_at:.1f}s after the kill")
-    wait_until(
+    wait_for(
         lambda: all(a.state().get("coordinator") == follower.name for a in (a1, a2)),
         10,
         "agents on the new leader",
@@ -184,7 +185,7 @@ def test_leader_failover_keeps_every_instance(cluster: Cluster) -> None:
     with cluster.admin(follower) as admin:
         after = {
             i.instance_id: i.host_id
-            for i in wait_until(lambda: all_running(admin, 4), 10, "running under the new leader")
+            for i in wait_for(lambda: all_running(admin, 4), 10, "running under the new leader")
         }
         assert after == before  # nothing lost, nothing duplicated, nothing moved
         time.sleep(2)  # past a heartbeat: still nothing moved
@@ -196,13 +197,13 @@ def test_etcd_outage_leaves_agents_untouched_then_reconciles(cluster: Cluster) -
     cluster.add_coordinator()
     a1, a2 = (cluster.add_agent(f"h{n}", f"127.0.0.{n + 1}") for n in (1, 2))
     with cluster.admin() as admin:
-        wait_until(
+        wait_for(
             lambda: len(admin.ListHosts(admin_pb2.ListHostsRequest()).hosts) == 2, 15, "hosts"
         )
         publish_and_deploy(admin, replicas=2)
-        before = {i.instance_id for i in wait_until(lambda: all_running(admin, 2), 15, "run")}
+        before = {i.instance_id for i in wait_for(lambda: all_running(admin, 2), 15, "run")}
     for agent in (a1, a2):
-        wait_until(lambda a=agent: _route_weights(a), 5, "routes")
+        wait_for(lambda a=agent: _route_weights(a), 5, "routes")
     held = {a.host_id: (a.instances(), a.state()["routes"]) for a in (a1, a2)}
     started = {a.host_id: (a.state()["starts"], a.state()["stops"]) for a in (a1, a2)}
     cluster.etcd.stop()
@@ -213,10 +214,10 @@ def test_etcd_outage_leaves_agents_untouched_then_reconciles(cluster: Cluster) -
             assert (agent.instances(), agent.state()["routes"]) == held[agent.host_id]
         time.sleep(1)
     cluster.etcd.start()
-    wait_until(lambda: all(a.state().get("connected") for a in (a1, a2)), 20, "agents reconnected")
+    wait_for(lambda: all(a.state().get("connected") for a in (a1, a2)), 20, "agents reconnected")
     with cluster.admin() as admin:
         assert {
-            i.instance_id for i in wait_until(lambda: all_running(admin, 2), 15, "run")
+            i.instance_id for i in wait_for(lambda: all_running(admin, 2), 15, "run")
         } == before
     time.sleep(1)
     for agent in (a1, a2):
@@ -233,13 +234,13 @@ def test_follower_answers_reads_and_points_writes_at_the_leader(cluster: Cluster
     follower = second if leader is first else first
     cluster.add_agent("h1", "127.0.0.2")
     with cluster.admin(leader) as admin:
-        wait_until(lambda: admin.ListHosts(admin_pb2.ListHostsRequest()).hosts, 15, "host")
+        wait_for(lambda: admin.ListHosts(admin_pb2.ListHostsRequest()).hosts, 15, "host")
         publish_and_deploy(admin, replicas=1)
     with cluster.admin(follower) as admin:
         info = admin.GetLeader(admin_pb2.GetLeaderRequest())
         assert not info.this_is_leader and info.leader_address == leader.address
         # the first deploy is a rollout: the unit runs 1.0.0 once it is promoted
-        units = wait_until(
+        units = wait_for(
             lambda: [u for u in admin.ListUnits(admin_pb2.ListUnitsRequest()).units
                      if u.stable_version == "1.0.0"], 30, "1.0.0 running, seen on the follower"
         )
@@ -257,4 +258,4 @@ def test_sigterm_hands_over_at_once(cluster: Cluster) -> None:
     leader = cluster.leader()
     follower = second if leader is first else first
     leader.stop(timeout=10)  # SIGTERM: resigns, so no wait for the lease to expire
-    wait_until(lambda: follower.leader_info().this_is_leader, 3, "immediate handover")
+    wait_for(lambda: follower.leader_info().this_is_leader, 3, "immediate handover")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,17 +30,19 @@ from typing import Any
 import docker
 import pytest
 from google.protobuf import duration_pb2
+from local_cluster.daemons import AgentProcess
+from local_cluster.processes import free_port_on_all
 
 from agent.dataplane import HaproxyPaths
 from agent.dataplane.haproxy_output import parse_servers_state
 from agent.dataplane.haproxy_runtime import AdminSocket
 from agent.dataplane.model import ServerState
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from tests.e2e.real_cluster import AgentProcess, RealCluster, free_port_on_all
-from tests.e2e.real_load import real_cluster
+from tests.e2e.real_cluster import OWNER, RealCluster, host_id
+from tests.e2e.real_load import Load, real_cluster
 from tests.support import eventually
 
-HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3", "h3": "127.0.0.4"}
+HOSTS = {host_id("h1"): "127.0.0.2", host_id("h2"): "127.0.0.3", host_id("h3"): "127.0.0.4"}
 APARTMENT, UNIT, LATER_UNIT, VERSION = "e2e", "web", "api", "1.0.0"
 HEARTBEAT, GRACE, LEASE = 2.0, 12.0, 3
 SETTINGS = {"heartbeat_interval": HEARTBEAT, "liveness_grace": GRACE,
@@ -116,7 +117,7 @@ def containers(unit: str | None = None, running_only: bool = True) -> dict[str, 
     """instance id -> (docker id, status) of the test's unit containers."""
     client = docker.from_env(timeout=60)
     try:
-        wanted = ["landlord.test=1", f"landlord.apartment={APARTMENT}"]
+        wanted = [OWNER, f"landlord.apartment={APARTMENT}"]
         wanted += [f"landlord.unit={unit}"] if unit else []
         found = client.containers.list(all=not running_only, filters={"label": wanted})
         return {c.labels["landlord.instance"]: (c.id, c.status) for c in found}
@@ -178,36 +179,6 @@ def holds(check: Callable[[], object], seconds: float) -> None:
         time.sleep(0.5)
 
 
-class Load:
-    """One client thread per host entry point; records (time, address, 200 or 0 if failed)."""
-
-    def __init__(self, port: int, seconds: float) -> None:
-        self.port, self.deadline = port, time.monotonic() + seconds
-        self.answers: list[tuple[float, str, int]] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(a,), daemon=True)
-                        for a in HOSTS.values()]
-        for t in self.threads:
-            t.start()
-
-    def _run(self, address: str) -> None:
-        while not self.stop.is_set() and time.monotonic() < self.deadline:
-            try:
-                get(address, self.port)
-                self.answers.append((time.monotonic(), address, 200))
-            except AssertionError:
-                self.answers.append((time.monotonic(), address, 0))
-            time.sleep(0.02)
-
-    def since(self, start: float) -> list[tuple[float, str, int]]:
-        return [a for a in list(self.answers) if a[0] >= start]
-
-    def close(self) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=15)
-
-
 def wait_registered(cluster: RealCluster, coordinator: str, offsets: dict[str, int],
                     since: float) -> dict[str, float]:
     """Wait for every agent to log its registration with ``coordinator`` (host -> seconds)."""
@@ -250,8 +221,8 @@ def test_hosts_register_and_instances_spread_over_them(cluster: RealCluster,
 def test_lost_host_is_replaced_and_reconciled_when_it_returns(cluster: RealCluster,
                                                               service_port: int) -> None:
     before = eventually(lambda: running(cluster), timeout=90)
-    [victim] = [i for i, h in before.items() if h == "h3"]
-    dead = agent(cluster, "h3")
+    [victim] = [i for i, h in before.items() if h == host_id("h3")]
+    dead = agent(cluster, host_id("h3"))
     killed_at = time.monotonic()
     dead.kill()
     removed = dead.remove_containers()
@@ -261,7 +232,7 @@ def test_lost_host_is_replaced_and_reconciled_when_it_returns(cluster: RealClust
     def replaced() -> list[Any]:
         found = instances(cluster)
         assert len(found) == 3 and victim not in {i.instance_id for i in found}, found
-        assert all(i.host_id != "h3" for i in found), found
+        assert all(i.host_id != host_id("h3") for i in found), found
         return found
 
     eventually(replaced, timeout=GRACE + 60, interval=0.2, message="the lost instance placed")
@@ -270,17 +241,17 @@ def test_lost_host_is_replaced_and_reconciled_when_it_returns(cluster: RealClust
     running_after = time.monotonic() - killed_at
     print(f"\nhost h3 killed: its instance placed again after {placed_after:.1f}s, running "
           f"after {running_after:.1f}s (grace {GRACE}s + 5s = {GRACE + 5}s)")
-    assert hosts(cluster)["h3"].status == "lost"
-    assert set(after.values()) <= {"h1", "h2"} and victim not in after
+    assert hosts(cluster)[host_id("h3")].status == "lost"
+    assert set(after.values()) <= {host_id("h1"), host_id("h2")} and victim not in after
     # every remaining data plane routes only to live instances, and serves them all
-    for a in (agent(cluster, "h1"), agent(cluster, "h2")):
+    for a in (agent(cluster, host_id("h1")), agent(cluster, host_id("h2"))):
         routes_only(a, set(after))
         serves(a.address, service_port, set(after))
     assert set(containers(UNIT)) == set(after)
 
     # the host comes back, empty: it is alive again and nothing is duplicated
     dead.start()
-    eventually(lambda: hosts(cluster)["h3"].status == "alive", timeout=60,
+    eventually(lambda: hosts(cluster)[host_id("h3")].status == "alive", timeout=60,
                message="h3 alive again")
 
     def reconciled() -> bool:
@@ -341,9 +312,9 @@ def test_etcd_outage_leaves_data_plane_untouched_then_reconciles(cluster: RealCl
         routes_only(a, set(before))
     docker_before = containers(running_only=False)
     planes_before = {a.host_id: servers(a) for a in cluster.agents}
-    load = Load(service_port, seconds=OUTAGE + 60)
+    load = Load(service_port).start(max_seconds=OUTAGE + 60)
     try:
-        eventually(lambda: len(load.answers) >= 30, timeout=30)
+        eventually(lambda: len(load.answers()) >= 30, timeout=30)
         start = time.monotonic()
         logged = {a.host_id: a.log_path.stat().st_size for a in cluster.agents}
         cluster.etcd.stop()
@@ -360,11 +331,11 @@ def test_etcd_outage_leaves_data_plane_untouched_then_reconciles(cluster: RealCl
     finally:
         load.close()
     outage = load.since(start)
-    failed = [a for a in outage if a[2] != 200]
+    failed = [a for a in outage if not a.ok]
     print(f"\netcd down {back - start:.1f}s: {len(outage)} requests through the entry points, "
           f"{len(failed)} failed; {checks} checks of containers and data planes")
     assert not failed, failed[:10]
-    assert len(outage) > 100 and {a[1] for a in outage} == set(HOSTS.values())
+    assert len(outage) > 100 and {a.host for a in outage} == set(HOSTS.values())
     assert containers(running_only=False) == docker_before
 
     leader = cluster.leader(timeout=60)

@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from local_cluster.processes import free_port_on_all
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from tests.e2e.real_cluster import RealCluster, free_port_on_all
+from tests.e2e.real_cluster import RealCluster
 from tests.e2e.real_load import (
     HOSTS,
     Load,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.errors import InvalidArgument, InvalidVersion
 from common.resources import Resources
-from common.unit_spec import HealthCheck, UnitSpec, canonical_json, sha256_of
+from common.unit_spec import HealthCheck, StateMode, UnitSpec, canonical_json, sha256_of
 
 GOOD = {
     "apartment": "shop",
@@ -36,7 +39,12 @@ def test_from_dict_parses_human_forms_and_round_trips() -> None:
 @pytest.mark.parametrize(
     ("patch", "match", "error"),
     [
-        ({"port": 0}, "port must be 1-65535", InvalidArgument),
+        ({"port": -1}, "port must be 0-65535", InvalidArgument),
+        ({"service_port": 70000}, "service_port must be 0-65535", InvalidArgument),
+        ({"state_mode": "copy"}, "state_mode must be one of", InvalidArgument),
+        ({"idle_timeout_s": -1}, "idle_timeout_s", InvalidArgument),
+        ({"warmup_s": float("nan")}, "warmup_s", InvalidArgument),
+        ({"healthy_threshold": 0}, "healthy_threshold", InvalidArgument),
         ({"port": "80"}, "port", InvalidArgument),
         ({"version": "v1.2.3"}, "leading 'v'", InvalidVersion),
         ({"unit": "Web"}, "unit name", InvalidArgument),
@@ -73,4 +81,65 @@ def test_canonical_json_is_sorted_and_compact() -> None:
     assert sha256_of({"a": 1}) == sha256_of({"a": 1})
     assert sha256_of({"a": 1}) == (
         "015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862"
+    )
+
+
+RUNNING_FIELDS = {
+    "image": st.text(min_size=1).filter(str.strip),
+    "port": st.integers(0, 65535),
+    "command": st.lists(st.text(), max_size=3).map(tuple),
+    "env": st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,5}", fullmatch=True), st.text(),
+                           max_size=3),
+    "health_check": st.builds(
+        HealthCheck, path=st.sampled_from(["/health", "/healthz", "/ready"]),
+        command=st.lists(st.text(min_size=1), max_size=2).map(tuple),
+        interval_s=st.floats(0.1, 60), timeout_s=st.floats(0.1, 60),
+        retries=st.integers(1, 9)),
+    "resources": st.builds(Resources, cpu=st.floats(0.01, 8),
+                           memory=st.integers(8 << 20, 1 << 34)),
+    "dependencies": st.lists(st.sampled_from(["db@^1", "cache@~2.1", "other/api@>=1.0.0"]),
+                             max_size=2, unique=True).map(tuple),
+    "service_port": st.integers(0, 65535),
+    "state_mode": st.sampled_from(list(StateMode)),
+    "idle_timeout_s": st.floats(0, 86400),
+    "warmup_s": st.floats(0, 600),
+    "healthy_threshold": st.integers(1, 10),
+}
+"""Every field of a UnitSpec that changes what runs, with the values it may take."""
+
+
+def test_the_running_fields_are_all_the_fields_but_the_names() -> None:
+    names = set(UnitSpec.__dataclass_fields__) - {"apartment", "unit", "version"}
+    assert names == set(RUNNING_FIELDS)
+
+
+@given(st.data())
+def test_changing_any_running_field_changes_the_checksum(data: st.DataObject) -> None:
+    base = UnitSpec.from_dict(GOOD)
+    name = data.draw(st.sampled_from(sorted(RUNNING_FIELDS)))
+    value = data.draw(RUNNING_FIELDS[name].filter(lambda v: v != getattr(base, name)))
+    changed = replace(base, **{name: value})  # type: ignore[arg-type]  # drawn per field
+    assert changed != base
+    assert changed.checksum() != base.checksum()
+    again = UnitSpec.from_dict(json.loads(json.dumps(changed.to_dict())))
+    assert again == changed and again.checksum() == changed.checksum()
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [{"service_port": 8081}, {"state_mode": "snapshot"}, {"idle_timeout_s": 600},
+     {"warmup_s": 3}, {"healthy_threshold": 2}, {"port": 0},
+     {"health_check": {"command": ["check"]}}],
+)
+def test_versions_that_differ_only_in_how_they_run_differ_in_checksum(
+    patch: dict[str, object],
+) -> None:
+    assert UnitSpec.from_dict(GOOD | patch).checksum() != UnitSpec.from_dict(GOOD).checksum()
+
+
+def test_a_spec_stored_before_the_run_fields_existed_keeps_its_checksum() -> None:
+    """Fields at the value versions ran with before the spec held them are left out of the
+    content, so the checksum recorded then (pinned here) still verifies."""
+    assert UnitSpec.from_dict(GOOD).checksum() == (
+        "567f8bd3c9ad62862c2d0383cfd32247ea2d18bb1ee37bcb86641349695a6c2a"
     )

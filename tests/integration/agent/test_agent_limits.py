@@ -180,7 +180,7 @@ async def test_egress_bandwidth_is_shaped_on_loopback(harness: AgentHarness) -> 
         )
         view = await agent.start_instance(spec)
         assert "bit/s egress" in view.enforcement["network"], view.enforcement
-        minor = agent.supervisor.records["bw-1"].classid
+        minor = agent.records.get("bw-1").classid
         assert minor is not None
         await async_eventually(lambda: _true(sink.received > 0), timeout=20)
         await asyncio.sleep(1.0)  # past the initial burst

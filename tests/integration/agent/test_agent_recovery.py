@@ -48,7 +48,7 @@ async def test_killed_instance_is_replaced_with_its_state_intact(harness: AgentH
     assert summary["exit_code"] == 137 and summary["oom_killed"] is False
     assert "inspect.json" in os.listdir(directory) and (directory / "logs.txt").exists()
     history = [
-        (t.from_state, t.to_state) for t in agent.supervisor.records["state-1"].lifecycle.history
+        (t.from_state, t.to_state) for t in agent.records.get("state-1").lifecycle.history
     ]
     assert ("running", "error") in history and ("error", "initializing") in history
 
@@ -62,7 +62,7 @@ async def test_crash_loop_stops_at_the_retry_limit_and_escalates(harness: AgentH
     await agent.start_instance(spec, wait=False)
     escalated = await wait_event(agent, EventType.ESCALATION, timeout=60)
     assert "max retries 2" in escalated.details["reason"]
-    record = agent.supervisor.records["loop-1"]
+    record = agent.records.get("loop-1")
     assert record.lifecycle.state is InstanceState.ERROR
     assert record.generation == 1 + 1 + 2  # the original, the first try, two retries
     attempts = agent.bus.recent(EventType.RECOVERY_ATTEMPT)
@@ -96,7 +96,7 @@ async def test_leaking_instance_is_detected_dumped_and_restarted(harness: AgentH
     after = agent.instance("leak-1")
     assert after.state == InstanceState.RUNNING and after.container_id != view.container_id
     history = [
-        (t.from_state, t.to_state) for t in agent.supervisor.records["leak-1"].lifecycle.history
+        (t.from_state, t.to_state) for t in agent.records.get("leak-1").lifecycle.history
     ]
     assert ("running", "stopping") in history and ("stopped", "initializing") in history
     assert not await agent.runtime.list_containers(

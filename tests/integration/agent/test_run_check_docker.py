@@ -80,7 +80,7 @@ async def test_commands_run_in_the_container_with_exit_code_and_output(
 async def test_a_command_over_its_timeout_is_killed_and_the_instance_keeps_serving(
         harness: AgentHarness) -> None:
     port = await _port(harness, "check-slow-1")
-    record = port.service.supervisor.records["check-slow-1"]
+    record = port.service.records.get("check-slow-1")
     started = time.monotonic()
     slow = await _run(port, "check-slow-1",
                       ("sh", "-c", "echo started; sleep 120; echo never"), timeout=1.0)

@@ -1,26 +1,25 @@
-"""RunCheck end to end on one host: the coordinator's FleetControl.run_check sends it over
+"""RunCheck end to end on one host: the coordinator's CheckCalls.run_check sends it over
 a real gRPC agent stream, the agent's stream client hands it to the host port, Docker runs
 it in a demo-app container, and the exit code and output come back in a report.
 
 The coordinator side is a stand-in servicer (no etcd, no leadership) that speaks through
-the coordinator's own session, conversion and FleetControl code."""
+the coordinator's own session, conversion and CheckCalls code."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 from agent_fixtures import AgentHarness, http_get, make_spec
 
 from agent.host_port import HostPort
 from agent.stream_client import CoordinatorStream, StreamSettings
-from common.clock import SystemClock
 from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc
 from common.resources import Resources
 from common.transport.factory import bound_server, create_server
-from coordinator.control import FleetControl
+from coordinator.check_calls import CheckCalls
 from coordinator.convert_agent import command_to_pb, from_seconds, report_from_pb
 from coordinator.fleet import Fleet, HostSession
 from coordinator.keys import KeyLayout
@@ -31,15 +30,16 @@ from coordinator.state import ClusterState, Versioned
 class StandInCoordinator(agent_pb2_grpc.AgentStreamServicer):
     """Registers an agent, sends what its session queues, hands report results over."""
 
-    def __init__(self, control: FleetControl) -> None:
-        self.control = control
+    def __init__(self, fleet: Fleet, checks: CheckCalls) -> None:
+        self.fleet = fleet
+        self.checks = checks
 
     async def Session(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],
                       context: Any) -> AsyncIterator[agent_pb2.CoordinatorMessage]:
         first = await anext(aiter(request_iterator))
         reg = first.register
         session = HostSession(reg.host_id, reg.building, reg.address, 0.0)
-        self.control.fleet.attach(session, 0.0)
+        self.fleet.attach(session, 0.0)
         yield agent_pb2.CoordinatorMessage(registered=agent_pb2.Registered(
             coordinator_id="stand-in", report_interval=from_seconds(0.05)))
 
@@ -47,7 +47,7 @@ class StandInCoordinator(agent_pb2_grpc.AgentStreamServicer):
             async for message in request_iterator:
                 if message.WhichOneof("body") == "report":
                     report = report_from_pb(message.report, session.host_id)
-                    self.control.command_results(report.results)
+                    self.checks.deliver(report.results)
 
         reader = asyncio.create_task(read())
         try:
@@ -57,7 +57,7 @@ class StandInCoordinator(agent_pb2_grpc.AgentStreamServicer):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            self.control.fleet.detach(session, 0.0)
+            self.fleet.detach(session, 0.0)
 
 
 async def test_a_check_sent_by_the_coordinator_runs_in_docker_and_its_output_returns(
@@ -71,11 +71,11 @@ async def test_a_check_sent_by_the_coordinator_runs_in_docker_and_its_output_ret
     state.instances[spec.instance_id] = Versioned(InstanceRecord(
         spec.instance_id, "test", "demo", "1.0.0", "blue", host_id, spec.port,
         Resources(cpu=1.0, memory=128 << 20), 0.0), 1)
-    unused = cast(Any, None)  # run_check needs no store, view, leadership or events
-    control = FleetControl(unused, KeyLayout(), unused, state, Fleet(), unused, unused,
-                           SystemClock())
+    fleet = Fleet()
+    control = CheckCalls(state, fleet)
     server = create_server()
-    agent_pb2_grpc.add_AgentStreamServicer_to_server(StandInCoordinator(control), server)
+    agent_pb2_grpc.add_AgentStreamServicer_to_server(StandInCoordinator(fleet, control),
+                                                     server)
     port = bound_server(server, "127.0.0.1:0")
     await server.start()
     host = HostPort(agent, None)

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from local_cluster.etcd import EtcdProcess
+from local_cluster.processes import free_port
 
 from common.gen.landlord.v1 import admin_pb2_grpc
 from coordinator.app import Coordinator
 from coordinator.config import CoordinatorConfig
 from coordinator.store import EtcdStore
-from tests.e2e.cluster import EtcdProcess, free_port
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import contextlib
 import time
 
 import pytest
+from local_cluster.etcd import EtcdProcess
 
 from coordinator.app import Coordinator
 from coordinator.election import LeaderElection
 from coordinator.errors import NotLeader
 from coordinator.records import LeaderRecord
 from coordinator.store import EtcdStore, Fence, Txn
-from tests.e2e.cluster import EtcdProcess
 from tests.integration.coordinator.conftest import coordinator_config
 from tests.support import async_eventually
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc
 import pytest
+from local_cluster.etcd import EtcdProcess
 
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from coordinator.app import Coordinator
-from tests.e2e.cluster import EtcdProcess
 from tests.integration.coordinator.agents import start_agent
 from tests.integration.coordinator.conftest import coordinator_config
 from tests.support import async_eventually
@@ -22,6 +22,7 @@ def publish(
     deps: tuple[str, ...] = (),
     features: bool = True,
     image: str = "demo:1",
+    service_port: int = 18080,
 ) -> admin_pb2.PublishVersionRequest:
     return admin_pb2.PublishVersionRequest(
         spec=types_pb2.UnitSpec(
@@ -29,6 +30,7 @@ def publish(
             unit=unit,
             image=image,
             port=8080,
+            service_port=service_port,
             dependencies=list(deps),
             resources=types_pb2.Resources(cpu_millis=100, memory_bytes=64 << 20),
         ),
@@ -56,6 +58,11 @@ async def test_publish_list_show_and_idempotent_repeat(
         assert not first.already_published and len(first.version.checksum) == 64
         again = await admin.PublishVersion(publish("web", "1.0.0"))
         assert again.already_published and again.version.checksum == first.version.checksum
+        assert again.version.spec.service_port == 18080
+        with pytest.raises(grpc.aio.AioRpcError) as moved:
+            await admin.PublishVersion(publish("web", "1.0.0", service_port=18081))
+        assert moved.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "already published with different content" in (moved.value.details() or "")
         await admin.PublishVersion(publish("web", "1.1.0"))
         versions = await admin.ListVersions(
             admin_pb2.ListVersionsRequest(apartment="shop", unit="web")

@@ -13,13 +13,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from local_cluster.etcd import EtcdProcess
 
 from agent.stream_client import CoordinatorStream, HostIdentity, StreamSettings
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
 from common.resources import Resources
 from common.transport import TlsSettings, create_channel
 from coordinator.app import Coordinator
-from tests.e2e.cluster import EtcdProcess
 from tests.e2e.simulated_agent import FakeRuntime
 from tests.integration.coordinator.conftest import coordinator_config
 

@@ -6,12 +6,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from local_cluster.etcd import EtcdProcess
+from local_cluster.processes import free_port
 
 from common.errors import Conflict, Unavailable
 from coordinator.errors import HistoryCompacted, NotLeader
 from coordinator.store import EtcdStore, Fence, Txn
 from coordinator.view import ClusterView
-from tests.e2e.cluster import EtcdProcess, free_port
 from tests.support import async_eventually
 
 

@@ -7,11 +7,11 @@ from dataclasses import replace
 from typing import Any
 
 import grpc
+from local_cluster.etcd import EtcdProcess
 
 from agent.stream_client import AgentCommand, StartInstance
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from coordinator.app import Coordinator
-from tests.e2e.cluster import EtcdProcess
 from tests.e2e.simulated_agent import FakeRuntime
 from tests.integration.coordinator.agents import start_agent
 from tests.integration.coordinator.conftest import coordinator_config

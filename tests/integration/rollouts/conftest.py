@@ -19,11 +19,7 @@ __all__ = ["admin", "coordinator", "etcd", "prefix", "rollouts"]
 @pytest.fixture
 async def rollouts(coordinator: Coordinator) -> AsyncIterator[RolloutService]:
     """The rollout service on the leading coordinator, leading too."""
-    service = RolloutService(
-        coordinator.control,
-        coordinator.registry,
-        runner_settings=RunnerSettings(poll_s=0.05, retry_s=0.2),
-    )
+    service = coordinator.rollout_service(RunnerSettings(poll_s=0.05, retry_s=0.2))
     task = asyncio.create_task(service.lead())
     try:
         yield service

@@ -158,11 +158,10 @@ async def ended(service: RolloutService, rollout_id: str) -> RolloutRecord:
     return record
 
 
-async def running_web(service: RolloutService, agents: Agents, count: int) -> None:
+async def running_web(coordinator: Coordinator, count: int) -> None:
     async def ready() -> bool:
-        state = service.control.state
-        stable = [i for i in state.instances_of("shop", "web")]
-        seen = [service.control.known_state(i.instance_id) for i in stable]
+        stable = coordinator.state.instances_of("shop", "web")
+        seen = [coordinator.known.known_state(i.instance_id) for i in stable]
         return len(seen) == count and all(s is not None and s.routable for s in seen)
 
     await async_eventually(ready, timeout=10)
@@ -182,7 +181,7 @@ async def fleet(
         )
         done = await async_eventually(lambda: ended(rollouts, first.rollout_id), timeout=30)
         assert done.phase is Phase.PROMOTED, done.failure
-        await running_web(rollouts, agents, 2)
+        await running_web(coordinator, 2)
         await publish(admin, "1.1.0", "two")
         yield agents
     finally:
@@ -190,7 +189,7 @@ async def fleet(
 
 
 async def _connected(coordinator: Coordinator, count: int) -> bool:
-    return len(coordinator.control.placeable_hosts("default")) == count
+    return len(coordinator.known.placeable_hosts("default")) == count
 
 
 async def test_good_canary_reaches_every_host_and_promotes(
@@ -204,7 +203,7 @@ async def test_good_canary_reaches_every_host_and_promotes(
     assert all(s.canary is not None and s.canary.requests >= 20 for s in end.steps)
     assert rollouts.registry.unit("shop", "web").stable_version == "1.1.0"
     await async_eventually(lambda: _only(fleet, "1.1.0"), timeout=10)
-    kinds = [e.type for e in rollouts.control.state.event_history()]
+    kinds = [e.type for e in rollouts.state.event_history()]
     assert "rollout.started" in kinds and "rollout.promoted" in kinds
 
 
@@ -225,7 +224,7 @@ async def test_bad_canary_is_rolled_back_on_every_host(
     await async_eventually(lambda: _only(fleet, "1.0.0"), timeout=10)
     unit = rollouts.registry.unit("shop", "web")
     assert (unit.state, unit.stable_version) == ("running", "1.0.0")
-    kinds = [e.type for e in rollouts.control.state.event_history()]
+    kinds = [e.type for e in rollouts.state.event_history()]
     assert "rollout.failed" in kinds and "rollout.rolled_back" in kinds
 
 
@@ -242,11 +241,7 @@ async def test_a_new_runner_resumes_a_rollout_mid_switch(
 
     await async_eventually(switching, timeout=10)
     await rollouts.stop()  # the leader's runners die mid-step
-    successor = RolloutService(
-        coordinator.control,
-        coordinator.registry,
-        runner_settings=RunnerSettings(0.05, 0.2),
-    )
+    successor = coordinator.rollout_service(RunnerSettings(0.05, 0.2))
     task = asyncio.create_task(successor.lead())
     try:
         end = await async_eventually(lambda: ended(successor, record.rollout_id), timeout=30)

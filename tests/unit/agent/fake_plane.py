@@ -96,5 +96,8 @@ class FakePlane:
         return self.windows.snapshots(unit, self.clock.now(), version=version, seconds=seconds,
                                       host="h1")
 
+    def completed_windows(self) -> list[WindowSnapshot]:
+        return self.windows.take_completed(self.clock.now(), host="h1")
+
     def last_activity(self, unit: str, instance: str | None = None) -> float | None:
         return self.windows.last_activity(unit, instance)

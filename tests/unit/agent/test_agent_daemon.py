@@ -10,8 +10,8 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.daemon import run_daemon
-from agent.runtime.fake import RecordingRuntime
 from agent.service import AgentService
+from tests.unit.agent.fake_runtime import RecordingRuntime
 
 
 async def test_ready_watchdog_extensions_and_stop(tmp_path: Path,

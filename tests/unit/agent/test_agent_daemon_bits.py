@@ -1,36 +1,22 @@
-"""sd_notify, the console entry point, records on disk, events and dumps."""
+"""The console entry point, records on disk, events and dumps."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 from agent.dumps import DumpWriter
 from agent.events import AgentEvent, EventBus
-from agent.jsonlog import JsonFormatter
 from agent.main import main
-from agent.sdnotify import notify, watchdog_interval
 from agent.spec import InstanceSpec, Slot
 from agent.store import InstanceRecord, RecordStore
 from common.clock import FakeClock
 from common.lifecycle import InstanceState, LifecycleRecord
 from common.recovery import FailureKind, RecoveryState
-
-
-def test_notify_sends_one_datagram(tmp_path: Path) -> None:
-    path = tmp_path / "notify"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(path))
-        assert notify("READY=1", {"NOTIFY_SOCKET": str(path)})
-        assert sock.recv(100) == b"READY=1"
-    assert not notify("READY=1", {})
-    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
-    assert watchdog_interval({"WATCHDOG_USEC": "1", "WATCHDOG_PID": "1"}) == 0.0
 
 
 def test_help_and_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,13 +106,3 @@ def test_memory_dump_copies_proc_and_cgroup_files(tmp_path: Path) -> None:
         "proc-status",
     ]
     assert json.loads((path / "memory.json").read_text())["reason"] == "leak"
-
-
-def test_json_log_lines_carry_extra_context() -> None:
-    import logging
-
-    record = logging.makeLogRecord(
-        {"msg": "hello %s", "args": ("x",), "levelname": "INFO", "name": "agent", "instance": "i1"}
-    )
-    line = json.loads(JsonFormatter().format(record))
-    assert line["message"] == "hello x" and line["instance"] == "i1" and line["level"] == "info"

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from agent.config import AgentConfig
 from agent.daemon import run_daemon
@@ -32,12 +30,10 @@ from agent.host_mapping import (
     plane_unit,
     reported_event,
     route_changes,
-    sketch_difference,
     traffic_version,
-    window_reports,
+    window_report,
 )
 from agent.host_port import HostPort
-from agent.runtime.fake import RecordingRuntime
 from agent.service import AgentService
 from agent.spec import InstanceView, Slot, StateMode
 from agent.stream_client import (
@@ -55,6 +51,7 @@ from common.latency import LatencySketch
 from common.resources import Resources
 from tests.support import async_eventually
 from tests.unit.agent.fake_plane import FakePlane
+from tests.unit.agent.fake_runtime import RecordingRuntime
 
 
 def start_command(instance_id: str = "web-blue-1", port: int = 20001,
@@ -170,30 +167,16 @@ def test_traffic_version_is_the_most_weighted_ready_one() -> None:
     assert traffic_version([server("a", 0), server("b", 90, "maint")]) is None
 
 
-@given(st.lists(st.floats(0.0, 5000.0), max_size=40),
-       st.lists(st.floats(0.0, 5000.0), max_size=40))
-def test_sketch_difference_gives_back_the_other_part(kept: list[float],
-                                                     taken: list[float]) -> None:
-    whole = LatencySketch.of(kept + taken)
-    rest = sketch_difference(whole, LatencySketch.of(taken))
-    assert rest == LatencySketch.of(kept) and rest.count == len(kept)
-    assert rest.sum == pytest.approx(sum(kept), rel=1e-6, abs=1e-6)
-
-
-def snapshot(instance: str, requests: int, errors: int, latencies: list[float],
-             version: str = "1.0.0") -> WindowSnapshot:
-    return WindowSnapshot("shop.web", version, instance, "h1", requests, errors,
-                          LatencySketch.of(latencies), 0.0, 10.0)
-
-
-def test_window_reports_leave_out_the_bucket_still_filling() -> None:
-    total = [snapshot("a", 5, 1, [1, 2, 3, 4, 5]), snapshot("b", 2, 0, [7, 8]),
-             snapshot("", 3, 3, [])]  # requests that reached no server
-    current = [snapshot("a", 2, 0, [4, 5]), snapshot("b", 2, 0, [7, 8])]
-    [report] = window_reports("shop", "web", total, current, 100.0, 103.0)
-    assert (report.apartment, report.unit, report.instance_id) == ("shop", "web", "a")
+def test_a_completed_window_is_reported_as_it_is() -> None:
+    window = WindowSnapshot("shop.web", "1.0.0", "a", "h1", 3, 1, LatencySketch.of([1, 2, 3]),
+                            100.0, 103.0)
+    report = window_report("shop", "web", window)
+    assert (report.apartment, report.unit, report.version, report.instance_id) == (
+        "shop", "web", "1.0.0", "a")
     assert (report.requests, report.errors, report.start, report.end) == (3, 1, 100.0, 103.0)
     assert report.latency == LatencySketch.of([1, 2, 3])
+    empty = WindowSnapshot("shop.web", "1.0.0", "a", "h1", 1, 1, LatencySketch(), 0.0, 1.0)
+    assert window_report("shop", "web", empty).latency is None
 
 
 # -- HostPort over fakes ------------------------------------------------------------------

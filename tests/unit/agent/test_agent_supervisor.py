@@ -14,7 +14,6 @@ import pytest
 from agent.config import AgentConfig
 from agent.events import EventType
 from agent.runtime.container_config import LABEL_INSTANCE
-from agent.runtime.fake import RecordingRuntime
 from agent.service import AgentService
 from agent.spec import HealthSpec, InstanceSpec, StateMode
 from common.clock import Clock, FakeClock, SystemClock
@@ -22,6 +21,7 @@ from common.errors import Conflict, NotFound
 from common.lifecycle import InstanceState
 from common.recovery import LeakAssessment
 from tests.support import async_eventually
+from tests.unit.agent.fake_runtime import RecordingRuntime
 
 S = InstanceState
 
@@ -146,7 +146,7 @@ async def test_crash_is_dumped_replaced_and_traffic_switched(rig: Rig, tmp_path:
 async def test_never_ready_instance_is_retried_then_escalated(rig: Rig) -> None:
     await rig.service.start_instance(spec(), wait=False)  # never healthy
     await rig.wait(EventType.ESCALATION)
-    record = rig.service.supervisor.records["i1"]
+    record = rig.service.records.get("i1")
     assert record.lifecycle.state is S.ERROR and record.generation == 3
     attempts = [e.details["attempt"] for e in rig.service.bus.recent(EventType.RECOVERY_ATTEMPT)]
     assert attempts == [1, 2]
@@ -188,9 +188,9 @@ async def test_stop_is_graceful_and_removes_everything(rig: Rig) -> None:
 async def test_leak_is_dumped_and_restarted(rig: Rig) -> None:
     rig.healthy.add(20001)
     view = await rig.service.start_instance(spec())
-    record = rig.service.supervisor.records["i1"]
+    record = rig.service.records.get("i1")
     leak = LeakAssessment(True, 2e6, 1.0, 60.0, "memory rising")
-    await rig.service.supervisor.recovery.on_leak(record, leak, 1, None, [(0.0, 1), (60.0, 9)])
+    await rig.service.recovery.on_leak(record, leak, 1, None, [(0.0, 1), (60.0, 9)])
     await rig.wait(EventType.RECOVERY_SUCCESS)
     success = rig.service.bus.recent(EventType.RECOVERY_SUCCESS)[0]
     assert success.details["kind"] == "memory_leak" and record.generation == 2
@@ -202,7 +202,7 @@ async def test_leak_is_dumped_and_restarted(rig: Rig) -> None:
 async def test_storage_eviction_keeps_the_record_with_the_reason(rig: Rig) -> None:
     rig.healthy.add(20001)
     view = await rig.service.start_instance(spec())
-    record = rig.service.supervisor.records["i1"]
+    record = rig.service.records.get("i1")
     await rig.service.supervisor.evict(record, "storage limit exceeded: 9 > 5", 9, 5)
     after = rig.service.instance("i1")
     assert after.state == "stopped" and after.metadata["evicted"].startswith("storage limit")

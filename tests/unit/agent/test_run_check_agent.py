@@ -18,7 +18,6 @@ from agent.host_mapping import (
     check_timeout,
 )
 from agent.host_port import HostPort
-from agent.runtime.fake import RecordingRuntime
 from agent.runtime.protocol import ExecResult
 from agent.service import AgentService
 from agent.stream_client import (
@@ -38,6 +37,7 @@ from common.gen.landlord.v1 import agent_pb2
 from common.lifecycle import InstanceState
 from common.resources import Resources
 from tests.support import async_eventually
+from tests.unit.agent.fake_runtime import RecordingRuntime
 
 # -- pure mapping -------------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ async def test_a_check_runs_in_the_instances_container(
 
     await async_eventually(running, timeout=5)
     out = await host.execute(RunCheck("web-green-1", ("cat", "/ready"), 0.0))
-    container = host.service.supervisor.records["web-green-1"].container_id
+    container = host.service.records.get("web-green-1").container_id
     assert seen == [(container, ("cat", "/ready"), CHECK_TIMEOUT_DEFAULT)]
     assert out is not None and out.exit_code == 1 and out.stderr == "nope"
     assert out.stdout == "x" * 4096 and out.truncated and not out.error
@@ -136,7 +136,7 @@ async def test_a_check_needs_a_running_instance(
         return [r.state for r in host.snapshot()] == ["running"]
 
     await async_eventually(running, timeout=5)
-    record = host.service.supervisor.records["web-green-2"]
+    record = host.service.records.get("web-green-2")
     record.lifecycle.transition(InstanceState.PAUSED, "paused for the test", 0.0)
     with pytest.raises(FailedPrecondition):
         await host.execute(RunCheck("web-green-2", ("true",), 1.0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from agent.stream_client import SetRoute, StartInstance, StopInstance, command_from_pb
@@ -9,7 +11,7 @@ from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, agent_pb2, types_pb2
 from common.latency import LatencySketch
 from common.resources import Resources
-from common.unit_spec import HealthCheck, UnitSpec
+from common.unit_spec import HealthCheck, StateMode, UnitSpec
 from common.versions import VersionTag
 from coordinator.agent_messages import (
     Outgoing,
@@ -18,25 +20,26 @@ from coordinator.agent_messages import (
     StartCommand,
     StopCommand,
 )
-from coordinator.convert_admin import PLACEHOLDER_PORT, publish_from_pb, version_to_pb
+from coordinator.convert_admin import publish_from_pb, version_to_pb
 from coordinator.convert_agent import (
     command_to_pb,
     latency_from_pb,
     latency_to_pb,
     registration_from_pb,
     resources_from_pb,
+    unit_spec_to_pb,
 )
 from coordinator.records import InstanceRecord, VersionRecord
 
 
-def version_record(port_assigned: bool = True) -> VersionRecord:
-    spec = UnitSpec("shop", "web", "1.0.0", "demo:1", 8080, ("serve", "--fast"), {"A": "1"},
+def version_record() -> VersionRecord:
+    spec = UnitSpec("shop", "web", "1.0.0", "demo:1", 0, ("serve", "--fast"), {"A": "1"},
                     HealthCheck("/healthz", (), 3.0, 1.0, 4),
-                    Resources(cpu=0.5, memory=256 << 20), ("db@^1.0.0",))
+                    Resources(cpu=0.5, memory=256 << 20), ("db@^1.0.0",), service_port=18080,
+                    state_mode=StateMode.SNAPSHOT, idle_timeout_s=600, warmup_s=2.5,
+                    healthy_threshold=2)
     tag = VersionTag("shop/web", "1.0.0", 1.0, spec.checksum(), spec, {"shop/db": "1.2.0"})
-    return VersionRecord(tag, {"features": ["x"]}, service_port=18080, state_mode="snapshot",
-                         idle_timeout_s=600, warmup_s=2.5, healthy_threshold=2,
-                         port_assigned=port_assigned)
+    return VersionRecord(tag, {"features": ["x"]})
 
 
 def test_start_reaches_the_agent_with_everything_it_needs() -> None:
@@ -55,6 +58,17 @@ def test_start_reaches_the_agent_with_everything_it_needs() -> None:
     assert (command.service_port, command.state_mode, command.idle_timeout) == (
         18080, "snapshot", 600.0)
     assert pb.command.start.spec.port == 0  # published with 0: the assigned port is used
+
+
+def test_the_health_command_reaches_the_agent_on_the_wire() -> None:
+    record = version_record()
+    spec = replace(record.tag.spec, health_check=HealthCheck("/healthz", ("check", "-q")))
+    tag = replace(record.tag, spec=spec, checksum=spec.checksum())
+    instance = InstanceRecord("web-blue-1", "shop", "web", "1.0.0", "blue", "h1", 20001,
+                              Resources(cpu=0.5, memory=256 << 20), 1.0)
+    pb = command_to_pb(Outgoing("start:web-blue-1",
+                                StartCommand(instance, replace(record, tag=tag))))
+    assert list(pb.command.start.spec.health.command) == ["check", "-q"]
 
 
 def test_stop_and_route_round_trip() -> None:
@@ -97,11 +111,31 @@ def test_publish_request_maps_to_the_domain_spec_and_back() -> None:
         spec=types_pb2.UnitSpec(apartment="shop", unit="web", image="demo:1", service_port=9,
                                 resources=types_pb2.Resources(cpu_millis=250)),
         version="1.2.3", changes=types_pb2.ChangeSet(fixes=["f"]))
-    spec, changes, _, fields = publish_from_pb(request)
-    assert spec.port == PLACEHOLDER_PORT and fields.port_assigned
+    spec, changes, _ = publish_from_pb(request)
+    assert spec.port == 0 and spec.service_port == 9
     assert spec.resources.cpu == 0.25 and changes.fixes == ("f",)
     info = version_to_pb(version_record())
     assert info.spec.port == 0 and info.spec.service_port == 18080
+    assert info.spec.state_mode == types_pb2.STATE_MODE_SNAPSHOT
     assert [(r.unit, r.range, r.version) for r in info.resolved] == [
         ("shop/db", "^1.0.0", "1.2.0")]
     assert info.checksum == version_record().tag.checksum
+
+
+def test_everything_that_runs_survives_publish_and_show() -> None:
+    """Publishing then showing a version gives back the same spec, so the same checksum."""
+    spec = version_record().tag.spec
+    spec = replace(spec, health_check=HealthCheck(path="/healthz", command=("check", "--quick")))
+    request = admin_pb2.PublishVersionRequest(
+        spec=unit_spec_to_pb(spec), version=spec.version,
+        changes=types_pb2.ChangeSet(fixes=["f"]))
+    again, _, _ = publish_from_pb(request)
+    assert again == spec and again.checksum() == spec.checksum()
+
+
+def test_an_unknown_state_mode_is_refused() -> None:
+    spec = types_pb2.UnitSpec(apartment="shop", unit="web", image="demo:1")
+    spec.state_mode = 7  # type: ignore[assignment]  # a value from a newer peer
+    request = admin_pb2.PublishVersionRequest(spec=spec, version="1.2.3")
+    with pytest.raises(InvalidArgument, match="state mode"):
+        publish_from_pb(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from common.resources import Resources
 from coordinator.keys import KeyLayout
+from coordinator.liveness import HostHealth
 from coordinator.records import (
     Allocation,
     EventRecord,
@@ -50,7 +51,8 @@ def test_hosts_are_indexed_by_building_and_lost_status_through_changes() -> None
     state = ClusterState(LAYOUT)
 
     def host(host_id: str, building: str, status: str = "alive") -> bytes:
-        return encode(HostRecord(host_id, building, "127.0.0.2", Resources(cpu=1), status=status))
+        return encode(HostRecord(host_id, building, "127.0.0.2", Resources(cpu=1),
+                                 status=HostHealth(status)))
 
     state.apply(put(LAYOUT.host("h2"), host("h2", "b1"), 2))
     state.apply(put(LAYOUT.host("h1"), host("h1", "b1"), 3))

@@ -52,7 +52,8 @@ def _world() -> tuple[ClusterReads, ClusterState, Fleet, Leadership, FakeClock]:
         revision += 1
         state.apply(Change("put", Entry(key, value, revision, revision)))
 
-    for host_id, status in (("h1", "alive"), ("h2", "alive"), ("h3", "lost")):
+    for host_id, status in (("h1", HostHealth.ALIVE), ("h2", HostHealth.ALIVE),
+                            ("h3", HostHealth.LOST)):
         put(LAYOUT.host(host_id), encode(HostRecord(
             host_id, "b1", "127.0.0.2", Resources(cpu=4), status=status, registered_at=5.0,
             status_changed_at=7.0)))

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.dataplane.request_log import RequestRecord
 from agent.dataplane.windows import RequestWindows, WindowSnapshot, merge_snapshots
@@ -85,3 +87,48 @@ def test_snapshots_merge_across_hosts_and_round_trip_as_json() -> None:
     assert merge_snapshots([]) is None
     with pytest.raises(InvalidArgument):
         WindowSnapshot.from_dict({"unit": "web"})
+
+
+def test_completed_buckets_are_handed_over_once_and_the_filling_one_waits() -> None:
+    windows = RequestWindows(bucket_s=1.0)
+    windows.record(request("a", ms=1.0), T0 + 0.2)
+    windows.record(request("a", ms=2.0), T0 + 1.5)
+    windows.record(request("b", version="1.1.0"), T0 + 1.7)
+    assert windows.take_completed(T0 + 0.9) == []  # the only bucket still fills
+    (first,) = windows.take_completed(T0 + 1.9, host="h1")
+    assert (first.instance, first.requests, first.start, first.end, first.host) == (
+        "a", 1, T0, T0 + 1.0, "h1")
+    assert first.latency == LatencySketch.of([1.0])
+    assert windows.take_completed(T0 + 1.95) == []  # nothing completed since
+    windows.record(request("a", status=503, ms=3.0), T0 + 2.1)
+    a, b = windows.take_completed(T0 + 3.0)
+    assert (a.instance, a.requests, a.errors, a.start, a.end) == ("a", 2, 1, T0 + 1, T0 + 3)
+    assert a.latency == LatencySketch.of([2.0, 3.0])
+    assert (b.instance, b.version, b.requests) == ("b", "1.1.0", 1)
+    assert windows.snapshots("web", T0 + 3.0, seconds=10)  # sliding windows still read
+
+
+def test_a_long_pause_hands_over_only_what_is_kept() -> None:
+    windows = RequestWindows(bucket_s=1.0, retention_s=10.0)
+    windows.record(request("a"), T0)
+    windows.take_completed(T0 + 1)
+    windows.record(request("a"), T0 + 100)
+    (window,) = windows.take_completed(T0 + 105)
+    assert (window.requests, window.start, window.end) == (1, T0 + 95, T0 + 105)
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 0.99), st.booleans()), max_size=60))
+def test_every_request_is_handed_over_exactly_once(steps: list[tuple[float, bool]]) -> None:
+    """Requests and takes interleaved at any moments: taken + still filling = recorded."""
+    windows = RequestWindows(bucket_s=0.5)
+    now, recorded, taken = T0, 0, 0
+    for advance, take in steps:
+        now += advance
+        if take:
+            taken += sum(w.requests for w in windows.take_completed(now))
+        else:
+            windows.record(request(), now)
+            recorded += 1
+    taken += sum(w.requests for w in windows.take_completed(now))
+    filling = sum(s.requests for s in windows.snapshots("web", now, seconds=1e-9))
+    assert taken + filling == recorded

@@ -24,9 +24,9 @@ NOW = 1_700_000_000.0
 
 def _version(version: str, *dependencies: str) -> VersionRecord:
     spec = UnitSpec(apartment="shop", unit="web", version=version, image="demo:1", port=8080,
-                    resources=Resources(memory=64 << 20), dependencies=dependencies)
-    return VersionRecord(VersionTag("shop/web", version, NOW, spec.checksum(), spec),
-                         service_port=9000)
+                    service_port=9000, resources=Resources(memory=64 << 20),
+                    dependencies=dependencies)
+    return VersionRecord(VersionTag("shop/web", version, NOW, spec.checksum(), spec))
 
 
 def _facts(unit: UnitRecord, *instances: InstanceRecord, max_replicas: int = 10,

@@ -180,6 +180,7 @@ class HealthCheck(_message.Message):
     HEALTHY_THRESHOLD_FIELD_NUMBER: _builtins.int
     UNHEALTHY_THRESHOLD_FIELD_NUMBER: _builtins.int
     WARMUP_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """HTTP path probed on the instance, e.g. "/healthz"."""
     healthy_threshold: _builtins.int
@@ -193,6 +194,10 @@ class HealthCheck(_message.Message):
     def warmup(self) -> _duration_pb2.Duration:
         """Time after start before failures count (warm-up)."""
 
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Command run inside the container instead of the HTTP probe; exit 0 is healthy."""
+
     def __init__(
         self,
         *,
@@ -202,10 +207,11 @@ class HealthCheck(_message.Message):
         healthy_threshold: _builtins.int = ...,
         unhealthy_threshold: _builtins.int = ...,
         warmup: _duration_pb2.Duration | None = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "timeout", b"timeout", "warmup", b"warmup"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["healthy_threshold", b"healthy_threshold", "interval", b"interval", "path", b"path", "timeout", b"timeout", "unhealthy_threshold", b"unhealthy_threshold", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "healthy_threshold", b"healthy_threshold", "interval", b"interval", "path", b"path", "timeout", b"timeout", "unhealthy_threshold", b"unhealthy_threshold", "warmup", b"warmup"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,13 +13,13 @@ from typing import Any
 import grpc
 
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
-from demo_cluster.load import LoadGenerator
-from demo_cluster.processes import DemoError
-from demo_cluster.report import PhaseResult, StepSplit, share_of
+from local_cluster.daemons import BIN
+from local_cluster.load import LoadGenerator
+from local_cluster.processes import ClusterError
+from local_cluster.report import PhaseResult, StepSplit, share_of
 
 __all__ = ["Cli", "follow_rollout", "seconds_of"]
 
-BIN = Path(sys.executable).parent
 TERMINAL = {"promoted", "rolled_back", "failed", "aborted"}
 
 
@@ -40,7 +39,7 @@ class Cli:
         self.say("$ landlord " + shlex.join(args))
 
     def run(self, args: list[str], timeout: float = 60.0, quiet: bool = False) -> str:
-        """Run to the end; DemoError unless it exits 0. Returns its output."""
+        """Run to the end; ClusterError unless it exits 0. Returns its output."""
         self._show(args)
         done = subprocess.run([str(BIN / "landlord"), *args], env=self.env, timeout=timeout,
                               capture_output=True, text=True, check=False)
@@ -49,7 +48,7 @@ class Cli:
             for line in output.splitlines():
                 self.say("    " + line)
         if done.returncode != 0:
-            raise DemoError(f"`landlord {shlex.join(args)}` exited {done.returncode}")
+            raise ClusterError(f"`landlord {shlex.join(args)}` exited {done.returncode}")
         return output
 
     def start(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -70,9 +69,10 @@ def _latest(stub: Any, apartment: str, unit: str) -> Any | None:
         raise
 
 
-def _step_split(step: Any, load: LoadGenerator, version: str) -> StepSplit:
+def _step_split(step: Any, load: LoadGenerator | None, version: str) -> StepSplit:
     start, end = seconds_of(step.started_at), seconds_of(step.ended_at) or time.time()
-    measured, count = share_of(load.answers(start, end), version) if start else (None, 0)
+    measured, count = (share_of(load.answers(start, end), version) if start and load
+                       else (None, 0))
     return StepSplit(int(step.index), float(step.target_percent), str(step.outcome),
                      measured, count)
 
@@ -88,10 +88,11 @@ def _percent(value: float | None) -> str:
 
 
 def follow_rollout(coordinator: str, apartment: str, unit: str, previous_id: str,
-                   cli: subprocess.Popen[bytes], load: LoadGenerator, name: str,
+                   cli: subprocess.Popen[bytes], load: LoadGenerator | None, name: str,
                    say: Callable[[str], None], timeout: float = 240.0) -> PhaseResult:
     """Print one line per phase or step change (with the load's measured split) until the
-    rollout ends and the CLI exits; the record and the CLI's exit status."""
+    rollout ends and the CLI exits; the record and the CLI's exit status. Without ``load``
+    (no load runs yet) no split is measured."""
     began = time.monotonic()
     seen_phase, info = "", None
     seen_steps: dict[int, str] = {}
@@ -100,11 +101,11 @@ def follow_rollout(coordinator: str, apartment: str, unit: str, previous_id: str
         while True:
             if time.monotonic() - began > timeout:
                 cli.kill()
-                raise DemoError(f"{name}: rollout did not end within {timeout:.0f}s")
+                raise ClusterError(f"{name}: rollout did not end within {timeout:.0f}s")
             current = _latest(stub, apartment, unit)
             if current is None or current.rollout_id == previous_id:
                 if cli.poll() is not None:
-                    raise DemoError(f"{name}: the CLI exited {cli.returncode} and no rollout "
+                    raise ClusterError(f"{name}: the CLI exited {cli.returncode} and no rollout "
                                     "started")
                 time.sleep(0.25)
                 continue
@@ -128,7 +129,8 @@ def follow_rollout(coordinator: str, apartment: str, unit: str, previous_id: str
                         + (f" ({_reasons(step.reasons)})" if step.outcome == "failed" else ""))
             if info.phase != seen_phase:
                 seen_phase = info.phase
-                recent, count = share_of(load.answers(time.time() - 1.0), info.to_version)
+                recent, count = (share_of(load.answers(time.time() - 1.0), info.to_version)
+                                 if load else (None, 0))
                 say(f"  {clock} phase {info.phase}: last 1s {_percent(recent)} of {count} "
                     f"answers from {info.to_version}"
                     + (f" ({info.reason})" if info.reason and info.phase in TERMINAL else ""))
@@ -137,7 +139,7 @@ def follow_rollout(coordinator: str, apartment: str, unit: str, previous_id: str
                     cli.wait(30)
                 except subprocess.TimeoutExpired:
                     cli.kill()
-                    raise DemoError(f"{name}: the rollout ended ({info.phase}) but "
+                    raise ClusterError(f"{name}: the rollout ended ({info.phase}) but "
                                     "`landlord deploy --wait` did not exit") from None
                 break
             time.sleep(0.25)

@@ -1,14 +1,18 @@
-"""sd_notify(3) by hand: one datagram to $NOTIFY_SOCKET (no-op when not under systemd)."""
+"""sd_notify(3) without libsystemd, for both daemons (Type=notify units).
+
+One datagram to ``$NOTIFY_SOCKET`` per state; a no-op when not started by systemd.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 
 __all__ = ["notify", "watchdog_interval"]
 
 
-def notify(state: str, environ: dict[str, str] | None = None) -> bool:
+def notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
     """Send ``state`` (e.g. "READY=1", "WATCHDOG=1", "STOPPING=1"); False if not sent."""
     address = (environ if environ is not None else os.environ).get("NOTIFY_SOCKET", "")
     if not address:
@@ -23,8 +27,9 @@ def notify(state: str, environ: dict[str, str] | None = None) -> bool:
     return True
 
 
-def watchdog_interval(environ: dict[str, str] | None = None) -> float:
-    """Half of systemd's WatchdogSec (from WATCHDOG_USEC) in seconds; 0 when unset."""
+def watchdog_interval(environ: Mapping[str, str] | None = None) -> float:
+    """Half of systemd's WatchdogSec (from WATCHDOG_USEC) in seconds; 0 when unset or
+    meant for another process (WATCHDOG_PID)."""
     env = environ if environ is not None else os.environ
     usec = env.get("WATCHDOG_USEC", "")
     pid = env.get("WATCHDOG_PID", "")

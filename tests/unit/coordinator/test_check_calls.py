@@ -1,20 +1,18 @@
-"""FleetControl.run_check: RunCheck goes to the instance's host, its result comes back in a
+"""CheckCalls.run_check: RunCheck goes to the instance's host, its result comes back in a
 report; the protobuf edge carries the command and the result's exit code and output."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
 
 import pytest
 
 from agent.stream_client import RunCheck, command_from_pb
-from common.clock import FakeClock
 from common.errors import NotFound, Unavailable
 from common.gen.landlord.v1 import agent_pb2
 from common.resources import Resources
 from coordinator.agent_messages import CommandResult, Outgoing, RunCheckCommand
-from coordinator.control import ControlSettings, FleetControl
+from coordinator.check_calls import CheckCalls
 from coordinator.convert_agent import command_to_pb, report_from_pb
 from coordinator.fleet import Fleet, HostSession
 from coordinator.keys import KeyLayout
@@ -22,44 +20,44 @@ from coordinator.records import InstanceRecord
 from coordinator.state import ClusterState, Versioned
 
 
-def control(margin_s: float = 10.0) -> FleetControl:
+def checks(fleet: Fleet, margin_s: float = 10.0) -> CheckCalls:
     state = ClusterState(KeyLayout())
     record = InstanceRecord("web-green-1", "shop", "web", "1.1.0", "green", "h2", 20001,
                             Resources(cpu=0.5, memory=64 << 20), 1.0)
     state.instances[record.instance_id] = Versioned(record, 5)
-    unused = cast(Any, None)  # run_check needs no store, view, leadership or events
-    return FleetControl(unused, KeyLayout(), unused, state, Fleet(), unused, unused,
-                        FakeClock(), ControlSettings(check_answer_margin_s=margin_s))
+    return CheckCalls(state, fleet, answer_margin_s=margin_s)
 
 
-def connect(c: FleetControl, host_id: str = "h2") -> HostSession:
+def connect(fleet: Fleet, host_id: str = "h2") -> HostSession:
     session = HostSession(host_id, "b1", "127.0.0.3", 0.0)
-    c.fleet.attach(session, 0.0)
+    fleet.attach(session, 0.0)
     return session
 
 
 async def test_a_check_goes_to_the_instances_host_and_its_result_comes_back() -> None:
-    c = control()
-    session = connect(c)
+    fleet = Fleet()
+    c = checks(fleet)
+    session = connect(fleet)
     running = asyncio.create_task(c.run_check("web-green-1", ["cat", "/ready"], 2.0))
     sent = await asyncio.wait_for(session.next_outgoing(), 5)
     assert sent is not None and sent.command == RunCheckCommand("web-green-1",
                                                                 ("cat", "/ready"), 2.0)
     assert sent.command_id.startswith("check:")
     answer = CommandResult(sent.command_id, True, "", 1, "out", "err")
-    c.command_results([CommandResult("check:other", True), answer])
+    c.deliver([CommandResult("check:other", True), answer])
     assert await asyncio.wait_for(running, 5) == answer
-    c.command_results([answer])  # a late duplicate is ignored
-    assert c._awaited == {}
+    c.deliver([answer])  # a late duplicate is ignored
+    assert c.awaited == 0
 
 
 async def test_a_check_fails_when_the_host_is_away_or_silent() -> None:
-    c = control(margin_s=0.05)
+    fleet = Fleet()
+    c = checks(fleet, margin_s=0.05)
     with pytest.raises(NotFound):
         await c.run_check("nobody", ["true"], 1.0)
     with pytest.raises(Unavailable, match="not connected"):
         await c.run_check("web-green-1", ["true"], 1.0)
-    session = connect(c)
+    session = connect(fleet)
     with pytest.raises(Unavailable, match="did not answer"):
         await c.run_check("web-green-1", ["true"], 0.05)
     waiting = asyncio.create_task(c.run_check("web-green-1", ["true"], 30.0))
@@ -68,7 +66,7 @@ async def test_a_check_fails_when_the_host_is_away_or_silent() -> None:
     session.close("agent went away")
     with pytest.raises(Unavailable, match="disconnected"):
         await asyncio.wait_for(waiting, 5)
-    assert c._awaited == {}
+    assert c.awaited == 0
 
 
 def test_the_protobuf_edge_carries_the_check_and_its_result() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from demo_cluster.load import Answer
+from local_cluster.load import Answer
 
 __all__ = ["Failures", "PhaseResult", "StepSplit", "classify_failures", "rollback_seconds",
            "share_of", "summary_dict", "switch_seconds"]
@@ -48,6 +48,10 @@ class PhaseResult:
     rollback_seconds: float | None = None
     switch_seconds: float | None = None
     """Blue-green: first answer from the new version to the last one from any other."""
+    load_began: float = 0.0
+    load_settled: float = 0.0
+    """The window of load answers this phase covers: from the deploy command to 2 s of
+    only the stable version's answers on every host (0.0 when no load ran)."""
 
 
 def share_of(answers: Sequence[Answer], version: str) -> tuple[float | None, int]:
