@@ -1,5 +1,9 @@
 """The Admin gRPC service: reads from the cache on any coordinator, writes on the leader.
 
+It only converts and delegates: read models come from coordinator/read_models.py (units,
+hosts, instances) and the rollout service (rollout status), writes from the registry, the
+rollout service and the fleet.
+
 A write on a follower fails FAILED_PRECONDITION with an ``x-leader`` trailer (raised by the
 leader fence inside the domain code and mapped in coordinator/rpc_errors.py).
 """
@@ -14,7 +18,6 @@ from common.clock import Clock
 from common.errors import InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from common.proto_values import duration_from_pb, gc_kinds_from_pb
-from common.resources import Resources
 from common.stream_commands import CollectGarbage
 from coordinator.convert_admin import (
     event_to_pb,
@@ -25,14 +28,14 @@ from coordinator.convert_admin import (
     unit_to_pb,
     version_to_pb,
 )
-from coordinator.deploy import Deployer
 from coordinator.fleet import Fleet
 from coordinator.known_fleet import KnownFleet
 from coordinator.leadership import Leadership
-from coordinator.liveness import HostHealth
-from coordinator.records import EventRecord, HostRecord
+from coordinator.read_models import ClusterReads
+from coordinator.records import EventRecord
 from coordinator.registry import Registry
 from coordinator.rollouts.proto import rollout_info
+from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.service import RolloutService
 from coordinator.rpc_errors import stream_boundary, unary_boundary
 from coordinator.state import ClusterState
@@ -42,16 +45,15 @@ __all__ = ["AdminService"]
 Context = Any
 class AdminService(admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
-                 leadership: Leadership, clock: Clock, registry: Registry, deployer: Deployer,
+                 leadership: Leadership, clock: Clock, registry: Registry,
                  rollouts: RolloutService) -> None:
         self.state = state
         self.fleet = fleet
-        self.known = known
         self.leadership = leadership
         self.clock = clock
         self.registry = registry
-        self.deployer = deployer
         self.rollouts = rollouts
+        self.reads = ClusterReads(state, fleet, leadership, clock, known.known_state, registry)
 
     # -- units and versions ----------------------------------------------------------------
 
@@ -66,21 +68,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def ListUnits(self, request: admin_pb2.ListUnitsRequest, context: Context
                         ) -> admin_pb2.ListUnitsResponse:
-        return admin_pb2.ListUnitsResponse(units=[
-            unit_to_pb(u, len(self.state.instances_of(u.apartment, u.unit)))
-            for u in self.registry.units(request.apartment)
-        ])
+        return admin_pb2.ListUnitsResponse(
+            units=[unit_to_pb(u) for u in self.reads.units(request.apartment)])
 
     @unary_boundary
     async def GetUnit(self, request: admin_pb2.GetUnitRequest, context: Context
                       ) -> admin_pb2.GetUnitResponse:
-        unit = self.registry.unit(request.apartment, request.unit)
-        instances = self._instances(apartment=request.apartment, unit=request.unit)
-        reply = admin_pb2.GetUnitResponse(unit=unit_to_pb(unit, len(instances)),
-                                          instances=instances)
-        latest = self.registry.latest(request.apartment, request.unit)
-        if latest is not None:
-            reply.latest.CopyFrom(version_to_pb(latest))
+        detail = self.reads.unit(request.apartment, request.unit)
+        reply = admin_pb2.GetUnitResponse(unit=unit_to_pb(detail.unit),
+                                          instances=[instance_to_pb(i) for i in detail.instances])
+        if detail.latest is not None:
+            reply.latest.CopyFrom(version_to_pb(detail.latest))
         return reply
 
     @unary_boundary
@@ -100,15 +98,14 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def Deploy(self, request: admin_pb2.DeployRequest, context: Context
                      ) -> admin_pb2.DeployResponse:
-        # First deploys are handed on to the Deployer; later ones run a rollout.
-        return admin_pb2.DeployResponse(rollout=rollout_info(await self.rollouts.deploy(request)))
+        return admin_pb2.DeployResponse(rollout=self._info(await self.rollouts.deploy(request)))
 
     @unary_boundary
     async def GetRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
                          ) -> types_pb2.RolloutInfo:
         self._require_unit(request.apartment, request.unit)
-        return rollout_info(self.rollouts.get(request.apartment, request.unit,
-                                              request.rollout_id))
+        return self._info(self.rollouts.get(request.apartment, request.unit,
+                                            request.rollout_id))
 
     @unary_boundary
     async def ListRollouts(self, request: admin_pb2.ListRolloutsRequest, context: Context
@@ -117,29 +114,34 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             raise InvalidArgument("limit must be >= 0", field="limit")
         self._require_unit(request.apartment, request.unit)
         found = self.rollouts.history(request.apartment, request.unit, request.limit or 10)
-        return admin_pb2.ListRolloutsResponse(rollouts=[rollout_info(r) for r in found])
+        return admin_pb2.ListRolloutsResponse(
+            rollouts=[self._info(r) for r in found])
 
     @unary_boundary
     async def ControlRollout(self, request: admin_pb2.ControlRolloutRequest, context: Context
                              ) -> types_pb2.RolloutInfo:
         self._require_unit(request.apartment, request.unit)
-        return rollout_info(await self.rollouts.control_rollout(
+        return self._info(await self.rollouts.control_rollout(
             request.apartment, request.unit, request.action))
 
     @unary_boundary
     async def Rollback(self, request: admin_pb2.RollbackRequest, context: Context
                        ) -> types_pb2.RolloutInfo:
         self._require_unit(request.apartment, request.unit)
-        return rollout_info(await self.rollouts.rollback(
+        return self._info(await self.rollouts.rollback(
             request.apartment, request.unit, request.to_version))
 
     @stream_boundary
     async def WatchRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
                            ) -> AsyncIterator[types_pb2.RolloutInfo]:
         self._require_unit(request.apartment, request.unit)
-        async for record in self.rollouts.watch(request.apartment, request.unit,
+        async for status in self.rollouts.watch(request.apartment, request.unit,
                                                 request.rollout_id):
-            yield rollout_info(record)
+            yield rollout_info(status)
+
+    def _info(self, record: RolloutRecord) -> types_pb2.RolloutInfo:
+        """The rollout's status (its read model) in protobuf."""
+        return rollout_info(self.rollouts.status(record))
 
     def _require_unit(self, apartment: str, unit: str) -> None:
         """Names given, and a unit that was published (its rollouts may be none yet)."""
@@ -151,68 +153,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     # -- fleet -----------------------------------------------------------------------------
 
-    def _host_status(self, host: HostRecord) -> tuple[str, float]:
-        if host.status == "lost":
-            return "lost", host.status_changed_at
-        if self.leadership.is_leader:
-            seen = self.fleet.seen.get(host.host_id)
-            health = self.fleet.health.get(host.host_id, HostHealth.SUSPECT)
-            last = host.registered_at
-            if seen is not None:
-                last = self.clock.now() - (self.clock.monotonic() - seen.last_seen)
-            return str(health), last
-        alive = host.host_id in self.state.alive
-        return ("alive" if alive else "suspect"), host.status_changed_at
-
     @unary_boundary
     async def ListHosts(self, request: admin_pb2.ListHostsRequest, context: Context
                         ) -> admin_pb2.ListHostsResponse:
-        hosts = []
-        for host_id in sorted(self.state.hosts):
-            host = self.state.hosts[host_id].value
-            if request.building and host.building != request.building:
-                continue
-            allocations, _ = self.state.allocation_of(host_id)
-            allocated = Resources()
-            for allocation in allocations.values():
-                allocated = allocated + allocation.resources
-            status, last_seen = self._host_status(host)
-            hosts.append(host_to_pb(host, status, allocated, last_seen))
-        return admin_pb2.ListHostsResponse(hosts=hosts)
-
-    def _instances(self, host_id: str = "", apartment: str = "", unit: str = ""
-                   ) -> list[types_pb2.InstanceStatus]:
-        def wanted(h: str, a: str, u: str) -> bool:
-            return ((not host_id or h == host_id) and (not apartment or a == apartment)
-                    and (not unit or u == unit))
-
-        if host_id:
-            records = self.state.instances_on(host_id)
-        elif apartment and unit:
-            records = self.state.instances_of(apartment, unit)
-        else:
-            records = [self.state.instances[i].value for i in sorted(self.state.instances)]
-        found = [
-            instance_to_pb(r, self.known.known_state(r.instance_id))
-            for r in records if wanted(r.host_id, r.apartment, r.unit)
-        ]
-        observed_here = (
-            [self.fleet.observed[i] for i in self.fleet.observed_on(host_id)]
-            if host_id else list(self.fleet.observed.values())
-        )
-        for observed in sorted(observed_here, key=lambda o: o.instance_id):
-            iid = observed.instance_id
-            if iid not in self.state.instances and observed.state != "stopped" and wanted(
-                observed.host_id, observed.apartment, observed.unit
-            ):
-                found.append(instance_to_pb(None, observed))
-        return found
+        return admin_pb2.ListHostsResponse(
+            hosts=[host_to_pb(h) for h in self.reads.hosts(request.building)])
 
     @unary_boundary
     async def ListInstances(self, request: admin_pb2.ListInstancesRequest, context: Context
                             ) -> admin_pb2.ListInstancesResponse:
-        return admin_pb2.ListInstancesResponse(
-            instances=self._instances(request.host_id, request.apartment, request.unit))
+        found = self.reads.instances(request.host_id, request.apartment, request.unit)
+        return admin_pb2.ListInstancesResponse(instances=[instance_to_pb(i) for i in found])
 
     @unary_boundary
     async def RunGarbageCollection(self, request: admin_pb2.RunGarbageCollectionRequest,

@@ -25,7 +25,6 @@ from coordinator.agent_service import AgentStreamService
 from coordinator.agents import AgentSessions
 from coordinator.check_calls import CheckCalls
 from coordinator.config import CoordinatorConfig
-from coordinator.deploy import Deployer
 from coordinator.dispatch import CommandDispatch
 from coordinator.election import LeaderElection
 from coordinator.events import EventLog
@@ -102,10 +101,6 @@ class Coordinator:
             policy=self.liveness)
         self.registry = Registry(state=self.state, layout=self.layout, writes=self.writes,
                                  events=self.events, clock=self.clock, reported=self.fleet)
-        self.deployer = Deployer(
-            state=self.state, layout=self.layout, placement=self.placement,
-            commands=self.dispatch, events=self.events, leadership=self.leadership,
-            clock=self.clock, registry=self.registry)
         self.rollouts = self.rollout_service()
         self.duties = LeaderDuties(
             view=self.view, state=self.state, fleet=self.fleet, leadership=self.leadership,
@@ -118,8 +113,7 @@ class Coordinator:
             lambda: BlockingLeaseClient(config.etcd_endpoints, config.etcd_timeout))
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
-            clock=self.clock, registry=self.registry, deployer=self.deployer,
-            rollouts=self.rollouts)
+            clock=self.clock, registry=self.registry, rollouts=self.rollouts)
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
@@ -136,7 +130,7 @@ class Coordinator:
                                      self.clock)
         return RolloutService(records=records, fleet=fleet, registry=self.registry,
                               state=self.state, leadership=self.leadership, clock=self.clock,
-                              deployer=self.deployer, runner_settings=runner_settings)
+                              runner_settings=runner_settings)
 
     async def start(self) -> None:
         self.server = create_server()

@@ -14,36 +14,22 @@ from common.proto_values import (
     state_mode_to_pb,
     timestamp_to_pb,
 )
-from common.resources import Resources
 from common.stream_convert import health_from_pb, health_to_pb, observed_to_pb
-from common.stream_messages import ObservedInstance
 from common.unit_spec import StateMode, UnitSpec
 from common.versions import ChangeSet
-from coordinator.deploy import DeployRequest
-from coordinator.records import (
-    EventRecord,
-    HostRecord,
-    InstanceRecord,
-    RolloutRecord,
-    UnitRecord,
-    VersionRecord,
-)
+from coordinator.read_models import HostListing, InstanceListing, UnitListing
+from coordinator.records import EventRecord, VersionRecord
 from coordinator.registry import ResolvedEdge
 
 __all__ = [
-    "deploy_from_pb",
     "event_to_pb",
     "host_to_pb",
     "instance_to_pb",
     "publish_from_pb",
     "resolved_to_pb",
-    "rollout_to_pb",
     "unit_to_pb",
     "version_to_pb",
 ]
-
-STRATEGIES = {types_pb2.STRATEGY_BLUE_GREEN: "blue_green", types_pb2.STRATEGY_CANARY: "canary"}
-STRATEGY_VALUES = {name: value for value, name in STRATEGIES.items()}
 
 
 def publish_from_pb(
@@ -107,26 +93,27 @@ def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
     )
 
 
-def unit_to_pb(record: UnitRecord, instances: int) -> types_pb2.UnitInfo:
+def unit_to_pb(listing: UnitListing) -> types_pb2.UnitInfo:
+    record = listing.unit
     return types_pb2.UnitInfo(
         apartment=record.apartment, unit=record.unit, state=record.state,
         stable_version=record.stable_version, latest_version=record.latest_version,
-        instances=instances, building=record.building,
+        instances=listing.instances, building=record.building,
     )
 
 
-def host_to_pb(host: HostRecord, status: str, allocated: Resources,
-               last_seen: float) -> types_pb2.HostInfo:
+def host_to_pb(listing: HostListing) -> types_pb2.HostInfo:
+    host = listing.host
     return types_pb2.HostInfo(
         host_id=host.host_id, building=host.building, address=host.address,
-        capacity=resources_to_pb(host.capacity), allocated=resources_to_pb(allocated),
-        labels=dict(host.labels), enforceable=list(host.enforceable), status=status,
-        last_seen=timestamp_to_pb(last_seen), agent_version=host.agent_version,
+        capacity=resources_to_pb(host.capacity), allocated=resources_to_pb(listing.allocated),
+        labels=dict(host.labels), enforceable=list(host.enforceable), status=listing.status,
+        last_seen=timestamp_to_pb(listing.last_seen), agent_version=host.agent_version,
     )
 
 
-def instance_to_pb(record: InstanceRecord | None,
-                   observed: ObservedInstance | None) -> types_pb2.InstanceStatus:
+def instance_to_pb(listing: InstanceListing) -> types_pb2.InstanceStatus:
+    record, observed = listing.record, listing.observed
     if observed is not None:
         pb = observed_to_pb(observed)
     else:
@@ -152,30 +139,6 @@ def event_to_pb(event: EventRecord) -> types_pb2.Event:
     )
 
 
-def rollout_to_pb(record: RolloutRecord) -> types_pb2.RolloutInfo:
-    return types_pb2.RolloutInfo(
-        rollout_id=record.rollout_id, apartment=record.apartment, unit=record.unit,
-        from_version=record.from_version, to_version=record.to_version,
-        building=record.building,
-        strategy=STRATEGY_VALUES.get(record.strategy, types_pb2.STRATEGY_UNSPECIFIED),
-        phase=record.phase, started_at=timestamp_to_pb(record.started_at),
-        ended_at=timestamp_to_pb(record.ended_at), reason=record.reason, replicas=record.replicas,
-        split=[types_pb2.WeightSplit(version=record.to_version, target_percent=100.0,
-                                     measured_percent=100.0)]
-        if record.phase == "promoted" else [],
-    )
-
-
 def resolved_to_pb(edge: ResolvedEdge) -> types_pb2.ResolvedDependency:
     return types_pb2.ResolvedDependency(unit=edge.unit, range=edge.range, version=edge.version,
                                         required_by=edge.required_by)
-
-
-def deploy_from_pb(req: admin_pb2.DeployRequest) -> DeployRequest:
-    if not req.apartment or not req.unit or not req.version:
-        raise InvalidArgument("apartment, unit and version are required", field="version")
-    return DeployRequest(
-        apartment=req.apartment, unit=req.unit, version=req.version, building=req.building,
-        replicas=req.replicas or 1,
-        strategy=STRATEGIES.get(req.strategy, "blue_green"),
-    )

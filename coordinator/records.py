@@ -21,7 +21,6 @@ __all__ = [
     "HostRecord",
     "InstanceRecord",
     "LeaderRecord",
-    "RolloutRecord",
     "RouteRecord",
     "StatusRecord",
     "UnitRecord",
@@ -271,27 +270,3 @@ class EventRecord:
         data = asdict(self)
         data.pop("sequence")
         return data
-
-
-@dataclass(frozen=True)
-class RolloutRecord:
-    """One move of a unit to a version; the rollout engine extends ``details``."""
-
-    rollout_id: str
-    apartment: str
-    unit: str
-    from_version: str
-    to_version: str
-    building: str
-    strategy: str
-    phase: str
-    replicas: int
-    started_at: float
-    ended_at: float = 0.0
-    reason: str = ""
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> RolloutRecord:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})

@@ -86,10 +86,14 @@ def follow_until_done(
             last = asyncio.run(watch_rollout(settings, request, refresh, True))
     else:
         latest: list[types_pb2.InstanceStatus] = []
+        printed = [""]
 
         def line(info: types_pb2.RolloutInfo, hosts: list[types_pb2.InstanceStatus]) -> None:
             latest[:] = hosts
-            out.print(Text(rollout_summary(info)), soft_wrap=True)
+            summary = rollout_summary(info)
+            if summary != printed[0]:  # live figures refresh often; print what changed
+                printed[0] = summary
+                out.print(Text(summary), soft_wrap=True)
 
         last = asyncio.run(watch_rollout(settings, request, line, True))
         if last is not None:

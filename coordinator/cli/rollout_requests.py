@@ -147,11 +147,16 @@ def _refuse(flags: Mapping[str, object], why: str) -> None:
 def _fill_canary(canary: types_pb2.CanarySettings, args: DeployArgs) -> None:
     if args.steps is not None:
         canary.steps.extend(parse_steps(args.steps, "--steps"))
-    for flag, text, target in (
+    _set_durations(
         ("--monitor", args.monitor, canary.monitor),
         ("--step-delay", args.step_delay, canary.step_delay),
         ("--inconclusive-deadline", args.inconclusive_deadline, canary.inconclusive_deadline),
-    ):
+    )
+
+
+def _set_durations(*given: tuple[str, str | None, duration_pb2.Duration]) -> None:
+    """Each (flag, text, field): the field set to the flag's duration when it was given."""
+    for flag, text, target in given:
         if text is not None:
             target.CopyFrom(_set_duration(text, flag))
 
@@ -172,13 +177,11 @@ def _set_duration(text: str, flag: str) -> duration_pb2.Duration:
 def _fill_blue_green(settings: types_pb2.BlueGreenSettings, args: DeployArgs) -> None:
     if args.switch is not None:
         settings.switch_mode = _choice(args.switch, SWITCH_MODES, "--switch")
-    for flag, text, target in (
+    _set_durations(
         ("--warmup", args.warmup, settings.warmup),
         ("--cleanup-delay", args.cleanup_delay, settings.cleanup_delay),
         ("--max-p95", args.max_p95, settings.max_latency_p95),
-    ):
-        if text is not None:
-            target.CopyFrom(_set_duration(text, flag))
+    )
     if args.gradual_steps is not None:
         settings.gradual_steps = _positive(args.gradual_steps, "--gradual-steps")
     if args.performance_requests is not None:

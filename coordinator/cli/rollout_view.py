@@ -1,118 +1,29 @@
 """What `rollout status`, `rollout history` and `deploy --wait` show about a rollout.
 
-The criteria view repeats the coordinator's judgement for people (which threshold the
-measured window meets); the coordinator's own verdict is the step outcome beside it.
+Every figure comes from the coordinator's rollout status (RolloutInfo): the split, the
+per-host figures, the step figures and the criteria checks are filled there; this module
+only lays them out (a figure the server left unset shows as "-").
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from google.protobuf.message import Message
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from common.proto_values import latency_from_pb, timestamp_from_pb
 from coordinator.cli.durations import format_duration, seconds_from_proto
 from coordinator.cli.output import enum_label, format_time
 from coordinator.cli.tables import instances_table
 
 __all__ = [
-    "CriterionCheck",
-    "check_criteria",
     "history_table",
-    "judged_window",
-    "latency_p95_ms",
     "rollout_summary",
     "rollout_view",
 ]
-
-
-def latency_p95_ms(summary: types_pb2.LatencySummary) -> float | None:
-    """The p95 latency of a window's summary, None when it holds no request."""
-    sketch = latency_from_pb(summary)
-    return sketch.quantile(0.95) if sketch is not None else None
-
-
-def _window_seconds(window: types_pb2.MetricsWindow) -> float:
-    return max(0.0, timestamp_from_pb(window.end) - timestamp_from_pb(window.start))
-
-
-@dataclass(frozen=True)
-class CriterionCheck:
-    """One success criterion against one measured window."""
-
-    name: str
-    threshold: str
-    measured: str
-    verdict: str
-    """"pass", "fail", "no data", or "not set"."""
-
-
-def judged_window(rollout: types_pb2.RolloutInfo) -> types_pb2.MetricsWindow | None:
-    """The canary window of the current step, else of the latest step that measured one."""
-    by_index = {step.index: step for step in rollout.steps}
-    current = by_index.get(rollout.current_step)
-    if current is not None and current.HasField("canary") and current.canary.requests:
-        return current.canary
-    for step in sorted(rollout.steps, key=lambda s: s.index, reverse=True):
-        if step.HasField("canary") and step.canary.requests:
-            return step.canary
-    return None
-
-
-def check_criteria(
-    criteria: types_pb2.SuccessCriteria, window: types_pb2.MetricsWindow | None
-) -> list[CriterionCheck]:
-    requests = window.requests if window is not None else 0
-    checks: list[CriterionCheck] = []
-
-    def add(name: str, threshold: str, measured: float | None, text: str, ok: bool) -> None:
-        if measured is None:
-            checks.append(CriterionCheck(name, threshold, "-", "no data"))
-        else:
-            checks.append(CriterionCheck(name, threshold, text, "pass" if ok else "fail"))
-
-    rate = window.errors / requests if window is not None and requests else None
-    add(
-        "error rate",
-        f"<= {criteria.max_error_rate:.2%}",
-        rate,
-        f"{rate:.2%}" if rate is not None else "",
-        rate is not None and rate <= criteria.max_error_rate,
-    )
-    max_p95 = seconds_from_proto(criteria.max_latency_p95) * 1000
-    p95 = latency_p95_ms(window.latency) if window is not None and requests else None
-    if max_p95 <= 0:
-        checks.append(CriterionCheck("latency p95", "not set", _ms(p95), "not set"))
-    else:
-        add("latency p95", f"<= {max_p95:g}ms", p95, _ms(p95), p95 is not None and p95 <= max_p95)
-    seconds = _window_seconds(window) if window is not None else 0.0
-    rps = requests / seconds if window is not None and requests and seconds > 0 else None
-    if criteria.min_throughput_rps <= 0:
-        checks.append(CriterionCheck("throughput", "not set", _rps(rps), "not set"))
-    else:
-        add(
-            "throughput",
-            f">= {criteria.min_throughput_rps:g} rps",
-            rps,
-            _rps(rps),
-            rps is not None and rps >= criteria.min_throughput_rps,
-        )
-    if criteria.min_requests <= 0:
-        checks.append(CriterionCheck("sample size", "not set", str(requests), "not set"))
-    else:
-        checks.append(
-            CriterionCheck(
-                "sample size",
-                f">= {criteria.min_requests} requests",
-                str(requests),
-                "pass" if requests >= criteria.min_requests else "no data",
-            )
-        )
-    return checks
 
 
 def _ms(value: float | None) -> str:
@@ -123,6 +34,20 @@ def _rps(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} rps"
 
 
+def _percent(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}%"
+
+
+def _rate(value: float | None) -> str:
+    """An error rate (a fraction) as a percentage."""
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _opt(message: Message, name: str) -> float | None:
+    """An optional figure of a message, None when the server left it unset."""
+    return getattr(message, name) if message.HasField(name) else None
+
+
 _VERDICT_STYLE = {"pass": "green", "fail": "bold red", "no data": "yellow", "not set": "dim"}
 _PHASE_STYLE = {"promoted": "bold green", "rolled_back": "bold red", "failed": "bold red"}
 
@@ -130,9 +55,10 @@ _PHASE_STYLE = {"promoted": "bold green", "rolled_back": "bold red", "failed": "
 def rollout_summary(rollout: types_pb2.RolloutInfo) -> str:
     """One line: unit, versions, phase, step and split (for logs and non-terminal output)."""
     split = ", ".join(
-        f"{w.version} {w.target_percent:g}%/{w.measured_percent:.0f}%" for w in rollout.split
+        f"{w.version} {w.target_percent:g}%/{_percent(_opt(w, 'measured_percent'), 0)}"
+        for w in rollout.split
     )
-    step = f"step {rollout.current_step + 1}/{len(rollout.steps)}" if rollout.steps else ""
+    step = f"step {rollout.current_step + 1}/{rollout.total_steps}" if rollout.steps else ""
     parts = [
         f"{rollout.apartment}/{rollout.unit}",
         f"{rollout.from_version or '-'} -> {rollout.to_version}",
@@ -161,7 +87,7 @@ def _header(rollout: types_pb2.RolloutInfo) -> Table:
         by_index = {step.index: step for step in rollout.steps}
         current = by_index.get(rollout.current_step)
         target = f" ({current.target_percent:g}%)" if current is not None else ""
-        grid.add_row("step", f"{rollout.current_step + 1} of {len(rollout.steps)}{target}")
+        grid.add_row("step", f"{rollout.current_step + 1} of {rollout.total_steps}{target}")
     grid.add_row("building", f"{rollout.building or '-'}, {rollout.replicas} replica(s)")
     grid.add_row("started", format_time(rollout.started_at))
     if rollout.ended_at.seconds:
@@ -171,60 +97,97 @@ def _header(rollout: types_pb2.RolloutInfo) -> Table:
     return grid
 
 
+def _measured_title(rollout: types_pb2.RolloutInfo) -> str:
+    if rollout.HasField("measured_step"):
+        return f"traffic (measured: as recorded in step {rollout.measured_step + 1})"
+    if rollout.measured_live:
+        return f"traffic (measured: live since {format_time(rollout.measured_since)})"
+    return "traffic (measured: nothing yet)"
+
+
 def _split_table(rollout: types_pb2.RolloutInfo) -> Table:
-    table = Table(title="traffic", title_justify="left", show_edge=False, pad_edge=False)
-    for column in ("VERSION", "TARGET", "MEASURED"):
+    table = Table(title=_measured_title(rollout), title_justify="left", show_edge=False,
+                  pad_edge=False)
+    for column in ("VERSION", "TARGET", "MEASURED", "REQUESTS", "ERROR RATE", "RATE", "P95"):
         table.add_column(column)
-    for weight in rollout.split:
-        table.add_row(
-            weight.version, f"{weight.target_percent:g}%", f"{weight.measured_percent:.1f}%"
-        )
+    for w in rollout.split:
+        table.add_row(w.version, f"{w.target_percent:g}%", _percent(_opt(w, "measured_percent")),
+                      str(w.requests), _rate(_opt(w, "error_rate")), _rps(_opt(w, "rate_rps")),
+                      _ms(_opt(w, "p95_ms")))
+    return table
+
+
+def _hosts_table(rollout: types_pb2.RolloutInfo) -> Table:
+    table = Table(title="traffic by host", title_justify="left", show_edge=False,
+                  pad_edge=False)
+    for column in ("HOST", "VERSION", "TARGET", "MEASURED", "REQUESTS", "ERROR RATE", "RATE",
+                   "P95"):
+        table.add_column(column)
+    for w in sorted(rollout.hosts, key=lambda h: (h.host_id, h.version)):
+        table.add_row(w.host_id, w.version, f"{w.target_percent:g}%",
+                      _percent(_opt(w, "measured_percent")), str(w.requests),
+                      _rate(_opt(w, "error_rate")), _rps(_opt(w, "rate_rps")),
+                      _ms(_opt(w, "p95_ms")))
     return table
 
 
 def _steps_table(rollout: types_pb2.RolloutInfo) -> Table:
     table = Table(title="steps", title_justify="left", show_edge=False, pad_edge=False)
-    columns = ("", "#", "TARGET", "OUTCOME", "REQUESTS", "ERRORS", "P95", "STABLE P95", "WHY")
+    columns = ("", "#", "TARGET", "OUTCOME", "REQUESTS", "ERROR RATE", "P95", "STABLE P95",
+               "WHY")
     for column in columns:
         table.add_column(column, overflow="fold")
     for step in sorted(rollout.steps, key=lambda s: s.index):
         canary, stable = step.canary, step.stable
-        p95 = latency_p95_ms(canary.latency) if canary.requests else None
-        stable_p95 = latency_p95_ms(stable.latency) if stable.requests else None
         table.add_row(
             ">" if step.index == rollout.current_step else "",
             str(step.index + 1),
             f"{step.target_percent:g}%",
             step.outcome or "-",
-            str(canary.requests),
-            str(canary.errors),
-            _ms(p95),
-            _ms(stable_p95),
+            str(canary.requests) if step.HasField("canary") else "-",
+            _rate(_opt(canary, "error_rate")),
+            _ms(_opt(canary, "p95_ms")),
+            _ms(_opt(stable, "p95_ms")),
             "; ".join(step.reasons) or "-",
         )
     return table
+
+
+_CRITERIA = {
+    "error_rate": ("error rate", _rate),
+    "latency_p95_ms": ("latency p95", _ms),
+    "throughput_rps": ("throughput", _rps),
+    "requests": ("sample size", lambda v: "-" if v is None else f"{v:.0f} requests"),
+}
 
 
 def _criteria_table(rollout: types_pb2.RolloutInfo) -> Table:
     table = Table(title="criteria", title_justify="left", show_edge=False, pad_edge=False)
     for column in ("CRITERION", "THRESHOLD", "MEASURED", "VERDICT"):
         table.add_column(column)
-    for check in check_criteria(rollout.criteria, judged_window(rollout)):
+    for check in rollout.checks:
+        name, shown = _CRITERIA.get(check.name, (check.name, lambda v: f"{v:g}"))
+        limit = _opt(check, "threshold")
+        threshold = "not set" if limit is None else (
+            f"{'<=' if check.bound == 'max' else '>='} {shown(limit)}")
         verdict = Text(check.verdict, style=_VERDICT_STYLE.get(check.verdict, ""))
-        table.add_row(check.name, check.threshold, check.measured, verdict)
+        table.add_row(name, threshold, shown(_opt(check, "measured")), verdict)
     return table
 
 
 def rollout_view(
     rollout: types_pb2.RolloutInfo, instances: Sequence[types_pb2.InstanceStatus] = ()
 ) -> RenderableType:
-    """The full status: header, traffic split, steps, criteria, and instances per host."""
+    """The full status: header, traffic split (merged and per host), steps, criteria, and
+    instances per host."""
     parts: list[RenderableType] = [_header(rollout)]
     if rollout.split:
         parts += [Text(""), _split_table(rollout)]
+    if rollout.hosts:
+        parts += [Text(""), _hosts_table(rollout)]
     if rollout.steps:
         parts += [Text(""), _steps_table(rollout)]
-    if rollout.strategy == types_pb2.STRATEGY_CANARY or rollout.steps:
+    if rollout.checks:
         parts += [Text(""), _criteria_table(rollout)]
     if rollout.canary.monitor.seconds:
         monitor = format_duration(seconds_from_proto(rollout.canary.monitor))

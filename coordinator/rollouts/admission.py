@@ -1,7 +1,11 @@
-"""Whether a Deploy of a running unit may start a rollout, decided from cluster facts (pure).
+"""Whether a Deploy may start a rollout, decided from cluster facts (pure).
 
-Refusals, each with a message that names what is wrong:
+A unit's first deploy is a rollout like any other, with no stable version: strategy
+``initial`` (start the instances, then give them all traffic). Refusals, each with a
+message that names what is wrong:
 
+- no building named, the unit has none, and the hosts are in several (INVALID_ARGUMENT);
+- more replicas than one placement transaction can hold (INVALID_ARGUMENT);
 - the version is not published (FAILED_PRECONDITION, naming the published ones);
 - it is already the stable version (FAILED_PRECONDITION);
 - another rollout of the unit is active (FAILED_PRECONDITION, naming it and its phase);
@@ -13,11 +17,11 @@ Refusals, each with a message that names what is wrong:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from common.dependencies import parse_dependency
-from common.errors import FailedPrecondition
+from common.errors import FailedPrecondition, InvalidArgument
 from common.semantic_versions import satisfies
 from coordinator.placement import HostRoom, PlacementRequest, place
 from coordinator.records import InstanceRecord, UnitRecord, VersionRecord
@@ -25,7 +29,7 @@ from coordinator.rollouts.controls import new_rollout
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 
-__all__ = ["DeployFacts", "admit", "check_dependencies", "other_slot"]
+__all__ = ["DeployFacts", "admit", "check_dependencies", "choose_building", "other_slot"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,24 @@ class DeployFacts:
     rooms: Sequence[HostRoom]
     """Placeable hosts of the building, as placement sees them."""
     port_range: tuple[int, int] = (20000, 29999)
+    max_replicas: int = 1_000_000
+    """Most instances one placement transaction may record (FleetControl.max_replicas)."""
 
 
 def other_slot(slot: str) -> str:
     return "blue" if slot == "green" else "green"
+
+
+def choose_building(requested: str, unit: UnitRecord, buildings: Iterable[str]) -> str:
+    """The building named, else the unit's, else the only one the hosts are in."""
+    if requested or unit.building:
+        return requested or unit.building
+    found = sorted(set(buildings))
+    if len(found) == 1:
+        return found[0]
+    raise InvalidArgument("building is required: hosts are in "
+                          + (", ".join(found) if found else "no building yet"),
+                          field="building")
 
 
 def check_dependencies(
@@ -79,6 +97,10 @@ def admit(
 ) -> RolloutRecord:
     """The pending rollout record for this Deploy, or the error that refuses it."""
     name = f"{apartment}/{unit}"
+    if settings.replicas > facts.max_replicas:
+        raise InvalidArgument(
+            f"replicas must be 1..{facts.max_replicas}, got {settings.replicas} (one "
+            "deployment is one etcd transaction; see etcd_max_txn_ops)", field="replicas")
     found = facts.versions.get(version)
     if found is None:
         published = ", ".join(sorted(facts.versions)) or "none"
@@ -95,7 +117,8 @@ def admit(
         raise FailedPrecondition(f"{name} already runs {version}", unit=unit, version=version)
     check_dependencies(apartment, unit, found, facts.running)
     old = [i for i in facts.instances if stable and i.version == stable]
-    new_slot = other_slot(old[0].slot) if old else "green"
+    # a first deploy starts in blue; a rollout goes to the slot the stable version is not in
+    new_slot = other_slot(old[0].slot) if old else ("green" if stable else "blue")
     ids = tuple(f"admission-{index}" for index in range(settings.replicas))
     place(PlacementRequest(apartment, unit, new_slot, found.tag.spec.resources, ids, building),
           facts.rooms, facts.port_range)

@@ -96,13 +96,18 @@ class EtcdRolloutRecords:
         """A compare-and-swap decision on rollout records, retried after a lost compare."""
         return await self._writes.retry(attempt, what, **context)
 
-    async def create(self, record: RolloutRecord) -> int:
-        """Write a new record and drop the oldest ended ones beyond ``HISTORY``."""
+    def creation(self, record: RolloutRecord) -> Txn:
+        """The writes that create ``record`` and drop the oldest ended ones beyond
+        ``HISTORY`` (to commit alone, or with the placement of its instances)."""
         txn = Txn().require(self._key(record), 0).put(self._key(record), encode_record(record))
         old = [r for r, _ in self.history(record.apartment, record.unit)]
         for stale in [r for r in old if r.terminal][max(0, HISTORY - 1):]:
             txn.delete(self._key(stale))
-        return await self._writes.commit(txn)
+        return txn
+
+    async def create(self, record: RolloutRecord) -> int:
+        """Write a new record and drop the oldest ended ones beyond ``HISTORY``."""
+        return await self._writes.commit(self.creation(record))
 
     async def set_unit_state(self, record: RolloutRecord, action: SetUnitState) -> None:
         key = (record.apartment, record.unit)

@@ -26,7 +26,6 @@ from typing import Protocol
 
 from common.errors import NotFound
 from common.event_types import EventType
-from common.latency import LatencySketch
 from common.rollout_policy import Window
 from common.stream_messages import MetricsWindow
 from coordinator.known_fleet import KnownFleet
@@ -42,7 +41,9 @@ from coordinator.rollouts.actions import (
 )
 from coordinator.rollouts.preview_checks import ContainerCommands, GreenTarget, PreviewChecker
 from coordinator.rollouts.record import RolloutRecord
+from coordinator.rollouts.status import merge_windows
 from coordinator.state import ClusterState
+from coordinator.store import Txn
 
 __all__ = ["ESCALATION_EVENT", "CoordinatorFleet", "RolloutCommands", "RolloutPlacement",
            "WindowSource"]
@@ -57,8 +58,12 @@ class RolloutPlacement(Protocol):
 
     port_range: tuple[int, int]
 
+    @property
+    def max_replicas(self) -> int: ...
+
     async def place(self, apartment: str, unit: str, version: str, slot: str, replicas: int,
-                    building: str) -> list[InstanceRecord]: ...
+                    building: str, replaces: InstanceRecord | None = None,
+                    extra: Txn | None = None) -> list[InstanceRecord]: ...
 
     def rooms(self, building: str) -> list[HostRoom]: ...
 
@@ -119,18 +124,8 @@ class CoordinatorFleet:
 
     def window(self, record: RolloutRecord, version: str, since: float,
                now: float) -> Window | None:
-        found = [w for w in self._windows.windows(record.apartment, record.unit, version, since)
-                 if (w.start + w.end) / 2 >= since]
-        sketch = LatencySketch()
-        requests = errors = 0
-        end = since
-        for w in found:
-            requests += w.requests
-            errors += min(w.errors, w.requests)
-            end = max(end, w.end)
-            if w.latency is not None:
-                sketch.merge(w.latency)
-        return Window(requests, errors, sketch, max(0.0, max(end, now) - since))
+        found = self._windows.windows(record.apartment, record.unit, version, since)
+        return merge_windows(found, since, now)
 
     # -- facts for admitting a deploy ------------------------------------------------------
 
@@ -152,6 +147,21 @@ class CoordinatorFleet:
     @property
     def port_range(self) -> tuple[int, int]:
         return self._placement.port_range
+
+    @property
+    def max_replicas(self) -> int:
+        return self._placement.max_replicas
+
+    def unit_windows(self, apartment: str, unit: str) -> list[MetricsWindow]:
+        """Every request window of the unit this coordinator holds (for its status)."""
+        return self._windows.windows(apartment, unit)
+
+    async def place_new(self, record: RolloutRecord, extra: Txn) -> None:
+        """Record the new instances of an admitted rollout, with ``extra`` (the rollout
+        record's creation) in the same transaction."""
+        await self._placement.place(record.apartment, record.unit, record.to_version,
+                                    record.new_slot, record.settings.replicas,
+                                    record.building, extra=extra)
 
     # -- acting ----------------------------------------------------------------------------
 

@@ -1,20 +1,19 @@
-"""Protobuf at the edge: Deploy settings in, RolloutInfo out (for the Admin servicer)."""
+"""Protobuf at the edge: Deploy settings in, the rollout status (RolloutInfo) out."""
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 
 from google.protobuf import timestamp_pb2
 
 from common.bluegreen import SwitchMode
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
-from common.proto_values import duration_from_pb as _seconds
-from common.proto_values import duration_to_pb as _duration
-from common.proto_values import timestamp_to_pb
+from common.proto_values import duration_from_pb, duration_to_pb, timestamp_to_pb
 from common.rollout_policy import SuccessCriteria
-from coordinator.rollouts.record import Control, Measurement, RolloutRecord, StepRecord
+from coordinator.rollouts.record import Control, RolloutRecord, StepRecord
 from coordinator.rollouts.settings import CheckSpec, RolloutSettings, Strategy
+from coordinator.rollouts.status import CriterionCheck, RolloutStatus, Traffic
 
 __all__ = [
     "RETRY",
@@ -23,7 +22,6 @@ __all__ = [
     "control_from_pb",
     "rollout_info",
     "settings_from_pb",
-    "step_metrics",
 ]
 
 RETRY = "retry"
@@ -68,7 +66,7 @@ def check_from_pb(check: types_pb2.IntegrationCheck) -> CheckSpec | None:
         return CheckSpec(command=check.command)
     if kind == "exec":
         e = check.exec
-        timeout = _seconds(e.timeout) if e.timeout.seconds or e.timeout.nanos else (
+        timeout = duration_from_pb(e.timeout) if e.timeout.seconds or e.timeout.nanos else (
             CheckSpec.timeout_s)
         return CheckSpec(argv=tuple(e.argv), expect_exit_code=e.expect_exit_code,
                          expect_output_contains=e.expect_output_contains, timeout_s=timeout)
@@ -83,7 +81,7 @@ def check_to_pb(check: CheckSpec) -> types_pb2.IntegrationCheck:
     return types_pb2.IntegrationCheck(exec=types_pb2.CommandCheck(
         argv=list(check.exec_argv), expect_exit_code=check.expect_exit_code,
         expect_output_contains=check.expect_output_contains,
-        timeout=_duration(check.timeout_s)))
+        timeout=duration_to_pb(check.timeout_s)))
 
 
 def settings_from_pb(req: admin_pb2.DeployRequest) -> RolloutSettings:
@@ -101,7 +99,7 @@ def settings_from_pb(req: admin_pb2.DeployRequest) -> RolloutSettings:
                     ("inconclusive_deadline_s", canary.inconclusive_deadline),
                     ("warmup_s", bg.warmup), ("cleanup_delay_s", bg.cleanup_delay)):
         if d.seconds or d.nanos:
-            values[name] = _seconds(d)
+            values[name] = duration_from_pb(d)
     if strategy is Strategy.CANARY and "cleanup_delay_s" not in values:
         # a canary's last move (removing the old version) waits one step delay
         values["cleanup_delay_s"] = values.get("step_delay_s", base.step_delay_s)
@@ -113,13 +111,14 @@ def settings_from_pb(req: admin_pb2.DeployRequest) -> RolloutSettings:
         if bg.performance_requests:
             values["performance_requests"] = bg.performance_requests
         if bg.max_latency_p95.seconds or bg.max_latency_p95.nanos:
-            values["max_latency_p95_ms"] = _seconds(bg.max_latency_p95) * 1000
+            values["max_latency_p95_ms"] = duration_from_pb(bg.max_latency_p95) * 1000
         values["checks"] = tuple(c for c in map(check_from_pb, bg.checks) if c is not None)
     criteria = SuccessCriteria()
     if crit.max_error_rate:
         criteria = replace(criteria, max_error_rate=crit.max_error_rate)
     if crit.max_latency_p95.seconds or crit.max_latency_p95.nanos:
-        criteria = replace(criteria, max_latency_p95_ms=_seconds(crit.max_latency_p95) * 1000)
+        criteria = replace(criteria,
+                           max_latency_p95_ms=duration_from_pb(crit.max_latency_p95) * 1000)
     if crit.min_throughput_rps:
         criteria = replace(criteria, min_throughput_rps=crit.min_throughput_rps)
     if crit.min_requests:
@@ -128,83 +127,81 @@ def settings_from_pb(req: admin_pb2.DeployRequest) -> RolloutSettings:
     return replace(base, **values)  # type: ignore[arg-type]
 
 
-def _window(m: Measurement | None, record: RolloutRecord, version: str,
-            step: StepRecord) -> types_pb2.MetricsWindow | None:
-    if m is None:
-        return None
-    return types_pb2.MetricsWindow(
-        apartment=record.apartment, unit=record.unit, version=version,
-        start=_timestamp(step.started_at),
-        end=_timestamp(step.started_at + m.duration_s),
-        requests=m.requests, errors=m.errors,
-    )
-
-
-_METRIC_NAMES = {"throughput_rps": "rps"}
-"""Measurement fields whose metric name differs (the others keep their field name)."""
-
-
-def step_metrics(step: StepRecord) -> dict[str, float]:
-    """The step's measured figures by name (RolloutStep.metrics): the new version's as
-    ``requests``, ``error_rate``, ``p95_ms``, ``rps``, ...; the stable version's the same
-    with a ``stable_`` prefix. Figures never measured (None) are left out."""
-    out: dict[str, float] = {}
-    for prefix, m in (("", step.canary), ("stable_", step.stable)):
-        if m is None:
-            continue
-        for f in fields(Measurement):
-            value = getattr(m, f.name)
+def _traffic(t: Traffic) -> types_pb2.VersionTraffic:
+    out = types_pb2.VersionTraffic(version=t.version, host_id=t.host_id,
+                                   target_percent=t.target_percent)
+    if t.measured_percent is not None:
+        out.measured_percent = t.measured_percent
+    m = t.figures
+    if m is not None:
+        out.requests, out.errors = m.requests, m.errors
+        out.window.CopyFrom(duration_to_pb(m.duration_s))
+        for name, value in (("error_rate", m.error_rate), ("rate_rps", m.throughput_rps),
+                            ("p50_ms", m.p50_ms), ("p95_ms", m.p95_ms), ("p99_ms", m.p99_ms)):
             if value is not None:
-                out[prefix + _METRIC_NAMES.get(f.name, f.name)] = float(value)
+                setattr(out, name, value)
     return out
 
 
 def _step(record: RolloutRecord, step: StepRecord) -> types_pb2.RolloutStep:
-    numbers = [f"{f.name}={getattr(step.canary, f.name)}" for f in fields(Measurement)
-               if step.canary is not None and getattr(step.canary, f.name) is not None]
-    return types_pb2.RolloutStep(
+    out = types_pb2.RolloutStep(
         index=step.index, target_percent=float(step.percent), outcome=step.outcome,
         started_at=_timestamp(step.started_at), ended_at=_timestamp(step.ended_at),
-        canary=_window(step.canary, record, record.to_version, step),
-        stable=_window(step.stable, record, record.from_version, step),
-        reasons=[*step.reasons, *(["canary: " + ", ".join(numbers)] if numbers else [])],
-        metrics=step_metrics(step),
+        reasons=list(step.reasons),
     )
+    if step.canary is not None:
+        out.canary.CopyFrom(_traffic(Traffic(record.to_version, "", float(step.percent),
+                                             figures=step.canary)))
+    if step.stable is not None:
+        out.stable.CopyFrom(_traffic(Traffic(record.from_version, "",
+                                             100.0 - step.percent, figures=step.stable)))
+    return out
 
 
-def rollout_info(record: RolloutRecord) -> types_pb2.RolloutInfo:
-    s = record.settings
-    split = [types_pb2.WeightSplit(version=v, target_percent=p)
-             for v, p in sorted(record.split().items())]
+def _check(c: CriterionCheck) -> types_pb2.CriterionCheck:
+    out = types_pb2.CriterionCheck(name=c.name, bound=c.bound, verdict=c.verdict)
+    if c.threshold is not None:
+        out.threshold = c.threshold
+    if c.measured is not None:
+        out.measured = c.measured
+    return out
+
+
+def rollout_info(status: RolloutStatus) -> types_pb2.RolloutInfo:
+    record, s = status.record, status.record.settings
     info = types_pb2.RolloutInfo(
         rollout_id=record.rollout_id, apartment=record.apartment, unit=record.unit,
         from_version=record.from_version, to_version=record.to_version,
         building=record.building,
         strategy=_STRATEGY_OUT.get(s.strategy, types_pb2.STRATEGY_UNSPECIFIED),
         phase=record.public_phase(), current_step=record.step_index,
-        steps=[_step(record, st) for st in record.steps], split=split,
+        steps=[_step(record, st) for st in record.steps],
+        split=[_traffic(t) for t in status.split], hosts=[_traffic(t) for t in status.hosts],
+        total_steps=status.total_steps, checks=[_check(c) for c in status.checks],
+        measured_since=_timestamp(status.measured_since), measured_live=status.measured_live,
         started_at=_timestamp(record.created_at), ended_at=_timestamp(record.ended_at),
         reason=record.reason, replicas=s.replicas,
         canary=types_pb2.CanarySettings(
             steps=list(s.steps if s.judged else s.traffic_steps()),
-            monitor=_duration(s.monitor_s), step_delay=_duration(s.step_delay_s),
-            inconclusive_deadline=_duration(s.inconclusive_deadline_s)),
+            monitor=duration_to_pb(s.monitor_s), step_delay=duration_to_pb(s.step_delay_s),
+            inconclusive_deadline=duration_to_pb(s.inconclusive_deadline_s)),
         criteria=types_pb2.SuccessCriteria(
             max_error_rate=s.criteria.max_error_rate,
-            max_latency_p95=_duration(s.criteria.max_latency_p95_ms / 1000),
+            max_latency_p95=duration_to_pb(s.criteria.max_latency_p95_ms / 1000),
             min_throughput_rps=s.criteria.min_throughput_rps,
             min_requests=s.criteria.min_requests),
     )
+    if status.measured_step is not None:
+        info.measured_step = status.measured_step
     if s.strategy is Strategy.BLUE_GREEN:
         info.blue_green.CopyFrom(types_pb2.BlueGreenSettings(
             switch_mode={SwitchMode.IMMEDIATE: types_pb2.SWITCH_MODE_IMMEDIATE,
                          SwitchMode.GRADUAL: types_pb2.SWITCH_MODE_GRADUAL,
                          SwitchMode.CANARY: types_pb2.SWITCH_MODE_CANARY}[s.switch],
-            warmup=_duration(s.warmup_s), cleanup_delay=_duration(s.cleanup_delay_s),
+            warmup=duration_to_pb(s.warmup_s), cleanup_delay=duration_to_pb(s.cleanup_delay_s),
             gradual_steps=s.gradual_steps, manual_promotion=s.manual_promotion,
             performance_requests=s.performance_requests,
             checks=[check_to_pb(c) for c in s.checks]))
         if s.max_latency_p95_ms is not None:
-            info.blue_green.max_latency_p95.CopyFrom(_duration(s.max_latency_p95_ms / 1000))
+            info.blue_green.max_latency_p95.CopyFrom(duration_to_pb(s.max_latency_p95_ms / 1000))
     return info
-

@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from common.rollout_policy import Window
-from coordinator.rollouts.settings import RolloutSettings, Strategy
+from coordinator.rollouts.settings import RolloutSettings, Strategy, known_fields
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -225,18 +225,8 @@ class RolloutRecord:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RolloutRecord:
-        """Also reads the first-deploy record of coordinator/deploy.py (``started_at``,
-        ``strategy`` and ``replicas`` at the top level, no settings)."""
-        names = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {k: v for k, v in raw.items() if k in names}
-        if "settings" in raw:
-            values["settings"] = RolloutSettings.from_dict(raw["settings"])
-        else:
-            first = not raw.get("from_version")
-            strategy = Strategy.INITIAL if first else Strategy(raw.get("strategy", "canary"))
-            values["settings"] = RolloutSettings(strategy=strategy,
-                                                 replicas=int(raw.get("replicas") or 1))
-        values.setdefault("created_at", float(raw.get("started_at", 0.0)))
+        values = known_fields(cls, raw)
+        values["settings"] = RolloutSettings.from_dict(raw["settings"])
         if not values.get("ended_at"):
             values["ended_at"] = None
         values["phase"] = Phase(raw.get("phase", Phase.PENDING.value))
@@ -259,8 +249,7 @@ def _step_dict(step: StepRecord) -> dict[str, Any]:
 
 
 def _step_from(raw: Mapping[str, Any]) -> StepRecord:
-    names = {f.name for f in fields(StepRecord)}
-    values: dict[str, Any] = {k: v for k, v in raw.items() if k in names}
+    values = known_fields(StepRecord, raw)
     for side in ("canary", "stable"):
         if values.get(side) is not None:
             values[side] = Measurement(**values[side])

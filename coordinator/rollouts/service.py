@@ -17,19 +17,18 @@ from common.clock import Clock
 from common.dependencies import parse_dependency
 from common.errors import FailedPrecondition, LandlordError, NotFound
 from common.gen.landlord.v1 import admin_pb2
-from coordinator.deploy import Deployer, DeployRequest
 from coordinator.leadership import Leadership
 from coordinator.placement import HostRoom
-from coordinator.records import encode
 from coordinator.registry import Registry
-from coordinator.rollouts.admission import DeployFacts, admit, other_slot
+from coordinator.rollouts.admission import DeployFacts, admit, choose_building, other_slot
 from coordinator.rollouts.controls import new_rollout, request_control, retry_rollout
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
 from coordinator.rollouts.proto import RETRY, control_from_pb, settings_from_pb
-from coordinator.rollouts.record import Control, Phase, RolloutRecord, decode_record
+from coordinator.rollouts.record import Control, Phase, RolloutRecord
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
+from coordinator.rollouts.status import RolloutStatus, rollout_status
 from coordinator.state import ClusterState
 
 __all__ = ["RolloutService"]
@@ -40,14 +39,12 @@ log = logging.getLogger(__name__)
 class RolloutService:
     def __init__(self, *, records: EtcdRolloutRecords, fleet: CoordinatorFleet,
                  registry: Registry, state: ClusterState, leadership: Leadership,
-                 clock: Clock, deployer: Deployer | None = None,
-                 runner_settings: RunnerSettings | None = None) -> None:
+                 clock: Clock, runner_settings: RunnerSettings | None = None) -> None:
         self.records = records
         self.fleet = fleet
         self.registry = registry
         self.state = state
         self.leadership = leadership
-        self.deployer = deployer
         self.clock = clock
         self.runner_settings = runner_settings or RunnerSettings()
         self.runners: dict[str, tuple[asyncio.Task[RolloutRecord], RolloutRunner]] = {}
@@ -67,16 +64,28 @@ class RolloutService:
         raise NotFound(f"no rollout {rollout_id or ''} of {apartment}/{unit}".replace("  ", " "),
                        unit=unit, rollout=rollout_id)
 
+    def status(self, record: RolloutRecord) -> RolloutStatus:
+        """The read model of ``record``, with the request windows this coordinator holds
+        (the leader's agents report them; a follower shows the recorded figures)."""
+        windows = self.fleet.unit_windows(record.apartment, record.unit) if record.active else []
+        return rollout_status(record, windows, self.clock.now())
+
     async def watch(self, apartment: str, unit: str, rollout_id: str = "",
-                    interval: float = 0.1) -> AsyncIterator[RolloutRecord]:
-        """The rollout now and after every change, until it has ended."""
+                    interval: float = 0.1, refresh: float = 2.0
+                    ) -> AsyncIterator[RolloutStatus]:
+        """The rollout's status now and after every change of its record, until it has
+        ended; while it is measured live, also every ``refresh`` seconds (new figures)."""
         record = self.get(apartment, unit, rollout_id)
-        last = None
+        last: RolloutRecord | None = None
+        sent_at = 0.0
         while True:
             current = self.get(apartment, unit, record.rollout_id)
-            if current != last:
-                yield current
-                last = current
+            now = self.clock.monotonic()
+            if current != last or (current.active and now - sent_at >= refresh):
+                status = self.status(current)  # reads the windows: not on every poll
+                if current != last or status.measured_live:
+                    yield status
+                last, sent_at = current, now
             if current.terminal:
                 return
             await asyncio.sleep(interval)
@@ -84,19 +93,20 @@ class RolloutService:
     # -- writes ----------------------------------------------------------------------------
 
     async def deploy(self, req: admin_pb2.DeployRequest) -> RolloutRecord:
+        """A rollout of ``req.version``: a unit's first deploy too (no stable version)."""
         self.leadership.fence  # noqa: B018  # raises NotLeader on a follower
         unit = self.registry.unit(req.apartment, req.unit)
         settings = settings_from_pb(req)
-        building = req.building or unit.building
-        if not unit.stable_version and self.deployer is not None:
-            first = await self.deployer.deploy(DeployRequest(
-                req.apartment, req.unit, req.version, building, settings.replicas,
-                settings.strategy.value))
-            return decode_record(encode(first))
+        building = choose_building(req.building, unit,
+                                   (h.value.building for h in self.state.hosts.values()))
         facts = self._facts(req.apartment, req.unit, building)
         record = admit(self._new_id(), req.apartment, req.unit, req.version, building,
                        settings, facts, self.clock.now())
-        revision = await self.records.create(record)
+        # The new instances are placed in the transaction that creates the record: of two
+        # Deploys racing for the same room, one is refused here (RESOURCE_EXHAUSTED) rather
+        # than failing later; the rollout starts them when it reaches deploying.
+        await self.fleet.place_new(record, extra=self.records.creation(record))
+        record, revision = await self.records.load(record)
         self._run(record, revision, resumed=False)
         return record
 
@@ -246,6 +256,7 @@ class RolloutService:
             running=running,
             rooms=self._rooms(building),
             port_range=self.fleet.port_range,
+            max_replicas=self.fleet.max_replicas,
         )
 
     def _rooms(self, building: str) -> list[HostRoom]:

@@ -26,6 +26,7 @@ __all__ = [
     "criteria_from_dict",
     "criteria_to_dict",
     "equal_steps",
+    "known_fields",
 ]
 
 
@@ -88,13 +89,19 @@ def equal_steps(count: int) -> tuple[int, ...]:
     return tuple(steps)
 
 
+def known_fields(cls: type, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``raw`` that name a field of dataclass ``cls`` (a newer coordinator's
+    extra fields are left out, so its records stay readable)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in raw.items() if k in names}
+
+
 def criteria_to_dict(criteria: SuccessCriteria) -> dict[str, Any]:
     return {f.name: getattr(criteria, f.name) for f in fields(criteria)}
 
 
 def criteria_from_dict(raw: Mapping[str, Any]) -> SuccessCriteria:
-    names = {f.name for f in fields(SuccessCriteria)}
-    return SuccessCriteria(**{k: v for k, v in raw.items() if k in names})
+    return SuccessCriteria(**known_fields(SuccessCriteria, raw))
 
 
 def _seconds(name: str, value: float) -> None:
@@ -234,8 +241,7 @@ class RolloutSettings:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RolloutSettings:
-        names = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {k: v for k, v in raw.items() if k in names}
+        values = known_fields(cls, raw)
         if "criteria" in values:
             values["criteria"] = criteria_from_dict(values["criteria"])
         if "comparison" in values and values["comparison"] is not None:

@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -183,8 +184,11 @@ def web(cli: Cli) -> Iterator[Web]:
     first = cli.run("deploy", UNIT, "1.0.0", "--building", "demo", "--replicas", REPLICAS,
                     "--wait", "--output", "json", timeout=120)
     assert first.returncode == 0, (first.stdout, first.stderr)
-    [info] = json_lines(first.stdout)
+    updates = json_lines(first.stdout)
+    info = updates[-1]  # a first deploy is a rollout too: followed until it is promoted
     assert (info["phase"], info["to_version"], info["from_version"]) == ("promoted", "1.0.0", "")
+    assert {u["rollout_id"] for u in updates} == {info["rollout_id"]}
+    assert [(w["version"], w["target_percent"]) for w in info["split"]] == [("1.0.0", 100.0)]
     eventually(lambda: running_versions(cli) == {"1.0.0"}, timeout=90, interval=0.5,
                message="1.0.0 running")
     eventually(lambda: serving(port, HOSTS.values()), timeout=60, interval=0.5,
@@ -325,6 +329,9 @@ def test_bad_canary_rolls_back_and_both_followers_exit_3(cli: Cli, web: Web) -> 
     lines = out.splitlines()
     assert lines[0].startswith(f"{UNIT}  1.1.0 -> 2.0.0  "), lines[0]
     assert "rolled_back" in out and "error rate" in out and "fail" in out
+    steps = {part for line in lines for part in line.split("  ")
+             if re.fullmatch(r"step \d+/\d+", part)}
+    assert steps == {"step 1/2"}, steps  # counted over the whole rollout, not the steps begun
     assert f"rollout   {rollout_id}" in out or rollout_id in out
     eventually(lambda: running_versions(cli) == {"1.1.0"}, timeout=60, interval=0.5)
 
@@ -337,6 +344,31 @@ def test_pause_resume_and_promote_a_canary_by_hand(cli: Cli, web: Web) -> None:
     assert (started["from_version"], started["to_version"]) == ("1.1.0", "1.2.0")
     assert started["canary"]["monitor"] == "300s"
     wait_phase(cli, rollout_id, "switching")
+
+    # `rollout status` of the running canary: the split and p95 measured live, and the
+    # criteria checked against them (the step is judged only after its 5 minutes)
+    def measured() -> dict[str, Any]:
+        info = status(cli)
+        assert info["measured_live"] and info["total_steps"] == 2, info
+        split = {w["version"]: w for w in info["split"]}
+        assert [split[v]["target_percent"] for v in ("1.1.0", "1.2.0")] == [50.0, 50.0], split
+        assert all(split[v].get("p95_ms", 0) > 0 for v in ("1.1.0", "1.2.0")), split
+        assert 10 <= split["1.2.0"].get("measured_percent", 0) <= 90, split
+        latency = next(c for c in info["checks"] if c["name"] == "latency_p95_ms")
+        assert latency["verdict"] == "pass", info["checks"]
+        assert {h["host_id"] for h in info["hosts"]} == set(HOSTS), info["hosts"]
+        return info
+
+    shown = eventually(measured, timeout=60, interval=0.5, message="live figures")
+    split = {w["version"]: w for w in shown["split"]}
+    latency = next(c for c in shown["checks"] if c["name"] == "latency_p95_ms")
+    assert latency["measured"] == split["1.2.0"]["p95_ms"] and latency["threshold"] == 500.0
+    table = cli.run("rollout", "status", UNIT)
+    assert table.returncode == 0, table.stderr
+    assert "measured: live since" in table.stdout and "1 of 2 (50%)" in table.stdout
+    assert "traffic by host" in table.stdout
+    row = next(line for line in table.stdout.splitlines() if line.startswith("latency p95"))
+    assert "no data" not in row and row.count("ms") == 2, row  # threshold and measured
 
     paused = cli.json("rollout", "pause", UNIT)
     assert paused["rollout_id"] == rollout_id

@@ -239,10 +239,12 @@ def test_follower_answers_reads_and_points_writes_at_the_leader(cluster: Cluster
     with cluster.admin(follower) as admin:
         info = admin.GetLeader(admin_pb2.GetLeaderRequest())
         assert not info.this_is_leader and info.leader_address == leader.address
+        # the first deploy is a rollout: the unit runs 1.0.0 once it is promoted
         units = wait_for(
-            lambda: admin.ListUnits(admin_pb2.ListUnitsRequest()).units, 5, "units on the follower"
+            lambda: [u for u in admin.ListUnits(admin_pb2.ListUnitsRequest()).units
+                     if u.stable_version == "1.0.0"], 30, "1.0.0 running, seen on the follower"
         )
-        assert units[0].stable_version == "1.0.0"
+        assert [u.unit for u in units] == ["web"]
         with pytest.raises(grpc.RpcError) as refused:
             admin.Deploy(admin_pb2.DeployRequest(apartment="shop", unit="web", version="1.0.0"))
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION

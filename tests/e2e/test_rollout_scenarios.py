@@ -287,8 +287,10 @@ def test_missing_dependency_is_refused_and_nothing_is_written(cluster: RealClust
                 types_pb2.ChangeSet(features=["needs db"]))
         publish(admin, unit_spec(APARTMENT, "lonely", OLD, lonely_port, dependencies=deps),
                 OLD, types_pb2.ChangeSet(features=["first"]))
-        admin.Deploy(admin_pb2.DeployRequest(apartment=APARTMENT, unit="needy", version=OLD,
-                                             building="demo", replicas=1), timeout=30)
+        first = admin.Deploy(admin_pb2.DeployRequest(apartment=APARTMENT, unit="needy",
+                                                     version=OLD, building="demo",
+                                                     replicas=1), timeout=30).rollout
+    Watch(cluster, "needy", first.rollout_id).ended()  # a first deploy is a rollout too
     before = (_rollouts(cluster, "needy"), _stored(cluster, "needy", "lonely"))
     assert len(before[0]) == 1 and before[0][0].to_version == OLD
 

@@ -16,7 +16,7 @@ import pytest
 
 from agent.stream.endpoint import ChangeBatch
 from agent.stream.session import CoordinatorStream, StreamSettings
-from common.errors import FailedPrecondition, InsufficientResources
+from common.errors import FailedPrecondition, InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.latency import LatencySketch
 from common.resources import Resources
@@ -25,6 +25,7 @@ from coordinator.app import Coordinator
 from coordinator.rollouts.record import Phase, RolloutRecord
 from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService
+from coordinator.rollouts.status import RolloutStatus
 from tests.e2e.simulated_agent import FakeRuntime
 from tests.support import async_eventually
 
@@ -175,7 +176,8 @@ async def fleet(
         first = await rollouts.deploy(
             admin_pb2.DeployRequest(apartment="shop", unit="web", version="1.0.0", replicas=2)
         )
-        assert first.phase is Phase.PROMOTED
+        done = await async_eventually(lambda: ended(rollouts, first.rollout_id), timeout=30)
+        assert done.phase is Phase.PROMOTED, done.failure
         await running_web(coordinator, 2)
         await publish(admin, "1.1.0", "two")
         yield agents
@@ -256,8 +258,9 @@ async def test_deploys_that_cannot_start_are_refused(
         await rollouts.deploy(canary_request("2.0.0"))
     with pytest.raises(FailedPrecondition, match=r"already runs 1\.0\.0"):
         await rollouts.deploy(canary_request("1.0.0"))
-    with pytest.raises(InsufficientResources, match="insufficient"):
+    with pytest.raises(InvalidArgument, match=r"replicas must be 1\.\.\d+, got 200"):
         await rollouts.deploy(canary_request("1.1.0", replicas=200))
+
     slow = canary_request("1.1.0")
     slow.canary.monitor.FromSeconds(60)
     active = await rollouts.deploy(slow)
@@ -282,3 +285,29 @@ async def test_fast_rollback_after_a_promotion(rollouts: RolloutService, fleet: 
         back.rollout_id,
         record.rollout_id,
     ]
+
+
+async def test_a_watch_refreshes_the_live_figures_of_a_monitored_step(
+    rollouts: RolloutService, fleet: Agents
+) -> None:
+    slow = canary_request("1.1.0")
+    slow.canary.monitor.FromSeconds(60)  # the record stays still while the step is watched
+    record = await rollouts.deploy(slow)
+    live: list[RolloutStatus] = []
+
+    async def watch() -> None:
+        async for status in rollouts.watch("shop", "web", record.rollout_id, refresh=0.3):
+            if status.measured_live and status.record.phase is Phase.SWITCHING:
+                live.append(status)
+            if len(live) == 3:
+                return
+
+    await asyncio.wait_for(watch(), timeout=20)
+    assert all(s.record == live[0].record for s in live), "refreshed, the record unchanged"
+    requests = [sum(t.figures.requests for t in s.split if t.figures) for s in live]
+    assert requests == sorted(requests) and requests[-1] > requests[0], requests
+    assert {t.version for t in live[-1].split} == {"1.0.0", "1.1.0"}
+    assert live[-1].hosts, "per-host figures while measured live"
+    await rollouts.control_rollout("shop", "web", admin_pb2.ROLLOUT_CONTROL_ABORT)
+    end = await async_eventually(lambda: ended(rollouts, record.rollout_id), timeout=30)
+    assert end.phase is Phase.ABORTED

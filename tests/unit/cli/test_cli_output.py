@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import pytest
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from rich.console import Console, RenderableType
 
 from common.errors import InsufficientResources, InvalidArgument, InvalidVersion, NotFound
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.latency import LatencySketch
+from common.rollout_policy import SuccessCriteria
+from common.stream_messages import MetricsWindow
 from coordinator.cli.client import CallFailed
 from coordinator.cli.exit_codes import (
     ExitCode,
@@ -21,14 +24,7 @@ from coordinator.cli.exit_codes import (
     is_terminal,
 )
 from coordinator.cli.output import enum_label, format_time, to_json_dict
-from coordinator.cli.rollout_view import (
-    check_criteria,
-    history_table,
-    judged_window,
-    latency_p95_ms,
-    rollout_summary,
-    rollout_view,
-)
+from coordinator.cli.rollout_view import history_table, rollout_summary, rollout_view
 from coordinator.cli.tables import (
     event_line,
     hosts_table,
@@ -38,42 +34,19 @@ from coordinator.cli.tables import (
     units_table,
     versions_table,
 )
+from coordinator.rollouts.controls import new_rollout
+from coordinator.rollouts.proto import rollout_info
+from coordinator.rollouts.record import Measurement, Phase, RolloutRecord, StepRecord
+from coordinator.rollouts.settings import RolloutSettings, Strategy
+from coordinator.rollouts.status import rollout_status
+
+T0 = 1_700_000_000.0
 
 
 def render(renderable: RenderableType) -> str:
     buffer = io.StringIO()
     Console(file=buffer, width=200, color_system=None).print(renderable)
     return buffer.getvalue()
-
-
-def summary_of(values: list[float]) -> types_pb2.LatencySummary:
-    """The wire form of a sketch of ``values``, as the coordinator would send it."""
-    sketch = LatencySketch.of(values)
-    data = sketch.to_dict()
-    keys, key = [], 0
-    for delta in data["k"]:  # type: ignore[attr-defined]
-        key += delta
-        keys.append(key)
-    return types_pb2.LatencySummary(
-        relative_accuracy=sketch.relative_accuracy,
-        positive_buckets=dict(zip(keys, data["c"], strict=True)),  # type: ignore[call-overload]
-        zero_count=int(data["z"]),  # type: ignore[call-overload]
-        count=sketch.count,
-        sum_ms=sketch.sum,
-        min_ms=sketch.min or 0.0,
-        max_ms=sketch.max or 0.0,
-    )
-
-
-def window(requests: int, errors: int, latencies: list[float], seconds: int = 30):  # type: ignore[no-untyped-def]
-    return types_pb2.MetricsWindow(
-        version="1.1.0",
-        start=timestamp_pb2.Timestamp(seconds=1_700_000_000),
-        end=timestamp_pb2.Timestamp(seconds=1_700_000_000 + seconds),
-        requests=requests,
-        errors=errors,
-        latency=summary_of(latencies),
-    )
 
 
 def test_json_uses_proto_names_prints_defaults_and_numbers() -> None:
@@ -195,65 +168,69 @@ def test_hosts_table_and_event_line() -> None:
     assert line.endswith("published  k=v")
 
 
-def test_latency_p95_from_the_wire_summary() -> None:
-    values = [float(v) for v in range(1, 101)]
-    p95 = latency_p95_ms(summary_of(values))
-    assert p95 is not None and abs(p95 - 95.0) <= 0.02 * 95
-    assert latency_p95_ms(types_pb2.LatencySummary()) is None
+def _record(phase: Phase = Phase.SWITCHING) -> RolloutRecord:
+    settings = RolloutSettings(strategy=Strategy.CANARY, replicas=2, steps=(5, 25, 50, 100),
+                               criteria=SuccessCriteria(max_latency_p95_ms=250.0,
+                                                        min_requests=10))
+    record = new_rollout("r-1", "shop", "cart", "edge", "1.0.0", "1.1.0", settings, T0)
+    return replace(record, phase=phase, new_percent=5.0, traffic_moved=True,
+                   window_start=T0 + 10, steps=(StepRecord(0, 5, T0 + 10),))
 
 
-def test_criteria_against_a_window() -> None:
-    criteria = types_pb2.SuccessCriteria(
-        max_error_rate=0.01,
-        max_latency_p95=duration_pb2.Duration(nanos=250_000_000),
-        min_throughput_rps=5,
-        min_requests=100,
-    )
-    good = check_criteria(criteria, window(300, 1, [10.0] * 300))
-    assert [c.verdict for c in good] == ["pass", "pass", "pass", "pass"]
-    assert good[0].measured == "0.33%" and good[2].measured == "10.0 rps"
-    bad = check_criteria(criteria, window(60, 6, [400.0] * 60))
-    assert [c.verdict for c in bad] == ["fail", "fail", "fail", "no data"]
-    empty = check_criteria(criteria, None)
-    assert {c.verdict for c in empty} == {"no data"}
-    unset = check_criteria(types_pb2.SuccessCriteria(), window(10, 0, [5.0] * 10))
-    assert [c.verdict for c in unset] == ["pass", "not set", "not set", "not set"]
+def _windows() -> list[MetricsWindow]:
+    def w(host: str, version: str, requests: int, errors: int, ms: float) -> MetricsWindow:
+        return MetricsWindow("shop", "cart", version, f"{host}-{version}", host, T0 + 11,
+                             T0 + 12, requests, errors, LatencySketch.of([ms] * requests))
+
+    return [w("h1", "1.0.0", 95, 0, 4.0), w("h2", "1.0.0", 95, 0, 4.0),
+            w("h1", "1.1.0", 6, 0, 5.0), w("h2", "1.1.0", 4, 1, 5.0)]
+
+
+def test_rollout_status_of_a_running_canary_shows_what_the_server_measured() -> None:
+    info = rollout_info(rollout_status(_record(), _windows(), now=T0 + 20))
+    shown = render(rollout_view(info))
+    for fragment in (
+        "1.0.0 -> 1.1.0", "switching", "1 of 4 (5%)",  # the step counter counts every step
+        "measured: live since", "95.0%", "5.0%",  # the measured split
+        "traffic by host", "94.1%", "4.0%", "25.00%",  # h2: 4 of 99 requests, 1 failed
+        "5.0ms",  # canary p95, in the split, the step and the criteria
+        "<= 250.0ms", "not set", ">= 10 requests",
+    ):
+        assert fragment in shown, fragment
+    assert "no data" not in shown, "the criteria are measured on the judged figures"
+    criteria = shown[shown.index("criteria"):]
+    assert "latency p95" in criteria and "5.0ms" in criteria
+    line = rollout_summary(info)
+    assert line.startswith("shop/cart  1.0.0 -> 1.1.0  switching  step 1/4  split "), line
+    assert "1.0.0 95%/95%" in line and "1.1.0 5%/5%" in line
+
+
+def test_watch_lines_count_the_steps_of_the_whole_rollout() -> None:
+    record = _record()
+    lines = []
+    for index, percent in enumerate((5, 25, 50, 100)):
+        steps = tuple(StepRecord(i, p, T0 + i) for i, p in enumerate((5, 25, 50, 100)[:index + 1]))
+        moved = replace(record, step_index=index, new_percent=float(percent), steps=steps)
+        lines.append(rollout_summary(rollout_info(rollout_status(moved))))
+    assert [line.split("  ")[3] for line in lines] == [
+        "step 1/4", "step 2/4", "step 3/4", "step 4/4"]
 
 
 def rollout(phase: str) -> types_pb2.RolloutInfo:
-    return types_pb2.RolloutInfo(
-        rollout_id="r-1",
-        apartment="shop",
-        unit="cart",
-        from_version="1.0.0",
-        to_version="1.1.0",
-        building="edge",
-        strategy=types_pb2.STRATEGY_CANARY,
-        phase=phase,
-        current_step=1,
-        replicas=2,
-        steps=[
-            types_pb2.RolloutStep(
-                index=0, target_percent=5, outcome="passed", canary=window(120, 0, [20.0] * 120)
-            ),
-            types_pb2.RolloutStep(
-                index=1,
-                target_percent=25,
-                outcome="failed",
-                canary=window(200, 40, [30.0] * 200),
-                reasons=["error rate 20.00% > 1.00%"],
-            ),
-        ],
-        split=[
-            types_pb2.WeightSplit(version="1.0.0", target_percent=75, measured_percent=74.2),
-            types_pb2.WeightSplit(version="1.1.0", target_percent=25, measured_percent=25.8),
-        ],
-        criteria=types_pb2.SuccessCriteria(max_error_rate=0.01, min_requests=100),
-        reason="error rate above threshold",
-    )
+    stable = Measurement(requests=600, errors=0, duration_s=30.0, error_rate=0.0, p95_ms=20.0)
+    failed = Measurement(requests=200, errors=40, duration_s=30.0, error_rate=0.2,
+                         p95_ms=30.0)
+    record = replace(
+        _record(Phase(phase)), step_index=1, new_percent=0.0,
+        steps=(StepRecord(0, 5, T0, "passed", T0 + 30,
+                          Measurement(requests=120, p95_ms=20.0), stable),
+               StepRecord(1, 25, T0 + 40, "failed", T0 + 70, failed, stable,
+                          ("error rate 20.0% > max 1.0% over 200 requests",))),
+        reason="error rate above threshold")
+    return rollout_info(rollout_status(record))
 
 
-def test_rollout_view_shows_split_steps_criteria_and_hosts() -> None:
+def test_rollout_view_of_an_ended_rollout_shows_the_recorded_figures_and_hosts() -> None:
     info = rollout("rolled_back")
     instances = [
         types_pb2.InstanceStatus(
@@ -277,23 +254,22 @@ def test_rollout_view_shows_split_steps_criteria_and_hosts() -> None:
     ]
     shown = render(rollout_view(info, instances))
     for fragment in (
-        "1.0.0 -> 1.1.0",
         "rolled_back",
-        "step",
-        "2 of 2 (25%)",
-        "74.2%",
-        "25.8%",
-        "error rate 20.00% > 1.00%",
+        "2 of 4 (25%)",
+        "as recorded in step 2",
+        "75.0%",  # 600 stable of 800 requests in the failed step
+        "25.0%",
+        "error rate 20.0% > max 1.0% over 200 requests",
         "20.00%",
+        "30.0ms",  # failed step's p95, and its stable p95 beside it
+        "20.0ms",
         "fail",
         "instances by host",
     ):
         assert fragment in shown, fragment
-    assert shown.index("h1") < shown.index("h2")
-    assert judged_window(info) == info.steps[1].canary
-    line = rollout_summary(info)
-    assert line.startswith("shop/cart  1.0.0 -> 1.1.0  rolled_back  step 2/2")
-    assert "1.1.0 25%/26%" in line
+    assert "traffic by host" not in shown, "recorded steps have no per-host figures"
+    assert shown.index("i-1") < shown.index("i-2")
+    assert rollout_summary(info).startswith("shop/cart  1.0.0 -> 1.1.0  rolled_back  step 2/4")
 
 
 def test_history_table() -> None:

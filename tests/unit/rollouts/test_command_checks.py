@@ -16,9 +16,10 @@ from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.stream_messages import CommandResult
 from coordinator.rollouts.actions import RunChecks
 from coordinator.rollouts.preview_checks import GreenTarget, PreviewChecker, judge_command
-from coordinator.rollouts.proto import check_from_pb, rollout_info, settings_from_pb, step_metrics
+from coordinator.rollouts.proto import check_from_pb, rollout_info, settings_from_pb
 from coordinator.rollouts.record import Measurement, StepRecord
 from coordinator.rollouts.settings import CheckSpec, RolloutSettings, Strategy
+from coordinator.rollouts.status import rollout_status
 
 
 def result(ok: bool = True, exit_code: int = 0, stdout: str = "", stderr: str = "",
@@ -147,7 +148,7 @@ def test_deploy_checks_from_protobuf_and_back_in_rollout_info() -> None:
         CheckSpec(argv=("cat", "/version"), expect_exit_code=2,
                   expect_output_contains="1.1.0", timeout_s=1.5),
     )
-    info = rollout_info(make_record(settings))
+    info = rollout_info(rollout_status(make_record(settings)))
     back = [check_from_pb(c) for c in info.blue_green.checks]
     assert back[0] == CheckSpec(argv=("sh", "-c", "test -f /ready"))
     assert back[1] == settings.checks[1]
@@ -155,24 +156,27 @@ def test_deploy_checks_from_protobuf_and_back_in_rollout_info() -> None:
     assert check_from_pb(default) == CheckSpec(argv=("true",), timeout_s=30.0)
 
 
-def test_step_metrics_name_what_was_measured() -> None:
+def test_step_figures_are_fields_and_its_reasons_stay_sentences() -> None:
     canary = Measurement(requests=200, errors=2, duration_s=30.0, error_rate=0.01,
-                         p50_ms=4.0, p95_ms=12.5, p99_ms=None, throughput_rps=6.67)
+                         p50_ms=4.0, p95_ms=12.5, p99_ms=None, throughput_rps=6.666666666)
     stable = Measurement(requests=800, errors=0, duration_s=30.0, error_rate=0.0,
                          p95_ms=11.0)
     step = StepRecord(index=1, percent=20, started_at=1_700_000_010.0, outcome="passed",
-                      ended_at=1_700_000_040.0, canary=canary, stable=stable)
-    metrics = step_metrics(step)
-    assert metrics == {
-        "requests": 200.0, "errors": 2.0, "duration_s": 30.0, "error_rate": 0.01,
-        "p50_ms": 4.0, "p95_ms": 12.5, "rps": 6.67,
-        "stable_requests": 800.0, "stable_errors": 0.0, "stable_duration_s": 30.0,
-        "stable_error_rate": 0.0, "stable_p95_ms": 11.0,
-    }
-    assert step_metrics(StepRecord(index=0, percent=5, started_at=1.0)) == {}
+                      ended_at=1_700_000_040.0, canary=canary, stable=stable,
+                      reasons=("latency p95 12.5 ms <= max 500.0 ms",))
     record = make_record(RolloutSettings(strategy=Strategy.CANARY))
-    info = rollout_info(replace(record, steps=(step,)))
-    assert dict(info.steps[0].metrics) == metrics
+    pb = rollout_info(rollout_status(replace(record, steps=(step,)))).steps[0]
+    assert list(pb.reasons) == ["latency p95 12.5 ms <= max 500.0 ms"]
+    assert (pb.canary.version, pb.canary.target_percent) == ("1.1.0", 20.0)
+    assert (pb.canary.requests, pb.canary.errors, pb.canary.p95_ms) == (200, 2, 12.5)
+    assert pb.canary.rate_rps == 6.666666666 and pb.canary.error_rate == 0.01
+    assert not pb.canary.HasField("p99_ms"), "a figure never measured stays unset"
+    assert pb.canary.window.seconds == 30
+    assert (pb.stable.version, pb.stable.target_percent, pb.stable.p95_ms) == (
+        "1.0.0", 80.0, 11.0)
+    bare = rollout_info(rollout_status(replace(
+        record, steps=(StepRecord(index=0, percent=5, started_at=1.0),)))).steps[0]
+    assert not bare.HasField("canary") and not bare.HasField("stable")
 
 
 def test_only_http_checks_and_a_burst_need_the_entry_point() -> None:

@@ -18,16 +18,7 @@ from coordinator.rollouts.record import (
     encode_record,
 )
 from coordinator.rollouts.settings import RolloutSettings, Strategy, equal_steps
-
-
-def test_first_deploy_records_of_the_coordinator_are_readable() -> None:
-    raw = (b'{"rollout_id":"r1","apartment":"shop","unit":"web","from_version":"",'
-           b'"to_version":"1.0.0","building":"b","strategy":"blue_green","phase":"promoted",'
-           b'"replicas":2,"started_at":5.0,"ended_at":5.0,"reason":"first","details":{}}')
-    record = decode_record(raw)
-    assert record.phase is Phase.PROMOTED and record.terminal
-    assert record.settings.strategy is Strategy.INITIAL and record.settings.replicas == 2
-    assert record.created_at == 5.0 and not record.has_stable
+from coordinator.rollouts.status import rollout_status
 
 
 def test_deploy_request_settings_and_rollout_info() -> None:
@@ -46,10 +37,10 @@ def test_deploy_request_settings_and_rollout_info() -> None:
     assert settings.criteria.min_requests == 7
 
     record = replace(make_record(settings), phase=Phase.SWITCHING, new_percent=33.0)
-    info = rollout_info(record)
+    info = rollout_info(rollout_status(record))
     assert info.phase == "switching" and info.strategy == types_pb2.STRATEGY_BLUE_GREEN
     assert {s.version: s.target_percent for s in info.split} == {"1.0.0": 67.0, "1.1.0": 33.0}
-    assert info.blue_green.gradual_steps == 3
+    assert info.blue_green.gradual_steps == 3 and info.total_steps == 3
 
     canary = settings_from_pb(admin_pb2.DeployRequest(strategy=types_pb2.STRATEGY_CANARY))
     assert canary.cleanup_delay_s == canary.step_delay_s

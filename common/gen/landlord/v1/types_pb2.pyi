@@ -1070,63 +1070,149 @@ class BlueGreenSettings(_message.Message):
 Global___BlueGreenSettings: _TypeAlias = BlueGreenSettings  # noqa: Y015
 
 @_typing.final
-class WeightSplit(_message.Message):
+class VersionTraffic(_message.Message):
+    """One version's traffic over one window: merged over every host (host_id empty) or on one
+    host. A figure that was not measured is unset; a view shows it as "-".
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
     TARGET_PERCENT_FIELD_NUMBER: _builtins.int
     MEASURED_PERCENT_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_FIELD_NUMBER: _builtins.int
+    RATE_RPS_FIELD_NUMBER: _builtins.int
+    P50_MS_FIELD_NUMBER: _builtins.int
+    P95_MS_FIELD_NUMBER: _builtins.int
+    P99_MS_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
     version: _builtins.str
+    host_id: _builtins.str
+    """Empty: merged over every host of the building."""
     target_percent: _builtins.float
+    """Share of requests the route sends to this version (0..100)."""
     measured_percent: _builtins.float
+    """Share of the window's requests this version served (0..100)."""
+    requests: _builtins.int
+    errors: _builtins.int
+    error_rate: _builtins.float
+    """Failed requests over requests (0..1)."""
+    rate_rps: _builtins.float
+    """Requests per second over the window."""
+    p50_ms: _builtins.float
+    p95_ms: _builtins.float
+    p99_ms: _builtins.float
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """Length of the window the figures cover."""
+
     def __init__(
         self,
         *,
         version: _builtins.str = ...,
+        host_id: _builtins.str = ...,
         target_percent: _builtins.float = ...,
-        measured_percent: _builtins.float = ...,
+        measured_percent: _builtins.float | None = ...,
+        requests: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        error_rate: _builtins.float | None = ...,
+        rate_rps: _builtins.float | None = ...,
+        p50_ms: _builtins.float | None = ...,
+        p95_ms: _builtins.float | None = ...,
+        p99_ms: _builtins.float | None = ...,
+        window: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_rate", b"_error_rate", "_measured_percent", b"_measured_percent", "_p50_ms", b"_p50_ms", "_p95_ms", b"_p95_ms", "_p99_ms", b"_p99_ms", "_rate_rps", b"_rate_rps", "error_rate", b"error_rate", "measured_percent", b"measured_percent", "p50_ms", b"p50_ms", "p95_ms", b"p95_ms", "p99_ms", b"p99_ms", "rate_rps", b"rate_rps", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["measured_percent", b"measured_percent", "target_percent", b"target_percent", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_rate", b"_error_rate", "_measured_percent", b"_measured_percent", "_p50_ms", b"_p50_ms", "_p95_ms", b"_p95_ms", "_p99_ms", b"_p99_ms", "_rate_rps", b"_rate_rps", "error_rate", b"error_rate", "errors", b"errors", "host_id", b"host_id", "measured_percent", b"measured_percent", "p50_ms", b"p50_ms", "p95_ms", b"p95_ms", "p99_ms", b"p99_ms", "rate_rps", b"rate_rps", "requests", b"requests", "target_percent", b"target_percent", "version", b"version", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__error_rate: _TypeAlias = _typing.Literal["error_rate"]  # noqa: Y015
+    _WhichOneofArgType__error_rate: _TypeAlias = _typing.Literal["_error_rate", b"_error_rate"]  # noqa: Y015
+    _WhichOneofReturnType__measured_percent: _TypeAlias = _typing.Literal["measured_percent"]  # noqa: Y015
+    _WhichOneofArgType__measured_percent: _TypeAlias = _typing.Literal["_measured_percent", b"_measured_percent"]  # noqa: Y015
+    _WhichOneofReturnType__p50_ms: _TypeAlias = _typing.Literal["p50_ms"]  # noqa: Y015
+    _WhichOneofArgType__p50_ms: _TypeAlias = _typing.Literal["_p50_ms", b"_p50_ms"]  # noqa: Y015
+    _WhichOneofReturnType__p95_ms: _TypeAlias = _typing.Literal["p95_ms"]  # noqa: Y015
+    _WhichOneofArgType__p95_ms: _TypeAlias = _typing.Literal["_p95_ms", b"_p95_ms"]  # noqa: Y015
+    _WhichOneofReturnType__p99_ms: _TypeAlias = _typing.Literal["p99_ms"]  # noqa: Y015
+    _WhichOneofArgType__p99_ms: _TypeAlias = _typing.Literal["_p99_ms", b"_p99_ms"]  # noqa: Y015
+    _WhichOneofReturnType__rate_rps: _TypeAlias = _typing.Literal["rate_rps"]  # noqa: Y015
+    _WhichOneofArgType__rate_rps: _TypeAlias = _typing.Literal["_rate_rps", b"_rate_rps"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_rate) -> _WhichOneofReturnType__error_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__measured_percent) -> _WhichOneofReturnType__measured_percent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p50_ms) -> _WhichOneofReturnType__p50_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p95_ms) -> _WhichOneofReturnType__p95_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p99_ms) -> _WhichOneofReturnType__p99_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_rps) -> _WhichOneofReturnType__rate_rps | None: ...
 
-Global___WeightSplit: _TypeAlias = WeightSplit  # noqa: Y015
+Global___VersionTraffic: _TypeAlias = VersionTraffic  # noqa: Y015
+
+@_typing.final
+class CriterionCheck(_message.Message):
+    """One success criterion of a judged step against what the step measured."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BOUND_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    MEASURED_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """error_rate (0..1), latency_p95_ms, throughput_rps or requests."""
+    bound: _builtins.str
+    """"max" (measured must not exceed threshold) or "min" (must reach it)."""
+    threshold: _builtins.float
+    """Unset: the criterion is not set for this rollout."""
+    measured: _builtins.float
+    """Unset: nothing measured yet."""
+    verdict: _builtins.str
+    """pass, fail, no data (nothing or too few requests measured), not set."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        bound: _builtins.str = ...,
+        threshold: _builtins.float | None = ...,
+        measured: _builtins.float | None = ...,
+        verdict: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_measured", b"_measured", "_threshold", b"_threshold", "measured", b"measured", "threshold", b"threshold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_measured", b"_measured", "_threshold", b"_threshold", "bound", b"bound", "measured", b"measured", "name", b"name", "threshold", b"threshold", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__measured: _TypeAlias = _typing.Literal["measured"]  # noqa: Y015
+    _WhichOneofArgType__measured: _TypeAlias = _typing.Literal["_measured", b"_measured"]  # noqa: Y015
+    _WhichOneofReturnType__threshold: _TypeAlias = _typing.Literal["threshold"]  # noqa: Y015
+    _WhichOneofArgType__threshold: _TypeAlias = _typing.Literal["_threshold", b"_threshold"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__measured) -> _WhichOneofReturnType__measured | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__threshold) -> _WhichOneofReturnType__threshold | None: ...
+
+Global___CriterionCheck: _TypeAlias = CriterionCheck  # noqa: Y015
 
 @_typing.final
 class RolloutStep(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
-
-    @_typing.final
-    class MetricsEntry(_message.Message):
-        DESCRIPTOR: _descriptor.Descriptor
-
-        KEY_FIELD_NUMBER: _builtins.int
-        VALUE_FIELD_NUMBER: _builtins.int
-        key: _builtins.str
-        value: _builtins.float
-        def __init__(
-            self,
-            *,
-            key: _builtins.str = ...,
-            value: _builtins.float = ...,
-        ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
-        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     INDEX_FIELD_NUMBER: _builtins.int
     TARGET_PERCENT_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
     CANARY_FIELD_NUMBER: _builtins.int
     STABLE_FIELD_NUMBER: _builtins.int
-    REASONS_FIELD_NUMBER: _builtins.int
-    METRICS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     target_percent: _builtins.float
     outcome: _builtins.str
@@ -1136,17 +1222,18 @@ class RolloutStep(_message.Message):
     @_builtins.property
     def ended_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def canary(self) -> Global___MetricsWindow: ...
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Short sentences on why the step moved (its figures are in canary and stable)."""
+
     @_builtins.property
-    def stable(self) -> Global___MetricsWindow: ...
-    @_builtins.property
-    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
-        """What the step measured, by name: requests, errors, error_rate, p50_ms, p95_ms,
-        p99_ms, rps, duration_s for the new version, and the same prefixed with "stable_"
-        for the stable version over the same window. Only figures that were measured.
+    def canary(self) -> Global___VersionTraffic:
+        """What the new version served during the step, merged over every host (unset when the
+        step was not judged on metrics).
         """
+
+    @_builtins.property
+    def stable(self) -> Global___VersionTraffic:
+        """What the stable version served over the same window."""
 
     def __init__(
         self,
@@ -1156,14 +1243,13 @@ class RolloutStep(_message.Message):
         outcome: _builtins.str = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         ended_at: _timestamp_pb2.Timestamp | None = ...,
-        canary: Global___MetricsWindow | None = ...,
-        stable: Global___MetricsWindow | None = ...,
         reasons: _abc.Iterable[_builtins.str] | None = ...,
-        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        canary: Global___VersionTraffic | None = ...,
+        stable: Global___VersionTraffic | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "ended_at", b"ended_at", "stable", b"stable", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "ended_at", b"ended_at", "index", b"index", "metrics", b"metrics", "outcome", b"outcome", "reasons", b"reasons", "stable", b"stable", "started_at", b"started_at", "target_percent", b"target_percent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "ended_at", b"ended_at", "index", b"index", "outcome", b"outcome", "reasons", b"reasons", "stable", b"stable", "started_at", b"started_at", "target_percent", b"target_percent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1183,7 +1269,6 @@ class RolloutInfo(_message.Message):
     PHASE_FIELD_NUMBER: _builtins.int
     CURRENT_STEP_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
-    SPLIT_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
@@ -1191,6 +1276,13 @@ class RolloutInfo(_message.Message):
     BLUE_GREEN_FIELD_NUMBER: _builtins.int
     CRITERIA_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    TOTAL_STEPS_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    MEASURED_SINCE_FIELD_NUMBER: _builtins.int
+    MEASURED_LIVE_FIELD_NUMBER: _builtins.int
+    MEASURED_STEP_FIELD_NUMBER: _builtins.int
     rollout_id: _builtins.str
     apartment: _builtins.str
     unit: _builtins.str
@@ -1206,10 +1298,14 @@ class RolloutInfo(_message.Message):
     current_step: _builtins.int
     reason: _builtins.str
     replicas: _builtins.int
+    total_steps: _builtins.int
+    """How many traffic steps the rollout has in all (steps holds those reached so far)."""
+    measured_live: _builtins.bool
+    """True when measured live (the leader's windows), false when taken from a step record."""
+    measured_step: _builtins.int
+    """The step whose recorded figures split shows (unset: live, or nothing measured)."""
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___RolloutStep]: ...
-    @_builtins.property
-    def split(self) -> _containers.RepeatedCompositeFieldContainer[Global___WeightSplit]: ...
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1220,6 +1316,24 @@ class RolloutInfo(_message.Message):
     def blue_green(self) -> Global___BlueGreenSettings: ...
     @_builtins.property
     def criteria(self) -> Global___SuccessCriteria: ...
+    @_builtins.property
+    def split(self) -> _containers.RepeatedCompositeFieldContainer[Global___VersionTraffic]:
+        """Target and measured share of each version, merged over every host. Measured over the
+        live window on the leader (see measured_since), else over the last judged step.
+        """
+
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___VersionTraffic]:
+        """The same figures per host and version (live windows only)."""
+
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CriterionCheck]:
+        """The success criteria against the figures of the step being judged (judged steps only)."""
+
+    @_builtins.property
+    def measured_since(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window split and hosts were measured over (unset: nothing measured)."""
+
     def __init__(
         self,
         *,
@@ -1233,7 +1347,6 @@ class RolloutInfo(_message.Message):
         phase: _builtins.str = ...,
         current_step: _builtins.int = ...,
         steps: _abc.Iterable[Global___RolloutStep] | None = ...,
-        split: _abc.Iterable[Global___WeightSplit] | None = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         ended_at: _timestamp_pb2.Timestamp | None = ...,
         reason: _builtins.str = ...,
@@ -1241,11 +1354,20 @@ class RolloutInfo(_message.Message):
         blue_green: Global___BlueGreenSettings | None = ...,
         criteria: Global___SuccessCriteria | None = ...,
         replicas: _builtins.int = ...,
+        split: _abc.Iterable[Global___VersionTraffic] | None = ...,
+        hosts: _abc.Iterable[Global___VersionTraffic] | None = ...,
+        total_steps: _builtins.int = ...,
+        checks: _abc.Iterable[Global___CriterionCheck] | None = ...,
+        measured_since: _timestamp_pb2.Timestamp | None = ...,
+        measured_live: _builtins.bool = ...,
+        measured_step: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["blue_green", b"blue_green", "canary", b"canary", "criteria", b"criteria", "ended_at", b"ended_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_measured_step", b"_measured_step", "blue_green", b"blue_green", "canary", b"canary", "criteria", b"criteria", "ended_at", b"ended_at", "measured_since", b"measured_since", "measured_step", b"measured_step", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "blue_green", b"blue_green", "building", b"building", "canary", b"canary", "criteria", b"criteria", "current_step", b"current_step", "ended_at", b"ended_at", "from_version", b"from_version", "phase", b"phase", "reason", b"reason", "replicas", b"replicas", "rollout_id", b"rollout_id", "split", b"split", "started_at", b"started_at", "steps", b"steps", "strategy", b"strategy", "to_version", b"to_version", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_measured_step", b"_measured_step", "apartment", b"apartment", "blue_green", b"blue_green", "building", b"building", "canary", b"canary", "checks", b"checks", "criteria", b"criteria", "current_step", b"current_step", "ended_at", b"ended_at", "from_version", b"from_version", "hosts", b"hosts", "measured_live", b"measured_live", "measured_since", b"measured_since", "measured_step", b"measured_step", "phase", b"phase", "reason", b"reason", "replicas", b"replicas", "rollout_id", b"rollout_id", "split", b"split", "started_at", b"started_at", "steps", b"steps", "strategy", b"strategy", "to_version", b"to_version", "total_steps", b"total_steps", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__measured_step: _TypeAlias = _typing.Literal["measured_step"]  # noqa: Y015
+    _WhichOneofArgType__measured_step: _TypeAlias = _typing.Literal["_measured_step", b"_measured_step"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__measured_step) -> _WhichOneofReturnType__measured_step | None: ...
 
 Global___RolloutInfo: _TypeAlias = RolloutInfo  # noqa: Y015
