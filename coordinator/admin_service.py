@@ -34,7 +34,7 @@ from coordinator.leadership import Leadership
 from coordinator.read_models import ClusterReads
 from coordinator.records import EventRecord
 from coordinator.registry import Registry
-from coordinator.rollouts.proto import rollout_info
+from coordinator.rollouts.proto import control_from_pb, deploy_from_pb, rollout_info
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.service import RolloutService
 from coordinator.rpc_errors import stream_boundary, unary_boundary
@@ -98,7 +98,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def Deploy(self, request: admin_pb2.DeployRequest, context: Context
                      ) -> admin_pb2.DeployResponse:
-        return admin_pb2.DeployResponse(rollout=self._info(await self.rollouts.deploy(request)))
+        record = await self.rollouts.deploy(deploy_from_pb(request))
+        return admin_pb2.DeployResponse(rollout=self._info(record))
 
     @unary_boundary
     async def GetRollout(self, request: admin_pb2.GetRolloutRequest, context: Context
@@ -122,7 +123,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                              ) -> types_pb2.RolloutInfo:
         self._require_unit(request.apartment, request.unit)
         return self._info(await self.rollouts.control_rollout(
-            request.apartment, request.unit, request.action))
+            request.apartment, request.unit, control_from_pb(request.action)))
 
     @unary_boundary
     async def Rollback(self, request: admin_pb2.RollbackRequest, context: Context

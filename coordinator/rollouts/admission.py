@@ -29,7 +29,21 @@ from coordinator.rollouts.controls import new_rollout
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 
-__all__ = ["DeployFacts", "admit", "check_dependencies", "choose_building", "other_slot"]
+__all__ = ["DeployFacts", "DeployRequest", "admit", "check_dependencies", "choose_building",
+           "other_slot"]
+
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """An operator's Deploy: move ``apartment/unit`` to ``version`` with ``settings``."""
+
+    apartment: str
+    unit: str
+    version: str
+    settings: RolloutSettings
+    building: str = ""
+    """Empty: the unit's building, else the only building there is."""
 
 
 @dataclass(frozen=True)

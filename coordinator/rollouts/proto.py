@@ -11,7 +11,8 @@ from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.proto_values import duration_from_pb, duration_to_pb, timestamp_to_pb
 from common.rollout_policy import SuccessCriteria
-from coordinator.rollouts.record import Control, RolloutRecord, StepRecord
+from coordinator.rollouts.admission import DeployRequest
+from coordinator.rollouts.record import RETRY, Control, RolloutRecord, StepRecord
 from coordinator.rollouts.settings import CheckSpec, RolloutSettings, Strategy
 from coordinator.rollouts.status import CriterionCheck, RolloutStatus, Traffic
 
@@ -20,11 +21,11 @@ __all__ = [
     "check_from_pb",
     "check_to_pb",
     "control_from_pb",
+    "deploy_from_pb",
     "rollout_info",
     "settings_from_pb",
 ]
 
-RETRY = "retry"
 
 _STRATEGY_IN = {types_pb2.STRATEGY_UNSPECIFIED: Strategy.BLUE_GREEN,
                 types_pb2.STRATEGY_BLUE_GREEN: Strategy.BLUE_GREEN,
@@ -82,6 +83,11 @@ def check_to_pb(check: CheckSpec) -> types_pb2.IntegrationCheck:
         argv=list(check.exec_argv), expect_exit_code=check.expect_exit_code,
         expect_output_contains=check.expect_output_contains,
         timeout=duration_to_pb(check.timeout_s)))
+
+
+def deploy_from_pb(req: admin_pb2.DeployRequest) -> DeployRequest:
+    return DeployRequest(req.apartment, req.unit, req.version, settings_from_pb(req),
+                         req.building)
 
 
 def settings_from_pb(req: admin_pb2.DeployRequest) -> RolloutSettings:

@@ -23,6 +23,7 @@ from coordinator.rollouts.settings import RolloutSettings, Strategy, known_field
 
 __all__ = [
     "ACTIVE_PHASES",
+    "RETRY",
     "TERMINAL_PHASES",
     "Control",
     "Measurement",
@@ -65,6 +66,10 @@ class Control(StrEnum):
     ABORT = "abort"
     PAUSE = "pause"
     RESUME = "resume"
+
+
+RETRY = "retry"
+"""The operator's control that is not queued in a record: a new attempt of a failed one."""
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,20 @@ from collections.abc import AsyncIterator
 from common.clock import Clock
 from common.dependencies import parse_dependency
 from common.errors import FailedPrecondition, LandlordError, NotFound
-from common.gen.landlord.v1 import admin_pb2
 from coordinator.leadership import Leadership
 from coordinator.placement import HostRoom
 from coordinator.registry import Registry
-from coordinator.rollouts.admission import DeployFacts, admit, choose_building, other_slot
+from coordinator.rollouts.admission import (
+    DeployFacts,
+    DeployRequest,
+    admit,
+    choose_building,
+    other_slot,
+)
 from coordinator.rollouts.controls import new_rollout, request_control, retry_rollout
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
-from coordinator.rollouts.proto import RETRY, control_from_pb, settings_from_pb
-from coordinator.rollouts.record import Control, Phase, RolloutRecord
+from coordinator.rollouts.record import RETRY, Control, Phase, RolloutRecord
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 from coordinator.rollouts.status import RolloutStatus, rollout_status
@@ -92,11 +96,11 @@ class RolloutService:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def deploy(self, req: admin_pb2.DeployRequest) -> RolloutRecord:
+    async def deploy(self, req: DeployRequest) -> RolloutRecord:
         """A rollout of ``req.version``: a unit's first deploy too (no stable version)."""
         self.leadership.fence  # noqa: B018  # raises NotLeader on a follower
         unit = self.registry.unit(req.apartment, req.unit)
-        settings = settings_from_pb(req)
+        settings = req.settings
         building = choose_building(req.building, unit,
                                    (h.value.building for h in self.state.hosts.values()))
         facts = self._facts(req.apartment, req.unit, building)
@@ -110,10 +114,10 @@ class RolloutService:
         self._run(record, revision, resumed=False)
         return record
 
-    async def control_rollout(self, apartment: str, unit: str, action: int) -> RolloutRecord:
+    async def control_rollout(self, apartment: str, unit: str,
+                              control: Control | str) -> RolloutRecord:
         """promote, abort, pause, resume (queued in the record) or retry (a new attempt)."""
         self.leadership.fence  # noqa: B018
-        control = control_from_pb(action)
         if control == RETRY:
             return await self._retry(apartment, unit)
         assert isinstance(control, Control)

@@ -22,7 +22,8 @@ from common.latency import LatencySketch
 from common.resources import Resources
 from common.stream_messages import MetricsWindow, Registration
 from coordinator.app import Coordinator
-from coordinator.rollouts.record import Phase, RolloutRecord
+from coordinator.rollouts.proto import deploy_from_pb
+from coordinator.rollouts.record import Control, Phase, RolloutRecord
 from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService
 from coordinator.rollouts.status import RolloutStatus
@@ -173,9 +174,9 @@ async def fleet(
     try:
         await async_eventually(lambda: _connected(coordinator, 3), timeout=10)
         await publish(admin, "1.0.0", "one")
-        first = await rollouts.deploy(
+        first = await rollouts.deploy(deploy_from_pb(
             admin_pb2.DeployRequest(apartment="shop", unit="web", version="1.0.0", replicas=2)
-        )
+        ))
         done = await async_eventually(lambda: ended(rollouts, first.rollout_id), timeout=30)
         assert done.phase is Phase.PROMOTED, done.failure
         await running_web(coordinator, 2)
@@ -192,7 +193,7 @@ async def _connected(coordinator: Coordinator, count: int) -> bool:
 async def test_good_canary_reaches_every_host_and_promotes(
     rollouts: RolloutService, fleet: Agents
 ) -> None:
-    record = await rollouts.deploy(canary_request("1.1.0"))
+    record = await rollouts.deploy(deploy_from_pb(canary_request("1.1.0")))
     end = await async_eventually(lambda: ended(rollouts, record.rollout_id), timeout=30)
 
     assert end.phase is Phase.PROMOTED, end.failure
@@ -212,7 +213,7 @@ async def _only(agents: Agents, version: str) -> bool:
 async def test_bad_canary_is_rolled_back_on_every_host(
     rollouts: RolloutService, fleet: Agents
 ) -> None:
-    record = await rollouts.deploy(canary_request("1.1.0"))
+    record = await rollouts.deploy(deploy_from_pb(canary_request("1.1.0")))
     end = await async_eventually(lambda: ended(rollouts, record.rollout_id), timeout=30)
 
     assert end.phase is Phase.ROLLED_BACK
@@ -230,7 +231,7 @@ async def test_a_new_runner_resumes_a_rollout_mid_switch(
 ) -> None:
     request = canary_request("1.1.0")
     request.canary.monitor.FromSeconds(2)
-    record = await rollouts.deploy(request)
+    record = await rollouts.deploy(deploy_from_pb(request))
 
     async def switching() -> bool:
         current = rollouts.get("shop", "web", record.rollout_id)
@@ -255,25 +256,25 @@ async def test_deploys_that_cannot_start_are_refused(
     rollouts: RolloutService, fleet: Agents
 ) -> None:
     with pytest.raises(FailedPrecondition, match=r"2\.0\.0 is not published"):
-        await rollouts.deploy(canary_request("2.0.0"))
+        await rollouts.deploy(deploy_from_pb(canary_request("2.0.0")))
     with pytest.raises(FailedPrecondition, match=r"already runs 1\.0\.0"):
-        await rollouts.deploy(canary_request("1.0.0"))
+        await rollouts.deploy(deploy_from_pb(canary_request("1.0.0")))
     with pytest.raises(InvalidArgument, match=r"replicas must be 1\.\.\d+, got 200"):
-        await rollouts.deploy(canary_request("1.1.0", replicas=200))
+        await rollouts.deploy(deploy_from_pb(canary_request("1.1.0", replicas=200)))
 
     slow = canary_request("1.1.0")
     slow.canary.monitor.FromSeconds(60)
-    active = await rollouts.deploy(slow)
+    active = await rollouts.deploy(deploy_from_pb(slow))
     with pytest.raises(FailedPrecondition, match="already has an active rollout"):
-        await rollouts.deploy(canary_request("1.1.0"))
-    aborted = await rollouts.control_rollout("shop", "web", admin_pb2.ROLLOUT_CONTROL_ABORT)
+        await rollouts.deploy(deploy_from_pb(canary_request("1.1.0")))
+    aborted = await rollouts.control_rollout("shop", "web", Control.ABORT)
     assert aborted.rollout_id == active.rollout_id
     end = await async_eventually(lambda: ended(rollouts, active.rollout_id), timeout=30)
     assert end.phase is Phase.ABORTED
 
 
 async def test_fast_rollback_after_a_promotion(rollouts: RolloutService, fleet: Agents) -> None:
-    record = await rollouts.deploy(canary_request("1.1.0"))
+    record = await rollouts.deploy(deploy_from_pb(canary_request("1.1.0")))
     await async_eventually(lambda: ended(rollouts, record.rollout_id), timeout=30)
     back = await rollouts.rollback("shop", "web")
     assert back.from_version == "1.1.0" and back.to_version == "1.0.0"
@@ -292,7 +293,7 @@ async def test_a_watch_refreshes_the_live_figures_of_a_monitored_step(
 ) -> None:
     slow = canary_request("1.1.0")
     slow.canary.monitor.FromSeconds(60)  # the record stays still while the step is watched
-    record = await rollouts.deploy(slow)
+    record = await rollouts.deploy(deploy_from_pb(slow))
     live: list[RolloutStatus] = []
 
     async def watch() -> None:
@@ -308,6 +309,6 @@ async def test_a_watch_refreshes_the_live_figures_of_a_monitored_step(
     assert requests == sorted(requests) and requests[-1] > requests[0], requests
     assert {t.version for t in live[-1].split} == {"1.0.0", "1.1.0"}
     assert live[-1].hosts, "per-host figures while measured live"
-    await rollouts.control_rollout("shop", "web", admin_pb2.ROLLOUT_CONTROL_ABORT)
+    await rollouts.control_rollout("shop", "web", Control.ABORT)
     end = await async_eventually(lambda: ended(rollouts, record.rollout_id), timeout=30)
     assert end.phase is Phase.ABORTED
