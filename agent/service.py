@@ -15,20 +15,20 @@ from typing import Any
 
 import psutil
 
-from agent.adoption import AdoptionReport, adopt
 from agent.config import AgentConfig
-from agent.events import EventBus
-from agent.gc import DiskUsage, GarbageCollector
+from agent.gc.collector import DiskUsage, GarbageCollector
+from agent.instances.adoption import AdoptionReport, adopt
+from agent.instances.container_config import LABEL_HOST
+from agent.instances.events import EventBus
+from agent.instances.records import InstanceRecords
+from agent.instances.recovery import Recovery
+from agent.instances.resource_monitor import ResourceMonitor
+from agent.instances.spec import InstanceSpec, InstanceView
+from agent.instances.store import RecordStore
+from agent.instances.supervisor import Prober, Supervisor
 from agent.limits.bandwidth import EgressShaper
-from agent.limits.monitor import ResourceMonitor
 from agent.limits.storage import enforcement_mode
-from agent.records import InstanceRecords
-from agent.recovery import Recovery
-from agent.runtime.container_config import LABEL_HOST
 from agent.runtime.protocol import EXEC_OUTPUT_CAP, ContainerRuntime, ExecResult
-from agent.spec import InstanceSpec, InstanceView
-from agent.store import RecordStore
-from agent.supervisor import Prober, Supervisor
 from common.clock import Clock, SystemClock
 from common.errors import FailedPrecondition, InvalidArgument, LandlordError
 from common.gc_kinds import GcKind

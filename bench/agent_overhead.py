@@ -22,9 +22,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config import AgentConfig
+from agent.instances.spec import HealthSpec, InstanceSpec, ResourceSpec, Slot
 from agent.runtime.docker_runtime import DockerRuntime
 from agent.service import AgentService
-from agent.spec import HealthSpec, InstanceSpec, ResourceSpec, Slot
 
 IMAGE = "landlord/demo-app:1.0.0"
 ADDRESS = "127.0.0.2"

@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # loca
 from local_cluster.processes import free_port
 
 from agent.config import AgentConfig
-from agent.events import EventType
-from agent.limits.monitor import main_process_pid
+from agent.instances.events import EventType
+from agent.instances.resource_monitor import main_process_pid
+from agent.instances.spec import HealthSpec, InstanceSpec, ResourceSpec, Slot
 from agent.runtime.docker_runtime import DockerRuntime
 from agent.service import AgentService
-from agent.spec import HealthSpec, InstanceSpec, ResourceSpec, Slot
 
 IMAGE = "landlord/demo-app:1.0.0"
 ADDRESS = "127.0.0.2"

@@ -20,35 +20,35 @@ from grpc_reflection.v1alpha import reflection
 from common.clock import Clock, SystemClock
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
 from common.transport import bound_server, create_server
-from coordinator.admin_service import AdminService
-from coordinator.agent_service import AgentStreamService
-from coordinator.agents import AgentSessions
-from coordinator.check_calls import CheckCalls
+from coordinator.api.admin_service import AdminService
+from coordinator.api.agent_service import AgentStreamService
 from coordinator.config import CoordinatorConfig
-from coordinator.dispatch import CommandDispatch
-from coordinator.election import LeaderElection
-from coordinator.events import EventLog
-from coordinator.fenced_writes import FencedWrites
-from coordinator.fleet import Fleet
-from coordinator.healing import Healer
-from coordinator.host_records import HostRecords
-from coordinator.keys import KeyLayout
-from coordinator.known_fleet import KnownFleet
-from coordinator.leader import LeaderDuties
-from coordinator.leadership import Leadership
-from coordinator.liveness import LivenessPolicy
-from coordinator.metrics_windows import MetricsWindows
-from coordinator.placement_writer import PlacementWriter
-from coordinator.records import LeaderRecord
+from coordinator.fleet.agent_sessions import AgentSessions
+from coordinator.fleet.check_calls import CheckCalls
+from coordinator.fleet.dispatch import CommandDispatch
+from coordinator.fleet.healing import Healer
+from coordinator.fleet.host_records import HostRecords
+from coordinator.fleet.known_fleet import KnownFleet
+from coordinator.fleet.liveness import LivenessPolicy
+from coordinator.fleet.metrics_windows import MetricsWindows
+from coordinator.fleet.placement_writer import PlacementWriter
+from coordinator.fleet.sessions import Fleet
+from coordinator.fleet.status_writer import StatusWriter
+from coordinator.leadership.election import LeaderElection
+from coordinator.leadership.leader_duties import LeaderDuties
 from coordinator.registry import Registry
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
 from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService
-from coordinator.state import ClusterState
-from coordinator.status_writer import StatusWriter
-from coordinator.store import BlockingLeaseClient, EtcdStore, Store
-from coordinator.view import ClusterView
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.events import EventLog
+from coordinator.state.fenced_writes import FencedWrites
+from coordinator.state.keys import KeyLayout
+from coordinator.state.leadership import Leadership
+from coordinator.state.records import LeaderRecord
+from coordinator.state.store import BlockingLeaseClient, EtcdStore, Store
+from coordinator.state.view import ClusterView
 
 __all__ = ["SERVICE_NAMES", "Coordinator"]
 

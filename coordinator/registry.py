@@ -17,12 +17,12 @@ from common.dependencies import Catalog, parse_dependency, resolve
 from common.errors import FailedPrecondition, InvalidArgument, LandlordError, NotFound
 from common.unit_spec import UnitSpec
 from common.versions import ChangeSet, plan_publish
-from coordinator.events import EventLog, encode_event
-from coordinator.fenced_writes import FencedWrites
-from coordinator.keys import KeyLayout
-from coordinator.records import UnitRecord, VersionRecord, encode
-from coordinator.state import ClusterState
-from coordinator.store import Txn
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.events import EventLog, encode_event
+from coordinator.state.fenced_writes import FencedWrites
+from coordinator.state.keys import KeyLayout
+from coordinator.state.records import UnitRecord, VersionRecord, encode
+from coordinator.state.store import Txn
 
 __all__ = ["Registry", "ResolvedEdge"]
 
@@ -36,7 +36,7 @@ class ResolvedEdge:
 
 
 class ReportedImages(Protocol):
-    """Images connected agents reported, by host (coordinator/fleet.py)."""
+    """Images connected agents reported, by host (coordinator/fleet/sessions.py)."""
 
     @property
     def images(self) -> Mapping[str, frozenset[str]]: ...

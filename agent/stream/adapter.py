@@ -26,10 +26,10 @@ from dataclasses import dataclass, replace
 
 import psutil
 
-from agent.events import AgentEvent
-from agent.records import InstanceRecords
+from agent.instances.events import AgentEvent
+from agent.instances.records import InstanceRecords
+from agent.instances.store import InstanceRecord
 from agent.service import AgentService
-from agent.store import InstanceRecord
 from agent.stream.endpoint import ChangeBatch
 from agent.stream.host_commands import HostCommands, RoutingPlane
 from agent.stream.mapping import instance_report, plane_unit, reported_event, window_report

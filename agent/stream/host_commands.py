@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from agent.dataplane import DataPlanePort, DataPlaneSettings, DataPlaneSpec
 from agent.dataplane.model import ServerState
+from agent.instances.spec import InstanceSpec, StateMode
 from agent.service import AgentService
-from agent.spec import InstanceSpec, StateMode
 from agent.stream.mapping import (
     check_output,
     check_timeout,

@@ -15,9 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from agent.dataplane import ServerSpec, ServerState, UnitSpec, WindowSnapshot
-from agent.events import AgentEvent, EventType
+from agent.instances.events import AgentEvent, EventType
+from agent.instances.spec import (
+    HealthSpec,
+    InstanceSpec,
+    InstanceView,
+    ResourceSpec,
+    Slot,
+    StateMode,
+)
 from agent.runtime.protocol import ExecResult
-from agent.spec import HealthSpec, InstanceSpec, InstanceView, ResourceSpec, Slot, StateMode
 from common.errors import InvalidArgument
 from common.stream_commands import RunCheck, StartInstance
 from common.stream_messages import (

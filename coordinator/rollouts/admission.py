@@ -12,7 +12,7 @@ message that names what is wrong:
 - a dependency is not running in its apartment at a version inside its range
   (FAILED_PRECONDITION, naming every one that is not, with what runs instead);
 - the building cannot hold the new instances next to the running ones (RESOURCE_EXHAUSTED,
-  from coordinator/placement.py).
+  from coordinator/fleet/placement.py).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from dataclasses import dataclass, replace
 from common.dependencies import parse_dependency
 from common.errors import FailedPrecondition, InvalidArgument
 from common.semantic_versions import satisfies
-from coordinator.placement import HostRoom, PlacementRequest, place
-from coordinator.records import InstanceRecord, UnitRecord, VersionRecord
+from coordinator.fleet.placement import HostRoom, PlacementRequest, place
 from coordinator.rollouts.controls import new_rollout
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.settings import RolloutSettings, Strategy
+from coordinator.state.records import InstanceRecord, UnitRecord, VersionRecord
 
 __all__ = ["DeployFacts", "DeployRequest", "admit", "check_dependencies", "choose_building",
            "other_slot"]

@@ -15,14 +15,14 @@ from typing import TypeVar
 from common.clock import Clock
 from common.errors import NotFound
 from common.lifecycle import DEPLOY_TRANSITIONS, DeployState, check_transition
-from coordinator.events import EventLog
-from coordinator.fenced_writes import FencedWrites
-from coordinator.keys import KeyLayout
-from coordinator.records import UnitRecord, encode
 from coordinator.rollouts.actions import EmitEvent, SetUnitState
 from coordinator.rollouts.record import RolloutRecord, decode_record, encode_record
-from coordinator.state import ClusterState
-from coordinator.store import Txn
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.events import EventLog
+from coordinator.state.fenced_writes import FencedWrites
+from coordinator.state.keys import KeyLayout
+from coordinator.state.records import UnitRecord, encode
+from coordinator.state.store import Txn
 
 __all__ = ["HISTORY", "EtcdRolloutRecords"]
 

@@ -28,9 +28,8 @@ from common.errors import NotFound
 from common.event_types import EventType
 from common.rollout_policy import Window
 from common.stream_messages import MetricsWindow
-from coordinator.known_fleet import KnownFleet
-from coordinator.placement import HostRoom
-from coordinator.records import InstanceRecord, RouteRecord, VersionRecord
+from coordinator.fleet.known_fleet import KnownFleet
+from coordinator.fleet.placement import HostRoom
 from coordinator.rollouts.actions import (
     CheckReport,
     InstanceView,
@@ -42,8 +41,9 @@ from coordinator.rollouts.actions import (
 from coordinator.rollouts.preview_checks import ContainerCommands, GreenTarget, PreviewChecker
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.status import merge_windows
-from coordinator.state import ClusterState
-from coordinator.store import Txn
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.records import InstanceRecord, RouteRecord, VersionRecord
+from coordinator.state.store import Txn
 
 __all__ = ["ESCALATION_EVENT", "CoordinatorFleet", "RolloutCommands", "RolloutPlacement",
            "WindowSource"]
@@ -54,7 +54,7 @@ ESCALATION_EVENT = EventType.ESCALATION
 
 
 class RolloutPlacement(Protocol):
-    """Recording new instances (coordinator/placement_writer.py)."""
+    """Recording new instances (coordinator/fleet/placement_writer.py)."""
 
     port_range: tuple[int, int]
 
@@ -69,7 +69,7 @@ class RolloutPlacement(Protocol):
 
 
 class RolloutCommands(Protocol):
-    """Starting, stopping and routing (coordinator/dispatch.py)."""
+    """Starting, stopping and routing (coordinator/fleet/dispatch.py)."""
 
     async def start_instances(self, records: Sequence[InstanceRecord],
                               state_from: Mapping[str, str] | None = None) -> int: ...
@@ -82,7 +82,7 @@ class RolloutCommands(Protocol):
 
 
 class WindowSource(Protocol):
-    """The request windows agents reported (coordinator/metrics_windows.py)."""
+    """The request windows agents reported (coordinator/fleet/metrics_windows.py)."""
 
     def windows(self, apartment: str, unit: str, version: str = "",
                 since: float = 0.0) -> list[MetricsWindow]: ...

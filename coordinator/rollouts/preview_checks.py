@@ -44,7 +44,7 @@ EXCERPT = 200
 
 
 class ContainerCommands(Protocol):
-    """Runs a command in an instance's container on its host (coordinator/check_calls.py)."""
+    """Runs a command in an instance's container on its host (coordinator/fleet/check_calls.py)."""
 
     async def run_check(self, instance_id: str, argv: Sequence[str],
                         timeout_s: float) -> CommandResult: ...

@@ -16,8 +16,7 @@ from collections.abc import AsyncIterator
 from common.clock import Clock
 from common.dependencies import parse_dependency
 from common.errors import FailedPrecondition, LandlordError, NotFound
-from coordinator.leadership import Leadership
-from coordinator.placement import HostRoom
+from coordinator.fleet.placement import HostRoom
 from coordinator.registry import Registry
 from coordinator.rollouts.admission import (
     DeployFacts,
@@ -33,7 +32,8 @@ from coordinator.rollouts.record import RETRY, Control, Phase, RolloutRecord
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 from coordinator.rollouts.status import RolloutStatus, rollout_status
-from coordinator.state import ClusterState
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.leadership import Leadership
 
 __all__ = ["RolloutService"]
 

@@ -15,10 +15,10 @@ from typing import Any
 import docker
 
 from agent.config import AgentConfig
-from agent.events import AgentEvent
+from agent.instances.events import AgentEvent
+from agent.instances.spec import HealthSpec, InstanceSpec, ResourceSpec
 from agent.runtime.docker_runtime import DockerRuntime
 from agent.service import AgentService
-from agent.spec import HealthSpec, InstanceSpec, ResourceSpec
 from tests.support import async_eventually
 
 REPO = Path(__file__).resolve().parents[3]

@@ -21,10 +21,10 @@ from common.proto_values import duration_to_pb
 from common.stream_convert import command_to_pb, report_from_pb
 from common.stream_messages import CommandResult, ReportedEvent
 from common.transport.factory import bound_server, create_server
-from coordinator.check_calls import CheckCalls
-from coordinator.fleet import Fleet, HostSession
-from coordinator.keys import KeyLayout
-from coordinator.state import ClusterState
+from coordinator.fleet.check_calls import CheckCalls
+from coordinator.fleet.sessions import Fleet, HostSession
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.keys import KeyLayout
 
 
 @dataclass

@@ -22,7 +22,7 @@ import asyncio, json, os, sys
 from agent.config import load_config
 from agent.runtime.docker_runtime import DockerRuntime
 from agent.service import AgentService
-from agent.spec import InstanceSpec
+from agent.instances.spec import InstanceSpec
 
 async def main():
     service = AgentService(load_config(None, os.environ), DockerRuntime())

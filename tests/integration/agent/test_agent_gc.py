@@ -12,8 +12,8 @@ from pathlib import Path
 import docker
 from agent_fixtures import DEMO_IMAGE, AgentHarness, http_get, make_spec, wait_event
 
-from agent.events import EventType
-from agent.spec import ResourceSpec, StateMode
+from agent.instances.events import EventType
+from agent.instances.spec import ResourceSpec, StateMode
 from tests.support import async_eventually
 
 MIB = 1024 * 1024

@@ -21,8 +21,8 @@ from agent_fixtures import (
     wait_event,
 )
 
-from agent.events import EventType
-from agent.spec import HealthSpec, ResourceSpec
+from agent.instances.events import EventType
+from agent.instances.spec import HealthSpec, ResourceSpec
 from common.lifecycle import InstanceState
 from tests.support import async_eventually
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from agent_fixtures import AgentHarness, http_get, make_spec, wait_event
 
-from agent.events import EventType
-from agent.limits.monitor import main_process_pid
-from agent.spec import HealthSpec, ResourceSpec, StateMode
+from agent.instances.events import EventType
+from agent.instances.resource_monitor import main_process_pid
+from agent.instances.spec import HealthSpec, ResourceSpec, StateMode
 from common.lifecycle import InstanceState
 
 MIB = 1024 * 1024

@@ -12,8 +12,8 @@ import asyncio
 from agent_fixtures import AgentHarness, make_spec
 from stand_in import connected, fleet_control
 
-from agent.events import EventType
-from agent.spec import HealthSpec
+from agent.instances.events import EventType
+from agent.instances.spec import HealthSpec
 from common.gc_kinds import GcKind
 from common.stream_commands import CollectGarbage
 from tests.support import async_eventually

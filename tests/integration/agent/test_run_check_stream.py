@@ -14,9 +14,9 @@ from agent_fixtures import AgentHarness, http_get, make_spec
 from stand_in import connected, fleet_control
 
 from common.resources import Resources
-from coordinator.keys import KeyLayout
-from coordinator.records import InstanceRecord
-from coordinator.state import ClusterState, Versioned
+from coordinator.state.cluster_state import ClusterState, Versioned
+from coordinator.state.keys import KeyLayout
+from coordinator.state.records import InstanceRecord
 
 
 async def test_a_check_sent_by_the_coordinator_runs_in_docker_and_its_output_returns(

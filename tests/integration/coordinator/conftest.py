@@ -15,7 +15,7 @@ from local_cluster.processes import free_port
 from common.gen.landlord.v1 import admin_pb2_grpc
 from coordinator.app import Coordinator
 from coordinator.config import CoordinatorConfig
-from coordinator.store import EtcdStore
+from coordinator.state.store import EtcdStore
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import pytest
 from local_cluster.etcd import EtcdProcess
 
 from coordinator.app import Coordinator
-from coordinator.election import LeaderElection
 from coordinator.errors import NotLeader
-from coordinator.records import LeaderRecord
-from coordinator.store import EtcdStore, Fence, Txn
+from coordinator.leadership.election import LeaderElection
+from coordinator.state.records import LeaderRecord
+from coordinator.state.store import EtcdStore, Fence, Txn
 from tests.integration.coordinator.conftest import coordinator_config
 from tests.support import async_eventually
 

@@ -11,8 +11,8 @@ from local_cluster.processes import free_port
 
 from common.errors import Conflict, Unavailable
 from coordinator.errors import HistoryCompacted, NotLeader
-from coordinator.store import EtcdStore, Fence, Txn
-from coordinator.view import ClusterView
+from coordinator.state.store import EtcdStore, Fence, Txn
+from coordinator.state.view import ClusterView
 from tests.support import async_eventually
 
 

@@ -21,8 +21,8 @@ from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.latency import LatencySketch
 from common.resources import Resources
 from common.stream_messages import MetricsWindow, Registration
+from coordinator.api.rollout_proto import deploy_from_pb
 from coordinator.app import Coordinator
-from coordinator.rollouts.proto import deploy_from_pb
 from coordinator.rollouts.record import Control, Phase, RolloutRecord
 from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from agent.events import EventType
+from agent.instances.events import EventType
+from agent.instances.resource_monitor import EdgeFilter, Finding, evaluate
 from agent.limits.cgroups import (
     CgroupPaths,
     cgroup_version,
@@ -14,7 +15,6 @@ from agent.limits.cgroups import (
     parse_psi_avg10,
     read_sample,
 )
-from agent.limits.monitor import EdgeFilter, Finding, evaluate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 V2_ROOT = FIXTURES / "cgroup_v2"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.runtime.container_config import LABEL_SPEC, build_create_request
-from agent.spec import HealthSpec, InstanceSpec, ResourceSpec, StateMode
+from agent.instances.container_config import LABEL_SPEC, build_create_request
+from agent.instances.spec import HealthSpec, InstanceSpec, ResourceSpec, StateMode
 from common.errors import InvalidArgument
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.dumps import DumpWriter
-from agent.events import AgentEvent, EventBus
+from agent.instances.dumps import DumpWriter
+from agent.instances.events import AgentEvent, EventBus
+from agent.instances.spec import InstanceSpec, Slot
+from agent.instances.store import InstanceRecord, RecordStore
 from agent.main import main
-from agent.spec import InstanceSpec, Slot
-from agent.store import InstanceRecord, RecordStore
 from common.clock import FakeClock
 from common.lifecycle import InstanceState, LifecycleRecord
 from common.recovery import FailureKind, RecoveryState

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from agent.gc_plan import (
+from agent.gc.plan import (
     CacheItem,
     images_to_keep,
     plan_cache_eviction,
     plan_idle_collection,
 )
-from agent.spec import InstanceSpec, Slot
-from agent.store import InstanceRecord
+from agent.instances.spec import InstanceSpec, Slot
+from agent.instances.store import InstanceRecord
 from common.clock import FakeClock
 from common.lifecycle import InstanceState, LifecycleRecord
 

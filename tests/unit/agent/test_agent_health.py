@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agent.health import HealthTracker, Verdict, http_probe
-from agent.spec import HealthSpec
+from agent.instances.health import HealthTracker, Verdict, http_probe
+from agent.instances.spec import HealthSpec
 
 
 def test_success_threshold_and_warmup() -> None:

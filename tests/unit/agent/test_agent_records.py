@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.records import RecordTable
-from agent.spec import InstanceSpec, Slot
-from agent.store import InstanceRecord
+from agent.instances.records import RecordTable
+from agent.instances.spec import InstanceSpec, Slot
+from agent.instances.store import InstanceRecord
 from common.clock import FakeClock
 from common.errors import NotFound
 from common.lifecycle import InstanceState, LifecycleRecord

@@ -24,9 +24,9 @@ from agent.dataplane import (
     UnitSpec,
     WindowSnapshot,
 )
-from agent.events import AgentEvent, EventType
+from agent.instances.events import AgentEvent, EventType
+from agent.instances.spec import HealthSpec, InstanceView, Slot, StateMode
 from agent.service import AgentService
-from agent.spec import HealthSpec, InstanceView, Slot, StateMode
 from agent.stream.adapter import StreamAdapter
 from agent.stream.mapping import (
     instance_report,

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from agent.config import AgentConfig
-from agent.events import EventType
-from agent.runtime.container_config import LABEL_INSTANCE
+from agent.instances.container_config import LABEL_INSTANCE
+from agent.instances.events import EventType
+from agent.instances.spec import HealthSpec, InstanceSpec, StateMode
 from agent.runtime.protocol import ExecResult
 from agent.service import AgentService
-from agent.spec import HealthSpec, InstanceSpec, StateMode
 from common.clock import Clock, FakeClock, SystemClock
 from common.errors import Conflict, NotFound
 from common.lifecycle import InstanceState

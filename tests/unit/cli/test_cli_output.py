@@ -15,6 +15,7 @@ from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.latency import LatencySketch
 from common.rollout_policy import SuccessCriteria
 from common.stream_messages import MetricsWindow
+from coordinator.api.rollout_proto import rollout_info
 from coordinator.cli.client import CallFailed
 from coordinator.cli.exit_codes import (
     ExitCode,
@@ -35,7 +36,6 @@ from coordinator.cli.tables import (
     versions_table,
 )
 from coordinator.rollouts.controls import new_rollout
-from coordinator.rollouts.proto import rollout_info
 from coordinator.rollouts.record import Measurement, Phase, RolloutRecord, StepRecord
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 from coordinator.rollouts.status import rollout_status

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 from common.errors import Conflict
-from coordinator.state import ClusterState
-from coordinator.store import Change, Entry, Fence, Txn
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.store import Change, Entry, Fence, Txn
 
 
 class MemoryStore:

@@ -13,11 +13,11 @@ from common.resources import Resources
 from common.stream_commands import Command, RunCheck
 from common.stream_convert import command_from_pb, command_to_pb, report_from_pb
 from common.stream_messages import CommandResult
-from coordinator.check_calls import CheckCalls
-from coordinator.fleet import Fleet, HostSession
-from coordinator.keys import KeyLayout
-from coordinator.records import InstanceRecord
-from coordinator.state import ClusterState, Versioned
+from coordinator.fleet.check_calls import CheckCalls
+from coordinator.fleet.sessions import Fleet, HostSession
+from coordinator.state.cluster_state import ClusterState, Versioned
+from coordinator.state.keys import KeyLayout
+from coordinator.state.records import InstanceRecord
 
 
 def checks(fleet: Fleet, margin_s: float = 10.0) -> CheckCalls:

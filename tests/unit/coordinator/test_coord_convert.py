@@ -15,9 +15,9 @@ from common.stream_convert import command_from_pb, command_to_pb, registration_f
 from common.stream_messages import RouteServer
 from common.unit_spec import HealthCheck, StateMode, UnitSpec
 from common.versions import VersionTag
-from coordinator.agent_messages import start_command
-from coordinator.convert_admin import publish_from_pb, version_to_pb
-from coordinator.records import InstanceRecord, VersionRecord
+from coordinator.api.convert_admin import publish_from_pb, version_to_pb
+from coordinator.fleet.start_commands import start_command
+from coordinator.state.records import InstanceRecord, VersionRecord
 
 
 def version_record(port: int = 0) -> VersionRecord:

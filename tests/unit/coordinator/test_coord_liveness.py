@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from coordinator.liveness import HostHealth, HostSeen, LivenessPolicy, assess, plan_liveness
+from coordinator.fleet.liveness import HostSeen, LivenessPolicy, assess, plan_liveness
+from coordinator.state.records import HostHealth
 
 POLICY = LivenessPolicy(heartbeat_interval=10, grace=10)
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from common.errors import FailedPrecondition, InsufficientResources, InvalidArgument
 from common.resources import HostLedger, Resources
-from coordinator.placement import HostRoom, PlacementRequest, place
+from coordinator.fleet.placement import HostRoom, PlacementRequest, place
 
 GiB = 1 << 30
 SMALL = Resources(cpu=0.5, memory=256 << 20)

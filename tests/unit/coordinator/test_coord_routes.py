@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from common.resources import Resources
 from common.stream_messages import ObservedInstance
-from coordinator.reconcile import plan_register
-from coordinator.records import HostRecord, InstanceRecord, RouteRecord
-from coordinator.routes import plan_route
+from coordinator.fleet.reconcile import plan_register
+from coordinator.fleet.routes import plan_route
+from coordinator.state.records import HostRecord, InstanceRecord, RouteRecord
 
 HOSTS = {
     h: HostRecord(h, "b", f"127.0.0.{n}", Resources(cpu=4, memory=1 << 33))

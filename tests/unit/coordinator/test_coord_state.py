@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from common.resources import Resources
-from coordinator.keys import KeyLayout
-from coordinator.liveness import HostHealth
-from coordinator.records import (
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.keys import KeyLayout
+from coordinator.state.records import (
     Allocation,
     EventRecord,
+    HostHealth,
     HostRecord,
     InstanceRecord,
     decode,
     encode,
     encode_allocations,
 )
-from coordinator.state import ClusterState
-from coordinator.store import Change, Entry
+from coordinator.state.store import Change, Entry
 
 LAYOUT = KeyLayout("/ll/")
 

@@ -6,7 +6,7 @@ import json
 
 from common.unit_spec import StateMode, UnitSpec
 from common.versions import VersionTag
-from coordinator.records import VersionRecord, decode, encode
+from coordinator.state.records import VersionRecord, decode, encode
 
 SPEC = UnitSpec("shop", "web", "1.0.0", "demo:1", 8080, ("serve",), {"A": "1"})
 

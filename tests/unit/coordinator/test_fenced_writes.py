@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import Conflict, InvalidArgument
-from coordinator.fenced_writes import CAS_ATTEMPTS, retry_on_conflict
+from coordinator.state.fenced_writes import CAS_ATTEMPTS, retry_on_conflict
 
 
 class Attempts:

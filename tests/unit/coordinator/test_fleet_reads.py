@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from common.resources import Resources
 from common.stream_messages import MetricsWindow, ObservedInstance
-from coordinator.fleet import Fleet, HostSession
-from coordinator.keys import KeyLayout
-from coordinator.known_fleet import KnownFleet
-from coordinator.liveness import HostHealth
-from coordinator.metrics_windows import MetricsWindows
-from coordinator.records import HostRecord, InstanceRecord, StatusRecord, encode
-from coordinator.state import ClusterState, Versioned
-from coordinator.store import Change, Entry
+from coordinator.fleet.known_fleet import KnownFleet
+from coordinator.fleet.metrics_windows import MetricsWindows
+from coordinator.fleet.sessions import Fleet, HostSession
+from coordinator.state.cluster_state import ClusterState, Versioned
+from coordinator.state.keys import KeyLayout
+from coordinator.state.records import HostHealth, HostRecord, InstanceRecord, StatusRecord, encode
+from coordinator.state.store import Change, Entry
 
 
 def known() -> tuple[KnownFleet, ClusterState, Fleet]:

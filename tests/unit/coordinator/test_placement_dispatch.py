@@ -12,15 +12,15 @@ from common.clock import FakeClock
 from common.errors import Conflict
 from common.resources import Resources
 from common.stream_commands import AgentCommand, SetRoute, StartInstance, StopInstance
-from coordinator.dispatch import CommandDispatch
-from coordinator.events import EventLog
-from coordinator.fenced_writes import CAS_ATTEMPTS, FencedWrites
-from coordinator.fleet import Fleet, HostSession
-from coordinator.keys import KeyLayout
-from coordinator.known_fleet import KnownFleet
-from coordinator.placement_writer import PlacementWriter
-from coordinator.records import HostRecord, encode, encode_allocations
-from coordinator.state import ClusterState
+from coordinator.fleet.dispatch import CommandDispatch
+from coordinator.fleet.known_fleet import KnownFleet
+from coordinator.fleet.placement_writer import PlacementWriter
+from coordinator.fleet.sessions import Fleet, HostSession
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.events import EventLog
+from coordinator.state.fenced_writes import CAS_ATTEMPTS, FencedWrites
+from coordinator.state.keys import KeyLayout
+from coordinator.state.records import HostRecord, encode, encode_allocations
 
 LAYOUT = KeyLayout()
 

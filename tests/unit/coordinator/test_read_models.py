@@ -6,13 +6,15 @@ from __future__ import annotations
 from common.clock import FakeClock
 from common.resources import Resources
 from common.stream_messages import ObservedInstance
-from coordinator.fleet import Fleet
-from coordinator.keys import KeyLayout
-from coordinator.leadership import Leadership
-from coordinator.liveness import HostHealth, HostSeen
-from coordinator.read_models import ClusterReads
-from coordinator.records import (
+from coordinator.api.read_models import ClusterReads
+from coordinator.fleet.liveness import HostSeen
+from coordinator.fleet.sessions import Fleet
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.keys import KeyLayout
+from coordinator.state.leadership import Leadership
+from coordinator.state.records import (
     Allocation,
+    HostHealth,
     HostRecord,
     InstanceRecord,
     LeaderRecord,
@@ -21,8 +23,7 @@ from coordinator.records import (
     encode,
     encode_allocations,
 )
-from coordinator.state import ClusterState
-from coordinator.store import Change, Entry
+from coordinator.state.store import Change, Entry
 
 LAYOUT = KeyLayout("/ll/")
 

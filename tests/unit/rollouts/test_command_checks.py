@@ -14,9 +14,9 @@ from rollout_sim import make_record
 from common.errors import InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.stream_messages import CommandResult
+from coordinator.api.rollout_proto import check_from_pb, rollout_info, settings_from_pb
 from coordinator.rollouts.actions import RunChecks
 from coordinator.rollouts.preview_checks import GreenTarget, PreviewChecker, judge_command
-from coordinator.rollouts.proto import check_from_pb, rollout_info, settings_from_pb
 from coordinator.rollouts.record import Measurement, StepRecord
 from coordinator.rollouts.settings import CheckSpec, RolloutSettings, Strategy
 from coordinator.rollouts.status import rollout_status

@@ -11,13 +11,13 @@ from common.errors import FailedPrecondition, InsufficientResources, InvalidArgu
 from common.resources import Resources
 from common.unit_spec import UnitSpec
 from common.versions import VersionTag
-from coordinator.placement import HostRoom
-from coordinator.records import InstanceRecord, UnitRecord, VersionRecord
+from coordinator.fleet.placement import HostRoom
 from coordinator.rollouts.actions import SetSplit
 from coordinator.rollouts.admission import DeployFacts, admit, choose_building
 from coordinator.rollouts.engine import actions_for
 from coordinator.rollouts.record import Phase
 from coordinator.rollouts.settings import RolloutSettings, Strategy
+from coordinator.state.records import InstanceRecord, UnitRecord, VersionRecord
 
 NOW = 1_700_000_000.0
 

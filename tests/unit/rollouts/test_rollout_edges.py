@@ -7,9 +7,9 @@ from dataclasses import replace
 from rollout_sim import make_record
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
+from coordinator.api.rollout_proto import rollout_info, settings_from_pb
 from coordinator.rollouts.actions import Observations
 from coordinator.rollouts.engine import plan
-from coordinator.rollouts.proto import rollout_info, settings_from_pb
 from coordinator.rollouts.record import (
     Control,
     Phase,

@@ -11,7 +11,7 @@ from rollout_sim import make_record
 from common.latency import LatencySketch
 from common.rollout_policy import SuccessCriteria
 from common.stream_messages import MetricsWindow
-from coordinator.rollouts.proto import rollout_info
+from coordinator.api.rollout_proto import rollout_info
 from coordinator.rollouts.record import Measurement, Phase, RolloutRecord, StepRecord
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 from coordinator.rollouts.status import rollout_status

@@ -1,0 +1,172 @@
+"""The leader's side of agent streams: registration and reports.
+
+Registration writes the host record only when something in it changed, keeps the host's
+liveness key on a per-host lease (coordinator/host_leases.py), takes the agent's full
+state as the truth about what it runs, and reconciles: duplicates are stopped, missing
+desired instances started again, and every route of the building is sent. A report is a
+batched delta: it updates the leader's memory, and etcd only when an instance's state
+actually changed (coordinator/fleet/status_writer.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+from common.clock import Clock
+from common.errors import InvalidArgument
+from common.stream_commands import Command, SetRoute
+from common.stream_messages import AgentReport, CommandResult, MetricsWindow, Registration
+from coordinator.fleet.host_records import HostRecords
+from coordinator.fleet.reconcile import plan_register
+from coordinator.fleet.sessions import Fleet, HostSession, command_id
+from coordinator.fleet.status_writer import StatusWriter
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.events import EventLog
+from coordinator.state.fenced_writes import Fenced
+from coordinator.state.records import EventRecord, HostHealth, HostRecord, InstanceRecord
+
+__all__ = ["AgentSessions", "ResultSink", "SessionCommands", "WindowSink"]
+
+log = logging.getLogger(__name__)
+
+HOST_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+
+
+class SessionCommands(Protocol):
+    """What registration and reports send to hosts (coordinator/fleet/dispatch.py)."""
+
+    async def start_instances(self, records: Sequence[InstanceRecord]) -> int: ...
+
+    def stop_unwanted(self, host_id: str, instance_id: str) -> None: ...
+
+    def routes_for_building(self, building: str) -> list[SetRoute]: ...
+
+    def mark_route_dirty(self, apartment: str, unit: str) -> None: ...
+
+
+class WindowSink(Protocol):
+    """Where reported request windows go (coordinator/fleet/metrics_windows.py)."""
+
+    def record(self, windows: Sequence[MetricsWindow]) -> None: ...
+
+
+class ResultSink(Protocol):
+    """Who waits for command results (coordinator/fleet/check_calls.py)."""
+
+    def deliver(self, results: Sequence[CommandResult]) -> None: ...
+
+
+class AgentSessions:
+    def __init__(self, *, hosts: HostRecords, statuses: StatusWriter, state: ClusterState,
+                 fleet: Fleet, events: EventLog, clock: Clock, commands: SessionCommands,
+                 windows: WindowSink, results: ResultSink, leadership: Fenced) -> None:
+        self._hosts = hosts
+        self._statuses = statuses
+        self._state = state
+        self._fleet = fleet
+        self._events = events
+        self._clock = clock
+        self._leadership = leadership
+        self._commands = commands
+        self._windows = windows
+        self._results = results
+
+    # -- registration ----------------------------------------------------------------------
+
+    async def open(self, registration: Registration) -> tuple[HostSession, bool]:
+        """Register a host; returns its session and whether it came back from ``lost``."""
+        self._leadership.fence  # noqa: B018  # a follower refuses before touching anything
+        reg = _validated(registration)
+        now, mono = self._clock.now(), self._clock.monotonic()
+        existing = self._state.hosts.get(reg.host_id)
+        returned = existing is not None and existing.value.status == HostHealth.LOST
+        record = HostRecord(
+            host_id=reg.host_id, building=reg.building, address=reg.address,
+            capacity=reg.capacity, labels=dict(reg.labels), enforceable=reg.enforceable,
+            agent_version=reg.agent_version, images=tuple(sorted(reg.images)),
+            registered_at=existing.value.registered_at if existing else now,
+            status_changed_at=now if existing is None or returned
+            else existing.value.status_changed_at,
+        )
+        if existing is None or not existing.value.same_registration(record):
+            await self._hosts.register(record)
+        await self._hosts.ensure_lease(reg.host_id)
+        session = HostSession(reg.host_id, reg.building, reg.address, mono)
+        self._fleet.connect(session, reg.images, reg.instances, mono)
+        self._statuses.queue(reg.instances)
+
+        plan = plan_register(reg.host_id, reg.instances, self._state.instances_on(reg.host_id))
+        for iid in plan.stop:
+            log.info("host %s runs %s, which is not desired there: stopping it", reg.host_id, iid)
+            self._commands.stop_unwanted(reg.host_id, iid)
+        await self._commands.start_instances(plan.start)
+        for route in self._commands.routes_for_building(reg.building):
+            session.send(Command(command_id(route), route))
+        for obs in reg.instances:
+            self._commands.mark_route_dirty(obs.apartment, obs.unit)
+        kind = "host.returned" if returned else "host.registered"
+        await self._events.emit(
+            kind, f"{reg.host_id} registered with {len(reg.instances)} instance(s)"
+            + (f"; stopping {len(plan.stop)} duplicate(s)" if plan.stop else ""),
+            host_id=reg.host_id, building=reg.building,
+        )
+        return session, returned
+
+    def close(self, session: HostSession) -> None:
+        self._fleet.detach(session, self._clock.monotonic())
+
+    # -- reports ---------------------------------------------------------------------------
+
+    async def report(self, session: HostSession, report: AgentReport) -> None:
+        fleet = self._fleet
+        if fleet.sessions.get(session.host_id) is not session:
+            return
+        fleet.heard_from(session.host_id, self._clock.monotonic())
+        for obs in report.changed:
+            previous = fleet.observe(obs)
+            if previous is None or previous.routable != obs.routable:
+                self._commands.mark_route_dirty(obs.apartment, obs.unit)
+        for iid in report.removed_instance_ids:
+            gone = fleet.unobserve(iid)
+            if gone is not None:
+                self._commands.mark_route_dirty(gone.apartment, gone.unit)
+        self._statuses.queue(report.changed)
+        if report.results:
+            self._results.deliver(report.results)
+        if report.windows:
+            self._windows.record(report.windows)
+        events = [
+            EventRecord(type=e.type, time=e.time, message=e.message, apartment=e.apartment,
+                        unit=e.unit, version=e.version, host_id=session.host_id,
+                        instance_id=e.instance_id, details=dict(e.details))
+            for e in report.events
+        ]
+        events += [
+            self._events.make("command.failed", f"{r.command_id}: {r.error}",
+                              host_id=session.host_id, command_id=r.command_id)
+            for r in report.results if not r.ok
+        ]
+        if events:
+            await self._events.append(events)
+
+
+def _validated(reg: Registration) -> Registration:
+    if not HOST_ID.match(reg.host_id):
+        raise InvalidArgument(
+            f"host id {reg.host_id!r} must be 1-63 letters, digits, '.', '_' or '-'",
+            field="host_id")
+    if not reg.building or not HOST_ID.match(reg.building):
+        raise InvalidArgument(f"building {reg.building!r} is not a valid name", field="building")
+    if not reg.address or "/" in reg.address or " " in reg.address:
+        raise InvalidArgument(f"address {reg.address!r} is not a host address", field="address")
+    if reg.capacity.cpu <= 0 or reg.capacity.memory <= 0:
+        raise InvalidArgument("capacity needs cpu and memory above zero", field="capacity")
+    for obs in reg.instances:
+        if obs.host_id and obs.host_id != reg.host_id:
+            raise InvalidArgument(
+                f"instance {obs.instance_id} claims host {obs.host_id}, not {reg.host_id}",
+                field="instances")
+    return reg

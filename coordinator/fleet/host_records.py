@@ -1,0 +1,117 @@
+"""The etcd side of a host: its record, and one liveness lease per connected host.
+
+The host record is written at registration when something in it changed (compare-and-swap,
+retried), and marked lost when the leader declares the host lost. The host's
+``{p}/alive/{host_id}`` key hangs on its lease, so any coordinator sees who is alive
+without a write per report. The leader grants the lease at registration (or takes over
+the previous leader's), refreshes due leases of connected hosts every tick (a keepalive,
+not a write), and revokes it when the host is declared lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import replace
+
+from common.clock import Clock
+from common.errors import Conflict, Unavailable
+from coordinator.state.cluster_state import ClusterState, Versioned
+from coordinator.state.fenced_writes import FencedWrites
+from coordinator.state.keys import KeyLayout
+from coordinator.state.records import HostHealth, HostRecord, encode
+from coordinator.state.store import Store, Txn
+
+__all__ = ["HostRecords"]
+
+log = logging.getLogger(__name__)
+
+PARALLEL_REFRESHES = 32
+
+
+class HostRecords:
+    def __init__(self, store: Store, writes: FencedWrites, layout: KeyLayout,
+                 state: ClusterState, clock: Clock, lease_ttl: int) -> None:
+        self._store = store
+        self._writes = writes
+        self._layout = layout
+        self._state = state
+        self._clock = clock
+        self.lease_ttl = lease_ttl
+        self._leases: dict[str, int] = {}
+        self._refreshed: dict[str, float] = {}
+
+    # -- records ---------------------------------------------------------------------------
+
+    async def register(self, record: HostRecord) -> None:
+        """Write the host's record over whatever is stored (the cache holds it after)."""
+        key = self._layout.host(record.host_id)
+
+        async def attempt() -> int:
+            current = self._state.hosts.get(record.host_id)
+            txn = Txn().require(key, current.mod_revision if current else 0)
+            return await self._writes.commit(txn.put(key, encode(record)))
+
+        await self._writes.retry(attempt, f"registering host {record.host_id}",
+                                 host=record.host_id)
+
+    async def mark_lost(self, found: Versioned[HostRecord]) -> bool:
+        """Record the host as lost and revoke its lease; False when that could not be
+        written now (another change won, or etcd is away): the next tick tries again."""
+        host_id = found.value.host_id
+        lost = replace(found.value, status=HostHealth.LOST,
+                       status_changed_at=self._clock.now())
+        txn = Txn().require(self._layout.host(host_id), found.mod_revision)
+        try:
+            await self._writes.commit(txn.put(self._layout.host(host_id), encode(lost)))
+        except (Conflict, Unavailable) as exc:
+            log.warning("could not record host %s as lost yet: %s", host_id, exc)
+            return False
+        await self.drop_lease(host_id)
+        return True
+
+    # -- liveness leases -------------------------------------------------------------------
+
+    async def ensure_lease(self, host_id: str) -> None:
+        """The host's liveness key on a live lease: its known lease refreshed, or a new one."""
+        lease = self._leases.get(host_id) or self._state.alive.get(host_id, 0)
+        if not lease or await self._store.refresh_lease(lease) <= 0:
+            lease = await self._store.grant_lease(self.lease_ttl)
+            since = b'{"since":%d}' % int(self._clock.now())
+            await self._writes.commit(Txn().put(self._layout.alive(host_id), since, lease),
+                                      wait=False)
+        self._leases[host_id] = lease
+        self._refreshed[host_id] = self._clock.monotonic()
+
+    async def refresh_leases(self, connected: Iterable[str]) -> None:
+        """Refresh the due leases of ``connected`` hosts (a keepalive, not a write)."""
+        due_after = self.lease_ttl / 3
+        now = self._clock.monotonic()
+        due = [
+            h for h in connected
+            if h in self._leases and now - self._refreshed.get(h, 0) >= due_after
+        ]
+        limit = asyncio.Semaphore(PARALLEL_REFRESHES)
+
+        async def refresh(host_id: str) -> None:
+            async with limit:
+                try:
+                    if await self._store.refresh_lease(self._leases[host_id]) > 0:
+                        self._refreshed[host_id] = now
+                    else:
+                        self._leases.pop(host_id, None)
+                        await self.ensure_lease(host_id)
+                except Unavailable as exc:
+                    log.warning("lease refresh for %s failed: %s", host_id, exc)
+
+        await asyncio.gather(*(refresh(h) for h in due))
+
+    async def drop_lease(self, host_id: str) -> None:
+        """Revoke the host's lease (its liveness key goes with it)."""
+        lease = self._leases.pop(host_id, 0) or self._state.alive.get(host_id, 0)
+        self._refreshed.pop(host_id, None)
+        if lease:
+            with contextlib.suppress(Unavailable):
+                await self._store.revoke_lease(lease)

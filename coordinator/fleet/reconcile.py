@@ -1,0 +1,42 @@
+"""What to tell a host that (re)registers, from its full state and the desired state.
+
+- An instance the host runs that is not desired on that host (a duplicate that was placed
+  again elsewhere while the host was lost, or one removed while it was away) is stopped.
+- A desired instance the host does not report (its agent lost it) is started again; start
+  commands are idempotent, so one the agent already has costs nothing.
+- Instances the host reports as stopped are left alone: stopping is already done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.stream_messages import ObservedInstance
+from coordinator.state.records import InstanceRecord
+
+__all__ = ["RegisterPlan", "plan_register"]
+
+FINISHED_STATES = frozenset({"stopped"})
+
+
+@dataclass(frozen=True)
+class RegisterPlan:
+    stop: tuple[str, ...]
+    start: tuple[InstanceRecord, ...]
+
+
+def plan_register(
+    host_id: str,
+    reported: Sequence[ObservedInstance],
+    desired: Sequence[InstanceRecord],
+) -> RegisterPlan:
+    wanted = {r.instance_id: r for r in desired if r.host_id == host_id}
+    seen = {o.instance_id for o in reported}
+    stop = sorted(
+        o.instance_id
+        for o in reported
+        if o.instance_id not in wanted and o.state not in FINISHED_STATES
+    )
+    start = tuple(wanted[iid] for iid in sorted(wanted) if iid not in seen)
+    return RegisterPlan(tuple(stop), start)

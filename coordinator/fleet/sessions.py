@@ -1,0 +1,186 @@
+"""The leader's memory of connected agents: sessions, what they observe, when they spoke.
+
+Nothing here touches etcd. Heartbeats and per-report observations live only here (a
+report is not a write); the etcd side of liveness is one lease per host
+(coordinator/fleet/host_records.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Iterable
+
+from common.stream_commands import (
+    COMMAND_KINDS,
+    AgentCommand,
+    Command,
+    StartInstance,
+    StopInstance,
+)
+from common.stream_messages import ObservedInstance
+from coordinator.fleet.liveness import HostSeen
+from coordinator.state.records import HostHealth
+
+__all__ = ["Fleet", "HostSession"]
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+
+class HostSession:
+    """One open agent stream: commands go out through ``outbox``."""
+
+    def __init__(self, host_id: str, building: str, address: str, opened_at: float) -> None:
+        self.host_id = host_id
+        self.building = building
+        self.address = address
+        self.opened_at = opened_at
+        self.session_id = next(_ids)
+        self._outbox: asyncio.Queue[Command | None] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.leader_address = ""
+        self.sent = 0
+
+    def send(self, outgoing: Command) -> None:
+        if not self.closed.is_set():
+            self._outbox.put_nowait(outgoing)
+
+    def close(self, reason: str, leader_address: str = "") -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.leader_address = leader_address
+        self.closed.set()
+        self._outbox.put_nowait(None)  # wakes the sender; commands queued before still go
+
+    async def next_outgoing(self) -> Command | None:
+        """The next command to send, or None once the session is closed."""
+        if self.closed.is_set() and self._outbox.empty():
+            return None
+        return await self._outbox.get()
+
+
+def command_id(command: AgentCommand) -> str:
+    """Start and stop ids are stable per instance, so a replay is recognisably the same."""
+    if isinstance(command, StartInstance):
+        return f"start:{command.instance_id}"
+    if isinstance(command, StopInstance):
+        return f"stop:{command.instance_id}"
+    return f"{COMMAND_KINDS[type(command)]}:{next(_ids)}"
+
+
+class Fleet:
+    """Sessions by host, when each host was last heard from, and the latest observations."""
+
+    def __init__(self) -> None:
+        self.commands_sent = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (a new leadership term starts from etcd, not from memory)."""
+        self.sessions: dict[str, HostSession] = {}
+        self.seen: dict[str, HostSeen] = {}
+        self.health: dict[str, HostHealth] = {}
+        self.observed: dict[str, ObservedInstance] = {}
+        self._observed_by_host: dict[str, set[str]] = {}
+        self.images: dict[str, frozenset[str]] = {}
+
+    def attach(self, session: HostSession, now: float) -> HostSession | None:
+        """Make ``session`` the host's stream; returns the one it replaces, if any."""
+        old = self.sessions.get(session.host_id)
+        self.sessions[session.host_id] = session
+        self.seen[session.host_id] = HostSeen(now, True)
+        if old is not None:
+            old.close("replaced by a newer stream from the same host")
+        return old
+
+    def connect(self, session: HostSession, images: Iterable[str],
+                instances: Iterable[ObservedInstance], now: float) -> None:
+        """A host registered: its stream, alive, its images, and what it runs now (which
+        replaces whatever was observed of it before)."""
+        self.attach(session, now)
+        self.health[session.host_id] = HostHealth.ALIVE
+        self.images[session.host_id] = frozenset(images)
+        self.forget_observations(session.host_id)
+        for observed in instances:
+            self.observe(observed)
+
+    def detach(self, session: HostSession, now: float) -> bool:
+        """Forget ``session`` if it is still the host's stream; True if it was."""
+        if self.sessions.get(session.host_id) is not session:
+            return False
+        del self.sessions[session.host_id]
+        last = self.seen.get(session.host_id, HostSeen(now, False))
+        self.seen[session.host_id] = HostSeen(last.last_seen, False, now)
+        return True
+
+    def heard_from(self, host_id: str, now: float) -> None:
+        if host_id in self.sessions:
+            self.seen[host_id] = HostSeen(now, True)
+
+    def expect(self, host_ids: Iterable[str], now: float) -> None:
+        """Hosts known from etcd but not yet connected to this leader (after a takeover)."""
+        for host_id in host_ids:
+            self.seen.setdefault(host_id, HostSeen(now, False))
+
+    def forget_host(self, host_id: str) -> None:
+        self.seen.pop(host_id, None)
+        self.health.pop(host_id, None)
+        self.images.pop(host_id, None)
+        self.forget_observations(host_id)
+
+    def observe(self, observed: ObservedInstance) -> ObservedInstance | None:
+        """Record the latest observation; returns the previous one."""
+        previous = self.observed.get(observed.instance_id)
+        if previous is not None and previous.host_id != observed.host_id:
+            self._observed_by_host.get(previous.host_id, set()).discard(observed.instance_id)
+        self.observed[observed.instance_id] = observed
+        self._observed_by_host.setdefault(observed.host_id, set()).add(observed.instance_id)
+        return previous
+
+    def unobserve(self, instance_id: str) -> ObservedInstance | None:
+        gone = self.observed.pop(instance_id, None)
+        if gone is not None:
+            self._observed_by_host.get(gone.host_id, set()).discard(instance_id)
+        return gone
+
+    def observed_on(self, host_id: str) -> list[str]:
+        return sorted(self._observed_by_host.get(host_id, ()))
+
+    def observed_ids_on(self, host_id: str) -> set[str]:
+        return self._observed_by_host.get(host_id, set())
+
+    def forget_observations(self, host_id: str) -> None:
+        for iid in self._observed_by_host.pop(host_id, set()):
+            self.observed.pop(iid, None)
+
+    def send(self, host_id: str, command: AgentCommand) -> bool:
+        """Queue ``command`` for the host; False if it has no open stream (it will get the
+        desired state when it registers)."""
+        session = self.sessions.get(host_id)
+        if session is None:
+            return False
+        session.send(Command(command_id(command), command))
+        self.commands_sent += 1
+        return True
+
+    def broadcast(self, host_ids: Iterable[str], command: AgentCommand) -> int:
+        """The same command (one id) to every connected host of ``host_ids``, at once."""
+        outgoing = Command(command_id(command), command)
+        sent = 0
+        for host_id in host_ids:
+            session = self.sessions.get(host_id)
+            if session is not None:
+                session.send(outgoing)
+                sent += 1
+        self.commands_sent += sent
+        return sent
+
+    def close_all(self, reason: str, leader_address: str = "") -> None:
+        for session in list(self.sessions.values()):
+            session.close(reason, leader_address)
+        self.sessions.clear()

@@ -1,0 +1,96 @@
+"""What the coordinator does while it leads, started on election and cancelled on step-down.
+
+On taking over it waits until its cache has caught up with etcd (at least to its own
+election), then carries on from etcd: every known host that is not lost gets a heartbeat
+interval plus the grace period to reconnect before it can be lost, so a leader change never
+moves instances by itself. Then loops run until the lead is lost: liveness and healing,
+route sending (debounced), status writing (batched across reports), event trimming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from common.clock import Clock
+from coordinator.errors import NotLeader
+from coordinator.fleet.sessions import Fleet
+from coordinator.fleet.status_writer import STATUS_FLUSH
+from coordinator.state.cluster_state import ClusterState
+from coordinator.state.events import EventLog
+from coordinator.state.leadership import Leadership
+from coordinator.state.records import HostHealth
+from coordinator.state.store import Fence
+from coordinator.state.view import ClusterView
+
+if TYPE_CHECKING:
+    from coordinator.rollouts.service import RolloutService
+
+__all__ = ["LeaderDuties"]
+
+log = logging.getLogger(__name__)
+
+
+Round = Callable[[], Awaitable[object]]
+
+
+class LeaderDuties:
+    def __init__(self, *, view: ClusterView, state: ClusterState, fleet: Fleet,
+                 leadership: Leadership, events: EventLog, clock: Clock, heal: Round,
+                 flush_routes: Round, flush_statuses: Round, tick: float = 1.0,
+                 route_flush: float = 0.2, trim_every: float = 10.0,
+                 rollouts: RolloutService | None = None) -> None:
+        self._view = view
+        self._state = state
+        self._fleet = fleet
+        self._leadership = leadership
+        self._events = events
+        self._clock = clock
+        self._heal = heal
+        self._flush_routes = flush_routes
+        self._flush_statuses = flush_statuses
+        self.tick = tick
+        self.route_flush = route_flush
+        self.trim_every = trim_every
+        self.rollouts = rollouts
+
+    async def lead(self, fence: Fence) -> None:
+        fleet, leadership = self._fleet, self._leadership
+        await asyncio.wait_for(self._view.synced.wait(), timeout=30)
+        await self._view.wait_for(fence.create_revision, timeout=30)
+        fleet.close_all("leadership changed")
+        fleet.reset()
+        now = self._clock.monotonic()
+        expected = [h for h, v in self._state.hosts.items() if v.value.status != HostHealth.LOST]
+        fleet.expect(expected, now)
+        for host_id in expected:
+            fleet.health[host_id] = HostHealth.SUSPECT
+        leadership.take(fence)
+        log.info("leading: %d host(s) expected to reconnect", len(expected))
+        try:
+            await self._events.emit("leader.elected", f"{leadership.me.id} leads",
+                                    coordinator=leadership.me.id)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._every(self.tick, self._heal, "liveness"))
+                group.create_task(self._every(self.route_flush, self._flush_routes, "routes"))
+                group.create_task(self._every(STATUS_FLUSH, self._flush_statuses, "statuses"))
+                group.create_task(self._every(self.trim_every, self._events.trim, "event trim"))
+                if self.rollouts is not None:
+                    # Resumes every rollout left active by a previous leader.
+                    group.create_task(self.rollouts.lead(), name="rollouts")
+        finally:
+            leadership.release()
+            fleet.close_all("this coordinator lost the lead")
+            log.warning("no longer leading")
+
+    async def _every(self, interval: float, action: Round, name: str) -> None:
+        while True:
+            try:
+                await action()
+            except NotLeader:
+                raise
+            except Exception:  # one failed round must not end the leader's duties
+                log.exception("%s round failed", name)
+            await asyncio.sleep(interval)
