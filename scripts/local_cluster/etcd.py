@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from local_cluster.load import get_json
 from local_cluster.processes import ClusterError, ManagedProcess, free_port, wait_for
 
 __all__ = ["ETCD", "EtcdProcess", "delete_prefix"]
@@ -69,8 +70,9 @@ class EtcdProcess(ManagedProcess):
     def healthy(self) -> bool:
         if not self.running:
             raise ClusterError(f"etcd exited:\n{self.log_tail()}")
-        with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=1) as reply:
-            return bool(json.loads(reply.read()).get("health") == "true")
+        host, _, port = self.endpoint.rpartition(":")
+        _, found = get_json(host, int(port), "/health", timeout=1)  # 503 while unhealthy
+        return bool(found.get("health") == "true")
 
     def count_revision(self) -> int:
         """The store revision (every write bumps it)."""

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import docker
 from google.protobuf import duration_pb2
 from local_cluster.daemons import CoordinatorProcess
-from local_cluster.load import Answer, LoadGenerator, failed
+from local_cluster.load import Answer, LoadGenerator, failed, http_get
 from local_cluster.processes import free_port_on_all
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
@@ -138,8 +137,8 @@ def free_ports(count: int) -> list[int]:
 def serving(port: int, addresses: Iterable[str] = HOSTS.values()) -> bool:
     """Every entry point answers GET / with 200 (raises otherwise; for ``eventually``)."""
     for address in addresses:
-        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=5) as reply:
-            assert reply.status == 200, (address, reply.status)
+        status, _ = http_get(address, port, timeout=5)
+        assert status == 200, (address, status)
     return True
 
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import docker
 import pytest
 from local_cluster.cluster import CLUSTER_LABEL
+from local_cluster.load import http_get
 from local_cluster.processes import free_port_on_all
 
 from common.event_types import EventType
@@ -97,14 +96,12 @@ def running_instances(cluster: RealCluster) -> list[Any]:
 def get(address: str, port: int) -> dict[str, Any]:
     """GET / through a host's entry point; AssertionError unless it answers 200."""
     try:
-        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=15) as reply:
-            return dict(json.loads(reply.read()))
-    except urllib.error.HTTPError as exc:
-        with exc:
-            raise AssertionError(f"{address}:{port} answered {exc.code}: {exc.read()!r}"
-                                 ) from None
+        status, body = http_get(address, port, timeout=15)
     except OSError as exc:
         raise AssertionError(f"{address}:{port} did not answer: {exc!r}") from None
+    if status != 200:
+        raise AssertionError(f"{address}:{port} answered {status}: {body!r}")
+    return dict(json.loads(body))
 
 
 def test_hosts_register_with_capacity(cluster: RealCluster) -> None:

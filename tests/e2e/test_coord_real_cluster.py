@@ -20,10 +20,7 @@ order, on one deployment of e2e/web 1.0.0 with three replicas:
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,6 +28,7 @@ import docker
 import pytest
 from google.protobuf import duration_pb2
 from local_cluster.daemons import AgentProcess
+from local_cluster.load import get_json
 from local_cluster.processes import free_port_on_all
 
 from agent.dataplane import HaproxyPaths
@@ -141,13 +139,12 @@ def routed(agent: AgentProcess, unit: str = UNIT) -> set[str]:
 
 def get(address: str, port: int) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=10) as reply:
-            return dict(json.loads(reply.read()))
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise AssertionError(f"{address}:{port} answered {exc.code}") from None
+        status, found = get_json(address, port, timeout=10)
     except OSError as exc:
         raise AssertionError(f"{address}:{port} did not answer: {exc!r}") from None
+    if status != 200:
+        raise AssertionError(f"{address}:{port} answered {status}")
+    return found
 
 
 def reaches_exactly(address: str, port: int, expected: set[str]) -> bool:

@@ -12,13 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import psutil
 import pytest
+from local_cluster.load import get_json
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "scripts" / "demo.py"
@@ -104,8 +104,8 @@ def test_demo_runs_three_rollouts_and_tells_the_truth(demo_env: dict[str, str]) 
 
     port = int(done.stdout.split("(http://127.0.0.{2,3,4}:")[1].split("/")[0])
     for host in HOSTS:
-        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=5) as reply:
-            assert reply.status == 200 and json.loads(reply.read())["version"] == "1.2.0"
+        status, found = get_json(host, port)
+        assert status == 200 and found["version"] == "1.2.0"
     assert len(_containers()) >= 3 and _demo_processes(run_dir)
 
     stopped = _down(demo_env)

@@ -22,14 +22,13 @@ port), first deployed at 1.0.0 with three replicas, one per host; then:
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
+from local_cluster.load import get_json
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from tests.e2e.real_cluster import RealCluster
@@ -90,8 +89,9 @@ def _containers(unit: str) -> dict[str, Any]:
 
 
 def _get(address: str, port: int, path: str = "/") -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=5) as reply:
-        return dict(json.loads(reply.read()))
+    status, found = get_json(address, port, path)
+    assert status == 200, (address, port, path, status)
+    return found
 
 
 def _first_deploy(cluster: RealCluster, unit: str, *, new_env: dict[str, str] | None = None,
