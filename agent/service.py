@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psutil
@@ -144,11 +144,6 @@ class AgentService:
     def records(self) -> InstanceRecords:
         """This host's instance records, to read."""
         return self.supervisor.records
-
-    async def subscribe_events(self) -> AsyncIterator[dict[str, Any]]:
-        """Every event from now on as a dict: type, instance, unit, version, time, details."""
-        async for event in self.bus.subscribe():
-            yield event.to_dict()
 
     async def run_gc(self, kind: GcKind | str) -> dict[str, Any]:
         """Run one GC kind now: "unused", "memory", "cache" (or "all")."""

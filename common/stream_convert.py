@@ -280,9 +280,10 @@ def command_from_pb(pb: agent_pb2.Command) -> Command:
         cmd = StopInstance(pb.stop.instance_id, duration_from_pb(pb.stop.grace), pb.stop.drain)
     elif kind == "route":
         r = pb.route
-        cmd = SetRoute(r.apartment, r.unit, r.service_port, r.health_path, tuple(
-            RouteServer(s.server, s.version, s.address, s.port, s.weight, s.state)
-            for s in r.servers))
+        cmd = SetRoute(r.apartment, r.unit, r.service_port,
+                       r.health_path or DEFAULT_HEALTH.path, tuple(
+                           RouteServer(s.server, s.version, s.address, s.port, s.weight, s.state)
+                           for s in r.servers))
     elif kind == "weights":
         cmd = SetWeights(pb.weights.apartment, pb.weights.unit, dict(pb.weights.weights))
     elif kind == "drain":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["EdgeFilter", "Finding", "LeakHandler", "ResourceMonitor", "evaluate",
            "main_process_pid"]
 
-log = logging.getLogger(__name__)
 S = InstanceState
 SAMPLED_STATES = frozenset({S.INITIALIZING, S.READY, S.RUNNING})
 PSI_PRESSURE = 10.0  # percent of time stalled on memory (v2 "some avg10")

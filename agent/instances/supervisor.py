@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
@@ -32,7 +31,6 @@ from common.lifecycle import InstanceState, LifecycleRecord
 
 __all__ = ["FailureHandler", "Prober", "Supervisor"]
 
-log = logging.getLogger(__name__)
 S = InstanceState
 Prober = Callable[[str, int, str, float], Awaitable[bool]]
 

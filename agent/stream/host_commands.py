@@ -48,7 +48,6 @@ from common.stream_commands import (
     StopInstance,
 )
 from common.stream_messages import CommandResult, ReportedEvent
-from common.unit_spec import DEFAULT_HEALTH
 
 __all__ = ["ChangeSink", "HostCommands", "RoutingPlane"]
 
@@ -236,7 +235,7 @@ class HostCommands:
             if name in plane.spec.units:
                 await plane.remove_unit(name)
             return
-        await plane.ensure_unit(name, cmd.service_port, cmd.health_path or DEFAULT_HEALTH.path)
+        await plane.ensure_unit(name, cmd.service_port, cmd.health_path)
         self._wanted[name] = {srv.server: srv.state for srv in cmd.servers}
         changes = route_changes(plane.spec.units.get(name), cmd.servers)
         for s in changes.upserts:

@@ -13,7 +13,7 @@ from rich.console import RenderableType
 from coordinator.cli.client import ClientSettings, call_unary
 from coordinator.cli.output import OutputFormat, print_json, print_rich
 
-__all__ = ["CliSettings", "OutputOption", "emit", "output_of", "settings_of", "unary"]
+__all__ = ["CliSettings", "OutputOption", "UnitArg", "emit", "output_of", "settings_of", "unary"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class CliSettings:
     client: ClientSettings
     output: OutputFormat = OutputFormat.TABLE
 
+
+UnitArg = Annotated[str, typer.Argument(metavar="APARTMENT/UNIT", show_default=False)]
+"""The unit a command is about, as APARTMENT/UNIT."""
 
 OutputOption = Annotated[
     OutputFormat | None,

@@ -67,6 +67,7 @@ class PublishArgs:
     port: int | None = None
     service_port: int | None = None
     health_path: str | None = None
+    health_command: str | None = None
     health_interval: str | None = None
     health_timeout: str | None = None
     warmup: str | None = None
@@ -114,13 +115,13 @@ def build_publish_request(args: PublishArgs) -> admin_pb2.PublishVersionRequest:
     return request
 
 
-def _split_command(command: str) -> list[str]:
+def _split_command(command: str, flag: str = "--command") -> list[str]:
     try:
         words = shlex.split(command)
     except ValueError as err:
-        raise InvalidArgument(f"--command: {err} in {command!r}", field="--command") from None
+        raise InvalidArgument(f"{flag}: {err} in {command!r}", field=flag) from None
     if not words:
-        raise InvalidArgument("--command: empty command", field="--command")
+        raise InvalidArgument(f"{flag}: empty command", field=flag)
     return words
 
 
@@ -140,6 +141,8 @@ def _fill_health(health: types_pb2.HealthCheck, args: PublishArgs) -> None:
                 f"--health-path: {args.health_path!r} must start with '/'", field="--health-path"
             )
         health.path = args.health_path
+    if args.health_command is not None:
+        health.command.extend(_split_command(args.health_command, "--health-command"))
     for flag, text, target in (
         ("--health-interval", args.health_interval, health.interval),
         ("--health-timeout", args.health_timeout, health.timeout),

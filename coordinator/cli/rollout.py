@@ -12,7 +12,15 @@ from rich.text import Text
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from coordinator.cli.client import AdminClient, CallFailed
-from coordinator.cli.context import CliSettings, OutputOption, emit, output_of, settings_of, unary
+from coordinator.cli.context import (
+    CliSettings,
+    OutputOption,
+    UnitArg,
+    emit,
+    output_of,
+    settings_of,
+    unary,
+)
 from coordinator.cli.exit_codes import exit_code_for_phase, is_terminal
 from coordinator.cli.output import OutputFormat, console, print_json_line, print_rich
 from coordinator.cli.rollout_requests import (
@@ -26,7 +34,6 @@ from coordinator.cli.rollout_view import history_table, rollout_summary, rollout
 
 app = typer.Typer(help="Follow and steer rollouts.", no_args_is_help=True)
 
-UnitArg = Annotated[str, typer.Argument(metavar="APARTMENT/UNIT", show_default=False)]
 RECONNECTS = 5
 """How many times a watch reopens its stream after the coordinator went away."""
 

@@ -9,7 +9,7 @@ import typer
 
 from common.gen.landlord.v1 import admin_pb2
 from coordinator.cli.arguments import parse_unit_ref, parse_unit_version
-from coordinator.cli.context import OutputOption, emit, unary
+from coordinator.cli.context import OutputOption, UnitArg, emit, unary
 from coordinator.cli.publish import (
     STATE_MODES,
     ChangeLists,
@@ -27,7 +27,6 @@ from coordinator.cli.tables import (
 
 app = typer.Typer(help="Publish unit versions and inspect units.", no_args_is_help=True)
 
-UnitArg = Annotated[str, typer.Argument(metavar="APARTMENT/UNIT", show_default=False)]
 
 
 @app.command()
@@ -47,6 +46,11 @@ def publish(
     ] = None,
     health_path: Annotated[
         str | None, typer.Option(help="HTTP health path, e.g. /healthz.", show_default=False)
+    ] = None,
+    health_command: Annotated[
+        str | None,
+        typer.Option(help="Health command run in the container instead of the HTTP probe "
+                     "(shell words; exit 0 = healthy).", show_default=False),
     ] = None,
     health_interval: Annotated[str | None, typer.Option(show_default=False)] = None,
     health_timeout: Annotated[str | None, typer.Option(show_default=False)] = None,
@@ -113,6 +117,7 @@ def publish(
         port=port,
         service_port=service_port,
         health_path=health_path,
+        health_command=health_command,
         health_interval=health_interval,
         health_timeout=health_timeout,
         warmup=warmup,

@@ -10,7 +10,6 @@ and its allocation out the same way.
 
 from __future__ import annotations
 
-import logging
 import secrets
 from typing import Protocol
 
@@ -33,7 +32,6 @@ from coordinator.state.store import Txn
 
 __all__ = ["DEFAULT_PORT_RANGE", "PlaceableHosts", "PlacementWriter"]
 
-log = logging.getLogger(__name__)
 
 DEFAULT_PORT_RANGE = (20000, 29999)
 

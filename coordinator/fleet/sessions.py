@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 from collections.abc import Iterable
 
 from common.stream_commands import (
@@ -25,7 +24,6 @@ from coordinator.state.records import HostHealth
 
 __all__ = ["Fleet", "HostSession"]
 
-log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 

@@ -29,19 +29,7 @@ from common.clock import Clock
 from common.errors import Conflict, LandlordError
 from common.rollout_policy import Window
 from coordinator.errors import NotLeader
-from coordinator.rollouts.actions import (
-    Action,
-    CheckReport,
-    EmitEvent,
-    InstanceView,
-    Observations,
-    RunChecks,
-    SetSplit,
-    SetUnitState,
-    StartInstances,
-    StopInstances,
-    Wait,
-)
+from coordinator.rollouts import actions as act
 from coordinator.rollouts.engine import actions_for, plan
 from coordinator.rollouts.record import Phase, RolloutRecord
 
@@ -53,7 +41,7 @@ log = logging.getLogger(__name__)
 class RolloutFleet(Protocol):
     """What the engine needs from the hosts (through the coordinator's agent streams)."""
 
-    def instances(self, record: RolloutRecord) -> tuple[InstanceView, ...]:
+    def instances(self, record: RolloutRecord) -> tuple[act.InstanceView, ...]:
         """Every instance of the record's unit, as last observed."""
         ...
 
@@ -63,15 +51,15 @@ class RolloutFleet(Protocol):
         """Requests to ``version`` of the unit since ``since``, merged over every host."""
         ...
 
-    async def start_instances(self, record: RolloutRecord, action: StartInstances) -> None: ...
+    async def start_instances(self, record: RolloutRecord, action: act.StartInstances) -> None: ...
 
-    async def set_split(self, record: RolloutRecord, action: SetSplit) -> None:
+    async def set_split(self, record: RolloutRecord, action: act.SetSplit) -> None:
         """Record the split and send it to every host of the building concurrently."""
         ...
 
-    async def stop_instances(self, record: RolloutRecord, action: StopInstances) -> None: ...
+    async def stop_instances(self, record: RolloutRecord, action: act.StopInstances) -> None: ...
 
-    async def run_checks(self, record: RolloutRecord, action: RunChecks) -> CheckReport: ...
+    async def run_checks(self, record: RolloutRecord, action: act.RunChecks) -> act.CheckReport: ...
 
 
 class RolloutStore(Protocol):
@@ -88,9 +76,9 @@ class RolloutStore(Protocol):
         Raises Conflict when the compare fails."""
         ...
 
-    async def set_unit_state(self, record: RolloutRecord, action: SetUnitState) -> None: ...
+    async def set_unit_state(self, record: RolloutRecord, action: act.SetUnitState) -> None: ...
 
-    async def emit(self, record: RolloutRecord, event: EmitEvent) -> None: ...
+    async def emit(self, record: RolloutRecord, event: act.EmitEvent) -> None: ...
 
 
 Sleeper = Callable[[float], Awaitable[None]]
@@ -122,7 +110,7 @@ class RolloutRunner:
         self._wake = asyncio.Event()
         self._sleeper = sleeper
         self.applied_seq = 0
-        self._checks: CheckReport | None = None
+        self._checks: act.CheckReport | None = None
         self._error = ""
         self._failures = 0
         self._error_seq = -1
@@ -159,7 +147,7 @@ class RolloutRunner:
                 if self.applied_seq < record.seq and now >= self._retry_at:
                     await self._execute(record, actions_for(record))
                     continue
-                until = next((a.until for a in actions if isinstance(a, Wait)),
+                until = next((a.until for a in actions if isinstance(a, act.Wait)),
                              now + self.settings.poll_s)
                 await self._pause(until - now)
                 continue
@@ -180,13 +168,13 @@ class RolloutRunner:
 
     # -- observing -------------------------------------------------------------------------
 
-    def _observe(self, record: RolloutRecord, now: float) -> Observations:
+    def _observe(self, record: RolloutRecord, now: float) -> act.Observations:
         canary = stable = None
         if record.phase is Phase.SWITCHING and record.settings.judged:
             canary = self.fleet.window(record, record.to_version, record.window_start, now)
             if record.has_stable:
                 stable = self.fleet.window(record, record.from_version, record.window_start, now)
-        return Observations(
+        return act.Observations(
             instances=self.fleet.instances(record),
             applied_seq=self.applied_seq,
             canary=canary,
@@ -198,7 +186,7 @@ class RolloutRunner:
 
     # -- acting ----------------------------------------------------------------------------
 
-    async def _execute(self, record: RolloutRecord, actions: Sequence[Action]) -> None:
+    async def _execute(self, record: RolloutRecord, actions: Sequence[act.Action]) -> None:
         try:
             for action in actions:
                 await self._do(record, action)
@@ -217,19 +205,19 @@ class RolloutRunner:
         self.applied_seq = record.seq
         self._failures, self._error, self._error_seq = 0, "", -1
 
-    async def _do(self, record: RolloutRecord, action: Action) -> None:
-        if isinstance(action, SetSplit):
+    async def _do(self, record: RolloutRecord, action: act.Action) -> None:
+        if isinstance(action, act.SetSplit):
             await self.fleet.set_split(record, action)
-        elif isinstance(action, StartInstances):
+        elif isinstance(action, act.StartInstances):
             await self.fleet.start_instances(record, action)
-        elif isinstance(action, StopInstances):
+        elif isinstance(action, act.StopInstances):
             await self.fleet.stop_instances(record, action)
-        elif isinstance(action, RunChecks):
+        elif isinstance(action, act.RunChecks):
             report = await self.fleet.run_checks(record, action)
             self._checks = replace(report, seq=record.seq)
-        elif isinstance(action, SetUnitState):
+        elif isinstance(action, act.SetUnitState):
             await self.store.set_unit_state(record, action)
-        elif isinstance(action, EmitEvent):
+        elif isinstance(action, act.EmitEvent):
             try:
                 await self.store.emit(record, action)
             except LandlordError as exc:  # an event never fails the step it tells about

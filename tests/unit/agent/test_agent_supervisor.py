@@ -283,13 +283,12 @@ async def test_new_agent_adopts_recovers_and_launches(tmp_path: Path) -> None:
 
 async def test_capacity_and_event_subscription(rig: Rig) -> None:
     rig.healthy.add(20001)
-    events = rig.service.subscribe_events()
+    events = rig.service.bus.subscribe()
     first = asyncio.ensure_future(events.__anext__())
     await asyncio.sleep(0)
     await rig.service.start_instance(spec())
     event = await asyncio.wait_for(first, 1)
-    assert event["type"] == EventType.STATE and event["instance"] == "i1"
-    assert set(event) == {"type", "instance", "unit", "version", "time", "details"}
+    assert event.type == EventType.STATE and event.instance == "i1"
     capacity = rig.service.capacity()
     assert capacity["allocated"]["memory"] == spec().resources.memory
     assert capacity["instances"] == 1

@@ -36,6 +36,7 @@ def test_publish_request_carries_every_flag() -> None:
         port=0,
         service_port=8080,
         health_path="/healthz",
+        health_command="check --ready 'x y'",
         health_interval="2s",
         health_timeout="500ms",
         warmup="10s",
@@ -57,6 +58,7 @@ def test_publish_request_carries_every_flag() -> None:
     assert list(spec.command) == ["python3", "-m", "http.server", "a b"]
     assert (spec.port, spec.service_port) == (0, 8080)
     assert spec.health.path == "/healthz"
+    assert list(spec.health.command) == ["check", "--ready", "x y"]
     assert spec.health.interval.seconds == 2
     assert spec.health.timeout.nanos == 500_000_000
     assert spec.health.warmup.seconds == 10
@@ -91,6 +93,7 @@ def test_publish_request_leaves_unset_flags_to_the_coordinator() -> None:
         ({"port": 70000}, "--port: 70000 is not a port"),
         ({"service_port": 0}, "--service-port: 0 is not a port"),
         ({"health_path": "healthz"}, "--health-path: 'healthz' must start with '/'"),
+        ({"health_command": " "}, "--health-command: empty command"),
         ({"health_interval": "2"}, "--health-interval: '2' is not a duration"),
         ({"env": ("NOVALUE",)}, "--env: 'NOVALUE' is not KEY=VALUE"),
         ({"cpu": "lots"}, "--cpu: 'lots' is not valid"),
