@@ -31,7 +31,9 @@ _STRATEGY_IN = {types_pb2.STRATEGY_UNSPECIFIED: Strategy.BLUE_GREEN,
                 types_pb2.STRATEGY_BLUE_GREEN: Strategy.BLUE_GREEN,
                 types_pb2.STRATEGY_CANARY: Strategy.CANARY}
 _STRATEGY_OUT = {Strategy.BLUE_GREEN: types_pb2.STRATEGY_BLUE_GREEN,
-                 Strategy.CANARY: types_pb2.STRATEGY_CANARY}
+                 Strategy.CANARY: types_pb2.STRATEGY_CANARY,
+                 Strategy.ROLLBACK: types_pb2.STRATEGY_ROLLBACK,
+                 Strategy.INITIAL: types_pb2.STRATEGY_INITIAL}
 _SWITCH_IN = {types_pb2.SWITCH_MODE_UNSPECIFIED: SwitchMode.IMMEDIATE,
               types_pb2.SWITCH_MODE_IMMEDIATE: SwitchMode.IMMEDIATE,
               types_pb2.SWITCH_MODE_GRADUAL: SwitchMode.GRADUAL,

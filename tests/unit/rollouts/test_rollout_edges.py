@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from rollout_sim import make_record
 
+from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from coordinator.api.rollout_proto import rollout_info, settings_from_pb
 from coordinator.rollouts.actions import Observations
@@ -56,3 +58,14 @@ def test_aborting_a_rollout_that_has_not_started_ends_it_at_once() -> None:
 def test_a_record_round_trips_through_json() -> None:
     record: RolloutRecord = make_record(RolloutSettings(strategy=Strategy.CANARY))
     assert decode_record(encode_record(record)) == record
+
+
+@pytest.mark.parametrize(("strategy", "shown"), [
+    (Strategy.INITIAL, types_pb2.STRATEGY_INITIAL),
+    (Strategy.ROLLBACK, types_pb2.STRATEGY_ROLLBACK),
+])
+def test_first_deploys_and_rollbacks_say_what_they_are(strategy: Strategy, shown: int) -> None:
+    record = make_record(RolloutSettings(strategy=strategy))
+    assert rollout_info(rollout_status(record)).strategy == shown
+    with pytest.raises(InvalidArgument, match="blue-green or canary"):
+        settings_from_pb(admin_pb2.DeployRequest(strategy=shown))  # type: ignore[arg-type]

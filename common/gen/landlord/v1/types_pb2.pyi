@@ -152,12 +152,22 @@ class _StrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Strategy.Val
     STRATEGY_UNSPECIFIED: _Strategy.ValueType  # 0
     STRATEGY_BLUE_GREEN: _Strategy.ValueType  # 1
     STRATEGY_CANARY: _Strategy.ValueType  # 2
+    STRATEGY_ROLLBACK: _Strategy.ValueType  # 3
+    """Reported only (a Deploy cannot ask for them): the fast path back to a kept version,
+    and a unit's first deploy.
+    """
+    STRATEGY_INITIAL: _Strategy.ValueType  # 4
 
 class Strategy(_Strategy, metaclass=_StrategyEnumTypeWrapper): ...
 
 STRATEGY_UNSPECIFIED: Strategy.ValueType  # 0
 STRATEGY_BLUE_GREEN: Strategy.ValueType  # 1
 STRATEGY_CANARY: Strategy.ValueType  # 2
+STRATEGY_ROLLBACK: Strategy.ValueType  # 3
+"""Reported only (a Deploy cannot ask for them): the fast path back to a kept version,
+and a unit's first deploy.
+"""
+STRATEGY_INITIAL: Strategy.ValueType  # 4
 Global___Strategy: _TypeAlias = Strategy  # noqa: Y015
 
 @_typing.final
