@@ -1,6 +1,6 @@
 """The types of the events agents report on the stream, defined once for both ends.
 
-The agent's event bus publishes them (``agent.events.AgentEvent``), the stream carries
+The agent's event bus publishes them (``agent.instances.events.AgentEvent``), the stream carries
 them as ``ReportedEvent.type``, and the coordinator records and reacts to them (a
 ``recovery.escalated`` starts its own healing, for example).
 """

@@ -109,7 +109,7 @@ class _Tracked:
 
 
 class LeakHandler(Protocol):
-    """Who acts on a memory leak (``agent.recovery.Recovery``)."""
+    """Who acts on a memory leak (``agent.instances.recovery.Recovery``)."""
 
     async def on_leak(self, record: InstanceRecord, assessment: LeakAssessment, pid: int,
                       memory_dir: Path | None, samples: Sequence[tuple[float, int]]) -> None:

@@ -3,9 +3,9 @@
 Every state change goes through ``move()``, which validates it against the table in
 ``common.lifecycle``, persists the record and publishes an event. Failures detected here
 (container exits, failed health, startup timeouts) are handed to a ``FailureHandler``
-(``agent.recovery.Recovery``, which drives the supervisor back: it imports this module,
-this module does not import it). Others read the records through ``records`` (see
-``agent.records.InstanceRecords``).
+(``agent.instances.recovery.Recovery``, which drives the supervisor back: it imports this
+module, this module does not import it). Others read the records through ``records`` (see
+``agent.instances.records.InstanceRecords``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ Prober = Callable[[str, int, str, float], Awaitable[bool]]
 
 
 class FailureHandler(Protocol):
-    """Who acts on the instances' failures and health (``agent.recovery.Recovery``): a
+    """Who acts on the instances' failures and health (``agent.instances.recovery.Recovery``): a
     container that died unasked, one that runs broken (unhealthy, never ready), a healthy
     probe, a (re)gained health; ``cancel`` when an instance is stopped on purpose."""
 

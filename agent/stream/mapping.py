@@ -1,7 +1,7 @@
 """Pure translations between the coordinator stream's values and the agent's own (no I/O).
 
 The stream speaks ``common.stream_commands`` / ``common.stream_messages`` (StartInstance,
-SetRoute, ObservedInstance, MetricsWindow, ...); the agent speaks ``agent.spec``, its
+SetRoute, ObservedInstance, MetricsWindow, ...); the agent speaks ``agent.instances.spec``, its
 ``AgentEvent`` and the data plane's ``UnitSpec``/``WindowSnapshot``. Everything here is a
 function of its arguments, so ``agent.stream.adapter`` only decides *when* to call them and
 does the I/O.

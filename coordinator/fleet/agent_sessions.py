@@ -1,7 +1,7 @@
 """The leader's side of agent streams: registration and reports.
 
 Registration writes the host record only when something in it changed, keeps the host's
-liveness key on a per-host lease (coordinator/host_leases.py), takes the agent's full
+liveness key on a per-host lease (coordinator/fleet/host_records.py), takes the agent's full
 state as the truth about what it runs, and reconciles: duplicates are stopped, missing
 desired instances started again, and every route of the building is sent. A report is a
 batched delta: it updates the leader's memory, and etcd only when an instance's state
