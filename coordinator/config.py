@@ -52,6 +52,12 @@ class CoordinatorConfig:
     tls_ca_file: str = _doc("", "CA bundle for mutual TLS (empty: insecure)")
     tls_cert_file: str = _doc("", "server certificate (empty: insecure)")
     tls_key_file: str = _doc("", "server private key")
+    registry_auth_file: str = _doc("", "Docker config.json-style registry credentials used to "
+                                       "resolve image tags to digests; empty: anonymous")
+    registry_ca_file: str = _doc("", "CA bundle for registries served over TLS (empty: the "
+                                     "system's)")
+    registry_http: tuple[str, ...] = _doc((), "registries host:port reached over plain HTTP "
+                                              "(loopback ones always are)")
     log_level: str = _doc("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _doc("json", "json (one object a line) or text")
 
