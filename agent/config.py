@@ -55,8 +55,8 @@ class AgentConfig:
     data_plane: bool = _opt(True, "run this host's HAProxy data plane (unit entry points)",
                             "bool")
     registry_auth_file: str = _opt("", "Docker config.json-style registry credentials "
-                                       "({\"auths\": {\"HOST:PORT\": {\"auth\": base64(user:pass)}}}); "
-                                       "empty: pull anonymously")
+                                       "({\"auths\": {\"HOST:PORT\": {\"auth\": "
+                                       "base64(user:pass)}}}); empty: pull anonymously")
     haproxy_binary: str = _opt("/usr/sbin/haproxy", "the HAProxy 2.6+ executable")
     haproxy_threads: int = _opt(0, "HAProxy worker threads (0: a quarter of the cores, at "
                                    "least one)")
