@@ -120,6 +120,13 @@ class ImagePuller:
             task.add_done_callback(lambda done: self._forget(reference, done))
         await asyncio.shield(task)
 
+    def cancel(self) -> list[asyncio.Task[None]]:
+        """Cancel the pulls under way (the agent stops); returns their tasks to await."""
+        tasks = list(self._pulls.values())
+        for task in tasks:
+            task.cancel()
+        return tasks
+
     def _forget(self, reference: str, task: asyncio.Task[None]) -> None:
         if self._pulls.get(reference) is task:
             del self._pulls[reference]

@@ -389,7 +389,7 @@ class Supervisor:
     async def shutdown(self) -> None:
         """Stop watching; containers keep running (the agent is not their parent)."""
         self.failures.cancel_all()
-        tasks = list(self._watchers.values())
+        tasks = [*self._watchers.values(), *self.images.cancel()]
         self._watchers.clear()
         for task in tasks:
             task.cancel()
