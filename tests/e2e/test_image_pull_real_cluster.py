@@ -21,7 +21,16 @@ from local_cluster.processes import free_port_on_all
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from tests.e2e.real_cluster import RealCluster, host_id
-from tests.e2e.real_load import Load, failed, list_instances, publish, real_cluster, seconds
+from tests.e2e.real_load import (
+    Load,
+    failed,
+    list_hosts,
+    list_instances,
+    publish,
+    real_cluster,
+    seconds,
+    serving,
+)
 from tests.e2e.real_load import unit_spec as demo_spec
 from tests.support import eventually
 from tests.support.registry_server import RegistryServer, unique_image
@@ -71,6 +80,8 @@ def _rollout(cluster: RealCluster) -> Any:
 
 def test_a_pull_from_an_unreachable_registry_fails_the_rollout_before_traffic_moves(
         cluster: RealCluster, registry: RegistryServer, pinned: str) -> None:
+    eventually(lambda: [h.status for h in list_hosts(cluster)] == ["alive"], timeout=60,
+               message="the host registered")
     port = free_port_on_all(list(HOST.values()))
     with cluster.admin() as admin:
         publish(admin, demo_spec(APARTMENT, UNIT, "1.0.0", port), "1.0.0",
@@ -84,6 +95,8 @@ def test_a_pull_from_an_unreachable_registry_fails_the_rollout_before_traffic_mo
         cluster, APARTMENT, UNIT)] == [("1.0.0", RUNNING)], timeout=90, interval=0.5,
         message="1.0.0 running")
 
+    eventually(lambda: serving(port, HOST.values()), timeout=60, interval=0.5,
+               message="the entry point serves")
     registry.stop()
     registry.forget_locally(pinned)
     load = Load(port, HOST.values()).start()
