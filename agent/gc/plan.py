@@ -97,20 +97,24 @@ def normal_reference(reference: str) -> str:
 
 def evictable_images(images: Iterable[ImageInfo], known: Set[str], keep: Set[str],
                      in_use_ids: Set[str]) -> list[CacheItem]:
-    """Landlord's images that may go, one item per image, oldest first.
+    """Landlord's images, and names of them, that may go; oldest first.
 
     An image is Landlord's when one of its references (tags or digest references) is an
-    image a version ran here (``known``). It stays when any of its references is kept or a
-    container uses it (``in_use_ids``: image ids). The item's ``refs`` are its known
-    references: removing them all removes the image (other names it has are not ours).
+    image a version ran here (``known``). One a container uses (``in_use_ids``: image ids)
+    is left alone. One with a kept reference stays: only its known names that nothing keeps
+    are dropped (one item each, size 0: that frees no disk). Any other is removed whole: one
+    item with all its known references (other names it has are not ours).
     """
     out = []
     for image in images:
         names = image.references
         ours = tuple(sorted(r for r in names if r in known))
-        if not ours or image.id in in_use_ids or any(r in keep for r in names):
+        if not ours or image.id in in_use_ids:
             continue
-        out.append(CacheItem("image", ours[0], image.size, image.created, ours))
+        if any(r in keep for r in names):
+            out += [CacheItem("image", r, 0, image.created, (r,)) for r in ours if r not in keep]
+        else:
+            out.append(CacheItem("image", ours[0], image.size, image.created, ours))
     return sorted(out, key=lambda i: (i.created, i.ref))
 
 

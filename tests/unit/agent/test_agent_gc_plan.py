@@ -96,8 +96,13 @@ def test_images_are_matched_by_digest_reference_and_by_tag() -> None:
     known = {PINNED, "app:1", "app:2", "app:3"}
     items = evictable_images(images, known, keep={"127.0.0.1:5000/app@sha256:kept"},
                              in_use_ids={"sha256:used"})
-    assert [(i.ref, i.refs, i.size) for i in items] == [("app:1", ("app:1",), 50),
+    assert [(i.ref, i.refs, i.size) for i in items] == [("app:3", ("app:3",), 0),
+                                                         ("app:1", ("app:1",), 50),
                                                          (PINNED, (PINNED,), 100)]
+    # an image with a kept name stays; a name of it that nothing keeps goes (frees nothing)
+    kept_too = [ImageInfo("sha256:two", ("app:4", "app:5"), 3.0, 90, {}, ())]
+    assert [(i.ref, i.size) for i in evictable_images(kept_too, {"app:4", "app:5"},
+                                                      {"app:5"}, set())] == [("app:4", 0)]
     assert all(i.kind == "image" for i in items)
 
 
@@ -119,9 +124,10 @@ def test_an_image_in_use_or_kept_is_never_evicted(
     for item in evictable_images(infos, known, keep, in_use):
         image = next(i for i in infos if i.id == owner[item.ref])
         assert image.id not in in_use
-        assert not set(image.references) & keep
-        assert item.refs and set(item.refs) <= known
+        assert item.refs and set(item.refs) <= known - keep
         assert {owner[r] for r in item.refs} == {image.id}
+        if set(image.references) & keep:  # it stays, under a kept name
+            assert item.size == 0
 
 
 def _item(kind: str, ref: str, size: int, created: float) -> CacheItem:
