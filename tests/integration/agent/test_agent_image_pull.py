@@ -101,3 +101,26 @@ async def test_a_registry_that_wants_credentials_gets_them_from_the_auth_file(
                                                   port=free_port(), image=reference))
     assert view.state == "running"
     await wait_event(trusted, EventType.IMAGE_PULLED)
+
+
+async def test_gc_keeps_protected_versions_pulled_by_digest_and_drops_the_others(
+        registry: RegistryServer, harness: AgentHarness) -> None:
+    references = [pushed_away(registry) for _ in range(3)]
+    agent = await harness.agent(keep_versions=1)
+    for n, reference in enumerate(references):
+        spec = make_spec(f"gc-{n}-{uuid.uuid4().hex[:6]}", version=f"1.{n}.0", image=reference)
+        await agent.start_instance(spec)
+        await agent.stop_instance(spec.instance_id)
+    # 1.2.0 is the latest; the coordinator protects 1.0.0 (say, the previous stable)
+    agent.gc.protect("test", "demo", ("1.0.0",))
+    agent.gc.disk_usage = lambda: (99, 100)
+    removed = (await agent.run_gc("cache"))["evicted"]
+    assert [r["ref"] for r in removed if r["kind"] == "image"] == [references[1]]
+    client = docker.from_env()
+    try:
+        for kept in (references[0], references[2]):
+            assert kept in client.images.get(kept).attrs["RepoDigests"]
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.images.get(references[1])
+    finally:
+        client.close()
