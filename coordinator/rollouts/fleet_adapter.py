@@ -111,7 +111,7 @@ class CoordinatorFleet:
 
     def _start_failures(self) -> dict[str, str]:
         return {e.instance_id: e.message or "no reason given"
-                for e in self._state.event_history()
+                for e in self._state.events.values()
                 if e.type == START_FAILED_EVENT and e.instance_id}
 
     def instances(self, record: RolloutRecord) -> tuple[InstanceView, ...]:
