@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,3 +126,22 @@ async def test_gc_keeps_protected_versions_pulled_by_digest_and_drops_the_others
             client.images.get(references[1])
     finally:
         client.close()
+
+
+async def test_a_pull_from_a_registry_that_never_answers_ends_at_the_pull_timeout(
+        harness: AgentHarness) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts (the kernel does) and never says a word
+    try:
+        reference = f"127.0.0.1:{silent.getsockname()[1]}/silent@sha256:{'c' * 64}"
+        agent = await harness.agent(image_pull_timeout=2.0)
+        started = time.monotonic()
+        with pytest.raises(LandlordError, match="did not finish within 2 s"):
+            await agent.start_instance(make_spec(f"silent-{uuid.uuid4().hex[:6]}",
+                                                 image=reference))
+        assert time.monotonic() - started < 10
+        failed = await wait_event(agent, EventType.IMAGE_PULL_FAILED)
+        assert "did not finish" in failed.details["reason"]
+    finally:
+        silent.close()
