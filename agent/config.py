@@ -51,7 +51,7 @@ class AgentConfig:
     """Everything the agent daemon needs, validated."""
 
     host_id: str = _opt("", "id of this host, unique in the fleet (empty: this machine's "
-                            "hostname)")
+                            "hostname)", group="host")
     building: str = _opt("default", "building (host pool) this host belongs to")
     advertise_address: str = _opt("127.0.0.1", "IP address instances bind to and are reached "
                                                 "at: this host's address on the fleet network",

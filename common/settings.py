@@ -136,14 +136,16 @@ def _number(kind: str, value: Any, text: bool) -> int | float:
 
 
 def _amount(kind: str, value: Any) -> int | float:
-    allowed: tuple[type, ...] = (str, int, float) if kind == "cpu" else (str, int)
-    if isinstance(value, bool) or not isinstance(value, allowed):
-        raise ValueError(f"expected a string or a number, got {_describe(value)}")
-    parse = {"bytes": parse_bytes, "bits": parse_bandwidth, "cpu": parse_cpu}[kind]
     try:
-        return parse(value, "value")  # type: ignore[operator]
+        if isinstance(value, bool):
+            pass
+        elif kind == "cpu" and isinstance(value, str | int | float):
+            return parse_cpu(value, "value")
+        elif kind != "cpu" and isinstance(value, str | int):
+            return (parse_bytes if kind == "bytes" else parse_bandwidth)(value, "value")
     except InvalidArgument as exc:
         raise ValueError(str(exc).removeprefix("value: ")) from None
+    raise ValueError(f"expected a string or a number, got {_describe(value)}")
 
 
 def field_problems(config: Any) -> list[Problem]:

@@ -121,7 +121,7 @@ class SettingsSpec(Generic[T]):
             if not isinstance(table, dict):
                 return {}, [f"{path}:{self.section}: expected a table [{self.section}]"]
             for key in document:
-                if key not in SECTIONS:
+                if key not in SECTIONS and key != self.section:
                     problems.append(f"{path}:{key}: unknown setting (this file has an "
                                     f"[{self.section}] table; put settings in it)")
         else:

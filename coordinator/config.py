@@ -47,7 +47,7 @@ def _check_prefix(value: str) -> str | None:
 class CoordinatorConfig:
     """Everything the coordinator daemon needs, validated."""
 
-    id: str = setting("", "coordinator id (empty: hostname-port)")
+    id: str = setting("", "coordinator id (empty: hostname-port)", group="server")
     listen: str = setting(COORDINATOR_ADDRESS, "gRPC listen address host:port",
                           check=check_host_port)
     advertise_address: str = setting("", "address agents and the CLI reach (empty: listen)",
