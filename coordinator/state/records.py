@@ -1,7 +1,9 @@
 """The records the coordinator keeps in etcd (see coordinator/state/keys.py), as frozen dataclasses.
 
 Each record turns into compact JSON with ``encode()`` and back with ``decode()``; unknown
-fields are ignored on decode so a newer coordinator's records stay readable.
+fields are ignored on decode so a newer coordinator's records stay readable. Every record
+carries its schema (``common.schema.RECORD_SCHEMA``); ``decode`` migrates an older one in
+memory first (coordinator/state/migrations.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, TypeVar
 
 from common.resources import Resources
 from common.versions import VersionTag
+from coordinator.state.migrations import RECORDS, dumps
 
 __all__ = [
     "Allocation",
@@ -34,8 +37,9 @@ R = TypeVar("R")
 
 
 def encode(record: Any) -> bytes:
-    """Compact JSON of a record dataclass (Resources become dicts)."""
-    return json.dumps(_plain(record), separators=(",", ":"), sort_keys=True).encode()
+    """Compact JSON of a record dataclass (Resources become dicts), stamped with this
+    release's record schema."""
+    return dumps(RECORDS.stamp(_plain(record)))
 
 
 def _plain(value: Any) -> Any:
@@ -53,8 +57,11 @@ def _plain(value: Any) -> Any:
 
 
 def decode(cls: type[R], data: bytes) -> R:
-    """The record of type ``cls`` from its JSON; see each class's ``from_dict``."""
+    """The record of type ``cls`` from its JSON, migrated to this release's schema first
+    (coordinator/state/migrations.py); see each class's ``from_dict``."""
     raw = json.loads(data)
+    if isinstance(raw, dict):
+        raw = RECORDS.migrate(_KINDS.get(cls, ""), raw)
     from_dict = getattr(cls, "from_dict", None)
     if from_dict is not None:
         return from_dict(raw)  # type: ignore[no-any-return]
@@ -282,3 +289,11 @@ class EventRecord:
         data = asdict(self)
         data.pop("sequence")
         return data
+
+
+_KINDS: dict[type, str] = {
+    HostRecord: "hosts", InstanceRecord: "instances", StatusRecord: "status",
+    UnitRecord: "units", VersionRecord: "versions", RouteRecord: "routes",
+    EventRecord: "events",
+}
+"""The key kind (``KeyLayout.kind_of``) of each record class, for its migrations."""
