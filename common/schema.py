@@ -19,6 +19,8 @@ must be told about (a new required meaning, a changed shape), and add the migrat
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from common.errors import FailedPrecondition
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "UNVERSIONED",
     "check_stream_peer",
     "peer_schema",
+    "release",
 ]
 
 UNVERSIONED = 1
@@ -44,6 +47,14 @@ RECORD_SCHEMA = 2
 """The schema of the records this release writes to etcd (2: each record says its schema)."""
 SCHEMA_FIELD = "schema"
 """The name of the schema number inside a stored record."""
+
+
+def release() -> str:
+    """This installation's Landlord release ("" when it is not installed as a package)."""
+    try:
+        return metadata.version("landlord")
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 def peer_schema(sent: int) -> int:

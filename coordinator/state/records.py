@@ -26,6 +26,7 @@ __all__ = [
     "InstanceRecord",
     "LeaderRecord",
     "RouteRecord",
+    "SchemaRecord",
     "StatusRecord",
     "UnitRecord",
     "VersionRecord",
@@ -82,6 +83,14 @@ class HostHealth(StrEnum):
     """Silent or disconnected for less than the grace period: its instances stay put."""
     LOST = "lost"
     """Silent past the grace period: its instances are placed again elsewhere."""
+
+
+@dataclass(frozen=True)
+class SchemaRecord:
+    """The cluster's record schema (``{p}/schema``) and the release that wrote it."""
+
+    schema: int
+    release: str = ""
 
 
 @dataclass(frozen=True)
