@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from local_cluster.daemons import toml_value
 from local_cluster.load import Answer, failed
 from local_cluster.processes import recorded_processes
