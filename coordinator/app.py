@@ -114,7 +114,7 @@ class Coordinator:
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
             lambda: BlockingLeaseClient(config.etcd_endpoints, config.etcd_timeout),
-            refusal=self.schema.refusal)
+            refusal=self.schema.campaign_refusal)
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts)

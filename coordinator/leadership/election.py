@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from common.errors import Conflict, Unavailable
@@ -42,7 +42,7 @@ class LeaderElection:
         ttl: int = 5,
         retry: float = 0.5,
         keeper_client: Callable[[], BlockingLeaseClient] | None = None,
-        refusal: Callable[[], str] | None = None,
+        refusal: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         """``keeper_client``: makes a blocking etcd client for a LeaseKeeper thread, so a
         busy event loop cannot lose the lead; None refreshes on this loop. ``refusal``:
@@ -70,7 +70,7 @@ class LeaderElection:
         failing = False
         refused = ""
         while not self._resigning:
-            reason = self._refusal() if self._refusal is not None else ""
+            reason = await self._refusal() if self._refusal is not None else ""
             if reason:
                 if reason != refused:  # said once, not every retry
                     log.error("election: not campaigning: %s", reason)

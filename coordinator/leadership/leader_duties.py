@@ -71,7 +71,7 @@ class LeaderDuties:
                 self.schema.check()  # a cluster of a newer release is not ours to lead
             except SchemaTooNew as exc:
                 log.error("%s", exc)
-                raise
+                return  # the election steps down; it will not campaign again meanwhile
         fleet.close_all("leadership changed")
         fleet.reset()
         now = self._clock.monotonic()

@@ -13,6 +13,7 @@ nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ class Entries(Protocol):
     """The watch-fed cache of raw entries (coordinator/state/view.py)."""
 
     entries: dict[str, Entry]
+    synced: asyncio.Event
 
     def get(self, key: str) -> Entry | None: ...
 
@@ -89,6 +91,12 @@ class SchemaUpgrade:
             return f"the cluster's schema key is unreadable ({exc}); this coordinator will " \
                    "not lead"
         return too_new(found, self._migrations.target, self.release)
+
+    async def campaign_refusal(self) -> str:
+        """``refusal()`` once the cache has listed the cluster (before that it knows no
+        schema key): asked by the election before each campaign."""
+        await self._view.synced.wait()
+        return self.refusal()
 
     def check(self) -> None:
         """Raise SchemaTooNew when this coordinator must not lead."""

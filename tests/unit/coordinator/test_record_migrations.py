@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -200,6 +201,7 @@ class Cache:
 
     def __init__(self, store: MemoryStore) -> None:
         self.entries = store.entries
+        self.synced = asyncio.Event()
 
     def get(self, key: str) -> Entry | None:
         return self.entries.get(key)
@@ -268,3 +270,14 @@ async def test_a_real_shape_change_is_written_back_and_read_back() -> None:
     stored = json.loads(store.entries[LAYOUT.unit("a", "u")].value)
     assert stored["replica_count"] == 6 and "replicas" not in stored
     assert json.loads(store.entries[LAYOUT.schema].value)["schema"] == 4
+
+
+async def test_the_election_asks_only_once_the_cache_has_listed_the_cluster() -> None:
+    store = MemoryStore(ClusterState(LAYOUT))
+    store.put(LAYOUT.schema, b'{"release": "0.3.0", "schema": 3}')
+    upgrade = upgrade_on(store)
+    asking = asyncio.ensure_future(upgrade.campaign_refusal())
+    await asyncio.sleep(0.01)
+    assert not asking.done()
+    upgrade._view.synced.set()
+    assert "schema 3" in await asking
