@@ -1,26 +1,32 @@
 """Schema versions against a real etcd and real coordinators: records release 0.1.0 wrote
 are migrated once by the next leader and read the same; a cluster of a newer schema is not
-led; the agent stream refuses a peer more than one schema away."""
+led; the agent stream refuses a peer more than one schema away; and the real thing: a
+coordinator of release 0.1.0 (built from its git tag) leads this release's agent stream,
+then this release's coordinator takes over and migrates the records 0.1.0 wrote."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from local_cluster.daemons import CoordinatorProcess
 from local_cluster.etcd import EtcdProcess
+from local_cluster.releases import previous_release
 
-from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc, types_pb2
+from common.gen.landlord.v1 import admin_pb2_grpc, agent_pb2, agent_pb2_grpc, types_pb2
 from common.resources import Resources
 from common.schema import RECORD_SCHEMA, SCHEMA_FIELD, STREAM_SCHEMA
+from common.stream_commands import StartInstance
 from common.unit_spec import UnitSpec
 from common.versions import VersionTag
 from coordinator.app import Coordinator
 from coordinator.state.keys import KeyLayout
-from coordinator.state.migrations import dumps
+from coordinator.state.migrations import RECORDS, dumps
 from coordinator.state.records import (
     EventRecord,
     HostHealth,
@@ -31,10 +37,15 @@ from coordinator.state.records import (
     encode,
 )
 from coordinator.state.store import EtcdStore, Txn
+from tests.integration.coordinator.agents import start_agent
 from tests.integration.coordinator.conftest import coordinator_config
+from tests.integration.coordinator.test_coord_stream import check, deploy, running
 from tests.support import async_eventually
 
 SPEC = UnitSpec("shop", "web", "1.0.0", "demo:1", 8080)
+PREVIOUS = "v0.1.0"
+COORDINATOR_SETTINGS = {"leader_lease_ttl": 2, "heartbeat_interval": 0.5,
+                        "liveness_grace": 3.0, "report_interval": 0.05, "shutdown_grace": 1.0}
 
 
 def as_0_1_0_wrote(record: Any) -> bytes:
@@ -164,3 +175,55 @@ async def test_the_stream_takes_a_0_1_0_agent_and_refuses_one_two_schemas_ahead(
     assert f"agent stream schema {STREAM_SCHEMA + 2}" in details
     assert f"speaks schema {STREAM_SCHEMA}" in details and "upgrade the coordinator" in details
     assert "h-schema-4" not in coordinator.state.hosts
+
+
+async def test_a_coordinator_of_0_1_0_takes_this_agent_and_this_coordinator_migrates_its_records(
+        etcd: EtcdProcess, prefix: str, store: EtcdStore, tmp_path: Path) -> None:
+    """Release 0.1.0's coordinator (built from its tag) leads first and writes the records
+    as that release does; then this release's coordinator takes over on the same prefix."""
+    old_bin = await asyncio.to_thread(previous_release, PREVIOUS)
+    old = CoordinatorProcess(tmp_path, "old", etcd.endpoint, prefix, COORDINATOR_SETTINGS,
+                             bin_dir=old_bin)
+    new_config = coordinator_config(etcd, prefix, name="new")
+    agent = start_agent([old.address, new_config.listen], "h-compat", "127.0.0.2")
+    new: Coordinator | None = None
+    try:
+        await asyncio.to_thread(old.start)
+        await async_eventually(check(lambda: agent.stream.connected.is_set()), timeout=20,
+                               message="this agent registered with the 0.1.0 coordinator")
+        async with grpc.aio.insecure_channel(old.address) as channel:
+            await deploy(admin_pb2_grpc.AdminStub(channel), replicas=1)
+            placed = await async_eventually(
+                lambda: running(admin_pb2_grpc.AdminStub(channel), 1), timeout=20)
+        layout = KeyLayout(prefix)
+        written = {e.key: e for e in (await store.list_prefix(layout.root))[0]
+                   if RECORDS.versioned(layout.kind_of(e.key)[0])}
+        kinds = {layout.kind_of(key)[0] for key in written}
+        assert {"hosts", "instances", "units", "versions", "rollouts"} <= kinds, kinds
+        assert not any(SCHEMA_FIELD in json.loads(e.value) for e in written.values())
+        await asyncio.to_thread(old.stop)
+
+        new = await leading(Coordinator(new_config))
+        assert new.schema.last is not None and new.schema.last.rewritten >= len(written) - 2
+        for key in written:
+            entry = await store.get(key)
+            assert entry is not None, key
+            assert json.loads(entry.value)[SCHEMA_FIELD] == RECORD_SCHEMA, key
+        assert [i.instance_id for i in new.state.instances_of("shop", "web")] == \
+            [placed[0].instance_id]
+        await async_eventually(check(lambda: agent.stream.target == new_config.listen
+                                     and agent.stream.connected.is_set()), timeout=20,
+                               message="this agent moved to the new coordinator")
+        async with grpc.aio.insecure_channel(new_config.listen) as channel:
+            again = await async_eventually(
+                lambda: running(admin_pb2_grpc.AdminStub(channel), 1), timeout=20)
+        assert again[0].instance_id == placed[0].instance_id
+        starts = [c for c in agent.runtime.executed if isinstance(c, StartInstance)]
+        # the take-over placed nothing new (a replayed start of the same id is idempotent)
+        assert {s.instance_id for s in starts} == {placed[0].instance_id}
+        assert list(agent.runtime.instances) == [placed[0].instance_id]
+    finally:
+        await agent.stop()
+        if new is not None:
+            await new.stop()
+        await asyncio.to_thread(old.stop)
