@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.stream.session import CoordinatorStream, Disconnected, StreamSettings
 from common.errors import FailedPrecondition
 from common.gen.landlord.v1 import agent_pb2
 from common.resources import Resources
@@ -18,6 +19,7 @@ from common.schema import (
 )
 from common.stream_convert import registration_from_pb, registration_to_pb
 from common.stream_messages import Registration
+from tests.e2e.simulated_agent import FakeRuntime
 
 
 def test_a_peer_that_sends_no_schema_is_release_0_1_0() -> None:
@@ -67,3 +69,14 @@ def test_register_carries_the_schema_and_an_old_register_reads_as_schema_1() -> 
     old = agent_pb2.Register(host_id="h1", building="demo", address="127.0.0.2",
                              capacity=registration_to_pb(reg).capacity, agent_version="0.1.0")
     assert registration_from_pb(old).schema == 1
+
+
+def test_an_agent_leaves_a_coordinator_two_schemas_ahead_and_stays_with_one_of_0_1_0() -> None:
+    identity = Registration("h1", "demo", "127.0.0.2", Resources(cpu=1, memory=1 << 30))
+    stream = CoordinatorStream(FakeRuntime(identity), StreamSettings(("127.0.0.1:1",)))
+    with pytest.raises(Disconnected, match=f"coordinator speaks agent stream schema "
+                                           f"{STREAM_SCHEMA + 2}"):
+        stream._registered(agent_pb2.Registered(coordinator_id="c9", schema=STREAM_SCHEMA + 2))
+    assert not stream.connected.is_set()
+    stream._registered(agent_pb2.Registered(coordinator_id="c1"))  # 0.1.0 says no schema
+    assert stream.connected.is_set() and stream.coordinator_id == "c1"
