@@ -114,12 +114,14 @@ def test_an_agent_of_the_previous_release_works_and_this_one_adopts_its_work(
     port, instance = deploy_demo(cluster, agent)
     before = containers(agent)
     assert len(before) == 1, before
-    assert registrations(agent) == 1
+    sessions = registrations(agent)
+    assert sessions >= 1
 
     assert agent.terminate() == 0  # the containers and HAProxy outlive it by design
     agent.bin_dir = BIN  # the upgrade: this release's agent on the same host and data
     agent.start()
-    eventually(lambda: registrations(agent) == 2, timeout=60, message="the new agent registered")
+    eventually(lambda: registrations(agent) > sessions, timeout=60,
+               message="the new agent registered")
     assert agent.proc is not None and Path(str(agent.proc.args[0])).parent == BIN  # type: ignore[index]
     eventually(lambda: running(cluster) == instance, timeout=30, message="the same instance")
     assert http_get(agent.address, port, timeout=5)[0] == 200
