@@ -70,7 +70,7 @@ def landlord(cluster: RealCluster, *args: str) -> Any:
 def deploy_demo(cluster: RealCluster, agent: AgentProcess) -> tuple[int, str]:
     """Publish and deploy landlord/demo-app:1.0.0 on the agent's host; (service port, id
     of the running instance) once it serves."""
-    eventually(lambda: landlord(cluster, "hosts", "list")["hosts"], timeout=60,
+    eventually(lambda: alive(cluster, agent.host_id), timeout=60,
                message=f"{agent.host_id} registered")
     port = free_port_on_all([agent.address])
     landlord(cluster, "units", "publish", UNIT, "1.0.0", "--image", "landlord/demo-app:1.0.0",
@@ -83,6 +83,11 @@ def deploy_demo(cluster: RealCluster, agent: AgentProcess) -> tuple[int, str]:
     eventually(lambda: http_get(agent.address, port, timeout=5)[0] == 200, timeout=60,
                message="the entry point serves")
     return port, instance
+
+
+def alive(cluster: RealCluster, host_id: str) -> bool:
+    hosts = {h["host_id"]: h for h in landlord(cluster, "hosts", "list")["hosts"]}
+    return host_id in hosts and hosts[host_id]["status"] == "alive"
 
 
 def running(cluster: RealCluster) -> str:
