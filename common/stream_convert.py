@@ -27,6 +27,7 @@ from common.proto_values import (
     timestamp_from_pb,
     timestamp_to_pb,
 )
+from common.schema import peer_schema
 from common.stream_commands import (
     AgentCommand,
     CollectGarbage,
@@ -108,7 +109,8 @@ def registration_to_pb(r: Registration) -> agent_pb2.Register:
         host_id=r.host_id, building=r.building, address=r.address,
         capacity=resources_to_pb(r.capacity), labels=dict(r.labels),
         enforceable=list(r.enforceable), agent_version=r.agent_version,
-        instances=[observed_to_pb(i) for i in r.instances], images=list(r.images))
+        instances=[observed_to_pb(i) for i in r.instances], images=list(r.images),
+        schema=r.schema)
 
 
 def registration_from_pb(pb: agent_pb2.Register) -> Registration:
@@ -117,7 +119,7 @@ def registration_from_pb(pb: agent_pb2.Register) -> Registration:
         capacity=resources_from_pb(pb.capacity, "capacity"), labels=dict(pb.labels),
         enforceable=tuple(pb.enforceable), agent_version=pb.agent_version,
         instances=tuple(observed_from_pb(i, pb.host_id) for i in pb.instances),
-        images=tuple(pb.images),
+        images=tuple(pb.images), schema=peer_schema(pb.schema),
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from common.latency import LatencySketch
 from common.lifecycle import InstanceState
 from common.resources import Resources
+from common.schema import STREAM_SCHEMA
 
 __all__ = [
     "ROUTABLE_STATES",
@@ -102,6 +103,8 @@ class Registration:
     instances: tuple[ObservedInstance, ...] = ()
     images: tuple[str, ...] = ()
     """Images present on the host ("repo:tag")."""
+    schema: int = STREAM_SCHEMA
+    """The agent stream schema the agent speaks (``common.schema``; 1 for release 0.1.0)."""
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from coordinator.state.fenced_writes import FencedWrites
 from coordinator.state.keys import KeyLayout
 from coordinator.state.leadership import Leadership
 from coordinator.state.records import LeaderRecord
+from coordinator.state.schema_upgrade import SchemaUpgrade
 from coordinator.state.store import BlockingLeaseClient, EtcdStore, Store
 from coordinator.state.view import ClusterView
 
@@ -102,15 +103,18 @@ class Coordinator:
         self.registry = Registry(state=self.state, layout=self.layout, writes=self.writes,
                                  events=self.events, clock=self.clock, reported=self.fleet)
         self.rollouts = self.rollout_service()
+        self.schema = SchemaUpgrade(self.view, self.writes, self.layout)
         self.duties = LeaderDuties(
             view=self.view, state=self.state, fleet=self.fleet, leadership=self.leadership,
             events=self.events, clock=self.clock, heal=self.healer.tick,
             flush_routes=self.dispatch.flush_routes, flush_statuses=self.statuses.flush,
-            tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts)
+            tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts,
+            schema=self.schema)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
-            lambda: BlockingLeaseClient(config.etcd_endpoints, config.etcd_timeout))
+            lambda: BlockingLeaseClient(config.etcd_endpoints, config.etcd_timeout),
+            refusal=self.schema.campaign_refusal)
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts)

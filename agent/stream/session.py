@@ -6,6 +6,8 @@ agent or with a fake.
 - Connect to the configured coordinators in turn; a follower's NotLeader names the leader,
   which is tried next at once; any other failure waits with exponential backoff and jitter
   (tenacity), reset after every session that registered.
+- Register says the agent's stream schema and Registered the coordinator's
+  (``common.schema``): a coordinator more than one schema away is left, with an error.
 - After every (re)connect, Register carries the FULL state; then StatusReports carry only
   what changed (batched, at most one per report interval, at least one per heartbeat),
   with the acknowledgements and results of the commands run (``CommandQueue``).
@@ -33,8 +35,10 @@ from tenacity import (
 
 from agent.stream.command_queue import CommandQueue
 from agent.stream.endpoint import AgentEndpoint, ChangeBatch
+from common.errors import FailedPrecondition
 from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc
 from common.proto_values import duration_from_pb
+from common.schema import check_stream_peer, peer_schema
 from common.stream_convert import registration_to_pb, report_to_pb
 from common.stream_messages import AgentReport
 from common.transport import TlsSettings, create_channel
@@ -122,6 +126,10 @@ class CoordinatorStream:
                 await call.write(agent_pb2.AgentMessage(register=self._register()))
                 first = await call.read()
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    # e.g. a coordinator too many releases away: the operator must act
+                    log.error("coordinator %s refused this agent: %s", self.target,
+                              exc.details())
                 raise Disconnected(f"{self.target}: {exc.code().name} {exc.details()}") from None
             if first is grpc.aio.EOF:
                 raise Disconnected(f"{self.target} closed the stream")
@@ -144,6 +152,11 @@ class CoordinatorStream:
         raise Disconnected(f"{self.target} does not lead and knows no leader")
 
     def _registered(self, pb: agent_pb2.Registered) -> None:
+        try:
+            check_stream_peer(peer_schema(pb.schema), peer_role="coordinator", role="agent")
+        except FailedPrecondition as exc:
+            log.error("leaving coordinator %s at %s: %s", pb.coordinator_id, self.target, exc)
+            raise Disconnected(str(exc)) from None
         self.coordinator_id = pb.coordinator_id
         self._report_interval = duration_from_pb(pb.report_interval) or self._report_interval
         self._heartbeat_interval = (duration_from_pb(pb.heartbeat_interval)

@@ -18,6 +18,7 @@ from typing import Any
 from common.errors import InvalidArgument, LandlordError
 from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc
 from common.proto_values import duration_to_pb
+from common.schema import STREAM_SCHEMA, check_stream_peer
 from common.stream_commands import Command
 from common.stream_convert import command_to_pb, registration_from_pb, report_from_pb
 from coordinator.api.rpc_errors import abort_with
@@ -75,11 +76,15 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
             await abort_with(context, InvalidArgument("the first message must be Register"))
             return
         try:
-            session, _ = await self.sessions.open(registration_from_pb(first.register))
+            registration = registration_from_pb(first.register)
+            check_stream_peer(registration.schema, peer_role="agent", role="coordinator",
+                              peer_release=registration.agent_version)
+            session, _ = await self.sessions.open(registration)
         except NotLeader:
             yield self._not_leader()
             return
         except LandlordError as exc:
+            log.warning("registration of host %s refused: %s", first.register.host_id, exc)
             await abort_with(context, exc)
             return
         settings = self.liveness
@@ -87,6 +92,7 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
             coordinator_id=self.leadership.me.id,
             report_interval=duration_to_pb(settings.report_interval),
             heartbeat_interval=duration_to_pb(settings.heartbeat_interval),
+            schema=STREAM_SCHEMA,
         ))
         reader = asyncio.create_task(self._read(request_iterator, session),
                                      name=f"reports-{session.host_id}")

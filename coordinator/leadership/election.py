@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from common.errors import Conflict, Unavailable
@@ -42,9 +42,13 @@ class LeaderElection:
         ttl: int = 5,
         retry: float = 0.5,
         keeper_client: Callable[[], BlockingLeaseClient] | None = None,
+        refusal: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         """``keeper_client``: makes a blocking etcd client for a LeaseKeeper thread, so a
-        busy event loop cannot lose the lead; None refreshes on this loop."""
+        busy event loop cannot lose the lead; None refreshes on this loop. ``refusal``:
+        why this coordinator must not campaign now ("" when it may), asked before every
+        campaign (a cluster of a newer schema)."""
+        self._refusal = refusal
         self._store = store
         self._keeper_client = keeper_client
         self._key = key
@@ -64,7 +68,16 @@ class LeaderElection:
     async def run(self, lead: OnElected) -> None:
         """Campaign, lead while elected, and campaign again after losing the lead."""
         failing = False
+        refused = ""
         while not self._resigning:
+            reason = await self._refusal() if self._refusal is not None else ""
+            if reason:
+                if reason != refused:  # said once, not every retry
+                    log.error("election: not campaigning: %s", reason)
+                refused = reason
+                await asyncio.sleep(self._retry)
+                continue
+            refused = ""
             try:
                 fence = await self._campaign()
             except (Unavailable, Conflict, HistoryCompacted) as exc:

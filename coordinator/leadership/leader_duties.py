@@ -1,10 +1,12 @@
 """What the coordinator does while it leads, started on election and cancelled on step-down.
 
 On taking over it waits until its cache has caught up with etcd (at least to its own
-election), then carries on from etcd: every known host that is not lost gets a heartbeat
-interval plus the grace period to reconnect before it can be lost, so a leader change never
-moves instances by itself. Then loops run until the lead is lost: liveness and healing,
-route sending (debounced), status writing (batched across reports), event trimming.
+election), refuses a cluster whose records are of a newer schema, migrates older records
+once (coordinator/state/schema_upgrade.py), then carries on from etcd: every known host
+that is not lost gets a heartbeat interval plus the grace period to reconnect before it can
+be lost, so a leader change never moves instances by itself. Then loops run until the lead
+is lost: liveness and healing, route sending (debounced), status writing (batched across
+reports), event trimming.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from common.clock import Clock
+from common.errors import LandlordError
 from coordinator.errors import NotLeader
 from coordinator.fleet.sessions import Fleet
 from coordinator.fleet.status_writer import STATUS_FLUSH
@@ -22,6 +25,7 @@ from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
 from coordinator.state.leadership import Leadership
 from coordinator.state.records import HostHealth
+from coordinator.state.schema_upgrade import SchemaTooNew, SchemaUpgrade
 from coordinator.state.store import Fence
 from coordinator.state.view import ClusterView
 
@@ -41,7 +45,8 @@ class LeaderDuties:
                  leadership: Leadership, events: EventLog, clock: Clock, heal: Round,
                  flush_routes: Round, flush_statuses: Round, tick: float = 1.0,
                  route_flush: float = 0.2, trim_every: float = 10.0,
-                 rollouts: RolloutService | None = None) -> None:
+                 rollouts: RolloutService | None = None,
+                 schema: SchemaUpgrade | None = None) -> None:
         self._view = view
         self._state = state
         self._fleet = fleet
@@ -55,11 +60,18 @@ class LeaderDuties:
         self.route_flush = route_flush
         self.trim_every = trim_every
         self.rollouts = rollouts
+        self.schema = schema
 
     async def lead(self, fence: Fence) -> None:
         fleet, leadership = self._fleet, self._leadership
         await asyncio.wait_for(self._view.synced.wait(), timeout=30)
         await self._view.wait_for(fence.create_revision, timeout=30)
+        if self.schema is not None:
+            try:
+                self.schema.check()  # a cluster of a newer release is not ours to lead
+            except SchemaTooNew as exc:
+                log.error("%s", exc)
+                return  # the election steps down; it will not campaign again meanwhile
         fleet.close_all("leadership changed")
         fleet.reset()
         now = self._clock.monotonic()
@@ -70,6 +82,7 @@ class LeaderDuties:
         leadership.take(fence)
         log.info("leading: %d host(s) expected to reconnect", len(expected))
         try:
+            await self._migrate_records()
             await self._events.emit("leader.elected", f"{leadership.me.id} leads",
                                     coordinator=leadership.me.id)
             async with asyncio.TaskGroup() as group:
@@ -84,6 +97,19 @@ class LeaderDuties:
             leadership.release()
             fleet.close_all("this coordinator lost the lead")
             log.warning("no longer leading")
+
+    async def _migrate_records(self) -> None:
+        """Write back the records older than this release's schema, once. Failing is not
+        fatal: records read migrated anyway, and the next take-over tries again."""
+        if self.schema is None:
+            return
+        try:
+            await self.schema.run()
+        except (NotLeader, SchemaTooNew):
+            raise
+        except LandlordError as exc:
+            log.warning("record migration not finished (%s); records are read migrated "
+                        "meanwhile, the next leader tries again", exc)
 
     async def _every(self, interval: float, action: Round, name: str) -> None:
         while True:

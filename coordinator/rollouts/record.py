@@ -20,6 +20,7 @@ from typing import Any
 
 from common.rollout_policy import Window
 from coordinator.rollouts.settings import RolloutSettings, Strategy, known_fields
+from coordinator.state.migrations import RECORDS, dumps
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -263,8 +264,10 @@ def _step_from(raw: Mapping[str, Any]) -> StepRecord:
 
 
 def encode_record(record: RolloutRecord) -> bytes:
-    return json.dumps(record.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+    """Stamped with this release's record schema (coordinator/state/migrations.py)."""
+    return dumps(RECORDS.stamp(record.to_dict()))
 
 
 def decode_record(data: bytes) -> RolloutRecord:
-    return RolloutRecord.from_dict(json.loads(data))
+    """Migrated to this release's record schema first."""
+    return RolloutRecord.from_dict(RECORDS.migrate("rollouts", json.loads(data)))

@@ -10,7 +10,6 @@ the history from the ClusterState cache and follow new events as the watch deliv
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -20,6 +19,7 @@ from coordinator.errors import NotLeader
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.fenced_writes import FencedWrites
 from coordinator.state.keys import KeyLayout
+from coordinator.state.migrations import RECORDS, dumps
 from coordinator.state.records import EventRecord
 from coordinator.state.store import Txn
 
@@ -86,4 +86,4 @@ _TOP_LEVEL = {"apartment", "unit", "version", "host_id", "instance_id"}
 
 
 def encode_event(event: EventRecord) -> bytes:
-    return json.dumps(event.as_stored(), separators=(",", ":"), sort_keys=True).encode()
+    return dumps(RECORDS.stamp(event.as_stored()))

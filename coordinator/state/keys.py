@@ -1,6 +1,7 @@
 """The etcd key layout of a Landlord cluster, under a configurable prefix (default /landlord).
 
-Every value is UTF-8 JSON. ``{p}`` is the prefix; names are validated before they become
+Every value is UTF-8 JSON; the records of the versioned kinds (coordinator/state/migrations.py)
+carry ``"schema"``. ``{p}`` is the prefix; names are validated before they become
 keys (lowercase names, no ``/`` inside a segment).
 
 =============================================  ==============================================
@@ -11,6 +12,11 @@ key                                            value, writer and when
                                                Created only if absent (election); every
                                                leader write is fenced on this key's
                                                create revision and value.
+{p}/schema                                     ``{"schema", "release"}``: the record schema
+                                               of the cluster (``common.schema``), written
+                                               by a leader once it has migrated every
+                                               record to it. A coordinator that knows an
+                                               older schema does not lead.
 {p}/hosts/{host_id}                            HostRecord: building, address, capacity,
                                                labels, enforceable limits, images, and the
                                                persisted status (``alive`` or ``lost``).
@@ -70,6 +76,10 @@ class KeyLayout:
     @property
     def leader(self) -> str:
         return f"{self.prefix}/leader"
+
+    @property
+    def schema(self) -> str:
+        return f"{self.prefix}/schema"
 
     def host(self, host_id: str) -> str:
         return f"{self.prefix}/hosts/{host_id}"

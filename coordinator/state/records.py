@@ -1,7 +1,9 @@
 """The records the coordinator keeps in etcd (see coordinator/state/keys.py), as frozen dataclasses.
 
 Each record turns into compact JSON with ``encode()`` and back with ``decode()``; unknown
-fields are ignored on decode so a newer coordinator's records stay readable.
+fields are ignored on decode so a newer coordinator's records stay readable. Every record
+carries its schema (``common.schema.RECORD_SCHEMA``); ``decode`` migrates an older one in
+memory first (coordinator/state/migrations.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, TypeVar
 
 from common.resources import Resources
 from common.versions import VersionTag
+from coordinator.state.migrations import RECORDS, dumps
 
 __all__ = [
     "Allocation",
@@ -23,6 +26,7 @@ __all__ = [
     "InstanceRecord",
     "LeaderRecord",
     "RouteRecord",
+    "SchemaRecord",
     "StatusRecord",
     "UnitRecord",
     "VersionRecord",
@@ -34,8 +38,9 @@ R = TypeVar("R")
 
 
 def encode(record: Any) -> bytes:
-    """Compact JSON of a record dataclass (Resources become dicts)."""
-    return json.dumps(_plain(record), separators=(",", ":"), sort_keys=True).encode()
+    """Compact JSON of a record dataclass (Resources become dicts), stamped with this
+    release's record schema."""
+    return dumps(RECORDS.stamp(_plain(record)))
 
 
 def _plain(value: Any) -> Any:
@@ -53,8 +58,11 @@ def _plain(value: Any) -> Any:
 
 
 def decode(cls: type[R], data: bytes) -> R:
-    """The record of type ``cls`` from its JSON; see each class's ``from_dict``."""
+    """The record of type ``cls`` from its JSON, migrated to this release's schema first
+    (coordinator/state/migrations.py); see each class's ``from_dict``."""
     raw = json.loads(data)
+    if isinstance(raw, dict):
+        raw = RECORDS.migrate(_KINDS.get(cls, ""), raw)
     from_dict = getattr(cls, "from_dict", None)
     if from_dict is not None:
         return from_dict(raw)  # type: ignore[no-any-return]
@@ -75,6 +83,14 @@ class HostHealth(StrEnum):
     """Silent or disconnected for less than the grace period: its instances stay put."""
     LOST = "lost"
     """Silent past the grace period: its instances are placed again elsewhere."""
+
+
+@dataclass(frozen=True)
+class SchemaRecord:
+    """The cluster's record schema (``{p}/schema``) and the release that wrote it."""
+
+    schema: int
+    release: str = ""
 
 
 @dataclass(frozen=True)
@@ -282,3 +298,11 @@ class EventRecord:
         data = asdict(self)
         data.pop("sequence")
         return data
+
+
+_KINDS: dict[type, str] = {
+    HostRecord: "hosts", InstanceRecord: "instances", StatusRecord: "status",
+    UnitRecord: "units", VersionRecord: "versions", RouteRecord: "routes",
+    EventRecord: "events",
+}
+"""The key kind (``KeyLayout.kind_of``) of each record class, for its migrations."""

@@ -26,6 +26,7 @@ import grpc
 
 from common.gen.landlord.v1 import admin_pb2_grpc
 from local_cluster.daemons import (
+    BIN,
     AgentProcess,
     CoordinatorProcess,
     remove_containers,
@@ -80,22 +81,25 @@ class ControlPlane:
             self.etcd.start()
 
     def add_coordinator(self, settings: Mapping[str, Any] | None = None, *, name: str = "",
-                        preferred_port: int = 0) -> CoordinatorProcess:
-        """Start one more coordinator on this etcd prefix (``coord<n>`` unless named)."""
+                        preferred_port: int = 0, bin_dir: Path = BIN) -> CoordinatorProcess:
+        """Start one more coordinator on this etcd prefix (``coord<n>`` unless named), from
+        ``bin_dir`` (another release's venv, say)."""
         coordinator = CoordinatorProcess(
             self.workdir, name or f"coord{len(self.coordinators) + 1}", self.etcd_endpoint,
-            self.prefix, {**self.coordinator_settings, **(settings or {})}, preferred_port)
+            self.prefix, {**self.coordinator_settings, **(settings or {})}, preferred_port,
+            bin_dir)
         self.coordinators.append(coordinator)
         return coordinator.start()
 
-    def start(self, coordinators: int = 1) -> ControlPlane:
-        """etcd, then ``coordinators`` coordinators; the first one leads."""
+    def start(self, coordinators: int = 1, bin_dir: Path = BIN) -> ControlPlane:
+        """etcd, then ``coordinators`` coordinators (from ``bin_dir``); the first one
+        leads."""
         self.start_etcd()
-        first = self.add_coordinator()
+        first = self.add_coordinator(bin_dir=bin_dir)
         wait_for(lambda: first.leader_info().this_is_leader, 30, "first coordinator leads",
                  interval=0.1)
         for _ in range(coordinators - 1):
-            self.add_coordinator()
+            self.add_coordinator(bin_dir=bin_dir)
         return self
 
     def leader(self, timeout: float = 30.0) -> CoordinatorProcess:
@@ -151,12 +155,14 @@ class LocalCluster(ControlPlane):
         return self.host_prefix + host
 
     def add_agent(self, host: str, address: str, building: str = "default",
-                  settings: Mapping[str, str] | None = None) -> AgentProcess:
+                  settings: Mapping[str, str] | None = None, bin_dir: Path = BIN
+                  ) -> AgentProcess:
         """Start an agent for host ``host`` (id ``host_id(host)``) advertising ``address``,
-        connected to every coordinator added so far."""
+        connected to every coordinator added so far, from ``bin_dir`` (another release's
+        venv, say)."""
         agent = AgentProcess(self.workdir, self.host_id(host), address,
                              [c.address for c in self.coordinators], building, self.labels,
-                             {**self.agent_settings, **(settings or {})})
+                             {**self.agent_settings, **(settings or {})}, bin_dir)
         self.agents.append(agent)
         return agent.start()
 

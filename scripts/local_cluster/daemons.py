@@ -1,6 +1,7 @@
 """The two Landlord daemons as a user starts them: the console scripts installed next to this
-Python (.venv/bin), ``landlord-coordinator`` with a TOML file and ``landlord-agent`` with
-LANDLORD_AGENT_* variables. An agent's containers and HAProxy outlive it by design; the
+Python (.venv/bin), or in another ``bin_dir`` (a previous release's venv,
+local_cluster/releases.py), ``landlord-coordinator`` with a TOML file and ``landlord-agent``
+with LANDLORD_AGENT_* variables. An agent's containers and HAProxy outlive it by design; the
 helpers here remove them (containers by label)."""
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ class CoordinatorProcess(ManagedProcess):
     program = "landlord-coordinator"
 
     def __init__(self, workdir: Path, name: str, etcd_endpoint: str, prefix: str,
-                 settings: Mapping[str, Any] | None = None, preferred_port: int = 0) -> None:
+                 settings: Mapping[str, Any] | None = None, preferred_port: int = 0,
+                 bin_dir: Path = BIN) -> None:
         super().__init__(name, workdir)
+        self.bin_dir = bin_dir
         self.port = free_port_on_all(["127.0.0.1"], preferred_port)
         self.address = f"127.0.0.1:{self.port}"
         self.config_path = workdir / f"{name}.toml"
@@ -74,7 +77,7 @@ class CoordinatorProcess(ManagedProcess):
                                             for k, v in values.items()))
 
     def start(self, timeout: float = 30.0) -> CoordinatorProcess:
-        self.spawn([str(BIN / "landlord-coordinator"), "--config", str(self.config_path)])
+        self.spawn([str(self.bin_dir / self.program), "--config", str(self.config_path)])
         wait_for(self.serving, timeout, f"coordinator {self.name} serving", interval=0.1)
         return self
 
@@ -95,14 +98,16 @@ class CoordinatorProcess(ManagedProcess):
 class AgentProcess(ManagedProcess):
     """``landlord-agent`` for one simulated host: its own loopback address, data directory
     ``<workdir>/<host_id>`` (emptied at the first start) and HAProxy. ``labels`` go on every
-    container it starts."""
+    container it starts. ``bin_dir`` holds the executable; changing it between a stop and
+    the next start upgrades (or downgrades) the host's agent in place."""
 
     program = "landlord-agent"
 
     def __init__(self, workdir: Path, host_id: str, address: str, coordinators: Sequence[str],
                  building: str, labels: Sequence[str],
-                 settings: Mapping[str, str] | None = None) -> None:
+                 settings: Mapping[str, str] | None = None, bin_dir: Path = BIN) -> None:
         super().__init__(host_id, workdir)
+        self.bin_dir = bin_dir
         self.host_id = host_id
         self.address = address
         self.labels = tuple(labels)
@@ -118,7 +123,7 @@ class AgentProcess(ManagedProcess):
     def start(self) -> AgentProcess:
         if not self._started_once:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-        self.spawn([str(BIN / "landlord-agent")], self.env)
+        self.spawn([str(self.bin_dir / self.program)], self.env)
         return self
 
     @property

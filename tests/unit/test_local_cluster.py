@@ -4,12 +4,15 @@ and what the load saw judged against the rollout records."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from local_cluster.daemons import toml_value
 from local_cluster.load import Answer, failed
 from local_cluster.processes import recorded_processes
+from local_cluster.releases import ReleaseMissing, git_dir, previous_release
 from local_cluster.report import classify_failures, rollback_seconds, share_of, switch_seconds
 
 
@@ -52,3 +55,12 @@ def test_share_rollback_and_switch_times() -> None:
     assert rollback_seconds(answers, 9, "1.0.0") is None
     assert switch_seconds(answers, "2.0.0") == 3  # first 2.0.0 at 2, last other at 5
     assert switch_seconds(answers, "3.0.0") is None
+
+
+def test_a_release_whose_tag_is_missing_is_an_error_saying_how_to_get_it(tmp_path: Path) -> None:
+    repo = tmp_path / "clone"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    with pytest.raises(ReleaseMissing, match=r"git tag v9\.9\.9 is not in .*git fetch --tags"):
+        previous_release("v9.9.9", checkout=repo, cache=tmp_path / "releases")
+    assert not (tmp_path / "releases").exists()  # nothing half-built
+    assert git_dir(repo) == (repo / ".git").resolve()

@@ -87,10 +87,16 @@ class Register(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     INSTANCES_FIELD_NUMBER: _builtins.int
     IMAGES_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     building: _builtins.str
     address: _builtins.str
     agent_version: _builtins.str
+    schema: _builtins.int
+    """The agent stream schema this agent speaks (common/schema.py). 0 (unset): an agent of
+    release 0.1.0, which speaks schema 1. A coordinator more than one schema away refuses
+    the session with FAILED_PRECONDITION.
+    """
     @_builtins.property
     def capacity(self) -> _types_pb2.Resources:
         """Capacity from psutil minus the configured reservation."""
@@ -121,10 +127,11 @@ class Register(_message.Message):
         agent_version: _builtins.str = ...,
         instances: _abc.Iterable[_types_pb2.InstanceStatus] | None = ...,
         images: _abc.Iterable[_builtins.str] | None = ...,
+        schema: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "building", b"building", "capacity", b"capacity", "enforceable", b"enforceable", "host_id", b"host_id", "images", b"images", "instances", b"instances", "labels", b"labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "building", b"building", "capacity", b"capacity", "enforceable", b"enforceable", "host_id", b"host_id", "images", b"images", "instances", b"instances", "labels", b"labels", "schema", b"schema"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -272,7 +279,12 @@ class Registered(_message.Message):
     COORDINATOR_ID_FIELD_NUMBER: _builtins.int
     REPORT_INTERVAL_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
     coordinator_id: _builtins.str
+    schema: _builtins.int
+    """The agent stream schema this coordinator speaks; 0 (unset): release 0.1.0, schema 1.
+    An agent more than one schema away ends the session and says so.
+    """
     @_builtins.property
     def report_interval(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -283,10 +295,11 @@ class Registered(_message.Message):
         coordinator_id: _builtins.str = ...,
         report_interval: _duration_pb2.Duration | None = ...,
         heartbeat_interval: _duration_pb2.Duration | None = ...,
+        schema: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "report_interval", b"report_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coordinator_id", b"coordinator_id", "heartbeat_interval", b"heartbeat_interval", "report_interval", b"report_interval"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coordinator_id", b"coordinator_id", "heartbeat_interval", b"heartbeat_interval", "report_interval", b"report_interval", "schema", b"schema"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
