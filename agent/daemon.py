@@ -15,7 +15,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Sequence
-from importlib import metadata
 from typing import Any
 
 from agent.config import AgentConfig
@@ -27,6 +26,7 @@ from agent.stream.adapter import StreamAdapter
 from agent.stream.host_commands import RoutingPlane
 from agent.stream.session import CoordinatorStream, StreamSettings
 from common.errors import LandlordError
+from common.schema import release
 from common.systemd_notify import notify, watchdog_interval, watchdog_pings
 from common.transport import TlsSettings
 
@@ -52,20 +52,13 @@ def stream_settings(config: AgentConfig) -> StreamSettings:
     return StreamSettings(coordinators=config.coordinators, tls=tls)
 
 
-def _agent_version() -> str:
-    try:
-        return metadata.version("landlord")
-    except metadata.PackageNotFoundError:
-        return ""
-
-
 async def _open_host(service: AgentService, plane: RoutingPlane | None) -> StreamAdapter | None:
     """Start the data plane and prepare the stream adapter (none when neither a data plane
     nor coordinators are configured); on failure leave nothing half-started."""
     config = service.config
     if plane is None and not config.coordinators:
         return None
-    adapter = StreamAdapter(service, plane, agent_version=_agent_version())
+    adapter = StreamAdapter(service, plane, agent_version=release())
     if plane is not None:
         await plane.start()
     try:
