@@ -49,7 +49,7 @@ CONFIG_DIR = PurePosixPath("/etc/landlord")
 DOC_DIR = PurePosixPath("/usr/share/doc/landlord")
 ROLES = ("agent", "coordinator", "both")
 DAEMONS = {"agent": "landlord-agent", "coordinator": "landlord-coordinator"}
-DOCS = ("README.md", "docs/install.md", "docs/architecture.md")
+DOCS = ("README.md", "docs/install.md", "docs/configuration.md", "docs/architecture.md")
 KEEP_RELEASES = 2
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01: wheels built twice from one tree are equal
 
@@ -165,8 +165,10 @@ def wanted_paths(role: str, samples: Mapping[str, bytes], units: Mapping[str, by
         unit = f"{DAEMONS[daemon]}.service"
         wants.append(Want(UNIT_DIR / unit, "file", content=units[unit]))
         if f"{daemon}.toml" in samples:
+            # 0644: the coordinator's dynamic user reads it; secrets live in files of their
+            # own (the coordinator's via LoadCredential=, see docs/install.md)
             wants.append(Want(CONFIG_DIR / f"{daemon}.toml", "file",
-                              content=samples[f"{daemon}.toml"], mode=0o640, keep=True))
+                              content=samples[f"{daemon}.toml"], mode=0o644, keep=True))
     if "coordinator" in daemons:
         wants.append(Want(CONFIG_DIR / "tls", "dir", mode=0o700, keep=True))
     for name, content in docs.items():
