@@ -228,11 +228,13 @@ def test_daemons_started_by_systemctl_serve_a_deployed_unit(machine: Machine) ->
         assert state == {"ActiveState": "active", "SubState": "running", "Type": "notify",
                          "NRestarts": "0"}, (unit, state, machine.logs())
 
-    def registered() -> bool:
+    def registered() -> dict[str, Any]:
         hosts = machine.cli("hosts", "list")["hosts"]
-        return any(h["host_id"] == HOST and h["status"] == "alive" for h in hosts)
+        return next(h for h in hosts if h["host_id"] == HOST and h["status"] == "alive")
 
-    eventually(registered, timeout=30, interval=0.5, message=f"{HOST} registered")
+    found = eventually(registered, timeout=30, interval=0.5, message=f"{HOST} registered")
+    # every limit, egress bandwidth included (tc and the bpf classifier work in there)
+    assert set(found["enforceable"]) == {"cpu", "memory", "storage", "network"}, found
     machine.cli("units", "publish", APARTMENT_UNIT, VERSION, "--image",
                 f"landlord/demo-app:{VERSION}", "--service-port", str(machine.service_port),
                 "--health-path", "/healthz", "--cpu", "100m", "--memory", "64Mi",

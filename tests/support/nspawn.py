@@ -10,7 +10,10 @@ machine down (SIGTERM to systemd-nspawn: a clean poweroff, SIGKILL after a timeo
 removes the overlay, whatever happened.
 
 Facts this relies on (checked on Debian 12, systemd 252, cgroup v1 hosts):
-- nspawn drops CAP_NET_ADMIN unless ``--capability`` gives it back (tc needs it);
+- nspawn drops CAP_NET_ADMIN unless ``--capability`` gives it back (tc needs it), and its
+  seccomp filter refuses bpf(2) ("Operation not permitted" loading the agent's classifier)
+  unless ``--system-call-filter=bpf`` allows it: both are on by default here, so the agent
+  shapes egress inside as on a real host;
 - with legacy cgroups the container sees only its own cgroup subtree: bind the host's
   /sys/fs/cgroup somewhere else (``HOST_CGROUP``) and point the agent's cgroup_root there;
 - the host's dockerd resolves bind-mount sources on host paths: bind the agent's data
@@ -72,7 +75,7 @@ class BootedHost:
 
     def __init__(self, rootfs: Path, name: str, binds: Iterable[Bind] = (),
                  capabilities: Sequence[str] = ("CAP_NET_ADMIN",),
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = ("--system-call-filter=bpf",)) -> None:
         self.rootfs = rootfs
         self.name = name
         self.binds = list(binds)
