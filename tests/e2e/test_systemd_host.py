@@ -147,6 +147,9 @@ def machine() -> Iterator[Machine]:
         if booted is not None:
             booted.close()  # HAProxy and the daemons go with the machine
         remove_containers([CLUSTER_LABEL])
+        # the agent shaped egress on the shared lo: its root qdisc stays after the machine
+        subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], capture_output=True,
+                       check=False)
         delete_prefix(ETCD, PREFIX)
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
@@ -255,6 +258,7 @@ def _after_load(load: LoadGenerator, minimum: int) -> None:
     load.close()
     answers = load.answers()
     bad = failed(answers)
+    print(f"load on the entry point: {len(answers)} requests, {len(bad)} failed")
     assert not bad and len(answers) >= minimum, (len(answers), bad[:5])
 
 
