@@ -37,7 +37,8 @@ def _drain(sock: socket.socket) -> list[bytes]:
 def test_coordinator_pings_the_watchdog_from_its_loop(tmp_path: Path, etcd: EtcdProcess,
                                                       prefix: str) -> None:
     path = tmp_path / "notify"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
+            (tmp_path / "log").open("w") as log:
         sock.bind(str(path))
         env = {**{k: v for k, v in os.environ.items()
                   if not k.startswith(("LANDLORD_", "WATCHDOG_", "NOTIFY_"))},
@@ -46,7 +47,7 @@ def test_coordinator_pings_the_watchdog_from_its_loop(tmp_path: Path, etcd: Etcd
             [str(BIN / "landlord-coordinator"), "--listen", f"127.0.0.1:{free_port()}",
              "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix,
              "--leader-lease-ttl", "2", "--log-format", "text"],
-            env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "log").open("w"))
+            env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
             first = _next(sock, 30)
             assert first.startswith(b"READY=1\nSTATUS=serving on 127.0.0.1:"), first
