@@ -6,9 +6,10 @@ sharing this machine's network, Docker socket and etcd) serves every test, in fi
 1. `make install` from a wheelhouse built here (pip runs with --no-index), a second run
    changes nothing, `systemd-analyze verify` passes on both installed units;
 2. `--check-config` of both daemons refuses a bad config with one line per error, exit 2;
-3. landlord-coordinator (host etcd, own prefix) and landlord-agent (own host id, address
-   127.0.0.13, labelled containers) started with systemctl serve a unit published and
-   deployed with the installed `landlord` CLI;
+3. landlord-coordinator (host etcd, own prefix, mutual TLS with its keys handed over by
+   LoadCredential= to its dynamic user) and landlord-agent (own host id, address 127.0.0.13,
+   labelled containers) started with systemctl serve a unit published and deployed with
+   the installed `landlord` CLI;
 4. `systemctl restart landlord-agent` under load: the same containers (ids, StartedAt),
    no failed request;
 5. a coordinator stopped with SIGSTOP is killed by the watchdog and restarted;
@@ -57,6 +58,10 @@ PREFIX = f"/landlord-nspawn-{os.getpid()}"
 UNITS = ("/usr/local/lib/systemd/system/landlord-agent.service",
          "/usr/local/lib/systemd/system/landlord-coordinator.service")
 APARTMENT_UNIT, VERSION = "e2e/sysd", "1.0.0"
+CREDENTIALS = "/run/credentials/landlord-coordinator.service"
+"""$CREDENTIALS_DIRECTORY of the coordinator: LoadCredential=tls:/etc/landlord/tls puts
+/etc/landlord/tls/<file> there as tls_<file>."""
+AGENT_TLS = "/etc/landlord/agent-tls"
 
 
 @dataclass
@@ -73,11 +78,18 @@ class Machine:
     def wheelhouse(self) -> Path:
         return self.work / "wheelhouse"
 
+    @property
+    def cli_env(self) -> dict[str, str]:
+        """The CLI's settings: this coordinator over mutual TLS (the client certificate)."""
+        return {"LANDLORD_COORDINATOR": self.coordinator,
+                "LANDLORD_TLS_CA": f"{AGENT_TLS}/ca.crt",
+                "LANDLORD_TLS_CERT": f"{AGENT_TLS}/client.crt",
+                "LANDLORD_TLS_KEY": f"{AGENT_TLS}/client.key"}
+
     def cli(self, *args: str) -> Any:
         """The installed `landlord` with JSON output; the last JSON document it printed
         (a followed rollout prints several)."""
-        out = self.host.run(["landlord", "-o", "json", *args],
-                            env={"LANDLORD_COORDINATOR": self.coordinator}).stdout
+        out = self.host.run(["landlord", "-o", "json", *args], env=self.cli_env).stdout
         decoder, found, at = json.JSONDecoder(), None, 0
         while out[at:].strip():
             found, at = decoder.raw_decode(out, len(out) - len(out[at:].lstrip()))
@@ -103,6 +115,26 @@ def _version_of(pyproject: Path) -> str:
     found = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M)
     assert found, pyproject
     return found.group(1)
+
+
+def _make_certificates(pki: Path) -> None:
+    """A CA, the coordinator's certificate for 127.0.0.1 and a client certificate (the
+    agent's and the CLI's)."""
+    pki.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.crt", "-days", "1", "-subj", "/CN=landlord-nspawn-ca")
+    for name, extra in (("server", "subjectAltName=IP:127.0.0.1"),
+                        ("client", "subjectAltName=URI:spiffe://landlord/agent/nspawn")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                f"{name}.csr", "-subj", f"/CN={name}")
+        (pki / f"{name}.ext").write_text(extra + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "1", "-extfile",
+                f"{name}.ext")
 
 
 def _build_wheelhouses(work: Path) -> str:
@@ -133,6 +165,7 @@ def machine() -> Iterator[Machine]:
     booted: BootedHost | None = None
     try:
         _build_wheelhouses(work)
+        _make_certificates(work / "pki")
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(parents=True)
         delete_prefix(ETCD, PREFIX)
@@ -200,18 +233,27 @@ def test_check_config_names_every_error_and_exits_2(machine: Machine) -> None:
 
 
 def _configure_and_start(machine: Machine) -> None:
+    """Keys and configs, then both daemons. The coordinator's keys go into /etc/landlord/tls
+    (root only); its unit hands them over with LoadCredential= (docs/install.md)."""
     host = machine.host
+    pki = machine.work / "pki"
+    host.sh(f"install -m 0600 {pki}/ca.crt {pki}/server.crt {pki}/server.key /etc/landlord/tls/"
+            f" && install -d -m 0700 {AGENT_TLS} && install -m 0600 {pki}/ca.crt"
+            f" {pki}/client.crt {pki}/client.key {AGENT_TLS}/")
     host.write("/etc/landlord/coordinator.toml", _toml({
         **COORDINATOR_SETTINGS, "id": "nspawn-coordinator", "listen": machine.coordinator,
         "etcd_endpoints": [ETCD], "etcd_prefix": PREFIX,
         "port_range_start": machine.port_range[0], "port_range_end": machine.port_range[1],
-        "log_format": "text"}))
+        "tls_ca_file": f"{CREDENTIALS}/tls_ca.crt",
+        "tls_cert_file": f"{CREDENTIALS}/tls_server.crt",
+        "tls_key_file": f"{CREDENTIALS}/tls_server.key", "log_format": "text"}))
     host.write("/etc/landlord/agent.toml", _toml({
         "host_id": HOST, "building": "demo", "advertise_address": ADDRESS,
         "coordinators": [machine.coordinator], "data_dir": str(machine.data_dir),
         "cgroup_root": HOST_CGROUP, "labels": [TEST_LABEL, OWNER, CLUSTER_LABEL],
         "stop_grace": 3.0, "startup_probe_interval": 0.1, "monitor_interval": 2.0,
-        "log_format": "text"}))
+        "tls_ca_file": f"{AGENT_TLS}/ca.crt", "tls_cert_file": f"{AGENT_TLS}/client.crt",
+        "tls_key_file": f"{AGENT_TLS}/client.key", "log_format": "text"}))
     # Type=notify: systemctl returns once each daemon said READY=1
     host.run(["systemctl", "start", "landlord-coordinator"])
     host.run(["systemctl", "start", "landlord-agent"])
@@ -236,6 +278,14 @@ def test_daemons_started_by_systemctl_serve_a_deployed_unit(machine: Machine) ->
         return next(h for h in hosts if h["host_id"] == HOST and h["status"] == "alive")
 
     found = eventually(registered, timeout=30, interval=0.5, message=f"{HOST} registered")
+    # the coordinator runs as a dynamic user and reads keys only root can read, through
+    # its credentials; a client without TLS is refused
+    pid = host.unit("landlord-coordinator", "MainPID")["MainPID"]
+    assert host.sh(f"ps -o uid= -p {pid}").strip() not in ("", "0")
+    assert host.sh("stat -c %U:%a /etc/landlord/tls/server.key").strip() == "root:600"
+    plain = host.run(["landlord", "hosts", "list"], check=False,
+                     env={"LANDLORD_COORDINATOR": machine.coordinator})
+    assert plain.returncode != 0, plain.stdout
     # every limit, egress bandwidth included (tc and the bpf classifier work in there)
     assert set(found["enforceable"]) == {"cpu", "memory", "storage", "network"}, found
     machine.cli("units", "publish", APARTMENT_UNIT, VERSION, "--image",
