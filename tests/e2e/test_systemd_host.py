@@ -58,6 +58,9 @@ PREFIX = f"/landlord-nspawn-{os.getpid()}"
 UNITS = ("/usr/local/lib/systemd/system/landlord-agent.service",
          "/usr/local/lib/systemd/system/landlord-coordinator.service")
 APARTMENT_UNIT, VERSION = "e2e/sysd", "1.0.0"
+IMAGE = f"landlord/demo-app:{VERSION}"
+"""The local demo image for now; a registry reference (127.0.0.1:PORT/demo-app:1.0.0,
+published by digest) once the registry work lands."""
 CREDENTIALS = "/run/credentials/landlord-coordinator.service"
 """$CREDENTIALS_DIRECTORY of the coordinator: LoadCredential=tls:/etc/landlord/tls puts
 /etc/landlord/tls/<file> there as tls_<file>."""
@@ -288,8 +291,8 @@ def test_daemons_started_by_systemctl_serve_a_deployed_unit(machine: Machine) ->
     assert plain.returncode != 0, plain.stdout
     # every limit, egress bandwidth included (tc and the bpf classifier work in there)
     assert set(found["enforceable"]) == {"cpu", "memory", "storage", "network"}, found
-    machine.cli("units", "publish", APARTMENT_UNIT, VERSION, "--image",
-                f"landlord/demo-app:{VERSION}", "--service-port", str(machine.service_port),
+    machine.cli("units", "publish", APARTMENT_UNIT, VERSION, "--image", IMAGE,
+                "--service-port", str(machine.service_port),
                 "--health-path", "/healthz", "--cpu", "100m", "--memory", "64Mi",
                 "--feature", "first")
     machine.cli("deploy", APARTMENT_UNIT, VERSION, "--building", "demo", "--replicas", "2",

@@ -172,3 +172,43 @@ def test_applying_the_plan_leaves_nothing_to_do(tmp_path_factory: pytest.TempPat
     for action in removal_plan(wants, host.seen(paths), purge=True):
         host.apply(action)
     assert list((root / "x").iterdir()) == []
+
+
+def _directives(unit: str) -> dict[str, list[str]]:
+    text = (Path(__file__).resolve().parents[2] / "systemd" / unit).read_text()
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+@pytest.mark.parametrize("unit", ["landlord-agent.service", "landlord-coordinator.service"])
+def test_the_units_name_installed_documents_and_commands(unit: str) -> None:
+    from host_install import DOCS as SHIPPED
+    from host_install import read_sources
+
+    d = _directives(unit)
+    documents = [u for line in d["Documentation"] for u in line.split()]
+    installed = {f"file://{DOC_DIR / P(n).name}" for n in SHIPPED}
+    assert documents and set(documents) <= installed, documents
+    _, _, docs = read_sources(Path(__file__).resolve().parents[2])
+    assert {P(n).name for n in docs} == {P(n).name for n in SHIPPED}  # every one exists
+    command = d["ExecStart"][0].split()[0]
+    links = {str(w.path) for w in wanted_paths("both", SAMPLES, UNITS, DOCS) if w.kind == "link"}
+    assert command in links
+
+
+@pytest.mark.parametrize("unit", ["landlord-agent.service", "landlord-coordinator.service"])
+def test_the_units_are_fit_for_a_fleet(unit: str) -> None:
+    d = _directives(unit)
+    assert d["Type"] == ["notify"] and float(d["WatchdogSec"][0]) > 0
+    assert d["RestartPreventExitStatus"] == ["2"]  # a bad config is not a restart loop
+    assert int(d["LimitNOFILE"][0]) >= 65536  # 1,000 agent streams need more than 1,024
+    assert int(d["TasksMax"][0]) >= 1024
+    if unit == "landlord-agent.service":
+        assert d["KillMode"] == ["process"]  # containers and HAProxy survive a restart
+    else:
+        assert d["DynamicUser"] == ["yes"]
+        assert d["LoadCredential"] == [f"tls:{CONFIG_DIR}/tls"]
