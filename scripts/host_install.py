@@ -409,7 +409,28 @@ def install(args: argparse.Namespace) -> int:
     if not samples:
         print("note: no sample configs in this build (systemd/*.toml); write "
               f"{CONFIG_DIR}/agent.toml / coordinator.toml before starting the daemons")
+    check_configs(host, args.role)
     return after_install(host, args, release.name, previous)
+
+
+def check_configs(host: Host, role: str) -> None:
+    """Say whether each daemon of ``role`` accepts its config (a fresh sample does not: it
+    names no host or etcd of this fleet yet); never fails the install."""
+    for daemon in (d for d in DAEMONS if role in (d, "both")):
+        config = CONFIG_DIR / f"{daemon}.toml"
+        command = host.real(BIN_DIR / DAEMONS[daemon])
+        if not (host.real(config).is_file() and command.exists()):
+            continue
+        done = subprocess.run([str(command), "--config", str(host.real(config)),
+                               "--check-config"], capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            print(f"{config}: accepted by {DAEMONS[daemon]} --check-config")
+        else:
+            problems = done.stderr.strip().splitlines()
+            print(f"{config}: to edit before starting {DAEMONS[daemon]} "
+                  f"({len(problems)} problem(s)):")
+            for line in problems:
+                print(f"  {line}")
 
 
 def after_install(host: Host, args: argparse.Namespace, name: str, previous: str) -> int:
