@@ -5,7 +5,8 @@ sharing this machine's network, Docker socket and etcd) serves every test, in fi
 
 1. `make install` from a wheelhouse built here (pip runs with --no-index), a second run
    changes nothing, `systemd-analyze verify` passes on both installed units;
-2. `--check-config` of both daemons refuses a bad config with one line per error, exit 2;
+2. `--check-config` of both daemons refuses a bad config with one line per error, exit 2,
+   and a daemon started by systemd with a bad setting fails once, without a restart loop;
 3. landlord-coordinator (host etcd, own prefix, mutual TLS with its keys handed over by
    LoadCredential= to its dynamic user) and landlord-agent (own host id, address 127.0.0.13,
    labelled containers) started with systemctl serve a unit published and deployed with
@@ -233,6 +234,25 @@ def test_check_config_names_every_error_and_exits_2(machine: Machine) -> None:
         for name in names:
             assert sum(name in line for line in lines) == 1, (daemon, name, lines)
         assert "Traceback" not in done.stderr
+
+
+def test_a_bad_config_under_systemd_fails_once_without_a_restart_loop(machine: Machine
+                                                                      ) -> None:
+    """Exit status 2 (a setting refused) is not restarted (RestartPreventExitStatus=2)."""
+    host = machine.host
+    host.write("/etc/default/landlord-coordinator", "LANDLORD_COORDINATOR_ETCD_TIMEOUT=slow\n")
+    try:
+        started = host.run(["systemctl", "start", "landlord-coordinator"], check=False)
+        assert started.returncode != 0
+        time.sleep(5)  # past RestartSec=2 twice: a restart would have happened by now
+        state = host.unit("landlord-coordinator", "ActiveState", "NRestarts",
+                          "ExecMainStatus")
+        assert state == {"ActiveState": "failed", "NRestarts": "0", "ExecMainStatus": "2"}, \
+            state
+        assert "etcd_timeout" in host.journal("landlord-coordinator", 20)
+    finally:
+        host.run(["rm", "-f", "/etc/default/landlord-coordinator"])
+        host.run(["systemctl", "reset-failed", "landlord-coordinator"], check=False)
 
 
 def _configure_and_start(machine: Machine) -> None:
