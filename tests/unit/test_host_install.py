@@ -1,4 +1,4 @@
-"""The host installer's decisions (scripts/host_install.py): plan, removal, release names,
+"""The host installer's decisions (scripts/install_plan.py): plan, removal, release names,
 and the plan applied to a directory tree (a second plan finds nothing to do)."""
 
 from __future__ import annotations
@@ -7,11 +7,13 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import pytest
-from host_install import (
+from host_install import Host, read_sources, wheel_members
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from install_plan import (
     CONFIG_DIR,
     DOC_DIR,
     UNIT_DIR,
-    Host,
     InstallError,
     Seen,
     Want,
@@ -21,10 +23,7 @@ from host_install import (
     release_name,
     removal_plan,
     wanted_paths,
-    wheel_members,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 P = PurePosixPath
 UNITS = {"landlord-agent.service": b"[Unit]\nA\n", "landlord-coordinator.service": b"[Unit]\nC\n"}
@@ -186,8 +185,7 @@ def _directives(unit: str) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("unit", ["landlord-agent.service", "landlord-coordinator.service"])
 def test_the_units_name_installed_documents_and_commands(unit: str) -> None:
-    from host_install import DOCS as SHIPPED
-    from host_install import read_sources
+    from install_plan import DOCS as SHIPPED
 
     d = _directives(unit)
     documents = [u for line in d["Documentation"] for u in line.split()]
