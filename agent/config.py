@@ -83,6 +83,8 @@ class AgentConfig:
     registry_auth_file: str = _opt("", "Docker config.json-style registry credentials "
                                        "({\"auths\": {\"HOST:PORT\": {\"auth\": "
                                        "base64(user:pass)}}}); empty: pull anonymously")
+    image_pull_timeout: float = _opt(600.0, "seconds an image pull may take before the start "
+                                            "that needs it fails")
     haproxy_binary: str = _opt("/usr/sbin/haproxy", "the HAProxy 2.6+ executable")
     haproxy_threads: int = _opt(0, "HAProxy worker threads (0: a quarter of the cores, at "
                                    "least one)", ge=0, le=64)
