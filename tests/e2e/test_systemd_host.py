@@ -10,7 +10,7 @@ sharing this machine's network, Docker socket and etcd) serves every test, in fi
 3. landlord-coordinator (host etcd, own prefix, mutual TLS with its keys handed over by
    LoadCredential= to its dynamic user) and landlord-agent (own host id, address 127.0.0.13,
    labelled containers) started with systemctl serve a unit published and deployed with
-   the installed `landlord` CLI;
+   the installed `landlord` CLI, its image pulled by digest from a local registry;
 4. `systemctl restart landlord-agent` under load: the same containers (ids, StartedAt),
    no failed request;
 5. a coordinator stopped with SIGSTOP is killed by the watchdog and restarted;
@@ -21,6 +21,7 @@ sharing this machine's network, Docker socket and etcd) serves every test, in fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -47,6 +48,7 @@ from tests.e2e.real_load import COORDINATOR_SETTINGS
 from tests.integration.agent.agent_fixtures import ensure_demo_images
 from tests.support import eventually
 from tests.support.nspawn import HOST_CGROUP, Bind, BootedHost, host_rootfs
+from tests.support.registry_server import RegistryServer, unique_image
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -59,9 +61,9 @@ PREFIX = f"/landlord-nspawn-{os.getpid()}"
 UNITS = ("/usr/local/lib/systemd/system/landlord-agent.service",
          "/usr/local/lib/systemd/system/landlord-coordinator.service")
 APARTMENT_UNIT, VERSION = "e2e/sysd", "1.0.0"
-IMAGE = f"landlord/demo-app:{VERSION}"
-"""The local demo image for now; a registry reference (127.0.0.1:PORT/demo-app:1.0.0,
-published by digest) once the registry work lands."""
+LOCAL_TAG = f"landlord-test/nspawn-demo:{os.getpid()}"
+"""The demo app plus a layer of its own (so deploying really pulls it), pushed to a local
+registry; the unit runs it by digest."""
 CREDENTIALS = "/run/credentials/landlord-coordinator.service"
 """$CREDENTIALS_DIRECTORY of the coordinator: LoadCredential=tls:/etc/landlord/tls puts
 /etc/landlord/tls/<file> there as tls_<file>."""
@@ -77,6 +79,10 @@ class Machine:
     coordinator: str
     service_port: int
     port_range: tuple[int, int]
+    registry: RegistryServer
+    image: str
+    """The unit's image: 127.0.0.1:PORT/nspawn-demo@sha256:..., not on this Docker until
+    the agent pulls it."""
 
     @property
     def wheelhouse(self) -> Path:
@@ -167,7 +173,12 @@ def machine() -> Iterator[Machine]:
     slot, slot_lock = _claim_port_slot()
     first_port = 20000 + slot * 1000
     booted: BootedHost | None = None
+    registry = RegistryServer()
     try:
+        registry.start()
+        # pushed before the agent registers: the host reports it, so publishing accepts it
+        unique_image(f"landlord/demo-app:{VERSION}", LOCAL_TAG)
+        image = registry.push(LOCAL_TAG, "nspawn-demo", VERSION)
         _build_wheelhouses(work)
         _make_certificates(work / "pki")
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -176,14 +187,19 @@ def machine() -> Iterator[Machine]:
         binds = [Bind("/run/docker.sock"), Bind("/sys/fs/cgroup", HOST_CGROUP),
                  Bind(str(data_dir)), Bind(str(REPO), read_only=True),
                  Bind(str(work), read_only=True)]
-        booted = BootedHost(rootfs, f"landlord-{os.getpid()}", binds).boot()
+        booted = BootedHost(rootfs, f"landlord-{os.getpid()}", binds)
+        booted.boot()
         yield Machine(booted, work, data_dir,
                       f"127.0.0.1:{free_port_on_all(['127.0.0.1'])}",
-                      free_port_on_all([ADDRESS]), (first_port, first_port + 999))
+                      free_port_on_all([ADDRESS]), (first_port, first_port + 999),
+                      registry, image)
     finally:
         if booted is not None:
             booted.close()  # HAProxy and the daemons go with the machine
         remove_containers([CLUSTER_LABEL])
+        registry.close()
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            _remove_image(LOCAL_TAG)
         # the agent shaped egress on the shared lo: its root qdisc stays after the machine
         subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], capture_output=True,
                        check=False)
@@ -191,6 +207,14 @@ def machine() -> Iterator[Machine]:
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
         slot_lock.close()
+
+
+def _remove_image(reference: str) -> None:
+    client = docker.from_env()
+    try:
+        client.images.remove(reference)
+    finally:
+        client.close()
 
 
 def _toml(values: dict[str, Any]) -> str:
@@ -311,15 +335,25 @@ def test_daemons_started_by_systemctl_serve_a_deployed_unit(machine: Machine) ->
     assert plain.returncode != 0, plain.stdout
     # every limit, egress bandwidth included (tc and the bpf classifier work in there)
     assert set(found["enforceable"]) == {"cpu", "memory", "storage", "network"}, found
-    machine.cli("units", "publish", APARTMENT_UNIT, VERSION, "--image", IMAGE,
+    machine.cli("units", "publish", APARTMENT_UNIT, VERSION, "--image", machine.image,
                 "--service-port", str(machine.service_port),
                 "--health-path", "/healthz", "--cpu", "100m", "--memory", "64Mi",
                 "--feature", "first")
+    # gone from this Docker: the agent must pull it from the registry, by digest
+    machine.registry.forget_locally(machine.image)
+    _remove_image(LOCAL_TAG)
     machine.cli("deploy", APARTMENT_UNIT, VERSION, "--building", "demo", "--replicas", "2",
                 "--wait")
     eventually(lambda: _entry_point_answers(machine), timeout=30, interval=0.2,
                message="the unit's entry point answers")
     assert len(machine.containers()) == 2
+    client = docker.from_env()
+    try:
+        for container in client.containers.list(filters={"label": CLUSTER_LABEL}):
+            assert container.attrs["Config"]["Image"] == machine.image
+    finally:
+        client.close()
+    assert "event image.pulled" in host.journal("landlord-agent", 300)
 
 
 def _under_load(machine: Machine) -> LoadGenerator:

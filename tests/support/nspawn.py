@@ -121,16 +121,24 @@ class BootedHost:
         return self
 
     def _find_leader(self) -> int:
+        """The descendant of systemd-nspawn that is PID 1 of its own PID namespace (nspawn
+        forks an intermediate child first, which exits once the container's init runs)."""
         assert self._nspawn is not None
         if self._nspawn.poll() is not None:
             raise NspawnError(f"systemd-nspawn exited {self._nspawn.returncode}:\n"
                               f"{self.console.read_text(errors='replace')[-3000:]}")
-        children = psutil.Process(self._nspawn.pid).children()
-        assert children, "no container process yet"
-        return int(children[0].pid)
+        for child in psutil.Process(self._nspawn.pid).children(recursive=True):
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{child.pid}/status").read_text()
+                nspid = next(line.split()[1:] for line in status.splitlines()
+                             if line.startswith("NSpid:"))
+                if len(nspid) > 1 and nspid[-1] == "1":
+                    return int(child.pid)
+        raise AssertionError("the container's init is not running yet")
 
     def _booted(self) -> bool:
         state = self.run(["systemctl", "is-system-running"], check=False).stdout.strip()
+        assert state, "systemctl is-system-running answered nothing"
         if state == "degraded":
             failed = self.run(["systemctl", "--failed", "--no-legend"], check=False).stdout
             raise NspawnError(f"{self.name} booted degraded: {failed}")
