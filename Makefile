@@ -7,7 +7,8 @@ RUN_DIR ?= $(CURDIR)/.run
 export LANDLORD_RUN_DIR := $(RUN_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: setup services venv images test test-unit test-integration test-e2e demo lint proto bench down clean
+.PHONY: setup services venv images test test-unit test-integration test-e2e demo lint proto bench down clean \
+	install uninstall wheelhouse
 
 setup: services venv images
 
@@ -51,6 +52,22 @@ BENCHES = dataplane recovery agent_overhead zero_downtime coordinator_scale
 
 bench: setup
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
+
+# Install on a host under systemd (as root): ROLE=agent|coordinator|both (default both),
+# WHEELHOUSE=DIR installs offline from `make wheelhouse`'s wheels (dist/wheelhouse is used
+# when present), RESTART=1 restarts the running daemons on the new build. See docs/install.md.
+ROLE ?= both
+WHEELHOUSE ?=
+install:
+	@$(PY) scripts/host_install.py install --role $(ROLE) $(if $(WHEELHOUSE),--wheelhouse $(WHEELHOUSE)) $(if $(RESTART),--restart)
+
+# Removes what `make install` added; PURGE=1 also removes /etc/landlord and the agent's data.
+uninstall:
+	@$(PY) scripts/host_install.py uninstall $(if $(PURGE),--purge)
+
+# Every wheel Landlord needs (its own and its dependencies') for hosts without the index.
+wheelhouse: venv
+	@$(BIN)/python scripts/host_install.py wheelhouse --dest $(or $(WHEELHOUSE),dist/wheelhouse)
 
 # Stops the demo cluster and the services that scripts/services.sh started.
 down:
