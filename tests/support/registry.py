@@ -40,7 +40,8 @@ class LocalRegistry:
     process: subprocess.Popen[bytes]
     users: Mapping[str, str]
     pushed: list[str] = field(default_factory=list)
-    """Registry tags ``push`` added to local images (removed again by ``stop``)."""
+    """Registry tags and digest references ``push`` added to local images (removed again
+    by ``stop``)."""
 
     @property
     def url(self) -> str:
@@ -65,12 +66,13 @@ class LocalRegistry:
             config = self.root / "docker-config"
             config.mkdir(exist_ok=True)
             self.auth_file(config / "config.json")
-        if remote not in self.pushed:
-            self.pushed.append(remote)
-        return push(image, self.address, repository, tag, docker_config=config)
+        self.pushed.append(remote)
+        digest = push(image, self.address, repository, tag, docker_config=config)
+        self.pushed.append(f"{self.address}/{repository}@{digest}")
+        return digest
 
     def stop(self) -> None:
-        for remote in self.pushed:  # untag only: the images keep their other tags
+        for remote in dict.fromkeys(self.pushed):  # untag: images keep their other tags
             subprocess.run(["docker", "rmi", remote], capture_output=True, timeout=30)
         self.pushed.clear()
         if self.process.poll() is None:
