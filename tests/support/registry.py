@@ -8,14 +8,12 @@ whose ``stop()`` ends it (use ``throwaway_registry`` as a context manager). With
 returns the digest the registry stores (loopback registries need no TLS); ``stop()``
 removes the registry tags it added to local images.
 
-The shared registry of ``scripts/services.sh`` is ``SHARED_REGISTRY`` (127.0.0.1:5000,
-``LANDLORD_REGISTRY`` overrides it).
+The shared registry of ``scripts/services.sh`` is ``local_cluster.images.DEMO_REGISTRY``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import urllib.error
@@ -27,9 +25,8 @@ from pathlib import Path
 
 from tests.support import eventually
 
-__all__ = ["SHARED_REGISTRY", "LocalRegistry", "push", "start_registry", "throwaway_registry"]
+__all__ = ["LocalRegistry", "push", "start_registry", "throwaway_registry"]
 
-SHARED_REGISTRY = os.environ.get("LANDLORD_REGISTRY", "127.0.0.1:5000")
 
 
 @dataclass
