@@ -2,9 +2,11 @@
 
 A version is immutable in everything that runs: image (and the digest publishing resolved
 it to), command, env, ports, health check (with its warm-up and healthy threshold),
-resources, dependencies, state mode and idle timeout. ``UnitSpec.checksum()`` is the sha256 of the canonical JSON (sorted keys, no
-spaces) of exactly those fields, so the same content always gives the same checksum; the
-unit's name, version and publication time are not part of it.
+resources, dependencies, state mode and idle timeout. ``UnitSpec.checksum()`` is the
+sha256 of the canonical JSON (sorted keys, no spaces) of exactly those fields, so the same
+content always gives the same checksum; the unit's name, version and publication time are
+not part of it. A version published before digests were recorded has none, and keeps its
+checksum.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def _etcd_health(addr: str) -> bool:
 
 def _registry_answers(addr: str) -> bool:
     with urllib.request.urlopen(f"http://{addr}/v2/", timeout=2) as resp:
-        return resp.headers.get("Docker-Distribution-Api-Version") == "registry/2.0"
+        return bool(resp.headers.get("Docker-Distribution-Api-Version") == "registry/2.0")
 
 
 def test_dockerd_answers() -> None:
