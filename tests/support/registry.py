@@ -1,5 +1,10 @@
 """A throwaway Distribution registry (Debian's ``docker-registry``) for tests.
 
+``token_service(root, users)`` is a Bearer token service for a registry with ``auth:
+token`` (its ``registry_config()`` is the ``auth`` argument of ``start_registry``); push to a
+plain registry sharing the storage (``storage=``), since Docker would need the token
+service too.
+
 ``start_registry(tmp_path)`` runs ``docker-registry serve`` on a free 127.0.0.1 port with its
 config and storage under ``tmp_path``, waits until ``/v2/`` answers, and returns a handle
 whose ``stop()`` ends it (use ``throwaway_registry`` as a context manager). With
@@ -13,19 +18,27 @@ The shared registry of ``scripts/services.sh`` is ``local_cluster.images.DEMO_RE
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
+import secrets
 import socket
 import subprocess
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.support import eventually
 
-__all__ = ["LocalRegistry", "push", "start_registry", "throwaway_registry"]
+__all__ = ["LocalRegistry", "TokenService", "push", "start_registry", "throwaway_registry",
+           "token_service"]
 
 
 
@@ -46,9 +59,6 @@ class LocalRegistry:
 
     def auth_file(self, path: Path) -> Path:
         """A Docker config.json with this registry's first user, for ``registry_auth_file``."""
-        import base64
-        import json
-
         user, password = next(iter(self.users.items()))
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         path.write_text(json.dumps({"auths": {self.address: {"auth": token}}}))
@@ -105,10 +115,12 @@ def _answers(address: str) -> bool:
         return bool(exc.headers.get("Docker-Distribution-Api-Version") == "registry/2.0")
 
 
-def start_registry(root: Path, *, users: Mapping[str, str] | None = None) -> LocalRegistry:
+def start_registry(root: Path, *, users: Mapping[str, str] | None = None,
+                   storage: Path | None = None, auth: str = "") -> LocalRegistry:
+    """``storage`` shares another registry's storage (push to a plain one, read through
+    one with auth); ``auth`` is an ``auth:`` config section (``TokenService``)."""
     root.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{_free_port()}"
-    auth = ""
     if users:
         htpasswd = root / "htpasswd"
         htpasswd.write_text("".join(f"{u}:{_bcrypt(p)}\n" for u, p in users.items()))
@@ -117,7 +129,7 @@ def start_registry(root: Path, *, users: Mapping[str, str] | None = None) -> Loc
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {storage or root / 'storage'}\n"
         "  delete:\n    enabled: true\n"
         f"http:\n  addr: {address}\n" + auth
     )
@@ -136,9 +148,9 @@ def start_registry(root: Path, *, users: Mapping[str, str] | None = None) -> Loc
 
 
 @contextlib.contextmanager
-def throwaway_registry(root: Path, *,
-                       users: Mapping[str, str] | None = None) -> Iterator[LocalRegistry]:
-    registry = start_registry(root, users=users)
+def throwaway_registry(root: Path, *, users: Mapping[str, str] | None = None,
+                       storage: Path | None = None, auth: str = "") -> Iterator[LocalRegistry]:
+    registry = start_registry(root, users=users, storage=storage, auth=auth)
     try:
         yield registry
     finally:
@@ -162,3 +174,91 @@ def push(image: str, registry: str, repository: str, tag: str,
         if "digest: sha256:" in line:
             return line.split("digest: ", 1)[1].split()[0]
     raise AssertionError(f"docker push {remote} printed no digest: {result.stdout!r}")
+
+
+@dataclass
+class TokenService:
+    """A Bearer token service for a registry's ``auth: token`` (Distribution's token auth).
+
+    Checks Basic credentials (``users``) and answers a JWT, signed RS256 by a self-signed
+    key whose certificate rides in the token's ``x5c`` and is the registry's
+    ``rootcertbundle``; the token grants exactly the scope asked for. ``requests`` records
+    (user, scope) of every token handed out.
+    """
+
+    url: str
+    service: str
+    issuer: str
+    cert: Path
+    server: ThreadingHTTPServer
+    requests: list[tuple[str, str]] = field(default_factory=list)
+
+    def registry_config(self) -> str:
+        return (f"auth:\n  token:\n    realm: {self.url}\n    service: {self.service}\n"
+                f"    issuer: {self.issuer}\n    rootcertbundle: {self.cert}\n")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@contextlib.contextmanager
+def token_service(root: Path, users: Mapping[str, str]) -> Iterator[TokenService]:
+    root.mkdir(parents=True, exist_ok=True)
+    key, cert = root / "token.key", root / "token.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=landlord-test"],
+                   check=True, capture_output=True, timeout=60)
+    der = subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER"],
+                         check=True, capture_output=True, timeout=30).stdout
+    header = _b64url(json.dumps({"typ": "JWT", "alg": "RS256",
+                                 "x5c": [base64.b64encode(der).decode()]}).encode())
+    service, issuer = "landlord-test-registry", "landlord-test-issuer"
+    handed: list[tuple[str, str]] = []
+
+    def sign(user: str, scope: str) -> str:
+        kind, _, rest = scope.partition(":")
+        name, _, actions = rest.rpartition(":")
+        now = int(time.time())
+        claims = {"iss": issuer, "sub": user, "aud": service, "iat": now, "nbf": now - 10,
+                  "exp": now + 300, "jti": secrets.token_hex(8),
+                  "access": [{"type": kind, "name": name, "actions": actions.split(",")}]
+                  if scope else []}
+        signing_input = f"{header}.{_b64url(json.dumps(claims).encode())}"
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key)],
+                                   input=signing_input.encode(), check=True,
+                                   capture_output=True, timeout=30).stdout
+        return f"{signing_input}.{_b64url(signature)}"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            scope = query.get("scope", [""])[0]
+            given = self.headers.get("Authorization", "")
+            user, _, password = (base64.b64decode(given[6:]).decode().partition(":")
+                                 if given.startswith("Basic ") else ("", "", ""))
+            if users.get(user) != password or not user:
+                body = b'{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}'
+                self.send_response(401)
+            else:
+                handed.append((user, scope))
+                body = json.dumps({"token": sign(user, scope)}).encode()
+                self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield TokenService(f"http://127.0.0.1:{server.server_address[1]}/token", service,
+                           issuer, cert, server, handed)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -25,7 +25,7 @@ from coordinator.images_client import RegistryClient
 from tests.integration.coordinator.agents import start_agent
 from tests.integration.coordinator.test_coord_registry import publish, with_host
 from tests.support import async_eventually
-from tests.support.registry import LocalRegistry, throwaway_registry
+from tests.support.registry import LocalRegistry, throwaway_registry, token_service
 
 REPO = Path(__file__).resolve().parents[3]
 V1, V2 = "landlord/demo-app:1.0.0", "landlord/demo-app:1.1.0"
@@ -172,3 +172,28 @@ async def test_an_unreachable_registry_times_out_as_unavailable() -> None:
         client = RegistryClient(timeout_s=0.5)
         with pytest.raises(Unavailable, match="unreachable"):
             await client.resolve(parse_image_ref(f"{address}/app:1"))
+
+
+async def test_bearer_tokens_asked_with_the_auth_file_credentials(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    digest = registry.push(V1, "team/bearer", "1.0.0")  # through the plain registry
+    with token_service(tmp_path / "token", {"landlord": "s3cret"}) as tokens, \
+            throwaway_registry(tmp_path / "bearer", storage=registry.root / "storage",
+                               auth=tokens.registry_config()) as bearer:
+        ref = parse_image_ref(f"{bearer.address}/team/bearer:1.0.0")
+        with pytest.raises(FailedPrecondition, match="refused anonymous access"):
+            await RegistryClient().resolve(ref)
+        auth_file = tmp_path / "config.json"
+        auth_file.write_text(json.dumps(
+            {"auths": {bearer.address: {"username": "landlord", "password": "s3cret"}}}))
+        client = RegistryClient.from_settings(auth_file=str(auth_file), ca_file="", http=())
+        assert await client.resolve(ref) == digest
+        assert tokens.requests[-1] == ("landlord", "repository:team/bearer:pull")
+        with pytest.raises(NotFound, match="manifest unknown"):
+            await client.resolve(parse_image_ref(f"{bearer.address}/team/bearer:9.9.9"))
+        auth_file.write_text(json.dumps(
+            {"auths": {bearer.address: {"username": "landlord", "password": "wrong"}}}))
+        wrong = RegistryClient.from_settings(auth_file=str(auth_file), ca_file="", http=())
+        with pytest.raises(FailedPrecondition, match="bad credentials"):
+            await wrong.resolve(ref)
