@@ -1,8 +1,9 @@
 """The pure parts of resolving an image tag to its digest through a registry's HTTP API.
 
 Decisions without I/O (``coordinator/images_client.py`` does the requests): which manifest
-media types we accept, how a registry is reached (plain HTTP for loopback registries and
-those the operator lists), how a ``WWW-Authenticate`` challenge reads, where the token of a
+media types we accept, how a registry is reached (HTTPS; loopback registries as Docker
+does, HTTPS first and plain HTTP when they do not speak TLS; plain HTTP for those the
+operator lists), how a ``WWW-Authenticate`` challenge reads, where the token of a
 Bearer challenge comes from, and how a manifest body gives its digest.
 """
 
@@ -25,13 +26,13 @@ __all__ = [
     "Challenge",
     "digest_of",
     "is_digest",
+    "is_loopback",
     "manifest_url",
     "parse_challenge",
-    "registry_base_url",
+    "registry_base_urls",
     "registry_error_text",
     "single_digest",
     "token_url",
-    "uses_plain_http",
 ]
 
 MANIFEST_TYPES = (
@@ -60,11 +61,8 @@ def digest_of(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-def uses_plain_http(registry: str, http_registries: Iterable[str]) -> bool:
-    """Loopback registries and the listed ``host:port`` ones speak HTTP; the rest HTTPS
-    (Docker's rule for insecure registries, so pushes and resolution agree)."""
-    if registry in set(http_registries):
-        return True
+def is_loopback(registry: str) -> bool:
+    """Whether ``host[:port]`` names this machine (127.0.0.0/8, ::1, localhost)."""
     host = registry
     if host.startswith("["):
         host = host[1:].partition("]")[0]
@@ -78,9 +76,15 @@ def uses_plain_http(registry: str, http_registries: Iterable[str]) -> bool:
         return False
 
 
-def registry_base_url(registry: str, http_registries: Iterable[str]) -> str:
-    scheme = "http" if uses_plain_http(registry, http_registries) else "https"
-    return f"{scheme}://{registry}"
+def registry_base_urls(registry: str, http_registries: Iterable[str]) -> tuple[str, ...]:
+    """The base URLs to try, in order: a listed registry over plain HTTP only; a loopback
+    one over HTTPS, then plain HTTP if it does not speak TLS (Docker's rule for loopback
+    registries, so pushes and resolution agree); any other over HTTPS only."""
+    if registry in set(http_registries):
+        return (f"http://{registry}",)
+    if is_loopback(registry):
+        return (f"https://{registry}", f"http://{registry}")
+    return (f"https://{registry}",)
 
 
 def manifest_url(base: str, ref: ImageRef) -> str:

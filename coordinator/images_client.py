@@ -33,7 +33,7 @@ from coordinator.images import (
     MANIFEST_TYPES,
     manifest_url,
     parse_challenge,
-    registry_base_url,
+    registry_base_urls,
     registry_error_text,
     single_digest,
     token_url,
@@ -44,6 +44,10 @@ __all__ = ["RegistryClient"]
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
+
+
+class _NotTLS(Exception):
+    """The registry answered the TLS handshake with something else (it speaks HTTP)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class RegistryClient:
         self.credentials = dict(credentials or {})
         self.http = frozenset(http)
         self.timeout_s = timeout_s
+        self._bases: dict[str, str] = {}
         # no proxy handler: registries are reached directly (a proxy from the environment
         # would see loopback registries' traffic and credentials)
         self._opener = urllib.request.build_opener(
@@ -83,9 +88,8 @@ class RegistryClient:
     def resolve_blocking(self, ref: ImageRef) -> str:
         if not ref.in_registry:
             raise ValueError(f"{ref} names no registry")
-        url = manifest_url(registry_base_url(ref.registry, self.http), ref)
         auth: Mapping[str, str] = {}
-        answer = self._request("HEAD", url, ref, auth)
+        url, answer = self._first_answer(ref)
         if answer.status == 401:
             auth = self._authorization(ref, answer)
             answer = self._request("HEAD", url, ref, auth)
@@ -107,8 +111,24 @@ class RegistryClient:
 
     # -- requests --------------------------------------------------------------------------
 
-    def _request(self, method: str, url: str, ref: ImageRef,
-                 headers: Mapping[str, str]) -> _Answer:
+    def _first_answer(self, ref: ImageRef) -> tuple[str, _Answer]:
+        """The manifest URL that answers (scheme chosen per ``registry_base_urls``,
+        remembered per registry) and its anonymous HEAD answer."""
+        known = self._bases.get(ref.registry)
+        bases = (known,) if known else registry_base_urls(ref.registry, self.http)
+        for position, base in enumerate(bases):
+            url = manifest_url(base, ref)
+            try:
+                answer = self._request("HEAD", url, ref, {},
+                                       plain_fallback=position < len(bases) - 1)
+            except _NotTLS:
+                continue
+            self._bases[ref.registry] = base
+            return url, answer
+        raise AssertionError("the last base URL never falls back")
+
+    def _request(self, method: str, url: str, ref: ImageRef, headers: Mapping[str, str],
+                 plain_fallback: bool = False) -> _Answer:
         request = urllib.request.Request(url, method=method,
                                          headers={"Accept": MANIFEST_ACCEPT, **headers})
         try:
@@ -121,6 +141,13 @@ class RegistryClient:
             return _Answer(exc.code, str(exc.reason), _lower(exc.headers), body)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise FailedPrecondition(
+                    f"registry {ref.registry}: TLS certificate not trusted "
+                    f"({reason.verify_message}); set registry_ca_file to the CA that signed it",
+                    image=str(ref)) from None
+            if plain_fallback and isinstance(reason, ssl.SSLError):
+                raise _NotTLS from None
             raise Unavailable(f"registry {ref.registry} is unreachable ({reason}) while "
                               f"resolving {ref}", image=str(ref)) from None
 

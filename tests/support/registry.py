@@ -23,6 +23,7 @@ import contextlib
 import json
 import secrets
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -37,8 +38,8 @@ from pathlib import Path
 
 from tests.support import eventually
 
-__all__ = ["LocalRegistry", "TokenService", "push", "start_registry", "throwaway_registry",
-           "token_service"]
+__all__ = ["LocalRegistry", "TokenService", "push", "self_signed", "start_registry",
+           "throwaway_registry", "token_service"]
 
 
 
@@ -106,21 +107,38 @@ def _bcrypt(password: str) -> str:
         return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 4))
 
 
-def _answers(address: str) -> bool:
-    request = urllib.request.Request(f"http://{address}/v2/")
+def _answers(address: str, tls: bool = False) -> bool:
+    request = urllib.request.Request(f"{'https' if tls else 'http'}://{address}/v2/")
+    context = ssl._create_unverified_context() if tls else None  # only: is it up?
     try:
-        with urllib.request.urlopen(request, timeout=1) as response:
+        with urllib.request.urlopen(request, timeout=1, context=context) as response:
             return bool(response.headers.get("Docker-Distribution-Api-Version") == "registry/2.0")
     except urllib.error.HTTPError as exc:  # 401 with auth: up all the same
         return bool(exc.headers.get("Docker-Distribution-Api-Version") == "registry/2.0")
 
 
+def self_signed(root: Path, name: str, ip: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A key and a self-signed certificate for ``ip`` (it is its own CA): (key, cert)."""
+    key, cert = root / f"{name}.key", root / f"{name}.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={ip}",
+                    "-addext", f"subjectAltName=IP:{ip}"],
+                   check=True, capture_output=True, timeout=60)
+    return key, cert
+
+
 def start_registry(root: Path, *, users: Mapping[str, str] | None = None,
-                   storage: Path | None = None, auth: str = "") -> LocalRegistry:
+                   storage: Path | None = None, auth: str = "",
+                   tls: bool = False) -> LocalRegistry:
     """``storage`` shares another registry's storage (push to a plain one, read through
-    one with auth); ``auth`` is an ``auth:`` config section (``TokenService``)."""
+    one with auth); ``auth`` is an ``auth:`` config section (``TokenService``); ``tls``
+    serves HTTPS with a self-signed certificate, ``root/tls.pem``."""
     root.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{_free_port()}"
+    tls_config = ""
+    if tls:
+        key, cert = self_signed(root, "tls")
+        tls_config = f"  tls:\n    certificate: {cert}\n    key: {key}\n"
     if users:
         htpasswd = root / "htpasswd"
         htpasswd.write_text("".join(f"{u}:{_bcrypt(p)}\n" for u, p in users.items()))
@@ -131,7 +149,7 @@ def start_registry(root: Path, *, users: Mapping[str, str] | None = None,
         "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage or root / 'storage'}\n"
         "  delete:\n    enabled: true\n"
-        f"http:\n  addr: {address}\n" + auth
+        f"http:\n  addr: {address}\n" + tls_config + auth
     )
     log = (root / "registry.log").open("wb")
     process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log,
@@ -139,7 +157,7 @@ def start_registry(root: Path, *, users: Mapping[str, str] | None = None,
     log.close()
     registry = LocalRegistry(address, root, process, dict(users or {}))
     try:
-        eventually(lambda: process.poll() is None and _answers(address), timeout=20,
+        eventually(lambda: process.poll() is None and _answers(address, tls), timeout=20,
                    message=f"docker-registry on {address} (log: {root / 'registry.log'})")
     except BaseException:
         registry.stop()
@@ -149,8 +167,9 @@ def start_registry(root: Path, *, users: Mapping[str, str] | None = None,
 
 @contextlib.contextmanager
 def throwaway_registry(root: Path, *, users: Mapping[str, str] | None = None,
-                       storage: Path | None = None, auth: str = "") -> Iterator[LocalRegistry]:
-    registry = start_registry(root, users=users, storage=storage, auth=auth)
+                       storage: Path | None = None, auth: str = "",
+                       tls: bool = False) -> Iterator[LocalRegistry]:
+    registry = start_registry(root, users=users, storage=storage, auth=auth, tls=tls)
     try:
         yield registry
     finally:
@@ -205,10 +224,7 @@ def _b64url(data: bytes) -> str:
 @contextlib.contextmanager
 def token_service(root: Path, users: Mapping[str, str]) -> Iterator[TokenService]:
     root.mkdir(parents=True, exist_ok=True)
-    key, cert = root / "token.key", root / "token.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=landlord-test"],
-                   check=True, capture_output=True, timeout=60)
+    key, cert = self_signed(root, "token")
     der = subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER"],
                          check=True, capture_output=True, timeout=30).stdout
     header = _b64url(json.dumps({"typ": "JWT", "alg": "RS256",

@@ -14,13 +14,13 @@ from coordinator.images import (
     Challenge,
     digest_of,
     is_digest,
+    is_loopback,
     manifest_url,
     parse_challenge,
-    registry_base_url,
+    registry_base_urls,
     registry_error_text,
     single_digest,
     token_url,
-    uses_plain_http,
 )
 
 DIGEST = "sha256:" + "0f" * 32
@@ -38,20 +38,24 @@ def test_accept_names_docker_and_oci_manifests_and_indexes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("registry", "http"),
+    ("registry", "loopback"),
     [("127.0.0.1:5000", True), ("127.3.4.5", True), ("localhost:5000", True),
      ("[::1]:5000", True), ("registry.example:5000", False), ("10.0.0.7:5000", False),
-     ("ghcr.io", False)],
+     ("ghcr.io", False), ("[2001:db8::1]:5000", False)],
 )
-def test_loopback_registries_speak_http_others_https(registry: str, http: bool) -> None:
-    assert uses_plain_http(registry, ()) is http
-    expected = "http" if http else "https"
-    assert registry_base_url(registry, ()) == f"{expected}://{registry}"
+def test_loopback_registries_try_https_then_http_others_https_only(registry: str,
+                                                                    loopback: bool) -> None:
+    assert is_loopback(registry) is loopback
+    expected = ((f"https://{registry}", f"http://{registry}") if loopback
+                else (f"https://{registry}",))
+    assert registry_base_urls(registry, ()) == expected
 
 
-def test_listed_registries_speak_http() -> None:
-    assert uses_plain_http("10.0.0.7:5000", ["10.0.0.7:5000"])
-    assert not uses_plain_http("10.0.0.7:5001", ["10.0.0.7:5000"])
+def test_listed_registries_speak_plain_http_only() -> None:
+    assert registry_base_urls("10.0.0.7:5000", ["10.0.0.7:5000"]) == ("http://10.0.0.7:5000",)
+    assert registry_base_urls("10.0.0.7:5001", ["10.0.0.7:5000"]) == ("https://10.0.0.7:5001",)
+    assert registry_base_urls("127.0.0.1:5000", ["127.0.0.1:5000"]) == (
+        "http://127.0.0.1:5000",)
 
 
 def test_manifest_url_uses_the_digest_else_the_tag_else_latest() -> None:

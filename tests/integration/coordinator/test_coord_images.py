@@ -197,3 +197,16 @@ async def test_bearer_tokens_asked_with_the_auth_file_credentials(
         wrong = RegistryClient.from_settings(auth_file=str(auth_file), ca_file="", http=())
         with pytest.raises(FailedPrecondition, match="bad credentials"):
             await wrong.resolve(ref)
+
+
+async def test_tls_registries_are_trusted_through_registry_ca_file(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    digest = registry.push(V1, "team/tls", "1.0.0")  # through the plain registry
+    with throwaway_registry(tmp_path / "tls", storage=registry.root / "storage",
+                            tls=True) as secure:
+        ref = parse_image_ref(f"{secure.address}/team/tls:1.0.0")
+        with pytest.raises(FailedPrecondition, match="set registry_ca_file"):
+            await RegistryClient().resolve(ref)
+        trusting = RegistryClient(ca_file=str(secure.root / "tls.pem"))
+        assert await trusting.resolve(ref) == digest
