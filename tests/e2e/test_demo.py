@@ -70,7 +70,7 @@ def _repo_digest(image: str) -> str:
         digests = client.images.get(image).attrs["RepoDigests"]
     finally:
         client.close()
-    return next(d for d in digests if d.startswith(f"{DEMO_REGISTRY}/"))
+    return str(next(d for d in digests if d.startswith(f"{DEMO_REGISTRY}/")))
 
 
 def _running_images() -> set[str]:
