@@ -97,12 +97,17 @@ class RegistryClient:
             # a HEAD error has no body: ask again with GET for the registry's own words
             again = self._request("GET", url, ref, auth)
             _raise_for(again if again.status == answer.status else answer, ref)
+        _check_media(answer, ref, required=False)  # a HEAD may leave the type out
         digest = single_digest(answer.headers, None)
         if digest is None:  # no Docker-Content-Digest: hash what the registry serves
             answer = self._request("GET", url, ref, auth)
             if not 200 <= answer.status < 300:
                 _raise_for(answer, ref)
-            digest = _digest_of_body(answer, ref)
+            _check_media(answer, ref, required=True)
+            digest = single_digest(answer.headers, answer.body)
+            if digest is None:
+                raise FailedPrecondition(f"registry {ref.registry} served an empty manifest "
+                                         f"for {ref}", image=str(ref))
         if ref.digest and digest != ref.digest:
             raise FailedPrecondition(
                 f"registry {ref.registry} serves {digest} for {ref}, not the pinned digest",
@@ -212,17 +217,13 @@ def _raise_for(answer: _Answer, ref: ImageRef) -> NoReturn:
     raise FailedPrecondition(f"registry {ref.registry} answered {ref}: {text}", image=str(ref))
 
 
-def _digest_of_body(answer: _Answer, ref: ImageRef) -> str:
+def _check_media(answer: _Answer, ref: ImageRef, *, required: bool) -> None:
+    """Refuse a manifest Docker cannot run by digest (schema 1, or anything else)."""
     media = answer.headers.get("content-type", "").split(";")[0].strip()
-    if media not in MANIFEST_TYPES:
+    if (media or required) and media not in MANIFEST_TYPES:
         raise FailedPrecondition(
-            f"registry {ref.registry} served {ref} as {media or 'no media type'}, not one of "
+            f"registry {ref.registry} serves {ref} as {media or 'no media type'}, not one of "
             f"the accepted manifests ({', '.join(MANIFEST_TYPES)})", image=str(ref))
-    digest = single_digest(answer.headers, answer.body)
-    if digest is None:
-        raise FailedPrecondition(f"registry {ref.registry} served an empty manifest for {ref}",
-                                 image=str(ref))
-    return digest
 
 
 def _basic(creds: RegistryCredentials) -> str:
