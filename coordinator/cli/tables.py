@@ -202,6 +202,9 @@ def publish_view(response: admin_pb2.PublishVersionResponse) -> RenderableType:
     lines = [f"{verb} {version.apartment}/{version.unit} {version.version}"]
     if version.checksum:
         lines.append(f"checksum {version.checksum}")
+    if version.image_digest:
+        lines.append(f"image {version.spec.image} resolved to {version.image_digest}; "
+                     f"hosts run {version.image_id}")
     for dep in version.resolved:
         lines.append(f"depends on {dep.unit}@{dep.version} (range {dep.range})")
     return Text("\n".join(lines))

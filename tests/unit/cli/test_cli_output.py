@@ -29,6 +29,7 @@ from coordinator.cli.rollout_view import history_table, rollout_summary, rollout
 from coordinator.cli.tables import (
     event_line,
     hosts_table,
+    publish_view,
     resolve_tree,
     resources_text,
     unit_view,
@@ -132,6 +133,8 @@ def test_versions_show_the_digest_publishing_resolved() -> None:
     unit = types_pb2.UnitInfo(apartment="shop", unit="cart")
     shown = render(unit_view(admin_pb2.GetUnitResponse(unit=unit, latest=version)))
     assert "127.0.0.1:5000/shop/cart:1.1.0" in shown and digest in shown.replace("\n", "")
+    published = render(publish_view(admin_pb2.PublishVersionResponse(version=version)))
+    assert f"resolved to {digest}" in published.replace("\n", "")
 
 
 def test_resolve_tree_nests_transitive_dependencies() -> None:
