@@ -12,7 +12,6 @@ this process, so an agent restart never interrupts traffic.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Sequence
@@ -28,7 +27,7 @@ from agent.stream.adapter import StreamAdapter
 from agent.stream.host_commands import RoutingPlane
 from agent.stream.session import CoordinatorStream, StreamSettings
 from common.errors import LandlordError
-from common.systemd_notify import notify, watchdog_interval
+from common.systemd_notify import notify, watchdog_interval, watchdog_pings
 from common.transport import TlsSettings
 
 __all__ = ["Extension", "build_data_plane", "run_daemon", "stream_settings"]
@@ -37,13 +36,6 @@ log = logging.getLogger(__name__)
 Extension = Callable[[AgentService, asyncio.Event], Coroutine[Any, Any, None]]
 """A task plugged into the daemon, run until stop (stopped after the stream adapter)."""
 DRAIN_TIMEOUT = 15.0
-
-
-async def _watchdog(interval: float, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        notify("WATCHDOG=1")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
 
 
 def build_data_plane(config: AgentConfig) -> DataPlane:
@@ -147,7 +139,7 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
                 for i, ext in enumerate(extensions)]
     ordered.append(asyncio.create_task(service.run(stop), name="monitor-gc"))
     if interval > 0:
-        ordered.append(asyncio.create_task(_watchdog(interval, stop), name="watchdog"))
+        ordered.append(asyncio.create_task(watchdog_pings(interval, stop), name="watchdog"))
     await stop.wait()
     notify("STOPPING=1")
     log.info("stopping agent %s (containers and haproxy keep running)", config.host_id)

@@ -77,6 +77,8 @@ class SetRoute:
     service_port: int
     health_path: str
     servers: tuple[RouteServer, ...] = ()
+    protected_versions: tuple[str, ...] = ()
+    """Versions whose images the host's GC keeps (the unit's stable and previous stable)."""
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,20 @@
 """sd_notify(3) without libsystemd, for both daemons (Type=notify units).
 
 One datagram to ``$NOTIFY_SOCKET`` per state; a no-op when not started by systemd.
+``watchdog_pings`` is the task both daemons run in their event loop under ``WatchdogSec``:
+when the loop hangs (or the process is stopped) the pings stop and systemd kills and
+restarts the daemon.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Mapping
 
-__all__ = ["notify", "watchdog_interval"]
+__all__ = ["notify", "watchdog_interval", "watchdog_pings"]
 
 
 def notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -36,3 +41,12 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float:
     if not usec.isdigit() or (pid and pid != str(os.getpid())):
         return 0.0
     return int(usec) / 1e6 / 2
+
+
+async def watchdog_pings(interval: float, stop: asyncio.Event,
+                         environ: Mapping[str, str] | None = None) -> None:
+    """Send WATCHDOG=1 now and every ``interval`` seconds until ``stop`` is set."""
+    while not stop.is_set():
+        notify("WATCHDOG=1", environ)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -132,6 +132,7 @@ class Coordinator:
                                  checks=self.checks)
         records = EtcdRolloutRecords(self.writes, self.layout, self.state, self.events,
                                      self.clock)
+        self.dispatch.protected = records  # routes carry the versions hosts keep images of
         return RolloutService(records=records, fleet=fleet, registry=self.registry,
                               state=self.state, leadership=self.leadership, clock=self.clock,
                               runner_settings=runner_settings)

@@ -8,8 +8,10 @@
 - memory (every 5 min): page cache of idle instances, and of instances under memory
   pressure, is reclaimed (cgroup v1 ``memory.force_empty``, v2 ``memory.reclaim``).
 - cache (every hour): dumps and stopped landlord containers past their age; above the
-  disk high watermark also landlord images outside the 3 latest versions of each unit,
-  oldest first, down to the low watermark.
+  disk high watermark also landlord images outside the 3 latest versions of each unit
+  and its protected versions (stable and previous stable, sent by the coordinator with the
+  unit's route), oldest first, down to the low watermark. Images are matched by tag and by
+  digest reference (RepoDigests), and one a container uses is never removed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.gc.plan import CacheItem, images_to_keep, plan_cache_eviction, plan_idle_collection
+from agent.gc.plan import (
+    CacheItem,
+    evictable_images,
+    images_to_keep,
+    normal_reference,
+    plan_cache_eviction,
+    plan_idle_collection,
+)
 from agent.instances.container_config import LABEL_HOST
 from agent.instances.events import AgentEvent, EventType
 from agent.instances.spec import InstanceSpec, StateMode
@@ -58,8 +67,11 @@ class GarbageCollector:
         self.backups = data / "backups"
         self._stable_file = data / "stable.json"
         self._history_file = data / "images.json"
+        self._protected_file = data / "protected.json"
         self.stable: dict[tuple[str, str], str] = {}
         self.history: dict[str, dict[str, str]] = {}
+        self.protected: dict[str, list[str]] = {}
+        """Unit key -> versions whose images stay (stable and previous stable)."""
         self._load()
         self.disk_usage = disk_usage or self._disk_usage
 
@@ -72,6 +84,20 @@ class GarbageCollector:
                 self.stable[(apartment, unit)] = version
         with contextlib.suppress(OSError, ValueError):
             self.history = json.loads(self._history_file.read_text())
+        with contextlib.suppress(OSError, ValueError):
+            self.protected = json.loads(self._protected_file.read_text())
+
+    def protect(self, apartment: str, unit: str, versions: tuple[str, ...]) -> None:
+        """Keep the images of these versions of the unit (replaces the unit's last set)."""
+        key = f"{apartment}/{unit}"
+        wanted = sorted(set(versions))
+        if self.protected.get(key, []) == wanted:
+            return
+        if wanted:
+            self.protected[key] = wanted
+        else:
+            self.protected.pop(key, None)
+        self._protected_file.write_text(json.dumps(self.protected))
 
     def set_stable(self, apartment: str, unit: str, version: str | None) -> None:
         if version is None:
@@ -226,7 +252,8 @@ class GarbageCollector:
         for item in chosen:
             try:
                 if item.kind == "image":
-                    await sup.runtime.remove_image(item.ref)
+                    for ref in item.refs or (item.ref,):
+                        await sup.runtime.remove_image(ref)
                 elif item.kind == "container":
                     await sup.runtime.remove(item.ref, force=True)
                 else:
@@ -250,12 +277,11 @@ class GarbageCollector:
                 continue
             items.append(CacheItem("container", info.id, 0, _parse_time(info.finished_at)))
         in_use = {c.image for c in containers} | {r.spec.image for r in sup.records.all()}
-        keep = images_to_keep(self.history, self.config.keep_versions, in_use)
-        known = {image for versions in self.history.values() for image in versions.values()}
-        for image in await sup.runtime.images():
-            for tag in image.tags:
-                if tag in known and tag not in keep:
-                    items.append(CacheItem("image", tag, image.size, image.created))
+        in_use_ids = {str(c.raw.get("Image") or "") for c in containers} - {""}
+        keep = images_to_keep(self.history, self.config.keep_versions, in_use, self.protected)
+        known = {normal_reference(image) for versions in self.history.values()
+                 for image in versions.values()}
+        items += evictable_images(await sup.runtime.images(), known, keep, in_use_ids)
         dumps = self.config.data_dir / "dumps"
         for directory in (d for parent in _dirs(dumps) for d in _dirs(parent)):
             size = await asyncio.to_thread(measure_tree, directory)

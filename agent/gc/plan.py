@@ -3,17 +3,22 @@ what to evict from disk. The executor in ``agent.gc`` acts on them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 
 from agent.instances.store import InstanceRecord
+from agent.runtime.protocol import ImageInfo
+from common.errors import InvalidArgument
+from common.image_refs import parse_image_ref
 from common.lifecycle import InstanceState
 from common.semantic_versions import version_order_key
 
 __all__ = [
     "CacheItem",
     "IdleDecision",
+    "evictable_images",
     "images_to_keep",
+    "normal_reference",
     "plan_cache_eviction",
     "plan_idle_collection",
 ]
@@ -63,16 +68,54 @@ def plan_idle_collection(
 
 
 def images_to_keep(history: Mapping[str, Mapping[str, str]], keep: int,
-                   in_use: Iterable[str]) -> set[str]:
-    """Images of the ``keep`` latest versions of each unit, plus every image in use.
+                   in_use: Iterable[str],
+                   protected: Mapping[str, Iterable[str]] | None = None) -> set[str]:
+    """Images of the ``keep`` latest versions of each unit, of its protected versions (the
+    stable and previous stable ones, as the coordinator names them: a fast rollback to
+    them never needs a pull), plus every image in use.
 
-    ``history`` maps a unit key to {version: image} of the versions this host ran.
+    ``history`` maps a unit key (``apartment/unit``) to {version: image} of the versions this
+    host ran; ``protected`` maps a unit key to versions. References are normalised
+    (``normal_reference``).
     """
-    kept = set(in_use)
-    for versions in history.values():
+    kept = {normal_reference(ref) for ref in in_use}
+    for unit, versions in history.items():
         ordered = sorted(versions, key=version_order_key, reverse=True)
-        kept.update(versions[v] for v in ordered[:keep])
+        chosen = set(ordered[:keep]) | set((protected or {}).get(unit, ()))
+        kept.update(normal_reference(versions[v]) for v in chosen if v in versions)
     return kept
+
+
+def normal_reference(reference: str) -> str:
+    """The name Docker lists a reference under: ``NAME:latest`` for a bare ``NAME``."""
+    try:
+        parsed = parse_image_ref(reference)
+    except InvalidArgument:
+        return reference
+    return reference if parsed.tag or parsed.digest else f"{reference}:latest"
+
+
+def evictable_images(images: Iterable[ImageInfo], known: Set[str], keep: Set[str],
+                     in_use_ids: Set[str]) -> list[CacheItem]:
+    """Landlord's images, and names of them, that may go; oldest first.
+
+    An image is Landlord's when one of its references (tags or digest references) is an
+    image a version ran here (``known``). One a container uses (``in_use_ids``: image ids)
+    is left alone. One with a kept reference stays: only its known names that nothing keeps
+    are dropped (one item each, size 0: that frees no disk). Any other is removed whole: one
+    item with all its known references (other names it has are not ours).
+    """
+    out = []
+    for image in images:
+        names = image.references
+        ours = tuple(sorted(r for r in names if r in known))
+        if not ours or image.id in in_use_ids:
+            continue
+        if any(r in keep for r in names):
+            out += [CacheItem("image", r, 0, image.created, (r,)) for r in ours if r not in keep]
+        else:
+            out.append(CacheItem("image", ours[0], image.size, image.created, ours))
+    return sorted(out, key=lambda i: (i.created, i.ref))
 
 
 @dataclass(frozen=True)
@@ -85,6 +128,8 @@ class CacheItem:
     size: int
     created: float
     """Epoch seconds (age is measured from it)."""
+    refs: tuple[str, ...] = ()
+    """Images: every reference to remove (``ref`` is the first)."""
 
 
 def plan_cache_eviction(

@@ -20,6 +20,7 @@ from agent.config import AgentConfig
 from agent.instances.container_config import build_create_request
 from agent.instances.events import AgentEvent, EventBus, EventType
 from agent.instances.health import HealthTracker, Verdict, command_probe, http_probe
+from agent.instances.image_pulls import ImagePuller
 from agent.instances.records import RecordTable
 from agent.instances.spec import InstanceSpec, InstanceView, StateMode
 from agent.instances.store import InstanceRecord, RecordStore
@@ -75,6 +76,8 @@ class Supervisor:
         self.shaper = shaper
         self.storage_mode = storage_mode
         self.records = RecordTable()
+        self.images = ImagePuller(runtime, bus, clock, config.registry_auth_file,
+                                  config.image_pull_timeout)
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._ready: dict[str, asyncio.Event] = {}
         self.locks: dict[str, asyncio.Lock] = {}
@@ -195,6 +198,7 @@ class Supervisor:
     async def launch(self, record: InstanceRecord, reason: str) -> None:
         """Create and start a new container (next generation) for ``record``."""
         spec = record.spec
+        await self.images.ensure(spec)  # pulled first when this host lacks it
         state_dir = self.state_host_dir(spec)
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -385,7 +389,7 @@ class Supervisor:
     async def shutdown(self) -> None:
         """Stop watching; containers keep running (the agent is not their parent)."""
         self.failures.cancel_all()
-        tasks = list(self._watchers.values())
+        tasks = [*self._watchers.values(), *self.images.cancel()]
         self._watchers.clear()
         for task in tasks:
             task.cancel()

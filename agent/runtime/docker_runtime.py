@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
 import docker
@@ -28,6 +29,7 @@ import psutil
 import requests.exceptions
 from docker.types import LogConfig
 
+from agent.runtime.docker_pull import pull_image
 from agent.runtime.protocol import (
     EXEC_OUTPUT_CAP,
     ContainerEvent,
@@ -35,6 +37,7 @@ from agent.runtime.protocol import (
     CreateRequest,
     ExecResult,
     ImageInfo,
+    PullStatus,
 )
 from common.errors import (
     Conflict,
@@ -215,13 +218,16 @@ class DockerRuntime:
 
     async def images(self) -> list[ImageInfo]:
         rows = await self._call("list images", self._api.images)
-        return [
-            ImageInfo(id=row["Id"], tags=tuple(t for t in (row.get("RepoTags") or ())
-                                               if t != "<none>:<none>"),
-                      created=float(row.get("Created") or 0), size=int(row.get("Size") or 0),
-                      labels=dict(row.get("Labels") or {}))
-            for row in rows
-        ]
+        return [_image_info(row) for row in rows]
+
+    async def inspect_image(self, reference: str) -> ImageInfo:
+        data = await self._call(f"image {reference}", self._api.inspect_image, reference)
+        created = data.get("Created") or ""
+        return _image_info({**data, "Created": _parse_created(created)})
+
+    async def pull(self, reference: str, auth: Mapping[str, str] | None,
+                   on_status: Callable[[PullStatus], None], timeout: float) -> None:
+        await pull_image(self._exec_api, reference, auth, on_status, timeout)
 
     async def remove_image(self, reference: str) -> None:
         await self._call(f"remove image {reference}", self._api.remove_image, reference,
@@ -347,6 +353,25 @@ def _kill_tree(pid: int) -> None:
     for proc in family:
         with contextlib.suppress(psutil.Error):
             proc.kill()
+
+
+def _image_info(row: Mapping[str, Any]) -> ImageInfo:
+    """An image of ``GET /images/json`` or of an inspect (same keys, save Created)."""
+    return ImageInfo(
+        id=row["Id"], tags=tuple(t for t in (row.get("RepoTags") or ()) if t != "<none>:<none>"),
+        created=float(row.get("Created") or 0), size=int(row.get("Size") or 0),
+        labels=dict(row.get("Labels") or (row.get("Config") or {}).get("Labels") or {}),
+        digests=tuple(d for d in (row.get("RepoDigests") or ()) if "<none>" not in d))
+
+
+def _parse_created(text: Any) -> float:
+    """An inspect's Created (RFC 3339 with nanoseconds) as epoch seconds (0 if unreadable)."""
+    if isinstance(text, int | float):
+        return float(text)
+    with contextlib.suppress(ValueError):
+        trimmed = str(text).split(".")[0].rstrip("Z")
+        return datetime.fromisoformat(trimmed + "+00:00").timestamp()
+    return 0.0
 
 
 def _parse_event(raw: Mapping[str, Any]) -> ContainerEvent:

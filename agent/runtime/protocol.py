@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,6 +15,7 @@ __all__ = [
     "ExecResult",
     "ImageInfo",
     "Mount",
+    "PullStatus",
 ]
 
 EXEC_OUTPUT_CAP = 4096
@@ -92,13 +93,32 @@ class ContainerEvent:
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """A local image with its tags."""
+    """A local image with its tags and the digest references it was pulled or pushed by."""
 
     id: str
     tags: tuple[str, ...]
     created: float
     size: int
     labels: Mapping[str, str]
+    digests: tuple[str, ...] = ()
+    """``NAME@sha256:...`` references (Docker's RepoDigests)."""
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Every name the image answers to: tags, then digest references."""
+        return self.tags + self.digests
+
+
+@dataclass(frozen=True)
+class PullStatus:
+    """One progress line of an image pull, as the engine reports it."""
+
+    layer: str
+    """The layer's short id ("" for lines about the whole image)."""
+    status: str
+    """Downloading, Download complete, Already exists, Pull complete, ..."""
+    current: int = 0
+    total: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,6 +172,19 @@ class ContainerRuntime(Protocol):
         ...
 
     async def images(self) -> list[ImageInfo]: ...
+
+    async def inspect_image(self, reference: str) -> ImageInfo:
+        """The local image ``reference`` names (tag, digest reference or id); NotFound when
+        this host does not hold it."""
+        ...
+
+    async def pull(self, reference: str, auth: Mapping[str, str] | None,
+                   on_status: Callable[[PullStatus], None], timeout: float) -> None:
+        """Pull ``reference`` (by digest when it has one) with ``auth`` (username and
+        password) for its registry, calling ``on_status`` in the event loop for every
+        progress line. Raises Unavailable with the registry's error text when the pull
+        fails or takes longer than ``timeout`` seconds."""
+        ...
 
     async def remove_image(self, reference: str) -> None: ...
 

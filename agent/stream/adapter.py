@@ -127,7 +127,8 @@ class StreamAdapter:
 
     async def refresh_images(self) -> None:
         infos = await self.service.runtime.images()
-        self._images = tuple(sorted({tag for info in infos for tag in info.tags}))
+        # tags and digest references: a version pinned by digest is found by either
+        self._images = tuple(sorted({ref for info in infos for ref in info.references}))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow events and collect windows and usage until ``stop``; then close()."""

@@ -228,6 +228,8 @@ class HostCommands:
         return self.plane
 
     async def _set_route(self, cmd: SetRoute) -> None:
+        # the versions whose images GC keeps, even on a host without a data plane
+        self.service.gc.protect(cmd.apartment, cmd.unit, cmd.protected_versions)
         plane = self._require_plane()
         name = plane_unit(cmd.apartment, cmd.unit)
         self.owners[name] = (cmd.apartment, cmd.unit)

@@ -6,7 +6,8 @@
   takes it out of every host's route, then sends StopInstance (drain first).
 - ``set_split(apartment, unit, {version: percent})`` records the traffic split and
   ``set_route(apartment, unit)`` sends the unit's whole data plane (SetUnitRoute) to every
-  connected host of the building at once. Units whose instances changed are marked and
+  connected host of the building at once, with the versions whose images the hosts keep
+  (stable and previous stable). Units whose instances changed are marked and
   their routes sent on the next ``flush_routes``.
 
 Every command needs the lead (NotLeader on a follower); etcd writes carry the fence.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from common.clock import Clock
@@ -31,7 +33,8 @@ from coordinator.state.keys import KeyLayout
 from coordinator.state.records import InstanceRecord, RouteRecord, encode
 from coordinator.state.store import Txn
 
-__all__ = ["DEFAULT_STOP_GRACE", "CommandDispatch", "InstanceRemoval", "InstanceStates"]
+__all__ = ["DEFAULT_STOP_GRACE", "CommandDispatch", "InstanceRemoval", "InstanceStates",
+           "ProtectedVersions"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,12 @@ DEFAULT_STOP_GRACE = 30.0
 
 class InstanceStates(Protocol):
     def known_state(self, instance_id: str) -> ObservedInstance | None: ...
+
+
+class ProtectedVersions(Protocol):
+    """A unit's versions whose images hosts keep (coordinator/rollouts/etcd_records.py)."""
+
+    def protected_versions(self, apartment: str, unit: str) -> tuple[str, ...]: ...
 
 
 class InstanceRemoval(Protocol):
@@ -61,6 +70,8 @@ class CommandDispatch:
         self.stop_grace_s = stop_grace_s
         self._dirty_routes: set[UnitKey] = set()
         self._start_sent: dict[str, float] = {}
+        self.protected: ProtectedVersions | None = None
+        """Set once the rollout records exist; routes then carry the protected versions."""
 
     # -- starting and stopping -------------------------------------------------------------
 
@@ -158,7 +169,12 @@ class CommandDispatch:
                 observed[inst.instance_id] = seen
         hosts = {i.host_id: self._state.hosts[i.host_id].value
                  for i in instances if i.host_id in self._state.hosts}
-        return plan_route(route.value, instances, observed, hosts, self._state.lost_host_ids())
+        command = plan_route(route.value, instances, observed, hosts,
+                             self._state.lost_host_ids())
+        if self.protected is not None:
+            command = replace(command, protected_versions=self.protected.protected_versions(
+                apartment, unit))
+        return command
 
     async def set_route(self, apartment: str, unit: str) -> int:
         """SetUnitRoute to every connected host of the unit's building (one command id)."""

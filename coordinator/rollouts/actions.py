@@ -114,6 +114,9 @@ class InstanceView:
     state: str = "running"
     escalated: bool = False
     """The agent gave up healing it (recovery retries exhausted)."""
+    start_error: str = ""
+    """Why its agent could not start it (``instance.start_failed``: a failed image pull,
+    say), "" when it did not fail to start."""
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,10 @@ def _check_failures(
         return record, []
     reasons: list[str] = []
     for inst in obs.of_version(record.to_version):
-        if inst.escalated:
+        if inst.start_error:
+            reasons.append(f"instance {inst.instance_id} of {record.to_version} on "
+                           f"{inst.host_id} could not start: {inst.start_error}")
+        elif inst.escalated:
             reasons.append(f"instance {inst.instance_id} of {record.to_version} on "
                            f"{inst.host_id} escalated: the agent could not heal it")
     if obs.action_failures >= MAX_ACTION_FAILURES and obs.applied_seq < record.seq:

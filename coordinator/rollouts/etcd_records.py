@@ -8,7 +8,7 @@ fenced by the leader's fence, so a deposed leader cannot move a rollout.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import TypeVar
 
@@ -16,7 +16,7 @@ from common.clock import Clock
 from common.errors import NotFound
 from common.lifecycle import DEPLOY_TRANSITIONS, DeployState, check_transition
 from coordinator.rollouts.actions import EmitEvent, SetUnitState
-from coordinator.rollouts.record import RolloutRecord, decode_record, encode_record
+from coordinator.rollouts.record import Phase, RolloutRecord, decode_record, encode_record
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
@@ -24,7 +24,7 @@ from coordinator.state.keys import KeyLayout
 from coordinator.state.records import UnitRecord, encode
 from coordinator.state.store import Txn
 
-__all__ = ["HISTORY", "EtcdRolloutRecords"]
+__all__ = ["HISTORY", "EtcdRolloutRecords", "previous_stable"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,17 @@ HISTORY = 10
 """Rollouts kept per unit (the oldest ended ones are deleted when a new one is created)."""
 
 T = TypeVar("T")
+
+
+def previous_stable(history: Iterable[RolloutRecord], stable: str) -> str:
+    """The version ``stable`` replaced: the from-version of the newest promoted rollout to
+    ``stable`` (``history`` newest first); "" when there is none."""
+    for record in history:
+        if record.phase is Phase.PROMOTED and record.to_version == stable and (
+            record.from_version
+        ):
+            return record.from_version
+    return ""
 
 
 class EtcdRolloutRecords:
@@ -56,6 +67,16 @@ class EtcdRolloutRecords:
                           apartment, unit, exc)
         return sorted(found, key=lambda item: (item[0].created_at, item[0].rollout_id),
                       reverse=True)
+
+    def protected_versions(self, apartment: str, unit: str) -> tuple[str, ...]:
+        """The unit's stable version and the one before it: hosts keep their images, so a
+        fast rollback never needs a pull (sent with the unit's route)."""
+        found = self.state.units.get((apartment, unit))
+        stable = found.value.stable_version if found is not None else ""
+        if not stable:
+            return ()
+        before = previous_stable((r for r, _ in self.history(apartment, unit)), stable)
+        return (stable, before) if before else (stable,)
 
     def active(self, apartment: str, unit: str) -> tuple[RolloutRecord, int] | None:
         for record, revision in self.history(apartment, unit):

@@ -2,8 +2,9 @@
 and check calls, each through the few operations the rollouts need.
 
 - Instances: the unit's instance records with the freshest observation of each; an instance
-  is healthy when it is routable (running and health >= 0.5) and escalated when its agent
-  published ``recovery.escalated`` for it.
+  is healthy when it is routable (running and health >= 0.5), escalated when its agent
+  published ``recovery.escalated`` for it, and carries the message of the agent's
+  ``instance.start_failed`` (a failed image pull, say) when it could not be started.
 - Windows: the agents' per-instance request windows of the version, merged over every
   instance and host (counts add, sketches merge) into one window since ``since``.
 - Start: only the missing instances are placed (one fenced transaction); StartInstance goes
@@ -51,6 +52,7 @@ __all__ = ["ESCALATION_EVENT", "CoordinatorFleet", "RolloutCommands", "RolloutPl
 log = logging.getLogger(__name__)
 
 ESCALATION_EVENT = EventType.ESCALATION
+START_FAILED_EVENT = EventType.START_FAILED
 
 
 class RolloutPlacement(Protocol):
@@ -107,8 +109,14 @@ class CoordinatorFleet:
         return {e.instance_id for e in self._state.events.values()
                 if e.type == ESCALATION_EVENT and e.instance_id}
 
+    def _start_failures(self) -> dict[str, str]:
+        return {e.instance_id: e.message or "no reason given"
+                for e in self._state.events.values()
+                if e.type == START_FAILED_EVENT and e.instance_id}
+
     def instances(self, record: RolloutRecord) -> tuple[InstanceView, ...]:
         escalated = self._escalated()
+        start_failures = self._start_failures()
         views = []
         for inst in self._state.instances_of(record.apartment, record.unit):
             seen = self._known.known_state(inst.instance_id)
@@ -119,6 +127,7 @@ class CoordinatorFleet:
                 healthy=seen is not None and seen.routable,
                 state=seen.state if seen is not None else "",
                 escalated=inst.instance_id in escalated,
+                start_error=start_failures.get(inst.instance_id, ""),
             ))
         return tuple(sorted(views, key=lambda v: v.instance_id))
 

@@ -26,9 +26,9 @@ from coordinator.rollouts.admission import (
     other_slot,
 )
 from coordinator.rollouts.controls import new_rollout, request_control, retry_rollout
-from coordinator.rollouts.etcd_records import EtcdRolloutRecords
+from coordinator.rollouts.etcd_records import EtcdRolloutRecords, previous_stable
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
-from coordinator.rollouts.record import RETRY, Control, Phase, RolloutRecord
+from coordinator.rollouts.record import RETRY, Control, RolloutRecord
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 from coordinator.rollouts.status import RolloutStatus, rollout_status
@@ -153,13 +153,12 @@ class RolloutService:
         return record
 
     def _previous_stable(self, apartment: str, unit: str, stable: str) -> str:
-        for record, _ in self.records.history(apartment, unit):
-            if record.phase is Phase.PROMOTED and record.to_version == stable and (
-                record.from_version
-            ):
-                return record.from_version
-        raise FailedPrecondition(f"{apartment}/{unit} has no previous stable version to roll "
-                                 "back to", unit=unit)
+        history = (record for record, _ in self.records.history(apartment, unit))
+        found = previous_stable(history, stable)
+        if not found:
+            raise FailedPrecondition(f"{apartment}/{unit} has no previous stable version to "
+                                     "roll back to", unit=unit)
+        return found
 
     async def _queue(self, apartment: str, unit: str, control: Control) -> RolloutRecord:
         async def attempt() -> RolloutRecord:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import sys
+import time
 from pathlib import Path
 
 from common.json_logs import JsonFormatter, setup_logging
-from common.systemd_notify import notify, watchdog_interval
+from common.systemd_notify import notify, watchdog_interval, watchdog_pings
 
 
 def test_notify_sends_one_datagram(tmp_path: Path) -> None:
@@ -58,3 +60,22 @@ def test_setup_logging_replaces_the_root_handlers() -> None:
         assert not isinstance(root.handlers[0].formatter, JsonFormatter)
     finally:
         root.handlers[:], root.level = saved, level
+
+
+async def test_watchdog_pings_until_stopped(tmp_path: Path) -> None:
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.setblocking(False)
+        stop = asyncio.Event()
+        started = time.monotonic()
+        pings = asyncio.create_task(watchdog_pings(0.05, stop, {"NOTIFY_SOCKET": str(path)}))
+        received: list[bytes] = []
+        loop = asyncio.get_running_loop()
+        while len(received) < 4:
+            received.append(await asyncio.wait_for(loop.sock_recv(sock, 100), 2))
+        elapsed = time.monotonic() - started
+        stop.set()
+        await asyncio.wait_for(pings, 1)  # stop ends the loop at once, not after an interval
+        assert received == [b"WATCHDOG=1"] * 4
+        assert 0.14 < elapsed < 1.5  # the first at once, then one each interval

@@ -19,8 +19,9 @@ from agent.runtime.protocol import (
     CreateRequest,
     ExecResult,
     ImageInfo,
+    PullStatus,
 )
-from common.errors import Conflict, NotFound
+from common.errors import Conflict, NotFound, Unavailable
 
 ExecHandler = Callable[[str, tuple[str, ...], float], ExecResult]
 
@@ -42,6 +43,14 @@ class RecordingRuntime:
     engine: dict[str, Any] = field(default_factory=lambda: {
         "storage_driver": "overlay2", "backing_filesystem": "extfs", "cgroup_version": "1"})
     fail_create: Exception | None = None
+    missing_images: set[str] = field(default_factory=set)
+    """References this fake engine does not hold (every other one is there)."""
+    pull_error: str = ""
+    """When set, every pull fails with this registry error."""
+    pull_lines: list[PullStatus] = field(default_factory=list)
+    """Progress lines a pull reports."""
+    pull_gate: asyncio.Event | None = None
+    """When set, a pull waits for it (to start several instances on one pull)."""
     exec_handler: ExecHandler | None = None
     """Answers ``exec`` (container id, argv, timeout); default: exit 0, no output."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -143,6 +152,22 @@ class RecordingRuntime:
 
     async def remove_image(self, reference: str) -> None:
         self.calls.append(("remove_image", reference))
+
+    async def inspect_image(self, reference: str) -> ImageInfo:
+        if reference in self.missing_images:
+            raise NotFound(f"image {reference}: not found")
+        return ImageInfo(f"sha256:{abs(hash(reference)):064x}"[:71], (reference,), 0.0, 1000, {})
+
+    async def pull(self, reference: str, auth: Mapping[str, str] | None,
+                   on_status: Callable[[PullStatus], None], timeout: float) -> None:
+        self.calls.append(("pull", (reference, dict(auth) if auth else None, timeout)))
+        if self.pull_gate is not None:
+            await self.pull_gate.wait()
+        for line in self.pull_lines:
+            on_status(line)
+        if self.pull_error:
+            raise Unavailable(f"pulling {reference} failed: {self.pull_error}")
+        self.missing_images.discard(reference)
 
     async def info(self) -> Mapping[str, Any]:
         return dict(self.engine)

@@ -51,7 +51,10 @@ def test_toml_then_env_then_flags(tmp_path: Path) -> None:
     [
         (["--listen", "nowhere"], "not host:port"),
         (["--heartbeat-interval", "0"], "heartbeat_interval"),
-        (["--heartbeat-interval", "soon"], "not a valid float"),
+        (["--heartbeat-interval", "soon"], "heartbeat_interval: 'soon' is not a number"),
+        (["--event-history", "9"], "--event-history: event_history must be >= 10, got 9"),
+        (["--etcd-endpoints", ""], "at least one endpoint"),
+        (["--log-format", "xml"], "log_format 'xml' is not one of json, text"),
         (["--leader-lease-ttl", "1"], "leader_lease_ttl"),
         (["--etcd-prefix", "landlord"], "etcd_prefix"),
         (["--port-range-start", "30000", "--port-range-end", "20000"], "port range"),
@@ -66,9 +69,43 @@ def test_bad_settings_are_refused_with_the_reason(argv: list[str], words: str) -
 
 def test_unknown_toml_keys_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text("hearbeat = 3\n")
-    with pytest.raises(InvalidArgument, match="hearbeat"):
+    path.write_text("hearbeat_interval = 3\n")
+    with pytest.raises(InvalidArgument, match="hearbeat_interval: unknown setting "
+                                              r"\(did you mean heartbeat_interval\?\)"):
         load_config(["--config", str(path)], env={})
+
+
+def test_the_config_file_may_come_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[coordinator]\netcd_prefix = "/env-file"\n[agent]\nhost_id = "h"\n')
+    config = load_config([], env={"LANDLORD_COORDINATOR_CONFIG": str(path)})
+    assert config.etcd_prefix == "/env-file"
+
+
+def test_check_config_prints_toml_that_loads_back(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--check-config", "--etcd-endpoints", "127.0.0.1:1,127.0.0.1:2",
+                 "--id", "c9"]) == 0
+    path = tmp_path / "effective.toml"
+    path.write_text(capsys.readouterr().out)
+    assert load_config(["--config", str(path)], env={}) == load_config(
+        ["--etcd-endpoints", "127.0.0.1:1,127.0.0.1:2", "--id", "c9"], env={})
+
+
+def test_check_config_lists_every_problem_and_exits_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('listen = 7400\nleader_lease_ttl = 1\nbogus = true\n')
+    assert main(["--config", str(path), "--check-config", "--report-interval", "-1"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"landlord-coordinator: {path}:listen: listen: expected a string, got an integer (7400)",
+        f"landlord-coordinator: {path}:bogus: unknown setting",
+        f"landlord-coordinator: {path}:leader_lease_ttl: leader_lease_ttl must be >= 2, got 1",
+        "landlord-coordinator: --report-interval: report_interval must be > 0, got -1",
+    ]
+    assert main(["--config", str(tmp_path / "absent.toml")]) == 2
+    assert capsys.readouterr().err == (f"landlord-coordinator: {tmp_path / 'absent.toml'}: "
+                                       "no such config file\n")
 
 
 def test_main_prints_help_and_refuses_bad_config(capsys: pytest.CaptureFixture[str]) -> None:

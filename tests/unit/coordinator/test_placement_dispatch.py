@@ -4,6 +4,8 @@ instance and its allocation before its host is told, and routes follow."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from memory_store import CurrentCache, Leading, MemoryStore
 from test_coord_convert import version_record
@@ -16,11 +18,15 @@ from coordinator.fleet.dispatch import CommandDispatch
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.placement_writer import PlacementWriter
 from coordinator.fleet.sessions import Fleet, HostSession
+from coordinator.rollouts.controls import new_rollout
+from coordinator.rollouts.etcd_records import EtcdRolloutRecords
+from coordinator.rollouts.record import Phase, encode_record
+from coordinator.rollouts.settings import RolloutSettings
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import CAS_ATTEMPTS, FencedWrites
 from coordinator.state.keys import KeyLayout
-from coordinator.state.records import HostRecord, encode, encode_allocations
+from coordinator.state.records import HostRecord, UnitRecord, encode, encode_allocations
 
 LAYOUT = KeyLayout()
 
@@ -114,3 +120,27 @@ async def test_stop_removes_instance_and_allocation_then_tells_its_host() -> Non
     commands = rig.sent(record.host_id)
     assert isinstance(commands[0], SetRoute), "out of the route before it stops"
     assert commands[-1] == StopInstance(record.instance_id, 5.0, True)
+
+
+async def test_routes_carry_the_stable_and_previous_stable_versions_hosts_keep() -> None:
+    rig = Rig()
+    clock = FakeClock()
+    writes = FencedWrites(rig.store, Leading(), CurrentCache())
+    records = EtcdRolloutRecords(writes, LAYOUT, rig.state,
+                                 EventLog(writes, LAYOUT, rig.state, clock), clock)
+    rig.dispatch.protected = records
+    await rig.placement.place("shop", "web", "1.0.0", "blue", 1, "b1")
+    await rig.dispatch.set_split("shop", "web", {"1.0.0": 100.0}, "b1", 18080, "/healthz")
+    routes = [c for c in rig.sent("h1") if isinstance(c, SetRoute)]
+    assert routes and routes[-1].protected_versions == ()  # no stable version yet
+    rig.sent("h2")
+
+    rig.store.put(LAYOUT.unit("shop", "web"), encode(UnitRecord("shop", "web", "running",
+                                                                stable_version="1.1.0")))
+    promoted = replace(new_rollout("r1", "shop", "web", "b1", "1.0.0", "1.1.0",
+                                   RolloutSettings(), clock.now()), phase=Phase.PROMOTED)
+    rig.store.put(LAYOUT.rollout("shop", "web", "r1"), encode_record(promoted))
+    await rig.dispatch.set_route("shop", "web")
+    for host_id in ("h1", "h2"):
+        [route] = [c for c in rig.sent(host_id) if isinstance(c, SetRoute)]
+        assert route.protected_versions == ("1.1.0", "1.0.0")

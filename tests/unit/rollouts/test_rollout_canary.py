@@ -174,3 +174,23 @@ async def test_instances_that_never_get_healthy_fail_before_any_traffic_moves() 
     assert world.split_history == [] and world.split == {"1.0.0": 100.0}
     assert any("healthy after 120 s" in r for r in end.failure)
     assert world.unit_states == ["deploying", "rolling_back", "running"]
+
+
+async def test_a_failed_start_fails_the_rollout_before_traffic_moves_with_its_error() -> None:
+    world = World()
+
+    def pull_failed(w: World) -> None:
+        for iid, inst in list(w.instances.items()):
+            if inst.version == "1.1.0":
+                w.instances[iid] = replace(inst, healthy=False, state="error", start_error=(
+                    "pulling 127.0.0.1:5999/app@sha256:ab failed: connection refused"))
+                break
+
+    world.at(1, pull_failed)
+    end = await world.run(make_record(CANARY))
+    assert end.phase is Phase.FAILED and not end.traffic_moved
+    assert "could not start: pulling 127.0.0.1:5999/app@sha256:ab failed: connection " \
+           "refused" in end.reason
+    assert end.ended_at is not None and end.ended_at - end.created_at < 5
+    assert world.splits_of("1.1.0") == [] and world.split == {"1.0.0": 100.0}
+    assert world.of_version("1.1.0") == []

@@ -12,6 +12,7 @@ from common.gen.landlord.v1 import admin_pb2, types_pb2
 from coordinator.api.rollout_proto import rollout_info, settings_from_pb
 from coordinator.rollouts.actions import Observations
 from coordinator.rollouts.engine import plan
+from coordinator.rollouts.etcd_records import previous_stable
 from coordinator.rollouts.record import (
     Control,
     Phase,
@@ -69,3 +70,17 @@ def test_first_deploys_and_rollbacks_say_what_they_are(strategy: Strategy, shown
     assert rollout_info(rollout_status(record)).strategy == shown
     with pytest.raises(InvalidArgument, match="blue-green or canary"):
         settings_from_pb(admin_pb2.DeployRequest(strategy=shown))  # type: ignore[arg-type]
+
+
+
+def test_previous_stable_is_what_the_newest_promotion_to_stable_replaced() -> None:
+    def ended(src: str, dst: str, rid: str, phase: Phase) -> RolloutRecord:
+        record: RolloutRecord = make_record(RolloutSettings(), src, dst, rid)
+        return replace(record, phase=phase)
+
+    history = [ended("1.1.0", "1.2.0", "r4", Phase.FAILED),
+               ended("1.0.0", "1.1.0", "r3", Phase.PROMOTED),
+               ended("0.9.0", "1.0.0", "r2", Phase.PROMOTED)]
+    assert previous_stable(history, "1.1.0") == "1.0.0"
+    assert previous_stable(history, "1.0.0") == "0.9.0"
+    assert previous_stable(history, "1.2.0") == ""

@@ -422,6 +422,7 @@ class SetUnitRoute(_message.Message):
     HEALTH_PATH_FIELD_NUMBER: _builtins.int
     SERVERS_FIELD_NUMBER: _builtins.int
     STICKY_FIELD_NUMBER: _builtins.int
+    PROTECTED_VERSIONS_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     service_port: _builtins.int
@@ -429,6 +430,12 @@ class SetUnitRoute(_message.Message):
     sticky: _builtins.bool
     @_builtins.property
     def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataPlaneServer]: ...
+    @_builtins.property
+    def protected_versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Versions of the unit whose images hosts keep through image GC: its stable and
+        previous stable versions, so a fast rollback to them never needs a pull.
+        """
+
     def __init__(
         self,
         *,
@@ -438,10 +445,11 @@ class SetUnitRoute(_message.Message):
         health_path: _builtins.str = ...,
         servers: _abc.Iterable[Global___DataPlaneServer] | None = ...,
         sticky: _builtins.bool = ...,
+        protected_versions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "health_path", b"health_path", "servers", b"servers", "service_port", b"service_port", "sticky", b"sticky", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "health_path", b"health_path", "protected_versions", b"protected_versions", "servers", b"servers", "service_port", b"service_port", "sticky", b"sticky", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
