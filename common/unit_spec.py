@@ -1,10 +1,12 @@
 """What makes a version of a unit: everything that runs, and so everything its checksum covers.
 
-A version is immutable in everything that runs: image, command, env, ports, health check
-(with its warm-up and healthy threshold), resources, dependencies, state mode and idle
-timeout. ``UnitSpec.checksum()`` is the sha256 of the canonical JSON (sorted keys, no
-spaces) of exactly those fields, so the same content always gives the same checksum; the
-unit's name, version and publication time are not part of it.
+A version is immutable in everything that runs: image (and the digest publishing resolved
+it to), command, env, ports, health check (with its warm-up and healthy threshold),
+resources, dependencies, state mode and idle timeout. ``UnitSpec.checksum()`` is the
+sha256 of the canonical JSON (sorted keys, no spaces) of exactly those fields, so the same
+content always gives the same checksum; the unit's name, version and publication time are
+not part of it. A version published before digests were recorded has none, and keeps its
+checksum.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from types import MappingProxyType
 
 from common.dependencies import parse_dependency, qualify
 from common.errors import InvalidArgument
+from common.image_refs import parse_image_ref
 from common.resources import Resources
 from common.semantic_versions import parse_version
 
 __all__ = ["DEFAULT_HEALTH", "HealthCheck", "StateMode", "UnitSpec", "canonical_json", "sha256_of"]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def canonical_json(content: object) -> str:
@@ -135,6 +139,7 @@ _RUN_DEFAULTS: Mapping[str, object] = MappingProxyType({
     "idle_timeout_s": 0.0,
     "warmup_s": 0.0,
     "healthy_threshold": 1,
+    "image_digest": "",
 })
 """Fields the spec gained after versions were first published. ``content()`` leaves out
 the ones at these values, so a version published before a field existed (which then ran
@@ -149,7 +154,8 @@ class UnitSpec:
     unit: str
     version: str
     image: str
-    """Docker image id (``sha256:...``) or digest reference (``name@sha256:...``)."""
+    """The image as published: a reference naming a registry
+    (``127.0.0.1:5000/app:1.0.0``), a bare local name the hosts hold, or an image id."""
     port: int
     """Port every instance listens on (env PORT); 0: the port placement assigns each one."""
     command: tuple[str, ...] = ()
@@ -168,6 +174,9 @@ class UnitSpec:
     healthy_threshold: int = 1
     """Consecutive passing probes that make an instance healthy (``health_check.retries``
     is the failing count)."""
+    image_digest: str = ""
+    """Manifest digest (``sha256:...``) the registry named for ``image`` at publication;
+    "" for a bare local name (never resolved through a registry)."""
 
     def __post_init__(self) -> None:
         qualify(self.unit, self.apartment)
@@ -212,6 +221,13 @@ class UnitSpec:
             ):
                 raise InvalidArgument(f"{name} must be seconds >= 0, got {value!r}", field=name)
             object.__setattr__(self, name, float(value))
+        if not isinstance(self.image_digest, str) or (
+            self.image_digest and not _DIGEST.match(self.image_digest)
+        ):
+            raise InvalidArgument(
+                f"image_digest must be sha256:<64 hex digits>, got {self.image_digest!r}",
+                field="image_digest",
+            )
         threshold = self.healthy_threshold
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
             raise InvalidArgument(
@@ -224,6 +240,14 @@ class UnitSpec:
         """Qualified name, ``apartment/unit``."""
         return f"{self.apartment}/{self.unit}"
 
+    @property
+    def run_image(self) -> str:
+        """The reference agents run: ``NAME@DIGEST`` once publishing resolved a digest, so
+        a tag moved later in the registry changes nothing; else ``image`` as published."""
+        if not self.image_digest:
+            return self.image
+        return parse_image_ref(self.image).pinned(self.image_digest)
+
     def _run_fields(self) -> dict[str, object]:
         return {
             "service_port": self.service_port,
@@ -231,6 +255,7 @@ class UnitSpec:
             "idle_timeout_s": self.idle_timeout_s,
             "warmup_s": self.warmup_s,
             "healthy_threshold": self.healthy_threshold,
+            "image_digest": self.image_digest,
         }
 
     def content(self) -> dict[str, object]:

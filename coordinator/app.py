@@ -34,6 +34,7 @@ from coordinator.fleet.metrics_windows import MetricsWindows
 from coordinator.fleet.placement_writer import PlacementWriter
 from coordinator.fleet.sessions import Fleet
 from coordinator.fleet.status_writer import StatusWriter
+from coordinator.images_client import RegistryClient
 from coordinator.leadership.election import LeaderElection
 from coordinator.leadership.leader_duties import LeaderDuties
 from coordinator.registry import Registry
@@ -101,7 +102,10 @@ class Coordinator:
             state=self.state, fleet=self.fleet, events=self.events, clock=self.clock,
             policy=self.liveness)
         self.registry = Registry(state=self.state, layout=self.layout, writes=self.writes,
-                                 events=self.events, clock=self.clock, reported=self.fleet)
+                                 events=self.events, clock=self.clock, reported=self.fleet,
+                                 images=RegistryClient.from_settings(
+                                     auth_file=config.registry_auth_file,
+                                     ca_file=config.registry_ca_file, http=config.registry_http))
         self.rollouts = self.rollout_service()
         self.schema = SchemaUpgrade(self.view, self.writes, self.layout)
         self.duties = LeaderDuties(

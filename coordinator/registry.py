@@ -1,7 +1,10 @@
 """Units and versions: publish (leader), list, show, versions and dependency resolution.
 
-Publishing decides with ``common.versions.plan_publish`` (bump rules, immutable tags,
-dependency resolution), checks the image against what agents reported they have, then
+Publishing first pins the image: a reference naming a registry is resolved to its digest
+through that registry (``coordinator/images_client.py``, before any write), and the version
+records the digest, so agents run ``NAME@DIGEST`` whatever the tag names later; a bare
+local name is checked against what agents reported they have. It then decides with
+``common.versions.plan_publish`` (bump rules, immutable tags, dependency resolution) and
 writes the version, the unit record and the ``version.created`` event in one transaction
 guarded by revisions. Reads come from the watch-fed cache, so followers answer them too.
 """
@@ -14,9 +17,17 @@ from typing import Protocol
 
 from common.clock import Clock
 from common.dependencies import Catalog, parse_dependency, resolve
-from common.errors import FailedPrecondition, InvalidArgument, LandlordError, NotFound
+from common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LandlordError,
+    NotFound,
+    VersionExists,
+)
+from common.image_refs import ImageRef, parse_image_ref
 from common.unit_spec import UnitSpec
 from common.versions import ChangeSet, plan_publish
+from coordinator.images_client import RegistryClient
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog, encode_event
 from coordinator.state.fenced_writes import FencedWrites
@@ -42,10 +53,18 @@ class ReportedImages(Protocol):
     def images(self) -> Mapping[str, frozenset[str]]: ...
 
 
+class ImageResolver(Protocol):
+    """Resolves a registry reference to the digest it names now (``RegistryClient``)."""
+
+    async def resolve(self, ref: ImageRef) -> str: ...
+
+
 class Registry:
     def __init__(self, *, state: ClusterState, layout: KeyLayout, writes: FencedWrites,
-                 events: EventLog, clock: Clock, reported: ReportedImages) -> None:
+                 events: EventLog, clock: Clock, reported: ReportedImages,
+                 images: ImageResolver | None = None) -> None:
         self.state = state
+        self.images: ImageResolver = images or RegistryClient()
         self.layout = layout
         self.writes = writes
         self.events = events
@@ -143,7 +162,33 @@ class Registry:
 
     # -- publishing ------------------------------------------------------------------------
 
+    async def _pin_image(self, spec: UnitSpec) -> UnitSpec:
+        """``spec`` with the digest its registry names for its image now; a bare local name
+        is left as is (``_check_image`` looks for it on the hosts)."""
+        ref = parse_image_ref(spec.image)
+        if not ref.in_registry:
+            return spec
+        return replace(spec, image_digest=await self.images.resolve(ref))
+
+    def _refuse_moved_tag(self, spec: UnitSpec) -> None:
+        """The same version again whose tag now names another digest: say both digests
+        (``plan_publish`` would only say the checksums differ)."""
+        found = self.state.versions.get((spec.apartment, spec.unit), {}).get(spec.version)
+        if found is None:
+            return
+        old = found.tag.spec
+        if old.image == spec.image and old.image_digest != spec.image_digest and (
+            replace(old, image_digest=spec.image_digest).checksum() == spec.checksum()
+        ):
+            raise VersionExists(
+                f"{spec.name} {spec.version} is already published with {old.image} at "
+                f"{old.image_digest or 'no digest'}; the registry now names "
+                f"{spec.image_digest} for it. Published versions are immutable: publish a new "
+                "version for the new image", unit=spec.unit, version=spec.version)
+
     def _check_image(self, spec: UnitSpec) -> None:
+        if spec.image_digest:
+            return  # resolved through its registry; agents pull it by digest
         hosts = [v.value for v in self.state.hosts.values() if v.value.status != "lost"]
         if any(spec.image in host.images for host in hosts):
             return
@@ -167,6 +212,8 @@ class Registry:
         refused as a different version (``VersionExists``, from ``plan_publish``)."""
         self.writes.require_lead()  # followers refuse writes up front
         key = (spec.apartment, spec.unit)
+        spec = await self._pin_image(spec)
+        self._refuse_moved_tag(spec)
 
         async def attempt() -> tuple[VersionRecord, bool]:
             existing = self.state.versions.get(key, {})

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the local demo images landlord/demo-app:<version> without any registry.
+# Build the demo images landlord/demo-app:<version> and push them to the local registry.
 #
-# Usage: scripts/build-demo-image.sh [--force] [-v] [VERSION ...]   (default: 1.0.0 1.1.0 2.0.0)
+# Usage: scripts/build-demo-image.sh [--force] [--no-push] [-v] [VERSION ...]
+#                                     (default versions: 1.0.0 1.1.0 2.0.0)
 #        scripts/build-demo-image.sh --print-mirror   (show the mirror a cold build would use)
 #
 # How it works
@@ -17,6 +18,13 @@
 #      (hash of app.py + base image id + recipe + version). An image whose label
 #      matches is kept; a rebuilt one replaces the tag and the old image is
 #      removed when nothing else uses it.
+#   3. Each version is pushed as $LANDLORD_REGISTRY/landlord/demo-app:<version>
+#      (LANDLORD_REGISTRY defaults to 127.0.0.1:5000, the registry scripts/services.sh
+#      starts; Docker pushes to loopback registries over plain HTTP). A push is skipped
+#      when the registry's tag already names the digest Docker recorded for the image
+#      (its RepoDigests), so warm runs make one HEAD request per version. The image
+#      keeps both tags (local and registry), and its RepoDigest lets Docker run
+#      NAME@DIGEST without a pull. --no-push skips this step.
 #
 # Package mirror: read at run time from this machine's apt configuration (deb822
 # /etc/apt/sources.list.d/*.sources `URIs:` of the stanza whose Suites hold
@@ -39,12 +47,17 @@ IMAGE_RECIPE=1         # bump when the version-image recipe changes
 BASE_REPO=landlord/debian-base
 APP_REPO=landlord/demo-app
 DEFAULT_VERSIONS=(1.0.0 1.1.0 2.0.0)
+REGISTRY=${LANDLORD_REGISTRY:-127.0.0.1:5000}
+MANIFEST_ACCEPT="application/vnd.docker.distribution.manifest.v2+json,\
+application/vnd.docker.distribution.manifest.list.v2+json,\
+application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json"
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 APP_FILE=$REPO_ROOT/examples/demo-app/app.py
 CACHE_DIR=${LANDLORD_DEV_STATE:-/var/lib/landlord-dev}/demo-image
 
 force=0
+push=1
 verbose=0
 print_mirror=0
 versions=()
@@ -52,12 +65,13 @@ versions=()
 say() { echo "build-demo-image: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-usage() { sed -n '2,5p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 for arg in "$@"; do
     case $arg in
         -h|--help) usage; exit 0 ;;
         -f|--force) force=1 ;;
+        --no-push) push=0 ;;
         -v|--verbose) verbose=1 ;;
         --print-mirror) print_mirror=1 ;;
         -*) die "unknown option $arg (see --help)" ;;
@@ -146,7 +160,40 @@ if [[ -n $base_id ]]; then
 else
     stale=("${versions[@]}")
 fi
+
+# The digest the registry's tag names now ("" if none or unreachable).
+registry_digest() {
+    curl -sS --max-time 5 -o /dev/null -D - -I -H "Accept: $MANIFEST_ACCEPT" \
+        "http://$REGISTRY/v2/$APP_REPO/manifests/$1" 2>/dev/null \
+        | awk 'tolower($1) == "docker-content-digest:" { sub(/\r$/, "", $2); print $2 }'
+}
+
+# Whether the registry's tag already names the image's pushed digest.
+pushed() {
+    local v=$1 digest
+    digest=$(registry_digest "$v")
+    [[ -n $digest ]] || return 1
+    docker image inspect -f '{{ range .RepoDigests }}{{ println . }}{{ end }}' "$APP_REPO:$v" \
+        2>/dev/null | grep -qxF "$REGISTRY/$APP_REPO@$digest"
+}
+
+push_versions() {
+    [[ $push == 1 ]] || return 0
+    curl -sS --max-time 5 -o /dev/null "http://$REGISTRY/v2/" 2>/dev/null \
+        || die "registry $REGISTRY does not answer (start it: scripts/services.sh up; or --no-push)"
+    local v remote
+    for v in "${versions[@]}"; do
+        pushed "$v" && continue
+        remote=$REGISTRY/$APP_REPO:$v
+        say "pushing $remote"
+        docker tag "$APP_REPO:$v" "$remote"
+        docker push -q "$remote" >/dev/null || die "docker push $remote failed"
+        pushed "$v" || die "pushed $remote, but the registry's digest is not the image's"
+    done
+}
+
 if [[ ${#stale[@]} -eq 0 ]]; then
+    push_versions
     [[ $verbose == 0 ]] || say "up to date: ${versions[*]/#/$APP_REPO:} on $BASE_TAG"
     exit 0
 fi
@@ -246,5 +293,6 @@ build_version() {
 
 ensure_base
 for v in "${stale[@]}"; do build_version "$v"; done
+push_versions
 say "ready: ${versions[*]/#/$APP_REPO:} ($(docker image inspect -f '{{ .Size }}' "$APP_REPO:${versions[0]}" \
     | awk '{ printf "%.0f MB", $1 / 1e6 }'))"

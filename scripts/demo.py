@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """`make demo`: a real Landlord cluster on this machine, three rollouts under load.
 
-1. builds landlord/demo-app 1.0.0, 1.1.0, 1.2.0, 2.0.0 (2.0.0 answers 20 % 500s);
+1. builds landlord/demo-app 1.0.0, 1.1.0, 1.2.0, 2.0.0 (2.0.0 answers 20 % 500s) and pushes
+   them to the local registry (127.0.0.1:5000, started by scripts/services.sh), from which
+   they are published: each version records its image's digest;
 2. starts a coordinator (shared etcd 127.0.0.1:2379, prefix /landlord-demo, wiped first) and
    three agents on 127.0.0.2-4 as background processes (logs, pids, data under .run/demo/)
    with the local cluster launcher (scripts/local_cluster/, also used by tests and benches);
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 from local_cluster.cluster import LocalCluster, stop_recorded_cluster
+from local_cluster.images import DEMO_REGISTRY, DEMO_REPOSITORY, ensure_demo_images
 from local_cluster.load import LoadGenerator
 from local_cluster.processes import ClusterError
 from local_cluster.report import classify_failures, summary_dict
@@ -83,8 +86,9 @@ class Demo:
         self.scenario: DemoScenario | None = None
 
     def run(self) -> dict[str, object]:
-        say("== building images landlord/demo-app " + " ".join(VERSIONS))
-        subprocess.run([str(ROOT / "scripts" / "build-demo-image.sh"), *VERSIONS], check=True)
+        say(f"== building images {DEMO_REPOSITORY} {' '.join(VERSIONS)}, pushing them to "
+            f"{DEMO_REGISTRY}")
+        ensure_demo_images(VERSIONS)
         for line in stop_recorded_cluster(RUN_DIR, [DEMO_LABEL], lambda _: None):
             say(f"  stopped previous demo: {line}")
         say(f"== starting coordinator and agents (logs, pids, data: {RUN_DIR})")

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Install and start the real services Landlord runs on: Docker Engine, etcd and
-# HAProxy from Debian's packages. Idempotent; run as root on Debian 12.
+# Install and start the real services Landlord runs on: Docker Engine, etcd,
+# HAProxy and an image registry (the Distribution registry, package
+# docker-registry) from Debian's packages. Idempotent; run as root on Debian 12.
 #
 #   services.sh install   install missing Debian packages (apt-get update only if needed)
 #   services.sh up        install, raise the datagram queue for request logs, then start
-#                         dockerd and a single-node etcd if not running
+#                         dockerd, a single-node etcd and the registry if not running
 #   services.sh down      stop only what `up` started (pid files under the run dir)
 #   services.sh status    say what runs and who started it
 #
 # Run state lives in $LANDLORD_RUN_DIR (default: <repo>/.run): pid files, logs,
-# and etcd's data directory.
+# etcd's data directory, and the registry's config (registry.yml) and storage
+# (registry/). The registry listens on $LANDLORD_REGISTRY (default 127.0.0.1:5000),
+# plain HTTP: Docker pushes to and pulls from loopback registries without TLS.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,9 +22,13 @@ LOG_DIR=$RUN_DIR/logs
 ETCD_DATA=$RUN_DIR/etcd
 ETCD_CLIENT=${LANDLORD_ETCD_CLIENT:-127.0.0.1:2379}
 ETCD_PEER=${LANDLORD_ETCD_PEER:-127.0.0.1:2380}
+REGISTRY=${LANDLORD_REGISTRY:-127.0.0.1:5000}
+REGISTRY_DATA=$RUN_DIR/registry
+REGISTRY_CONFIG=$RUN_DIR/registry.yml
 DOCKER_SOCK=/var/run/docker.sock
 
-PACKAGES=(docker.io etcd-server haproxy debootstrap iproute2 curl procps ca-certificates)
+PACKAGES=(docker.io etcd-server haproxy docker-registry systemd-container debootstrap iproute2 curl
+  procps ca-certificates)
 
 log() { printf '[services] %s\n' "$*"; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -49,6 +56,11 @@ install() {
 
 docker_up() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 etcd_up() { curl -fsS --max-time 2 "http://$ETCD_CLIENT/health" 2>/dev/null | grep -q '"health":"true"'; }
+# The Distribution API root answers 200 (or 401 with auth) with this header.
+registry_up() {
+  curl -sS --max-time 2 -o /dev/null -D - "http://$REGISTRY/v2/" 2>/dev/null \
+    | grep -qi '^docker-distribution-api-version: registry/2.0'
+}
 
 wait_for() {  # wait_for NAME SECONDS CHECK...
   local name=$1 secs=$2; shift 2
@@ -98,6 +110,33 @@ start_etcd() {
   log "etcd is up"
 }
 
+start_registry() {
+  if registry_up; then return 0; fi
+  command -v docker-registry >/dev/null || die "docker-registry is not installed (run: $0 install)"
+  mkdir -p "$REGISTRY_DATA"
+  # Written on every start so a changed LANDLORD_REGISTRY or run dir takes effect.
+  cat >"$REGISTRY_CONFIG" <<EOF
+# Written by scripts/services.sh; rewritten on each start.
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $REGISTRY_DATA
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY
+EOF
+  log "starting docker-registry on $REGISTRY (storage: $REGISTRY_DATA)"
+  nohup docker-registry serve "$REGISTRY_CONFIG" >"$LOG_DIR/registry.log" 2>&1 &
+  echo $! >"$PID_DIR/registry.pid"
+  wait_for registry 30 registry_up
+  log "registry is up"
+}
+
 tune_host() {
   # HAProxy sends one log datagram per request to the agent; the kernel default
   # queue of 10 datagrams drops lines under load (systemd hosts set 512).
@@ -123,10 +162,11 @@ stop_pidfile() {  # stop_pidfile NAME
 
 status() {
   local name
-  for name in dockerd etcd; do
+  for name in dockerd etcd registry; do
     if alive "$PID_DIR/$name.pid"; then
       echo "$name: running (started by these scripts, pid $(cat "$PID_DIR/$name.pid"))"
-    elif { [ $name = dockerd ] && docker_up; } || { [ $name = etcd ] && etcd_up; }; then
+    elif { [ $name = dockerd ] && docker_up; } || { [ $name = etcd ] && etcd_up; } \
+        || { [ $name = registry ] && registry_up; }; then
       echo "$name: running (not started by these scripts)"
     else
       echo "$name: not running"
@@ -137,8 +177,8 @@ status() {
 mkdir -p "$PID_DIR" "$LOG_DIR"
 case "${1:-up}" in
   install) install ;;
-  up) install; tune_host; start_docker; start_etcd ;;
-  down) stop_pidfile etcd; stop_pidfile dockerd ;;
+  up) install; tune_host; start_docker; start_etcd; start_registry ;;
+  down) stop_pidfile registry; stop_pidfile etcd; stop_pidfile dockerd ;;
   status) status ;;
   *) die "usage: $0 install|up|down|status" ;;
 esac

@@ -89,7 +89,7 @@ def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
             for u, v in sorted(tag.dependencies.items())
         ],
         metadata=dict(tag.metadata), created_at=timestamp_to_pb(tag.created_at),
-        image_id=spec.image,
+        image_id=spec.run_image, image_digest=spec.image_digest,
     )
 
 

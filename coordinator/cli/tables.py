@@ -108,11 +108,8 @@ def _spec_rows(version: types_pb2.VersionInfo) -> list[tuple[str, str]]:
         ("latest version", version.version),
         ("published", format_time(version.created_at)),
         ("checksum", version.checksum or "-"),
-        (
-            "image",
-            spec.image
-            + (f" ({version.image_id})" if version.image_id not in ("", spec.image) else ""),
-        ),
+        ("image", spec.image),
+        ("image digest", version.image_digest or "- (local image, not resolved)"),
         ("command", " ".join(spec.command) or "(image default)"),
         ("port", str(spec.port) if spec.port else "assigned"),
         ("service port", str(spec.service_port) if spec.service_port else "-"),
@@ -153,17 +150,25 @@ def unit_view(response: admin_pb2.GetUnitResponse) -> RenderableType:
 def versions_table(response: admin_pb2.ListVersionsResponse) -> RenderableType:
     if not response.versions:
         return Text("no versions")
-    table = _table("VERSION", "PUBLISHED", "CHECKSUM", "IMAGE", "CHANGES", "DEPENDENCIES")
+    table = _table("VERSION", "PUBLISHED", "CHECKSUM", "IMAGE", "DIGEST", "CHANGES",
+                   "DEPENDENCIES")
     for version in response.versions:
         table.add_row(
             version.version,
             format_time(version.created_at),
             version.checksum[:12] or "-",
             version.spec.image or "-",
+            _short_digest(version.image_digest),
             _changes_text(version.changes),
             ", ".join(version.spec.dependencies) or "-",
         )
     return table
+
+
+def _short_digest(digest: str) -> str:
+    """``sha256:`` and 12 hex digits, like Docker's short ids (``-`` for a local image)."""
+    algorithm, _, value = digest.partition(":")
+    return f"{algorithm}:{value[:12]}" if value else "-"
 
 
 def resolve_tree(root: str, resolved: Sequence[types_pb2.ResolvedDependency]) -> Tree:
@@ -197,6 +202,9 @@ def publish_view(response: admin_pb2.PublishVersionResponse) -> RenderableType:
     lines = [f"{verb} {version.apartment}/{version.unit} {version.version}"]
     if version.checksum:
         lines.append(f"checksum {version.checksum}")
+    if version.image_digest:
+        lines.append(f"image {version.spec.image} resolved to {version.image_digest}; "
+                     f"hosts run {version.image_id}")
     for dep in version.resolved:
         lines.append(f"depends on {dep.unit}@{dep.version} (range {dep.range})")
     return Text("\n".join(lines))

@@ -19,7 +19,7 @@ def start_command(instance: InstanceRecord, version: VersionRecord,
     spec = version.tag.spec
     return StartInstance(
         instance_id=instance.instance_id, apartment=spec.apartment, unit=spec.unit,
-        version=instance.version, slot=instance.slot, image=spec.image, port=instance.port,
+        version=instance.version, slot=instance.slot, image=spec.run_image, port=instance.port,
         command=tuple(spec.command), env=dict(spec.env), health=spec.health_check,
         healthy_threshold=max(1, spec.healthy_threshold), warmup_s=spec.warmup_s,
         resources=spec.resources, service_port=spec.service_port,

@@ -134,7 +134,7 @@ class RolloutService:
         if target == stable:
             raise FailedPrecondition(f"{apartment}/{unit} already runs {target}")
         version = self.registry.version(apartment, unit, target)
-        image = version.tag.spec.image
+        image = version.tag.spec.run_image  # what hosts hold: NAME@DIGEST once resolved
         if not self.fleet.image_kept(current.building, image):
             raise FailedPrecondition(
                 f"the image of {apartment}/{unit} {target} ({image}) is no longer kept on any "

@@ -14,5 +14,6 @@ directory), of the tests (tests/conftest.py) and of the benchmarks (each adds it
   stopping a cluster another process left running;
 - ``load``: the HTTP load generator on every host's entry point;
 - ``rollouts``: the `landlord` CLI, and following a rollout live from its record;
-- ``report``: what the load saw, judged against the rollout records (pure).
+- ``report``: what the load saw, judged against the rollout records (pure);
+- ``images``: the demo app's image names, built and pushed to the local registry.
 """

@@ -13,6 +13,7 @@ import grpc
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from local_cluster.cluster import LocalCluster
+from local_cluster.images import demo_image
 from local_cluster.load import LoadGenerator, ask
 from local_cluster.processes import ClusterError, free_port_on_all, wait_for
 from local_cluster.report import (
@@ -91,7 +92,7 @@ class DemoScenario:
         cli = self.cli()
         for version in VERSIONS:
             cli.run(["units", "publish", self.unit, version,
-                     "--image", f"landlord/demo-app:{version}",
+                     "--image", demo_image(version),
                      "--service-port", str(self.port), "--health-path", "/healthz",
                      "--health-interval", "1s", "--health-timeout", "1s", "--cpu", "100m",
                      "--memory", "64Mi", *CHANGES[version]], quiet=quiet)

@@ -21,12 +21,12 @@ from typing import Any
 import docker
 from google.protobuf import duration_pb2
 from local_cluster.daemons import CoordinatorProcess
+from local_cluster.images import demo_image, ensure_demo_images
 from local_cluster.load import Answer, LoadGenerator, failed, http_get
 from local_cluster.processes import free_port_on_all
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from tests.e2e.real_cluster import OWNER, TEST_LABEL, RealCluster, host_id
-from tests.integration.agent.agent_fixtures import ensure_demo_images
 from tests.support import eventually
 
 __all__ = [
@@ -84,10 +84,10 @@ def unit_spec(apartment: str, unit: str, version: str, service_port: int, *,
               env: dict[str, str] | None = None, dependencies: Sequence[str] = (),
               state_mode: types_pb2.StateMode.ValueType = types_pb2.STATE_MODE_UNSPECIFIED,
               cpu_millis: int = 100, memory_bytes: int = 64 << 20) -> types_pb2.UnitSpec:
-    """landlord/demo-app:``version`` behind ``service_port`` on every host, health-checked
-    on /healthz every second."""
+    """The demo app ``version`` from the local registry behind ``service_port`` on every
+    host, health-checked on /healthz every second."""
     return types_pb2.UnitSpec(
-        apartment=apartment, unit=unit, image=f"landlord/demo-app:{version}", port=0,
+        apartment=apartment, unit=unit, image=demo_image(version), port=0,
         service_port=service_port, env=env or {}, dependencies=list(dependencies),
         state_mode=state_mode,
         health=types_pb2.HealthCheck(path="/healthz", interval=seconds(1), timeout=seconds(1),

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from local_cluster.images import demo_image
 from local_cluster.processes import free_port_on_all
 
 from tests.e2e.real_cluster import RealCluster, host_id
@@ -166,7 +167,7 @@ def cli(cluster: RealCluster) -> Cli:
 
 def publish(cli: Cli, unit: str, version: str, port: int, *extra: str) -> None:
     cli.json(
-        "units", "publish", unit, version, "--image", f"landlord/demo-app:{version}",
+        "units", "publish", unit, version, "--image", demo_image(version),
         "--port", "0", "--service-port", str(port), "--health-path", "/healthz",
         "--health-interval", "1s", "--health-timeout", "1s", "--cpu", "100m",
         "--memory", "64Mi", *extra,

@@ -28,6 +28,7 @@ import docker
 import pytest
 from google.protobuf import duration_pb2
 from local_cluster.daemons import AgentProcess
+from local_cluster.images import demo_image
 from local_cluster.load import get_json
 from local_cluster.processes import free_port_on_all
 
@@ -70,7 +71,7 @@ def service_port(cluster: RealCluster) -> int:
 
 def publish_and_deploy(cluster: RealCluster, unit: str, port: int) -> None:
     spec = types_pb2.UnitSpec(
-        apartment=APARTMENT, unit=unit, image=f"landlord/demo-app:{VERSION}", port=0,
+        apartment=APARTMENT, unit=unit, image=demo_image(VERSION), port=0,
         service_port=port,
         health=types_pb2.HealthCheck(path="/healthz", interval=ONE_SECOND, timeout=ONE_SECOND,
                                      healthy_threshold=1, unhealthy_threshold=2),

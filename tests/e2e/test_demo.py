@@ -18,6 +18,7 @@ from pathlib import Path
 import docker
 import psutil
 import pytest
+from local_cluster.images import DEMO_REGISTRY
 from local_cluster.load import get_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +59,26 @@ def _containers() -> list[str]:
     client = docker.from_env(timeout=60)
     try:
         return [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
+    finally:
+        client.close()
+
+
+def _repo_digest(image: str) -> str:
+    """``REGISTRY/landlord/demo-app@sha256:...`` of a local image pushed to the registry."""
+    client = docker.from_env(timeout=60)
+    try:
+        digests = client.images.get(image).attrs["RepoDigests"]
+    finally:
+        client.close()
+    return str(next(d for d in digests if d.startswith(f"{DEMO_REGISTRY}/")))
+
+
+def _running_images() -> set[str]:
+    """The image references the demo's running containers were created from."""
+    client = docker.from_env(timeout=60)
+    try:
+        return {c.attrs["Config"]["Image"]
+                for c in client.containers.list(filters={"label": LABEL})}
     finally:
         client.close()
 
@@ -107,6 +128,11 @@ def test_demo_runs_three_rollouts_and_tells_the_truth(demo_env: dict[str, str]) 
         status, found = get_json(host, port)
         assert status == 200 and found["version"] == "1.2.0"
     assert len(_containers()) >= 3 and _demo_processes(run_dir)
+    # published from the local registry: containers run their image by digest (1.1.0's
+    # may still be draining), the final version's among them
+    images = _running_images()
+    assert all(i.startswith(f"{DEMO_REGISTRY}/landlord/demo-app@sha256:") for i in images), images
+    assert _repo_digest("landlord/demo-app:1.2.0") in images
 
     stopped = _down(demo_env)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr

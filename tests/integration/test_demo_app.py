@@ -16,7 +16,10 @@ from typing import Any, Protocol
 import docker
 import pytest
 from docker.models.containers import Container
+from local_cluster.images import DEMO_REGISTRY, demo_image
 
+from common.image_refs import parse_image_ref
+from coordinator.images_client import RegistryClient
 from tests.support import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -120,9 +123,22 @@ def test_image_answers_version_and_health(start_demo: StartDemo, version: str,
 def test_build_script_is_idempotent(demo_images: tuple[str, ...],
                                     docker_client: docker.DockerClient) -> None:
     before = {v: docker_client.images.get(f"landlord/demo-app:{v}").id for v in demo_images}
-    subprocess.run([str(BUILD_SCRIPT), *demo_images], check=True, timeout=120)
+    again = subprocess.run([str(BUILD_SCRIPT), *demo_images], check=True, timeout=120,
+                           capture_output=True, text=True)
     after = {v: docker_client.images.get(f"landlord/demo-app:{v}").id for v in demo_images}
     assert after == before
+    assert "pushing" not in again.stderr  # the registry already has every tag
+
+
+def test_build_script_pushed_each_version_to_the_registry(
+        demo_images: tuple[str, ...], docker_client: docker.DockerClient) -> None:
+    client = RegistryClient()
+    for version in demo_images:
+        image = docker_client.images.get(f"landlord/demo-app:{version}")
+        digest = client.resolve_blocking(parse_image_ref(demo_image(version)))
+        assert f"{DEMO_REGISTRY}/landlord/demo-app@{digest}" in image.attrs["RepoDigests"]
+        assert docker_client.images.get(
+            f"{DEMO_REGISTRY}/landlord/demo-app@{digest}").id == image.id
 
 
 def test_error_rate_one_fails_every_root_request(start_demo: StartDemo) -> None:

@@ -22,6 +22,7 @@ LAYERS = {
         {"coordinator.api", "coordinator.leadership", "coordinator.cli"},
         {"coordinator.rollouts"},
         {"coordinator.registry"},
+        {"coordinator.images_client", "coordinator.images"},
         {"coordinator.fleet"},
         {"coordinator.state"},
         {"coordinator.config", "coordinator.errors", "coordinator.gc_pacing"},

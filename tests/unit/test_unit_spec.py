@@ -109,6 +109,8 @@ RUNNING_FIELDS = {
     "idle_timeout_s": st.floats(0, 86400),
     "warmup_s": st.floats(0, 600),
     "healthy_threshold": st.integers(1, 10),
+    "image_digest": st.text("0123456789abcdef", min_size=64, max_size=64).map(
+        lambda h: f"sha256:{h}"),
 }
 """Every field of a UnitSpec that changes what runs, with the values it may take."""
 
@@ -148,3 +150,31 @@ def test_a_spec_stored_before_the_run_fields_existed_keeps_its_checksum() -> Non
     assert UnitSpec.from_dict(GOOD).checksum() == (
         "567f8bd3c9ad62862c2d0383cfd32247ea2d18bb1ee37bcb86641349695a6c2a"
     )
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_a_spec_without_a_digest_keeps_the_checksum_it_had_before_digests() -> None:
+    spec = UnitSpec.from_dict(GOOD)
+    assert "image_digest" not in spec.content()
+    pinned = replace(spec, image_digest=DIGEST)
+    assert pinned.content()["image_digest"] == DIGEST
+    assert pinned.checksum() != spec.checksum()
+
+
+def test_run_image_pins_the_digest_publishing_resolved() -> None:
+    spec = replace(UnitSpec.from_dict(GOOD), image="127.0.0.1:5000/team/app:1.0.0")
+    assert spec.run_image == "127.0.0.1:5000/team/app:1.0.0"  # not resolved (yet)
+    pinned = replace(spec, image_digest=DIGEST)
+    assert pinned.run_image == f"127.0.0.1:5000/team/app@{DIGEST}"
+    again = replace(spec, image=f"127.0.0.1:5000/team/app:1.0.0@{DIGEST}", image_digest=DIGEST)
+    assert again.run_image == f"127.0.0.1:5000/team/app@{DIGEST}"
+    local = replace(UnitSpec.from_dict(GOOD), image="landlord/demo-app:1.0.0")
+    assert local.run_image == "landlord/demo-app:1.0.0"
+
+
+@pytest.mark.parametrize("digest", ["sha256:abc", "md5:" + "0" * 32, "SHA256:" + "a" * 64])
+def test_a_malformed_digest_is_refused(digest: str) -> None:
+    with pytest.raises(InvalidArgument, match="image_digest"):
+        replace(UnitSpec.from_dict(GOOD), image_digest=digest)

@@ -29,6 +29,7 @@ from coordinator.cli.rollout_view import history_table, rollout_summary, rollout
 from coordinator.cli.tables import (
     event_line,
     hosts_table,
+    publish_view,
     resolve_tree,
     resources_text,
     unit_view,
@@ -118,6 +119,22 @@ def test_unit_and_version_tables() -> None:
     )
     listed = render(versions_table(versions))
     assert "1.1.0" in listed and "abababababab" in listed and "1 features" in listed
+    assert "local image" in shown
+
+
+def test_versions_show_the_digest_publishing_resolved() -> None:
+    digest = "sha256:" + "cd" * 32
+    spec = types_pb2.UnitSpec(image="127.0.0.1:5000/shop/cart:1.1.0")
+    version = types_pb2.VersionInfo(version="1.1.0", spec=spec, checksum="ab" * 32,
+                                    image_digest=digest,
+                                    image_id=f"127.0.0.1:5000/shop/cart@{digest}")
+    listed = render(versions_table(admin_pb2.ListVersionsResponse(versions=[version])))
+    assert "sha256:cdcdcdcdcdcd" in listed
+    unit = types_pb2.UnitInfo(apartment="shop", unit="cart")
+    shown = render(unit_view(admin_pb2.GetUnitResponse(unit=unit, latest=version)))
+    assert "127.0.0.1:5000/shop/cart:1.1.0" in shown and digest in shown.replace("\n", "")
+    published = render(publish_view(admin_pb2.PublishVersionResponse(version=version)))
+    assert f"resolved to {digest}" in published.replace("\n", "")
 
 
 def test_resolve_tree_nests_transitive_dependencies() -> None:

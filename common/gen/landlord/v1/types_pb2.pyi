@@ -436,15 +436,22 @@ class VersionInfo(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     IMAGE_ID_FIELD_NUMBER: _builtins.int
+    IMAGE_DIGEST_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     version: _builtins.str
     checksum: _builtins.str
-    """sha256 over the canonical form of the spec (image id, command, env, port,
-    health check, resources, dependencies).
+    """sha256 over the canonical form of the spec (image and its digest, command, env,
+    port, health check, resources, dependencies).
     """
     image_id: _builtins.str
-    """Image id or digest the version was published with."""
+    """The image reference agents run: NAME@DIGEST when the image names a registry
+    (resolved at publication), else the image as published.
+    """
+    image_digest: _builtins.str
+    """Manifest digest (sha256:...) the registry named for spec.image at publication;
+    empty for a bare local name. Covered by the checksum when set.
+    """
     @_builtins.property
     def spec(self) -> Global___UnitSpec: ...
     @_builtins.property
@@ -468,10 +475,11 @@ class VersionInfo(_message.Message):
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         image_id: _builtins.str = ...,
+        image_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "created_at", b"created_at", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "changes", b"changes", "checksum", b"checksum", "created_at", b"created_at", "image_id", b"image_id", "metadata", b"metadata", "resolved", b"resolved", "spec", b"spec", "unit", b"unit", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "changes", b"changes", "checksum", b"checksum", "created_at", b"created_at", "image_digest", b"image_digest", "image_id", b"image_id", "metadata", b"metadata", "resolved", b"resolved", "spec", b"spec", "unit", b"unit", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
