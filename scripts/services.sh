@@ -71,6 +71,21 @@ wait_for() {  # wait_for NAME SECONDS CHECK...
   done
 }
 
+# start_detached NAME CMD...: run a long-lived service in the background with its log and
+# pid file. It keeps none of this shell's open files beyond stdio: a service started under
+# `flock LOCK make ...` would otherwise hold the caller's lock for as long as it runs.
+start_detached() {
+  local name=$1; shift
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec nohup "$@"
+  ) >"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$PID_DIR/$name.pid"
+}
+
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 start_docker() {
@@ -86,9 +101,7 @@ start_docker() {
     # --bridge=none: units use host networking bound to loopback addresses;
     # no container gets a bridge address. --live-restore: containers keep
     # running while dockerd restarts (static stability).
-    nohup dockerd --bridge=none --iptables=false --ip-masq=false --live-restore \
-      >"$LOG_DIR/dockerd.log" 2>&1 &
-    echo $! >"$PID_DIR/dockerd.pid"
+    start_detached dockerd dockerd --bridge=none --iptables=false --ip-masq=false --live-restore
   fi
   wait_for dockerd 60 docker_up
   log "dockerd is up"
@@ -99,13 +112,11 @@ start_etcd() {
   command -v etcd >/dev/null || die "etcd is not installed (run: $0 install)"
   mkdir -p "$ETCD_DATA"
   log "starting etcd on $ETCD_CLIENT (data: $ETCD_DATA)"
-  nohup etcd --name landlord-dev --data-dir "$ETCD_DATA" \
+  start_detached etcd etcd --name landlord-dev --data-dir "$ETCD_DATA" \
     --listen-client-urls "http://$ETCD_CLIENT" --advertise-client-urls "http://$ETCD_CLIENT" \
     --listen-peer-urls "http://$ETCD_PEER" --initial-advertise-peer-urls "http://$ETCD_PEER" \
     --initial-cluster "landlord-dev=http://$ETCD_PEER" \
-    --auto-compaction-mode revision --auto-compaction-retention 10000 \
-    >"$LOG_DIR/etcd.log" 2>&1 &
-  echo $! >"$PID_DIR/etcd.pid"
+    --auto-compaction-mode revision --auto-compaction-retention 10000
   wait_for etcd 30 etcd_up
   log "etcd is up"
 }
@@ -131,8 +142,7 @@ http:
   addr: $REGISTRY
 EOF
   log "starting docker-registry on $REGISTRY (storage: $REGISTRY_DATA)"
-  nohup docker-registry serve "$REGISTRY_CONFIG" >"$LOG_DIR/registry.log" 2>&1 &
-  echo $! >"$PID_DIR/registry.pid"
+  start_detached registry docker-registry serve "$REGISTRY_CONFIG"
   wait_for registry 30 registry_up
   log "registry is up"
 }
