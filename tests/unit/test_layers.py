@@ -24,7 +24,8 @@ LAYERS = {
         {"coordinator.registry"},
         {"coordinator.fleet"},
         {"coordinator.state"},
-        {"coordinator.config", "coordinator.errors", "coordinator.gc_pacing"},
+        {"coordinator.config", "coordinator.errors", "coordinator.gc_pacing",
+         "coordinator.pki_files"},
     ],
     "agent": [
         {"agent.main"},
