@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -31,6 +32,7 @@ __all__ = [
     "certificate_identity",
     "crl_pem",
     "issue",
+    "issued_by",
     "key_pem",
     "load_certificate",
     "load_certificates",
@@ -199,6 +201,15 @@ def revoke(ca: CertificateAuthority, crl: x509.CertificateRevocationList | None,
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
     return builder.sign(ca.key, hashes.SHA256())
+
+
+def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """True when ``ca``'s key signed ``cert`` (a name match alone proves nothing)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def certificate_identity(cert: x509.Certificate) -> Identity | None:

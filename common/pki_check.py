@@ -15,11 +15,10 @@ from datetime import datetime
 from enum import StrEnum
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 from common.errors import InvalidArgument
 from common.identity import Identity
-from common.pki import certificate_identity
+from common.pki import certificate_identity, issued_by
 
 __all__ = ["Refusal", "RefusalKind", "Trust", "check_peer"]
 
@@ -95,11 +94,5 @@ def check_peer(pem: bytes | str | None, trust: Trust, now: datetime) -> Identity
 
 
 def _issuer(cert: x509.Certificate, cas: Sequence[x509.Certificate]) -> x509.Certificate | None:
-    for ca in cas:
-        try:
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        return ca
-    return None
+    return next((ca for ca in cas if issued_by(cert, ca)), None)
 

@@ -7,6 +7,7 @@ are plain PEM, so an operator may replace any of them by their own PKI's.
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +23,7 @@ from common.pki import (
     crl_pem,
     certificate_identity,
     issue,
+    issued_by,
     key_pem,
     load_certificate,
     new_ca,
@@ -76,7 +78,9 @@ def build_leaf_request(kind: Kind, name: str, apartments: str | None, days: int,
 @app.command("init")
 def init(
     directory: Annotated[Path, typer.Argument(help="Where to make the CA (created).")],
-    name: Annotated[str, typer.Option(help="The CA's common name.")] = "Landlord CA",
+    name: Annotated[str | None, typer.Option(
+        help="The CA's common name (default: 'Landlord CA' and a random suffix, so two CAs "
+        "never share a name).", show_default=False)] = None,
     days: Annotated[int, typer.Option(help="How long the CA is valid.")] = 3650,
     force: Force = False,
 ) -> None:
@@ -86,7 +90,7 @@ def init(
         raise FailedPrecondition(f"{files.key} exists; a CA is there already (--force replaces "
                                  "it and invalidates every certificate it issued)")
     now = _now()
-    ca = new_ca(name, now, days)
+    ca = new_ca(name or f"Landlord CA {secrets.token_hex(4)}", now, days)
     write_file(files.key, key_pem(ca.key), KEY_MODE)
     write_file(files.cert, cert_pem(ca.cert), PUBLIC_MODE)
     write_file(files.crl, crl_pem(revoke(ca, None, (), now)), PUBLIC_MODE)
@@ -138,7 +142,7 @@ def revoke_cert(
     files = CaFiles(ca_dir)
     ca = files.load()
     leaf = load_certificate(read_file(cert), str(cert))
-    if leaf.issuer != ca.cert.subject:
+    if not issued_by(leaf, ca.cert):
         raise FailedPrecondition(f"{cert} was not issued by the CA in {ca_dir}")
     crl = revoke(ca, files.load_crl(ca), [leaf.serial_number], _now())
     write_file(files.crl, crl_pem(crl), PUBLIC_MODE)
@@ -159,7 +163,7 @@ def renew_cert(
     files = CaFiles(ca_dir)
     ca = files.load()
     old = load_certificate(read_file(cert), str(cert))
-    if old.issuer != ca.cert.subject:
+    if not issued_by(old, ca.cert):
         raise FailedPrecondition(f"{cert} was not issued by the CA in {ca_dir}")
     request = renewal_request(old, days)
     issued = issue(ca, request, _now())
