@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import InvalidArgument
@@ -49,6 +49,8 @@ CLOCK_SKEW = timedelta(minutes=5)
 _ORGANIZATION = "Landlord"
 
 PrivateKey = ec.EllipticCurvePrivateKey
+_ISSUER_KEY_TYPES = (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey)
+"""CA key types whose CRLs are accepted: ours (P-256) and what operators' own PKIs use."""
 
 
 def new_key() -> PrivateKey:
@@ -253,7 +255,9 @@ def load_crl(data: bytes, what: str, issuers: Sequence[x509.Certificate]
     except ValueError as exc:
         raise InvalidArgument(f"{what} is not a PEM CRL: {exc}") from None
     for issuer in issuers:
-        if crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key()):
+        key = issuer.public_key()
+        if (crl.issuer == issuer.subject and isinstance(key, _ISSUER_KEY_TYPES)
+                and crl.is_signature_valid(key)):
             return crl
     raise InvalidArgument(f"{what} is not signed by the CA")
 

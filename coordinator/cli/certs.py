@@ -20,8 +20,8 @@ from common.identity import Identity, Role
 from common.pki import (
     LeafRequest,
     cert_pem,
-    crl_pem,
     certificate_identity,
+    crl_pem,
     issue,
     issued_by,
     key_pem,

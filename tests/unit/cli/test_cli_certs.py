@@ -32,7 +32,7 @@ def cert(path: Path) -> x509.Certificate:
 @pytest.fixture
 def ca_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "ca"
-    code, out, err = run("certs", "init", str(directory))
+    code, _, err = run("certs", "init", str(directory))
     assert code == 0, err
     return directory
 

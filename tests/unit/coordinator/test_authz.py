@@ -11,6 +11,7 @@ from coordinator.api.authz import (
     ADMIN_SERVICE,
     AGENT_SERVICE,
     METHOD_RULES,
+    ROLE_ACCESS,
     Access,
     decide,
     method_path,
@@ -94,3 +95,7 @@ def test_apartment_scope() -> None:
                                     admin_pb2.RunGarbageCollectionRequest()) or "")
     # a scoped viewer is still a viewer
     assert decide(SHOP_VIEWER, deploy, admin_pb2.DeployRequest(apartment="shop")) is not None
+
+
+def test_every_role_has_its_access() -> None:
+    assert set(ROLE_ACCESS) == set(Role)
