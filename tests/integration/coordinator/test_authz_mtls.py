@@ -158,6 +158,11 @@ async def test_host_speaks_only_on_the_agent_stream(server: Server, pki: Pki) ->
         reply = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        # a streaming behavior that writes through its context (health Watch) passes through
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
     async with create_channel(server.address, pki.tls("admin-alice")) as channel:
         session = agent_pb2_grpc.AgentStreamStub(channel).Session(timeout=5)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
