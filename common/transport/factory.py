@@ -21,10 +21,15 @@ Option = tuple[str, Any]
 def create_server(
     keepalive: KeepaliveSettings | None = None,
     options: Sequence[Option] = (),
+    interceptors: Sequence[Any] = (),
 ) -> Any:
-    """A grpc.aio server with keepalive and message-size options; add ports with bound_server."""
+    """A grpc.aio server with keepalive and message-size options; add ports with bound_server.
+
+    ``interceptors`` are grpc.aio server interceptors (coordinator/api/authz_interceptor.py).
+    """
     settings = keepalive or KeepaliveSettings()
     return grpc.aio.server(
+        interceptors=list(interceptors) or None,
         options=[
             *settings.server_options(),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

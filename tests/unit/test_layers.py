@@ -25,7 +25,8 @@ LAYERS = {
         {"coordinator.images_client", "coordinator.images"},
         {"coordinator.fleet"},
         {"coordinator.state"},
-        {"coordinator.config", "coordinator.errors", "coordinator.gc_pacing"},
+        {"coordinator.config", "coordinator.errors", "coordinator.gc_pacing",
+         "coordinator.pki_files"},
     ],
     "agent": [
         {"agent.main"},
