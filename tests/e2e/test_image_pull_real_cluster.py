@@ -33,7 +33,7 @@ from tests.e2e.real_load import (
 )
 from tests.e2e.real_load import unit_spec as demo_spec
 from tests.support import eventually
-from tests.support.registry_server import RegistryServer, unique_image
+from tests.support.registry import LocalRegistry, throwaway_registry, unique_image
 
 APARTMENT, UNIT = "e2e", "pull"
 HOST = {host_id("pull-h1"): "127.0.0.2"}
@@ -43,19 +43,18 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def registry() -> Iterator[RegistryServer]:
-    with RegistryServer() as server:
+def registry() -> Iterator[LocalRegistry]:
+    with throwaway_registry() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def pinned(registry: RegistryServer) -> Iterator[str]:
-    """An image pushed to the registry (pushed before the agent registers, so the host
-    reports it and publishing accepts it)."""
+def pinned(registry: LocalRegistry) -> Iterator[str]:
+    """An image pushed to the registry, by digest (publishing checks it is there)."""
     tag = f"landlord-test/pull-e2e:{uuid.uuid4().hex[:10]}"
     unique_image("landlord/demo-app:1.1.0", tag)
     try:
-        yield registry.push(tag, "pull-e2e")
+        yield f"{registry.address}/pull-e2e@{registry.push(tag, 'pull-e2e', '1.0.0')}"
     finally:
         client = docker.from_env()
         try:
@@ -79,7 +78,7 @@ def _rollout(cluster: RealCluster) -> Any:
 
 
 def test_a_pull_from_an_unreachable_registry_fails_the_rollout_before_traffic_moves(
-        cluster: RealCluster, registry: RegistryServer, pinned: str) -> None:
+        cluster: RealCluster, registry: LocalRegistry, pinned: str) -> None:
     eventually(lambda: [h.status for h in list_hosts(cluster)] == ["alive"], timeout=60,
                message="the host registered")
     port = free_port_on_all(list(HOST.values()))

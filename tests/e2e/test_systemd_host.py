@@ -10,7 +10,8 @@ sharing this machine's network, Docker socket and etcd) serves every test, in fi
 3. landlord-coordinator (host etcd, own prefix, mutual TLS with its keys handed over by
    LoadCredential= to its dynamic user) and landlord-agent (own host id, address 127.0.0.13,
    labelled containers) started with systemctl serve a unit published and deployed with
-   the installed `landlord` CLI, its image pulled by digest from a local registry;
+   the installed `landlord` CLI: published by tag from a local registry, which the
+   coordinator resolves to its digest, and pulled by the agent by that digest;
 4. `systemctl restart landlord-agent` under load: the same containers (ids, StartedAt),
    no failed request;
 5. a coordinator stopped with SIGSTOP is killed by the watchdog and restarted;
@@ -48,7 +49,7 @@ from tests.e2e.real_load import COORDINATOR_SETTINGS
 from tests.integration.agent.agent_fixtures import ensure_demo_images
 from tests.support import eventually
 from tests.support.nspawn import HOST_CGROUP, Bind, BootedHost, host_rootfs
-from tests.support.registry_server import RegistryServer, unique_image
+from tests.support.registry import LocalRegistry, start_registry, unique_image
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -79,10 +80,12 @@ class Machine:
     coordinator: str
     service_port: int
     port_range: tuple[int, int]
-    registry: RegistryServer
+    registry: LocalRegistry
     image: str
-    """The unit's image: 127.0.0.1:PORT/nspawn-demo@sha256:..., not on this Docker until
-    the agent pulls it."""
+    """The unit's image as published: 127.0.0.1:PORT/nspawn-demo:1.0.0 in the registry."""
+    pinned: str
+    """What publishing must resolve it to and the agent pulls and runs:
+    127.0.0.1:PORT/nspawn-demo@<the digest docker push printed>."""
 
     @property
     def wheelhouse(self) -> Path:
@@ -173,12 +176,13 @@ def machine() -> Iterator[Machine]:
     slot, slot_lock = _claim_port_slot()
     first_port = 20000 + slot * 1000
     booted: BootedHost | None = None
-    registry = RegistryServer()
+    registry: LocalRegistry | None = None
     try:
-        registry.start()
-        # pushed before the agent registers: the host reports it, so publishing accepts it
+        registry = start_registry()
         unique_image(f"landlord/demo-app:{VERSION}", LOCAL_TAG)
-        image = registry.push(LOCAL_TAG, "nspawn-demo", VERSION)
+        digest = registry.push(LOCAL_TAG, "nspawn-demo", VERSION)
+        image = f"{registry.address}/nspawn-demo:{VERSION}"
+        pinned = f"{registry.address}/nspawn-demo@{digest}"
         _build_wheelhouses(work)
         _make_certificates(work / "pki")
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -192,12 +196,13 @@ def machine() -> Iterator[Machine]:
         yield Machine(booted, work, data_dir,
                       f"127.0.0.1:{free_port_on_all(['127.0.0.1'])}",
                       free_port_on_all([ADDRESS]), (first_port, first_port + 999),
-                      registry, image)
+                      registry, image, pinned)
     finally:
         if booted is not None:
             booted.close()  # HAProxy and the daemons go with the machine
         remove_containers([CLUSTER_LABEL])
-        registry.close()
+        if registry is not None:
+            registry.close()
         with contextlib.suppress(docker.errors.ImageNotFound):
             _remove_image(LOCAL_TAG)
         # the agent shaped egress on the shared lo: its root qdisc stays after the machine
@@ -335,12 +340,14 @@ def test_daemons_started_by_systemctl_serve_a_deployed_unit(machine: Machine) ->
     assert plain.returncode != 0, plain.stdout
     # every limit, egress bandwidth included (tc and the bpf classifier work in there)
     assert set(found["enforceable"]) == {"cpu", "memory", "storage", "network"}, found
-    machine.cli("units", "publish", APARTMENT_UNIT, VERSION, "--image", machine.image,
-                "--service-port", str(machine.service_port),
-                "--health-path", "/healthz", "--cpu", "100m", "--memory", "64Mi",
-                "--feature", "first")
+    published = machine.cli("units", "publish", APARTMENT_UNIT, VERSION, "--image",
+                            machine.image, "--service-port", str(machine.service_port),
+                            "--health-path", "/healthz", "--cpu", "100m", "--memory", "64Mi",
+                            "--feature", "first")
+    # the coordinator resolved the tag through the registry (no host holds it by that name)
+    assert published["version"]["image_id"] == machine.pinned, published
     # gone from this Docker: the agent must pull it from the registry, by digest
-    machine.registry.forget_locally(machine.image)
+    machine.registry.forget_locally(machine.pinned)
     _remove_image(LOCAL_TAG)
     machine.cli("deploy", APARTMENT_UNIT, VERSION, "--building", "demo", "--replicas", "2",
                 "--wait")
@@ -350,7 +357,7 @@ def test_daemons_started_by_systemctl_serve_a_deployed_unit(machine: Machine) ->
     client = docker.from_env()
     try:
         for container in client.containers.list(filters={"label": CLUSTER_LABEL}):
-            assert container.attrs["Config"]["Image"] == machine.image
+            assert container.attrs["Config"]["Image"] == machine.pinned
     finally:
         client.close()
     assert "event image.pulled" in host.journal("landlord-agent", 300)

@@ -1,17 +1,22 @@
 """A throwaway Distribution registry (Debian's ``docker-registry``) for tests.
 
-``token_service(root, users)`` is a Bearer token service for a registry with ``auth:
-token`` (its ``registry_config()`` is the ``auth`` argument of ``start_registry``); push to a
-plain registry sharing the storage (``storage=``), since Docker would need the token
-service too.
+``start_registry()`` runs ``docker-registry serve`` on a free 127.0.0.1 port with its config
+and storage under ``root`` (a temporary directory of its own when not given, removed by
+``close()``), waits until ``/v2/`` answers, and returns a ``LocalRegistry``
+(``throwaway_registry`` is the same as a context manager). With ``users={"name":
+"password"}`` the registry asks for htpasswd (Basic) credentials; ``tls=True`` serves HTTPS
+with a self-signed certificate; ``storage=`` shares another registry's storage (push to a
+plain one, read through one with auth); ``auth=`` is an ``auth:`` config section, e.g. a
+``TokenService``'s: ``token_service(root, users)`` is a Bearer token service (push to a
+plain registry sharing the storage, since Docker would need the token service too).
 
-``start_registry(tmp_path)`` runs ``docker-registry serve`` on a free 127.0.0.1 port with its
-config and storage under ``tmp_path``, waits until ``/v2/`` answers, and returns a handle
-whose ``stop()`` ends it (use ``throwaway_registry`` as a context manager). With
-``users={"name": "password"}`` the registry asks for htpasswd (Basic) credentials.
 ``registry.push(image, repository, tag)`` pushes a local image with the docker CLI and
-returns the digest the registry stores (loopback registries need no TLS); ``stop()``
-removes the registry tags it added to local images.
+returns the digest the registry stores (loopback registries need no TLS);
+``forget_locally(reference)`` removes an image's references into the registry from local
+Docker, so the next run of it must pull; ``stop()`` stops serving (storage kept, ``serve()``
+starts it again); ``close()`` stops and untags every local reference into the registry.
+``unique_image`` builds an image with a random layer of its own, so a pull really
+downloads something.
 
 The shared registry of ``scripts/services.sh`` is ``local_cluster.images.DEMO_REGISTRY``.
 """
@@ -20,27 +25,32 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
+import os
 import secrets
-import socket
 import ssl
 import subprocess
+import tarfile
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import bcrypt
+import docker
+from local_cluster.processes import free_port
+
 from tests.support import eventually
 
-__all__ = ["LocalRegistry", "TokenService", "push", "self_signed", "start_registry",
-           "throwaway_registry", "token_service"]
-
+__all__ = ["LocalRegistry", "TokenService", "bcrypt_hash", "push", "self_signed",
+           "start_registry", "throwaway_registry", "token_service", "unique_image"]
 
 
 @dataclass
@@ -48,15 +58,16 @@ class LocalRegistry:
     address: str
     """``127.0.0.1:PORT``."""
     root: Path
-    process: subprocess.Popen[bytes]
+    """Its config, log, htpasswd and (unless shared) storage."""
     users: Mapping[str, str]
-    pushed: list[str] = field(default_factory=list)
-    """Registry tags and digest references ``push`` added to local images (removed again
-    by ``stop``)."""
+    tls: bool = False
+    process: subprocess.Popen[bytes] | None = None
+    owned_root: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+    """The temporary ``root`` ``close()`` removes (when the caller gave none)."""
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{'https' if self.tls else 'http'}://{self.address}"
 
     def auth_file(self, path: Path) -> Path:
         """A Docker config.json with this registry's first user, for ``registry_auth_file``."""
@@ -65,46 +76,79 @@ class LocalRegistry:
         path.write_text(json.dumps({"auths": {self.address: {"auth": token}}}))
         return path
 
-    def push(self, image: str, repository: str, tag: str) -> str:
-        """Push local ``image`` as ``repository:tag`` here (with this registry's first user
-        when it has users); the digest the registry stores."""
-        remote = f"{self.address}/{repository}:{tag}"
-        config = None
-        if self.users:
-            config = self.root / "docker-config"
-            config.mkdir(exist_ok=True)
-            self.auth_file(config / "config.json")
-        self.pushed.append(remote)
-        digest = push(image, self.address, repository, tag, docker_config=config)
-        self.pushed.append(f"{self.address}/{repository}@{digest}")
-        return digest
+    def serve(self) -> None:
+        """Start serving ``root/config.yml`` (again, same port and storage, after ``stop``)."""
+        log = (self.root / "registry.log").open("ab")
+        process = subprocess.Popen(["docker-registry", "serve", str(self.root / "config.yml")],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.process = process
+        eventually(lambda: process.poll() is None and _answers(self.address, self.tls),
+                   timeout=20,
+                   message=f"docker-registry on {self.address} (log: {self.root}/registry.log)")
 
     def stop(self) -> None:
-        for remote in dict.fromkeys(self.pushed):  # untag: images keep their other tags
-            subprocess.run(["docker", "rmi", remote], capture_output=True, timeout=30)
-        self.pushed.clear()
-        if self.process.poll() is None:
+        """Stop serving, storage kept: pulls from it now fail."""
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        self.process = None
+
+    def push(self, image: str, repository: str, tag: str) -> str:
+        """Push local ``image`` as ``repository:tag`` here (with this registry's first user
+        when it has users); the digest the registry stores."""
+        config = None
+        if self.users:
+            config = self.root / "docker-config"
+            config.mkdir(exist_ok=True)
+            self.auth_file(config / "config.json")
+        return push(image, self.address, repository, tag, docker_config=config)
+
+    def forget_locally(self, reference: str) -> None:
+        """Remove the image ``reference`` names from local Docker as far as this registry
+        goes: every tag and digest reference of it into this registry (other tags stay)."""
+        with _docker() as client:
+            try:
+                image = client.images.get(reference)
+            except docker.errors.ImageNotFound:
+                return
+            self._untag(client, image)
+
+    def close(self) -> None:
+        """Stop, untag every local reference into this registry (pushed here or pulled from
+        here; never by image id: the demo images share theirs), remove an own ``root``."""
+        try:
+            self.stop()
+            with _docker() as client:
+                for image in client.images.list():
+                    self._untag(client, image)
+        finally:
+            if self.owned_root is not None:
+                self.owned_root.cleanup()
+
+    def _untag(self, client: docker.DockerClient, image: docker.models.images.Image) -> None:
+        for ref in [*image.tags, *(image.attrs.get("RepoDigests") or ())]:
+            if ref.startswith(f"{self.address}/"):
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.images.remove(ref, noprune=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextlib.contextmanager
+def _docker() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    try:
+        yield client
+    finally:
+        client.close()
 
 
-def _bcrypt(password: str) -> str:
-    """htpasswd wants bcrypt; libcrypt has it (``crypt`` is deprecated, not gone, in 3.11)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
-
-        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 4))
+def bcrypt_hash(password: str) -> str:
+    """A hash for htpasswd, which Distribution reads only in bcrypt (cost 4: tests)."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 
 def _answers(address: str, tls: bool = False) -> bool:
@@ -114,6 +158,7 @@ def _answers(address: str, tls: bool = False) -> bool:
         with urllib.request.urlopen(request, timeout=1, context=context) as response:
             return bool(response.headers.get("Docker-Distribution-Api-Version") == "registry/2.0")
     except urllib.error.HTTPError as exc:  # 401 with auth: up all the same
+        exc.close()
         return bool(exc.headers.get("Docker-Distribution-Api-Version") == "registry/2.0")
 
 
@@ -127,53 +172,68 @@ def self_signed(root: Path, name: str, ip: str = "127.0.0.1") -> tuple[Path, Pat
     return key, cert
 
 
-def start_registry(root: Path, *, users: Mapping[str, str] | None = None,
+def start_registry(root: Path | None = None, *, users: Mapping[str, str] | None = None,
                    storage: Path | None = None, auth: str = "",
                    tls: bool = False) -> LocalRegistry:
-    """``storage`` shares another registry's storage (push to a plain one, read through
-    one with auth); ``auth`` is an ``auth:`` config section (``TokenService``); ``tls``
-    serves HTTPS with a self-signed certificate, ``root/tls.pem``."""
+    """A registry serving on a free loopback port; ``close()`` it. ``storage`` shares
+    another registry's storage; ``auth`` is an ``auth:`` config section (``TokenService``);
+    ``tls`` serves HTTPS with a self-signed certificate, ``root/tls.pem``."""
+    owned = None
+    if root is None:
+        owned = tempfile.TemporaryDirectory(prefix="landlord-registry-")
+        root = Path(owned.name)
     root.mkdir(parents=True, exist_ok=True)
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     tls_config = ""
     if tls:
         key, cert = self_signed(root, "tls")
         tls_config = f"  tls:\n    certificate: {cert}\n    key: {key}\n"
     if users:
         htpasswd = root / "htpasswd"
-        htpasswd.write_text("".join(f"{u}:{_bcrypt(p)}\n" for u, p in users.items()))
+        htpasswd.write_text("".join(f"{u}:{bcrypt_hash(p)}\n" for u, p in users.items()))
         auth = f"auth:\n  htpasswd:\n    realm: landlord-test\n    path: {htpasswd}\n"
-    config = root / "config.yml"
-    config.write_text(
+    (root / "config.yml").write_text(
         "version: 0.1\n"
         "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage or root / 'storage'}\n"
         "  delete:\n    enabled: true\n"
         f"http:\n  addr: {address}\n" + tls_config + auth
     )
-    log = (root / "registry.log").open("wb")
-    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log,
-                               stderr=subprocess.STDOUT)
-    log.close()
-    registry = LocalRegistry(address, root, process, dict(users or {}))
+    registry = LocalRegistry(address, root, dict(users or {}), tls, owned_root=owned)
     try:
-        eventually(lambda: process.poll() is None and _answers(address, tls), timeout=20,
-                   message=f"docker-registry on {address} (log: {root / 'registry.log'})")
+        registry.serve()
     except BaseException:
-        registry.stop()
+        registry.close()
         raise
     return registry
 
 
 @contextlib.contextmanager
-def throwaway_registry(root: Path, *, users: Mapping[str, str] | None = None,
+def throwaway_registry(root: Path | None = None, *, users: Mapping[str, str] | None = None,
                        storage: Path | None = None, auth: str = "",
                        tls: bool = False) -> Iterator[LocalRegistry]:
     registry = start_registry(root, users=users, storage=storage, auth=auth, tls=tls)
     try:
         yield registry
     finally:
-        registry.stop()
+        registry.close()
+
+
+def unique_image(base: str, tag: str, size: int = 256 * 1024) -> str:
+    """Build ``tag``: ``base`` plus one layer of ``size`` random bytes, so a pull of it
+    really downloads that layer. Returns ``tag``; remove it with ``docker rmi``."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as archive:
+        for name, data in (("Dockerfile", f"FROM {base}\nCOPY blob /blob\n".encode()),
+                           ("blob", os.urandom(size))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    with _docker() as client:
+        client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True,
+                            pull=False)
+    return tag
 
 
 def push(image: str, registry: str, repository: str, tag: str,

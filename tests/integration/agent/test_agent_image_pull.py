@@ -9,8 +9,6 @@ from local Docker, so the pull really downloads that layer.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import socket
 import time
 import uuid
@@ -23,14 +21,14 @@ from agent_fixtures import DEMO_IMAGE, AgentHarness, free_port, make_spec, wait_
 
 from agent.instances.events import EventType
 from common.errors import LandlordError
-from tests.support.registry_server import RegistryServer, unique_image
+from tests.support.registry import LocalRegistry, throwaway_registry, unique_image
 
 
-def pushed_away(registry: RegistryServer) -> str:
+def pushed_away(registry: LocalRegistry) -> str:
     """Push a fresh image to ``registry``, remove it locally; its pinned reference."""
     tag = f"landlord-test/pull-probe:{uuid.uuid4().hex[:10]}"
     unique_image(DEMO_IMAGE, tag)
-    reference = registry.push(tag, "pull-probe")
+    reference = f"{registry.address}/pull-probe@{registry.push(tag, 'pull-probe', '1.0.0')}"
     registry.forget_locally(reference)
     client = docker.from_env()
     try:
@@ -43,19 +41,19 @@ def pushed_away(registry: RegistryServer) -> str:
 
 
 @pytest.fixture
-def registry(demo_images: None) -> Iterator[RegistryServer]:
-    with RegistryServer() as server:
+def registry(demo_images: None) -> Iterator[LocalRegistry]:
+    with throwaway_registry() as server:
         yield server
 
 
 @pytest.fixture
-def private_registry(demo_images: None) -> Iterator[RegistryServer]:
-    with RegistryServer(users={"landlord": "s3cret-pw"}) as server:
+def private_registry(demo_images: None) -> Iterator[LocalRegistry]:
+    with throwaway_registry(users={"landlord": "s3cret-pw"}) as server:
         yield server
 
 
 async def test_a_missing_image_is_pulled_by_digest_once_and_the_instances_start(
-        registry: RegistryServer, harness: AgentHarness) -> None:
+        registry: LocalRegistry, harness: AgentHarness) -> None:
     reference = pushed_away(registry)
     agent = await harness.agent()
     specs = [make_spec(f"pull-{n}-{uuid.uuid4().hex[:6]}", image=reference) for n in (1, 2)]
@@ -82,7 +80,7 @@ async def test_a_missing_image_is_pulled_by_digest_once_and_the_instances_start(
 
 
 async def test_a_registry_that_wants_credentials_gets_them_from_the_auth_file(
-        private_registry: RegistryServer, harness: AgentHarness, tmp_path: Path) -> None:
+        private_registry: LocalRegistry, harness: AgentHarness, tmp_path: Path) -> None:
     reference = pushed_away(private_registry)
 
     anonymous = await harness.agent()
@@ -95,9 +93,7 @@ async def test_a_registry_that_wants_credentials_gets_them_from_the_auth_file(
     assert failed.details["reason"] == str(refused.value)
     assert anonymous.instance(spec.instance_id).state == "error"
 
-    auth_file = tmp_path / "registries.json"
-    token = base64.b64encode(b"landlord:s3cret-pw").decode()
-    auth_file.write_text(json.dumps({"auths": {private_registry.address: {"auth": token}}}))
+    auth_file = private_registry.auth_file(tmp_path / "registries.json")
     trusted = await harness.agent(registry_auth_file=str(auth_file))
     view = await trusted.start_instance(make_spec(f"auth-{uuid.uuid4().hex[:6]}",
                                                   port=free_port(), image=reference))
@@ -106,7 +102,7 @@ async def test_a_registry_that_wants_credentials_gets_them_from_the_auth_file(
 
 
 async def test_gc_keeps_protected_versions_pulled_by_digest_and_drops_the_others(
-        registry: RegistryServer, harness: AgentHarness) -> None:
+        registry: LocalRegistry, harness: AgentHarness) -> None:
     references = [pushed_away(registry) for _ in range(3)]
     agent = await harness.agent(keep_versions=1)
     for n, reference in enumerate(references):
