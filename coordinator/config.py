@@ -82,7 +82,8 @@ class CoordinatorConfig:
     registry_ca_file: str = setting("", "CA bundle for registries served over TLS (empty: the "
                                         "system's)")
     registry_http: tuple[str, ...] = setting((), "registries host:port reached over plain "
-                                                 "HTTP (loopback ones always are)")
+                                                 "HTTP only (a loopback one not listed: "
+                                                 "HTTPS first, then plain HTTP)")
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR", check=check_log_level,
                              group="daemon")
     log_format: str = setting("json", "json (one object a line) or text", choices=LOG_FORMATS)
