@@ -20,6 +20,7 @@ from common.errors import InvalidArgument
 
 __all__ = [
     "IDENTITY_NAME_PATTERN",
+    "IDENTITY_NAME_RULE",
     "SCHEME",
     "Identity",
     "Role",
@@ -29,8 +30,9 @@ __all__ = [
 
 SCHEME = "landlord://"
 IDENTITY_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
-"""A host id, coordinator id or person's name: the same rule as the fleet's host ids."""
-_NAME_RULE = "1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"
+"""A host id, coordinator id, building or person's name (the fleet checks host ids and
+buildings with it too, coordinator/fleet/agent_sessions.py)."""
+IDENTITY_NAME_RULE = "1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"
 _SCOPE_KEY = "apartments"
 
 
@@ -58,7 +60,7 @@ class Identity:
     def __post_init__(self) -> None:
         if not IDENTITY_NAME_PATTERN.fullmatch(self.name):
             raise InvalidArgument(
-                f"identity name {self.name!r} is invalid: {_NAME_RULE}", name=self.name)
+                f"identity name {self.name!r} is invalid: {IDENTITY_NAME_RULE}", name=self.name)
         if self.apartments is None:
             return
         if self.role not in SCOPABLE:

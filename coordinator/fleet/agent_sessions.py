@@ -11,12 +11,12 @@ actually changed (coordinator/fleet/status_writer.py).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Protocol
 
 from common.clock import Clock
 from common.errors import InvalidArgument
+from common.identity import IDENTITY_NAME_PATTERN, IDENTITY_NAME_RULE
 from common.stream_commands import Command, SetRoute
 from common.stream_messages import AgentReport, CommandResult, MetricsWindow, Registration
 from coordinator.fleet.host_records import HostRecords
@@ -31,8 +31,6 @@ from coordinator.state.records import EventRecord, HostHealth, HostRecord, Insta
 __all__ = ["AgentSessions", "ResultSink", "SessionCommands", "WindowSink"]
 
 log = logging.getLogger(__name__)
-
-HOST_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 
 
 class SessionCommands(Protocol):
@@ -154,11 +152,10 @@ class AgentSessions:
 
 
 def _validated(reg: Registration) -> Registration:
-    if not HOST_ID.match(reg.host_id):
-        raise InvalidArgument(
-            f"host id {reg.host_id!r} must be 1-63 letters, digits, '.', '_' or '-'",
-            field="host_id")
-    if not reg.building or not HOST_ID.match(reg.building):
+    if not IDENTITY_NAME_PATTERN.fullmatch(reg.host_id):
+        raise InvalidArgument(f"host id {reg.host_id!r} is invalid: {IDENTITY_NAME_RULE}",
+                              field="host_id")
+    if not reg.building or not IDENTITY_NAME_PATTERN.fullmatch(reg.building):
         raise InvalidArgument(f"building {reg.building!r} is not a valid name", field="building")
     if not reg.address or "/" in reg.address or " " in reg.address:
         raise InvalidArgument(f"address {reg.address!r} is not a host address", field="address")
