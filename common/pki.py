@@ -32,6 +32,7 @@ __all__ = [
     "certificate_identity",
     "crl_pem",
     "issue",
+    "issue_etcd_server",
     "issued_by",
     "key_pem",
     "load_certificate",
@@ -137,18 +138,37 @@ def new_ca(name: str, now: datetime, days: int = 3650) -> CertificateAuthority:
 def issue(ca: CertificateAuthority, request: LeafRequest, now: datetime,
           key: PrivateKey | None = None) -> Issued:
     """A leaf certificate for ``request.identity``, signed by ``ca``, with a new key by default."""
-    key = key or new_key()
     identity = request.identity
-    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]
-    names += [x509.DNSName(n) for n in request.dns_names]
-    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in request.ip_addresses]
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if identity.role is Role.COORDINATOR:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    return _leaf(ca, key or new_key(), str(identity.role), identity.name,
+                 [x509.UniformResourceIdentifier(identity.uri)], usages, request, now)
+
+
+def issue_etcd_server(ca: CertificateAuthority, name: str, now: datetime, days: int = 365,
+                      dns_names: Sequence[str] = ("localhost",),
+                      ip_addresses: Sequence[str] = ("127.0.0.1",)) -> Issued:
+    """A certificate for an etcd member's client port: DNS and IP SANs, serverAuth, and
+    clientAuth too (etcd 3.4's JSON gateway dials its own gRPC port with it when
+    --client-cert-auth is on). It names no ``landlord://`` identity, so Landlord's own
+    services never take it for a caller."""
+    request = LeafRequest(Identity(Role.COORDINATOR, name), days, tuple(dns_names),
+                          tuple(ip_addresses))  # the identity only checks the name
+    return _leaf(ca, new_key(), "etcd", name, [],
+                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+                 request, now)
+
+
+def _leaf(ca: CertificateAuthority, key: PrivateKey, unit: str, name: str,
+          uris: list[x509.GeneralName], usages: list[x509.ObjectIdentifier],
+          request: LeafRequest, now: datetime) -> Issued:
+    names = [*uris, *(x509.DNSName(n) for n in request.dns_names)]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in request.ip_addresses]
     subject = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORGANIZATION),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, str(identity.role)),
-        x509.NameAttribute(NameOID.COMMON_NAME, identity.name),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
+        x509.NameAttribute(NameOID.COMMON_NAME, name),
     ])
     not_after = min(now + timedelta(days=request.days), ca.cert.not_valid_after_utc)
     cert = (

@@ -68,7 +68,7 @@ class Coordinator:
         self.config = config
         self.clock = clock or SystemClock()
         self.store = store or EtcdStore(config.etcd_endpoints, config.etcd_timeout,
-                                        config.etcd_max_txn_ops)
+                                        config.etcd_max_txn_ops, tls=config.etcd_tls)
         self.layout = KeyLayout(config.etcd_prefix)
         self.view = ClusterView(self.store, self.layout.root)
         self.state = ClusterState(self.layout)
@@ -117,7 +117,8 @@ class Coordinator:
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
-            lambda: BlockingLeaseClient(config.etcd_endpoints, config.etcd_timeout),
+            lambda: BlockingLeaseClient(config.etcd_endpoints, config.etcd_timeout,
+                                        config.etcd_tls),
             refusal=self.schema.campaign_refusal)
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,

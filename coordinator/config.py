@@ -20,7 +20,6 @@ from common.settings import (
     LOG_FORMATS,
     Problem,
     check_host_port,
-    check_host_ports,
     check_log_level,
     setting,
     validate,
@@ -35,6 +34,37 @@ ENV_PREFIX = "LANDLORD_COORDINATOR_"
 
 def _check_optional_address(value: str) -> str | None:
     return check_host_port(value) if value else None
+
+
+ETCD_SCHEMES = ("https", "http")
+"""How an etcd endpoint may be written: ``https://host:port`` (TLS), ``http://host:port``
+(plain) or ``host:port`` (TLS when etcd_ca_file or etcd_cert_file is set, else plain)."""
+
+
+def split_etcd_endpoint(value: str) -> tuple[str, str]:
+    """``(scheme, host:port)``; scheme is '' when the endpoint names none. InvalidArgument
+    when it is not one of the forms of ``ETCD_SCHEMES``."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "", value
+    elif scheme not in ETCD_SCHEMES:
+        raise InvalidArgument(f"etcd endpoint {value!r}: the scheme must be https or http",
+                              endpoint=value)
+    problem = check_host_port(rest.rstrip("/"))
+    if problem:
+        raise InvalidArgument(f"etcd endpoint {value!r} is not [https://]host:port",
+                              endpoint=value)
+    return scheme, rest.rstrip("/")
+
+
+def _check_etcd_endpoints(values: tuple[str, ...]) -> str | None:
+    problems = []
+    for value in values:
+        try:
+            split_etcd_endpoint(value)
+        except InvalidArgument as exc:
+            problems.append(str(exc))
+    return "; ".join(problems) or None
 
 
 def _check_prefix(value: str) -> str | None:
@@ -52,13 +82,20 @@ class CoordinatorConfig:
                           check=check_host_port)
     advertise_address: str = setting("", "address agents and the CLI reach (empty: listen)",
                                      check=_check_optional_address)
-    etcd_endpoints: tuple[str, ...] = setting(("127.0.0.1:2379",), "etcd endpoints host:port",
-                                              check=check_host_ports, group="etcd")
+    etcd_endpoints: tuple[str, ...] = setting(
+        ("127.0.0.1:2379",), "etcd endpoints, https://host:port (TLS) or host:port (TLS "
+        "when an etcd_*_file is set)", check=_check_etcd_endpoints, group="etcd")
     etcd_prefix: str = setting("/landlord", "key prefix of this cluster in etcd",
                                check=_check_prefix)
     etcd_timeout: float = setting(5.0, "seconds an etcd request may take", gt=0)
     etcd_max_txn_ops: int = setting(128, "etcd's --max-txn-ops (bounds replicas per deploy)",
                                     ge=64)
+    etcd_ca_file: str = setting("", "CA bundle that signed etcd's server certificate "
+                                    "(empty: the system's; set it, or name an https:// "
+                                    "endpoint, to reach etcd over TLS)")
+    etcd_cert_file: str = setting("", "client certificate the coordinator shows etcd "
+                                      "(etcd --client-cert-auth); with etcd_key_file")
+    etcd_key_file: str = setting("", "private key of etcd_cert_file")
     leader_lease_ttl: int = setting(5, "leader lease TTL in seconds (failover time)", ge=2)
     heartbeat_interval: float = setting(10.0, "agents report at least this often (seconds)",
                                         gt=0, group="agents and instances")
@@ -103,6 +140,13 @@ class CoordinatorConfig:
                            key_file=self.tls_key_file)
 
 
+    @property
+    def etcd_tls(self) -> TlsSettings:
+        """How to reach etcd: TLS files (all empty: TLS only for https:// endpoints)."""
+        return TlsSettings(ca_file=self.etcd_ca_file, cert_file=self.etcd_cert_file,
+                           key_file=self.etcd_key_file)
+
+
 def _rules(cfg: CoordinatorConfig) -> list[Problem]:
     """What involves more than one setting."""
     out: list[Problem] = []
@@ -116,6 +160,19 @@ def _rules(cfg: CoordinatorConfig) -> list[Problem]:
         cfg.tls  # noqa: B018  # validates the files
     except InvalidArgument as exc:
         out.append(Problem(str(exc), ("tls_ca_file", "tls_cert_file", "tls_key_file")))
+    etcd_files = ("etcd_ca_file", "etcd_cert_file", "etcd_key_file")
+    try:
+        etcd_tls = cfg.etcd_tls
+    except InvalidArgument as exc:
+        out.append(Problem(f"etcd TLS: {exc}".replace(" cert_file", " etcd_cert_file")
+                           .replace(" key_file", " etcd_key_file")
+                           .replace(" ca_file", " etcd_ca_file"), etcd_files))
+    else:
+        plain = [e for e in cfg.etcd_endpoints if e.startswith("http://")]
+        if etcd_tls.enabled and plain:
+            out.append(Problem(f"etcd endpoints {', '.join(plain)} say http:// but etcd TLS "
+                               "files are set; write https:// or host:port",
+                               ("etcd_endpoints", *etcd_files)))
     return out
 
 

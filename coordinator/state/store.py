@@ -25,7 +25,9 @@ from aetcd import rtypes
 from aetcd.rpc import LeaseKeepAliveRequest, rpc_pb2_grpc
 
 from common.errors import Conflict, InvalidArgument, Unavailable
+from common.transport import TlsSettings
 from coordinator.errors import HistoryCompacted, NotLeader
+from coordinator.state.etcd_client import blocking_channel, etcd_client, etcd_target
 
 __all__ = ["BlockingLeaseClient", "Change", "Entry", "EtcdStore", "Fence", "Store", "Txn"]
 
@@ -172,27 +174,23 @@ def _translate(exc: Exception, what: str) -> Exception:
 
 
 class EtcdStore:
-    """``Store`` on a real etcd through aetcd (insecure channel: aetcd 1.0 has no TLS)."""
+    """``Store`` on a real etcd through aetcd; over TLS per ``tls`` (etcd_client.py)."""
 
     def __init__(self, endpoints: Sequence[str], timeout: float = 5.0,
-                 max_txn_ops: int = MAX_TXN_OPS) -> None:
+                 max_txn_ops: int = MAX_TXN_OPS, tls: TlsSettings | None = None) -> None:
         if not endpoints:
             raise InvalidArgument("at least one etcd endpoint is needed")
         self.max_txn_ops = max_txn_ops
+        self._tls = tls or TlsSettings()
+        self._targets = [etcd_target(e, self._tls) for e in endpoints]
         self._endpoints = list(endpoints)
         self._current = 0
         self._timeout = timeout
         self._client = self._make_client()
 
     def _make_client(self) -> aetcd.Client:
-        host, _, port = self._endpoints[self._current].rpartition(":")
-        return aetcd.Client(
-            host=host or "127.0.0.1",
-            port=int(port),
-            timeout=self._timeout,
-            options=dict(_CHANNEL_OPTIONS),
-            connect_wait_timeout=int(max(1, self._timeout)),
-        )
+        return etcd_client(self._targets[self._current], self._tls, self._timeout,
+                           _CHANNEL_OPTIONS)
 
     @property
     def endpoint(self) -> str:
@@ -349,8 +347,10 @@ class BlockingLeaseClient:
     lease keeper uses the plain (synchronous) gRPC API with aetcd's generated stubs.
     """
 
-    def __init__(self, endpoints: Sequence[str], timeout: float) -> None:
-        self._endpoints = list(endpoints)
+    def __init__(self, endpoints: Sequence[str], timeout: float,
+                 tls: TlsSettings | None = None) -> None:
+        self._tls = tls or TlsSettings()
+        self._endpoints = [etcd_target(e, self._tls) for e in endpoints]
         self._current = 0
         self._timeout = timeout
         self._channel: Any = None
@@ -359,7 +359,7 @@ class BlockingLeaseClient:
     def _connect(self) -> None:
         if self._channel is None:
             target = self._endpoints[self._current % len(self._endpoints)]
-            self._channel = grpc.insecure_channel(target, options=list(_CHANNEL_OPTIONS.items()))
+            self._channel = blocking_channel(target, self._tls, _CHANNEL_OPTIONS)
             self._stub = rpc_pb2_grpc.LeaseStub(self._channel)
 
     def refresh(self, lease_id: int) -> int:
