@@ -71,9 +71,12 @@ class EtcdTls:
             client_cert_auth=client_cert_auth)
 
     def flags(self) -> list[str]:
-        flags = ["--cert-file", self.server.cert_file, "--key-file", self.server.key_file,
-                 "--trusted-ca-file", self.server.ca_file]
-        return [*flags, "--client-cert-auth"] if self.client_cert_auth else flags
+        """etcd's client TLS flags. etcd 3.4 demands client certificates as soon as
+        --trusted-ca-file is given, so without ``client_cert_auth`` that flag is left out."""
+        flags = ["--cert-file", self.server.cert_file, "--key-file", self.server.key_file]
+        if not self.client_cert_auth:
+            return flags
+        return [*flags, "--trusted-ca-file", self.server.ca_file, "--client-cert-auth"]
 
     def context(self) -> ssl.SSLContext:
         """A client context holding the client certificate (for the JSON gateway)."""
