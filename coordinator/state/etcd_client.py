@@ -12,6 +12,7 @@ TLS files are configured (coordinator/config.py checks the combinations).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,9 @@ class TlsClient(aetcd.Client):  # type: ignore[misc]  # aetcd has no type hints
     ``connect`` follows aetcd 1.0.0's own, minus user/password auth (not used here: etcd
     checks the client certificate).
     """
+
+    _connected: asyncio.Event
+    _is_connecting: bool
 
     def __init__(self, tls: TlsSettings, **kwargs: Any) -> None:
         super().__init__(**kwargs)

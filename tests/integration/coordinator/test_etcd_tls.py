@@ -56,13 +56,13 @@ async def test_the_store_works_with_the_client_certificate(tls_etcd: EtcdProcess
         await store.close()
 
 
-def _stranger(directory: Path) -> TlsSettings:
+def _stranger(directory: Path, ca_file: str) -> TlsSettings:
     """A coordinator certificate from another CA (trusting etcd's CA for the server)."""
     now = datetime.now(UTC)
     issued = issue(new_ca("another CA", now), LeafRequest(Identity(Role.COORDINATOR, "x")), now)
     (directory / "x.pem").write_bytes(cert_pem(issued.cert))
     (directory / "x.key").write_bytes(key_pem(issued.key))
-    return TlsSettings(str(directory / "ca.pem"), str(directory / "x.pem"),
+    return TlsSettings(ca_file, str(directory / "x.pem"),
                        str(directory / "x.key"))
 
 
@@ -71,11 +71,11 @@ def _stranger(directory: Path) -> TlsSettings:
 async def test_etcd_refuses_clients_without_the_coordinator_certificate(
         tls_etcd: EtcdProcess, tmp_path: Path, client: str) -> None:
     assert tls_etcd.tls is not None
-    (tmp_path / "ca.pem").write_bytes(Path(tls_etcd.tls.client.ca_file).read_bytes())
+    etcd_ca = tls_etcd.tls.client.ca_file
     endpoint, tls = {
         "plain text": ("http://" + tls_etcd.endpoint, TlsSettings()),
-        "TLS without a certificate": (tls_etcd.url, TlsSettings(str(tmp_path / "ca.pem"))),
-        "a certificate of another CA": (tls_etcd.url, _stranger(tmp_path)),
+        "TLS without a certificate": (tls_etcd.url, TlsSettings(etcd_ca)),
+        "a certificate of another CA": (tls_etcd.url, _stranger(tmp_path, etcd_ca)),
     }[client]
     store = EtcdStore([endpoint], timeout=2.0, tls=tls)
     try:
