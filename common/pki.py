@@ -21,7 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import InvalidArgument
-from common.identity import Identity, Role, identity_from_uris
+from common.identity import (
+    IDENTITY_NAME_PATTERN,
+    IDENTITY_NAME_RULE,
+    Identity,
+    Role,
+    identity_from_uris,
+)
 
 __all__ = [
     "CLOCK_SKEW",
@@ -88,16 +94,20 @@ class LeafRequest:
     ip_addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.days < 1:
-            raise InvalidArgument(f"--days must be at least 1, not {self.days}", days=self.days)
-        for ip in self.ip_addresses:
-            try:
-                ipaddress.ip_address(ip)
-            except ValueError:
-                raise InvalidArgument(f"{ip!r} is not an IP address", ip=ip) from None
-        for name in self.dns_names:
-            if not name or any(c.isspace() or c in "/:?#@" for c in name):
-                raise InvalidArgument(f"{name!r} is not a DNS name", dns=name)
+        _check_leaf(self.days, self.dns_names, self.ip_addresses)
+
+
+def _check_leaf(days: int, dns_names: Sequence[str], ip_addresses: Sequence[str]) -> None:
+    if days < 1:
+        raise InvalidArgument(f"--days must be at least 1, not {days}", days=days)
+    for ip in ip_addresses:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise InvalidArgument(f"{ip!r} is not an IP address", ip=ip) from None
+    for name in dns_names:
+        if not name or any(c.isspace() or c in "/:?#@" for c in name):
+            raise InvalidArgument(f"{name!r} is not a DNS name", dns=name)
 
 
 @dataclass(frozen=True)
@@ -143,7 +153,8 @@ def issue(ca: CertificateAuthority, request: LeafRequest, now: datetime,
     if identity.role is Role.COORDINATOR:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     return _leaf(ca, key or new_key(), str(identity.role), identity.name,
-                 [x509.UniformResourceIdentifier(identity.uri)], usages, request, now)
+                 [x509.UniformResourceIdentifier(identity.uri)], usages, request.days,
+                 request.dns_names, request.ip_addresses, now)
 
 
 def issue_etcd_server(ca: CertificateAuthority, name: str, now: datetime, days: int = 365,
@@ -153,24 +164,26 @@ def issue_etcd_server(ca: CertificateAuthority, name: str, now: datetime, days: 
     clientAuth too (etcd 3.4's JSON gateway dials its own gRPC port with it when
     --client-cert-auth is on). It names no ``landlord://`` identity, so Landlord's own
     services never take it for a caller."""
-    request = LeafRequest(Identity(Role.COORDINATOR, name), days, tuple(dns_names),
-                          tuple(ip_addresses))  # the identity only checks the name
+    if not IDENTITY_NAME_PATTERN.fullmatch(name):
+        raise InvalidArgument(f"etcd member name {name!r} is invalid: {IDENTITY_NAME_RULE}",
+                              name=name)
+    _check_leaf(days, dns_names, ip_addresses)
     return _leaf(ca, new_key(), "etcd", name, [],
                  [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-                 request, now)
+                 days, dns_names, ip_addresses, now)
 
 
 def _leaf(ca: CertificateAuthority, key: PrivateKey, unit: str, name: str,
-          uris: list[x509.GeneralName], usages: list[x509.ObjectIdentifier],
-          request: LeafRequest, now: datetime) -> Issued:
-    names = [*uris, *(x509.DNSName(n) for n in request.dns_names)]
-    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in request.ip_addresses]
+          uris: list[x509.GeneralName], usages: list[x509.ObjectIdentifier], days: int,
+          dns_names: Sequence[str], ip_addresses: Sequence[str], now: datetime) -> Issued:
+    names = [*uris, *(x509.DNSName(n) for n in dns_names)]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
     subject = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORGANIZATION),
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
         x509.NameAttribute(NameOID.COMMON_NAME, name),
     ])
-    not_after = min(now + timedelta(days=request.days), ca.cert.not_valid_after_utc)
+    not_after = min(now + timedelta(days=days), ca.cert.not_valid_after_utc)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(ca.cert.subject).public_key(key.public_key())

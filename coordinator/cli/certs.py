@@ -23,6 +23,7 @@ from common.pki import (
     certificate_identity,
     crl_pem,
     issue,
+    issue_etcd_server,
     issued_by,
     key_pem,
     load_certificate,
@@ -130,6 +131,31 @@ def issue_cert(
     write_file(key_path, issued.key_pem, KEY_MODE)
     write_file(cert_path, issued.cert_pem, PUBLIC_MODE)
     typer.echo(f"{request.identity.uri}: {cert_path} {key_path} "
+               f"(valid until {issued.cert.not_valid_after_utc:%Y-%m-%d})")
+
+
+@app.command("issue-etcd", no_args_is_help=True)
+def issue_etcd(
+    name: Annotated[str, typer.Argument(help="The etcd member's name.")],
+    ca_dir: CaDir,
+    days: Annotated[int, typer.Option(help="How long the certificate is valid.")] = 365,
+    dns: Annotated[list[str] | None, typer.Option(
+        "--dns", help="DNS name SAN (repeat; default localhost).")] = None,
+    ip: Annotated[list[str] | None, typer.Option(
+        "--ip", help="IP SAN (repeat; default 127.0.0.1).")] = None,
+    force: Force = False,
+) -> None:
+    """Issue etcd's server certificate (CA_DIR/etcd-NAME.pem and .key; no Landlord identity)."""
+    files = CaFiles(ca_dir)
+    cert_path, key_path = files.leaf("etcd", name)
+    for path in (cert_path, key_path):
+        if path.exists() and not force:
+            raise FailedPrecondition(f"{path} exists; pass --force to replace it")
+    issued = issue_etcd_server(files.load(), name, _now(), days, dns or ("localhost",),
+                               ip or ("127.0.0.1",))
+    write_file(key_path, issued.key_pem, KEY_MODE)
+    write_file(cert_path, issued.cert_pem, PUBLIC_MODE)
+    typer.echo(f"etcd {name}: {cert_path} {key_path} "
                f"(valid until {issued.cert.not_valid_after_utc:%Y-%m-%d})")
 
 

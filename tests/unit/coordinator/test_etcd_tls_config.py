@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from typer.testing import CliRunner
 
 from common.errors import InvalidArgument
 from common.pki import certificate_identity, issue_etcd_server, new_ca
 from common.transport import TlsSettings
+from coordinator.cli.main import app
 from coordinator.config import load_config, split_etcd_endpoint
 from coordinator.state.etcd_client import EtcdTarget, etcd_target
 
@@ -83,3 +85,21 @@ def test_etcd_server_certificate_serves_loopback_and_names_no_identity() -> None
     assert set(usages) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     assert certificate_identity(cert) is None
     cert.verify_directly_issued_by(ca.cert)
+
+
+def test_landlord_certs_issue_etcd_writes_a_server_certificate(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ca_dir = str(tmp_path / "ca")
+    assert runner.invoke(app, ["certs", "init", ca_dir]).exit_code == 0
+    result = runner.invoke(app, ["certs", "issue-etcd", "etcd-1", "--ca-dir", ca_dir,
+                                 "--ip", "10.0.0.5", "--dns", "etcd-1.example"])
+    assert result.exit_code == 0, result.stderr
+    cert = x509.load_pem_x509_certificate((tmp_path / "ca" / "etcd-etcd-1.pem").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["etcd-1.example"]
+    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    assert (tmp_path / "ca" / "etcd-etcd-1.key").stat().st_mode & 0o077 == 0
+    again = runner.invoke(app, ["certs", "issue-etcd", "etcd-1", "--ca-dir", ca_dir])
+    assert again.exit_code == 1 and "--force" in again.stderr
+    bad = runner.invoke(app, ["certs", "issue-etcd", "bad/name", "--ca-dir", ca_dir])
+    assert bad.exit_code == 2 and "invalid" in bad.stderr
