@@ -164,9 +164,10 @@ def _rules(cfg: CoordinatorConfig) -> list[Problem]:
     try:
         etcd_tls = cfg.etcd_tls
     except InvalidArgument as exc:
-        out.append(Problem(f"etcd TLS: {exc}".replace(" cert_file", " etcd_cert_file")
-                           .replace(" key_file", " etcd_key_file")
-                           .replace(" ca_file", " etcd_ca_file"), etcd_files))
+        message = str(exc).removeprefix("TLS ")  # the fields as this config names them
+        for name in ("ca_file", "cert_file", "key_file"):
+            message = message.replace(name, f"etcd_{name}")
+        out.append(Problem(f"etcd TLS: {message}", etcd_files))
     else:
         plain = [e for e in cfg.etcd_endpoints if e.startswith("http://")]
         if etcd_tls.enabled and plain:
