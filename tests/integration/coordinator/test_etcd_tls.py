@@ -4,6 +4,7 @@ right certificate are refused by etcd itself."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,11 +36,17 @@ def test_a_coordinator_process_leads_through_tls_etcd(tls_etcd: EtcdProcess,
                                                        tmp_path: Path) -> None:
     assert tls_etcd.tls is not None
     coordinator = CoordinatorProcess(tmp_path, "c-tls", tls_etcd.url, "/tls",
-                                     tls_etcd.tls.coordinator_settings())
+                                     {**tls_etcd.tls.coordinator_settings(),
+                                      "leader_lease_ttl": 2})
     try:
         coordinator.start()
         wait_for(lambda: coordinator.leader_info().this_is_leader, 30, "c-tls leads")
-        assert "/tls/leader" in tls_etcd.dump("/tls/")  # its writes reached etcd
+        leader_key = tls_etcd.revisions("/tls/")["/tls/leader"]  # its writes reached etcd
+        # past two lease TTLs: the lease keeper's own (blocking) channel refreshes over TLS,
+        # else the key would expire and be written again at a new revision
+        time.sleep(4.5)
+        assert coordinator.leader_info().this_is_leader
+        assert tls_etcd.revisions("/tls/")["/tls/leader"] == leader_key
     finally:
         coordinator.stop(10)
 
