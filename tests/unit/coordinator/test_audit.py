@@ -165,6 +165,7 @@ async def wrapped(interceptor: AuditInterceptor, name: str, behavior: Any) -> An
         return grpc.unary_unary_rpc_method_handler(behavior)
 
     handler = await interceptor.intercept_service(continuation, Details(path(name)))
+    assert handler is not None
     return handler.unary_unary
 
 
@@ -218,7 +219,7 @@ async def test_read_methods_are_not_wrapped() -> None:
 
     handler = await AuditInterceptor(Sink()).intercept_service(continuation,
                                                                Details(path("ListUnits")))
-    assert handler.unary_unary is behavior
+    assert handler is not None and handler.unary_unary is behavior
 
 
 async def test_an_unexpected_error_is_recorded_as_unknown() -> None:
