@@ -57,10 +57,6 @@ ESSENTIAL_FIELDS = frozenset({
 _NESTED = "spec"
 """The one message field looked into (PublishVersionRequest.spec: apartment, unit, image)."""
 
-_TOP_LEVEL = ("apartment", "unit", "version")
-"""Essentials that become the event's own fields (so --unit filters find them)."""
-
-
 @dataclass(frozen=True)
 class Caller:
     """Who made a call, as far as the coordinator knows it."""
