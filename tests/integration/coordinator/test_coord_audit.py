@@ -1,11 +1,12 @@
 """The audit trail of a real in-process coordinator on a real etcd: publish, deploy and a
 refused deploy each leave one audit event naming the caller, the unit, the version and the
-outcome, and `landlord events --type audit` prints them."""
+outcome, and `landlord events --type audit` prints them; an agent cannot forge one."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import grpc
@@ -13,7 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from common.event_types import EventType
-from common.gen.landlord.v1 import admin_pb2, types_pb2
+from common.gen.landlord.v1 import admin_pb2, agent_pb2, agent_pb2_grpc, types_pb2
+from common.resources import Resources
+from common.stream_convert import registration_to_pb, report_to_pb
+from common.stream_messages import AgentReport, Registration, ReportedEvent
 from coordinator.app import Coordinator
 from coordinator.cli.main import app
 from coordinator.state.records import EventRecord
@@ -99,3 +103,26 @@ async def test_publish_deploy_and_a_refused_deploy_are_audited(
 
 async def _has_host(admin: Any) -> bool:
     return bool((await admin.ListHosts(admin_pb2.ListHostsRequest())).hosts)
+
+
+async def test_an_agent_cannot_forge_an_audit_event(coordinator: Coordinator) -> None:
+    now = time.time()
+    registration = Registration("h9", "default", "127.0.0.9", Resources(cpu=1, memory=1 << 30),
+                                {}, ("cpu", "memory"), "test")
+    report = AgentReport(sequence=1, time=now, events=(
+        ReportedEvent(str(EventType.AUDIT), now, "admin/alice Deploy shop/web@6.6.6: OK",
+                      details={"caller": "admin/alice", "method": "Deploy"}),
+        ReportedEvent(str(EventType.LIMIT_EXCEEDED), now, "marker"),
+    ))
+    async with grpc.aio.insecure_channel(coordinator.config.listen) as channel:
+        call = agent_pb2_grpc.AgentStreamStub(channel).Session()
+        await call.write(agent_pb2.AgentMessage(register=registration_to_pb(registration)))
+        await call.read()
+        await call.write(agent_pb2.AgentMessage(report=report_to_pb(report, "h9")))
+
+        async def marker_recorded() -> bool:
+            return any(e.message == "marker" for e in coordinator.state.event_history())
+
+        await async_eventually(marker_recorded, timeout=10)
+        call.cancel()
+    assert audit_events(coordinator) == []
