@@ -254,3 +254,11 @@ async def test_a_slow_or_failing_write_neither_delays_nor_fails_the_call(
         await interceptor.drain(1.0)
     assert "could not record the audit event" in caplog.text and "etcd is gone" in caplog.text
     assert interceptor.recorded == 0
+
+
+def test_every_audited_method_is_unary_unary() -> None:
+    """The interceptor wraps unary-unary behaviors only; a streaming write RPC must fail here
+    until the interceptor learns its shape."""
+    for name in AUDITED_METHODS.values():
+        method = ADMIN_SERVICE.methods_by_name[name]
+        assert not method.client_streaming and not method.server_streaming, name
