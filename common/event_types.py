@@ -2,7 +2,8 @@
 
 The agent's event bus publishes them (``agent.instances.events.AgentEvent``), the stream carries
 them as ``ReportedEvent.type``, and the coordinator records and reacts to them (a
-``recovery.escalated`` starts its own healing, for example).
+``recovery.escalated`` starts its own healing, for example). ``AUDIT`` is the one type the
+coordinator writes itself (coordinator/api/audit.py); an agent never reports it.
 """
 
 from __future__ import annotations
@@ -51,3 +52,6 @@ class EventType(StrEnum):
     """(details: image, registry, size in bytes, downloaded bytes, seconds)."""
     IMAGE_PULL_FAILED = "image.pull_failed"
     """(message and details.reason: the registry's error; details: image, seconds)."""
+    AUDIT = "audit"
+    """A mutating admin call, written by the coordinator (details: caller, caller_source,
+    peer, method, outcome, error, and the request's essentials; coordinator/api/audit.py)."""

@@ -22,6 +22,7 @@ from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_p
 from common.transport import bound_server, create_server
 from coordinator.api.admin_service import AdminService
 from coordinator.api.agent_service import AgentStreamService
+from coordinator.api.audit_interceptor import AuditInterceptor
 from coordinator.config import CoordinatorConfig
 from coordinator.fleet.agent_sessions import AgentSessions
 from coordinator.fleet.check_calls import CheckCalls
@@ -123,6 +124,7 @@ class Coordinator:
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts)
+        self.audit = AuditInterceptor(self.events)
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
@@ -143,7 +145,8 @@ class Coordinator:
                               runner_settings=runner_settings)
 
     async def start(self) -> None:
-        self.server = create_server()
+        # the audit interceptor stays first (outermost): it must see every call's final status
+        self.server = create_server(interceptors=[self.audit])
         admin_pb2_grpc.add_AdminServicer_to_server(self.admin, self.server)
         agent_pb2_grpc.add_AgentStreamServicer_to_server(self.agent_stream, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -171,6 +174,7 @@ class Coordinator:
         self.fleet.close_all("coordinator shutting down")
         if self.server is not None:
             await self.server.stop(self.config.shutdown_grace)
+        await self.audit.drain(self.config.etcd_timeout)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

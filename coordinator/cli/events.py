@@ -1,4 +1,9 @@
-"""`landlord events`: the cluster's recent events, and live ones with --follow."""
+"""`landlord events`: the cluster's recent events, and live ones with --follow.
+
+``--type`` keeps the events of one type or family (``audit``; ``rollout`` matches
+``rollout.step``, ``rollout.failed``, ...); it filters on this side of the stream. Audit
+events (coordinator/api/audit.py) print as who, what and outcome.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,16 @@ import asyncio
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from common.errors import InvalidArgument
+from common.event_types import EventType
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from coordinator.cli.arguments import parse_unit_ref
 from coordinator.cli.client import AdminClient, CallFailed, ClientSettings
 from coordinator.cli.context import OutputOption, output_of, settings_of
 from coordinator.cli.durations import duration_to_proto, parse_duration
-from coordinator.cli.output import OutputFormat, console, print_json_line
+from coordinator.cli.output import OutputFormat, console, format_time, print_json_line
 from coordinator.cli.tables import event_line
 
 RECONNECTS = 5
@@ -40,10 +47,42 @@ def build_events_request(
     return request
 
 
+def type_matches(event_type: str, wanted: str | None) -> bool:
+    """True when ``event_type`` is ``wanted`` or of its family (``rollout`` -> ``rollout.*``)."""
+    return not wanted or event_type == wanted or event_type.startswith(wanted + ".")
+
+
+_AUDIT_SHOWN = {"caller", "method", "outcome", "error"}
+
+
+def audit_line(event: types_pb2.Event) -> Text:
+    """An audit event: time, sequence, who, what (method, subject, essentials), outcome."""
+    details = event.details
+    subject = f"{event.apartment}/{event.unit}" if event.unit else event.apartment
+    if event.version:
+        subject += f"@{event.version}"
+    outcome = details.get("outcome", "")
+    if details.get("error"):
+        outcome += f" ({details['error']})"
+    parts = [format_time(event.time), f"#{event.sequence}", event.type,
+             details.get("caller", "?"), details.get("method", "?")]
+    if subject:
+        parts.append(subject)
+    parts.append(outcome or "?")
+    parts.extend(f"{key}={value}" for key, value in sorted(details.items())
+                 if key not in _AUDIT_SHOWN)
+    return Text("  ".join(parts))
+
+
+def line_of(event: types_pb2.Event) -> Text:
+    return audit_line(event) if event.type == EventType.AUDIT else event_line(event)
+
+
 async def stream_events(
     settings: ClientSettings,
     request: admin_pb2.StreamEventsRequest,
     fmt: OutputFormat,
+    event_type: str | None = None,
 ) -> int:
     """Print events as they come; with follow, resume after the last one on failover."""
     out = console()
@@ -61,10 +100,12 @@ async def stream_events(
                     shown: types_pb2.Event = event
                     seen = max(seen, shown.sequence)
                     received = True
+                    if not type_matches(shown.type, event_type):
+                        continue
                     if fmt is OutputFormat.JSON:
                         print_json_line(shown)
                     else:
-                        out.print(event_line(shown), soft_wrap=True)
+                        out.print(line_of(shown), soft_wrap=True)
                 if not request.follow:
                     return 0
             except CallFailed as err:
@@ -87,9 +128,13 @@ def events(
         str | None, typer.Option(help="How far back, e.g. 10m (default: all kept).")
     ] = None,
     after: Annotated[int, typer.Option(help="Only events after this sequence number.")] = 0,
+    event_type: Annotated[
+        str | None,
+        typer.Option("--type", help="Only this type or family, e.g. audit or rollout."),
+    ] = None,
     output: OutputOption = None,
 ) -> None:
     """Print events, oldest first (JSON: one object per line)."""
     request = build_events_request(unit, apartment, follow, since, after)
     settings = settings_of(ctx)
-    asyncio.run(stream_events(settings.client, request, output_of(ctx, output)))
+    asyncio.run(stream_events(settings.client, request, output_of(ctx, output), event_type))
