@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -218,4 +219,9 @@ def test_bad_requests_get_the_right_code_and_change_nothing(cluster: Cluster) ->
             "h2",
         )
 
-        assert cluster.etcd.dump(cluster.prefix + "/") == before
+        after = cluster.etcd.dump(cluster.prefix + "/")
+    # Nothing changed but the audit trail: one refused-call event per mutating request.
+    assert {key: after[key] for key in before} == before
+    added = [json.loads(after[key]) for key in sorted(set(after) - set(before))]
+    assert added and all(event["type"] == "audit" for event in added), added
+    assert all(not event["details"]["outcome"].startswith("OK") for event in added), added
