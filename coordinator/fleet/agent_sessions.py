@@ -17,7 +17,6 @@ from typing import Protocol
 
 from common.clock import Clock
 from common.errors import InvalidArgument
-from common.event_types import EventType
 from common.identity import IDENTITY_NAME_PATTERN, IDENTITY_NAME_RULE
 from common.stream_commands import Command, SetRoute
 from common.stream_messages import AgentReport, CommandResult, MetricsWindow, Registration
@@ -153,13 +152,11 @@ class AgentSessions:
             self._results.deliver(report.results)
         if report.windows:
             self._windows.record(report.windows)
-        if any(e.type == EventType.AUDIT for e in report.events):  # only we write those
-            log.warning("host %s reported audit events; dropped", session.host_id)
         events = [
             EventRecord(type=e.type, time=e.time, message=e.message, apartment=e.apartment,
                         unit=e.unit, version=e.version, host_id=session.host_id,
                         instance_id=e.instance_id, details=dict(e.details))
-            for e in report.events if e.type != EventType.AUDIT
+            for e in report.events
         ]
         events += [
             self._events.make("command.failed", f"{r.command_id}: {r.error}",
@@ -181,7 +178,7 @@ class AgentSessions:
             if kind in session.warned:
                 continue
             session.warned.add(kind)
-            log.warning("host %s reported %d %s(s) about instances not placed on it (%s, ...);"
+            log.warning("host %s reported %d %s(s) that are not its own to report (%s, ...);"
                         " dropped (further ones on this stream are counted, not logged)",
                         session.host_id, count, kind, examples.get(kind, ""))
 

@@ -10,10 +10,11 @@ Rules, per kind (the ``DropKind`` values):
 - ``status``: an observed instance is kept unless it is placed on another host (an instance
   placed nowhere is one the host runs but no longer should; it is only remembered).
 - ``removal``: kept for instances placed on this host or observed on it.
-- ``event``: one naming an instance is kept if that instance is placed here (and the
-  event's unit and version, when given, are the instance's) or is placed nowhere and is
-  observed here; one naming only a unit is kept if an instance of that unit is placed
-  here; one naming neither is about the host itself and kept.
+- ``event``: only the agents' vocabulary (``common.event_types.EventType``, not ``audit``,
+  which the coordinator alone writes); one naming an instance is kept if that instance is
+  placed here (and the event's unit and version, when given, are the instance's) or is
+  placed nowhere and is observed here; one naming only a unit is kept if an instance of
+  that unit is placed here; one naming neither is about the host itself and kept.
 - ``window``: kept only for an instance placed here, with the instance's unit and version.
 """
 
@@ -23,10 +24,15 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from common.event_types import EventType
 from common.stream_messages import AgentReport, MetricsWindow, ObservedInstance, ReportedEvent
 from coordinator.state.records import InstanceRecord
 
-__all__ = ["DropKind", "Placement", "ScopedReport", "own_observations", "scope_report"]
+__all__ = ["AGENT_EVENT_TYPES", "DropKind", "Placement", "ScopedReport", "own_observations",
+           "scope_report"]
+
+AGENT_EVENT_TYPES = frozenset(t.value for t in EventType) - {EventType.AUDIT.value}
+"""The event types an agent may report."""
 
 Placement = Callable[[str], InstanceRecord | None]
 """instance id -> where the coordinator placed it (None: placed nowhere)."""
@@ -71,6 +77,8 @@ def _same(given: str, actual: str) -> bool:
 def _event_is_own(event: ReportedEvent, host_id: str, placed: Placement,
                   observed_here: Callable[[str], bool],
                   units_here: Callable[[], frozenset[tuple[str, str]]]) -> bool:
+    if event.type not in AGENT_EVENT_TYPES:
+        return False
     if event.instance_id:
         record = placed(event.instance_id)
         if record is None:
@@ -125,7 +133,7 @@ def scope_report(report: AgentReport, host_id: str, placed: Placement,
         if _event_is_own(event, host_id, placed, seen_here, units_here):
             events.append(event)
         else:
-            drop(DropKind.EVENT, event.instance_id or f"{event.apartment}/{event.unit}")
+            drop(DropKind.EVENT, event.instance_id or event.type)
     windows = []
     for window in report.windows:
         if _window_is_own(window, host_id, placed):
