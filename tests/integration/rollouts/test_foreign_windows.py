@@ -60,7 +60,8 @@ class ForgingRuntime(TrafficRuntime):
 
 
 @pytest.fixture
-async def forger(coordinator: Coordinator, request: pytest.FixtureRequest) -> Any:
+async def forger(coordinator: Coordinator, fleet: Any, request: pytest.FixtureRequest) -> Any:
+    """h5 joins once the fleet fixture's stable version runs on h2..h4."""
     rates, forged_rate = request.param
     identity = Registration("h5", "default", "127.0.0.5", Resources(cpu=4.0, memory=8 << 30),
                             {}, ("cpu", "memory"), "test")
@@ -85,7 +86,7 @@ async def forger(coordinator: Coordinator, request: pytest.FixtureRequest) -> An
     indirect=["fleet", "forger"],
 )
 async def test_forged_windows_for_other_hosts_canaries_do_not_count(
-    coordinator: Coordinator, rollouts: RolloutService, forger: ForgingRuntime, fleet: Any,
+    coordinator: Coordinator, rollouts: RolloutService, fleet: Any, forger: ForgingRuntime,
     outcome: Phase,
 ) -> None:
     await async_eventually(lambda: _connected(coordinator, 4), timeout=10)
