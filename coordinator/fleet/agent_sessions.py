@@ -11,17 +11,18 @@ actually changed (coordinator/fleet/status_writer.py).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
 from common.clock import Clock
 from common.errors import InvalidArgument
-from common.event_types import EventType
 from common.identity import IDENTITY_NAME_PATTERN, IDENTITY_NAME_RULE
 from common.stream_commands import Command, SetRoute
 from common.stream_messages import AgentReport, CommandResult, MetricsWindow, Registration
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.reconcile import plan_register
+from coordinator.fleet.report_scope import DropKind, own_observations, scope_report
 from coordinator.fleet.sessions import Fleet, HostSession, command_id
 from coordinator.fleet.status_writer import StatusWriter
 from coordinator.state.cluster_state import ClusterState
@@ -72,6 +73,9 @@ class AgentSessions:
         self._commands = commands
         self._windows = windows
         self._results = results
+        self.foreign_dropped: Counter[DropKind] = Counter()
+        """Statuses, removals, events and windows dropped because they were about another
+        host's instances (coordinator/fleet/report_scope.py), by kind."""
 
     # -- registration ----------------------------------------------------------------------
 
@@ -94,8 +98,12 @@ class AgentSessions:
             await self._hosts.register(record)
         await self._hosts.ensure_lease(reg.host_id)
         session = HostSession(reg.host_id, reg.building, reg.address, mono)
-        self._fleet.connect(session, reg.images, reg.instances, mono)
-        self._statuses.queue(reg.instances)
+        own, foreign = own_observations(reg.instances, reg.host_id, self._placed)
+        if foreign:
+            self._dropped(session, {DropKind.STATUS: len(foreign)},
+                          {DropKind.STATUS: foreign[0].instance_id})
+        self._fleet.connect(session, reg.images, own, mono)
+        self._statuses.queue(own)
 
         plan = plan_register(reg.host_id, reg.instances, self._state.instances_on(reg.host_id))
         for iid in plan.stop:
@@ -124,6 +132,13 @@ class AgentSessions:
         if fleet.sessions.get(session.host_id) is not session:
             return
         fleet.heard_from(session.host_id, self._clock.monotonic())
+        host_id = session.host_id
+        scoped = scope_report(report, host_id, self._placed, fleet.observed_ids_on(host_id),
+                              lambda: frozenset(r.unit_key
+                                                for r in self._state.instances_on(host_id)))
+        if scoped.dropped:
+            self._dropped(session, scoped.dropped, scoped.examples)
+        report = scoped.report
         for obs in report.changed:
             previous = fleet.observe(obs)
             if previous is None or previous.routable != obs.routable:
@@ -137,13 +152,11 @@ class AgentSessions:
             self._results.deliver(report.results)
         if report.windows:
             self._windows.record(report.windows)
-        if any(e.type == EventType.AUDIT for e in report.events):  # only we write those
-            log.warning("host %s reported audit events; dropped", session.host_id)
         events = [
             EventRecord(type=e.type, time=e.time, message=e.message, apartment=e.apartment,
                         unit=e.unit, version=e.version, host_id=session.host_id,
                         instance_id=e.instance_id, details=dict(e.details))
-            for e in report.events if e.type != EventType.AUDIT
+            for e in report.events
         ]
         events += [
             self._events.make("command.failed", f"{r.command_id}: {r.error}",
@@ -152,6 +165,22 @@ class AgentSessions:
         ]
         if events:
             await self._events.append(events)
+
+    def _placed(self, instance_id: str) -> InstanceRecord | None:
+        found = self._state.instances.get(instance_id)
+        return found.value if found is not None else None
+
+    def _dropped(self, session: HostSession, dropped: dict[DropKind, int],
+                 examples: dict[DropKind, str]) -> None:
+        """Count what a host said about others' instances; warn once per kind per session."""
+        self.foreign_dropped.update(dropped)
+        for kind, count in dropped.items():
+            if kind in session.warned:
+                continue
+            session.warned.add(kind)
+            log.warning("host %s reported %d %s(s) that are not its own to report (%s, ...);"
+                        " dropped (further ones on this stream are counted, not logged)",
+                        session.host_id, count, kind, examples.get(kind, ""))
 
 
 def _validated(reg: Registration) -> Registration:

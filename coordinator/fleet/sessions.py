@@ -42,6 +42,8 @@ class HostSession:
         self.close_reason = ""
         self.leader_address = ""
         self.sent = 0
+        self.warned: set[str] = set()
+        """Kinds of foreign reports already logged for this stream (logged once each)."""
 
     def send(self, outgoing: Command) -> None:
         if not self.closed.is_set():

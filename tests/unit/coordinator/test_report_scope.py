@@ -1,0 +1,121 @@
+"""The filter that keeps an agent's report to the instances placed on its own host."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common.resources import Resources
+from common.stream_messages import AgentReport, MetricsWindow, ObservedInstance, ReportedEvent
+from coordinator.fleet.report_scope import DropKind, own_observations, scope_report
+from coordinator.state.records import InstanceRecord
+
+PLACED = {
+    "a1": InstanceRecord("a1", "shop", "web", "2.0", "green", "host-a", 20000, Resources(), 0.0),
+    "b1": InstanceRecord("b1", "shop", "web", "1.0", "blue", "host-b", 20001, Resources(), 0.0),
+    "b2": InstanceRecord("b2", "shop", "api", "1.0", "blue", "host-b", 20002, Resources(), 0.0),
+}
+
+
+def placed(iid: str) -> InstanceRecord | None:
+    return PLACED.get(iid)
+
+
+def units_b() -> frozenset[tuple[str, str]]:
+    return frozenset(r.unit_key for r in PLACED.values() if r.host_id == "host-b")
+
+
+def seen(iid: str, host: str = "host-b", state: str = "running") -> ObservedInstance:
+    return ObservedInstance(iid, host, "shop", "web", "1.0", "blue", state, 1.0)
+
+
+def window(iid: str, unit: str = "web", version: str = "1.0", errors: int = 0) -> MetricsWindow:
+    return MetricsWindow("shop", unit, version, iid, "host-b", 0.0, 10.0, 100, errors)
+
+
+def scope(report: AgentReport, observed: set[str] | None = None):  # type: ignore[no-untyped-def]
+    return scope_report(report, "host-b", placed, observed or set(), units_b)
+
+
+def test_a_status_for_another_hosts_instance_is_dropped() -> None:
+    out = scope(AgentReport(1, 0.0, changed=(seen("a1", state="error"), seen("b1"))))
+    assert [o.instance_id for o in out.report.changed] == ["b1"]
+    assert out.dropped == {DropKind.STATUS: 1}
+    assert out.examples[DropKind.STATUS] == "a1"
+
+
+def test_an_instance_placed_nowhere_is_still_observed() -> None:
+    kept, dropped = own_observations([seen("gone")], "host-b", placed)
+    assert [o.instance_id for o in kept] == ["gone"] and dropped == []
+
+
+def test_removals_only_of_own_or_observed_instances() -> None:
+    out = scope(AgentReport(1, 0.0, removed_instance_ids=("a1", "b1", "old", "nobody")),
+                observed={"old"})
+    assert out.report.removed_instance_ids == ("b1", "old")
+    assert out.dropped == {DropKind.REMOVAL: 2}
+
+
+def test_events_about_others_are_dropped_host_events_kept() -> None:
+    events = (
+        ReportedEvent("instance.crashed", 1.0, instance_id="a1"),  # host-a's
+        ReportedEvent("instance.crashed", 1.0, instance_id="b1", unit="api"),  # wrong unit
+        ReportedEvent("limit_exceeded", 1.0, apartment="shop", unit="db"),  # no unit here
+        ReportedEvent("rollout.promoted", 1.0, apartment="shop", unit="web"),  # not an agent's
+        ReportedEvent("audit", 1.0),  # the coordinator's alone
+        ReportedEvent("instance.crashed", 1.0, instance_id="b1", apartment="shop", unit="web"),
+        ReportedEvent("limit_exceeded", 1.0, apartment="shop", unit="api"),
+        ReportedEvent("gc.collected", 1.0),
+        ReportedEvent("instance.removed", 1.0, instance_id="stopping"),
+        ReportedEvent("instance.removed", 1.0, instance_id="invented"),
+    )
+    out = scope(AgentReport(1, 0.0, events=events), observed={"stopping"})
+    assert [e.type for e in out.report.events] == [
+        "instance.crashed", "limit_exceeded", "gc.collected", "instance.removed"]
+    assert out.dropped == {DropKind.EVENT: 6}
+
+
+def test_an_event_about_an_instance_first_reported_in_the_same_report_is_kept() -> None:
+    out = scope(AgentReport(1, 0.0, changed=(seen("new"),),
+                            events=(ReportedEvent("instance.state", 1.0, instance_id="new"),)))
+    assert len(out.report.events) == 1 and not out.dropped
+
+
+def test_windows_only_for_own_instances_with_their_unit_and_version() -> None:
+    windows = (window("a1", version="2.0", errors=100),  # host-a's canary
+               window("b1", version="2.0"),              # own instance, another version
+               window("b1", unit="api"),                 # own instance, another unit
+               window("invented"),
+               window("b1"), window("b2", unit="api"))
+    out = scope(AgentReport(1, 0.0, windows=windows))
+    assert [(w.instance_id, w.unit) for w in out.report.windows] == [("b1", "web"),
+                                                                      ("b2", "api")]
+    assert out.dropped == {DropKind.WINDOW: 4}
+
+
+def test_a_clean_report_is_returned_as_is() -> None:
+    report = AgentReport(1, 0.0, changed=(seen("b1"),), windows=(window("b1"),))
+    out = scope(report)
+    assert out.report is report and out.dropped == {}
+
+
+IDS = st.sampled_from(["a1", "b1", "b2", "x"])
+
+
+@given(changed=st.lists(IDS), removed=st.lists(IDS), events=st.lists(IDS),
+       windows=st.lists(IDS), observed=st.sets(IDS))
+def test_nothing_about_another_hosts_instance_survives(
+        changed: list[str], removed: list[str], events: list[str], windows: list[str],
+        observed: set[str]) -> None:
+    report = AgentReport(
+        1, 0.0, changed=tuple(seen(i) for i in changed), removed_instance_ids=tuple(removed),
+        events=tuple(ReportedEvent("instance.state", 1.0, instance_id=i) for i in events),
+        windows=tuple(window(i) for i in windows))
+    out = scope(report, observed)
+    kept = out.report
+    mentioned = ([o.instance_id for o in kept.changed] + list(kept.removed_instance_ids)
+                 + [e.instance_id for e in kept.events] + [w.instance_id for w in kept.windows])
+    assert "a1" not in mentioned
+    assert all(w.instance_id in ("b1",) for w in kept.windows)  # b2 is an api instance
+    total = len(changed) + len(removed) + len(events) + len(windows)
+    assert len(mentioned) + sum(out.dropped.values()) == total
