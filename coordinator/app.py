@@ -21,7 +21,7 @@ from common.clock import Clock, SystemClock
 from common.errors import LandlordError
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
 from common.pki_check import Trust
-from common.transport import bound_server, create_server
+from common.transport import ServerCertificates, bound_server, create_server
 from coordinator.api.admin_service import AdminService
 from coordinator.api.agent_service import AgentStreamService
 from coordinator.api.audit_interceptor import AuditInterceptor
@@ -131,6 +131,8 @@ class Coordinator:
         self.audit = AuditInterceptor(self.events)
         self.trust: Trust | None = (load_trust(config.tls_ca_file, config.tls_crl_file)
                                     if config.mutual_tls else None)
+        self.certificates = (ServerCertificates(config.tls) if config.tls_cert_file
+                             else None)
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
@@ -151,19 +153,23 @@ class Coordinator:
                               runner_settings=runner_settings)
 
     def reload_trust(self) -> bool:
-        """Re-read the CA bundle and the CRL (SIGHUP). Open streams stay; every later call
-        is checked against the new files. Bad files keep the previous trust (logged)."""
-        if self.trust is None:
+        """Re-read the server certificate and key, the CA bundle and the CRL (SIGHUP). Open
+        streams stay; every later handshake and call uses the new files. Bad files keep the
+        previous ones (logged)."""
+        if self.certificates is None or self.trust is None:
             log.info("reload asked, but mutual TLS is off: nothing to reload")
             return False
         try:
-            self.trust = load_trust(self.config.tls_ca_file, self.config.tls_crl_file)
+            trust = load_trust(self.config.tls_ca_file, self.config.tls_crl_file)
+            self.certificates.reload()
         except LandlordError as exc:
             log.error("cannot reload the CA bundle and CRL, keeping the previous ones: %s", exc)
             return False
-        log.info("reloaded the CA bundle %s and CRL %s (%d revocation list(s))",
+        self.trust = trust
+        log.info("reloaded the server certificate %s, the CA bundle %s and CRL %s "
+                 "(%d revocation list(s))", self.config.tls_cert_file,
                  self.config.tls_ca_file, self.config.tls_crl_file or "(none)",
-                 len(self.trust.crls))
+                 len(trust.crls))
         return True
 
     def _current_trust(self) -> Trust:
@@ -193,7 +199,8 @@ class Coordinator:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = bound_server(self.server, self.config.listen, self.config.tls)
+        self.port = bound_server(self.server, self.config.listen, self.config.tls,
+                                 self.certificates)
         await self.server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

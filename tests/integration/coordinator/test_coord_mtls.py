@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 from local_cluster.etcd import EtcdProcess
 from typer.testing import CliRunner
 
@@ -220,3 +223,51 @@ async def test_sighup_reloads_the_crl(etcd: EtcdProcess, prefix: str, pki: Pki) 
         if not serving.done():  # serve's SIGTERM handler is installed: it stops serve
             os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(serving, 15)
+
+
+def served_serial(address: str, pki: Pki) -> int:
+    """The serial of the certificate the server shows a new connection (plain ssl)."""
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=pki.ca)
+    context.load_cert_chain(pki.root / "admin-alice.pem", pki.root / "admin-alice.key")
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def file_serial(path: Path) -> int:
+    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+
+
+async def test_server_certificate_reloaded_without_dropping_streams(
+        coordinator: Coordinator, pki: Pki) -> None:
+    address = coordinator.config.listen
+    cert = pki.root / "coordinator-c1.pem"
+    h2 = agent("h2", address, pki.tls("host-h2"))
+    task = asyncio.create_task(h2.run())
+    try:
+        await asyncio.wait_for(h2.connected.wait(), 10)
+        session = coordinator.fleet.sessions["h2"]
+        before = await asyncio.to_thread(served_serial, address, pki)
+        assert before == file_serial(cert)
+        certs("renew", str(cert), "--ca-dir", str(pki.root))
+        assert file_serial(cert) != before
+        assert coordinator.reload_trust()
+        assert await asyncio.to_thread(served_serial, address, pki) == file_serial(cert)
+        await call(address, pki.tls("admin-alice"), "GetLeader", admin_pb2.GetLeaderRequest())
+        assert coordinator.fleet.sessions["h2"] is session and not session.closed.is_set()
+        # a key that is not the certificate's: refused, the served one stays
+        original = (pki.root / "coordinator-c1.key").read_bytes()
+        (pki.root / "coordinator-c1.key").write_bytes(
+            (pki.root / "admin-alice.key").read_bytes())
+        try:
+            assert not coordinator.reload_trust()
+        finally:
+            (pki.root / "coordinator-c1.key").write_bytes(original)
+        assert await asyncio.to_thread(served_serial, address, pki) == file_serial(cert)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
