@@ -18,11 +18,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common.clock import Clock, SystemClock
+from common.errors import LandlordError
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
-from common.transport import bound_server, create_server
+from common.pki_check import Trust
+from common.transport import ServerCertificates, bound_server, create_server
 from coordinator.api.admin_service import AdminService
 from coordinator.api.agent_service import AgentStreamService
 from coordinator.api.audit_interceptor import AuditInterceptor
+from coordinator.api.authz_interceptor import AuthzInterceptor
 from coordinator.config import CoordinatorConfig
 from coordinator.fleet.agent_sessions import AgentSessions
 from coordinator.fleet.check_calls import CheckCalls
@@ -38,6 +41,7 @@ from coordinator.fleet.status_writer import StatusWriter
 from coordinator.images_client import RegistryClient
 from coordinator.leadership.election import LeaderElection
 from coordinator.leadership.leader_duties import LeaderDuties
+from coordinator.pki_files import load_trust
 from coordinator.registry import Registry
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
@@ -125,6 +129,10 @@ class Coordinator:
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts)
         self.audit = AuditInterceptor(self.events)
+        self.trust: Trust | None = (load_trust(config.tls_ca_file, config.tls_crl_file)
+                                    if config.mutual_tls else None)
+        self.certificates = (ServerCertificates(config.tls) if config.tls_cert_file
+                             else None)
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
@@ -144,15 +152,55 @@ class Coordinator:
                               state=self.state, leadership=self.leadership, clock=self.clock,
                               runner_settings=runner_settings)
 
+    def reload_trust(self) -> bool:
+        """Re-read the server certificate and key, the CA bundle and the CRL (SIGHUP). Open
+        streams stay; every later handshake and call uses the new files. Bad files keep the
+        previous ones (logged)."""
+        if self.certificates is None or self.trust is None:
+            log.info("reload asked, but mutual TLS is off: nothing to reload")
+            return False
+        try:
+            trust = load_trust(self.config.tls_ca_file, self.config.tls_crl_file)
+            self.certificates.reload()
+        except LandlordError as exc:
+            log.error("cannot reload the CA bundle and CRL, keeping the previous ones: %s", exc)
+            return False
+        self.trust = trust
+        log.info("reloaded the server certificate %s, the CA bundle %s and CRL %s "
+                 "(%d revocation list(s))", self.config.tls_cert_file,
+                 self.config.tls_ca_file, self.config.tls_crl_file or "(none)",
+                 len(trust.crls))
+        return True
+
+    def _current_trust(self) -> Trust:
+        assert self.trust is not None
+        return self.trust
+
+    def _interceptors(self) -> list[Any]:
+        # the audit interceptor stays first (outermost): it must see every call's final
+        # status, authz denials included
+        if self.trust is not None:
+            return [self.audit, AuthzInterceptor(self._current_trust, self.clock)]
+        if self.config.tls_cert_file:
+            log.warning("TLS WITHOUT CLIENT CERTIFICATES: no tls_ca_file, so clients are "
+                        "anonymous and anyone who reaches %s may call every admin RPC and "
+                        "register as any host; set tls_ca_file for mutual TLS",
+                        self.config.listen)
+        else:
+            log.warning("NO TLS: clients are anonymous and anyone who reaches %s may call "
+                        "every admin RPC and register as any host; set tls_ca_file, "
+                        "tls_cert_file and tls_key_file for mutual TLS", self.config.listen)
+        return [self.audit]
+
     async def start(self) -> None:
-        # the audit interceptor stays first (outermost): it must see every call's final status
-        self.server = create_server(interceptors=[self.audit])
+        self.server = create_server(interceptors=self._interceptors())
         admin_pb2_grpc.add_AdminServicer_to_server(self.admin, self.server)
         agent_pb2_grpc.add_AgentStreamServicer_to_server(self.agent_stream, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = bound_server(self.server, self.config.listen, self.config.tls)
+        self.port = bound_server(self.server, self.config.listen, self.config.tls,
+                                 self.certificates)
         await self.server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

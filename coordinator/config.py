@@ -14,6 +14,7 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from common.errors import InvalidArgument
 from common.settings import (
@@ -114,6 +115,8 @@ class CoordinatorConfig:
                                group="TLS and registries")
     tls_cert_file: str = setting("", "server certificate (empty: insecure)")
     tls_key_file: str = setting("", "server private key")
+    tls_crl_file: str = setting("", "revocation list of the tls_ca_file CA (landlord certs "
+                                    "revoke); re-read on SIGHUP; needs mutual TLS")
     registry_auth_file: str = setting("", "Docker config.json-style registry credentials used "
                                           "to resolve image tags to digests; empty: anonymous")
     registry_ca_file: str = setting("", "CA bundle for registries served over TLS (empty: the "
@@ -139,6 +142,10 @@ class CoordinatorConfig:
         return TlsSettings(ca_file=self.tls_ca_file, cert_file=self.tls_cert_file,
                            key_file=self.tls_key_file)
 
+    @property
+    def mutual_tls(self) -> bool:
+        """Clients must show a certificate of tls_ca_file; the authz interceptor is on."""
+        return bool(self.tls_ca_file and self.tls_cert_file and self.tls_key_file)
 
     @property
     def etcd_tls(self) -> TlsSettings:
@@ -160,6 +167,12 @@ def _rules(cfg: CoordinatorConfig) -> list[Problem]:
         cfg.tls  # noqa: B018  # validates the files
     except InvalidArgument as exc:
         out.append(Problem(str(exc), ("tls_ca_file", "tls_cert_file", "tls_key_file")))
+    if cfg.tls_crl_file and not cfg.mutual_tls:
+        out.append(Problem("tls_crl_file needs mutual TLS (tls_ca_file, tls_cert_file and "
+                           "tls_key_file)", ("tls_crl_file", "tls_ca_file")))
+    elif cfg.tls_crl_file and not Path(cfg.tls_crl_file).is_file():
+        out.append(Problem(f"tls_crl_file {cfg.tls_crl_file!r} does not exist",
+                           ("tls_crl_file",)))
     etcd_files = ("etcd_ca_file", "etcd_cert_file", "etcd_key_file")
     try:
         etcd_tls = cfg.etcd_tls

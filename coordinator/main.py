@@ -27,13 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def serve(config: CoordinatorConfig, environ: Mapping[str, str] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. Under systemd: READY=1 once the server listens, then
-    WATCHDOG=1 from this event loop at half of WatchdogSec, so a hung loop gets restarted."""
+    """Serve until SIGTERM/SIGINT; SIGHUP re-reads the CA bundle and the CRL (open streams
+    stay). Under systemd: READY=1 once the server listens, then WATCHDOG=1 from this event
+    loop at half of WatchdogSec, so a hung loop gets restarted."""
     coordinator = Coordinator(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, coordinator.reload_trust)
     await coordinator.start()
     tasks = [asyncio.create_task(GcPacing().run(), name="gc pacing")]
     notify(f"READY=1\nSTATUS=serving on {config.listen}", environ)
@@ -43,6 +45,7 @@ async def serve(config: CoordinatorConfig, environ: Mapping[str, str] | None = N
                                          name="watchdog"))
     await stop.wait()
     notify("STOPPING=1", environ)
+    loop.remove_signal_handler(signal.SIGHUP)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

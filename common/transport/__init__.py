@@ -6,7 +6,12 @@ TLS when certificates are configured) and keepalive settings change without touc
 call site.
 """
 
-from common.transport.factory import bound_server, create_channel, create_server
+from common.transport.factory import (
+    ServerCertificates,
+    bound_server,
+    create_channel,
+    create_server,
+)
 from common.transport.settings import (
     COORDINATOR_ADDRESS,
     COORDINATOR_PORT,
@@ -18,6 +23,7 @@ __all__ = [
     "COORDINATOR_ADDRESS",
     "COORDINATOR_PORT",
     "KeepaliveSettings",
+    "ServerCertificates",
     "TlsSettings",
     "bound_server",
     "create_channel",

@@ -4,6 +4,8 @@ The first message must be Register. A follower (or a coordinator with no leader 
 answers NotLeader with the leader's address and ends the call, so the agent moves on. The
 leader registers the host, answers Registered, then reads reports in one task while this
 generator sends the host's commands; when the lead is lost, the session ends with NotLeader.
+With mutual TLS a stream registers only as the host its certificate names
+(``landlord://host/<id>``); another host id is PERMISSION_DENIED before anything is touched.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
+
 from common.errors import InvalidArgument, LandlordError
 from common.gen.landlord.v1 import agent_pb2, agent_pb2_grpc
+from common.identity import Role
 from common.proto_values import duration_to_pb
 from common.schema import STREAM_SCHEMA, check_stream_peer
 from common.stream_commands import Command
 from common.stream_convert import command_to_pb, registration_from_pb, report_from_pb
+from coordinator.api.authz_interceptor import caller_identity
 from coordinator.api.rpc_errors import abort_with
 from coordinator.errors import NotLeader
 from coordinator.fleet.agent_sessions import AgentSessions
@@ -34,6 +40,21 @@ log = logging.getLogger(__name__)
 
 REGISTER_TIMEOUT = 30.0
 ENCODED_CACHE = 4096
+
+
+def _claims_another_host(host_id: str) -> str | None:
+    """Why a stream may not register as ``host_id``: its certificate names another host.
+
+    With mutual TLS the authz interceptor admitted the caller as a host identity; the host
+    id it registers must be that identity's name, so a second stream for a host can only
+    come from the holder of that host's certificate. Without mutual TLS (no interceptor,
+    no identity) any host id is taken as given.
+    """
+    caller = caller_identity()
+    if caller is None or (caller.role is Role.HOST and caller.name == host_id):
+        return None
+    return (f"{caller} may not register as host {host_id!r}: its certificate is for host "
+            f"{caller.name!r}")
 
 
 class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
@@ -74,6 +95,11 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
             return
         if first.WhichOneof("body") != "register":
             await abort_with(context, InvalidArgument("the first message must be Register"))
+            return
+        impostor = _claims_another_host(first.register.host_id)
+        if impostor is not None:
+            log.warning("registration refused: %s (peer %s)", impostor, context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, impostor)
             return
         try:
             registration = registration_from_pb(first.register)

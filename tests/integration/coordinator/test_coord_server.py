@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from local_cluster.etcd import EtcdProcess
+from typer.testing import CliRunner
 
 from agent.stream.session import CoordinatorStream, StreamSettings
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
@@ -21,6 +21,7 @@ from common.resources import Resources
 from common.stream_messages import Registration
 from common.transport import TlsSettings, create_channel
 from coordinator.app import Coordinator
+from coordinator.cli.main import app
 from tests.e2e.simulated_agent import FakeRuntime
 from tests.integration.coordinator.conftest import coordinator_config
 
@@ -74,24 +75,19 @@ async def _until(check: Any, timeout: float = 10) -> None:
             await asyncio.sleep(0.02)
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+def _certs(*args: str) -> None:
+    result = CliRunner().invoke(app, ["certs", *args])
+    assert result.exit_code == 0, result.stderr
 
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    """A CA (`landlord certs init`), the coordinator's certificate (127.0.0.1 and localhost),
+    an admin's and host h1's."""
     d = Path(tmp_path_factory.mktemp("pki"))
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-             "ca.crt", "-days", "1", "-subj", "/CN=landlord-test-ca", cwd=d)
-    for name, extra in (("server", "subjectAltName=IP:127.0.0.1"),
-                        ("client", "subjectAltName=URI:spiffe://landlord/agent/h1")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-                 f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-        (d / f"{name}.ext").write_text(extra + "\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "1", "-extfile",
-                 f"{name}.ext", cwd=d)
+    _certs("init", str(d))
+    for kind, name in (("coordinator", "c1"), ("admin", "alice"), ("agent", "h1")):
+        _certs("issue", kind, name, "--ca-dir", str(d))
     return d
 
 
@@ -99,30 +95,33 @@ async def test_mutual_tls_admits_only_clients_with_a_certificate(
     etcd: EtcdProcess, prefix: str, certificates: Path
 ) -> None:
     d = certificates
-    config = coordinator_config(etcd, prefix, tls_ca_file=str(d / "ca.crt"),
-                                tls_cert_file=str(d / "server.crt"),
-                                tls_key_file=str(d / "server.key"))
+    config = coordinator_config(etcd, prefix, tls_ca_file=str(d / "ca.pem"),
+                                tls_cert_file=str(d / "coordinator-c1.pem"),
+                                tls_key_file=str(d / "coordinator-c1.key"))
     coordinator = Coordinator(config)
     await coordinator.start()
-    client_tls = TlsSettings(ca_file=str(d / "ca.crt"), cert_file=str(d / "client.crt"),
-                             key_file=str(d / "client.key"))
+
+    def client_tls(name: str) -> TlsSettings:
+        return TlsSettings(ca_file=str(d / "ca.pem"), cert_file=str(d / f"{name}.pem"),
+                           key_file=str(d / f"{name}.key"))
+
     try:
         await _until(lambda: coordinator.leadership.is_leader)
-        channel = create_channel(config.listen, client_tls)
+        channel = create_channel(config.listen, client_tls("admin-alice"))
         reply = await admin_pb2_grpc.AdminStub(channel).GetLeader(admin_pb2.GetLeaderRequest())
         assert reply.this_is_leader
         await channel.close()
-        # the agent stream over mutual TLS, through the same factory
+        # the agent stream over mutual TLS, through the same factory, with h1's certificate
         identity = Registration("h1", "default", "127.0.0.2", Resources(cpu=1, memory=1 << 30))
-        stream = CoordinatorStream(FakeRuntime(identity), StreamSettings((config.listen,),
-                                                                          tls=client_tls))
+        stream = CoordinatorStream(FakeRuntime(identity), StreamSettings(
+            (config.listen,), tls=client_tls("host-h1")))
         task = asyncio.create_task(stream.run())
         try:
             await asyncio.wait_for(stream.connected.wait(), 10)
         finally:
             task.cancel()
         # no client certificate, or no TLS at all: refused
-        for tls in (TlsSettings(ca_file=str(d / "ca.crt")), TlsSettings()):
+        for tls in (TlsSettings(ca_file=str(d / "ca.pem")), TlsSettings()):
             channel = create_channel(config.listen, tls)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await admin_pb2_grpc.AdminStub(channel).GetLeader(admin_pb2.GetLeaderRequest(),
