@@ -45,6 +45,9 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, sink: AuditSink) -> None:
         self._sink = sink
         self._pending: set[asyncio.Task[None]] = set()
+        self._last: asyncio.Task[None] | None = None
+        """The newest write: each write waits for the one before, so the trail keeps the
+        order in which calls ended."""
         self.recorded = 0
         """Audit events handed to the sink (tests and diagnostics)."""
 
@@ -86,11 +89,15 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         except Exception:
             log.exception("could not build the audit event of a %s call", method)
             return
-        task = asyncio.get_running_loop().create_task(self._write(entry), name="audit-event")
+        task = asyncio.get_running_loop().create_task(self._write(entry, self._last),
+                                                      name="audit-event")
+        self._last = task
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _write(self, entry: AuditEntry) -> None:
+    async def _write(self, entry: AuditEntry, before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            await asyncio.wait([before])
         try:
             await self._sink.emit(str(EventType.AUDIT), entry.message, **entry.fields)
             self.recorded += 1

@@ -262,3 +262,29 @@ def test_every_audited_method_is_unary_unary() -> None:
     for name in AUDITED_METHODS.values():
         method = ADMIN_SERVICE.methods_by_name[name]
         assert not method.client_streaming and not method.server_streaming, name
+
+
+class SlowFirstSink(Sink):
+    """The first write takes longer than the ones after it."""
+
+    async def emit(self, type_: str, message: str = "", **fields: str) -> None:
+        if not self.events and fields.get("version") == "1.0.0":
+            await asyncio.sleep(0.05)
+        await super().emit(type_, message, **fields)
+
+
+async def test_the_trail_keeps_the_order_in_which_calls_ended() -> None:
+    sink = SlowFirstSink()
+    interceptor = AuditInterceptor(sink)
+
+    async def deploy(request: Any, context: Any) -> admin_pb2.DeployResponse:
+        return admin_pb2.DeployResponse()
+
+    call = await wrapped(interceptor, "Deploy", deploy)
+    versions = ["1.0.0", "1.1.0", "1.2.0"]
+    for version in versions:
+        request = deploy_request()
+        request.version = version
+        await call(request, Context())
+    await interceptor.drain(1.0)
+    assert [f["version"] for _, _, f in sink.events] == versions
