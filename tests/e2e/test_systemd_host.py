@@ -93,11 +93,11 @@ class Machine:
 
     @property
     def cli_env(self) -> dict[str, str]:
-        """The CLI's settings: this coordinator over mutual TLS (the client certificate)."""
+        """The CLI's settings: this coordinator over mutual TLS (an admin's certificate)."""
         return {"LANDLORD_COORDINATOR": self.coordinator,
                 "LANDLORD_TLS_CA": f"{AGENT_TLS}/ca.crt",
-                "LANDLORD_TLS_CERT": f"{AGENT_TLS}/client.crt",
-                "LANDLORD_TLS_KEY": f"{AGENT_TLS}/client.key"}
+                "LANDLORD_TLS_CERT": f"{AGENT_TLS}/admin.crt",
+                "LANDLORD_TLS_KEY": f"{AGENT_TLS}/admin.key"}
 
     def cli(self, *args: str) -> Any:
         """The installed `landlord` with JSON output; the last JSON document it printed
@@ -131,23 +131,24 @@ def _version_of(pyproject: Path) -> str:
 
 
 def _make_certificates(pki: Path) -> None:
-    """A CA, the coordinator's certificate for 127.0.0.1 and a client certificate (the
-    agent's and the CLI's)."""
-    pki.mkdir()
+    """With `landlord certs`, as an operator makes them: a CA, the coordinator's certificate
+    for 127.0.0.1, this host's agent certificate (landlord://host/HOST: the coordinator
+    admits the stream only for the host it names) and an admin's (the CLI's)."""
+    certs = [str(Path(sys.executable).with_name("landlord")), "certs"]
 
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True)
+    def run(*args: str) -> None:
+        subprocess.run([*certs, *args], check=True, capture_output=True, timeout=60)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.crt", "-days", "1", "-subj", "/CN=landlord-nspawn-ca")
-    for name, extra in (("server", "subjectAltName=IP:127.0.0.1"),
-                        ("client", "subjectAltName=URI:spiffe://landlord/agent/nspawn")):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-                f"{name}.csr", "-subj", f"/CN={name}")
-        (pki / f"{name}.ext").write_text(extra + "\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{name}.crt", "-days", "1", "-extfile",
-                f"{name}.ext")
+    run("init", str(pki))
+    run("issue", "coordinator", "nspawn", "--ca-dir", str(pki), "--ip", "127.0.0.1")
+    run("issue", "agent", HOST, "--ca-dir", str(pki))
+    run("issue", "admin", "nspawn-ops", "--ca-dir", str(pki))
+    for source, target in (("ca.pem", "ca.crt"), ("coordinator-nspawn.pem", "server.crt"),
+                           ("coordinator-nspawn.key", "server.key"),
+                           (f"host-{HOST}.pem", "client.crt"), (f"host-{HOST}.key", "client.key"),
+                           ("admin-nspawn-ops.pem", "admin.crt"),
+                           ("admin-nspawn-ops.key", "admin.key")):
+        (pki / source).rename(pki / target)
 
 
 def _build_wheelhouses(work: Path) -> str:
@@ -291,7 +292,7 @@ def _configure_and_start(machine: Machine) -> None:
     pki = machine.work / "pki"
     host.sh(f"install -m 0600 {pki}/ca.crt {pki}/server.crt {pki}/server.key /etc/landlord/tls/"
             f" && install -d -m 0700 {AGENT_TLS} && install -m 0600 {pki}/ca.crt"
-            f" {pki}/client.crt {pki}/client.key {AGENT_TLS}/")
+            f" {pki}/client.crt {pki}/client.key {pki}/admin.crt {pki}/admin.key {AGENT_TLS}/")
     host.write("/etc/landlord/coordinator.toml", _toml({
         **COORDINATOR_SETTINGS, "id": "nspawn-coordinator", "listen": machine.coordinator,
         "etcd_endpoints": [ETCD], "etcd_prefix": PREFIX,
