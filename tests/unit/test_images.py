@@ -40,7 +40,7 @@ def test_accept_names_docker_and_oci_manifests_and_indexes() -> None:
 @pytest.mark.parametrize(
     ("registry", "loopback"),
     [("127.0.0.1:5000", True), ("127.3.4.5", True), ("localhost:5000", True),
-     ("[::1]:5000", True), ("registry.example:5000", False), ("10.0.0.7:5000", False),
+     ("[::1]:5000", True), ("registry.example:5000", False), ("192.0.2.7:5000", False),
      ("ghcr.io", False), ("[2001:db8::1]:5000", False)],
 )
 def test_loopback_registries_try_https_then_http_others_https_only(registry: str,
@@ -52,8 +52,8 @@ def test_loopback_registries_try_https_then_http_others_https_only(registry: str
 
 
 def test_listed_registries_speak_plain_http_only() -> None:
-    assert registry_base_urls("10.0.0.7:5000", ["10.0.0.7:5000"]) == ("http://10.0.0.7:5000",)
-    assert registry_base_urls("10.0.0.7:5001", ["10.0.0.7:5000"]) == ("https://10.0.0.7:5001",)
+    assert registry_base_urls("192.0.2.7:5000", ["192.0.2.7:5000"]) == ("http://192.0.2.7:5000",)
+    assert registry_base_urls("192.0.2.7:5001", ["192.0.2.7:5000"]) == ("https://192.0.2.7:5001",)
     assert registry_base_urls("127.0.0.1:5000", ["127.0.0.1:5000"]) == (
         "http://127.0.0.1:5000",)
 

@@ -92,12 +92,12 @@ def test_landlord_certs_issue_etcd_writes_a_server_certificate(tmp_path: Path) -
     ca_dir = str(tmp_path / "ca")
     assert runner.invoke(app, ["certs", "init", ca_dir]).exit_code == 0
     result = runner.invoke(app, ["certs", "issue-etcd", "etcd-1", "--ca-dir", ca_dir,
-                                 "--ip", "10.0.0.5", "--dns", "etcd-1.example"])
+                                 "--ip", "192.0.2.5", "--dns", "etcd-1.example"])
     assert result.exit_code == 0, result.stderr
     cert = x509.load_pem_x509_certificate((tmp_path / "ca" / "etcd-etcd-1.pem").read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["etcd-1.example"]
-    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["192.0.2.5"]
     assert (tmp_path / "ca" / "etcd-etcd-1.key").stat().st_mode & 0o077 == 0
     again = runner.invoke(app, ["certs", "issue-etcd", "etcd-1", "--ca-dir", ca_dir])
     assert again.exit_code == 1 and "--force" in again.stderr
