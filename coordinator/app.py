@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,11 +22,12 @@ from common.clock import Clock, SystemClock
 from common.errors import LandlordError
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
 from common.pki_check import Trust
-from common.transport import ServerCertificates, bound_server, create_server
+from common.transport import ExpiryWatch, ServerCertificates, bound_server, create_server
 from coordinator.api.admin_service import AdminService
 from coordinator.api.agent_service import AgentStreamService
 from coordinator.api.audit_interceptor import AuditInterceptor
 from coordinator.api.authz_interceptor import AuthzInterceptor
+from coordinator.api.open_streams import OpenStreams
 from coordinator.config import CoordinatorConfig
 from coordinator.fleet.agent_sessions import AgentSessions
 from coordinator.fleet.check_calls import CheckCalls
@@ -133,6 +135,12 @@ class Coordinator:
                                     if config.mutual_tls else None)
         self.certificates = (ServerCertificates(config.tls) if config.tls_cert_file
                              else None)
+        self.streams = OpenStreams()
+        """Streams open under a client certificate, checked again at each reload."""
+        certificates = self.certificates
+        self.expiry = ExpiryWatch(config.tls_cert_file,
+                                  lambda: certificates.certificate if certificates else None,
+                                  self.clock)
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
@@ -154,8 +162,9 @@ class Coordinator:
 
     def reload_trust(self) -> bool:
         """Re-read the server certificate and key, the CA bundle and the CRL (SIGHUP). Open
-        streams stay; every later handshake and call uses the new files. Bad files keep the
-        previous ones (logged)."""
+        streams stay, but those whose client certificate the new CA bundle and CRL refuse
+        are ended (UNAUTHENTICATED); every later handshake and call uses the new files. Bad
+        files keep the previous ones (logged)."""
         if self.certificates is None or self.trust is None:
             log.info("reload asked, but mutual TLS is off: nothing to reload")
             return False
@@ -166,10 +175,12 @@ class Coordinator:
             log.error("cannot reload the CA bundle and CRL, keeping the previous ones: %s", exc)
             return False
         self.trust = trust
+        ended = self.streams.recheck(trust, datetime.fromtimestamp(self.clock.now(), UTC))
         log.info("reloaded the server certificate %s, the CA bundle %s and CRL %s "
-                 "(%d revocation list(s))", self.config.tls_cert_file,
-                 self.config.tls_ca_file, self.config.tls_crl_file or "(none)",
-                 len(trust.crls))
+                 "(%d revocation list(s)); %d open stream(s) ended as no longer trusted",
+                 self.config.tls_cert_file, self.config.tls_ca_file,
+                 self.config.tls_crl_file or "(none)", len(trust.crls), len(ended))
+        self.expiry.recheck()
         return True
 
     def _current_trust(self) -> Trust:
@@ -180,7 +191,7 @@ class Coordinator:
         # the audit interceptor stays first (outermost): it must see every call's final
         # status, authz denials included
         if self.trust is not None:
-            return [self.audit, AuthzInterceptor(self._current_trust, self.clock)]
+            return [self.audit, AuthzInterceptor(self._current_trust, self.clock, self.streams)]
         if self.config.tls_cert_file:
             log.warning("TLS WITHOUT CLIENT CERTIFICATES: no tls_ca_file, so clients are "
                         "anonymous and anyone who reaches %s may call every admin RPC and "
@@ -207,6 +218,7 @@ class Coordinator:
         self._tasks = [
             asyncio.create_task(self.view.run(), name="etcd-view"),
             asyncio.create_task(self.election.run(self.duties.lead), name="election"),
+            asyncio.create_task(self.expiry.run(), name="certificate-expiry"),
         ]
         log.info("coordinator %s serving on %s (etcd %s, prefix %s)", self.me.id,
                  self.config.listen, ",".join(self.config.etcd_endpoints),

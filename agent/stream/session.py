@@ -13,6 +13,8 @@ agent or with a fake.
   with the acknowledgements and results of the commands run (``CommandQueue``).
 - Disconnected, the session does nothing to the agent: containers and data plane stay as
   they are (static stability) until a coordinator is back and reconciles.
+- The TLS files are read and checked once (``ClientCertificates``); a reload (SIGHUP)
+  reads them again for the next connection, and the open stream keeps its own.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from common.proto_values import duration_from_pb
 from common.schema import check_stream_peer, peer_schema
 from common.stream_convert import registration_to_pb, report_to_pb
 from common.stream_messages import AgentReport
-from common.transport import TlsSettings, create_channel
+from common.transport import ClientCertificates, TlsSettings, create_channel
 
 __all__ = ["CoordinatorStream", "StreamSettings"]
 
@@ -68,7 +70,8 @@ class Disconnected(Exception):
 
 
 class CoordinatorStream:
-    def __init__(self, endpoint: AgentEndpoint, settings: StreamSettings) -> None:
+    def __init__(self, endpoint: AgentEndpoint, settings: StreamSettings,
+                 certificates: ClientCertificates | None = None) -> None:
         if not settings.coordinators:
             raise ValueError("at least one coordinator address is needed")
         self.endpoint = endpoint
@@ -84,6 +87,10 @@ class CoordinatorStream:
         self.commands = CommandQueue(endpoint)
         self._host_id = ""
         self.sessions = 0
+        self.certificates = certificates or (ClientCertificates(settings.tls)
+                                             if settings.tls.enabled else None)
+        """The TLS files new connections use, read at start or at the last reload (the
+        daemon's SIGHUP, agent/daemon.py); an open stream keeps its own TLS session."""
 
     async def run(self) -> None:
         """Keep a session with the leader for ever (cancel to stop)."""
@@ -119,7 +126,8 @@ class CoordinatorStream:
     async def _session(self) -> None:
         """One session; returns normally only after a registered session ended."""
         self.target = self._pick_target()
-        channel = create_channel(self.target, self.settings.tls)
+        channel = create_channel(self.target, self.settings.tls,
+                                 certificates=self.certificates)
         try:
             call = agent_pb2_grpc.AgentStreamStub(channel).Session()
             try:

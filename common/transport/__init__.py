@@ -6,7 +6,9 @@ TLS when certificates are configured) and keepalive settings change without touc
 call site.
 """
 
+from common.transport.expiry_watch import ExpiryWatch
 from common.transport.factory import (
+    ClientCertificates,
     ServerCertificates,
     bound_server,
     create_channel,
@@ -22,6 +24,8 @@ from common.transport.settings import (
 __all__ = [
     "COORDINATOR_ADDRESS",
     "COORDINATOR_PORT",
+    "ClientCertificates",
+    "ExpiryWatch",
     "KeepaliveSettings",
     "ServerCertificates",
     "TlsSettings",
