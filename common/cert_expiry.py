@@ -61,12 +61,12 @@ class ExpiryNotice:
     def __str__(self) -> str:
         who = str(self.identity) if self.identity else "no landlord:// identity"
         when = f"{self.not_after:%Y-%m-%d %H:%M} UTC"
-        renew = f"renew it (landlord certs renew {self.path}) and send the daemon SIGHUP"
+        renew = "renew it (landlord certs renew) and reload the daemon (SIGHUP)"
         if self.severity is Severity.ERROR:
             return (f"certificate {self.path} ({who}) EXPIRED {_span(-self.remaining)} ago, "
                     f"on {when}: peers refuse it; {renew}")
-        return (f"certificate {self.path} ({who}) expires in {_span(self.remaining)} "
-                f"({self.days_left} days left), on {when}; {renew}")
+        return (f"certificate {self.path} ({who}) expires in {_span(self.remaining)}, "
+                f"on {when}; {renew}")
 
 
 def expiry_notice(cert: x509.Certificate, path: str, now: datetime,
@@ -98,9 +98,14 @@ def next_check(not_after: datetime, now: datetime, warn_before: timedelta = WARN
 
 
 def _span(delta: timedelta) -> str:
-    if delta >= timedelta(days=2):
-        return f"{delta.days} days"
-    hours = int(delta.total_seconds() // 3600)
-    if hours >= 1:
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    return f"{max(1, int(delta.total_seconds() // 60))} minutes"
+    """"2 days 23 hours", "5 hours", "12 minutes" (rounded down)."""
+    hours = delta.seconds // 3600
+    if delta.days:
+        return _count(delta.days, "day") + (f" {_count(hours, 'hour')}" if hours else "")
+    if hours:
+        return _count(hours, "hour")
+    return _count(max(1, delta.seconds // 60), "minute")
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"

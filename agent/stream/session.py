@@ -61,6 +61,13 @@ class StreamSettings:
     heartbeat_interval: float = 10.0
 
 
+_OPERATOR_MUST_ACT = frozenset({
+    grpc.StatusCode.FAILED_PRECONDITION,  # e.g. a coordinator too many releases away
+    grpc.StatusCode.UNAUTHENTICATED,  # this agent's certificate: revoked, expired, untrusted
+    grpc.StatusCode.PERMISSION_DENIED,  # its certificate names another host
+})
+
+
 class Redirected(Exception):
     """A follower named the leader; try it now."""
 
@@ -134,11 +141,7 @@ class CoordinatorStream:
                 await call.write(agent_pb2.AgentMessage(register=self._register()))
                 first = await call.read()
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                    # e.g. a coordinator too many releases away: the operator must act
-                    log.error("coordinator %s refused this agent: %s", self.target,
-                              exc.details())
-                raise Disconnected(f"{self.target}: {exc.code().name} {exc.details()}") from None
+                raise self._failed(exc) from None
             if first is grpc.aio.EOF:
                 raise Disconnected(f"{self.target} closed the stream")
             body = first.WhichOneof("body")
@@ -152,6 +155,13 @@ class CoordinatorStream:
             self.connected.clear()
             await channel.close(None)
         self._next_index -= 1  # reconnect to the same coordinator first
+
+    def _failed(self, exc: grpc.aio.AioRpcError) -> Disconnected:
+        """The stream failed; a refusal only the operator can fix is logged as an error."""
+        if exc.code() in _OPERATOR_MUST_ACT:
+            log.error("coordinator %s refused this agent: %s %s", self.target,
+                      exc.code().name, exc.details())
+        return Disconnected(f"{self.target}: {exc.code().name} {exc.details()}")
 
     def _redirect(self, leader: str) -> None:
         if leader and leader != self.target:
@@ -201,7 +211,7 @@ class CoordinatorStream:
             try:
                 message = await call.read()
             except grpc.aio.AioRpcError as exc:
-                raise Disconnected(f"{exc.code().name} {exc.details()}") from None
+                raise self._failed(exc) from None
             if message is grpc.aio.EOF:
                 raise Disconnected("coordinator ended the stream")
             body = message.WhichOneof("body")

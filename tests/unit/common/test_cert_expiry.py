@@ -46,12 +46,12 @@ def test_quiet_until_the_window_then_warning_then_error(ca: CertificateAuthority
     assert notice is not None and notice.severity is Severity.WARNING
     assert notice.days_left == 3 and notice.identity == HOST
     text = str(notice)
-    assert text.startswith("certificate /etc/h1.pem (host/h1) expires in 3 days (3 days left)")
-    assert "landlord certs renew /etc/h1.pem" in text
+    assert text.startswith("certificate /etc/h1.pem (host/h1) expires in 3 days, on 2026-07-11")
+    assert "landlord certs renew" in text
     expired = expiry_notice(cert, "/etc/h1.pem", NOW + timedelta(days=41))
     assert expired is not None and expired.severity is Severity.ERROR
     assert expired.days_left == -1
-    assert str(expired).startswith("certificate /etc/h1.pem (host/h1) EXPIRED 24 hours ago")
+    assert str(expired).startswith("certificate /etc/h1.pem (host/h1) EXPIRED 1 day ago")
     # a wider window warns earlier; a negative one is a mistake
     assert expiry_notice(cert, "x", NOW, warn_before=timedelta(days=60)) is not None
     with pytest.raises(InvalidArgument):
@@ -92,10 +92,17 @@ def test_the_watch_logs_the_certificate_in_use(ca: CertificateAuthority,
     assert notice is not None and due == timedelta(hours=1)
     [record] = caplog.records
     assert record.levelno == logging.WARNING
-    assert "certificate /etc/h1.pem (host/h1) expires in 3 days" in record.getMessage()
+    assert record.getMessage() == (
+        "certificate /etc/h1.pem (host/h1) expires in 3 days, on 2026-06-04 12:00 UTC; "
+        "renew it (landlord certs renew) and reload the daemon (SIGHUP)")
     assert record.days_left == 3  # type: ignore[attr-defined]
     caplog.clear()
-    clock.advance(4 * 86400)
+    clock.advance(2 * 86400 + 7 * 3600)
+    with caplog.at_level(logging.INFO, logger="common.transport.expiry_watch"):
+        watch.check()
+    assert "expires in 17 hours" in caplog.records[0].getMessage()
+    caplog.clear()
+    clock.advance(2 * 86400)
     with caplog.at_level(logging.INFO, logger="common.transport.expiry_watch"):
         watch.check()
     assert [r.levelno for r in caplog.records] == [logging.ERROR]
