@@ -30,6 +30,7 @@ from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
 from common.transport import create_channel
 from coordinator.api.open_streams import OpenStream
 from coordinator.app import Coordinator
+from tests.integration.coordinator.conftest import coordinator_config
 from tests.integration.coordinator.test_coord_mtls import Pki, agent, certs, mtls_config, until
 from tests.unit.agent.fake_runtime import RecordingRuntime
 
@@ -81,7 +82,7 @@ async def test_agent_reloads_its_certificate_on_sighup_and_keeps_its_stream(
         coordinator: Coordinator, pki: Pki, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    cert, key = pki.root / "host-h1.pem", pki.root / "host-h1.key"
+    cert = pki.root / "host-h1.pem"
     tls = pki.tls("host-h1")
     config = AgentConfig(host_id="h1", data_dir=tmp_path / "data", bandwidth=False,
                          data_plane=False, coordinators=(coordinator.config.listen,),
@@ -177,10 +178,9 @@ async def test_a_revoked_stream_is_ended_at_reload_and_cannot_come_back(
 async def test_the_coordinator_warns_about_its_own_certificate(
         etcd: EtcdProcess, prefix: str, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
     certs("issue", "coordinator", "c3", "--days", "3", "--ca-dir", str(pki.root))
-    config = mtls_config(etcd, prefix, pki).__class__(**{
-        **vars(mtls_config(etcd, prefix, pki)), "id": "c3",
-        "tls_cert_file": str(pki.root / "coordinator-c3.pem"),
-        "tls_key_file": str(pki.root / "coordinator-c3.key")})
+    config = coordinator_config(etcd, prefix, "c3", tls_ca_file=pki.ca,
+                                tls_cert_file=str(pki.root / "coordinator-c3.pem"),
+                                tls_key_file=str(pki.root / "coordinator-c3.key"))
     caplog.set_level(logging.INFO)
     c = Coordinator(config)
     await c.start()
