@@ -138,3 +138,30 @@ async def test_a_cancelled_stream_leaves_the_registry(ca: CertificateAuthority) 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(streams) == 0 and behavior.finished
+
+
+async def test_a_stream_stuck_in_a_send_is_ended_too(ca: CertificateAuthority) -> None:
+    """A client that stops reading leaves the call waiting in a send (outside the
+    behavior): the refusal cancels the call there, and the behavior is closed after."""
+    streams = OpenStreams()
+    h3 = issue(ca, LeafRequest(Identity(Role.HOST, "h3")), NOW)
+    behavior = Behavior()
+    sending = asyncio.Event()
+
+    async def stuck_client() -> None:
+        async for _ in streams.guard(Context(), "/landlord.v1.AgentStream/Session",
+                                     Identity(Role.HOST, "h3"), h3.cert_pem, behavior.items()):
+            sending.set()
+            await asyncio.Event().wait()  # the send that never completes
+
+    task = asyncio.create_task(stuck_client())
+    behavior.queue.put_nowait(1)
+    await asyncio.wait_for(sending.wait(), 2)
+    crl = revoke(ca, None, [h3.cert.serial_number], NOW)
+    assert len(streams.recheck(Trust((ca.cert,), (crl,)), NOW)) == 1
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    async with asyncio.timeout(2):
+        while not behavior.finished:  # noqa: ASYNC110  # closed by the loop's finalizer
+            await asyncio.sleep(0.01)
+    assert len(streams) == 0
