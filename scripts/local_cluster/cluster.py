@@ -69,7 +69,8 @@ class ControlPlane:
 
     @property
     def etcd_endpoint(self) -> str:
-        return self.etcd.url
+        """``https://...`` with TLS; plain ``host:port`` as every release reads it."""
+        return self.etcd.url if self.etcd.tls else self.etcd.endpoint
 
     @property
     def client_tls(self) -> TlsSettings | None:
