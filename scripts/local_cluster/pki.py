@@ -1,11 +1,13 @@
 """Certificates of a local cluster, made at set-up as `landlord certs` makes them.
 
 One CA directory (coordinator/pki_files.py's layout: ``ca.pem``, ``ca.key``, ``crl.pem``,
-``<role>-<name>.pem``/``.key``) signs etcd's server certificate, every coordinator's
-certificate (also its etcd client certificate), every agent's host certificate and one
-admin's for the CLI and the launcher's own calls. Files that exist are kept, so a cluster
-started again in the same work directory (`make demo` twice) keeps its CA and the shell lines
-printed for it stay true.
+``<role>-<name>.pem``/``.key``) signs every coordinator's certificate, every agent's host
+certificate and one admin's for the CLI and the launcher's own calls. etcd trusts a CA of its
+own (``etcd-ca/``: etcd's server certificate and each coordinator's etcd client
+certificate), as docs/security.md asks: etcd checks only that its CA signed a client, so
+with one CA for both any host's certificate could write the cluster's state. Files that
+exist are kept, so a cluster started again in the same work directory (`make demo` twice)
+keeps its CAs and the shell lines printed for it stay true.
 """
 
 from __future__ import annotations
@@ -38,27 +40,30 @@ class ClusterPki:
 
     def __init__(self, root: Path) -> None:
         self.files = CaFiles(root)
+        self.etcd_files = CaFiles(root / "etcd-ca")
 
     @property
     def root(self) -> Path:
         return self.files.root
 
     def ensure(self) -> ClusterPki:
-        """Make the CA unless the directory holds one."""
-        if not self.files.key.exists():
-            self.files.create(f"Landlord local CA {secrets.token_hex(4)}", datetime.now(UTC),
-                              days=3650)
+        """Make the CAs unless the directory holds them."""
+        for files, what in ((self.files, "CA"), (self.etcd_files, "etcd CA")):
+            if not files.key.exists():
+                files.create(f"Landlord local {what} {secrets.token_hex(4)}",
+                             datetime.now(UTC), days=3650)
         return self
 
-    def _leaf(self, role: Role, name: str, *, server: bool = False) -> TlsSettings:
-        cert, key = self.files.leaf(str(role), name)
+    def _leaf(self, role: Role, name: str, *, server: bool = False,
+              files: CaFiles | None = None) -> TlsSettings:
+        files = files or self.files
+        cert, key = files.leaf(str(role), name)
         if not (cert.exists() and key.exists()):
             sans: tuple[tuple[str, ...], tuple[str, ...]] = (
                 (("localhost",), ("127.0.0.1",)) if server else ((), ()))
             request = LeafRequest(Identity(role, name), DAYS, *sans)
-            self.files.write_leaf(issue(self.files.load(), request, datetime.now(UTC)), cert,
-                                  key)
-        return TlsSettings(str(self.files.cert), str(cert), str(key))
+            files.write_leaf(issue(files.load(), request, datetime.now(UTC)), cert, key)
+        return TlsSettings(str(files.cert), str(cert), str(key))
 
     def coordinator(self, name: str) -> TlsSettings:
         """A coordinator's files (server certificate for localhost and 127.0.0.1)."""
@@ -74,24 +79,28 @@ class ClusterPki:
     def viewer(self, name: str) -> TlsSettings:
         return self._leaf(Role.VIEWER, name)
 
+    def etcd_client(self, name: str) -> TlsSettings:
+        """Coordinator ``name``'s etcd client files, from the etcd CA."""
+        return self._leaf(Role.COORDINATOR, name, files=self.etcd_files)
+
     def etcd(self, client: str = "etcd-client") -> EtcdTls:
-        """etcd's server files (``etcd-etcd.pem``) and a coordinator identity ``client``'s as
-        the launcher's own etcd client."""
-        cert, key = self.files.leaf("etcd", "etcd")
+        """etcd's server files and an etcd client ``client``'s (the launcher's own)."""
+        files = self.etcd_files
+        cert, key = files.leaf("etcd", "etcd")
         if not (cert.exists() and key.exists()):
-            self.files.write_leaf(issue_etcd_server(self.files.load(), "etcd",
-                                                    datetime.now(UTC), DAYS), cert, key)
-        server = TlsSettings(str(self.files.cert), str(cert), str(key))
-        return EtcdTls(server=server, client=self.coordinator(client))
+            files.write_leaf(issue_etcd_server(files.load(), "etcd", datetime.now(UTC), DAYS),
+                             cert, key)
+        server = TlsSettings(str(files.cert), str(cert), str(key))
+        return EtcdTls(server=server, client=self.etcd_client(client))
 
     def coordinator_settings(self, name: str) -> dict[str, str]:
-        """Coordinator ``name``'s TLS settings: its certificate for clients and for etcd,
-        the CA bundle and the CRL."""
-        tls = self.coordinator(name)
+        """Coordinator ``name``'s TLS settings: its certificate, the CA bundle and the CRL
+        for its clients; its etcd client certificate and the etcd CA for etcd."""
+        tls, etcd = self.coordinator(name), self.etcd_client(name)
         return {"tls_ca_file": tls.ca_file, "tls_cert_file": tls.cert_file,
                 "tls_key_file": tls.key_file, "tls_crl_file": str(self.files.crl),
-                "etcd_ca_file": tls.ca_file, "etcd_cert_file": tls.cert_file,
-                "etcd_key_file": tls.key_file}
+                "etcd_ca_file": etcd.ca_file, "etcd_cert_file": etcd.cert_file,
+                "etcd_key_file": etcd.key_file}
 
     def agent_settings(self, host_id: str) -> dict[str, str]:
         tls = self.agent(host_id)

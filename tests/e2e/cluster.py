@@ -46,11 +46,12 @@ class SimulatedAgentProcess(ManagedProcess):
         memory_bytes: int = 8 << 30,
         images: Sequence[str] = ("demo:1",),
         tls: TlsSettings | None = None,
+        name: str = "",
     ) -> None:
-        super().__init__(host_id, workdir)
+        super().__init__(name or host_id, workdir)
         self.host_id = host_id
         self.address = address
-        self.state_path = workdir / f"{host_id}.state.json"
+        self.state_path = workdir / f"{name or host_id}.state.json"
         self.args = [
             PYTHON,
             str(ROOT / "tests" / "e2e" / "simulated_agent.py"),
