@@ -155,12 +155,13 @@ def test_reports_about_another_hosts_instance_are_dropped(cluster: Cluster) -> N
     """idt-h3 (an honest certificate, its own stream) forges a status, events and a
     metrics window about idt-h2's instance: none of it changes anything."""
     assert cluster.pki is not None
+    tls = cluster.pki.agent("idt-h3")
     placed = instances(cluster)
     victim = next(i for i, found in placed.items() if found["host_id"] == "idt-h2")
 
     async def forge() -> None:
         agent = start_agent([cluster.coordinator.address], "idt-h3", "127.0.0.33",
-                            runtime_type=ForgingRuntime, tls=cluster.pki.agent("idt-h3"))
+                            runtime_type=ForgingRuntime, tls=tls)
         try:
             async with asyncio.timeout(20):
                 await agent.stream.connected.wait()
