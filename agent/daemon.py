@@ -148,6 +148,10 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
         "adopted": report.adopted, "recovered": report.recovered, "launched": report.launched,
         "rebuilt": report.rebuilt, "strays_removed": report.strays_removed,
         "data_plane": plane is not None, "coordinators": list(config.coordinators)})
+    if config.coordinators and not config.tls_cert_file:
+        log.warning("INSECURE (insecure = true): the stream to %s is plain text; anyone on "
+                    "the way may read this host's commands and speak for it",
+                    ", ".join(config.coordinators))
     notify(f"READY=1\nSTATUS=supervising {len(service.instances())} instances")
     interval = config.watchdog_interval or watchdog_interval()
     stream: asyncio.Task[None] | None = None

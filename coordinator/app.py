@@ -190,17 +190,18 @@ class Coordinator:
     def _interceptors(self) -> list[Any]:
         # the audit interceptor stays first (outermost): it must see every call's final
         # status, authz denials included
+        plain_etcd = [e for e in self.config.etcd_endpoints if not e.startswith("https://")]
+        if plain_etcd and not self.config.etcd_tls.enabled:
+            log.warning("INSECURE (insecure = true): etcd %s is reached in plain text",
+                        ", ".join(plain_etcd))
         if self.trust is not None:
             return [self.audit, AuthzInterceptor(self._current_trust, self.clock, self.streams)]
-        if self.config.tls_cert_file:
-            log.warning("TLS WITHOUT CLIENT CERTIFICATES: no tls_ca_file, so clients are "
-                        "anonymous and anyone who reaches %s may call every admin RPC and "
-                        "register as any host; set tls_ca_file for mutual TLS",
-                        self.config.listen)
-        else:
-            log.warning("NO TLS: clients are anonymous and anyone who reaches %s may call "
-                        "every admin RPC and register as any host; set tls_ca_file, "
-                        "tls_cert_file and tls_key_file for mutual TLS", self.config.listen)
+        # the config allows this only with insecure = true, on a loopback address
+        log.warning("INSECURE (insecure = true): %s, so clients are anonymous and anyone "
+                    "who reaches %s may call every admin RPC and register as any host; set "
+                    "tls_ca_file, tls_cert_file and tls_key_file for mutual TLS",
+                    "no client certificates" if self.config.tls_cert_file else "no TLS",
+                    self.config.listen)
         return [self.audit]
 
     async def start(self) -> None:

@@ -59,6 +59,9 @@ def coordinator_config(
         "report_interval": 0.05,
         "shutdown_grace": 1.0,
         "etcd_timeout": 2.0,
+        # these private etcds and most tests here are plain text on loopback; the mTLS tests
+        # (test_coord_mtls.py, test_etcd_tls.py) set the TLS files
+        "insecure": True,
     }
     values.update(overrides)
     return CoordinatorConfig(**values)  # type: ignore[arg-type]
