@@ -61,6 +61,8 @@ from coordinator.state.view import ClusterView
 
 __all__ = ["SERVICE_NAMES", "Coordinator"]
 
+STREAM_RECHECK_SECONDS = 60.0
+"""How often open streams' certificates are checked again (expiry)."""
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
@@ -183,6 +185,14 @@ class Coordinator:
         self.expiry.recheck()
         return True
 
+    async def _end_expired_streams(self) -> None:
+        """A stream's certificate may expire while it is open: end such streams within a
+        minute (a reload ends the revoked ones at once)."""
+        while self.trust is not None:
+            await asyncio.sleep(STREAM_RECHECK_SECONDS)
+            # each stream ended is logged with why
+            self.streams.recheck(self.trust, datetime.fromtimestamp(self.clock.now(), UTC))
+
     def _current_trust(self) -> Trust:
         assert self.trust is not None
         return self.trust
@@ -220,6 +230,7 @@ class Coordinator:
             asyncio.create_task(self.view.run(), name="etcd-view"),
             asyncio.create_task(self.election.run(self.duties.lead), name="election"),
             asyncio.create_task(self.expiry.run(), name="certificate-expiry"),
+            asyncio.create_task(self._end_expired_streams(), name="stream-expiry"),
         ]
         log.info("coordinator %s serving on %s (etcd %s, prefix %s)", self.me.id,
                  self.config.listen, ",".join(self.config.etcd_endpoints),

@@ -50,8 +50,7 @@ class OpenStream:
 
     @property
     def message(self) -> str:
-        return f"{self.method} ended: {self.refusal} (after the coordinator reloaded its CA " \
-               "bundle and CRL)"
+        return f"{self.method} ended: {self.refusal} (its certificate is no longer trusted)"
 
 
 class OpenStreams:

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -27,9 +28,12 @@ from local_cluster.etcd import EtcdProcess
 from agent.config import AgentConfig
 from agent.daemon import run_daemon
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
+from common.identity import Identity, Role
+from common.pki import LeafRequest, issue
 from common.transport import create_channel
 from coordinator.api.open_streams import OpenStream
 from coordinator.app import Coordinator
+from coordinator.pki_files import CaFiles
 from tests.integration.coordinator.conftest import coordinator_config
 from tests.integration.coordinator.test_coord_mtls import Pki, agent, certs, mtls_config, until
 from tests.unit.agent.fake_runtime import RecordingRuntime
@@ -91,7 +95,8 @@ async def test_agent_reloads_its_certificate_on_sighup_and_keeps_its_stream(
     stop = asyncio.Event()
     daemon = asyncio.create_task(run_daemon(config, runtime=RecordingRuntime(), stop=stop))
     try:
-        await until(lambda: agent_stream(coordinator, "h1") is not None)
+        await until(lambda: agent_stream(coordinator, "h1") is not None
+                    and "h1" in coordinator.fleet.sessions)  # admitted, then registered
         first = agent_stream(coordinator, "h1")
         assert first is not None and serial(first.pem) == file_serial(cert)
         session = coordinator.fleet.sessions["h1"]
@@ -192,3 +197,31 @@ async def test_the_coordinator_warns_about_its_own_certificate(
                                   "expires in 2 days 23 hours, on ")
     finally:
         await c.stop()
+
+
+async def test_a_stream_is_ended_when_its_certificate_expires(
+        etcd: EtcdProcess, prefix: str, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No reload: the coordinator checks open streams again every STREAM_RECHECK_SECONDS."""
+    monkeypatch.setattr("coordinator.app.STREAM_RECHECK_SECONDS", 0.2)
+    coordinator = Coordinator(mtls_config(etcd, prefix, pki))
+    await coordinator.start()
+    files = CaFiles(pki.root)
+    now = datetime.now(UTC)  # a one-day certificate issued a day ago, less 4 seconds
+    short = issue(files.load(), LeafRequest(Identity(Role.VIEWER, "brief"), days=1),
+                  now - timedelta(days=1) + timedelta(seconds=4))
+    files.write_leaf(short, pki.root / "viewer-brief.pem", pki.root / "viewer-brief.key")
+    channel = create_channel(coordinator.config.listen, pki.tls("viewer-brief"))
+    try:
+        events = admin_pb2_grpc.AdminStub(channel).StreamEvents(
+            admin_pb2.StreamEventsRequest(follow=True))
+        await until(lambda: any(s.identity.name == "brief" for s in coordinator.streams))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async with asyncio.timeout(15):
+                async for _ in events:
+                    pass
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "viewer/brief" in caught.value.details() and "expired" in \
+            caught.value.details(), caught.value.details()
+    finally:
+        await channel.close(None)
+        await coordinator.stop()
