@@ -119,7 +119,8 @@ class HostForgetter:
             log.warning("could not forget host %s yet (next round tries again): %s",
                         host_id, exc)
             return False
-        self._fleet.forget_host(host_id)
+        if host_id not in self._fleet.sessions:  # not registering again meanwhile
+            self._fleet.forget_host(host_id)
         self._kept.discard(host_id)
         log.info("host %s (building %s) forgotten: %s; %d status record(s) removed with it",
                  host_id, building, decision.reason, len(statuses))

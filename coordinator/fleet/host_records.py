@@ -101,10 +101,13 @@ class HostRecords:
 
     async def forget(self, found: Versioned[HostRecord], status_ids: Sequence[str],
                      extra: Txn) -> None:
-        """Commit the host's ``removal`` together with ``extra`` (its event), then drop its
-        lease; raises Conflict, Unavailable or NotLeader as the commit does. Status records
-        too many for that one transaction are deleted first, in transactions of their own
-        (they belong to instances that no longer exist)."""
+        """Commit the host's ``removal`` together with ``extra`` (its event), then revoke
+        the lease it had; raises Conflict, Unavailable or NotLeader as the commit does.
+        Status records too many for that one transaction are deleted first, in
+        transactions of their own (they belong to instances that no longer exist)."""
+        host_id = found.value.host_id
+        # the lease as it was: a registration that slips in after the commit has its own
+        lease = self._leases.get(host_id, 0) or self._state.alive.get(host_id, 0)
         limit = self._writes.max_txn_ops - FENCE_OPS
         ids = list(status_ids)
         if self.removal(found, ids).size + extra.size > limit:
@@ -115,7 +118,12 @@ class HostRecords:
                 await self._writes.commit(txn, wait=False)
             ids = []
         await self._writes.commit(self.removal(found, ids).extend(extra))
-        await self.drop_lease(found.value.host_id)
+        if self._leases.get(host_id, 0) == lease:
+            self._leases.pop(host_id, None)
+            self._refreshed.pop(host_id, None)
+        if lease:
+            with contextlib.suppress(Unavailable):
+                await self._store.revoke_lease(lease)
 
     # -- liveness leases -------------------------------------------------------------------
 

@@ -159,3 +159,35 @@ async def test_a_host_whose_instances_cannot_move_is_kept_until_they_can(
         assert await _keys_of(store, prefix, "h1") == []
     finally:
         await _stop_all(agents, [c])
+
+
+async def test_a_crowd_of_one_off_registrations_leaves_etcd(
+        etcd: EtcdProcess, prefix: str, store: EtcdStore, admin_of: Any) -> None:
+    # more than half the building falls silent at once, which holds hosts with instances
+    # as suspect; hosts that hold nothing are lost anyway, then forgotten
+    c = Coordinator(coordinator_config(etcd, prefix, forget_host_after=1))
+    agents: list[LocalAgent] = []
+    try:
+        await c.start()
+        await _leading(c)
+        agents.append(start_agent([c.config.listen], "real", "127.0.0.2"))
+        await async_eventually(check(lambda: agents[0].stream.connected.is_set()), timeout=10)
+        admin = admin_of(c)
+        await deploy(admin, replicas=1)
+        await async_eventually(on_hosts(admin, ["real"]), timeout=10)
+        crowd = [start_agent([c.config.listen], f"once-{n}", f"127.0.1.{n + 1}")
+                 for n in range(4)]
+        await async_eventually(
+            check(lambda: all(a.stream.connected.is_set() for a in crowd)), timeout=10)
+        for agent in crowd:
+            await agent.stop()
+        await async_eventually(
+            check(lambda: all(_event(c, EventType.HOST_FORGOTTEN, f"once-{n}")
+                              for n in range(4))), timeout=15)
+        for n in range(4):
+            assert await _keys_of(store, prefix, f"once-{n}") == []
+        hosts = (await admin.ListHosts(admin_pb2.ListHostsRequest())).hosts
+        assert [(h.host_id, h.status) for h in hosts] == [("real", "alive")]
+        assert _event(c, "host.lost", "real") is None
+    finally:
+        await _stop_all(agents, [c])
