@@ -32,6 +32,7 @@ from coordinator.config import CoordinatorConfig
 from coordinator.fleet.agent_sessions import AgentSessions
 from coordinator.fleet.check_calls import CheckCalls
 from coordinator.fleet.dispatch import CommandDispatch
+from coordinator.fleet.forgetter import HostForgetter
 from coordinator.fleet.healing import Healer
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.known_fleet import KnownFleet
@@ -110,6 +111,9 @@ class Coordinator:
             hosts=self.hosts, placement=self.placement, commands=self.dispatch,
             state=self.state, fleet=self.fleet, events=self.events, clock=self.clock,
             policy=self.liveness)
+        self.forgetter = HostForgetter(
+            hosts=self.hosts, state=self.state, fleet=self.fleet, events=self.events,
+            clock=self.clock, forget_after=config.forget_host_after)
         self.registry = Registry(state=self.state, layout=self.layout, writes=self.writes,
                                  events=self.events, clock=self.clock, reported=self.fleet,
                                  images=RegistryClient.from_settings(
@@ -122,7 +126,7 @@ class Coordinator:
             events=self.events, clock=self.clock, heal=self.healer.tick,
             flush_routes=self.dispatch.flush_routes, flush_statuses=self.statuses.flush,
             tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts,
-            schema=self.schema)
+            schema=self.schema, forget_hosts=self.forgetter.tick)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
