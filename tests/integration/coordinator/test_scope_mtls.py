@@ -165,6 +165,15 @@ async def test_a_scoped_admin_reaches_only_its_apartment(coordinator: Coordinato
                                                                         unit="site"))
         assert [r.rollout_id for r in rollouts.rollouts] == [shop_rollout]
 
+        # blog's entry point (its service port on every host of the building): refused,
+        # without naming the unit behind it
+        await until(lambda: ("blog", "db") in coordinator.state.routes)
+        await sam.PublishVersion(publish("shop", "clash", 9001))
+        clash = await refusal(sam.Deploy(deploy("shop", "clash")))
+        assert clash.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "service port 9001, the entry point of a unit of another apartment" in \
+            clash.details() and "db" not in clash.details()
+
         # blog by name, or every apartment: refused before the servicer
         for call in (sam.ListUnits(admin_pb2.ListUnitsRequest(apartment="blog")),
                      sam.ListUnits(admin_pb2.ListUnitsRequest()),
@@ -176,7 +185,8 @@ async def test_a_scoped_admin_reaches_only_its_apartment(coordinator: Coordinato
 
         # what shop's reads answer: shop's units (and the dependency shop/web declares)
         units = await sam.ListUnits(admin_pb2.ListUnitsRequest(apartment="shop"))
-        assert {f"{u.apartment}/{u.unit}" for u in units.units} == {"shop/web", "shop/site"}
+        assert {f"{u.apartment}/{u.unit}" for u in units.units} == {
+            "shop/web", "shop/site", "shop/clash"}
         instances = await sam.ListInstances(admin_pb2.ListInstancesRequest(
             host_id="h1", apartment="shop"))
         assert {i.apartment for i in instances.instances} == {"shop"}
