@@ -26,7 +26,8 @@ KEY = LAYOUT.active_rollout("acme", "shop")
 
 def rollout(rollout_id: str, phase: Phase = Phase.SWITCHING, at: float = 100.0
             ) -> RolloutRecord:
-    return replace(make_record(RolloutSettings(), rollout_id=rollout_id, now=at), phase=phase)
+    base: RolloutRecord = make_record(RolloutSettings(), rollout_id=rollout_id, now=at)
+    return replace(base, phase=phase)
 
 
 def holder(rollout_id: str, revision: int = 7) -> Versioned[ActiveRolloutRecord]:
@@ -122,9 +123,9 @@ async def test_a_runner_meeting_an_invalid_transition_stops_and_says_why() -> No
 
     async def counted(record: RolloutRecord, action: object) -> None:
         calls.append(action)
-        await original(record, action)  # type: ignore[arg-type]
+        await original(record, action)
 
-    world.set_unit_state = counted  # type: ignore[method-assign]
+    world.set_unit_state = counted
     end = await world.run(make_record(RolloutSettings(strategy=Strategy.CANARY)))
 
     assert end.phase is Phase.FAILED and end.terminal
