@@ -68,7 +68,7 @@ async def test_held_while_active_released_when_ended() -> None:
 
 async def test_a_deploy_that_lost_the_race_is_refused_naming_the_winner() -> None:
     rig = Rig()
-    raced = []
+    raced: list[bool] = []
 
     def winner_commits_first() -> None:
         if not raced:
