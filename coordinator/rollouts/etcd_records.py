@@ -131,8 +131,9 @@ class EtcdRolloutRecords:
         when another rollout of the unit is active."""
         old = [r for r, _ in self.history(record.apartment, record.unit)]
         holder = self.state.active_rollouts.get((record.apartment, record.unit))
-        txn = claim(self.layout, record, holder, old)
-        txn.require(self._key(record), 0).put(self._key(record), encode_record(record))
+        # the record before the key: the cache never holds a key naming an unknown rollout
+        txn = Txn().require(self._key(record), 0).put(self._key(record), encode_record(record))
+        txn.extend(claim(self.layout, record, holder, old))
         for stale in [r for r in old if r.terminal][max(0, HISTORY - 1):]:
             txn.delete(self._key(stale))
         return txn

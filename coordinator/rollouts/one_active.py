@@ -15,7 +15,10 @@ The unit's key ``{p}/active-rollout/{apartment}/{unit}`` names its active rollou
   rollout superseded it. Their runners are never started.
 
 A rollout that ended is terminal forever (a retry is a new rollout), so a key naming an
-ended rollout can safely be replaced at its revision.
+ended rollout can safely be replaced at its revision. A key naming a rollout the cache does
+not hold is never replaced by a Deploy: the record is written before the key in the same
+transaction (the watch-fed cache applies a transaction's changes one by one, in order), so
+that is not cache lag but a vanished record, and a new leader's ``reconcile`` drops it.
 """
 
 from __future__ import annotations
@@ -63,7 +66,13 @@ def claim(layout: KeyLayout, record: RolloutRecord, holder: Holder,
     by_id = {r.rollout_id: r for r in history}
     if holder is not None and holder.value.rollout_id != record.rollout_id:
         held = by_id.get(holder.value.rollout_id)
-        if held is not None and held.active:
+        if held is None:  # only an ended record frees the key (a new leader drops this one)
+            raise FailedPrecondition(
+                f"{record.apartment}/{record.unit} is held by rollout "
+                f"{holder.value.rollout_id}, whose record is not readable; promote or abort "
+                "it, or retry after the next leader change", unit=record.unit,
+                rollout=holder.value.rollout_id)
+        if held.active:
             raise already_active(held)
     other = _oldest_active(history, but=record.rollout_id)
     if other is not None:  # active without a key: written by an older release

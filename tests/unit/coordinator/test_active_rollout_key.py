@@ -54,6 +54,9 @@ async def test_held_while_active_released_when_ended() -> None:
     rig = Rig()
     await rig.records.create(rollout("r1"))
     assert rig.holder() == "r1"
+    written = list(rig.store.commits[-1].puts)
+    assert written.index(LAYOUT.rollout("shop", "web", "r1")) < written.index(
+        LAYOUT.active_rollout(*UNIT)), "the record reaches the cache before its key"
     commits = len(rig.store.commits)
     with pytest.raises(FailedPrecondition, match="already has an active rollout r1"):
         await rig.records.create(rollout("r2", 101.0))

@@ -51,11 +51,17 @@ def test_a_key_naming_an_active_rollout_refuses_naming_it() -> None:
         claim(LAYOUT, rollout("r2", Phase.PENDING), holder("r1"), [active])
 
 
-def test_a_key_naming_an_ended_or_vanished_rollout_is_replaced_at_its_revision() -> None:
-    for history in ([rollout("r1", Phase.ABORTED)], []):
-        txn = claim(LAYOUT, rollout("r2", Phase.PENDING), holder("r1", 41), history)
-        assert txn.compares == [(KEY, "mod", 41)]
-        assert named(txn.puts[KEY][0]) == "r2"
+def test_a_key_naming_an_ended_rollout_is_replaced_at_its_revision() -> None:
+    txn = claim(LAYOUT, rollout("r2", Phase.PENDING), holder("r1", 41),
+                [rollout("r1", Phase.ABORTED)])
+    assert txn.compares == [(KEY, "mod", 41)]
+    assert named(txn.puts[KEY][0]) == "r2"
+
+
+def test_a_key_naming_an_unknown_rollout_is_not_taken() -> None:
+    with pytest.raises(FailedPrecondition, match="held by rollout r1, whose record is not "
+                                                  "readable"):
+        claim(LAYOUT, rollout("r2", Phase.PENDING), holder("r1", 41), [])
 
 
 def test_an_active_rollout_an_older_release_wrote_without_a_key_refuses() -> None:
