@@ -155,3 +155,11 @@ async def test_an_ended_rollout_whose_last_state_is_refused_is_not_retried_forev
     assert end.phase is Phase.PROMOTED and end.seq == 10
     assert "invalid transition from idle to running" in end.failure[-1]
     assert world.event_types() == ["rollout.failed"]
+
+
+async def test_an_ended_rollout_whose_last_actions_keep_failing_is_given_up() -> None:
+    world = World(fail_actions={"state"})  # etcd refuses the unit's last state, every time
+    promoted = replace(make_record(RolloutSettings()), phase=Phase.PROMOTED, seq=9,
+                       ended_at=1.0)
+    end = await world.run(promoted, limit_s=600.0)
+    assert end == promoted and world.commits == [], "given up, nothing rewritten"
