@@ -8,7 +8,8 @@ message that names what is wrong:
 - more replicas than one placement transaction can hold (INVALID_ARGUMENT);
 - the version is not published (FAILED_PRECONDITION, naming the published ones);
 - it is already the stable version (FAILED_PRECONDITION);
-- another rollout of the unit is active (FAILED_PRECONDITION, naming it and its phase);
+- another rollout of the unit is active (FAILED_PRECONDITION, naming it and its phase;
+  enforced again in etcd by the transaction that creates the record: one_active.py);
 - a dependency is not running in its apartment at a version inside its range
   (FAILED_PRECONDITION, naming every one that is not, with what runs instead);
 - the version's service port is the entry point of another apartment's unit in the building
@@ -28,6 +29,7 @@ from common.errors import FailedPrecondition, InvalidArgument
 from common.semantic_versions import satisfies
 from coordinator.fleet.placement import HostRoom, PlacementRequest, place
 from coordinator.rollouts.controls import new_rollout
+from coordinator.rollouts.one_active import already_active
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 from coordinator.state.records import InstanceRecord, RouteRecord, UnitRecord, VersionRecord
@@ -144,11 +146,7 @@ def admit(
                                  unit=unit, version=version)
     stable = facts.unit.stable_version
     if facts.active is not None:
-        raise FailedPrecondition(
-            f"{name} already has an active rollout {facts.active.rollout_id} "
-            f"({facts.active.from_version or '-'} -> {facts.active.to_version}, "
-            f"{facts.active.public_phase()}); promote or abort it first",
-            unit=unit, rollout=facts.active.rollout_id)
+        raise already_active(facts.active)
     if stable == version:
         raise FailedPrecondition(f"{name} already runs {version}", unit=unit, version=version)
     check_dependencies(apartment, unit, found, facts.running)

@@ -111,7 +111,10 @@ class RolloutService:
         # The new instances are placed in the transaction that creates the record: of two
         # Deploys racing for the same room, one is refused here (RESOURCE_EXHAUSTED) rather
         # than failing later; the rollout starts them when it reaches deploying.
-        await self.fleet.place_new(record, extra=self.records.creation(record))
+        # The same transaction claims the unit's active-rollout key (one_active.py): of
+        # Deploys racing for the unit, one commits; the others, decided again from the
+        # fresher cache, are refused naming it (FAILED_PRECONDITION).
+        await self.fleet.place_new(record, extra=lambda: self.records.creation(record))
         record, revision = await self.records.load(record)
         self._run(record, revision, resumed=False)
         return record
@@ -205,8 +208,9 @@ class RolloutService:
     # -- leading ---------------------------------------------------------------------------
 
     async def lead(self) -> None:
-        """Resume every active rollout, then keep running them until cancelled."""
-        for record, revision in self.records.all_active():
+        """Make every unit's active-rollout key agree with its records, resume every
+        active rollout, then keep running them until cancelled."""
+        for record, revision in await self.records.take_over():
             if record.rollout_id not in self.runners:
                 self._run(record, revision, resumed=True)
         try:
