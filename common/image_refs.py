@@ -22,7 +22,13 @@ from pathlib import Path
 
 from common.errors import InvalidArgument
 
-__all__ = ["ImageRef", "RegistryCredentials", "load_registry_credentials", "parse_image_ref"]
+__all__ = [
+    "MAX_REFERENCE",
+    "ImageRef",
+    "RegistryCredentials",
+    "load_registry_credentials",
+    "parse_image_ref",
+]
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
