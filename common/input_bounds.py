@@ -50,6 +50,7 @@ from common.errors import InvalidArgument
 
 __all__ = [
     "CONTROL_PLANE_PORTS",
+    "ENV_NAME",
     "MAX_ARGS",
     "MAX_ARG_BYTES",
     "MAX_CHECKS",
@@ -128,6 +129,9 @@ CONTROL_PLANE_PORTS: Mapping[int, str] = MappingProxyType({
 })
 """Ports of the host's control plane a unit's service port must not take."""
 
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+"""An environment variable's name."""
+
 _PATH = re.compile(r"^/[A-Za-z0-9._~!$&()*+,;=:@%/?-]*$")
 """RFC 3986 path and query characters, less the quote (HAProxy config) and '#'."""
 
@@ -193,13 +197,13 @@ def check_path(name: str, value: object) -> str:
     return value
 
 
-def check_env(env: Mapping[str, str], name_pattern: re.Pattern[str]) -> None:
-    """Count, names (``name_pattern``), value sizes and characters, and the total size."""
+def check_env(env: Mapping[str, str]) -> None:
+    """Count, names (``ENV_NAME``), value sizes and characters, and the total size."""
     check_length("env", env, MAX_ENV_VARS, "variables")
     total = 0
     for key, value in env.items():
         if not isinstance(key, str) or len(key) > MAX_ENV_NAME_BYTES \
-                or not name_pattern.match(key) or not isinstance(value, str):
+                or not ENV_NAME.match(key) or not isinstance(value, str):
             raise InvalidArgument(
                 f"env {quoted(key)}: names are letters, digits and '_' (not starting with a "
                 f"digit, at most {MAX_ENV_NAME_BYTES} bytes) and values are strings",

@@ -44,7 +44,6 @@ from common.semantic_versions import parse_version
 
 __all__ = ["DEFAULT_HEALTH", "HealthCheck", "StateMode", "UnitSpec", "canonical_json", "sha256_of"]
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -197,7 +196,7 @@ class UnitSpec:
         object.__setattr__(self, "command", tuple(self.command))
         check_argv("command", self.command)
         env = dict(self.env)
-        check_env(env, _ENV_NAME)
+        check_env(env)
         object.__setattr__(self, "env", MappingProxyType(env))
         object.__setattr__(self, "dependencies", tuple(self.dependencies))
         check_length("dependencies", self.dependencies, MAX_DEPENDENCIES)

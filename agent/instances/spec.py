@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from common.errors import InvalidArgument
+from common.input_bounds import check_argv, check_env
 from common.unit_spec import HealthCheck, StateMode
 
 __all__ = [
@@ -172,7 +173,9 @@ class InstanceSpec:
         object.__setattr__(self, "slot", Slot(self.slot))
         object.__setattr__(self, "state_mode", StateMode(self.state_mode))
         object.__setattr__(self, "command", tuple(self.command))
+        check_argv("command", self.command)
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+        check_env(self.env)
 
     def to_dict(self) -> dict[str, Any]:
         return {
