@@ -43,7 +43,7 @@ __all__ = [
     "resolve",
 ]
 
-NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
+NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?\Z")
 NAME_RULE = "1-63 lowercase letters, digits, '.', '_' or '-', starting and ending alphanumeric"
 MAX_ATTEMPTS = 20_000
 """Candidate versions tried before resolution gives up (the search is exponential at worst)."""
@@ -72,7 +72,7 @@ def qualify(name: str, apartment: str) -> str:
     parts = name.split("/")
     if len(parts) == 1:
         parts = [apartment, name]
-    if len(parts) != 2 or not all(NAME_PATTERN.match(part) for part in parts):
+    if len(parts) != 2 or not all(NAME_PATTERN.fullmatch(part) for part in parts):
         raise InvalidArgument(
             f"unit name {name!r} is not valid; write unit or apartment/unit, each {NAME_RULE}",
             unit=name,

@@ -129,10 +129,10 @@ CONTROL_PLANE_PORTS: Mapping[int, str] = MappingProxyType({
 })
 """Ports of the host's control plane a unit's service port must not take."""
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-"""An environment variable's name."""
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""An environment variable's name (use ``fullmatch``)."""
 
-_PATH = re.compile(r"^/[A-Za-z0-9._~!$&()*+,;=:@%/?-]*$")
+_PATH = re.compile(r"/[A-Za-z0-9._~!$&()*+,;=:@%/?-]*")
 """RFC 3986 path and query characters, less the quote (HAProxy config) and '#'."""
 
 
@@ -189,7 +189,7 @@ def check_path(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidArgument(f"{name} must be a string, got {quoted(value)}", field=name)
     check_text(name, value, MAX_PATH_BYTES)
-    if not _PATH.match(value):
+    if not _PATH.fullmatch(value):  # fullmatch: "$" would let a final "\n" through
         raise InvalidArgument(
             f"{name} must start with '/' and hold only letters, digits and "
             f"-._~!$&()*+,;=:@%/? (no space, quote, CR or LF; percent-encode others), "
@@ -203,7 +203,7 @@ def check_env(env: Mapping[str, str]) -> None:
     total = 0
     for key, value in env.items():
         if not isinstance(key, str) or len(key) > MAX_ENV_NAME_BYTES \
-                or not ENV_NAME.match(key) or not isinstance(value, str):
+                or not ENV_NAME.fullmatch(key) or not isinstance(value, str):
             raise InvalidArgument(
                 f"env {quoted(key)}: names are letters, digits and '_' (not starting with a "
                 f"digit, at most {MAX_ENV_NAME_BYTES} bytes) and values are strings",

@@ -44,7 +44,7 @@ from common.semantic_versions import parse_version
 
 __all__ = ["DEFAULT_HEALTH", "HealthCheck", "StateMode", "UnitSpec", "canonical_json", "sha256_of"]
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 def canonical_json(content: object) -> str:
@@ -217,7 +217,7 @@ class UnitSpec:
         for name, high in (("idle_timeout_s", MAX_IDLE_TIMEOUT_S), ("warmup_s", MAX_WARMUP_S)):
             object.__setattr__(self, name, check_seconds(name, getattr(self, name), high))
         if not isinstance(self.image_digest, str) or (
-            self.image_digest and not _DIGEST.match(self.image_digest)
+            self.image_digest and not _DIGEST.fullmatch(self.image_digest)
         ):
             raise InvalidArgument(
                 f"image_digest must be sha256:<64 hex digits>, got {quoted(self.image_digest)}",
