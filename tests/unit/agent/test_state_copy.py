@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent.instances.spec import InstanceSpec, StateMode
+from agent.instances.spec import InstanceSpec, Slot, StateMode
 from agent.instances.state_copy import MAX_DEPTH, copy_state
 from agent.stream.host_commands import HostCommands
 
@@ -32,15 +32,16 @@ class StateDirs:
 def carry(tmp_path: Path, plant: Any) -> Path:
     """Plant things in blue's state, then start green from it as the agent does."""
     dirs = StateDirs(tmp_path / "data")
-    blue = InstanceSpec(apartment="a", unit="u", version="1.0.0", slot="blue",
+    blue = InstanceSpec(apartment="a", unit="u", version="1.0.0", slot=Slot.BLUE,
                         instance_id="blue1", image="img:1", port=20001,
                         state_mode=StateMode.SNAPSHOT)
-    green = replace(blue, instance_id="green1", slot="green", port=20002)
+    green = replace(blue, instance_id="green1", slot=Slot.GREEN, port=20002)
     origin = dirs.state_host_dir(blue)
     origin.mkdir(parents=True)
     plant(origin)
-    commands = HostCommands(SimpleNamespace(supervisor=dirs), None,  # type: ignore[arg-type]
-                            SimpleNamespace())  # type: ignore[arg-type]
+    service: Any = SimpleNamespace(supervisor=dirs)
+    sink: Any = SimpleNamespace()
+    commands = HostCommands(service, None, sink)
     commands._carry_state(green, blue.instance_id)
     return dirs.state_host_dir(green)
 
