@@ -32,8 +32,14 @@ idle timeout                 <= 365 days
 rollout durations            <= 7 days      monitor, delays, deadlines, clean-up
 latency thresholds           <= 1 hour
 expected text of a check     <= 1 KiB
-service port                 not in ``CONTROL_PLANE_PORTS`` (22, 2379, 2380, 7400)
+change entries of a publish  <= 100 a kind  each <= 512 bytes, no NUL
+metadata of a publish        <= 64 entries  keys <= 256 bytes, values <= 4 KiB, all <= 64 KiB
 ===========================  =============  ================================================
+
+Together these keep a version's record (env, commands, metadata, changes) under about
+800 KiB, well inside etcd's 1.5 MiB request limit: a publish that broke it used to come
+back UNAVAILABLE, which looks retryable.
+service port                 not in ``CONTROL_PLANE_PORTS`` (22, 2379, 2380, 7400)
 
 Error texts quote at most ``QUOTE_PREFIX`` characters of an input (``quoted``), so a huge
 value never comes back in a status message (whose metadata has its own size limit).
@@ -53,6 +59,8 @@ __all__ = [
     "ENV_NAME",
     "MAX_ARGS",
     "MAX_ARG_BYTES",
+    "MAX_CHANGE_BYTES",
+    "MAX_CHANGE_ENTRIES",
     "MAX_CHECKS",
     "MAX_COMMAND_BYTES",
     "MAX_CPU_CORES",
@@ -68,6 +76,10 @@ __all__ = [
     "MAX_IDLE_TIMEOUT_S",
     "MAX_LATENCY_MS",
     "MAX_MEMORY_BYTES",
+    "MAX_METADATA_ENTRIES",
+    "MAX_METADATA_KEY_BYTES",
+    "MAX_METADATA_TOTAL_BYTES",
+    "MAX_METADATA_VALUE_BYTES",
     "MAX_NETWORK_BPS",
     "MAX_PATH_BYTES",
     "MAX_PERFORMANCE_REQUESTS",
@@ -82,6 +94,7 @@ __all__ = [
     "check_count",
     "check_env",
     "check_length",
+    "check_metadata",
     "check_path",
     "check_seconds",
     "check_service_port",
@@ -118,6 +131,12 @@ RESOURCE_LIMITS: Mapping[str, float] = MappingProxyType({
     "cpu": MAX_CPU_CORES, "memory": MAX_MEMORY_BYTES, "storage": MAX_STORAGE_BYTES,
     "network": MAX_NETWORK_BPS})
 """What one instance may ask for, by ``Resources`` field."""
+MAX_CHANGE_ENTRIES = 100
+MAX_CHANGE_BYTES = 512
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_KEY_BYTES = 256
+MAX_METADATA_VALUE_BYTES = 4096
+MAX_METADATA_TOTAL_BYTES = 64 * 1024
 QUOTE_PREFIX = 40
 """Characters of an input an error text quotes at most."""
 
@@ -213,6 +232,22 @@ def check_env(env: Mapping[str, str]) -> None:
     if total > MAX_ENV_TOTAL_BYTES:
         raise InvalidArgument(f"env holds {total} bytes; at most {MAX_ENV_TOTAL_BYTES} are "
                               "allowed", field="env")
+
+
+def check_metadata(metadata: Mapping[str, str]) -> None:
+    """A publish's free-form metadata: entry count, key and value sizes, the total."""
+    check_length("metadata", metadata, MAX_METADATA_ENTRIES)
+    total = 0
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key or not isinstance(value, str):
+            raise InvalidArgument("metadata maps non-empty names to strings", field="metadata")
+        check_text("metadata key", key, MAX_METADATA_KEY_BYTES, forbid="\0\r\n")
+        check_text(f"metadata {quoted(key)}", value, MAX_METADATA_VALUE_BYTES)
+        total += len(key.encode("utf-8", "surrogatepass")) + len(
+            value.encode("utf-8", "surrogatepass"))
+    if total > MAX_METADATA_TOTAL_BYTES:
+        raise InvalidArgument(f"metadata holds {total} bytes; at most "
+                              f"{MAX_METADATA_TOTAL_BYTES} are allowed", field="metadata")
 
 
 def check_argv(name: str, argv: tuple[object, ...]) -> None:

@@ -29,6 +29,7 @@ from common.input_bounds import (
 from common.resources import Resources, parse_bytes
 from common.transport import COORDINATOR_PORT
 from common.unit_spec import HealthCheck, UnitSpec
+from common.versions import ChangeSet, VersionTag
 from coordinator.rollouts.settings import CheckSpec, RolloutSettings, equal_steps
 
 HUGE = 2**31 - 1
@@ -213,3 +214,16 @@ def test_accepted_rollout_settings_round_trip_within_bounds(
 ])
 def test_a_final_newline_does_not_slip_past_a_pattern(build: Any) -> None:
     refused(build)
+
+
+def test_publish_metadata_and_changes_are_bounded() -> None:
+    made = spec()
+    tag = VersionTag("shop/web", "1.0.0", 0.0, made.checksum(), made, {}, {"k": "v"})
+    assert dict(tag.metadata) == {"k": "v"}
+    for metadata in ({"k": "x" * 5000}, {f"k{i}": "" for i in range(100)},
+                     {f"k{i}": "x" * 4000 for i in range(20)}, {"a\nb": "x"}):
+        refused(lambda m=metadata: VersionTag("shop/web", "1.0.0", 0.0, "", made, {}, m),
+                "metadata")
+    refused(lambda: ChangeSet(features=("x",) * 101), "changes.features")
+    refused(lambda: ChangeSet(fixes=("x" * 600,)), "changes.fixes entry")
+    assert ChangeSet.from_dict({"breaking": ["a"]}).breaking == ("a",)
