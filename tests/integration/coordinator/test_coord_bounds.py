@@ -139,22 +139,23 @@ async def test_a_hostile_deploy_is_refused_at_once_and_changes_nothing(
     ({"resources": types_pb2.Resources(cpu_millis=10**15)}, "resources.cpu"),
 ])
 async def test_a_spec_the_runtime_would_reject_is_refused_on_publish(
-        coordinator: Coordinator, admin: Any, overrides: dict[str, Any], words: str) -> None:
+        coordinator: Coordinator, admin: Any, published: LocalAgent,
+        overrides: dict[str, Any], words: str) -> None:
     before = await etcd_keys(coordinator)
-    details = await refused(admin.PublishVersion, publish_request(**overrides))
+    details = await refused(admin.PublishVersion, publish_request("1.2.0", **overrides))
     assert words in details, details
     assert await etcd_keys(coordinator) == before
 
 
 async def test_oversized_metadata_and_changes_are_refused_on_publish(
-        coordinator: Coordinator, admin: Any) -> None:
+        coordinator: Coordinator, admin: Any, published: LocalAgent) -> None:
     """A version's record must fit in one etcd request (1.5 MiB): past it the publish
     used to come back UNAVAILABLE, which looks retryable."""
     before = await etcd_keys(coordinator)
-    request = publish_request()
+    request = publish_request("1.2.0")
     request.metadata["notes"] = "x" * 2_000_000
     assert "metadata" in await refused(admin.PublishVersion, request)
-    request = publish_request()
+    request = publish_request("1.2.0")
     request.changes.features.extend(["x" * 500] * 5000)
     assert "changes.features" in await refused(admin.PublishVersion, request)
     assert await etcd_keys(coordinator) == before
