@@ -34,6 +34,9 @@ latency thresholds           <= 1 hour
 expected text of a check     <= 1 KiB
 change entries of a publish  <= 100 a kind  each <= 512 bytes, no NUL
 metadata of a publish        <= 64 entries  keys <= 256 bytes, values <= 4 KiB, all <= 64 KiB
+an admin request             <= 4 MiB       a publish within the bounds above is < 1 MiB;
+                                            grpc itself refuses messages over 32 MiB
+                                            (RESOURCE_EXHAUSTED, before any servicer)
 ===========================  =============  ================================================
 
 Together these keep a version's record (env, commands, metadata, changes) under about
@@ -57,6 +60,7 @@ from common.errors import InvalidArgument
 __all__ = [
     "CONTROL_PLANE_PORTS",
     "ENV_NAME",
+    "MAX_ADMIN_REQUEST_BYTES",
     "MAX_ARGS",
     "MAX_ARG_BYTES",
     "MAX_CHANGE_BYTES",
@@ -137,6 +141,7 @@ MAX_METADATA_ENTRIES = 64
 MAX_METADATA_KEY_BYTES = 256
 MAX_METADATA_VALUE_BYTES = 4096
 MAX_METADATA_TOTAL_BYTES = 64 * 1024
+MAX_ADMIN_REQUEST_BYTES = 4 << 20
 QUOTE_PREFIX = 40
 """Characters of an input an error text quotes at most."""
 

@@ -14,10 +14,11 @@ from typing import Any, TypeVar
 
 import grpc
 
-from common.errors import LandlordError
+from common.errors import InvalidArgument, LandlordError
+from common.input_bounds import MAX_ADMIN_REQUEST_BYTES
 from coordinator.errors import NotLeader
 
-__all__ = ["LEADER_TRAILER", "MAX_STATUS_TEXT", "abort_with", "status_text",
+__all__ = ["LEADER_TRAILER", "MAX_STATUS_TEXT", "abort_with", "check_request_size", "status_text",
            "stream_boundary", "unary_boundary"]
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,22 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> N
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the coordinator log")
 
 
+def check_request_size(request: Any) -> None:
+    """Refuse a request message past ``MAX_ADMIN_REQUEST_BYTES`` with INVALID_ARGUMENT
+    (grpc refuses those past its own limit with RESOURCE_EXHAUSTED before this runs)."""
+    size = request.ByteSize() if hasattr(request, "ByteSize") else 0
+    if size > MAX_ADMIN_REQUEST_BYTES:
+        raise InvalidArgument(f"the request holds {size} bytes; the admin API takes at most "
+                              f"{MAX_ADMIN_REQUEST_BYTES}", field="request")
+
+
 def unary_boundary(
     method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
 ) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
         try:
+            check_request_size(request)
             return await method(self, request, context)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
@@ -79,6 +90,7 @@ def stream_boundary(
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext
                       ) -> AsyncIterator[R]:
         try:
+            check_request_size(request)
             async for item in method(self, request, context):
                 yield item
         except Exception as exc:

@@ -30,6 +30,7 @@ from common.resources import Resources, parse_bytes
 from common.transport import COORDINATOR_PORT
 from common.unit_spec import HealthCheck, UnitSpec
 from common.versions import ChangeSet, VersionTag
+from coordinator.api.rpc_errors import MAX_STATUS_TEXT, status_text
 from coordinator.rollouts.settings import CheckSpec, RolloutSettings, equal_steps
 
 HUGE = 2**31 - 1
@@ -227,3 +228,9 @@ def test_publish_metadata_and_changes_are_bounded() -> None:
     refused(lambda: ChangeSet(features=("x",) * 101), "changes.features")
     refused(lambda: ChangeSet(fixes=("x" * 600,)), "changes.fixes entry")
     assert ChangeSet.from_dict({"breaking": ["a"]}).breaking == ("a",)
+
+
+def test_status_texts_are_cut_at_the_grpc_boundary() -> None:
+    long = InvalidArgument("x" * 100_000)
+    assert len(status_text(long)) < MAX_STATUS_TEXT + 50
+    assert status_text(InvalidArgument("short")) == "short"

@@ -161,6 +161,12 @@ async def test_oversized_metadata_and_changes_are_refused_on_publish(
     assert await etcd_keys(coordinator) == before
 
 
+async def test_an_admin_request_past_4_mib_is_invalid_argument(
+        coordinator: Coordinator, admin: Any) -> None:
+    request = admin_pb2.ListVersionsRequest(apartment="shop", unit="w" * (5 << 20))
+    assert "at most 4194304" in await refused(admin.ListVersions, request)
+
+
 async def test_a_request_past_the_message_limit_is_refused_by_grpc(
         coordinator: Coordinator, admin: Any) -> None:
     """grpc itself answers a message over MAX_MESSAGE_BYTES with RESOURCE_EXHAUSTED before
