@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.dataplane.model import UnitSpec as PlaneUnit
 from common.canary import validate_steps
 from common.errors import InvalidArgument
 from common.input_bounds import (
@@ -234,3 +235,9 @@ def test_status_texts_are_cut_at_the_grpc_boundary() -> None:
     long = InvalidArgument("x" * 100_000)
     assert len(status_text(long)) < MAX_STATUS_TEXT + 50
     assert status_text(InvalidArgument("short")) == "short"
+
+
+@pytest.mark.parametrize("path", ["/ok'", "/ok\r\nX", "/a b", "/" + "a" * 1100])
+def test_the_agents_data_plane_refuses_what_breaks_its_haproxy_config(path: str) -> None:
+    refused(lambda: PlaneUnit("shop_web", 9000, path).validate(), "health path")
+    PlaneUnit("shop_web", 9000, "/healthz?full=1").validate()
