@@ -20,7 +20,8 @@ command / argv               <= 1024 args   each <= 32 KiB (Linux MAX_ARG_STRLEN
 health and check paths       <= 1024 bytes  start with '/', only RFC 3986 path and query
                                             characters; no quote, space, CR, LF (HAProxy's
                                             ``option httpchk`` line and the request line)
-dependencies                 0-64
+dependencies                 0-64           each range <= 256 characters
+version                      <= 128 chars   Docker's tag limit; a header value and a label
 cpu per instance             <= 256 cores   (256000 millicores)
 memory per instance          <= 4 TiB
 storage per instance         <= 64 TiB
@@ -142,6 +143,9 @@ MAX_METADATA_KEY_BYTES = 256
 MAX_METADATA_VALUE_BYTES = 4096
 MAX_METADATA_TOTAL_BYTES = 64 * 1024
 MAX_ADMIN_REQUEST_BYTES = 4 << 20
+MAX_VERSION_CHARS = 128
+"""A version (Docker's tag limit; it is also the preview header's value and a label)."""
+MAX_RANGE_CHARS = 256
 QUOTE_PREFIX = 40
 """Characters of an input an error text quotes at most."""
 

@@ -241,3 +241,11 @@ def test_status_texts_are_cut_at_the_grpc_boundary() -> None:
 def test_the_agents_data_plane_refuses_what_breaks_its_haproxy_config(path: str) -> None:
     refused(lambda: PlaneUnit("shop_web", 9000, path).validate(), "health path")
     PlaneUnit("shop_web", 9000, "/healthz?full=1").validate()
+
+
+def test_versions_and_ranges_are_bounded_and_quoted_short() -> None:
+    refused(lambda: spec(version="1.0.0-" + "a" * 1_000_000), "longer than 128")
+    refused(lambda: spec(version="1.0.0-" + "a." * 500_000 + "!"), "longer than 128")
+    refused(lambda: spec(dependencies=("db@^" + "1" * 300,)), "npm range")
+    refused(lambda: spec(dependencies=("d" * 100_000 + "@^1",)), "unit name")
+    assert spec(version="1.0.0-" + "a" * 122).version.endswith("a")
