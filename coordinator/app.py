@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,15 +22,17 @@ from common.clock import Clock, SystemClock
 from common.errors import LandlordError
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
 from common.pki_check import Trust
-from common.transport import ServerCertificates, bound_server, create_server
+from common.transport import ExpiryWatch, ServerCertificates, bound_server, create_server
 from coordinator.api.admin_service import AdminService
 from coordinator.api.agent_service import AgentStreamService
 from coordinator.api.audit_interceptor import AuditInterceptor
 from coordinator.api.authz_interceptor import AuthzInterceptor
+from coordinator.api.open_streams import OpenStreams
 from coordinator.config import CoordinatorConfig
 from coordinator.fleet.agent_sessions import AgentSessions
 from coordinator.fleet.check_calls import CheckCalls
 from coordinator.fleet.dispatch import CommandDispatch
+from coordinator.fleet.forgetter import HostForgetter
 from coordinator.fleet.healing import Healer
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.known_fleet import KnownFleet
@@ -59,6 +62,8 @@ from coordinator.state.view import ClusterView
 
 __all__ = ["SERVICE_NAMES", "Coordinator"]
 
+STREAM_RECHECK_SECONDS = 60.0
+"""How often open streams' certificates are checked again (expiry)."""
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
@@ -106,6 +111,9 @@ class Coordinator:
             hosts=self.hosts, placement=self.placement, commands=self.dispatch,
             state=self.state, fleet=self.fleet, events=self.events, clock=self.clock,
             policy=self.liveness)
+        self.forgetter = HostForgetter(
+            hosts=self.hosts, state=self.state, fleet=self.fleet, events=self.events,
+            clock=self.clock, forget_after=config.forget_host_after)
         self.registry = Registry(state=self.state, layout=self.layout, writes=self.writes,
                                  events=self.events, clock=self.clock, reported=self.fleet,
                                  images=RegistryClient.from_settings(
@@ -118,7 +126,7 @@ class Coordinator:
             events=self.events, clock=self.clock, heal=self.healer.tick,
             flush_routes=self.dispatch.flush_routes, flush_statuses=self.statuses.flush,
             tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts,
-            schema=self.schema)
+            schema=self.schema, forget_hosts=self.forgetter.tick)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
@@ -133,6 +141,12 @@ class Coordinator:
                                     if config.mutual_tls else None)
         self.certificates = (ServerCertificates(config.tls) if config.tls_cert_file
                              else None)
+        self.streams = OpenStreams()
+        """Streams open under a client certificate, checked again at each reload."""
+        certificates = self.certificates
+        self.expiry = ExpiryWatch(config.tls_cert_file,
+                                  lambda: certificates.certificate if certificates else None,
+                                  self.clock)
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
@@ -154,8 +168,9 @@ class Coordinator:
 
     def reload_trust(self) -> bool:
         """Re-read the server certificate and key, the CA bundle and the CRL (SIGHUP). Open
-        streams stay; every later handshake and call uses the new files. Bad files keep the
-        previous ones (logged)."""
+        streams stay, but those whose client certificate the new CA bundle and CRL refuse
+        are ended (UNAUTHENTICATED); every later handshake and call uses the new files. Bad
+        files keep the previous ones (logged)."""
         if self.certificates is None or self.trust is None:
             log.info("reload asked, but mutual TLS is off: nothing to reload")
             return False
@@ -166,11 +181,21 @@ class Coordinator:
             log.error("cannot reload the CA bundle and CRL, keeping the previous ones: %s", exc)
             return False
         self.trust = trust
+        ended = self.streams.recheck(trust, datetime.fromtimestamp(self.clock.now(), UTC))
         log.info("reloaded the server certificate %s, the CA bundle %s and CRL %s "
-                 "(%d revocation list(s))", self.config.tls_cert_file,
-                 self.config.tls_ca_file, self.config.tls_crl_file or "(none)",
-                 len(trust.crls))
+                 "(%d revocation list(s)); %d open stream(s) ended as no longer trusted",
+                 self.config.tls_cert_file, self.config.tls_ca_file,
+                 self.config.tls_crl_file or "(none)", len(trust.crls), len(ended))
+        self.expiry.recheck()
         return True
+
+    async def _end_expired_streams(self) -> None:
+        """A stream's certificate may expire while it is open: end such streams within a
+        minute (a reload ends the revoked ones at once)."""
+        while self.trust is not None:
+            await asyncio.sleep(STREAM_RECHECK_SECONDS)
+            # each stream ended is logged with why
+            self.streams.recheck(self.trust, datetime.fromtimestamp(self.clock.now(), UTC))
 
     def _current_trust(self) -> Trust:
         assert self.trust is not None
@@ -184,7 +209,7 @@ class Coordinator:
             log.warning("INSECURE (insecure = true): etcd %s is reached in plain text",
                         ", ".join(plain_etcd))
         if self.trust is not None:
-            return [self.audit, AuthzInterceptor(self._current_trust, self.clock)]
+            return [self.audit, AuthzInterceptor(self._current_trust, self.clock, self.streams)]
         # the config allows this only with insecure = true, on a loopback address
         log.warning("INSECURE (insecure = true): %s, so clients are anonymous and anyone "
                     "who reaches %s may call every admin RPC and register as any host; set "
@@ -208,6 +233,8 @@ class Coordinator:
         self._tasks = [
             asyncio.create_task(self.view.run(), name="etcd-view"),
             asyncio.create_task(self.election.run(self.duties.lead), name="election"),
+            asyncio.create_task(self.expiry.run(), name="certificate-expiry"),
+            asyncio.create_task(self._end_expired_streams(), name="stream-expiry"),
         ]
         log.info("coordinator %s serving on %s (etcd %s, prefix %s)", self.me.id,
                  self.config.listen, ",".join(self.config.etcd_endpoints),

@@ -104,6 +104,10 @@ class CoordinatorConfig:
                                      gt=0)
     liveness_grace: float = setting(10.0, "seconds a silent host is suspect before it is lost",
                                     ge=0)
+    forget_host_after: float = setting(
+        86400.0, "seconds a lost host is kept in etcd before its records are removed (once "
+        "no instance is placed on it; counted from when it was declared lost, across leader "
+        "changes); it registers again as a new host", ge=1)
     event_history: int = setting(1000, "events kept in etcd", ge=10)
     port_range_start: int = setting(20000, "first host port assigned to instances", ge=1024,
                                     le=65535)

@@ -22,7 +22,10 @@ key                                            value, writer and when
                                                persisted status (``alive`` or ``lost``).
                                                Written at registration when something
                                                changed, and when a host is declared lost or
-                                               comes back. Never per report.
+                                               comes back. Never per report. Deleted with
+                                               the host's alive, alloc and leftover status
+                                               keys once it has been lost for
+                                               forget_host_after with nothing placed on it.
 {p}/alive/{host_id}                            ``{"since"}``, attached to a per-host lease
                                                that the leader refreshes (no write) while
                                                the host reports; it vanishes when reports
@@ -46,6 +49,12 @@ key                                            value, writer and when
 {p}/routes/{apartment}/{unit}                  RouteRecord: traffic split, version ->
                                                percent, and the service port.
 {p}/rollouts/{apartment}/{unit}/{rollout_id}   Rollout record (rollout engine).
+{p}/active-rollout/{apartment}/{unit}          ``{"rollout_id", "since"}``: the unit's one
+                                               active rollout. Created only if absent (or
+                                               naming an ended rollout) in the transaction
+                                               that creates the rollout record; deleted in
+                                               the one that ends it
+                                               (coordinator/rollouts/one_active.py).
 {p}/events/{time_ns:020d}-{n:06d}              One event. Its sequence is the key's create
                                                revision x 1000 + its position in the
                                                transaction. Trimmed to a bounded history.
@@ -110,6 +119,9 @@ class KeyLayout:
 
     def rollout(self, apartment: str, unit: str, rollout_id: str) -> str:
         return f"{self.prefix}/rollouts/{apartment}/{unit}/{rollout_id}"
+
+    def active_rollout(self, apartment: str, unit: str) -> str:
+        return f"{self.prefix}/active-rollout/{apartment}/{unit}"
 
     @property
     def events(self) -> str:
