@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tarfile
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agent.gc.collector import GarbageCollector
 from agent.instances.spec import InstanceSpec, Slot, StateMode
 from agent.instances.state_copy import MAX_DEPTH, copy_state
 from agent.stream.host_commands import HostCommands
@@ -114,3 +116,64 @@ def test_directories_deeper_than_the_bound_are_skipped(tmp_path: Path) -> None:
     path.mkdir(parents=True)
     report = copy_state(deep, tmp_path / "dst")
     assert report.directories == MAX_DEPTH + 1 and len(report.skipped) == 1
+
+
+def backup(tmp_path: Path, state: Path) -> tarfile.TarFile:
+    """The collector's backup of ``state`` before it collects an instance, opened."""
+    spec = InstanceSpec(apartment="a", unit="u", version="1.0.0", slot=Slot.BLUE,
+                        instance_id="blue1", image="img:1", port=20001,
+                        state_mode=StateMode.SNAPSHOT)
+    collector: Any = SimpleNamespace(backups=tmp_path / "backups",
+                                     sup=SimpleNamespace(clock=SimpleNamespace(now=lambda: 0.0)),
+                                     config=SimpleNamespace(backup_retention=5))
+    return tarfile.open(GarbageCollector._backup(collector, spec, state))
+
+
+def test_a_backup_keeps_links_as_links_and_the_tree_as_it_was(tmp_path: Path,
+                                                              outside: Path) -> None:
+    state = tmp_path / "state"
+    (state / "sub").mkdir(parents=True)
+    (state / "sub" / "rows").write_text("rows")
+    (state / "loot").symlink_to(outside)
+    os.mkfifo(state / "pipe")
+    with backup(tmp_path, state) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+        assert set(members) == {"state", "state/sub", "state/sub/rows", "state/loot"}
+        assert members["state/loot"].issym() and members["state/loot"].linkname == str(outside)
+        reader = archive.extractfile("state/sub/rows")
+        assert reader is not None and reader.read() == b"rows"
+
+
+def test_a_file_swapped_for_a_link_during_the_backup_is_not_followed(
+        tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container still runs while it is backed up: it may replace a file by a link
+    between the walk's look at it and the open."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "data.db").write_text("x" * len(SECRET))  # the size tar records from the look
+    real_stat, real_lstat = os.stat, os.lstat
+
+    target = str(state / "data.db")
+
+    def swap(name: Any) -> None:
+        if str(name).endswith("data.db") and not stat.S_ISLNK(real_lstat(target).st_mode):
+            os.unlink(target)
+            os.symlink(str(outside), target)
+
+    def stat_then_swap(name: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        info = real_stat(name, *args, **kwargs)
+        swap(name)
+        return info
+
+    def lstat_then_swap(name: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        info = real_lstat(name, *args, **kwargs)
+        swap(name)
+        return info
+
+    monkeypatch.setattr(os, "stat", stat_then_swap)
+    monkeypatch.setattr(os, "lstat", lstat_then_swap)
+    with backup(tmp_path, state) as archive:
+        monkeypatch.undo()
+        for member in archive.getmembers():
+            reader = archive.extractfile(member) if member.isfile() else None
+            assert reader is None or SECRET.encode() not in reader.read(), member.name
