@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from common.canary import CanaryPlan, validate_steps
 from common.errors import InvalidArgument
+from common.input_bounds import MAX_LATENCY_MS, MAX_ROLLOUT_SECONDS, check_seconds, quoted
 from common.rollout_policy import Outcome, Verdict
 
 __all__ = ["BlueGreenPlan", "SwitchMode", "judge_green"]
@@ -47,19 +48,19 @@ class BlueGreenPlan:
             object.__setattr__(self, "switch", SwitchMode(self.switch))
         except ValueError:
             raise InvalidArgument(
-                f"switch must be immediate, gradual or canary, got {self.switch!r}",
+                f"switch must be immediate, gradual or canary, got {quoted(self.switch)}",
                 field="switch",
             ) from None
         object.__setattr__(self, "gradual_steps", validate_steps(self.gradual_steps))
         for name in ("cleanup_delay_s", "warmup_s", "gradual_step_delay_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise InvalidArgument(f"{name} must be seconds >= 0, got {value!r}", field=name)
+            check_seconds(name, getattr(self, name), MAX_ROLLOUT_SECONDS)
         limit = self.max_latency_p95_ms
         if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0
+            isinstance(limit, bool) or not isinstance(limit, int | float)
+            or not 0 < limit <= MAX_LATENCY_MS
         ):
-            raise InvalidArgument("max_latency_p95_ms must be > 0 or None")
+            raise InvalidArgument(f"max_latency_p95_ms must be > 0 and <= {MAX_LATENCY_MS:g}, "
+                                  "or None", field="max_latency_p95_ms")
 
     def traffic_steps(self) -> tuple[int, ...]:
         """Percent on green at each step of the switch."""

@@ -13,6 +13,7 @@ from enum import StrEnum
 from itertools import pairwise
 
 from common.errors import FailedPrecondition, InvalidArgument
+from common.input_bounds import MAX_ROLLOUT_SECONDS, check_length, check_seconds, quoted
 from common.rollout_policy import Outcome, SuccessCriteria, Verdict
 
 __all__ = [
@@ -35,18 +36,21 @@ DEFAULT_STEPS = (5, 25, 50, 100)
 
 
 def validate_steps(steps: Sequence[int]) -> tuple[int, ...]:
-    """Steps are whole percentages from 1 to 100, strictly increasing, ending at 100."""
+    """Steps are whole percentages from 1 to 100, strictly increasing, ending at 100 (so
+    at most 100 of them, counted before they are read)."""
     if isinstance(steps, str) or not isinstance(steps, Sequence):
         raise InvalidArgument(
-            f"canary steps must be a list of percentages, got {steps!r}", field="steps"
+            f"canary steps must be a list of percentages, got {quoted(steps)}", field="steps"
         )
+    check_length("canary steps", steps, 100, "steps")
     values = tuple(steps)
     if not values:
         raise InvalidArgument("canary steps must not be empty; e.g. 5, 25, 50, 100", field="steps")
     for step in values:
         if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= 100:
             raise InvalidArgument(
-                f"canary step {step!r} must be a whole percentage from 1 to 100", field="steps"
+                f"canary step {quoted(step)} must be a whole percentage from 1 to 100",
+                field="steps",
             )
     for before, after in pairwise(values):
         if after <= before:
@@ -77,9 +81,7 @@ class CanaryPlan:
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", validate_steps(self.steps))
         for name in ("monitor_duration_s", "step_delay_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise InvalidArgument(f"{name} must be seconds >= 0, got {value!r}", field=name)
+            check_seconds(name, getattr(self, name), MAX_ROLLOUT_SECONDS)
         if (
             isinstance(self.max_extensions, bool)
             or not isinstance(self.max_extensions, int)

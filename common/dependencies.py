@@ -31,6 +31,7 @@ from common.errors import (
     InvalidArgument,
     LandlordError,
 )
+from common.input_bounds import quoted
 from common.semantic_versions import check_range, parse_version, satisfies
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
     "resolve",
 ]
 
-NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
+NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?\Z")
 NAME_RULE = "1-63 lowercase letters, digits, '.', '_' or '-', starting and ending alphanumeric"
 MAX_ATTEMPTS = 20_000
 """Candidate versions tried before resolution gives up (the search is exponential at worst)."""
@@ -68,14 +69,15 @@ class DependencySpec:
 def qualify(name: str, apartment: str) -> str:
     """``apartment/unit`` for a bare or qualified unit name, validating both parts."""
     if not isinstance(name, str) or not isinstance(apartment, str):
-        raise InvalidArgument(f"unit name {name!r} must be a string", unit=name)
+        raise InvalidArgument(f"unit name {quoted(name)} must be a string", unit=quoted(name))
     parts = name.split("/")
     if len(parts) == 1:
         parts = [apartment, name]
-    if len(parts) != 2 or not all(NAME_PATTERN.match(part) for part in parts):
+    if len(parts) != 2 or not all(NAME_PATTERN.fullmatch(part) for part in parts):
         raise InvalidArgument(
-            f"unit name {name!r} is not valid; write unit or apartment/unit, each {NAME_RULE}",
-            unit=name,
+            f"unit name {quoted(name)} is not valid; write unit or apartment/unit, each "
+            f"{NAME_RULE}",
+            unit=quoted(name),
         )
     return "/".join(parts)
 
@@ -84,14 +86,16 @@ def parse_dependency(text: str, apartment: str) -> DependencySpec:
     """``name@range`` with ``name`` as ``unit`` (in ``apartment``) or ``apartment/unit``."""
     if not isinstance(text, str) or text.count("@") != 1:
         raise InvalidArgument(
-            f"dependency {text!r} is not name@range; write e.g. db@^1.2.0 or shared/cache@~2.1",
-            dependency=text,
+            f"dependency {quoted(text)} is not name@range; write e.g. db@^1.2.0 or "
+            "shared/cache@~2.1",
+            dependency=quoted(text),
         )
     name, range_text = (part.strip() for part in text.split("@"))
     if not range_text:
         raise InvalidArgument(
-            f"dependency {text!r} has no version range; use {name}@* for any version",
-            dependency=text,
+            f"dependency {quoted(text)} has no version range; use {quoted(name)}@* for any "
+            "version",
+            dependency=quoted(text),
         )
     check_range(range_text)
     return DependencySpec(qualify(name, apartment), range_text)

@@ -22,14 +22,20 @@ from pathlib import Path
 
 from common.errors import InvalidArgument
 
-__all__ = ["ImageRef", "RegistryCredentials", "load_registry_credentials", "parse_image_ref"]
+__all__ = [
+    "MAX_REFERENCE",
+    "ImageRef",
+    "RegistryCredentials",
+    "load_registry_credentials",
+    "parse_image_ref",
+]
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _REGISTRY = re.compile(
-    r"^(?:localhost|[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9a-fA-F:]+\](?::[0-9]{1,5})?)$")
+    r"^(?:localhost|[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9a-fA-F:]+\](?::[0-9]{1,5})?)\Z")
 MAX_REFERENCE = 512
 
 
@@ -60,7 +66,7 @@ class ImageRef:
 
     def pinned(self, digest: str) -> str:
         """The reference that runs exactly ``digest``: ``NAME@sha256:...``."""
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise InvalidArgument(f"{digest!r} is not a sha256 digest", field="image")
         return f"{self.name}@{digest}"
 
@@ -81,22 +87,22 @@ def parse_image_ref(text: str) -> ImageRef:
         raise InvalidArgument(f"image reference is longer than {MAX_REFERENCE} characters",
                               field="image")
     rest, _, digest = text.partition("@")
-    if digest and not _DIGEST.match(digest):
+    if digest and not _DIGEST.fullmatch(digest):
         raise InvalidArgument(f"image {text!r}: digest must be sha256:<64 hex digits>",
                               field="image")
     registry = ""
     first, slash, remainder = rest.partition("/")
     if slash and ("." in first or ":" in first or first == "localhost"):
-        if not _REGISTRY.match(first):
+        if not _REGISTRY.fullmatch(first):
             raise InvalidArgument(f"image {text!r}: {first!r} is not a registry host[:port]",
                                   field="image")
         registry, rest = first, remainder
     repository, tag = rest, ""
     if ":" in rest.rsplit("/", 1)[-1]:
         repository, _, tag = rest.rpartition(":")
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise InvalidArgument(f"image {text!r}: {tag!r} is not a valid tag", field="image")
-    if not _REPOSITORY.match(repository):
+    if not _REPOSITORY.fullmatch(repository):
         raise InvalidArgument(f"image {text!r}: {repository!r} is not a repository name "
                               "(lower-case letters, digits, separators . _ - and /)",
                               field="image")

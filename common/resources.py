@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
 from common.errors import Conflict, InsufficientResources, InvalidArgument
+from common.input_bounds import quoted
 
 __all__ = [
     "HostLedger",
@@ -46,6 +47,16 @@ _POWERS = {**_DECIMAL, **_BINARY}
 CPU_FORMS = "cores as a number (2, 0.5) or millicores (500m)"
 BYTE_FORMS = "bytes (268435456) or a size with K, M, G, T, Ki, Mi, Gi or Ti (256Mi, 1G)"
 BIT_FORMS = "bits per second (1000000) or a rate with kbit, mbit, gbit (10Mbit, 1gbit)"
+_MAX_FORM = 64
+"""Characters of an amount's text form: far more than any real amount, and a longer run
+of digits would parse to infinity."""
+
+
+def _form(value: object) -> str | None:
+    """The stripped text of ``value`` when it is a string of sensible length."""
+    if not isinstance(value, str) or len(value) > _MAX_FORM:
+        return None
+    return value.strip()
 
 
 def parse_cpu(value: str | float, field_name: str = "cpu") -> float:
@@ -55,7 +66,8 @@ def parse_cpu(value: str | float, field_name: str = "cpu") -> float:
     if isinstance(value, int | float):
         cores = float(value)
     else:
-        match = _CPU.match(value.strip()) if isinstance(value, str) else None
+        text = _form(value)
+        match = _CPU.match(text) if text is not None else None
         if match is None:
             raise _bad(field_name, value, CPU_FORMS)
         cores = float(match.group(1)) / (1000.0 if match.group(2) else 1.0)
@@ -72,9 +84,10 @@ def parse_bytes(value: str | int, field_name: str = "memory") -> int:
         if value < 0:
             raise _bad(field_name, value, BYTE_FORMS)
         return value
-    match = _BYTES.match(value.strip()) if isinstance(value, str) else None
+    text = _form(value)
+    match = _BYTES.match(text) if text is not None else None
     if match is None:
-        ambiguous = isinstance(value, str) and "m" in value
+        ambiguous = text is not None and "m" in text
         raise _bad(field_name, value, BYTE_FORMS + (" ('m' is ambiguous)" if ambiguous else ""))
     return round(float(match.group(1)) * _POWERS[(match.group(2) or "").lower()])
 
@@ -87,7 +100,8 @@ def parse_bandwidth(value: str | int, field_name: str = "network") -> int:
         if value < 0:
             raise _bad(field_name, value, BIT_FORMS)
         return value
-    match = _BITS.match(value.strip()) if isinstance(value, str) else None
+    text = _form(value)
+    match = _BITS.match(text) if text is not None else None
     if match is None or (match.group(2) and not match.group(3)):
         raise _bad(field_name, value, BIT_FORMS)
     return round(float(match.group(1)) * _POWERS[(match.group(2) or "").lower()])
@@ -95,7 +109,8 @@ def parse_bandwidth(value: str | int, field_name: str = "network") -> int:
 
 def _bad(field_name: str, value: object, forms: str) -> InvalidArgument:
     return InvalidArgument(
-        f"{field_name}: {value!r} is not valid; write {forms}", field=field_name, value=value
+        f"{field_name}: {quoted(value)} is not valid; write {forms}", field=field_name,
+        value=quoted(value)
     )
 
 
@@ -134,12 +149,14 @@ class Resources:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidArgument(f"{f.name} must be a number, got {value!r}", field=f.name)
+                raise InvalidArgument(f"{f.name} must be a number, got {quoted(value)}",
+                                      field=f.name)
             if not math.isfinite(value) or value < 0:
-                raise InvalidArgument(f"{f.name} must be >= 0, got {value!r}", field=f.name)
+                raise InvalidArgument(f"{f.name} must be >= 0, got {quoted(value)}",
+                                      field=f.name)
             if f.name != "cpu" and not isinstance(value, int):
                 raise InvalidArgument(
-                    f"{f.name} must be a whole number, got {value!r}", field=f.name
+                    f"{f.name} must be a whole number, got {quoted(value)}", field=f.name
                 )
         # one type per field keeps canonical JSON (and so checksums) stable: 1 and 1.0
         object.__setattr__(self, "cpu", float(self.cpu))
@@ -163,13 +180,13 @@ class Resources:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Resources:
         if not isinstance(data, Mapping):
-            raise InvalidArgument(f"resources must be a JSON object, got {data!r}")
+            raise InvalidArgument(f"resources must be a JSON object, got {quoted(data)}")
         unknown = set(data) - {"cpu", "memory", "storage", "network"}
         if unknown:
             raise InvalidArgument(
-                f"unknown resource field(s): {', '.join(sorted(unknown))}; "
+                f"unknown resource field(s): {quoted(', '.join(sorted(map(str, unknown))))}; "
                 "known: cpu, memory, storage, network",
-                field=sorted(unknown)[0],
+                field=quoted(sorted(map(str, unknown))[0]),
             )
         parts = {key: data[key] for key in ("cpu", "memory", "storage", "network") if key in data}
         return cls.parse(**parts)  # type: ignore[arg-type]  # parse validates every type

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from common.errors import InvalidArgument
+from common.input_bounds import MAX_LATENCY_MS, quoted
 from common.latency import LatencySketch
 
 __all__ = [
@@ -27,11 +28,15 @@ __all__ = [
 ]
 
 
-def _check(name: str, value: object, low: float, high: float = math.inf) -> None:
+_MAX_RATE = 1e9
+"""Requests (per second, or counted) a criterion may ask for."""
+
+
+def _check(name: str, value: object, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not (low <= value <= high):
-        upper = "" if high == math.inf else f" and <= {high:g}"
         raise InvalidArgument(
-            f"{name} must be a number >= {low:g}{upper}, got {value!r}", field=name
+            f"{name} must be a number >= {low:g} and <= {high:g}, got {quoted(value)}",
+            field=name
         )
 
 
@@ -50,11 +55,11 @@ class SuccessCriteria:
 
     def __post_init__(self) -> None:
         _check("max_error_rate", self.max_error_rate, 0.0, 1.0)
-        _check("max_latency_p95_ms", self.max_latency_p95_ms, 0.0)
-        _check("min_throughput_rps", self.min_throughput_rps, 0.0)
+        _check("max_latency_p95_ms", self.max_latency_p95_ms, 0.0, MAX_LATENCY_MS)
+        _check("min_throughput_rps", self.min_throughput_rps, 0.0, _MAX_RATE)
         if isinstance(self.min_requests, bool) or not isinstance(self.min_requests, int):
             raise InvalidArgument("min_requests must be a whole number", field="min_requests")
-        _check("min_requests", self.min_requests, 1)
+        _check("min_requests", self.min_requests, 1, _MAX_RATE)
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class Window:
             raise InvalidArgument(
                 f"window has more errors ({self.errors}) than requests ({self.requests})"
             )
-        _check("duration_s", self.duration_s, 0.0)
+        _check("duration_s", self.duration_s, 0.0, math.inf)
 
     @property
     def error_rate(self) -> float | None:
@@ -116,7 +121,7 @@ class Window:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Window:
         if not isinstance(data, Mapping):
-            raise InvalidArgument(f"a window must be a JSON object, got {data!r}")
+            raise InvalidArgument(f"a window must be a JSON object, got {quoted(data)}")
         latency = data.get("latency", {})
         if not isinstance(latency, Mapping):
             raise InvalidArgument("window latency must be a sketch object", field="latency")
@@ -224,9 +229,10 @@ class ComparisonCriteria:
 
     def __post_init__(self) -> None:
         _check("max_error_rate_increase", self.max_error_rate_increase, 0.0, 1.0)
-        _check("max_latency_p95_ratio", self.max_latency_p95_ratio, 1.0)
-        _check("min_latency_p95_increase_ms", self.min_latency_p95_increase_ms, 0.0)
-        _check("min_requests", self.min_requests, 1)
+        _check("max_latency_p95_ratio", self.max_latency_p95_ratio, 1.0, 1000.0)
+        _check("min_latency_p95_increase_ms", self.min_latency_p95_increase_ms, 0.0,
+               MAX_LATENCY_MS)
+        _check("min_requests", self.min_requests, 1, _MAX_RATE)
 
 
 def compare(canary: Window, stable: Window, criteria: ComparisonCriteria) -> Verdict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,14 +21,30 @@ from types import MappingProxyType
 
 from common.dependencies import parse_dependency, qualify
 from common.errors import InvalidArgument
-from common.image_refs import parse_image_ref
+from common.image_refs import MAX_REFERENCE, parse_image_ref
+from common.input_bounds import (
+    MAX_DEPENDENCIES,
+    MAX_HEALTH_COUNT,
+    MAX_HEALTH_SECONDS,
+    MAX_IDLE_TIMEOUT_S,
+    MAX_WARMUP_S,
+    check_amounts,
+    check_argv,
+    check_count,
+    check_env,
+    check_length,
+    check_path,
+    check_seconds,
+    check_service_port,
+    check_text,
+    quoted,
+)
 from common.resources import Resources
 from common.semantic_versions import parse_version
 
 __all__ = ["DEFAULT_HEALTH", "HealthCheck", "StateMode", "UnitSpec", "canonical_json", "sha256_of"]
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 def canonical_json(content: object) -> str:
@@ -80,27 +95,14 @@ class HealthCheck:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command", tuple(self.command))
-        if not self.command and not self.path.startswith("/"):
-            raise InvalidArgument(
-                f"health_check.path must start with '/', got {self.path!r}", field="health_check"
-            )
-        if not all(isinstance(a, str) for a in self.command):
-            raise InvalidArgument("health_check.command must be strings", field="health_check")
+        # the path is also HAProxy's backend check (``option httpchk GET <path>``)
+        if self.path or not self.command:
+            check_path("health_check.path", self.path)
+        check_argv("health_check.command", self.command)
         for name in ("interval_s", "timeout_s"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (math.isfinite(value) and value > 0)
-            ):
-                raise InvalidArgument(
-                    f"health_check.{name} must be seconds > 0, got {value!r}", field=name
-                )
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 1:
-            raise InvalidArgument(
-                f"health_check.retries must be a whole number >= 1, got {self.retries!r}",
-                field="retries",
-            )
+            check_seconds(f"health_check.{name}", getattr(self, name), MAX_HEALTH_SECONDS,
+                          positive=True)
+        check_count("health_check.retries", self.retries, 1, MAX_HEALTH_COUNT)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -114,7 +116,7 @@ class HealthCheck:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> HealthCheck:
         if not isinstance(data, Mapping):
-            raise InvalidArgument(f"health_check must be a JSON object, got {data!r}")
+            raise InvalidArgument(f"health_check must be a JSON object, got {quoted(data)}")
         known = {"path", "command", "interval_s", "timeout_s", "retries"}
         _refuse_unknown("health_check", data, known)
         command = data.get("command", [])
@@ -188,52 +190,40 @@ class UnitSpec:
         parse_version(self.version)
         if not isinstance(self.image, str) or not self.image.strip():
             raise InvalidArgument("image must name an image id or digest", field="image")
+        check_text("image", self.image, MAX_REFERENCE, forbid="\0\r\n\t ")
         _check_port(self.port, "port")
         _check_port(self.service_port, "service_port")
         object.__setattr__(self, "command", tuple(self.command))
-        if not all(isinstance(arg, str) for arg in self.command):
-            raise InvalidArgument("command must be a list of strings", field="command")
+        check_argv("command", self.command)
         env = dict(self.env)
-        for key, value in env.items():
-            if not isinstance(key, str) or not _ENV_NAME.match(key) or not isinstance(value, str):
-                raise InvalidArgument(
-                    f"env {key!r}: names are letters, digits and '_' (not starting with a "
-                    "digit) and values are strings",
-                    field="env",
-                )
+        check_env(env)
         object.__setattr__(self, "env", MappingProxyType(env))
         object.__setattr__(self, "dependencies", tuple(self.dependencies))
+        check_length("dependencies", self.dependencies, MAX_DEPENDENCIES)
+        if not isinstance(self.resources, Resources):
+            raise InvalidArgument("resources must be cpu, memory, storage and network",
+                                  field="resources")
+        check_amounts(self.resources.to_dict())
         for spec in self.dependencies:
             parse_dependency(spec, self.apartment)
         try:
             object.__setattr__(self, "state_mode", StateMode(self.state_mode))
         except ValueError:
             raise InvalidArgument(
-                f"state_mode must be one of {', '.join(StateMode)}, got {self.state_mode!r}",
+                f"state_mode must be one of {', '.join(StateMode)}, got "
+                f"{quoted(self.state_mode)}",
                 field="state_mode",
             ) from None
-        for name in ("idle_timeout_s", "warmup_s"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (math.isfinite(value) and value >= 0)
-            ):
-                raise InvalidArgument(f"{name} must be seconds >= 0, got {value!r}", field=name)
-            object.__setattr__(self, name, float(value))
+        for name, high in (("idle_timeout_s", MAX_IDLE_TIMEOUT_S), ("warmup_s", MAX_WARMUP_S)):
+            object.__setattr__(self, name, check_seconds(name, getattr(self, name), high))
         if not isinstance(self.image_digest, str) or (
-            self.image_digest and not _DIGEST.match(self.image_digest)
+            self.image_digest and not _DIGEST.fullmatch(self.image_digest)
         ):
             raise InvalidArgument(
-                f"image_digest must be sha256:<64 hex digits>, got {self.image_digest!r}",
+                f"image_digest must be sha256:<64 hex digits>, got {quoted(self.image_digest)}",
                 field="image_digest",
             )
-        threshold = self.healthy_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-            raise InvalidArgument(
-                f"healthy_threshold must be a whole number >= 1, got {threshold!r}",
-                field="healthy_threshold",
-            )
+        check_count("healthy_threshold", self.healthy_threshold, 1, MAX_HEALTH_COUNT)
 
     @property
     def name(self) -> str:
@@ -290,7 +280,7 @@ class UnitSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> UnitSpec:
         if not isinstance(data, Mapping):
-            raise InvalidArgument(f"a unit spec must be a JSON object, got {data!r}")
+            raise InvalidArgument(f"a unit spec must be a JSON object, got {quoted(data)}")
         known = {
             "apartment",
             "unit",
@@ -329,21 +319,23 @@ class UnitSpec:
 
 def _check_port(value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not (0 <= value <= 65535):
-        raise InvalidArgument(f"{name} must be 0-65535, got {value!r}", field=name)
+        raise InvalidArgument(f"{name} must be 0-65535, got {quoted(value)}", field=name)
+    check_service_port(name, value)
 
 
 def _refuse_unknown(what: str, data: Mapping[str, object], known: set[str]) -> None:
-    unknown = sorted(set(data) - known)
+    unknown = sorted(str(key) for key in set(data) - known)
     if unknown:
         raise InvalidArgument(
-            f"unknown {what} field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}",
-            field=unknown[0],
+            f"unknown {what} field(s): {quoted(', '.join(unknown), 200)}; known: "
+            f"{', '.join(sorted(known))}",
+            field=quoted(unknown[0]),
         )
 
 
 def _str(value: object, name: str) -> str:
     if not isinstance(value, str):
-        raise InvalidArgument(f"{name} must be a string, got {value!r}", field=name)
+        raise InvalidArgument(f"{name} must be a string, got {quoted(value)}", field=name)
     return value
 
 

@@ -35,6 +35,14 @@ from common.errors import (
     InvalidArgument,
     VersionExists,
 )
+from common.input_bounds import (
+    MAX_CHANGE_BYTES,
+    MAX_CHANGE_ENTRIES,
+    check_length,
+    check_metadata,
+    check_text,
+    quoted,
+)
 from common.semantic_versions import Version, parse_version
 from common.unit_spec import UnitSpec
 
@@ -73,16 +81,28 @@ class ChangeSet:
     fixes: tuple[str, ...] = ()
     internal: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        for kind in ("breaking", "features", "fixes", "internal"):
+            entries = getattr(self, kind)
+            check_length(f"changes.{kind}", entries, MAX_CHANGE_ENTRIES)
+            object.__setattr__(self, kind, tuple(entries))
+            for entry in entries:
+                if not isinstance(entry, str):
+                    raise InvalidArgument(f"changes.{kind} must be a list of strings",
+                                          field=kind)
+                check_text(f"changes.{kind} entry", entry, MAX_CHANGE_BYTES)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ChangeSet:
         if not isinstance(data, Mapping):
-            raise InvalidArgument(f"changes must be a JSON object, got {data!r}")
+            raise InvalidArgument(f"changes must be a JSON object, got {quoted(data)}")
         known = ("breaking", "features", "fixes", "internal")
-        unknown = sorted(set(data) - set(known))
+        unknown = sorted(str(key) for key in set(data) - set(known))
         if unknown:
             raise InvalidArgument(
-                f"unknown change kind(s) {', '.join(unknown)}; known: {', '.join(known)}",
-                field=unknown[0],
+                f"unknown change kind(s) {quoted(', '.join(unknown))}; known: "
+                f"{', '.join(known)}",
+                field=quoted(unknown[0]),
             )
         parts: dict[str, tuple[str, ...]] = {}
         for key in known:
@@ -156,6 +176,7 @@ class VersionTag:
     def __post_init__(self) -> None:
         object.__setattr__(self, "dependencies", MappingProxyType(dict(self.dependencies)))
         object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        check_metadata(self.metadata)
 
     def to_dict(self) -> dict[str, object]:
         return {

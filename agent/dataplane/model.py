@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from common.errors import InvalidArgument, NotFound
+from common.input_bounds import check_path
 from common.unit_spec import DEFAULT_HEALTH
 
 __all__ = [
@@ -36,7 +37,6 @@ MAX_WEIGHT = 256
 _UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _SERVER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}")
-_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/%?-]{0,200}")
 
 
 class ServerState(StrEnum):
@@ -161,11 +161,8 @@ class UnitSpec:
     def validate(self) -> None:
         check_unit_name(self.name)
         _check_port(self.port, "service")
-        if not isinstance(self.health_path, str) or not _PATH.fullmatch(self.health_path):
-            raise InvalidArgument(
-                f"health path {self.health_path!r} must be an absolute URL path without spaces",
-                unit=self.name,
-            )
+        # written into "option httpchk GET <path>": the one path rule of common/input_bounds
+        check_path("health path", self.health_path)
         names = [s.name for s in self.servers]
         if len(set(names)) != len(names):
             raise InvalidArgument(f"duplicate server names in unit {self.name}", unit=self.name)

@@ -39,6 +39,7 @@ from agent.gc.plan import (
 from agent.instances.container_config import LABEL_HOST
 from agent.instances.events import AgentEvent, EventType
 from agent.instances.spec import InstanceSpec, StateMode
+from agent.instances.state_copy import archive_state
 from agent.instances.store import InstanceRecord
 from agent.limits.cgroups import read_sample
 from agent.limits.storage import measure_tree
@@ -189,7 +190,8 @@ class GarbageCollector:
         target = target_dir / f"{stamp}.tar.gz"
         tmp = target.with_suffix(".partial")
         with tarfile.open(tmp, "w:gz") as archive:
-            archive.add(state_dir, arcname="state")
+            # the container still runs: links are archived as links, never followed
+            archive_state(state_dir, archive, "state")
         tmp.rename(target)
         kept = sorted(target_dir.glob("*.tar.gz"))
         for old in kept[:-self.config.backup_retention or None]:

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from common.errors import InvalidArgument
+from common.input_bounds import check_argv, check_env
 from common.unit_spec import HealthCheck, StateMode
 
 __all__ = [
@@ -21,8 +22,8 @@ __all__ = [
     "StateMode",
 ]
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_INSTANCE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
+_INSTANCE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}\Z")
 
 
 class Slot(StrEnum):
@@ -154,11 +155,11 @@ class InstanceSpec:
 
     def __post_init__(self) -> None:
         for name in ("apartment", "unit"):
-            if not _NAME.match(getattr(self, name)):
+            if not _NAME.fullmatch(getattr(self, name)):
                 raise InvalidArgument(
                     f"{name} {getattr(self, name)!r} must be lowercase letters, digits,"
                     " '.', '_' or '-' (at most 63)", field=name)
-        if not _INSTANCE.match(self.instance_id):
+        if not _INSTANCE.fullmatch(self.instance_id):
             raise InvalidArgument(f"instance_id {self.instance_id!r} is not a valid name",
                                   field="instance_id")
         if not self.version or not self.image:
@@ -172,7 +173,9 @@ class InstanceSpec:
         object.__setattr__(self, "slot", Slot(self.slot))
         object.__setattr__(self, "state_mode", StateMode(self.state_mode))
         object.__setattr__(self, "command", tuple(self.command))
+        check_argv("command", self.command)
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+        check_env(self.env)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 from agent.dataplane import DataPlanePort, DataPlaneSettings, DataPlaneSpec
 from agent.dataplane.model import ServerState
 from agent.instances.spec import InstanceSpec, StateMode
+from agent.instances.state_copy import copy_state
 from agent.service import AgentService
 from agent.stream.mapping import (
     check_output,
@@ -179,7 +179,7 @@ class HostCommands:
         origin = sup.state_host_dir(replace(spec, instance_id=source))
         if target is not None and origin is not None and origin.is_dir() \
                 and not target.exists():
-            shutil.copytree(origin, target)
+            copy_state(origin, target)  # links copied as links, never followed
 
     def _accept_stop(self, cmd: StopInstance) -> None:
         instance_id = cmd.instance_id

@@ -11,6 +11,7 @@ from pathlib import Path
 from common.dependencies import qualify
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
+from common.input_bounds import check_path
 from common.resources import parse_bandwidth, parse_bytes, parse_cpu
 from coordinator.cli.arguments import (
     parse_dependency,
@@ -136,10 +137,7 @@ def _port(value: int, field_name: str, allow_zero: bool) -> int:
 
 def _fill_health(health: types_pb2.HealthCheck, args: PublishArgs) -> None:
     if args.health_path is not None:
-        if not args.health_path.startswith("/"):
-            raise InvalidArgument(
-                f"--health-path: {args.health_path!r} must start with '/'", field="--health-path"
-            )
+        check_path("--health-path", args.health_path)
         health.path = args.health_path
     if args.health_command is not None:
         health.command.extend(_split_command(args.health_command, "--health-command"))

@@ -10,6 +10,13 @@ from google.protobuf import duration_pb2
 
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
+from common.input_bounds import (
+    MAX_GRADUAL_STEPS,
+    MAX_PERFORMANCE_REQUESTS,
+    MAX_REPLICAS,
+    check_count,
+    check_path,
+)
 from coordinator.cli.arguments import (
     NAME_PATTERN,
     parse_rate,
@@ -87,8 +94,7 @@ def build_deploy_request(args: DeployArgs) -> admin_pb2.DeployRequest:
         raise InvalidArgument(
             f"--building: {args.building!r} is not a building name", field="--building"
         )
-    if args.replicas < 1:
-        raise InvalidArgument(f"--replicas: must be at least 1, got {args.replicas}")
+    check_count("--replicas", args.replicas, 1, MAX_REPLICAS)
     request = admin_pb2.DeployRequest(
         apartment=ref.apartment,
         unit=ref.unit,
@@ -183,14 +189,13 @@ def _fill_blue_green(settings: types_pb2.BlueGreenSettings, args: DeployArgs) ->
         ("--max-p95", args.max_p95, settings.max_latency_p95),
     )
     if args.gradual_steps is not None:
-        settings.gradual_steps = _positive(args.gradual_steps, "--gradual-steps")
+        settings.gradual_steps = check_count("--gradual-steps", args.gradual_steps, 1,
+                                             MAX_GRADUAL_STEPS)
     if args.performance_requests is not None:
-        settings.performance_requests = _positive(
-            args.performance_requests, "--performance-requests"
-        )
+        settings.performance_requests = check_count(
+            "--performance-requests", args.performance_requests, 1, MAX_PERFORMANCE_REQUESTS)
     for path in args.check_http:
-        if not path.startswith("/"):
-            raise InvalidArgument(f"--check-http: {path!r} must start with '/'")
+        check_path("--check-http", path)
         settings.checks.add(http=types_pb2.HttpCheck(path=path, expect_status=200))
     for command in args.check_command:
         if not command.strip():

@@ -227,8 +227,11 @@ class CoordinatorFleet:
         if action.through_entry_point and not service_port:
             return CheckReport(0, ("the version has no service port: nothing to check "
                                    "through the preview route",))
-        host = sorted(hosts, key=lambda h: h.host_id)[0]
         green = next((i for i in self.instances(record)
                       if i.version == action.version and i.healthy), None)
+        # checks go to a host the coordinator knows, at the entry point of this unit, pinned
+        # to the version: the host of a green instance it placed when there is one
+        host = min(hosts, key=lambda h: (green is None or h.host_id != green.host_id,
+                                         h.host_id))
         target = GreenTarget(self._checks, green.instance_id) if green is not None else None
         return await self.checker.run(action, host.address, service_port, target)

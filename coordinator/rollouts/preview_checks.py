@@ -15,12 +15,15 @@ than failing green for it.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import quote
 
-from common.errors import LandlordError, Unavailable
+from common.errors import InvalidArgument, LandlordError, Unavailable
+from common.input_bounds import CONTROL_PLANE_PORTS, check_path
 from common.latency import LatencySketch
 from common.stream_messages import CommandResult
 from coordinator.rollouts.actions import CheckReport, RunChecks
@@ -86,22 +89,34 @@ class HttpReply:
     elapsed_ms: float
 
 
+_PATH_SAFE = "/?&=%:@!$()*+,;~-._"
+"""Characters of a validated path sent as they are; ``quote`` escapes any other."""
+
+
+def _get(address: str, port: int, target: str, headers: dict[str, str],
+         timeout: float) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        # http.client writes the request line and headers itself and refuses control
+        # characters and spaces in either (InvalidURL, ValueError)
+        connection.request("GET", target, headers={**headers, "Connection": "close"})
+        response = connection.getresponse()
+        return response.status, response.read(MAX_BODY)
+    finally:
+        connection.close()
+
+
 async def http_get(address: str, port: int, path: str, headers: dict[str, str],
                    timeout: float = 5.0) -> HttpReply:
-    """One HTTP/1.1 GET (connection closed after it); raises OSError or TimeoutError."""
+    """One HTTP/1.1 GET of ``path`` (checked, then percent-quoted) with http.client in a
+    worker thread, connection closed after it; raises OSError, TimeoutError, ValueError
+    (http.client's refusals, an ``http.client.HTTPException`` for a malformed answer) or
+    InvalidArgument (a path that is not a plain HTTP path)."""
+    check_path("check path", path)
+    target = quote(path, safe=_PATH_SAFE)
     started = time.perf_counter()
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(address, port)
-        try:
-            lines = [f"GET {path} HTTP/1.1", f"Host: {address}:{port}", "Connection: close",
-                     *(f"{k}: {v}" for k, v in headers.items()), "", ""]
-            writer.write("\r\n".join(lines).encode())
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            body = await reader.read(MAX_BODY)
-        finally:
-            writer.close()
+        status, body = await asyncio.to_thread(_get, address, port, target, headers, timeout)
     return HttpReply(status, body, (time.perf_counter() - started) * 1000)
 
 
@@ -116,6 +131,9 @@ class PreviewChecker:
                   green: GreenTarget | None = None) -> CheckReport:
         """HTTP checks through ``(address, port)``; command checks in ``green``."""
         headers = {PREVIEW_HEADER: action.version}
+        if port in CONTROL_PLANE_PORTS:  # a version recorded before ports were checked
+            return CheckReport(0, (f"service port {port} is {CONTROL_PLANE_PORTS[port]}: "
+                                   "not checked",), None)
         failed = [await self._command(check, green) if check.exec_argv
                   else await self._one(check, address, port, headers)
                   for check in action.checks]
@@ -143,7 +161,8 @@ class PreviewChecker:
                    headers: dict[str, str]) -> str:
         try:
             reply = await http_get(address, port, check.path, headers, self.timeout)
-        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
+        except (OSError, TimeoutError, ValueError, http.client.HTTPException,
+                InvalidArgument) as exc:
             return f"{check.name}: request failed ({type(exc).__name__}: {exc})"
         if reply.status != check.expect_status:
             return f"{check.name}: got status {reply.status}"
@@ -164,7 +183,7 @@ class PreviewChecker:
                 left.pop()
                 try:
                     reply = await http_get(address, port, "/", headers, self.timeout)
-                except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
+                except (OSError, TimeoutError, ValueError, http.client.HTTPException):
                     errors += 1
                     continue
                 if reply.status >= 500:

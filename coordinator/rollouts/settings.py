@@ -15,6 +15,22 @@ from typing import Any
 from common.bluegreen import BlueGreenPlan, SwitchMode
 from common.canary import DEFAULT_STEPS, CanaryPlan, validate_steps
 from common.errors import InvalidArgument
+from common.input_bounds import (
+    MAX_ARG_BYTES,
+    MAX_CHECKS,
+    MAX_EXPECTED_TEXT_BYTES,
+    MAX_GRADUAL_STEPS,
+    MAX_LATENCY_MS,
+    MAX_PERFORMANCE_REQUESTS,
+    MAX_REPLICAS,
+    MAX_ROLLOUT_SECONDS,
+    check_argv,
+    check_count,
+    check_length,
+    check_path,
+    check_seconds,
+    check_text,
+)
 from common.rollout_policy import ComparisonCriteria, SuccessCriteria
 from common.unit_spec import StateMode
 
@@ -61,10 +77,15 @@ class CheckSpec:
         object.__setattr__(self, "argv", tuple(self.argv))
         if [bool(self.path), bool(self.command), bool(self.argv)].count(True) != 1:
             raise InvalidArgument("an integration check is either an HTTP path or a command")
-        if self.path and not self.path.startswith("/"):
-            raise InvalidArgument(f"check path {self.path!r} must start with '/'")
-        if not (0 < self.timeout_s <= 300):
-            raise InvalidArgument(f"check timeout must be in (0, 300] s, got {self.timeout_s}")
+        if self.path:
+            check_path("check path", self.path)  # sent in a request line: no CR, LF, space
+        check_text("check command", self.command, MAX_ARG_BYTES)
+        check_argv("check argv", self.argv)
+        check_count("expect_status", self.expect_status, 100, 599)
+        check_count("expect_exit_code", self.expect_exit_code, 0, 255)
+        for name in ("expect_body_contains", "expect_output_contains"):
+            check_text(name, getattr(self, name), MAX_EXPECTED_TEXT_BYTES)
+        check_seconds("check timeout", self.timeout_s, 300, positive=True)
 
     @property
     def exec_argv(self) -> tuple[str, ...]:
@@ -83,8 +104,7 @@ class CheckSpec:
 
 def equal_steps(count: int) -> tuple[int, ...]:
     """``count`` equal shares ending at 100 (4 -> 25, 50, 75, 100)."""
-    if count < 1:
-        raise InvalidArgument(f"gradual steps must be >= 1, got {count}")
+    check_count("gradual_steps", count, 1, MAX_GRADUAL_STEPS)
     steps = sorted({max(1, round(100 * i / count)) for i in range(1, count + 1)})
     return tuple(steps)
 
@@ -102,13 +122,6 @@ def criteria_to_dict(criteria: SuccessCriteria) -> dict[str, Any]:
 
 def criteria_from_dict(raw: Mapping[str, Any]) -> SuccessCriteria:
     return SuccessCriteria(**known_fields(SuccessCriteria, raw))
-
-
-def _seconds(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        math.isfinite(value) and value >= 0
-    ):
-        raise InvalidArgument(f"{name} must be seconds >= 0, got {value!r}", field=name)
 
 
 @dataclass(frozen=True)
@@ -150,18 +163,22 @@ class RolloutSettings:
         object.__setattr__(self, "strategy", Strategy(self.strategy))
         object.__setattr__(self, "switch", SwitchMode(self.switch))
         object.__setattr__(self, "state_mode", StateMode(self.state_mode))
+        # every bound is checked before anything proportional to it is done or stored
+        check_count("replicas", self.replicas, 1, MAX_REPLICAS)
+        check_count("gradual_steps", self.gradual_steps, 1, MAX_GRADUAL_STEPS)
+        check_count("performance_requests", self.performance_requests, 0,
+                    MAX_PERFORMANCE_REQUESTS)
+        check_length("checks", self.checks, MAX_CHECKS, "checks")
         object.__setattr__(self, "steps", validate_steps(tuple(self.steps)))
         object.__setattr__(self, "checks", tuple(self.checks))
-        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or (
-            self.replicas < 1
-        ):
-            raise InvalidArgument(f"replicas must be >= 1, got {self.replicas!r}", field="replicas")
         for name in ("monitor_s", "step_delay_s", "inconclusive_deadline_s", "warmup_s",
                      "cleanup_delay_s", "gradual_step_delay_s", "deploy_timeout_s"):
-            _seconds(name, getattr(self, name))
-        equal_steps(self.gradual_steps)
-        if self.performance_requests < 0:
-            raise InvalidArgument("performance_requests must be >= 0")
+            check_seconds(name, getattr(self, name), MAX_ROLLOUT_SECONDS)
+        limit = self.max_latency_p95_ms
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float)
+                                  or not 0 < limit <= MAX_LATENCY_MS):
+            raise InvalidArgument(f"max_latency_p95_ms must be > 0 and <= {MAX_LATENCY_MS:g}",
+                                  field="max_latency_p95_ms")
 
     # -- domain plans ----------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
+from common.errors import InvalidArgument
 from coordinator.state.keys import KeyLayout
 from coordinator.state.records import (
     ActiveRolloutRecord,
@@ -126,7 +127,8 @@ class ClusterState:
         deleted = change.kind == "delete"
         try:
             self._apply(kind, parts, deleted, entry.value, entry.mod_revision, entry)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
+            # InvalidArgument: a record written before a bound it now breaks
             log.error("skipping undecodable %s: %s", entry.key, exc)
 
     def _apply(

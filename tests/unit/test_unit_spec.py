@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import InvalidArgument, InvalidVersion
+from common.input_bounds import CONTROL_PLANE_PORTS
 from common.resources import Resources
 from common.unit_spec import HealthCheck, StateMode, UnitSpec, canonical_json, sha256_of
 
@@ -89,22 +90,27 @@ def test_canonical_json_is_sorted_and_compact() -> None:
     )
 
 
+def _text(forbid: str = "\0", min_size: int = 0) -> st.SearchStrategy[str]:
+    return st.text(st.characters(blacklist_characters=forbid), min_size=min_size)
+
+
+_PORTS = st.integers(0, 65535).filter(lambda p: p not in CONTROL_PLANE_PORTS)
 RUNNING_FIELDS = {
-    "image": st.text(min_size=1).filter(str.strip),
-    "port": st.integers(0, 65535),
-    "command": st.lists(st.text(), max_size=3).map(tuple),
-    "env": st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,5}", fullmatch=True), st.text(),
-                           max_size=3),
+    "image": _text("\0\r\n\t ", min_size=1),
+    "port": _PORTS,
+    "command": st.lists(_text(), max_size=3).map(tuple),
+    "env": st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,5}", fullmatch=True),
+                           _text("\0\r\n"), max_size=3),
     "health_check": st.builds(
         HealthCheck, path=st.sampled_from(["/health", "/healthz", "/ready"]),
-        command=st.lists(st.text(min_size=1), max_size=2).map(tuple),
+        command=st.lists(_text(min_size=1), max_size=2).map(tuple),
         interval_s=st.floats(0.1, 60), timeout_s=st.floats(0.1, 60),
         retries=st.integers(1, 9)),
     "resources": st.builds(Resources, cpu=st.floats(0.01, 8),
                            memory=st.integers(8 << 20, 1 << 34)),
     "dependencies": st.lists(st.sampled_from(["db@^1", "cache@~2.1", "other/api@>=1.0.0"]),
                              max_size=2, unique=True).map(tuple),
-    "service_port": st.integers(0, 65535),
+    "service_port": _PORTS,
     "state_mode": st.sampled_from(list(StateMode)),
     "idle_timeout_s": st.floats(0, 86400),
     "warmup_s": st.floats(0, 600),

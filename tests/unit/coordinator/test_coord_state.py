@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from common.resources import Resources
+from common.unit_spec import UnitSpec
+from common.versions import VersionTag
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.keys import KeyLayout
 from coordinator.state.records import (
@@ -11,6 +15,7 @@ from coordinator.state.records import (
     HostHealth,
     HostRecord,
     InstanceRecord,
+    VersionRecord,
     decode,
     encode,
     encode_allocations,
@@ -106,3 +111,14 @@ def test_events_get_unique_ordered_sequences_and_reach_subscribers() -> None:
     state.unsubscribe_events(queue)
     assert not state.is_subscribed(queue)
 
+
+
+def test_a_record_written_before_a_bound_it_now_breaks_is_skipped_not_fatal() -> None:
+    state = ClusterState(LAYOUT)
+    spec = UnitSpec("shop", "web", "1.0.0", "demo:1", 0, service_port=9000)
+    good = VersionRecord(VersionTag("shop/web", "1.0.0", 1.0, spec.checksum(), spec))
+    old = json.loads(encode(good))
+    old["tag"]["spec"]["service_port"] = 2379  # accepted before control-plane ports were
+    state.apply(put(LAYOUT.version("shop", "web", "0.9.0"), json.dumps(old).encode(), 2))
+    state.apply(put(LAYOUT.version("shop", "web", "1.0.0"), encode(good), 3))
+    assert list(state.versions[("shop", "web")]) == ["1.0.0"]
