@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InvalidArgument
+from common.metrics_http import (
+    AGENT_METRICS_ADDRESS,
+    METRICS_SETTINGS,
+    MetricsEndpoint,
+    check_metrics_listen,
+    endpoint_problems,
+)
 from common.recovery import RecoveryPolicy, RetryRule
 from common.settings import (
     LOG_FORMATS,
@@ -129,6 +136,15 @@ class AgentConfig:
     log_format: str = _opt("json", "json (one object a line) or text", choices=LOG_FORMATS)
     watchdog_interval: float = _opt(0.0, "seconds between systemd watchdog pings (0: half of "
                                           "the unit's WatchdogSec)")
+    metrics_listen: str = _opt(AGENT_METRICS_ADDRESS, "host:port of the Prometheus /metrics "
+                                                      "and the /healthz endpoint (empty: off; "
+                                                      "off loopback it needs "
+                                                      "metrics_tls_cert_file)",
+                               check=check_metrics_listen, group="metrics")
+    metrics_tls_cert_file: str = _opt("", "certificate of the metrics endpoint (HTTPS)")
+    metrics_tls_key_file: str = _opt("", "private key of metrics_tls_cert_file")
+    metrics_tls_ca_file: str = _opt("", "CA bundle scrapers' client certificates must be "
+                                        "signed by (empty: no client certificate asked)")
 
     def __post_init__(self) -> None:
         if not self.host_id:
@@ -144,6 +160,10 @@ class AgentConfig:
             healthy_reset_s=self.healthy_reset,
             max_incidents=max(1, self.max_incidents),
         )
+
+    @property
+    def metrics_endpoint(self) -> MetricsEndpoint:
+        return MetricsEndpoint.of(*(getattr(self, name) for name in METRICS_SETTINGS))
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -165,6 +185,8 @@ def _rules(cfg: AgentConfig) -> list[Problem]:
                     key_file=cfg.tls_key_file)
     except InvalidArgument as exc:
         out.append(Problem(str(exc), tls))
+    out += [Problem(message, METRICS_SETTINGS) for message in
+            endpoint_problems(*(getattr(cfg, name) for name in METRICS_SETTINGS))]
     return out
 
 

@@ -20,12 +20,15 @@ from grpc_reflection.v1alpha import reflection
 from common.clock import Clock, SystemClock
 from common.errors import LandlordError
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
+from common.metrics_http import MetricsServer, serve_metrics
 from common.pki_check import Trust
+from common.schema import release
 from common.transport import ServerCertificates, bound_server, create_server
 from coordinator.api.admin_service import AdminService
 from coordinator.api.agent_service import AgentStreamService
 from coordinator.api.audit_interceptor import AuditInterceptor
 from coordinator.api.authz_interceptor import AuthzInterceptor
+from coordinator.api.metrics_interceptor import CallMetricsInterceptor
 from coordinator.config import CoordinatorConfig
 from coordinator.fleet.agent_sessions import AgentSessions
 from coordinator.fleet.check_calls import CheckCalls
@@ -41,6 +44,7 @@ from coordinator.fleet.status_writer import StatusWriter
 from coordinator.images_client import RegistryClient
 from coordinator.leadership.election import LeaderElection
 from coordinator.leadership.leader_duties import LeaderDuties
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.pki_files import load_trust
 from coordinator.registry import Registry
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords
@@ -52,6 +56,7 @@ from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
 from coordinator.state.keys import KeyLayout
 from coordinator.state.leadership import Leadership
+from coordinator.state.measured_store import MeasuredStore
 from coordinator.state.records import LeaderRecord
 from coordinator.state.schema_upgrade import SchemaUpgrade
 from coordinator.state.store import BlockingLeaseClient, EtcdStore, Store
@@ -72,8 +77,10 @@ class Coordinator:
                  store: Store | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.store = store or EtcdStore(config.etcd_endpoints, config.etcd_timeout,
-                                        config.etcd_max_txn_ops, tls=config.etcd_tls)
+        self.metrics = CoordinatorMetrics(config.id, release())
+        self.store: Store = MeasuredStore(
+            store or EtcdStore(config.etcd_endpoints, config.etcd_timeout,
+                               config.etcd_max_txn_ops, tls=config.etcd_tls), self.metrics)
         self.layout = KeyLayout(config.etcd_prefix)
         self.view = ClusterView(self.store, self.layout.root)
         self.state = ClusterState(self.layout)
@@ -81,6 +88,7 @@ class Coordinator:
         self.me = LeaderRecord(config.id, config.advertise)
         self.leadership = Leadership(self.me, self.state)
         self.fleet = Fleet()
+        self.metrics.watch(self.state, self.fleet, self.leadership, self.clock)
         self.known = KnownFleet(self.state, self.fleet)
         self.writes = FencedWrites(self.store, self.leadership, self.view)
         self.events = EventLog(self.writes, self.layout, self.state, self.clock,
@@ -136,6 +144,7 @@ class Coordinator:
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
+        self.metrics_server: MetricsServer | None = None
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -177,10 +186,11 @@ class Coordinator:
         return self.trust
 
     def _interceptors(self) -> list[Any]:
-        # the audit interceptor stays first (outermost): it must see every call's final
-        # status, authz denials included
+        # the call metrics and the audit interceptor stay first (outermost): they must see
+        # every call's final status, authz denials included
+        counted = CallMetricsInterceptor(self.metrics)
         if self.trust is not None:
-            return [self.audit, AuthzInterceptor(self._current_trust, self.clock)]
+            return [counted, self.audit, AuthzInterceptor(self._current_trust, self.clock)]
         if self.config.tls_cert_file:
             log.warning("TLS WITHOUT CLIENT CERTIFICATES: no tls_ca_file, so clients are "
                         "anonymous and anyone who reaches %s may call every admin RPC and "
@@ -190,7 +200,7 @@ class Coordinator:
             log.warning("NO TLS: clients are anonymous and anyone who reaches %s may call "
                         "every admin RPC and register as any host; set tls_ca_file, "
                         "tls_cert_file and tls_key_file for mutual TLS", self.config.listen)
-        return [self.audit]
+        return [counted, self.audit]
 
     async def start(self) -> None:
         self.server = create_server(interceptors=self._interceptors())
@@ -204,6 +214,8 @@ class Coordinator:
         await self.server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.metrics_server = await serve_metrics(self.config.metrics_endpoint,
+                                                  self.metrics.registry, "coordinator")
         self._tasks = [
             asyncio.create_task(self.view.run(), name="etcd-view"),
             asyncio.create_task(self.election.run(self.duties.lead), name="election"),
@@ -223,6 +235,8 @@ class Coordinator:
         if self.server is not None:
             await self.server.stop(self.config.shutdown_grace)
         await self.audit.drain(self.config.etcd_timeout)
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -1,8 +1,8 @@
 """gRPC channels and servers, made in one place.
 
 This package is the only part of ``common`` that imports grpc. Every Landlord process
-creates its servers and channels here, so transport security (insecure by default, mutual
-TLS when certificates are configured) and keepalive settings change without touching a
+creates its servers and channels here, so transport security (mutual TLS, or plain text
+on loopback with ``insecure = true``) and keepalive settings change without touching a
 call site.
 """
 
@@ -17,6 +17,7 @@ from common.transport.settings import (
     COORDINATOR_PORT,
     KeepaliveSettings,
     TlsSettings,
+    is_loopback,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "bound_server",
     "create_channel",
     "create_server",
+    "is_loopback",
 ]

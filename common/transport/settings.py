@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InvalidArgument
 
-__all__ = ["COORDINATOR_ADDRESS", "COORDINATOR_PORT", "KeepaliveSettings", "TlsSettings"]
+__all__ = ["COORDINATOR_ADDRESS", "COORDINATOR_PORT", "KeepaliveSettings", "TlsSettings",
+           "is_loopback"]
 
 COORDINATOR_PORT = 7400
 """The coordinator's gRPC port: where it listens by default and where the CLI looks."""
 COORDINATOR_ADDRESS = f"127.0.0.1:{COORDINATOR_PORT}"
 """The coordinator's default listen address, and the CLI's default target."""
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host[:port]`` names this machine (127.0.0.0/8, ::1, localhost): the only
+    addresses plain text (``insecure = true``) may use."""
+    host = address.partition("://")[2] or address
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

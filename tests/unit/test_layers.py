@@ -19,7 +19,7 @@ LAYERS = {
     "coordinator": [
         {"coordinator.main"},
         {"coordinator.app"},
-        {"coordinator.api", "coordinator.leadership", "coordinator.cli"},
+        {"coordinator.api", "coordinator.leadership", "coordinator.cli", "coordinator.metrics"},
         {"coordinator.rollouts"},
         {"coordinator.registry"},
         {"coordinator.images_client", "coordinator.images"},
