@@ -1,0 +1,85 @@
+"""A coordinator's /metrics endpoint, scraped over HTTP: leadership, the fleet its agents
+report, the rollout of a first deploy, admin calls by method and status, etcd requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from local_cluster.etcd import EtcdProcess
+
+from common.gen.landlord.v1 import admin_pb2
+from coordinator.app import Coordinator
+from tests.integration.coordinator.agents import start_agent
+from tests.integration.coordinator.conftest import coordinator_config
+from tests.integration.coordinator.test_coord_stream import check, deploy, running
+from tests.support import async_eventually
+from tests.support.prometheus import Scrape, scrape
+
+
+def url(coordinator: Coordinator) -> str:
+    assert coordinator.metrics_server is not None
+    return f"http://127.0.0.1:{coordinator.metrics_server.port}/metrics"
+
+
+async def test_the_leader_shows_its_fleet_rollouts_and_admin_calls(
+        coordinator: Coordinator, admin: Any) -> None:
+    agents = [start_agent([coordinator.config.listen], f"h{n}", f"127.0.0.{n + 1}")
+              for n in (1, 2)]
+    try:
+        await async_eventually(
+            check(lambda: all(a.stream.connected.is_set() for a in agents)), timeout=10)
+        await deploy(admin, replicas=2)
+        await async_eventually(lambda: running(admin, 2), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await admin.GetUnit(admin_pb2.GetUnitRequest(apartment="shop", unit="nope"))
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+        async def settled() -> Scrape | None:
+            found = await scrape(url(coordinator))
+            done = found.value("landlord_rollouts", phase="promoted") == 1.0 and found.value(
+                "landlord_instances", apartment="shop", unit="web", version="1.0.0",
+                state="running") == 2.0
+            return found if done else None
+
+        found = await async_eventually(settled, timeout=10)
+        assert found is not None
+        metrics = found
+    finally:
+        for agent in agents:
+            await agent.stop()
+    assert metrics.content_type.startswith("text/plain; version=0.0.4")
+    assert metrics.value("landlord_coordinator_leader") == 1.0
+    assert metrics.value("landlord_coordinator_info", coordinator="c1",
+                         release=coordinator.metrics.release) == 1.0
+    assert metrics.value("landlord_agents_connected") == 2.0
+    assert metrics.value("landlord_hosts", building="default", status="alive") == 2.0
+    assert metrics.value("landlord_hosts", building="default", status="lost") == 0.0
+    ages = metrics.matching("landlord_agent_last_report_age_seconds")
+    assert sorted(dict(key)["host"] for key in ages) == ["h1", "h2"]
+    assert all(0 <= age < 5 for age in ages.values())
+    assert metrics.value("landlord_rollouts", phase="switching") == 0.0
+    calls = "landlord_admin_calls_total"
+    assert metrics.value(calls, method="PublishVersion", code="OK") == 1.0
+    assert metrics.value(calls, method="Deploy", code="OK") == 1.0
+    assert metrics.value(calls, method="GetUnit", code="NOT_FOUND") == 1.0
+    assert (metrics.value(calls, method="ListInstances", code="OK") or 0) >= 1
+    assert metrics.value("landlord_admin_call_duration_seconds_count", method="Deploy") == 1.0
+    commits = metrics.value("landlord_etcd_request_duration_seconds_count", operation="commit")
+    assert commits is not None and commits > 0
+    assert metrics.value("landlord_etcd_request_failures_total", operation="commit") is None
+
+
+async def test_a_follower_says_it_does_not_lead(coordinator: Coordinator, etcd: EtcdProcess,
+                                                prefix: str) -> None:
+    follower = Coordinator(coordinator_config(etcd, prefix, name="c2"))
+    await follower.start()
+    try:
+        metrics = await scrape(url(follower))
+        assert metrics.value("landlord_coordinator_leader") == 0.0
+        assert metrics.value("landlord_agents_connected") == 0.0
+        leader = await scrape(url(coordinator))
+        assert leader.value("landlord_coordinator_leader") == 1.0
+    finally:
+        await follower.stop()
