@@ -31,6 +31,7 @@ LAYERS = {
     "agent": [
         {"agent.main"},
         {"agent.daemon"},
+        {"agent.metrics", "agent.agent_health"},
         {"agent.stream"},
         {"agent.service"},
         {"agent.gc"},
