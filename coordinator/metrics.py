@@ -22,7 +22,13 @@ from prometheus_client.registry import Collector
 from common.clock import Clock
 from coordinator.fleet.liveness import HostSeen
 from coordinator.fleet.sessions import Fleet
-from coordinator.rollouts.record import Phase, RolloutRecord, decode_record
+from coordinator.rollouts.record import (
+    Measurement,
+    Phase,
+    RolloutRecord,
+    StepRecord,
+    decode_record,
+)
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.leadership import Leadership
 from coordinator.state.records import HostHealth
@@ -36,6 +42,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 """Seconds: etcd requests and admin calls take milliseconds, a slow one seconds."""
 NO_STATUS = "placed"
 """An instance's state before its host reported any."""
+STEP_OUTCOMES = ("active", "passed", "failed", "inconclusive", "skipped")
+"""``StepRecord.outcome`` values: the analysis verdicts of a rollout's steps."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,10 @@ def rollout_families(records: Iterable[RolloutRecord]) -> list[Metric]:
     weight = _gauge("landlord_rollout_target_weight_ratio", "Share of the unit's traffic "
                     "the rollout's current step gives each version (0 to 1)",
                     [*labels, "version"])
+    verdicts = _gauge("landlord_rollout_steps", "The active rollout's steps by analysis "
+                      "verdict (active, passed, failed, inconclusive, skipped)",
+                      [*labels, "outcome"])
+    analysis = [_gauge(name, doc, [*labels, "side"]) for name, doc in _ANALYSIS]
     for record in sorted((r for r in records if r.active),
                          key=lambda r: (r.apartment, r.unit, r.rollout_id)):
         values = [record.apartment, record.unit, record.rollout_id, record.from_version,
@@ -121,7 +133,37 @@ def rollout_families(records: Iterable[RolloutRecord]) -> list[Metric]:
         paused.add_metric(values, 1.0 if record.paused else 0.0)
         for version, percent in sorted(record.split().items()):
             weight.add_metric([*values, version], percent / 100.0)
-    return [phases, step, paused, weight]
+        tally = Tally(s.outcome for s in record.steps)
+        for outcome in STEP_OUTCOMES:
+            verdicts.add_metric([*values, outcome], float(tally[outcome]))
+        judged = _last_measured(record.steps)
+        for side, measured in (("canary", judged.canary if judged else None),
+                               ("stable", judged.stable if judged else None)):
+            if measured is not None:
+                for family, value in zip(analysis, _analysis_values(measured), strict=True):
+                    if value is not None:
+                        family.add_metric([*values, side], value)
+    return [phases, step, paused, weight, verdicts, *analysis]
+
+
+_ANALYSIS = (
+    ("landlord_rollout_analysis_requests_per_second", "Request rate of each side (canary: "
+     "the new version, stable: the old) in the window the analysis last judged"),
+    ("landlord_rollout_analysis_error_ratio", "Share of requests that failed in that window"),
+    ("landlord_rollout_analysis_latency_p95_seconds", "95th percentile latency in that "
+     "window"),
+)
+
+
+def _last_measured(steps: Iterable[StepRecord]) -> StepRecord | None:
+    """The latest step the analysis measured (the current one once it has figures)."""
+    measured = [s for s in steps if s.canary is not None or s.stable is not None]
+    return max(measured, key=lambda s: s.index) if measured else None
+
+
+def _analysis_values(measured: Measurement) -> tuple[float | None, ...]:
+    return (measured.throughput_rps, measured.error_rate,
+            None if measured.p95_ms is None else measured.p95_ms / 1000.0)
 
 
 class _FleetCollector(Collector):

@@ -23,7 +23,7 @@ from coordinator.metrics import (
     rollout_families,
 )
 from coordinator.rollouts.controls import new_rollout
-from coordinator.rollouts.record import Phase
+from coordinator.rollouts.record import Measurement, Phase, StepRecord
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 from coordinator.state.measured_store import MeasuredStore, is_failure
 from coordinator.state.store import Change, Entry
@@ -95,6 +95,32 @@ def test_rollout_families_give_each_active_rollouts_step_and_target_split() -> N
     assert found[key("landlord_rollout_paused", **{**labels, "unit": "api",
                                                    "rollout": "r2"})] == 1.0
     assert not [k for k in found if dict(k[1]).get("rollout") == "r0"]
+
+
+def test_rollout_families_show_the_verdicts_and_what_the_analysis_last_measured() -> None:
+    passed = StepRecord(0, 5, 100.0, "passed", 160.0,
+                        canary=Measurement(requests=300, errors=3, error_rate=0.01,
+                                           p95_ms=120.0, throughput_rps=5.0),
+                        stable=Measurement(requests=5700, errors=0, error_rate=0.0,
+                                           p95_ms=80.0, throughput_rps=95.0))
+    current = StepRecord(1, 25, 160.0)
+    record = replace(canary(), phase=Phase.SWITCHING, step_index=1, new_percent=25.0,
+                     steps=(passed, current))
+    found = samples(rollout_families([record]))
+    labels = {"apartment": "shop", "unit": "web", "rollout": "r1", "from_version": "1.0.0",
+              "to_version": "1.1.0"}
+    assert found[key("landlord_rollout_steps", **labels, outcome="passed")] == 1.0
+    assert found[key("landlord_rollout_steps", **labels, outcome="active")] == 1.0
+    assert found[key("landlord_rollout_steps", **labels, outcome="failed")] == 0.0
+    assert found[key("landlord_rollout_analysis_requests_per_second", **labels,
+                     side="canary")] == 5.0
+    assert found[key("landlord_rollout_analysis_requests_per_second", **labels,
+                     side="stable")] == 95.0
+    assert found[key("landlord_rollout_analysis_error_ratio", **labels, side="canary")] == 0.01
+    assert found[key("landlord_rollout_analysis_latency_p95_seconds", **labels,
+                     side="canary")] == 0.12
+    unmeasured = samples(rollout_families([replace(record, steps=(current,))]))
+    assert not [k for k in unmeasured if k[0].startswith("landlord_rollout_analysis")]
 
 
 def test_calls_and_etcd_requests_are_counted_as_they_end() -> None:
