@@ -96,6 +96,7 @@ class Coordinator:
         self.placement = PlacementWriter(
             self.state, self.layout, self.writes, self.known, self.events, self.clock,
             port_range=(config.port_range_start, config.port_range_end))
+        self.placement.refused = self.metrics.observe_refusal
         self.dispatch = CommandDispatch(self.state, self.layout, self.writes, self.fleet,
                                         self.known, self.placement, self.clock,
                                         stop_grace_s=config.stop_grace)
@@ -120,6 +121,7 @@ class Coordinator:
                                      auth_file=config.registry_auth_file,
                                      ca_file=config.registry_ca_file, http=config.registry_http))
         self.rollouts = self.rollout_service()
+        self.rollouts.refused = self.metrics.observe_refusal
         self.schema = SchemaUpgrade(self.view, self.writes, self.layout)
         self.duties = LeaderDuties(
             view=self.view, state=self.state, fleet=self.fleet, leadership=self.leadership,

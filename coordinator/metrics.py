@@ -196,6 +196,10 @@ class CoordinatorMetrics:
         self.etcd_failures = Counter(
             "landlord_etcd_request_failures", "etcd requests that failed (etcd unreachable "
             "or refusing), by operation", ["operation"], registry=self.registry)
+        self.placement_refusals = Counter(
+            "landlord_placement_refusals", "Deploys and placements refused for want of "
+            "room, by the short resource (healing's retries included)", ["resource"],
+            registry=self.registry)
         self._state: ClusterState | None = None
         self._fleet: Fleet | None = None
         self._leadership: Leadership | None = None
@@ -214,6 +218,9 @@ class CoordinatorMetrics:
     def observe_call(self, method: str, code: str, seconds: float) -> None:
         self.admin_calls.labels(method, code).inc()
         self.admin_call_seconds.labels(method).observe(seconds)
+
+    def observe_refusal(self, resource: str) -> None:
+        self.placement_refusals.labels(resource or "unknown").inc()
 
     def observe_etcd(self, operation: str, seconds: float | None, failed: bool) -> None:
         if seconds is not None:

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from local_cluster.etcd import EtcdProcess
 
-from common.gen.landlord.v1 import admin_pb2
+from common.gen.landlord.v1 import admin_pb2, types_pb2
 from coordinator.app import Coordinator
 from tests.integration.coordinator.agents import start_agent
 from tests.integration.coordinator.conftest import coordinator_config
@@ -35,6 +35,15 @@ async def test_the_leader_shows_its_fleet_rollouts_and_admin_calls(
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await admin.GetUnit(admin_pb2.GetUnitRequest(apartment="shop", unit="nope"))
         assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        await admin.PublishVersion(admin_pb2.PublishVersionRequest(
+            spec=types_pb2.UnitSpec(apartment="shop", unit="big", image="demo:1",
+                                    service_port=9000,
+                                    resources=types_pb2.Resources(cpu_millis=64_000)),
+            version="1.0.0", changes=types_pb2.ChangeSet(features=["f"])))
+        with pytest.raises(grpc.aio.AioRpcError) as no_room:
+            await admin.Deploy(admin_pb2.DeployRequest(apartment="shop", unit="big",
+                                                       version="1.0.0", replicas=1))
+        assert no_room.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
         async def settled() -> Scrape | None:
             found = await scrape(url(coordinator))
@@ -61,11 +70,13 @@ async def test_the_leader_shows_its_fleet_rollouts_and_admin_calls(
     assert all(0 <= age < 5 for age in ages.values())
     assert metrics.value("landlord_rollouts", phase="switching") == 0.0
     calls = "landlord_admin_calls_total"
-    assert metrics.value(calls, method="PublishVersion", code="OK") == 1.0
+    assert metrics.value(calls, method="PublishVersion", code="OK") == 2.0
+    assert metrics.value(calls, method="Deploy", code="RESOURCE_EXHAUSTED") == 1.0
+    assert metrics.value("landlord_placement_refusals_total", resource="cpu") == 1.0
     assert metrics.value(calls, method="Deploy", code="OK") == 1.0
     assert metrics.value(calls, method="GetUnit", code="NOT_FOUND") == 1.0
     assert (metrics.value(calls, method="ListInstances", code="OK") or 0) >= 1
-    assert metrics.value("landlord_admin_call_duration_seconds_count", method="Deploy") == 1.0
+    assert metrics.value("landlord_admin_call_duration_seconds_count", method="Deploy") == 2.0
     commits = metrics.value("landlord_etcd_request_duration_seconds_count", operation="commit")
     assert commits is not None and commits > 0
     assert metrics.value("landlord_etcd_request_failures_total", operation="commit") is None

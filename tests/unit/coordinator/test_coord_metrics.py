@@ -130,6 +130,7 @@ def test_calls_and_etcd_requests_are_counted_as_they_end() -> None:
     metrics.observe_etcd("commit", 0.004, failed=False)
     metrics.observe_etcd("commit", 2.0, failed=True)
     metrics.observe_etcd("watch", None, failed=True)
+    metrics.observe_refusal("memory")
     text = generate_latest(metrics.registry).decode()
     found = {(s.name, frozenset(s.labels.items())): s.value
              for family in text_string_to_metric_families(text) for s in family.samples}
@@ -141,6 +142,7 @@ def test_calls_and_etcd_requests_are_counted_as_they_end() -> None:
     assert found[key("landlord_etcd_request_failures_total", operation="commit")] == 1.0
     assert found[key("landlord_etcd_request_failures_total", operation="watch")] == 1.0
     assert key("landlord_etcd_request_duration_seconds_count", operation="watch") not in found
+    assert found[key("landlord_placement_refusals_total", resource="memory")] == 1.0
     assert key("landlord_coordinator_leader") not in found  # fleet figures come with watch()
 
 
