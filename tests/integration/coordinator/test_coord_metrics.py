@@ -55,6 +55,15 @@ async def test_the_leader_shows_its_fleet_rollouts_and_admin_calls(
         found = await async_eventually(settled, timeout=10)
         assert found is not None
         metrics = found
+        watched = [info async for info in admin.WatchRollout(
+            admin_pb2.GetRolloutRequest(apartment="shop", unit="web"))]
+        assert watched  # the promoted rollout, then the stream ends
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            async for _ in admin.WatchRollout(
+                    admin_pb2.GetRolloutRequest(apartment="shop", unit="nope")):
+                pass
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        streams = await scrape(url(coordinator))
     finally:
         for agent in agents:
             await agent.stop()
@@ -77,6 +86,8 @@ async def test_the_leader_shows_its_fleet_rollouts_and_admin_calls(
     assert metrics.value(calls, method="GetUnit", code="NOT_FOUND") == 1.0
     assert (metrics.value(calls, method="ListInstances", code="OK") or 0) >= 1
     assert metrics.value("landlord_admin_call_duration_seconds_count", method="Deploy") == 2.0
+    assert streams.value(calls, method="WatchRollout", code="OK") == 1.0
+    assert streams.value(calls, method="WatchRollout", code="NOT_FOUND") == 1.0
     commits = metrics.value("landlord_etcd_request_duration_seconds_count", operation="commit")
     assert commits is not None and commits > 0
     assert metrics.value("landlord_etcd_request_failures_total", operation="commit") is None
