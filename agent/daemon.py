@@ -139,6 +139,8 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
     stream: asyncio.Task[None] | None = None
     client: CoordinatorStream | None = None
     ordered: list[asyncio.Task[None]] = []
+    if adapter is not None:
+        adapter.command_timed = metrics.observe_command
     if adapter is not None and coordinated is not None:
         client = CoordinatorStream(adapter, coordinated)
         stream = asyncio.create_task(client.run(), name="coordinator-stream")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -34,6 +34,9 @@ __all__ = ["AgentMetrics", "Increment", "PlaneFigures", "StreamFigures", "UsageR
 log = logging.getLogger(__name__)
 
 DROPPED_LOGS_TIMEOUT_S = 1.0
+COMMAND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                   120.0, 300.0)
+"""Seconds: a route change takes milliseconds, a start with an image pull minutes."""
 
 
 class StreamFigures(Protocol):
@@ -211,6 +214,10 @@ class AgentMetrics:
             "gc_instances": Counter("landlord_agent_gc_freed_instances", "Idle instances "
                                     "garbage collection removed", ["kind"], registry=r),
         }
+        self.command_seconds = Histogram(
+            "landlord_agent_command_duration_seconds", "How long coordinator commands took "
+            "on this agent, by kind and outcome (succeeded, failed)", ["kind", "outcome"],
+            buckets=COMMAND_BUCKETS, registry=r)
         for kind in GcKind:  # every kind shows up at 0, so rate() works from the start
             for name in ("gc_actions", "gc_bytes"):
                 self.counters[name].labels(kind.value)
@@ -225,6 +232,10 @@ class AgentMetrics:
         """An ``EventBus`` listener."""
         for step in event_increments(event):
             self.counters[step.counter].labels(*step.labels).inc(step.amount)
+
+    def observe_command(self, kind: str, ok: bool, seconds: float) -> None:
+        """A ``StreamAdapter.command_timed`` hook."""
+        self.command_seconds.labels(kind, "succeeded" if ok else "failed").observe(seconds)
 
     def watch(self, records: Callable[[], Iterable[InstanceRecord]],
               figures: Callable[[str], Mapping[str, Any]],

@@ -19,21 +19,24 @@ from agent.daemon import build_data_plane, run_daemon
 from agent.instances.events import EventType
 from agent.instances.resource_monitor import main_process_pid
 from agent.service import AgentService
+from common.gc_kinds import GcKind
 from common.gen.landlord.v1 import agent_pb2_grpc
+from common.stream_commands import CollectGarbage
 from common.transport.factory import bound_server, create_server
+from coordinator.fleet.sessions import Fleet
 from tests.support import async_eventually
 from tests.support.prometheus import Scrape, get_json, scrape
 
 
 @contextlib.asynccontextmanager
-async def stand_in() -> AsyncIterator[tuple[str, Any]]:
+async def stand_in() -> AsyncIterator[tuple[str, Any, Fleet]]:
     server = create_server()
-    agent_pb2_grpc.add_AgentStreamServicer_to_server(StandInCoordinator(fleet_control()),
-                                                     server)
+    control = fleet_control()
+    agent_pb2_grpc.add_AgentStreamServicer_to_server(StandInCoordinator(control), server)
     port = bound_server(server, "127.0.0.1:0")
     await server.start()
     try:
-        yield f"127.0.0.1:{port}", server
+        yield f"127.0.0.1:{port}", server, control.fleet
     finally:
         await server.stop(None)
 
@@ -41,7 +44,7 @@ async def stand_in() -> AsyncIterator[tuple[str, Any]]:
 async def test_daemon_metrics_and_health(harness: AgentHarness, tmp_path: Path) -> None:
     metrics_port = free_port("127.0.0.1")
     base = f"http://127.0.0.1:{metrics_port}"
-    async with stand_in() as (address, coordinator):
+    async with stand_in() as (address, coordinator, fleet):
         config = harness.config(coordinators=(address,), metrics_listen=f"127.0.0.1:"
                                 f"{metrics_port}", data_dir=tmp_path / "agent")
         plane = build_data_plane(config)
@@ -66,6 +69,7 @@ async def test_daemon_metrics_and_health(harness: AgentHarness, tmp_path: Path) 
                             "docker": {"ok": True, "error": ""},
                             "haproxy": {"ok": True, "error": ""}}
             service = services[0]
+            assert fleet.send(config.host_id, CollectGarbage((GcKind.CACHE,)))
             spec = make_spec("metrics-1")
             view = await service.start_instance(spec)
             info = await service.runtime.inspect(view.container_id or "")
@@ -79,7 +83,9 @@ async def test_daemon_metrics_and_health(harness: AgentHarness, tmp_path: Path) 
                           "version": "1.0.0"}
                 sampled = found.value("landlord_instance_memory_usage_bytes", **labels)
                 return found if sampled and found.value(
-                    "landlord_agent_instances", state="running") == 1.0 else None
+                    "landlord_agent_instances", state="running") == 1.0 and found.value(
+                    "landlord_agent_command_duration_seconds_count", kind="gc",
+                    outcome="succeeded") == 1.0 else None
 
             metrics = await async_eventually(counted, timeout=20, interval=0.5)
             assert metrics is not None

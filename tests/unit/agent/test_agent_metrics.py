@@ -116,6 +116,8 @@ async def test_the_registry_counts_events_and_reads_stream_and_plane_at_scrape()
     bus.listen(metrics.on_event)
     bus.publish(event(EventType.RECOVERY_SUCCESS, kind="container_crash"))
     bus.publish(event(EventType.GC_MEMORY, cache_before=10, cache_after=4))
+    metrics.observe_command("start", True, 1.5)
+    metrics.observe_command("start", False, 0.2)
     stream, plane = Stream(), Plane(dropped=7)
     metrics.watch(lambda: [], lambda _: {}, stream=stream, plane=plane)
     await metrics.refresh()
@@ -123,6 +125,10 @@ async def test_the_registry_counts_events_and_reads_stream_and_plane_at_scrape()
     assert found[key("landlord_agent_recoveries_total", kind="container_crash",
                      outcome="succeeded")] == 1.0
     assert found[key("landlord_agent_gc_freed_bytes_total", kind="memory")] == 6.0
+    assert found[key("landlord_agent_command_duration_seconds_count", kind="start",
+                     outcome="succeeded")] == 1.0
+    assert found[key("landlord_agent_command_duration_seconds_sum", kind="start",
+                     outcome="failed")] == 0.2
     assert found[key("landlord_agent_gc_actions_total", kind="unused")] == 0.0
     assert found[key("landlord_agent_stream_connected")] == 0.0
     assert found[key("landlord_agent_stream_sessions_total")] == 2.0
