@@ -141,11 +141,16 @@ class MetricsServer:
                      ) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
-            status, content_type, body = await self.answer(head)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                 ConnectionError, ssl.SSLError):
             writer.close()
             return
+        try:
+            status, content_type, body = await self.answer(head)
+        except Exception:  # a collector's or a check's bug: the scrape fails, visibly
+            log.exception("answering %r failed", head.split(b"\r\n", 1)[0][:100])
+            status, content_type, body = ("500 Internal Server Error", "text/plain",
+                                          b"internal error (see the daemon's log)\n")
         method = head.split(b" ", 1)[0]
         writer.write(
             f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"

@@ -7,11 +7,14 @@ import logging
 import socket
 import ssl
 import urllib.error
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from common.identity import Identity, Role
 from common.metrics_http import MetricsEndpoint, serve_metrics
@@ -96,5 +99,25 @@ async def test_https_without_client_certificates(tmp_path: Path) -> None:
             await scrape(server.url)  # the server's CA is not trusted
         metrics = await scrape(server.url, ssl.create_default_context(cafile=str(pki["ca"])))
         assert metrics.value("landlord_test_up") == 1.0
+    finally:
+        await server.close()
+
+
+class Broken(Collector):
+    def collect(self) -> Iterator[Metric]:
+        raise RuntimeError("a collector's bug")
+
+
+async def test_a_failing_collector_fails_the_scrape_visibly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    broken = registry()
+    broken.register(Broken())
+    server = await serve_metrics(MetricsEndpoint("127.0.0.1:0"), broken, "test")
+    assert server is not None
+    try:
+        with pytest.raises(AssertionError, match="answered 500"):
+            await scrape(server.url)
+        assert "answering b'GET /metrics HTTP/1.1' failed" in caplog.text
+        assert "a collector's bug" in caplog.text
     finally:
         await server.close()
