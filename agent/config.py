@@ -33,7 +33,7 @@ from common.settings import (
     validate,
 )
 from common.settings_loader import SettingsSpec
-from common.transport import TlsSettings
+from common.transport import TlsSettings, is_loopback
 
 __all__ = ["ENV_PREFIX", "SETTINGS", "AgentConfig", "load_config"]
 
@@ -93,6 +93,9 @@ class AgentConfig:
     image_pull_timeout: float = _opt(600.0, "seconds an image pull may take before the start "
                                             "that needs it fails", gt=0)
     haproxy_binary: str = _opt("/usr/sbin/haproxy", "the HAProxy 2.6+ executable")
+    haproxy_metrics_listen: str = _opt("", "loopback host:port where this host's HAProxy "
+                                           "serves its own Prometheus exporter at /metrics "
+                                           "(empty: off)", check=check_metrics_listen)
     haproxy_threads: int = _opt(0, "HAProxy worker threads (0: a quarter of the cores, at "
                                    "least one)", ge=0, le=64)
     stop_grace: float = _opt(30.0, "seconds between SIGTERM and SIGKILL on a graceful stop",
@@ -187,6 +190,10 @@ def _rules(cfg: AgentConfig) -> list[Problem]:
         out.append(Problem(str(exc), tls))
     out += [Problem(message, METRICS_SETTINGS) for message in
             endpoint_problems(*(getattr(cfg, name) for name in METRICS_SETTINGS))]
+    if cfg.haproxy_metrics_listen and not is_loopback(cfg.haproxy_metrics_listen):
+        out.append(Problem(f"haproxy_metrics_listen {cfg.haproxy_metrics_listen!r} must be a "
+                           "loopback address (HAProxy's exporter is served without TLS)",
+                           ("haproxy_metrics_listen",)))
     return out
 
 

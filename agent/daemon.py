@@ -45,7 +45,8 @@ def build_data_plane(config: AgentConfig) -> DataPlane:
     """This host's HAProxy under ``DATA_DIR/haproxy``, serving on the advertise address."""
     return DataPlane(config.data_dir, config.advertise_address, host=config.host_id,
                      settings=DataPlaneSettings(haproxy_binary=config.haproxy_binary,
-                                                threads=config.haproxy_threads))
+                                                threads=config.haproxy_threads,
+                                                metrics_listen=config.haproxy_metrics_listen))
 
 
 def stream_settings(config: AgentConfig) -> StreamSettings:
