@@ -214,17 +214,41 @@ class Coordinator:
         self.port = bound_server(self.server, self.config.listen, self.config.tls,
                                  self.certificates)
         await self.server.start()
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(False)  # until the view has listed etcd
         self.metrics_server = await serve_metrics(self.config.metrics_endpoint,
                                                   self.metrics.registry, "coordinator")
         self._tasks = [
             asyncio.create_task(self.view.run(), name="etcd-view"),
             asyncio.create_task(self.election.run(self.duties.lead), name="election"),
+            asyncio.create_task(self._follow_etcd(), name="health-follows-etcd"),
         ]
         log.info("coordinator %s serving on %s (etcd %s, prefix %s)", self.me.id,
                  self.config.listen, ",".join(self.config.etcd_endpoints),
                  self.config.etcd_prefix)
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)  # ignored once shutting down
+
+    async def _follow_etcd(self, interval: float = 0.25) -> None:
+        """gRPC health follows etcd: NOT_SERVING while the cluster view cannot watch it
+        (reads would be stale, writes fail), SERVING again once it watches."""
+        serving = False
+        while True:
+            if serving:
+                await asyncio.sleep(interval)
+            else:  # serve as soon as the view has synced
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.view.synced.wait(), interval)
+            synced = self.view.synced.is_set()
+            if synced != serving:
+                serving = synced
+                log.log(logging.INFO if synced else logging.WARNING,
+                        "health %s: etcd is %s", "SERVING" if synced else "NOT_SERVING",
+                        "watched" if synced else "unreachable")
+                await self._set_health(synced)
 
     async def stop(self) -> None:
         log.info("coordinator %s shutting down", self.me.id)

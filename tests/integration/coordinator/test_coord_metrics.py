@@ -1,12 +1,15 @@
 """A coordinator's /metrics endpoint, scraped over HTTP: leadership, the fleet its agents
-report, the rollout of a first deploy, admin calls by method and status, etcd requests."""
+report, the rollout of a first deploy, admin calls by method and status, etcd requests;
+and its gRPC health, which follows etcd."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from local_cluster.etcd import EtcdProcess
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
@@ -16,6 +19,9 @@ from tests.integration.coordinator.conftest import coordinator_config
 from tests.integration.coordinator.test_coord_stream import check, deploy, running
 from tests.support import async_eventually
 from tests.support.prometheus import Scrape, scrape
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def url(coordinator: Coordinator) -> str:
@@ -105,3 +111,28 @@ async def test_a_follower_says_it_does_not_lead(coordinator: Coordinator, etcd: 
         assert leader.value("landlord_coordinator_leader") == 1.0
     finally:
         await follower.stop()
+
+
+async def test_grpc_health_follows_etcd(tmp_path: Path) -> None:
+    etcd = EtcdProcess(tmp_path).start()
+    coordinator = Coordinator(coordinator_config(etcd, "/health", etcd_timeout=1.0))
+    await coordinator.start()
+    try:
+        async with grpc.aio.insecure_channel(coordinator.config.listen) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            def status(wanted: int) -> Any:
+                async def check() -> bool:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(
+                        service="landlord.v1.Admin"))
+                    return bool(reply.status == wanted)
+                return check
+
+            await async_eventually(status(SERVING), timeout=10)
+            etcd.stop()
+            await async_eventually(status(NOT_SERVING), timeout=15, interval=0.2)
+            etcd.start()
+            await async_eventually(status(SERVING), timeout=15, interval=0.2)
+    finally:
+        await coordinator.stop()
+        etcd.stop()
