@@ -82,10 +82,13 @@ class AgentConfig:
                                                 "1gbit)", "bits")
     labels: tuple[str, ...] = _opt((), "extra labels KEY=VALUE on every container",
                                    check=_check_labels)
-    tls_ca_file: str = _opt("", "CA bundle that signs the coordinators' certificate (empty: "
-                                "insecure)", group="coordinator stream and data plane")
-    tls_cert_file: str = _opt("", "this agent's client certificate for mutual TLS")
-    tls_key_file: str = _opt("", "this agent's client private key")
+    tls_ca_file: str = _opt("", "CA bundle that signs the coordinators' certificate",
+                            group="coordinator stream and data plane")
+    tls_cert_file: str = _opt("", "this host's certificate (landlord certs issue agent "
+                                  "HOST_ID)")
+    tls_key_file: str = _opt("", "private key of tls_cert_file")
+    insecure: bool = _opt(False, "allow a plain-text stream (no tls_* files) to loopback "
+                                 "coordinators only; for development, logged loudly")
     data_plane: bool = _opt(True, "run this host's HAProxy data plane (unit entry points)")
     registry_auth_file: str = _opt("", "Docker config.json-style registry credentials "
                                        "({\"auths\": {\"HOST:PORT\": {\"auth\": "
@@ -188,6 +191,16 @@ def _rules(cfg: AgentConfig) -> list[Problem]:
                     key_file=cfg.tls_key_file)
     except InvalidArgument as exc:
         out.append(Problem(str(exc), tls))
+    mutual = bool(cfg.tls_ca_file and cfg.tls_cert_file and cfg.tls_key_file)
+    if cfg.coordinators and not mutual and not cfg.insecure:
+        out.append(Problem(
+            "mutual TLS is required to reach coordinators: set tls_ca_file, tls_cert_file "
+            "and tls_key_file (landlord certs issue agent HOST_ID, see docs/security.md), or "
+            "insecure = true for plain text to loopback coordinators", (*tls, "insecure")))
+    elif not mutual and (remote := [c for c in cfg.coordinators if not is_loopback(c)]):
+        out.append(Problem(f"insecure = true speaks plain text, which is refused to "
+                           f"{', '.join(remote)}: set the tls_* files",
+                           ("coordinators", "insecure")))
     out += [Problem(message, METRICS_SETTINGS) for message in
             endpoint_problems(*(getattr(cfg, name) for name in METRICS_SETTINGS))]
     if cfg.haproxy_metrics_listen and not is_loopback(cfg.haproxy_metrics_listen):

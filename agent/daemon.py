@@ -27,13 +27,15 @@ from agent.service import AgentService
 from agent.stream.adapter import StreamAdapter
 from agent.stream.host_commands import RoutingPlane
 from agent.stream.session import CoordinatorStream, StreamSettings
+from common.clock import SystemClock
 from common.errors import LandlordError
 from common.metrics_http import MetricsServer, serve_metrics
 from common.schema import release
 from common.systemd_notify import notify, watchdog_interval, watchdog_pings
-from common.transport import TlsSettings
+from common.transport import ClientCertificates, ExpiryWatch, TlsSettings
 
-__all__ = ["Extension", "build_data_plane", "run_daemon", "stream_settings"]
+__all__ = ["Extension", "build_data_plane", "reload_certificates", "run_daemon",
+           "stream_settings"]
 
 log = logging.getLogger(__name__)
 Extension = Callable[[AgentService, asyncio.Event], Coroutine[Any, Any, None]]
@@ -54,6 +56,27 @@ def stream_settings(config: AgentConfig) -> StreamSettings:
     tls = TlsSettings(ca_file=config.tls_ca_file, cert_file=config.tls_cert_file,
                       key_file=config.tls_key_file)
     return StreamSettings(coordinators=config.coordinators, tls=tls)
+
+
+def reload_certificates(certificates: ClientCertificates | None,
+                        expiry: ExpiryWatch | None = None) -> bool:
+    """SIGHUP: read the TLS files again for the next connection (the open stream keeps its
+    TLS session). Bad files keep the previous ones (logged); False then, or without TLS."""
+    if certificates is None:
+        log.info("reload asked, but the agent has no TLS files: nothing to reload")
+        return False
+    tls = certificates.tls
+    try:
+        certificates.reload()
+    except LandlordError as exc:
+        log.error("cannot reload the TLS files, keeping the previous ones: %s", exc)
+        return False
+    log.info("reloaded the certificate %s, its key and the CA bundle %s; the next connection "
+             "to a coordinator uses them (the open stream stays)",
+             tls.cert_file or "(none)", tls.ca_file or "(none)")
+    if expiry is not None:
+        expiry.recheck()
+    return True
 
 
 async def _open_host(service: AgentService, plane: RoutingPlane | None) -> StreamAdapter | None:
@@ -109,19 +132,26 @@ async def run_daemon(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     coordinated = stream_settings(config) if config.coordinators else None  # checked first
+    certificates = (ClientCertificates(coordinated.tls)
+                    if coordinated is not None and coordinated.tls.enabled else None)
+    expiry = (ExpiryWatch(config.tls_cert_file, lambda: certificates.certificate,
+                          SystemClock()) if certificates and config.tls_cert_file else None)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_certificates, certificates, expiry)
     try:
-        await _serve(config, runtime, extensions, stop, plane, coordinated)
+        await _serve(config, runtime, extensions, stop, plane, coordinated, certificates,
+                     expiry)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return 0
 
 
 async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
                  extensions: Sequence[Extension], stop: asyncio.Event,
-                 plane: RoutingPlane | None, coordinated: StreamSettings | None) -> None:
+                 plane: RoutingPlane | None, coordinated: StreamSettings | None,
+                 certificates: ClientCertificates | None, expiry: ExpiryWatch | None) -> None:
     service = AgentService(config, runtime or DockerRuntime(config.docker_url))
     metrics = AgentMetrics()
     service.bus.listen(metrics.on_event)  # before adoption: its recoveries count too
@@ -135,6 +165,10 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
         "adopted": report.adopted, "recovered": report.recovered, "launched": report.launched,
         "rebuilt": report.rebuilt, "strays_removed": report.strays_removed,
         "data_plane": plane is not None, "coordinators": list(config.coordinators)})
+    if config.coordinators and not config.tls_cert_file:
+        log.warning("INSECURE (insecure = true): the stream to %s is plain text; anyone on "
+                    "the way may read this host's commands and speak for it",
+                    ", ".join(config.coordinators))
     notify(f"READY=1\nSTATUS=supervising {len(service.instances())} instances")
     interval = config.watchdog_interval or watchdog_interval()
     stream: asyncio.Task[None] | None = None
@@ -143,7 +177,7 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
     if adapter is not None:
         adapter.command_timed = metrics.observe_command
     if adapter is not None and coordinated is not None:
-        client = CoordinatorStream(adapter, coordinated)
+        client = CoordinatorStream(adapter, coordinated, certificates)
         stream = asyncio.create_task(client.run(), name="coordinator-stream")
     endpoint = await _open_metrics(service, metrics, client, plane)
     if adapter is not None:
@@ -154,6 +188,8 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
     ordered.append(asyncio.create_task(service.run(stop), name="monitor-gc"))
     if interval > 0:
         ordered.append(asyncio.create_task(watchdog_pings(interval, stop), name="watchdog"))
+    if expiry is not None:
+        ordered.append(asyncio.create_task(expiry.run(stop), name="certificate-expiry"))
     await stop.wait()
     notify("STOPPING=1")
     log.info("stopping agent %s (containers and haproxy keep running)", config.host_id)

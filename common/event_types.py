@@ -2,15 +2,17 @@
 
 The agent's event bus publishes them (``agent.instances.events.AgentEvent``), the stream carries
 them as ``ReportedEvent.type``, and the coordinator records and reacts to them (a
-``recovery.escalated`` starts its own healing, for example). ``AUDIT`` is the one type the
-coordinator writes itself (coordinator/api/audit.py); an agent never reports it.
+``recovery.escalated`` starts its own healing, for example). The types in
+``COORDINATOR_ONLY`` are written by the coordinator alone (``AUDIT`` by
+coordinator/api/audit.py, ``HOST_FORGOTTEN`` by coordinator/fleet/forgetter.py); an agent
+never reports them, and the coordinator drops them from a report.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["EventType"]
+__all__ = ["COORDINATOR_ONLY", "EventType"]
 
 
 class EventType(StrEnum):
@@ -55,3 +57,10 @@ class EventType(StrEnum):
     AUDIT = "audit"
     """A mutating admin call, written by the coordinator (details: caller, caller_source,
     peer, method, outcome, error, and the request's essentials; coordinator/api/audit.py)."""
+    HOST_FORGOTTEN = "host.forgotten"
+    """A host lost longer than ``forget_host_after``, with no instance left on it, had its
+    records removed from etcd by the coordinator (details: building, lost_for seconds)."""
+
+
+COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN})
+"""Event types only the coordinator writes; an agent's report of one is dropped."""

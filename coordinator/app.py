@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,16 +24,18 @@ from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_p
 from common.metrics_http import MetricsServer, serve_metrics
 from common.pki_check import Trust
 from common.schema import release
-from common.transport import ServerCertificates, bound_server, create_server
+from common.transport import ExpiryWatch, ServerCertificates, bound_server, create_server
 from coordinator.api.admin_service import AdminService
 from coordinator.api.agent_service import AgentStreamService
 from coordinator.api.audit_interceptor import AuditInterceptor
 from coordinator.api.authz_interceptor import AuthzInterceptor
 from coordinator.api.metrics_interceptor import CallMetricsInterceptor
+from coordinator.api.open_streams import OpenStreams
 from coordinator.config import CoordinatorConfig
 from coordinator.fleet.agent_sessions import AgentSessions
 from coordinator.fleet.check_calls import CheckCalls
 from coordinator.fleet.dispatch import CommandDispatch
+from coordinator.fleet.forgetter import HostForgetter
 from coordinator.fleet.healing import Healer
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.known_fleet import KnownFleet
@@ -64,6 +67,8 @@ from coordinator.state.view import ClusterView
 
 __all__ = ["SERVICE_NAMES", "Coordinator"]
 
+STREAM_RECHECK_SECONDS = 60.0
+"""How often open streams' certificates are checked again (expiry)."""
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
@@ -115,6 +120,9 @@ class Coordinator:
             hosts=self.hosts, placement=self.placement, commands=self.dispatch,
             state=self.state, fleet=self.fleet, events=self.events, clock=self.clock,
             policy=self.liveness)
+        self.forgetter = HostForgetter(
+            hosts=self.hosts, state=self.state, fleet=self.fleet, events=self.events,
+            clock=self.clock, forget_after=config.forget_host_after)
         self.registry = Registry(state=self.state, layout=self.layout, writes=self.writes,
                                  events=self.events, clock=self.clock, reported=self.fleet,
                                  images=RegistryClient.from_settings(
@@ -128,7 +136,7 @@ class Coordinator:
             events=self.events, clock=self.clock, heal=self.healer.tick,
             flush_routes=self.dispatch.flush_routes, flush_statuses=self.statuses.flush,
             tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts,
-            schema=self.schema)
+            schema=self.schema, forget_hosts=self.forgetter.tick)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
@@ -143,6 +151,12 @@ class Coordinator:
                                     if config.mutual_tls else None)
         self.certificates = (ServerCertificates(config.tls) if config.tls_cert_file
                              else None)
+        self.streams = OpenStreams()
+        """Streams open under a client certificate, checked again at each reload."""
+        certificates = self.certificates
+        self.expiry = ExpiryWatch(config.tls_cert_file,
+                                  lambda: certificates.certificate if certificates else None,
+                                  self.clock)
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
@@ -165,8 +179,9 @@ class Coordinator:
 
     def reload_trust(self) -> bool:
         """Re-read the server certificate and key, the CA bundle and the CRL (SIGHUP). Open
-        streams stay; every later handshake and call uses the new files. Bad files keep the
-        previous ones (logged)."""
+        streams stay, but those whose client certificate the new CA bundle and CRL refuse
+        are ended (UNAUTHENTICATED); every later handshake and call uses the new files. Bad
+        files keep the previous ones (logged)."""
         if self.certificates is None or self.trust is None:
             log.info("reload asked, but mutual TLS is off: nothing to reload")
             return False
@@ -177,11 +192,21 @@ class Coordinator:
             log.error("cannot reload the CA bundle and CRL, keeping the previous ones: %s", exc)
             return False
         self.trust = trust
+        ended = self.streams.recheck(trust, datetime.fromtimestamp(self.clock.now(), UTC))
         log.info("reloaded the server certificate %s, the CA bundle %s and CRL %s "
-                 "(%d revocation list(s))", self.config.tls_cert_file,
-                 self.config.tls_ca_file, self.config.tls_crl_file or "(none)",
-                 len(trust.crls))
+                 "(%d revocation list(s)); %d open stream(s) ended as no longer trusted",
+                 self.config.tls_cert_file, self.config.tls_ca_file,
+                 self.config.tls_crl_file or "(none)", len(trust.crls), len(ended))
+        self.expiry.recheck()
         return True
+
+    async def _end_expired_streams(self) -> None:
+        """A stream's certificate may expire while it is open: end such streams within a
+        minute (a reload ends the revoked ones at once)."""
+        while self.trust is not None:
+            await asyncio.sleep(STREAM_RECHECK_SECONDS)
+            # each stream ended is logged with why
+            self.streams.recheck(self.trust, datetime.fromtimestamp(self.clock.now(), UTC))
 
     def _current_trust(self) -> Trust:
         assert self.trust is not None
@@ -191,17 +216,19 @@ class Coordinator:
         # the call metrics and the audit interceptor stay first (outermost): they must see
         # every call's final status, authz denials included
         counted = CallMetricsInterceptor(self.metrics)
+        plain_etcd = [e for e in self.config.etcd_endpoints if not e.startswith("https://")]
+        if plain_etcd and not self.config.etcd_tls.enabled:
+            log.warning("INSECURE (insecure = true): etcd %s is reached in plain text",
+                        ", ".join(plain_etcd))
         if self.trust is not None:
-            return [counted, self.audit, AuthzInterceptor(self._current_trust, self.clock)]
-        if self.config.tls_cert_file:
-            log.warning("TLS WITHOUT CLIENT CERTIFICATES: no tls_ca_file, so clients are "
-                        "anonymous and anyone who reaches %s may call every admin RPC and "
-                        "register as any host; set tls_ca_file for mutual TLS",
-                        self.config.listen)
-        else:
-            log.warning("NO TLS: clients are anonymous and anyone who reaches %s may call "
-                        "every admin RPC and register as any host; set tls_ca_file, "
-                        "tls_cert_file and tls_key_file for mutual TLS", self.config.listen)
+            return [counted, self.audit,
+                    AuthzInterceptor(self._current_trust, self.clock, self.streams)]
+        # the config allows this only with insecure = true, on a loopback address
+        log.warning("INSECURE (insecure = true): %s, so clients are anonymous and anyone "
+                    "who reaches %s may call every admin RPC and register as any host; set "
+                    "tls_ca_file, tls_cert_file and tls_key_file for mutual TLS",
+                    "no client certificates" if self.config.tls_cert_file else "no TLS",
+                    self.config.listen)
         return [counted, self.audit]
 
     async def start(self) -> None:
@@ -221,6 +248,8 @@ class Coordinator:
             asyncio.create_task(self.view.run(), name="etcd-view"),
             asyncio.create_task(self.election.run(self.duties.lead), name="election"),
             asyncio.create_task(self._follow_etcd(), name="health-follows-etcd"),
+            asyncio.create_task(self.expiry.run(), name="certificate-expiry"),
+            asyncio.create_task(self._end_expired_streams(), name="stream-expiry"),
         ]
         log.info("coordinator %s serving on %s (etcd %s, prefix %s)", self.me.id,
                  self.config.listen, ",".join(self.config.etcd_endpoints),

@@ -33,7 +33,7 @@ from common.settings import (
     validate,
 )
 from common.settings_loader import SettingsSpec
-from common.transport import COORDINATOR_ADDRESS, TlsSettings
+from common.transport import COORDINATOR_ADDRESS, TlsSettings, is_loopback
 
 __all__ = ["ENV_PREFIX", "SETTINGS", "CoordinatorConfig", "build_parser", "load_config"]
 
@@ -111,6 +111,10 @@ class CoordinatorConfig:
                                      gt=0)
     liveness_grace: float = setting(10.0, "seconds a silent host is suspect before it is lost",
                                     ge=0)
+    forget_host_after: float = setting(
+        86400.0, "seconds a lost host is kept in etcd before its records are removed (once "
+        "no instance is placed on it; counted from when it was declared lost, across leader "
+        "changes); it registers again as a new host", ge=1)
     event_history: int = setting(1000, "events kept in etcd", ge=10)
     port_range_start: int = setting(20000, "first host port assigned to instances", ge=1024,
                                     le=65535)
@@ -118,12 +122,16 @@ class CoordinatorConfig:
                                   le=65535)
     stop_grace: float = setting(30.0, "seconds an instance has to stop gracefully", ge=0)
     shutdown_grace: float = setting(5.0, "seconds in-flight RPCs get at shutdown", gt=0)
-    tls_ca_file: str = setting("", "CA bundle for mutual TLS (empty: insecure)",
-                               group="TLS and registries")
-    tls_cert_file: str = setting("", "server certificate (empty: insecure)")
-    tls_key_file: str = setting("", "server private key")
+    tls_ca_file: str = setting("", "CA bundle that signs clients' certificates (mutual TLS; "
+                                   "landlord certs init)", group="TLS and registries")
+    tls_cert_file: str = setting("", "this coordinator's certificate (landlord certs issue "
+                                     "coordinator ID)")
+    tls_key_file: str = setting("", "private key of tls_cert_file")
     tls_crl_file: str = setting("", "revocation list of the tls_ca_file CA (landlord certs "
                                     "revoke); re-read on SIGHUP; needs mutual TLS")
+    insecure: bool = setting(False, "allow plain text where TLS files are missing (the gRPC "
+                                    "port without mutual TLS, etcd without TLS), on loopback "
+                                    "addresses only; for development, logged loudly")
     registry_auth_file: str = setting("", "Docker config.json-style registry credentials used "
                                           "to resolve image tags to digests; empty: anonymous")
     registry_ca_file: str = setting("", "CA bundle for registries served over TLS (empty: the "
@@ -208,6 +216,33 @@ def _rules(cfg: CoordinatorConfig) -> list[Problem]:
             out.append(Problem(f"etcd endpoints {', '.join(plain)} say http:// but etcd TLS "
                                "files are set; write https:// or host:port",
                                ("etcd_endpoints", *etcd_files)))
+        else:
+            out += _plain_text_problems(cfg, plain if etcd_tls.enabled else [
+                e for e in cfg.etcd_endpoints if not e.startswith("https://")])
+    return out
+
+
+def _plain_text_problems(cfg: CoordinatorConfig, plain_etcd: list[str]) -> list[Problem]:
+    """TLS unless ``insecure``, and plain text only on loopback (docs/security.md)."""
+    out: list[Problem] = []
+    if not cfg.mutual_tls and not cfg.insecure:
+        out.append(Problem(
+            "mutual TLS is required: set tls_ca_file, tls_cert_file and tls_key_file (make "
+            "them with `landlord certs`, see docs/security.md), or insecure = true for plain "
+            "text on loopback", ("tls_ca_file", "tls_cert_file", "tls_key_file", "insecure")))
+    elif not cfg.mutual_tls and not is_loopback(cfg.listen):
+        out.append(Problem(f"insecure = true serves plain text, which is refused on "
+                           f"{cfg.listen}: listen on a loopback address or set the tls_* "
+                           "files", ("listen", "insecure")))
+    if plain_etcd and not cfg.insecure:
+        out.append(Problem(
+            f"etcd {', '.join(plain_etcd)} would be reached in plain text: set etcd_ca_file, "
+            "etcd_cert_file and etcd_key_file (etcd with --client-cert-auth), or insecure = "
+            "true for plain text on loopback", ("etcd_endpoints", "etcd_ca_file", "insecure")))
+    elif remote := [e for e in plain_etcd if not is_loopback(e)]:
+        out.append(Problem(f"insecure = true reaches etcd in plain text, which is refused for "
+                           f"{', '.join(remote)}: set the etcd_* TLS files",
+                           ("etcd_endpoints", "insecure")))
     return out
 
 

@@ -10,7 +10,6 @@ Bearer challenge comes from, and how a manifest body gives its digest.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import re
 import urllib.parse
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from common.image_refs import ImageRef
+from common.transport.settings import is_loopback
 
 __all__ = [
     "MANIFEST_ACCEPT",
@@ -26,7 +26,6 @@ __all__ = [
     "Challenge",
     "digest_of",
     "is_digest",
-    "is_loopback",
     "manifest_url",
     "parse_challenge",
     "registry_base_urls",
@@ -59,21 +58,6 @@ def is_digest(text: str) -> bool:
 def digest_of(body: bytes) -> str:
     """The content digest of a manifest as the registry stores it (sha256 of its bytes)."""
     return "sha256:" + hashlib.sha256(body).hexdigest()
-
-
-def is_loopback(registry: str) -> bool:
-    """Whether ``host[:port]`` names this machine (127.0.0.0/8, ::1, localhost)."""
-    host = registry
-    if host.startswith("["):
-        host = host[1:].partition("]")[0]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def registry_base_urls(registry: str, http_registries: Iterable[str]) -> tuple[str, ...]:

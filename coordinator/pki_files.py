@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -23,14 +24,20 @@ from cryptography import x509
 from common.errors import FailedPrecondition, InvalidArgument
 from common.pki import (
     CertificateAuthority,
+    Issued,
+    cert_pem,
+    crl_pem,
+    key_pem,
     load_certificate,
     load_certificates,
     load_crl,
     load_private_key,
+    new_ca,
+    revoke,
 )
 from common.pki_check import Trust
 
-__all__ = ["CaFiles", "load_trust", "read_file", "write_file"]
+__all__ = ["KEY_MODE", "PUBLIC_MODE", "CaFiles", "load_trust", "read_file", "write_file"]
 
 KEY_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -68,6 +75,20 @@ class CaFiles:
         if key.public_key() != cert.public_key():
             raise FailedPrecondition(f"{self.key} does not belong to {self.cert}")
         return CertificateAuthority(key, cert)
+
+    def create(self, name: str, now: datetime, days: int) -> CertificateAuthority:
+        """A new CA written here: ca.key (0600), ca.pem and an empty crl.pem."""
+        ca = new_ca(name, now, days)
+        write_file(self.key, key_pem(ca.key), KEY_MODE)
+        write_file(self.cert, cert_pem(ca.cert), PUBLIC_MODE)
+        write_file(self.crl, crl_pem(revoke(ca, None, (), now)), PUBLIC_MODE)
+        return ca
+
+    @staticmethod
+    def write_leaf(issued: Issued, cert_path: Path, key_path: Path) -> None:
+        """An issued pair: the key (0600) first, then the certificate."""
+        write_file(key_path, issued.key_pem, KEY_MODE)
+        write_file(cert_path, issued.cert_pem, PUBLIC_MODE)
 
     def load_crl(self, ca: CertificateAuthority) -> x509.CertificateRevocationList | None:
         if not self.crl.exists():

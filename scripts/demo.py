@@ -4,14 +4,17 @@
 1. builds landlord/demo-app 1.0.0, 1.1.0, 1.2.0, 2.0.0 (2.0.0 answers 20 % 500s) and pushes
    them to the local registry (127.0.0.1:5000, started by scripts/services.sh), from which
    they are published: each version records its image's digest;
-2. starts a coordinator (shared etcd 127.0.0.1:2379, prefix /landlord-demo, wiped first) and
-   three agents on 127.0.0.2-4 as background processes (logs, pids, data under .run/demo/)
-   with the local cluster launcher (scripts/local_cluster/, also used by tests and benches);
+2. makes the cluster's certificates (a CA and one certificate per coordinator, host and
+   admin, under .run/demo/pki/) and starts etcd (TLS, client certificates required), a
+   coordinator and three agents on 127.0.0.2-4 as background processes, all speaking
+   mutual TLS (logs, pids, data under .run/demo/), with the local cluster launcher
+   (scripts/local_cluster/, also used by tests and benches);
 3. publishes the versions with the `landlord` CLI and deploys 1.0.0 on three hosts;
 4. under steady load on every host's entry point: a canary to 1.1.0 (promoted), a canary to
    2.0.0 (rolls itself back), a blue-green to 1.2.0 with an immediate switch (promoted);
 5. prints a summary computed from what the load saw and the rollout records (and one
-   ``DEMO-SUMMARY {json}`` line), and leaves the cluster running.
+   ``DEMO-SUMMARY {json}`` line), shows that the CLI without a certificate is refused, prints
+   the shell lines that point the CLI at the cluster as its admin, and leaves it running.
 
 `scripts/demo.py --down` stops it all. LANDLORD_DEMO_FAST=1 (or --fast) shortens the steps.
 Exit status: 0 when every rollout behaved, 1 with a message saying what did not.
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 from local_cluster.cluster import LocalCluster, stop_recorded_cluster
+from local_cluster.daemons import BIN
 from local_cluster.images import DEMO_REGISTRY, DEMO_REPOSITORY, ensure_demo_images
 from local_cluster.load import LoadGenerator
 from local_cluster.processes import ClusterError
@@ -40,7 +44,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = Path(os.environ.get("LANDLORD_DEMO_DIR",
                               Path(os.environ.get("LANDLORD_RUN_DIR", ROOT / ".run")) / "demo"))
 UNIT, APARTMENT, NAME, BUILDING = "demo/web", "demo", "web", "demo"
-ETCD = "127.0.0.1:2379"  # the shared etcd of scripts/services.sh
 PREFIX = "/landlord-demo"
 DEMO_LABEL = "landlord.demo=1"
 # Host ids demo-h1..3: an agent adopts every container labelled with its host id, so a test
@@ -66,11 +69,10 @@ def say(line: str = "") -> None:
 
 
 def start_cluster() -> LocalCluster:
-    """Coordinator and agents as detached processes under RUN_DIR (logs, pids, data), on
-    the shared etcd's demo prefix (cleared first); they outlive this script."""
-    cluster = LocalCluster("demo", workdir=RUN_DIR, shared_etcd=ETCD, prefix=PREFIX,
-                           labels=[DEMO_LABEL], host_prefix=HOST_PREFIX,
-                           coordinator_settings=COORDINATOR_SETTINGS)
+    """etcd, coordinator and agents as detached processes under RUN_DIR (logs, pids, data,
+    certificates in pki/), over mutual TLS; they outlive this script."""
+    cluster = LocalCluster("demo", workdir=RUN_DIR, prefix=PREFIX, labels=[DEMO_LABEL],
+                           host_prefix=HOST_PREFIX, coordinator_settings=COORDINATOR_SETTINGS)
     cluster.start_etcd()
     coordinator = cluster.add_coordinator(name="coordinator",
                                           preferred_port=PREFERRED_COORDINATOR_PORT)
@@ -115,7 +117,19 @@ class Demo:
         return summary
 
 
-def print_summary(summary: dict[str, object], coordinator: str, port: int) -> None:
+def refused_without_certificate(coordinator: str) -> str:
+    """The CLI's one-line refusal when it has no certificate (the demo shows it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANDLORD_")}
+    done = subprocess.run([str(BIN / "landlord"), "--coordinator", coordinator, "--timeout", "3",
+                           "hosts", "list"],
+                          env=env, capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode == 0:
+        raise ClusterError("the coordinator answered a CLI without a client certificate")
+    return done.stderr.strip()
+
+
+def print_summary(summary: dict[str, object], cluster: LocalCluster, port: int) -> None:
+    coordinator = cluster.coordinator.address
     say()
     say("== summary (from the load generator's answers and the rollout records)")
     say(f"  requests: {summary['total_requests']}, failed: {summary['failed_requests']} = "
@@ -148,8 +162,15 @@ def print_summary(summary: dict[str, object], coordinator: str, port: int) -> No
         f"(http://127.0.0.{{2,3,4}}:{port}/)")
     say("DEMO-SUMMARY " + json.dumps(summary, sort_keys=True))
     say()
-    say("The cluster keeps running. Explore it with the CLI:")
+    say("Every part speaks mutual TLS (certificates in "
+        f"{cluster.pki.root if cluster.pki else '-'}). Without a client certificate the CLI is "
+        "refused:")
+    say(f"  $ landlord hosts list\n  {refused_without_certificate(coordinator)}")
+    say()
+    say("The cluster keeps running. Point the CLI at it as its admin, then explore:")
     say(f"  export LANDLORD_COORDINATOR={coordinator}")
+    for name, value in cluster.cli_env().items():
+        say(f"  export {name}={value}")
     say("  .venv/bin/landlord hosts list")
     say("  .venv/bin/landlord instances list")
     say(f"  .venv/bin/landlord rollout history {UNIT}")
@@ -184,7 +205,7 @@ def main() -> int:
         say("demo: the cluster is left as it is for inspection; stop it with `make down`")
         return 1
     assert demo.scenario is not None
-    print_summary(summary, demo.scenario.coordinator, demo.scenario.port)
+    print_summary(summary, demo.scenario.cluster, demo.scenario.port)
     say(f"(demo took {time.monotonic() - began:.0f} s)")
     return 0
 

@@ -4,8 +4,10 @@ and cleanup of what tests start."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +73,12 @@ def _remove_test_containers() -> None:
     except docker.errors.DockerException:
         # No Docker here (a unit-only run): there is nothing of ours to remove.
         return
+    finally:
+        # docker.from_env's API-version probe leaves its unix socket to the garbage
+        # collector; collect it here rather than as a ResourceWarning in some later test
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,6 +13,8 @@ agent or with a fake.
   with the acknowledgements and results of the commands run (``CommandQueue``).
 - Disconnected, the session does nothing to the agent: containers and data plane stay as
   they are (static stability) until a coordinator is back and reconciles.
+- The TLS files are read and checked once (``ClientCertificates``); a reload (SIGHUP)
+  reads them again for the next connection, and the open stream keeps its own.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from common.proto_values import duration_from_pb
 from common.schema import check_stream_peer, peer_schema
 from common.stream_convert import registration_to_pb, report_to_pb
 from common.stream_messages import AgentReport
-from common.transport import TlsSettings, create_channel
+from common.transport import ClientCertificates, TlsSettings, create_channel
 
 __all__ = ["CoordinatorStream", "StreamSettings"]
 
@@ -59,6 +61,13 @@ class StreamSettings:
     heartbeat_interval: float = 10.0
 
 
+_OPERATOR_MUST_ACT = frozenset({
+    grpc.StatusCode.FAILED_PRECONDITION,  # e.g. a coordinator too many releases away
+    grpc.StatusCode.UNAUTHENTICATED,  # this agent's certificate: revoked, expired, untrusted
+    grpc.StatusCode.PERMISSION_DENIED,  # its certificate names another host
+})
+
+
 class Redirected(Exception):
     """A follower named the leader; try it now."""
 
@@ -68,7 +77,8 @@ class Disconnected(Exception):
 
 
 class CoordinatorStream:
-    def __init__(self, endpoint: AgentEndpoint, settings: StreamSettings) -> None:
+    def __init__(self, endpoint: AgentEndpoint, settings: StreamSettings,
+                 certificates: ClientCertificates | None = None) -> None:
         if not settings.coordinators:
             raise ValueError("at least one coordinator address is needed")
         self.endpoint = endpoint
@@ -84,6 +94,10 @@ class CoordinatorStream:
         self.commands = CommandQueue(endpoint)
         self._host_id = ""
         self.sessions = 0
+        self.certificates = certificates or (ClientCertificates(settings.tls)
+                                             if settings.tls.enabled else None)
+        """The TLS files new connections use, read at start or at the last reload (the
+        daemon's SIGHUP, agent/daemon.py); an open stream keeps its own TLS session."""
 
     async def run(self) -> None:
         """Keep a session with the leader for ever (cancel to stop)."""
@@ -119,18 +133,15 @@ class CoordinatorStream:
     async def _session(self) -> None:
         """One session; returns normally only after a registered session ended."""
         self.target = self._pick_target()
-        channel = create_channel(self.target, self.settings.tls)
+        channel = create_channel(self.target, self.settings.tls,
+                                 certificates=self.certificates)
         try:
             call = agent_pb2_grpc.AgentStreamStub(channel).Session()
             try:
                 await call.write(agent_pb2.AgentMessage(register=self._register()))
                 first = await call.read()
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                    # e.g. a coordinator too many releases away: the operator must act
-                    log.error("coordinator %s refused this agent: %s", self.target,
-                              exc.details())
-                raise Disconnected(f"{self.target}: {exc.code().name} {exc.details()}") from None
+                raise self._failed(exc) from None
             if first is grpc.aio.EOF:
                 raise Disconnected(f"{self.target} closed the stream")
             body = first.WhichOneof("body")
@@ -144,6 +155,13 @@ class CoordinatorStream:
             self.connected.clear()
             await channel.close(None)
         self._next_index -= 1  # reconnect to the same coordinator first
+
+    def _failed(self, exc: grpc.aio.AioRpcError) -> Disconnected:
+        """The stream failed; a refusal only the operator can fix is logged as an error."""
+        if exc.code() in _OPERATOR_MUST_ACT:
+            log.error("coordinator %s refused this agent: %s %s", self.target,
+                      exc.code().name, exc.details())
+        return Disconnected(f"{self.target}: {exc.code().name} {exc.details()}")
 
     def _redirect(self, leader: str) -> None:
         if leader and leader != self.target:
@@ -193,7 +211,7 @@ class CoordinatorStream:
             try:
                 message = await call.read()
             except grpc.aio.AioRpcError as exc:
-                raise Disconnected(f"{exc.code().name} {exc.details()}") from None
+                raise self._failed(exc) from None
             if message is grpc.aio.EOF:
                 raise Disconnected("coordinator ended the stream")
             body = message.WhichOneof("body")

@@ -6,7 +6,9 @@ on loopback with ``insecure = true``) and keepalive settings change without touc
 call site.
 """
 
+from common.transport.expiry_watch import ExpiryWatch
 from common.transport.factory import (
+    ClientCertificates,
     ServerCertificates,
     bound_server,
     create_channel,
@@ -23,6 +25,8 @@ from common.transport.settings import (
 __all__ = [
     "COORDINATOR_ADDRESS",
     "COORDINATOR_PORT",
+    "ClientCertificates",
+    "ExpiryWatch",
     "KeepaliveSettings",
     "ServerCertificates",
     "TlsSettings",

@@ -8,7 +8,9 @@ both are logged. The admitted identity is available to the servicer through
 ``caller_identity()`` for the duration of the call.
 
 The trust (CA and CRL) comes from a callable, so a reload can swap it without touching
-open streams.
+open streams. Streaming calls are kept in ``OpenStreams`` (coordinator/api/open_streams.py)
+with their peer certificate, so that after a reload those whose certificate is no longer
+trusted are ended.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from common.clock import Clock
 from common.identity import Identity
 from common.pki_check import Refusal, Trust, check_peer
 from coordinator.api.authz import decide
+from coordinator.api.open_streams import OpenStreams
 
 __all__ = ["AuthzInterceptor", "caller_identity"]
 
@@ -41,9 +44,11 @@ def caller_identity() -> Identity | None:
 
 
 class AuthzInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, trust: Callable[[], Trust], clock: Clock) -> None:
+    def __init__(self, trust: Callable[[], Trust], clock: Clock,
+                 streams: OpenStreams | None = None) -> None:
         self._trust = trust
         self._clock = clock
+        self.streams = streams if streams is not None else OpenStreams()
 
     async def intercept_service(
         self,
@@ -53,13 +58,17 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None:
             return None
-        return _guarded(handler, details.method, self._admit)
+        return _guarded(handler, details.method, self._admit, self._watched)
+
+    def _watched(self, context: Any, method: str, identity: Identity,
+                 items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """A stream's items, ended when a reload no longer trusts its certificate."""
+        return self.streams.guard(context, method, identity, _peer_pem(context), items)
 
     async def _admit(self, context: Any, method: str, request: Any | None) -> Identity:
         """The caller's identity, or abort the call (raises) with the reason."""
-        pems = context.auth_context().get(PEER_CERT_KEY) or [None]
         now = datetime.fromtimestamp(self._clock.now(), UTC)
-        checked = check_peer(pems[0], self._trust(), now)
+        checked = check_peer(_peer_pem(context), self._trust(), now)
         if isinstance(checked, Refusal):
             message = f"{method} refused: {checked}"
             log.warning("unauthenticated call: %s (peer %s)", message, context.peer())
@@ -73,12 +82,18 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return checked
 
 
+def _peer_pem(context: Any) -> Any:
+    return (context.auth_context().get(PEER_CERT_KEY) or [None])[0]
+
+
 Admit = Callable[[Any, str, Any], Awaitable[Identity]]
+Watch = Callable[[Any, str, Identity, AsyncIterator[Any]], AsyncIterator[Any]]
 
 
-def _guarded(handler: grpc.RpcMethodHandler, method: str, admit: Admit
+def _guarded(handler: grpc.RpcMethodHandler, method: str, admit: Admit, watch: Watch
              ) -> grpc.RpcMethodHandler:
-    """``handler`` with ``admit`` run before its behavior, for each of the four call shapes."""
+    """``handler`` with ``admit`` run before its behavior, for each of the four call shapes;
+    the items of the two that stream responses pass through ``watch``."""
     codec = {"request_deserializer": handler.request_deserializer,
              "response_serializer": handler.response_serializer}
     if handler.unary_unary:
@@ -93,8 +108,9 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str, admit: Admit
         inner_us = handler.unary_stream
 
         async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            await admit(context, method, request)
-            async for item in _items(inner_us(request, context)):
+            identity = await admit(context, method, request)
+            async for item in watch(context, method, identity,
+                                    _items(inner_us(request, context))):
                 yield item
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
@@ -109,8 +125,8 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str, admit: Admit
     inner_ss = handler.stream_stream
 
     async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-        await admit(context, method, None)
-        async for item in _items(inner_ss(requests, context)):
+        identity = await admit(context, method, None)
+        async for item in watch(context, method, identity, _items(inner_ss(requests, context))):
             yield item
 
     return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)

@@ -19,15 +19,12 @@ from common.errors import FailedPrecondition, InvalidArgument
 from common.identity import Identity, Role
 from common.pki import (
     LeafRequest,
-    cert_pem,
     certificate_identity,
     crl_pem,
     issue,
     issue_etcd_server,
     issued_by,
-    key_pem,
     load_certificate,
-    new_ca,
     renewal_request,
     revoke,
 )
@@ -90,11 +87,7 @@ def init(
     if files.key.exists() and not force:
         raise FailedPrecondition(f"{files.key} exists; a CA is there already (--force replaces "
                                  "it and invalidates every certificate it issued)")
-    now = _now()
-    ca = new_ca(name or f"Landlord CA {secrets.token_hex(4)}", now, days)
-    write_file(files.key, key_pem(ca.key), KEY_MODE)
-    write_file(files.cert, cert_pem(ca.cert), PUBLIC_MODE)
-    write_file(files.crl, crl_pem(revoke(ca, None, (), now)), PUBLIC_MODE)
+    files.create(name or f"Landlord CA {secrets.token_hex(4)}", _now(), days)
     typer.echo(f"CA written: {files.cert} (give to every daemon and CLI), {files.key} (secret)")
 
 
@@ -128,8 +121,7 @@ def issue_cert(
         if path.exists() and not force:
             raise FailedPrecondition(f"{path} exists; pass --force to replace it")
     issued = issue(ca, request, _now())
-    write_file(key_path, issued.key_pem, KEY_MODE)
-    write_file(cert_path, issued.cert_pem, PUBLIC_MODE)
+    files.write_leaf(issued, cert_path, key_path)
     typer.echo(f"{request.identity.uri}: {cert_path} {key_path} "
                f"(valid until {issued.cert.not_valid_after_utc:%Y-%m-%d})")
 
@@ -194,8 +186,7 @@ def renew_cert(
     request = renewal_request(old, days)
     issued = issue(ca, request, _now())
     key_path = key or cert.with_suffix(".key")
-    write_file(key_path, issued.key_pem, KEY_MODE)
-    write_file(cert, issued.cert_pem, PUBLIC_MODE)
+    files.write_leaf(issued, cert, key_path)
     typer.echo(f"{request.identity.uri}: renewed {cert} {key_path} "
                f"(valid until {issued.cert.not_valid_after_utc:%Y-%m-%d}); the old one stays "
                "valid until it expires unless revoked")

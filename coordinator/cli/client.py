@@ -40,6 +40,11 @@ DEFAULT_ADDRESS = COORDINATOR_ADDRESS
 LEADER_TRAILER = "x-leader"
 
 
+NO_CERTIFICATE_HINT = ("; no client certificate was given: coordinators speak mutual TLS, so "
+                       "set LANDLORD_TLS_CA, LANDLORD_TLS_CERT and LANDLORD_TLS_KEY (or "
+                       "--tls-ca, --tls-cert, --tls-key)")
+
+
 class CallFailed(Exception):
     """A call the coordinator refused or no coordinator answered, ready for one line."""
 
@@ -177,7 +182,8 @@ class AdminClient:
             raise CallFailed(
                 what,
                 "UNAVAILABLE",
-                f"no coordinator answered at {', '.join(tried)} ({_one_line(err.details() or '')})",
+                f"no coordinator answered at {', '.join(tried)} ({_one_line(err.details() or '')})"
+                + ("" if self._settings.tls.cert_file else NO_CERTIFICATE_HINT),
             )
         raise _failed(what, err)
 

@@ -65,7 +65,9 @@ class Healer:
         fleet = self._fleet
         now = self._clock.monotonic()
         buildings = {h: v.value.building for h, v in self._state.hosts.items()}
-        for change in plan_liveness(fleet.seen, fleet.health, now, self.policy, buildings):
+        empty = {h for h in fleet.seen if not self._state.instance_ids_on(h)}
+        for change in plan_liveness(fleet.seen, fleet.health, now, self.policy, buildings,
+                                    empty):
             fleet.health[change.host_id] = change.after
             if change.after == HostHealth.SUSPECT and change.before == HostHealth.ALIVE:
                 log.warning("host %s is suspect (silent %.1fs)", change.host_id,

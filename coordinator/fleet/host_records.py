@@ -1,7 +1,8 @@
 """The etcd side of a host: its record, and one liveness lease per connected host.
 
 The host record is written at registration when something in it changed (compare-and-swap,
-retried), and marked lost when the leader declares the host lost. The host's
+retried), marked lost when the leader declares the host lost, and deleted with everything
+keyed by the host when a lost host is forgotten (coordinator/fleet/forgetter.py). The host's
 ``{p}/alive/{host_id}`` key hangs on its lease, so any coordinator sees who is alive
 without a write per report. The leader grants the lease at registration (or takes over
 the previous leader's), refreshes due leases of connected hosts every tick (a keepalive,
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from common.clock import Clock
@@ -29,6 +30,8 @@ __all__ = ["HostRecords"]
 log = logging.getLogger(__name__)
 
 PARALLEL_REFRESHES = 32
+FENCE_OPS = 2
+"""Compares the leader's fence adds to each transaction (coordinator/state/store.py)."""
 
 
 class HostRecords:
@@ -60,6 +63,16 @@ class HostRecords:
     async def mark_lost(self, found: Versioned[HostRecord]) -> bool:
         """Record the host as lost and revoke its lease; False when that could not be
         written now (another change won, or etcd is away): the next tick tries again."""
+        if not await self._mark(found, "lost"):
+            return False
+        await self.drop_lease(found.value.host_id)
+        return True
+
+    async def stamp_lost(self, found: Versioned[HostRecord]) -> bool:
+        """Give a lost record without a lost time the current time (see mark_lost)."""
+        return await self._mark(found, "stamped with its lost time")
+
+    async def _mark(self, found: Versioned[HostRecord], what: str) -> bool:
         host_id = found.value.host_id
         lost = replace(found.value, status=HostHealth.LOST,
                        status_changed_at=self._clock.now())
@@ -67,10 +80,50 @@ class HostRecords:
         try:
             await self._writes.commit(txn.put(self._layout.host(host_id), encode(lost)))
         except (Conflict, Unavailable) as exc:
-            log.warning("could not record host %s as lost yet: %s", host_id, exc)
+            log.warning("could not record host %s as %s yet: %s", host_id, what, exc)
             return False
-        await self.drop_lease(host_id)
         return True
+
+    def removal(self, found: Versioned[HostRecord], status_ids: Iterable[str] = ()) -> Txn:
+        """Delete the host's record and allocation ledger, each only as last read (a host
+        registering again, or a placement on it, makes the change fail), its liveness key,
+        and the status records ``status_ids``."""
+        host_id = found.value.host_id
+        txn = Txn().require(self._layout.host(host_id), found.mod_revision)
+        txn.delete(self._layout.host(host_id)).delete(self._layout.alive(host_id))
+        alloc = self._state.allocs.get(host_id)
+        txn.require(self._layout.alloc(host_id), alloc.mod_revision if alloc else 0)
+        if alloc is not None:
+            txn.delete(self._layout.alloc(host_id))
+        for iid in status_ids:
+            txn.delete(self._layout.status(iid))
+        return txn
+
+    async def forget(self, found: Versioned[HostRecord], status_ids: Sequence[str],
+                     extra: Txn) -> None:
+        """Commit the host's ``removal`` together with ``extra`` (its event), then revoke
+        the lease it had; raises Conflict, Unavailable or NotLeader as the commit does.
+        Status records too many for that one transaction are deleted first, in
+        transactions of their own (they belong to instances that no longer exist)."""
+        host_id = found.value.host_id
+        # the lease as it was: a registration that slips in after the commit has its own
+        lease = self._leases.get(host_id, 0) or self._state.alive.get(host_id, 0)
+        limit = self._writes.max_txn_ops - FENCE_OPS
+        ids = list(status_ids)
+        if self.removal(found, ids).size + extra.size > limit:
+            for start in range(0, len(ids), limit):
+                txn = Txn()
+                for iid in ids[start : start + limit]:
+                    txn.delete(self._layout.status(iid))
+                await self._writes.commit(txn, wait=False)
+            ids = []
+        await self._writes.commit(self.removal(found, ids).extend(extra))
+        if self._leases.get(host_id, 0) == lease:
+            self._leases.pop(host_id, None)
+            self._refreshed.pop(host_id, None)
+        if lease:
+            with contextlib.suppress(Unavailable):
+                await self._store.revoke_lease(lease)
 
     # -- liveness leases -------------------------------------------------------------------
 

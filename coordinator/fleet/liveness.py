@@ -11,12 +11,16 @@ Mass silence is not mass failure: when more than ``max_silent_fraction`` of a bu
 hosts are silent or were lost during this leader's term, no more are declared lost; that
 looks like a network or control-plane problem (an overloaded or new leader), and moving
 everything would only make it worse. Instances could not move within that building anyway.
+A host with no instances placed on it (``empty``) still counts towards that share but is
+never held: losing it moves nothing, and a lost host is what is forgotten later
+(coordinator/fleet/forgetting.py), so silent hosts that hold nothing (a crowd of one-off
+registrations) cannot stay suspect, and in etcd, forever.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from common.errors import InvalidArgument
@@ -90,11 +94,13 @@ def plan_liveness(
     now: float,
     policy: LivenessPolicy,
     buildings: Mapping[str, str] | None = None,
+    empty: Collection[str] = (),
 ) -> list[LivenessChange]:
     """The hosts whose health changes now, in host id order.
 
     ``buildings`` (host -> building) enables the mass-silence guard (module doc); hosts
-    missing from it count as one building of their own.
+    missing from it count as one building of their own. Hosts in ``empty`` hold no
+    instances: the guard never holds them.
     """
     assessed = {h: assess(seen[h], now, policy) for h in seen}
     held = _held_buildings(assessed, current, buildings or {}, policy)
@@ -102,7 +108,7 @@ def plan_liveness(
     for host_id in sorted(seen):
         before = current.get(host_id, HostHealth.ALIVE)
         after = assessed[host_id]
-        held_here = (buildings or {}).get(host_id, host_id) in held
+        held_here = (buildings or {}).get(host_id, host_id) in held and host_id not in empty
         if after == HostHealth.LOST and before != HostHealth.LOST and held_here:
             after = HostHealth.SUSPECT
         if after != before:

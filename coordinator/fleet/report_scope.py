@@ -10,11 +10,12 @@ Rules, per kind (the ``DropKind`` values):
 - ``status``: an observed instance is kept unless it is placed on another host (an instance
   placed nowhere is one the host runs but no longer should; it is only remembered).
 - ``removal``: kept for instances placed on this host or observed on it.
-- ``event``: only the agents' vocabulary (``common.event_types.EventType``, not ``audit``,
-  which the coordinator alone writes); one naming an instance is kept if that instance is
-  placed here (and the event's unit and version, when given, are the instance's) or is
-  placed nowhere and is observed here; one naming only a unit is kept if an instance of
-  that unit is placed here; one naming neither is about the host itself and kept.
+- ``event``: only the agents' vocabulary (``common.event_types.EventType`` without the
+  ``COORDINATOR_ONLY`` types such as ``audit``, which the coordinator alone writes); one
+  naming an instance is kept if that instance is placed here (and the event's unit and
+  version, when given, are the instance's) or is placed nowhere and is observed here; one
+  naming only a unit is kept if an instance of that unit is placed here; one naming
+  neither is about the host itself and kept.
 - ``window``: kept only for an instance placed here, with the instance's unit and version.
 """
 
@@ -24,14 +25,14 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from common.event_types import EventType
+from common.event_types import COORDINATOR_ONLY, EventType
 from common.stream_messages import AgentReport, MetricsWindow, ObservedInstance, ReportedEvent
 from coordinator.state.records import InstanceRecord
 
 __all__ = ["AGENT_EVENT_TYPES", "DropKind", "Placement", "ScopedReport", "own_observations",
            "scope_report"]
 
-AGENT_EVENT_TYPES = frozenset(t.value for t in EventType) - {EventType.AUDIT.value}
+AGENT_EVENT_TYPES = frozenset(t.value for t in EventType if t not in COORDINATOR_ONLY)
 """The event types an agent may report."""
 
 Placement = Callable[[str], InstanceRecord | None]

@@ -56,6 +56,14 @@ class EventLog:
     async def emit(self, type_: str, message: str = "", **fields: str) -> None:
         await self.append([self.make(type_, message, **fields)])
 
+    def staged(self, events: Sequence[EventRecord]) -> Txn:
+        """The puts of ``events`` for the caller's own transaction, so they are written with
+        the change they record or not at all (at most one batch of events)."""
+        txn = Txn()
+        for index, event in enumerate(events[: self._batch]):
+            txn.put(self.key_for(event), encode_event(replace(event, batch_index=index)))
+        return txn
+
     async def append(self, events: Sequence[EventRecord]) -> None:
         """Write ``events`` (fenced); events are history, so a failure is logged, not raised."""
         for start in range(0, len(events), self._batch):

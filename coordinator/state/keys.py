@@ -22,7 +22,10 @@ key                                            value, writer and when
                                                persisted status (``alive`` or ``lost``).
                                                Written at registration when something
                                                changed, and when a host is declared lost or
-                                               comes back. Never per report.
+                                               comes back. Never per report. Deleted with
+                                               the host's alive, alloc and leftover status
+                                               keys once it has been lost for
+                                               forget_host_after with nothing placed on it.
 {p}/alive/{host_id}                            ``{"since"}``, attached to a per-host lease
                                                that the leader refreshes (no write) while
                                                the host reports; it vanishes when reports

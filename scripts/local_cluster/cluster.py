@@ -1,8 +1,12 @@
 """A Landlord cluster on this machine: etcd, coordinators and agents as processes.
 
-- ``ControlPlane``: etcd (a private one on free ports, or a prefix of a shared one, cleared
-  first) and coordinators, in one work directory (a temporary one, removed at ``close()``,
-  unless given).
+- ``ControlPlane``: a private etcd on free ports and coordinators, in one work directory (a
+  temporary one, removed at ``close()``, unless given). With ``tls`` (the default) everything
+  speaks mutual TLS as a production fleet does: the certificates are made at set-up in
+  ``<workdir>/pki`` (local_cluster/pki.py), etcd requires client certificates, and the
+  launcher calls coordinators as ``admin/operator`` (``pki.cli_env()`` points the CLI there).
+  ``tls=False`` runs everything in plain text with ``insecure = true`` (a release before
+  0.2.0 has no TLS for etcd).
 - ``LocalCluster``: a control plane plus real agents (``landlord-agent``, Docker, HAProxy),
   one per simulated host on its own loopback address. Its name gives the label
   ``landlord.cluster=<name>`` that every container of its agents carries, so it removes
@@ -16,15 +20,16 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import docker
-import grpc
 
 from common.gen.landlord.v1 import admin_pb2_grpc
+from common.transport import TlsSettings
 from local_cluster.daemons import (
     BIN,
     AgentProcess,
@@ -32,7 +37,8 @@ from local_cluster.daemons import (
     remove_containers,
     stop_haproxy,
 )
-from local_cluster.etcd import EtcdProcess, delete_prefix
+from local_cluster.etcd import EtcdProcess
+from local_cluster.pki import ClusterPki
 from local_cluster.processes import (
     ManagedProcess,
     recorded_processes,
@@ -46,28 +52,34 @@ CLUSTER_LABEL = "landlord.cluster"
 
 
 class ControlPlane:
-    """etcd and coordinators in one work directory.
+    """A private etcd and coordinators in one work directory, under key ``prefix``."""
 
-    ``etcd``: the private etcd, unless ``shared_etcd`` (an endpoint) is given: then the
-    coordinators use that one under ``prefix``, which ``start_etcd()`` clears.
-    """
-
-    def __init__(self, name: str, *, workdir: Path | None = None, shared_etcd: str = "",
-                 prefix: str = "", coordinator_settings: Mapping[str, Any] | None = None
+    def __init__(self, name: str, *, workdir: Path | None = None, prefix: str = "",
+                 coordinator_settings: Mapping[str, Any] | None = None, tls: bool = True
                  ) -> None:
         self.name = name
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix=f"landlord-{name}-")
         self.workdir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix or f"/landlord-{name}"
-        self.shared_etcd = shared_etcd
-        self.etcd = EtcdProcess(self.workdir)
+        self.pki = ClusterPki(self.workdir / "pki").ensure() if tls else None
+        self.etcd = EtcdProcess(self.workdir, tls=self.pki.etcd() if self.pki else None)
         self.coordinator_settings = dict(coordinator_settings or {})
         self.coordinators: list[CoordinatorProcess] = []
 
     @property
     def etcd_endpoint(self) -> str:
-        return self.shared_etcd or self.etcd.endpoint
+        """``https://...`` with TLS; plain ``host:port`` as every release reads it."""
+        return self.etcd.url if self.etcd.tls else self.etcd.endpoint
+
+    @property
+    def client_tls(self) -> TlsSettings | None:
+        """The admin identity's files the launcher calls with (None: plain text)."""
+        return self.pki.admin() if self.pki else None
+
+    def cli_env(self) -> dict[str, str]:
+        """LANDLORD_TLS_* that let the `landlord` CLI in (empty without TLS)."""
+        return self.pki.cli_env() if self.pki else {}
 
     @property
     def coordinator(self) -> CoordinatorProcess:
@@ -75,19 +87,20 @@ class ControlPlane:
         return self.coordinators[0]
 
     def start_etcd(self) -> None:
-        if self.shared_etcd:
-            delete_prefix(self.shared_etcd, self.prefix)
-        else:
-            self.etcd.start()
+        """A fresh etcd (an earlier run's data in the work directory is removed)."""
+        shutil.rmtree(self.etcd.data_dir, ignore_errors=True)
+        self.etcd.start()
 
     def add_coordinator(self, settings: Mapping[str, Any] | None = None, *, name: str = "",
                         preferred_port: int = 0, bin_dir: Path = BIN) -> CoordinatorProcess:
         """Start one more coordinator on this etcd prefix (``coord<n>`` unless named), from
         ``bin_dir`` (another release's venv, say)."""
+        name = name or f"coord{len(self.coordinators) + 1}"
+        tls = self.pki.coordinator_settings(name) if self.pki else {}
         coordinator = CoordinatorProcess(
-            self.workdir, name or f"coord{len(self.coordinators) + 1}", self.etcd_endpoint,
-            self.prefix, {**self.coordinator_settings, **(settings or {})}, preferred_port,
-            bin_dir)
+            self.workdir, name, self.etcd_endpoint, self.prefix,
+            {**tls, **self.coordinator_settings, **(settings or {})}, preferred_port,
+            bin_dir, self.client_tls)
         self.coordinators.append(coordinator)
         return coordinator.start()
 
@@ -117,7 +130,7 @@ class ControlPlane:
     def admin(self, coordinator: CoordinatorProcess | None = None) -> Iterator[Any]:
         """An Admin stub on ``coordinator`` (default: the one leading now)."""
         target = coordinator or self.leader()
-        with grpc.insecure_channel(target.address) as channel:
+        with target.channel() as channel:
             yield admin_pb2_grpc.AdminStub(channel)
 
     def processes(self) -> list[ManagedProcess]:
@@ -160,9 +173,11 @@ class LocalCluster(ControlPlane):
         """Start an agent for host ``host`` (id ``host_id(host)``) advertising ``address``,
         connected to every coordinator added so far, from ``bin_dir`` (another release's
         venv, say)."""
-        agent = AgentProcess(self.workdir, self.host_id(host), address,
+        host_id = self.host_id(host)
+        tls = self.pki.agent_settings(host_id) if self.pki else {}
+        agent = AgentProcess(self.workdir, host_id, address,
                              [c.address for c in self.coordinators], building, self.labels,
-                             {**self.agent_settings, **(settings or {})}, bin_dir)
+                             {**tls, **self.agent_settings, **(settings or {})}, bin_dir)
         self.agents.append(agent)
         return agent.start()
 

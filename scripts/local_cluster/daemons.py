@@ -21,6 +21,8 @@ import grpc
 from agent.dataplane import HaproxyPaths
 from agent.dataplane.haproxy_process import HaproxyProcess
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
+from common.transport import TlsSettings
+from local_cluster.pki import admin_channel
 from local_cluster.processes import ClusterError, ManagedProcess, free_port_on_all, wait_for
 
 __all__ = ["AGENT_SETTINGS", "BIN", "COORDINATOR_SETTINGS", "AgentProcess",
@@ -58,25 +60,34 @@ def toml_value(value: Any) -> str:
 
 class CoordinatorProcess(ManagedProcess):
     """``landlord-coordinator --config <workdir>/<name>.toml``; listens on 127.0.0.1 at
-    ``preferred_port`` when it is free, else on a free port."""
+    ``preferred_port`` when it is free, else on a free port. ``client_tls`` (an admin's
+    files) is how the launcher calls it; None: it was started with ``insecure = true``."""
 
     program = "landlord-coordinator"
 
     def __init__(self, workdir: Path, name: str, etcd_endpoint: str, prefix: str,
                  settings: Mapping[str, Any] | None = None, preferred_port: int = 0,
-                 bin_dir: Path = BIN) -> None:
+                 bin_dir: Path = BIN, client_tls: TlsSettings | None = None) -> None:
         super().__init__(name, workdir)
         self.bin_dir = bin_dir
+        self.client_tls = client_tls
         self.port = free_port_on_all(["127.0.0.1"], preferred_port)
         self.address = f"127.0.0.1:{self.port}"
         self.config_path = workdir / f"{name}.toml"
-        values: dict[str, Any] = {"id": name, "listen": self.address,
-                                  "etcd_endpoints": [etcd_endpoint], "etcd_prefix": prefix,
-                                  **COORDINATOR_SETTINGS, **(settings or {})}
+        self.settings: dict[str, Any] = {
+            "id": name, "listen": self.address, "etcd_endpoints": [etcd_endpoint],
+            "etcd_prefix": prefix, **COORDINATOR_SETTINGS, **(settings or {})}
+
+    def write_config(self) -> None:
+        values = dict(self.settings)
+        if self.client_tls is None and self.bin_dir == BIN:
+            # plain text needs saying so since 0.2.0; a release before it has no such key
+            values["insecure"] = True
         self.config_path.write_text("".join(f"{k} = {toml_value(v)}\n"
                                             for k, v in values.items()))
 
     def start(self, timeout: float = 30.0) -> CoordinatorProcess:
+        self.write_config()
         self.spawn([str(self.bin_dir / self.program), "--config", str(self.config_path)])
         wait_for(self.serving, timeout, f"coordinator {self.name} serving", interval=0.1)
         return self
@@ -87,8 +98,11 @@ class CoordinatorProcess(ManagedProcess):
         self.leader_info()
         return True
 
+    def channel(self) -> grpc.Channel:
+        return admin_channel(self.address, self.client_tls)
+
     def leader_info(self) -> admin_pb2.GetLeaderResponse:
-        with grpc.insecure_channel(self.address) as channel:
+        with self.channel() as channel:
             stub = admin_pb2_grpc.AdminStub(channel)
             reply: admin_pb2.GetLeaderResponse = stub.GetLeader(admin_pb2.GetLeaderRequest(),
                                                                 timeout=2)
@@ -112,13 +126,21 @@ class AgentProcess(ManagedProcess):
         self.address = address
         self.labels = tuple(labels)
         self.data_dir = workdir / host_id
-        values = {
+        self.settings = {
             "host_id": host_id, "advertise_address": address, "building": building,
             "coordinators": ",".join(coordinators), "data_dir": str(self.data_dir),
             "run_dir": str(self.data_dir / "run"), "labels": ",".join(labels),
             **AGENT_SETTINGS, **(settings or {}),
         }
-        self.env = {f"LANDLORD_AGENT_{k.upper()}": v for k, v in values.items()}
+
+    @property
+    def env(self) -> dict[str, str]:
+        """LANDLORD_AGENT_* of ``settings``; without TLS files, this release's agent is told
+        ``insecure`` (a release before 0.2.0 has no such setting)."""
+        values = dict(self.settings)
+        if "tls_cert_file" not in values and self.bin_dir == BIN:
+            values["insecure"] = "true"
+        return {f"LANDLORD_AGENT_{k.upper()}": v for k, v in values.items()}
 
     def start(self) -> AgentProcess:
         if not self._started_once:

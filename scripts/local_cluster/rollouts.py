@@ -6,14 +6,14 @@ import os
 import shlex
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
-from local_cluster.daemons import BIN
+from local_cluster.daemons import BIN, CoordinatorProcess
 from local_cluster.load import LoadGenerator
 from local_cluster.processes import ClusterError
 from local_cluster.report import PhaseResult, StepSplit, share_of
@@ -31,8 +31,10 @@ def seconds_of(ts: Any) -> float:
 class Cli:
     """`.venv/bin/landlord` against the demo coordinator; every call is shown to the user."""
 
-    def __init__(self, coordinator: str, say: Callable[[str], None]) -> None:
-        self.env = {**os.environ, "LANDLORD_COORDINATOR": coordinator, "COLUMNS": "120"}
+    def __init__(self, coordinator: str, say: Callable[[str], None],
+                 tls_env: Mapping[str, str] | None = None) -> None:
+        self.env = {**os.environ, "LANDLORD_COORDINATOR": coordinator, "COLUMNS": "120",
+                    **(tls_env or {})}
         self.say = say
 
     def _show(self, args: list[str]) -> None:
@@ -87,7 +89,7 @@ def _percent(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:5.1f}%"
 
 
-def follow_rollout(coordinator: str, apartment: str, unit: str, previous_id: str,
+def follow_rollout(coordinator: CoordinatorProcess, apartment: str, unit: str, previous_id: str,
                    cli: subprocess.Popen[bytes], load: LoadGenerator | None, name: str,
                    say: Callable[[str], None], timeout: float = 240.0) -> PhaseResult:
     """Print one line per phase or step change (with the load's measured split) until the
@@ -96,7 +98,7 @@ def follow_rollout(coordinator: str, apartment: str, unit: str, previous_id: str
     began = time.monotonic()
     seen_phase, info = "", None
     seen_steps: dict[int, str] = {}
-    with grpc.insecure_channel(coordinator) as channel:
+    with coordinator.channel() as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         while True:
             if time.monotonic() - began > timeout:

@@ -75,7 +75,7 @@ class DemoScenario:
         return self.cluster.coordinator.address
 
     def cli(self) -> Cli:
-        return Cli(self.coordinator, self.say)
+        return Cli(self.coordinator, self.say, self.cluster.cli_env())
 
     def alive_hosts(self) -> int:
         with self.cluster.admin(self.cluster.coordinator) as admin:
@@ -153,7 +153,7 @@ class DemoScenario:
         proc = self.cli().start(["deploy", self.unit, version, "--building", self.building,
                                  "--replicas", str(len(self.addresses)), *flags, "--wait"], log)
         try:
-            result = follow_rollout(self.coordinator, self.apartment, self.name, previous,
+            result = follow_rollout(self.cluster.coordinator, self.apartment, self.name, previous,
                                     proc, self.load, name, self.say)
         finally:
             if proc.poll() is None:

@@ -5,7 +5,9 @@ SIMULATED agents.
 - ``SimulatedAgentProcess``: tests/e2e/simulated_agent.py (real gRPC stream through
   agent/stream/session.py, fake in-memory container runtime) that writes its instances and
   data-plane routes to a JSON state file the test reads;
-- ``Cluster``: all of the above with one cleanup; ``admin()`` gives an Admin stub.
+- ``Cluster``: all of the above with one cleanup; ``admin()`` gives an Admin stub. Like the
+  launcher's, it runs mutual TLS unless ``tls=False``: each simulated agent shows its host
+  certificate.
 
 Every process is started by the test and stopped by pid in ``close()``; nothing is left.
 """
@@ -20,6 +22,8 @@ from typing import Any
 
 from local_cluster.cluster import ControlPlane
 from local_cluster.processes import ROOT, ManagedProcess
+
+from common.transport import TlsSettings
 
 __all__ = ["Cluster", "SimulatedAgentProcess"]
 
@@ -41,11 +45,13 @@ class SimulatedAgentProcess(ManagedProcess):
         cpu_millis: int = 4000,
         memory_bytes: int = 8 << 30,
         images: Sequence[str] = ("demo:1",),
+        tls: TlsSettings | None = None,
+        name: str = "",
     ) -> None:
-        super().__init__(host_id, workdir)
+        super().__init__(name or host_id, workdir)
         self.host_id = host_id
         self.address = address
-        self.state_path = workdir / f"{host_id}.state.json"
+        self.state_path = workdir / f"{name or host_id}.state.json"
         self.args = [
             PYTHON,
             str(ROOT / "tests" / "e2e" / "simulated_agent.py"),
@@ -66,6 +72,9 @@ class SimulatedAgentProcess(ManagedProcess):
             "--images",
             ",".join(images),
         ]
+        if tls is not None:
+            self.args += ["--tls-ca", tls.ca_file, "--tls-cert", tls.cert_file,
+                          "--tls-key", tls.key_file]
 
     def start(self) -> SimulatedAgentProcess:
         self.spawn(self.args)
@@ -86,13 +95,16 @@ class Cluster(ControlPlane):
     """etcd + coordinators + simulated agents in one temporary directory (``start_etcd()``,
     then ``add_coordinator()`` and ``add_agent()`` as the test needs them)."""
 
-    def __init__(self, workdir: Path | None = None, prefix: str = "/landlord-e2e") -> None:
-        super().__init__("e2e", workdir=workdir, prefix=prefix)
+    def __init__(self, workdir: Path | None = None, prefix: str = "/landlord-e2e",
+                 tls: bool = True) -> None:
+        super().__init__("e2e", workdir=workdir, prefix=prefix, tls=tls)
         self.agents: list[SimulatedAgentProcess] = []
 
     def add_agent(self, host_id: str, address: str, **kwargs: Any) -> SimulatedAgentProcess:
         addresses = [c.address for c in self.coordinators]
-        agent = SimulatedAgentProcess(self.workdir, host_id, address, addresses, **kwargs)
+        tls = self.pki.agent(host_id) if self.pki else None
+        agent = SimulatedAgentProcess(self.workdir, host_id, address, addresses, tls=tls,
+                                      **kwargs)
         self.agents.append(agent)
         return agent.start()
 

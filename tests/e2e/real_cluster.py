@@ -58,11 +58,12 @@ class RealCluster(LocalCluster):
 
     PREFIX = "/landlord-real"
 
-    def __init__(self, coordinator_settings: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, coordinator_settings: Mapping[str, Any] | None = None, *,
+                 tls: bool = True) -> None:
         slot, self._slot_lock = _claim_port_slot()
         first = FIRST_PORT + slot * SLOT_SIZE
         super().__init__(f"e2e-{os.getpid()}-{next(_numbers)}", prefix=self.PREFIX,
-                         labels=[TEST_LABEL, OWNER],
+                         labels=[TEST_LABEL, OWNER], tls=tls,
                          coordinator_settings={"port_range_start": first,
                                                "port_range_end": first + SLOT_SIZE - 1,
                                                **(coordinator_settings or {})})

@@ -43,6 +43,7 @@ from common.stream_commands import (
     StopInstance,
 )
 from common.stream_messages import ObservedInstance, Registration
+from common.transport import TlsSettings
 
 __all__ = ["FakeRuntime", "main"]
 
@@ -183,7 +184,8 @@ async def _run(args: argparse.Namespace) -> None:
     stream = CoordinatorStream(
         runtime,
         StreamSettings(
-            coordinators=tuple(args.coordinators.split(",")), backoff_initial=0.1, backoff_max=1.0
+            coordinators=tuple(args.coordinators.split(",")), backoff_initial=0.1, backoff_max=1.0,
+            tls=TlsSettings(args.tls_ca, args.tls_cert, args.tls_key),
         ),
     )
     stop = asyncio.Event()
@@ -219,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cpu-millis", type=int, default=4000)
     parser.add_argument("--memory-bytes", type=int, default=8 << 30)
     parser.add_argument("--images", default="demo:1")
+    parser.add_argument("--tls-ca", default="", help="CA bundle (empty: plain text)")
+    parser.add_argument("--tls-cert", default="", help="this host's certificate")
+    parser.add_argument("--tls-key", default="", help="its key")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {args.host_id} %(levelname)s %(message)s"

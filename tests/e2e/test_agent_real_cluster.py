@@ -197,7 +197,7 @@ def test_gc_of_every_kind_runs_on_every_host(cluster: RealCluster, service_port:
     Before GC kinds were defined once, the CLI and the coordinator accepted "unused" and
     every agent refused it: the refusal came back as a command.failed event."""
     eventually(lambda: running_instances(cluster), timeout=90)
-    cli = Cli(cluster.coordinator.address)
+    cli = Cli(cluster.coordinator.address, cluster.cli_env())
     for kind in GcKind:
         assert sorted(cli.json("gc", "run", "--kind", kind)["hosts"]) == sorted(HOSTS)
     # A negative check: the agents report results within a report interval (1 s); give

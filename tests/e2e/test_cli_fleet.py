@@ -45,7 +45,7 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def cli(cluster: Cluster) -> Cli:
-    return Cli(",".join(c.address for c in cluster.coordinators))
+    return Cli(",".join(c.address for c in cluster.coordinators), cluster.cli_env())
 
 
 def follower_of(cluster: Cluster) -> CoordinatorProcess:
@@ -191,7 +191,7 @@ def test_a_write_sent_to_a_follower_follows_the_leader(cluster: Cluster) -> None
     trailers = dict(refused.value.trailing_metadata() or ())
     assert trailers.get("x-leader") == cluster.leader().address
 
-    follower = Cli(coordinator.address)
+    follower = Cli(coordinator.address, cluster.cli_env())
     published = follower.json(
         "units", "publish", "lead/api", "1.0.0", "--image", "demo:1", "--feature", "x"
     )
@@ -202,7 +202,7 @@ def test_a_write_sent_to_a_follower_follows_the_leader(cluster: Cluster) -> None
 
 def test_an_address_that_does_not_answer_is_skipped(cluster: Cluster) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    cli = Cli(f"{dead},{follower_of(cluster).address}")
+    cli = Cli(f"{dead},{follower_of(cluster).address}", cluster.cli_env())
     assert cli.json("leader")["leader_address"] == cluster.leader().address
     published = cli.json(
         "units", "publish", "skip/api", "1.0.0", "--image", "demo:1", "--feature", "x"

@@ -155,7 +155,7 @@ def cluster() -> Iterator[RealCluster]:
 
 @pytest.fixture(scope="module")
 def cli(cluster: RealCluster) -> Cli:
-    cli = Cli(cluster.coordinator.address)
+    cli = Cli(cluster.coordinator.address, cluster.cli_env())
 
     def all_alive() -> bool:
         hosts = cli.json("hosts", "list")["hosts"]

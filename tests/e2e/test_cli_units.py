@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,11 @@ LANDLORD = Path(sys.executable).parent / "landlord"
 class Cli:
     """Runs the installed `landlord` against one or more coordinator addresses."""
 
-    def __init__(self, addresses: str) -> None:
+    def __init__(self, addresses: str, tls_env: Mapping[str, str] | None = None) -> None:
+        """``tls_env``: LANDLORD_TLS_* of the identity to call as (the cluster's admin)."""
         self.addresses = addresses
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("LANDLORD_")}
+        self.env.update(tls_env or {})
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -72,7 +74,7 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def cli(cluster: Cluster) -> Cli:
-    cli = Cli(cluster.leader().address)
+    cli = Cli(cluster.leader().address, cluster.cli_env())
     eventually(lambda: cli.json("hosts", "list")["hosts"], timeout=30, message="h1 registered")
     return cli
 

@@ -23,6 +23,7 @@ from local_cluster.load import get_json
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "scripts" / "demo.py"
+LANDLORD = Path(sys.executable).parent / "landlord"
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 LABEL = "landlord.demo=1"
 # the demo's own run directory (a running demo is replaced, as by a second `make demo`)
@@ -122,6 +123,21 @@ def test_demo_runs_three_rollouts_and_tells_the_truth(demo_env: dict[str, str]) 
     assert all(m is not None for m in measured) and measured[-1] > 90, measured
     assert summary["final_version"] == "1.2.0"
     assert "export LANDLORD_COORDINATOR=127.0.0.1:" in done.stdout
+    # the printed shell lines let the CLI in as the demo's admin; without them it is refused
+    exports = dict(line.strip().removeprefix("export ").split("=", 1)
+                   for line in done.stdout.splitlines() if line.strip().startswith("export "))
+    assert set(exports) == {"LANDLORD_COORDINATOR", "LANDLORD_TLS_CA", "LANDLORD_TLS_CERT",
+                            "LANDLORD_TLS_KEY"}, exports
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("LANDLORD_")}
+    hosts = subprocess.run([str(LANDLORD), "hosts", "list", "--output", "json"],
+                           env={**bare, **exports}, capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert hosts.returncode == 0, hosts.stderr
+    assert len(json.loads(hosts.stdout)["hosts"]) == 3
+    refused = subprocess.run([str(LANDLORD), "hosts", "list"], capture_output=True, text=True,
+                             env={**bare, "LANDLORD_COORDINATOR": exports["LANDLORD_COORDINATOR"]},
+                             timeout=60, check=False)
+    assert refused.returncode != 0 and "no client certificate" in refused.stderr, refused.stderr
 
     port = int(done.stdout.split("(http://127.0.0.{2,3,4}:")[1].split("/")[0])
     for host in HOSTS:

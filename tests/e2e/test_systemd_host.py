@@ -40,10 +40,11 @@ import docker
 import pytest
 from host_install import copy_source
 from local_cluster.daemons import remove_containers, toml_value
-from local_cluster.etcd import delete_prefix
+from local_cluster.etcd import EtcdProcess, EtcdTls
 from local_cluster.load import LoadGenerator, failed, http_get
 from local_cluster.processes import free_port_on_all
 
+from common.transport import TlsSettings
 from tests.e2e.real_cluster import OWNER, TEST_LABEL, _claim_port_slot, host_id
 from tests.e2e.real_load import COORDINATOR_SETTINGS
 from tests.integration.agent.agent_fixtures import ensure_demo_images
@@ -54,7 +55,6 @@ from tests.support.registry import LocalRegistry, start_registry, unique_image
 pytestmark = pytest.mark.timeout(600)
 
 REPO = Path(__file__).resolve().parents[2]
-ETCD = "127.0.0.1:2379"
 ADDRESS = "127.0.0.13"  # this test's agent; no other test uses it
 HOST = host_id("nspawn")
 CLUSTER_LABEL = f"landlord.cluster=nspawn-{os.getpid()}"
@@ -81,6 +81,8 @@ class Machine:
     service_port: int
     port_range: tuple[int, int]
     registry: LocalRegistry
+    etcd: EtcdProcess
+    """This test's etcd on the machine's loopback: TLS, client certificates required."""
     image: str
     """The unit's image as published: 127.0.0.1:PORT/nspawn-demo:1.0.0 in the registry."""
     pinned: str
@@ -143,6 +145,12 @@ def _make_certificates(pki: Path) -> None:
     run("issue", "coordinator", "nspawn", "--ca-dir", str(pki), "--ip", "127.0.0.1")
     run("issue", "agent", HOST, "--ca-dir", str(pki))
     run("issue", "admin", "nspawn-ops", "--ca-dir", str(pki))
+    # etcd trusts a CA of its own (docs/security.md): etcd's certificate and the
+    # coordinator's etcd client certificate; a host's certificate is not accepted there
+    etcd_ca = str(pki / "etcd-ca")
+    run("init", etcd_ca)
+    run("issue-etcd", "nspawn", "--ca-dir", etcd_ca)
+    run("issue", "coordinator", "nspawn", "--ca-dir", etcd_ca)
     for source, target in (("ca.pem", "ca.crt"), ("coordinator-nspawn.pem", "server.crt"),
                            ("coordinator-nspawn.key", "server.key"),
                            (f"host-{HOST}.pem", "client.crt"), (f"host-{HOST}.key", "client.key"),
@@ -178,6 +186,7 @@ def machine() -> Iterator[Machine]:
     first_port = 20000 + slot * 1000
     booted: BootedHost | None = None
     registry: LocalRegistry | None = None
+    etcd: EtcdProcess | None = None
     try:
         registry = start_registry()
         unique_image(f"landlord/demo-app:{VERSION}", LOCAL_TAG)
@@ -188,7 +197,13 @@ def machine() -> Iterator[Machine]:
         _make_certificates(work / "pki")
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(parents=True)
-        delete_prefix(ETCD, PREFIX)
+        pki = work / "pki"
+        etcd = EtcdProcess(work, tls=EtcdTls(
+            server=TlsSettings(str(pki / "etcd-ca/ca.pem"), str(pki / "etcd-ca/etcd-nspawn.pem"),
+                               str(pki / "etcd-ca/etcd-nspawn.key")),
+            client=TlsSettings(str(pki / "etcd-ca/ca.pem"),
+                               str(pki / "etcd-ca/coordinator-nspawn.pem"),
+                               str(pki / "etcd-ca/coordinator-nspawn.key")))).start()
         binds = [Bind("/run/docker.sock"), Bind("/sys/fs/cgroup", HOST_CGROUP),
                  Bind(str(data_dir)), Bind(str(REPO), read_only=True),
                  Bind(str(work), read_only=True)]
@@ -197,7 +212,7 @@ def machine() -> Iterator[Machine]:
         yield Machine(booted, work, data_dir,
                       f"127.0.0.1:{free_port_on_all(['127.0.0.1'])}",
                       free_port_on_all([ADDRESS]), (first_port, first_port + 999),
-                      registry, image, pinned)
+                      registry, etcd, image, pinned)
     finally:
         if booted is not None:
             booted.close()  # HAProxy and the daemons go with the machine
@@ -209,7 +224,8 @@ def machine() -> Iterator[Machine]:
         # the agent shaped egress on the shared lo: its root qdisc stays after the machine
         subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], capture_output=True,
                        check=False)
-        delete_prefix(ETCD, PREFIX)
+        if etcd is not None:
+            etcd.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
         slot_lock.close()
@@ -250,8 +266,9 @@ def test_check_config_names_every_error_and_exits_2(machine: Machine) -> None:
     host.write("/tmp/bad-agent.toml", _toml({
         "host_id": "h", "no_such_setting": 1, "monitor_interval": "often",
         "disk_high_watermark": 7.5}))
-    host.write("/tmp/bad-coordinator.toml", _toml({
-        "no_such_setting": 1, "etcd_timeout": "slow", "port_range_start": 80}))
+    host.write("/tmp/bad-coordinator.toml", _toml({  # insecure: no TLS line among these
+        "no_such_setting": 1, "etcd_timeout": "slow", "port_range_start": 80,
+        "insecure": True}))
     for daemon, path, names in (
             ("landlord-agent", "/tmp/bad-agent.toml",
              ("no_such_setting", "monitor_interval", "disk_high_watermark")),
@@ -290,16 +307,24 @@ def _configure_and_start(machine: Machine) -> None:
     (root only); its unit hands them over with LoadCredential= (docs/install.md)."""
     host = machine.host
     pki = machine.work / "pki"
-    host.sh(f"install -m 0600 {pki}/ca.crt {pki}/server.crt {pki}/server.key /etc/landlord/tls/"
+    host.sh(f"install -m 0600 {pki}/etcd-ca/ca.pem /etc/landlord/tls/etcd-ca.crt"
+            f" && install -m 0600 {pki}/etcd-ca/coordinator-nspawn.pem"
+            " /etc/landlord/tls/etcd-client.crt"
+            f" && install -m 0600 {pki}/etcd-ca/coordinator-nspawn.key"
+            " /etc/landlord/tls/etcd-client.key"
+            f" && install -m 0600 {pki}/ca.crt {pki}/server.crt {pki}/server.key /etc/landlord/tls/"
             f" && install -d -m 0700 {AGENT_TLS} && install -m 0600 {pki}/ca.crt"
             f" {pki}/client.crt {pki}/client.key {pki}/admin.crt {pki}/admin.key {AGENT_TLS}/")
     host.write("/etc/landlord/coordinator.toml", _toml({
         **COORDINATOR_SETTINGS, "id": "nspawn-coordinator", "listen": machine.coordinator,
-        "etcd_endpoints": [ETCD], "etcd_prefix": PREFIX,
+        "etcd_endpoints": [machine.etcd.url], "etcd_prefix": PREFIX,
         "port_range_start": machine.port_range[0], "port_range_end": machine.port_range[1],
         "tls_ca_file": f"{CREDENTIALS}/tls_ca.crt",
         "tls_cert_file": f"{CREDENTIALS}/tls_server.crt",
-        "tls_key_file": f"{CREDENTIALS}/tls_server.key", "log_format": "text"}))
+        "tls_key_file": f"{CREDENTIALS}/tls_server.key",
+        "etcd_ca_file": f"{CREDENTIALS}/tls_etcd-ca.crt",
+        "etcd_cert_file": f"{CREDENTIALS}/tls_etcd-client.crt",
+        "etcd_key_file": f"{CREDENTIALS}/tls_etcd-client.key", "log_format": "text"}))
     host.write("/etc/landlord/agent.toml", _toml({
         "host_id": HOST, "building": "demo", "advertise_address": ADDRESS,
         "coordinators": [machine.coordinator], "data_dir": str(machine.data_dir),

@@ -203,6 +203,7 @@ def test_the_units_are_fit_for_a_fleet(unit: str) -> None:
     d = _directives(unit)
     assert d["Type"] == ["notify"] and float(d["WatchdogSec"][0]) > 0
     assert d["RestartPreventExitStatus"] == ["2"]  # a bad config is not a restart loop
+    assert d["ExecReload"] == ["kill -HUP $MAINPID"]  # certificates and the CRL (SIGHUP)
     assert int(d["LimitNOFILE"][0]) >= 65536  # 1,000 agent streams need more than 1,024
     assert int(d["TasksMax"][0]) >= 1024
     if unit == "landlord-agent.service":

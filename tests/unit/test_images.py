@@ -9,12 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.image_refs import parse_image_ref
+from common.transport import is_loopback
 from coordinator.images import (
     MANIFEST_ACCEPT,
     Challenge,
     digest_of,
     is_digest,
-    is_loopback,
     manifest_url,
     parse_challenge,
     registry_base_urls,

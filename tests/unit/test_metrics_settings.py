@@ -17,7 +17,7 @@ from coordinator.config import load_config as load_coordinator
 
 
 def test_defaults_are_loopback_on_distinct_ports() -> None:
-    coordinator = CoordinatorConfig().metrics_endpoint
+    coordinator = CoordinatorConfig(insecure=True).metrics_endpoint
     agent = AgentConfig(host_id="h").metrics_endpoint
     assert (coordinator.listen, coordinator.scheme) == ("127.0.0.1:7401", "http")
     assert (agent.listen, agent.scheme) == ("127.0.0.1:7402", "http")
@@ -26,7 +26,7 @@ def test_defaults_are_loopback_on_distinct_ports() -> None:
 
 def test_empty_turns_the_endpoint_off() -> None:
     assert not AgentConfig(host_id="h", metrics_listen="").metrics_endpoint.enabled
-    assert not CoordinatorConfig(metrics_listen="").metrics_endpoint.enabled
+    assert not CoordinatorConfig(insecure=True, metrics_listen="").metrics_endpoint.enabled
 
 
 def test_off_loopback_without_tls_is_a_config_error() -> None:
@@ -42,7 +42,8 @@ def test_off_loopback_with_tls_serves_https(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("x")
     key.write_text("x")
-    config = CoordinatorConfig(metrics_listen="0.0.0.0:7401", metrics_tls_cert_file=str(cert),
+    config = CoordinatorConfig(insecure=True, metrics_listen="0.0.0.0:7401",
+                               metrics_tls_cert_file=str(cert),
                                metrics_tls_key_file=str(key))
     endpoint = config.metrics_endpoint
     assert endpoint.scheme == "https" and endpoint.tls.cert_file == str(cert)

@@ -45,8 +45,9 @@ async def test_daemon_metrics_and_health(harness: AgentHarness, tmp_path: Path) 
     metrics_port = free_port("127.0.0.1")
     base = f"http://127.0.0.1:{metrics_port}"
     async with stand_in() as (address, coordinator, fleet):
-        config = harness.config(coordinators=(address,), metrics_listen=f"127.0.0.1:"
-                                f"{metrics_port}", data_dir=tmp_path / "agent")
+        config = harness.config(coordinators=(address,), insecure=True,
+                                metrics_listen=f"127.0.0.1:{metrics_port}",
+                                data_dir=tmp_path / "agent")
         plane = build_data_plane(config)
         services: list[AgentService] = []
 

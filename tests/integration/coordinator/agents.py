@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from agent.stream.session import CoordinatorStream, StreamSettings
 from common.resources import Resources
 from common.stream_messages import Registration
+from common.transport import TlsSettings
 from tests.e2e.simulated_agent import FakeRuntime
 
 
@@ -34,6 +35,7 @@ def start_agent(
     memory: int = 8 << 30,
     building: str = "default",
     runtime_type: type[FakeRuntime] = FakeRuntime,
+    tls: TlsSettings | None = None,
 ) -> LocalAgent:
     identity = Registration(
         host_id,
@@ -46,6 +48,7 @@ def start_agent(
     )
     runtime = runtime_type(identity, images, start_delay=0.01)
     stream = CoordinatorStream(
-        runtime, StreamSettings(tuple(coordinators), backoff_initial=0.05, backoff_max=0.3)
+        runtime, StreamSettings(tuple(coordinators), backoff_initial=0.05, backoff_max=0.3,
+                                tls=tls or TlsSettings())
     )
     return LocalAgent(runtime, stream, asyncio.create_task(stream.run()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,11 @@ def as_0_1_0_wrote(record: Any) -> bytes:
 
 
 def records_of_0_1_0(layout: KeyLayout) -> dict[str, bytes]:
+    # lost a minute ago: a host lost for forget_host_after would be forgotten, not migrated
+    lost_at = float(int(time.time()) - 60)
     host = HostRecord("h-gone", "b1", "127.0.0.2", Resources(cpu=2, memory=1 << 30),
-                      {"rack": "r1"}, ("cpu",), "0.1.0", ("demo:1",), HostHealth.LOST, 5.0, 6.0)
+                      {"rack": "r1"}, ("cpu",), "0.1.0", ("demo:1",), HostHealth.LOST,
+                      lost_at - 1, lost_at)
     version = VersionRecord(VersionTag("shop/web", "1.0.0", 1.0, SPEC.checksum(), SPEC),
                             {"features": ["first"]})
     return {

@@ -46,7 +46,7 @@ def test_coordinator_pings_the_watchdog_from_its_loop(tmp_path: Path, etcd: Etcd
         proc = subprocess.Popen(
             [str(BIN / "landlord-coordinator"), "--listen", f"127.0.0.1:{free_port()}",
              "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix,
-             "--leader-lease-ttl", "2", "--log-format", "text"],
+             "--leader-lease-ttl", "2", "--log-format", "text", "--insecure"],
             env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
             first = _next(sock, 30)

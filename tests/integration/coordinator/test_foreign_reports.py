@@ -38,6 +38,7 @@ class ForgingRuntime(FakeRuntime):
         if forged is not None:
             batch.changed += forged.changed
             batch.events += forged.events
+            batch.windows += forged.windows
         return batch
 
 

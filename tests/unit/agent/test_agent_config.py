@@ -21,6 +21,7 @@ def test_flags_beat_environment_beat_toml(tmp_path: Path) -> None:
         "LANDLORD_AGENT_HOST_ID": "from-env",
         "LANDLORD_AGENT_CRASH_DELAY": "0.5",
         "LANDLORD_AGENT_BANDWIDTH": "off",
+        "LANDLORD_AGENT_INSECURE": "yes",
         "OTHER": "ignored",
     }
     config = load_config(
@@ -105,3 +106,13 @@ def test_unknown_and_mistyped_toml_keys_are_refused(tmp_path: Path) -> None:
         f"{toml}:hostid: unknown setting (did you mean host_id?)",
         f"{toml}:bandwidth: bandwidth: expected true or false, got a string ('no')",
     ]
+
+
+def test_coordinators_need_mutual_tls_unless_insecure_on_loopback() -> None:
+    with pytest.raises(InvalidArgument, match="mutual TLS is required to reach coordinators"):
+        load_config(None, {"LANDLORD_AGENT_COORDINATORS": "127.0.0.1:7400"})
+    plain = {"LANDLORD_AGENT_COORDINATORS": "127.0.0.1:7400", "LANDLORD_AGENT_INSECURE": "1"}
+    assert load_config(None, plain).insecure
+    with pytest.raises(InvalidArgument, match=r"refused to 192\.0\.2\.9:7400"):
+        load_config(None, {**plain, "LANDLORD_AGENT_COORDINATORS": "192.0.2.9:7400"})
+    assert not load_config(None, {}).insecure  # standalone: no stream, nothing to secure

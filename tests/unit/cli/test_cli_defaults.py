@@ -16,11 +16,11 @@ def _cli_default_coordinator() -> str:
 
 
 def test_cli_default_address_is_where_a_default_coordinator_listens() -> None:
-    listen = load_config([], env={}).listen
+    listen = load_config([], env={"LANDLORD_COORDINATOR_INSECURE": "true"}).listen
     assert _cli_default_coordinator() == listen
     assert ClientSettings().addresses == (listen,)
 
 
 def test_an_address_without_port_means_the_coordinator_default_port() -> None:
-    port = load_config([], env={}).listen.rsplit(":", 1)[1]
+    port = load_config([], env={"LANDLORD_COORDINATOR_INSECURE": "true"}).listen.rsplit(":", 1)[1]
     assert parse_addresses("coord-1.example") == (f"coord-1.example:{port}",)

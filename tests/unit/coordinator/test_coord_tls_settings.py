@@ -18,6 +18,10 @@ def files(tmp_path: Path) -> dict[str, str]:
     return {name: str(tmp_path / name) for name in names}
 
 
+PLAIN_ETCD = {"LANDLORD_COORDINATOR_INSECURE": "true"}
+"""The shared etcd of these tests is plain text on loopback."""
+
+
 def test_crl_needs_mutual_tls(files: dict[str, str]) -> None:
     with pytest.raises(InvalidArgument) as refused:
         load_config(["--tls-cert-file", files["server.pem"], "--tls-key-file",
@@ -29,14 +33,17 @@ def test_crl_file_must_exist(files: dict[str, str]) -> None:
     mutual = ["--tls-ca-file", files["ca.pem"], "--tls-cert-file", files["server.pem"],
               "--tls-key-file", files["server.key"]]
     with pytest.raises(InvalidArgument) as refused:
-        load_config([*mutual, "--tls-crl-file", "/nonexistent/crl.pem"], env={})
+        load_config([*mutual, "--tls-crl-file", "/nonexistent/crl.pem"], env=PLAIN_ETCD)
     assert "tls_crl_file '/nonexistent/crl.pem' does not exist" in str(refused.value)
-    config = load_config([*mutual, "--tls-crl-file", files["crl.pem"]], env={})
+    config = load_config([*mutual, "--tls-crl-file", files["crl.pem"]], env=PLAIN_ETCD)
     assert config.mutual_tls and config.tls_crl_file == files["crl.pem"]
 
 
 def test_mutual_tls_needs_all_three(files: dict[str, str]) -> None:
     server_only = load_config(["--tls-cert-file", files["server.pem"], "--tls-key-file",
-                               files["server.key"]], env={})
+                               files["server.key"]], env=PLAIN_ETCD)
     assert not server_only.mutual_tls
-    assert not load_config([], env={}).mutual_tls
+    assert not load_config([], env=PLAIN_ETCD).mutual_tls
+    with pytest.raises(InvalidArgument, match="mutual TLS is required"):
+        load_config(["--tls-cert-file", files["server.pem"], "--tls-key-file",
+                     files["server.key"]], env={})

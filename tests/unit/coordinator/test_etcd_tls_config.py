@@ -58,7 +58,7 @@ def test_tls_is_used_for_https_or_when_files_are_set(files: dict[str, str]) -> N
 def test_settings_load_from_flags(files: dict[str, str]) -> None:
     config = load_config(["--etcd-endpoints", "https://127.0.0.1:2379", "--etcd-ca-file",
                           files["ca"], "--etcd-cert-file", files["cert"], "--etcd-key-file",
-                          files["key"]], env={})
+                          files["key"]], env={"LANDLORD_COORDINATOR_INSECURE": "true"})
     assert config.etcd_tls == TlsSettings(files["ca"], files["cert"], files["key"])
 
 

@@ -63,6 +63,7 @@ def test_events_about_others_are_dropped_host_events_kept() -> None:
         ReportedEvent("limit_exceeded", 1.0, apartment="shop", unit="db"),  # no unit here
         ReportedEvent("rollout.promoted", 1.0, apartment="shop", unit="web"),  # not an agent's
         ReportedEvent("audit", 1.0),  # the coordinator's alone
+        ReportedEvent("host.forgotten", 1.0),  # the coordinator's alone
         ReportedEvent("instance.crashed", 1.0, instance_id="b1", apartment="shop", unit="web"),
         ReportedEvent("limit_exceeded", 1.0, apartment="shop", unit="api"),
         ReportedEvent("gc.collected", 1.0),
@@ -72,7 +73,7 @@ def test_events_about_others_are_dropped_host_events_kept() -> None:
     out = scope(AgentReport(1, 0.0, events=events), observed={"stopping"})
     assert [e.type for e in out.report.events] == [
         "instance.crashed", "limit_exceeded", "gc.collected", "instance.removed"]
-    assert out.dropped == {DropKind.EVENT: 6}
+    assert out.dropped == {DropKind.EVENT: 7}
 
 
 def test_an_event_about_an_instance_first_reported_in_the_same_report_is_kept() -> None:
