@@ -31,6 +31,7 @@ from coordinator.api.convert_admin import (
 from coordinator.api.read_models import ClusterReads
 from coordinator.api.rollout_proto import control_from_pb, deploy_from_pb, rollout_info
 from coordinator.api.rpc_errors import stream_boundary, unary_boundary
+from coordinator.api.scope import caller_reach, visible_edges
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.sessions import Fleet
 from coordinator.registry import Registry
@@ -62,7 +63,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                              ) -> admin_pb2.PublishVersionResponse:
         spec, changes, metadata = publish_from_pb(request)
         record, created = await self.registry.publish(spec, changes, metadata)
-        return admin_pb2.PublishVersionResponse(version=version_to_pb(record),
+        return admin_pb2.PublishVersionResponse(version=version_to_pb(record, caller_reach()),
                                                 already_published=not created)
 
     @unary_boundary
@@ -78,19 +79,22 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         reply = admin_pb2.GetUnitResponse(unit=unit_to_pb(detail.unit),
                                           instances=[instance_to_pb(i) for i in detail.instances])
         if detail.latest is not None:
-            reply.latest.CopyFrom(version_to_pb(detail.latest))
+            reply.latest.CopyFrom(version_to_pb(detail.latest, caller_reach()))
         return reply
 
     @unary_boundary
     async def ListVersions(self, request: admin_pb2.ListVersionsRequest, context: Context
                            ) -> admin_pb2.ListVersionsResponse:
         found = self.registry.versions(request.apartment, request.unit)
-        return admin_pb2.ListVersionsResponse(versions=[version_to_pb(v) for v in found])
+        reach = caller_reach()
+        return admin_pb2.ListVersionsResponse(versions=[version_to_pb(v, reach) for v in found])
 
     @unary_boundary
     async def ResolveDependencies(self, request: admin_pb2.ResolveDependenciesRequest,
                                   context: Context) -> admin_pb2.ResolveDependenciesResponse:
-        edges = self.registry.resolve(request.apartment, request.unit, request.version)
+        edges = visible_edges(
+            self.registry.resolve(request.apartment, request.unit, request.version),
+            caller_reach())
         return admin_pb2.ResolveDependenciesResponse(resolved=[resolved_to_pb(e) for e in edges])
 
     # -- deployments -----------------------------------------------------------------------

@@ -5,17 +5,22 @@ fails when an Admin RPC has none, so a new RPC cannot be forgotten). Roles reach
 levels as ``ROLE_ACCESS`` says: admin everything on the admin API, viewer the read methods
 (list, show, status, watch, events), a host the agent stream only, any authenticated
 identity the health check. Apartment scope (docs/security.md): a scoped identity must name
-one of its apartments in a request about units; fleet-wide reads (hosts, leader) are open to
-it, fleet-wide writes (GC) are not. ``decide`` is pure; the interceptor applies it.
+one of its apartments in a request about units, and every other apartment the request reaches
+(a published version's dependencies) must be one of them too; fleet-wide reads (hosts, leader)
+are open to it, fleet-wide writes (GC) are not. What a scoped identity is shown inside an
+admitted call is narrowed by coordinator/api/scope.py. ``decide`` is pure; the interceptor
+applies it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from common.dependencies import parse_dependency
+from common.errors import LandlordError
 from common.gen.landlord.v1 import admin_pb2, agent_pb2
 from common.identity import Identity, Role
 
@@ -52,6 +57,7 @@ _ROLE_REACH = {
 }
 
 ApartmentOf = Callable[[Any], str]
+ReachedUnits = Callable[[Any], Iterable[str]]
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class Rule:
     access: Access
     apartment: ApartmentOf | None = None
     """The apartment a request is about ('' = every apartment); None: fleet-wide method."""
+    reaches: ReachedUnits | None = None
+    """Units (``apartment/unit``) of other apartments the request ties its own to; a scoped
+    identity must reach each one's apartment too."""
 
 
 def _apartment(request: Any) -> str:
@@ -69,11 +78,23 @@ def _published_apartment(request: admin_pb2.PublishVersionRequest) -> str:
     return request.spec.apartment
 
 
+def _published_dependencies(request: admin_pb2.PublishVersionRequest) -> list[str]:
+    """The qualified units the published version depends on. A malformed dependency is
+    skipped: the servicer refuses it (INVALID_ARGUMENT) before looking anything up."""
+    found = []
+    for text in request.spec.dependencies:
+        try:
+            found.append(parse_dependency(text, request.spec.apartment).unit)
+        except LandlordError:
+            continue
+    return found
+
+
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentStream"]
 
 ADMIN_RULES: dict[str, Rule] = {
-    "PublishVersion": Rule(Access.WRITE, _published_apartment),
+    "PublishVersion": Rule(Access.WRITE, _published_apartment, _published_dependencies),
     "ListUnits": Rule(Access.READ, _apartment),
     "GetUnit": Rule(Access.READ, _apartment),
     "ListVersions": Rule(Access.READ, _apartment),
@@ -133,4 +154,9 @@ def decide(identity: Identity, method: str, request: Any | None) -> str | None:
                 "apartments (--apartment)")
     if not identity.reaches(apartment):
         return f"{identity} may not call {method} for apartment {apartment!r}"
+    for unit in rule.reaches(request) if rule.reaches is not None else ():
+        other = unit.partition("/")[0]
+        if not identity.reaches(other):
+            return (f"{identity} may not call {method} for apartment {apartment!r} with a "
+                    f"dependency on {unit!r}: apartment {other!r} is outside its apartments")
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from common.dependencies import parse_dependency
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.proto_values import (
@@ -18,6 +19,7 @@ from common.stream_convert import health_from_pb, health_to_pb, observed_to_pb
 from common.unit_spec import StateMode, UnitSpec
 from common.versions import ChangeSet
 from coordinator.api.read_models import HostListing, InstanceListing, UnitListing
+from coordinator.api.scope import Reach, everything, visible_resolved
 from coordinator.registry import ResolvedEdge
 from coordinator.state.records import EventRecord, VersionRecord
 
@@ -71,7 +73,9 @@ def unit_spec_to_pb(spec: UnitSpec) -> types_pb2.UnitSpec:
     )
 
 
-def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
+def version_to_pb(record: VersionRecord, reach: Reach = everything) -> types_pb2.VersionInfo:
+    """The version as published; of its resolved dependencies only those ``reach`` lets the
+    caller see (coordinator/api/scope.py)."""
     tag, spec = record.tag, record.tag.spec
     spec_pb = unit_spec_to_pb(spec)
     ranges = {}
@@ -79,6 +83,8 @@ def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
         name, _, range_text = text.partition("@")
         qualified = name if "/" in name else f"{spec.apartment}/{name}"
         ranges[qualified] = range_text.strip()
+    direct = (parse_dependency(text, spec.apartment).unit for text in spec.dependencies)
+    resolved = visible_resolved(tag.dependencies, direct, reach)
     return types_pb2.VersionInfo(
         apartment=spec.apartment, unit=spec.unit, version=tag.version, spec=spec_pb,
         changes=types_pb2.ChangeSet(**{k: list(v) for k, v in record.changes.items()}),
@@ -86,7 +92,7 @@ def version_to_pb(record: VersionRecord) -> types_pb2.VersionInfo:
         resolved=[
             types_pb2.ResolvedDependency(unit=u, range=ranges.get(u, ""), version=v,
                                          required_by=tag.unit)
-            for u, v in sorted(tag.dependencies.items())
+            for u, v in sorted(resolved.items())
         ],
         metadata=dict(tag.metadata), created_at=timestamp_to_pb(tag.created_at),
         image_id=spec.run_image, image_digest=spec.image_digest,

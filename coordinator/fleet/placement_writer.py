@@ -60,7 +60,8 @@ class PlacementWriter:
     def max_replicas(self) -> int:
         """Most instances one placement may record in one transaction: each takes an
         instance put and compare plus its host's allocation put and compare; ten ops are
-        left for the unit, route and rollout records and the fence."""
+        left for the unit, route and rollout records, the unit's active-rollout key and
+        the fence."""
         return max(1, (self._writes.max_txn_ops - 10) // 4)
 
     def rooms(self, building: str) -> list[HostRoom]:
@@ -103,12 +104,13 @@ class PlacementWriter:
         replicas: int,
         building: str,
         replaces: InstanceRecord | None = None,
-        extra: Txn | None = None,
+        extra: Callable[[], Txn] | None = None,
     ) -> list[InstanceRecord]:
         """Decide and record ``replicas`` new instances (not started). See the module doc.
 
         ``replaces``: an instance (on a lost host) removed in the same transaction.
-        ``extra``: more changes (unit, route, rollout records) committed together.
+        ``extra``: more changes (unit, route, rollout records) committed together, built
+        again for every attempt (from the cache as it is then; it may refuse by raising).
         """
         if replicas < 1:
             raise InvalidArgument(f"replicas must be >= 1, got {replicas}", replicas=replicas)
@@ -136,7 +138,7 @@ class PlacementWriter:
             if replaces is not None:
                 txn.extend(self.removal(replaces))
             if extra is not None:
-                txn.extend(extra)
+                txn.extend(extra())
             await self._writes.commit(txn)
             return records
 

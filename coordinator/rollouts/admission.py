@@ -8,9 +8,13 @@ message that names what is wrong:
 - more replicas than one placement transaction can hold (INVALID_ARGUMENT);
 - the version is not published (FAILED_PRECONDITION, naming the published ones);
 - it is already the stable version (FAILED_PRECONDITION);
-- another rollout of the unit is active (FAILED_PRECONDITION, naming it and its phase);
+- another rollout of the unit is active (FAILED_PRECONDITION, naming it and its phase;
+  enforced again in etcd by the transaction that creates the record: one_active.py);
 - a dependency is not running in its apartment at a version inside its range
   (FAILED_PRECONDITION, naming every one that is not, with what runs instead);
+- the version's service port is the entry point of another apartment's unit in the building
+  (FAILED_PRECONDITION, not naming that unit): every host's HAProxy would bind both on the
+  same port and the kernel would split that unit's connections between the two;
 - the building cannot hold the new instances next to the running ones (RESOURCE_EXHAUSTED,
   from coordinator/fleet/placement.py).
 """
@@ -25,12 +29,13 @@ from common.errors import FailedPrecondition, InvalidArgument
 from common.semantic_versions import satisfies
 from coordinator.fleet.placement import HostRoom, PlacementRequest, place
 from coordinator.rollouts.controls import new_rollout
+from coordinator.rollouts.one_active import already_active
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.settings import RolloutSettings, Strategy
-from coordinator.state.records import InstanceRecord, UnitRecord, VersionRecord
+from coordinator.state.records import InstanceRecord, RouteRecord, UnitRecord, VersionRecord
 
-__all__ = ["DeployFacts", "DeployRequest", "admit", "check_dependencies", "choose_building",
-           "other_slot"]
+__all__ = ["DeployFacts", "DeployRequest", "admit", "check_dependencies", "check_entry_point",
+           "choose_building", "other_slot"]
 
 
 
@@ -63,6 +68,8 @@ class DeployFacts:
     port_range: tuple[int, int] = (20000, 29999)
     max_replicas: int = 1_000_000
     """Most instances one placement transaction may record (FleetControl.max_replicas)."""
+    routes: Sequence[RouteRecord] = ()
+    """The units' routes (their entry points), of every building."""
 
 
 def other_slot(slot: str) -> str:
@@ -99,6 +106,23 @@ def check_dependencies(
             unit=unit, version=version.version, dependencies=problems)
 
 
+def check_entry_point(apartment: str, unit: str, version: VersionRecord, building: str,
+                      routes: Iterable[RouteRecord]) -> None:
+    """FailedPrecondition when ``version`` would serve on the entry point (service port) of a
+    unit of another apartment in ``building``; the message does not name that unit."""
+    port = version.tag.spec.service_port
+    if port <= 0:
+        return
+    for route in routes:
+        if (route.building == building and route.service_port == port
+                and route.apartment != apartment):
+            raise FailedPrecondition(
+                f"{apartment}/{unit} {version.version} serves on service port {port}, the "
+                f"entry point of a unit of another apartment in building {building}; "
+                "publish a version with another service port", unit=unit,
+                version=version.version)
+
+
 def admit(
     rollout_id: str,
     apartment: str,
@@ -122,14 +146,11 @@ def admit(
                                  unit=unit, version=version)
     stable = facts.unit.stable_version
     if facts.active is not None:
-        raise FailedPrecondition(
-            f"{name} already has an active rollout {facts.active.rollout_id} "
-            f"({facts.active.from_version or '-'} -> {facts.active.to_version}, "
-            f"{facts.active.public_phase()}); promote or abort it first",
-            unit=unit, rollout=facts.active.rollout_id)
+        raise already_active(facts.active)
     if stable == version:
         raise FailedPrecondition(f"{name} already runs {version}", unit=unit, version=version)
     check_dependencies(apartment, unit, found, facts.running)
+    check_entry_point(apartment, unit, found, building, facts.routes)
     old = [i for i in facts.instances if stable and i.version == stable]
     # a first deploy starts in blue; a rollout goes to the slot the stable version is not in
     new_slot = other_slot(old[0].slot) if old else ("green" if stable else "blue")

@@ -1,5 +1,7 @@
 """RolloutStore on the coordinator's etcd store: records by compare-and-swap, the unit's
-deploy state through common.lifecycle's table, events through the event log.
+deploy state through common.lifecycle's table, events through the event log, and the
+unit's one active rollout (coordinator/rollouts/one_active.py): claimed in the transaction
+that creates a record, released in the one that ends it, reconciled when a leader takes over.
 
 Reads come from the watch-fed ClusterState (no etcd round trip per plan); every write is
 fenced by the leader's fence, so a deposed leader cannot move a rollout.
@@ -7,16 +9,19 @@ fenced by the leader's fence, so a deposed leader cannot move a rollout.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import TypeVar
 
 from common.clock import Clock
-from common.errors import NotFound
+from common.errors import LandlordError, NotFound
 from common.lifecycle import DEPLOY_TRANSITIONS, DeployState, check_transition
 from coordinator.rollouts.actions import EmitEvent, SetUnitState
+from coordinator.rollouts.one_active import claim, reconcile, release
 from coordinator.rollouts.record import Phase, RolloutRecord, decode_record, encode_record
+from coordinator.rollouts.transitions import event
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
@@ -106,10 +111,12 @@ class EtcdRolloutRecords:
         return self.layout.rollout(record.apartment, record.unit, record.rollout_id)
 
     async def save(self, record: RolloutRecord, revision: int, wait: bool = False) -> int:
-        """Write ``record`` if it is still at ``revision``; with ``wait``, return once the
-        cache holds it."""
+        """Write ``record`` if it is still at ``revision`` (a terminal one also releases the
+        unit's active-rollout key); with ``wait``, return once the cache holds it."""
         txn = Txn().require(self._key(record), revision).put(self._key(record),
                                                               encode_record(record))
+        holder = self.state.active_rollouts.get((record.apartment, record.unit))
+        txn.extend(release(self.layout, record, holder))
         return await self._writes.commit(txn, wait=wait)
 
     async def retry(self, attempt: Callable[[], Awaitable[T]], what: str,
@@ -118,17 +125,51 @@ class EtcdRolloutRecords:
         return await self._writes.retry(attempt, what, **context)
 
     def creation(self, record: RolloutRecord) -> Txn:
-        """The writes that create ``record`` and drop the oldest ended ones beyond
-        ``HISTORY`` (to commit alone, or with the placement of its instances)."""
-        txn = Txn().require(self._key(record), 0).put(self._key(record), encode_record(record))
+        """The writes that create ``record``, claim the unit's active-rollout key for it
+        and drop the oldest ended records beyond ``HISTORY`` (to commit alone, or with the
+        placement of its instances). Built from the cache as it is now: FailedPrecondition
+        when another rollout of the unit is active."""
         old = [r for r, _ in self.history(record.apartment, record.unit)]
+        holder = self.state.active_rollouts.get((record.apartment, record.unit))
+        # the record before the key: the cache never holds a key naming an unknown rollout
+        txn = Txn().require(self._key(record), 0).put(self._key(record), encode_record(record))
+        txn.extend(claim(self.layout, record, holder, old))
         for stale in [r for r in old if r.terminal][max(0, HISTORY - 1):]:
             txn.delete(self._key(stale))
         return txn
 
     async def create(self, record: RolloutRecord) -> int:
-        """Write a new record and drop the oldest ended ones beyond ``HISTORY``."""
-        return await self._writes.commit(self.creation(record))
+        """Write a new record (see ``creation``), decided again after a lost compare."""
+        return await self._writes.retry(lambda: self._writes.commit(self.creation(record)),
+                                        f"creating a rollout of {record.apartment}/"
+                                        f"{record.unit}", unit=record.unit)
+
+    async def take_over(self) -> list[tuple[RolloutRecord, int]]:
+        """A new leader's view made consistent: every unit's active-rollout key agrees
+        with its records (``one_active.reconcile``); returns the active rollouts to run."""
+        units = {key for key, found in self.state.rollouts.items() if found}
+        for apartment, unit in sorted(units | set(self.state.active_rollouts)):
+            await self._writes.retry(functools.partial(self._reconcile, apartment, unit),
+                                     f"checking the active rollout of {apartment}/{unit}",
+                                     unit=unit)
+        return self.all_active()
+
+    async def _reconcile(self, apartment: str, unit: str) -> None:
+        done = reconcile(self.layout, apartment, unit,
+                         self.state.active_rollouts.get((apartment, unit)),
+                         self.history(apartment, unit), self.clock.now())
+        if done.txn.empty:
+            return
+        await self._writes.commit(done.txn)
+        if done.keep is not None:
+            log.info("%s/%s: rollout %s holds the unit's active-rollout key", apartment,
+                     unit, done.keep.rollout_id)
+        for failed in done.failed:
+            log.error("rollout %s stopped: %s", failed.rollout_id, failed.reason)
+            try:
+                await self.emit(failed, event("rollout.failed", failed, failed.reason))
+            except LandlordError as exc:  # the record says it; the event is a courtesy
+                log.warning("rollout %s: event not recorded: %s", failed.rollout_id, exc)
 
     async def set_unit_state(self, record: RolloutRecord, action: SetUnitState) -> None:
         key = (record.apartment, record.unit)

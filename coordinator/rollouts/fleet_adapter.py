@@ -22,7 +22,7 @@ versions running).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from common.errors import NotFound
@@ -65,7 +65,7 @@ class RolloutPlacement(Protocol):
 
     async def place(self, apartment: str, unit: str, version: str, slot: str, replicas: int,
                     building: str, replaces: InstanceRecord | None = None,
-                    extra: Txn | None = None) -> list[InstanceRecord]: ...
+                    extra: Callable[[], Txn] | None = None) -> list[InstanceRecord]: ...
 
     def rooms(self, building: str) -> list[HostRoom]: ...
 
@@ -165,9 +165,9 @@ class CoordinatorFleet:
         """Every request window of the unit this coordinator holds (for its status)."""
         return self._windows.windows(apartment, unit)
 
-    async def place_new(self, record: RolloutRecord, extra: Txn) -> None:
-        """Record the new instances of an admitted rollout, with ``extra`` (the rollout
-        record's creation) in the same transaction."""
+    async def place_new(self, record: RolloutRecord, extra: Callable[[], Txn]) -> None:
+        """Record the new instances of an admitted rollout, with ``extra()`` (the rollout
+        record's creation, built again for every attempt) in the same transaction."""
         await self._placement.place(record.apartment, record.unit, record.to_version,
                                     record.new_slot, record.settings.replicas,
                                     record.building, extra=extra)

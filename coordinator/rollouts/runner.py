@@ -11,6 +11,10 @@ Rules kept here:
   its events) and its error goes to the engine, which decides when to give up.
 - On resume (a new leader, a restart) the actions of the committed record are carried out
   again before anything else; they are idempotent.
+- An action that meets an invalid state transition (the unit is not where this rollout
+  thinks it is) is not retried: the runner records the rollout failed with the reason (its
+  record and a ``rollout.failed`` event), logs it once and stops. An ended record whose
+  last actions keep failing is given up after ``MAX_UNDO_FAILURES`` tries.
 
 The outside world sits behind two Protocols: ``RolloutFleet`` (instances, windows, agents)
 and ``RolloutStore`` (rollout records, unit state, events in etcd).
@@ -26,12 +30,13 @@ from dataclasses import replace
 from typing import Protocol
 
 from common.clock import Clock
-from common.errors import Conflict, LandlordError
+from common.errors import Conflict, InvalidTransition, LandlordError
 from common.rollout_policy import Window
 from coordinator.errors import NotLeader
 from coordinator.rollouts import actions as act
-from coordinator.rollouts.engine import actions_for, plan
+from coordinator.rollouts.engine import MAX_UNDO_FAILURES, actions_for, plan
 from coordinator.rollouts.record import Phase, RolloutRecord
+from coordinator.rollouts.transitions import event, stop_failed
 
 __all__ = ["RolloutFleet", "RolloutRunner", "RolloutStore", "RunnerSettings"]
 
@@ -116,6 +121,7 @@ class RolloutRunner:
         self._error_seq = -1
         self._retry_at = 0.0
         self.record: RolloutRecord | None = None
+        self._revision = 0
 
     def wake(self) -> None:
         """Plan again now (a control was written, an observation changed)."""
@@ -125,13 +131,30 @@ class RolloutRunner:
         self, record: RolloutRecord, revision: int, resumed: bool = False
     ) -> RolloutRecord:
         """Drive ``record`` (stored at ``revision``) until it ends; returns the last record."""
-        self.record = record
+        self._at(record, revision)
+        try:
+            return await self._drive(record, revision, resumed)
+        except InvalidTransition as exc:
+            return await self._stop(exc)
+
+    def _at(self, record: RolloutRecord, revision: int) -> None:
+        self.record, self._revision = record, revision
+
+    async def _drive(
+        self, record: RolloutRecord, revision: int, resumed: bool
+    ) -> RolloutRecord:
         if resumed:
             log.info("rollout %s: resuming %s at seq %d", record.rollout_id,
                      record.phase.value, record.seq)
             await self._execute(record, actions_for(record))
         while True:
             if record.terminal and self.applied_seq >= record.seq:
+                return record
+            if record.terminal and self._error_seq == record.seq and (
+                    self._failures >= MAX_UNDO_FAILURES):
+                log.error("rollout %s ended %s; its last actions failed %d times, given up: "
+                          "%s", record.rollout_id, record.phase.value, self._failures,
+                          self._error)
                 return record
             stored, stored_revision = await self.store.load(record)
             if stored_revision > revision:  # an operator's control, written by CAS
@@ -140,7 +163,7 @@ class RolloutRunner:
                                 record.rollout_id, record.seq, stored.seq)
                     return stored
                 record, revision = stored, stored_revision
-                self.record = record
+                self._at(record, revision)
             now = self.clock.now()
             moved, actions = plan(record, self._observe(record, now), now)
             if moved == record:
@@ -160,11 +183,32 @@ class RolloutRunner:
                                 record.rollout_id, record.seq, stored.seq)
                     return stored
                 record = stored
-                self.record = record
+                self._at(record, revision)
                 continue
             record = moved
-            self.record = record
+            self._at(record, revision)
             await self._execute(record, actions)
+
+    async def _stop(self, error: InvalidTransition) -> RolloutRecord:
+        """Record the rollout failed for ``error`` (and say so once); no retry."""
+        assert self.record is not None
+        reason = (f"{self.record.phase.value}: {error}; the rollout stopped (the unit's state "
+                  "does not follow this rollout: it needs an operator)")
+        log.error("rollout %s stopped: %s", self.record.rollout_id, reason)
+        for _ in range(3):  # an operator's control may land meanwhile: decide again
+            record, revision = self.record, self._revision
+            failed = stop_failed(record, reason, self.clock.now())
+            try:
+                self._at(failed, await self.store.save(failed, revision))
+            except Conflict:
+                stored, stored_revision = await self.store.load(record)
+                if stored.seq != record.seq:
+                    return stored
+                self._at(stored, stored_revision)
+                continue
+            await self._do(failed, event("rollout.failed", failed, reason))
+            return failed
+        return self.record
 
     # -- observing -------------------------------------------------------------------------
 
@@ -190,7 +234,7 @@ class RolloutRunner:
         try:
             for action in actions:
                 await self._do(record, action)
-        except NotLeader:
+        except (NotLeader, InvalidTransition):
             raise
         except (TimeoutError, LandlordError, OSError) as exc:
             if self._error_seq != record.seq:

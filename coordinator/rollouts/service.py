@@ -22,6 +22,7 @@ from coordinator.rollouts.admission import (
     DeployFacts,
     DeployRequest,
     admit,
+    check_entry_point,
     choose_building,
     other_slot,
 )
@@ -34,6 +35,7 @@ from coordinator.rollouts.settings import RolloutSettings, Strategy
 from coordinator.rollouts.status import RolloutStatus, rollout_status
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.leadership import Leadership
+from coordinator.state.records import RouteRecord
 
 __all__ = ["RolloutService"]
 
@@ -115,7 +117,10 @@ class RolloutService:
         # The new instances are placed in the transaction that creates the record: of two
         # Deploys racing for the same room, one is refused here (RESOURCE_EXHAUSTED) rather
         # than failing later; the rollout starts them when it reaches deploying.
-        await self.fleet.place_new(record, extra=self.records.creation(record))
+        # The same transaction claims the unit's active-rollout key (one_active.py): of
+        # Deploys racing for the unit, one commits; the others, decided again from the
+        # fresher cache, are refused naming it (FAILED_PRECONDITION).
+        await self.fleet.place_new(record, extra=lambda: self.records.creation(record))
         record, revision = await self.records.load(record)
         self._run(record, revision, resumed=False)
         return record
@@ -140,6 +145,7 @@ class RolloutService:
         if target == stable:
             raise FailedPrecondition(f"{apartment}/{unit} already runs {target}")
         version = self.registry.version(apartment, unit, target)
+        self._check_entry_point(apartment, unit, version.version, current.building)
         image = version.tag.spec.run_image  # what hosts hold: NAME@DIGEST once resolved
         if not self.fleet.image_kept(current.building, image):
             raise FailedPrecondition(
@@ -194,6 +200,7 @@ class RolloutService:
             raise NotFound(f"{apartment}/{unit} has no rollout to retry", unit=unit)
         last = history[0][0]
         unit_record = self.registry.unit(apartment, unit)
+        self._check_entry_point(apartment, unit, last.to_version, last.building)
         instances = self.state.instances_of(apartment, unit)
         old = [i for i in instances if i.version == unit_record.stable_version]
         record = retry_rollout(last, self._new_id(), self.clock.now(),
@@ -207,8 +214,9 @@ class RolloutService:
     # -- leading ---------------------------------------------------------------------------
 
     async def lead(self) -> None:
-        """Resume every active rollout, then keep running them until cancelled."""
-        for record, revision in self.records.all_active():
+        """Make every unit's active-rollout key agree with its records, resume every
+        active rollout, then keep running them until cancelled."""
+        for record, revision in await self.records.take_over():
             if record.rollout_id not in self.runners:
                 self._run(record, revision, resumed=True)
         try:
@@ -266,7 +274,18 @@ class RolloutService:
             rooms=self._rooms(building),
             port_range=self.fleet.port_range,
             max_replicas=self.fleet.max_replicas,
+            routes=self._routes(),
         )
+
+    def _routes(self) -> list[RouteRecord]:
+        return [found.value for found in self.state.routes.values()]
+
+    def _check_entry_point(self, apartment: str, unit: str, version: str,
+                           building: str) -> None:
+        """A rollout to ``version`` not started by Deploy (rollback, retry) checks the
+        entry point as admission does."""
+        check_entry_point(apartment, unit, self.registry.version(apartment, unit, version),
+                          building, self._routes())
 
     def _rooms(self, building: str) -> list[HostRoom]:
         # Placement sees hosts exactly as the first-deploy path does.

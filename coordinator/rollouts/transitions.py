@@ -7,7 +7,7 @@ from dataclasses import replace
 from coordinator.rollouts.actions import EmitEvent
 from coordinator.rollouts.record import Phase, RolloutRecord, StepRecord
 
-__all__ = ["enter_completing", "enter_switching", "event", "start_rollback"]
+__all__ = ["enter_completing", "enter_switching", "event", "start_rollback", "stop_failed"]
 
 
 def event(kind: str, record: RolloutRecord, message: str, **details: str) -> EmitEvent:
@@ -75,3 +75,20 @@ def enter_completing(
                          f"{record.to_version} promoted ({why}); "
                          f"{record.from_version or 'nothing'} removed after "
                          f"{record.settings.effective_cleanup_delay_s:g} s")]
+
+
+def stop_failed(record: RolloutRecord, reason: str, now: float) -> RolloutRecord:
+    """``record`` stopped for ``reason`` with none of its actions carried out: failed (a
+    record that had already ended keeps its phase), the reason kept as a failure."""
+    return replace(
+        record,
+        phase=record.phase if record.terminal else Phase.FAILED,
+        seq=record.seq + 1,
+        updated_at=now,
+        phase_started_at=record.phase_started_at if record.terminal else now,
+        ended_at=record.ended_at or now,
+        paused=False,
+        pending_controls=(),
+        reason=reason,
+        failure=(*record.failure, reason),
+    )

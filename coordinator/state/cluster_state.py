@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 
 from coordinator.state.keys import KeyLayout
 from coordinator.state.records import (
+    ActiveRolloutRecord,
     Allocation,
     EventRecord,
     HostHealth,
@@ -69,6 +70,8 @@ class ClusterState:
         self.versions: dict[UnitKey, dict[str, VersionRecord]] = defaultdict(dict)
         self.routes: dict[UnitKey, Versioned[RouteRecord]] = {}
         self.rollouts: dict[UnitKey, dict[str, Versioned[bytes]]] = defaultdict(dict)
+        self.active_rollouts: dict[UnitKey, Versioned[ActiveRolloutRecord]] = {}
+        """unit -> its active-rollout key (one active rollout per unit)."""
         self.events: dict[str, EventRecord] = {}
         self._event_subscribers: set[asyncio.Queue[EventRecord]] = set()
         self._instance_watchers: list[Callable[[str, InstanceRecord | None], None]] = []
@@ -166,6 +169,9 @@ class ClusterState:
         elif kind == "rollouts" and len(parts) == 3:
             _set(self.rollouts[(parts[0], parts[1])], parts[2], deleted,
                  lambda: Versioned(value, rev, create))
+        elif kind == "active-rollout" and len(parts) == 2:
+            _set(self.active_rollouts, (parts[0], parts[1]), deleted,
+                 versioned(ActiveRolloutRecord))
         elif kind == "events" and len(parts) == 1:
             self._apply_event(parts[0], deleted, value, create)
 

@@ -49,6 +49,12 @@ key                                            value, writer and when
 {p}/routes/{apartment}/{unit}                  RouteRecord: traffic split, version ->
                                                percent, and the service port.
 {p}/rollouts/{apartment}/{unit}/{rollout_id}   Rollout record (rollout engine).
+{p}/active-rollout/{apartment}/{unit}          ``{"rollout_id", "since"}``: the unit's one
+                                               active rollout. Created only if absent (or
+                                               naming an ended rollout) in the transaction
+                                               that creates the rollout record; deleted in
+                                               the one that ends it
+                                               (coordinator/rollouts/one_active.py).
 {p}/events/{time_ns:020d}-{n:06d}              One event. Its sequence is the key's create
                                                revision x 1000 + its position in the
                                                transaction. Trimmed to a bounded history.
@@ -113,6 +119,9 @@ class KeyLayout:
 
     def rollout(self, apartment: str, unit: str, rollout_id: str) -> str:
         return f"{self.prefix}/rollouts/{apartment}/{unit}/{rollout_id}"
+
+    def active_rollout(self, apartment: str, unit: str) -> str:
+        return f"{self.prefix}/active-rollout/{apartment}/{unit}"
 
     @property
     def events(self) -> str:

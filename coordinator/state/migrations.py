@@ -38,7 +38,9 @@ VERSIONED_KINDS = ("hosts", "instances", "status", "units", "versions", "routes"
 ``leader`` and ``alive`` (bound to leases, written afresh every term and session),
 ``alloc`` (a bare map of instance ids that release 0.1.0 reads whole, so a field in it
 would break 0.1.0 coordinators mid-upgrade; a change of its shape goes by the cluster's
-schema key), and ``schema`` itself."""
+schema key), ``active-rollout`` (lives only as long as its rollout; one missing for an
+active rollout an older release wrote is created when a leader takes over:
+coordinator/rollouts/one_active.py), and ``schema`` itself."""
 
 
 def dumps(raw: Mapping[str, Any]) -> bytes:

@@ -94,6 +94,15 @@ class SchemaRecord:
 
 
 @dataclass(frozen=True)
+class ActiveRolloutRecord:
+    """The unit's one active rollout (``{p}/active-rollout/{apartment}/{unit}``); not a
+    versioned kind: created with the rollout, deleted when it ends."""
+
+    rollout_id: str
+    since: float = 0.0
+
+
+@dataclass(frozen=True)
 class LeaderRecord:
     id: str
     address: str

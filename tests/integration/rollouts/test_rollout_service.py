@@ -115,14 +115,15 @@ class Agents:
         return {i.version for r in self.runtimes for i in r.instances.values()}
 
 
-async def publish(admin: Any, version: str, env: str) -> None:
+async def publish(admin: Any, version: str, env: str, service_port: int = 9000,
+                  apartment: str = "shop", unit: str = "web") -> None:
     await admin.PublishVersion(
         admin_pb2.PublishVersionRequest(
             spec=types_pb2.UnitSpec(
-                apartment="shop",
-                unit="web",
+                apartment=apartment,
+                unit=unit,
                 image="demo:1",
-                service_port=9000,
+                service_port=service_port,
                 env={"BUILD": env},
                 resources=types_pb2.Resources(cpu_millis=250, memory_bytes=64 << 20),
             ),
@@ -286,6 +287,32 @@ async def test_fast_rollback_after_a_promotion(rollouts: RolloutService, fleet: 
         back.rollout_id,
         record.rollout_id,
     ]
+
+
+async def test_no_rollback_onto_another_apartments_entry_point(
+    coordinator: Coordinator, admin: Any, rollouts: RolloutService, fleet: Agents
+) -> None:
+    """shop/web moves from service port 9000 to 9100, blog/db takes 9000: the way back to
+    1.0.0 (on 9000) would share blog's entry point, and is refused without naming it."""
+    await publish(admin, "1.2.0", "three", service_port=9100)
+    record = await rollouts.deploy(deploy_from_pb(canary_request("1.2.0")))
+    end = await async_eventually(lambda: ended(rollouts, record.rollout_id), timeout=30)
+    assert end.phase is Phase.PROMOTED
+    await publish(admin, "1.0.0", "db", service_port=9000, apartment="blog", unit="db")
+    await rollouts.deploy(deploy_from_pb(
+        admin_pb2.DeployRequest(apartment="blog", unit="db", version="1.0.0")))
+    await async_eventually(lambda: _routed_on(coordinator, "blog", "db", 9000), timeout=10)
+    with pytest.raises(FailedPrecondition) as refused:
+        await rollouts.rollback("shop", "web")
+    assert str(refused.value) == (
+        "shop/web 1.0.0 serves on service port 9000, the entry point of a unit of another "
+        "apartment in building default; publish a version with another service port")
+    assert rollouts.registry.unit("shop", "web").stable_version == "1.2.0"
+
+
+async def _routed_on(coordinator: Coordinator, apartment: str, unit: str, port: int) -> bool:
+    found = coordinator.state.routes.get((apartment, unit))
+    return found is not None and found.value.service_port == port
 
 
 async def test_a_watch_refreshes_the_live_figures_of_a_monitored_step(

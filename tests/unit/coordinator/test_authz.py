@@ -99,3 +99,40 @@ def test_apartment_scope() -> None:
 
 def test_every_role_has_its_access() -> None:
     assert set(ROLE_ACCESS) == set(Role)
+
+
+def test_a_scoped_publish_depends_only_on_its_apartments() -> None:
+    publish = admin("PublishVersion")
+
+    def request(*dependencies: str) -> admin_pb2.PublishVersionRequest:
+        return admin_pb2.PublishVersionRequest(spec=types_pb2.UnitSpec(
+            apartment="shop", unit="web", dependencies=list(dependencies)))
+
+    assert decide(SHOP_ADMIN, publish, request("db@^1", "shop/cache@~2")) is None
+    assert decide(SHOP_ADMIN, publish, request("db@^1", "blog/api@^2")) == (
+        f"admin/carol (apartments shop) may not call {publish} for apartment 'shop' with a "
+        "dependency on 'blog/api': apartment 'blog' is outside its apartments")
+    # an identity scoped to both, and an unscoped one, may tie them
+    both = Identity(Role.ADMIN, "erin", frozenset({"shop", "blog"}))
+    assert decide(both, publish, request("blog/api@^2")) is None
+    assert decide(ADMIN, publish, request("blog/api@^2")) is None
+    # a malformed dependency is left to the servicer (INVALID_ARGUMENT before any lookup)
+    assert decide(SHOP_ADMIN, publish, request("blog/api")) is None
+
+
+def _request_about(name: str, apartment: str) -> object:
+    """The method's own request message, about ``apartment`` (in the field the servicer
+    reads: the request's ``apartment``, or its ``spec``'s)."""
+    request = getattr(admin_pb2, ADMIN_SERVICE.methods_by_name[name].input_type.name)()
+    if "apartment" in request.DESCRIPTOR.fields_by_name:
+        request.apartment = apartment
+    else:
+        request.spec.apartment = apartment
+    return request
+
+
+@pytest.mark.parametrize("name", sorted(n for n, r in ADMIN_RULES.items() if r.apartment))
+def test_each_scoped_method_reads_the_apartment_of_its_own_request(name: str) -> None:
+    assert decide(SHOP_ADMIN, admin(name), _request_about(name, "shop")) is None
+    assert decide(SHOP_ADMIN, admin(name), _request_about(name, "blog")) == (
+        f"admin/carol (apartments shop) may not call {admin(name)} for apartment 'blog'")

@@ -17,7 +17,7 @@ from coordinator.rollouts.admission import DeployFacts, admit, choose_building
 from coordinator.rollouts.engine import actions_for
 from coordinator.rollouts.record import Phase
 from coordinator.rollouts.settings import RolloutSettings, Strategy
-from coordinator.state.records import InstanceRecord, UnitRecord, VersionRecord
+from coordinator.state.records import InstanceRecord, RouteRecord, UnitRecord, VersionRecord
 
 NOW = 1_700_000_000.0
 
@@ -89,3 +89,22 @@ def test_building_is_the_named_one_else_the_units_else_the_only_one() -> None:
         choose_building("", unit, ["b2", "b1"])
     with pytest.raises(InvalidArgument, match="no building yet"):
         choose_building("", unit, [])
+
+
+def test_another_apartments_entry_point_is_refused_without_naming_it() -> None:
+    def route(apartment: str, unit: str, building: str, port: int) -> RouteRecord:
+        return RouteRecord(apartment, unit, building, port, "/healthz", {"1.0.0": 100.0})
+
+    facts = replace(_facts(UnitRecord("shop", "web")),
+                    routes=[route("blog", "db", "b1", 9000)])
+    with pytest.raises(FailedPrecondition) as refused:
+        admit("r", "shop", "web", "1.0.0", "b1", RolloutSettings(), facts, NOW)
+    assert str(refused.value) == (
+        "shop/web 1.0.0 serves on service port 9000, the entry point of a unit of another "
+        "apartment in building b1; publish a version with another service port")
+    assert "db" not in str(refused.value)
+    # the same port in another building, or of the apartment's own units: admitted
+    for routes in ([route("blog", "db", "b2", 9000)], [route("shop", "api", "b1", 9000)],
+                   [route("blog", "db", "b1", 9001)]):
+        admit("r", "shop", "web", "1.0.0", "b1", RolloutSettings(), replace(facts, routes=routes),
+              NOW)
