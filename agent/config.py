@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InvalidArgument
+from common.metrics_http import (
+    AGENT_METRICS_ADDRESS,
+    METRICS_SETTINGS,
+    MetricsEndpoint,
+    check_metrics_listen,
+    endpoint_problems,
+)
 from common.recovery import RecoveryPolicy, RetryRule
 from common.settings import (
     LOG_FORMATS,
@@ -89,6 +96,9 @@ class AgentConfig:
     image_pull_timeout: float = _opt(600.0, "seconds an image pull may take before the start "
                                             "that needs it fails", gt=0)
     haproxy_binary: str = _opt("/usr/sbin/haproxy", "the HAProxy 2.6+ executable")
+    haproxy_metrics_listen: str = _opt("", "loopback host:port where this host's HAProxy "
+                                           "serves its own Prometheus exporter at /metrics "
+                                           "(empty: off)", check=check_metrics_listen)
     haproxy_threads: int = _opt(0, "HAProxy worker threads (0: a quarter of the cores, at "
                                    "least one)", ge=0, le=64)
     stop_grace: float = _opt(30.0, "seconds between SIGTERM and SIGKILL on a graceful stop",
@@ -132,6 +142,15 @@ class AgentConfig:
     log_format: str = _opt("json", "json (one object a line) or text", choices=LOG_FORMATS)
     watchdog_interval: float = _opt(0.0, "seconds between systemd watchdog pings (0: half of "
                                           "the unit's WatchdogSec)")
+    metrics_listen: str = _opt(AGENT_METRICS_ADDRESS, "host:port of the Prometheus /metrics "
+                                                      "and the /healthz endpoint (empty: off; "
+                                                      "off loopback it needs "
+                                                      "metrics_tls_cert_file)",
+                               check=check_metrics_listen, group="metrics")
+    metrics_tls_cert_file: str = _opt("", "certificate of the metrics endpoint (HTTPS)")
+    metrics_tls_key_file: str = _opt("", "private key of metrics_tls_cert_file")
+    metrics_tls_ca_file: str = _opt("", "CA bundle scrapers' client certificates must be "
+                                        "signed by (empty: no client certificate asked)")
 
     def __post_init__(self) -> None:
         if not self.host_id:
@@ -147,6 +166,10 @@ class AgentConfig:
             healthy_reset_s=self.healthy_reset,
             max_incidents=max(1, self.max_incidents),
         )
+
+    @property
+    def metrics_endpoint(self) -> MetricsEndpoint:
+        return MetricsEndpoint.of(*(getattr(self, name) for name in METRICS_SETTINGS))
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -178,6 +201,12 @@ def _rules(cfg: AgentConfig) -> list[Problem]:
         out.append(Problem(f"insecure = true speaks plain text, which is refused to "
                            f"{', '.join(remote)}: set the tls_* files",
                            ("coordinators", "insecure")))
+    out += [Problem(message, METRICS_SETTINGS) for message in
+            endpoint_problems(*(getattr(cfg, name) for name in METRICS_SETTINGS))]
+    if cfg.haproxy_metrics_listen and not is_loopback(cfg.haproxy_metrics_listen):
+        out.append(Problem(f"haproxy_metrics_listen {cfg.haproxy_metrics_listen!r} must be a "
+                           "loopback address (HAProxy's exporter is served without TLS)",
+                           ("haproxy_metrics_listen",)))
     return out
 
 

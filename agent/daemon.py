@@ -17,8 +17,10 @@ import signal
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from agent.agent_health import AgentHealth
 from agent.config import AgentConfig
 from agent.dataplane import DataPlane, DataPlaneSettings
+from agent.metrics import AgentMetrics, PlaneFigures
 from agent.runtime.docker_runtime import DockerRuntime
 from agent.runtime.protocol import ContainerRuntime
 from agent.service import AgentService
@@ -27,6 +29,7 @@ from agent.stream.host_commands import RoutingPlane
 from agent.stream.session import CoordinatorStream, StreamSettings
 from common.clock import SystemClock
 from common.errors import LandlordError
+from common.metrics_http import MetricsServer, serve_metrics
 from common.schema import release
 from common.systemd_notify import notify, watchdog_interval, watchdog_pings
 from common.transport import ClientCertificates, ExpiryWatch, TlsSettings
@@ -44,7 +47,8 @@ def build_data_plane(config: AgentConfig) -> DataPlane:
     """This host's HAProxy under ``DATA_DIR/haproxy``, serving on the advertise address."""
     return DataPlane(config.data_dir, config.advertise_address, host=config.host_id,
                      settings=DataPlaneSettings(haproxy_binary=config.haproxy_binary,
-                                                threads=config.haproxy_threads))
+                                                threads=config.haproxy_threads,
+                                                metrics_listen=config.haproxy_metrics_listen))
 
 
 def stream_settings(config: AgentConfig) -> StreamSettings:
@@ -93,6 +97,17 @@ async def _open_host(service: AgentService, plane: RoutingPlane | None) -> Strea
     return adapter
 
 
+async def _open_metrics(service: AgentService, metrics: AgentMetrics,
+                        client: CoordinatorStream | None, plane: RoutingPlane | None
+                        ) -> MetricsServer | None:
+    """/metrics and /healthz on ``metrics_listen`` (None when off or the port is taken)."""
+    figures = plane if isinstance(plane, PlaneFigures) else None
+    metrics.watch(service.records.all, service.monitor.figures, stream=client, plane=figures)
+    health = AgentHealth(service.config.host_id, service.runtime, client, figures)
+    return await serve_metrics(service.config.metrics_endpoint, metrics.registry, "agent",
+                               health=health, refresh=metrics.refresh)
+
+
 async def _stop_task(task: asyncio.Task[None], cancel: bool = False) -> None:
     """Wait for ``task`` to end (cancelling it first with ``cancel``), at most DRAIN_TIMEOUT."""
     if cancel:
@@ -138,6 +153,8 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
                  plane: RoutingPlane | None, coordinated: StreamSettings | None,
                  certificates: ClientCertificates | None, expiry: ExpiryWatch | None) -> None:
     service = AgentService(config, runtime or DockerRuntime(config.docker_url))
+    metrics = AgentMetrics()
+    service.bus.listen(metrics.on_event)  # before adoption: its recoveries count too
     report = await service.open()
     try:
         adapter = await _open_host(service, plane)
@@ -155,11 +172,15 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
     notify(f"READY=1\nSTATUS=supervising {len(service.instances())} instances")
     interval = config.watchdog_interval or watchdog_interval()
     stream: asyncio.Task[None] | None = None
+    client: CoordinatorStream | None = None
     ordered: list[asyncio.Task[None]] = []
     if adapter is not None:
-        if coordinated is not None:
-            client = CoordinatorStream(adapter, coordinated, certificates)
-            stream = asyncio.create_task(client.run(), name="coordinator-stream")
+        adapter.command_timed = metrics.observe_command
+    if adapter is not None and coordinated is not None:
+        client = CoordinatorStream(adapter, coordinated, certificates)
+        stream = asyncio.create_task(client.run(), name="coordinator-stream")
+    endpoint = await _open_metrics(service, metrics, client, plane)
+    if adapter is not None:
         ordered.append(asyncio.create_task(adapter.run(stop), name="stream-adapter"))
     # stopped in this order: (stream,) stream adapter, extensions, then GC and monitoring
     ordered += [asyncio.create_task(ext(service, stop), name=f"extension-{i}")
@@ -172,6 +193,8 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
     await stop.wait()
     notify("STOPPING=1")
     log.info("stopping agent %s (containers and haproxy keep running)", config.host_id)
+    if endpoint is not None:
+        await endpoint.close()
     if stream is not None:
         await _stop_task(stream, cancel=True)  # the coordinator sees the session end first
     for task in ordered:

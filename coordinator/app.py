@@ -21,12 +21,15 @@ from grpc_reflection.v1alpha import reflection
 from common.clock import Clock, SystemClock
 from common.errors import LandlordError
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
+from common.metrics_http import MetricsServer, serve_metrics
 from common.pki_check import Trust
+from common.schema import release
 from common.transport import ExpiryWatch, ServerCertificates, bound_server, create_server
 from coordinator.api.admin_service import AdminService
 from coordinator.api.agent_service import AgentStreamService
 from coordinator.api.audit_interceptor import AuditInterceptor
 from coordinator.api.authz_interceptor import AuthzInterceptor
+from coordinator.api.metrics_interceptor import CallMetricsInterceptor
 from coordinator.api.open_streams import OpenStreams
 from coordinator.config import CoordinatorConfig
 from coordinator.fleet.agent_sessions import AgentSessions
@@ -44,6 +47,7 @@ from coordinator.fleet.status_writer import StatusWriter
 from coordinator.images_client import RegistryClient
 from coordinator.leadership.election import LeaderElection
 from coordinator.leadership.leader_duties import LeaderDuties
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.pki_files import load_trust
 from coordinator.registry import Registry
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords
@@ -55,6 +59,7 @@ from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
 from coordinator.state.keys import KeyLayout
 from coordinator.state.leadership import Leadership
+from coordinator.state.measured_store import MeasuredStore
 from coordinator.state.records import LeaderRecord
 from coordinator.state.schema_upgrade import SchemaUpgrade
 from coordinator.state.store import BlockingLeaseClient, EtcdStore, Store
@@ -77,8 +82,10 @@ class Coordinator:
                  store: Store | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.store = store or EtcdStore(config.etcd_endpoints, config.etcd_timeout,
-                                        config.etcd_max_txn_ops, tls=config.etcd_tls)
+        self.metrics = CoordinatorMetrics(config.id, release())
+        self.store: Store = MeasuredStore(
+            store or EtcdStore(config.etcd_endpoints, config.etcd_timeout,
+                               config.etcd_max_txn_ops, tls=config.etcd_tls), self.metrics)
         self.layout = KeyLayout(config.etcd_prefix)
         self.view = ClusterView(self.store, self.layout.root)
         self.state = ClusterState(self.layout)
@@ -86,6 +93,7 @@ class Coordinator:
         self.me = LeaderRecord(config.id, config.advertise)
         self.leadership = Leadership(self.me, self.state)
         self.fleet = Fleet()
+        self.metrics.watch(self.state, self.fleet, self.leadership, self.clock)
         self.known = KnownFleet(self.state, self.fleet)
         self.writes = FencedWrites(self.store, self.leadership, self.view)
         self.events = EventLog(self.writes, self.layout, self.state, self.clock,
@@ -93,6 +101,7 @@ class Coordinator:
         self.placement = PlacementWriter(
             self.state, self.layout, self.writes, self.known, self.events, self.clock,
             port_range=(config.port_range_start, config.port_range_end))
+        self.placement.refused = self.metrics.observe_refusal
         self.dispatch = CommandDispatch(self.state, self.layout, self.writes, self.fleet,
                                         self.known, self.placement, self.clock,
                                         stop_grace_s=config.stop_grace)
@@ -120,6 +129,7 @@ class Coordinator:
                                      auth_file=config.registry_auth_file,
                                      ca_file=config.registry_ca_file, http=config.registry_http))
         self.rollouts = self.rollout_service()
+        self.rollouts.refused = self.metrics.observe_refusal
         self.schema = SchemaUpgrade(self.view, self.writes, self.layout)
         self.duties = LeaderDuties(
             view=self.view, state=self.state, fleet=self.fleet, leadership=self.leadership,
@@ -150,6 +160,7 @@ class Coordinator:
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
+        self.metrics_server: MetricsServer | None = None
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -202,21 +213,23 @@ class Coordinator:
         return self.trust
 
     def _interceptors(self) -> list[Any]:
-        # the audit interceptor stays first (outermost): it must see every call's final
-        # status, authz denials included
+        # the call metrics and the audit interceptor stay first (outermost): they must see
+        # every call's final status, authz denials included
+        counted = CallMetricsInterceptor(self.metrics)
         plain_etcd = [e for e in self.config.etcd_endpoints if not e.startswith("https://")]
         if plain_etcd and not self.config.etcd_tls.enabled:
             log.warning("INSECURE (insecure = true): etcd %s is reached in plain text",
                         ", ".join(plain_etcd))
         if self.trust is not None:
-            return [self.audit, AuthzInterceptor(self._current_trust, self.clock, self.streams)]
+            return [counted, self.audit,
+                    AuthzInterceptor(self._current_trust, self.clock, self.streams)]
         # the config allows this only with insecure = true, on a loopback address
         log.warning("INSECURE (insecure = true): %s, so clients are anonymous and anyone "
                     "who reaches %s may call every admin RPC and register as any host; set "
                     "tls_ca_file, tls_cert_file and tls_key_file for mutual TLS",
                     "no client certificates" if self.config.tls_cert_file else "no TLS",
                     self.config.listen)
-        return [self.audit]
+        return [counted, self.audit]
 
     async def start(self) -> None:
         self.server = create_server(interceptors=self._interceptors())
@@ -228,17 +241,43 @@ class Coordinator:
         self.port = bound_server(self.server, self.config.listen, self.config.tls,
                                  self.certificates)
         await self.server.start()
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(False)  # until the view has listed etcd
+        self.metrics_server = await serve_metrics(self.config.metrics_endpoint,
+                                                  self.metrics.registry, "coordinator")
         self._tasks = [
             asyncio.create_task(self.view.run(), name="etcd-view"),
             asyncio.create_task(self.election.run(self.duties.lead), name="election"),
+            asyncio.create_task(self._follow_etcd(), name="health-follows-etcd"),
             asyncio.create_task(self.expiry.run(), name="certificate-expiry"),
             asyncio.create_task(self._end_expired_streams(), name="stream-expiry"),
         ]
         log.info("coordinator %s serving on %s (etcd %s, prefix %s)", self.me.id,
                  self.config.listen, ",".join(self.config.etcd_endpoints),
                  self.config.etcd_prefix)
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)  # ignored once shutting down
+
+    async def _follow_etcd(self, interval: float = 0.25) -> None:
+        """gRPC health follows etcd: NOT_SERVING while the cluster view cannot watch it
+        (reads would be stale, writes fail), SERVING again once it watches."""
+        serving = False
+        while True:
+            if serving:
+                await asyncio.sleep(interval)
+            else:  # serve as soon as the view has synced
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.view.synced.wait(), interval)
+            synced = self.view.synced.is_set()
+            if synced != serving:
+                serving = synced
+                log.log(logging.INFO if synced else logging.WARNING,
+                        "health %s: etcd is %s", "SERVING" if synced else "NOT_SERVING",
+                        "watched" if synced else "unreachable")
+                await self._set_health(synced)
 
     async def stop(self) -> None:
         log.info("coordinator %s shutting down", self.me.id)
@@ -251,6 +290,8 @@ class Coordinator:
         if self.server is not None:
             await self.server.stop(self.config.shutdown_grace)
         await self.audit.drain(self.config.etcd_timeout)
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

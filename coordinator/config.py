@@ -17,6 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InvalidArgument
+from common.metrics_http import (
+    COORDINATOR_METRICS_ADDRESS,
+    METRICS_SETTINGS,
+    MetricsEndpoint,
+    check_metrics_listen,
+    endpoint_problems,
+)
 from common.settings import (
     LOG_FORMATS,
     Problem,
@@ -135,6 +142,14 @@ class CoordinatorConfig:
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR", check=check_log_level,
                              group="daemon")
     log_format: str = setting("json", "json (one object a line) or text", choices=LOG_FORMATS)
+    metrics_listen: str = setting(COORDINATOR_METRICS_ADDRESS, "host:port of the Prometheus "
+                                  "/metrics endpoint (empty: off; off loopback it needs "
+                                  "metrics_tls_cert_file)", check=check_metrics_listen,
+                                  group="metrics")
+    metrics_tls_cert_file: str = setting("", "certificate of the metrics endpoint (HTTPS)")
+    metrics_tls_key_file: str = setting("", "private key of metrics_tls_cert_file")
+    metrics_tls_ca_file: str = setting("", "CA bundle scrapers' client certificates must be "
+                                           "signed by (empty: no client certificate asked)")
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -154,6 +169,10 @@ class CoordinatorConfig:
     def mutual_tls(self) -> bool:
         """Clients must show a certificate of tls_ca_file; the authz interceptor is on."""
         return bool(self.tls_ca_file and self.tls_cert_file and self.tls_key_file)
+
+    @property
+    def metrics_endpoint(self) -> MetricsEndpoint:
+        return MetricsEndpoint.of(*(getattr(self, name) for name in METRICS_SETTINGS))
 
     @property
     def etcd_tls(self) -> TlsSettings:
@@ -181,6 +200,8 @@ def _rules(cfg: CoordinatorConfig) -> list[Problem]:
     elif cfg.tls_crl_file and not Path(cfg.tls_crl_file).is_file():
         out.append(Problem(f"tls_crl_file {cfg.tls_crl_file!r} does not exist",
                            ("tls_crl_file",)))
+    out += [Problem(message, METRICS_SETTINGS) for message in
+            endpoint_problems(*(getattr(cfg, name) for name in METRICS_SETTINGS))]
     etcd_files = ("etcd_ca_file", "etcd_cert_file", "etcd_key_file")
     try:
         etcd_tls = cfg.etcd_tls

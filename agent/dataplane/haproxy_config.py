@@ -30,7 +30,12 @@ from agent.dataplane.model import (
 )
 from agent.dataplane.settings import DataPlaneSettings, HaproxyPaths, threads_for_host
 
+EXPORTER_FRONTEND = "landlord-haproxy-metrics"
+"""The frontend of HAProxy's Prometheus exporter (no unit is named like it: unit
+frontends are ``fe.<unit>``)."""
+
 __all__ = [
+    "EXPORTER_FRONTEND",
     "MAP_KINDS",
     "RenderedConfig",
     "check_args",
@@ -74,7 +79,8 @@ def render_map(entries: dict[str, str]) -> str:
 def render_config(
     spec: DataPlaneSpec, paths: HaproxyPaths, settings: DataPlaneSettings
 ) -> RenderedConfig:
-    skeleton: list[str] = [*_global(paths, settings), *_defaults(settings)]
+    skeleton: list[str] = [*_global(paths, settings), *_defaults(settings),
+                           *_exporter(settings)]
     full: list[str] = list(skeleton)
     maps: dict[Path, str] = {}
     for name in sorted(spec.units):
@@ -130,6 +136,19 @@ def _defaults(settings: DataPlaneSettings) -> list[str]:
         f"    timeout server {settings.server_timeout_ms}ms",
         f"    timeout check {settings.connect_timeout_ms}ms",
         f"    timeout queue {settings.connect_timeout_ms}ms",
+        "",
+    ]
+
+
+def _exporter(settings: DataPlaneSettings) -> list[str]:
+    """HAProxy's own Prometheus exporter (built into Debian's 2.6), when asked for."""
+    if not settings.metrics_listen:
+        return []
+    return [
+        f"frontend {EXPORTER_FRONTEND}",
+        f"    bind {settings.metrics_listen}",
+        "    http-request use-service prometheus-exporter if { path /metrics }",
+        "    http-request deny deny_status 404",
         "",
     ]
 

@@ -62,6 +62,9 @@ class DataPlaneSettings:
     threads: int = 0
     """HAProxy worker threads (``nbthread``); 0 picks from the host (see
     :func:`threads_for_host`)."""
+    metrics_listen: str = ""
+    """host:port (loopback) where HAProxy's built-in Prometheus exporter answers
+    ``/metrics``; "" leaves it off."""
     log_sockets: int = 0
     """UNIX datagram sockets the request log goes to; 0 picks from the host (see
     :func:`log_sockets_for_host`).

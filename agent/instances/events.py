@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,10 +53,21 @@ class EventBus:
         self._history: deque[AgentEvent] = deque(maxlen=history)
         self._queues: set[asyncio.Queue[AgentEvent | None]] = set()
         self._queue_size = queue_size
+        self._listeners: list[Callable[[AgentEvent], None]] = []
+
+    def listen(self, listener: Callable[[AgentEvent], None]) -> None:
+        """Call ``listener`` with every event as it is published (it must be quick and not
+        block: it runs inside ``publish``); unlike a subscriber it never misses one."""
+        self._listeners.append(listener)
 
     def publish(self, event: AgentEvent) -> None:
         self._history.append(event)
         log.info("event %s", event.type, extra={"event": event.to_dict()})
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not stop the event
+                log.exception("event listener %r failed on %s", listener, event.type)
         for queue in self._queues:
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import psutil
@@ -35,7 +35,7 @@ from agent.stream.host_commands import HostCommands, RoutingPlane
 from agent.stream.mapping import instance_report, plane_unit, reported_event, window_report
 from common.errors import FailedPrecondition, LandlordError
 from common.resources import Resources
-from common.stream_commands import AgentCommand
+from common.stream_commands import COMMAND_KINDS, AgentCommand
 from common.stream_messages import (
     CommandResult,
     MetricsWindow,
@@ -95,6 +95,8 @@ class StreamAdapter:
         self._signal = asyncio.Event()
         self._apartments: dict[str, str] = {}
         self.commands = HostCommands(service, plane, self, self.settings.drain_timeout)
+        self.command_timed: Callable[[str, bool, float], None] = lambda kind, ok, s: None
+        """Told each command's kind, whether it succeeded, and its seconds (metrics)."""
 
     @property
     def _records(self) -> InstanceRecords:
@@ -292,7 +294,15 @@ class StreamAdapter:
 
     # -- AgentEndpoint: commands, and what they report back (ChangeSink) ------------------
     async def execute(self, command: AgentCommand) -> CommandResult | None:
-        return await self.commands.execute(command)
+        clock, ok = self.service.clock, False
+        started = clock.monotonic()
+        try:
+            result = await self.commands.execute(command)
+            ok = result is None or result.ok
+            return result
+        finally:
+            self.command_timed(COMMAND_KINDS.get(type(command), "unknown"), ok,
+                               clock.monotonic() - started)
 
     def touched(self, instance_id: str) -> None:
         self._dirty.add(instance_id)

@@ -29,6 +29,8 @@ from common.event_types import EventType
 from common.pki import certificate_identity, load_certificate
 from coordinator.api.audit import AUDITED_METHODS, OK, AuditEntry, Caller, audit_entry
 from coordinator.api.authz_interceptor import PEER_CERT_KEY, caller_identity
+from coordinator.api.call_status import call_status as _status
+from coordinator.api.call_status import context_call as _call
 
 __all__ = ["AuditInterceptor", "AuditSink"]
 
@@ -112,16 +114,6 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                                        timeout)
 
 
-def _status(context: Any, exc: BaseException | None) -> tuple[str, str]:
-    """The status the call ends with: what the context was given, else what ``exc`` means."""
-    code = _call(context, "code")
-    if isinstance(code, grpc.StatusCode):
-        return code.name, str(_call(context, "details") or "")
-    if exc is None:
-        return OK, ""
-    return grpc.StatusCode.UNKNOWN.name, f"{type(exc).__name__}: {exc}"
-
-
 def _caller(context: Any) -> Caller:
     peer = str(_call(context, "peer") or "")
     admitted = caller_identity()
@@ -141,14 +133,3 @@ def _claimed(context: Any) -> str:
     except Exception:  # a certificate authz refuses; the audit keeps the peer address
         return ""
     return str(identity) if identity is not None else ""
-
-
-def _call(context: Any, name: str) -> Any:
-    """``context.<name>()``, or None when this context has no such accessor."""
-    accessor = getattr(context, name, None)
-    if accessor is None:
-        return None
-    try:
-        return accessor()
-    except Exception:
-        return None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from common.clock import Clock
-from common.errors import InvalidArgument, NotFound
+from common.errors import InsufficientResources, InvalidArgument, NotFound
 from common.resources import HostLedger, Resources
 from coordinator.fleet.placement import HostRoom, PlacementRequest, place
 from coordinator.state.cluster_state import ClusterState
@@ -53,6 +53,8 @@ class PlacementWriter:
         self._clock = clock
         self.port_range = port_range
         self._allocated_cache: dict[str, tuple[int, Resources]] = {}
+        self.refused: Callable[[str], None] = lambda resource: None
+        """Told the short resource of every refused placement (the metrics count them)."""
 
     @property
     def max_replicas(self) -> int:
@@ -140,7 +142,12 @@ class PlacementWriter:
             await self._writes.commit(txn)
             return records
 
-        records = await self._writes.retry(attempt, f"placing {apartment}/{unit}", unit=unit)
+        try:
+            records = await self._writes.retry(attempt, f"placing {apartment}/{unit}",
+                                               unit=unit)
+        except InsufficientResources as exc:
+            self.refused(str(exc.context.get("resource", "")))
+            raise
         await self._events.append([
             self._events.make(
                 "instance.placed",

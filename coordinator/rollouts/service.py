@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from common.clock import Clock
 from common.dependencies import parse_dependency
-from common.errors import FailedPrecondition, LandlordError, NotFound
+from common.errors import FailedPrecondition, InsufficientResources, LandlordError, NotFound
 from coordinator.fleet.placement import HostRoom
 from coordinator.registry import Registry
 from coordinator.rollouts.admission import (
@@ -54,6 +54,8 @@ class RolloutService:
         self.clock = clock
         self.runner_settings = runner_settings or RunnerSettings()
         self.runners: dict[str, tuple[asyncio.Task[RolloutRecord], RolloutRunner]] = {}
+        self.refused: Callable[[str], None] = lambda resource: None
+        """Told the short resource of every deploy admission refused for want of room."""
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -106,8 +108,12 @@ class RolloutService:
         building = choose_building(req.building, unit,
                                    (h.value.building for h in self.state.hosts.values()))
         facts = self._facts(req.apartment, req.unit, building)
-        record = admit(self._new_id(), req.apartment, req.unit, req.version, building,
-                       settings, facts, self.clock.now())
+        try:
+            record = admit(self._new_id(), req.apartment, req.unit, req.version, building,
+                           settings, facts, self.clock.now())
+        except InsufficientResources as exc:
+            self.refused(str(exc.context.get("resource", "")))
+            raise
         # The new instances are placed in the transaction that creates the record: of two
         # Deploys racing for the same room, one is refused here (RESOURCE_EXHAUSTED) rather
         # than failing later; the rollout starts them when it reaches deploying.

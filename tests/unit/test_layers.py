@@ -19,7 +19,7 @@ LAYERS = {
     "coordinator": [
         {"coordinator.main"},
         {"coordinator.app"},
-        {"coordinator.api", "coordinator.leadership", "coordinator.cli"},
+        {"coordinator.api", "coordinator.leadership", "coordinator.cli", "coordinator.metrics"},
         {"coordinator.rollouts"},
         {"coordinator.registry"},
         {"coordinator.images_client", "coordinator.images"},
@@ -31,6 +31,7 @@ LAYERS = {
     "agent": [
         {"agent.main"},
         {"agent.daemon"},
+        {"agent.metrics", "agent.agent_health"},
         {"agent.stream"},
         {"agent.service"},
         {"agent.gc"},

@@ -59,6 +59,7 @@ def coordinator_config(
         "report_interval": 0.05,
         "shutdown_grace": 1.0,
         "etcd_timeout": 2.0,
+        "metrics_listen": "127.0.0.1:0",  # any free port: tests run several coordinators
         # these private etcds and most tests here are plain text on loopback; the mTLS tests
         # (test_coord_mtls.py, test_etcd_tls.py) set the TLS files
         "insecure": True,
