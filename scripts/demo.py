@@ -176,6 +176,11 @@ def print_summary(summary: dict[str, object], cluster: LocalCluster, port: int) 
     say(f"  .venv/bin/landlord rollout history {UNIT}")
     say(f"  .venv/bin/landlord rollout status {UNIT}")
     say(f"  curl http://127.0.0.2:{port}/")
+    say("Prometheus metrics (docs/metrics.md; loopback, no certificate needed):")
+    say(f"  curl http://{cluster.coordinator.metrics_address}/metrics     # coordinator")
+    for agent in cluster.agents:
+        say(f"  curl http://{agent.metrics_address}/metrics     # agent {agent.host_id} "
+            f"(and /healthz)")
     say("Stop it with: make down   (or .venv/bin/python scripts/demo.py --down)")
 
 

@@ -23,7 +23,13 @@ from agent.dataplane.haproxy_process import HaproxyProcess
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
 from common.transport import TlsSettings
 from local_cluster.pki import admin_channel
-from local_cluster.processes import ClusterError, ManagedProcess, free_port_on_all, wait_for
+from local_cluster.processes import (
+    ClusterError,
+    ManagedProcess,
+    free_port,
+    free_port_on_all,
+    wait_for,
+)
 
 __all__ = ["AGENT_SETTINGS", "BIN", "COORDINATOR_SETTINGS", "AgentProcess",
            "CoordinatorProcess", "remove_containers", "stop_haproxy"]
@@ -73,6 +79,8 @@ class CoordinatorProcess(ManagedProcess):
         self.client_tls = client_tls
         self.port = free_port_on_all(["127.0.0.1"], preferred_port)
         self.address = f"127.0.0.1:{self.port}"
+        self.metrics_address = f"127.0.0.1:{free_port()}"
+        """Its Prometheus endpoint (http://<this>/metrics); each process has its own."""
         self.config_path = workdir / f"{name}.toml"
         self.settings: dict[str, Any] = {
             "id": name, "listen": self.address, "etcd_endpoints": [etcd_endpoint],
@@ -80,9 +88,10 @@ class CoordinatorProcess(ManagedProcess):
 
     def write_config(self) -> None:
         values = dict(self.settings)
-        if self.client_tls is None and self.bin_dir == BIN:
-            # plain text needs saying so since 0.2.0; a release before it has no such key
-            values["insecure"] = True
+        if self.bin_dir == BIN:  # settings a release before 0.2.0 does not know
+            values = {"metrics_listen": self.metrics_address, **values}
+            if self.client_tls is None:
+                values["insecure"] = True  # plain text needs saying so
         self.config_path.write_text("".join(f"{k} = {toml_value(v)}\n"
                                             for k, v in values.items()))
 
@@ -126,6 +135,8 @@ class AgentProcess(ManagedProcess):
         self.address = address
         self.labels = tuple(labels)
         self.data_dir = workdir / host_id
+        self.metrics_address = f"127.0.0.1:{free_port()}"
+        """Its Prometheus endpoint and /healthz."""
         self.settings = {
             "host_id": host_id, "advertise_address": address, "building": building,
             "coordinators": ",".join(coordinators), "data_dir": str(self.data_dir),
@@ -138,8 +149,10 @@ class AgentProcess(ManagedProcess):
         """LANDLORD_AGENT_* of ``settings``; without TLS files, this release's agent is told
         ``insecure`` (a release before 0.2.0 has no such setting)."""
         values = dict(self.settings)
-        if "tls_cert_file" not in values and self.bin_dir == BIN:
-            values["insecure"] = "true"
+        if self.bin_dir == BIN:  # settings a release before 0.2.0 does not know
+            values = {"metrics_listen": self.metrics_address, **values}
+            if "tls_cert_file" not in values:
+                values["insecure"] = "true"
         return {f"LANDLORD_AGENT_{k.upper()}": v for k, v in values.items()}
 
     def start(self) -> AgentProcess:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +139,16 @@ def test_demo_runs_three_rollouts_and_tells_the_truth(demo_env: dict[str, str]) 
                              env={**bare, "LANDLORD_COORDINATOR": exports["LANDLORD_COORDINATOR"]},
                              timeout=60, check=False)
     assert refused.returncode != 0 and "no client certificate" in refused.stderr, refused.stderr
+
+    # the printed metrics endpoints answer: the coordinator leads, every agent is healthy
+    scrapes = [line.split("curl ")[1].split()[0] for line in done.stdout.splitlines()
+               if "/metrics" in line and "curl http" in line]
+    assert len(scrapes) == 4, scrapes
+    with urllib.request.urlopen(scrapes[0], timeout=10) as reply:
+        assert "landlord_coordinator_leader 1.0" in reply.read().decode()
+    for agent in scrapes[1:]:
+        with urllib.request.urlopen(agent.replace("/metrics", "/healthz"), timeout=10) as reply:
+            assert reply.status == 200
 
     port = int(done.stdout.split("(http://127.0.0.{2,3,4}:")[1].split("/")[0])
     for host in HOSTS:
