@@ -160,7 +160,7 @@ def instance_families(rows: Iterable[UsageRow]) -> list[Metric]:
     for state in InstanceState:
         states.add_metric([state.value], float(tally[state.value]))
     out: list[Metric] = [states]
-    labels = ["instance", "apartment", "unit", "version"]
+    labels = ["instance_id", "apartment", "unit", "version"]
     for name, key, scale, doc, counter in _USAGE:
         family = (CounterMetricFamily(name, doc, labels=labels) if counter else
                   GaugeMetricFamily(name, doc, labels=labels))

@@ -80,7 +80,7 @@ async def test_daemon_metrics_and_health(harness: AgentHarness, tmp_path: Path) 
 
             async def counted() -> Scrape | None:
                 found = await scrape(f"{base}/metrics")
-                labels = {"instance": "metrics-1", "apartment": "test", "unit": "demo",
+                labels = {"instance_id": "metrics-1", "apartment": "test", "unit": "demo",
                           "version": "1.0.0"}
                 sampled = found.value("landlord_instance_memory_usage_bytes", **labels)
                 return found if sampled and found.value(

@@ -62,7 +62,7 @@ def test_instance_families_fill_every_state_and_scale_usage() -> None:
             UsageRow("i2", "shop", "web", "1.0.0", "stopped", {})]
     found = {(s.name, frozenset(s.labels.items())): s.value
              for family in instance_families(rows) for s in family.samples}
-    labels = {"instance": "i1", "apartment": "shop", "unit": "web", "version": "1.0.0"}
+    labels = {"instance_id": "i1", "apartment": "shop", "unit": "web", "version": "1.0.0"}
 
     def at(name: str, **extra: str) -> float | None:
         return found.get((name, frozenset(extra.items())))
@@ -74,7 +74,7 @@ def test_instance_families_fill_every_state_and_scale_usage() -> None:
     assert at("landlord_instance_memory_usage_bytes", **labels) == 4096.0
     assert at("landlord_instance_pids", **labels) == 3.0
     assert at("landlord_instance_memory_limit_bytes", **labels) is None  # unlimited
-    assert not [k for k in found if dict(k[1]).get("instance") == "i2"]  # never sampled
+    assert not [k for k in found if dict(k[1]).get("instance_id") == "i2"]  # never sampled
 
 
 class Stream:
