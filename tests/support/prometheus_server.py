@@ -99,8 +99,12 @@ class PrometheusServer(ManagedProcess):
     def ready(self) -> bool:
         if not self.running:
             raise ClusterError(f"prometheus exited:\n{self.log_tail()}")
-        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:
-            return bool(answer.status == 200)
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except urllib.error.HTTPError as error:  # 503 while it loads its storage
+            error.close()
+            return False
 
     def _api(self, path: str, **params: str) -> Any:
         """``data`` of a successful API answer; ClusterError with Prometheus' own error."""
@@ -109,7 +113,8 @@ class PrometheusServer(ManagedProcess):
             with urllib.request.urlopen(url, timeout=10) as answer:
                 body = json.loads(answer.read())
         except urllib.error.HTTPError as error:  # a bad query answers 400 with a JSON body
-            body = json.loads(error.read() or b"{}")
+            with error:
+                body = json.loads(error.read() or b"{}")
         if body.get("status") != "success":
             raise ClusterError(f"prometheus refused {params}: {body.get('errorType')}: "
                                f"{body.get('error')}")
