@@ -104,7 +104,7 @@ def _text(forbid: str = "\0", min_size: int = 0) -> st.SearchStrategy[str]:
 
 _PORTS = st.integers(0, 65535).filter(lambda p: p not in CONTROL_PLANE_PORTS)
 RUNNING_FIELDS = {
-    "image": _text("\0\r\n\t ", min_size=1),
+    "image": _text("\0\r\n\t ", min_size=1).filter(str.strip),  # "\x0c" alone is blank
     "port": _PORTS,
     "command": st.lists(_text(), max_size=3).map(tuple),
     "env": st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,5}", fullmatch=True),
