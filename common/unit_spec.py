@@ -214,7 +214,7 @@ class UnitSpec:
     image_digest: str = ""
     """Manifest digest (``sha256:...``) the registry named for ``image`` at publication;
     "" for a bare local name (never resolved through a registry)."""
-    secret_env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Env whose values are secret: given to the container, stored for it, never shown."""
 
     def __post_init__(self) -> None:

@@ -143,7 +143,7 @@ class InstanceSpec:
     command: tuple[str, ...] = ()
     """Command overriding the image's CMD; empty keeps the image's."""
     env: Mapping[str, str] = field(default_factory=dict)
-    secret_env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Env the container gets; kept in the root-only record, shown nowhere else."""
     health: HealthSpec = field(default_factory=HealthSpec)
     resources: ResourceSpec = field(default_factory=ResourceSpec)

@@ -229,3 +229,8 @@ def test_bad_secret_env_is_refused_without_quoting_the_value(secret: dict[str, s
         UnitSpec.from_dict(GOOD | {"secret_env": secret})
     for value in secret.values():
         assert value not in str(err.value) or value == "x"
+
+
+def test_a_spec_printed_in_a_log_or_error_shows_no_secret() -> None:
+    spec = UnitSpec.from_dict(GOOD | {"secret_env": {"TOKEN": "hunter2-value"}})
+    assert "hunter2" not in repr(spec) and "hunter2" not in str(spec)

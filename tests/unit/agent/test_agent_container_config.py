@@ -123,3 +123,7 @@ def test_secrets_go_to_the_environment_and_their_names_only_to_the_label() -> No
     assert "hunter2" not in json.dumps(redacted) and f"TOKEN={REDACTED}" in \
         redacted["Config"]["Env"]
     assert "MODE=x" in redacted["Config"]["Env"] and inspect["Config"]["Env"] == env_lines
+
+
+def test_an_instance_spec_printed_in_a_log_shows_no_secret() -> None:
+    assert "hunter2" not in repr(_spec(secret_env={"TOKEN": "hunter2-value"}))

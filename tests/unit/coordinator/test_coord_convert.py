@@ -112,3 +112,9 @@ def test_secret_values_reach_the_agent_but_never_an_answer() -> None:
         spec=types_pb2.UnitSpec(apartment="shop", unit="web", image="demo:1",
                                 secret_env={"TOKEN": "hunter2-value"}), version="1.2.3")
     assert dict(publish_from_pb(request)[0].secret_env) == {"TOKEN": "hunter2-value"}
+
+
+def test_a_start_command_printed_in_a_log_shows_no_secret() -> None:
+    command = StartInstance("i1", "shop", "web", "1.0.0", "blue", "demo:1", 20001,
+                            secret_env={"TOKEN": "hunter2-value"})
+    assert "hunter2" not in repr(Command("start:i1", command))
