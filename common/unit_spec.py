@@ -312,16 +312,20 @@ class UnitSpec:
         return sha256_of(self.content())
 
     def to_dict(self) -> dict[str, object]:
-        """Everything, secret values included: the stored form (etcd), never an answer."""
-        return {
+        """Everything, secret values included: the stored form (etcd), never an answer.
+        ``secret_env`` only when there are secrets, so a record without them reads in a
+        release before them."""
+        data: dict[str, object] = {
             "apartment": self.apartment,
             "unit": self.unit,
             "version": self.version,
             **self.content(),
             **self._run_fields(),
             "dependencies": list(self.dependencies),
-            "secret_env": dict(self.secret_env),
         }
+        if self.secret_env:
+            data["secret_env"] = dict(self.secret_env)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> UnitSpec:

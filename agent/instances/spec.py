@@ -191,13 +191,14 @@ class InstanceSpec:
             "port": self.port,
             "command": list(self.command),
             "env": dict(self.env),
-            "secret_env": dict(self.secret_env),
             "health": self.health.to_dict(),
             "resources": self.resources.to_dict(),
             "state_mode": self.state_mode.value,
             "state_dir": self.state_dir,
             "idle_timeout": self.idle_timeout,
             "read_only_rootfs": self.read_only_rootfs,
+            # only when there are secrets: records and labels without them read as before
+            **({"secret_env": dict(self.secret_env)} if self.secret_env else {}),
         }
 
     @classmethod
@@ -210,7 +211,10 @@ class InstanceSpec:
 
     def public_dict(self) -> dict[str, Any]:
         """``to_dict`` with each secret's value redacted: for labels, events and dumps."""
-        return {**self.to_dict(), "secret_env": redacted_secrets(self.secret_env)}
+        data = self.to_dict()
+        if self.secret_env:
+            data["secret_env"] = redacted_secrets(self.secret_env)
+        return data
 
 
 @dataclass(frozen=True)

@@ -234,3 +234,8 @@ def test_bad_secret_env_is_refused_without_quoting_the_value(secret: dict[str, s
 def test_a_spec_printed_in_a_log_or_error_shows_no_secret() -> None:
     spec = UnitSpec.from_dict(GOOD | {"secret_env": {"TOKEN": "hunter2-value"}})
     assert "hunter2" not in repr(spec) and "hunter2" not in str(spec)
+
+
+def test_a_spec_without_secrets_is_stored_as_before() -> None:
+    """A release before secrets refuses unknown fields: only a spec with secrets has one."""
+    assert "secret_env" not in UnitSpec.from_dict(GOOD).to_dict()
