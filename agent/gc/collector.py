@@ -187,7 +187,7 @@ class GarbageCollector:
 
     def _backup(self, spec: InstanceSpec, state_dir: Path) -> Path:
         target_dir = private_dir(self.backups / spec.apartment / spec.unit / spec.instance_id,
-                                 within=self.backups.parent)
+                                 within=self.backups)
         stamp = datetime.fromtimestamp(self.sup.clock.now()).strftime("%Y%m%dT%H%M%S.%f")
         target = target_dir / f"{stamp}.tar.gz"
         tmp = target.with_suffix(".partial")

@@ -29,7 +29,7 @@ class DumpWriter:
     def _new_dir(self, instance_id: str, kind: str, generation: int, now: float) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{now % 1:.3f}"[1:]
         directory = self.root / instance_id / f"{stamp}-{kind}-g{generation}"
-        return private_dir(directory, within=self.root.parent)
+        return private_dir(directory, within=self.root)
 
     def write_crash(
         self,

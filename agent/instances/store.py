@@ -93,7 +93,7 @@ class RecordStore:
     Records hold secret env values, so they are root-only (agent.instances.private_files)."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.directory = private_dir(data_dir / "instances", within=data_dir)
+        self.directory = private_dir(data_dir / "instances")
 
     def _path(self, instance_id: str) -> Path:
         return self.directory / f"{instance_id}.json"
