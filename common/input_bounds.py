@@ -225,22 +225,35 @@ def check_path(name: str, value: object) -> str:
     return value
 
 
-def check_env(env: Mapping[str, str]) -> None:
-    """Count, names (``ENV_NAME``), value sizes and characters, and the total size."""
-    check_length("env", env, MAX_ENV_VARS, "variables")
+def check_env(env: Mapping[str, str], what: str = "env", *, secret: bool = False) -> None:
+    """Count, names (``ENV_NAME``), value sizes and characters, and the total size.
+    ``secret``: an error names the variable but never quotes its value."""
+    check_length(what, env, MAX_ENV_VARS, "variables")
     total = 0
     for key, value in env.items():
         if not isinstance(key, str) or len(key) > MAX_ENV_NAME_BYTES \
                 or not ENV_NAME.fullmatch(key) or not isinstance(value, str):
             raise InvalidArgument(
-                f"env {quoted(key)}: names are letters, digits and '_' (not starting with a "
-                f"digit, at most {MAX_ENV_NAME_BYTES} bytes) and values are strings",
-                field="env")
-        check_text(f"env {key}", value, MAX_ENV_VALUE_BYTES, forbid="\0\r\n")
+                f"{what} {quoted(key)}: names are letters, digits and '_' (not starting with "
+                f"a digit, at most {MAX_ENV_NAME_BYTES} bytes) and values are strings",
+                field=what)
+        if secret:
+            _check_secret_value(f"{what} {key}", value)
+        else:
+            check_text(f"{what} {key}", value, MAX_ENV_VALUE_BYTES, forbid="\0\r\n")
         total += len(key) + len(value.encode("utf-8", "surrogatepass"))
     if total > MAX_ENV_TOTAL_BYTES:
-        raise InvalidArgument(f"env holds {total} bytes; at most {MAX_ENV_TOTAL_BYTES} are "
-                              "allowed", field="env")
+        raise InvalidArgument(f"{what} holds {total} bytes; at most {MAX_ENV_TOTAL_BYTES} "
+                              "are allowed", field=what)
+
+
+def _check_secret_value(name: str, value: str) -> None:
+    """``check_text`` for env values, with errors that do not quote the value."""
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_ENV_VALUE_BYTES:
+        raise InvalidArgument(f"{name} is longer than {MAX_ENV_VALUE_BYTES} bytes", field=name)
+    bad = next((c for c in "\0\r\n" if c in value), None)
+    if bad is not None:
+        raise InvalidArgument(f"{name} must not contain {bad!r}", field=name)
 
 
 def check_metadata(metadata: Mapping[str, str]) -> None:

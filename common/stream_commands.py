@@ -57,6 +57,8 @@ class StartInstance:
     """Seconds without activity before GC may collect the instance; 0 = never."""
     state_from_instance_id: str = ""
     """Snapshot mode: start from a copy of this instance's state."""
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Env whose values the container gets but no label, event or dump shows."""
 
 
 @dataclass(frozen=True)

@@ -217,7 +217,7 @@ def health_from_pb(pb: types_pb2.HealthCheck) -> HealthCheck:
 def _start_to_pb(s: StartInstance) -> agent_pb2.StartInstance:
     spec = types_pb2.UnitSpec(
         apartment=s.apartment, unit=s.unit, image=s.image, command=list(s.command),
-        env=dict(s.env), service_port=s.service_port,
+        env=dict(s.env), secret_env=dict(s.secret_env), service_port=s.service_port,
         health=health_to_pb(s.health, s.healthy_threshold, s.warmup_s),
         resources=resources_to_pb(s.resources), state_mode=state_mode_to_pb(s.state_mode),
         idle_timeout=duration_to_pb(s.idle_timeout_s))
@@ -232,6 +232,7 @@ def _start_from_pb(pb: agent_pb2.StartInstance) -> StartInstance:
         instance_id=pb.instance_id, apartment=spec.apartment, unit=spec.unit,
         version=pb.version, slot=slot_from_pb(pb.slot) or "blue", image=spec.image,
         port=pb.port, command=tuple(spec.command), env=dict(spec.env),
+        secret_env=dict(spec.secret_env),
         health=health_from_pb(spec.health),
         healthy_threshold=max(1, spec.health.healthy_threshold),
         warmup_s=max(0.0, duration_from_pb(spec.health.warmup)),

@@ -7,6 +7,12 @@ sha256 of the canonical JSON (sorted keys, no spaces) of exactly those fields, s
 content always gives the same checksum; the unit's name, version and publication time are
 not part of it. A version published before digests were recorded has none, and keeps its
 checksum.
+
+Secret env (``secret_env``) is kept apart from ``env``: the checksum covers the secrets'
+names, never their values, and API answers, container labels, events and dumps show names
+only (``redacted_secrets``). A version is immutable, so a new secret value needs a new
+version; publishing the same content with only a secret's value changed is the same
+checksum, and so answers as the version already published.
 """
 
 from __future__ import annotations
@@ -42,7 +48,36 @@ from common.input_bounds import (
 from common.resources import Resources
 from common.semantic_versions import parse_version
 
-__all__ = ["DEFAULT_HEALTH", "HealthCheck", "StateMode", "UnitSpec", "canonical_json", "sha256_of"]
+__all__ = [
+    "DEFAULT_HEALTH",
+    "REDACTED",
+    "HealthCheck",
+    "StateMode",
+    "UnitSpec",
+    "canonical_json",
+    "check_secret_env",
+    "redacted_secrets",
+    "sha256_of",
+]
+
+REDACTED = "<secret>"
+"""What stands for a secret env value wherever a spec leaves its holder."""
+
+
+def redacted_secrets(secret_env: Mapping[str, str]) -> dict[str, str]:
+    """The secrets' names, each with ``REDACTED`` for its value."""
+    return {name: REDACTED for name in secret_env}
+
+
+def check_secret_env(env: Mapping[str, str], secret_env: Mapping[str, str]) -> None:
+    """Secrets follow env's bounds (checked together: one process environment) and do
+    not share a name with a plain variable."""
+    check_env(secret_env, "secret env", secret=True)
+    both = sorted(set(env) & set(secret_env))
+    if both:
+        raise InvalidArgument(f"env and secret env both name {quoted(', '.join(both), 200)}",
+                              field="secret_env")
+    check_env({**env, **secret_env})
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
@@ -179,6 +214,8 @@ class UnitSpec:
     image_digest: str = ""
     """Manifest digest (``sha256:...``) the registry named for ``image`` at publication;
     "" for a bare local name (never resolved through a registry)."""
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Env whose values are secret: given to the container, stored for it, never shown."""
 
     def __post_init__(self) -> None:
         qualify(self.unit, self.apartment)
@@ -198,6 +235,11 @@ class UnitSpec:
         env = dict(self.env)
         check_env(env)
         object.__setattr__(self, "env", MappingProxyType(env))
+        if not isinstance(self.secret_env, Mapping):
+            raise InvalidArgument("secret_env must map names to strings", field="secret_env")
+        secrets = dict(self.secret_env)
+        check_secret_env(env, secrets)
+        object.__setattr__(self, "secret_env", MappingProxyType(secrets))
         object.__setattr__(self, "dependencies", tuple(self.dependencies))
         check_length("dependencies", self.dependencies, MAX_DEPENDENCIES)
         if not isinstance(self.resources, Resources):
@@ -253,6 +295,8 @@ class UnitSpec:
         qualified and sorted (fields at their ``_RUN_DEFAULTS`` value left out)."""
         deps = sorted(str(parse_dependency(s, self.apartment)) for s in self.dependencies)
         later = {k: v for k, v in self._run_fields().items() if v != _RUN_DEFAULTS[k]}
+        if self.secret_env:  # names only: a secret's value never reaches the checksum
+            later["secret_env"] = sorted(self.secret_env)
         return {
             "image": self.image,
             "command": list(self.command),
@@ -268,7 +312,10 @@ class UnitSpec:
         return sha256_of(self.content())
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        """Everything, secret values included: the stored form (etcd), never an answer.
+        ``secret_env`` only when there are secrets, so a record without them reads in a
+        release before them."""
+        data: dict[str, object] = {
             "apartment": self.apartment,
             "unit": self.unit,
             "version": self.version,
@@ -276,6 +323,9 @@ class UnitSpec:
             **self._run_fields(),
             "dependencies": list(self.dependencies),
         }
+        if self.secret_env:
+            data["secret_env"] = dict(self.secret_env)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> UnitSpec:
@@ -292,15 +342,18 @@ class UnitSpec:
             "health_check",
             "resources",
             "dependencies",
+            "secret_env",
             *_RUN_DEFAULTS,
         }
         _refuse_unknown("unit spec", data, known)
         health, resources = data.get("health_check", {}), data.get("resources", {})
-        env = data.get("env", {})
+        env, secret_env = data.get("env", {}), data.get("secret_env", {})
         if not isinstance(health, Mapping) or not isinstance(resources, Mapping):
             raise InvalidArgument("health_check and resources must be objects")
         if not isinstance(env, Mapping):
             raise InvalidArgument("env must map names to strings", field="env")
+        if not isinstance(secret_env, Mapping):
+            raise InvalidArgument("secret_env must map names to strings", field="secret_env")
         later = {k: data.get(k, default) for k, default in _RUN_DEFAULTS.items()}
         return cls(
             apartment=_str(data.get("apartment"), "apartment"),
@@ -313,6 +366,7 @@ class UnitSpec:
             health_check=HealthCheck.from_dict(health),
             resources=Resources.from_dict(resources),
             dependencies=tuple(_str_list(data.get("dependencies", []), "dependencies")),
+            secret_env=secret_env,
             **later,  # type: ignore[arg-type]  # validated in __post_init__
         )
 

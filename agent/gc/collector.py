@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tarfile
 import time
@@ -38,6 +39,7 @@ from agent.gc.plan import (
 )
 from agent.instances.container_config import LABEL_HOST
 from agent.instances.events import AgentEvent, EventType
+from agent.instances.private_files import open_private, private_dir
 from agent.instances.spec import InstanceSpec, StateMode
 from agent.instances.state_copy import archive_state
 from agent.instances.store import InstanceRecord
@@ -184,12 +186,13 @@ class GarbageCollector:
             return True
 
     def _backup(self, spec: InstanceSpec, state_dir: Path) -> Path:
-        target_dir = self.backups / spec.apartment / spec.unit / spec.instance_id
-        target_dir.mkdir(parents=True, exist_ok=True)
+        target_dir = private_dir(self.backups / spec.apartment / spec.unit / spec.instance_id,
+                                 within=self.backups)
         stamp = datetime.fromtimestamp(self.sup.clock.now()).strftime("%Y%m%dT%H%M%S.%f")
         target = target_dir / f"{stamp}.tar.gz"
         tmp = target.with_suffix(".partial")
-        with tarfile.open(tmp, "w:gz") as archive:
+        with os.fdopen(open_private(tmp), "wb") as out, \
+                tarfile.open(fileobj=out, mode="w:gz") as archive:
             # the container still runs: links are archived as links, never followed
             archive_state(state_dir, archive, "state")
         tmp.rename(target)

@@ -24,6 +24,7 @@ from agent.instances.container_config import LABEL_INSTANCE, LABEL_SPEC
 from agent.instances.events import EventType
 from agent.instances.records import LIVE_STATES
 from agent.instances.recovery import Recovery
+from agent.instances.secret_env import restore_secrets
 from agent.instances.spec import InstanceSpec
 from agent.instances.store import InstanceRecord
 from agent.instances.supervisor import Supervisor
@@ -120,6 +121,9 @@ async def _resume(sup: Supervisor, record: InstanceRecord, report: AdoptionRepor
 async def _rebuild(sup: Supervisor, info: ContainerInfo, report: AdoptionReport) -> None:
     try:
         spec = InstanceSpec.from_dict(json.loads(info.labels[LABEL_SPEC]))
+        if spec.secret_env:  # the label names them; the container's env holds the values
+            config = (await sup.runtime.inspect(info.id)).raw.get("Config") or {}
+            spec = restore_secrets(spec, config.get("Env") or [])
     except (ValueError, TypeError, KeyError, LandlordError) as exc:
         log.warning("container %s has an unreadable spec label: %s", info.id[:12], exc)
         return

@@ -51,7 +51,7 @@ def instance_labels(host_id: str, spec: InstanceSpec, generation: int,
         LABEL_SLOT: spec.slot.value,
         LABEL_INSTANCE: spec.instance_id,
         LABEL_GENERATION: str(generation),
-        LABEL_SPEC: json.dumps(spec.to_dict(), separators=(",", ":"), sort_keys=True),
+        LABEL_SPEC: json.dumps(spec.public_dict(), separators=(",", ":"), sort_keys=True),
     })
     return labels
 
@@ -68,7 +68,7 @@ def build_create_request(
 ) -> CreateRequest:
     """The container for ``spec``: host networking on the advertise address, secure
     defaults, cgroup limits with swap off, and the state directory bind-mounted."""
-    env = dict(spec.env)
+    env = {**spec.env, **spec.secret_env}
     env.update({
         "PORT": str(spec.port),
         "BIND": advertise_address,

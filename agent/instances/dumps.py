@@ -1,4 +1,7 @@
-"""Crash and memory dumps written to ``<data_dir>/dumps/<instance>/<time>-<kind>-g<gen>/``."""
+"""Crash and memory dumps written to ``<data_dir>/dumps/<instance>/<time>-<kind>-g<gen>/``.
+
+Root-only (0600 files in 0700 directories): logs and inspect documents are private.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from agent.instances.private_files import private_dir, write_private
 
 __all__ = ["DumpWriter"]
 
@@ -24,8 +29,7 @@ class DumpWriter:
     def _new_dir(self, instance_id: str, kind: str, generation: int, now: float) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{now % 1:.3f}"[1:]
         directory = self.root / instance_id / f"{stamp}-{kind}-g{generation}"
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory
+        return private_dir(directory, within=self.root)
 
     def write_crash(
         self,
@@ -43,9 +47,9 @@ class DumpWriter:
         directory = self._new_dir(instance_id, "crash", generation, now)
         summary = {"instance": instance_id, "generation": generation, "time": now,
                    "exit_code": exit_code, "oom_killed": oom_killed, "reason": reason}
-        (directory / "crash.json").write_text(json.dumps(summary, indent=2))
-        (directory / "logs.txt").write_text(logs)
-        (directory / "inspect.json").write_text(json.dumps(inspect, indent=2, default=str))
+        write_private(directory / "crash.json", json.dumps(summary, indent=2))
+        write_private(directory / "logs.txt", logs)
+        write_private(directory / "inspect.json", json.dumps(inspect, indent=2, default=str))
         return directory
 
     def write_memory(
@@ -66,7 +70,7 @@ class DumpWriter:
         for name in PROC_FILES:
             with contextlib.suppress(OSError):
                 data = (self.proc_root / str(pid) / name).read_bytes()
-                (directory / f"proc-{name}").write_bytes(data)
+                write_private(directory / f"proc-{name}", data)
                 copied.append(f"proc-{name}")
         if cgroup_memory_dir is not None:
             for name in ("memory.stat", "memory.usage_in_bytes", "memory.max_usage_in_bytes",
@@ -74,9 +78,9 @@ class DumpWriter:
                          "memory.events", "memory.pressure"):
                 with contextlib.suppress(OSError):
                     data = (cgroup_memory_dir / name).read_bytes()
-                    (directory / f"cgroup-{name}").write_bytes(data)
+                    write_private(directory / f"cgroup-{name}", data)
                     copied.append(f"cgroup-{name}")
         summary = {"instance": instance_id, "generation": generation, "time": now, "pid": pid,
                    "reason": reason, "files": copied, "samples": [list(s) for s in samples]}
-        (directory / "memory.json").write_text(json.dumps(summary, indent=2))
+        write_private(directory / "memory.json", json.dumps(summary, indent=2))
         return directory

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.instances.dumps import DumpWriter
 from agent.instances.events import EventType
+from agent.instances.secret_env import redact_inspect
 from agent.instances.store import InstanceRecord
 from agent.instances.supervisor import Supervisor
 from common.errors import Conflict, LandlordError, NotFound
@@ -181,7 +182,8 @@ class Recovery:
         with contextlib.suppress(LandlordError):
             logs = await sup.runtime.logs(container_id, sup.config.log_tail)
         with contextlib.suppress(LandlordError):
-            inspect = dict((await sup.runtime.inspect(container_id)).raw)
+            inspect = redact_inspect((await sup.runtime.inspect(container_id)).raw,
+                                     record.spec.secret_env)
         path = await asyncio.to_thread(
             self.dumps.write_crash, record.instance_id, generation, sup.clock.now(),
             exit_code=exit_code, oom_killed=oom, reason=reason, logs=logs, inspect=inspect)

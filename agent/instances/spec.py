@@ -10,8 +10,8 @@ from types import MappingProxyType
 from typing import Any
 
 from common.errors import InvalidArgument
-from common.input_bounds import check_argv, check_env
-from common.unit_spec import HealthCheck, StateMode
+from common.input_bounds import check_argv
+from common.unit_spec import HealthCheck, StateMode, check_secret_env, redacted_secrets
 
 __all__ = [
     "HealthSpec",
@@ -143,6 +143,8 @@ class InstanceSpec:
     command: tuple[str, ...] = ()
     """Command overriding the image's CMD; empty keeps the image's."""
     env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Env the container gets; kept in the root-only record, shown nowhere else."""
     health: HealthSpec = field(default_factory=HealthSpec)
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     state_mode: StateMode = StateMode.NONE
@@ -175,7 +177,8 @@ class InstanceSpec:
         object.__setattr__(self, "command", tuple(self.command))
         check_argv("command", self.command)
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
-        check_env(self.env)
+        object.__setattr__(self, "secret_env", MappingProxyType(dict(self.secret_env)))
+        check_secret_env(self.env, self.secret_env)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -194,6 +197,8 @@ class InstanceSpec:
             "state_dir": self.state_dir,
             "idle_timeout": self.idle_timeout,
             "read_only_rootfs": self.read_only_rootfs,
+            # only when there are secrets: records and labels without them read as before
+            **({"secret_env": dict(self.secret_env)} if self.secret_env else {}),
         }
 
     @classmethod
@@ -203,6 +208,13 @@ class InstanceSpec:
         values["health"] = HealthSpec.from_dict(values.get("health", {}))
         values["resources"] = ResourceSpec.from_dict(values.get("resources", {}))
         return cls(**values)
+
+    def public_dict(self) -> dict[str, Any]:
+        """``to_dict`` with each secret's value redacted: for labels, events and dumps."""
+        data = self.to_dict()
+        if self.secret_env:
+            data["secret_env"] = redacted_secrets(self.secret_env)
+        return data
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.instances.private_files import private_dir, write_private
 from agent.instances.spec import InstanceSpec
 from common.errors import LandlordError
 from common.lifecycle import LifecycleRecord
@@ -87,11 +88,12 @@ def _recovery_state(data: dict[str, Any]) -> RecoveryState:
 
 
 class RecordStore:
-    """One JSON file per instance under ``<data_dir>/instances``; atomic replace."""
+    """One JSON file per instance under ``<data_dir>/instances``; atomic replace.
+
+    Records hold secret env values, so they are root-only (agent.instances.private_files)."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.directory = data_dir / "instances"
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(data_dir / "instances")
 
     def _path(self, instance_id: str) -> Path:
         return self.directory / f"{instance_id}.json"
@@ -99,7 +101,7 @@ class RecordStore:
     def save(self, record: InstanceRecord) -> None:
         path = self._path(record.instance_id)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record.to_dict(), sort_keys=True))
+        write_private(tmp, json.dumps(record.to_dict(), sort_keys=True))
         os.replace(tmp, path)
 
     def delete(self, instance_id: str) -> None:

@@ -92,7 +92,8 @@ def instance_spec(cmd: StartInstance) -> InstanceSpec:
     return InstanceSpec(
         apartment=cmd.apartment, unit=cmd.unit, version=cmd.version, slot=slot,
         instance_id=cmd.instance_id, image=cmd.image, port=cmd.port,
-        command=tuple(cmd.command), env=dict(cmd.env), health=health, resources=resources,
+        command=tuple(cmd.command), env=dict(cmd.env), secret_env=dict(cmd.secret_env),
+        health=health, resources=resources,
         state_mode=state_mode, idle_timeout=max(0.0, cmd.idle_timeout_s),
     )
 

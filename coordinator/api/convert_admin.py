@@ -16,7 +16,7 @@ from common.proto_values import (
     timestamp_to_pb,
 )
 from common.stream_convert import health_from_pb, health_to_pb, observed_to_pb
-from common.unit_spec import StateMode, UnitSpec
+from common.unit_spec import StateMode, UnitSpec, redacted_secrets
 from common.versions import ChangeSet
 from coordinator.api.read_models import HostListing, InstanceListing, UnitListing
 from coordinator.api.scope import Reach, everything, visible_resolved
@@ -49,7 +49,8 @@ def publish_from_pb(
     spec = UnitSpec(
         apartment=pb.apartment, unit=pb.unit, version=req.version, image=pb.image,
         port=pb.port, command=tuple(pb.command), env=dict(pb.env),
-        health_check=health, resources=resources_from_pb(pb.resources),
+        secret_env=dict(pb.secret_env), health_check=health,
+        resources=resources_from_pb(pb.resources),
         dependencies=tuple(pb.dependencies), service_port=pb.service_port,
         state_mode=StateMode(state_mode_from_pb(pb.state_mode)), idle_timeout_s=idle,
         warmup_s=warmup, healthy_threshold=h.healthy_threshold or 1,
@@ -62,10 +63,11 @@ def publish_from_pb(
 
 
 def unit_spec_to_pb(spec: UnitSpec) -> types_pb2.UnitSpec:
-    """Everything a version runs, as published."""
+    """Everything a version runs, as published, with each secret's value redacted."""
     return types_pb2.UnitSpec(
         apartment=spec.apartment, unit=spec.unit, image=spec.image, command=list(spec.command),
-        env=dict(spec.env), port=spec.port, service_port=spec.service_port,
+        env=dict(spec.env), secret_env=redacted_secrets(spec.secret_env), port=spec.port,
+        service_port=spec.service_port,
         health=health_to_pb(spec.health_check, spec.healthy_threshold, spec.warmup_s),
         resources=resources_to_pb(spec.resources), dependencies=list(spec.dependencies),
         state_mode=state_mode_to_pb(spec.state_mode),

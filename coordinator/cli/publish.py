@@ -73,6 +73,10 @@ class PublishArgs:
     health_timeout: str | None = None
     warmup: str | None = None
     env: tuple[str, ...] = ()
+    secret_env: tuple[str, ...] = ()
+    """--secret-env KEY=VALUE items."""
+    secret_env_file: Path | None = None
+    """--secret-env-file: KEY=VALUE lines (blank lines and '#' comments skipped)."""
     cpu: str | None = None
     memory: str | None = None
     storage: str | None = None
@@ -99,6 +103,7 @@ def build_publish_request(args: PublishArgs) -> admin_pb2.PublishVersionRequest:
         spec.service_port = _port(args.service_port, "--service-port", allow_zero=False)
     _fill_health(spec.health, args)
     spec.env.update(parse_key_values(args.env, "--env"))
+    spec.secret_env.update(secret_env(args.secret_env, args.secret_env_file))
     _fill_resources(spec.resources, args)
     spec.dependencies.extend(_dependencies(args.dependencies, ref.apartment))
     if args.state_mode is not None:
@@ -114,6 +119,32 @@ def build_publish_request(args: PublishArgs) -> admin_pb2.PublishVersionRequest:
         getattr(request.changes, kind).extend(getattr(args.changes, kind))
     request.metadata.update(parse_key_values(args.metadata, "--metadata"))
     return request
+
+
+def secret_env(items: tuple[str, ...], path: Path | None) -> dict[str, str]:
+    """Secrets from --secret-env items and a --secret-env-file; errors never quote a value."""
+    sources = [(f"--secret-env #{n}", item) for n, item in enumerate(items, 1)]
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            reason = getattr(err, "strerror", None) or str(err)
+            raise InvalidArgument(f"--secret-env-file {path}: {reason}",
+                                  field="--secret-env-file") from None
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                sources.append((f"--secret-env-file {path} line {n}", line))
+    result: dict[str, str] = {}
+    for where, item in sources:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key or any(ch.isspace() for ch in key):
+            raise InvalidArgument(f"{where}: expected KEY=VALUE", field="--secret-env")
+        if key in result:
+            raise InvalidArgument(f"{where}: secret {key!r} is given twice",
+                                  field="--secret-env")
+        result[key] = value
+    return result
 
 
 def _split_command(command: str, flag: str = "--command") -> list[str]:

@@ -123,6 +123,8 @@ def _spec_rows(version: types_pb2.VersionInfo) -> list[tuple[str, str]]:
         rows.append(("idle timeout", format_duration(seconds_from_proto(spec.idle_timeout))))
     for key, value in sorted(spec.env.items()):
         rows.append((f"env {key}", value))
+    for key, value in sorted(spec.secret_env.items()):
+        rows.append((f"secret env {key}", value))
     return rows
 
 

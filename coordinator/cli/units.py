@@ -60,6 +60,15 @@ def publish(
     env: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE (repeat).", show_default=False)
     ] = None,
+    secret_env: Annotated[
+        list[str] | None,
+        typer.Option(help="Secret KEY=VALUE (repeat): given to instances, never shown.",
+                     show_default=False),
+    ] = None,
+    secret_env_file: Annotated[
+        Path | None,
+        typer.Option(help="File of secret KEY=VALUE lines ('#' comments).", show_default=False),
+    ] = None,
     cpu: Annotated[str | None, typer.Option(help="Cores: 0.5 or 500m.", show_default=False)] = None,
     memory: Annotated[
         str | None, typer.Option(help="Bytes: 256Mi, 1G.", show_default=False)
@@ -122,6 +131,8 @@ def publish(
         health_timeout=health_timeout,
         warmup=warmup,
         env=tuple(env or ()),
+        secret_env=tuple(secret_env or ()),
+        secret_env_file=secret_env_file,
         cpu=cpu,
         memory=memory,
         storage=storage,

@@ -319,3 +319,21 @@ def test_an_image_no_host_has_is_refused(cli: Cli) -> None:
         1, "units", "publish", "shop/ghost", "1.0.0", "--image", "missing:1", "--feature", "x"
     )
     assert "FAILED_PRECONDITION" in line and "missing:1" in line
+
+
+def test_secret_env_is_published_but_never_printed(cli: Cli, tmp_path: Path) -> None:
+    secrets = tmp_path / "vault.env"
+    secrets.write_text("# from the vault\nAPI_KEY=file-s3cret-value\n")
+    out = cli.run("units", "publish", "shop/vault", "1.0.0", "--image", "demo:1",
+                  "--secret-env", "DB_PASSWORD=flag-s3cret-value",
+                  "--secret-env-file", str(secrets), "--output", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["version"]["spec"]["secret_env"] == {
+        "API_KEY": "<secret>", "DB_PASSWORD": "<secret>"}
+    shown = [out.stdout, out.stderr]
+    for args in (("units", "show", "shop/vault"), ("units", "versions", "shop/vault"),
+                 ("units", "show", "shop/vault", "--output", "json")):
+        result = cli.run(*args)
+        assert result.returncode == 0, result.stderr
+        shown += [result.stdout, result.stderr]
+    assert "DB_PASSWORD" in shown[2] and all("s3cret" not in text for text in shown)

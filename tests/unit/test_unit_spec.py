@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from common.errors import InvalidArgument, InvalidVersion
 from common.input_bounds import CONTROL_PLANE_PORTS
 from common.resources import Resources
-from common.unit_spec import HealthCheck, StateMode, UnitSpec, canonical_json, sha256_of
+from common.unit_spec import (
+    REDACTED,
+    HealthCheck,
+    StateMode,
+    UnitSpec,
+    canonical_json,
+    redacted_secrets,
+    sha256_of,
+)
 
 GOOD = {
     "apartment": "shop",
@@ -96,7 +104,7 @@ def _text(forbid: str = "\0", min_size: int = 0) -> st.SearchStrategy[str]:
 
 _PORTS = st.integers(0, 65535).filter(lambda p: p not in CONTROL_PLANE_PORTS)
 RUNNING_FIELDS = {
-    "image": _text("\0\r\n\t ", min_size=1),
+    "image": _text("\0\r\n\t ", min_size=1).filter(str.strip),  # "\x0c" alone is blank
     "port": _PORTS,
     "command": st.lists(_text(), max_size=3).map(tuple),
     "env": st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,5}", fullmatch=True),
@@ -122,7 +130,8 @@ RUNNING_FIELDS = {
 
 
 def test_the_running_fields_are_all_the_fields_but_the_names() -> None:
-    names = set(UnitSpec.__dataclass_fields__) - {"apartment", "unit", "version"}
+    # secret_env: its names change what runs, its values do not count (tests below)
+    names = set(UnitSpec.__dataclass_fields__) - {"apartment", "unit", "version", "secret_env"}
     assert names == set(RUNNING_FIELDS)
 
 
@@ -184,3 +193,49 @@ def test_run_image_pins_the_digest_publishing_resolved() -> None:
 def test_a_malformed_digest_is_refused(digest: str) -> None:
     with pytest.raises(InvalidArgument, match="image_digest"):
         replace(UnitSpec.from_dict(GOOD), image_digest=digest)
+
+
+_SECRET_NAMES = st.from_regex(r"S_[A-Z0-9_]{0,5}", fullmatch=True)
+_SECRETS = st.dictionaries(_SECRET_NAMES, _text("\0\r\n"), min_size=1, max_size=3)
+
+
+@given(_SECRETS, st.data())
+def test_the_checksum_covers_secret_names_not_values(secrets: dict[str, str],
+                                                      data: st.DataObject) -> None:
+    base = UnitSpec.from_dict(GOOD)
+    with_secrets = replace(base, secret_env=secrets)
+    assert with_secrets.checksum() != base.checksum()
+    other_values = {k: data.draw(_text("\0\r\n"), label=k) for k in secrets}
+    assert replace(base, secret_env=other_values).checksum() == with_secrets.checksum()
+    renamed = {f"{k}X": v for k, v in secrets.items()}
+    assert replace(base, secret_env=renamed).checksum() != with_secrets.checksum()
+    stored = json.loads(json.dumps(with_secrets.to_dict()))
+    assert UnitSpec.from_dict(stored) == with_secrets  # the stored form keeps the values
+    assert all(v not in canonical_json(with_secrets.content()) for v in secrets.values()
+               if len(v) > 8)
+
+
+def test_redacted_secrets_keep_the_names_only() -> None:
+    assert redacted_secrets({"TOKEN": "hunter2", "KEY": "k"}) == {"TOKEN": REDACTED,
+                                                                  "KEY": REDACTED}
+
+
+@pytest.mark.parametrize("secret", [
+    {"MODE": "x"},  # the name of a plain variable in GOOD
+    {"S": "a\nb"}, {"S": "a\0b"}, {"S": "x" * (32 * 1024 + 1)}, {"1S": "x"},
+])
+def test_bad_secret_env_is_refused_without_quoting_the_value(secret: dict[str, str]) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        UnitSpec.from_dict(GOOD | {"secret_env": secret})
+    for value in secret.values():
+        assert value not in str(err.value) or value == "x"
+
+
+def test_a_spec_printed_in_a_log_or_error_shows_no_secret() -> None:
+    spec = UnitSpec.from_dict(GOOD | {"secret_env": {"TOKEN": "hunter2-value"}})
+    assert "hunter2" not in repr(spec) and "hunter2" not in str(spec)
+
+
+def test_a_spec_without_secrets_is_stored_as_before() -> None:
+    """A release before secrets refuses unknown fields: only a spec with secrets has one."""
+    assert "secret_env" not in UnitSpec.from_dict(GOOD).to_dict()

@@ -122,8 +122,11 @@ class RecordingRuntime:
         self.containers.pop(container.info.id, None)
 
     async def inspect(self, container_id: str) -> ContainerInfo:
-        info = self._get(container_id).info
-        return replace(info, raw={"Id": info.id, "State": {"Status": info.status}})
+        container = self._get(container_id)
+        info, request = container.info, container.request
+        env = [f"{k}={v}" for k, v in request.env.items()] if request else []
+        return replace(info, raw={"Id": info.id, "State": {"Status": info.status},
+                                  "Config": {"Env": env, "Labels": dict(info.labels)}})
 
     async def list_containers(self, labels: Mapping[str, str], include_stopped: bool = True
                               ) -> list[ContainerInfo]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.instances.container_config import LABEL_SPEC, build_create_request
+from agent.instances.secret_env import redact_inspect, restore_secrets
 from agent.instances.spec import HealthSpec, InstanceSpec, ResourceSpec, StateMode
 from common.errors import InvalidArgument
+from common.unit_spec import REDACTED
 
 
 def _spec(**overrides: object) -> InstanceSpec:
@@ -102,3 +105,25 @@ def test_bad_specs_are_refused(overrides: dict[str, object]) -> None:
 def test_spec_round_trips_through_json() -> None:
     spec = _spec(health=HealthSpec(path="/h", warmup=2.5), command=("python3", "-c", "1"))
     assert InstanceSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_secrets_go_to_the_environment_and_their_names_only_to_the_label() -> None:
+    spec = _spec(secret_env={"TOKEN": "hunter2-value"})
+    request = build_create_request(
+        spec, host_id="h2", advertise_address="127.0.0.2", generation=1,
+        state_host_dir=Path("/data/state/cart-7"), extra_labels={}, hard_storage_quota=False)
+    assert request.env["TOKEN"] == "hunter2-value"
+    assert all("hunter2" not in value for value in request.labels.values())
+    labelled = InstanceSpec.from_dict(json.loads(request.labels[LABEL_SPEC]))
+    assert dict(labelled.secret_env) == {"TOKEN": REDACTED}
+    env_lines = [f"{k}={v}" for k, v in request.env.items()]
+    assert restore_secrets(labelled, env_lines) == spec
+    inspect: dict[str, Any] = {"Config": {"Env": env_lines, "Labels": request.labels}}
+    redacted = redact_inspect(inspect, spec.secret_env)
+    assert "hunter2" not in json.dumps(redacted) and f"TOKEN={REDACTED}" in \
+        redacted["Config"]["Env"]
+    assert "MODE=x" in redacted["Config"]["Env"] and inspect["Config"]["Env"] == env_lines
+
+
+def test_an_instance_spec_printed_in_a_log_shows_no_secret() -> None:
+    assert "hunter2" not in repr(_spec(secret_env={"TOKEN": "hunter2-value"}))

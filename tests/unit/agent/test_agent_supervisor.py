@@ -295,3 +295,33 @@ async def test_capacity_and_event_subscription(rig: Rig) -> None:
     total, reserved = capacity["total"], capacity["reserved"]
     assert capacity["available"]["cpu"] == pytest.approx(
         total["cpu"] - reserved["cpu"] - spec().resources.cpu)
+
+
+async def test_secrets_survive_adoption_without_a_record_and_stay_out_of_dumps(
+    tmp_path: Path,
+) -> None:
+    runtime = RecordingRuntime()
+    first = await make_rig(tmp_path, runtime)
+    first.healthy.add(20001)
+    view = await first.service.start_instance(spec("s1", secret_env={"TOKEN": "hunter2-v"}))
+    await first.service.close()
+    (tmp_path / "instances" / "s1.json").unlink()  # the record is lost: only the label is left
+
+    second = await make_rig(tmp_path, runtime)
+    second.healthy.add(20001)
+    try:
+        report = second.service.adoption
+        assert report is not None and report.rebuilt == ["s1"]
+        record = second.service.records.get("s1")
+        assert dict(record.spec.secret_env) == {"TOKEN": "hunter2-v"}
+        assert "hunter2-v" in (tmp_path / "instances" / "s1.json").read_text()
+        runtime.crash(view.container_id or "")
+        await second.wait(EventType.CRASH_DUMP)
+        [dump] = second.service.bus.recent(EventType.CRASH_DUMP)
+        inspect = (Path(dump.details["path"]) / "inspect.json").read_text()
+        assert "TOKEN=<secret>" in inspect and "hunter2-v" not in inspect
+        await second.wait(EventType.RECOVERY_SUCCESS)
+        relaunched = runtime.by_call("create")[-1]
+        assert relaunched.env["TOKEN"] == "hunter2-v"
+    finally:
+        await second.service.close()

@@ -101,6 +101,15 @@ def test_typer_usage_errors_exit_2(args: list[str]) -> None:
             ["units", "publish", "shop/cart", "1.0.0", "--image", "i", "--memory", "lots"],
             ["--memory: 'lots' is not valid"],
         ),
+        (
+            ["units", "publish", "shop/cart", "1.0.0", "--image", "i", "--secret-env", "s3cr"],
+            ["--secret-env #1: expected KEY=VALUE"],
+        ),
+        (
+            ["units", "publish", "shop/cart", "1.0.0", "--image", "i",
+             "--secret-env-file", "/nonexistent/secrets.env"],
+            ["--secret-env-file /nonexistent/secrets.env: No such file or directory"],
+        ),
         (["units", "resolve", "shop/cart"], ["is not APARTMENT/UNIT@VERSION"]),
         (
             [

@@ -316,3 +316,41 @@ def test_fleet_and_event_requests() -> None:
     assert not build_events_request(None, None, False, None, 0).HasField("history")
     with pytest.raises(InvalidArgument, match="--after"):
         build_events_request(None, None, False, None, -1)
+
+
+def test_publish_request_carries_secrets_from_flags_and_a_file(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("# database\nDB_PASSWORD=p=w d\n\nAPI_KEY=k1\n")
+    request = build_publish_request(PublishArgs(
+        unit="shop/cart", version="1.0.0", image="img", env=("MODE=prod",),
+        secret_env=("TOKEN=t0",), secret_env_file=secrets))
+    assert dict(request.spec.secret_env) == {"TOKEN": "t0", "DB_PASSWORD": "p=w d",
+                                             "API_KEY": "k1"}
+    assert dict(request.spec.env) == {"MODE": "prod"}
+
+
+@pytest.mark.parametrize(
+    ("items", "text", "fragment"),
+    [
+        (("hunter2",), None, "--secret-env #1: expected KEY=VALUE"),
+        (("A=hunter2",), "A=hunter2\n", "line 1: secret 'A' is given twice"),
+        ((), "ok=1\nhunter2\n", "line 2: expected KEY=VALUE"),
+    ],
+)
+def test_bad_secrets_are_refused_without_showing_them(
+    tmp_path: Path, items: tuple[str, ...], text: str | None, fragment: str,
+) -> None:
+    path = None
+    if text is not None:
+        path = tmp_path / "secrets.env"
+        path.write_text(text)
+    with pytest.raises(InvalidArgument) as caught:
+        build_publish_request(PublishArgs(unit="shop/cart", version="1.0.0", image="img",
+                                          secret_env=items, secret_env_file=path))
+    assert fragment in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_an_unreadable_secret_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match=r"--secret-env-file .*missing\.env"):
+        build_publish_request(PublishArgs(unit="shop/cart", version="1.0.0", image="img",
+                                          secret_env_file=tmp_path / "missing.env"))

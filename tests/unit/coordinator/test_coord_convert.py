@@ -3,6 +3,8 @@ set of converters, common.stream_convert, at both ends)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from common.errors import InvalidArgument
@@ -13,7 +15,7 @@ from common.resources import Resources
 from common.stream_commands import Command, SetRoute, StartInstance, StopInstance
 from common.stream_convert import command_from_pb, command_to_pb, registration_from_pb
 from common.stream_messages import RouteServer
-from common.unit_spec import HealthCheck, StateMode, UnitSpec
+from common.unit_spec import REDACTED, HealthCheck, StateMode, UnitSpec
 from common.versions import VersionTag
 from coordinator.api.convert_admin import publish_from_pb, version_to_pb
 from coordinator.fleet.start_commands import start_command
@@ -90,3 +92,29 @@ def test_publish_request_maps_to_the_domain_spec_and_back() -> None:
     assert [(r.unit, r.range, r.version) for r in info.resolved] == [
         ("shop/db", "^1.0.0", "1.2.0")]
     assert info.checksum == version_record().tag.checksum
+
+
+def test_secret_values_reach_the_agent_but_never_an_answer() -> None:
+    base = version_record()
+    spec = dataclasses.replace(base.tag.spec, secret_env={"TOKEN": "hunter2-value"})
+    tag = dataclasses.replace(base.tag, spec=spec, checksum=spec.checksum())
+    record = VersionRecord(tag, base.changes)
+    info = version_to_pb(record)
+    assert dict(info.spec.secret_env) == {"TOKEN": REDACTED}
+    assert b"hunter2-value" not in info.SerializeToString()
+    instance = InstanceRecord("web-blue-1", "shop", "web", "1.0.0", "blue", "h1", 20001,
+                              Resources(cpu=0.5, memory=256 << 20), 1.0)
+    pb = command_to_pb(Command("start:web-blue-1", start_command(instance, record)))
+    command = command_from_pb(pb).command
+    assert isinstance(command, StartInstance)
+    assert dict(command.secret_env) == {"TOKEN": "hunter2-value"}
+    request = admin_pb2.PublishVersionRequest(
+        spec=types_pb2.UnitSpec(apartment="shop", unit="web", image="demo:1",
+                                secret_env={"TOKEN": "hunter2-value"}), version="1.2.3")
+    assert dict(publish_from_pb(request)[0].secret_env) == {"TOKEN": "hunter2-value"}
+
+
+def test_a_start_command_printed_in_a_log_shows_no_secret() -> None:
+    command = StartInstance("i1", "shop", "web", "1.0.0", "blue", "demo:1", 20001,
+                            secret_env={"TOKEN": "hunter2-value"})
+    assert "hunter2" not in repr(Command("start:i1", command))

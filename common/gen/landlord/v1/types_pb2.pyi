@@ -279,6 +279,26 @@ class UnitSpec(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class SecretEnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     APARTMENT_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
@@ -291,6 +311,7 @@ class UnitSpec(_message.Message):
     DEPENDENCIES_FIELD_NUMBER: _builtins.int
     STATE_MODE_FIELD_NUMBER: _builtins.int
     IDLE_TIMEOUT_FIELD_NUMBER: _builtins.int
+    SECRET_ENV_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     image: _builtins.str
@@ -315,6 +336,12 @@ class UnitSpec(_message.Message):
     def idle_timeout(self) -> _duration_pb2.Duration:
         """Idle time after which garbage collection may remove an instance (0 = never)."""
 
+    @_builtins.property
+    def secret_env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Env whose values are secret. A publish request and the agent stream carry the values;
+        every other answer has "<secret>" for each value. The checksum covers the names only.
+        """
+
     def __init__(
         self,
         *,
@@ -330,10 +357,11 @@ class UnitSpec(_message.Message):
         dependencies: _abc.Iterable[_builtins.str] | None = ...,
         state_mode: Global___StateMode.ValueType = ...,
         idle_timeout: _duration_pb2.Duration | None = ...,
+        secret_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "idle_timeout", b"idle_timeout", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "command", b"command", "dependencies", b"dependencies", "env", b"env", "health", b"health", "idle_timeout", b"idle_timeout", "image", b"image", "port", b"port", "resources", b"resources", "service_port", b"service_port", "state_mode", b"state_mode", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "command", b"command", "dependencies", b"dependencies", "env", b"env", "health", b"health", "idle_timeout", b"idle_timeout", "image", b"image", "port", b"port", "resources", b"resources", "secret_env", b"secret_env", "service_port", b"service_port", "state_mode", b"state_mode", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
