@@ -201,9 +201,18 @@ def check_length(name: str, items: Sized, high: int, what: str = "entries") -> N
                               field=name)
 
 
+def utf8_size(name: str, value: str) -> int:
+    """How many bytes ``value`` takes in UTF-8; InvalidArgument (not quoting it) when it
+    cannot be encoded (a lone surrogate, as undecodable bytes on a command line give)."""
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{name} is not valid UTF-8 text", field=name) from None
+
+
 def check_text(name: str, value: str, high: int, *, forbid: str = "\0") -> str:
     """A string of at most ``high`` UTF-8 bytes without any character of ``forbid``."""
-    if len(value) > high or len(value.encode("utf-8", "surrogatepass")) > high:
+    if len(value) > high or utf8_size(name, value) > high:
         raise InvalidArgument(f"{name} is longer than {high} bytes: {quoted(value)}",
                               field=name)
     bad = next((c for c in forbid if c in value), None)
@@ -241,7 +250,7 @@ def check_env(env: Mapping[str, str], what: str = "env", *, secret: bool = False
             _check_secret_value(f"{what} {key}", value)
         else:
             check_text(f"{what} {key}", value, MAX_ENV_VALUE_BYTES, forbid="\0\r\n")
-        total += len(key) + len(value.encode("utf-8", "surrogatepass"))
+        total += len(key) + utf8_size(f"{what} {key}", value)
     if total > MAX_ENV_TOTAL_BYTES:
         raise InvalidArgument(f"{what} holds {total} bytes; at most {MAX_ENV_TOTAL_BYTES} "
                               "are allowed", field=what)
@@ -249,7 +258,7 @@ def check_env(env: Mapping[str, str], what: str = "env", *, secret: bool = False
 
 def _check_secret_value(name: str, value: str) -> None:
     """``check_text`` for env values, with errors that do not quote the value."""
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_ENV_VALUE_BYTES:
+    if utf8_size(name, value) > MAX_ENV_VALUE_BYTES:
         raise InvalidArgument(f"{name} is longer than {MAX_ENV_VALUE_BYTES} bytes", field=name)
     bad = next((c for c in "\0\r\n" if c in value), None)
     if bad is not None:
@@ -265,8 +274,7 @@ def check_metadata(metadata: Mapping[str, str]) -> None:
             raise InvalidArgument("metadata maps non-empty names to strings", field="metadata")
         check_text("metadata key", key, MAX_METADATA_KEY_BYTES, forbid="\0\r\n")
         check_text(f"metadata {quoted(key)}", value, MAX_METADATA_VALUE_BYTES)
-        total += len(key.encode("utf-8", "surrogatepass")) + len(
-            value.encode("utf-8", "surrogatepass"))
+        total += len(key.encode()) + len(value.encode())  # both checked above
     if total > MAX_METADATA_TOTAL_BYTES:
         raise InvalidArgument(f"metadata holds {total} bytes; at most "
                               f"{MAX_METADATA_TOTAL_BYTES} are allowed", field="metadata")
@@ -281,7 +289,7 @@ def check_argv(name: str, argv: tuple[object, ...]) -> None:
         if not isinstance(arg, str):
             raise InvalidArgument(f"{name} must be a list of strings", field=name)
         check_text(f"{name} argument", arg, MAX_ARG_BYTES)
-        total += len(arg.encode("utf-8", "surrogatepass")) + 1
+        total += utf8_size(f"{name} argument", arg) + 1
     if total > MAX_COMMAND_BYTES:
         raise InvalidArgument(f"{name} holds {total} bytes; at most {MAX_COMMAND_BYTES} are "
                               "allowed", field=name)

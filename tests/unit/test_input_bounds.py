@@ -249,3 +249,16 @@ def test_versions_and_ranges_are_bounded_and_quoted_short() -> None:
     refused(lambda: spec(dependencies=("db@^" + "1" * 300,)), "npm range")
     refused(lambda: spec(dependencies=("d" * 100_000 + "@^1",)), "unit name")
     assert spec(version="1.0.0-" + "a" * 122).version.endswith("a")
+
+
+@given(st.sampled_from(["env", "secret_env", "command"]),
+       st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF))
+def test_text_that_is_not_utf8_is_refused_without_quoting_it(field: str, lone: str) -> None:
+    """A lone surrogate (undecodable bytes on a command line) is refused, not a crash in
+    the checksum or the protobuf encoder."""
+    value = f"a{lone}b"
+    changed: dict[str, Any] = {"command": ("serve", value)} if field == "command" else {
+        field: {"KEY": value}}
+    with pytest.raises(InvalidArgument) as refused:
+        spec(**changed)
+    assert "not valid UTF-8" in str(refused.value) and lone not in str(refused.value)
