@@ -102,7 +102,7 @@ async def test_daemon_metrics_and_health(harness: AgentHarness, tmp_path: Path) 
             assert (metrics.value("landlord_agent_stream_reports_total") or 0) >= 1
             assert metrics.value("landlord_agent_request_log_dropped_lines_total") == 0.0
             assert metrics.value("landlord_agent_gc_actions_total", kind="cache") == 0.0
-            cpu = metrics.matching("landlord_instance_cpu_seconds_total", instance="metrics-1")
+            cpu = metrics.matching("landlord_instance_cpu_seconds_total", instance_id="metrics-1")
             assert len(cpu) == 1 and min(cpu.values()) > 0
 
             await coordinator.stop(None)  # the coordinator goes away
