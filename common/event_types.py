@@ -4,8 +4,9 @@ The agent's event bus publishes them (``agent.instances.events.AgentEvent``), th
 them as ``ReportedEvent.type``, and the coordinator records and reacts to them (a
 ``recovery.escalated`` starts its own healing, for example). The types in
 ``COORDINATOR_ONLY`` are written by the coordinator alone (``AUDIT`` by
-coordinator/api/audit.py, ``HOST_FORGOTTEN`` by coordinator/fleet/forgetter.py); an agent
-never reports them, and the coordinator drops them from a report.
+coordinator/api/audit.py, ``HOST_FORGOTTEN`` by coordinator/fleet/forgetter.py, the cordon
+events by coordinator/fleet/cordons.py); an agent never reports them, and the coordinator
+drops them from a report.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ class EventType(StrEnum):
     HOST_FORGOTTEN = "host.forgotten"
     """A host lost longer than ``forget_host_after``, with no instance left on it, had its
     records removed from etcd by the coordinator (details: building, lost_for seconds)."""
+    HOST_CORDONED = "host.cordoned"
+    """An operator cordoned the host: no new placements on it (details: building, reason)."""
+    HOST_UNCORDONED = "host.uncordoned"
+    """An operator made a cordoned host placeable again (details: building)."""
 
 
-COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN})
+COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
+                              EventType.HOST_CORDONED, EventType.HOST_UNCORDONED})
 """Event types only the coordinator writes; an agent's report of one is dropped."""

@@ -34,6 +34,7 @@ from coordinator.api.open_streams import OpenStreams
 from coordinator.config import CoordinatorConfig
 from coordinator.fleet.agent_sessions import AgentSessions
 from coordinator.fleet.check_calls import CheckCalls
+from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.dispatch import CommandDispatch
 from coordinator.fleet.forgetter import HostForgetter
 from coordinator.fleet.healing import Healer
@@ -145,7 +146,8 @@ class Coordinator:
             refusal=self.schema.campaign_refusal)
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
-            clock=self.clock, registry=self.registry, rollouts=self.rollouts)
+            clock=self.clock, registry=self.registry, rollouts=self.rollouts,
+            cordons=HostCordons(self.state, self.layout, self.writes, self.events))
         self.audit = AuditInterceptor(self.events)
         self.trust: Trust | None = (load_trust(config.tls_ca_file, config.tls_crl_file)
                                     if config.mutual_tls else None)

@@ -32,6 +32,7 @@ from coordinator.api.read_models import ClusterReads
 from coordinator.api.rollout_proto import control_from_pb, deploy_from_pb, rollout_info
 from coordinator.api.rpc_errors import stream_boundary, unary_boundary
 from coordinator.api.scope import caller_reach, visible_edges
+from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.sessions import Fleet
 from coordinator.registry import Registry
@@ -47,8 +48,9 @@ Context = Any
 class AdminService(admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
                  leadership: Leadership, clock: Clock, registry: Registry,
-                 rollouts: RolloutService) -> None:
+                 rollouts: RolloutService, cordons: HostCordons) -> None:
         self.state = state
+        self.cordons = cordons
         self.fleet = fleet
         self.leadership = leadership
         self.clock = clock
@@ -187,6 +189,20 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self.fleet.broadcast(targets, CollectGarbage(kinds))
         return admin_pb2.RunGarbageCollectionResponse(hosts=targets)
 
+    @unary_boundary
+    async def CordonHost(self, request: admin_pb2.CordonHostRequest, context: Context
+                         ) -> admin_pb2.CordonHostResponse:
+        result = await self.cordons.cordon(_host_id(request.host_id), request.reason)
+        return admin_pb2.CordonHostResponse(
+            host=host_to_pb(self.reads.host(result.host.host_id)), changed=result.changed)
+
+    @unary_boundary
+    async def UncordonHost(self, request: admin_pb2.UncordonHostRequest, context: Context
+                           ) -> admin_pb2.CordonHostResponse:
+        result = await self.cordons.uncordon(_host_id(request.host_id))
+        return admin_pb2.CordonHostResponse(
+            host=host_to_pb(self.reads.host(result.host.host_id)), changed=result.changed)
+
     # -- events and cluster ----------------------------------------------------------------
 
     @stream_boundary
@@ -237,3 +253,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 def _require_unit(apartment: str, unit: str) -> None:
     if not apartment or not unit:
         raise InvalidArgument("apartment and unit are required", field="unit")
+
+
+def _host_id(host_id: str) -> str:
+    if not host_id.strip():
+        raise InvalidArgument("name the host (host_id is empty)", field="host_id")
+    return host_id.strip()

@@ -50,7 +50,7 @@ AUDITED_METHODS: dict[str, str] = {
 
 ESSENTIAL_FIELDS = frozenset({
     "apartment", "unit", "version", "to_version", "building", "replicas", "strategy",
-    "action", "host_id", "gc_kinds", "rollout_id", "image",
+    "action", "host_id", "gc_kinds", "rollout_id", "image", "reason",
 })
 """Request fields (top level, or in the request's ``spec``) an audit event copies; nothing else."""
 

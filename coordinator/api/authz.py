@@ -108,6 +108,8 @@ ADMIN_RULES: dict[str, Rule] = {
     "ListHosts": Rule(Access.READ),
     "ListInstances": Rule(Access.READ, _apartment),
     "RunGarbageCollection": Rule(Access.WRITE),
+    "CordonHost": Rule(Access.WRITE),
+    "UncordonHost": Rule(Access.WRITE),
     "StreamEvents": Rule(Access.READ, _apartment),
     "GetLeader": Rule(Access.READ),
 }

@@ -117,6 +117,7 @@ def host_to_pb(listing: HostListing) -> types_pb2.HostInfo:
         capacity=resources_to_pb(host.capacity), allocated=resources_to_pb(listing.allocated),
         labels=dict(host.labels), enforceable=list(host.enforceable), status=listing.status,
         last_seen=timestamp_to_pb(listing.last_seen), agent_version=host.agent_version,
+        cordoned=host.cordoned, cordon_reason=host.cordon_reason,
     )
 
 

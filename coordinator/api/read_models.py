@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from common.clock import Clock
+from common.errors import NotFound
 from common.resources import Resources
 from common.stream_messages import ObservedInstance
 from coordinator.fleet.sessions import Fleet
@@ -118,6 +119,13 @@ class ClusterReads:
             status, last_seen = self._host_status(host)
             found.append(HostListing(host, status, allocated, last_seen))
         return found
+
+    def host(self, host_id: str) -> HostListing:
+        """One host as ``hosts`` lists it (NotFound when it is not registered)."""
+        found = self.state.hosts.get(host_id)
+        if found is None:
+            raise NotFound(f"host {host_id!r} does not exist", host=host_id)
+        return next(h for h in self.hosts(found.value.building) if h.host.host_id == host_id)
 
     def _host_status(self, host: HostRecord) -> tuple[str, float]:
         if host.status == "lost":

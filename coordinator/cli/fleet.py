@@ -12,7 +12,13 @@ from common.gen.landlord.v1 import admin_pb2
 from common.proto_values import gc_kinds_to_pb
 from coordinator.cli.arguments import parse_unit_ref
 from coordinator.cli.context import OutputOption, emit, unary
-from coordinator.cli.tables import gc_view, hosts_table, instances_table, leader_view
+from coordinator.cli.tables import (
+    cordon_view,
+    gc_view,
+    hosts_table,
+    instances_table,
+    leader_view,
+)
 
 hosts_app = typer.Typer(help="Hosts that run agents.", no_args_is_help=True)
 instances_app = typer.Typer(help="Running instances of units.", no_args_is_help=True)
@@ -47,9 +53,33 @@ def list_hosts(
     building: Annotated[str | None, typer.Option(help="Only this building.")] = None,
     output: OutputOption = None,
 ) -> None:
-    """List hosts: building, status, capacity and what is allocated."""
+    """List hosts: building, status, capacity, what is allocated and any cordon."""
     request = admin_pb2.ListHostsRequest(building=building or "")
     emit(ctx, output, unary(ctx, "ListHosts", request, "list hosts"), hosts_table)
+
+
+@hosts_app.command("cordon")
+def cordon_host(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Argument(help="The host id (as `hosts list` shows it).")],
+    reason: Annotated[str, typer.Option(help="Why (shown by `hosts list`).")] = "",
+    output: OutputOption = None,
+) -> None:
+    """Place no new instances on HOST; what runs there keeps running."""
+    request = admin_pb2.CordonHostRequest(host_id=host, reason=reason)
+    emit(ctx, output, unary(ctx, "CordonHost", request, f"cordon host {host}"), cordon_view)
+
+
+@hosts_app.command("uncordon")
+def uncordon_host(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Argument(help="The host id (as `hosts list` shows it).")],
+    output: OutputOption = None,
+) -> None:
+    """Make a cordoned HOST placeable again."""
+    request = admin_pb2.UncordonHostRequest(host_id=host)
+    emit(ctx, output, unary(ctx, "UncordonHost", request, f"uncordon host {host}"),
+         cordon_view)
 
 
 @instances_app.command("list")

@@ -227,6 +227,7 @@ def hosts_table(response: admin_pb2.ListHostsResponse) -> RenderableType:
         "ENFORCES",
         "LAST SEEN",
         "AGENT",
+        "SCHEDULING",
     )
     for host in response.hosts:
         used, cap = host.allocated, host.capacity
@@ -242,8 +243,27 @@ def hosts_table(response: admin_pb2.ListHostsResponse) -> RenderableType:
             ",".join(host.enforceable) or "-",
             format_time(host.last_seen),
             host.agent_version or "-",
+            scheduling(host),
         )
     return table
+
+
+def scheduling(host: types_pb2.HostInfo) -> str:
+    """``cordoned`` (with the operator's reason) or ``open`` (new instances may land)."""
+    if not host.cordoned:
+        return "open"
+    return f"cordoned ({host.cordon_reason})" if host.cordon_reason else "cordoned"
+
+
+def cordon_view(response: admin_pb2.CordonHostResponse) -> RenderableType:
+    host = response.host
+    state = scheduling(host)
+    if not response.changed:
+        return Text(f"host {host.host_id} already {state}; nothing changed")
+    if host.cordoned:
+        return Text(f"host {host.host_id} {state}: no new instances will be placed on it; "
+                    "its running instances stay")
+    return Text(f"host {host.host_id} uncordoned: new instances may be placed on it")
 
 
 def instances_table(instances: Sequence[types_pb2.InstanceStatus]) -> RenderableType:

@@ -49,13 +49,16 @@ class HostRecords:
     # -- records ---------------------------------------------------------------------------
 
     async def register(self, record: HostRecord) -> None:
-        """Write the host's record over whatever is stored (the cache holds it after)."""
+        """Write the host's record over whatever is stored, keeping the stored cordon (the
+        compare on the revision read makes a cordon written meanwhile retry, not vanish);
+        the cache holds it after."""
         key = self._layout.host(record.host_id)
 
         async def attempt() -> int:
             current = self._state.hosts.get(record.host_id)
+            kept = record.keeping_cordon(current.value if current else None)
             txn = Txn().require(key, current.mod_revision if current else 0)
-            return await self._writes.commit(txn.put(key, encode(record)))
+            return await self._writes.commit(txn.put(key, encode(kept)))
 
         await self._writes.retry(attempt, f"registering host {record.host_id}",
                                  host=record.host_id)

@@ -2,7 +2,8 @@
 
 Rules, in order, for each instance to place:
 
-1. Only hosts of the building that are alive and not excluded are candidates.
+1. Only hosts of the building that are alive, not excluded and not cordoned by an operator
+   are candidates (a refusal names the cordoned hosts it skipped: "host h1 is cordoned").
 2. A candidate must fit the instance on all four resources (cpu, memory, storage, network)
    after what is already allocated, and have a free port in the port range.
 3. Among candidates, the one holding the fewest instances of the same unit and slot wins,
@@ -16,13 +17,13 @@ All or nothing: when one instance cannot be placed the whole request is refused 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from common.errors import FailedPrecondition, InsufficientResources, InvalidArgument
 from common.resources import HostLedger, Resources, format_amount
 
-__all__ = ["HostRoom", "Placement", "PlacementRequest", "place"]
+__all__ = ["HostRoom", "Placement", "PlacementRequest", "cordon_note", "place"]
 
 RESOURCE_NAMES = ("cpu", "memory", "storage", "network")
 
@@ -39,11 +40,15 @@ class HostRoom:
     """Ports already assigned on this host."""
     slots: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     """(apartment, unit, slot) -> instances of it on this host."""
+    cordoned: bool = False
+    """An operator took the host out of placement (coordinator/fleet/cordons.py)."""
 
     @classmethod
     def of(cls, ledger: HostLedger, ports: frozenset[int] = frozenset(),
-           slots: Mapping[tuple[str, str, str], int] | None = None) -> HostRoom:
-        return cls(ledger.host, ledger.capacity, ledger.allocated, ports, dict(slots or {}))
+           slots: Mapping[tuple[str, str, str], int] | None = None,
+           cordoned: bool = False) -> HostRoom:
+        return cls(ledger.host, ledger.capacity, ledger.allocated, ports, dict(slots or {}),
+                   cordoned)
 
     @property
     def available(self) -> Resources:
@@ -84,11 +89,14 @@ def place(
     port_range: tuple[int, int] = (20000, 29999),
 ) -> list[Placement]:
     """Decide a host and port for each instance of ``request`` (see the module rules)."""
-    rooms = {h.host_id: h for h in hosts if h.host_id not in request.exclude_hosts}
+    present = [h for h in hosts if h.host_id not in request.exclude_hosts]
+    rooms = {h.host_id: h for h in present if not h.cordoned}
+    cordoned = cordon_note(h.host_id for h in present if h.cordoned)
     if not rooms:
         raise FailedPrecondition(
-            f"building {request.building or '(default)'} has no alive host to place "
-            f"{request.apartment}/{request.unit} on",
+            f"building {request.building or '(default)'} has no "
+            f"{'placeable' if cordoned else 'alive'} host to place "
+            f"{request.apartment}/{request.unit} on" + (f" ({cordoned})" if cordoned else ""),
             building=request.building,
             unit=request.unit,
         )
@@ -101,7 +109,7 @@ def place(
             if not free.shortfalls(request.resources) and _free_port(room, port_range) is not None:
                 fitting.append((_rank(room, free, key), room))
         if not fitting:
-            raise _refusal(request, list(rooms.values()), port_range, index)
+            raise _refusal(request, list(rooms.values()), port_range, index, cordoned)
         best = min(fitting, key=lambda ranked: ranked[0])[1]
         port = _free_port(best, port_range)
         assert port is not None
@@ -140,6 +148,7 @@ def _refusal(
     rooms: list[HostRoom],
     port_range: tuple[int, int],
     placed: int,
+    cordoned: str = "",
 ) -> InsufficientResources:
     wanted = request.resources
     short_everywhere = []
@@ -165,11 +174,18 @@ def _refusal(
     total = len(request.instance_ids)
     return InsufficientResources(
         f"insufficient {what}: cannot place {request.apartment}/{request.unit} "
-        f"({placed} of {total} instance(s) fit in building {request.building or '(default)'})",
+        f"({placed} of {total} instance(s) fit in building {request.building or '(default)'}"
+        + (f"; {cordoned}" if cordoned else "") + ")",
         resource=resource,
         unit=request.unit,
         building=request.building,
     )
+
+
+def cordon_note(host_ids: Iterable[str]) -> str:
+    """"host h1 is cordoned, host h2 is cordoned" for the cordoned hosts placement skipped
+    (empty when none was)."""
+    return ", ".join(f"host {h} is cordoned" for h in sorted(host_ids))
 
 
 def room_shortest(rooms: list[HostRoom], wanted: Resources) -> str:

@@ -80,6 +80,7 @@ class PlacementWriter:
                     allocated=self._allocated(host.host_id),
                     ports=frozenset(a.port for a in allocations.values()),
                     slots=slots,
+                    cordoned=host.cordoned,
                 )
             )
         return rooms

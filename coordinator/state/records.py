@@ -124,6 +124,11 @@ class HostRecord:
     """``alive`` or ``lost`` (``suspect`` lives only in the leader's memory)."""
     registered_at: float = 0.0
     status_changed_at: float = 0.0
+    cordoned: bool = False
+    """Set by an operator (``landlord hosts cordon``): nothing new is placed here. Records
+    without it (written before cordons existed) are schedulable; a registration never
+    changes it (``keeping_cordon``)."""
+    cordon_reason: str = ""
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> HostRecord:
@@ -139,11 +144,21 @@ class HostRecord:
             status=HostHealth(raw.get("status", HostHealth.ALIVE)),
             registered_at=float(raw.get("registered_at", 0.0)),
             status_changed_at=float(raw.get("status_changed_at", 0.0)),
+            cordoned=bool(raw.get("cordoned", False)),
+            cordon_reason=str(raw.get("cordon_reason", "")),
         )
 
+    def keeping_cordon(self, stored: HostRecord | None) -> HostRecord:
+        """This record (a registration) with the cordon of the ``stored`` one: the cordon
+        is the operator's, so an agent registering again never lifts or sets it."""
+        if stored is None:
+            return replace(self, cordoned=False, cordon_reason="")
+        return replace(self, cordoned=stored.cordoned, cordon_reason=stored.cordon_reason)
+
     def same_registration(self, other: HostRecord) -> bool:
-        """Equal apart from timestamps: re-registering this changes nothing in etcd."""
-        skip = {"registered_at", "status_changed_at"}
+        """Equal apart from timestamps and the cordon (which registration never changes):
+        re-registering this changes nothing in etcd."""
+        skip = {"registered_at", "status_changed_at", "cordoned", "cordon_reason"}
         names = [f.name for f in fields(self) if f.name not in skip]
         return all(getattr(self, name) == getattr(other, name) for name in names)
 

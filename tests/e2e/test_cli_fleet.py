@@ -214,3 +214,32 @@ def test_no_coordinator_answering_is_one_line_exit_1() -> None:
     cli = Cli(f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}")
     line = cli.fails(1, "hosts", "list")
     assert line.startswith("landlord: error: list hosts: UNAVAILABLE: no coordinator answered")
+
+
+def test_cordon_and_uncordon_a_host(cli: Cli) -> None:
+    def row(host_id: str) -> str:
+        table = cli.run("hosts", "list")
+        assert table.returncode == 0, table.stderr
+        assert "SCHEDULING" in table.stdout, table.stdout
+        return next(line for line in table.stdout.splitlines() if line.startswith(host_id))
+
+    eventually(lambda: row("host-b"), timeout=30, message="host-b registered")
+    try:
+        done = cli.run("hosts", "cordon", "host-b", "--reason", "disk swap")
+        assert done.returncode == 0, done.stderr
+        assert "host host-b cordoned (disk swap): no new instances" in done.stdout
+        again = cli.run("hosts", "cordon", "host-b")
+        assert "host host-b already cordoned (disk swap); nothing changed" in again.stdout
+        assert "cordoned (disk swap)" in row("host-b")
+        assert "open" in row("host-a")
+        hosts = {h["host_id"]: h for h in cli.json("hosts", "list")["hosts"]}
+        assert (hosts["host-b"]["cordoned"], hosts["host-b"]["cordon_reason"]) == \
+            (True, "disk swap")
+        assert hosts["host-a"]["cordoned"] is False
+    finally:
+        lifted = cli.run("hosts", "uncordon", "host-b")
+    assert lifted.returncode == 0, lifted.stderr
+    assert "host host-b uncordoned: new instances may be placed on it" in lifted.stdout
+    assert "open" in row("host-b")
+    line = cli.fails(1, "hosts", "uncordon", "host-z")
+    assert "NOT_FOUND: host 'host-z' does not exist" in line, line

@@ -105,6 +105,16 @@ class AdminStub:
                 request_serializer=landlord_dot_v1_dot_admin__pb2.RunGarbageCollectionRequest.SerializeToString,
                 response_deserializer=landlord_dot_v1_dot_admin__pb2.RunGarbageCollectionResponse.FromString,
                 _registered_method=True)
+        self.CordonHost = channel.unary_unary(
+                '/landlord.v1.Admin/CordonHost',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.CordonHostRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.CordonHostResponse.FromString,
+                _registered_method=True)
+        self.UncordonHost = channel.unary_unary(
+                '/landlord.v1.Admin/UncordonHost',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.UncordonHostRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.CordonHostResponse.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/landlord.v1.Admin/StreamEvents',
                 request_serializer=landlord_dot_v1_dot_admin__pb2.StreamEventsRequest.SerializeToString,
@@ -207,6 +217,20 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CordonHost(self, request, context):
+        """Cordon: no new instances are placed on the host (its running ones stay); uncordon
+        makes it placeable again. Both are idempotent; an unknown host is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UncordonHost(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Events: a bounded history, then live ones when follow is set.
         """
@@ -293,6 +317,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RunGarbageCollection,
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.RunGarbageCollectionRequest.FromString,
                     response_serializer=landlord_dot_v1_dot_admin__pb2.RunGarbageCollectionResponse.SerializeToString,
+            ),
+            'CordonHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.CordonHost,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.CordonHostRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.CordonHostResponse.SerializeToString,
+            ),
+            'UncordonHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.UncordonHost,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.UncordonHostRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.CordonHostResponse.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -683,6 +717,60 @@ class Admin:
             '/landlord.v1.Admin/RunGarbageCollection',
             landlord_dot_v1_dot_admin__pb2.RunGarbageCollectionRequest.SerializeToString,
             landlord_dot_v1_dot_admin__pb2.RunGarbageCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CordonHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/CordonHost',
+            landlord_dot_v1_dot_admin__pb2.CordonHostRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.CordonHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UncordonHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/UncordonHost',
+            landlord_dot_v1_dot_admin__pb2.UncordonHostRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.CordonHostResponse.FromString,
             options,
             channel_credentials,
             insecure,

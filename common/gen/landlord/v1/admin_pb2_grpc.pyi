@@ -52,6 +52,11 @@ class AdminStub:
     """Fleet."""
     ListInstances: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListInstancesRequest, _admin_pb2.ListInstancesResponse]
     RunGarbageCollection: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RunGarbageCollectionRequest, _admin_pb2.RunGarbageCollectionResponse]
+    CordonHost: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CordonHostRequest, _admin_pb2.CordonHostResponse]
+    """Cordon: no new instances are placed on the host (its running ones stay); uncordon
+    makes it placeable again. Both are idempotent; an unknown host is NOT_FOUND.
+    """
+    UncordonHost: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UncordonHostRequest, _admin_pb2.CordonHostResponse]
     StreamEvents: _grpc.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]
@@ -77,6 +82,11 @@ class AdminAsyncStub(AdminStub):
     """Fleet."""
     ListInstances: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListInstancesRequest, _admin_pb2.ListInstancesResponse]  # type: ignore[assignment]
     RunGarbageCollection: _aio.UnaryUnaryMultiCallable[_admin_pb2.RunGarbageCollectionRequest, _admin_pb2.RunGarbageCollectionResponse]  # type: ignore[assignment]
+    CordonHost: _aio.UnaryUnaryMultiCallable[_admin_pb2.CordonHostRequest, _admin_pb2.CordonHostResponse]  # type: ignore[assignment]
+    """Cordon: no new instances are placed on the host (its running ones stay); uncordon
+    makes it placeable again. Both are idempotent; an unknown host is NOT_FOUND.
+    """
+    UncordonHost: _aio.UnaryUnaryMultiCallable[_admin_pb2.UncordonHostRequest, _admin_pb2.CordonHostResponse]  # type: ignore[assignment]
     StreamEvents: _aio.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]  # type: ignore[assignment]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]  # type: ignore[assignment]
@@ -183,6 +193,23 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.RunGarbageCollectionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RunGarbageCollectionResponse, _abc.Awaitable[_admin_pb2.RunGarbageCollectionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CordonHost(
+        self,
+        request: _admin_pb2.CordonHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CordonHostResponse, _abc.Awaitable[_admin_pb2.CordonHostResponse]]:
+        """Cordon: no new instances are placed on the host (its running ones stay); uncordon
+        makes it placeable again. Both are idempotent; an unknown host is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def UncordonHost(
+        self,
+        request: _admin_pb2.UncordonHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CordonHostResponse, _abc.Awaitable[_admin_pb2.CordonHostResponse]]: ...
 
     @_abc_1.abstractmethod
     def StreamEvents(

@@ -687,12 +687,17 @@ class HostInfo(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     LAST_SEEN_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    CORDONED_FIELD_NUMBER: _builtins.int
+    CORDON_REASON_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     building: _builtins.str
     address: _builtins.str
     status: _builtins.str
     """alive, suspect, lost."""
     agent_version: _builtins.str
+    cordoned: _builtins.bool
+    """Cordoned by an operator: no new placements (`landlord hosts cordon`)."""
+    cordon_reason: _builtins.str
     @_builtins.property
     def capacity(self) -> Global___Resources: ...
     @_builtins.property
@@ -718,10 +723,12 @@ class HostInfo(_message.Message):
         status: _builtins.str = ...,
         last_seen: _timestamp_pb2.Timestamp | None = ...,
         agent_version: _builtins.str = ...,
+        cordoned: _builtins.bool = ...,
+        cordon_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "capacity", b"capacity", "last_seen", b"last_seen"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "allocated", b"allocated", "building", b"building", "capacity", b"capacity", "enforceable", b"enforceable", "host_id", b"host_id", "labels", b"labels", "last_seen", b"last_seen", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "allocated", b"allocated", "building", b"building", "capacity", b"capacity", "cordon_reason", b"cordon_reason", "cordoned", b"cordoned", "enforceable", b"enforceable", "host_id", b"host_id", "labels", b"labels", "last_seen", b"last_seen", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
