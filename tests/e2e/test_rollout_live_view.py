@@ -110,6 +110,9 @@ def test_status_shows_each_hosts_measured_share_and_p95(cli: Cli, canary: str) -
         return info
 
     info = eventually(shown, timeout=60, interval=1.0, message="per-host figures on target")
+    print("per host:", [(w["host_id"], w["version"], w["target_percent"],
+                         w["measured_percent"], w["requests"], w["p95_ms"])
+                        for w in info["hosts"]])
     split = {w["version"]: w for w in info["split"]}
     assert all(abs(split[v]["measured_percent"] - TARGET[v]) <= TOLERANCE for v in TARGET), split
     table = cli.run("rollout", "status", UNIT)  # for people: the same figures per host
@@ -121,25 +124,25 @@ def test_status_shows_each_hosts_measured_share_and_p95(cli: Cli, canary: str) -
 
 def test_watch_piped_prints_a_json_line_per_update(cli: Cli, canary: str) -> None:
     # no --output: into a pipe, a watch prints JSON lines by itself
-    proc = subprocess.Popen([str(LANDLORD), "--coordinator", cli.addresses, "rollout",
-                             "status", UNIT, "--watch"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=cli.env)
     lines: list[str] = []
+    with subprocess.Popen([str(LANDLORD), "--coordinator", cli.addresses, "rollout", "status",
+                           UNIT, "--watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=cli.env) as proc:
 
-    def read() -> None:
-        for line in proc.stdout or ():
-            lines.append(line)
+        def read() -> None:
+            for line in proc.stdout or ():
+                lines.append(line)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        # the coordinator sends live figures again every 2 s
-        eventually(lambda: len(lines) >= 4, timeout=15, interval=0.2, message="4 updates")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=20)
-        reader.join(timeout=5)
-        err = proc.stderr.read() if proc.stderr else ""
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            # the coordinator sends live figures again every 2 s
+            eventually(lambda: len(lines) >= 4, timeout=15, interval=0.2, message="4 updates")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=20)
+            reader.join(timeout=5)
+            err = proc.stderr.read() if proc.stderr else ""
     assert "Traceback" not in err, err
     updates = [json.loads(line) for line in lines]  # each line one whole document
     assert {u["rollout_id"] for u in updates} == {canary}
