@@ -399,9 +399,11 @@ def test_pause_resume_and_promote_a_canary_by_hand(cli: Cli, web: Web) -> None:
     promoted = cli.run("rollout", "promote", UNIT)  # table form: one summary line
     assert promoted.returncode == 0, promoted.stderr
     assert promoted.stdout.startswith(f"{UNIT}  1.1.0 -> 1.2.0  "), promoted.stdout
-    watched = cli.run("rollout", "status", UNIT, "--watch", timeout=120)
+    watched = cli.run("rollout", "status", UNIT, "--watch", timeout=120)  # piped: JSON lines
     assert watched.returncode == 0, (watched.stdout[-3000:], watched.stderr)
-    assert "promoted" in watched.stdout and "promoted by request" in watched.stdout
+    last = json_lines(watched.stdout)[-1]
+    assert last["phase"] == "promoted", last["phase"]
+    assert "promoted by request" in last["steps"][0]["reasons"], last["steps"]
     final = status(cli)
     assert (final["rollout_id"], final["phase"]) == (rollout_id, "promoted")
     assert final["steps"][0]["outcome"] == "skipped"
