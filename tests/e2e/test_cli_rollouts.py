@@ -456,7 +456,8 @@ def test_rollback_to_the_previous_and_to_a_named_version(cli: Cli, web: Web) -> 
     started = cli.json("rollback", UNIT, "--to", "1.0.0")
     web.rollouts.append(started["rollout_id"])
     assert (started["from_version"], started["to_version"]) == ("1.2.0", "1.0.0")
-    watched = cli.run("rollout", "status", UNIT, "--watch", timeout=150)
+    # asked for table: a summary line per update, then the final view (piped or not)
+    watched = cli.run("rollout", "status", UNIT, "--watch", "-o", "table", timeout=150)
     assert watched.returncode == 0, (watched.stdout[-3000:], watched.stderr)
     assert f"{UNIT}  1.2.0 -> 1.0.0  promoted" in watched.stdout
     eventually(lambda: running_versions(cli) == {"1.0.0"}, timeout=60, interval=0.5)
