@@ -13,13 +13,24 @@ from rich.console import RenderableType
 from coordinator.cli.client import ClientSettings, call_unary
 from coordinator.cli.output import OutputFormat, print_json, print_rich
 
-__all__ = ["CliSettings", "OutputOption", "UnitArg", "emit", "output_of", "settings_of", "unary"]
+__all__ = [
+    "CliSettings",
+    "OutputOption",
+    "UnitArg",
+    "chosen_output",
+    "emit",
+    "output_of",
+    "settings_of",
+    "unary",
+]
 
 
 @dataclass(frozen=True)
 class CliSettings:
     client: ClientSettings
     output: OutputFormat = OutputFormat.TABLE
+    output_chosen: bool = False
+    """True when --output (or LANDLORD_OUTPUT) was given, not left at its default."""
 
 
 UnitArg = Annotated[str, typer.Argument(metavar="APARTMENT/UNIT", show_default=False)]
@@ -44,6 +55,15 @@ def settings_of(ctx: typer.Context) -> CliSettings:
 
 def output_of(ctx: typer.Context, override: OutputFormat | None) -> OutputFormat:
     return override if override is not None else settings_of(ctx).output
+
+
+def chosen_output(ctx: typer.Context, override: OutputFormat | None) -> OutputFormat | None:
+    """The format the user asked for (the command's --output, else the global one), None
+    when neither was given."""
+    if override is not None:
+        return override
+    settings = settings_of(ctx)
+    return settings.output if settings.output_chosen else None
 
 
 def unary(ctx: typer.Context, method: str, request: Message, what: str) -> Any:

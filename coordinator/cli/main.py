@@ -89,7 +89,9 @@ def root(
     del version  # handled by its eager callback
     tls = TlsSettings(ca_file=tls_ca, cert_file=tls_cert, key_file=tls_key)
     client = ClientSettings(addresses=parse_addresses(coordinator), timeout=timeout, tls=tls)
-    ctx.obj = CliSettings(client=client, output=output)
+    source = ctx.get_parameter_source("output")
+    chosen = source is not None and source.name != "DEFAULT"  # given, or LANDLORD_OUTPUT
+    ctx.obj = CliSettings(client=client, output=output, output_chosen=chosen)
 
 
 app.add_typer(units.app, name="units")

@@ -16,6 +16,7 @@ from coordinator.cli.context import (
     CliSettings,
     OutputOption,
     UnitArg,
+    chosen_output,
     emit,
     output_of,
     settings_of,
@@ -73,6 +74,14 @@ async def watch_rollout(
     return last
 
 
+def watch_format(chosen: OutputFormat | None, terminal: bool) -> OutputFormat:
+    """How `rollout status --watch` prints: as asked; else redrawn in place on a terminal
+    and JSON lines (one document per update) into a pipe or file."""
+    if chosen is not None:
+        return chosen
+    return OutputFormat.TABLE if terminal else OutputFormat.JSON
+
+
 def follow_until_done(
     ctx: typer.Context, request: admin_pb2.GetRolloutRequest, output: OutputFormat | None
 ) -> None:
@@ -126,10 +135,13 @@ def status(
     ] = None,
     output: OutputOption = None,
 ) -> None:
-    """Show a unit's rollout: step, traffic split, criteria and instances per host."""
+    """Show a unit's rollout: step, traffic split (merged and per host), criteria and
+    instances per host. --watch redraws it live on a terminal; piped, it prints one JSON
+    document per update (JSON lines) unless --output says otherwise."""
     request = build_get_rollout_request(unit, rollout_id)
     if watch:
-        follow_until_done(ctx, request, output)
+        fmt = watch_format(chosen_output(ctx, output), console().is_terminal)
+        follow_until_done(ctx, request, fmt)
         return
     info = unary(ctx, "GetRollout", request, f"rollout status of {unit}")
     if output_of(ctx, output) is OutputFormat.JSON:

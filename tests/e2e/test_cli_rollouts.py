@@ -399,9 +399,11 @@ def test_pause_resume_and_promote_a_canary_by_hand(cli: Cli, web: Web) -> None:
     promoted = cli.run("rollout", "promote", UNIT)  # table form: one summary line
     assert promoted.returncode == 0, promoted.stderr
     assert promoted.stdout.startswith(f"{UNIT}  1.1.0 -> 1.2.0  "), promoted.stdout
-    watched = cli.run("rollout", "status", UNIT, "--watch", timeout=120)
+    watched = cli.run("rollout", "status", UNIT, "--watch", timeout=120)  # piped: JSON lines
     assert watched.returncode == 0, (watched.stdout[-3000:], watched.stderr)
-    assert "promoted" in watched.stdout and "promoted by request" in watched.stdout
+    last = json_lines(watched.stdout)[-1]
+    assert last["phase"] == "promoted", last["phase"]
+    assert "promoted by request" in last["steps"][0]["reasons"], last["steps"]
     final = status(cli)
     assert (final["rollout_id"], final["phase"]) == (rollout_id, "promoted")
     assert final["steps"][0]["outcome"] == "skipped"
@@ -454,7 +456,8 @@ def test_rollback_to_the_previous_and_to_a_named_version(cli: Cli, web: Web) -> 
     started = cli.json("rollback", UNIT, "--to", "1.0.0")
     web.rollouts.append(started["rollout_id"])
     assert (started["from_version"], started["to_version"]) == ("1.2.0", "1.0.0")
-    watched = cli.run("rollout", "status", UNIT, "--watch", timeout=150)
+    # asked for table: a summary line per update, then the final view (piped or not)
+    watched = cli.run("rollout", "status", UNIT, "--watch", "-o", "table", timeout=150)
     assert watched.returncode == 0, (watched.stdout[-3000:], watched.stderr)
     assert f"{UNIT}  1.2.0 -> 1.0.0  promoted" in watched.stdout
     eventually(lambda: running_versions(cli) == {"1.0.0"}, timeout=60, interval=0.5)

@@ -1,12 +1,18 @@
-"""Rollout flags the coordinator would read as "default"."""
+"""Rollout flags the coordinator would read as "default", and how a watch prints."""
 
 from __future__ import annotations
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from common.errors import InvalidArgument
+from coordinator.cli import rollout as rollout_cli
+from coordinator.cli.client import ClientSettings
+from coordinator.cli.context import CliSettings, chosen_output, settings_of
 from coordinator.cli.main import app
+from coordinator.cli.output import OutputFormat
+from coordinator.cli.rollout import watch_format
 from coordinator.cli.rollout_requests import DeployArgs, build_deploy_request
 
 runner = CliRunner()
@@ -63,3 +69,58 @@ def test_zero_duration_is_a_one_line_usage_error() -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("landlord: error: --step-delay: must be more than 0")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("chosen", "terminal", "expected"),
+    [
+        (None, True, OutputFormat.TABLE),  # redrawn in place
+        (None, False, OutputFormat.JSON),  # piped: JSON lines
+        (OutputFormat.TABLE, False, OutputFormat.TABLE),  # asked for: summary lines
+        (OutputFormat.JSON, True, OutputFormat.JSON),
+    ],
+)
+def test_a_watch_prints_json_lines_into_a_pipe_unless_told_otherwise(
+    chosen: OutputFormat | None, terminal: bool, expected: OutputFormat
+) -> None:
+    assert watch_format(chosen, terminal) is expected
+
+
+@pytest.mark.parametrize(
+    ("settings", "override", "expected"),
+    [
+        (CliSettings(ClientSettings()), None, None),
+        (CliSettings(ClientSettings(), OutputFormat.JSON, output_chosen=True), None,
+         OutputFormat.JSON),
+        (CliSettings(ClientSettings(), OutputFormat.TABLE, output_chosen=True), None,
+         OutputFormat.TABLE),
+        (CliSettings(ClientSettings(), OutputFormat.JSON, output_chosen=True),
+         OutputFormat.TABLE, OutputFormat.TABLE),
+    ],
+)
+def test_the_chosen_output_is_the_commands_then_the_global_one(
+    settings: CliSettings, override: OutputFormat | None, expected: OutputFormat | None
+) -> None:
+    ctx = typer.Context(typer.main.get_command(app), obj=settings)
+    assert chosen_output(ctx, override) is expected
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "chosen"),
+    [
+        ([], {}, False),
+        (["--output", "table"], {}, True),
+        (["-o", "json"], {}, True),
+        ([], {"LANDLORD_OUTPUT": "json"}, True),
+    ],
+)
+def test_the_root_options_record_whether_output_was_given(
+    args: list[str], env: dict[str, str], chosen: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[CliSettings] = []
+    monkeypatch.setattr(rollout_cli, "follow_until_done",
+                        lambda ctx, *_: seen.append(settings_of(ctx)))
+    monkeypatch.delenv("LANDLORD_OUTPUT", raising=False)
+    result = runner.invoke(app, [*args, "rollout", "status", "shop/cart", "--watch"], env=env)
+    assert result.exit_code == 0, result.output
+    assert [s.output_chosen for s in seen] == [chosen]
