@@ -168,13 +168,15 @@ def test_an_error_never_echoes_a_huge_input() -> None:
 # -- accepted specs round-trip within their bounds -----------------------------------------
 
 
-_SAFE = st.text(st.characters(blacklist_characters="\0\r\n"), max_size=50)
+_SAFE = st.text(st.characters(blacklist_characters="\0\r\n", blacklist_categories=["Cs"]),
+                max_size=50)  # no lone surrogates: not UTF-8 text, refused (test below)
 
 
 @given(
     env=st.dictionaries(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True), _SAFE,
                         max_size=8),
-    command=st.lists(st.text(st.characters(blacklist_characters="\0"), max_size=40),
+    command=st.lists(st.text(st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]),
+                             max_size=40),
                      max_size=8),
     service_port=st.integers(0, 65535),
     path=st.text("abz09-._~/?=&%", max_size=40).map(lambda p: "/" + p),
