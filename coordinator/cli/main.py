@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 
 from common.errors import LandlordError
 from common.transport import TlsSettings
-from coordinator.cli import certs, deploy, events, fleet, rollout, units
+from coordinator.cli import certs, cluster, deploy, events, fleet, rollout, units
 from coordinator.cli.client import DEFAULT_ADDRESS, CallFailed, ClientSettings, parse_addresses
 from coordinator.cli.context import CliSettings
 from coordinator.cli.exit_codes import error_line, exit_code_for_error
@@ -104,6 +104,7 @@ app.command("events")(events.events)
 app.add_typer(fleet.gc_app, name="gc")
 app.command("leader")(fleet.leader)
 app.add_typer(certs.app, name="certs")
+app.add_typer(cluster.app, name="cluster")
 
 
 def main() -> None:
