@@ -187,7 +187,8 @@ async def stream_output(call: Call, api: Any, container_id: str,
         if not finished:  # timed out, or the reader went away: the command goes too
             await _kill_exec(call, api, exec_id)
     if not finished:
-        yield OutputPiece(end=True, error=f"killed after {source.timeout:g}s")
+        log.info("exec in %s killed after %gs", container_id[:12], source.timeout)
+        yield OutputPiece(end=True)  # exit code -1: killed at its timeout
         return
     state = await call(what, api.exec_inspect, exec_id)
     for _ in range(50):  # the stream can end a moment before the exit code is set

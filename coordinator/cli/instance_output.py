@@ -1,7 +1,8 @@
 """`landlord instances logs|exec`: an instance's output, from its host through the leader.
 
-Output is written as it comes, byte for byte: the container's stdout to stdout, its stderr
-to stderr. `exec` exits with the command's own exit code (124 when it was killed at its
+Output is written as it comes, byte for byte. Logs are Docker's one stream of the
+container's stdout and stderr, in order, written to stdout; an exec's stdout and stderr are
+kept apart. `exec` exits with the command's own exit code (124 when it was killed at its
 timeout, as `timeout(1)` does); a refused call exits 1 with one line, as every command.
 """
 
@@ -67,7 +68,12 @@ def exec_command(
         help="Kill the command after this long (at most 5m).")] = "30s",
 ) -> None:
     """Run a command in an instance's container (admin only); its output is streamed and
-    its exit code is this command's."""
+    its exit code is this command's. Options go before INSTANCE: everything after it is
+    the command."""
+    if command[:1] == ["--"]:  # click keeps the separator when options may not follow
+        command = command[1:]
+    if not command:
+        raise typer.BadParameter("name the command to run after --")
     request = admin_pb2.ExecInstanceRequest(
         instance_id=instance_id, argv=command,
         timeout=duration_to_pb(parse_duration(timeout, "--timeout")))

@@ -147,3 +147,24 @@ async def test_the_command_queue_acknowledges_output_commands_and_reports_their_
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+def test_exec_sends_the_command_without_the_separator() -> None:
+    from typer.testing import CliRunner
+
+    import coordinator.cli.instance_output as output
+    from coordinator.cli.main import app
+
+    seen: list[list[str]] = []
+
+    async def fake(ctx: object, method: str, request: object, what: str) -> int:
+        seen.append(list(request.argv))  # type: ignore[attr-defined]
+        return 0
+
+    original, output._print = output._print, fake
+    try:
+        result = CliRunner().invoke(app, ["instances", "exec", "i1", "--", "python3", "-c",
+                                          "print(1)"])
+    finally:
+        output._print = original
+    assert result.exit_code == 0 and seen == [["python3", "-c", "print(1)"]]
