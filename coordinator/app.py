@@ -42,6 +42,7 @@ from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.liveness import LivenessPolicy
 from coordinator.fleet.metrics_windows import MetricsWindows
+from coordinator.fleet.output_calls import OutputCalls
 from coordinator.fleet.placement_writer import PlacementWriter
 from coordinator.fleet.sessions import Fleet
 from coordinator.fleet.status_writer import StatusWriter
@@ -109,6 +110,7 @@ class Coordinator:
                                         stop_grace_s=config.stop_grace)
         self.windows = MetricsWindows()
         self.checks = CheckCalls(self.state, self.fleet)
+        self.outputs = OutputCalls(self.state, self.fleet)
         self.liveness = LivenessPolicy(config.heartbeat_interval, config.liveness_grace,
                                        report_interval=config.report_interval)
         self.hosts = HostRecords(self.store, self.writes, self.layout, self.state, self.clock,
@@ -117,7 +119,7 @@ class Coordinator:
         self.sessions = AgentSessions(
             hosts=self.hosts, statuses=self.statuses, state=self.state, fleet=self.fleet,
             events=self.events, clock=self.clock, commands=self.dispatch, windows=self.windows,
-            results=self.checks, leadership=self.leadership)
+            results=self.checks, leadership=self.leadership, outputs=self.outputs)
         self.healer = Healer(
             hosts=self.hosts, placement=self.placement, commands=self.dispatch,
             state=self.state, fleet=self.fleet, events=self.events, clock=self.clock,
@@ -149,7 +151,8 @@ class Coordinator:
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts,
             cordons=HostCordons(self.state, self.layout, self.writes, self.events),
-            snapshots=ClusterSnapshots(self.store, self.layout, self.leadership, release()))
+            snapshots=ClusterSnapshots(self.store, self.layout, self.leadership, release()),
+            outputs=self.outputs)
         self.audit = AuditInterceptor(self.events)
         self.trust: Trust | None = (load_trust(config.tls_ca_file, config.tls_crl_file)
                                     if config.mutual_tls else None)

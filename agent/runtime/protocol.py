@@ -13,8 +13,11 @@ __all__ = [
     "ContainerRuntime",
     "CreateRequest",
     "ExecResult",
+    "ExecSource",
     "ImageInfo",
+    "LogsSource",
     "Mount",
+    "OutputPiece",
     "PullStatus",
 ]
 
@@ -135,6 +138,37 @@ class ExecResult:
     timed_out: bool = False
 
 
+@dataclass(frozen=True)
+class LogsSource:
+    """A container's output (stdout and stderr together, as ``docker logs``)."""
+
+    follow: bool = False
+    since: float = 0.0
+    """Epoch seconds; 0 = from the start."""
+    tail: int = 0
+    """The last lines only; 0 = all."""
+
+
+@dataclass(frozen=True)
+class ExecSource:
+    """A command run in the container, its output as it comes."""
+
+    argv: tuple[str, ...]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class OutputPiece:
+    """A piece of streamed output; the last one has ``end`` set."""
+
+    data: bytes = b""
+    stderr: bool = False
+    end: bool = False
+    exit_code: int = -1
+    """With ``end``, an exec's exit code (-1: none: killed at its timeout)."""
+    error: str = ""
+
+
 class ContainerRuntime(Protocol):
     """Async facade over the container engine. Raises ``common.errors`` types only."""
 
@@ -169,6 +203,12 @@ class ContainerRuntime(Protocol):
         a command still running after ``timeout`` seconds is killed (``timed_out``).
         Raises NotFound for a missing container, Conflict/FailedPrecondition for one that
         is not running, or when the command cannot be started."""
+        ...
+
+    def output(self, container_id: str, source: LogsSource | ExecSource
+               ) -> AsyncIterator[OutputPiece]:
+        """The container's logs or a command's output as it comes, ending with an ``end``
+        piece; closing the iterator stops it (and kills a command still running)."""
         ...
 
     async def images(self) -> list[ImageInfo]: ...

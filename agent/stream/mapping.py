@@ -26,7 +26,7 @@ from agent.instances.spec import (
 )
 from agent.runtime.protocol import ExecResult
 from common.errors import InvalidArgument
-from common.stream_commands import RunCheck, StartInstance
+from common.stream_commands import ExecStream, RunCheck, StartInstance
 from common.stream_messages import (
     CommandResult,
     MetricsWindow,
@@ -98,8 +98,9 @@ def instance_spec(cmd: StartInstance) -> InstanceSpec:
     )
 
 
-def check_timeout(cmd: RunCheck) -> float:
-    """The seconds a RunCheck may run: its own timeout (0 = the default), at most the cap.
+def check_timeout(cmd: RunCheck | ExecStream) -> float:
+    """The seconds a RunCheck or an ExecStream may run: its own timeout (0 = the default),
+    at most the cap.
 
     Raises ``InvalidArgument`` for a command without argv."""
     if not cmd.argv or not cmd.argv[0]:

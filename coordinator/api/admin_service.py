@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from common.clock import Clock
-from common.errors import InvalidArgument, NotFound, Unavailable
+from common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from common.input_bounds import check_argv
 from common.proto_values import duration_from_pb, gc_kinds_from_pb
-from common.stream_commands import CollectGarbage
+from common.stream_commands import CollectGarbage, ExecStream, ReadLogs
 from coordinator.api.convert_admin import (
     event_to_pb,
     host_to_pb,
@@ -34,6 +35,7 @@ from coordinator.api.rpc_errors import stream_boundary, unary_boundary
 from coordinator.api.scope import caller_reach, visible_edges
 from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.known_fleet import KnownFleet
+from coordinator.fleet.output_calls import OutputCalls
 from coordinator.fleet.sessions import Fleet
 from coordinator.registry import Registry
 from coordinator.rollouts.record import RolloutRecord
@@ -47,15 +49,22 @@ from coordinator.state.snapshot_store import ClusterSnapshots
 __all__ = ["AdminService"]
 
 Context = Any
+OUTPUT_SILENCE = 30.0
+"""Seconds a host may send nothing of output it was asked for (logs without follow; an
+exec past its own timeout) before the call ends UNAVAILABLE."""
+DEFAULT_EXEC_S, MAX_EXEC_S = 30.0, 300.0
+"""An exec's timeout when unset, and the longest one (the agent's cap)."""
 SNAPSHOT_CHUNK = 1 << 20
 """Bytes of a snapshot per streamed message, far below grpc's message limit."""
 class AdminService(admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
                  leadership: Leadership, clock: Clock, registry: Registry,
                  rollouts: RolloutService, cordons: HostCordons,
-                 snapshots: ClusterSnapshots | None = None) -> None:
+                 snapshots: ClusterSnapshots | None = None,
+                 outputs: OutputCalls | None = None) -> None:
         self.state = state
         self.snapshots = snapshots
+        self.outputs = outputs
         self.cordons = cordons
         self.fleet = fleet
         self.leadership = leadership
@@ -256,6 +265,42 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         )
 
     @stream_boundary
+    async def InstanceLogs(self, request: admin_pb2.InstanceLogsRequest, context: Context
+                           ) -> AsyncIterator[admin_pb2.InstanceOutput]:
+        since = duration_from_pb(request.since)
+        command = ReadLogs(_instance_id(request.instance_id), request.follow,
+                           self.clock.now() - since if since > 0 else 0.0,
+                           _count(request.tail, "tail"))
+        async for item in self._output(command, 0.0 if request.follow else OUTPUT_SILENCE):
+            yield item
+
+    @stream_boundary
+    async def ExecInstance(self, request: admin_pb2.ExecInstanceRequest, context: Context
+                           ) -> AsyncIterator[admin_pb2.InstanceOutput]:
+        argv = tuple(request.argv)
+        check_argv("argv", argv)
+        if not argv or not argv[0]:
+            raise InvalidArgument("name the command to run (argv is empty)", field="argv")
+        timeout = duration_from_pb(request.timeout)
+        if not 0 <= timeout <= MAX_EXEC_S:
+            raise InvalidArgument(f"timeout must be 0 to {MAX_EXEC_S:g}s", field="timeout")
+        command = ExecStream(_instance_id(request.instance_id), argv, timeout)
+        async for item in self._output(command, (timeout or DEFAULT_EXEC_S) + OUTPUT_SILENCE):
+            yield item
+
+    async def _output(self, command: ReadLogs | ExecStream, wait_s: float
+                      ) -> AsyncIterator[admin_pb2.InstanceOutput]:
+        self.leadership.fence  # noqa: B018  (agents stream to the leader: NotLeader names it)
+        if self.outputs is None:
+            raise Unavailable("this coordinator streams no instance output")
+        async for chunk in self.outputs.stream(command.instance_id, command, wait_s):
+            if chunk.end and chunk.error:
+                raise FailedPrecondition(f"output of {command.instance_id}: {chunk.error}",
+                                         instance=command.instance_id)
+            yield admin_pb2.InstanceOutput(data=chunk.data, stderr=chunk.stderr,
+                                           end=chunk.end, exit_code=chunk.exit_code)
+
+    @stream_boundary
     async def SaveSnapshot(self, request: admin_pb2.SaveSnapshotRequest, context: Context
                            ) -> AsyncIterator[admin_pb2.SnapshotChunk]:
         if self.snapshots is None:
@@ -268,6 +313,18 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 def _require_unit(apartment: str, unit: str) -> None:
     if not apartment or not unit:
         raise InvalidArgument("apartment and unit are required", field="unit")
+
+
+def _instance_id(instance_id: str) -> str:
+    if not instance_id.strip():
+        raise InvalidArgument("name the instance (instance_id is empty)", field="instance_id")
+    return instance_id.strip()
+
+
+def _count(value: int, name: str) -> int:
+    if value < 0:
+        raise InvalidArgument(f"{name} must not be negative", field=name)
+    return value
 
 
 def _host_id(host_id: str) -> str:

@@ -112,7 +112,10 @@ ADMIN_RULES: dict[str, Rule] = {
     "UncordonHost": Rule(Access.WRITE),
     "StreamEvents": Rule(Access.READ, _apartment),
     "GetLeader": Rule(Access.READ),
-    "SaveSnapshot": Rule(Access.WRITE),  # admins only: a snapshot holds secret env values
+    "SaveSnapshot": Rule(Access.WRITE),
+    # admins only, fleet-wide: logs may hold secrets; exec runs anything in the container
+    "InstanceLogs": Rule(Access.WRITE),
+    "ExecInstance": Rule(Access.WRITE),  # admins only: a snapshot holds secret env values
 }
 """Admin service method name -> who may call it."""
 

@@ -18,7 +18,10 @@ from agent.runtime.protocol import (
     ContainerInfo,
     CreateRequest,
     ExecResult,
+    ExecSource,
     ImageInfo,
+    LogsSource,
+    OutputPiece,
     PullStatus,
 )
 from common.errors import Conflict, NotFound, Unavailable
@@ -136,6 +139,18 @@ class RecordingRuntime:
 
     async def logs(self, container_id: str, tail: int) -> str:
         return self._get(container_id).logs
+
+    async def output(self, container_id: str, source: LogsSource | ExecSource
+                     ) -> AsyncIterator[OutputPiece]:
+        """The container's recorded logs, or what ``exec_handler`` says a command did."""
+        if isinstance(source, LogsSource):
+            yield OutputPiece(self._get(container_id).logs.encode())
+            yield OutputPiece(end=True)
+            return
+        found = await self.exec(container_id, source.argv, source.timeout, 1 << 20)
+        yield OutputPiece(found.stdout)
+        yield OutputPiece(found.stderr, stderr=True)
+        yield OutputPiece(end=True, exit_code=-1 if found.exit_code is None else found.exit_code)
 
     async def exec(self, container_id: str, argv: Sequence[str], timeout: float,
                    max_output: int = EXEC_OUTPUT_CAP) -> ExecResult:

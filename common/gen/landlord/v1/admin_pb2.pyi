@@ -790,3 +790,99 @@ class SnapshotChunk(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SnapshotChunk: _TypeAlias = SnapshotChunk  # noqa: Y015
+
+@_typing.final
+class InstanceLogsRequest(_message.Message):
+    """-- Instance output ---------------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    follow: _builtins.bool
+    tail: _builtins.int
+    """Only the last lines (0: all)."""
+    @_builtins.property
+    def since(self) -> _duration_pb2.Duration:
+        """Only output from this long ago on (unset: all)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        follow: _builtins.bool = ...,
+        since: _duration_pb2.Duration | None = ...,
+        tail: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "instance_id", b"instance_id", "since", b"since", "tail", b"tail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstanceLogsRequest: _TypeAlias = InstanceLogsRequest  # noqa: Y015
+
+@_typing.final
+class ExecInstanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    ARGV_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    @_builtins.property
+    def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Run as is, without a shell (["sh", "-c", "..."] for a shell line)."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Killed when it runs longer (unset: 30 s; at most 1 hour)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        argv: _abc.Iterable[_builtins.str] | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "instance_id", b"instance_id", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecInstanceRequest: _TypeAlias = ExecInstanceRequest  # noqa: Y015
+
+@_typing.final
+class InstanceOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    STDERR_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    stderr: _builtins.bool
+    end: _builtins.bool
+    """The last message: for ExecInstance, `exit_code` is the command's (-1: none, it was
+    killed at its timeout).
+    """
+    exit_code: _builtins.int
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        stderr: _builtins.bool = ...,
+        end: _builtins.bool = ...,
+        exit_code: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "end", b"end", "exit_code", b"exit_code", "stderr", b"stderr"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstanceOutput: _TypeAlias = InstanceOutput  # noqa: Y015

@@ -115,6 +115,16 @@ class AdminStub:
                 request_serializer=landlord_dot_v1_dot_admin__pb2.UncordonHostRequest.SerializeToString,
                 response_deserializer=landlord_dot_v1_dot_admin__pb2.CordonHostResponse.FromString,
                 _registered_method=True)
+        self.InstanceLogs = channel.unary_stream(
+                '/landlord.v1.Admin/InstanceLogs',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.InstanceLogsRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.InstanceOutput.FromString,
+                _registered_method=True)
+        self.ExecInstance = channel.unary_stream(
+                '/landlord.v1.Admin/ExecInstance',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.ExecInstanceRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.InstanceOutput.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/landlord.v1.Admin/StreamEvents',
                 request_serializer=landlord_dot_v1_dot_admin__pb2.StreamEventsRequest.SerializeToString,
@@ -236,6 +246,22 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InstanceLogs(self, request, context):
+        """An instance's container output, from its host's agent through the coordinator; with
+        follow, new output until the caller goes away. Admin only (logs may hold secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecInstance(self, request, context):
+        """Run a command in an instance's container; its output streamed, then its exit code.
+        Admin only, audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Events: a bounded history, then live ones when follow is set.
         """
@@ -342,6 +368,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.UncordonHost,
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.UncordonHostRequest.FromString,
                     response_serializer=landlord_dot_v1_dot_admin__pb2.CordonHostResponse.SerializeToString,
+            ),
+            'InstanceLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.InstanceLogs,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.InstanceLogsRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.InstanceOutput.SerializeToString,
+            ),
+            'ExecInstance': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExecInstance,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.ExecInstanceRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.InstanceOutput.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -791,6 +827,60 @@ class Admin:
             '/landlord.v1.Admin/UncordonHost',
             landlord_dot_v1_dot_admin__pb2.UncordonHostRequest.SerializeToString,
             landlord_dot_v1_dot_admin__pb2.CordonHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstanceLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/landlord.v1.Admin/InstanceLogs',
+            landlord_dot_v1_dot_admin__pb2.InstanceLogsRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.InstanceOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/landlord.v1.Admin/ExecInstance',
+            landlord_dot_v1_dot_admin__pb2.ExecInstanceRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.InstanceOutput.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,14 @@ class AdminStub:
     makes it placeable again. Both are idempotent; an unknown host is NOT_FOUND.
     """
     UncordonHost: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UncordonHostRequest, _admin_pb2.CordonHostResponse]
+    InstanceLogs: _grpc.UnaryStreamMultiCallable[_admin_pb2.InstanceLogsRequest, _admin_pb2.InstanceOutput]
+    """An instance's container output, from its host's agent through the coordinator; with
+    follow, new output until the caller goes away. Admin only (logs may hold secrets).
+    """
+    ExecInstance: _grpc.UnaryStreamMultiCallable[_admin_pb2.ExecInstanceRequest, _admin_pb2.InstanceOutput]
+    """Run a command in an instance's container; its output streamed, then its exit code.
+    Admin only, audited.
+    """
     StreamEvents: _grpc.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]
@@ -93,6 +101,14 @@ class AdminAsyncStub(AdminStub):
     makes it placeable again. Both are idempotent; an unknown host is NOT_FOUND.
     """
     UncordonHost: _aio.UnaryUnaryMultiCallable[_admin_pb2.UncordonHostRequest, _admin_pb2.CordonHostResponse]  # type: ignore[assignment]
+    InstanceLogs: _aio.UnaryStreamMultiCallable[_admin_pb2.InstanceLogsRequest, _admin_pb2.InstanceOutput]  # type: ignore[assignment]
+    """An instance's container output, from its host's agent through the coordinator; with
+    follow, new output until the caller goes away. Admin only (logs may hold secrets).
+    """
+    ExecInstance: _aio.UnaryStreamMultiCallable[_admin_pb2.ExecInstanceRequest, _admin_pb2.InstanceOutput]  # type: ignore[assignment]
+    """Run a command in an instance's container; its output streamed, then its exit code.
+    Admin only, audited.
+    """
     StreamEvents: _aio.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]  # type: ignore[assignment]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]  # type: ignore[assignment]
@@ -222,6 +238,26 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.UncordonHostRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.CordonHostResponse, _abc.Awaitable[_admin_pb2.CordonHostResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def InstanceLogs(
+        self,
+        request: _admin_pb2.InstanceLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.InstanceOutput], _abc.AsyncIterator[_admin_pb2.InstanceOutput]]:
+        """An instance's container output, from its host's agent through the coordinator; with
+        follow, new output until the caller goes away. Admin only (logs may hold secrets).
+        """
+
+    @_abc_1.abstractmethod
+    def ExecInstance(
+        self,
+        request: _admin_pb2.ExecInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.InstanceOutput], _abc.AsyncIterator[_admin_pb2.InstanceOutput]]:
+        """Run a command in an instance's container; its output streamed, then its exit code.
+        Admin only, audited.
+        """
 
     @_abc_1.abstractmethod
     def StreamEvents(
