@@ -54,6 +54,8 @@ class CreateRequest:
     storage_opt: Mapping[str, str] = field(default_factory=dict)
     stop_signal: str = "SIGTERM"
     log_max_size: str = "10m"
+    user: str = ""
+    """``uid[:gid]`` or ``name[:group]`` the process runs as; empty: the image's user."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class ImageInfo:
     labels: Mapping[str, str]
     digests: tuple[str, ...] = ()
     """``NAME@sha256:...`` references (Docker's RepoDigests)."""
+    user: str = ""
+    """The user the image declares (``Config.User``; empty: none)."""
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -169,6 +173,11 @@ class ContainerRuntime(Protocol):
         a command still running after ``timeout`` seconds is killed (``timed_out``).
         Raises NotFound for a missing container, Conflict/FailedPrecondition for one that
         is not running, or when the command cannot be started."""
+        ...
+
+    async def read_file(self, container_id: str, path: str, max_bytes: int) -> bytes:
+        """The first ``max_bytes`` of a regular file in a (created or running) container's
+        filesystem; empty when it does not exist."""
         ...
 
     async def images(self) -> list[ImageInfo]: ...
