@@ -5,9 +5,9 @@ stays read-only and the state directory is the instance user's."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import docker
 import pytest
@@ -74,7 +74,7 @@ async def test_image_user_and_explicit_root(harness: AgentHarness, nobody_image:
     assert await ids(agent, "user-root") == (0, 0)
     dirs = {i: agent.supervisor.state_host_dir(agent.records.get(i).spec)
             for i in ("user-image", "user-root")}
-    owners = {i: (Path(d).stat().st_uid if d else None) for i, d in dirs.items()}
+    owners = {i: (os.stat(d).st_uid if d else None) for i, d in dirs.items()}
     assert owners == {"user-image": 65534, "user-root": 0}
     root = agent.instance("user-root")
     denied = await agent.supervisor.runtime.exec(root.container_id or "", ("touch", "/x"), 10.0)
