@@ -63,6 +63,7 @@ from coordinator.state.leadership import Leadership
 from coordinator.state.measured_store import MeasuredStore
 from coordinator.state.records import LeaderRecord
 from coordinator.state.schema_upgrade import SchemaUpgrade
+from coordinator.state.snapshot_store import ClusterSnapshots
 from coordinator.state.store import BlockingLeaseClient, EtcdStore, Store
 from coordinator.state.view import ClusterView
 
@@ -147,7 +148,8 @@ class Coordinator:
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts,
-            cordons=HostCordons(self.state, self.layout, self.writes, self.events))
+            cordons=HostCordons(self.state, self.layout, self.writes, self.events),
+            snapshots=ClusterSnapshots(self.store, self.layout, self.leadership, release()))
         self.audit = AuditInterceptor(self.events)
         self.trust: Trust | None = (load_trust(config.tls_ca_file, config.tls_crl_file)
                                     if config.mutual_tls else None)

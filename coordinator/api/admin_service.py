@@ -41,15 +41,21 @@ from coordinator.rollouts.service import RolloutService
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.leadership import Leadership
 from coordinator.state.records import EventRecord
+from coordinator.state.snapshot import encode as encode_snapshot
+from coordinator.state.snapshot_store import ClusterSnapshots
 
 __all__ = ["AdminService"]
 
 Context = Any
+SNAPSHOT_CHUNK = 1 << 20
+"""Bytes of a snapshot per streamed message, far below grpc's message limit."""
 class AdminService(admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
                  leadership: Leadership, clock: Clock, registry: Registry,
-                 rollouts: RolloutService, cordons: HostCordons) -> None:
+                 rollouts: RolloutService, cordons: HostCordons,
+                 snapshots: ClusterSnapshots | None = None) -> None:
         self.state = state
+        self.snapshots = snapshots
         self.cordons = cordons
         self.fleet = fleet
         self.leadership = leadership
@@ -248,6 +254,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             leader_id=leader.id if leader else "", leader_address=leader.address if leader else "",
             this_is_leader=leadership.is_leader,
         )
+
+    @stream_boundary
+    async def SaveSnapshot(self, request: admin_pb2.SaveSnapshotRequest, context: Context
+                           ) -> AsyncIterator[admin_pb2.SnapshotChunk]:
+        if self.snapshots is None:
+            raise Unavailable("this coordinator takes no snapshots")
+        data = encode_snapshot(await self.snapshots.take(self.clock.now()))
+        for start in range(0, len(data), SNAPSHOT_CHUNK):
+            yield admin_pb2.SnapshotChunk(data=data[start:start + SNAPSHOT_CHUNK])
 
 
 def _require_unit(apartment: str, unit: str) -> None:

@@ -112,6 +112,7 @@ ADMIN_RULES: dict[str, Rule] = {
     "UncordonHost": Rule(Access.WRITE),
     "StreamEvents": Rule(Access.READ, _apartment),
     "GetLeader": Rule(Access.READ),
+    "SaveSnapshot": Rule(Access.WRITE),  # admins only: a snapshot holds secret env values
 }
 """Admin service method name -> who may call it."""
 

@@ -55,6 +55,11 @@ key                                            value, writer and when
                                                that creates the rollout record; deleted in
                                                the one that ends it
                                                (coordinator/rollouts/one_active.py).
+{p}/restoring                                 ``{"since", "snapshot_revision", "keys"}``:
+                                               a snapshot restore is writing this prefix
+                                               (coordinator/state/snapshot.py). Created
+                                               first and deleted last; no coordinator
+                                               leads while it exists.
 {p}/events/{time_ns:020d}-{n:06d}              One event. Its sequence is the key's create
                                                revision x 1000 + its position in the
                                                transaction. Trimmed to a bounded history.
@@ -89,6 +94,10 @@ class KeyLayout:
     @property
     def schema(self) -> str:
         return f"{self.prefix}/schema"
+
+    @property
+    def restoring(self) -> str:
+        return f"{self.prefix}/restoring"
 
     def host(self, host_id: str) -> str:
         return f"{self.prefix}/hosts/{host_id}"

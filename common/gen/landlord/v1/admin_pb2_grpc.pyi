@@ -61,6 +61,12 @@ class AdminStub:
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]
     """Cluster: who leads."""
+    SaveSnapshot: _grpc.UnaryStreamMultiCallable[_admin_pb2.SaveSnapshotRequest, _admin_pb2.SnapshotChunk]
+    """Backup: a consistent copy of the cluster's state in etcd (one revision), as the bytes
+    of a snapshot file (coordinator/state/snapshot.py) cut into chunks. Leader only,
+    admin only (it holds secret env values), audited. It is restored with
+    `landlord cluster snapshot restore` onto an empty etcd while no coordinator runs.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -91,6 +97,12 @@ class AdminAsyncStub(AdminStub):
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]  # type: ignore[assignment]
     """Cluster: who leads."""
+    SaveSnapshot: _aio.UnaryStreamMultiCallable[_admin_pb2.SaveSnapshotRequest, _admin_pb2.SnapshotChunk]  # type: ignore[assignment]
+    """Backup: a consistent copy of the cluster's state in etcd (one revision), as the bytes
+    of a snapshot file (coordinator/state/snapshot.py) cut into chunks. Leader only,
+    admin only (it holds secret env values), audited. It is restored with
+    `landlord cluster snapshot restore` onto an empty etcd while no coordinator runs.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -226,5 +238,17 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.GetLeaderResponse, _abc.Awaitable[_admin_pb2.GetLeaderResponse]]:
         """Cluster: who leads."""
+
+    @_abc_1.abstractmethod
+    def SaveSnapshot(
+        self,
+        request: _admin_pb2.SaveSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.SnapshotChunk], _abc.AsyncIterator[_admin_pb2.SnapshotChunk]]:
+        """Backup: a consistent copy of the cluster's state in etcd (one revision), as the bytes
+        of a snapshot file (coordinator/state/snapshot.py) cut into chunks. Leader only,
+        admin only (it holds secret env values), audited. It is restored with
+        `landlord cluster snapshot restore` onto an empty etcd while no coordinator runs.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
