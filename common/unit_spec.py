@@ -2,11 +2,11 @@
 
 A version is immutable in everything that runs: image (and the digest publishing resolved
 it to), command, env, ports, health check (with its warm-up and healthy threshold),
-resources, dependencies, state mode and idle timeout. ``UnitSpec.checksum()`` is the
-sha256 of the canonical JSON (sorted keys, no spaces) of exactly those fields, so the same
-content always gives the same checksum; the unit's name, version and publication time are
-not part of it. A version published before digests were recorded has none, and keeps its
-checksum.
+resources, dependencies, state mode, idle timeout and whether it runs as root.
+``UnitSpec.checksum()`` is the sha256 of the canonical JSON (sorted keys, no spaces) of
+exactly those fields, so the same content always gives the same checksum; the unit's
+name, version and publication time are not part of it. A version published before
+digests (or ``run_as_root``) existed has none, and keeps its checksum.
 
 Secret env (``secret_env``) is kept apart from ``env``: the checksum covers the secrets'
 names, never their values, and API answers, container labels, events and dumps show names
@@ -177,6 +177,7 @@ _RUN_DEFAULTS: Mapping[str, object] = MappingProxyType({
     "warmup_s": 0.0,
     "healthy_threshold": 1,
     "image_digest": "",
+    "run_as_root": False,
 })
 """Fields the spec gained after versions were first published. ``content()`` leaves out
 the ones at these values, so a version published before a field existed (which then ran
@@ -216,6 +217,9 @@ class UnitSpec:
     "" for a bare local name (never resolved through a registry)."""
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Env whose values are secret: given to the container, stored for it, never shown."""
+    run_as_root: bool = False
+    """Run the processes as root; else as the image's declared user, or as uid/gid 65532
+    when the image declares none or root (agent/instances/run_as.py)."""
 
     def __post_init__(self) -> None:
         qualify(self.unit, self.apartment)
@@ -266,6 +270,9 @@ class UnitSpec:
                 field="image_digest",
             )
         check_count("healthy_threshold", self.healthy_threshold, 1, MAX_HEALTH_COUNT)
+        if not isinstance(self.run_as_root, bool):
+            raise InvalidArgument(f"run_as_root must be true or false, got "
+                                  f"{quoted(self.run_as_root)}", field="run_as_root")
 
     @property
     def name(self) -> str:
@@ -288,6 +295,7 @@ class UnitSpec:
             "warmup_s": self.warmup_s,
             "healthy_threshold": self.healthy_threshold,
             "image_digest": self.image_digest,
+            "run_as_root": self.run_as_root,
         }
 
     def content(self) -> dict[str, object]:
@@ -331,20 +339,8 @@ class UnitSpec:
     def from_dict(cls, data: Mapping[str, object]) -> UnitSpec:
         if not isinstance(data, Mapping):
             raise InvalidArgument(f"a unit spec must be a JSON object, got {quoted(data)}")
-        known = {
-            "apartment",
-            "unit",
-            "version",
-            "image",
-            "port",
-            "command",
-            "env",
-            "health_check",
-            "resources",
-            "dependencies",
-            "secret_env",
-            *_RUN_DEFAULTS,
-        }
+        known = {"apartment", "unit", "version", "image", "port", "command", "env",
+                 "health_check", "resources", "dependencies", "secret_env", *_RUN_DEFAULTS}
         _refuse_unknown("unit spec", data, known)
         health, resources = data.get("health_check", {}), data.get("resources", {})
         env, secret_env = data.get("env", {}), data.get("secret_env", {})

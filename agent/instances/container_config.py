@@ -65,6 +65,7 @@ def build_create_request(
     state_host_dir: Path | None,
     extra_labels: Mapping[str, str],
     hard_storage_quota: bool,
+    user: str = "",
 ) -> CreateRequest:
     """The container for ``spec``: host networking on the advertise address, secure
     defaults, cgroup limits with swap off, and the state directory bind-mounted."""
@@ -101,4 +102,5 @@ def build_create_request(
         if spec.read_only_rootfs else {},
         read_only=spec.read_only_rootfs,
         storage_opt=storage_opt,
+        user=user,  # agent/instances/run_as.py chooses it
     )

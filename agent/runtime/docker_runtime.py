@@ -28,6 +28,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig
 
+from agent.runtime.docker_files import read_container_file
 from agent.runtime.docker_output import Capture, close_stream, kill_tree, stream_output
 from agent.runtime.docker_pull import pull_image
 from agent.runtime.protocol import (
@@ -145,6 +146,7 @@ class DockerRuntime:
             labels=dict(request.labels),
             host_config=host_config,
             stop_signal=request.stop_signal,
+            user=request.user or None,
         )
         return str(created["Id"])
 
@@ -167,6 +169,12 @@ class DockerRuntime:
         data = await self._call(f"inspect {container_id[:12]}", self._api.inspect_container,
                                 container_id)
         return container_info_from_inspect(data)
+
+    async def read_file(self, container_id: str, path: str, max_bytes: int) -> bytes:
+        with contextlib.suppress(NotFound):
+            return await self._call(f"read {path} in {container_id[:12]}",
+                                    read_container_file, self._api, container_id, path, max_bytes)
+        return b""
 
     async def list_containers(self, labels: Mapping[str, str], include_stopped: bool = True
                    ) -> list[ContainerInfo]:
@@ -313,7 +321,8 @@ def _image_info(row: Mapping[str, Any]) -> ImageInfo:
         id=row["Id"], tags=tuple(t for t in (row.get("RepoTags") or ()) if t != "<none>:<none>"),
         created=float(row.get("Created") or 0), size=int(row.get("Size") or 0),
         labels=dict(row.get("Labels") or (row.get("Config") or {}).get("Labels") or {}),
-        digests=tuple(d for d in (row.get("RepoDigests") or ()) if "<none>" not in d))
+        digests=tuple(d for d in (row.get("RepoDigests") or ()) if "<none>" not in d),
+        user=str((row.get("Config") or {}).get("User") or ""))
 
 
 def _parse_created(text: Any) -> float:

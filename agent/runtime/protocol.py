@@ -57,6 +57,8 @@ class CreateRequest:
     storage_opt: Mapping[str, str] = field(default_factory=dict)
     stop_signal: str = "SIGTERM"
     log_max_size: str = "10m"
+    user: str = ""
+    """``uid[:gid]`` or ``name[:group]`` the process runs as; empty: the image's user."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class ImageInfo:
     labels: Mapping[str, str]
     digests: tuple[str, ...] = ()
     """``NAME@sha256:...`` references (Docker's RepoDigests)."""
+    user: str = ""
+    """The user the image declares (``Config.User``; empty: none)."""
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -209,6 +213,11 @@ class ContainerRuntime(Protocol):
                ) -> AsyncIterator[OutputPiece]:
         """The container's logs or a command's output as it comes, ending with an ``end``
         piece; closing the iterator stops it (and kills a command still running)."""
+        ...
+
+    async def read_file(self, container_id: str, path: str, max_bytes: int) -> bytes:
+        """The first ``max_bytes`` of a regular file in a (created or running) container's
+        filesystem; empty when it does not exist."""
         ...
 
     async def images(self) -> list[ImageInfo]: ...

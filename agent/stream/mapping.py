@@ -95,6 +95,7 @@ def instance_spec(cmd: StartInstance) -> InstanceSpec:
         command=tuple(cmd.command), env=dict(cmd.env), secret_env=dict(cmd.secret_env),
         health=health, resources=resources,
         state_mode=state_mode, idle_timeout=max(0.0, cmd.idle_timeout_s),
+        run_as_root=cmd.run_as_root,
     )
 
 

@@ -84,6 +84,8 @@ class PublishArgs:
     dependencies: tuple[str, ...] = ()
     state_mode: str | None = None
     idle_timeout: str | None = None
+    run_as_root: bool = False
+    """--run-as-root: the one way to run a unit's processes as root."""
     metadata: tuple[str, ...] = ()
     changes: ChangeLists = field(default_factory=ChangeLists)
     """Changes from --breaking/--feature/--fix/--internal, plus those of --changes FILE."""
@@ -112,6 +114,7 @@ def build_publish_request(args: PublishArgs) -> admin_pb2.PublishVersionRequest:
         spec.idle_timeout.CopyFrom(
             duration_to_proto(parse_duration(args.idle_timeout, "--idle-timeout"))
         )
+    spec.run_as_root = args.run_as_root
     request = admin_pb2.PublishVersionRequest(
         spec=spec, version=parse_version(args.version, "version")
     )

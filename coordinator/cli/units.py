@@ -89,6 +89,11 @@ def publish(
     idle_timeout: Annotated[
         str | None, typer.Option(help="Idle time before GC may remove.", show_default=False)
     ] = None,
+    run_as_root: Annotated[
+        bool,
+        typer.Option("--run-as-root", help="Run as root (default: the image's user, or uid "
+                     "65532 when it names none or root)."),
+    ] = False,
     metadata: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE (repeat).", show_default=False)
     ] = None,
@@ -140,6 +145,7 @@ def publish(
         dependencies=tuple(dep or ()),
         state_mode=state_mode,
         idle_timeout=idle_timeout,
+        run_as_root=run_as_root,
         metadata=tuple(metadata or ()),
         changes=from_file + flagged,
     )

@@ -56,6 +56,10 @@ class RecordingRuntime:
     """When set, a pull waits for it (to start several instances on one pull)."""
     exec_handler: ExecHandler | None = None
     """Answers ``exec`` (container id, argv, timeout); default: exit 0, no output."""
+    image_users: dict[str, str] = field(default_factory=dict)
+    """The user each image declares (default: none)."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """What ``read_file`` finds at each path in any container."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _subscribers: list[asyncio.Queue[ContainerEvent | None]] = field(default_factory=list)
 
@@ -174,7 +178,13 @@ class RecordingRuntime:
     async def inspect_image(self, reference: str) -> ImageInfo:
         if reference in self.missing_images:
             raise NotFound(f"image {reference}: not found")
-        return ImageInfo(f"sha256:{abs(hash(reference)):064x}"[:71], (reference,), 0.0, 1000, {})
+        return ImageInfo(f"sha256:{abs(hash(reference)):064x}"[:71], (reference,), 0.0, 1000, {},
+                         user=self.image_users.get(reference, ""))
+
+    async def read_file(self, container_id: str, path: str, max_bytes: int) -> bytes:
+        self._get(container_id)
+        self.calls.append(("read_file", (container_id, path)))
+        return self.files.get(path, b"")[:max_bytes]
 
     async def pull(self, reference: str, auth: Mapping[str, str] | None,
                    on_status: Callable[[PullStatus], None], timeout: float) -> None:

@@ -68,6 +68,10 @@ def test_a_file_means_what_the_same_flags_mean(tmp_path: Path) -> None:
                         max_error_rate="1%", min_requests=50)
     assert build_deploy_request(declared.deploy) == build_deploy_request(deploy)
     assert build_publish_request(declared.publish).spec.secret_env == {"TOKEN": "abc"}
+    assert build_publish_request(declared.publish).spec.run_as_root is False
+    root = parse_unit_file(FILE.replace("[publish]\n", "[publish]\nrun_as_root = true\n"),
+                           "web.toml", tmp_path)
+    assert build_publish_request(root.publish).spec.run_as_root is True
 
 
 @pytest.mark.parametrize(("text", "message"), [

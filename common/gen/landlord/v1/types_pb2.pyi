@@ -312,6 +312,7 @@ class UnitSpec(_message.Message):
     STATE_MODE_FIELD_NUMBER: _builtins.int
     IDLE_TIMEOUT_FIELD_NUMBER: _builtins.int
     SECRET_ENV_FIELD_NUMBER: _builtins.int
+    RUN_AS_ROOT_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     image: _builtins.str
@@ -320,6 +321,10 @@ class UnitSpec(_message.Message):
     service_port: _builtins.int
     """Port of the unit's entry point on every host (HAProxy frontend)."""
     state_mode: Global___StateMode.ValueType
+    run_as_root: _builtins.bool
+    """Run the unit's processes as root. Otherwise they run as the image's declared user, or
+    as uid/gid 65532 when the image declares none (or root). In the checksum only when set.
+    """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -358,10 +363,11 @@ class UnitSpec(_message.Message):
         state_mode: Global___StateMode.ValueType = ...,
         idle_timeout: _duration_pb2.Duration | None = ...,
         secret_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        run_as_root: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "idle_timeout", b"idle_timeout", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "command", b"command", "dependencies", b"dependencies", "env", b"env", "health", b"health", "idle_timeout", b"idle_timeout", "image", b"image", "port", b"port", "resources", b"resources", "secret_env", b"secret_env", "service_port", b"service_port", "state_mode", b"state_mode", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "command", b"command", "dependencies", b"dependencies", "env", b"env", "health", b"health", "idle_timeout", b"idle_timeout", "image", b"image", "port", b"port", "resources", b"resources", "run_as_root", b"run_as_root", "secret_env", b"secret_env", "service_port", b"service_port", "state_mode", b"state_mode", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
