@@ -71,15 +71,18 @@ class Asker:
     def by(self, label: str, promql: str, at: float | None = None) -> dict[str, float]:
         return {s.labels.get(label, ""): s.value for s in self.prometheus.query(promql, at)}
 
-    def expect(self, label: str, promql: str, check: Callable[[dict[str, float]], bool],
-               what: str, timeout: float = 20.0) -> dict[str, float]:
-        """Poll ``promql`` until ``check`` holds; else fail naming the query and answer."""
+    def expect(self, label: str, promql: str | Callable[[], str],
+               check: Callable[[dict[str, float]], bool], what: str,
+               timeout: float = 20.0) -> dict[str, float]:
+        """Poll ``promql`` (or the query it makes now) until ``check`` holds; else fail
+        naming the query and the answer."""
         seen: dict[str, float] = {}
 
         def holds() -> bool:
+            query = promql() if callable(promql) else promql
             seen.clear()
-            seen.update(self.by(label, promql))
-            assert check(seen), f"{what}: {promql} answered {seen}"
+            seen.update(self.by(label, query))
+            assert check(seen), f"{what}: {query} answered {seen}"
             return True
 
         eventually(holds, timeout=timeout, interval=0.25, message=what)
@@ -176,6 +179,7 @@ def test_prometheus_follows_a_canary_a_recovery_and_an_escalation(
 def _follow(cluster: RealCluster, asker: Asker, port: int) -> None:
     load = Load(port, addresses=HOSTS.values()).start(max_seconds=150)
     try:
+        deployed_at = time.time()
         with cluster.admin() as admin:
             admin.Deploy(_canary(), timeout=30)
             # the crash-looping unit runs its course next to the canary
@@ -206,18 +210,24 @@ def _follow(cluster: RealCluster, asker: Asker, port: int) -> None:
     finally:
         load.close()
 
-    # (c) a killed instance is replaced and counted as a recovery on its host
-    recoveries = ('sum by (host_id) (landlord_agent_recoveries_total{kind="container_crash", '
-                  'outcome="succeeded"})')
-    before = asker.by("host_id", recoveries)
+    # (c) a killed instance is replaced and counted as a recovery on its host; increase()
+    # over the time since the kill, as an alert would ask
+    killed_at = time.time()
     victim = _kill_one(CANARY)
-    asker.expect("host_id", recoveries,
-                 lambda f: f.get(victim, 0) >= before.get(victim, 0) + 1,
-                 f"a recovery counted on {victim}", timeout=40)
-    # (d) the crash loop exhausted its retry and was escalated
-    asker.expect("host_id", 'sum by (host_id) (landlord_agent_escalations_total'
-                 '{kind="container_crash"})', lambda f: sum(f.values()) >= 1,
-                 "an escalation counted", timeout=60)
+    asker.expect("host_id", lambda: _increase_since(
+        'landlord_agent_recoveries_total{kind="container_crash", outcome="succeeded"}',
+        killed_at), lambda f: f.get(victim, 0) >= 1, f"a recovery counted on {victim}",
+        timeout=40)
+    # (d) the crash loop exhausted its retry and was escalated (since the deploy)
+    asker.expect("host_id", lambda: _increase_since(
+        'landlord_agent_escalations_total{kind="container_crash"}', deployed_at),
+        lambda f: sum(f.values()) >= 1, "an escalation counted", timeout=60)
+
+
+def _increase_since(counter: str, moment: float) -> str:
+    """Per host, how much ``counter`` grew since ``moment`` (the range reaches one scrape
+    further back, for the sample before it)."""
+    return f"sum by (host_id) (increase({counter}[{time.time() - moment + 1.5:.0f}s]))"
 
 
 def _kill_one(version: str) -> str:
