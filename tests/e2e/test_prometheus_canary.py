@@ -68,8 +68,8 @@ class Asker:
 
     prometheus: PrometheusServer
 
-    def by(self, label: str, promql: str, at: float | None = None) -> dict[str, float]:
-        return {s.labels.get(label, ""): s.value for s in self.prometheus.query(promql, at)}
+    def by(self, label: str, promql: str) -> dict[str, float]:
+        return {s.labels.get(label, ""): s.value for s in self.prometheus.query(promql)}
 
     def expect(self, label: str, promql: str | Callable[[], str],
                check: Callable[[dict[str, float]], bool], what: str,
@@ -134,7 +134,9 @@ def watched() -> Iterator[tuple[RealCluster, Asker, int]]:
             PrometheusServer(scrape_targets(cluster)) as prometheus:
         asker = Asker(prometheus)
         asker.expect("instance", "up == 1", lambda f: len(f) == 5, "every target up", 60)
-        port, crash_port = (free_port_on_all(list(HOSTS.values())) for _ in range(2))
+        port = crash_port = free_port_on_all(list(HOSTS.values()))
+        while crash_port == port:
+            crash_port = free_port_on_all(list(HOSTS.values()))
         with cluster.admin() as admin:
             for version in (STABLE, CANARY):
                 publish(admin, unit_spec(APARTMENT, UNIT, version, port), version,

@@ -120,11 +120,10 @@ class PrometheusServer(ManagedProcess):
                                f"{body.get('error')}")
         return body["data"]
 
-    def query(self, promql: str, at: float | None = None) -> list[Sample]:
-        """The instant vector ``promql`` evaluates to now, or at ``at`` (Unix seconds); a
-        scalar answer is one sample without labels."""
-        data = self._api("query", query=promql,
-                         **({} if at is None else {"time": f"{at:.3f}"}))
+    def query(self, promql: str) -> list[Sample]:
+        """The instant vector ``promql`` evaluates to now (a scalar answer is one sample
+        without labels)."""
+        data = self._api("query", query=promql)
         if data["resultType"] != "vector":
             return [Sample({}, float(data["result"][1]))]
         return [Sample(item["metric"], float(item["value"][1])) for item in data["result"]]
