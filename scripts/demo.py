@@ -181,6 +181,9 @@ def print_summary(summary: dict[str, object], cluster: LocalCluster, port: int) 
     for agent in cluster.agents:
         say(f"  curl http://{agent.metrics_address}/metrics     # agent {agent.host_id} "
             f"(and /healthz)")
+    for agent in cluster.agents:
+        say(f"  curl http://{agent.haproxy_metrics_address}/metrics     # HAProxy of "
+            f"{agent.host_id}")
     say("Stop it with: make down   (or .venv/bin/python scripts/demo.py --down)")
 
 
