@@ -209,14 +209,16 @@
         state.list = (await getJson(API)).rollouts || [];
       }
       state.key = wanted();
-      drawList();
       if (state.key) {
         const [apartment, unit] = state.key.split("/");
         const info = await getJson(API + "/" + encodeURIComponent(apartment) + "/" +
                                    encodeURIComponent(unit || ""));
+        // the list shows the shown rollout as it is now, not as of the last list read
+        state.list = state.list.map((r) => (keyOf(r) === keyOf(info) ? info : r));
         record(info);
         drawRollout(info);
       }
+      drawList();
       showStatus(true, "updated " + new Date().toLocaleTimeString());
     } catch (err) {
       showStatus(false, "cannot read the coordinator: " + err.message);
