@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from local_cluster.processes import free_port_on_all
 from selenium import webdriver
+from selenium.webdriver import Chrome as WebDriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.e2e.real_cluster import host_id
 from tests.e2e.real_load import Load, real_cluster, serving
@@ -53,6 +53,7 @@ def browser() -> Iterator[WebDriver]:
                  "--disable-component-update", "--disable-sync",
                  f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
@@ -170,3 +171,8 @@ def test_the_chart_follows_each_step_and_shows_a_rollback(
     assert len(verdicts) == 1 and "error rate" in verdicts[0].text, [v.text for v in verdicts]
     listed = browser.find_element(By.CSS_SELECTOR, f'nav a[data-unit="{UNIT}"]')
     assert listed.get_attribute("data-phase") == "rolled_back"
+    # no script error, no refused request (the page's policy allows only its own files)
+    console: list[dict[str, str]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
+    errors = [e["message"] for e in console
+              if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]
+    assert errors == [], errors

@@ -101,7 +101,9 @@
       if (lastStep !== null && p.step !== lastStep) {
         plot.appendChild(svg("line", { class: "step-mark", "data-step": p.step,
                                        x1: x(p.t), x2: x(p.t), y1: TOP, y2: H - BOTTOM }));
-        const label = svg("text", { class: "axis", x: x(p.t) + 2, y: H - 6 });
+        const nearEnd = x(p.t) > W - 60;  // label left of the mark, inside the chart
+        const label = svg("text", { class: "axis", x: x(p.t) + (nearEnd ? -2 : 2), y: H - 6,
+                                    "text-anchor": nearEnd ? "end" : "start" });
         label.textContent = "step " + (p.step + 1);
         plot.appendChild(label);
       }
@@ -126,7 +128,13 @@
         "data-steps": measured.map((p) => p.step).join(" "),
         points: measured.map((p) => x(p.t).toFixed(1) + "," + y(p.measured).toFixed(1)).join(" "),
       }));
-      now.appendChild(el("li", { "data-version": version, style: "color: " + color },
+      if (measured.length) {  // the latest figure as a dot: visible even as a lone point
+        const end = measured[measured.length - 1];
+        plot.appendChild(svg("circle", { class: "latest", "data-version": version, fill: color,
+                                         cx: x(end.t).toFixed(1), cy: y(end.measured).toFixed(1),
+                                         r: 3 }));
+      }
+      now.appendChild(el("li", { "data-version": version, class: "role-" + versionRole(info, version) },
                          version + ": measured " + fmt(lastMeasured, 1, "%") +
                          ", target " + fmt(last.target, 0, "%")));
     }
@@ -172,7 +180,8 @@
     step.textContent = steps.length ? "step " + (info.current_step + 1) + " of " + info.total_steps +
       (current ? " (" + current.target_percent + "%)" : "") : "";
     step.dataset.step = steps.length ? info.current_step : "";
-    document.getElementById("reason").textContent = info.reason || "";
+    // an ended rollout's reason is in its banner
+    document.getElementById("reason").textContent = ENDED[info.phase] ? "" : (info.reason || "");
     drawCharts(info);
     const hosts = [...(info.hosts || [])].sort((a, b) =>
       (a.host_id + "\0" + a.version).localeCompare(b.host_id + "\0" + b.version));
