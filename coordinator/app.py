@@ -67,6 +67,7 @@ from coordinator.state.schema_upgrade import SchemaUpgrade
 from coordinator.state.snapshot_store import ClusterSnapshots
 from coordinator.state.store import BlockingLeaseClient, EtcdStore, Store
 from coordinator.state.view import ClusterView
+from coordinator.web.pages import WebView
 
 __all__ = ["SERVICE_NAMES", "Coordinator"]
 
@@ -249,8 +250,10 @@ class Coordinator:
                                  self.certificates)
         await self.server.start()
         await self._set_health(False)  # until the view has listed etcd
+        view = WebView(self.rollouts, lambda: list(self.state.rollouts))
         self.metrics_server = await serve_metrics(self.config.metrics_endpoint,
-                                                  self.metrics.registry, "coordinator")
+                                                  self.metrics.registry, "coordinator",
+                                                  pages=view)
         self._tasks = [
             asyncio.create_task(self.view.run(), name="etcd-view"),
             asyncio.create_task(self.election.run(self.duties.lead), name="election"),

@@ -184,6 +184,8 @@ def print_summary(summary: dict[str, object], cluster: LocalCluster, port: int) 
     for agent in cluster.agents:
         say(f"  curl http://{agent.haproxy_metrics_address}/metrics     # HAProxy of "
             f"{agent.host_id}")
+    say("The rollouts in a browser (read-only; docs/metrics.md, section Web view):")
+    say(f"  http://{cluster.coordinator.metrics_address}/ui/")
     say("Stop it with: make down   (or .venv/bin/python scripts/demo.py --down)")
 
 

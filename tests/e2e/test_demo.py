@@ -170,6 +170,14 @@ def test_demo_runs_three_rollouts_and_tells_the_truth(demo_env: dict[str, str]) 
         assert "haproxy_process_uptime_seconds" in text, text[:500]
         assert 'haproxy_server_weight{proxy="be.' in text, text[:2000]
 
+    # the printed web view answers, and its JSON lists the demo's rollout
+    view = [line.strip() for line in done.stdout.splitlines() if line.strip().endswith("/ui/")]
+    assert len(view) == 1, done.stdout[-3000:]
+    with urllib.request.urlopen(view[0], timeout=10) as reply:
+        assert "Landlord rollouts" in reply.read().decode()
+    with urllib.request.urlopen(view[0].replace("/ui/", "/api/v1/rollouts"), timeout=10) as reply:
+        assert json.loads(reply.read())["rollouts"], "no rollout in the web view's JSON"
+
     port = int(done.stdout.split("(http://127.0.0.{2,3,4}:")[1].split("/")[0])
     for host in HOSTS:
         status, found = get_json(host, port)
