@@ -258,8 +258,8 @@ class Abuse:
             writer.write(request + frame(0, 1, 1, body))
             with contextlib.suppress(OSError):
                 await writer.drain()
-            transport = writer.transport
-            transport.pause_reading()
+            transport: Any = writer.transport
+            transport.pause_reading()  # the kernel's buffer fills, then the window closes
             await self.until_stopped(asyncio.sleep(3600))
             writer.close()
 
@@ -277,6 +277,13 @@ class Abuse:
     async def close(self) -> None:
         self.stop.set()
         await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 30)
+
+
+def summary(counts: collections.Counter[str]) -> str:
+    closed = counts["half-open closed by the coordinator"]
+    held = counts.pop("half-open seconds held", 0)
+    mean = f", held {held / closed:.1f} s on average before closed" if closed else ""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + mean
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
@@ -358,14 +365,14 @@ async def run(args: argparse.Namespace) -> None:
         abuse = Abuse(coordinator.port, plane.pki)
         abuse.start(args.half_open, args.idle_streams, args.slow)
         await asyncio.sleep(args.settle)
-        print(f"abuse after {args.settle:g} s: {dict(abuse.counts)}", flush=True)
+        print(f"abuse after {args.settle:g} s: {summary(abuse.counts.copy())}", flush=True)
         print(coordinator_usage(coordinator.pid), flush=True)
         kept, fresh = await asyncio.to_thread(measure, coordinator.address, admin, args.calls,
                                               args.fresh)
         print(f"under abuse, ListHosts on one channel: {kept}\n"
               f"under abuse, ListHosts on a new connection each: {fresh}", flush=True)
         print(coordinator_usage(coordinator.pid), flush=True)
-        print(f"abuse at the end: {dict(abuse.counts)}", flush=True)
+        print(f"abuse at the end: {summary(abuse.counts.copy())}", flush=True)
         await abuse.close()
         print(await publishes(coordinator.address, admin, coordinator.pid, args.publishes,
                               args.publish_mb * 1_000_000), flush=True)
