@@ -9,12 +9,13 @@ when it is), then holds, all at once:
   of a TLS ClientHello; each is opened again as soon as the coordinator closes it;
 - idle streams (``--idle-streams``, 500): ``StreamEvents(follow=True)`` spread over viewer
   identities (50 each), plus one identity that asks for 100 (over its cap: refused);
-- slow clients (``--slow``, 20 of each kind): a request trickled one byte at a time over
-  hand-written HTTP/2 frames, and a client that asks for events and never reads;
+- slow clients (``--slow``, 20 of each kind): a publish trickled one byte at a time over
+  hand-written HTTP/2 frames (by an admin identity of their own), and a client that asks
+  for events and never reads;
 
 and meanwhile measures admin ``ListHosts`` (one channel, and a new connection per call as
 `landlord hosts list` makes) from a separate process, p50/p99 against the target
-"p99 < 100 ms". Then 40 concurrent 30 MB PublishVersion calls and the coordinator's peak RSS
+"p99 < 100 ms", and whether another admin's publishes get a turn. Then 40 concurrent 30 MB PublishVersion calls and the coordinator's peak RSS
 (the audit saw 1.45 GB). Prints what else runs on the machine first. A figure, not a test.
 
 Usage: python bench/abuse.py [--half-open 1100] [--idle-streams 500] [--slow 20]
@@ -226,7 +227,7 @@ class Abuse:
         while not self.stop.is_set():
             try:
                 reader, writer = await asyncio.open_connection(
-                    "127.0.0.1", self.port, ssl=self.context(self.pki.admin()))
+                    "127.0.0.1", self.port, ssl=self.context(self.pki.admin("trickler")))
             except OSError:
                 self.counts["trickler connect failed"] += 1
                 await asyncio.sleep(0.5)
@@ -345,6 +346,27 @@ async def publishes(address: str, tls: TlsSettings, pid: int, count: int, size: 
             f"{max(samples, default=before) / 2**20:.0f} MiB (the audit saw 1.45 GB)")
 
 
+async def small_publishes(address: str, tls: TlsSettings, count: int) -> str:
+    """Publishes of another admin while the tricklers hold theirs: answered at once (an
+    empty spec is refused INVALID_ARGUMENT once it has its turn), or refused for want of
+    a turn (RESOURCE_EXHAUSTED)."""
+    codes: collections.Counter[str] = collections.Counter()
+    took = []
+    async with create_channel(address, tls) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        for _ in range(count):
+            started = time.monotonic()
+            try:
+                await stub.PublishVersion(admin_pb2.PublishVersionRequest(), timeout=30)
+                codes["OK"] += 1
+            except grpc.aio.AioRpcError as exc:
+                codes[exc.code().name] += 1
+            took.append(time.monotonic() - started)
+    statuses = ", ".join(f"{n} {code}" for code, n in codes.most_common())
+    return (f"{count} small publishes by another admin meanwhile: {statuses}; p50 "
+            f"{statistics.median(took) * 1000:.1f} ms, max {max(took) * 1000:.1f} ms")
+
+
 def coordinator_usage(pid: int) -> str:
     process = psutil.Process(pid)
     return (f"coordinator: {process.num_fds()} descriptors, RSS "
@@ -372,6 +394,7 @@ async def run(args: argparse.Namespace) -> None:
         print(f"under abuse, ListHosts on one channel: {kept}\n"
               f"under abuse, ListHosts on a new connection each: {fresh}", flush=True)
         print(coordinator_usage(coordinator.pid), flush=True)
+        print(await small_publishes(coordinator.address, admin, 10), flush=True)
         print(f"abuse at the end: {summary(abuse.counts.copy())}", flush=True)
         await abuse.close()
         print(await publishes(coordinator.address, admin, coordinator.pid, args.publishes,

@@ -164,7 +164,7 @@ class Coordinator:
         self.limits = CallLimitsInterceptor(CallLimitSettings(
             per_identity=config.max_calls_per_identity,
             large_in_flight=config.max_publishes_in_flight, large_wait=config.publish_wait,
-            unary_deadline=config.call_deadline))
+            unary_deadline=config.call_deadline, read_timeout=config.request_read_timeout))
         self.health = health.aio.HealthServicer()
         self.server: Any = None
         self.metrics_server: MetricsServer | None = None

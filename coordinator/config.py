@@ -138,11 +138,14 @@ class CoordinatorConfig:
         64, "calls and streams one client certificate identity may have in progress "
         "(without mutual TLS: one connection); more answer RESOURCE_EXHAUSTED", ge=1)
     max_publishes_in_flight: int = setting(
-        4, "PublishVersion requests read and handled at once (each may be up to 32 MiB); "
-        "more wait for a slot", ge=1)
+        4, "PublishVersion requests read and handled at once (each may be up to 32 MiB), "
+        "at most half of them for one identity; more wait for a turn", ge=1)
     publish_wait: float = setting(
         10.0, "seconds a publish waits for one of those slots before RESOURCE_EXHAUSTED",
         ge=0, le=3600)
+    request_read_timeout: float = setting(
+        10.0, "seconds a request may take to arrive once its call has its turn (a client "
+        "trickling a request holds the turn)", gt=0, le=3600)
     call_deadline: float = setting(
         60.0, "seconds a unary call may run on the coordinator before it answers "
         "DEADLINE_EXCEEDED", gt=0, le=3600)

@@ -4,9 +4,11 @@ cannot make the coordinator slow or large for the others.
 - Calls and streams in progress per identity (the ``landlord://`` URI of the client
   certificate; without mutual TLS, per connection) are capped: one more answers
   RESOURCE_EXHAUSTED at once, naming the identity and the limit.
-- Publishes (requests of up to 32 MiB) are handled a few at a time; the others wait for a
-  turn, then answer RESOURCE_EXHAUSTED. A waiting call's request is not read yet, so only
-  HTTP/2 flow control's window of it sits in memory.
+- Publishes (requests of up to 32 MiB) are handled a few at a time, at most half of them
+  for one identity; the others wait for a turn, then answer RESOURCE_EXHAUSTED. A waiting
+  call's request is not read yet, so only HTTP/2 flow control's window of it sits in
+  memory. Once it has its turn, a request must arrive within ``read_timeout`` (a client
+  trickling it would hold the turn), else DEADLINE_EXCEEDED.
 - A unary call may run on the coordinator for ``unary_deadline`` seconds at most; then it
   answers DEADLINE_EXCEEDED (every wait below it has its own timeout too; this one bounds
   their sum).
@@ -33,7 +35,7 @@ from common.identity import SCHEME
 from coordinator.api.handler_shapes import awaited, items
 
 __all__ = ["LARGE_REQUEST_METHODS", "CallLimitSettings", "CallLimitsInterceptor",
-           "IdentitySlots", "caller_key"]
+           "IdentitySlots", "Turns", "caller_key"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class CallLimitSettings:
     """Seconds such a call waits for its turn."""
     unary_deadline: float = 60.0
     """Seconds a unary call may run."""
+    read_timeout: float = 10.0
+    """Seconds a unary call's request may take to arrive once the call has its turn."""
 
 
 class IdentitySlots:
@@ -86,6 +90,36 @@ class IdentitySlots:
         return len(self._held)
 
 
+class Turns:
+    """``total`` turns at once, at most ``share`` of them held by one key; the others wait
+    in line (so one identity, trickling its requests, cannot hold every turn)."""
+
+    def __init__(self, total: int, share: int) -> None:
+        self.total = total
+        self.share = share
+        self._all = asyncio.Semaphore(total)
+        self._mine: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        """Wait for a turn of ``key``'s share, then for one of all; held inside."""
+        mine, users = self._mine.get(key) or (asyncio.Semaphore(self.share), 0)
+        self._mine[key] = (mine, users + 1)
+        try:
+            async with mine, self._all:
+                yield
+        finally:
+            mine, users = self._mine[key]
+            if users > 1:
+                self._mine[key] = (mine, users - 1)
+            else:
+                del self._mine[key]
+
+    def __len__(self) -> int:
+        """Keys holding or waiting for a turn."""
+        return len(self._mine)
+
+
 def caller_key(auth: Mapping[str, Sequence[bytes]], peer: str) -> str:
     """Who the limits count a call against: the certificate's ``landlord://`` URI (the CA
     vouched for it in the handshake), else the certificate itself, else the connection
@@ -105,7 +139,7 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.slots = IdentitySlots(settings.per_identity)
-        self._large = asyncio.Semaphore(settings.large_in_flight)
+        self.turns = Turns(settings.large_in_flight, max(1, settings.large_in_flight // 2))
         self._monotonic = monotonic
         self._last_warning = -REFUSAL_LOG_INTERVAL
         self.refused = 0
@@ -130,7 +164,7 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def unary_unary(requests: AsyncIterator[Any], context: Any) -> Any:
                 async with turn(context, method):
-                    request = await _only(requests, context)
+                    request = await self._read(requests, context, method)
                     return await self._within_deadline(context, method,
                                                        inner_uu(request, context))
 
@@ -141,7 +175,7 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def unary_stream(requests: AsyncIterator[Any], context: Any
                                    ) -> AsyncIterator[Any]:
                 async with turn(context, method):
-                    request = await _only(requests, context)
+                    request = await self._read(requests, context, method)
                     async for item in items(inner_us(request, context)):
                         yield item
 
@@ -175,7 +209,7 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 "some finish first"))
         try:
             if method in LARGE_REQUEST_METHODS:
-                async with self._large_turn(context, method):
+                async with self._large_turn(context, method, key):
                     yield
             else:
                 yield
@@ -183,19 +217,33 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self.slots.give_back(key)
 
     @contextlib.asynccontextmanager
-    async def _large_turn(self, context: Any, method: str) -> AsyncIterator[None]:
+    async def _large_turn(self, context: Any, method: str, key: str) -> AsyncIterator[None]:
+        turn = self.turns.turn(key)
         try:
             async with asyncio.timeout(self.settings.large_wait):
-                await self._large.acquire()
+                await turn.__aenter__()
         except TimeoutError:
             await self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, (
-                f"{method} refused: {self.settings.large_in_flight} such requests are being "
-                f"handled and this one waited {self.settings.large_wait:g}s for its turn "
-                "(max_publishes_in_flight); try again shortly"))
+                f"{method} refused: {self.turns.total} such requests are being handled (one "
+                f"identity may have {self.turns.share} of them) and this one waited "
+                f"{self.settings.large_wait:g}s for its turn (max_publishes_in_flight); try "
+                "again shortly"))
         try:
             yield
         finally:
-            self._large.release()
+            await turn.__aexit__(None, None, None)
+
+    async def _read(self, requests: AsyncIterator[Any], context: Any, method: str) -> Any:
+        """The one request of a unary-request call, which must arrive within the read
+        timeout (a client trickling it would hold its turn)."""
+        timeout = self.settings.read_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await _only(requests, context)
+        except TimeoutError:
+            await self._refuse(context, grpc.StatusCode.DEADLINE_EXCEEDED, (
+                f"{method} refused: its request did not arrive within {timeout:g}s "
+                "(request_read_timeout)"))
 
     async def _within_deadline(self, context: Any, method: str, call: Any) -> Any:
         deadline = self.settings.unary_deadline

@@ -19,6 +19,7 @@ from coordinator.api.call_limits import (
     CallLimitSettings,
     CallLimitsInterceptor,
     IdentitySlots,
+    Turns,
     caller_key,
 )
 
@@ -162,3 +163,42 @@ async def test_a_unary_call_past_its_deadline_answers_deadline_exceeded() -> Non
         await behavior(one("x"), context)
     assert context.status is not None and context.status[0] == grpc.StatusCode.DEADLINE_EXCEEDED
     assert len(interceptor.slots) == 0
+
+
+async def test_one_key_holds_at_most_its_share_of_the_turns() -> None:
+    turns, held = Turns(total=4, share=2), []
+
+    async def hold(key: str, release: asyncio.Event) -> None:
+        async with turns.turn(key):
+            held.append(key)
+            await release.wait()
+
+    release = asyncio.Event()
+    greedy = [asyncio.create_task(hold("greedy", release)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    assert held == ["greedy", "greedy"]  # the other three wait in line
+    other = asyncio.create_task(hold("other", release))
+    await asyncio.sleep(0.01)
+    assert held.count("other") == 1
+    release.set()
+    await asyncio.gather(*greedy, other)
+    assert held.count("greedy") == 5 and len(turns) == 0
+
+
+async def test_a_trickled_request_loses_its_turn_after_the_read_timeout() -> None:
+    interceptor = CallLimitsInterceptor(CallLimitSettings(read_timeout=0.05))
+
+    async def never(request: str, context: Any) -> str:
+        raise AssertionError("no request arrived")
+
+    async def trickled() -> AsyncIterator[str]:
+        await asyncio.sleep(10)
+        yield "late"
+
+    behavior = await limited(interceptor, PUBLISH, never)
+    context = Context("landlord://admin/a")
+    with pytest.raises(Aborted):
+        await behavior(trickled(), context)
+    assert context.status is not None and context.status[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "request_read_timeout" in context.status[1]
+    assert len(interceptor.slots) == 0 and len(interceptor.turns) == 0
