@@ -15,8 +15,9 @@ when it is), then holds, all at once:
 
 and meanwhile measures admin ``ListHosts`` (one channel, and a new connection per call as
 `landlord hosts list` makes) from a separate process, p50/p99 against the target
-"p99 < 100 ms", and whether another admin's publishes get a turn. Then 40 concurrent 30 MB PublishVersion calls and the coordinator's peak RSS
-(the audit saw 1.45 GB). Prints what else runs on the machine first. A figure, not a test.
+"p99 < 100 ms", and whether another admin's publishes get a turn. Then 40 concurrent
+30 MB PublishVersion calls and the coordinator's peak RSS (the audit saw 1.45 GB).
+Prints what else runs on the machine first. A figure, not a test.
 
 Usage: python bench/abuse.py [--half-open 1100] [--idle-streams 500] [--slow 20]
 """
