@@ -7,8 +7,9 @@ cannot make the coordinator slow or large for the others.
 - Publishes (requests of up to 32 MiB) are handled a few at a time, at most half of them
   for one identity; the others wait for a turn, then answer RESOURCE_EXHAUSTED. (grpc core
   still receives a waiting call's message into its own buffers, so this bounds the work
-  and the parsed copies, not the bytes received: bench/abuse.py measures it.) Once it has its turn, a request must arrive within ``read_timeout`` (a client
-  trickling it would hold the turn), else DEADLINE_EXCEEDED.
+  and the parsed copies, not the bytes received: bench/abuse.py measures it.) Once it has
+  its turn, a request must arrive within ``read_timeout`` (a client trickling it would
+  hold the turn), else DEADLINE_EXCEEDED.
 - A unary call may run on the coordinator for ``unary_deadline`` seconds at most; then it
   answers DEADLINE_EXCEEDED (every wait below it has its own timeout too; this one bounds
   their sum).
