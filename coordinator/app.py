@@ -29,6 +29,7 @@ from coordinator.api.admin_service import AdminService
 from coordinator.api.agent_service import AgentStreamService
 from coordinator.api.audit_interceptor import AuditInterceptor
 from coordinator.api.authz_interceptor import AuthzInterceptor
+from coordinator.api.call_limits import CallLimitSettings, CallLimitsInterceptor
 from coordinator.api.metrics_interceptor import CallMetricsInterceptor
 from coordinator.api.open_streams import OpenStreams
 from coordinator.config import CoordinatorConfig
@@ -166,6 +167,10 @@ class Coordinator:
                                   lambda: certificates.certificate if certificates else None,
                                   self.clock)
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
+        self.limits = CallLimitsInterceptor(CallLimitSettings(
+            per_identity=config.max_calls_per_identity,
+            large_in_flight=config.max_publishes_in_flight, large_wait=config.publish_wait,
+            unary_deadline=config.call_deadline, read_timeout=config.request_read_timeout))
         self.health = health.aio.HealthServicer()
         self.server: Any = None
         self.metrics_server: MetricsServer | None = None
@@ -221,15 +226,16 @@ class Coordinator:
         return self.trust
 
     def _interceptors(self) -> list[Any]:
-        # the call metrics and the audit interceptor stay first (outermost): they must see
-        # every call's final status, authz denials included
+        # the limits come first (they decide before a request is read and serve unary
+        # methods with the stream-request shape); then the call metrics and the audit
+        # interceptor: they must see every call's final status, authz denials included
         counted = CallMetricsInterceptor(self.metrics)
         plain_etcd = [e for e in self.config.etcd_endpoints if not e.startswith("https://")]
         if plain_etcd and not self.config.etcd_tls.enabled:
             log.warning("INSECURE (insecure = true): etcd %s is reached in plain text",
                         ", ".join(plain_etcd))
         if self.trust is not None:
-            return [counted, self.audit,
+            return [self.limits, counted, self.audit,
                     AuthzInterceptor(self._current_trust, self.clock, self.streams)]
         # the config allows this only with insecure = true, on a loopback address
         log.warning("INSECURE (insecure = true): %s, so clients are anonymous and anyone "
@@ -237,10 +243,11 @@ class Coordinator:
                     "tls_ca_file, tls_cert_file and tls_key_file for mutual TLS",
                     "no client certificates" if self.config.tls_cert_file else "no TLS",
                     self.config.listen)
-        return [counted, self.audit]
+        return [self.limits, counted, self.audit]
 
     async def start(self) -> None:
-        self.server = create_server(interceptors=self._interceptors())
+        self.server = create_server(interceptors=self._interceptors(),
+                                    limits=self.config.connection_limits)
         admin_pb2_grpc.add_AdminServicer_to_server(self.admin, self.server)
         agent_pb2_grpc.add_AgentStreamServicer_to_server(self.agent_stream, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
