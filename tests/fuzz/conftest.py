@@ -64,9 +64,9 @@ def seed(cluster: Cluster, admin: Any) -> Hints:
         units=("web", "db", "api"),
         versions=("1.0.0", "1.1.0", "2.0.0", "9.9.9"),
         host_ids=(HOST, ROGUE, "h9"),
-        rollout_ids=tuple(r.rollout_id for r in rollouts.rollouts) + ("r-none",),
+        rollout_ids=(*(r.rollout_id for r in rollouts.rollouts), "r-none"),
         images=("demo:1", "demo:2", "missing:1"),
-        extra={"instance_id": tuple(i.instance_id for i in instances) + ("i-none",),
+        extra={"instance_id": (*(i.instance_id for i in instances), "i-none"),
                "instance_ids": tuple(i.instance_id for i in instances)},
     )
 

@@ -18,6 +18,7 @@ before the next request, so what a later refusal is checked against is only its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 from local_cluster.pki import admin_channel
 
-from common.gen.landlord.v1 import admin_pb2
+from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
 from coordinator.api.audit import AUDITED_METHODS
 from tests.e2e.cluster import Cluster
 from tests.fuzz.messages import RpcMethod
@@ -53,6 +54,7 @@ class Tally:
 
     sent: int = 0
     codes: Counter[str] = field(default_factory=Counter)
+    by_method: dict[str, Counter[str]] = field(default_factory=dict)
     bad: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
     dirty_refusals: list[str] = field(default_factory=list)
@@ -74,6 +76,9 @@ class Tally:
             f"that changed etcd: {len(self.dirty_refusals)}",
             f"unary calls past {UNARY_TIMEOUT:.0f} s: {len(self.stalls)}",
         ]
+        for method in sorted(self.by_method):
+            seen = self.by_method[method]
+            lines.append(f"  {method}: " + ", ".join(f"{c} {n}" for c, n in seen.most_common()))
         lines += [f"  ! {p}" for p in self.problems()[:20]]
         return "\n".join(lines)
 
@@ -102,8 +107,6 @@ class AdminTarget:
         self.channel.close()
 
     def admin(self) -> Any:
-        from common.gen.landlord.v1 import admin_pb2_grpc
-
         return admin_pb2_grpc.AdminStub(self.channel)
 
     def call(self, method: RpcMethod, request: Message) -> grpc.StatusCode:
@@ -112,6 +115,7 @@ class AdminTarget:
         code, details = self._send(method, request)
         self.tally.sent += 1
         self.tally.codes[code.name] += 1
+        self.tally.by_method.setdefault(method.name, Counter())[code.name] += 1
         what = describe(method.name, request)
         if code in BAD_CODES:
             self.tally.bad.append(f"{code.name} {details[:200]!r} for {what}")
@@ -142,10 +146,10 @@ class AdminTarget:
                     break
             return grpc.StatusCode.OK, ""
         except grpc.RpcError as error:
-            code = error.code()  # type: ignore[attr-defined]
+            code = error.code()
             if method.server_streaming and code == grpc.StatusCode.CANCELLED:
                 return grpc.StatusCode.OK, ""  # our own cancel after enough messages
-            return code, error.details() or ""  # type: ignore[attr-defined]
+            return code, error.details() or ""
 
     def check_alive(self, what: str) -> None:
         if not self.coordinator.running:
@@ -155,7 +159,7 @@ class AdminTarget:
             status = self._health(health_pb2.HealthCheckRequest(), timeout=5).status
         except grpc.RpcError as error:
             status = None
-            detail = f"{error.code()}"  # type: ignore[attr-defined]
+            detail = f"{error.code()}"
         else:
             detail = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
         if status != health_pb2.HealthCheckResponse.SERVING:
@@ -202,12 +206,11 @@ class AdminTarget:
                 for key in set(running) - aborted:
                     apartment, unit = key[len(active):].split("/", 1)
                     aborted.add(key)
-                    try:
+                    # it may have ended meanwhile (refused then); the loop looks again
+                    with contextlib.suppress(grpc.RpcError):
                         self.admin().ControlRollout(admin_pb2.ControlRolloutRequest(
                             apartment=apartment, unit=unit,
                             action=admin_pb2.ROLLOUT_CONTROL_ABORT), timeout=5)
-                    except grpc.RpcError:
-                        pass  # it may have ended meanwhile; the loop looks again
             time.sleep(0.05)
         _, revision = self.cluster.etcd.count(self.root)
         quiet_since = time.monotonic()

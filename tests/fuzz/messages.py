@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.descriptor import (
-    Descriptor,
     FieldDescriptor,
     MethodDescriptor,
     ServiceDescriptor,
@@ -43,7 +42,7 @@ _BOUNDARY_INTS = (0, 1, -1, 2, 3, 10, 100, 1000, 1001, 65535, 65536, 2**31 - 1, 
                   2**32 - 1, 2**53, 2**63 - 1, -(2**63))
 _BOUNDARY_FLOATS = (0.0, -0.0, 0.001, 0.5, 1.0, -1.0, 99.999, 100.0, 101.0, 1e9, 1e18, 1e308,
                     -1e308, 5e-324, math.inf, -math.inf, math.nan)
-TEXT = st.characters(exclude_categories=("Cs",))
+TEXT = st.characters(exclude_categories=["Cs"])
 _ODD_TEXT = ("", " ", "a" * 64, "a" * 300, "x" * 40_000, "/", "//", "..", "../etc/passwd",
              "a\r\nb", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\0", "a\0b", "\n", "\t",
              "ünïcødé", "名前", "🙂", "\u202e", "\ufeff", "%s%n", "{}", "'\"", "$(id)",
@@ -131,14 +130,17 @@ def _integer(kind: int) -> st.SearchStrategy[int]:
 
 
 def _float(kind: int) -> st.SearchStrategy[float]:
-    width = 32 if kind == T.TYPE_FLOAT else 64
-    return st.one_of(st.sampled_from(_BOUNDARY_FLOATS), st.floats(width=width),
-                     st.floats(0, 1000, width=width))
+    if kind == T.TYPE_FLOAT:
+        return st.one_of(st.sampled_from(_BOUNDARY_FLOATS), st.floats(width=32),
+                         st.floats(0, 1000, width=32))
+    return st.one_of(st.sampled_from(_BOUNDARY_FLOATS), st.floats(), st.floats(0, 1000))
 
 
 def _enum(fd: FieldDescriptor) -> st.SearchStrategy[int]:
-    numbers = [v.number for v in fd.enum_type.values]
-    if fd.enum_type.is_closed:  # proto2 enums refuse unknown numbers on assignment
+    enum = fd.enum_type
+    assert enum is not None
+    numbers = [v.number for v in enum.values]
+    if enum.is_closed:  # proto2 enums refuse unknown numbers on assignment
         return st.sampled_from(numbers)
     return st.one_of(st.sampled_from(numbers), st.sampled_from(numbers),
                      st.sampled_from((-1, max(numbers) + 1, 2**31 - 1, -(2**31))))
@@ -172,12 +174,12 @@ def _field(fd: FieldDescriptor, hints: Hints, depth: int) -> st.SearchStrategy[A
 
 
 def _single(fd: FieldDescriptor, hints: Hints, depth: int) -> st.SearchStrategy[Any]:
-    if fd.type == T.TYPE_MESSAGE:
+    if fd.message_type is not None:
         return message_strategy(fd.message_type, hints, depth + 1)
     return _scalar(fd, hints)
 
 
-def message_strategy(descriptor: Descriptor, hints: Hints,
+def message_strategy(descriptor: Any, hints: Hints,
                      depth: int = 0) -> st.SearchStrategy[Message]:
     """Messages of ``descriptor``'s type; each field set or left unset, nesting bounded."""
     cls = GetMessageClass(descriptor)
@@ -187,7 +189,7 @@ def message_strategy(descriptor: Descriptor, hints: Hints,
     return st.fixed_dictionaries(fields).map(_builder(cls, descriptor))
 
 
-def _builder(cls: type[Message], descriptor: Descriptor
+def _builder(cls: type[Message], descriptor: Any
              ) -> Callable[[dict[str, Any]], Message]:
     def build(values: dict[str, Any]) -> Message:
         message = cls()
