@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from google.protobuf import duration_pb2
 from local_cluster.processes import wait_for
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
@@ -31,14 +32,62 @@ def examples(variable: str, default: int) -> int:
     return int(os.environ.get(variable, "") or default)
 
 
-def _publish(admin: Any, unit: str, version: str, image: str = "demo:1",
-             **changes: list[str]) -> None:
+def publish_request(unit: str, version: str, image: str = "demo:1",
+                    **changes: list[str]) -> admin_pb2.PublishVersionRequest:
     spec = types_pb2.UnitSpec(
         apartment="shop", unit=unit, image=image, service_port=18080,
         resources=types_pb2.Resources(cpu_millis=100, memory_bytes=64 << 20))
-    admin.PublishVersion(admin_pb2.PublishVersionRequest(
+    return admin_pb2.PublishVersionRequest(
         spec=spec, version=version, changes=types_pb2.ChangeSet(**(changes or
-                                                                    {"features": ["f"]}))))
+                                                                    {"features": ["f"]})))
+
+
+def _publish(admin: Any, unit: str, version: str, image: str = "demo:1",
+             **changes: list[str]) -> None:
+    admin.PublishVersion(publish_request(unit, version, image, **changes))
+
+
+def templates() -> dict[str, tuple[Any, ...]]:
+    """Valid requests the generator mutates (one or two fields at a time)."""
+    seconds = duration_pb2.Duration(seconds=1)
+    full = publish_request("api", "1.0.0")
+    full.spec.command[:] = ["/app", "--port", "8080"]
+    full.spec.env["MODE"] = "fuzz"
+    full.spec.secret_env["TOKEN"] = "s3cret"
+    full.spec.port = 8080
+    full.spec.health.CopyFrom(types_pb2.HealthCheck(path="/health"))
+    full.spec.dependencies[:] = ["db@^1.0.0"]
+    requests: list[Any] = [
+        full, publish_request("web", "3.0.0", breaking=["api"]),
+        publish_request("db", "1.0.1", fixes=["x"]),
+        admin_pb2.DeployRequest(apartment="shop", unit="web", version="1.1.0", replicas=1,
+                                strategy=types_pb2.STRATEGY_CANARY,
+                                canary=types_pb2.CanarySettings(steps=[10, 50],
+                                                                monitor=seconds)),
+        admin_pb2.DeployRequest(apartment="shop", unit="web", version="2.0.0", replicas=1,
+                                strategy=types_pb2.STRATEGY_BLUE_GREEN,
+                                blue_green=types_pb2.BlueGreenSettings(
+                                    gradual_steps=2, performance_requests=10, warmup=seconds,
+                                    checks=[types_pb2.IntegrationCheck(
+                                        http=types_pb2.HttpCheck(path="/health",
+                                                                 expect_status=200))])),
+        admin_pb2.DeployRequest(apartment="shop", unit="db", version="1.0.0", replicas=2),
+        admin_pb2.RollbackRequest(apartment="shop", unit="web", to_version="1.0.0"),
+        admin_pb2.ControlRolloutRequest(apartment="shop", unit="web",
+                                        action=admin_pb2.ROLLOUT_CONTROL_PROMOTE),
+        admin_pb2.GetRolloutRequest(apartment="shop", unit="web"),
+        admin_pb2.StreamEventsRequest(apartment="shop", unit="web"),
+        admin_pb2.ListRolloutsRequest(apartment="shop", unit="web", limit=5),
+        admin_pb2.RunGarbageCollectionRequest(host_id=HOST),
+        admin_pb2.CordonHostRequest(host_id=HOST),
+        admin_pb2.UncordonHostRequest(host_id=HOST),
+        admin_pb2.ResolveDependenciesRequest(apartment="shop", unit="web"),
+    ]
+    found: dict[str, tuple[Any, ...]] = {}
+    for request in requests:
+        name = request.DESCRIPTOR.full_name
+        found[name] = (*found.get(name, ()), request)
+    return found
 
 
 def _no_active_rollout(cluster: Cluster) -> bool:
@@ -68,6 +117,7 @@ def seed(cluster: Cluster, admin: Any) -> Hints:
         images=("demo:1", "demo:2", "missing:1"),
         extra={"instance_id": (*(i.instance_id for i in instances), "i-none"),
                "instance_ids": tuple(i.instance_id for i in instances)},
+        templates=templates(),
     )
 
 

@@ -5,8 +5,10 @@ messages, repeated fields, maps), so a field or an RPC added to proto/ is fuzzed
 change here. Values mix fully random ones with "near-valid" ones so requests get past the
 first checks: the names the fuzz cluster holds (``Hints``: apartments, units, versions, host
 ids, rollout ids, images), boundary numbers (0, -1, 2^31-1, 2^63-1 ...), long strings,
-CR/LF/NUL and non-ASCII text. Text never holds lone surrogates (category Cs): protobuf cannot
-encode them, so such a request never leaves the client.
+CR/LF/NUL and non-ASCII text. Where valid requests are known (``Hints.templates``), most
+requests are one of them with one or two fields (at any depth) given a generated value.
+Text never holds lone surrogates (category Cs): protobuf cannot encode them, so such a
+request never leaves the client.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import strategies as st
 
-__all__ = ["Hints", "RpcMethod", "message_strategy", "methods_of", "request_strategy"]
+__all__ = ["Hints", "RpcMethod", "message_strategy", "methods_of", "mutation_strategy",
+           "request_strategy"]
 
 T = FieldDescriptor
 INT32 = (-(2**31), 2**31 - 1)
@@ -63,6 +66,8 @@ class Hints:
     buildings: tuple[str, ...] = ("default",)
     extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """More names by field name (``instance_id`` -> the seeded instances)."""
+    templates: dict[str, tuple[Message, ...]] = field(default_factory=dict)
+    """Valid requests by message type (full name): mutated one or two fields at a time."""
 
     def for_field(self, name: str) -> tuple[str, ...]:
         """The known values for a string field called ``name`` (empty: none known)."""
@@ -189,32 +194,76 @@ def message_strategy(descriptor: Any, hints: Hints,
     return st.fixed_dictionaries(fields).map(_builder(cls, descriptor))
 
 
-def _builder(cls: type[Message], descriptor: Any
-             ) -> Callable[[dict[str, Any]], Message]:
+def _assign(message: Message, fd: FieldDescriptor, value: Any) -> None:
+    """Set field ``fd`` of ``message`` to a drawn ``value`` (replacing what it held)."""
+    target = getattr(message, fd.name)
+    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        target.clear()
+        if fd.message_type.fields_by_name["value"].type == T.TYPE_MESSAGE:
+            for key, item in value.items():
+                target[key].CopyFrom(item)
+        else:
+            target.update(value)
+    elif fd.is_repeated:
+        del target[:]
+        target.extend(value)
+    elif fd.type == T.TYPE_MESSAGE:
+        target.CopyFrom(value)
+    else:
+        setattr(message, fd.name, value)
+
+
+def _builder(cls: type[Message], descriptor: Any) -> Callable[[dict[str, Any]], Message]:
     def build(values: dict[str, Any]) -> Message:
         message = cls()
         for name, value in values.items():
-            if value is None:
-                continue
-            fd = descriptor.fields_by_name[name]
-            target = getattr(message, name)
-            if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-                if fd.message_type.fields_by_name["value"].type == T.TYPE_MESSAGE:
-                    for key, item in value.items():
-                        target[key].CopyFrom(item)
-                else:
-                    target.update(value)
-            elif fd.is_repeated:
-                target.extend(value)
-            elif fd.type == T.TYPE_MESSAGE:
-                target.CopyFrom(value)
-            else:
-                setattr(message, name, value)
+            if value is not None:
+                _assign(message, descriptor.fields_by_name[name], value)
         return message
     return build
+
+
+def _paths(descriptor: Any, depth: int = 0) -> list[tuple[FieldDescriptor, ...]]:
+    """Every field of ``descriptor`` and of its singular message fields (one level down)."""
+    found: list[tuple[FieldDescriptor, ...]] = []
+    for fd in descriptor.fields:
+        found.append((fd,))
+        nested = fd.message_type
+        if nested is not None and not fd.is_repeated and depth < 1:
+            found += [(fd, *sub) for sub in _paths(nested, depth + 1)]
+    return found
+
+
+def mutation_strategy(templates: tuple[Message, ...], hints: Hints
+                      ) -> st.SearchStrategy[Message]:
+    """A valid request (one of ``templates``) with one or two fields, anywhere in it, given a
+    generated value: near-valid requests that reach the checks behind the first ones."""
+    paths = _paths(templates[0].DESCRIPTOR)
+
+    def change(path: tuple[FieldDescriptor, ...]) -> st.SearchStrategy[Any]:
+        return st.tuples(st.just(path), _field(path[-1], hints, len(path)))
+
+    def apply(template: Message, changes: list[tuple[tuple[FieldDescriptor, ...], Any]]
+              ) -> Message:
+        message = type(template)()
+        message.CopyFrom(template)
+        for path, value in changes:
+            parent = message
+            for fd in path[:-1]:
+                parent = getattr(parent, fd.name)
+            _assign(parent, path[-1], value)
+        return message
+
+    return st.builds(apply, st.sampled_from(templates),
+                     st.lists(st.sampled_from(paths).flatmap(change), min_size=1, max_size=2))
 
 
 def request_strategy(method: RpcMethod, hints: Hints) -> st.SearchStrategy[Message]:
     """Requests for ``method``: mostly generated, sometimes empty (the defaults)."""
     generated = message_strategy(method.request.DESCRIPTOR, hints)
-    return st.one_of(st.just(method.request()), generated, generated, generated)
+    templates = hints.templates.get(method.request.DESCRIPTOR.full_name, ())
+    if not templates:
+        return st.one_of(st.just(method.request()), generated, generated, generated)
+    near = mutation_strategy(templates, hints)
+    return st.one_of(st.just(method.request()), generated, near, near, near,
+                     st.sampled_from(templates))
