@@ -39,9 +39,9 @@ test-e2e: setup
 	@$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 # The fuzz suite at full size (`make test` runs a bounded number of cases): 10,000 generated
-# admin requests and 500 hostile agent streams against a live coordinator, with a summary.
+# admin requests and 300 hostile agent streams against a live coordinator, with a summary.
 FUZZ_EXAMPLES ?= 10000
-FUZZ_STREAM_EXAMPLES ?= 500
+FUZZ_STREAM_EXAMPLES ?= 300
 fuzz: venv
 	@FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_STREAM_EXAMPLES=$(FUZZ_STREAM_EXAMPLES) \
 		$(BIN)/python -m pytest tests/fuzz -p no:cacheprovider --timeout 3600 $(PYTEST_ARGS)
