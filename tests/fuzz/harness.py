@@ -73,7 +73,7 @@ class Tally:
             f"INTERNAL/UNKNOWN: {len(self.bad)}",
             f"crashes (process gone or health not SERVING): {len(self.crashes)}",
             f"refusals checked against etcd: {self.refusals_checked}; "
-            f"that changed etcd: {len(self.dirty_refusals)}",
+            f"that changed it: {len(self.dirty_refusals)}",
             f"unary calls past {UNARY_TIMEOUT:.0f} s: {len(self.stalls)}",
         ]
         for method in sorted(self.by_method):

@@ -119,6 +119,7 @@ def test_hostile_agent_streams(fuzz_cluster: tuple[Cluster, Hints],
         tally.sent += 1
         tally.codes[code.name] += 1
         health.check_alive(what)
+        tally.refusals_checked += 1  # every session, taken or refused, is checked
         after = honest_state(cluster, instances)
         if after != before:
             changed = sorted(k for k in {*after[0], *before[0]}
