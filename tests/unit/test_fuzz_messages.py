@@ -20,8 +20,10 @@ HINTS = Hints(rollout_ids=("r-1",))
 def test_every_method_of_the_admin_service_is_fuzzed() -> None:
     served = {name for name in vars(admin_pb2_grpc.AdminServicer) if not name.startswith("_")}
     assert {m.name for m in ADMIN} == served
-    streaming = {m.name for m in ADMIN if m.server_streaming}
-    assert streaming == {"WatchRollout", "StreamEvents"}
+    # the harness sends one request per call (unary or server streaming): a client-streaming
+    # Admin RPC would need a way to send it there first
+    assert not [m.name for m in ADMIN if m.client_streaming]
+    assert {"WatchRollout", "StreamEvents"} <= {m.name for m in ADMIN if m.server_streaming}
 
 
 def test_methods_carry_their_request_type_and_path() -> None:
