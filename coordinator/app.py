@@ -55,6 +55,7 @@ from coordinator.rollouts.etcd_records import EtcdRolloutRecords
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
 from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService
+from coordinator.rollouts.unit_service import UnitService
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
@@ -147,7 +148,11 @@ class Coordinator:
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts,
-            cordons=HostCordons(self.state, self.layout, self.writes, self.events))
+            cordons=HostCordons(self.state, self.layout, self.writes, self.events),
+            units=UnitService(state=self.state, layout=self.layout, writes=self.writes,
+                              events=self.events, clock=self.clock,
+                              rollouts=self.rollouts.records, placement=self.placement,
+                              commands=self.dispatch, hosts=self.fleet, known=self.known))
         self.audit = AuditInterceptor(self.events)
         self.trust: Trust | None = (load_trust(config.tls_ca_file, config.tls_crl_file)
                                     if config.mutual_tls else None)
