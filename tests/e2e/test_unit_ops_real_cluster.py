@@ -3,7 +3,7 @@ real agents with Docker and HAProxy on 127.0.0.61-62, a client per host entry po
 
 - e2e/api scales 1 -> 3 -> 1 while its clients see 0 failed requests;
 - e2e/db is stopped while e2e/api's clients see 0 failed requests; db's entry point then
-  answers 503 on every host (documented in docs/operations.md);
+  answers 503 on every host (as README.md documents);
 - deleting e2e/db is refused, naming it, while e2e/front (which depends on db) runs; once
   front is stopped, db is deleted and its entry point closes.
 """
