@@ -163,6 +163,13 @@ async def test_scale_stop_and_delete(etcd: EtcdProcess, prefix: str, pki: Pki) -
             scale = await refused(root.ScaleUnit(admin_pb2.ScaleUnitRequest(**ref("db"),
                                                                            replicas=2)))
             assert scale.code() == grpc.StatusCode.FAILED_PRECONDITION, scale.details()
+            for call in (root.Rollback(admin_pb2.RollbackRequest(**ref("db"),
+                                                                 to_version="1.0.0")),
+                         root.ControlRollout(admin_pb2.ControlRolloutRequest(
+                             **ref("db"), action=admin_pb2.ROLLOUT_CONTROL_RETRY))):
+                error = await refused(call)
+                assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert "is stopped" in (error.details() or ""), error.details()
 
             # a deploy starts a stopped unit again like a first one
             await root.Deploy(deploy("db", "1.1.0", 1))
