@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from common.clock import Clock
-from common.errors import Conflict, NotFound
+from common.errors import FailedPrecondition, NotFound
 from common.event_types import EventType
 from common.stream_commands import AgentCommand, SetRoute
 from common.stream_messages import ObservedInstance
@@ -288,7 +288,9 @@ class UnitService:
             fresh, revision = self._unit(apartment, unit)
             self._refuse_if_rolling(apartment, unit)
             if len(self._stable(fresh)) != had:
-                raise Conflict(f"{apartment}/{unit} was scaled meanwhile; ask again")
+                # decided on a count another change moved: not retried with a stale count
+                raise FailedPrecondition(f"{apartment}/{unit} was scaled or deployed while "
+                                         "this scale was placed; ask again", unit=unit)
             updated = scaled(fresh, count, self._clock.now())
             written[:] = [updated]
             return self._guarded(updated, revision, self._scaled_event(fresh, had, count))
