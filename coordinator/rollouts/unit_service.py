@@ -176,7 +176,7 @@ class UnitService:
             self._refuse_if_rolling(apartment, unit)
             instances = self._state.instances_of(apartment, unit)
             updated = stopped(current, bool(instances), self._clock.now())
-            if updated is None or (updated == current and not instances):
+            if updated is None:
                 return current, [], False
             event = self._events.make(
                 EventType.UNIT_STOPPED.value,
@@ -185,8 +185,7 @@ class UnitService:
                 apartment=apartment, unit=unit, version=current.stable_version,
                 building=current.building, stopped_version=current.stable_version,
                 instances=str(len(instances)))
-            if updated != current:
-                await self._writes.commit(self._guarded(updated, revision, event))
+            await self._writes.commit(self._guarded(updated, revision, event))
             return updated, instances, True
 
         record, instances, changed = await self._writes.retry(
