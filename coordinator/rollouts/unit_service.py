@@ -6,9 +6,12 @@ change is written in one fenced transaction with its event (``unit.stopped``,
 unit's active-rollout key as read, so a Deploy racing with it is serialized (one of the two
 is decided again from the fresher cache). Then it acts:
 
-- stop: every instance goes the way a rollout's old instances go (CommandDispatch.stop_instance:
-  its record and allocation removed, out of every host's route, which drains it, then
-  StopInstance, which drains it on its own host first). The route record stays: the unit's
+- stop: the instances' records and allocations are removed in the transaction that marks
+  the unit stopped (when they fit in one; else one by one after it, and a stop interrupted
+  half way is finished by stopping again), so a coordinator that fails half way leaves none
+  of them desired: agents stop them when they register. Then each goes the way a rollout's
+  old instances go: out of every host's route (which drains it), then StopInstance (drained
+  on its own host first). The route record stays: the unit's
   entry point answers 503 on every host until it is deployed again or deleted. Its versions
   and rollout history stay; the record says ``stopped`` with no stable version, so a deploy
   starts it like a first one. A stop interrupted half way is finished by stopping again.
@@ -31,7 +34,7 @@ from typing import Protocol
 from common.clock import Clock
 from common.errors import FailedPrecondition, NotFound
 from common.event_types import EventType
-from common.stream_commands import AgentCommand, SetRoute
+from common.stream_commands import AgentCommand, SetRoute, StopInstance
 from common.stream_messages import ObservedInstance
 from coordinator.rollouts.one_active import already_active
 from coordinator.rollouts.record import RolloutRecord
@@ -49,7 +52,13 @@ from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
 from coordinator.state.keys import KeyLayout
-from coordinator.state.records import EventRecord, InstanceRecord, UnitRecord, encode
+from coordinator.state.records import (
+    EventRecord,
+    InstanceRecord,
+    UnitRecord,
+    encode,
+    encode_allocations,
+)
 from coordinator.state.store import Txn
 
 __all__ = ["UnitChange", "UnitService"]
@@ -77,11 +86,20 @@ class UnitCommands(Protocol):
     async def stop_instance(self, instance_id: str, drain: bool = True,
                             grace_s: float | None = None) -> None: ...
 
+    async def set_route(self, apartment: str, unit: str) -> int: ...
+
+    @property
+    def stop_grace_s(self) -> float: ...
+
 
 class Broadcast(Protocol):
-    """One command to several hosts (coordinator/fleet/sessions.py)."""
+    """Commands to hosts (coordinator/fleet/sessions.py)."""
 
     def broadcast(self, host_ids: Iterable[str], command: AgentCommand) -> int: ...
+
+    def send(self, host_id: str, command: AgentCommand) -> bool: ...
+
+    def unobserve(self, instance_id: str) -> ObservedInstance | None: ...
 
 
 class InstanceStates(Protocol):
@@ -171,13 +189,13 @@ class UnitService:
         """Drain and stop every instance of the unit; it shows as stopped (idempotent)."""
         self._writes.require_lead()
 
-        async def attempt() -> tuple[UnitRecord, list[InstanceRecord], bool]:
+        async def attempt() -> tuple[UnitRecord, list[InstanceRecord], bool, bool]:
             current, revision = self._unit(apartment, unit)
             self._refuse_if_rolling(apartment, unit)
             instances = self._state.instances_of(apartment, unit)
             updated = stopped(current, bool(instances), self._clock.now())
             if updated is None:
-                return current, [], False
+                return current, [], False, False
             event = self._events.make(
                 EventType.UNIT_STOPPED.value,
                 f"{apartment}/{unit} stopped: {len(instances)} instance(s) drain and stop; "
@@ -185,14 +203,60 @@ class UnitService:
                 apartment=apartment, unit=unit, version=current.stable_version,
                 building=current.building, stopped_version=current.stable_version,
                 instances=str(len(instances)))
-            await self._writes.commit(self._guarded(updated, revision, event))
-            return updated, instances, True
+            txn = self._guarded(updated, revision, event)
+            # the instances and their allocations go with the record when they fit in one
+            # transaction: a coordinator that stops half way leaves none of them desired
+            together = txn.extend(self._removals(instances))
+            removed = together.size + 2 <= self._writes.max_txn_ops  # 2: the fence
+            await self._writes.commit(together if removed else
+                                      self._guarded(updated, revision, event))
+            return updated, instances, True, removed
 
-        record, instances, changed = await self._writes.retry(
+        record, instances, changed, removed = await self._writes.retry(
             attempt, f"stopping {apartment}/{unit}", unit=unit)
-        done = await self._drain_and_stop(sorted(i.instance_id for i in instances))
+        if removed:
+            done = await self._stop_removed(apartment, unit, instances)
+        else:
+            done = await self._drain_and_stop(sorted(i.instance_id for i in instances))
         return UnitChange(record, len(self._state.instances_of(apartment, unit)), changed,
                           stopped=done)
+
+    def _removals(self, instances: Sequence[InstanceRecord]) -> Txn:
+        """The instances, their statuses and their allocations removed (guarded by
+        revisions), each host's ledger written once."""
+        txn = Txn()
+        by_host: dict[str, list[str]] = {}
+        for inst in instances:
+            found = self._state.instances.get(inst.instance_id)
+            path = self._layout.instance(inst.instance_id)
+            txn.require(path, found.mod_revision if found else 0)
+            if found is not None:
+                txn.delete(path)
+            txn.delete(self._layout.status(inst.instance_id))
+            by_host.setdefault(inst.host_id, []).append(inst.instance_id)
+        for host_id, ids in sorted(by_host.items()):
+            allocations, revision = self._state.allocation_of(host_id)
+            left = {iid: a for iid, a in allocations.items() if iid not in ids}
+            if left == allocations:
+                continue
+            txn.require(self._layout.alloc(host_id), revision)
+            if left:
+                txn.put(self._layout.alloc(host_id), encode_allocations(left))
+            else:
+                txn.delete(self._layout.alloc(host_id))
+        return txn
+
+    async def _stop_removed(self, apartment: str, unit: str,
+                            instances: Sequence[InstanceRecord]) -> tuple[str, ...]:
+        """What CommandDispatch.stop_instance does after its removal: out of every host's
+        route (each drains it), then StopInstance (drained on its own host first)."""
+        for inst in instances:
+            self._hosts.unobserve(inst.instance_id)
+        await self._commands.set_route(apartment, unit)
+        for inst in instances:
+            self._hosts.send(inst.host_id, StopInstance(inst.instance_id,
+                                                        self._commands.stop_grace_s, True))
+        return tuple(sorted(i.instance_id for i in instances))
 
     # -- delete ----------------------------------------------------------------------------
 
