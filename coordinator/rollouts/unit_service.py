@@ -11,10 +11,9 @@ is decided again from the fresher cache). Then it acts:
   half way is finished by stopping again), so a coordinator that fails half way leaves none
   of them desired: agents stop them when they register. Then each goes the way a rollout's
   old instances go: out of every host's route (which drains it), then StopInstance (drained
-  on its own host first). The route record stays: the unit's
-  entry point answers 503 on every host until it is deployed again or deleted. Its versions
-  and rollout history stay; the record says ``stopped`` with no stable version, so a deploy
-  starts it like a first one. A stop interrupted half way is finished by stopping again.
+  on its own host first). The route record stays: the unit's entry point answers 503 on
+  every host until it is deployed again or deleted. Its versions and rollout history stay;
+  the record says ``stopped`` with no stable version, so a deploy starts it like a first one.
 - delete: the unit record, versions, rollouts, route and active-rollout key go in one
   transaction; then every host of the building drops the unit's entry point (a SetRoute
   without a service port), after which it refuses connections.

@@ -153,9 +153,13 @@ async def test_scale_stop_and_delete(etcd: EtcdProcess, prefix: str, pki: Pki) -
             error = await refused(root.DeleteUnit(admin_pb2.DeleteUnitRequest(**ref("db"))))
             assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "stop it first" in (error.details() or "")
+            await root.ScaleUnit(admin_pb2.ScaleUnitRequest(**ref("db"), replicas=3))
+            await until(lambda: running("db", 3))  # two hosts: one runs two of them
             stop = await root.StopUnit(admin_pb2.StopUnitRequest(**ref("db")))
-            assert (stop.changed, stop.unit.state, len(stop.stopped)) == (True, "stopped", 1)
+            assert (stop.changed, stop.unit.state, len(stop.stopped)) == (True, "stopped", 3)
+            assert stop.unit.instances == 0  # removed with the record, in one transaction
             await until(lambda: not instances("db"))
+            assert not {iid for iid in allocated() if iid.startswith("db-")}, allocated()
             again = await root.StopUnit(admin_pb2.StopUnitRequest(**ref("db")))
             assert not again.changed and again.unit.state == "stopped"
             assert set(c1.state.versions[("shop", "db")]) == {"1.0.0", "1.1.0"}
@@ -200,7 +204,7 @@ async def test_scale_stop_and_delete(etcd: EtcdProcess, prefix: str, pki: Pki) -
             return [e for e in c1.state.event_history() if e.type == type_]
 
         await until(lambda: len(history(EventType.UNIT_DELETED)) == 2)
-        assert [e.details["replicas"] for e in history(EventType.UNIT_SCALED)] == ["4", "1"]
+        assert [e.details["replicas"] for e in history(EventType.UNIT_SCALED)] == ["4", "1", "3"]
         assert [e.unit for e in history(EventType.UNIT_STOPPED)] == ["db", "db", "web"]
         methods = [(e.details["method"], e.details["caller"], e.details["outcome"])
                    for e in history(EventType.AUDIT)
