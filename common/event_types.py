@@ -65,8 +65,19 @@ class EventType(StrEnum):
     """An operator cordoned the host: no new placements on it (details: building, reason)."""
     HOST_UNCORDONED = "host.uncordoned"
     """An operator made a cordoned host placeable again (details: building)."""
+    UNIT_STOPPED = "unit.stopped"
+    """An operator stopped the unit: its instances drain and stop, its versions and history
+    stay (details: building, stopped_version, instances)."""
+    UNIT_DELETED = "unit.deleted"
+    """An operator deleted a stopped unit: records, versions, rollouts and route are gone
+    (details: versions, rollouts)."""
+    UNIT_SCALED = "unit.scaled"
+    """An operator changed the replica count of the unit's stable version without a rollout
+    (details: version, from_replicas, replicas)."""
 
 
 COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
-                              EventType.HOST_CORDONED, EventType.HOST_UNCORDONED})
+                              EventType.HOST_CORDONED, EventType.HOST_UNCORDONED,
+                              EventType.UNIT_STOPPED, EventType.UNIT_DELETED,
+                              EventType.UNIT_SCALED})
 """Event types only the coordinator writes; an agent's report of one is dropped."""

@@ -57,6 +57,7 @@ from coordinator.rollouts.etcd_records import EtcdRolloutRecords
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
 from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService
+from coordinator.rollouts.unit_service import UnitService
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
@@ -153,6 +154,10 @@ class Coordinator:
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts,
             cordons=HostCordons(self.state, self.layout, self.writes, self.events),
+            units=UnitService(state=self.state, layout=self.layout, writes=self.writes,
+                              events=self.events, clock=self.clock,
+                              rollouts=self.rollouts.records, placement=self.placement,
+                              commands=self.dispatch, hosts=self.fleet, known=self.known),
             snapshots=ClusterSnapshots(self.store, self.layout, self.leadership, release()),
             outputs=self.outputs)
         self.audit = AuditInterceptor(self.events)

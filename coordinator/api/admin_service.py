@@ -33,6 +33,7 @@ from coordinator.api.read_models import ClusterReads
 from coordinator.api.rollout_proto import control_from_pb, deploy_from_pb, rollout_info
 from coordinator.api.rpc_errors import stream_boundary, unary_boundary
 from coordinator.api.scope import caller_reach, visible_edges
+from coordinator.api.unit_changes_proto import unit_change_to_pb, unit_of
 from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.output_calls import OutputCalls
@@ -40,6 +41,7 @@ from coordinator.fleet.sessions import Fleet
 from coordinator.registry import Registry
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.service import RolloutService
+from coordinator.rollouts.unit_service import UnitService
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.leadership import Leadership
 from coordinator.state.records import EventRecord
@@ -59,10 +61,11 @@ SNAPSHOT_CHUNK = 1 << 20
 class AdminService(admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
                  leadership: Leadership, clock: Clock, registry: Registry,
-                 rollouts: RolloutService, cordons: HostCordons,
+                 rollouts: RolloutService, cordons: HostCordons, units: UnitService,
                  snapshots: ClusterSnapshots | None = None,
                  outputs: OutputCalls | None = None) -> None:
         self.state = state
+        self.units = units
         self.snapshots = snapshots
         self.outputs = outputs
         self.cordons = cordons
@@ -172,6 +175,23 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if not self.state.versions.get(key) and key not in self.state.units:
             raise NotFound(f"unit {apartment}/{unit} does not exist (publish a version first)",
                            unit=unit)
+
+    # -- units: stop, delete, scale (coordinator/rollouts/unit_service.py) ------------------
+
+    @unary_boundary
+    async def StopUnit(self, request: admin_pb2.StopUnitRequest, context: Context
+                       ) -> admin_pb2.UnitChangeResponse:
+        return unit_change_to_pb(await self.units.stop(*unit_of(request)))
+
+    @unary_boundary
+    async def DeleteUnit(self, request: admin_pb2.DeleteUnitRequest, context: Context
+                         ) -> admin_pb2.UnitChangeResponse:
+        return unit_change_to_pb(await self.units.delete(*unit_of(request), caller_reach()))
+
+    @unary_boundary
+    async def ScaleUnit(self, request: admin_pb2.ScaleUnitRequest, context: Context
+                        ) -> admin_pb2.UnitChangeResponse:
+        return unit_change_to_pb(await self.units.scale(*unit_of(request), request.replicas))
 
     # -- fleet -----------------------------------------------------------------------------
 

@@ -682,7 +682,119 @@ class CordonHostResponse(_message.Message):
 Global___CordonHostResponse: _TypeAlias = CordonHostResponse  # noqa: Y015
 
 @_typing.final
+class StopUnitRequest(_message.Message):
+    """-- Units: stop, delete, scale (issue 19) ----------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APARTMENT_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    apartment: _builtins.str
+    unit: _builtins.str
+    def __init__(
+        self,
+        *,
+        apartment: _builtins.str = ...,
+        unit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopUnitRequest: _TypeAlias = StopUnitRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUnitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APARTMENT_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    apartment: _builtins.str
+    unit: _builtins.str
+    def __init__(
+        self,
+        *,
+        apartment: _builtins.str = ...,
+        unit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUnitRequest: _TypeAlias = DeleteUnitRequest  # noqa: Y015
+
+@_typing.final
+class ScaleUnitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APARTMENT_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    apartment: _builtins.str
+    unit: _builtins.str
+    replicas: _builtins.int
+    """Instances of the stable version to run, 1..1000 (0: use StopUnit)."""
+    def __init__(
+        self,
+        *,
+        apartment: _builtins.str = ...,
+        unit: _builtins.str = ...,
+        replicas: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "replicas", b"replicas", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScaleUnitRequest: _TypeAlias = ScaleUnitRequest  # noqa: Y015
+
+@_typing.final
+class UnitChangeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNIT_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    STOPPED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """False when the unit already was as asked (the call changed nothing)."""
+    @_builtins.property
+    def unit(self) -> _types_pb2.UnitInfo:
+        """The unit after the change (for DeleteUnit: as it was when deleted)."""
+
+    @_builtins.property
+    def started(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instances placed and started (scale up)."""
+
+    @_builtins.property
+    def stopped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instances drained and stopped (stop, scale down)."""
+
+    def __init__(
+        self,
+        *,
+        unit: _types_pb2.UnitInfo | None = ...,
+        changed: _builtins.bool = ...,
+        started: _abc.Iterable[_builtins.str] | None = ...,
+        stopped: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "started", b"started", "stopped", b"stopped", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnitChangeResponse: _TypeAlias = UnitChangeResponse  # noqa: Y015
+
+@_typing.final
 class StreamEventsRequest(_message.Message):
+    """-- end of units: stop, delete, scale --------------------------------------------------"""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APARTMENT_FIELD_NUMBER: _builtins.int

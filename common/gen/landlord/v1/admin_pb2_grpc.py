@@ -125,6 +125,21 @@ class AdminStub:
                 request_serializer=landlord_dot_v1_dot_admin__pb2.ExecInstanceRequest.SerializeToString,
                 response_deserializer=landlord_dot_v1_dot_admin__pb2.InstanceOutput.FromString,
                 _registered_method=True)
+        self.StopUnit = channel.unary_unary(
+                '/landlord.v1.Admin/StopUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.StopUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+                _registered_method=True)
+        self.DeleteUnit = channel.unary_unary(
+                '/landlord.v1.Admin/DeleteUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.DeleteUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+                _registered_method=True)
+        self.ScaleUnit = channel.unary_unary(
+                '/landlord.v1.Admin/ScaleUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/landlord.v1.Admin/StreamEvents',
                 request_serializer=landlord_dot_v1_dot_admin__pb2.StreamEventsRequest.SerializeToString,
@@ -262,6 +277,30 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StopUnit(self, request, context):
+        """-- Units: stop, delete, scale (issue 19; coordinator/rollouts/unit_service.py) ------
+        Stop: drain and stop every instance (versions and history stay; the unit shows as
+        stopped; idempotent). Delete: remove a stopped unit entirely (refused while running
+        units depend on it). Scale: the stable version's replica count without a rollout.
+        All three are refused during an active rollout (FAILED_PRECONDITION naming it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUnit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScaleUnit(self, request, context):
+        """-- end of units: stop, delete, scale ------------------------------------------------
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Events: a bounded history, then live ones when follow is set.
         """
@@ -378,6 +417,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ExecInstance,
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.ExecInstanceRequest.FromString,
                     response_serializer=landlord_dot_v1_dot_admin__pb2.InstanceOutput.SerializeToString,
+            ),
+            'StopUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.StopUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
+            ),
+            'DeleteUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.DeleteUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
+            ),
+            'ScaleUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScaleUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -881,6 +935,87 @@ class Admin:
             '/landlord.v1.Admin/ExecInstance',
             landlord_dot_v1_dot_admin__pb2.ExecInstanceRequest.SerializeToString,
             landlord_dot_v1_dot_admin__pb2.InstanceOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/StopUnit',
+            landlord_dot_v1_dot_admin__pb2.StopUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/DeleteUnit',
+            landlord_dot_v1_dot_admin__pb2.DeleteUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScaleUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/ScaleUnit',
+            landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

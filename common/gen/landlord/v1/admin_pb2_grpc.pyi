@@ -65,6 +65,16 @@ class AdminStub:
     """Run a command in an instance's container; its output streamed, then its exit code.
     Admin only, audited.
     """
+    StopUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.StopUnitRequest, _admin_pb2.UnitChangeResponse]
+    """-- Units: stop, delete, scale (issue 19; coordinator/rollouts/unit_service.py) ------
+    Stop: drain and stop every instance (versions and history stay; the unit shows as
+    stopped; idempotent). Delete: remove a stopped unit entirely (refused while running
+    units depend on it). Scale: the stable version's replica count without a rollout.
+    All three are refused during an active rollout (FAILED_PRECONDITION naming it).
+    """
+    DeleteUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteUnitRequest, _admin_pb2.UnitChangeResponse]
+    ScaleUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ScaleUnitRequest, _admin_pb2.UnitChangeResponse]
+    """-- end of units: stop, delete, scale ------------------------------------------------"""
     StreamEvents: _grpc.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]
@@ -109,6 +119,16 @@ class AdminAsyncStub(AdminStub):
     """Run a command in an instance's container; its output streamed, then its exit code.
     Admin only, audited.
     """
+    StopUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.StopUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
+    """-- Units: stop, delete, scale (issue 19; coordinator/rollouts/unit_service.py) ------
+    Stop: drain and stop every instance (versions and history stay; the unit shows as
+    stopped; idempotent). Delete: remove a stopped unit entirely (refused while running
+    units depend on it). Scale: the stable version's replica count without a rollout.
+    All three are refused during an active rollout (FAILED_PRECONDITION naming it).
+    """
+    DeleteUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
+    ScaleUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.ScaleUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
+    """-- end of units: stop, delete, scale ------------------------------------------------"""
     StreamEvents: _aio.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]  # type: ignore[assignment]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]  # type: ignore[assignment]
@@ -258,6 +278,34 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         """Run a command in an instance's container; its output streamed, then its exit code.
         Admin only, audited.
         """
+
+    @_abc_1.abstractmethod
+    def StopUnit(
+        self,
+        request: _admin_pb2.StopUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]:
+        """-- Units: stop, delete, scale (issue 19; coordinator/rollouts/unit_service.py) ------
+        Stop: drain and stop every instance (versions and history stay; the unit shows as
+        stopped; idempotent). Delete: remove a stopped unit entirely (refused while running
+        units depend on it). Scale: the stable version's replica count without a rollout.
+        All three are refused during an active rollout (FAILED_PRECONDITION naming it).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteUnit(
+        self,
+        request: _admin_pb2.DeleteUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ScaleUnit(
+        self,
+        request: _admin_pb2.ScaleUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]:
+        """-- end of units: stop, delete, scale ------------------------------------------------"""
 
     @_abc_1.abstractmethod
     def StreamEvents(

@@ -533,7 +533,9 @@ class UnitInfo(_message.Message):
     apartment: _builtins.str
     unit: _builtins.str
     state: _builtins.str
-    """Unit-level deploy state: idle, running, deploying, rolling_out, rolling_back, failed."""
+    """Unit-level deploy state: idle, running, deploying, rolling_out, rolling_back, failed,
+    stopped.
+    """
     stable_version: _builtins.str
     latest_version: _builtins.str
     instances: _builtins.int
