@@ -28,11 +28,14 @@ from coordinator.api.convert_admin import (
     unit_to_pb,
     version_to_pb,
 )
+from coordinator.api.host_removal_rpcs import HostRemovalRpcs
 from coordinator.api.read_models import ClusterReads
 from coordinator.api.rollout_proto import control_from_pb, deploy_from_pb, rollout_info
 from coordinator.api.rpc_errors import stream_boundary, unary_boundary
 from coordinator.api.scope import caller_reach, visible_edges
 from coordinator.fleet.cordons import HostCordons
+from coordinator.fleet.decommission import HostDecommissions
+from coordinator.fleet.drains import HostDrains
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.sessions import Fleet
 from coordinator.registry import Registry
@@ -45,12 +48,15 @@ from coordinator.state.records import EventRecord
 __all__ = ["AdminService"]
 
 Context = Any
-class AdminService(admin_pb2_grpc.AdminServicer):
+class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
                  leadership: Leadership, clock: Clock, registry: Registry,
-                 rollouts: RolloutService, cordons: HostCordons) -> None:
+                 rollouts: RolloutService, cordons: HostCordons, drains: HostDrains,
+                 decommissions: HostDecommissions) -> None:
         self.state = state
         self.cordons = cordons
+        self.drains = drains  # DrainHost, GetDrainStatus, DecommissionHost: HostRemovalRpcs
+        self.decommissions = decommissions
         self.fleet = fleet
         self.leadership = leadership
         self.clock = clock

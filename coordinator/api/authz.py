@@ -110,6 +110,9 @@ ADMIN_RULES: dict[str, Rule] = {
     "RunGarbageCollection": Rule(Access.WRITE),
     "CordonHost": Rule(Access.WRITE),
     "UncordonHost": Rule(Access.WRITE),
+    "DrainHost": Rule(Access.WRITE),
+    "GetDrainStatus": Rule(Access.READ),
+    "DecommissionHost": Rule(Access.WRITE),
     "StreamEvents": Rule(Access.READ, _apartment),
     "GetLeader": Rule(Access.READ),
 }

@@ -14,7 +14,15 @@ from typer.core import TyperGroup
 
 from common.errors import LandlordError
 from common.transport import TlsSettings
-from coordinator.cli import certs, deploy, events, fleet, rollout, units
+from coordinator.cli import (
+    certs,
+    deploy,
+    events,
+    fleet,
+    host_removal,  # noqa: F401  # registers hosts drain, drain-status, decommission
+    rollout,
+    units,
+)
 from coordinator.cli.client import DEFAULT_ADDRESS, CallFailed, ClientSettings, parse_addresses
 from coordinator.cli.context import CliSettings
 from coordinator.cli.exit_codes import error_line, exit_code_for_error

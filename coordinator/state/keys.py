@@ -55,6 +55,16 @@ key                                            value, writer and when
                                                that creates the rollout record; deleted in
                                                the one that ends it
                                                (coordinator/rollouts/one_active.py).
+{p}/drains/{host_id}                           DrainRecord of ``landlord hosts drain``
+                                               (coordinator/fleet/drain_plan.py): state,
+                                               the move under way, what was moved or
+                                               skipped. Written by the leader at each
+                                               step; deleted when the host is
+                                               decommissioned.
+{p}/decommissioned/{host_id}                   ``{"at", "building"}``: the host was
+                                               decommissioned; its agent's registration
+                                               is refused (a new host id brings the
+                                               machine back).
 {p}/events/{time_ns:020d}-{n:06d}              One event. Its sequence is the key's create
                                                revision x 1000 + its position in the
                                                transaction. Trimmed to a bounded history.
@@ -122,6 +132,12 @@ class KeyLayout:
 
     def active_rollout(self, apartment: str, unit: str) -> str:
         return f"{self.prefix}/active-rollout/{apartment}/{unit}"
+
+    def drain(self, host_id: str) -> str:
+        return f"{self.prefix}/drains/{host_id}"
+
+    def decommissioned(self, host_id: str) -> str:
+        return f"{self.prefix}/decommissioned/{host_id}"
 
     @property
     def events(self) -> str:
