@@ -87,7 +87,8 @@ async def _follow(ctx: typer.Context, host: str, as_json: bool) -> admin_pb2.Dra
     async with AdminClient(settings_of(ctx).client) as client:
         while True:
             try:
-                status: admin_pb2.DrainStatus = await client.unary("GetDrainStatus", request, f"drain status {host}")
+                status: admin_pb2.DrainStatus = await client.unary(
+                    "GetDrainStatus", request, f"drain status {host}")
                 unanswered_since = 0.0
             except CallFailed as err:
                 if err.code != "UNAVAILABLE":
