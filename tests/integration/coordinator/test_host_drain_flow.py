@@ -74,7 +74,7 @@ async def test_a_drain_survives_a_new_leader_then_the_host_is_decommissioned(
             assert "shop/web" in (blocked.details() or "")
             # the first move is under way (or done): this leader goes
             await until(lambda: (d := drain_of(c1.state, "dr1")) is not None
-                        and (d.moving is not None and d.moving.new_id != ""
+                        and ((d.moving is not None and d.moving.new_id != "")
                              or d.moved_count > 0), timeout=20)
 
         await started.pop().stop()
