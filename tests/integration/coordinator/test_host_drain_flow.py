@@ -90,7 +90,7 @@ async def test_a_drain_survives_a_new_leader_then_the_host_is_decommissioned(
         assert not agents["dr1"].runtime.instances  # every old instance stopped
         moved = set(leader.state.instances)
         for name in ("dr2", "dr3"):  # every host's route lists only the new instances
-            await until(lambda name=name: {  # type: ignore[misc]
+            await until(lambda name=name: {
                 s["server"] for s in agents[name].runtime.routes.get("shop/web", [])}
                 <= moved)
 
