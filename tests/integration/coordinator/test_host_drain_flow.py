@@ -20,13 +20,11 @@ from coordinator.fleet.drains import drain_of
 from tests.integration.coordinator.agents import LocalAgent, start_agent
 from tests.integration.coordinator.conftest import coordinator_config
 from tests.integration.coordinator.test_coord_mtls import until
-from tests.integration.coordinator.test_host_cordon_flow import hosts_of, publish_and_deploy
-
-
-async def refused(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    return caught.value
+from tests.integration.coordinator.test_host_cordon_flow import (
+    hosts_of,
+    publish_and_deploy,
+    refused,
+)
 
 
 async def test_a_drain_survives_a_new_leader_then_the_host_is_decommissioned(
