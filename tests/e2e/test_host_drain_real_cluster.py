@@ -1,10 +1,11 @@
 """`landlord hosts cordon`, `drain` and `decommission` on a real cluster under load.
 
 etcd, a coordinator, two real agents (Docker + HAProxy on 127.0.0.71-72) and a client per
-host entry point. e2e/drainme runs two replicas, one per host; the first host is cordoned,
-then drained with the CLI following the drain: its instance moves to the other host with
-zero failed requests on either entry point (the drained host's HAProxy keeps serving,
-routing to the new instance), then the host is decommissioned and leaves `hosts list`.
+host entry point. e2e/drainme runs two replicas, both on the first host; that host is
+cordoned, then drained with the CLI following the drain: its instances move to the other
+host one at a time with zero failed requests on either entry point (the drained host's
+HAProxy keeps serving, routing to the new instances), then the host is decommissioned and
+leaves `hosts list`.
 """
 
 from __future__ import annotations
@@ -53,11 +54,14 @@ def test_drain_under_load_moves_everything_then_decommission(cli: Cli) -> None:
     cli.json("units", "publish", UNIT, "1.0.0", "--image", demo_image("1.0.0"), "--port", "0",
              "--service-port", str(port), "--health-path", "/healthz", "--health-interval",
              "1s", "--health-timeout", "1s", "--cpu", "100m", "--memory", "64Mi")
+    # both replicas on the host to drain: the unit lives only there until the drain moves it
+    assert cli.run("hosts", "cordon", KEPT).returncode == 0
     deployed = cli.run("deploy", UNIT, "1.0.0", "--building", "demo", "--replicas", "2",
                        "--wait", "--output", "json", timeout=120)
     assert deployed.returncode == 0, (deployed.stdout[-2000:], deployed.stderr)
+    assert cli.run("hosts", "uncordon", KEPT).returncode == 0
     running = "INSTANCE_STATE_RUNNING"
-    assert _instances(cli) == sorted([(DRAINED, running), (KEPT, running)])
+    assert _instances(cli) == [(DRAINED, running), (DRAINED, running)]
     eventually(lambda: serving(port, HOSTS.values()), timeout=60, interval=0.5,
                message="every entry point serves")
 
@@ -71,7 +75,7 @@ def test_drain_under_load_moves_everything_then_decommission(cli: Cli) -> None:
         took = time.monotonic() - began
         assert drained.returncode == 0, (drained.stdout, drained.stderr)
         assert f"-> {KEPT}" in drained.stdout  # the plan named where it goes
-        assert f"host {DRAINED}: drained, 1 moved" in drained.stdout, drained.stdout
+        assert f"host {DRAINED}: drained, 2 moved" in drained.stdout, drained.stdout
         settle = load.settled()
         answers = load.since(start)
         assert answers and not failed(answers), failed(answers)[:10]
@@ -82,7 +86,7 @@ def test_drain_under_load_moves_everything_then_decommission(cli: Cli) -> None:
 
     assert _instances(cli) == [(KEPT, running), (KEPT, running)]
     status = cli.json("hosts", "drain-status", DRAINED)
-    assert (status["state"], status["moved_count"]) == ("drained", 1), status
+    assert (status["state"], status["moved_count"]) == ("drained", 2), status
     done = cli.json("hosts", "decommission", DRAINED)
     assert done["host_id"] == DRAINED
     assert DRAINED not in {h["host_id"] for h in cli.json("hosts", "list")["hosts"]}
