@@ -30,6 +30,7 @@ from coordinator.fleet.drain_plan import (
     Moving,
     plan_drain,
     plan_moves,
+    skip_move,
 )
 from coordinator.fleet.drains import HostDrains, drain_of
 from coordinator.fleet.host_records import HostRecords
@@ -327,3 +328,46 @@ async def test_refusals_unknown_host_bad_deadline_undrained_and_uncordoned() -> 
     record = drain_of(rig.state, "h2")
     assert record is not None and record.state is DrainState.STOPPED
     assert "uncordoned" in record.message
+
+
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.sampled_from([0.5, 1.0, 3.0])),
+                min_size=1, max_size=60))
+def test_an_old_instance_is_stopped_only_after_its_healthy_replacement_was_routed(
+        steps: list[tuple[bool, bool, float]]) -> None:
+    """Whatever the replacements do (healthy or not, placed or not) and however time goes,
+    the drain stops an old instance only once its replacement was healthy and routed for
+    the settle time, and never stops an instance it did not move."""
+    on_host = {i.instance_id: i for i in (inst("w1"), inst("w2"), inst("w3"))}
+    existing: set[str] = set(on_host)
+    healthy: set[str] = set()
+    routed_at: dict[str, float] = {}  # old id -> when its healthy replacement was routed
+    record, now, serial = drain(), NOW, 0
+    for becomes_healthy, placeable, wait in steps:
+        view = DrainView(list(on_host.values()), existing=existing, healthy=healthy)
+        record, action = plan_drain(record, view, now, settle=1.0, start_timeout=5.0)
+        moving = record.moving
+        if action.kind == "place":
+            assert moving is not None and action.instance is not None
+            if placeable:
+                serial += 1
+                new_id = f"n{serial}"
+                existing.add(new_id)
+                record = replace(record, moving=replace(moving, new_id=new_id, new_host="h2",
+                                                        phase=DrainPhase.STARTING, since=now))
+            else:
+                record = skip_move(record, moving.old_id, "no room")
+        elif action.kind == "route":
+            assert moving is not None and moving.new_id in healthy
+            routed_at[moving.old_id] = now
+        elif action.kind == "stop_old":
+            assert now - routed_at[action.instance_id] >= 1.0
+            on_host.pop(action.instance_id)
+            existing.discard(action.instance_id)
+        elif action.kind == "stop_new":
+            assert action.instance_id not in on_host
+            existing.discard(action.instance_id)
+        if record.moving is not None and record.moving.new_id and becomes_healthy:
+            healthy.add(record.moving.new_id)
+        now += wait
+    stopping = record.moving is not None and record.moving.old_id not in on_host
+    assert record.moved_count + stopping + len(on_host) == 3  # each instance counted once
