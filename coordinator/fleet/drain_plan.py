@@ -15,8 +15,9 @@ before it is acted on (write intent first):
 Instances of a unit in an active rollout are not moved while it runs (the rollout owns its
 instances); the drain moves the others first and waits. An instance that cannot be placed
 (no room, no eligible host) is skipped with the reason; when only such instances are left
-the drain ends ``blocked``, naming each. At the deadline a drain stops (``stopped``): a
-replacement not yet serving is stopped, the old instance keeps serving, nothing is forced.
+the drain ends ``blocked``, naming each. At the deadline (or when the host is uncordoned) a
+drain stops (``stopped``): the move under way is undone, its replacement stopped, and the
+old instance keeps serving; nothing is forced.
 
 ``plan_drain(record, view, now)`` is pure: the caller observes, commits the record it
 returns, then carries out its action (coordinator/fleet/drains.py).
@@ -36,7 +37,7 @@ from coordinator.state.records import InstanceRecord
 
 __all__ = ["MOVED_KEPT", "DrainAction", "DrainPhase", "DrainRecord", "DrainState", "DrainView",
            "Move", "MovePlan", "Moving", "left_on_host", "left_text", "moving_text",
-           "plan_drain", "plan_moves", "skip_move"]
+           "plan_drain", "plan_moves", "skip_move", "stop_drain"]
 
 MOVED_KEPT = 50
 """Moves a drain record lists (the count goes on)."""
@@ -182,7 +183,7 @@ def plan_drain(record: DrainRecord, view: DrainView, now: float, *, settle: floa
                              message=f"moved {moving.unit} {line}")
             return plan_drain(record, view, now, settle=settle, start_timeout=start_timeout)
         if deadline:
-            return _stop_at_deadline(record, view, now, new_id)
+            return stop_drain(record, view, now)
         if not new_id:
             if moving.phase is DrainPhase.PLACING:
                 return record, DrainAction("place", instance=on_host[moving.old_id])
@@ -219,7 +220,7 @@ def plan_drain(record: DrainRecord, view: DrainView, now: float, *, settle: floa
             f"{record.host_id} drained: {record.moved_count} instance(s) moved; "
             "nothing is placed on it")), NOTHING
     if deadline:
-        return _stop_at_deadline(record, view, now, "")
+        return stop_drain(record, view, now)
     waiting = sorted({_unit(i) for i in view.instances
                       if (i.apartment, i.unit) in view.in_rollout})
     candidates = [i for i in sorted(view.instances, key=lambda i: i.instance_id)
@@ -246,12 +247,17 @@ def skip_move(record: DrainRecord, old_id: str, why: str) -> DrainRecord:
     return replace(record, moving=None, skipped=skipped, message=f"{old_id} not moved: {why}")
 
 
-def _stop_at_deadline(record: DrainRecord, view: DrainView, now: float,
-                      new_id: str) -> tuple[DrainRecord, DrainAction]:
-    """The deadline passed: stop without forcing (a replacement not serving yet is
-    stopped, the old instance stays)."""
+def stop_drain(record: DrainRecord, view: DrainView, now: float,
+               why: str = "deadline reached") -> tuple[DrainRecord, DrainAction]:
+    """End the drain (``stopped``) without forcing anything: the move under way is undone
+    (its replacement, if placed, is taken out of the routes and stopped) and the old
+    instance keeps serving; a move already stopping its old instance is let finish."""
+    moving, new_id = record.moving, ""
+    if moving is not None and moving.phase is not DrainPhase.STOPPING:
+        new_id = moving.new_id or (view.replacement[moving.old_id].instance_id
+                                   if moving.old_id in view.replacement else "")
     stopped = replace(record, state=DrainState.STOPPED, finished_at=now, moving=None,
-                      message="deadline reached; left on the host: " + left_text(record, view))
+                      message=f"{why}; left on the host: " + left_text(record, view))
     if new_id and new_id in view.existing:
         return stopped, DrainAction("stop_new", instance_id=new_id)
     return stopped, NOTHING

@@ -44,6 +44,7 @@ from coordinator.fleet.drain_plan import (
     plan_drain,
     plan_moves,
     skip_move,
+    stop_drain,
 )
 from coordinator.fleet.placement import HostRoom
 from coordinator.state.cluster_state import ClusterState
@@ -179,13 +180,13 @@ class HostDrains:
     async def _step(self, record: DrainRecord) -> None:
         now = self._clock.now()
         host = self._state.hosts.get(record.host_id)
+        view = self._observe(record)
         if host is None or not host.value.cordoned:
             why = "the host was forgotten" if host is None else "the host was uncordoned"
-            await self._write(replace(record, state=DrainState.STOPPED, finished_at=now,
-                                      moving=None, message=f"drain stopped: {why}"))
-            return
-        new, action = plan_drain(record, self._observe(record), now, settle=self.settle,
-                                 start_timeout=self.start_timeout)
+            new, action = stop_drain(record, view, now, f"drain stopped: {why}")
+        else:
+            new, action = plan_drain(record, view, now, settle=self.settle,
+                                     start_timeout=self.start_timeout)
         if new != record:
             await self._write(new)
         await self._act(new, action)

@@ -31,6 +31,7 @@ from coordinator.fleet.drain_plan import (
     plan_drain,
     plan_moves,
     skip_move,
+    stop_drain,
 )
 from coordinator.fleet.drains import HostDrains, drain_of
 from coordinator.fleet.host_records import HostRecords
@@ -168,6 +169,17 @@ def test_the_deadline_stops_without_forcing_and_names_what_is_left() -> None:
     assert (action.kind, action.instance_id) == ("stop_new", "w9")  # the old one stays
     assert "deadline reached" in record.message
     assert "shop/web w1" in record.message and "shop/web w2" in record.message
+
+
+def test_stopping_mid_move_undoes_it_unless_the_old_one_is_already_stopping() -> None:
+    view = DrainView([inst("w1")], existing={"w1", "w9"},
+                     replacement={"w1": replace(inst("w9", host="h2"), replaces="w1")})
+    placing = drain(moving=Moving("w1", "shop/web", DrainPhase.PLACING, NOW))
+    record, action = stop_drain(placing, view, NOW, "drain stopped: the host was uncordoned")
+    assert (action.kind, action.instance_id) == ("stop_new", "w9")  # found by its mark
+    assert record.state is DrainState.STOPPED and "uncordoned" in record.message
+    stopping = drain(moving=Moving("w1", "shop/web", DrainPhase.STOPPING, NOW, "w9", "h2"))
+    assert stop_drain(stopping, view, NOW)[1].kind == "none"
 
 
 @given(st.builds(DrainRecord, host_id=st.sampled_from(["h1", "x.y"]),
