@@ -36,7 +36,9 @@ from coordinator.config import CoordinatorConfig
 from coordinator.fleet.agent_sessions import AgentSessions
 from coordinator.fleet.check_calls import CheckCalls
 from coordinator.fleet.cordons import HostCordons
+from coordinator.fleet.decommission import HostDecommissions
 from coordinator.fleet.dispatch import CommandDispatch
+from coordinator.fleet.drains import HostDrains
 from coordinator.fleet.forgetter import HostForgetter
 from coordinator.fleet.healing import Healer
 from coordinator.fleet.host_records import HostRecords
@@ -138,12 +140,17 @@ class Coordinator:
         self.rollouts = self.rollout_service()
         self.rollouts.refused = self.metrics.observe_refusal
         self.schema = SchemaUpgrade(self.view, self.writes, self.layout)
+        self.cordons = HostCordons(self.state, self.layout, self.writes, self.events)
+        self.drains = HostDrains(
+            state=self.state, layout=self.layout, writes=self.writes, events=self.events,
+            cordons=self.cordons, placement=self.placement, commands=self.dispatch,
+            known=self.known, clock=self.clock)
         self.duties = LeaderDuties(
             view=self.view, state=self.state, fleet=self.fleet, leadership=self.leadership,
             events=self.events, clock=self.clock, heal=self.healer.tick,
             flush_routes=self.dispatch.flush_routes, flush_statuses=self.statuses.flush,
             tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts,
-            schema=self.schema, forget_hosts=self.forgetter.tick)
+            schema=self.schema, forget_hosts=self.forgetter.tick, drain_hosts=self.drains.tick)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
@@ -153,7 +160,10 @@ class Coordinator:
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts,
-            cordons=HostCordons(self.state, self.layout, self.writes, self.events),
+            cordons=self.cordons, drains=self.drains,
+            decommissions=HostDecommissions(
+                state=self.state, layout=self.layout, writes=self.writes, hosts=self.hosts,
+                fleet=self.fleet, events=self.events, clock=self.clock),
             units=UnitService(state=self.state, layout=self.layout, writes=self.writes,
                               events=self.events, clock=self.clock,
                               rollouts=self.rollouts.records, placement=self.placement,

@@ -29,12 +29,15 @@ from coordinator.api.convert_admin import (
     unit_to_pb,
     version_to_pb,
 )
+from coordinator.api.host_removal_rpcs import HostRemovalRpcs
 from coordinator.api.read_models import ClusterReads
 from coordinator.api.rollout_proto import control_from_pb, deploy_from_pb, rollout_info
 from coordinator.api.rpc_errors import stream_boundary, unary_boundary
 from coordinator.api.scope import caller_reach, visible_edges
 from coordinator.api.unit_changes_proto import unit_change_to_pb, unit_of
 from coordinator.fleet.cordons import HostCordons
+from coordinator.fleet.decommission import HostDecommissions
+from coordinator.fleet.drains import HostDrains
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.output_calls import OutputCalls
 from coordinator.fleet.sessions import Fleet
@@ -58,10 +61,11 @@ DEFAULT_EXEC_S, MAX_EXEC_S = 30.0, 300.0
 """An exec's timeout when unset, and the longest one (the agent's cap)."""
 SNAPSHOT_CHUNK = 1 << 20
 """Bytes of a snapshot per streamed message, far below grpc's message limit."""
-class AdminService(admin_pb2_grpc.AdminServicer):
+class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
                  leadership: Leadership, clock: Clock, registry: Registry,
                  rollouts: RolloutService, cordons: HostCordons, units: UnitService,
+                 drains: HostDrains, decommissions: HostDecommissions,
                  snapshots: ClusterSnapshots | None = None,
                  outputs: OutputCalls | None = None) -> None:
         self.state = state
@@ -69,6 +73,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self.snapshots = snapshots
         self.outputs = outputs
         self.cordons = cordons
+        self.drains = drains  # DrainHost, GetDrainStatus, DecommissionHost: HostRemovalRpcs
+        self.decommissions = decommissions
         self.fleet = fleet
         self.leadership = leadership
         self.clock = clock

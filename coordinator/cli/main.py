@@ -21,6 +21,7 @@ from coordinator.cli import (
     deploy,
     events,
     fleet,
+    host_removal,  # noqa: F401  # registers hosts drain, drain-status, decommission
     instance_output,
     rollout,
     units,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from common.clock import Clock
-from common.errors import InvalidArgument
+from common.errors import FailedPrecondition, InvalidArgument
 from common.identity import IDENTITY_NAME_PATTERN, IDENTITY_NAME_RULE
 from common.stream_commands import Command, SetRoute
 from common.stream_messages import (
@@ -26,6 +26,7 @@ from common.stream_messages import (
     OutputChunk,
     Registration,
 )
+from coordinator.fleet.decommission import refusal as decommissioned_refusal
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.reconcile import plan_register
 from coordinator.fleet.report_scope import DropKind, own_observations, scope_report
@@ -97,6 +98,9 @@ class AgentSessions:
         """Register a host; returns its session and whether it came back from ``lost``."""
         self._leadership.fence  # noqa: B018  # a follower refuses before touching anything
         reg = _validated(registration)
+        refused = decommissioned_refusal(self._state, reg.host_id)
+        if refused:
+            raise FailedPrecondition(refused, host=reg.host_id)
         now, mono = self._clock.now(), self._clock.monotonic()
         existing = self._state.hosts.get(reg.host_id)
         returned = existing is not None and existing.value.status == HostHealth.LOST

@@ -140,6 +140,21 @@ class AdminStub:
                 request_serializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
                 response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
                 _registered_method=True)
+        self.DrainHost = channel.unary_unary(
+                '/landlord.v1.Admin/DrainHost',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.DrainHostRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.DrainHostResponse.FromString,
+                _registered_method=True)
+        self.GetDrainStatus = channel.unary_unary(
+                '/landlord.v1.Admin/GetDrainStatus',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.GetDrainStatusRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.DrainStatus.FromString,
+                _registered_method=True)
+        self.DecommissionHost = channel.unary_unary(
+                '/landlord.v1.Admin/DecommissionHost',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostResponse.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/landlord.v1.Admin/StreamEvents',
                 request_serializer=landlord_dot_v1_dot_admin__pb2.StreamEventsRequest.SerializeToString,
@@ -301,6 +316,31 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainHost(self, request, context):
+        """--- Hosts out of service: drain and decommission (issue 19) ---
+        Drain: cordon the host, then move every instance elsewhere one at a time (replacement
+        healthy and routed before the old one drains); progress is kept in etcd, so a new
+        leader carries on. Asking again while a drain runs returns it as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDrainStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecommissionHost(self, request, context):
+        """Decommission: a drained host (cordoned, nothing placed on it) leaves the cluster with
+        its records; its agent's later registrations are refused.
+        --- end of hosts out of service ---
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Events: a bounded history, then live ones when follow is set.
         """
@@ -432,6 +472,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ScaleUnit,
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.FromString,
                     response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
+            ),
+            'DrainHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainHost,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.DrainHostRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.DrainHostResponse.SerializeToString,
+            ),
+            'GetDrainStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDrainStatus,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.GetDrainStatusRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.DrainStatus.SerializeToString,
+            ),
+            'DecommissionHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecommissionHost,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostResponse.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -1016,6 +1071,87 @@ class Admin:
             '/landlord.v1.Admin/ScaleUnit',
             landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
             landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/DrainHost',
+            landlord_dot_v1_dot_admin__pb2.DrainHostRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.DrainHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDrainStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/GetDrainStatus',
+            landlord_dot_v1_dot_admin__pb2.GetDrainStatusRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.DrainStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecommissionHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/DecommissionHost',
+            landlord_dot_v1_dot_admin__pb2.DecommissionHostRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.DecommissionHostResponse.FromString,
             options,
             channel_credentials,
             insecure,

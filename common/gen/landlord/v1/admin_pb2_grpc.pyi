@@ -75,6 +75,18 @@ class AdminStub:
     DeleteUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteUnitRequest, _admin_pb2.UnitChangeResponse]
     ScaleUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ScaleUnitRequest, _admin_pb2.UnitChangeResponse]
     """-- end of units: stop, delete, scale ------------------------------------------------"""
+    DrainHost: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DrainHostRequest, _admin_pb2.DrainHostResponse]
+    """--- Hosts out of service: drain and decommission (issue 19) ---
+    Drain: cordon the host, then move every instance elsewhere one at a time (replacement
+    healthy and routed before the old one drains); progress is kept in etcd, so a new
+    leader carries on. Asking again while a drain runs returns it as it is.
+    """
+    GetDrainStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetDrainStatusRequest, _admin_pb2.DrainStatus]
+    DecommissionHost: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DecommissionHostRequest, _admin_pb2.DecommissionHostResponse]
+    """Decommission: a drained host (cordoned, nothing placed on it) leaves the cluster with
+    its records; its agent's later registrations are refused.
+    --- end of hosts out of service ---
+    """
     StreamEvents: _grpc.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]
@@ -129,6 +141,18 @@ class AdminAsyncStub(AdminStub):
     DeleteUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
     ScaleUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.ScaleUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
     """-- end of units: stop, delete, scale ------------------------------------------------"""
+    DrainHost: _aio.UnaryUnaryMultiCallable[_admin_pb2.DrainHostRequest, _admin_pb2.DrainHostResponse]  # type: ignore[assignment]
+    """--- Hosts out of service: drain and decommission (issue 19) ---
+    Drain: cordon the host, then move every instance elsewhere one at a time (replacement
+    healthy and routed before the old one drains); progress is kept in etcd, so a new
+    leader carries on. Asking again while a drain runs returns it as it is.
+    """
+    GetDrainStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetDrainStatusRequest, _admin_pb2.DrainStatus]  # type: ignore[assignment]
+    DecommissionHost: _aio.UnaryUnaryMultiCallable[_admin_pb2.DecommissionHostRequest, _admin_pb2.DecommissionHostResponse]  # type: ignore[assignment]
+    """Decommission: a drained host (cordoned, nothing placed on it) leaves the cluster with
+    its records; its agent's later registrations are refused.
+    --- end of hosts out of service ---
+    """
     StreamEvents: _aio.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]  # type: ignore[assignment]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]  # type: ignore[assignment]
@@ -306,6 +330,36 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]:
         """-- end of units: stop, delete, scale ------------------------------------------------"""
+
+    @_abc_1.abstractmethod
+    def DrainHost(
+        self,
+        request: _admin_pb2.DrainHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DrainHostResponse, _abc.Awaitable[_admin_pb2.DrainHostResponse]]:
+        """--- Hosts out of service: drain and decommission (issue 19) ---
+        Drain: cordon the host, then move every instance elsewhere one at a time (replacement
+        healthy and routed before the old one drains); progress is kept in etcd, so a new
+        leader carries on. Asking again while a drain runs returns it as it is.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDrainStatus(
+        self,
+        request: _admin_pb2.GetDrainStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DrainStatus, _abc.Awaitable[_admin_pb2.DrainStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def DecommissionHost(
+        self,
+        request: _admin_pb2.DecommissionHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DecommissionHostResponse, _abc.Awaitable[_admin_pb2.DecommissionHostResponse]]:
+        """Decommission: a drained host (cordoned, nothing placed on it) leaves the cluster with
+        its records; its agent's later registrations are refused.
+        --- end of hosts out of service ---
+        """
 
     @_abc_1.abstractmethod
     def StreamEvents(
