@@ -139,6 +139,12 @@ def test_demo_runs_three_rollouts_and_tells_the_truth(demo_env: dict[str, str]) 
     measured = [s["measured_percent"] for s in good["steps"]]
     assert all(m is not None for m in measured) and measured[-1] > 90, measured
     assert summary["final_version"] == "1.2.0"
+    # everyday operations under the same load: scale up and down, a host drained; the
+    # summary's zero switching failures above covers them, and each says so on its own
+    operations = summary["operations"]
+    assert [o["name"].split(" ")[0] for o in operations] == ["scale", "scale", "drain"]
+    assert all(o["failed"] == 0 and o["requests"] > 20 for o in operations), operations
+    assert "== drain host " in done.stdout
     assert "export LANDLORD_COORDINATOR=127.0.0.1:" in done.stdout
     # the printed shell lines let the CLI in as the demo's admin; without them it is refused
     exports = dict(line.strip().removeprefix("export ").split("=", 1)
