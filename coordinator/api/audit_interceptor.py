@@ -78,7 +78,7 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 response = inner(request, context)
                 return await response if inspect.isawaitable(response) else response
             except asyncio.CancelledError:
-                code, message = grpc.StatusCode.CANCELLED.name, "the call was cancelled"
+                code, message = _cancelled(context)
                 raise
             except BaseException as exc:
                 code, message = _status(context, exc)
@@ -97,7 +97,7 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 async for item in inner(request, context):
                     yield item
             except (asyncio.CancelledError, GeneratorExit):
-                code, message = grpc.StatusCode.CANCELLED.name, "the call was cancelled"
+                code, message = _cancelled(context)
                 raise
             except BaseException as exc:
                 code, message = _status(context, exc)
@@ -158,3 +158,20 @@ def _claimed(context: Any) -> str:
     except Exception:  # a certificate authz refuses; the audit keeps the peer address
         return ""
     return str(identity) if identity is not None else ""
+
+
+_DEADLINE_SLACK = 0.25  # seconds
+
+
+def _cancelled(context: Any) -> tuple[str, str]:
+    """How a call that ended without an answer ended: its deadline ran out (the client's
+    DEADLINE_EXCEEDED) or the client went away. The client gives up at its deadline and
+    resets the stream a little before this side's own copy of the deadline runs out, hence
+    the slack."""
+    try:
+        remaining = context.time_remaining()
+    except Exception:  # noqa: BLE001 - a context without a deadline to ask about
+        remaining = None
+    if remaining is not None and remaining <= _DEADLINE_SLACK:
+        return grpc.StatusCode.DEADLINE_EXCEEDED.name, "the call's deadline ran out"
+    return grpc.StatusCode.CANCELLED.name, "the call was cancelled"

@@ -227,5 +227,9 @@ def _is_audit_of(value: str, method: str, code: grpc.StatusCode) -> bool:
     except ValueError:
         return False
     details = event.get("details") or {}
+    outcomes = {code.name}
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        # the server sees a client that gave up at its deadline as gone: it may not tell
+        outcomes.add(grpc.StatusCode.CANCELLED.name)
     return bool(event.get("type") == "audit" and details.get("method") == method
-                and details.get("outcome") == code.name)
+                and details.get("outcome") in outcomes)

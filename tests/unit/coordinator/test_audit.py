@@ -133,9 +133,13 @@ class Sink:
 class Context:
     """What the interceptor reads of a grpc.aio ServicerContext."""
 
-    def __init__(self) -> None:
+    def __init__(self, remaining: float | None = None) -> None:
         self._code: grpc.StatusCode | None = None
         self._details = ""
+        self._remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self._remaining
 
     def peer(self) -> str:
         return PEER
@@ -235,6 +239,24 @@ async def test_an_unexpected_error_is_recorded_as_unknown() -> None:
     await interceptor.drain(1.0)
     assert sink.events[0][2]["outcome"] == "UNKNOWN"
     assert "boom" in sink.events[0][2]["error"]
+
+
+@pytest.mark.parametrize(("remaining", "outcome"), [
+    (None, "CANCELLED"), (30.0, "CANCELLED"), (0.01, "DEADLINE_EXCEEDED"),
+    (-0.5, "DEADLINE_EXCEEDED")])
+async def test_a_call_that_ends_unanswered_is_recorded_as_cancelled_or_past_its_deadline(
+        remaining: float | None, outcome: str) -> None:
+    sink = Sink()
+    interceptor = AuditInterceptor(sink)
+
+    async def deploy(request: Any, context: Any) -> Any:
+        raise asyncio.CancelledError()
+
+    call = await wrapped(interceptor, "Deploy", deploy)
+    with pytest.raises(asyncio.CancelledError):
+        await call(deploy_request(), Context(remaining))
+    await interceptor.drain(1.0)
+    assert [f["outcome"] for _, _, f in sink.events] == [outcome]
 
 
 async def test_a_slow_or_failing_write_neither_delays_nor_fails_the_call(
