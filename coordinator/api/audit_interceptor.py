@@ -170,7 +170,7 @@ def _cancelled(context: Any) -> tuple[str, str]:
     the slack."""
     try:
         remaining = context.time_remaining()
-    except Exception:  # noqa: BLE001 - a context without a deadline to ask about
+    except Exception:
         remaining = None
     if remaining is not None and remaining <= _DEADLINE_SLACK:
         return grpc.StatusCode.DEADLINE_EXCEEDED.name, "the call's deadline ran out"
