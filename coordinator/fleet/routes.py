@@ -72,4 +72,5 @@ def plan_route(
         service_port=route.service_port,
         health_path=route.health_path,
         servers=tuple(servers),
+        sticky=route.sticky,
     )

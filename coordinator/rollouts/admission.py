@@ -49,6 +49,8 @@ class DeployRequest:
     settings: RolloutSettings
     building: str = ""
     """Empty: the unit's building, else the only building there is."""
+    sticky: bool | None = None
+    """Sticky canary; None: the unit's recorded default (``UnitRecord.sticky``)."""
 
 
 @dataclass(frozen=True)

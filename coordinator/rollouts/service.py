@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 from common.clock import Clock
 from common.dependencies import parse_dependency
@@ -105,7 +106,8 @@ class RolloutService:
         """A rollout of ``req.version``: a unit's first deploy too (no stable version)."""
         self.leadership.fence  # noqa: B018  # raises NotLeader on a follower
         unit = self.registry.unit(req.apartment, req.unit)
-        settings = req.settings
+        settings = replace(req.settings,
+                           sticky=unit.sticky if req.sticky is None else req.sticky)
         building = choose_building(req.building, unit,
                                    (h.value.building for h in self.state.hosts.values()))
         facts = self._facts(req.apartment, req.unit, building)

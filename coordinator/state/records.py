@@ -238,6 +238,8 @@ class UnitRecord:
     building: str = ""
     replicas: int = 0
     updated_at: float = 0.0
+    sticky: bool = False
+    """Deploys that do not say are sticky canaries (the last deploy's explicit choice)."""
 
 
 @dataclass(frozen=True)
@@ -300,6 +302,8 @@ class RouteRecord:
     health_path: str
     split: Mapping[str, float]
     updated_at: float = 0.0
+    sticky: bool = False
+    """Clients stay on the version that served them (a sticky rollout's steps)."""
 
 
 @dataclass(frozen=True)

@@ -447,6 +447,9 @@ class SetUnitRoute(_message.Message):
     service_port: _builtins.int
     health_path: _builtins.str
     sticky: _builtins.bool
+    """Keep each client (cookie) on the version that served it while that version has a
+    ready server; the coordinator sets it only while a sticky rollout's steps run.
+    """
     @_builtins.property
     def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataPlaneServer]: ...
     @_builtins.property

@@ -530,6 +530,7 @@ class UnitInfo(_message.Message):
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
     INSTANCES_FIELD_NUMBER: _builtins.int
     BUILDING_FIELD_NUMBER: _builtins.int
+    STICKY_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     state: _builtins.str
@@ -540,6 +541,8 @@ class UnitInfo(_message.Message):
     latest_version: _builtins.str
     instances: _builtins.int
     building: _builtins.str
+    sticky: _builtins.bool
+    """Deploys without --sticky/--no-sticky are sticky canaries (the last explicit choice)."""
     def __init__(
         self,
         *,
@@ -550,10 +553,11 @@ class UnitInfo(_message.Message):
         latest_version: _builtins.str = ...,
         instances: _builtins.int = ...,
         building: _builtins.str = ...,
+        sticky: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "building", b"building", "instances", b"instances", "latest_version", b"latest_version", "stable_version", b"stable_version", "state", b"state", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "building", b"building", "instances", b"instances", "latest_version", b"latest_version", "stable_version", b"stable_version", "state", b"state", "sticky", b"sticky", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
