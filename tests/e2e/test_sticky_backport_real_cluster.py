@@ -174,6 +174,16 @@ def _alive(real: RealCluster) -> bool:
     return True
 
 
+def run_first(admin: Any, unit: str, version: str, port: int) -> None:
+    """The unit's first deploy (two instances), until every entry point serves it."""
+    admin.Deploy(admin_pb2.DeployRequest(apartment=APARTMENT, unit=unit, version=version,
+                                         building="demo", replicas=2), timeout=30)
+    eventually(lambda: stable_version(admin, unit) == version, timeout=60, interval=0.5,
+               message=f"{version} runs")
+    eventually(lambda: serving(port, HOSTS.values()), timeout=30, interval=0.5,
+               message="every entry point serves")
+
+
 def _port() -> int:
     return free_port_on_all(list(HOSTS.values()))
 
@@ -184,12 +194,7 @@ def test_a_backport_is_published_after_a_newer_major_and_deployed(cluster: RealC
         publish(admin, spec(LINES, "1.2.0", port), "1.2.0", types_pb2.ChangeSet())
         publish(admin, spec(LINES, "2.0.0", port), "2.0.0",
                 types_pb2.ChangeSet(breaking=["v2 API"]))
-        admin.Deploy(admin_pb2.DeployRequest(apartment=APARTMENT, unit=LINES, version="2.0.0",
-                                             building="demo", replicas=2), timeout=30)
-        eventually(lambda: stable_version(admin, LINES) == "2.0.0", timeout=60, interval=0.5,
-                   message="2.0.0 runs")
-        eventually(lambda: serving(port, HOSTS.values()), timeout=30, interval=0.5,
-                   message="every entry point serves")
+        run_first(admin, LINES, "2.0.0", port)
         # the backport: a fix on the 1.2 line, published after 2.0.0
         backport = publish(admin, spec(LINES, "1.2.1", port), "1.2.1",
                            types_pb2.ChangeSet(fixes=["null check"]))
@@ -227,12 +232,7 @@ def test_a_sticky_client_keeps_its_version_through_a_canary_and_after_rollback(
         for version in ("1.0.0", "1.1.0"):
             publish(admin, spec(STICKY, version, port), version,
                     types_pb2.ChangeSet(features=[version]))
-        admin.Deploy(admin_pb2.DeployRequest(apartment=APARTMENT, unit=STICKY, version="1.0.0",
-                                             building="demo", replicas=2), timeout=30)
-        eventually(lambda: stable_version(admin, STICKY) == "1.0.0", timeout=60, interval=0.5,
-                   message="1.0.0 runs")
-        eventually(lambda: serving(port, HOSTS.values()), timeout=30, interval=0.5,
-                   message="every entry point serves")
+        run_first(admin, STICKY, "1.0.0", port)
         load = Load(port, addresses=HOSTS.values()).start(max_seconds=150)
         sticky = StickyClients(port)
         try:
