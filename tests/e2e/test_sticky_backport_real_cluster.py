@@ -39,6 +39,8 @@ from tests.support import eventually
 HOSTS = {host_id("sb1"): "127.0.0.141", host_id("sb2"): "127.0.0.142"}
 APARTMENT, LINES, STICKY = "e2e", "sbline", "sbsticky"
 STEPS = (5, 25, 50, 100)
+APPLIED_WITHIN = 2.0
+"""Seconds the hosts may take, after a rollout has ended, to apply its last route."""
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -269,7 +271,7 @@ def _walk_and_roll_back(admin: Any, load: Load, sticky: StickyClients) -> None:
     eventually(lambda: rollout(admin, STICKY).phase == "aborted", timeout=60,
                interval=0.3, message="the canary is rolled back")
     rolled_back = time.monotonic()
-    time.sleep(2.0)
+    time.sleep(APPLIED_WITHIN + 2.0)
     ended = time.monotonic()
 
     # cookie-less clients saw each step's split
@@ -288,10 +290,16 @@ def _walk_and_roll_back(admin: Any, load: Load, sticky: StickyClients) -> None:
     assert stayed and all(any(windows[100][0] <= s.at for s in c.seen) for c in stayed)
     kept = [c for c in sticky.clients if c.versions(steps_ended) == {"1.1.0"}]
     assert kept, "no sticky client landed on the canary"
-    # after the rollback, a client still sending its 1.1.0 cookie is answered by 1.0.0
+    # after the rollback, a client still sending its 1.1.0 cookie is answered by 1.0.0 (the
+    # rollout ends once its commands are sent; the hosts apply them a moment later)
+    last_canary = max((s.sent for c in kept for s in c.seen if s.version == "1.1.0"),
+                      default=rolled_back)
+    print(f"last 1.1.0 answer to a canary cookie: {last_canary - rolled_back:+.2f} s after "
+          "the rollout ended (a loaded 2-core machine)")
     for client in kept:
         assert client.cookie.endswith("=1.1.0"), client.cookie
-        late = [s for s in client.seen if rolled_back <= s.sent and s.at <= ended]
+        late = [s for s in client.seen
+                if rolled_back + APPLIED_WITHIN <= s.sent and s.at <= ended]
         assert late and all(s.status == 200 and s.version == "1.0.0" for s in late), late[:3]
     problems = [s for c in sticky.clients for s in c.seen if s.status != 200]
     answers = load.answers(began)
