@@ -116,8 +116,9 @@ def actions_for(record: RolloutRecord) -> list[Action]:
     if phase is Phase.AWAITING_PROMOTION:
         return []
     if phase in (Phase.SWITCHING, Phase.COMPLETING):
-        # sticky through the steps; promotion (completing) moves every client
-        sticky = settings.sticky and phase is Phase.SWITCHING
+        # sticky through the steps (with two versions to stick to); promotion (completing)
+        # moves every client
+        sticky = settings.sticky and phase is Phase.SWITCHING and record.has_stable
         return [SetSplit(record.split(), sticky), SetUnitState(state)]
     if phase is Phase.CLEANING:
         return [StopInstances(record.from_version)] if record.has_stable else []

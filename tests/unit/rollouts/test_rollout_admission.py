@@ -78,6 +78,9 @@ def test_the_first_deploy_starts_its_instances_then_routes_all_traffic_to_them()
     switching = actions_for(replace(record, phase=Phase.SWITCHING, new_percent=100.0))
     split = next(a for a in switching if isinstance(a, SetSplit))
     assert split.split == {"1.0.0": 100.0}
+    sticky = replace(record, phase=Phase.SWITCHING, new_percent=100.0,
+                     settings=replace(record.settings, sticky=True))
+    assert not next(a for a in actions_for(sticky) if isinstance(a, SetSplit)).sticky
 
 
 def test_a_sticky_rollout_is_sticky_only_while_its_steps_run() -> None:
