@@ -33,7 +33,9 @@ def deploy(
     building: Annotated[
         str, _opt("Building (host pool); default: the unit's, or the only one.")
     ] = "",
-    replicas: Annotated[int, typer.Option(help="Instances of the new version.")] = 1,
+    replicas: Annotated[int | None, _opt(
+        "Instances of the new version; default: as many as the unit runs now (1 for a first "
+        "deploy).")] = None,
     strategy: Annotated[str, typer.Option(help=" | ".join(STRATEGIES))] = "blue-green",
     steps: Annotated[str | None, _opt("Traffic percentages, e.g. 5,25,50,100.", CANARY)] = None,
     monitor: Annotated[str | None, _opt("Observation time per step, e.g. 30s.", CANARY)] = None,

@@ -63,7 +63,8 @@ class DeployArgs:
     version: str
     building: str = ""
     """Empty: the unit's building, or the only building there is (the coordinator decides)."""
-    replicas: int = 1
+    replicas: int | None = None
+    """None: as many as the unit runs now (1 for a first deploy); the coordinator decides."""
     strategy: str = "blue-green"
     # canary steps (strategy canary, or blue-green with --switch canary)
     steps: str | None = None
@@ -94,13 +95,14 @@ def build_deploy_request(args: DeployArgs) -> admin_pb2.DeployRequest:
         raise InvalidArgument(
             f"--building: {args.building!r} is not a building name", field="--building"
         )
-    check_count("--replicas", args.replicas, 1, MAX_REPLICAS)
+    if args.replicas is not None:
+        check_count("--replicas", args.replicas, 1, MAX_REPLICAS)
     request = admin_pb2.DeployRequest(
         apartment=ref.apartment,
         unit=ref.unit,
         version=parse_version(args.version, "version"),
         building=args.building,
-        replicas=args.replicas,
+        replicas=args.replicas or 0,
         strategy=strategy,
     )
     blue_green = strategy == types_pb2.STRATEGY_BLUE_GREEN

@@ -231,7 +231,7 @@ def test_deploy_defaults_leave_settings_to_the_coordinator() -> None:
     request = build_deploy_request(DeployArgs(unit="shop/cart", version="1.0.0"))
     assert request.building == ""
     assert request.strategy == types_pb2.STRATEGY_BLUE_GREEN
-    assert request.replicas == 1
+    assert request.replicas == 0  # the unit's count, 1 for a first deploy
     assert not request.HasField("canary") and not request.HasField("criteria")
     assert request.blue_green.switch_mode == types_pb2.SWITCH_MODE_UNSPECIFIED
 
