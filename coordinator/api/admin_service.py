@@ -233,14 +233,14 @@ class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def CordonHost(self, request: admin_pb2.CordonHostRequest, context: Context
                          ) -> admin_pb2.CordonHostResponse:
-        result = await self.cordons.cordon(_host_id(request.host_id), request.reason)
+        result = await self.cordons.cordon(_named(request.host_id, "host"), request.reason)
         return admin_pb2.CordonHostResponse(
             host=host_to_pb(self.reads.host(result.host.host_id)), changed=result.changed)
 
     @unary_boundary
     async def UncordonHost(self, request: admin_pb2.UncordonHostRequest, context: Context
                            ) -> admin_pb2.CordonHostResponse:
-        result = await self.cordons.uncordon(_host_id(request.host_id))
+        result = await self.cordons.uncordon(_named(request.host_id, "host"))
         return admin_pb2.CordonHostResponse(
             host=host_to_pb(self.reads.host(result.host.host_id)), changed=result.changed)
 
@@ -294,7 +294,7 @@ class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
     async def InstanceLogs(self, request: admin_pb2.InstanceLogsRequest, context: Context
                            ) -> AsyncIterator[admin_pb2.InstanceOutput]:
         since = duration_from_pb(request.since)
-        command = ReadLogs(_instance_id(request.instance_id), request.follow,
+        command = ReadLogs(_named(request.instance_id, "instance"), request.follow,
                            self.clock.now() - since if since > 0 else 0.0,
                            _count(request.tail, "tail"))
         async for item in self._output(command, 0.0 if request.follow else OUTPUT_SILENCE):
@@ -310,7 +310,7 @@ class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
         timeout = duration_from_pb(request.timeout)
         if not 0 <= timeout <= MAX_EXEC_S:
             raise InvalidArgument(f"timeout must be 0 to {MAX_EXEC_S:g}s", field="timeout")
-        command = ExecStream(_instance_id(request.instance_id), argv, timeout)
+        command = ExecStream(_named(request.instance_id, "instance"), argv, timeout)
         async for item in self._output(command, (timeout or DEFAULT_EXEC_S) + OUTPUT_SILENCE):
             yield item
 
@@ -341,19 +341,14 @@ def _require_unit(apartment: str, unit: str) -> None:
         raise InvalidArgument("apartment and unit are required", field="unit")
 
 
-def _instance_id(instance_id: str) -> str:
-    if not instance_id.strip():
-        raise InvalidArgument("name the instance (instance_id is empty)", field="instance_id")
-    return instance_id.strip()
+def _named(value: str, what: str) -> str:
+    """A required id field, stripped; ``what`` is the thing it names (``instance``)."""
+    if not value.strip():
+        raise InvalidArgument(f"name the {what} ({what}_id is empty)", field=f"{what}_id")
+    return value.strip()
 
 
 def _count(value: int, name: str) -> int:
     if value < 0:
         raise InvalidArgument(f"{name} must not be negative", field=name)
     return value
-
-
-def _host_id(host_id: str) -> str:
-    if not host_id.strip():
-        raise InvalidArgument("name the host (host_id is empty)", field="host_id")
-    return host_id.strip()
