@@ -127,6 +127,14 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
             heartbeat_interval=duration_to_pb(settings.heartbeat_interval),
             schema=STREAM_SCHEMA,
         ))
+        try:
+            await self.sessions.announce(session)
+        except LandlordError as exc:  # NotLeader too: the agent finds the leader again
+            log.warning("session of host %s ended: %s", session.host_id, exc)
+            self.sessions.close(session)
+            if isinstance(exc, NotLeader):
+                yield self._not_leader()
+            return
         reader = asyncio.create_task(self._read(request_iterator, session),
                                      name=f"reports-{session.host_id}")
         try:
