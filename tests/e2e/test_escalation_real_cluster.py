@@ -21,7 +21,7 @@ from local_cluster.images import demo_image
 from local_cluster.processes import free_port_on_all
 
 from tests.e2e.real_cluster import host_id
-from tests.e2e.real_load import COORDINATOR_SETTINGS, real_cluster
+from tests.e2e.real_load import COORDINATOR_SETTINGS, list_hosts, real_cluster
 from tests.e2e.test_cli_units import LANDLORD, Cli
 from tests.support import eventually
 
@@ -37,14 +37,9 @@ pytestmark = pytest.mark.timeout(240)
 def cli() -> Iterator[Cli]:
     assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
     with real_cluster(settings=COORDINATOR_SETTINGS, hosts=HOSTS, agent_settings=AGENT) as real:
-        cli = Cli(real.coordinator.address, real.cli_env())
-
-        def all_alive() -> bool:
-            hosts = cli.json("hosts", "list")["hosts"]
-            return len([h for h in hosts if h["status"] == "alive"]) == len(HOSTS)
-
-        eventually(all_alive, timeout=60, interval=0.5, message="both hosts alive")
-        yield cli
+        eventually(lambda: {h.host_id for h in list_hosts(real) if h.status == "alive"}
+                   == set(HOSTS), timeout=60, interval=0.5, message="both hosts alive")
+        yield Cli(real.coordinator.address, real.cli_env())
 
 
 def _events(cli: Cli, kind: str) -> list[dict[str, Any]]:
