@@ -39,6 +39,7 @@ from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.decommission import HostDecommissions
 from coordinator.fleet.dispatch import CommandDispatch
 from coordinator.fleet.drains import HostDrains
+from coordinator.fleet.escalations import Escalations
 from coordinator.fleet.forgetter import HostForgetter
 from coordinator.fleet.healing import Healer
 from coordinator.fleet.host_records import HostRecords
@@ -145,12 +146,16 @@ class Coordinator:
             state=self.state, layout=self.layout, writes=self.writes, events=self.events,
             cordons=self.cordons, placement=self.placement, commands=self.dispatch,
             known=self.known, clock=self.clock)
+        self.escalations = Escalations(
+            state=self.state, layout=self.layout, writes=self.writes, events=self.events,
+            placement=self.placement, commands=self.dispatch, known=self.known)
         self.duties = LeaderDuties(
             view=self.view, state=self.state, fleet=self.fleet, leadership=self.leadership,
             events=self.events, clock=self.clock, heal=self.healer.tick,
             flush_routes=self.dispatch.flush_routes, flush_statuses=self.statuses.flush,
             tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts,
-            schema=self.schema, forget_hosts=self.forgetter.tick, drain_hosts=self.drains.tick)
+            schema=self.schema, forget_hosts=self.forgetter.tick, drain_hosts=self.drains.tick,
+            escalations=self.escalations.tick)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else

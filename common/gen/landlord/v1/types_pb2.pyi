@@ -523,6 +523,26 @@ Global___VersionInfo: _TypeAlias = VersionInfo  # noqa: Y015
 class UnitInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class FailingVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     APARTMENT_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -530,6 +550,7 @@ class UnitInfo(_message.Message):
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
     INSTANCES_FIELD_NUMBER: _builtins.int
     BUILDING_FIELD_NUMBER: _builtins.int
+    FAILING_VERSIONS_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     state: _builtins.str
@@ -540,6 +561,12 @@ class UnitInfo(_message.Message):
     latest_version: _builtins.str
     instances: _builtins.int
     building: _builtins.str
+    @_builtins.property
+    def failing_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Versions marked failing for this unit -> why: an instance escalated, was re-placed once
+        on another host and escalated there too; their instances are not re-placed again.
+        """
+
     def __init__(
         self,
         *,
@@ -550,10 +577,11 @@ class UnitInfo(_message.Message):
         latest_version: _builtins.str = ...,
         instances: _builtins.int = ...,
         building: _builtins.str = ...,
+        failing_versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "building", b"building", "instances", b"instances", "latest_version", b"latest_version", "stable_version", b"stable_version", "state", b"state", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "building", b"building", "failing_versions", b"failing_versions", "instances", b"instances", "latest_version", b"latest_version", "stable_version", b"stable_version", "state", b"state", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
