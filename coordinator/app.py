@@ -20,8 +20,8 @@ from grpc_reflection.v1alpha import reflection
 
 from common.clock import Clock, SystemClock
 from common.errors import LandlordError
-from common.input_bounds import MAX_ADMIN_REQUEST_BYTES
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
+from common.input_bounds import MAX_ADMIN_REQUEST_BYTES
 from common.metrics_http import MetricsServer, serve_metrics
 from common.pki_check import Trust
 from common.schema import release

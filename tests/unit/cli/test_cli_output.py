@@ -328,7 +328,7 @@ def test_error_exit_codes_and_lines() -> None:
     )
 
 
-class _RefusedBySize(grpc.RpcError):
+class _RefusedBySize(grpc.RpcError):  # type: ignore[misc]
     def code(self) -> grpc.StatusCode:
         return grpc.StatusCode.RESOURCE_EXHAUSTED
 
