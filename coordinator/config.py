@@ -145,8 +145,9 @@ class CoordinatorConfig:
         4, "PublishVersion requests read and handled at once (each may be up to 4 MiB), "
         "at most half of them for one identity; more wait for a turn", ge=1)
     max_publishes_waiting: int = setting(
-        8, "PublishVersion requests that may wait for a turn (grpc holds each one's "
-        "message meanwhile); more answer RESOURCE_EXHAUSTED at once", ge=0)
+        8, "PublishVersion requests one identity may have waiting for a turn beyond its "
+        "share (grpc holds each one's message meanwhile); more answer RESOURCE_EXHAUSTED "
+        "at once", ge=0)
     publish_wait: float = setting(
         10.0, "seconds a publish waits for one of those slots before RESOURCE_EXHAUSTED",
         ge=0, le=3600)

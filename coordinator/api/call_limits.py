@@ -9,9 +9,10 @@ cannot make the coordinator slow or large for the others.
   one identity cannot hold every connection with its calls. (A connection without calls
   is closed by the idle timeout, ``ConnectionLimits``.)
 - Publishes are handled a few at a time, at most half of them for one identity; a few
-  more wait for a turn, then answer RESOURCE_EXHAUSTED, and any beyond those are refused at
-  once. grpc core receives a waiting call's message into its own buffers (the server's
-  receive limit, 4 MiB, bounds each), so the waiting line bounds the bytes held:
+  more of each identity wait for a turn, then answer RESOURCE_EXHAUSTED, and any beyond
+  those are refused at once. grpc core receives a waiting call's message into its own
+  buffers (the server's receive limit, 4 MiB, bounds each), so the waiting line bounds the
+  bytes held (per identity, so that one identity filling it does not refuse the others):
   bench/publish_memory.py measures it. Once it has its turn, a request must arrive within
   ``read_timeout`` (a client trickling it would hold the turn), else DEADLINE_EXCEEDED.
 
@@ -67,8 +68,8 @@ class CallLimitSettings:
     large_wait: float = 10.0
     """Seconds such a call waits for its turn."""
     large_waiting: int = 8
-    """Calls of ``LARGE_REQUEST_METHODS`` that may wait for a turn; more are refused at once
-    (a waiting call's message is held by grpc while it waits)."""
+    """Calls of ``LARGE_REQUEST_METHODS`` one identity may have waiting for a turn beyond
+    its share; more are refused at once (grpc holds a waiting call's message)."""
     connections_per_identity: int = 128
     """Connections one identity may have calls in progress on (0: no cap)."""
     unary_deadline: float = 60.0
@@ -150,25 +151,25 @@ class Turns:
         self.share = share
         self._all = asyncio.Semaphore(total)
         self._mine: dict[str, tuple[asyncio.Semaphore, int]] = {}
-        self.callers = 0
-        """Calls holding or waiting for a turn."""
 
     @contextlib.asynccontextmanager
     async def turn(self, key: str) -> AsyncIterator[None]:
         """Wait for a turn of ``key``'s share, then for one of all; held inside."""
         mine, users = self._mine.get(key) or (asyncio.Semaphore(self.share), 0)
         self._mine[key] = (mine, users + 1)
-        self.callers += 1
         try:
             async with mine, self._all:
                 yield
         finally:
-            self.callers -= 1
             mine, users = self._mine[key]
             if users > 1:
                 self._mine[key] = (mine, users - 1)
             else:
                 del self._mine[key]
+
+    def callers(self, key: str) -> int:
+        """Calls of ``key`` holding or waiting for a turn."""
+        return self._mine.get(key, (None, 0))[1]
 
     def __len__(self) -> int:
         """Keys holding or waiting for a turn."""
@@ -295,12 +296,11 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     @contextlib.asynccontextmanager
     async def _large_turn(self, context: Any, method: str, key: str,
                           started: float) -> AsyncIterator[None]:
-        waiting = self.turns.callers - self.turns.total
-        if waiting >= self.settings.large_waiting:
+        if self.turns.callers(key) >= self.turns.share + self.settings.large_waiting:
             await self._refuse(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, (
-                f"{method} refused: {self.turns.total} such requests are being handled and "
-                f"{waiting} more wait for a turn, the most that may (max_publishes_waiting); "
-                "try again shortly"), started)
+                f"{method} refused: {key} already has {self.turns.callers(key)} such "
+                f"requests handled or waiting for a turn, the most one identity may have "
+                f"(max_publishes_waiting); try again shortly"), started)
         turn = self.turns.turn(key)
         try:
             async with asyncio.timeout(self.settings.large_wait):

@@ -281,15 +281,17 @@ async def test_publishes_beyond_the_waiting_line_are_refused_at_once() -> None:
     behavior = await limited(interceptor, PUBLISH, publish)
     first = asyncio.create_task(behavior(one("1"), Context("landlord://admin/a")))
     await asyncio.sleep(0.01)
-    waiting = asyncio.create_task(behavior(one("2"), Context("landlord://admin/b")))
+    waiting = asyncio.create_task(behavior(one("2"), Context("landlord://admin/a")))
     await asyncio.sleep(0.01)
-    third = Context("landlord://admin/c")
+    third = Context("landlord://admin/a")
     started = asyncio.get_running_loop().time()
     with pytest.raises(Aborted):
         await behavior(one("3"), third)
     assert asyncio.get_running_loop().time() - started < 1.0  # not after publish_wait
     assert third.status is not None and "max_publishes_waiting" in third.status[1]
     assert counted == [("PublishVersion", "RESOURCE_EXHAUSTED")]
+    # another identity still has its own place in line
+    other = asyncio.create_task(behavior(one("4"), Context("landlord://admin/b")))
     release.set()
-    assert [await first, await waiting] == ["1", "2"]
-    assert interceptor.turns.callers == 0
+    assert [await first, await waiting, await other] == ["1", "2", "4"]
+    assert interceptor.turns.callers("landlord://admin/a") == 0
