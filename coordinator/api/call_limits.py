@@ -41,6 +41,7 @@ from typing import Any
 import grpc
 
 from common.identity import SCHEME
+from coordinator.api.call_status import STOPPED_AT
 from coordinator.api.handler_shapes import awaited, items
 from coordinator.api.metrics_interceptor import ADMIN_PREFIX
 
@@ -331,12 +332,15 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def _within_deadline(self, context: Any, method: str, call: Any) -> Any:
         deadline = self.settings.unary_deadline
+        stopped_at = STOPPED_AT.set(asyncio.get_running_loop().time() + deadline)
         try:
             async with asyncio.timeout(deadline) as scope:
                 return await awaited(call)
         except TimeoutError:
             if not scope.expired():
                 raise
+        finally:
+            STOPPED_AT.reset(stopped_at)
         await self._refuse(context, "", grpc.StatusCode.DEADLINE_EXCEEDED, (
             f"{method} ran longer than {deadline:g}s on the coordinator (call_deadline) and "
             "was stopped; check what it changed before calling again"))

@@ -24,6 +24,7 @@ from coordinator.api.call_limits import (
     caller_key,
     connection_owner,
 )
+from coordinator.api.metrics_interceptor import CallMetricsInterceptor
 
 PUBLISH = next(iter(LARGE_REQUEST_METHODS))
 LIST_HOSTS = "/landlord.v1.Admin/ListHosts"
@@ -295,3 +296,46 @@ async def test_publishes_beyond_the_waiting_line_are_refused_at_once() -> None:
     release.set()
     assert [await first, await waiting, await other] == ["1", "2", "4"]
     assert interceptor.turns.callers("landlord://admin/a") == 0
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def observe_call(self, method: str, code: str, seconds: float) -> None:
+        self.seen.append((method, code))
+
+
+async def test_a_call_stopped_at_its_deadline_is_counted_deadline_exceeded() -> None:
+    """The call metrics (inside the limits) see the stopped call cancelled; they count it
+    as what the client is answered, once. A call cancelled otherwise stays CANCELLED."""
+    calls = Calls()
+    limits = CallLimitsInterceptor(CallLimitSettings(unary_deadline=0.05),
+                                   observe=calls.observe_call)
+    metrics = CallMetricsInterceptor(calls)
+
+    async def stuck(request: str, context: Any) -> str:
+        await asyncio.Event().wait()
+        return request
+
+    async def counted(details: Any) -> Any:
+        return await metrics.intercept_service(
+            lambda _: awaited(grpc.unary_unary_rpc_method_handler(stuck)), details)
+
+    handler = await limits.intercept_service(counted, Details(LIST_HOSTS))
+    assert handler is not None
+    with pytest.raises(Aborted):
+        await handler.stream_unary(one("x"), Context("landlord://admin/a"))
+    assert calls.seen == [("ListHosts", "DEADLINE_EXCEEDED")]
+
+    calls.seen.clear()
+    task = asyncio.create_task(handler.stream_unary(one("y"), Context("landlord://admin/b")))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls.seen == [("ListHosts", "CANCELLED")]
+
+
+async def awaited(value: Any) -> Any:
+    return value
