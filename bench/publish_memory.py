@@ -3,9 +3,10 @@
 Starts a private etcd and one coordinator process over mutual TLS (as local_cluster does),
 then fires, from one admin identity on one channel, ``--count`` (40) concurrent
 PublishVersion calls of ``--mb`` (30) MB each, then as many of 3.9 MB (just under the
-4 MiB bound), and prints the answers and the coordinator's peak RSS (sampled every 20 ms)
-next to the target. The audit saw 1.45 GB for 40 x 30 MB; grpc used to read every waiting
-call's whole message before any limit ran. A figure, not a test.
+4 MiB bound), then 64 (``max_calls_per_identity``) concurrent ListVersions of 4 MB
+(refused unparsed past 256 KiB), and prints the answers and the coordinator's peak RSS
+(sampled every 20 ms) next to the target. The audit saw 1.45 GB for 40 x 30 MB; grpc used
+to read every waiting call's whole message before any limit ran. A figure, not a test.
 
 ``--bin-dir`` starts the coordinator from another install (e.g. an older checkout's
 ``.venv/bin``) to compare.
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -37,6 +39,7 @@ from common.gen.landlord.v1 import admin_pb2
 from common.transport import TlsSettings, create_channel
 
 PUBLISH = "/landlord.v1.Admin/PublishVersion"
+LIST_VERSIONS = "/landlord.v1.Admin/ListVersions"
 TARGET_MIB = 300
 UNDER_BOUND = 3_900_000
 """Bytes of a publish just under the 4 MiB bound (MAX_ADMIN_REQUEST_BYTES)."""
@@ -50,10 +53,14 @@ def rss_peak(pid: int, stop: threading.Event, out: list[int]) -> None:
         time.sleep(0.02)
 
 
-async def publishes(address: str, tls: TlsSettings, pid: int, count: int, size: int) -> str:
-    """``count`` concurrent publishes of ``size`` bytes: the answers, and the coordinator's
-    RSS before and at its peak, against ``TARGET_MIB``."""
-    request = admin_pb2.PublishVersionRequest(version="1.0.0", metadata={"blob": "x" * size})
+async def publishes(address: str, tls: TlsSettings, pid: int, count: int, size: int,
+                    method: str = PUBLISH) -> str:
+    """``count`` concurrent publishes (or ListVersions, ``LIST_VERSIONS``) of ``size``
+    bytes: the answers, and the coordinator's RSS before and at its peak, against
+    ``TARGET_MIB``."""
+    request: Any = (admin_pb2.PublishVersionRequest(version="1.0.0", metadata={"blob": "x" * size})
+                    if method == PUBLISH else
+                    admin_pb2.ListVersionsRequest(apartment="shop", unit="x" * size))
     body = request.SerializeToString()
     samples: list[int] = []
     stop = threading.Event()
@@ -63,7 +70,7 @@ async def publishes(address: str, tls: TlsSettings, pid: int, count: int, size: 
     codes: collections.Counter[str] = collections.Counter()
     started = time.monotonic()
     async with create_channel(address, tls) as channel:
-        call = channel.unary_unary(PUBLISH)
+        call = channel.unary_unary(method)
 
         async def one() -> None:
             try:
@@ -79,7 +86,8 @@ async def publishes(address: str, tls: TlsSettings, pid: int, count: int, size: 
     peak = max(samples, default=before) / 2**20
     statuses = ", ".join(f"{n} {code}" for code, n in codes.most_common())
     verdict = "meets" if peak < TARGET_MIB else "MISSES"
-    return (f"{count} concurrent {size / 1e6:.1f} MB publishes in {took:.1f} s: {statuses}; "
+    what = "publishes" if method == PUBLISH else method.rsplit("/", 1)[1]
+    return (f"{count} concurrent {size / 1e6:.1f} MB {what} in {took:.1f} s: {statuses}; "
             f"coordinator RSS {before / 2**20:.0f} MiB before, peak {peak:.0f} MiB ({verdict} "
             f"the target < {TARGET_MIB} MiB; the audit saw 1.45 GB for 40 x 30 MB)")
 
@@ -96,6 +104,8 @@ async def run(args: argparse.Namespace) -> None:
             print(await publishes(coordinator.address, admin, coordinator.pid, args.count,
                                   size), flush=True)
             await asyncio.sleep(1.0)
+        print(await publishes(coordinator.address, admin, coordinator.pid, 64, 4_000_000,
+                              LIST_VERSIONS), flush=True)
         if not coordinator.running:
             print(f"the coordinator exited:\n{coordinator.log_tail()}")
     finally:

@@ -42,6 +42,9 @@ a message to the coordinator <= 4 MiB       a publish within the bounds above is
                                             agent messages alike (one listener, one limit;
                                             a Register holds ~6,000 instances at the
                                             longest names)
+other admin requests         <= 256 KiB     all but PublishVersion and Deploy: names, a
+                                            few numbers, an exec argv (<= 128 KiB);
+                                            checked before parsing (INVALID_ARGUMENT)
 ===========================  =============  ================================================
 
 Together these keep a version's record (env, commands, metadata, changes) under about
@@ -94,6 +97,7 @@ __all__ = [
     "MAX_PERFORMANCE_REQUESTS",
     "MAX_REPLICAS",
     "MAX_ROLLOUT_SECONDS",
+    "MAX_SMALL_REQUEST_BYTES",
     "MAX_STORAGE_BYTES",
     "MAX_WARMUP_S",
     "QUOTE_PREFIX",
@@ -150,6 +154,8 @@ MAX_METADATA_TOTAL_BYTES = 64 * 1024
 MAX_ADMIN_REQUEST_BYTES = 4 << 20
 """Largest message the coordinator receives (its gRPC server's receive limit, so grpc
 refuses a larger one before it holds it in memory)."""
+MAX_SMALL_REQUEST_BYTES = 256 << 10
+"""Largest request of an admin method other than PublishVersion and Deploy."""
 _GRPC_TOO_LARGE = re.compile(r"Received message larger than max \((\d+) vs\. (\d+)\)")
 MAX_VERSION_CHARS = 128
 """A version (Docker's tag limit; it is also the preview header's value and a label)."""

@@ -44,6 +44,7 @@ from common.identity import SCHEME
 from coordinator.api.call_status import STOPPED_AT
 from coordinator.api.handler_shapes import awaited, items
 from coordinator.api.metrics_interceptor import ADMIN_PREFIX
+from coordinator.api.request_size import TooLarge, size_guard, too_large_text
 
 __all__ = ["LARGE_REQUEST_METHODS", "CallLimitSettings", "CallLimitsInterceptor",
            "IdentityConnections", "IdentitySlots", "Turns", "caller_key", "connection_owner"]
@@ -225,6 +226,9 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _limited(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         codec = {"request_deserializer": handler.request_deserializer,
                  "response_serializer": handler.response_serializer}
+        # a unary request is read here: one over its method's size is not parsed
+        guarded = {**codec,
+                   "request_deserializer": size_guard(handler.request_deserializer, method)}
         turn = self._turn
         if handler.unary_unary:
             inner_uu = handler.unary_unary
@@ -235,7 +239,7 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     return await self._within_deadline(context, method,
                                                        inner_uu(request, context))
 
-            return grpc.stream_unary_rpc_method_handler(unary_unary, **codec)
+            return grpc.stream_unary_rpc_method_handler(unary_unary, **guarded)
         if handler.unary_stream:
             inner_us = handler.unary_stream
 
@@ -246,7 +250,7 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     async for item in items(inner_us(request, context)):
                         yield item
 
-            return grpc.stream_stream_rpc_method_handler(unary_stream, **codec)
+            return grpc.stream_stream_rpc_method_handler(unary_stream, **guarded)
         if handler.stream_unary:
             inner_su = handler.stream_unary
 
@@ -324,11 +328,15 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         timeout = self.settings.read_timeout
         try:
             async with asyncio.timeout(timeout):
-                return await _only(requests, context)
+                request = await _only(requests, context)
         except TimeoutError:
             await self._refuse(context, method, grpc.StatusCode.DEADLINE_EXCEEDED, (
                 f"{method} refused: its request did not arrive within {timeout:g}s "
                 "(request_read_timeout)"), started)
+        if isinstance(request, TooLarge):
+            await self._refuse(context, method, grpc.StatusCode.INVALID_ARGUMENT,
+                               too_large_text(method, request), started)
+        return request
 
     async def _within_deadline(self, context: Any, method: str, call: Any) -> Any:
         deadline = self.settings.unary_deadline

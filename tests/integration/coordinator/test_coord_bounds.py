@@ -183,3 +183,16 @@ async def test_a_request_past_4_mib_is_refused_by_grpc_with_its_size(
     under = publish_request(env={"A": "x" * ((4 << 20) - 1024)})
     assert under.ByteSize() <= 4 << 20
     assert "env" in await refused(admin.PublishVersion, under)
+
+
+async def test_a_small_admin_request_past_256_kib_is_refused_unparsed(
+        coordinator: Coordinator, admin: Any) -> None:
+    """Only PublishVersion and Deploy take up to 4 MiB: a 300 KiB ListVersions is refused
+    INVALID_ARGUMENT before it is parsed (64 of 4 MB took the coordinator to 1.1 GB), and
+    counted in the admin call metrics."""
+    request = admin_pb2.ListVersionsRequest(apartment="shop", unit="w" * (300 << 10))
+    details = await refused(admin.ListVersions, request)
+    assert f"request too large: {request.ByteSize()} bytes, limit 256 KiB" in details
+    assert coordinator.metrics.registry.get_sample_value(
+        "landlord_admin_calls_total",
+        {"method": "ListVersions", "code": "INVALID_ARGUMENT"}) == 1.0
