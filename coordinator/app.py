@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from common.clock import Clock, SystemClock
 from common.errors import LandlordError
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
+from common.input_bounds import MAX_ADMIN_REQUEST_BYTES
 from common.metrics_http import MetricsServer, serve_metrics
 from common.pki_check import Trust
 from common.schema import release
@@ -189,8 +190,11 @@ class Coordinator:
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.limits = CallLimitsInterceptor(CallLimitSettings(
             per_identity=config.max_calls_per_identity,
+            connections_per_identity=config.max_connections_per_identity,
             large_in_flight=config.max_publishes_in_flight, large_wait=config.publish_wait,
-            unary_deadline=config.call_deadline, read_timeout=config.request_read_timeout))
+            large_waiting=config.max_publishes_waiting,
+            unary_deadline=config.call_deadline, read_timeout=config.request_read_timeout),
+            observe=self.metrics.observe_call)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
         self.metrics_server: MetricsServer | None = None
@@ -266,8 +270,11 @@ class Coordinator:
         return [self.limits, counted, self.audit]
 
     async def start(self) -> None:
+        # grpc refuses a larger message from its length prefix, before holding it (a
+        # waiting publish's 30 MB used to be read whole before any limit ran)
         self.server = create_server(interceptors=self._interceptors(),
-                                    limits=self.config.connection_limits)
+                                    limits=self.config.connection_limits,
+                                    max_receive_bytes=MAX_ADMIN_REQUEST_BYTES)
         admin_pb2_grpc.add_AdminServicer_to_server(self.admin, self.server)
         agent_pb2_grpc.add_AgentStreamServicer_to_server(self.agent_stream, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

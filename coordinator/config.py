@@ -137,9 +137,17 @@ class CoordinatorConfig:
     max_calls_per_identity: int = setting(
         64, "calls and streams one client certificate identity may have in progress "
         "(without mutual TLS: one connection); more answer RESOURCE_EXHAUSTED", ge=1)
+    max_connections_per_identity: int = setting(
+        128, "connections one client certificate identity (without one: one peer address) "
+        "may have calls in progress on (0: no cap); a call on one more answers "
+        "RESOURCE_EXHAUSTED", ge=0)
     max_publishes_in_flight: int = setting(
-        4, "PublishVersion requests read and handled at once (each may be up to 32 MiB), "
+        4, "PublishVersion requests read and handled at once (each may be up to 4 MiB), "
         "at most half of them for one identity; more wait for a turn", ge=1)
+    max_publishes_waiting: int = setting(
+        8, "PublishVersion requests one identity may have waiting for a turn beyond its "
+        "share (grpc holds each one's message meanwhile); more answer RESOURCE_EXHAUSTED "
+        "at once", ge=0)
     publish_wait: float = setting(
         10.0, "seconds a publish waits for one of those slots before RESOURCE_EXHAUSTED",
         ge=0, le=3600)
