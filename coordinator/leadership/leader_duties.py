@@ -48,7 +48,8 @@ class LeaderDuties:
                  rollouts: RolloutService | None = None,
                  schema: SchemaUpgrade | None = None,
                  forget_hosts: Round | None = None, forget_every: float = 1.0,
-                 drain_hosts: Round | None = None) -> None:
+                 drain_hosts: Round | None = None,
+                 rebalance_units: Round | None = None) -> None:
         self._view = view
         self._state = state
         self._fleet = fleet
@@ -67,6 +68,9 @@ class LeaderDuties:
         self.forget_every = forget_every
         self.drain_hosts = drain_hosts
         """Steps every host drain (coordinator/fleet/drains.py), resumed from etcd."""
+        self.rebalance_units = rebalance_units
+        """Steps every unit rebalance and starts the automatic ones
+        (coordinator/fleet/rebalances.py)."""
 
     async def lead(self, fence: Fence) -> None:
         fleet, leadership = self._fleet, self._leadership
@@ -101,6 +105,9 @@ class LeaderDuties:
                                                   "host forgetting"))
                 if self.drain_hosts is not None:
                     group.create_task(self._every(self.tick, self.drain_hosts, "host drains"))
+                if self.rebalance_units is not None:
+                    group.create_task(self._every(self.tick, self.rebalance_units,
+                                                  "unit rebalances"))
                 if self.rollouts is not None:
                     # Resumes every rollout left active by a previous leader.
                     group.create_task(self.rollouts.lead(), name="rollouts")
