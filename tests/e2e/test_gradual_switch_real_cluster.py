@@ -21,8 +21,8 @@ from local_cluster.processes import free_port_on_all
 
 from common.gen.landlord.v1 import admin_pb2
 from tests.e2e.real_cluster import RealCluster, host_id
-from tests.e2e.real_load import real_cluster, serving
-from tests.e2e.test_cli_units import LANDLORD, Cli
+from tests.e2e.real_load import real_cluster_cli, serving
+from tests.e2e.test_cli_units import Cli
 from tests.support import eventually
 
 HOSTS = {host_id("rb-g1"): "127.0.0.171", host_id("rb-g2"): "127.0.0.172"}
@@ -39,17 +39,9 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(scope="module")
 def ready() -> Iterator[tuple[RealCluster, Cli]]:
-    assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
     settings = {"heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 2.0}
-    with real_cluster(settings=settings, hosts=HOSTS) as real:
-        cli = Cli(real.coordinator.address, real.cli_env())
-
-        def all_alive() -> bool:
-            hosts = cli.json("hosts", "list")["hosts"]
-            return len([h for h in hosts if h["status"] == "alive"]) == len(HOSTS)
-
-        eventually(all_alive, timeout=60, interval=0.5, message="both hosts alive")
-        yield real, cli
+    with real_cluster_cli(settings, HOSTS) as found:
+        yield found
 
 
 def _share(answers: list[Answer]) -> float:

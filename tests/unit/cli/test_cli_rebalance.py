@@ -6,8 +6,10 @@ from common.gen.landlord.v1 import admin_pb2
 from coordinator.cli.rebalance import rebalance_lines, start_lines
 
 
-def status(state: str, **more: object) -> admin_pb2.RebalanceStatus:
-    return admin_pb2.RebalanceStatus(apartment="shop", unit="web", state=state, **more)
+def status(state: str, moved_count: int = 0, moving: str = "", message: str = ""
+           ) -> admin_pb2.RebalanceStatus:
+    return admin_pb2.RebalanceStatus(apartment="shop", unit="web", state=state,
+                                     moved_count=moved_count, moving=moving, message=message)
 
 
 def test_the_plan_then_the_progress_in_a_line_each() -> None:
