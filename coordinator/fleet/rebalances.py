@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -36,6 +37,7 @@ from common.event_types import EventType
 from coordinator.fleet.drains import drain_of
 from coordinator.fleet.instance_move import MoveAction, MovePhase
 from coordinator.fleet.instance_mover import InstanceMover
+from coordinator.fleet.placement import HostRoom
 from coordinator.fleet.rebalance_plan import (
     RebalanceRecord,
     RebalanceState,
@@ -102,9 +104,12 @@ class UnitRebalances:
         found = self._state.units.get(key)
         return found.value.building if found is not None else ""
 
-    def preview(self, apartment: str, unit: str) -> tuple[SpreadMove, ...]:
-        """The moves that would even the unit out now."""
-        rooms = self._mover.placement.rooms(self.building_of((apartment, unit)))
+    def preview(self, apartment: str, unit: str, rooms: Sequence[HostRoom] | None = None
+                ) -> tuple[SpreadMove, ...]:
+        """The moves that would even the unit out now (``rooms``: its building's, when the
+        caller already has them)."""
+        if rooms is None:
+            rooms = self._mover.placement.rooms(self.building_of((apartment, unit)))
         return plan_spread(self._state.instances_of(apartment, unit), rooms,
                            self._mover.placement.port_range)
 
@@ -188,11 +193,17 @@ class UnitRebalances:
 
     async def _automatic(self) -> None:
         now = self._clock.now()
+        rooms: dict[str, list[HostRoom]] = {}  # per building, read once a round
         for key, found in sorted(self._state.units.items()):
             unit = found.value
             current = rebalance_of(self._state, *key)
             if (unit.state != "running" or (current is not None and current.state.active)
-                    or self._unsettled(key) or not self.preview(*key)):
+                    or self._unsettled(key)):
+                self._uneven_since.pop(key, None)
+                continue
+            if unit.building not in rooms:
+                rooms[unit.building] = self._mover.placement.rooms(unit.building)
+            if not self.preview(*key, rooms=rooms[unit.building]):
                 self._uneven_since.pop(key, None)
                 continue
             since = self._uneven_since.setdefault(key, now)
