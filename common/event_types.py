@@ -76,6 +76,12 @@ class EventType(StrEnum):
     UNIT_SCALED = "unit.scaled"
     """An operator changed the replica count of the unit's stable version without a rollout
     (details: version, from_replicas, replicas)."""
+    UNIT_REBALANCE_STARTED = "unit.rebalance_started"
+    """A rebalance of the unit's spread started, asked by an operator or automatic after the
+    spread stayed uneven for the grace period (details: reason, moves)."""
+    UNIT_REBALANCE_ENDED = "unit.rebalance_ended"
+    """A rebalance ended: done (evenly spread) or stopped (a rollout or drain began, or a
+    move failed; message: why) (details: state, moved)."""
     HOST_DRAIN_STARTED = "host.drain_started"
     """An operator started draining the host (details: building, deadline)."""
     HOST_DRAIN_ENDED = "host.drain_ended"
@@ -95,7 +101,8 @@ COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
                               EventType.HOST_CORDONED, EventType.HOST_UNCORDONED,
                               EventType.UNIT_STOPPED, EventType.UNIT_DELETED,
                               EventType.UNIT_SCALED, EventType.INSTANCE_REPLACED,
-                              EventType.VERSION_FAILING,
+                              EventType.VERSION_FAILING, EventType.UNIT_REBALANCE_STARTED,
+                              EventType.UNIT_REBALANCE_ENDED,
                               EventType.HOST_DRAIN_STARTED, EventType.HOST_DRAIN_ENDED,
                               EventType.HOST_DECOMMISSIONED})
 """Event types only the coordinator writes; an agent's report of one is dropped."""

@@ -44,11 +44,13 @@ from coordinator.fleet.escalations import Escalations
 from coordinator.fleet.forgetter import HostForgetter
 from coordinator.fleet.healing import Healer
 from coordinator.fleet.host_records import HostRecords
+from coordinator.fleet.instance_mover import InstanceMover
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.liveness import LivenessPolicy
 from coordinator.fleet.metrics_windows import MetricsWindows
 from coordinator.fleet.output_calls import OutputCalls
 from coordinator.fleet.placement_writer import PlacementWriter
+from coordinator.fleet.rebalances import UnitRebalances
 from coordinator.fleet.sessions import Fleet
 from coordinator.fleet.status_writer import StatusWriter
 from coordinator.images_client import RegistryClient
@@ -143,20 +145,23 @@ class Coordinator:
         self.rollouts.refused = self.metrics.observe_refusal
         self.schema = SchemaUpgrade(self.view, self.writes, self.layout)
         self.cordons = HostCordons(self.state, self.layout, self.writes, self.events)
+        self.mover = InstanceMover(self.state, self.placement, self.dispatch, self.known)
         self.drains = HostDrains(
             state=self.state, layout=self.layout, writes=self.writes, events=self.events,
-            cordons=self.cordons, placement=self.placement, commands=self.dispatch,
-            known=self.known, clock=self.clock)
+            cordons=self.cordons, mover=self.mover, clock=self.clock)
         self.escalations = Escalations(
             state=self.state, layout=self.layout, writes=self.writes, events=self.events,
             placement=self.placement, commands=self.dispatch, known=self.known)
+        self.rebalances = UnitRebalances(
+            state=self.state, layout=self.layout, writes=self.writes, events=self.events,
+            mover=self.mover, hosts=self.known, clock=self.clock, grace=config.rebalance_grace)
         self.duties = LeaderDuties(
             view=self.view, state=self.state, fleet=self.fleet, leadership=self.leadership,
             events=self.events, clock=self.clock, heal=self.healer.tick,
             flush_routes=self.dispatch.flush_routes, flush_statuses=self.statuses.flush,
             tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts,
             schema=self.schema, forget_hosts=self.forgetter.tick, drain_hosts=self.drains.tick,
-            escalations=self.escalations.tick)
+            escalations=self.escalations.tick, rebalance_units=self.rebalances.tick)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
@@ -166,7 +171,7 @@ class Coordinator:
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts,
-            cordons=self.cordons, drains=self.drains,
+            cordons=self.cordons, drains=self.drains, rebalances=self.rebalances,
             decommissions=HostDecommissions(
                 state=self.state, layout=self.layout, writes=self.writes, hosts=self.hosts,
                 fleet=self.fleet, events=self.events, clock=self.clock),

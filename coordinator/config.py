@@ -115,6 +115,11 @@ class CoordinatorConfig:
         86400.0, "seconds a lost host is kept in etcd before its records are removed (once "
         "no instance is placed on it; counted from when it was declared lost, across leader "
         "changes); it registers again as a new host", ge=1)
+    rebalance_grace: float = setting(
+        180.0, "seconds a running unit's spread may stay uneven (a host holding two or more of "
+        "its instances more than another host with room) before it is rebalanced by itself, "
+        "one instance at a time; not during its rollout, a host drain, or while a host of "
+        "its building is cordoned or not alive (0: only `landlord units rebalance`)", ge=0)
     event_history: int = setting(1000, "events kept in etcd", ge=10)
     port_range_start: int = setting(20000, "first host port assigned to instances", ge=1024,
                                     le=65535)

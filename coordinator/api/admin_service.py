@@ -31,6 +31,7 @@ from coordinator.api.convert_admin import (
 )
 from coordinator.api.host_removal_rpcs import HostRemovalRpcs
 from coordinator.api.read_models import ClusterReads
+from coordinator.api.rebalance_rpcs import RebalanceRpcs
 from coordinator.api.rollout_proto import control_from_pb, deploy_from_pb, rollout_info
 from coordinator.api.rpc_errors import stream_boundary, unary_boundary
 from coordinator.api.scope import caller_reach, visible_edges
@@ -40,6 +41,7 @@ from coordinator.fleet.decommission import HostDecommissions
 from coordinator.fleet.drains import HostDrains
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.output_calls import OutputCalls
+from coordinator.fleet.rebalances import UnitRebalances
 from coordinator.fleet.sessions import Fleet
 from coordinator.registry import Registry
 from coordinator.rollouts.record import RolloutRecord
@@ -61,13 +63,14 @@ DEFAULT_EXEC_S, MAX_EXEC_S = 30.0, 300.0
 """An exec's timeout when unset, and the longest one (the agent's cap)."""
 SNAPSHOT_CHUNK = 1 << 20
 """Bytes of a snapshot per streamed message, far below grpc's message limit."""
-class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
+class AdminService(HostRemovalRpcs, RebalanceRpcs, admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
                  leadership: Leadership, clock: Clock, registry: Registry,
                  rollouts: RolloutService, cordons: HostCordons, units: UnitService,
                  drains: HostDrains, decommissions: HostDecommissions,
                  snapshots: ClusterSnapshots | None = None,
-                 outputs: OutputCalls | None = None) -> None:
+                 outputs: OutputCalls | None = None,
+                 rebalances: UnitRebalances | None = None) -> None:
         self.state = state
         self.units = units
         self.snapshots = snapshots
@@ -75,6 +78,7 @@ class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
         self.cordons = cordons
         self.drains = drains  # DrainHost, GetDrainStatus, DecommissionHost: HostRemovalRpcs
         self.decommissions = decommissions
+        self.rebalances = rebalances  # RebalanceUnits, GetRebalanceStatus: RebalanceRpcs
         self.fleet = fleet
         self.leadership = leadership
         self.clock = clock

@@ -53,6 +53,9 @@ def deploy(
     warmup: Annotated[str | None, _opt("Warm-up before validation.", BLUE_GREEN)] = None,
     cleanup_delay: Annotated[str | None, _opt("Keep blue this long.", BLUE_GREEN)] = None,
     gradual_steps: Annotated[int | None, _opt("Steps of --switch gradual.", BLUE_GREEN)] = None,
+    gradual_step_delay: Annotated[
+        str | None, _opt("Pause between gradual steps, e.g. 10s.", BLUE_GREEN)
+    ] = None,
     performance_requests: Annotated[
         int | None, _opt("Requests of the performance check.", BLUE_GREEN)
     ] = None,
@@ -89,6 +92,7 @@ def deploy(
         warmup=warmup,
         cleanup_delay=cleanup_delay,
         gradual_steps=gradual_steps,
+        gradual_step_delay=gradual_step_delay,
         performance_requests=performance_requests,
         check_http=tuple(check_http or ()),
         check_command=tuple(check_command or ()),

@@ -109,6 +109,7 @@ class PlacementWriter:
         keep_replaced: bool = False,
         avoid_hosts: frozenset[str] = frozenset(),
         after_escalation: str = "",
+        onto: str = "",
     ) -> list[InstanceRecord]:
         """Decide and record ``replicas`` new instances (not started). See the module doc.
 
@@ -119,6 +120,8 @@ class PlacementWriter:
         again for every attempt (from the cache as it is then; it may refuse by raising).
         ``avoid_hosts``: hosts not to place on (besides lost ones); ``after_escalation``: why
         the replaced instance is placed again (kept on the new record).
+        ``onto``: only this host is a candidate (a rebalance chose it); placement's rules
+        still decide whether it fits.
         """
         if replicas < 1:
             raise InvalidArgument(f"replicas must be >= 1, got {replicas}", replicas=replicas)
@@ -130,10 +133,11 @@ class PlacementWriter:
 
         async def attempt() -> list[InstanceRecord]:
             ids = tuple(f"{unit}-{slot}-{secrets.token_hex(4)}" for _ in range(replicas))
+            rooms = self.rooms(building)
             decided = place(
                 PlacementRequest(apartment, unit, slot, resources, ids, building,
                                  self._state.lost_host_ids() | avoid_hosts),
-                self.rooms(building),
+                [r for r in rooms if r.host_id == onto] if onto else rooms,
                 self.port_range,
             )
             now = self._clock.now()

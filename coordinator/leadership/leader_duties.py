@@ -50,7 +50,8 @@ class LeaderDuties:
                  schema: SchemaUpgrade | None = None,
                  forget_hosts: Round | None = None, forget_every: float = 1.0,
                  drain_hosts: Round | None = None,
-                 escalations: Round | None = None) -> None:
+                 escalations: Round | None = None,
+                 rebalance_units: Round | None = None) -> None:
         self._view = view
         self._state = state
         self._fleet = fleet
@@ -71,6 +72,9 @@ class LeaderDuties:
         """Steps every host drain (coordinator/fleet/drains.py), resumed from etcd."""
         self.escalations = escalations
         """Re-places escalated instances once (coordinator/fleet/escalations.py)."""
+        self.rebalance_units = rebalance_units
+        """Steps every unit rebalance and starts the automatic ones
+        (coordinator/fleet/rebalances.py)."""
 
     async def lead(self, fence: Fence) -> None:
         fleet, leadership = self._fleet, self._leadership
@@ -107,6 +111,9 @@ class LeaderDuties:
                     group.create_task(self._every(self.tick, self.drain_hosts, "host drains"))
                 if self.escalations is not None:
                     group.create_task(self._every(self.tick, self.escalations, "escalations"))
+                if self.rebalance_units is not None:
+                    group.create_task(self._every(self.tick, self.rebalance_units,
+                                                  "unit rebalances"))
                 if self.rollouts is not None:
                     # Resumes every rollout left active by a previous leader.
                     group.create_task(self.rollouts.lead(), name="rollouts")

@@ -75,6 +75,8 @@ class ClusterState:
         """unit -> its active-rollout key (one active rollout per unit)."""
         self.drains: dict[str, Versioned[bytes]] = {}
         """host id -> its drain record (decoded by coordinator/fleet/drain_plan.py)."""
+        self.rebalances: dict[UnitKey, Versioned[bytes]] = {}
+        """unit -> its rebalance record (decoded by coordinator/fleet/rebalance_plan.py)."""
         self.decommissioned: dict[str, bytes] = {}
         """host id -> the mark a decommissioned host leaves (coordinator/fleet/decommission.py)."""
         self.events: dict[str, EventRecord] = {}
@@ -184,6 +186,9 @@ class ClusterState:
                  versioned(ActiveRolloutRecord))
         elif kind == "drains" and len(parts) == 1:
             _set(self.drains, parts[0], deleted, lambda: Versioned(value, rev, create))
+        elif kind == "rebalances" and len(parts) == 2:
+            _set(self.rebalances, (parts[0], parts[1]), deleted,
+                 lambda: Versioned(value, rev, create))
         elif kind == "decommissioned" and len(parts) == 1:
             _set(self.decommissioned, parts[0], deleted, lambda: value)
         elif kind == "events" and len(parts) == 1:

@@ -1124,6 +1124,7 @@ class BlueGreenSettings(_message.Message):
     CLEANUP_DELAY_FIELD_NUMBER: _builtins.int
     GRADUAL_STEPS_FIELD_NUMBER: _builtins.int
     MANUAL_PROMOTION_FIELD_NUMBER: _builtins.int
+    GRADUAL_STEP_DELAY_FIELD_NUMBER: _builtins.int
     switch_mode: Global___SwitchMode.ValueType
     performance_requests: _builtins.int
     gradual_steps: _builtins.int
@@ -1138,6 +1139,10 @@ class BlueGreenSettings(_message.Message):
 
     @_builtins.property
     def cleanup_delay(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def gradual_step_delay(self) -> _duration_pb2.Duration:
+        """Pause between two gradual steps (unset: 10 s)."""
+
     def __init__(
         self,
         *,
@@ -1149,10 +1154,11 @@ class BlueGreenSettings(_message.Message):
         cleanup_delay: _duration_pb2.Duration | None = ...,
         gradual_steps: _builtins.int = ...,
         manual_promotion: _builtins.bool = ...,
+        gradual_step_delay: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cleanup_delay", b"cleanup_delay", "max_latency_p95", b"max_latency_p95", "warmup", b"warmup"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cleanup_delay", b"cleanup_delay", "gradual_step_delay", b"gradual_step_delay", "max_latency_p95", b"max_latency_p95", "warmup", b"warmup"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "cleanup_delay", b"cleanup_delay", "gradual_steps", b"gradual_steps", "manual_promotion", b"manual_promotion", "max_latency_p95", b"max_latency_p95", "performance_requests", b"performance_requests", "switch_mode", b"switch_mode", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "cleanup_delay", b"cleanup_delay", "gradual_step_delay", b"gradual_step_delay", "gradual_steps", b"gradual_steps", "manual_promotion", b"manual_promotion", "max_latency_p95", b"max_latency_p95", "performance_requests", b"performance_requests", "switch_mode", b"switch_mode", "warmup", b"warmup"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
