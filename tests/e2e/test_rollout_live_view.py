@@ -17,12 +17,14 @@ import json
 import signal
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 from local_cluster.images import demo_image
 from local_cluster.processes import free_port_on_all
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.real_cluster import RealCluster, host_id
 from tests.e2e.real_load import Load, real_cluster, serving
@@ -40,11 +42,16 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
-def cli() -> Iterator[Cli]:
+def real() -> Iterator[RealCluster]:
     assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
     settings = {"heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 2.0}
-    with real_cluster(settings=settings, hosts=HOSTS) as real:
-        yield _ready(real)
+    with real_cluster(settings=settings, hosts=HOSTS) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def cli(real: RealCluster) -> Cli:
+    return _ready(real)
 
 
 def _ready(cluster: RealCluster) -> Cli:
@@ -185,7 +192,25 @@ def test_watch_piped_prints_a_json_line_per_update(cli: Cli, canary: str) -> Non
     per_host(updates[-1])
 
 
-def test_one_replica_per_host_each_entry_host_measures_the_target_share(cli: Cli) -> None:
+def _server_weights(agent_metrics: str, unit: str) -> dict[str, float]:
+    """version -> the weight an agent's /metrics says its HAProxy gives the unit's server."""
+    with urllib.request.urlopen(f"http://{agent_metrics}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {s.labels["version"]: s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "landlord_agent_server_weight"
+            for s in family.samples if s.labels["unit"] == unit}
+
+
+def test_one_replica_per_host_each_entry_host_measures_the_target_share(
+        real: RealCluster, cli: Cli) -> None:
     with canary_under_load(cli, SPLIT_UNIT, 1) as rollout_id:
         print("placed:", one_version_per_host(cli, SPLIT_UNIT))
         _status_on_target(cli, SPLIT_UNIT, rollout_id)
+        # every host's HAProxy routes to both instances, 70/30 (landlord_agent_server_weight)
+        for agent in real.agents:
+            weights = _server_weights(agent.metrics_address, SPLIT_UNIT.replace("/", "."))
+            print(agent.host_id, "server weights:", weights)
+            assert set(weights) == set(TARGET), (agent.host_id, weights)
+            share = 100 * weights["1.1.0"] / sum(weights.values())
+            assert share == pytest.approx(TARGET["1.1.0"], abs=1), (agent.host_id, weights)
