@@ -164,7 +164,8 @@ class AgentSessions:
         host_id = session.host_id
         scoped = scope_report(report, host_id, self._placed, fleet.observed_ids_on(host_id),
                               lambda: frozenset(r.unit_key
-                                                for r in self._state.instances_on(host_id)))
+                                                for r in self._state.instances_on(host_id)),
+                              lambda apartment, unit: self._routed(session, apartment, unit))
         if scoped.dropped:
             self._dropped(session, scoped.dropped, scoped.examples)
         report = scoped.report
@@ -198,6 +199,11 @@ class AgentSessions:
         ]
         if events:
             await self._events.append(events)
+
+    def _routed(self, session: HostSession, apartment: str, unit: str) -> bool:
+        """Whether the unit's route goes to the session's host (its building's)."""
+        route = self._state.routes.get((apartment, unit))
+        return route is not None and route.value.building == session.building
 
     def _placed(self, instance_id: str) -> InstanceRecord | None:
         found = self._state.instances.get(instance_id)
