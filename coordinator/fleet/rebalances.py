@@ -57,6 +57,10 @@ __all__ = ["OPERATOR", "RebalanceStart", "UnitRebalances", "rebalance_of"]
 
 log = logging.getLogger(__name__)
 
+CHECKS_PER_GRACE = 20
+"""The automatic check (every running unit's spread) runs this often per grace, not every
+round: it costs units x instances, and a grace is minutes."""
+
 OPERATOR = "requested by an operator"
 UnitKey = tuple[str, str]
 
@@ -97,6 +101,7 @@ class UnitRebalances:
         self.settle = settle
         self.start_timeout = start_timeout
         self._uneven_since: dict[UnitKey, float] = {}
+        self._checked_at = float("-inf")
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -188,7 +193,9 @@ class UnitRebalances:
                 await self._step(record)
             except (Conflict, Unavailable) as exc:
                 log.warning("rebalance of %s/%s: step not taken this round: %s", *key, exc)
-        if self.grace > 0:
+        now = self._clock.now()
+        if self.grace > 0 and now - self._checked_at >= self.grace / CHECKS_PER_GRACE:
+            self._checked_at = now
             await self._automatic()
 
     async def _automatic(self) -> None:
