@@ -108,6 +108,8 @@ class RolloutService:
         unit = self.registry.unit(req.apartment, req.unit)
         settings = replace(req.settings,
                            sticky=unit.sticky if req.sticky is None else req.sticky)
+        if req.keep_replicas and unit.replicas > 0:
+            settings = replace(settings, replicas=unit.replicas)
         building = choose_building(req.building, unit,
                                    (h.value.building for h in self.state.hosts.values()))
         facts = self._facts(req.apartment, req.unit, building)

@@ -203,6 +203,10 @@ class InstanceRecord:
     created_at: float
     replaces: str = ""
     """The instance this one was placed to replace (a lost host's), if any."""
+    after_escalation: str = ""
+    """Why it was placed: the instance it replaces escalated (its agent could not heal it).
+    Such a replacement is not re-placed again; if it escalates too, its version is marked
+    failing for the unit (coordinator/fleet/escalations.py)."""
 
     @property
     def unit_key(self) -> tuple[str, str]:
@@ -240,6 +244,10 @@ class UnitRecord:
     updated_at: float = 0.0
     sticky: bool = False
     """Deploys that do not say are sticky canaries (the last deploy's explicit choice)."""
+    failing_versions: Mapping[str, str] = field(default_factory=dict)
+    """version -> why it is marked failing for this unit: an instance of it escalated, was
+    re-placed on another host and escalated again; its instances are not re-placed again.
+    A deploy that makes the version stable again clears the mark."""
 
 
 @dataclass(frozen=True)
