@@ -311,8 +311,11 @@ def _walk_and_roll_back(admin: Any, load: Load, sticky: StickyClients) -> None:
         assert late and all(s.status == 200 and s.version == "1.0.0" for s in late), late[:3]
     problems = [s for c in sticky.clients for s in c.seen if s.status != 200]
     answers = load.answers(began)
-    assert not problems and not failed(answers), (problems[:5], failed(answers)[:5])
-    slowest = max(s.at - s.sent for c in sticky.clients for s in c.seen)
+    assert not problems and not failed(answers), (
+        problems[:5], failed(answers)[:5], f"steps ended {steps_ended}, rollout ended "
+        f"{rolled_back}, 100 % step from {windows[100][0]}")
+    slowest = max((s for c in sticky.clients for s in c.seen), key=lambda s: s.at - s.sent)
     print(f"sticky clients: {len(kept)} on 1.1.0, {len(stayed)} on 1.0.0, "
-          f"{sum(len(c.seen) for c in sticky.clients)} answers (slowest {slowest:.2f} s); "
-          f"cookie-less: {len(answers)}; 0 failed")
+          f"{sum(len(c.seen) for c in sticky.clients)} answers (slowest "
+          f"{slowest.at - slowest.sent:.2f} s, sent {slowest.sent - rolled_back:+.2f} s from "
+          f"the rollout's end, by {slowest.version}); cookie-less: {len(answers)}; 0 failed")
