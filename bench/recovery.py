@@ -5,7 +5,7 @@ measures death -> replacement answering its health check (GET /healthz polled ev
 10 ms from here, the same way for both), for the agent (a new container per crash, state
 carried over) and for a plain container with ``--restart=on-failure`` on the same image,
 limits and secure defaults. Also prints the agent's own death -> ``recovery.success``
-and where that time goes (die event seen, crash handled, replacement created, started,
+and where that time goes (die event seen, crash handled, replacement start called, started,
 first healthy check, in the route, and when the crash dump was written: off the critical
 path). Figures only, no asserts. Needs root, Docker and the demo image.
 
@@ -98,8 +98,8 @@ def summary(name: str, samples: list[float]) -> tuple[float, float]:
 PHASES = (  # (label, from mark, to mark); marks are wall-clock times of one agent kill
     ("kill -> die event seen", "killed", "seen"),
     ("die seen -> crash handled", "seen", EventType.CRASHED),
-    ("crash handled -> replacement created", EventType.CRASHED, "created"),
-    ("created -> started", "created", "started"),
+    ("crash handled -> start called", EventType.CRASHED, "starting"),
+    ("start called -> started", "starting", "started"),
     ("started -> first healthy check", "started", EventType.HEALTH),
     ("healthy -> in the route (switch)", EventType.HEALTH, EventType.TRAFFIC_SWITCH),
     ("kill -> crash dump written (off path)", "killed", EventType.CRASH_DUMP),
@@ -108,30 +108,25 @@ PHASES = (  # (label, from mark, to mark); marks are wall-clock times of one age
 
 class Marks:
     """When each step of the agent's recoveries happened: the agent's own events, plus
-    the die event reaching it and its create/start calls returning (timed wrappers)."""
+    the die event reaching it and its container start call (timed wrappers)."""
 
     def __init__(self, service: AgentService) -> None:
         self.rounds: list[dict[str, float]] = []
         self.success: asyncio.Queue[float] = asyncio.Queue()
         sup, runtime = service.supervisor, service.runtime
-        handle, create, start = sup.handle_event, runtime.create, runtime.start
+        handle, start = sup.handle_event, runtime.start
 
         async def seen(event: Any) -> None:
             if event.action == "die":
                 self.mark("seen", time.time())
             await handle(event)
 
-        async def created(request: Any) -> str:
-            container_id = await create(request)
-            self.mark("created", time.time())
-            return container_id
-
         async def started(container_id: str) -> None:
+            self.mark("starting", time.time())
             await start(container_id)
             self.mark("started", time.time())
 
         sup.handle_event = seen  # type: ignore[method-assign]
-        runtime.create = created  # type: ignore[method-assign]
         runtime.start = started  # type: ignore[method-assign]
         self.task = asyncio.create_task(self._follow(service))
 
