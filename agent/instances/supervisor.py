@@ -335,13 +335,16 @@ class Supervisor:
             await self.runtime.stop(container_id, grace)
 
     async def release(self, record: InstanceRecord, remove_container: bool = True) -> None:
-        """Free what the current container holds: egress class, the container itself."""
+        """Free what the current container holds: egress class, the container itself (and
+        the instance's spare)."""
         container_id = record.container_id
         if record.classid is not None and self.shaper is not None:
             await asyncio.to_thread(self.shaper.release, container_id, record.classid)
         if remove_container and container_id is not None:
             await self.runtime.remove(container_id, force=True)
             self.records.unbind(container_id)
+        if remove_container:
+            await self.spares.drop(record.instance_id)
 
     async def stop_instance(self, instance_id: str, grace: float | None = None,
                             reason: str = "stop requested") -> None:
@@ -355,7 +358,6 @@ class Supervisor:
                                       else grace)
             self.settle_stopped(record, reason)
             await self.release(record)
-            await self.spares.drop(instance_id)
             self.forget(record, reason)
 
     async def evict(self, record: InstanceRecord, reason: str, usage: int, limit: int) -> None:
@@ -370,7 +372,6 @@ class Supervisor:
             await self.stop_container(record, self.config.stop_grace)
             self.move(record, S.STOPPED, f"evicted: {reason}")
             await self.release(record)
-            await self.spares.drop(record.instance_id)
             record.lifecycle.metadata["evicted"] = reason
             self.save(record)
             self.publish(record, EventType.EVICTED, reason=reason, usage=usage, limit=limit)
