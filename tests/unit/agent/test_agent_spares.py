@@ -74,8 +74,8 @@ async def test_no_spare_when_turned_off(tmp_path: Path) -> None:
         await rig.service.close()
 
 
-def record(generation: int = 1, **overrides: object) -> InstanceRecord:
-    made = InstanceRecord(spec(**overrides), LifecycleRecord.new("1.0.0", SystemClock()))
+def record(generation: int = 1, image: str = "img:1") -> InstanceRecord:
+    made = InstanceRecord(spec(image=image), LifecycleRecord.new("1.0.0", SystemClock()))
     made.generation = generation
     return made
 
