@@ -219,10 +219,11 @@ async def bench(kills: int, interval: float) -> Run:
 
 def report(title: str, run: Run, target: float) -> None:
     print(f"-- {title}")
-    _, ours = summary("agent: death -> /healthz answers", run.external)
+    median, ours = summary("agent: death -> /healthz answers", run.external)
     summary("agent: death -> recovery.success", run.internal)
-    _, theirs = summary("docker --restart=on-failure", run.docker)
-    print(f"p95 ratio agent / docker: {ours / theirs:.2f} (target <= {target:g})")
+    their_median, theirs = summary("docker --restart=on-failure", run.docker)
+    print(f"p95 ratio agent / docker: {ours / theirs:.2f} (target <= {target:g});"
+          f" p50 ratio {median / their_median:.2f}")
     print("agent's recovery, phase by phase (from its own events):")
     for label, samples in run.phases:
         if samples:
