@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from agent.instances.events import EventType
 from agent.instances.records import RecordTable
@@ -131,3 +132,29 @@ async def test_drop_waits_for_a_spare_being_made_then_removes_it() -> None:
     await spares.drop("i1")
     assert runtime.by_call("remove") == ["c1"]
     assert spares.get("i1") is None and not records.owns_container("c1")
+
+
+async def test_an_adopting_agent_replaces_the_spare_its_predecessor_left(tmp_path: Path) -> None:
+    first = await make_rig(tmp_path)
+    first.healthy.add(20001)
+    view = await first.service.start_instance(spec())
+
+    async def spare_ready(rig: Any) -> bool:
+        return rig.service.supervisor.spares.get("i1") is not None
+
+    await async_eventually(lambda: spare_ready(first), timeout=5, interval=0.01)
+    left = first.service.supervisor.spares.get("i1")
+    await first.service.close()  # containers stay; the spare is forgotten
+    second = await make_rig(tmp_path, first.runtime)
+    try:
+        second.healthy.add(20001)
+        assert second.service.instance("i1").container_id == view.container_id
+        await async_eventually(lambda: spare_ready(second), timeout=5, interval=0.01)
+        spare = second.service.supervisor.spares.get("i1")
+        assert left is not None and spare is not None and spare.generation == 2
+        # the leftover held the name: removed, and one container per name remains
+        assert left.container_id not in first.runtime.containers
+        assert [c.info.name for c in first.runtime.containers.values()] == [
+            "landlord-h1-i1-g1", "landlord-h1-i1-g2"]
+    finally:
+        await second.service.close()
