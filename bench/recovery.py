@@ -260,7 +260,8 @@ def main() -> None:
           " state snapshot directory kept")
     print(f"quiet pass: before it, {load()}")
     quiet = asyncio.run(bench(args.kills, args.interval))
-    report("quiet (no burner of ours)", quiet, QUIET_TARGET)
+    report("quiet: no burner of ours (not truly quiet when other work shares the machine: see"
+           " the load average above)", quiet, QUIET_TARGET)
     if args.burn > 0:
         with burners(args.burn):
             time.sleep(2)
