@@ -113,6 +113,8 @@ async def _resume(sup: Supervisor, record: InstanceRecord, report: AdoptionRepor
     await sup.apply_network(record)
     sup.save(record)
     sup.watch(record, sup.clock.monotonic())
+    if record.lifecycle.state is S.RUNNING:  # its spare, if any, was the previous agent's
+        sup.spares.prepare(record)
     sup.publish(record, EventType.ADOPTED, container=record.container_id,
                 state=record.lifecycle.state.value, generation=record.generation)
     report.adopted.append(record.instance_id)

@@ -21,6 +21,7 @@ __all__ = [
     "build_create_request",
     "container_name",
     "instance_labels",
+    "static_enforcement",
 ]
 
 LABEL_HOST = "landlord.host"
@@ -104,3 +105,16 @@ def build_create_request(
         storage_opt=storage_opt,
         user=user,  # agent/instances/run_as.py chooses it
     )
+
+
+def static_enforcement(spec: InstanceSpec, storage_mode: str) -> dict[str, str]:
+    """How each limit of ``spec`` is enforced, as far as known before the container runs."""
+    res = spec.resources
+    storage = "none: no limit" if not res.storage else (
+        "hard quota (storage-opt size)" if storage_mode == "quota"
+        else "soft: evicted when over (overlay2 on this filesystem has no quota)")
+    return {"cpu": f"cgroup cfs quota {res.cpu:g} cores",
+            "memory": f"cgroup limit {res.memory} bytes, swap off",
+            "pids": f"cgroup pids.max {res.pids}",
+            "storage": storage,
+            "network": "none: no limit" if not res.network else "pending"}

@@ -285,7 +285,8 @@ async def test_start_is_idempotent_runs_in_the_background_and_stop_reports_remov
 
     await async_eventually(running, timeout=5)
     await port.execute(command)  # and once it runs
-    assert len(runtime.by_call("create")) == 1
+    # one launch (a spare of the next generation may be created once it runs)
+    assert [r.name[-3:] for r in runtime.by_call("create")] in (["-g1"], ["-g1", "-g2"])
     assert [r.state for r in port.snapshot()] == ["running"]
     await port.execute(StopInstance(command.instance_id, 1.0, drain=True))
 
