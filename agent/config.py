@@ -135,9 +135,9 @@ class AgentConfig:
     leak_short_samples: int = _opt(5, "samples (the newest) the short-term trend is fitted "
                                       "on", ge=2, le=1000)
     log_tail: int = _opt(200, "log lines kept in a crash dump")
-    spare_containers: bool = _opt(True, "keep a created (not started) replacement container "
-                                        "per healthy instance: a crash costs a start, not a "
-                                        "create")
+    spare_containers: bool = _opt(False, "keep a created (not started) replacement "
+                                         "container per healthy instance: a crash costs a "
+                                         "start, not a create (one more container each)")
     gc_idle_interval: float = _opt(1800.0, "seconds between idle-instance collections", gt=0,
                                    group="garbage collection")
     gc_memory_interval: float = _opt(300.0, "seconds between memory optimizations", gt=0)

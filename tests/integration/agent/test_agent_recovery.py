@@ -36,7 +36,7 @@ def _count(port: int) -> int:
 
 
 async def test_killed_instance_is_replaced_with_its_state_intact(harness: AgentHarness) -> None:
-    agent = await harness.agent()
+    agent = await harness.agent(spare_containers=True)
     spec = make_spec("state-1", state_mode=StateMode.SNAPSHOT)
     view = await agent.start_instance(spec)
     assert [_count(spec.port) for _ in range(3)] == [1, 2, 3]

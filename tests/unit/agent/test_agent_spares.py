@@ -24,7 +24,7 @@ def names(runtime: RecordingRuntime, call: str) -> list[str]:
 
 
 async def test_a_crash_starts_the_spare_and_a_new_spare_is_made(tmp_path: Path) -> None:
-    rig = await make_rig(tmp_path)
+    rig = await make_rig(tmp_path, spare_containers=True)
     try:
         rig.healthy.add(20001)
         view = await rig.service.start_instance(spec())
@@ -135,7 +135,7 @@ async def test_drop_waits_for_a_spare_being_made_then_removes_it() -> None:
 
 
 async def test_an_adopting_agent_replaces_the_spare_its_predecessor_left(tmp_path: Path) -> None:
-    first = await make_rig(tmp_path)
+    first = await make_rig(tmp_path, spare_containers=True)
     first.healthy.add(20001)
     view = await first.service.start_instance(spec())
 
@@ -145,7 +145,7 @@ async def test_an_adopting_agent_replaces_the_spare_its_predecessor_left(tmp_pat
     await async_eventually(lambda: spare_ready(first), timeout=5, interval=0.01)
     left = first.service.supervisor.spares.get("i1")
     await first.service.close()  # containers stay; the spare is forgotten
-    second = await make_rig(tmp_path, first.runtime)
+    second = await make_rig(tmp_path, first.runtime, spare_containers=True)
     try:
         second.healthy.add(20001)
         assert second.service.instance("i1").container_id == view.container_id
