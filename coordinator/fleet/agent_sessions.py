@@ -18,7 +18,7 @@ from typing import Protocol
 from common.clock import Clock
 from common.errors import FailedPrecondition, InvalidArgument
 from common.identity import IDENTITY_NAME_PATTERN, IDENTITY_NAME_RULE
-from common.stream_commands import Command, SetRoute
+from common.stream_commands import Command, PauseInstance, ResumeInstance, SetRoute
 from common.stream_messages import (
     AgentReport,
     CommandResult,
@@ -130,6 +130,11 @@ class AgentSessions:
         await self._commands.start_instances(plan.start)
         for route in self._commands.routes_for_building(reg.building):
             session.send(Command(command_id(route), route))
+        # after the routes, which already leave paused instances out
+        freezes: list[PauseInstance | ResumeInstance] = [
+            *map(PauseInstance, plan.pause), *map(ResumeInstance, plan.resume)]
+        for freeze in freezes:
+            session.send(Command(command_id(freeze), freeze))
         for obs in reg.instances:
             self._commands.mark_route_dirty(obs.apartment, obs.unit)
         kind = "host.returned" if returned else "host.registered"

@@ -203,6 +203,9 @@ class InstanceRecord:
     created_at: float
     replaces: str = ""
     """The instance this one was placed to replace (a lost host's), if any."""
+    paused: bool = False
+    """An operator paused it (issue 17): out of every route, its container frozen, its
+    capacity still held; hosts and new leaders keep it so until it is resumed."""
 
     @property
     def unit_key(self) -> tuple[str, str]:
