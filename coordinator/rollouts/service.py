@@ -30,6 +30,7 @@ from coordinator.rollouts.admission import (
 from coordinator.rollouts.controls import new_rollout, request_control, retry_rollout
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords, previous_stable
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
+from coordinator.rollouts.pausing import refuse_paused
 from coordinator.rollouts.record import RETRY, Control, RolloutRecord
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
@@ -105,6 +106,8 @@ class RolloutService:
         """A rollout of ``req.version``: a unit's first deploy too (no stable version)."""
         self.leadership.fence  # noqa: B018  # raises NotLeader on a follower
         unit = self.registry.unit(req.apartment, req.unit)
+        refuse_paused(f"{req.apartment}/{req.unit}",
+                      self.state.instances_of(req.apartment, req.unit), "deployed")
         settings = req.settings
         building = choose_building(req.building, unit,
                                    (h.value.building for h in self.state.hosts.values()))
@@ -142,6 +145,8 @@ class RolloutService:
             return await self._queue(apartment, unit, Control.ABORT)
         current = self.registry.unit(apartment, unit)
         _refuse_stopped(current, "rolled back")
+        refuse_paused(f"{apartment}/{unit}", self.state.instances_of(apartment, unit),
+                      "rolled back")
         stable = current.stable_version
         target = to_version or self._previous_stable(apartment, unit, stable)
         if target == stable:
