@@ -94,6 +94,12 @@ def entry_503(address: str, port: int) -> tuple[int, str | None, float]:
         conn.close()
 
 
+def says_retry_after(address: str, port: int) -> bool:
+    status, retry_after, _ = entry_503(address, port)
+    assert (status, retry_after) == (503, RETRY_AFTER), (status, retry_after)
+    return True
+
+
 RUN, PAUSE = "INSTANCE_STATE_RUNNING", "INSTANCE_STATE_PAUSED"
 
 
@@ -143,8 +149,8 @@ def test_pause_and_resume_under_load(cli: Cli) -> None:
         whole = cli.json("units", "pause", UNIT)
         assert sorted(whole["paused"]) == [first, second], whole
         for address in ADDRESSES:
-            eventually(lambda a=address: entry_503(a, port)[:2] == (503, RETRY_AFTER),
-                       timeout=20, interval=0.2, message=f"503 with Retry-After on {address}")
+            eventually(partial(says_retry_after, address, port), timeout=20, interval=0.2,
+                       message=f"503 with Retry-After on {address}")
         eventually(partial(states, cli, {first: PAUSE, second: PAUSE}), timeout=20,
                    interval=0.5, message="both paused")
         quiet = time.monotonic()
