@@ -34,6 +34,7 @@ __all__ = [
     "HOSTS",
     "Answer",
     "Load",
+    "cli_cluster",
     "failed",
     "free_ports",
     "list_hosts",
@@ -80,6 +81,26 @@ def real_cluster(coordinators: int = 1, settings: dict[str, Any] | None = None,
         raise
     finally:
         real.close()
+
+
+@contextlib.contextmanager
+def cli_cluster(hosts: Mapping[str, str], settings: dict[str, Any] | None = None
+                ) -> Iterator[Any]:
+    """``real_cluster`` on ``hosts`` with the `landlord` CLI of its admin (a
+    tests/e2e/test_cli_units.py ``Cli``), once every host is alive."""
+    from tests.e2e.test_cli_units import LANDLORD, Cli
+
+    assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
+    chosen = settings or {"heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 2.0}
+    with real_cluster(settings=chosen, hosts=hosts) as real:
+        cli = Cli(real.coordinator.address, real.cli_env())
+
+        def all_alive() -> bool:
+            found = cli.json("hosts", "list")["hosts"]
+            return len([h for h in found if h["status"] == "alive"]) == len(hosts)
+
+        eventually(all_alive, timeout=60, interval=0.5, message="every host alive")
+        yield cli
 
 
 def unit_spec(apartment: str, unit: str, version: str, service_port: int, *,

@@ -24,8 +24,8 @@ from local_cluster.images import demo_image
 from local_cluster.load import http_get
 
 from tests.e2e.real_cluster import OWNER, TEST_LABEL, host_id
-from tests.e2e.real_load import Load, failed, free_ports, real_cluster, serving
-from tests.e2e.test_cli_units import LANDLORD, Cli
+from tests.e2e.real_load import Load, cli_cluster, failed, free_ports, serving
+from tests.e2e.test_cli_units import Cli
 from tests.support import eventually
 
 HOSTS = {host_id("pz1"): "127.0.0.151", host_id("pz2"): "127.0.0.152"}
@@ -38,17 +38,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def cli() -> Iterator[Cli]:
-    assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
-    settings = {"heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 2.0}
-    with real_cluster(settings=settings, hosts=HOSTS) as real:
-        cli = Cli(real.coordinator.address, real.cli_env())
-
-        def all_alive() -> bool:
-            hosts = cli.json("hosts", "list")["hosts"]
-            return len([h for h in hosts if h["status"] == "alive"]) == len(HOSTS)
-
-        eventually(all_alive, timeout=60, interval=0.5, message="both hosts alive")
-        yield cli
+    with cli_cluster(HOSTS) as found:
+        yield found
 
 
 def instances(cli: Cli) -> dict[str, dict[str, object]]:
