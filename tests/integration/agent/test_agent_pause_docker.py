@@ -65,8 +65,8 @@ async def test_pause_freezes_and_resume_continues_the_same_process(
     # several health intervals (0.5 s, two failures make unhealthy): nothing probes, nothing
     # recovers, the record stays paused with the same container
     await asyncio.sleep(3.0)
-    print([t.to_dict() for t in agent.records.get("pz-int-1").lifecycle.history])
-    assert agent.instance("pz-int-1").state == InstanceState.PAUSED.value
+    history = [t.to_dict() for t in agent.records.get("pz-int-1").lifecycle.history]
+    assert agent.instance("pz-int-1").state == InstanceState.PAUSED.value, history
     assert not agent.bus.recent("recovery.attempt")
     assert agent.instance("pz-int-1").container_id == container
 
