@@ -16,9 +16,9 @@ Instances of a unit in an active rollout are not moved while it runs (the rollou
 instances); the drain moves the others first and waits. An instance that cannot be placed
 (no room, no eligible host) is skipped with the reason; when only such instances are left
 the drain ends ``blocked``, naming each. A paused instance is not moved either (a
-replacement would run where the operator froze it): resume or stop it. At the deadline (or when the host is uncordoned) a
-drain stops (``stopped``): the move under way is undone, its replacement stopped, and the
-old instance keeps serving; nothing is forced.
+replacement would run where the operator froze it): resume or stop it. At the deadline
+(or when the host is uncordoned) a drain stops (``stopped``): the move under way is undone,
+its replacement stopped, and the old instance keeps serving; nothing is forced.
 
 ``plan_drain(record, view, now)`` is pure: the caller observes, commits the record it
 returns, then carries out its action (coordinator/fleet/drains.py).
