@@ -232,7 +232,9 @@ async def run(args: argparse.Namespace) -> None:
     # a certificate; measuring with mutual TLS is issue 18's
     plane = ControlPlane("bench-scale", prefix="/bench", tls=False, coordinator_settings={
         "heartbeat_interval": 10.0, "report_interval": 1.0, "liveness_grace": 10.0,
-        "log_level": "WARNING", "leader_lease_ttl": 5, "log_format": "text"})
+        "log_level": "WARNING", "leader_lease_ttl": 5, "log_format": "text",
+        # without certificates every simulated host is the peer 127.0.0.1
+        "max_connections_per_identity": 0})
     etcd = plane.etcd
     procs: list[Any] = []
     ctx = mp.get_context("spawn")

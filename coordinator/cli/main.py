@@ -24,6 +24,7 @@ from coordinator.cli import (
     host_removal,  # noqa: F401  # registers hosts drain, drain-status, decommission
     instance_output,
     pausing,
+    rebalance,  # noqa: F401  # registers units rebalance, rebalance-status
     rollout,
     units,
 )

@@ -18,7 +18,7 @@ from typing import Protocol
 from common.clock import Clock
 from common.errors import FailedPrecondition, InvalidArgument
 from common.identity import IDENTITY_NAME_PATTERN, IDENTITY_NAME_RULE
-from common.stream_commands import Command, PauseInstance, ResumeInstance, SetRoute
+from common.stream_commands import Command, PauseInstance, ResumeInstance
 from common.stream_messages import (
     AgentReport,
     CommandResult,
@@ -49,7 +49,7 @@ class SessionCommands(Protocol):
 
     def stop_unwanted(self, host_id: str, instance_id: str) -> None: ...
 
-    def routes_for_building(self, building: str) -> list[SetRoute]: ...
+    def mark_building_routes_dirty(self, building: str) -> None: ...
 
     def mark_route_dirty(self, apartment: str, unit: str) -> None: ...
 
@@ -88,6 +88,8 @@ class AgentSessions:
         self._windows = windows
         self._results = results
         self._outputs = outputs
+        self._announcements: dict[HostSession, tuple[str, str]] = {}
+        """Sessions opened whose lease and event ``announce`` has still to write."""
         self.foreign_dropped: Counter[DropKind] = Counter()
         """Statuses, removals, events and windows dropped because they were about another
         host's instances (coordinator/fleet/report_scope.py), by kind."""
@@ -114,7 +116,6 @@ class AgentSessions:
         )
         if existing is None or not existing.value.same_registration(record):
             await self._hosts.register(record)
-        await self._hosts.ensure_lease(reg.host_id)
         session = HostSession(reg.host_id, reg.building, reg.address, mono)
         own, foreign = own_observations(reg.instances, reg.host_id, self._placed)
         if foreign:
@@ -128,9 +129,11 @@ class AgentSessions:
             log.info("host %s runs %s, which is not desired there: stopping it", reg.host_id, iid)
             self._commands.stop_unwanted(reg.host_id, iid)
         await self._commands.start_instances(plan.start)
-        for route in self._commands.routes_for_building(reg.building):
-            session.send(Command(command_id(route), route))
-        # after the routes, which already leave paused instances out
+        # the building's routes go out at the next flush, one command per unit for every
+        # host that registered meanwhile (after a takeover: all of them), not one per host
+        self._commands.mark_building_routes_dirty(reg.building)
+        # what differs from the pause marks (the routes already leave paused instances out;
+        # a host waits before it freezes one, so they reach it first)
         freezes: list[PauseInstance | ResumeInstance] = [
             *map(PauseInstance, plan.pause), *map(ResumeInstance, plan.resume)]
         for freeze in freezes:
@@ -138,14 +141,24 @@ class AgentSessions:
         for obs in reg.instances:
             self._commands.mark_route_dirty(obs.apartment, obs.unit)
         kind = "host.returned" if returned else "host.registered"
-        await self._events.emit(
-            kind, f"{reg.host_id} registered with {len(reg.instances)} instance(s)"
-            + (f"; stopping {len(plan.stop)} duplicate(s)" if plan.stop else ""),
-            host_id=reg.host_id, building=reg.building,
-        )
+        self._announcements[session] = (kind, (
+            f"{reg.host_id} registered with {len(reg.instances)} instance(s)"
+            + (f"; stopping {len(plan.stop)} duplicate(s)" if plan.stop else "")))
         return session, returned
 
+    async def announce(self, session: HostSession) -> None:
+        """After Registered is on its way: the host's liveness lease, and the event of its
+        registration. Kept off the answer, so a thousand hosts re-registering with a new
+        leader are not each held by two etcd round trips; a failure here (etcd gone, the
+        lead lost) raises, and the caller ends the session."""
+        kind, message = self._announcements.pop(session, ("", ""))
+        await self._hosts.ensure_lease(session.host_id)
+        if kind:
+            await self._events.emit(kind, message, host_id=session.host_id,
+                                    building=session.building)
+
     def close(self, session: HostSession) -> None:
+        self._announcements.pop(session, None)
         self._fleet.detach(session, self._clock.monotonic())
 
     # -- reports ---------------------------------------------------------------------------

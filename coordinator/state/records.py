@@ -203,6 +203,10 @@ class InstanceRecord:
     created_at: float
     replaces: str = ""
     """The instance this one was placed to replace (a lost host's), if any."""
+    after_escalation: str = ""
+    """Why it was placed: the instance it replaces escalated (its agent could not heal it).
+    Such a replacement is not re-placed again; if it escalates too, its version is marked
+    failing for the unit (coordinator/fleet/escalations.py)."""
     paused: bool = False
     """An operator paused it (issue 17): out of every route, its container frozen, its
     capacity still held; hosts and new leaders keep it so until it is resumed."""
@@ -241,6 +245,10 @@ class UnitRecord:
     building: str = ""
     replicas: int = 0
     updated_at: float = 0.0
+    failing_versions: Mapping[str, str] = field(default_factory=dict)
+    """version -> why it is marked failing for this unit: an instance of it escalated, was
+    re-placed on another host and escalated again; its instances are not re-placed again.
+    A deploy that makes the version stable again clears the mark."""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from local_cluster.processes import free_port_on_all
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from tests.e2e.real_cluster import OWNER, TEST_LABEL, RealCluster, host_id
+from tests.e2e.test_cli_units import LANDLORD, Cli
 from tests.support import eventually
 
 __all__ = [
@@ -34,13 +35,13 @@ __all__ = [
     "HOSTS",
     "Answer",
     "Load",
-    "cli_cluster",
     "failed",
     "free_ports",
     "list_hosts",
     "list_instances",
     "publish",
     "real_cluster",
+    "real_cluster_cli",
     "seconds",
     "serving",
     "unit_containers",
@@ -84,15 +85,12 @@ def real_cluster(coordinators: int = 1, settings: dict[str, Any] | None = None,
 
 
 @contextlib.contextmanager
-def cli_cluster(hosts: Mapping[str, str], settings: dict[str, Any] | None = None
-                ) -> Iterator[Any]:
-    """``real_cluster`` on ``hosts`` with the `landlord` CLI of its admin (a
-    tests/e2e/test_cli_units.py ``Cli``), once every host is alive."""
-    from tests.e2e.test_cli_units import LANDLORD, Cli
-
+def real_cluster_cli(settings: dict[str, Any], hosts: Mapping[str, str]
+                     ) -> Iterator[tuple[RealCluster, Cli]]:
+    """``real_cluster`` (one coordinator) and the installed `landlord` as its admin, once
+    every host is alive."""
     assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
-    chosen = settings or {"heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 2.0}
-    with real_cluster(settings=chosen, hosts=hosts) as real:
+    with real_cluster(settings=settings, hosts=hosts) as real:
         cli = Cli(real.coordinator.address, real.cli_env())
 
         def all_alive() -> bool:
@@ -100,7 +98,7 @@ def cli_cluster(hosts: Mapping[str, str], settings: dict[str, Any] | None = None
             return len([h for h in found if h["status"] == "alive"]) == len(hosts)
 
         eventually(all_alive, timeout=60, interval=0.5, message="every host alive")
-        yield cli
+        yield real, cli
 
 
 def unit_spec(apartment: str, unit: str, version: str, service_port: int, *,

@@ -24,7 +24,7 @@ from local_cluster.images import demo_image
 from local_cluster.load import http_get
 
 from tests.e2e.real_cluster import OWNER, TEST_LABEL, host_id
-from tests.e2e.real_load import Load, cli_cluster, failed, free_ports, serving
+from tests.e2e.real_load import Load, failed, free_ports, real_cluster_cli, serving
 from tests.e2e.test_cli_units import Cli
 from tests.support import eventually
 
@@ -38,7 +38,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def cli() -> Iterator[Cli]:
-    with cli_cluster(HOSTS) as found:
+    settings = {"heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 2.0}
+    with real_cluster_cli(settings, HOSTS) as (_, found):
         yield found
 
 
