@@ -20,6 +20,7 @@ from agent.gc.collector import DiskUsage, GarbageCollector
 from agent.instances.adoption import AdoptionReport, adopt
 from agent.instances.container_config import LABEL_HOST
 from agent.instances.events import EventBus
+from agent.instances.pausing import pause_instance, resume_instance
 from agent.instances.records import InstanceRecords
 from agent.instances.recovery import Recovery
 from agent.instances.resource_monitor import ResourceMonitor
@@ -140,6 +141,14 @@ class AgentService:
     async def stop_instance(self, instance_id: str, grace: float | None = None) -> None:
         """SIGTERM, ``grace`` seconds (default from config), SIGKILL; then remove."""
         await self.supervisor.stop_instance(instance_id, grace)
+
+    async def pause_instance(self, instance_id: str) -> bool:
+        """Freeze a running instance, memory and state kept (False: already paused)."""
+        return await pause_instance(self.supervisor, instance_id)
+
+    async def resume_instance(self, instance_id: str) -> bool:
+        """Thaw a paused instance: same process (False: it was not paused)."""
+        return await resume_instance(self.supervisor, instance_id)
 
     def instances(self) -> list[InstanceView]:
         return [self.supervisor.view(r) for r in self.records.all()]

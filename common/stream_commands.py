@@ -24,7 +24,9 @@ __all__ = [
     "Command",
     "DrainInstance",
     "ExecStream",
+    "PauseInstance",
     "ReadLogs",
+    "ResumeInstance",
     "RunCheck",
     "SetRoute",
     "SetWeights",
@@ -87,6 +89,9 @@ class SetRoute:
     servers: tuple[RouteServer, ...] = ()
     protected_versions: tuple[str, ...] = ()
     """Versions whose images the host's GC keeps (the unit's stable and previous stable)."""
+    retry_after_s: int = 0
+    """Every instance of the unit is paused: its entry point answers 503 with this
+    ``Retry-After`` (seconds) at once; 0 = not paused."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,27 @@ class DrainInstance:
     instance_id: str
     timeout_s: float = 30.0
     """0 = the agent's default."""
+
+
+# -- pause and resume (issue 17) ------------------------------------------------------------
+@dataclass(frozen=True)
+class PauseInstance:
+    """Freeze the instance's container (cgroup freezer), memory and state kept. The
+    coordinator took it out of every host's route first; the host drains it locally, waits
+    ``settle_s`` for requests other hosts still had on it, then freezes it."""
+
+    instance_id: str
+    settle_s: float = 0.0
+    """0 = the agent's default."""
+
+
+@dataclass(frozen=True)
+class ResumeInstance:
+    """Thaw a paused instance (same process, same memory); health checks start again and
+    the coordinator routes it once it reports running and healthy."""
+
+    instance_id: str
+# -- end of pause and resume ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -159,12 +185,14 @@ OUTPUT_COMMANDS = (ReadLogs, ExecStream)
 """Commands answered in OutputChunks rather than one CommandResult."""
 
 AgentCommand = (StartInstance | StopInstance | SetRoute | SetWeights | DrainInstance
-                | CollectGarbage | RunCheck | ReadLogs | ExecStream | CancelOutput)
+                | CollectGarbage | RunCheck | ReadLogs | ExecStream | CancelOutput
+                | PauseInstance | ResumeInstance)
 
 COMMAND_KINDS: Mapping[type[AgentCommand], str] = {
     StartInstance: "start", StopInstance: "stop", SetRoute: "route", SetWeights: "weights",
     DrainInstance: "drain", CollectGarbage: "gc", RunCheck: "run_check",
     ReadLogs: "read_logs", ExecStream: "exec_stream", CancelOutput: "cancel_output",
+    PauseInstance: "pause", ResumeInstance: "resume",
 }
 """Each command's name on the wire (its field in agent.proto's ``Command.action``)."""
 

@@ -35,7 +35,9 @@ from common.stream_commands import (
     Command,
     DrainInstance,
     ExecStream,
+    PauseInstance,
     ReadLogs,
+    ResumeInstance,
     RunCheck,
     SetRoute,
     SetWeights,
@@ -275,7 +277,8 @@ def command_to_pb(c: Command) -> agent_pb2.Command:
                 agent_pb2.DataPlaneServer(server=s.server, version=s.version,
                                           address=s.address, port=s.port, weight=s.weight,
                                           state=s.state)
-                for s in cmd.servers], protected_versions=list(cmd.protected_versions)))
+                for s in cmd.servers], protected_versions=list(cmd.protected_versions),
+            retry_after_s=cmd.retry_after_s))
     elif isinstance(cmd, SetWeights):
         pb.weights.CopyFrom(agent_pb2.SetWeights(apartment=cmd.apartment, unit=cmd.unit,
                                                  weights=dict(cmd.weights)))
@@ -297,6 +300,11 @@ def command_to_pb(c: Command) -> agent_pb2.Command:
         pb.exec_stream.CopyFrom(agent_pb2.ExecStream(
             instance_id=cmd.instance_id, argv=list(cmd.argv),
             timeout=duration_to_pb(cmd.timeout_s)))
+    elif isinstance(cmd, PauseInstance):
+        pb.pause.CopyFrom(agent_pb2.PauseInstance(instance_id=cmd.instance_id,
+                                                  settle=duration_to_pb(cmd.settle_s)))
+    elif isinstance(cmd, ResumeInstance):
+        pb.resume.CopyFrom(agent_pb2.ResumeInstance(instance_id=cmd.instance_id))
     else:
         pb.cancel_output.CopyFrom(agent_pb2.CancelOutput(command_id=cmd.command_id))
     return pb
@@ -315,7 +323,8 @@ def command_from_pb(pb: agent_pb2.Command) -> Command:
         cmd = SetRoute(r.apartment, r.unit, r.service_port,
                        r.health_path or DEFAULT_HEALTH.path, tuple(
                            RouteServer(s.server, s.version, s.address, s.port, s.weight, s.state)
-                           for s in r.servers), tuple(r.protected_versions))
+                           for s in r.servers), tuple(r.protected_versions),
+                       max(0, r.retry_after_s))
     elif kind == "weights":
         cmd = SetWeights(pb.weights.apartment, pb.weights.unit, dict(pb.weights.weights))
     elif kind == "drain":
@@ -335,6 +344,10 @@ def command_from_pb(pb: agent_pb2.Command) -> Command:
         cmd = ExecStream(e.instance_id, tuple(e.argv), duration_from_pb(e.timeout))
     elif kind == "cancel_output":
         cmd = CancelOutput(pb.cancel_output.command_id)
+    elif kind == "pause":
+        cmd = PauseInstance(pb.pause.instance_id, max(0.0, duration_from_pb(pb.pause.settle)))
+    elif kind == "resume":
+        cmd = ResumeInstance(pb.resume.instance_id)
     else:
         raise InvalidArgument(f"unknown command {kind!r}", field="action")
     return Command(pb.command_id, cmd)

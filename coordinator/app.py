@@ -61,6 +61,7 @@ from coordinator.pki_files import load_trust
 from coordinator.registry import Registry
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
+from coordinator.rollouts.pause_service import PauseService
 from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService
 from coordinator.rollouts.unit_service import UnitService
@@ -180,7 +181,11 @@ class Coordinator:
                               rollouts=self.rollouts.records, placement=self.placement,
                               commands=self.dispatch, hosts=self.fleet, known=self.known),
             snapshots=ClusterSnapshots(self.store, self.layout, self.leadership, release()),
-            outputs=self.outputs)
+            outputs=self.outputs,
+            pauses=PauseService(state=self.state, layout=self.layout, writes=self.writes,
+                                events=self.events, clock=self.clock,
+                                rollouts=self.rollouts.records, routes=self.dispatch,
+                                hosts=self.fleet, known=self.known))
         self.audit = AuditInterceptor(self.events)
         self.trust: Trust | None = (load_trust(config.tls_ca_file, config.tls_crl_file)
                                     if config.mutual_tls else None)

@@ -192,6 +192,11 @@ def _frontend(
             "    http-request set-var(txn.ll_pin) var(txn.ll_cookie),"
             f"map({sticky_map}) if !{{ var(txn.ll_pin) -m found }}",
         ]
+    if unit.retry_after_s:
+        # a paused unit: every server is in maintenance, so HAProxy answers 503 at once;
+        # http-after-response reaches HAProxy's own responses too
+        lines.append(f"    http-after-response set-header Retry-After {unit.retry_after_s}"
+                     " if { status 503 }")
     lines += [
         "    use_backend %[var(txn.ll_pin)] if { var(txn.ll_pin) -m found }",
         f"    default_backend {backend_name(unit.name)}",

@@ -2,10 +2,10 @@
 
 Every state change goes through ``move()``, which validates it against the table in
 ``common.lifecycle``, persists the record and publishes an event. Failures detected here
-(container exits, failed health, startup timeouts) are handed to a ``FailureHandler``
-(``agent.instances.recovery.Recovery``, which drives the supervisor back: it imports this
-module, this module does not import it). Others read the records through ``records`` (see
-``agent.instances.records.InstanceRecords``).
+(container exits, failed health, startup timeouts) go to a ``FailureHandler``
+(``agent.instances.recovery.Recovery``: it imports this module, not the reverse). Others
+read the records through ``records`` (``agent.instances.records.InstanceRecords``);
+pause and resume are in ``agent.instances.pausing``.
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ class Supervisor:
     """Owns the instance records of this host and the containers behind them."""
 
     failures: FailureHandler
-    """Set once by whoever composes the two (``AgentService``): recovery needs the
-    supervisor built first."""
+    """Set once by ``AgentService``: recovery needs the supervisor built first."""
 
     def __init__(
         self,
@@ -77,7 +76,6 @@ class Supervisor:
     # -- bookkeeping -----------------------------------------------------------------
     def lock(self, instance_id: str) -> asyncio.Lock:
         return self.locks.setdefault(instance_id, asyncio.Lock())
-
     def publish(self, record: InstanceRecord, event_type: str, **details: object) -> None:
         spec = record.spec
         self.bus.publish(AgentEvent(event_type, spec.instance_id, spec.unit, spec.version,
@@ -90,8 +88,8 @@ class Supervisor:
         """Validated transition, persisted, published."""
         moved = record.lifecycle.transition(to, reason, self.clock.now())
         self.save(record)
-        self.publish(record, EventType.STATE, **{"from": moved.from_state, "to": moved.to_state,
-                                                   "reason": reason})
+        self.publish(record, EventType.STATE, reason=reason,
+                     **{"from": moved.from_state, "to": moved.to_state})
 
     def settle_failed(self, record: InstanceRecord, reason: str) -> None:
         """Bring a record whose container died to ERROR (READY can only go to STOPPED)."""
@@ -168,8 +166,7 @@ class Supervisor:
         return self.view(record)
 
     def expect_settle(self, instance_id: str) -> asyncio.Event:
-        """A fresh "settled" event: set once the instance runs healthy, is escalated or is
-        removed. Installed before a start or a recovery."""
+        """A fresh "settled" event (set once it runs healthy, is escalated or removed)."""
         event = self._ready[instance_id] = asyncio.Event()
         return event
 
@@ -352,6 +349,9 @@ class Supervisor:
         record = self.records.get(instance_id)
         self.failures.cancel(instance_id)
         async with self.lock(instance_id):
+            if record.lifecycle.state is S.PAUSED and record.container_id:
+                with contextlib.suppress(LandlordError):  # thawed, so SIGTERM is handled
+                    await self.runtime.unpause(record.container_id)
             if record.lifecycle.state in (S.RUNNING, S.PAUSED):
                 self.move(record, S.STOPPING, reason)
             await self.stop_container(record, self.config.stop_grace if grace is None
@@ -362,7 +362,7 @@ class Supervisor:
 
     async def evict(self, record: InstanceRecord, reason: str, usage: int, limit: int) -> None:
         """Over its storage limit: stop it, remove its writable layer, keep the record
-        (state stopped, metadata ``evicted``) so the coordinator sees why."""
+        (stopped, metadata ``evicted``) so the coordinator sees why."""
         async with self.lock(record.instance_id):
             if record.lifecycle.state is not S.RUNNING:
                 return

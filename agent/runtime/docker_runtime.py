@@ -160,6 +160,12 @@ class DockerRuntime:
     async def kill(self, container_id: str, signal: str = "SIGKILL") -> None:
         await self._call(f"kill {container_id[:12]}", self._api.kill, container_id, signal)
 
+    async def pause(self, container_id: str) -> None:
+        await self._call(f"pause {container_id[:12]}", self._api.pause, container_id)
+
+    async def unpause(self, container_id: str) -> None:
+        await self._call(f"unpause {container_id[:12]}", self._api.unpause, container_id)
+
     async def remove(self, container_id: str, force: bool = False) -> None:
         with contextlib.suppress(NotFound):
             await self._call(f"remove {container_id[:12]}", self._api.remove_container,

@@ -38,9 +38,12 @@ from common.event_types import EventType
 from common.gc_kinds import GcKind
 from common.lifecycle import InstanceState
 from common.stream_commands import (
+    COMMAND_KINDS,
     AgentCommand,
     CollectGarbage,
     DrainInstance,
+    PauseInstance,
+    ResumeInstance,
     RunCheck,
     SetRoute,
     SetWeights,
@@ -56,6 +59,9 @@ log = logging.getLogger(__name__)
 # How long a server that left a unit's route may keep finishing requests on this host.
 ROUTE_DRAIN_TIMEOUT_S = 10.0
 ROUTE_DRAIN_POLL_S = 0.1
+PAUSE_SETTLE_S = 1.0
+"""Seconds between a pause command and the freeze when the coordinator sets none: the
+other hosts' requests on the instance (its route changed on every host first) end."""
 
 
 class RoutingPlane(DataPlanePort, Protocol):
@@ -112,6 +118,8 @@ class HostCommands:
             await self._drain(command)
         elif isinstance(command, CollectGarbage):
             self._accept_gc(command)
+        elif isinstance(command, PauseInstance | ResumeInstance):
+            self._accept_pause(command)
         else:  # pragma: no cover - the union is exhaustive
             raise InvalidArgument(f"unknown command {command!r}")
         return None
@@ -237,7 +245,8 @@ class HostCommands:
             if name in plane.spec.units:
                 await plane.remove_unit(name)
             return
-        await plane.ensure_unit(name, cmd.service_port, cmd.health_path)
+        await plane.ensure_unit(name, cmd.service_port, cmd.health_path,
+                                retry_after_s=cmd.retry_after_s)
         self._wanted[name] = {srv.server: srv.state for srv in cmd.servers}
         changes = route_changes(plane.spec.units.get(name), cmd.servers)
         for s in changes.upserts:
@@ -298,6 +307,40 @@ class HostCommands:
         if unit is not None and any(s.name == cmd.instance_id for s in unit.servers):
             await plane.drain_and_remove(name, cmd.instance_id,
                                          cmd.timeout_s if cmd.timeout_s > 0 else None)
+
+    # -- pause and resume (issue 17) -------------------------------------------------------
+    def _accept_pause(self, cmd: PauseInstance | ResumeInstance) -> None:
+        self.service.records.get(cmd.instance_id)  # NotFound for an instance not here
+        self._spawn(self._pause(cmd), f"{COMMAND_KINDS[type(cmd)]}-{cmd.instance_id}")
+
+    async def _pause(self, cmd: PauseInstance | ResumeInstance) -> None:
+        """Pause: the coordinator took the instance out of every host's route; let this
+        host's requests on it end and the other hosts' settle, then freeze it."""
+        try:
+            if isinstance(cmd, ResumeInstance):
+                await self.service.resume_instance(cmd.instance_id)
+                return
+            settle = time.monotonic() + (cmd.settle_s or PAUSE_SETTLE_S)
+            if self.plane is not None:
+                await self._wait_idle(self.plane, cmd.instance_id)
+            await asyncio.sleep(max(0.0, settle - time.monotonic()))
+            await self.service.pause_instance(cmd.instance_id)
+        except (LandlordError, OSError) as exc:
+            log.warning("%s of %s failed: %s", COMMAND_KINDS[type(cmd)], cmd.instance_id, exc)
+        finally:
+            self.sink.touched(cmd.instance_id)
+
+    async def _wait_idle(self, plane: RoutingPlane, server: str) -> None:
+        """Until no session of this host's HAProxy is on ``server`` (or the drain timeout)."""
+        deadline = time.monotonic() + self.drain_timeout
+        for name, unit in sorted(plane.spec.units.items()):
+            if not any(s.name == server for s in unit.servers):
+                continue
+            while time.monotonic() < deadline:
+                if not any(o.name == server and o.sessions + o.queued > 0
+                           for o in await plane.servers(name)):
+                    break
+                await asyncio.sleep(ROUTE_DRAIN_POLL_S)
 
     # -- checks ----------------------------------------------------------------------------
     async def _run_check(self, cmd: RunCheck) -> CommandResult:

@@ -35,7 +35,12 @@ from coordinator.api.rebalance_rpcs import RebalanceRpcs
 from coordinator.api.rollout_proto import control_from_pb, deploy_from_pb, rollout_info
 from coordinator.api.rpc_errors import stream_boundary, unary_boundary
 from coordinator.api.scope import caller_reach, visible_edges
-from coordinator.api.unit_changes_proto import unit_change_to_pb, unit_of
+from coordinator.api.unit_changes_proto import (
+    pause_change_to_pb,
+    paused_ids,
+    unit_change_to_pb,
+    unit_of,
+)
 from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.decommission import HostDecommissions
 from coordinator.fleet.drains import HostDrains
@@ -44,6 +49,7 @@ from coordinator.fleet.output_calls import OutputCalls
 from coordinator.fleet.rebalances import UnitRebalances
 from coordinator.fleet.sessions import Fleet
 from coordinator.registry import Registry
+from coordinator.rollouts.pause_service import PauseService
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.service import RolloutService
 from coordinator.rollouts.unit_service import UnitService
@@ -70,9 +76,11 @@ class AdminService(HostRemovalRpcs, RebalanceRpcs, admin_pb2_grpc.AdminServicer)
                  drains: HostDrains, decommissions: HostDecommissions,
                  snapshots: ClusterSnapshots | None = None,
                  outputs: OutputCalls | None = None,
-                 rebalances: UnitRebalances | None = None) -> None:
+                 rebalances: UnitRebalances | None = None,
+                 pauses: PauseService | None = None) -> None:
         self.state = state
         self.units = units
+        self.pauses = pauses
         self.snapshots = snapshots
         self.outputs = outputs
         self.cordons = cordons
@@ -202,6 +210,25 @@ class AdminService(HostRemovalRpcs, RebalanceRpcs, admin_pb2_grpc.AdminServicer)
     async def ScaleUnit(self, request: admin_pb2.ScaleUnitRequest, context: Context
                         ) -> admin_pb2.UnitChangeResponse:
         return unit_change_to_pb(await self.units.scale(*unit_of(request), request.replicas))
+
+    # -- pause and resume (coordinator/rollouts/pause_service.py) --------------------------
+
+    @unary_boundary
+    async def PauseUnit(self, request: admin_pb2.PauseUnitRequest, context: Context
+                        ) -> admin_pb2.PauseUnitResponse:
+        return pause_change_to_pb(await self._pauses().pause(*unit_of(request),
+                                                             paused_ids(request)))
+
+    @unary_boundary
+    async def ResumeUnit(self, request: admin_pb2.PauseUnitRequest, context: Context
+                         ) -> admin_pb2.PauseUnitResponse:
+        return pause_change_to_pb(await self._pauses().resume(*unit_of(request),
+                                                              paused_ids(request)))
+
+    def _pauses(self) -> PauseService:
+        if self.pauses is None:
+            raise Unavailable("pausing is not set up on this coordinator")
+        return self.pauses
 
     # -- fleet -----------------------------------------------------------------------------
 

@@ -108,6 +108,9 @@ ADMIN_RULES: dict[str, Rule] = {
     "StopUnit": Rule(Access.WRITE, _apartment),
     "DeleteUnit": Rule(Access.WRITE, _apartment),
     "ScaleUnit": Rule(Access.WRITE, _apartment),
+    # -- pause and resume (issue 17) --
+    "PauseUnit": Rule(Access.WRITE, _apartment),
+    "ResumeUnit": Rule(Access.WRITE, _apartment),
     "ListHosts": Rule(Access.READ),
     "ListInstances": Rule(Access.READ, _apartment),
     "RunGarbageCollection": Rule(Access.WRITE),

@@ -18,6 +18,7 @@ from typing import Protocol
 from common.clock import Clock
 from common.errors import FailedPrecondition, InvalidArgument
 from common.identity import IDENTITY_NAME_PATTERN, IDENTITY_NAME_RULE
+from common.stream_commands import Command, PauseInstance, ResumeInstance
 from common.stream_messages import (
     AgentReport,
     CommandResult,
@@ -29,7 +30,7 @@ from coordinator.fleet.decommission import refusal as decommissioned_refusal
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.reconcile import plan_register
 from coordinator.fleet.report_scope import DropKind, own_observations, scope_report
-from coordinator.fleet.sessions import Fleet, HostSession
+from coordinator.fleet.sessions import Fleet, HostSession, command_id
 from coordinator.fleet.status_writer import StatusWriter
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
@@ -131,6 +132,12 @@ class AgentSessions:
         # the building's routes go out at the next flush, one command per unit for every
         # host that registered meanwhile (after a takeover: all of them), not one per host
         self._commands.mark_building_routes_dirty(reg.building)
+        # what differs from the pause marks (the routes already leave paused instances out;
+        # a host waits before it freezes one, so they reach it first)
+        freezes: list[PauseInstance | ResumeInstance] = [
+            *map(PauseInstance, plan.pause), *map(ResumeInstance, plan.resume)]
+        for freeze in freezes:
+            session.send(Command(command_id(freeze), freeze))
         for obs in reg.instances:
             self._commands.mark_route_dirty(obs.apartment, obs.unit)
         kind = "host.returned" if returned else "host.registered"

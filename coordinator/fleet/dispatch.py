@@ -24,7 +24,7 @@ from common.clock import Clock
 from common.errors import InvalidArgument, NotFound
 from common.stream_commands import SetRoute, StopInstance
 from common.stream_messages import ObservedInstance
-from coordinator.fleet.routes import plan_route
+from coordinator.fleet.routes import PAUSED_RETRY_AFTER_S, plan_route
 from coordinator.fleet.sessions import Fleet
 from coordinator.fleet.start_commands import start_command
 from coordinator.state.cluster_state import ClusterState
@@ -170,7 +170,7 @@ class CommandDispatch:
         hosts = {i.host_id: self._state.hosts[i.host_id].value
                  for i in instances if i.host_id in self._state.hosts}
         command = plan_route(route.value, instances, observed, hosts,
-                             self._state.lost_host_ids())
+                             self._state.lost_host_ids(), PAUSED_RETRY_AFTER_S)
         if self.protected is not None:
             command = replace(command, protected_versions=self.protected.protected_versions(
                 apartment, unit))

@@ -5,6 +5,9 @@
 - A desired instance the host does not report (its agent lost it) is started again; start
   commands are idempotent, so one the agent already has costs nothing.
 - Instances the host reports as stopped are left alone: stopping is already done.
+- A desired instance marked paused that the host reports running is paused again, and one
+  the host reports paused that is no longer marked is resumed (a pause or resume sent while
+  the host was away, or lost with it): the mark in etcd is what an operator asked for.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from common.lifecycle import InstanceState
 from common.stream_messages import ObservedInstance
 from coordinator.state.records import InstanceRecord
 
@@ -24,6 +28,8 @@ FINISHED_STATES = frozenset({"stopped"})
 class RegisterPlan:
     stop: tuple[str, ...]
     start: tuple[InstanceRecord, ...]
+    pause: tuple[str, ...] = ()
+    resume: tuple[str, ...] = ()
 
 
 def plan_register(
@@ -39,4 +45,9 @@ def plan_register(
         if o.instance_id not in wanted and o.state not in FINISHED_STATES
     )
     start = tuple(wanted[iid] for iid in sorted(wanted) if iid not in seen)
-    return RegisterPlan(tuple(stop), start)
+    states = {o.instance_id: o.state for o in reported}
+    pause = sorted(iid for iid, r in wanted.items()
+                   if r.paused and states.get(iid) == InstanceState.RUNNING.value)
+    resume = sorted(iid for iid, r in wanted.items()
+                    if not r.paused and states.get(iid) == InstanceState.PAUSED.value)
+    return RegisterPlan(tuple(stop), start, tuple(pause), tuple(resume))

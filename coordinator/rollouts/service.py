@@ -31,6 +31,7 @@ from coordinator.rollouts.admission import (
 from coordinator.rollouts.controls import new_rollout, request_control, retry_rollout
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords, previous_stable
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
+from coordinator.rollouts.pausing import refuse_paused
 from coordinator.rollouts.record import RETRY, Control, RolloutRecord
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
@@ -106,6 +107,8 @@ class RolloutService:
         """A rollout of ``req.version``: a unit's first deploy too (no stable version)."""
         self.leadership.fence  # noqa: B018  # raises NotLeader on a follower
         unit = self.registry.unit(req.apartment, req.unit)
+        refuse_paused(f"{req.apartment}/{req.unit}",
+                      self.state.instances_of(req.apartment, req.unit), "deployed")
         settings = req.settings
         if req.keep_replicas and unit.replicas > 0:
             settings = replace(settings, replicas=unit.replicas)
@@ -145,6 +148,8 @@ class RolloutService:
             return await self._queue(apartment, unit, Control.ABORT)
         current = self.registry.unit(apartment, unit)
         _refuse_stopped(current, "rolled back")
+        refuse_paused(f"{apartment}/{unit}", self.state.instances_of(apartment, unit),
+                      "rolled back")
         stable = current.stable_version
         target = to_version or self._previous_stable(apartment, unit, stable)
         if target == stable:

@@ -36,6 +36,7 @@ from common.event_types import EventType
 from common.stream_commands import AgentCommand, SetRoute, StopInstance
 from common.stream_messages import ObservedInstance
 from coordinator.rollouts.one_active import already_active
+from coordinator.rollouts.pausing import refuse_paused
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.unit_changes import (
     InstanceFacts,
@@ -320,6 +321,8 @@ class UnitService:
         current, _ = self._unit(apartment, unit)
         self._refuse_if_rolling(apartment, unit)
         scaled(current, count, 0.0)  # refuses a unit without a running stable version
+        refuse_paused(f"{apartment}/{unit}", self._state.instances_of(apartment, unit),
+                      "scaled")
         stable = self._stable(current)
         if len(stable) < count:
             return await self._scale_up(current, stable, count)

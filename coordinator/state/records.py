@@ -207,6 +207,9 @@ class InstanceRecord:
     """Why it was placed: the instance it replaces escalated (its agent could not heal it).
     Such a replacement is not re-placed again; if it escalates too, its version is marked
     failing for the unit (coordinator/fleet/escalations.py)."""
+    paused: bool = False
+    """An operator paused it (issue 17): out of every route, its container frozen, its
+    capacity still held; hosts and new leaders keep it so until it is resumed."""
 
     @property
     def unit_key(self) -> tuple[str, str]:

@@ -30,6 +30,8 @@ from common.stream_commands import (
     CollectGarbage,
     Command,
     DrainInstance,
+    PauseInstance,
+    ResumeInstance,
     RunCheck,
     SetRoute,
     SetWeights,
@@ -71,6 +73,10 @@ COMMANDS: list[AgentCommand] = [
     CollectGarbage((GcKind.UNUSED, GcKind.CACHE)),
     CollectGarbage(),
     RunCheck("i1", ("sh", "-c", "true"), 3.0),
+    PauseInstance("i1", 2.5),
+    PauseInstance("i1"),
+    ResumeInstance("i1"),
+    SetRoute("shop", "web", 18080, "/healthz", (), (), retry_after_s=5),
 ]
 
 

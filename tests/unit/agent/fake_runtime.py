@@ -120,6 +120,14 @@ class RecordingRuntime:
         info = self._set(container_id, status="exited", exit_code=137, pid=0)
         self._emit("die", info, 137)
 
+    async def pause(self, container_id: str) -> None:
+        self.calls.append(("pause", container_id))
+        self._set(container_id, status="paused")
+
+    async def unpause(self, container_id: str) -> None:
+        self.calls.append(("unpause", container_id))
+        self._set(container_id, status="running")
+
     async def remove(self, container_id: str, force: bool = False) -> None:
         self.calls.append(("remove", container_id))
         try:

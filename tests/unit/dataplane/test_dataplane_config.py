@@ -94,3 +94,13 @@ def test_rendering_is_deterministic_and_servers_are_sorted() -> None:
     text = render_config(spec_with(B, A), PATHS, SETTINGS).text
     main = text.split("backend be.web\n", 1)[1].split("\n\n", 1)[0]
     assert main.index("server a ") < main.index("server b ")
+
+
+def test_a_paused_units_503s_carry_retry_after_only_while_paused() -> None:
+    plain = render_config(spec_with(A, B), PATHS, SETTINGS)
+    unit = dataclasses.replace(spec_with(A, B).units["web"], retry_after_s=10)
+    paused = render_config(DataPlaneSpec("127.0.0.2").with_unit(unit), PATHS, SETTINGS)
+    assert "Retry-After" not in plain.text
+    assert "    http-after-response set-header Retry-After 10 if { status 503 }\n" in paused.text
+    assert paused.skeleton_hash != plain.skeleton_hash  # a hitless reload switches it
+    assert UnitSpec.from_dict(unit.to_dict()) == unit

@@ -140,6 +140,16 @@ class AdminStub:
                 request_serializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
                 response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
                 _registered_method=True)
+        self.PauseUnit = channel.unary_unary(
+                '/landlord.v1.Admin/PauseUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.FromString,
+                _registered_method=True)
+        self.ResumeUnit = channel.unary_unary(
+                '/landlord.v1.Admin/ResumeUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.FromString,
+                _registered_method=True)
         self.DrainHost = channel.unary_unary(
                 '/landlord.v1.Admin/DrainHost',
                 request_serializer=landlord_dot_v1_dot_admin__pb2.DrainHostRequest.SerializeToString,
@@ -326,6 +336,26 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseUnit(self, request, context):
+        """-- Pause and resume (issue 17; coordinator/rollouts/pause_service.py) ----------------
+        Pause: take the unit's instances (or only those named) out of every host's route, then
+        freeze them: memory and state kept, capacity still reserved. While every instance of a
+        unit is paused its entry point answers 503 with Retry-After at once. Refused during an
+        active rollout (FAILED_PRECONDITION naming it). Resume: thaw them (same processes); each
+        is routed again once it reports healthy. Pausing what is paused, or resuming what is
+        not, changes nothing (changed = false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeUnit(self, request, context):
+        """-- end of pause and resume ----------------------------------------------------------
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DrainHost(self, request, context):
         """--- Hosts out of service: drain and decommission (issue 19) ---
         Drain: cordon the host, then move every instance elsewhere one at a time (replacement
@@ -500,6 +530,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ScaleUnit,
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.FromString,
                     response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
+            ),
+            'PauseUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.SerializeToString,
+            ),
+            'ResumeUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.SerializeToString,
             ),
             'DrainHost': grpc.unary_unary_rpc_method_handler(
                     servicer.DrainHost,
@@ -1109,6 +1149,60 @@ class Admin:
             '/landlord.v1.Admin/ScaleUnit',
             landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
             landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/PauseUnit',
+            landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/ResumeUnit',
+            landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.FromString,
             options,
             channel_credentials,
             insecure,
