@@ -8,15 +8,16 @@ transactions within etcd's --max-txn-ops (placement_batches.py): each records wh
 a decision made just before it, guarded by the allocation revisions that decision read, so
 two placements never over-commit a host; the caller's ``extra`` changes go with the first.
 A leader change between them leaves the first ones recorded and the rest not: the caller
-holds the intent (the rollout record, the unit's replica count) and places what is missing. Nothing is started here: the
-caller sends the commands (coordinator/fleet/dispatch.py). ``remove(record)`` takes an instance
-and its allocation out the same way.
+holds the intent (the rollout record, the unit's replica count) and places what is missing.
+Nothing is started here: the caller sends the commands (coordinator/fleet/dispatch.py).
+``remove(record)`` takes an instance and its allocation out the same way.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from common.clock import Clock
@@ -115,7 +116,8 @@ class PlacementWriter:
         ``keep_replaced`` it stays (a drain stops it once the new one serves) and the new
         record only names it.
         ``extra``: more changes (unit, route, rollout records) committed with the first
-        transaction, built again for every attempt (from the cache as it is then; it may refuse by raising).
+        transaction, built again for every attempt (from the cache as it is then; it may
+        refuse by raising).
         ``avoid_hosts``: hosts not to place on (besides lost ones); ``after_escalation``: why
         the replaced instance is placed again (kept on the new record).
         ``onto``: only this host is a candidate (a rebalance chose it); placement's rules
@@ -163,9 +165,9 @@ class PlacementWriter:
 
         placed: list[InstanceRecord] = []
         while len(placed) < replicas:
-            wanted, first = replicas - len(placed), not placed
             try:
-                records = await self._writes.retry(lambda: attempt(wanted, first),
+                records = await self._writes.retry(partial(attempt, replicas - len(placed),
+                                                           not placed),
                                                    f"placing {apartment}/{unit}", unit=unit)
             except InsufficientResources as exc:
                 self.refused(str(exc.context.get("resource", "")))

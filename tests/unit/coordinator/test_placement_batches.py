@@ -68,7 +68,7 @@ class Rig:
         for index in range(hosts):
             host_id = f"h{index:02d}"
             record = HostRecord(host_id, "b1", "127.0.0.2",
-                                Resources(cpu=cpu, memory=cpu * (1 << 30)))
+                                Resources(cpu=cpu, memory=int(cpu) << 30))
             self.store.put(LAYOUT.host(host_id), encode(record))
             self.fleet.connect(HostSession(host_id, "b1", "127.0.0.2", 0.0), (), (), 0.0)
 
