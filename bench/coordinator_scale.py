@@ -9,9 +9,9 @@ every agent reports once a second (a batched delta of ``--changed`` instances' u
 Printed first: the deploy phase (every unit published and deployed, up to PUBLISHING
 buildings at once, until the agents report every instance running) and where its time
 goes: publish calls, deploy calls, and the wait after the last deploy (agents starting,
-status writes). Then, over a steady-state window, coordinator CPU (% of one core), RSS and etcd writes per
-second; then, with the agents still reporting, the time from a probe agent sending a status
-change to the admin API (polled every 5 ms) showing it, p50/p99.
+status writes). Then, over a steady-state window, coordinator CPU (% of one core), RSS and
+etcd writes per second; then, with the agents still reporting, the time from a probe agent
+sending a status change to the admin API (polled every 5 ms) showing it, p50/p99.
 
 Usage: python bench/coordinator_scale.py --agents 1000 --containers 50 --duration 30
 """
