@@ -280,8 +280,10 @@ async def run(args: argparse.Namespace) -> None:
     plane = ControlPlane("bench-scale", prefix="/bench", tls=False, coordinator_settings={
         "heartbeat_interval": 10.0, "report_interval": 1.0, "liveness_grace": 10.0,
         "log_level": "WARNING", "leader_lease_ttl": 5, "log_format": "text",
-        # without certificates every simulated host is the peer 127.0.0.1
-        "max_connections_per_identity": 0})
+        # without certificates every simulated host is the peer 127.0.0.1, and the streams
+        # of one worker process share one connection (grpc reuses it across channels)
+        "max_connections_per_identity": 0, "max_calls_per_identity": args.agents + 64,
+        "max_streams_per_connection": args.agents + 64})
     etcd = plane.etcd
     procs: list[Any] = []
     ctx = mp.get_context("spawn")
