@@ -24,7 +24,7 @@ from common.clock import Clock
 from common.errors import InsufficientResources, InvalidArgument, NotFound
 from common.resources import HostLedger, Resources
 from coordinator.fleet.placement import HostRoom, PlacementRequest, place
-from coordinator.fleet.placement_batches import fitting
+from coordinator.fleet.placement_batches import INSTANCE_OPS, fitting
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
@@ -137,6 +137,11 @@ class PlacementWriter:
                 others.extend(self.removal(replaces))
             if first and extra is not None:
                 others.extend(extra())
+            budget = self._writes.max_txn_ops - FENCE_OPS - others.size
+            # the first decides every replica (all or nothing, with the caller's intent);
+            # later ones only as many as one transaction could hold (deciding is the cost)
+            if not first:
+                wanted = min(wanted, max(1, budget // INSTANCE_OPS))
             ids = tuple(f"{unit}-{slot}-{secrets.token_hex(4)}" for _ in range(wanted))
             rooms = self.rooms(building)
             decided = place(
@@ -146,7 +151,6 @@ class PlacementWriter:
                 self.port_range,
             )
             # the rest is decided again, from the cache holding this batch, next time
-            budget = self._writes.max_txn_ops - FENCE_OPS - others.size
             take = fitting([p.host_id for p in decided], budget)
             if take == 0:
                 raise InvalidArgument(
