@@ -96,8 +96,10 @@ class CoordinatorConfig:
     etcd_prefix: str = setting("/landlord", "key prefix of this cluster in etcd",
                                check=_check_prefix)
     etcd_timeout: float = setting(5.0, "seconds an etcd request may take", gt=0)
-    etcd_max_txn_ops: int = setting(128, "etcd's --max-txn-ops (bounds replicas per deploy)",
-                                    ge=64)
+    etcd_max_txn_ops: int = setting(128, "etcd's --max-txn-ops, never above it: operations "
+                                    "per transaction (a deploy of many replicas takes one "
+                                    "transaction per ~30 at 128; raise both on large fleets "
+                                    "for fewer)", ge=64)
     etcd_ca_file: str = setting("", "CA bundle that signed etcd's server certificate "
                                     "(empty: the system's; set it, or name an https:// "
                                     "endpoint, to reach etcd over TLS)")

@@ -18,6 +18,7 @@ from common.clock import Clock
 from common.dependencies import parse_dependency
 from common.errors import FailedPrecondition, InsufficientResources, LandlordError, NotFound
 from common.lifecycle import DeployState
+from coordinator.errors import NotLeader
 from coordinator.fleet.placement import HostRoom
 from coordinator.registry import Registry
 from coordinator.rollouts.admission import (
@@ -127,7 +128,18 @@ class RolloutService:
         # The same transaction claims the unit's active-rollout key (one_active.py): of
         # Deploys racing for the unit, one commits; the others, decided again from the
         # fresher cache, are refused naming it (FAILED_PRECONDITION).
-        await self.fleet.place_new(record, extra=lambda: self.records.creation(record))
+        # Past etcd's --max-txn-ops, the record and the first instances go in one transaction
+        # and the rest in more: when a later one fails, the rollout exists and its runner
+        # places what is missing (a new leader's does the same after a change mid-way).
+        try:
+            await self.fleet.place_new(record, extra=lambda: self.records.creation(record))
+        except NotLeader:
+            raise
+        except LandlordError as exc:
+            if not self._created(record):
+                raise
+            log.warning("rollout %s: placing its instances stopped part-way (%s); the "
+                        "rollout places the rest", record.rollout_id, exc)
         record, revision = await self.records.load(record)
         self._run(record, revision, resumed=False)
         return record
@@ -244,6 +256,9 @@ class RolloutService:
                 await task
         self.runners.clear()
 
+    def _created(self, record: RolloutRecord) -> bool:
+        return record.rollout_id in self.state.rollouts.get((record.apartment, record.unit), {})
+
     def _run(self, record: RolloutRecord, revision: int, resumed: bool) -> None:
         runner = RolloutRunner(self.records, self.fleet, self.clock, self.runner_settings)
         task = asyncio.create_task(runner.run(record, revision, resumed),
@@ -284,7 +299,6 @@ class RolloutService:
             running=running,
             rooms=self._rooms(building),
             port_range=self.fleet.port_range,
-            max_replicas=self.fleet.max_replicas,
             routes=self._routes(),
         )
 
