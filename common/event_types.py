@@ -82,6 +82,12 @@ class EventType(StrEnum):
     left; message: what is left and why)."""
     HOST_DECOMMISSIONED = "host.decommissioned"
     """A drained host was removed from the cluster with its records (details: building)."""
+    UNIT_COLLECTED = "unit.collected"
+    """No request reached the unit on any host for its idle timeout: its instances were
+    collected (scaled to zero; details: version, instances, idle_s, timeout_s)."""
+    UNIT_WOKEN = "unit.woken"
+    """Collected instances of the unit were started again (details: why: wake, deploy or
+    request, instances)."""
 
 
 COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
@@ -89,5 +95,6 @@ COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
                               EventType.UNIT_STOPPED, EventType.UNIT_DELETED,
                               EventType.UNIT_SCALED,
                               EventType.HOST_DRAIN_STARTED, EventType.HOST_DRAIN_ENDED,
-                              EventType.HOST_DECOMMISSIONED})
+                              EventType.HOST_DECOMMISSIONED,
+                              EventType.UNIT_COLLECTED, EventType.UNIT_WOKEN})
 """Event types only the coordinator writes; an agent's report of one is dropped."""

@@ -74,6 +74,8 @@ class StopInstance:
     """Seconds between SIGTERM and SIGKILL; 0 = the agent's default."""
     drain: bool = True
     """Drain the instance out of the data plane first."""
+    collect: bool = False
+    """Idle collection: back the state up and keep a ``collected`` record for a wake."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class SetRoute:
     servers: tuple[RouteServer, ...] = ()
     protected_versions: tuple[str, ...] = ()
     """Versions whose images the host's GC keeps (the unit's stable and previous stable)."""
+    wake_on_request: bool = False
+    """Every instance of the unit is collected or waking: hold requests, ask for a wake."""
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,10 @@ ROUTE_DRAIN_TIMEOUT_S = 10.0
 ROUTE_DRAIN_POLL_S = 0.1
 
 
+WAKEABLE = InstanceState.COLLECTED
+"""A record in this state starts again on a StartInstance of its id (a wake)."""
+
+
 class RoutingPlane(DataPlanePort, Protocol):
     """The data plane with what the stream reads besides the Protocol: spec, clock,
     settings."""
@@ -143,8 +147,8 @@ class HostCommands:
         instance_id = spec.instance_id
         records = self.service.records
         record = records.find(instance_id)
-        if instance_id in self.starting or (
-                record is not None and record.lifecycle.state is not InstanceState.STOPPED):
+        if instance_id in self.starting or (record is not None and record.lifecycle.state
+                                            not in (InstanceState.STOPPED, WAKEABLE)):
             return  # already started (or starting): a repeated command is harmless
         holder = records.port_holder(spec.port, ignore={instance_id, *self.stopping})
         if holder is not None:
@@ -165,6 +169,10 @@ class HostCommands:
         try:
             if state_from and spec.state_mode is StateMode.SNAPSHOT:
                 await asyncio.to_thread(self._carry_state, spec, state_from)
+            if spec.state_mode is not StateMode.NONE:  # a wake: the state collection saved
+                restored = await asyncio.to_thread(self.service.gc.restore, spec)
+                if restored is not None:
+                    log.info("%s: state restored from %s", spec.instance_id, restored)
             await self.service.start_instance(spec, wait=False)
         except (LandlordError, OSError) as exc:
             log.warning("starting %s failed: %s", spec.instance_id, exc)
@@ -212,7 +220,13 @@ class HostCommands:
                         # that must not keep the container from being stopped.
                         with contextlib.suppress(NotFound):
                             await self.plane.drain_and_remove(name, spec.instance_id, limit)
-            await self.service.stop_instance(spec.instance_id, grace)
+            record = self.service.records.find(spec.instance_id)
+            if cmd.collect and record is not None:
+                await self.service.gc.collect_instance(
+                    record, "idle unit: no request on any host for its idle timeout",
+                    keep=True)
+            else:
+                await self.service.stop_instance(spec.instance_id, grace)
         except NotFound:
             pass  # gone already
         except (LandlordError, OSError) as exc:

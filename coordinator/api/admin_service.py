@@ -38,6 +38,7 @@ from coordinator.api.unit_changes_proto import unit_change_to_pb, unit_of
 from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.decommission import HostDecommissions
 from coordinator.fleet.drains import HostDrains
+from coordinator.fleet.idle_units import IdleUnits
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.output_calls import OutputCalls
 from coordinator.fleet.sessions import Fleet
@@ -67,8 +68,9 @@ class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
                  rollouts: RolloutService, cordons: HostCordons, units: UnitService,
                  drains: HostDrains, decommissions: HostDecommissions,
                  snapshots: ClusterSnapshots | None = None,
-                 outputs: OutputCalls | None = None) -> None:
+                 outputs: OutputCalls | None = None, idle: IdleUnits | None = None) -> None:
         self.state = state
+        self.idle = idle
         self.units = units
         self.snapshots = snapshots
         self.outputs = outputs
@@ -129,6 +131,8 @@ class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
     async def Deploy(self, request: admin_pb2.DeployRequest, context: Context
                      ) -> admin_pb2.DeployResponse:
         record = await self.rollouts.deploy(deploy_from_pb(request))
+        if self.idle is not None:  # a deploy brings a collected unit back first
+            await self.idle.wake(record.apartment, record.unit, "deploy")
         return admin_pb2.DeployResponse(rollout=self._info(record))
 
     @unary_boundary
@@ -188,6 +192,18 @@ class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
     async def StopUnit(self, request: admin_pb2.StopUnitRequest, context: Context
                        ) -> admin_pb2.UnitChangeResponse:
         return unit_change_to_pb(await self.units.stop(*unit_of(request)))
+
+    @unary_boundary
+    async def WakeUnit(self, request: admin_pb2.WakeUnitRequest, context: Context
+                       ) -> admin_pb2.UnitChangeResponse:
+        apartment, unit = unit_of(request)
+        self.reads.unit(apartment, unit)  # NOT_FOUND for an unknown unit
+        if self.idle is None:
+            raise FailedPrecondition("idle collection is not set up on this coordinator")
+        started = await self.idle.wake(apartment, unit, "landlord units wake")
+        detail = self.reads.unit(apartment, unit)
+        return admin_pb2.UnitChangeResponse(unit=unit_to_pb(detail.unit),
+                                            changed=bool(started), started=list(started))
 
     @unary_boundary
     async def DeleteUnit(self, request: admin_pb2.DeleteUnitRequest, context: Context

@@ -47,7 +47,7 @@ class SessionCommands(Protocol):
 
     async def start_instances(self, records: Sequence[InstanceRecord]) -> int: ...
 
-    def stop_unwanted(self, host_id: str, instance_id: str) -> None: ...
+    def stop_unwanted(self, host_id: str, instance_id: str, collect: bool = False) -> None: ...
 
     def routes_for_building(self, building: str) -> list[SetRoute]: ...
 
@@ -72,11 +72,17 @@ class OutputSink(ResultSink, Protocol):
     def deliver_output(self, host_id: str, chunks: Sequence[OutputChunk]) -> None: ...
 
 
+class UnitWakes(Protocol):
+    """Waking collected units (coordinator/fleet/idle_units.py)."""
+
+    async def wake(self, apartment: str, unit: str, why: str) -> tuple[str, ...]: ...
+
+
 class AgentSessions:
     def __init__(self, *, hosts: HostRecords, statuses: StatusWriter, state: ClusterState,
                  fleet: Fleet, events: EventLog, clock: Clock, commands: SessionCommands,
                  windows: WindowSink, results: ResultSink, leadership: Fenced,
-                 outputs: OutputSink | None = None) -> None:
+                 outputs: OutputSink | None = None, wakes: UnitWakes | None = None) -> None:
         self._hosts = hosts
         self._statuses = statuses
         self._state = state
@@ -88,6 +94,7 @@ class AgentSessions:
         self._windows = windows
         self._results = results
         self._outputs = outputs
+        self._wakes = wakes
         self.foreign_dropped: Counter[DropKind] = Counter()
         """Statuses, removals, events and windows dropped because they were about another
         host's instances (coordinator/fleet/report_scope.py), by kind."""
@@ -127,6 +134,9 @@ class AgentSessions:
         for iid in plan.stop:
             log.info("host %s runs %s, which is not desired there: stopping it", reg.host_id, iid)
             self._commands.stop_unwanted(reg.host_id, iid)
+        for iid in plan.collect:
+            log.info("host %s runs %s, which was collected: collecting it", reg.host_id, iid)
+            self._commands.stop_unwanted(reg.host_id, iid, collect=True)
         await self._commands.start_instances(plan.start)
         for route in self._commands.routes_for_building(reg.building):
             session.send(Command(command_id(route), route))
@@ -174,6 +184,7 @@ class AgentSessions:
             self._outputs.deliver_output(session.host_id, report.output)
         if report.windows:
             self._windows.record(report.windows)
+        await self._wake(host_id, report.wake_units)
         events = [
             EventRecord(type=e.type, time=e.time, message=e.message, apartment=e.apartment,
                         unit=e.unit, version=e.version, host_id=session.host_id,
@@ -187,6 +198,17 @@ class AgentSessions:
         ]
         if events:
             await self._events.append(events)
+
+    async def _wake(self, host_id: str, units: Sequence[tuple[str, str]]) -> None:
+        """A request reached collected units on this host: wake those of its building."""
+        if self._wakes is None:
+            return
+        host = self._state.hosts.get(host_id)
+        for apartment, unit in sorted(set(units)):
+            found = self._state.units.get((apartment, unit))
+            if found is None or host is None or found.value.building != host.value.building:
+                continue  # not a unit this host serves: nothing to wake
+            await self._wakes.wake(apartment, unit, f"request on {host_id}")
 
     def _placed(self, instance_id: str) -> InstanceRecord | None:
         found = self._state.instances.get(instance_id)

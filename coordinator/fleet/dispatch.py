@@ -34,7 +34,7 @@ from coordinator.state.records import InstanceRecord, RouteRecord, encode
 from coordinator.state.store import Txn
 
 __all__ = ["DEFAULT_STOP_GRACE", "CommandDispatch", "InstanceRemoval", "InstanceStates",
-           "ProtectedVersions"]
+           "ProtectedVersions", "WakingUnits"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,12 @@ class ProtectedVersions(Protocol):
     """A unit's versions whose images hosts keep (coordinator/rollouts/etcd_records.py)."""
 
     def protected_versions(self, apartment: str, unit: str) -> tuple[str, ...]: ...
+
+
+class WakingUnits(Protocol):
+    """Units whose hosts hold requests (coordinator/fleet/idle_units.py)."""
+
+    def holds(self, apartment: str, unit: str) -> bool: ...
 
 
 class InstanceRemoval(Protocol):
@@ -72,6 +78,8 @@ class CommandDispatch:
         self._start_sent: dict[str, float] = {}
         self.protected: ProtectedVersions | None = None
         """Set once the rollout records exist; routes then carry the protected versions."""
+        self.waking: WakingUnits | None = None
+        """Set once idle collection exists; routes of collected units then hold requests."""
 
     # -- starting and stopping -------------------------------------------------------------
 
@@ -104,6 +112,8 @@ class CommandDispatch:
         for host_id in list(self._fleet.sessions):
             missing = self._state.instance_ids_on(host_id) - self._fleet.observed_ids_on(host_id)
             for iid in sorted(missing):
+                if self._state.instances[iid].value.collected:
+                    continue  # scaled to zero on purpose: only a wake starts it
                 if now - self._start_sent.setdefault(iid, now) >= resend_after:
                     resent.append(self._state.instances[iid].value)
         for iid in [i for i in self._start_sent if i in self._fleet.observed
@@ -129,9 +139,11 @@ class CommandDispatch:
         grace = self.stop_grace_s if grace_s is None else grace_s
         self._fleet.send(record.host_id, StopInstance(instance_id, grace, drain))
 
-    def stop_unwanted(self, host_id: str, instance_id: str) -> None:
-        """Stop an instance a host runs that is not desired there (no etcd record)."""
-        self._fleet.send(host_id, StopInstance(instance_id, self.stop_grace_s, drain=True))
+    def stop_unwanted(self, host_id: str, instance_id: str, collect: bool = False) -> None:
+        """Stop an instance a host runs that is not desired there (no etcd record), or
+        (``collect``) collect one the leader recorded as collected."""
+        self._fleet.send(host_id, StopInstance(instance_id, self.stop_grace_s, drain=True,
+                                               collect=collect))
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -174,6 +186,8 @@ class CommandDispatch:
         if self.protected is not None:
             command = replace(command, protected_versions=self.protected.protected_versions(
                 apartment, unit))
+        if self.waking is not None and self.waking.holds(apartment, unit):
+            command = replace(command, wake_on_request=True)
         return command
 
     async def set_route(self, apartment: str, unit: str) -> int:

@@ -5,6 +5,8 @@
 - A desired instance the host does not report (its agent lost it) is started again; start
   commands are idempotent, so one the agent already has costs nothing.
 - Instances the host reports as stopped are left alone: stopping is already done.
+- A desired instance recorded as collected is never started; one the host still runs (its
+  collect command was lost) is collected again.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from coordinator.state.records import InstanceRecord
 
 __all__ = ["RegisterPlan", "plan_register"]
 
-FINISHED_STATES = frozenset({"stopped"})
+FINISHED_STATES = frozenset({"stopped", "collected"})
 
 
 @dataclass(frozen=True)
 class RegisterPlan:
     stop: tuple[str, ...]
     start: tuple[InstanceRecord, ...]
+    collect: tuple[str, ...] = ()
 
 
 def plan_register(
@@ -32,11 +35,17 @@ def plan_register(
     desired: Sequence[InstanceRecord],
 ) -> RegisterPlan:
     wanted = {r.instance_id: r for r in desired if r.host_id == host_id}
-    seen = {o.instance_id for o in reported}
+    # an instance the host keeps collected but that was woken meanwhile counts as missing
+    seen = {o.instance_id for o in reported
+            if not (o.state == "collected" and o.instance_id in wanted
+                    and not wanted[o.instance_id].collected)}
     stop = sorted(
         o.instance_id
         for o in reported
         if o.instance_id not in wanted and o.state not in FINISHED_STATES
     )
-    start = tuple(wanted[iid] for iid in sorted(wanted) if iid not in seen)
-    return RegisterPlan(tuple(stop), start)
+    start = tuple(wanted[iid] for iid in sorted(wanted)
+                  if iid not in seen and not wanted[iid].collected)
+    collect = sorted(o.instance_id for o in reported if o.instance_id in wanted
+                     and wanted[o.instance_id].collected and o.state not in FINISHED_STATES)
+    return RegisterPlan(tuple(stop), start, tuple(collect))

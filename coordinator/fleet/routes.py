@@ -2,9 +2,9 @@
 
 Every host gets the same server list (all instances of the unit on every host of the
 building) with the same weights, so a request entering any host splits the same way.
-Only routable instances (running and healthy, on a host that is not lost) get a weight;
-the others are listed in ``maint`` with weight 0 so they can be switched on without a
-reload. When a version's share has no routable instance, its share goes to the versions
+Only routable instances (running and healthy, on a host that is not lost, not collected)
+get a weight; the others are listed in ``maint`` with weight 0 so they can be switched on
+without a reload. When a version's share has no routable instance, its share goes to the versions
 that have one (never to nothing); when no version has one, every weight is 0.
 """
 
@@ -42,7 +42,8 @@ def plan_route(
     routable: dict[str, list[str]] = {}
     for inst in instances:
         seen = observed.get(inst.instance_id)
-        if seen is not None and seen.routable and inst.host_id not in lost_hosts:
+        if seen is not None and seen.routable and inst.host_id not in lost_hosts \
+                and not inst.collected:
             routable.setdefault(inst.version, []).append(inst.instance_id)
     shares = routable_split(route.split, routable)
     weights: dict[str, int] = {}

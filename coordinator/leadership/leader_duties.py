@@ -6,7 +6,7 @@ once (coordinator/state/schema_upgrade.py), then carries on from etcd: every kno
 that is not lost gets a heartbeat interval plus the grace period to reconnect before it can
 be lost, so a leader change never moves instances by itself. Then loops run until the lead
 is lost: liveness and healing, forgetting hosts lost for long, host drains, route sending
-(debounced), status writing (batched across reports), event trimming.
+(debounced), status writing (batched across reports), event trimming, idle units.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class LeaderDuties:
                  rollouts: RolloutService | None = None,
                  schema: SchemaUpgrade | None = None,
                  forget_hosts: Round | None = None, forget_every: float = 1.0,
-                 drain_hosts: Round | None = None) -> None:
+                 drain_hosts: Round | None = None, collect_idle: Round | None = None,
+                 idle_every: float = 30.0) -> None:
         self._view = view
         self._state = state
         self._fleet = fleet
@@ -67,6 +68,9 @@ class LeaderDuties:
         self.forget_every = forget_every
         self.drain_hosts = drain_hosts
         """Steps every host drain (coordinator/fleet/drains.py), resumed from etcd."""
+        self.collect_idle = collect_idle
+        """Collects idle units (coordinator/fleet/idle_units.py)."""
+        self.idle_every = idle_every
 
     async def lead(self, fence: Fence) -> None:
         fleet, leadership = self._fleet, self._leadership
@@ -101,6 +105,9 @@ class LeaderDuties:
                                                   "host forgetting"))
                 if self.drain_hosts is not None:
                     group.create_task(self._every(self.tick, self.drain_hosts, "host drains"))
+                if self.collect_idle is not None:
+                    group.create_task(self._every(self.idle_every, self.collect_idle,
+                                                  "idle units"))
                 if self.rollouts is not None:
                     # Resumes every rollout left active by a previous leader.
                     group.create_task(self.rollouts.lead(), name="rollouts")

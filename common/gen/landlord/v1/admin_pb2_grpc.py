@@ -140,6 +140,11 @@ class AdminStub:
                 request_serializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
                 response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
                 _registered_method=True)
+        self.WakeUnit = channel.unary_unary(
+                '/landlord.v1.Admin/WakeUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.WakeUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+                _registered_method=True)
         self.DrainHost = channel.unary_unary(
                 '/landlord.v1.Admin/DrainHost',
                 request_serializer=landlord_dot_v1_dot_admin__pb2.DrainHostRequest.SerializeToString,
@@ -316,6 +321,15 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WakeUnit(self, request, context):
+        """--- Idle collection (issue 17) ---
+        Wake: start the unit's collected instances again (on their hosts, state restored).
+        --- end of idle collection ---
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DrainHost(self, request, context):
         """--- Hosts out of service: drain and decommission (issue 19) ---
         Drain: cordon the host, then move every instance elsewhere one at a time (replacement
@@ -471,6 +485,11 @@ def add_AdminServicer_to_server(servicer, server):
             'ScaleUnit': grpc.unary_unary_rpc_method_handler(
                     servicer.ScaleUnit,
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
+            ),
+            'WakeUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.WakeUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.WakeUnitRequest.FromString,
                     response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
             ),
             'DrainHost': grpc.unary_unary_rpc_method_handler(
@@ -1070,6 +1089,33 @@ class Admin:
             target,
             '/landlord.v1.Admin/ScaleUnit',
             landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WakeUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/WakeUnit',
+            landlord_dot_v1_dot_admin__pb2.WakeUnitRequest.SerializeToString,
             landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
             options,
             channel_credentials,

@@ -75,6 +75,11 @@ class AdminStub:
     DeleteUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteUnitRequest, _admin_pb2.UnitChangeResponse]
     ScaleUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ScaleUnitRequest, _admin_pb2.UnitChangeResponse]
     """-- end of units: stop, delete, scale ------------------------------------------------"""
+    WakeUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.WakeUnitRequest, _admin_pb2.UnitChangeResponse]
+    """--- Idle collection (issue 17) ---
+    Wake: start the unit's collected instances again (on their hosts, state restored).
+    --- end of idle collection ---
+    """
     DrainHost: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DrainHostRequest, _admin_pb2.DrainHostResponse]
     """--- Hosts out of service: drain and decommission (issue 19) ---
     Drain: cordon the host, then move every instance elsewhere one at a time (replacement
@@ -141,6 +146,11 @@ class AdminAsyncStub(AdminStub):
     DeleteUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
     ScaleUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.ScaleUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
     """-- end of units: stop, delete, scale ------------------------------------------------"""
+    WakeUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.WakeUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
+    """--- Idle collection (issue 17) ---
+    Wake: start the unit's collected instances again (on their hosts, state restored).
+    --- end of idle collection ---
+    """
     DrainHost: _aio.UnaryUnaryMultiCallable[_admin_pb2.DrainHostRequest, _admin_pb2.DrainHostResponse]  # type: ignore[assignment]
     """--- Hosts out of service: drain and decommission (issue 19) ---
     Drain: cordon the host, then move every instance elsewhere one at a time (replacement
@@ -330,6 +340,17 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]:
         """-- end of units: stop, delete, scale ------------------------------------------------"""
+
+    @_abc_1.abstractmethod
+    def WakeUnit(
+        self,
+        request: _admin_pb2.WakeUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]:
+        """--- Idle collection (issue 17) ---
+        Wake: start the unit's collected instances again (on their hosts, state restored).
+        --- end of idle collection ---
+        """
 
     @_abc_1.abstractmethod
     def DrainHost(
