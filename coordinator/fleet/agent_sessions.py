@@ -59,6 +59,8 @@ class WindowSink(Protocol):
 
     def record(self, windows: Sequence[MetricsWindow]) -> None: ...
 
+    def note_requests(self, windows: Sequence[MetricsWindow]) -> None: ...
+
 
 class ResultSink(Protocol):
     """Who waits for command results (coordinator/fleet/check_calls.py)."""
@@ -161,6 +163,7 @@ class AgentSessions:
             return
         fleet.heard_from(session.host_id, self._clock.monotonic())
         host_id = session.host_id
+        self._note_requests(host_id, report.windows)
         scoped = scope_report(report, host_id, self._placed, fleet.observed_ids_on(host_id),
                               lambda: frozenset(r.unit_key
                                                 for r in self._state.instances_on(host_id)))
@@ -198,6 +201,20 @@ class AgentSessions:
         ]
         if events:
             await self._events.append(events)
+
+    def _note_requests(self, host_id: str, windows: Sequence[MetricsWindow]) -> None:
+        """Requests that entered this host for units of its building count as activity
+        (idle collection) wherever the instance runs: the scope below keeps only windows
+        of this host's own instances for judging rollouts. A forged window can at most
+        keep a unit of its own building awake."""
+        host = self._state.hosts.get(host_id)
+        if host is None or not windows:
+            return
+        building = host.value.building
+        self._windows.note_requests([
+            w for w in windows
+            if (unit := self._state.units.get((w.apartment, w.unit))) is not None
+            and unit.value.building == building])
 
     async def _wake(self, host_id: str, units: Sequence[tuple[str, str]]) -> None:
         """A request reached collected units on this host: wake those of its building."""

@@ -4,8 +4,9 @@ The leader decides, not an agent: a request may enter the unit on any host, and 
 leader sees every host's request windows. A unit is idle when no request reached it on any
 host for its stable version's idle timeout, counted from the latest of: its last request,
 the moment this leader took over (a new leader has no windows yet), its latest instance
-start and its latest wake. Then every instance of it is collected, its placement kept
-(``InstanceRecord.collected_at``). Never collected: a unit without an idle timeout, one
+start and its latest wake, plus ``WINDOW_LAG_S``: a request is known to the leader only
+once its host's window (1 s buckets) is completed and reported. Then every instance of it
+is collected, its placement kept (``InstanceRecord.collected_at``). Never collected: a unit without an idle timeout, one
 that is not ``running`` (a rollout, a stop, a failure), one with an instance that is not
 settled (starting, stopping, recovering): collecting it would race with that.
 """
@@ -18,7 +19,11 @@ from dataclasses import dataclass
 from common.lifecycle import DeployState, InstanceState
 from coordinator.state.records import InstanceRecord
 
-__all__ = ["SETTLED_STATES", "Collect", "UnitActivity", "plan_idle"]
+__all__ = ["SETTLED_STATES", "WINDOW_LAG_S", "Collect", "UnitActivity", "plan_idle"]
+
+WINDOW_LAG_S = 5.0
+"""How late a request may reach the leader: the agent's window bucket (1 s), its report
+interval (1 s) and the stream, with room to spare."""
 
 SETTLED_STATES = frozenset({InstanceState.RUNNING.value, InstanceState.COLLECTED.value})
 """Observed states in which an instance may be collected (or is already)."""
@@ -58,7 +63,8 @@ class Collect:
                 f"(idle timeout {self.timeout_s:g} s)")
 
 
-def plan_idle(units: Iterable[UnitActivity], now: float) -> list[Collect]:
+def plan_idle(units: Iterable[UnitActivity], now: float,
+              lag: float = WINDOW_LAG_S) -> list[Collect]:
     """The units to collect now, each with the instances not collected yet."""
     out = []
     for unit in units:
@@ -70,7 +76,7 @@ def plan_idle(units: Iterable[UnitActivity], now: float) -> list[Collect]:
         if any(unit.observed.get(i.instance_id) not in SETTLED_STATES for i in awake):
             continue
         idle = now - max(unit.last_request, unit.since)
-        if idle <= unit.timeout_s:
+        if idle <= unit.timeout_s + lag:
             continue
         out.append(Collect(unit.apartment, unit.unit,
                            tuple(sorted(i.instance_id for i in awake)), idle, unit.timeout_s))

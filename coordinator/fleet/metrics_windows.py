@@ -25,6 +25,10 @@ class MetricsWindows:
 
     def record(self, windows: Sequence[MetricsWindow]) -> None:
         self._windows.extend(windows)
+
+    def note_requests(self, windows: Sequence[MetricsWindow]) -> None:
+        """Remember when each unit last had a request (any host's entry point, including
+        windows about instances on other hosts, which ``record`` never gets)."""
         for w in windows:
             if w.requests > 0:
                 key = (w.apartment, w.unit)

@@ -33,7 +33,8 @@ def unit(*instances: InstanceRecord, last_request: float = 0.0, since: float = 0
 
 
 def test_a_unit_idle_past_its_timeout_on_every_host_is_collected_whole() -> None:
-    [decision] = plan_idle([unit(inst("a"), inst("b", "h2"), last_request=100.0)], now=161.0)
+    [decision] = plan_idle([unit(inst("a"), inst("b", "h2"), last_request=100.0)], now=161.0,
+                           lag=0.0)
     assert decision.instance_ids == ("a", "b")
     assert "61 s" in decision.reason and "60 s" in decision.reason
 
@@ -64,8 +65,8 @@ def test_collected_exactly_when_the_quiet_time_exceeds_the_timeout(
         last: float, since: float, timeout: float, after: float) -> None:
     now = max(last, since) + after
     decisions = plan_idle([unit(inst("a"), last_request=last, since=since, timeout=timeout)],
-                          now)
-    assert bool(decisions) == (now - max(last, since) > timeout)
+                          now, lag=5.0)
+    assert bool(decisions) == (now - max(last, since) > timeout + 5.0)
 
 
 def test_collected_instances_carry_no_weight() -> None:
