@@ -6,9 +6,10 @@ host for its stable version's idle timeout, counted from the latest of: its last
 the moment this leader took over (a new leader has no windows yet), its latest instance
 start and its latest wake, plus ``WINDOW_LAG_S``: a request is known to the leader only
 once its host's window (1 s buckets) is completed and reported. Then every instance of it
-is collected, its placement kept (``InstanceRecord.collected_at``). Never collected: a unit without an idle timeout, one
-that is not ``running`` (a rollout, a stop, a failure), one with an instance that is not
-settled (starting, stopping, recovering): collecting it would race with that.
+is collected, its placement kept (``InstanceRecord.collected_at``). Never collected: a
+unit without an idle timeout, one that is not ``running`` (a rollout, a stop, a failure),
+one with an instance that is not settled (starting, stopping, recovering): collecting it
+would race with that.
 """
 
 from __future__ import annotations
