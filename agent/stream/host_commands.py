@@ -97,6 +97,9 @@ class HostCommands:
         self.stopping: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._draining: set[tuple[str, str]] = set()
+        self.sleeping: dict[str, tuple[str, str]] = {}
+        """Data plane unit name -> (apartment, unit) of units whose last route asked to
+        hold requests and wake them (``SetRoute.wake_on_request``)."""
         self._wanted: dict[str, dict[str, str]] = {}
         """Data-plane unit -> server -> state, as the last SetRoute listed them."""
 
@@ -247,6 +250,10 @@ class HostCommands:
         plane = self._require_plane()
         name = plane_unit(cmd.apartment, cmd.unit)
         self.owners[name] = (cmd.apartment, cmd.unit)
+        if cmd.wake_on_request and cmd.service_port > 0:
+            self.sleeping[name] = (cmd.apartment, cmd.unit)
+        else:
+            self.sleeping.pop(name, None)
         if cmd.service_port <= 0:  # a unit without an entry point: nothing to serve here
             if name in plane.spec.units:
                 await plane.remove_unit(name)

@@ -113,3 +113,20 @@ def test_idle_unit_collected_not_restarted_and_woken(cli: Cli) -> None:
                message="entry points serve again")
     assert counter(far, port) >= before
     assert cli.json("units", "wake", UNIT)["changed"] is False  # awake already
+
+    # collected again; a plain request to an entry point wakes it, held until answered
+    eventually(lambda: in_state(cli, "collected"), timeout=IDLE_S + 25, interval=0.5,
+               message="collected again")
+    started = time.monotonic()
+    status, body = http_get(far, port, "/state", timeout=40)
+    cold = time.monotonic() - started
+    assert status == 200, (status, body)
+    restored = int(json.loads(body)["count"])
+    print(f"cold start through {far}: request held {cold:.2f} s until answered")
+    assert restored >= before  # the counter came back from the backup
+    assert in_state(cli, "running")
+    woken = cli.run("events", "--unit", UNIT, "--type", "unit.woken", "--output", "json")
+    assert "request on" in woken.stdout, woken
+    counter_after_wake = counter(far, port)
+    assert counter_after_wake >= restored
+
