@@ -40,16 +40,10 @@ local AGENT_ADDR, AGENT_PORT = "{addr}", {port}
 local HOLD_MS, MAX_HELD, POLL_MS = {hold_ms}, {max_held}, {poll_ms}
 local held = 0
 
-local function usable(be)
-  local px = core.backends[be]
-  if px == nil then return false end
-  for _, srv in pairs(px.servers) do
-    local status = srv:get_stats()["status"] or ""
-    if srv:get_weight() > 0 and (status:sub(1, 2) == "UP" or status == "no check") then
-      return true
-    end
-  end
-  return false
+-- nbsrv counts servers up with a weight, those added at runtime included (the servers
+-- table of core.backends is built once, when the script is loaded)
+local function usable(txn, be)
+  return (txn.f:nbsrv(be) or 0) > 0
 end
 
 local function ask(be)
@@ -75,13 +69,13 @@ end
 
 core.register_action("{action}", {{"http-req"}}, function(txn)
   local be = txn.f:be_name()
-  if usable(be) or not ask(be) then return end
+  if usable(txn, be) or not ask(be) then return end
   if held >= MAX_HELD then
     return unavailable(txn, "too many requests are waiting for this unit to wake")
   end
   held = held + 1
   local deadline = now_ms() + HOLD_MS
-  while not usable(be) do
+  while not usable(txn, be) do
     if now_ms() > deadline then
       held = held - 1
       return unavailable(txn, "the unit is waking up; try again shortly")
