@@ -150,9 +150,12 @@ class HostCommands:
         instance_id = spec.instance_id
         records = self.service.records
         record = records.find(instance_id)
-        if instance_id in self.starting or (record is not None and record.lifecycle.state
-                                            not in (InstanceState.STOPPED, WAKEABLE)):
+        if instance_id in self.starting or (
+                record is not None and instance_id not in self.stopping
+                and record.lifecycle.state not in (InstanceState.STOPPED, WAKEABLE)):
             return  # already started (or starting): a repeated command is harmless
+        # one being stopped or collected starts again once that is done (a wake that
+        # overtook its collection)
         holder = records.port_holder(spec.port, ignore={instance_id, *self.stopping})
         if holder is not None:
             raise Conflict(f"port {spec.port} is used by {holder.instance_id}",

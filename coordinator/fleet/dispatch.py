@@ -109,14 +109,15 @@ class CommandDispatch:
         between its commit and its commands, a lost command); returns how many."""
         now = self._clock.monotonic()
         resent = []
+        asleep = self._asleep()
         for host_id in list(self._fleet.sessions):
             missing = self._state.instance_ids_on(host_id) - self._fleet.observed_ids_on(host_id)
-            for iid in sorted(missing):
+            for iid in sorted(missing | (asleep & self._state.instance_ids_on(host_id))):
                 if self._state.instances[iid].value.collected:
                     continue  # scaled to zero on purpose: only a wake starts it
                 if now - self._start_sent.setdefault(iid, now) >= resend_after:
                     resent.append(self._state.instances[iid].value)
-        for iid in [i for i in self._start_sent if i in self._fleet.observed
+        for iid in [i for i in self._start_sent if (i in self._fleet.observed and i not in asleep)
                     or i not in self._state.instances]:
             del self._start_sent[iid]
         if resent:
@@ -124,6 +125,16 @@ class CommandDispatch:
                         "again", len(resent))
             await self.start_instances(resent)
         return len(resent)
+
+    def _asleep(self) -> set[str]:
+        """Instances a host keeps collected that are no longer recorded collected (woken
+        while the host was collecting them): started again like missing ones."""
+        out = set()
+        for iid, seen in self._fleet.observed.items():
+            found = self._state.instances.get(iid)
+            if seen.state == "collected" and found is not None and not found.value.collected:
+                out.add(iid)
+        return out
 
     async def stop_instance(
         self, instance_id: str, drain: bool = True, grace_s: float | None = None
