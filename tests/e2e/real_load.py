@@ -27,6 +27,7 @@ from local_cluster.processes import free_port_on_all
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from tests.e2e.real_cluster import OWNER, TEST_LABEL, RealCluster, host_id
+from tests.e2e.test_cli_units import LANDLORD, Cli
 from tests.support import eventually
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "list_hosts",
     "list_instances",
     "publish",
+    "real_cli",
     "real_cluster",
     "seconds",
     "serving",
@@ -80,6 +82,22 @@ def real_cluster(coordinators: int = 1, settings: dict[str, Any] | None = None,
         raise
     finally:
         real.close()
+
+
+@contextlib.contextmanager
+def real_cli(settings: dict[str, Any], hosts: Mapping[str, str]) -> Iterator[Cli]:
+    """The `landlord` CLI on a real cluster of ``hosts`` (``real_cluster``), once every
+    host is alive."""
+    assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
+    with real_cluster(settings=settings, hosts=hosts) as real:
+        cli = Cli(real.coordinator.address, real.cli_env())
+
+        def all_alive() -> bool:
+            listed = cli.json("hosts", "list")["hosts"]
+            return len([h for h in listed if h["status"] == "alive"]) == len(hosts)
+
+        eventually(all_alive, timeout=60, interval=0.5, message="every host alive")
+        yield cli
 
 
 def unit_spec(apartment: str, unit: str, version: str, service_port: int, *,

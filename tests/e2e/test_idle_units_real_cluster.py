@@ -23,8 +23,8 @@ from local_cluster.images import demo_image
 from local_cluster.load import http_get
 
 from tests.e2e.real_cluster import host_id
-from tests.e2e.real_load import free_ports, real_cluster, serving, unit_containers
-from tests.e2e.test_cli_units import LANDLORD, Cli
+from tests.e2e.real_load import free_ports, real_cli, serving, unit_containers
+from tests.e2e.test_cli_units import Cli
 from tests.support import eventually
 
 HOSTS = {host_id("id-1"): "127.0.0.181", host_id("id-2"): "127.0.0.182"}
@@ -38,15 +38,7 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(scope="module")
 def cli() -> Iterator[Cli]:
-    assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
-    with real_cluster(settings=SETTINGS, hosts=HOSTS) as real:
-        cli = Cli(real.coordinator.address, real.cli_env())
-
-        def all_alive() -> bool:
-            hosts = cli.json("hosts", "list")["hosts"]
-            return len([h for h in hosts if h["status"] == "alive"]) == len(HOSTS)
-
-        eventually(all_alive, timeout=60, interval=0.5, message="both hosts alive")
+    with real_cli(SETTINGS, HOSTS) as cli:
         yield cli
 
 
