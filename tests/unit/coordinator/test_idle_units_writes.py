@@ -78,7 +78,7 @@ def rig() -> tuple[IdleUnits, ClusterState, Recorder, FakeClock, MemoryStore]:
 
 
 async def test_collected_after_the_timeout_then_woken_by_a_request() -> None:
-    idle, state, recorder, clock, store = rig()
+    idle, state, recorder, clock, _ = rig()
     recorder.last = NOW - 10
     assert await idle.round() == 0  # the leader just took over: it waits a full timeout
     clock.advance(80)
