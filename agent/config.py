@@ -127,6 +127,13 @@ class AgentConfig:
     max_incidents: int = _opt(5, "incidents without a healthy stretch before escalating")
     leak_window: float = _opt(600.0, "seconds of memory samples a leak is judged on")
     leak_min_samples: int = _opt(10, "fewest samples in the window to judge a leak")
+    leak_high_water: float = _opt(0.85, "memory working set / limit above which a rising "
+                                        "trend is judged a fast leak", gt=0, le=1)
+    leak_horizon_periods: float = _opt(6.0, "a fast leak: the short-term trend reaches the "
+                                            "memory limit within this many monitor_interval",
+                                       gt=0)
+    leak_short_samples: int = _opt(5, "samples (the newest) the short-term trend is fitted "
+                                      "on", ge=2, le=1000)
     log_tail: int = _opt(200, "log lines kept in a crash dump")
     gc_idle_interval: float = _opt(1800.0, "seconds between idle-instance collections", gt=0,
                                    group="garbage collection")

@@ -7,7 +7,7 @@ last sampled it, the coordinator stream, the request log) is read when Prometheu
 by a collector over the service, the stream and the data plane. HAProxy's dropped log
 lines need a call to its admin socket, made by ``refresh`` just before each scrape.
 
-``event_increments`` and ``instance_families`` are pure.
+``event_increments``, ``instance_families`` and ``server_weights`` are pure.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.dataplane.model import DataPlaneSpec
 from agent.instances.events import AgentEvent, EventType
 from agent.instances.store import InstanceRecord
 from common.gc_kinds import GcKind
@@ -30,7 +31,7 @@ from common.lifecycle import InstanceState
 from common.recovery import FailureKind
 
 __all__ = ["AgentMetrics", "Increment", "PlaneFigures", "StreamFigures", "UsageRow",
-           "event_increments", "instance_families"]
+           "event_increments", "instance_families", "server_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class PlaneFigures(Protocol):
 
     @property
     def log_lines_received(self) -> int: ...
+
+    @property
+    def spec(self) -> DataPlaneSpec: ...
 
     async def dropped_logs(self) -> int: ...
 
@@ -304,7 +308,7 @@ def _plane_families(plane: PlaneFigures, dropped: int | None) -> list[Metric]:
     restarts = CounterMetricFamily("landlord_agent_haproxy_restarts", "Times the agent "
                                    "restarted a HAProxy that had died")
     restarts.add_metric([], float(plane.restarts))
-    out: list[Metric] = [lines, restarts]
+    out: list[Metric] = [lines, restarts, server_weights(plane.spec)]
     if dropped is not None:
         lost = CounterMetricFamily("landlord_agent_request_log_dropped_lines", "Request log "
                                    "lines HAProxy could not deliver to the agent (since "
@@ -312,3 +316,15 @@ def _plane_families(plane: PlaneFigures, dropped: int | None) -> list[Metric]:
         lost.add_metric([], float(dropped))
         out.append(lost)
     return out
+
+
+def server_weights(spec: DataPlaneSpec) -> Metric:
+    """The weight the agent gave each server of each unit on this host's HAProxy."""
+    family = GaugeMetricFamily("landlord_agent_server_weight", "Weight this host's HAProxy "
+                               "gives each server (instance) of a unit, as the agent last "
+                               "set it (0: no new requests)",
+                               labels=["unit", "version", "instance_id"])
+    for name, unit in sorted(spec.units.items()):
+        for server in sorted(unit.servers, key=lambda s: s.name):
+            family.add_metric([name, server.version, server.name], float(server.weight))
+    return family

@@ -16,7 +16,8 @@ when it is), then holds, all at once:
 and meanwhile measures admin ``ListHosts`` (one channel, and a new connection per call as
 `landlord hosts list` makes) from a separate process, p50/p99 against the target
 "p99 < 100 ms", and whether another admin's publishes get a turn. Then 40 concurrent
-30 MB PublishVersion calls and the coordinator's peak RSS (the audit saw 1.45 GB).
+30 MB PublishVersion calls and the coordinator's peak RSS (the audit saw 1.45 GB;
+bench/publish_memory.py measures that alone).
 Prints what else runs on the machine first. A figure, not a test.
 
 Usage: python bench/abuse.py [--half-open 1100] [--idle-streams 500] [--slow 20]
@@ -35,7 +36,6 @@ import ssl
 import statistics
 import struct
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # local_cluster
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # publish_memory
 
 from local_cluster.cluster import ControlPlane
+from publish_memory import publishes
 
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
 from common.transport import TlsSettings, create_channel
@@ -307,44 +309,6 @@ async def answer_frames(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             writer.write(frame(6, 1, 0, payload))
         elif kind in (3, 7):  # RST_STREAM, GOAWAY
             return
-
-
-def rss_peak(pid: int, stop: threading.Event, out: list[int]) -> None:
-    process = psutil.Process(pid)
-    while not stop.is_set():
-        with contextlib.suppress(psutil.Error):
-            out.append(process.memory_info().rss)
-        time.sleep(0.02)
-
-
-async def publishes(address: str, tls: TlsSettings, pid: int, count: int, size: int) -> str:
-    request = admin_pb2.PublishVersionRequest(version="1.0.0", metadata={"blob": "x" * size})
-    body = request.SerializeToString()
-    samples: list[int] = []
-    stop = threading.Event()
-    sampler = threading.Thread(target=rss_peak, args=(pid, stop, samples))
-    before = psutil.Process(pid).memory_info().rss
-    sampler.start()
-    codes: collections.Counter[str] = collections.Counter()
-    started = time.monotonic()
-    async with create_channel(address, tls) as channel:
-        call = channel.unary_unary(PUBLISH)
-
-        async def one() -> None:
-            try:
-                await call(body, timeout=120)
-                codes["OK"] += 1
-            except grpc.aio.AioRpcError as exc:
-                codes[exc.code().name] += 1
-
-        await asyncio.gather(*(one() for _ in range(count)))
-    took = time.monotonic() - started
-    stop.set()
-    sampler.join()
-    statuses = ", ".join(f"{n} {code}" for code, n in codes.most_common())
-    return (f"{count} concurrent {size / 1e6:.0f} MB publishes in {took:.1f} s: {statuses}; "
-            f"coordinator RSS {before / 2**20:.0f} MiB before, peak "
-            f"{max(samples, default=before) / 2**20:.0f} MiB (the audit saw 1.45 GB)")
 
 
 async def small_publishes(address: str, tls: TlsSettings, count: int) -> str:

@@ -151,17 +151,26 @@ async def retried(call: Any, request: Any) -> Any:
                 return None  # an earlier attempt got through
             retry = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED,
                                    grpc.StatusCode.DEADLINE_EXCEEDED) or "lead" in details \
-                or "no alive host" in details
+                or "no alive host" in details or "try again shortly" in details
             if not retry or attempt == 29:
                 raise
             await asyncio.sleep(1.0)
     return None
 
 
+PUBLISHING = 6
+"""Publishes at once: under the coordinator's max_publishes_waiting for one identity."""
+
+
 async def deploy_all(admin: Any, buildings: list[str], units: int, replicas: int) -> float:
     started = time.monotonic()
+    turns = asyncio.Semaphore(PUBLISHING)
 
     async def building(name: str) -> None:
+        async with turns:
+            await publish_and_deploy(name)
+
+    async def publish_and_deploy(name: str) -> None:
         for u in range(units):
             spec = types_pb2.UnitSpec(apartment="bench", unit=f"{name}-u{u}", image=IMAGE,
                                       service_port=30000 + u,
@@ -232,7 +241,9 @@ async def run(args: argparse.Namespace) -> None:
     # a certificate; measuring with mutual TLS is issue 18's
     plane = ControlPlane("bench-scale", prefix="/bench", tls=False, coordinator_settings={
         "heartbeat_interval": 10.0, "report_interval": 1.0, "liveness_grace": 10.0,
-        "log_level": "WARNING", "leader_lease_ttl": 5, "log_format": "text"})
+        "log_level": "WARNING", "leader_lease_ttl": 5, "log_format": "text",
+        # without certificates every simulated host is the peer 127.0.0.1
+        "max_connections_per_identity": 0})
     etcd = plane.etcd
     procs: list[Any] = []
     ctx = mp.get_context("spawn")

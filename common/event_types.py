@@ -6,7 +6,8 @@ them as ``ReportedEvent.type``, and the coordinator records and reacts to them (
 ``COORDINATOR_ONLY`` are written by the coordinator alone (``AUDIT`` by
 coordinator/api/audit.py, ``HOST_FORGOTTEN`` by coordinator/fleet/forgetter.py, the cordon
 events by coordinator/fleet/cordons.py, the drain and decommission events by
-coordinator/fleet/drains.py and decommission.py); an agent never reports them, and the coordinator
+coordinator/fleet/drains.py and decommission.py, the escalation events by
+coordinator/fleet/escalations.py); an agent never reports them, and the coordinator
 drops them from a report.
 """
 
@@ -75,11 +76,23 @@ class EventType(StrEnum):
     UNIT_SCALED = "unit.scaled"
     """An operator changed the replica count of the unit's stable version without a rollout
     (details: version, from_replicas, replicas)."""
+    UNIT_REBALANCE_STARTED = "unit.rebalance_started"
+    """A rebalance of the unit's spread started, asked by an operator or automatic after the
+    spread stayed uneven for the grace period (details: reason, moves)."""
+    UNIT_REBALANCE_ENDED = "unit.rebalance_ended"
+    """A rebalance ended: done (evenly spread) or stopped (a rollout or drain began, or a
+    move failed; message: why) (details: state, moved)."""
     HOST_DRAIN_STARTED = "host.drain_started"
     """An operator started draining the host (details: building, deadline)."""
     HOST_DRAIN_ENDED = "host.drain_ended"
     """A drain ended: drained, stopped at its deadline or blocked (details: state, moved,
     left; message: what is left and why)."""
+    INSTANCE_REPLACED = "instance.escalation_replaced"
+    """An escalated instance (its agent gave up healing it) was placed once more on another
+    host (details: replacement, from_host, to_host; message: why)."""
+    VERSION_FAILING = "unit.version_failing"
+    """A version's re-placed instance escalated too: the version is marked failing for the
+    unit and its instances are not re-placed again (message: why)."""
     HOST_DECOMMISSIONED = "host.decommissioned"
     """A drained host was removed from the cluster with its records (details: building)."""
     UNIT_COLLECTED = "unit.collected"
@@ -93,7 +106,9 @@ class EventType(StrEnum):
 COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
                               EventType.HOST_CORDONED, EventType.HOST_UNCORDONED,
                               EventType.UNIT_STOPPED, EventType.UNIT_DELETED,
-                              EventType.UNIT_SCALED,
+                              EventType.UNIT_SCALED, EventType.INSTANCE_REPLACED,
+                              EventType.VERSION_FAILING, EventType.UNIT_REBALANCE_STARTED,
+                              EventType.UNIT_REBALANCE_ENDED,
                               EventType.HOST_DRAIN_STARTED, EventType.HOST_DRAIN_ENDED,
                               EventType.HOST_DECOMMISSIONED,
                               EventType.UNIT_COLLECTED, EventType.UNIT_WOKEN})

@@ -35,9 +35,16 @@ latency thresholds           <= 1 hour
 expected text of a check     <= 1 KiB
 change entries of a publish  <= 100 a kind  each <= 512 bytes, no NUL
 metadata of a publish        <= 64 entries  keys <= 256 bytes, values <= 4 KiB, all <= 64 KiB
-an admin request             <= 4 MiB       a publish within the bounds above is < 1 MiB;
-                                            grpc itself refuses messages over 32 MiB
-                                            (RESOURCE_EXHAUSTED, before any servicer)
+a message to the coordinator <= 4 MiB       a publish within the bounds above is < 1 MiB;
+                                            grpc refuses a larger one from its length
+                                            prefix, before reading it (RESOURCE_EXHAUSTED,
+                                            ``request_too_large``): admin requests and
+                                            agent messages alike (one listener, one limit;
+                                            a Register holds ~6,000 instances at the
+                                            longest names)
+other admin requests         <= 256 KiB     all but PublishVersion and Deploy: names, a
+                                            few numbers, an exec argv (<= 128 KiB);
+                                            checked before parsing (INVALID_ARGUMENT)
 ===========================  =============  ================================================
 
 Together these keep a version's record (env, commands, metadata, changes) under about
@@ -90,6 +97,7 @@ __all__ = [
     "MAX_PERFORMANCE_REQUESTS",
     "MAX_REPLICAS",
     "MAX_ROLLOUT_SECONDS",
+    "MAX_SMALL_REQUEST_BYTES",
     "MAX_STORAGE_BYTES",
     "MAX_WARMUP_S",
     "QUOTE_PREFIX",
@@ -105,6 +113,7 @@ __all__ = [
     "check_service_port",
     "check_text",
     "quoted",
+    "request_too_large",
 ]
 
 MAX_REPLICAS = 1000
@@ -143,6 +152,11 @@ MAX_METADATA_KEY_BYTES = 256
 MAX_METADATA_VALUE_BYTES = 4096
 MAX_METADATA_TOTAL_BYTES = 64 * 1024
 MAX_ADMIN_REQUEST_BYTES = 4 << 20
+"""Largest message the coordinator receives (its gRPC server's receive limit, so grpc
+refuses a larger one before it holds it in memory)."""
+MAX_SMALL_REQUEST_BYTES = 256 << 10
+"""Largest request of an admin method other than PublishVersion and Deploy."""
+_GRPC_TOO_LARGE = re.compile(r"Received message larger than max \((\d+) vs\. (\d+)\)")
 MAX_VERSION_CHARS = 128
 """A version (Docker's tag limit; it is also the preview header's value and a label)."""
 MAX_RANGE_CHARS = 256
@@ -312,3 +326,15 @@ def check_amounts(amounts: Mapping[str, float]) -> None:
         if high is not None and value > high:
             raise InvalidArgument(f"resources.{name} {quoted(value)} is more than one "
                                   f"instance may ask for ({high:g})", field=name)
+
+
+def request_too_large(details: str) -> str | None:
+    """The human text of grpc's own refusal of an oversized message ("Received message
+    larger than max (N vs. M)"), else None: grpc writes that status before any of our code
+    runs, so clients (the CLI) say it this way."""
+    found = _GRPC_TOO_LARGE.search(details)
+    if found is None:
+        return None
+    size, limit = int(found.group(1)), int(found.group(2))
+    shown = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+    return f"request too large: {size} bytes, limit {shown}"

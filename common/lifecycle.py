@@ -52,7 +52,9 @@ class DeployState(StrEnum):
     ``deploying``: new instances are being placed, started and validated;
     ``rolling_out``: traffic is moving to the new version; ``rolling_back``: traffic is
     going back to the stable version and the new instances are being removed;
-    ``failed``: a rollout could not finish or undo itself and needs an operator;
+    ``failed``: a rollout could not finish or undo itself, or the stable version was marked
+    failing (its instance escalated, was re-placed on another host and escalated there too:
+    coordinator/fleet/escalations.py); it needs an operator (a deploy or a rollback);
     ``stopped``: an operator stopped it (``landlord units stop``): nothing runs, its versions
     and history stay, and a deploy starts it again like a first one.
     """
@@ -88,7 +90,9 @@ DEPLOY_TRANSITIONS: Mapping[DeployState, frozenset[DeployState]] = {
     _D.ROLLING_OUT: frozenset({_D.RUNNING, _D.ROLLING_BACK}),
     # back to the stable version, or to nothing when the first deployment failed
     _D.ROLLING_BACK: frozenset({_D.RUNNING, _D.IDLE, _D.FAILED}),
-    _D.RUNNING: frozenset({_D.DEPLOYING, _D.IDLE, _D.STOPPED}),
+    # FAILED: the stable version crash-loops wherever it is placed (a version, not a host,
+    # problem): its instances are not re-placed again
+    _D.RUNNING: frozenset({_D.DEPLOYING, _D.IDLE, _D.STOPPED, _D.FAILED}),
     _D.FAILED: frozenset({_D.DEPLOYING, _D.ROLLING_BACK, _D.IDLE, _D.STOPPED}),
     # an operator's stop (coordinator/rollouts/unit_service.py); a deploy starts it again
     _D.STOPPED: frozenset({_D.DEPLOYING}),

@@ -9,6 +9,7 @@ it is given) because a stream opened before a certificate expired lives on after
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,17 +64,10 @@ def check_peer(pem: bytes | str | None, trust: Trust, now: datetime) -> Identity
     if not pem:
         return Refusal(RefusalKind.NO_CERTIFICATE)
     data = pem.encode() if isinstance(pem, str) else pem
-    try:
-        cert = x509.load_pem_x509_certificate(data)
-    except ValueError as exc:
-        return Refusal(RefusalKind.UNREADABLE, str(exc))
-    try:
-        identity = certificate_identity(cert)
-    except InvalidArgument as exc:
-        return Refusal(RefusalKind.NO_IDENTITY, exc.message)
-    issuer = _issuer(cert, trust.cas)
-    if issuer is None:
-        return Refusal(RefusalKind.UNTRUSTED, f"issuer {cert.issuer.rfc4514_string()}", identity)
+    read = _read(data, trust.cas)
+    if isinstance(read, Refusal):
+        return read
+    cert, identity, issuer = read
     if now < cert.not_valid_before_utc:
         return Refusal(RefusalKind.NOT_YET_VALID,
                        f"valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC", identity)
@@ -91,6 +85,28 @@ def check_peer(pem: bytes | str | None, trust: Trust, now: datetime) -> Identity
     if identity is None:
         return Refusal(RefusalKind.NO_IDENTITY)
     return identity
+
+
+@functools.lru_cache(maxsize=4096)
+def _read(data: bytes, cas: tuple[x509.Certificate, ...]
+          ) -> tuple[x509.Certificate, Identity | None, x509.Certificate] | Refusal:
+    """The certificate, the identity it names and the CA that signed it, or why not.
+
+    Remembered per certificate and CA set (parsing and the signature check are the costly
+    part, and every call and stream of a peer presents the same certificate); what
+    depends on the time or the CRLs is checked on every call."""
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        return Refusal(RefusalKind.UNREADABLE, str(exc))
+    try:
+        identity = certificate_identity(cert)
+    except InvalidArgument as exc:
+        return Refusal(RefusalKind.NO_IDENTITY, exc.message)
+    issuer = _issuer(cert, cas)
+    if issuer is None:
+        return Refusal(RefusalKind.UNTRUSTED, f"issuer {cert.issuer.rfc4514_string()}", identity)
+    return cert, identity, issuer
 
 
 def _issuer(cert: x509.Certificate, cas: Sequence[x509.Certificate]) -> x509.Certificate | None:

@@ -9,6 +9,11 @@ Crash-loop protection: incidents are counted until the instance has stayed healt
 ``healthy_reset_s``. From the second incident on, the first try waits
 ``loop_backoff_s * 2 ** (incidents - 2)``, capped at ``loop_backoff_cap_s``; an instance
 with more than ``max_incidents`` incidents without a healthy stretch is escalated.
+
+Leaks are judged two ways: a slow leak by a sustained rise over a long window
+(``assess_memory_trend``), a fast one by usage above a high-water mark of the limit with a
+short-term trend that reaches the limit within a few sampling periods
+(``assess_near_limit``), so it is dumped and restarted before the kernel OOM-kills it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ __all__ = [
     "RecoveryState",
     "RetryRule",
     "assess_memory_trend",
+    "assess_near_limit",
     "decide_after_crash",
     "decide_after_failed_attempt",
     "decide_after_failure",
@@ -216,6 +222,8 @@ class LeakAssessment:
     rising_fraction: float
     span_s: float
     reason: str
+    projected_s: float | None = None
+    """Seconds until the fitted trend reaches the memory limit (the high-water path)."""
 
 
 def assess_memory_trend(
@@ -244,15 +252,11 @@ def assess_memory_trend(
             span,
             f"need {min_samples} samples over {min_span_s:g} s, have {len(points)} over {span:g} s",
         )
-    n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_b = sum(b for _, b in points) / n
-    var_t = sum((t - mean_t) ** 2 for t, _ in points)
-    if var_t == 0:
+    slope = _slope(points)
+    if slope is None:
         return LeakAssessment(False, 0.0, 0.0, span, "all samples share one timestamp")
-    slope = sum((t - mean_t) * (b - mean_b) for t, b in points) / var_t
-    steps = [b2 - b1 for (_, b1), (_, b2) in pairwise(points)]
-    rising = sum(1 for step in steps if step > 0) / len(steps)
+    mean_b = sum(b for _, b in points) / len(points)
+    rising = _rising_fraction(points)
     growth = slope * span
     leaking = (
         slope > 0 and rising >= min_rising_fraction and (growth >= min_growth_fraction * mean_b)
@@ -263,6 +267,48 @@ def assess_memory_trend(
         f"{rising * 100:.0f}% of steps up"
     )
     return LeakAssessment(leaking, slope, rising, span, reason)
+
+
+def assess_near_limit(
+    samples: Sequence[tuple[float, int]],
+    limit: int,
+    horizon_s: float,
+    high_water: float = 0.85,
+    min_samples: int = 4,
+    min_rising_fraction: float = 0.7,
+) -> LeakAssessment:
+    """The plan's "usage high and trend increasing": a leak too fast for the long window.
+
+    Judges the last ``min_samples`` ``(timestamp, bytes)`` samples against a memory
+    ``limit``: a leak when the newest sample is at least ``high_water`` of the limit, the
+    short window's least-squares slope is positive with at least ``min_rising_fraction`` of
+    its steps going up, and that slope reaches the limit from the newest sample within
+    ``horizon_s`` seconds. Flat or falling usage above the mark is no leak, and noise of
+    amplitude ``a`` around a level ``L`` never is either while ``L + a`` plus
+    ``2 a / (shortest step) * horizon_s`` stays under the limit (the least-squares slope is a
+    weighted mean of pairwise slopes).
+    """
+    points = _points(samples)[-max(min_samples, 2):]
+    if limit <= 0 or len(points) < max(min_samples, 2):
+        return LeakAssessment(False, 0.0, 0.0, 0.0,
+                              f"need {min_samples} samples and a memory limit")
+    span = points[-1][0] - points[0][0]
+    usage = points[-1][1]
+    slope = _slope(points)
+    rising = _rising_fraction(points)
+    if usage < high_water * limit or slope is None or slope <= 0:
+        return LeakAssessment(False, slope or 0.0, rising, span,
+                              f"memory at {usage / limit * 100:.0f}% of the limit, "
+                              f"{'rising' if slope and slope > 0 else 'not rising'}")
+    projected = max(0.0, (limit - usage) / slope)
+    leaking = rising >= min_rising_fraction and projected <= horizon_s
+    reason = (
+        f"memory at {usage / limit * 100:.0f}% of the limit (high-water mark "
+        f"{high_water * 100:g}%), rising {slope:.0f} bytes/s over {span:.0f} s with "
+        f"{rising * 100:.0f}% of steps up: limit projected in {projected:.0f} s "
+        f"(horizon {horizon_s:g} s)"
+    )
+    return LeakAssessment(leaking, slope, rising, span, reason, projected)
 
 
 def detect_memory_leak(
@@ -276,6 +322,22 @@ def detect_memory_leak(
     return assess_memory_trend(
         samples, min_span_s, min_samples, min_rising_fraction, min_growth_fraction
     ).leaking
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of sorted points (None when they share one timestamp)."""
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_b = sum(b for _, b in points) / n
+    var_t = sum((t - mean_t) ** 2 for t, _ in points)
+    if var_t == 0:
+        return None
+    return sum((t - mean_t) * (b - mean_b) for t, b in points) / var_t
+
+
+def _rising_fraction(points: Sequence[tuple[float, float]]) -> float:
+    steps = [b2 - b1 for (_, b1), (_, b2) in pairwise(points)]
+    return sum(1 for step in steps if step > 0) / len(steps) if steps else 0.0
 
 
 def _points(samples: Sequence[tuple[float, int]]) -> list[tuple[float, float]]:

@@ -37,9 +37,9 @@ __all__ = [
 ]
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
-_CPU = re.compile(rf"^{_NUMBER}(m?)$")
-_BYTES = re.compile(rf"^{_NUMBER}\s*([kKMGT]i?)?B?$")
-_BITS = re.compile(rf"^{_NUMBER}\s*([kmgt]i?)?(bit)?$", re.IGNORECASE)
+_CPU = re.compile(rf"^{_NUMBER}(m?)\Z")
+_BYTES = re.compile(rf"^{_NUMBER}\s*([kKMGT]i?)?B?\Z")
+_BITS = re.compile(rf"^{_NUMBER}\s*([kmgt]i?)?(bit)?\Z", re.IGNORECASE)
 _DECIMAL = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 _BINARY = {"ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40}
 _POWERS = {**_DECIMAL, **_BINARY}

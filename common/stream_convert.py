@@ -153,9 +153,11 @@ def window_to_pb(w: MetricsWindow) -> types_pb2.MetricsWindow:
 
 
 def window_from_pb(pb: types_pb2.MetricsWindow, host_id: str) -> MetricsWindow:
+    """``host_id``: the stream's (authenticated) host, the entry host the window's requests
+    came through; a host id the message claims is ignored."""
     return MetricsWindow(
         apartment=pb.apartment, unit=pb.unit, version=pb.version, instance_id=pb.instance_id,
-        host_id=pb.host_id or host_id, start=timestamp_from_pb(pb.start),
+        host_id=host_id, start=timestamp_from_pb(pb.start),
         end=timestamp_from_pb(pb.end), requests=pb.requests, errors=pb.errors,
         latency=latency_from_pb(pb.latency))
 

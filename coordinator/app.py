@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from common.clock import Clock, SystemClock
 from common.errors import LandlordError
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
+from common.input_bounds import MAX_ADMIN_REQUEST_BYTES
 from common.metrics_http import MetricsServer, serve_metrics
 from common.pki_check import Trust
 from common.schema import release
@@ -39,15 +40,18 @@ from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.decommission import HostDecommissions
 from coordinator.fleet.dispatch import CommandDispatch
 from coordinator.fleet.drains import HostDrains
+from coordinator.fleet.escalations import Escalations
 from coordinator.fleet.forgetter import HostForgetter
 from coordinator.fleet.healing import Healer
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.idle_units import IdleUnits
+from coordinator.fleet.instance_mover import InstanceMover
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.liveness import LivenessPolicy
 from coordinator.fleet.metrics_windows import MetricsWindows
 from coordinator.fleet.output_calls import OutputCalls
 from coordinator.fleet.placement_writer import PlacementWriter
+from coordinator.fleet.rebalances import UnitRebalances
 from coordinator.fleet.sessions import Fleet
 from coordinator.fleet.status_writer import StatusWriter
 from coordinator.images_client import RegistryClient
@@ -148,16 +152,23 @@ class Coordinator:
         self.rollouts.refused = self.metrics.observe_refusal
         self.schema = SchemaUpgrade(self.view, self.writes, self.layout)
         self.cordons = HostCordons(self.state, self.layout, self.writes, self.events)
+        self.mover = InstanceMover(self.state, self.placement, self.dispatch, self.known)
         self.drains = HostDrains(
             state=self.state, layout=self.layout, writes=self.writes, events=self.events,
-            cordons=self.cordons, placement=self.placement, commands=self.dispatch,
-            known=self.known, clock=self.clock)
+            cordons=self.cordons, mover=self.mover, clock=self.clock)
+        self.escalations = Escalations(
+            state=self.state, layout=self.layout, writes=self.writes, events=self.events,
+            placement=self.placement, commands=self.dispatch, known=self.known)
+        self.rebalances = UnitRebalances(
+            state=self.state, layout=self.layout, writes=self.writes, events=self.events,
+            mover=self.mover, hosts=self.known, clock=self.clock, grace=config.rebalance_grace)
         self.duties = LeaderDuties(
             view=self.view, state=self.state, fleet=self.fleet, leadership=self.leadership,
             events=self.events, clock=self.clock, heal=self.healer.tick,
             flush_routes=self.dispatch.flush_routes, flush_statuses=self.statuses.flush,
             tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts,
             schema=self.schema, forget_hosts=self.forgetter.tick, drain_hosts=self.drains.tick,
+            escalations=self.escalations.tick, rebalance_units=self.rebalances.tick,
             collect_idle=self.idle.round, idle_every=config.idle_check_interval)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
@@ -168,7 +179,7 @@ class Coordinator:
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts,
-            cordons=self.cordons, drains=self.drains,
+            cordons=self.cordons, drains=self.drains, rebalances=self.rebalances,
             decommissions=HostDecommissions(
                 state=self.state, layout=self.layout, writes=self.writes, hosts=self.hosts,
                 fleet=self.fleet, events=self.events, clock=self.clock),
@@ -192,8 +203,11 @@ class Coordinator:
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
         self.limits = CallLimitsInterceptor(CallLimitSettings(
             per_identity=config.max_calls_per_identity,
+            connections_per_identity=config.max_connections_per_identity,
             large_in_flight=config.max_publishes_in_flight, large_wait=config.publish_wait,
-            unary_deadline=config.call_deadline, read_timeout=config.request_read_timeout))
+            large_waiting=config.max_publishes_waiting,
+            unary_deadline=config.call_deadline, read_timeout=config.request_read_timeout),
+            observe=self.metrics.observe_call)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
         self.metrics_server: MetricsServer | None = None
@@ -269,8 +283,11 @@ class Coordinator:
         return [self.limits, counted, self.audit]
 
     async def start(self) -> None:
+        # grpc refuses a larger message from its length prefix, before holding it (a
+        # waiting publish's 30 MB used to be read whole before any limit ran)
         self.server = create_server(interceptors=self._interceptors(),
-                                    limits=self.config.connection_limits)
+                                    limits=self.config.connection_limits,
+                                    max_receive_bytes=MAX_ADMIN_REQUEST_BYTES)
         admin_pb2_grpc.add_AdminServicer_to_server(self.admin, self.server)
         agent_pb2_grpc.add_AgentStreamServicer_to_server(self.agent_stream, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

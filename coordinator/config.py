@@ -115,6 +115,11 @@ class CoordinatorConfig:
         86400.0, "seconds a lost host is kept in etcd before its records are removed (once "
         "no instance is placed on it; counted from when it was declared lost, across leader "
         "changes); it registers again as a new host", ge=1)
+    rebalance_grace: float = setting(
+        180.0, "seconds a running unit's spread may stay uneven (a host holding two or more of "
+        "its instances more than another host with room) before it is rebalanced by itself, "
+        "one instance at a time; not during its rollout, a host drain, or while a host of "
+        "its building is cordoned or not alive (0: only `landlord units rebalance`)", ge=0)
     event_history: int = setting(1000, "events kept in etcd", ge=10)
     port_range_start: int = setting(20000, "first host port assigned to instances", ge=1024,
                                     le=65535)
@@ -143,9 +148,17 @@ class CoordinatorConfig:
     max_calls_per_identity: int = setting(
         64, "calls and streams one client certificate identity may have in progress "
         "(without mutual TLS: one connection); more answer RESOURCE_EXHAUSTED", ge=1)
+    max_connections_per_identity: int = setting(
+        128, "connections one client certificate identity (without one: one peer address) "
+        "may have calls in progress on (0: no cap); a call on one more answers "
+        "RESOURCE_EXHAUSTED", ge=0)
     max_publishes_in_flight: int = setting(
-        4, "PublishVersion requests read and handled at once (each may be up to 32 MiB), "
+        4, "PublishVersion requests read and handled at once (each may be up to 4 MiB), "
         "at most half of them for one identity; more wait for a turn", ge=1)
+    max_publishes_waiting: int = setting(
+        8, "PublishVersion requests one identity may have waiting for a turn beyond its "
+        "share (grpc holds each one's message meanwhile); more answer RESOURCE_EXHAUSTED "
+        "at once", ge=0)
     publish_wait: float = setting(
         10.0, "seconds a publish waits for one of those slots before RESOURCE_EXHAUSTED",
         ge=0, le=3600)

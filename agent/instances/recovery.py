@@ -205,7 +205,8 @@ class Recovery:
             if record.lifecycle.state is not S.RUNNING or record.recovery.kind is not None:
                 return
             sup.publish(record, EventType.MEMORY_LEAK, reason=assessment.reason,
-                        slope_bytes_per_s=assessment.slope_bytes_per_s)
+                        slope_bytes_per_s=assessment.slope_bytes_per_s,
+                        projected_s=assessment.projected_s)
             path = await asyncio.to_thread(
                 self.dumps.write_memory, record.instance_id, record.generation,
                 sup.clock.now(), pid=pid, cgroup_memory_dir=memory_dir, samples=samples,

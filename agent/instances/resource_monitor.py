@@ -22,7 +22,7 @@ from agent.limits.cpu_throttle import ThrottleEpisodes, ThrottleRule, cpu_interv
 from agent.limits.storage import judge_storage, measure_tree
 from common.errors import LandlordError
 from common.lifecycle import InstanceState
-from common.recovery import LeakAssessment, assess_memory_trend
+from common.recovery import LeakAssessment, assess_memory_trend, assess_near_limit
 
 if TYPE_CHECKING:
     from agent.instances.supervisor import Supervisor
@@ -232,12 +232,18 @@ class ResourceMonitor:
             tracked.memory.popleft()
         if record.lifecycle.state is not S.RUNNING or record.recovery.kind is not None:
             return
-        assessment = assess_memory_trend(
-            list(tracked.memory),
-            min_span_s=max(0.0, config.leak_window - 2 * config.monitor_interval),
-            min_samples=config.leak_min_samples)
+        samples = list(tracked.memory)
+        limit = sample.memory_limit or record.spec.resources.memory or 0
+        assessment = assess_near_limit(
+            samples[-config.leak_short_samples:], limit,
+            horizon_s=config.leak_horizon_periods * config.monitor_interval,
+            high_water=config.leak_high_water, min_samples=config.leak_short_samples)
+        if not assessment.leaking:
+            assessment = assess_memory_trend(
+                samples,
+                min_span_s=max(0.0, config.leak_window - 2 * config.monitor_interval),
+                min_samples=config.leak_min_samples)
         if assessment.leaking:
-            samples = list(tracked.memory)
             tracked.memory.clear()
             await self.leaks.on_leak(record, assessment, tracked.pid,
                                      self.memory_dir(record.instance_id), samples)

@@ -4,8 +4,12 @@ Written against ``AgentEndpoint`` (``agent.stream.endpoint``), so it runs with t
 agent or with a fake.
 
 - Connect to the configured coordinators in turn; a follower's NotLeader names the leader,
-  which is tried next at once; any other failure waits with exponential backoff and jitter
-  (tenacity), reset after every session that registered.
+  which is tried next at once. A failed coordinator is followed by the next one of the
+  round at once (with a little jitter); only a round in which every coordinator failed
+  backs off, exponentially in rounds, with jitter (tenacity), reset after every session
+  that registered. Register names the leader this agent just lost, so a follower that
+  still names it holds the call until the next leader is elected (failover in about the
+  time of an election, not of a backoff).
 - Register says the agent's stream schema and Registered the coordinator's
   (``common.schema``): a coordinator more than one schema away is left, with an error.
 - After every (re)connect, Register carries the FULL state; then StatusReports carry only
@@ -22,18 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from agent.stream.command_queue import CommandQueue
 from agent.stream.endpoint import AgentEndpoint, ChangeBatch
@@ -60,6 +60,9 @@ class StreamSettings:
     """Until the coordinator says otherwise in Registered."""
     heartbeat_interval: float = 10.0
 
+
+ROUND_STEP = 0.05
+"""Most seconds between two coordinators of one round (jitter, so agents spread)."""
 
 _OPERATOR_MUST_ACT = frozenset({
     grpc.StatusCode.FAILED_PRECONDITION,  # e.g. a coordinator too many releases away
@@ -88,6 +91,10 @@ class CoordinatorStream:
         self.target = settings.coordinators[0]
         self._next_index = 0
         self._preferred = ""
+        self._leader_target = ""
+        """The address believed to lead: the one registered with, or redirected to."""
+        self.unreachable_leader = ""
+        """The leader address last lost or not reached (sent in Register, see proto)."""
         self._report_interval = settings.report_interval
         self._heartbeat_interval = settings.heartbeat_interval
         self._sequence = 0
@@ -101,18 +108,31 @@ class CoordinatorStream:
 
     async def run(self) -> None:
         """Keep a session with the leader for ever (cancel to stop)."""
-        initial = self.settings.backoff_initial
-        backoff = wait_exponential(multiplier=initial, max=self.settings.backoff_max) + \
-            wait_random(0, initial)
-
-        def wait(state: RetryCallState) -> float:
-            failed = state.outcome.exception() if state.outcome else None
-            return 0.0 if isinstance(failed, Redirected) else float(backoff(state))
-
         while True:
-            retrying = AsyncRetrying(wait=wait, reraise=True,
+            retrying = AsyncRetrying(wait=self._wait_policy(), reraise=True,
                                      retry=retry_if_exception_type((Redirected, Disconnected)))
             await retrying(self._session)
+
+    def _wait_policy(self) -> Callable[[RetryCallState], float]:
+        """How long to wait before the next attempt: none after a redirect; a moment
+        before the next coordinator of a round; exponential backoff (with jitter) only
+        after a whole round of coordinators failed, counted in rounds, not attempts."""
+        initial, most = self.settings.backoff_initial, self.settings.backoff_max
+        count = len(self.settings.coordinators)
+        failures = 0
+
+        def wait(state: RetryCallState) -> float:
+            nonlocal failures
+            failed = state.outcome.exception() if state.outcome else None
+            if isinstance(failed, Redirected):
+                return 0.0
+            failures += 1
+            if failures % count:
+                return random.uniform(0.0, ROUND_STEP)
+            rounds = failures // count
+            return float(min(most, initial * 2 ** (rounds - 1)) + random.uniform(0.0, initial))
+
+        return wait
 
     @property
     def reports_sent(self) -> int:
@@ -125,6 +145,7 @@ class CoordinatorStream:
     def _pick_target(self) -> str:
         if self._preferred:
             target, self._preferred = self._preferred, ""
+            self._leader_target = target
             return target
         target = self.settings.coordinators[self._next_index % len(self.settings.coordinators)]
         self._next_index += 1
@@ -141,8 +162,10 @@ class CoordinatorStream:
                 await call.write(agent_pb2.AgentMessage(register=self._register()))
                 first = await call.read()
             except grpc.aio.AioRpcError as exc:
+                self._lost(self.target)
                 raise self._failed(exc) from None
             if first is grpc.aio.EOF:
+                self._lost(self.target)
                 raise Disconnected(f"{self.target} closed the stream")
             body = first.WhichOneof("body")
             if body == "not_leader":
@@ -151,10 +174,17 @@ class CoordinatorStream:
                 raise Disconnected(f"{self.target} answered {body} to Register")
             self._registered(first.registered)
             await self._converse(call)
+            self._lost(self.target)  # the leader's stream ended (a step-down redirects)
         finally:
             self.connected.clear()
             await channel.close(None)
         self._next_index -= 1  # reconnect to the same coordinator first
+
+    def _lost(self, target: str) -> None:
+        """``target`` did not answer or its stream broke: if it was the leader, say so in
+        the next Register, so a follower that still names it waits for the next leader."""
+        if target == self._leader_target:
+            self.unreachable_leader = target
 
     def _failed(self, exc: grpc.aio.AioRpcError) -> Disconnected:
         """The stream failed; a refusal only the operator can fix is logged as an error."""
@@ -176,6 +206,7 @@ class CoordinatorStream:
             log.error("leaving coordinator %s at %s: %s", pb.coordinator_id, self.target, exc)
             raise Disconnected(str(exc)) from None
         self.coordinator_id = pb.coordinator_id
+        self._leader_target, self.unreachable_leader = self.target, ""
         self._report_interval = duration_from_pb(pb.report_interval) or self._report_interval
         self._heartbeat_interval = (duration_from_pb(pb.heartbeat_interval)
                                     or self._heartbeat_interval)
@@ -255,7 +286,9 @@ class CoordinatorStream:
     def _register(self) -> agent_pb2.Register:
         registration = self.endpoint.registration()
         self._host_id = registration.host_id
-        return registration_to_pb(registration)
+        message = registration_to_pb(registration)
+        message.unreachable_leader = self.unreachable_leader
+        return message
 
     def _report(self, batch: ChangeBatch) -> agent_pb2.StatusReport:
         self._sequence += 1

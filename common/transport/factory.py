@@ -31,9 +31,14 @@ def create_server(
     options: Sequence[Option] = (),
     interceptors: Sequence[Any] = (),
     limits: ConnectionLimits | None = None,
+    max_receive_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Any:
     """A grpc.aio server with keepalive, connection-limit and message-size options; add
     ports with bound_server.
+
+    grpc refuses a message over ``max_receive_bytes`` from its length prefix, before it
+    reads it (RESOURCE_EXHAUSTED): the limit is the server's, for every method (grpc has
+    no per-method one on a server).
 
     ``interceptors`` are grpc.aio server interceptors (coordinator/api/authz_interceptor.py).
     """
@@ -43,7 +48,7 @@ def create_server(
         options=[
             *settings.server_options(),
             *(limits or ConnectionLimits()).server_options(),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_receive_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
             *options,

@@ -31,6 +31,7 @@ from coordinator.api.convert_admin import (
 )
 from coordinator.api.host_removal_rpcs import HostRemovalRpcs
 from coordinator.api.read_models import ClusterReads
+from coordinator.api.rebalance_rpcs import RebalanceRpcs
 from coordinator.api.rollout_proto import control_from_pb, deploy_from_pb, rollout_info
 from coordinator.api.rpc_errors import stream_boundary, unary_boundary
 from coordinator.api.scope import caller_reach, visible_edges
@@ -41,6 +42,7 @@ from coordinator.fleet.drains import HostDrains
 from coordinator.fleet.idle_units import IdleUnits
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.output_calls import OutputCalls
+from coordinator.fleet.rebalances import UnitRebalances
 from coordinator.fleet.sessions import Fleet
 from coordinator.registry import Registry
 from coordinator.rollouts.record import RolloutRecord
@@ -62,13 +64,15 @@ DEFAULT_EXEC_S, MAX_EXEC_S = 30.0, 300.0
 """An exec's timeout when unset, and the longest one (the agent's cap)."""
 SNAPSHOT_CHUNK = 1 << 20
 """Bytes of a snapshot per streamed message, far below grpc's message limit."""
-class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
+class AdminService(HostRemovalRpcs, RebalanceRpcs, admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
                  leadership: Leadership, clock: Clock, registry: Registry,
                  rollouts: RolloutService, cordons: HostCordons, units: UnitService,
                  drains: HostDrains, decommissions: HostDecommissions,
                  snapshots: ClusterSnapshots | None = None,
-                 outputs: OutputCalls | None = None, idle: IdleUnits | None = None) -> None:
+                 outputs: OutputCalls | None = None,
+                 rebalances: UnitRebalances | None = None,
+                 idle: IdleUnits | None = None) -> None:
         self.state = state
         self.idle = idle
         self.units = units
@@ -77,6 +81,7 @@ class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
         self.cordons = cordons
         self.drains = drains  # DrainHost, GetDrainStatus, DecommissionHost: HostRemovalRpcs
         self.decommissions = decommissions
+        self.rebalances = rebalances  # RebalanceUnits, GetRebalanceStatus: RebalanceRpcs
         self.fleet = fleet
         self.leadership = leadership
         self.clock = clock
@@ -249,14 +254,14 @@ class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
     @unary_boundary
     async def CordonHost(self, request: admin_pb2.CordonHostRequest, context: Context
                          ) -> admin_pb2.CordonHostResponse:
-        result = await self.cordons.cordon(_host_id(request.host_id), request.reason)
+        result = await self.cordons.cordon(_named(request.host_id, "host"), request.reason)
         return admin_pb2.CordonHostResponse(
             host=host_to_pb(self.reads.host(result.host.host_id)), changed=result.changed)
 
     @unary_boundary
     async def UncordonHost(self, request: admin_pb2.UncordonHostRequest, context: Context
                            ) -> admin_pb2.CordonHostResponse:
-        result = await self.cordons.uncordon(_host_id(request.host_id))
+        result = await self.cordons.uncordon(_named(request.host_id, "host"))
         return admin_pb2.CordonHostResponse(
             host=host_to_pb(self.reads.host(result.host.host_id)), changed=result.changed)
 
@@ -310,7 +315,7 @@ class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
     async def InstanceLogs(self, request: admin_pb2.InstanceLogsRequest, context: Context
                            ) -> AsyncIterator[admin_pb2.InstanceOutput]:
         since = duration_from_pb(request.since)
-        command = ReadLogs(_instance_id(request.instance_id), request.follow,
+        command = ReadLogs(_named(request.instance_id, "instance"), request.follow,
                            self.clock.now() - since if since > 0 else 0.0,
                            _count(request.tail, "tail"))
         async for item in self._output(command, 0.0 if request.follow else OUTPUT_SILENCE):
@@ -326,7 +331,7 @@ class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
         timeout = duration_from_pb(request.timeout)
         if not 0 <= timeout <= MAX_EXEC_S:
             raise InvalidArgument(f"timeout must be 0 to {MAX_EXEC_S:g}s", field="timeout")
-        command = ExecStream(_instance_id(request.instance_id), argv, timeout)
+        command = ExecStream(_named(request.instance_id, "instance"), argv, timeout)
         async for item in self._output(command, (timeout or DEFAULT_EXEC_S) + OUTPUT_SILENCE):
             yield item
 
@@ -357,19 +362,14 @@ def _require_unit(apartment: str, unit: str) -> None:
         raise InvalidArgument("apartment and unit are required", field="unit")
 
 
-def _instance_id(instance_id: str) -> str:
-    if not instance_id.strip():
-        raise InvalidArgument("name the instance (instance_id is empty)", field="instance_id")
-    return instance_id.strip()
+def _named(value: str, what: str) -> str:
+    """A required id field, stripped; ``what`` is the thing it names (``instance``)."""
+    if not value.strip():
+        raise InvalidArgument(f"name the {what} ({what}_id is empty)", field=f"{what}_id")
+    return value.strip()
 
 
 def _count(value: int, name: str) -> int:
     if value < 0:
         raise InvalidArgument(f"{name} must not be negative", field=name)
     return value
-
-
-def _host_id(host_id: str) -> str:
-    if not host_id.strip():
-        raise InvalidArgument("name the host (host_id is empty)", field="host_id")
-    return host_id.strip()

@@ -1,7 +1,10 @@
 """The AgentStream gRPC service: one long-lived Session per agent.
 
-The first message must be Register. A follower (or a coordinator with no leader known)
-answers NotLeader with the leader's address and ends the call, so the agent moves on. The
+The first message must be Register. A follower answers NotLeader with the leader's address
+and ends the call, so the agent moves on; while it knows no leader, or only the one the
+agent says it could not reach (``Register.unreachable_leader``: a dead leader whose lease
+has not run out), it holds the Register until a leader is elected, so agents reach a new
+leader as soon as it leads rather than after rounds of backoff. The
 leader registers the host, answers Registered, then reads reports in one task while this
 generator sends the host's commands; when the lead is lost, the session ends with NotLeader.
 With mutual TLS a stream registers only as the host its certificate names
@@ -39,6 +42,8 @@ __all__ = ["AgentStreamService"]
 log = logging.getLogger(__name__)
 
 REGISTER_TIMEOUT = 30.0
+HOLD_REGISTER = 15.0
+"""How long a follower holds a Register while it knows no leader the agent can reach."""
 ENCODED_CACHE = 4096
 
 
@@ -84,9 +89,6 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
 
     async def Session(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],
                       context: Any) -> AsyncIterator[agent_pb2.CoordinatorMessage]:
-        if not self.leadership.is_leader:
-            yield self._not_leader()
-            return
         try:
             async with asyncio.timeout(REGISTER_TIMEOUT):
                 first = await anext(aiter(request_iterator))
@@ -101,6 +103,11 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
             log.warning("registration refused: %s (peer %s)", impostor, context.peer())
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, impostor)
             return
+        if not self.leadership.is_leader:
+            await self.leadership.until_led(first.register.unreachable_leader, HOLD_REGISTER)
+            if not self.leadership.is_leader:
+                yield self._not_leader()
+                return
         try:
             registration = registration_from_pb(first.register)
             check_stream_peer(registration.schema, peer_role="agent", role="coordinator",
@@ -120,6 +127,14 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
             heartbeat_interval=duration_to_pb(settings.heartbeat_interval),
             schema=STREAM_SCHEMA,
         ))
+        try:
+            await self.sessions.announce(session)
+        except LandlordError as exc:  # NotLeader too: the agent finds the leader again
+            log.warning("session of host %s ended: %s", session.host_id, exc)
+            self.sessions.close(session)
+            if isinstance(exc, NotLeader):
+                yield self._not_leader()
+            return
         reader = asyncio.create_task(self._read(request_iterator, session),
                                      name=f"reports-{session.host_id}")
         try:

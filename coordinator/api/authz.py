@@ -117,6 +117,8 @@ ADMIN_RULES: dict[str, Rule] = {
     "DrainHost": Rule(Access.WRITE),
     "GetDrainStatus": Rule(Access.READ),
     "DecommissionHost": Rule(Access.WRITE),
+    "RebalanceUnits": Rule(Access.WRITE, _apartment),
+    "GetRebalanceStatus": Rule(Access.READ, _apartment),
     "StreamEvents": Rule(Access.READ, _apartment),
     "GetLeader": Rule(Access.READ),
     "SaveSnapshot": Rule(Access.WRITE),

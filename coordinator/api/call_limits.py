@@ -4,12 +4,20 @@ cannot make the coordinator slow or large for the others.
 - Calls and streams in progress per identity (the ``landlord://`` URI of the client
   certificate; without mutual TLS, per connection) are capped: one more answers
   RESOURCE_EXHAUSTED at once, naming the identity and the limit.
-- Publishes (requests of up to 32 MiB) are handled a few at a time, at most half of them
-  for one identity; the others wait for a turn, then answer RESOURCE_EXHAUSTED. (grpc core
-  still receives a waiting call's message into its own buffers, so this bounds the work
-  and the parsed copies, not the bytes received: bench/abuse.py measures it.) Once it has
-  its turn, a request must arrive within ``read_timeout`` (a client trickling it would
-  hold the turn), else DEADLINE_EXCEEDED.
+- Connections with calls in progress per identity (without a client certificate: per peer
+  address) are capped too: a call on one more connection answers RESOURCE_EXHAUSTED, so
+  one identity cannot hold every connection with its calls. (A connection without calls
+  is closed by the idle timeout, ``ConnectionLimits``.)
+- Publishes are handled a few at a time, at most half of them for one identity; a few
+  more of each identity wait for a turn, then answer RESOURCE_EXHAUSTED, and any beyond
+  those are refused at once. grpc core receives a waiting call's message into its own
+  buffers (the server's receive limit, 4 MiB, bounds each), so the waiting line bounds the
+  bytes held (per identity, so that one identity filling it does not refuse the others):
+  bench/publish_memory.py measures it. Once it has its turn, a request must arrive within
+  ``read_timeout`` (a client trickling it would hold the turn), else DEADLINE_EXCEEDED.
+
+Refusals are counted with the admin call metrics (method, status code) through
+``observe``, as the call metrics interceptor (inside this one) never sees them.
 - A unary call may run on the coordinator for ``unary_deadline`` seconds at most; then it
   answers DEADLINE_EXCEEDED (every wait below it has its own timeout too; this one bounds
   their sum).
@@ -33,16 +41,22 @@ from typing import Any
 import grpc
 
 from common.identity import SCHEME
+from coordinator.api.call_status import STOPPED_AT
 from coordinator.api.handler_shapes import awaited, items
+from coordinator.api.metrics_interceptor import ADMIN_PREFIX
+from coordinator.api.request_size import TooLarge, size_guard, too_large_text
 
 __all__ = ["LARGE_REQUEST_METHODS", "CallLimitSettings", "CallLimitsInterceptor",
-           "IdentitySlots", "Turns", "caller_key"]
+           "IdentityConnections", "IdentitySlots", "Turns", "caller_key", "connection_owner"]
 
 log = logging.getLogger(__name__)
 
 LARGE_REQUEST_METHODS = frozenset({"/landlord.v1.Admin/PublishVersion"})
-"""Methods whose requests may be large (up to the transport's 32 MiB): handled a few at a
-time."""
+"""Methods whose requests may be large (up to the server's 4 MiB receive limit): handled a
+few at a time."""
+Observe = Callable[[str, str, float], None]
+"""Where a refused admin call is counted: (method without the service, status name,
+seconds)."""
 REFUSAL_LOG_INTERVAL = 10.0
 """Seconds between two warnings about refused calls (a flood must not flood the log)."""
 
@@ -55,6 +69,11 @@ class CallLimitSettings:
     """Calls of ``LARGE_REQUEST_METHODS`` handled at once."""
     large_wait: float = 10.0
     """Seconds such a call waits for its turn."""
+    large_waiting: int = 8
+    """Calls of ``LARGE_REQUEST_METHODS`` one identity may have waiting for a turn beyond
+    its share; more are refused at once (grpc holds a waiting call's message)."""
+    connections_per_identity: int = 128
+    """Connections one identity may have calls in progress on (0: no cap)."""
     unary_deadline: float = 60.0
     """Seconds a unary call may run."""
     read_timeout: float = 10.0
@@ -91,6 +110,40 @@ class IdentitySlots:
         return len(self._held)
 
 
+class IdentityConnections:
+    """Connections (peers) with calls in progress per identity, at most ``cap`` each
+    (0: no cap); a connection holding no call is forgotten."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._calls: dict[str, dict[str, int]] = {}
+
+    def take(self, owner: str, peer: str) -> bool:
+        """One more call of ``owner`` on connection ``peer``; False when that would be one
+        connection more than ``cap``."""
+        calls = self._calls.setdefault(owner, {})
+        if peer not in calls and self.cap and len(calls) >= self.cap:
+            if not calls:
+                del self._calls[owner]
+            return False
+        calls[peer] = calls.get(peer, 0) + 1
+        return True
+
+    def give_back(self, owner: str, peer: str) -> None:
+        calls = self._calls.get(owner, {})
+        left = calls.get(peer, 0) - 1
+        if left > 0:
+            calls[peer] = left
+            return
+        calls.pop(peer, None)
+        if not calls:
+            self._calls.pop(owner, None)
+
+    def held(self, owner: str) -> int:
+        """Connections ``owner`` has calls in progress on."""
+        return len(self._calls.get(owner, {}))
+
+
 class Turns:
     """``total`` turns at once, at most ``share`` of them held by one key; the others wait
     in line (so one identity, trickling its requests, cannot hold every turn)."""
@@ -116,6 +169,10 @@ class Turns:
             else:
                 del self._mine[key]
 
+    def callers(self, key: str) -> int:
+        """Calls of ``key`` holding or waiting for a turn."""
+        return self._mine.get(key, (None, 0))[1]
+
     def __len__(self) -> int:
         """Keys holding or waiting for a turn."""
         return len(self._mine)
@@ -135,11 +192,21 @@ def caller_key(auth: Mapping[str, Sequence[bytes]], peer: str) -> str:
     return peer
 
 
+def connection_owner(auth: Mapping[str, Sequence[bytes]], peer: str) -> str:
+    """Whom a connection counts against: ``caller_key``'s certificate identity, else the
+    peer's address without its port (``ipv4:192.0.2.7``)."""
+    key = caller_key(auth, peer)
+    return key if key != peer else peer.rsplit(":", 1)[0]
+
+
 class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, settings: CallLimitSettings,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 observe: Observe | None = None) -> None:
         self.settings = settings
+        self.observe = observe
         self.slots = IdentitySlots(settings.per_identity)
+        self.connections = IdentityConnections(settings.connections_per_identity)
         self.turns = Turns(settings.large_in_flight, max(1, settings.large_in_flight // 2))
         self._monotonic = monotonic
         self._last_warning = -REFUSAL_LOG_INTERVAL
@@ -159,28 +226,31 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _limited(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         codec = {"request_deserializer": handler.request_deserializer,
                  "response_serializer": handler.response_serializer}
+        # a unary request is read here: one over its method's size is not parsed
+        guarded = {**codec,
+                   "request_deserializer": size_guard(handler.request_deserializer, method)}
         turn = self._turn
         if handler.unary_unary:
             inner_uu = handler.unary_unary
 
             async def unary_unary(requests: AsyncIterator[Any], context: Any) -> Any:
-                async with turn(context, method):
-                    request = await self._read(requests, context, method)
+                async with turn(context, method) as started:
+                    request = await self._read(requests, context, method, started)
                     return await self._within_deadline(context, method,
                                                        inner_uu(request, context))
 
-            return grpc.stream_unary_rpc_method_handler(unary_unary, **codec)
+            return grpc.stream_unary_rpc_method_handler(unary_unary, **guarded)
         if handler.unary_stream:
             inner_us = handler.unary_stream
 
             async def unary_stream(requests: AsyncIterator[Any], context: Any
                                    ) -> AsyncIterator[Any]:
-                async with turn(context, method):
-                    request = await self._read(requests, context, method)
+                async with turn(context, method) as started:
+                    request = await self._read(requests, context, method, started)
                     async for item in items(inner_us(request, context)):
                         yield item
 
-            return grpc.stream_stream_rpc_method_handler(unary_stream, **codec)
+            return grpc.stream_stream_rpc_method_handler(unary_stream, **guarded)
         if handler.stream_unary:
             inner_su = handler.stream_unary
 
@@ -200,68 +270,99 @@ class CallLimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
 
     @contextlib.asynccontextmanager
-    async def _turn(self, context: Any, method: str) -> AsyncIterator[None]:
-        """Hold one of the caller's slots (and a large-request turn) for the call."""
-        key = caller_key(context.auth_context(), context.peer())
-        if not self.slots.take(key):
-            await self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, (
-                f"{method} refused: {key} already has {self.slots.cap} calls or streams in "
-                "progress, the most one identity may have (max_calls_per_identity); let "
-                "some finish first"))
+    async def _turn(self, context: Any, method: str) -> AsyncIterator[float]:
+        """Hold one of the caller's slots, its connection's place among the identity's
+        (and a large-request turn) for the call."""
+        auth, peer = context.auth_context(), context.peer()
+        key, owner = caller_key(auth, peer), connection_owner(auth, peer)
+        started = self._monotonic()
+        if not self.connections.take(owner, peer):
+            await self._refuse(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"{method} refused: {owner} already has calls in progress on "
+                f"{self.connections.cap} connections, the most one identity may have "
+                "(max_connections_per_identity); use fewer connections"), started)
         try:
-            if method in LARGE_REQUEST_METHODS:
-                async with self._large_turn(context, method, key):
-                    yield
-            else:
-                yield
+            if not self.slots.take(key):
+                await self._refuse(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                    f"{method} refused: {key} already has {self.slots.cap} calls or streams "
+                    "in progress, the most one identity may have (max_calls_per_identity); "
+                    "let some finish first"), started)
+            try:
+                if method in LARGE_REQUEST_METHODS:
+                    async with self._large_turn(context, method, key, started):
+                        yield started
+                else:
+                    yield started
+            finally:
+                self.slots.give_back(key)
         finally:
-            self.slots.give_back(key)
+            self.connections.give_back(owner, peer)
 
     @contextlib.asynccontextmanager
-    async def _large_turn(self, context: Any, method: str, key: str) -> AsyncIterator[None]:
+    async def _large_turn(self, context: Any, method: str, key: str,
+                          started: float) -> AsyncIterator[None]:
+        if self.turns.callers(key) >= self.turns.share + self.settings.large_waiting:
+            await self._refuse(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"{method} refused: {key} already has {self.turns.callers(key)} such "
+                f"requests handled or waiting for a turn, the most one identity may have "
+                f"(max_publishes_waiting); try again shortly"), started)
         turn = self.turns.turn(key)
         try:
             async with asyncio.timeout(self.settings.large_wait):
                 await turn.__aenter__()
         except TimeoutError:
-            await self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, (
+            await self._refuse(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, (
                 f"{method} refused: {self.turns.total} such requests are being handled (one "
                 f"identity may have {self.turns.share} of them) and this one waited "
                 f"{self.settings.large_wait:g}s for its turn (max_publishes_in_flight); try "
-                "again shortly"))
+                "again shortly"), started)
         try:
             yield
         finally:
             await turn.__aexit__(None, None, None)
 
-    async def _read(self, requests: AsyncIterator[Any], context: Any, method: str) -> Any:
+    async def _read(self, requests: AsyncIterator[Any], context: Any, method: str,
+                    started: float) -> Any:
         """The one request of a unary-request call, which must arrive within the read
         timeout (a client trickling it would hold its turn)."""
         timeout = self.settings.read_timeout
         try:
             async with asyncio.timeout(timeout):
-                return await _only(requests, context)
+                request = await _only(requests, context)
         except TimeoutError:
-            await self._refuse(context, grpc.StatusCode.DEADLINE_EXCEEDED, (
+            await self._refuse(context, method, grpc.StatusCode.DEADLINE_EXCEEDED, (
                 f"{method} refused: its request did not arrive within {timeout:g}s "
-                "(request_read_timeout)"))
+                "(request_read_timeout)"), started)
+        if isinstance(request, TooLarge):
+            await self._refuse(context, method, grpc.StatusCode.INVALID_ARGUMENT,
+                               too_large_text(method, request), started)
+        return request
 
     async def _within_deadline(self, context: Any, method: str, call: Any) -> Any:
         deadline = self.settings.unary_deadline
+        stopped_at = STOPPED_AT.set(asyncio.get_running_loop().time() + deadline)
         try:
             async with asyncio.timeout(deadline) as scope:
                 return await awaited(call)
         except TimeoutError:
             if not scope.expired():
                 raise
-        await self._refuse(context, grpc.StatusCode.DEADLINE_EXCEEDED, (
+        finally:
+            STOPPED_AT.reset(stopped_at)
+        await self._refuse(context, "", grpc.StatusCode.DEADLINE_EXCEEDED, (
             f"{method} ran longer than {deadline:g}s on the coordinator (call_deadline) and "
             "was stopped; check what it changed before calling again"))
 
-    async def _refuse(self, context: Any, code: grpc.StatusCode, message: str) -> None:
-        """Abort the call (raises); warn about refusals at most every few seconds."""
+    async def _refuse(self, context: Any, method: str, code: grpc.StatusCode,
+                      message: str, started: float | None = None) -> None:
+        """Abort the call (raises); warn about refusals at most every few seconds. An admin
+        ``method`` is counted with the call metrics (empty: the call metrics interceptor
+        saw the call itself)."""
         self.refused += 1
         now = self._monotonic()
+        if self.observe is not None and method.startswith(ADMIN_PREFIX):
+            self.observe(method[len(ADMIN_PREFIX):], code.name,
+                         now - (now if started is None else started))
         if now - self._last_warning >= REFUSAL_LOG_INTERVAL:
             self._last_warning = now
             log.warning("%s (peer %s; %d call(s) refused by limits so far)", message,

@@ -16,8 +16,9 @@ from common.identity import IDENTITY_NAME_PATTERN, IDENTITY_NAME_RULE
 from common.proto_values import duration_from_pb, timestamp_to_pb
 from coordinator.api.rpc_errors import unary_boundary
 from coordinator.fleet.decommission import HostDecommissions
-from coordinator.fleet.drain_plan import DrainRecord, DrainView, MovePlan, left_on_host, moving_text
+from coordinator.fleet.drain_plan import DrainRecord, DrainView, MovePlan, left_on_host
 from coordinator.fleet.drains import HostDrains, drain_of
+from coordinator.fleet.instance_move import moving_text
 from coordinator.state.cluster_state import ClusterState
 
 __all__ = ["HostRemovalRpcs", "drain_status_to_pb"]

@@ -18,7 +18,7 @@ import grpc
 
 from common.gen.landlord.v1 import admin_pb2
 from coordinator.api.audit import OK
-from coordinator.api.call_status import call_status
+from coordinator.api.call_status import call_status, cancelled_code
 
 __all__ = ["ADMIN_PREFIX", "CallMetricsInterceptor", "CallObserver"]
 
@@ -66,7 +66,7 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 response = inner(request, context)
                 return await response if inspect.isawaitable(response) else response
             except asyncio.CancelledError:
-                code = _CANCELLED
+                code = cancelled_code()  # stopped at call_deadline: DEADLINE_EXCEEDED
                 raise
             except BaseException as exc:
                 code = call_status(context, exc)[0]

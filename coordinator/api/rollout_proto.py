@@ -89,7 +89,7 @@ def check_to_pb(check: CheckSpec) -> types_pb2.IntegrationCheck:
 
 def deploy_from_pb(req: admin_pb2.DeployRequest) -> DeployRequest:
     return DeployRequest(req.apartment, req.unit, req.version, settings_from_pb(req),
-                         req.building)
+                         req.building, keep_replicas=req.replicas == 0)
 
 
 def settings_from_pb(req: admin_pb2.DeployRequest) -> RolloutSettings:
@@ -105,7 +105,8 @@ def settings_from_pb(req: admin_pb2.DeployRequest) -> RolloutSettings:
         values["steps"] = tuple(canary.steps)
     for name, d in (("monitor_s", canary.monitor), ("step_delay_s", canary.step_delay),
                     ("inconclusive_deadline_s", canary.inconclusive_deadline),
-                    ("warmup_s", bg.warmup), ("cleanup_delay_s", bg.cleanup_delay)):
+                    ("warmup_s", bg.warmup), ("cleanup_delay_s", bg.cleanup_delay),
+                    ("gradual_step_delay_s", bg.gradual_step_delay)):
         if d.seconds or d.nanos:
             values[name] = duration_from_pb(d)
     if strategy is Strategy.CANARY and "cleanup_delay_s" not in values:
@@ -208,6 +209,7 @@ def rollout_info(status: RolloutStatus) -> types_pb2.RolloutInfo:
                          SwitchMode.CANARY: types_pb2.SWITCH_MODE_CANARY}[s.switch],
             warmup=duration_to_pb(s.warmup_s), cleanup_delay=duration_to_pb(s.cleanup_delay_s),
             gradual_steps=s.gradual_steps, manual_promotion=s.manual_promotion,
+            gradual_step_delay=duration_to_pb(s.gradual_step_delay_s),
             performance_requests=s.performance_requests,
             checks=[check_to_pb(c) for c in s.checks]))
         if s.max_latency_p95_ms is not None:

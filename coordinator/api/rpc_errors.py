@@ -58,8 +58,10 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> N
 
 
 def check_request_size(request: Any) -> None:
-    """Refuse a request message past ``MAX_ADMIN_REQUEST_BYTES`` with INVALID_ARGUMENT
-    (grpc refuses those past its own limit with RESOURCE_EXHAUSTED before this runs)."""
+    """Refuse a request message past ``MAX_ADMIN_REQUEST_BYTES`` with INVALID_ARGUMENT. The
+    coordinator's server has that receive limit, so over gRPC grpc refuses such a message
+    first (RESOURCE_EXHAUSTED, from its length prefix); this holds for a servicer called
+    another way."""
     size = request.ByteSize() if hasattr(request, "ByteSize") else 0
     if size > MAX_ADMIN_REQUEST_BYTES:
         raise InvalidArgument(f"the request holds {size} bytes; the admin API takes at most "

@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2_grpc
+from common.input_bounds import request_too_large
 from common.transport import COORDINATOR_ADDRESS, COORDINATOR_PORT, TlsSettings, create_channel
 
 __all__ = [
@@ -232,7 +233,8 @@ class AdminClient:
 def _failed(what: str, err: grpc.RpcError) -> CallFailed:
     code = err.code()
     name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-    return CallFailed(what, name, _one_line(err.details() or ""))
+    details = err.details() or ""
+    return CallFailed(what, name, request_too_large(details) or _one_line(details))
 
 
 def call_unary(settings: ClientSettings, method: str, request: Message, what: str) -> Any:

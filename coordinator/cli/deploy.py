@@ -33,7 +33,9 @@ def deploy(
     building: Annotated[
         str, _opt("Building (host pool); default: the unit's, or the only one.")
     ] = "",
-    replicas: Annotated[int, typer.Option(help="Instances of the new version.")] = 1,
+    replicas: Annotated[int | None, _opt(
+        "Instances of the new version; default: as many as the unit runs now (1 for a first "
+        "deploy).")] = None,
     strategy: Annotated[str, typer.Option(help=" | ".join(STRATEGIES))] = "blue-green",
     steps: Annotated[str | None, _opt("Traffic percentages, e.g. 5,25,50,100.", CANARY)] = None,
     monitor: Annotated[str | None, _opt("Observation time per step, e.g. 30s.", CANARY)] = None,
@@ -51,6 +53,9 @@ def deploy(
     warmup: Annotated[str | None, _opt("Warm-up before validation.", BLUE_GREEN)] = None,
     cleanup_delay: Annotated[str | None, _opt("Keep blue this long.", BLUE_GREEN)] = None,
     gradual_steps: Annotated[int | None, _opt("Steps of --switch gradual.", BLUE_GREEN)] = None,
+    gradual_step_delay: Annotated[
+        str | None, _opt("Pause between gradual steps, e.g. 10s.", BLUE_GREEN)
+    ] = None,
     performance_requests: Annotated[
         int | None, _opt("Requests of the performance check.", BLUE_GREEN)
     ] = None,
@@ -87,6 +92,7 @@ def deploy(
         warmup=warmup,
         cleanup_delay=cleanup_delay,
         gradual_steps=gradual_steps,
+        gradual_step_delay=gradual_step_delay,
         performance_requests=performance_requests,
         check_http=tuple(check_http or ()),
         check_command=tuple(check_command or ()),

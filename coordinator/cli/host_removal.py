@@ -11,25 +11,22 @@ named). ``--no-wait`` returns after the start. Commands are registered on ``host
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
 from common.gen.landlord.v1 import admin_pb2
-from coordinator.cli.client import AdminClient, CallFailed
-from coordinator.cli.context import OutputOption, emit, output_of, settings_of, unary
+from coordinator.cli.context import OutputOption, emit, output_of, unary
 from coordinator.cli.durations import duration_to_proto, parse_duration
 from coordinator.cli.exit_codes import ExitCode
 from coordinator.cli.fleet import hosts_app
 from coordinator.cli.output import OutputFormat, print_json_line, print_rich
+from coordinator.cli.status_follow import follow_status
 
 __all__ = ["decommission_host", "drain_host", "drain_lines", "drain_status"]
 
 HostArgument = Annotated[str, typer.Argument(help="The host id (as `hosts list` shows it).")]
-RIDE_OUT = 60.0
-"""Seconds the follow keeps asking while no coordinator answers (a leader change)."""
 
 
 def drain_lines(status: admin_pb2.DrainStatus) -> list[str]:
@@ -81,33 +78,10 @@ def drain_host(
 
 
 async def _follow(ctx: typer.Context, host: str, as_json: bool) -> admin_pb2.DrainStatus:
-    request = admin_pb2.GetDrainStatusRequest(host_id=host)
-    shown: list[str] = []
-    unanswered_since = 0.0
-    async with AdminClient(settings_of(ctx).client) as client:
-        while True:
-            try:
-                status: admin_pb2.DrainStatus = await client.unary(
-                    "GetDrainStatus", request, f"drain status {host}")
-                unanswered_since = 0.0
-            except CallFailed as err:
-                if err.code != "UNAVAILABLE":
-                    raise
-                unanswered_since = unanswered_since or time.monotonic()
-                if time.monotonic() - unanswered_since > RIDE_OUT:
-                    raise
-                await asyncio.sleep(1.0)
-                continue
-            lines = drain_lines(status)
-            if lines != shown:
-                shown = lines
-                if as_json:
-                    print_json_line(status)
-                else:
-                    print_rich(Text("\n".join(lines)))
-            if status.state != "draining":
-                return status
-            await asyncio.sleep(1.0)
+    status: admin_pb2.DrainStatus = await follow_status(
+        ctx, "GetDrainStatus", admin_pb2.GetDrainStatusRequest(host_id=host),
+        f"drain status {host}", drain_lines, lambda s: s.state == "draining", as_json)
+    return status
 
 
 @hosts_app.command("drain-status")

@@ -23,6 +23,7 @@ from coordinator.cli import (
     fleet,
     host_removal,  # noqa: F401  # registers hosts drain, drain-status, decommission
     instance_output,
+    rebalance,  # noqa: F401  # registers units rebalance, rebalance-status
     rollout,
     units,
 )

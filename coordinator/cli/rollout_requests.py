@@ -63,7 +63,8 @@ class DeployArgs:
     version: str
     building: str = ""
     """Empty: the unit's building, or the only building there is (the coordinator decides)."""
-    replicas: int = 1
+    replicas: int | None = None
+    """None: as many as the unit runs now (1 for a first deploy); the coordinator decides."""
     strategy: str = "blue-green"
     # canary steps (strategy canary, or blue-green with --switch canary)
     steps: str | None = None
@@ -80,6 +81,7 @@ class DeployArgs:
     warmup: str | None = None
     cleanup_delay: str | None = None
     gradual_steps: int | None = None
+    gradual_step_delay: str | None = None
     performance_requests: int | None = None
     check_http: tuple[str, ...] = ()
     check_command: tuple[str, ...] = ()
@@ -94,13 +96,14 @@ def build_deploy_request(args: DeployArgs) -> admin_pb2.DeployRequest:
         raise InvalidArgument(
             f"--building: {args.building!r} is not a building name", field="--building"
         )
-    check_count("--replicas", args.replicas, 1, MAX_REPLICAS)
+    if args.replicas is not None:
+        check_count("--replicas", args.replicas, 1, MAX_REPLICAS)
     request = admin_pb2.DeployRequest(
         apartment=ref.apartment,
         unit=ref.unit,
         version=parse_version(args.version, "version"),
         building=args.building,
-        replicas=args.replicas,
+        replicas=args.replicas or 0,
         strategy=strategy,
     )
     blue_green = strategy == types_pb2.STRATEGY_BLUE_GREEN
@@ -126,6 +129,7 @@ def _refuse_foreign_flags(args: DeployArgs, blue_green: bool) -> None:
         "--warmup": args.warmup,
         "--cleanup-delay": args.cleanup_delay,
         "--gradual-steps": args.gradual_steps,
+        "--gradual-step-delay": args.gradual_step_delay,
         "--performance-requests": args.performance_requests,
         "--check-http": args.check_http or None,
         "--check-command": args.check_command or None,
@@ -136,10 +140,10 @@ def _refuse_foreign_flags(args: DeployArgs, blue_green: bool) -> None:
             _choice(args.switch, SWITCH_MODES, "--switch")
         if args.switch != "canary":
             _refuse(canary_only, "needs --strategy canary or --switch canary")
-        if args.gradual_steps is not None and args.switch != "gradual":
-            raise InvalidArgument(
-                "--gradual-steps: needs --switch gradual", field="--gradual-steps"
-            )
+        for flag, value in (("--gradual-steps", args.gradual_steps),
+                            ("--gradual-step-delay", args.gradual_step_delay)):
+            if value is not None and args.switch != "gradual":
+                raise InvalidArgument(f"{flag}: needs --switch gradual", field=flag)
     else:
         _refuse(blue_green_only, "applies to --strategy blue-green only")
 
@@ -187,6 +191,7 @@ def _fill_blue_green(settings: types_pb2.BlueGreenSettings, args: DeployArgs) ->
         ("--warmup", args.warmup, settings.warmup),
         ("--cleanup-delay", args.cleanup_delay, settings.cleanup_delay),
         ("--max-p95", args.max_p95, settings.max_latency_p95),
+        ("--gradual-step-delay", args.gradual_step_delay, settings.gradual_step_delay),
     )
     if args.gradual_steps is not None:
         settings.gradual_steps = check_count("--gradual-steps", args.gradual_steps, 1,

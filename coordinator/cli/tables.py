@@ -142,6 +142,8 @@ def unit_view(response: admin_pb2.GetUnitResponse) -> RenderableType:
         ("building", unit.building or "-"),
     ):
         facts.add_row(key, value)
+    for version, why in sorted(unit.failing_versions.items()):
+        facts.add_row(f"failing {version}", why)
     if response.HasField("latest"):
         for key, value in _spec_rows(response.latest):
             facts.add_row(key, value)

@@ -18,7 +18,6 @@ from typing import Protocol
 from common.clock import Clock
 from common.errors import FailedPrecondition, InvalidArgument
 from common.identity import IDENTITY_NAME_PATTERN, IDENTITY_NAME_RULE
-from common.stream_commands import Command, SetRoute
 from common.stream_messages import (
     AgentReport,
     CommandResult,
@@ -30,7 +29,7 @@ from coordinator.fleet.decommission import refusal as decommissioned_refusal
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.reconcile import plan_register
 from coordinator.fleet.report_scope import DropKind, own_observations, scope_report
-from coordinator.fleet.sessions import Fleet, HostSession, command_id
+from coordinator.fleet.sessions import Fleet, HostSession
 from coordinator.fleet.status_writer import StatusWriter
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
@@ -49,7 +48,7 @@ class SessionCommands(Protocol):
 
     def stop_unwanted(self, host_id: str, instance_id: str, collect: bool = False) -> None: ...
 
-    def routes_for_building(self, building: str) -> list[SetRoute]: ...
+    def mark_building_routes_dirty(self, building: str) -> None: ...
 
     def mark_route_dirty(self, apartment: str, unit: str) -> None: ...
 
@@ -97,6 +96,8 @@ class AgentSessions:
         self._results = results
         self._outputs = outputs
         self._wakes = wakes
+        self._announcements: dict[HostSession, tuple[str, str]] = {}
+        """Sessions opened whose lease and event ``announce`` has still to write."""
         self.foreign_dropped: Counter[DropKind] = Counter()
         """Statuses, removals, events and windows dropped because they were about another
         host's instances (coordinator/fleet/report_scope.py), by kind."""
@@ -123,7 +124,6 @@ class AgentSessions:
         )
         if existing is None or not existing.value.same_registration(record):
             await self._hosts.register(record)
-        await self._hosts.ensure_lease(reg.host_id)
         session = HostSession(reg.host_id, reg.building, reg.address, mono)
         own, foreign = own_observations(reg.instances, reg.host_id, self._placed)
         if foreign:
@@ -140,19 +140,30 @@ class AgentSessions:
             log.info("host %s runs %s, which was collected: collecting it", reg.host_id, iid)
             self._commands.stop_unwanted(reg.host_id, iid, collect=True)
         await self._commands.start_instances(plan.start)
-        for route in self._commands.routes_for_building(reg.building):
-            session.send(Command(command_id(route), route))
+        # the building's routes go out at the next flush, one command per unit for every
+        # host that registered meanwhile (after a takeover: all of them), not one per host
+        self._commands.mark_building_routes_dirty(reg.building)
         for obs in reg.instances:
             self._commands.mark_route_dirty(obs.apartment, obs.unit)
         kind = "host.returned" if returned else "host.registered"
-        await self._events.emit(
-            kind, f"{reg.host_id} registered with {len(reg.instances)} instance(s)"
-            + (f"; stopping {len(plan.stop)} duplicate(s)" if plan.stop else ""),
-            host_id=reg.host_id, building=reg.building,
-        )
+        self._announcements[session] = (kind, (
+            f"{reg.host_id} registered with {len(reg.instances)} instance(s)"
+            + (f"; stopping {len(plan.stop)} duplicate(s)" if plan.stop else "")))
         return session, returned
 
+    async def announce(self, session: HostSession) -> None:
+        """After Registered is on its way: the host's liveness lease, and the event of its
+        registration. Kept off the answer, so a thousand hosts re-registering with a new
+        leader are not each held by two etcd round trips; a failure here (etcd gone, the
+        lead lost) raises, and the caller ends the session."""
+        kind, message = self._announcements.pop(session, ("", ""))
+        await self._hosts.ensure_lease(session.host_id)
+        if kind:
+            await self._events.emit(kind, message, host_id=session.host_id,
+                                    building=session.building)
+
     def close(self, session: HostSession) -> None:
+        self._announcements.pop(session, None)
         self._fleet.detach(session, self._clock.monotonic())
 
     # -- reports ---------------------------------------------------------------------------
@@ -166,7 +177,8 @@ class AgentSessions:
         self._note_requests(host_id, report.windows)
         scoped = scope_report(report, host_id, self._placed, fleet.observed_ids_on(host_id),
                               lambda: frozenset(r.unit_key
-                                                for r in self._state.instances_on(host_id)))
+                                                for r in self._state.instances_on(host_id)),
+                              lambda apartment, unit: self._routed(session, apartment, unit))
         if scoped.dropped:
             self._dropped(session, scoped.dropped, scoped.examples)
         report = scoped.report
@@ -226,6 +238,11 @@ class AgentSessions:
             if found is None or host is None or found.value.building != host.value.building:
                 continue  # not a unit this host serves: nothing to wake
             await self._wakes.wake(apartment, unit, f"request on {host_id}")
+
+    def _routed(self, session: HostSession, apartment: str, unit: str) -> bool:
+        """Whether the unit's route goes to the session's host (its building's)."""
+        route = self._state.routes.get((apartment, unit))
+        return route is not None and route.value.building == session.building
 
     def _placed(self, instance_id: str) -> InstanceRecord | None:
         found = self._state.instances.get(instance_id)

@@ -212,14 +212,11 @@ class CommandDispatch:
         hosts = [h.host_id for h in self._state.hosts_in(route.building)]
         return self._fleet.broadcast(hosts, command)
 
-    def routes_for_building(self, building: str) -> list[SetRoute]:
-        commands = []
-        for (apartment, unit), route in sorted(self._state.routes.items()):
+    def mark_building_routes_dirty(self, building: str) -> None:
+        """Every route of ``building`` goes out at the next flush (a host registered)."""
+        for key, route in self._state.routes.items():
             if route.value.building == building:
-                command = self.route_command(apartment, unit)
-                if command is not None:
-                    commands.append(command)
-        return commands
+                self._dirty_routes.add(key)
 
     def mark_route_dirty(self, apartment: str, unit: str) -> None:
         self._dirty_routes.add((apartment, unit))

@@ -2,15 +2,9 @@
 
 A drain (``landlord hosts drain HOST``) moves every instance off a cordoned host one at a
 time. Its progress is a ``DrainRecord`` in etcd (``{p}/drains/{host_id}``), so a new leader
-carries on where the last one stopped. One move goes through these phases, each committed
-before it is acted on (write intent first):
-
-``placing``   a replacement is being recorded on another host (it carries ``replaces`` = the
-              old instance, so a new leader finds it if the record never learned its id)
-``starting``  the replacement was placed and started; waiting for it to be healthy
-``routed``    healthy and sent in the unit's route to every host; waiting ``settle`` seconds
-              for the hosts to apply it
-``stopping``  the old instance is taken out of every route, then drained and stopped
+carries on where the last one stopped. One move is the shared mover's
+(coordinator/fleet/instance_move.py: placing, starting, routed, stopping, each committed
+before it is acted on).
 
 Instances of a unit in an active rollout are not moved while it runs (the rollout owns its
 instances); the drain moves the others first and waits. An instance that cannot be placed
@@ -32,12 +26,24 @@ from enum import StrEnum
 from typing import Any
 
 from common.errors import FailedPrecondition, InsufficientResources
+from coordinator.fleet.instance_move import (
+    NOTHING,
+    MoveAction,
+    MovePhase,
+    MoveView,
+    Moving,
+    moving_from_dict,
+    moving_to_dict,
+    phase_text,
+    step_move,
+    undo_target,
+)
 from coordinator.fleet.placement import HostRoom, PlacementRequest, place
 from coordinator.state.records import InstanceRecord
 
-__all__ = ["MOVED_KEPT", "DrainAction", "DrainPhase", "DrainRecord", "DrainState", "DrainView",
-           "Move", "MovePlan", "Moving", "left_on_host", "left_text", "moving_text",
-           "plan_drain", "plan_moves", "skip_move", "stop_drain"]
+__all__ = ["MOVED_KEPT", "DrainAction", "DrainRecord", "DrainState", "DrainView", "Move",
+           "MovePlan", "left_on_host", "left_text", "plan_drain", "plan_moves", "skip_move",
+           "stop_drain"]
 
 MOVED_KEPT = 50
 """Moves a drain record lists (the count goes on)."""
@@ -55,27 +61,6 @@ class DrainState(StrEnum):
     @property
     def active(self) -> bool:
         return self is DrainState.DRAINING
-
-
-class DrainPhase(StrEnum):
-    PLACING = "placing"
-    STARTING = "starting"
-    ROUTED = "routed"
-    STOPPING = "stopping"
-
-
-@dataclass(frozen=True)
-class Moving:
-    """The one move under way."""
-
-    old_id: str
-    unit: str
-    """``apartment/unit``."""
-    phase: DrainPhase
-    since: float
-    """Epoch seconds the phase began."""
-    new_id: str = ""
-    new_host: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,17 +88,12 @@ class DrainRecord:
             "skipped": dict(self.skipped), "message": self.message,
         }
         if self.moving is not None:
-            m = self.moving
-            raw["moving"] = {"old_id": m.old_id, "unit": m.unit, "phase": m.phase.value,
-                             "since": m.since, "new_id": m.new_id, "new_host": m.new_host}
+            raw["moving"] = moving_to_dict(self.moving)
         return raw
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> DrainRecord:
-        m = raw.get("moving")
-        moving = None if not m else Moving(
-            str(m["old_id"]), str(m.get("unit", "")), DrainPhase(m["phase"]),
-            float(m.get("since", 0.0)), str(m.get("new_id", "")), str(m.get("new_host", "")))
+        moving = moving_from_dict(raw.get("moving"))
         return cls(
             host_id=str(raw["host_id"]), state=DrainState(raw["state"]),
             started_at=float(raw.get("started_at", 0.0)),
@@ -144,18 +124,9 @@ class DrainView:
     """Instance id -> why it could not be started."""
 
 
-@dataclass(frozen=True)
-class DrainAction:
-    """What to do after the record is committed (at most one thing)."""
+DrainAction = MoveAction
+"""A drain acts with the shared mover's actions."""
 
-    kind: str
-    """``place`` (old), ``route`` (unit of the move), ``stop_old``, ``stop_new``, ``none``."""
-    instance: InstanceRecord | None = None
-    instance_id: str = ""
-    unit: str = ""
-
-
-NOTHING = DrainAction("none")
 
 
 def _unit(inst: InstanceRecord) -> str:
@@ -171,50 +142,21 @@ def plan_drain(record: DrainRecord, view: DrainView, now: float, *, settle: floa
     deadline = record.deadline_at > 0 and now >= record.deadline_at
     moving = record.moving
     if moving is not None:
-        old_there = moving.old_id in on_host
-        new_id = moving.new_id or (view.replacement[moving.old_id].instance_id
-                                   if moving.old_id in view.replacement else "")
-        if moving.phase is DrainPhase.STOPPING or not old_there:
-            if old_there:
-                return record, DrainAction("stop_old", instance_id=moving.old_id)
-            line = f"{moving.old_id} -> {new_id or '(gone)'} on {moving.new_host or '-'}"
-            record = replace(record, moving=None, moved_count=record.moved_count + 1,
-                             moved=(*record.moved, line)[-MOVED_KEPT:],
-                             message=f"moved {moving.unit} {line}")
-            return plan_drain(record, view, now, settle=settle, start_timeout=start_timeout)
-        if deadline:
+        step = step_move(moving, _move_view(view, moving, on_host), now, settle=settle,
+                         start_timeout=start_timeout, halt=deadline)
+        if step.interrupted:
             return stop_drain(record, view, now)
-        if not new_id:
-            if moving.phase is DrainPhase.PLACING:
-                return record, DrainAction("place", instance=on_host[moving.old_id])
-            return skip_move(record, moving.old_id, "its replacement is gone"), NOTHING
-        if moving.new_id != new_id:  # a new leader found the replacement by its marker
-            new_host = view.replacement[moving.old_id].host_id
-            moving = replace(moving, new_id=new_id, new_host=new_host,
-                             phase=DrainPhase.STARTING, since=now)
-            record = replace(record, moving=moving)
-        if new_id not in view.existing:
-            return skip_move(record, moving.old_id, f"its replacement {new_id} is gone"), \
-                NOTHING
-        if moving.phase in (DrainPhase.PLACING, DrainPhase.STARTING):
-            if new_id in view.healthy:
-                moving = replace(moving, phase=DrainPhase.ROUTED, since=now)
-                return (replace(record, moving=moving, message=(
-                    f"{moving.unit}: {new_id} on {moving.new_host} is healthy; routing it")),
-                    DrainAction("route", unit=moving.unit))
-            error = view.start_errors.get(new_id, "")
-            if error or now - moving.since >= start_timeout:
-                why = error or f"not healthy within {start_timeout:.0f}s"
-                return (skip_move(record, moving.old_id,
-                                 f"its replacement {new_id} on {moving.new_host} failed: {why}"),
-                        DrainAction("stop_new", instance_id=new_id))
-            return record, NOTHING
-        if moving.phase is DrainPhase.ROUTED and now - moving.since >= settle:
-            moving = replace(moving, phase=DrainPhase.STOPPING, since=now)
-            return (replace(record, moving=moving, message=(
-                f"{moving.unit}: draining and stopping {moving.old_id}")),
-                DrainAction("stop_old", instance_id=moving.old_id))
-        return record, NOTHING
+        if step.moved:
+            record = replace(record, moving=None, moved_count=record.moved_count + 1,
+                             moved=(*record.moved, step.moved)[-MOVED_KEPT:],
+                             message=f"moved {moving.unit} {step.moved}")
+            return plan_drain(record, view, now, settle=settle, start_timeout=start_timeout)
+        if step.skipped:
+            return skip_move(record, moving.old_id, step.skipped), step.action
+        if step.moving is not None and step.moving != moving:
+            record = replace(record, moving=step.moving,
+                             message=f"{step.moving.unit}: {phase_text(step.moving)}")
+        return record, step.action
     if not on_host:
         return replace(record, state=DrainState.DRAINED, finished_at=now, message=(
             f"{record.host_id} drained: {record.moved_count} instance(s) moved; "
@@ -228,7 +170,7 @@ def plan_drain(record: DrainRecord, view: DrainView, now: float, *, settle: floa
                   and (i.apartment, i.unit) not in view.in_rollout]
     if candidates:
         nxt = candidates[0]
-        moving = Moving(nxt.instance_id, _unit(nxt), DrainPhase.PLACING, now)
+        moving = Moving(nxt.instance_id, _unit(nxt), MovePhase.PLACING, now)
         return (replace(record, moving=moving,
                         message=f"{_unit(nxt)}: placing a replacement for {nxt.instance_id}"),
                 DrainAction("place", instance=nxt))
@@ -252,14 +194,14 @@ def stop_drain(record: DrainRecord, view: DrainView, now: float,
     """End the drain (``stopped``) without forcing anything: the move under way is undone
     (its replacement, if placed, is taken out of the routes and stopped) and the old
     instance keeps serving; a move already stopping its old instance is let finish."""
-    moving, new_id = record.moving, ""
-    if moving is not None and moving.phase is not DrainPhase.STOPPING:
-        new_id = moving.new_id or (view.replacement[moving.old_id].instance_id
-                                   if moving.old_id in view.replacement else "")
+    undo = ""
+    if record.moving is not None:
+        on_host = {i.instance_id: i for i in view.instances}
+        undo = undo_target(record.moving, _move_view(view, record.moving, on_host))
     stopped = replace(record, state=DrainState.STOPPED, finished_at=now, moving=None,
                       message=f"{why}; left on the host: " + left_text(record, view))
-    if new_id and new_id in view.existing:
-        return stopped, DrainAction("stop_new", instance_id=new_id)
+    if undo:
+        return stopped, DrainAction("stop_new", instance_id=undo)
     return stopped, NOTHING
 
 
@@ -280,12 +222,10 @@ def left_text(record: DrainRecord, view: DrainView) -> str:
                      for inst, why in left_on_host(record, view)) or "nothing"
 
 
-def moving_text(moving: Moving | None) -> str:
-    """One line for the move under way (empty when none)."""
-    if moving is None:
-        return ""
-    target = f" -> {moving.new_id} on {moving.new_host}" if moving.new_id else ""
-    return f"{moving.unit} {moving.old_id}{target} ({moving.phase.value})"
+def _move_view(view: DrainView, moving: Moving, on_host: Mapping[str, InstanceRecord]
+               ) -> MoveView:
+    return MoveView(on_host.get(moving.old_id), view.existing, view.replacement, view.healthy,
+                    view.start_errors)
 
 
 # -- the move plan -------------------------------------------------------------------------

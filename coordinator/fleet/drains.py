@@ -5,22 +5,17 @@ drain record with a ``host.drain_started`` event in one fenced transaction; aski
 while a drain runs returns it unchanged. Each leader round observes every active drain,
 asks ``plan_drain`` (coordinator/fleet/drain_plan.py) for the next record and action, commits
 the record (guarded by the revision read, with a ``host.drain_ended`` event when it ends),
-then acts with the same means healing and rollouts use: ``PlacementWriter.place`` (the
-placement rules, spread included; the old instance is kept and named by the new one),
-``CommandDispatch.start_instances`` and ``set_route``, and ``CommandDispatch.stop_instance``,
-which takes the old instance out of every host's route before it drains and stops it.
+then acts through the shared mover (coordinator/fleet/instance_mover.py: placement's rules,
+spread included; the old instance kept until its replacement serves).
 
 Uncordoning a host while it drains stops the drain (the operator wants it back).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from common.clock import Clock
 from common.errors import (
@@ -32,11 +27,9 @@ from common.errors import (
     Unavailable,
 )
 from common.event_types import EventType
-from common.stream_messages import ObservedInstance
 from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.drain_plan import (
     DrainAction,
-    DrainPhase,
     DrainRecord,
     DrainState,
     DrainView,
@@ -46,7 +39,8 @@ from coordinator.fleet.drain_plan import (
     skip_move,
     stop_drain,
 )
-from coordinator.fleet.placement import HostRoom
+from coordinator.fleet.instance_move import MovePhase
+from coordinator.fleet.instance_mover import InstanceMover
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
@@ -60,33 +54,6 @@ log = logging.getLogger(__name__)
 
 MAX_DEADLINE = 7 * 24 * 3600.0
 """Longest drain deadline accepted (a week)."""
-
-
-class DrainPlacement(Protocol):
-    """Recording replacements (coordinator/fleet/placement_writer.py)."""
-
-    port_range: tuple[int, int]
-
-    async def place(self, apartment: str, unit: str, version: str, slot: str, replicas: int,
-                    building: str, replaces: InstanceRecord | None = None, *,
-                    keep_replaced: bool = False) -> list[InstanceRecord]: ...
-
-    def rooms(self, building: str) -> list[HostRoom]: ...
-
-
-class DrainCommands(Protocol):
-    """Starting, routing and stopping (coordinator/fleet/dispatch.py)."""
-
-    async def start_instances(self, records: Sequence[InstanceRecord]) -> int: ...
-
-    async def set_route(self, apartment: str, unit: str) -> int: ...
-
-    async def stop_instance(self, instance_id: str, drain: bool = True,
-                            grace_s: float | None = None) -> None: ...
-
-
-class InstanceStates(Protocol):
-    def known_state(self, instance_id: str) -> ObservedInstance | None: ...
 
 
 def drain_of(state: ClusterState, host_id: str) -> DrainRecord | None:
@@ -106,17 +73,14 @@ class DrainStart:
 
 class HostDrains:
     def __init__(self, *, state: ClusterState, layout: KeyLayout, writes: FencedWrites,
-                 events: EventLog, cordons: HostCordons, placement: DrainPlacement,
-                 commands: DrainCommands, known: InstanceStates, clock: Clock,
+                 events: EventLog, cordons: HostCordons, mover: InstanceMover, clock: Clock,
                  settle: float = 2.0, start_timeout: float = 120.0) -> None:
         self._state = state
         self._layout = layout
         self._writes = writes
         self._events = events
         self._cordons = cordons
-        self._placement = placement
-        self._commands = commands
-        self._known = known
+        self._mover = mover
         self._clock = clock
         self.settle = settle
         """Seconds a healthy replacement is routed before the old instance is stopped (for
@@ -162,8 +126,8 @@ class HostDrains:
         host = self._state.hosts[host_id].value
         buildings = {k: v.value.building or host.building for k, v in self._state.units.items()}
         return plan_moves(host_id, self._state.instances_on(host_id),
-                          self._placement.rooms(host.building), buildings,
-                          self._state.lost_host_ids(), self._placement.port_range)
+                          self._mover.placement.rooms(host.building), buildings,
+                          self._state.lost_host_ids(), self._mover.placement.port_range)
 
     # -- the leader's round --------------------------------------------------------------
 
@@ -193,59 +157,35 @@ class HostDrains:
 
     def _observe(self, record: DrainRecord) -> DrainView:
         state = self._state
-        moving = record.moving
-        replacement: dict[str, InstanceRecord] = {}
-        healthy, errors = set(), {}
-        if moving is not None:
-            for inst in state.instances.values():
-                if inst.value.replaces == moving.old_id:
-                    replacement[moving.old_id] = inst.value
-            new_id = moving.new_id or (replacement[moving.old_id].instance_id
-                                       if replacement else "")
-            seen = self._known.known_state(new_id) if new_id else None
-            if seen is not None and seen.routable:
-                healthy.add(new_id)
-            errors = {e.instance_id: e.message or "no reason given"
-                      for e in state.events.values()
-                      if e.type == EventType.START_FAILED and e.instance_id == new_id}
+        move = self._mover.observe(record.moving)
         return DrainView(
             instances=state.instances_on(record.host_id),
             in_rollout=set(state.active_rollouts),
-            existing=state.instances.keys(),
-            replacement=replacement, healthy=healthy, start_errors=errors)
+            existing=move.existing, replacement=move.replacement, healthy=move.healthy,
+            start_errors=move.start_errors)
 
     async def _act(self, record: DrainRecord, action: DrainAction) -> None:
         if action.kind == "place" and action.instance is not None:
             await self._place(record, action.instance)
-        elif action.kind == "route":
-            apartment, unit = action.unit.split("/", 1)
-            await self._commands.set_route(apartment, unit)
-        elif action.kind in ("stop_old", "stop_new"):
-            with contextlib.suppress(NotFound):  # already gone: the next round sees it
-                await self._commands.stop_instance(action.instance_id, drain=True)
+        else:
+            await self._mover.act(action)
 
     async def _place(self, record: DrainRecord, old: InstanceRecord) -> None:
-        host = self._state.hosts[record.host_id].value
-        unit = self._state.units.get(old.unit_key)
-        building = unit.value.building if unit and unit.value.building else host.building
         try:
-            placed = await self._placement.place(old.apartment, old.unit, old.version,
-                                                 old.slot, 1, building, replaces=old,
-                                                 keep_replaced=True)
+            new = await self._mover.place(old)
         except (InsufficientResources, FailedPrecondition, NotFound) as exc:
             log.warning("drain of %s: cannot place %s (%s/%s) elsewhere: %s", record.host_id,
                         old.instance_id, old.apartment, old.unit, exc)
             await self._write(skip_move(record, old.instance_id,
                                         f"cannot be placed elsewhere: {exc}"))
             return
-        new = placed[0]
         assert record.moving is not None
         moving = replace(record.moving, new_id=new.instance_id, new_host=new.host_id,
-                         phase=DrainPhase.STARTING, since=self._clock.now())
+                         phase=MovePhase.STARTING, since=self._clock.now())
         await self._write(replace(record, moving=moving, message=(
             f"{moving.unit}: starting {new.instance_id} on {new.host_id} to replace "
             f"{old.instance_id}")))
-        await self._commands.start_instances(placed)
+        await self._mover.start(new)
 
     async def _write(self, record: DrainRecord, event: EventRecord | None = None) -> None:
         """Commit ``record`` over the one read (a drain that ends gets its event)."""
@@ -258,7 +198,7 @@ class HostDrains:
         if event is not None:
             txn.extend(self._events.staged([event]))
         await self._writes.commit(txn)
-        if record.moving is not None and record.moving.phase is DrainPhase.PLACING:
+        if record.moving is not None and record.moving.phase is MovePhase.PLACING:
             log.info("drain of %s: %s", record.host_id, record.message)
 
     def _ended(self, record: DrainRecord) -> EventRecord:

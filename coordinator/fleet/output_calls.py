@@ -53,10 +53,7 @@ class OutputCalls:
         if found is None:
             raise NotFound(f"instance {instance_id} does not exist", instance=instance_id)
         host_id = found.value.host_id
-        session = self._fleet.sessions.get(host_id)
-        if session is None:
-            raise Unavailable(f"host {host_id} of {instance_id} is not connected",
-                              host=host_id, instance=instance_id)
+        session = self._fleet.session_for(host_id, instance_id)
         command_id = f"out:{secrets.token_hex(8)}"
         awaited = _Awaited(host_id, asyncio.Queue(maxsize=QUEUED))
         self._awaited[command_id] = awaited

@@ -107,6 +107,9 @@ class PlacementWriter:
         replaces: InstanceRecord | None = None,
         extra: Callable[[], Txn] | None = None,
         keep_replaced: bool = False,
+        avoid_hosts: frozenset[str] = frozenset(),
+        after_escalation: str = "",
+        onto: str = "",
     ) -> list[InstanceRecord]:
         """Decide and record ``replicas`` new instances (not started). See the module doc.
 
@@ -115,6 +118,10 @@ class PlacementWriter:
         record only names it.
         ``extra``: more changes (unit, route, rollout records) committed together, built
         again for every attempt (from the cache as it is then; it may refuse by raising).
+        ``avoid_hosts``: hosts not to place on (besides lost ones); ``after_escalation``: why
+        the replaced instance is placed again (kept on the new record).
+        ``onto``: only this host is a candidate (a rebalance chose it); placement's rules
+        still decide whether it fits.
         """
         if replicas < 1:
             raise InvalidArgument(f"replicas must be >= 1, got {replicas}", replicas=replicas)
@@ -126,16 +133,18 @@ class PlacementWriter:
 
         async def attempt() -> list[InstanceRecord]:
             ids = tuple(f"{unit}-{slot}-{secrets.token_hex(4)}" for _ in range(replicas))
+            rooms = self.rooms(building)
             decided = place(
                 PlacementRequest(apartment, unit, slot, resources, ids, building,
-                                 self._state.lost_host_ids()),
-                self.rooms(building),
+                                 self._state.lost_host_ids() | avoid_hosts),
+                [r for r in rooms if r.host_id == onto] if onto else rooms,
                 self.port_range,
             )
             now = self._clock.now()
             records = [
                 InstanceRecord(p.instance_id, apartment, unit, version, slot, p.host_id, p.port,
-                               resources, now, replaces.instance_id if replaces else "")
+                               resources, now, replaces.instance_id if replaces else "",
+                               after_escalation)
                 for p in decided
             ]
             txn = self._recording(records)

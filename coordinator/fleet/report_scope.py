@@ -1,10 +1,14 @@
-"""What an agent may speak for: the instances placed on its own host.
+"""What an agent may speak for: the instances placed on its own host, and the traffic that
+entered through its own HAProxy.
 
-The session's host id decides (never a field of the message): a status, removal, event or
-metrics window about an instance the coordinator placed on another host is dropped, so one
-host cannot take another's instance out of its routes, write events in its name, or decide
-a canary with forged windows. Pure: the caller passes the placement it already holds
-(``ClusterState.instances``) and what this host was observed running; no etcd reads.
+The session's host id decides (never a field of the message): a status, removal or event
+about an instance the coordinator placed on another host is dropped, so one host cannot
+take another's instance out of its routes or write events in its name. Request windows are
+different: every host of a building routes to every instance of the building's units
+(coordinator/fleet/routes.py), so a host's windows count, per server, the requests that
+entered through its HAProxy, whichever host the instance runs on. Pure: the caller passes
+the placement it already holds (``ClusterState.instances``), what this host was observed
+running and which units it routes; no etcd reads.
 
 Rules, per kind (the ``DropKind`` values):
 - ``status``: an observed instance is kept unless it is placed on another host (an instance
@@ -16,7 +20,12 @@ Rules, per kind (the ``DropKind`` values):
   version, when given, are the instance's) or is placed nowhere and is observed here; one
   naming only a unit is kept if an instance of that unit is placed here; one naming
   neither is about the host itself and kept.
-- ``window``: kept only for an instance placed here, with the instance's unit and version.
+- ``window``: kept for an instance placed on any host, of a unit this host routes (the
+  unit's route is sent to every host of its building), with the instance's unit and
+  version, and attributed to this host: one claiming another host id is dropped (the
+  stream's converter already gives every window the session's host id). A window for an
+  instance placed nowhere, of another unit or version than the instance's, or of a unit
+  the host does not route is dropped: it could only be forged.
 """
 
 from __future__ import annotations
@@ -29,14 +38,17 @@ from common.event_types import COORDINATOR_ONLY, EventType
 from common.stream_messages import AgentReport, MetricsWindow, ObservedInstance, ReportedEvent
 from coordinator.state.records import InstanceRecord
 
-__all__ = ["AGENT_EVENT_TYPES", "DropKind", "Placement", "ScopedReport", "own_observations",
-           "scope_report"]
+__all__ = ["AGENT_EVENT_TYPES", "DropKind", "Placement", "Routes", "ScopedReport",
+           "own_observations", "scope_report"]
 
 AGENT_EVENT_TYPES = frozenset(t.value for t in EventType if t not in COORDINATOR_ONLY)
 """The event types an agent may report."""
 
 Placement = Callable[[str], InstanceRecord | None]
 """instance id -> where the coordinator placed it (None: placed nowhere)."""
+
+Routes = Callable[[str, str], bool]
+"""(apartment, unit) -> whether this host's data plane routes the unit."""
 
 
 class DropKind(StrEnum):
@@ -91,21 +103,26 @@ def _event_is_own(event: ReportedEvent, host_id: str, placed: Placement,
     return True
 
 
-def _window_is_own(window: MetricsWindow, host_id: str, placed: Placement) -> bool:
+def _window_is_own(window: MetricsWindow, host_id: str, placed: Placement,
+                   routes_here: Routes) -> bool:
+    """Traffic this host's HAProxy took, to a real instance of a unit it routes."""
     record = placed(window.instance_id)
-    return (record is not None and record.host_id == host_id
+    return (record is not None and window.host_id == host_id
             and (window.apartment, window.unit, window.version)
-            == (record.apartment, record.unit, record.version))
+            == (record.apartment, record.unit, record.version)
+            and routes_here(record.apartment, record.unit))
 
 
 def scope_report(report: AgentReport, host_id: str, placed: Placement,
                  observed_here: Collection[str],
-                 units_here: Callable[[], frozenset[tuple[str, str]]]) -> ScopedReport:
+                 units_here: Callable[[], frozenset[tuple[str, str]]],
+                 routes_here: Routes) -> ScopedReport:
     """``report`` without what ``host_id`` may not say (see the module's rules).
 
     ``observed_here``: instance ids this host was observed running before the report;
     ``units_here``: (apartment, unit) of the instances placed on it, asked only when an
-    event names a unit without an instance."""
+    event names a unit without an instance; ``routes_here``: whether the host routes a
+    unit, asked for windows."""
     dropped: dict[DropKind, int] = {}
     examples: dict[DropKind, str] = {}
 
@@ -137,7 +154,7 @@ def scope_report(report: AgentReport, host_id: str, placed: Placement,
             drop(DropKind.EVENT, event.instance_id or event.type)
     windows = []
     for window in report.windows:
-        if _window_is_own(window, host_id, placed):
+        if _window_is_own(window, host_id, placed, routes_here):
             windows.append(window)
         else:
             drop(DropKind.WINDOW, window.instance_id or f"{window.apartment}/{window.unit}")

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 from collections.abc import Iterable
 
+from common.errors import Unavailable
 from common.stream_commands import (
     COMMAND_KINDS,
     AgentCommand,
@@ -117,6 +118,15 @@ class Fleet:
         last = self.seen.get(session.host_id, HostSeen(now, False))
         self.seen[session.host_id] = HostSeen(last.last_seen, False, now)
         return True
+
+    def session_for(self, host_id: str, instance_id: str) -> HostSession:
+        """The stream of the host that runs ``instance_id``; Unavailable when it is not
+        connected (a call for one instance goes to its host's agent)."""
+        session = self.sessions.get(host_id)
+        if session is None:
+            raise Unavailable(f"host {host_id} of {instance_id} is not connected",
+                              host=host_id, instance=instance_id)
+        return session
 
     def heard_from(self, host_id: str, now: float) -> None:
         if host_id in self.sessions:

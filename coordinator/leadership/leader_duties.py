@@ -5,7 +5,8 @@ election), refuses a cluster whose records are of a newer schema, migrates older
 once (coordinator/state/schema_upgrade.py), then carries on from etcd: every known host
 that is not lost gets a heartbeat interval plus the grace period to reconnect before it can
 be lost, so a leader change never moves instances by itself. Then loops run until the lead
-is lost: liveness and healing, forgetting hosts lost for long, host drains, route sending
+is lost: liveness and healing, forgetting hosts lost for long, host drains, escalated
+instances (re-placed once), route sending
 (debounced), status writing (batched across reports), event trimming, idle units.
 """
 
@@ -48,7 +49,9 @@ class LeaderDuties:
                  rollouts: RolloutService | None = None,
                  schema: SchemaUpgrade | None = None,
                  forget_hosts: Round | None = None, forget_every: float = 1.0,
-                 drain_hosts: Round | None = None, collect_idle: Round | None = None,
+                 drain_hosts: Round | None = None,
+                 escalations: Round | None = None,
+                 rebalance_units: Round | None = None, collect_idle: Round | None = None,
                  idle_every: float = 30.0) -> None:
         self._view = view
         self._state = state
@@ -68,6 +71,11 @@ class LeaderDuties:
         self.forget_every = forget_every
         self.drain_hosts = drain_hosts
         """Steps every host drain (coordinator/fleet/drains.py), resumed from etcd."""
+        self.escalations = escalations
+        """Re-places escalated instances once (coordinator/fleet/escalations.py)."""
+        self.rebalance_units = rebalance_units
+        """Steps every unit rebalance and starts the automatic ones
+        (coordinator/fleet/rebalances.py)."""
         self.collect_idle = collect_idle
         """Collects idle units (coordinator/fleet/idle_units.py)."""
         self.idle_every = idle_every
@@ -105,6 +113,11 @@ class LeaderDuties:
                                                   "host forgetting"))
                 if self.drain_hosts is not None:
                     group.create_task(self._every(self.tick, self.drain_hosts, "host drains"))
+                if self.escalations is not None:
+                    group.create_task(self._every(self.tick, self.escalations, "escalations"))
+                if self.rebalance_units is not None:
+                    group.create_task(self._every(self.tick, self.rebalance_units,
+                                                  "unit rebalances"))
                 if self.collect_idle is not None:
                     group.create_task(self._every(self.idle_every, self.collect_idle,
                                                   "idle units"))

@@ -49,6 +49,9 @@ class DeployRequest:
     settings: RolloutSettings
     building: str = ""
     """Empty: the unit's building, else the only building there is."""
+    keep_replicas: bool = False
+    """The caller named no count: as many instances as the unit runs now (``settings``
+    keeps 1, right for a first deploy or a stopped unit)."""
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,11 @@ class EtcdRolloutRecords:
                 updated = replace(updated, stable_version=action.stable_version,
                                   replicas=record.settings.replicas
                                   if action.stable_version == record.to_version
-                                  else current.replicas)
+                                  else current.replicas,
+                                  # deployed again: the failing mark is the operator's to lift
+                                  failing_versions={
+                                      v: why for v, why in current.failing_versions.items()
+                                      if v != action.stable_version})
             if updated == current:
                 return
             updated = replace(updated, updated_at=self.clock.now())

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 from common.clock import Clock
 from common.dependencies import parse_dependency
@@ -106,6 +107,8 @@ class RolloutService:
         self.leadership.fence  # noqa: B018  # raises NotLeader on a follower
         unit = self.registry.unit(req.apartment, req.unit)
         settings = req.settings
+        if req.keep_replicas and unit.replicas > 0:
+            settings = replace(settings, replicas=unit.replicas)
         building = choose_building(req.building, unit,
                                    (h.value.building for h in self.state.hosts.values()))
         facts = self._facts(req.apartment, req.unit, building)

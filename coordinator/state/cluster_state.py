@@ -72,14 +72,18 @@ class ClusterState:
         self.routes: dict[UnitKey, Versioned[RouteRecord]] = {}
         self.rollouts: dict[UnitKey, dict[str, Versioned[bytes]]] = defaultdict(dict)
         self.active_rollouts: dict[UnitKey, Versioned[ActiveRolloutRecord]] = {}
+        """unit -> its active-rollout key (one active rollout per unit)."""
         self.drains: dict[str, Versioned[bytes]] = {}
         """host id -> its drain record (decoded by coordinator/fleet/drain_plan.py)."""
+        self.rebalances: dict[UnitKey, Versioned[bytes]] = {}
+        """unit -> its rebalance record (decoded by coordinator/fleet/rebalance_plan.py)."""
         self.decommissioned: dict[str, bytes] = {}
         """host id -> the mark a decommissioned host leaves (coordinator/fleet/decommission.py)."""
-        """unit -> its active-rollout key (one active rollout per unit)."""
         self.events: dict[str, EventRecord] = {}
         self._event_subscribers: set[asyncio.Queue[EventRecord]] = set()
         self._instance_watchers: list[Callable[[str, InstanceRecord | None], None]] = []
+        self.leader_watchers: list[Callable[[], None]] = []
+        """Called after the leader key changed (Leadership wakes the calls waiting on it)."""
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -146,6 +150,8 @@ class ClusterState:
 
         if kind == "leader":
             self.leader = None if deleted else versioned(LeaderRecord)()
+            for on_change in self.leader_watchers:
+                on_change()
         elif kind == "hosts" and len(parts) == 1:
             self._index_host(parts[0], None)
             _set(self.hosts, parts[0], deleted, versioned(HostRecord))
@@ -180,6 +186,9 @@ class ClusterState:
                  versioned(ActiveRolloutRecord))
         elif kind == "drains" and len(parts) == 1:
             _set(self.drains, parts[0], deleted, lambda: Versioned(value, rev, create))
+        elif kind == "rebalances" and len(parts) == 2:
+            _set(self.rebalances, (parts[0], parts[1]), deleted,
+                 lambda: Versioned(value, rev, create))
         elif kind == "decommissioned" and len(parts) == 1:
             _set(self.decommissioned, parts[0], deleted, lambda: value)
         elif kind == "events" and len(parts) == 1:

@@ -66,6 +66,11 @@ key                                            value, writer and when
                                                skipped. Written by the leader at each
                                                step; deleted when the host is
                                                decommissioned.
+{p}/rebalances/{apartment}/{unit}             RebalanceRecord of ``landlord units
+                                               rebalance`` or the automatic rebalance
+                                               (coordinator/fleet/rebalance_plan.py): the
+                                               move under way, what was moved. Written by
+                                               the leader at each step.
 {p}/decommissioned/{host_id}                   ``{"at", "building"}``: the host was
                                                decommissioned; its agent's registration
                                                is refused (a new host id brings the
@@ -144,6 +149,9 @@ class KeyLayout:
 
     def drain(self, host_id: str) -> str:
         return f"{self.prefix}/drains/{host_id}"
+
+    def rebalance(self, apartment: str, unit: str) -> str:
+        return f"{self.prefix}/rebalances/{apartment}/{unit}"
 
     def decommissioned(self, host_id: str) -> str:
         return f"{self.prefix}/decommissioned/{host_id}"

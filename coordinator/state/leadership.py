@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from coordinator.errors import NotLeader
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.records import LeaderRecord
@@ -15,12 +18,38 @@ class Leadership:
         self.me = me
         self._state = state
         self._fence: Fence | None = None
+        self._change = asyncio.Event()
+        state.leader_watchers.append(self._changed)
 
     def take(self, fence: Fence) -> None:
         self._fence = fence
+        self._changed()
 
     def release(self) -> None:
         self._fence = None
+        self._changed()
+
+    def _changed(self) -> None:
+        """Wake every call waiting for a leader (each waits on the event of its time)."""
+        self._change.set()
+        self._change = asyncio.Event()
+
+    async def until_led(self, unreachable: str, timeout: float) -> None:
+        """Until this coordinator leads or knows a leader other than ``unreachable`` (the
+        address an agent could not reach: a dead leader whose lease has not run out), or
+        ``timeout`` seconds passed. An agent's Register waits here instead of being sent
+        back and forth between followers and a dead leader."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.is_leader:
+            leader = self.leader
+            if leader is not None and leader.address != unreachable:
+                return
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._change.wait()
 
     @property
     def is_leader(self) -> bool:

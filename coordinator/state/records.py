@@ -203,6 +203,10 @@ class InstanceRecord:
     created_at: float
     replaces: str = ""
     """The instance this one was placed to replace (a lost host's), if any."""
+    after_escalation: str = ""
+    """Why it was placed: the instance it replaces escalated (its agent could not heal it).
+    Such a replacement is not re-placed again; if it escalates too, its version is marked
+    failing for the unit (coordinator/fleet/escalations.py)."""
     collected_at: float = 0.0
     """When idle collection scaled it to zero (0: not collected). A collected instance keeps
     its host, port and allocation (a wake is a start on the same host, where its state
@@ -247,6 +251,10 @@ class UnitRecord:
     building: str = ""
     replicas: int = 0
     updated_at: float = 0.0
+    failing_versions: Mapping[str, str] = field(default_factory=dict)
+    """version -> why it is marked failing for this unit: an instance of it escalated, was
+    re-placed on another host and escalated again; its instances are not re-placed again.
+    A deploy that makes the version stable again clears the mark."""
 
 
 @dataclass(frozen=True)

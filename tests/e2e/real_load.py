@@ -40,8 +40,8 @@ __all__ = [
     "list_hosts",
     "list_instances",
     "publish",
-    "real_cli",
     "real_cluster",
+    "real_cluster_cli",
     "seconds",
     "serving",
     "unit_containers",
@@ -85,19 +85,20 @@ def real_cluster(coordinators: int = 1, settings: dict[str, Any] | None = None,
 
 
 @contextlib.contextmanager
-def real_cli(settings: dict[str, Any], hosts: Mapping[str, str]) -> Iterator[Cli]:
-    """The `landlord` CLI on a real cluster of ``hosts`` (``real_cluster``), once every
-    host is alive."""
+def real_cluster_cli(settings: dict[str, Any], hosts: Mapping[str, str]
+                     ) -> Iterator[tuple[RealCluster, Cli]]:
+    """``real_cluster`` (one coordinator) and the installed `landlord` as its admin, once
+    every host is alive."""
     assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
     with real_cluster(settings=settings, hosts=hosts) as real:
         cli = Cli(real.coordinator.address, real.cli_env())
 
         def all_alive() -> bool:
-            listed = cli.json("hosts", "list")["hosts"]
-            return len([h for h in listed if h["status"] == "alive"]) == len(hosts)
+            found = cli.json("hosts", "list")["hosts"]
+            return len([h for h in found if h["status"] == "alive"]) == len(hosts)
 
         eventually(all_alive, timeout=60, interval=0.5, message="every host alive")
-        yield cli
+        yield real, cli
 
 
 def unit_spec(apartment: str, unit: str, version: str, service_port: int, *,

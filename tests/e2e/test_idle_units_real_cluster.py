@@ -23,7 +23,7 @@ from local_cluster.images import demo_image
 from local_cluster.load import http_get
 
 from tests.e2e.real_cluster import host_id
-from tests.e2e.real_load import free_ports, real_cli, serving, unit_containers
+from tests.e2e.real_load import free_ports, real_cluster_cli, serving, unit_containers
 from tests.e2e.test_cli_units import Cli
 from tests.support import eventually
 
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(scope="module")
 def cli() -> Iterator[Cli]:
-    with real_cli(SETTINGS, HOSTS) as cli:
+    with real_cluster_cli(SETTINGS, HOSTS) as (_, cli):
         yield cli
 
 

@@ -6,15 +6,21 @@ host entry point. e2e/webview 1.0.0 runs; a canary to 1.1.0 moves 20 % -> 50 % -
 and the page, opened on the coordinator's metrics address at /ui/, must show each host's
 measured share of 1.1.0 near 20 % and then near 50 % (in the values it exposes and in the
 line it draws), then the rollout promoted. A canary to 2.0.0 (20 % of its answers are
-errors) fails its first step and is rolled back: the page says so.
+errors) fails its first step and is rolled back: the page says so. On the same cluster,
+e2e/webview1 runs one replica per version (1.0.0 on one host, a canary to 1.1.0 on the
+other): the JSON the page reads (/api/v1/rollouts) must give each entry host a measured
+share within 5 points of the 30 % target, as its HAProxy splits requests over both hosts.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from local_cluster.processes import free_port_on_all
@@ -27,10 +33,18 @@ from tests.e2e.real_cluster import host_id
 from tests.e2e.real_load import Load, real_cluster, serving
 from tests.e2e.test_cli_rollouts import publish
 from tests.e2e.test_cli_units import LANDLORD, Cli
+from tests.e2e.test_rollout_live_view import (
+    canary_under_load,
+    one_version_per_host,
+    per_host,
+    shares,
+)
 from tests.support import eventually
 
 HOSTS = {host_id("wv1"): "127.0.0.71", host_id("wv2"): "127.0.0.72"}
 UNIT = "e2e/webview"
+SPLIT_UNIT = "e2e/webview1"
+"""One replica per version: the stable on one host, the canary on the other."""
 STEPS = (20, 50, 100)
 TOLERANCE = 10.0  # points of share; a fresh step's window holds a few seconds of requests
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -176,3 +190,21 @@ def test_the_chart_follows_each_step_and_shows_a_rollback(
     errors = [e["message"] for e in console
               if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]
     assert errors == [], errors
+
+
+def test_one_replica_per_host_the_json_gives_each_entry_host_the_target_share(
+        view: tuple[Cli, str, int]) -> None:
+    cli, url, _ = view
+    listing = url.replace("/ui/", "/api/v1/rollouts")
+    with canary_under_load(cli, SPLIT_UNIT, 1, HOSTS) as rollout_id:
+        print("placed:", one_version_per_host(cli, SPLIT_UNIT))
+
+        def shown() -> dict[str, Any]:
+            with urllib.request.urlopen(listing, timeout=10) as reply:
+                listed = json.loads(reply.read())["rollouts"]
+            [info] = [r for r in listed if r["rollout_id"] == rollout_id]
+            per_host(info, HOSTS)  # each host near 30 %, as the CLI's view asserts
+            return dict(info)
+
+        info = eventually(shown, timeout=60, interval=1.0, message="per-host figures on target")
+        print(SPLIT_UNIT, "per host:", shares(info))

@@ -26,6 +26,7 @@ from common.input_bounds import (
     QUOTE_PREFIX,
     check_path,
     quoted,
+    request_too_large,
 )
 from common.resources import Resources, parse_bytes
 from common.transport import COORDINATOR_PORT
@@ -264,3 +265,12 @@ def test_text_that_is_not_utf8_is_refused_without_quoting_it(field: str, lone: s
     with pytest.raises(InvalidArgument) as refused:
         spec(**changed)
     assert "not valid UTF-8" in str(refused.value) and lone not in str(refused.value)
+
+
+def test_grpc_size_refusal_said_in_words() -> None:
+    details = "Received message larger than max (30000005 vs. 4194304)"
+    assert request_too_large(details) == "request too large: 30000005 bytes, limit 4 MiB"
+    assert request_too_large("SERVER: " + details + " ") is not None
+    assert request_too_large("Received message larger than max (9 vs. 5)") == (
+        "request too large: 9 bytes, limit 5 bytes")
+    assert request_too_large("unit shop/web not found") is None

@@ -107,6 +107,10 @@ def test_deploy_table_rules() -> None:
     assert can_transition(DEPLOY_TRANSITIONS, d.ROLLING_OUT, d.ROLLING_BACK)
     assert can_transition(DEPLOY_TRANSITIONS, d.ROLLING_BACK, d.RUNNING)
     assert not can_transition(DEPLOY_TRANSITIONS, d.IDLE, d.ROLLING_OUT)
+    # a stable version marked failing (escalated, re-placed, escalated again): an operator's
+    # deploy or rollback takes the unit on
+    assert can_transition(DEPLOY_TRANSITIONS, d.RUNNING, d.FAILED)
+    assert can_transition(DEPLOY_TRANSITIONS, d.FAILED, d.DEPLOYING)
     assert not can_transition(DEPLOY_TRANSITIONS, d.ROLLING_OUT, d.DEPLOYING)
     with pytest.raises(InvalidTransition, match="from rolling_back to rolling_out"):
         check_transition(DEPLOY_TRANSITIONS, d.ROLLING_BACK, d.ROLLING_OUT)

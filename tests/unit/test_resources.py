@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.errors import Conflict, InsufficientResources, InvalidArgument
 from common.resources import (
+    _BITS,
+    _BYTES,
+    _CPU,
     HostLedger,
     Resources,
     format_bandwidth,
@@ -106,6 +111,19 @@ def test_bad_forms_name_the_field_and_the_accepted_forms(
     assert str(caught.value).startswith(f"{field}: ")
     assert hint in str(caught.value)
     assert caught.value.context["field"] == field
+
+
+@pytest.mark.parametrize(("pattern", "text"), [
+    (_CPU, "500m"), (_CPU, "2"), (_BYTES, "256Mi"), (_BYTES, "1G"), (_BITS, "10Mbit"),
+    (_BITS, "1gbit"),
+])
+def test_patterns_end_at_the_end_of_the_text(pattern: re.Pattern[str], text: str) -> None:
+    """The patterns end in \\Z, like the name patterns: ``$`` also matches before a
+    trailing newline. (The parsers strip surrounding whitespace first, on purpose: a value
+    from a file may end in one; what they parse is the number.)"""
+    assert pattern.match(text)
+    assert not pattern.match(text + "\n")
+    assert parse_cpu(" 500m\n") == 0.5 and parse_bytes("1Ki\n") == 1024
 
 
 def test_storage_errors_name_storage() -> None:

@@ -127,6 +127,14 @@ def test_a_report_crosses_the_wire_unchanged() -> None:
     assert report_from_pb(report_to_pb(report, "h1"), "h1") == report
 
 
+def test_a_window_belongs_to_the_stream_that_sent_it_whatever_it_claims() -> None:
+    claimed = MetricsWindow("shop", "web", "1.2.0", "i1", "h1", 10.0, 11.0, 5, 1)
+    pb = report_to_pb(AgentReport(1, 0.0, windows=(claimed,)), "h2")
+    assert pb.windows[0].host_id == "h1"
+    [got] = report_from_pb(pb, "h2").windows
+    assert got.host_id == "h2"  # the session's host: the one whose HAProxy took the requests
+
+
 @pytest.mark.parametrize("state", list(InstanceState))
 def test_every_instance_state_maps_by_name(state: InstanceState) -> None:
     value = state_to_pb(state)

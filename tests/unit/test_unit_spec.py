@@ -223,8 +223,9 @@ def test_the_checksum_covers_secret_names_not_values(secrets: dict[str, str],
     assert replace(base, secret_env=renamed).checksum() != with_secrets.checksum()
     stored = json.loads(json.dumps(with_secrets.to_dict()))
     assert UnitSpec.from_dict(stored) == with_secrets  # the stored form keeps the values
+    plain = canonical_json(base.content())  # a value may happen to be in it (e.g. a size)
     assert all(v not in canonical_json(with_secrets.content()) for v in secrets.values()
-               if len(v) > 8)
+               if len(v) > 8 and v not in plain)
 
 
 def test_redacted_secrets_keep_the_names_only() -> None:

@@ -1,7 +1,8 @@
 """Limits against abuse on a real coordinator over mutual TLS, with a private etcd
 (coordinator/api/call_limits.py, common/transport/settings.py ConnectionLimits): half-open
-connections are closed within the handshake timeout, an identity over its cap of calls gets
-RESOURCE_EXHAUSTED while another identity is served, and ListHosts stays fast meanwhile.
+connections are closed within the handshake timeout, an identity over its cap of calls or of
+connections gets RESOURCE_EXHAUSTED while another identity is served, ListHosts stays fast
+meanwhile, and the refusals are counted in the admin call metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = ["pki"]  # the module-scoped certificates fixture, shared
 
 HANDSHAKE_TIMEOUT = 1.0
 CAP = 3
+CONNECTIONS = 2
 LIST_HOSTS = admin_pb2.ListHostsRequest()
 
 
@@ -33,7 +35,8 @@ LIST_HOSTS = admin_pb2.ListHostsRequest()
 async def coordinator(etcd: EtcdProcess, prefix: str, pki: Pki) -> AsyncIterator[Coordinator]:
     config = mtls_config(etcd, prefix, pki)
     c = Coordinator(type(config)(**{**config.__dict__, "handshake_timeout": HANDSHAKE_TIMEOUT,
-                                    "max_calls_per_identity": CAP}))
+                                    "max_calls_per_identity": CAP,
+                                    "max_connections_per_identity": CONNECTIONS}))
     await c.start()
     try:
         await until(lambda: c.leadership.is_leader)
@@ -96,6 +99,7 @@ async def test_identity_over_its_cap_refused_while_another_is_served(
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "landlord://viewer/bob" in (caught.value.details() or "")
         assert "max_calls_per_identity" in (caught.value.details() or "")
+        assert refusals(coordinator, "ListHosts") == 1
 
         # another identity is served, and fast
         took = [await listed_in(address, pki.tls("viewer-eve")) for _ in range(5)]
@@ -104,6 +108,41 @@ async def test_identity_over_its_cap_refused_while_another_is_served(
         follows[0].cancel()
         await until(lambda: coordinator.limits.slots.held("landlord://viewer/bob") < CAP)
         await bob.ListHosts(LIST_HOSTS, timeout=5)
+
+
+def refusals(coordinator: Coordinator, method: str) -> float | None:
+    """RESOURCE_EXHAUSTED answers of ``method`` in the admin call metrics."""
+    return coordinator.metrics.registry.get_sample_value(
+        "landlord_admin_calls_total", {"method": method, "code": "RESOURCE_EXHAUSTED"})
+
+
+async def test_identity_over_its_connections_refused_and_counted(
+        coordinator: Coordinator, pki: Pki) -> None:
+    """One identity cannot take every connection: with calls in progress on CONNECTIONS
+    connections, a call on one more is refused at once; its own connections and other
+    identities are served."""
+    address = coordinator.config.listen
+    async with contextlib.AsyncExitStack() as stack:
+        own_connection = [("grpc.use_local_subchannel_pool", 1)]  # not shared by channels
+        stubs = [admin_pb2_grpc.AdminStub(await stack.enter_async_context(
+            create_channel(address, pki.tls("viewer-bob"), options=own_connection)))
+            for _ in range(CONNECTIONS + 1)]
+        for stub in stubs[:CONNECTIONS]:
+            follow = stub.StreamEvents(admin_pb2.StreamEventsRequest(follow=True))
+            stack.callback(follow.cancel)
+        await until(lambda: coordinator.limits.connections.held("landlord://viewer/bob")
+                    == CONNECTIONS)
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs[-1].ListHosts(LIST_HOSTS, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "landlord://viewer/bob" in (caught.value.details() or "")
+        assert "max_connections_per_identity" in (caught.value.details() or "")
+        assert refusals(coordinator, "ListHosts") == 1
+
+        await stubs[0].ListHosts(LIST_HOSTS, timeout=5)  # a connection it already uses
+        assert await listed_in(address, pki.tls("viewer-eve")) < 1.0
+        assert refusals(coordinator, "ListHosts") == 1
 
 
 async def test_plain_text_half_open_connections_closed(etcd: EtcdProcess, prefix: str) -> None:

@@ -9,8 +9,11 @@ from typing import Any
 import grpc
 from local_cluster.etcd import EtcdProcess
 
-from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc, types_pb2
+from common.resources import Resources
 from common.stream_commands import AgentCommand, StartInstance
+from common.stream_convert import registration_to_pb
+from common.stream_messages import Registration
 from coordinator.app import Coordinator
 from tests.e2e.simulated_agent import FakeRuntime
 from tests.integration.coordinator.agents import start_agent
@@ -231,3 +234,40 @@ async def test_concurrent_placements_never_overcommit_a_host(coordinator: Coordi
         assert len(coordinator.state.instances) == 1
     finally:
         await agent.stop()
+
+
+async def test_a_follower_holds_an_agent_that_lost_the_leader_until_the_next_one_leads(
+    coordinator: Coordinator, etcd: EtcdProcess, prefix: str
+) -> None:
+    """Register naming the leader the agent lost: the follower that still names it (its
+    lease has not run out) answers nothing until a leader is elected, then Registered when
+    it is that leader; without the name it points at the leader at once."""
+    follower = Coordinator(coordinator_config(etcd, prefix, name="c2"))
+    await follower.start()
+    old = coordinator.config.advertise
+    register = registration_to_pb(Registration(
+        "h1", "default", "127.0.0.2", Resources(cpu=1, memory=1 << 30), {}, ("cpu",), "test"))
+    try:
+        await async_eventually(check(lambda: follower.leadership.leader is not None
+                                     and follower.leadership.leader.address == old), timeout=10)
+        async with grpc.aio.insecure_channel(follower.config.listen) as channel:
+            stub = agent_pb2_grpc.AgentStreamStub(channel)
+            told = stub.Session()
+            await told.write(agent_pb2.AgentMessage(register=register))
+            answer = await asyncio.wait_for(told.read(), 5)
+            assert answer.not_leader.leader_address == old
+            told.cancel()
+
+            register.unreachable_leader = old
+            held = stub.Session()
+            await held.write(agent_pb2.AgentMessage(register=register))
+            first = asyncio.ensure_future(held.read())
+            await asyncio.sleep(0.5)
+            assert not first.done()  # held: the only leader it knows is the lost one
+            await coordinator.stop()  # resigns: the follower is elected
+            answer = await asyncio.wait_for(first, 10)
+            assert answer.WhichOneof("body") == "registered", answer
+            assert answer.registered.coordinator_id == "c2"
+            held.cancel()
+    finally:
+        await follower.stop()

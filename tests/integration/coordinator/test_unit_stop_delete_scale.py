@@ -129,15 +129,17 @@ async def test_scale_stop_and_delete(etcd: EtcdProcess, prefix: str, pki: Pki) -
             assert len(instances("db")) == 4 and unit("db").replicas == 4  # nothing written
 
             # scale down: instances stopped, capacity freed
-            down = await root.ScaleUnit(admin_pb2.ScaleUnitRequest(**ref("db"), replicas=1))
-            assert (down.changed, len(down.stopped), down.unit.instances) == (True, 3, 1)
-            await until(lambda: running("db", 1))
+            down = await root.ScaleUnit(admin_pb2.ScaleUnitRequest(**ref("db"), replicas=2))
+            assert (down.changed, len(down.stopped), down.unit.instances) == (True, 2, 2)
+            await until(lambda: running("db", 2))
             assert not set(down.stopped) & allocated()
 
-            # during a rollout all three are refused, naming it
+            # a deploy naming no count keeps the scaled one; during a rollout all three
+            # are refused, naming it
             rollout = (await root.Deploy(deploy(
-                "db", "1.1.0", 1, strategy=types_pb2.STRATEGY_CANARY,
+                "db", "1.1.0", 0, strategy=types_pb2.STRATEGY_CANARY,
                 canary=types_pb2.CanarySettings(steps=[50, 100])))).rollout
+            assert rollout.replicas == 2
             for call in (root.ScaleUnit(admin_pb2.ScaleUnitRequest(**ref("db"), replicas=2)),
                          root.StopUnit(admin_pb2.StopUnitRequest(**ref("db"))),
                          root.DeleteUnit(admin_pb2.DeleteUnitRequest(**ref("db")))):
@@ -147,7 +149,7 @@ async def test_scale_stop_and_delete(etcd: EtcdProcess, prefix: str, pki: Pki) -
             await root.ControlRollout(admin_pb2.ControlRolloutRequest(
                 **ref("db"), action=admin_pb2.ROLLOUT_CONTROL_ABORT))
             await until(lambda: c1.rollouts.records.active("shop", "db") is None
-                        and running("db", 1), timeout=20)
+                        and running("db", 2), timeout=20)
 
             # delete refused while running; stop (idempotent), versions kept
             error = await refused(root.DeleteUnit(admin_pb2.DeleteUnitRequest(**ref("db"))))
@@ -204,7 +206,7 @@ async def test_scale_stop_and_delete(etcd: EtcdProcess, prefix: str, pki: Pki) -
             return [e for e in c1.state.event_history() if e.type == type_]
 
         await until(lambda: len(history(EventType.UNIT_DELETED)) == 2)
-        assert [e.details["replicas"] for e in history(EventType.UNIT_SCALED)] == ["4", "1", "3"]
+        assert [e.details["replicas"] for e in history(EventType.UNIT_SCALED)] == ["4", "2", "3"]
         assert [e.unit for e in history(EventType.UNIT_STOPPED)] == ["db", "db", "web"]
         methods = [(e.details["method"], e.details["caller"], e.details["outcome"])
                    for e in history(EventType.AUDIT)

@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.agent_health import AgentHealth, HealthFacts, judge
+from agent.dataplane.model import DataPlaneSpec, ServerSpec, UnitSpec
 from agent.instances.events import AgentEvent, EventBus, EventType
 from agent.metrics import AgentMetrics, Increment, UsageRow, event_increments, instance_families
 
@@ -93,6 +94,9 @@ class Plane:
 
     def __init__(self, dropped: int | Exception) -> None:
         self.dropped = dropped
+        self.spec = DataPlaneSpec("127.0.0.2", {"shop.web": UnitSpec("shop.web", 9000, servers=(
+            ServerSpec("web-2", "127.0.0.3", 20001, "1.1.0", 30),
+            ServerSpec("web-1", "127.0.0.2", 20000, "1.0.0", 70)))})
 
     async def dropped_logs(self) -> int:
         if isinstance(self.dropped, Exception):
@@ -143,6 +147,12 @@ async def test_the_registry_counts_events_and_reads_stream_and_plane_at_scrape()
     assert found[key("landlord_agent_request_log_lines_total")] == 1234.0
     assert found[key("landlord_agent_haproxy_restarts_total")] == 1.0
     assert found[key("landlord_agent_request_log_dropped_lines_total")] == 7.0
+    # every server of the unit, this host's and the other host's, with its weight
+    assert {k: v for k, v in found.items() if k[0] == "landlord_agent_server_weight"} == {
+        key("landlord_agent_server_weight", unit="shop.web", version="1.0.0",
+            instance_id="web-1"): 70.0,
+        key("landlord_agent_server_weight", unit="shop.web", version="1.1.0",
+            instance_id="web-2"): 30.0}
     stream.connected.set()
     plane.dropped = ConnectionError("haproxy is gone")
     await metrics.refresh()

@@ -6,6 +6,7 @@ import io
 import json
 from dataclasses import replace
 
+import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 from rich.console import Console, RenderableType
@@ -16,7 +17,7 @@ from common.latency import LatencySketch
 from common.rollout_policy import SuccessCriteria
 from common.stream_messages import MetricsWindow
 from coordinator.api.rollout_proto import rollout_info
-from coordinator.cli.client import CallFailed
+from coordinator.cli.client import CallFailed, _failed
 from coordinator.cli.exit_codes import (
     ExitCode,
     error_line,
@@ -63,6 +64,7 @@ def test_json_uses_proto_names_prints_defaults_and_numbers() -> None:
                 "latest_version": "",
                 "instances": 0,
                 "building": "",
+                "failing_versions": {},
             }
         ]
     }
@@ -325,3 +327,19 @@ def test_error_exit_codes_and_lines() -> None:
     assert error_line(InvalidArgument("--cpu: 'x'  bad", field="--cpu")) == (
         "landlord: error: --cpu: 'x' bad"
     )
+
+
+class _RefusedBySize(grpc.RpcError):  # type: ignore[misc]
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def details(self) -> str:
+        return "SERVER: Received message larger than max (30000005 vs. 4194304)"
+
+
+def test_grpc_size_refusal_is_said_in_words() -> None:
+    failed = _failed("publish shop/web 1.0.0", _RefusedBySize())
+    assert failed.code == "RESOURCE_EXHAUSTED"
+    assert error_line(failed) == ("landlord: error: publish shop/web 1.0.0: RESOURCE_EXHAUSTED: "
+                                  "request too "
+                                  "large: 30000005 bytes, limit 4 MiB")

@@ -8,6 +8,7 @@ import pytest
 
 from common.errors import InvalidArgument, InvalidVersion
 from common.gen.landlord.v1 import admin_pb2, types_pb2
+from coordinator.api.rollout_proto import settings_from_pb
 from coordinator.cli.events import build_events_request
 from coordinator.cli.fleet import build_gc_request, build_list_instances_request
 from coordinator.cli.publish import (
@@ -194,6 +195,7 @@ def test_deploy_blue_green_request() -> None:
         building="edge",
         switch="gradual",
         gradual_steps=4,
+        gradual_step_delay="3s",
         warmup="5s",
         cleanup_delay="30s",
         max_p95="300ms",
@@ -207,6 +209,8 @@ def test_deploy_blue_green_request() -> None:
     assert request.strategy == types_pb2.STRATEGY_BLUE_GREEN
     assert settings.switch_mode == types_pb2.SWITCH_MODE_GRADUAL
     assert settings.gradual_steps == 4
+    assert settings.gradual_step_delay.seconds == 3
+    assert settings_from_pb(request).gradual_step_delay_s == 3.0
     assert settings.warmup.seconds == 5
     assert settings.cleanup_delay.seconds == 30
     assert settings.max_latency_p95.nanos == 300_000_000
@@ -231,7 +235,7 @@ def test_deploy_defaults_leave_settings_to_the_coordinator() -> None:
     request = build_deploy_request(DeployArgs(unit="shop/cart", version="1.0.0"))
     assert request.building == ""
     assert request.strategy == types_pb2.STRATEGY_BLUE_GREEN
-    assert request.replicas == 1
+    assert request.replicas == 0  # the unit's count, 1 for a first deploy
     assert not request.HasField("canary") and not request.HasField("criteria")
     assert request.blue_green.switch_mode == types_pb2.SWITCH_MODE_UNSPECIFIED
 
@@ -248,6 +252,7 @@ def test_deploy_defaults_leave_settings_to_the_coordinator() -> None:
         ({"monitor": "30s"}, "--monitor: needs --strategy canary"),
         ({"switch": "sideways"}, "--switch: 'sideways' is not one of immediate, gradual, canary"),
         ({"gradual_steps": 3}, "--gradual-steps: needs --switch gradual"),
+        ({"gradual_step_delay": "3s"}, "--gradual-step-delay: needs --switch gradual"),
         ({"switch": "gradual", "gradual_steps": 2**31 - 1}, "--gradual-steps must be a whole"),
         ({"performance_requests": 2**31 - 1}, "--performance-requests must be a whole"),
         ({"strategy": "canary", "switch": "gradual"}, "--switch: applies to --strategy blue-green"),

@@ -18,10 +18,13 @@ from coordinator.api.call_limits import (
     LARGE_REQUEST_METHODS,
     CallLimitSettings,
     CallLimitsInterceptor,
+    IdentityConnections,
     IdentitySlots,
     Turns,
     caller_key,
+    connection_owner,
 )
+from coordinator.api.metrics_interceptor import CallMetricsInterceptor
 
 PUBLISH = next(iter(LARGE_REQUEST_METHODS))
 LIST_HOSTS = "/landlord.v1.Admin/ListHosts"
@@ -51,6 +54,37 @@ def test_caller_key_is_the_landlord_uri_then_the_certificate_then_the_connection
     assert caller_key({}, "ipv4:127.0.0.1:5000") == "ipv4:127.0.0.1:5000"
 
 
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from("ab"), st.sampled_from("pqrs")),
+                max_size=80), st.integers(0, 3))
+def test_connections_per_owner_never_exceed_the_cap(ops: list[tuple[bool, str, str]],
+                                                    cap: int) -> None:
+    """A call on a connection the owner already uses is always let in; one on a new
+    connection only while the owner uses fewer than ``cap`` (0: no cap)."""
+    table = IdentityConnections(cap)
+    model: dict[str, dict[str, int]] = {"a": {}, "b": {}}
+    for take, owner, peer in ops:
+        calls = model[owner]
+        if take:
+            allowed = peer in calls or not cap or len(calls) < cap
+            assert table.take(owner, peer) == allowed
+            if allowed:
+                calls[peer] = calls.get(peer, 0) + 1
+        elif calls.get(peer):
+            table.give_back(owner, peer)
+            calls[peer] -= 1
+            if not calls[peer]:
+                del calls[peer]
+        assert table.held(owner) == len(calls)
+        assert not cap or len(calls) <= cap
+
+
+def test_a_connection_counts_against_its_identity_else_its_peer_address() -> None:
+    san = {"x509_subject_alternative_name": [b"landlord://host/h1"]}
+    assert connection_owner(san, "ipv4:192.0.2.7:5000") == "landlord://host/h1"
+    assert connection_owner({}, "ipv4:192.0.2.7:5000") == "ipv4:192.0.2.7"
+    assert connection_owner({}, "ipv6:[::1]:5000") == "ipv6:[::1]"
+
+
 def test_connection_limits_become_grpc_options() -> None:
     options = dict(ConnectionLimits(handshake_timeout_ms=1500, idle_timeout_ms=0,
                                     max_connections=10).server_options())
@@ -64,15 +98,16 @@ class Aborted(Exception):
 
 
 class Context:
-    def __init__(self, who: str) -> None:
+    def __init__(self, who: str, peer: str = "ipv4:127.0.0.1:1") -> None:
         self.who = who
+        self._peer = peer
         self.status: tuple[grpc.StatusCode, str] | None = None
 
     def auth_context(self) -> dict[str, list[bytes]]:
-        return {"x509_subject_alternative_name": [self.who.encode()]}
+        return {"x509_subject_alternative_name": [self.who.encode()]} if self.who else {}
 
     def peer(self) -> str:
-        return "ipv4:127.0.0.1:1"
+        return self._peer
 
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         self.status = (code, details)
@@ -202,3 +237,105 @@ async def test_a_trickled_request_loses_its_turn_after_the_read_timeout() -> Non
     assert context.status is not None and context.status[0] == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "request_read_timeout" in context.status[1]
     assert len(interceptor.slots) == 0 and len(interceptor.turns) == 0
+
+
+async def test_one_identity_over_its_connections_is_refused_and_counted() -> None:
+    counted: list[tuple[str, str]] = []
+    interceptor = CallLimitsInterceptor(CallLimitSettings(connections_per_identity=2),
+                                        observe=lambda m, c, s: counted.append((m, c)))
+    release = asyncio.Event()
+
+    async def slow(request: str, context: Any) -> str:
+        await release.wait()
+        return request
+
+    behavior = await limited(interceptor, LIST_HOSTS, slow)
+    held = [asyncio.create_task(behavior(one("x"), Context("landlord://viewer/bob",
+                                                           f"ipv4:192.0.2.1:{port}")))
+            for port in (1, 2, 2)]  # two connections, three calls
+    await asyncio.sleep(0)
+    third = Context("landlord://viewer/bob", "ipv4:192.0.2.1:3")
+    with pytest.raises(Aborted):
+        await behavior(one("y"), third)
+    assert third.status is not None and third.status[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_connections_per_identity" in third.status[1]
+    assert counted == [("ListHosts", "RESOURCE_EXHAUSTED")]
+    # anonymous callers count by peer address: another address is served
+    other = asyncio.create_task(behavior(one("z"), Context("", "ipv4:192.0.2.2:9")))
+    release.set()
+    assert await other == "z"
+    assert await asyncio.gather(*held) == ["x", "x", "x"]
+    assert interceptor.connections.held("landlord://viewer/bob") == 0
+
+
+async def test_publishes_beyond_the_waiting_line_are_refused_at_once() -> None:
+    counted: list[tuple[str, str]] = []
+    interceptor = CallLimitsInterceptor(
+        CallLimitSettings(large_in_flight=1, large_waiting=1, large_wait=5.0),
+        observe=lambda m, c, s: counted.append((m, c)))
+    release = asyncio.Event()
+
+    async def publish(request: str, context: Any) -> str:
+        await release.wait()
+        return request
+
+    behavior = await limited(interceptor, PUBLISH, publish)
+    first = asyncio.create_task(behavior(one("1"), Context("landlord://admin/a")))
+    await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(behavior(one("2"), Context("landlord://admin/a")))
+    await asyncio.sleep(0.01)
+    third = Context("landlord://admin/a")
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Aborted):
+        await behavior(one("3"), third)
+    assert asyncio.get_running_loop().time() - started < 1.0  # not after publish_wait
+    assert third.status is not None and "max_publishes_waiting" in third.status[1]
+    assert counted == [("PublishVersion", "RESOURCE_EXHAUSTED")]
+    # another identity still has its own place in line
+    other = asyncio.create_task(behavior(one("4"), Context("landlord://admin/b")))
+    release.set()
+    assert [await first, await waiting, await other] == ["1", "2", "4"]
+    assert interceptor.turns.callers("landlord://admin/a") == 0
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def observe_call(self, method: str, code: str, seconds: float) -> None:
+        self.seen.append((method, code))
+
+
+async def test_a_call_stopped_at_its_deadline_is_counted_deadline_exceeded() -> None:
+    """The call metrics (inside the limits) see the stopped call cancelled; they count it
+    as what the client is answered, once. A call cancelled otherwise stays CANCELLED."""
+    calls = Calls()
+    limits = CallLimitsInterceptor(CallLimitSettings(unary_deadline=0.05),
+                                   observe=calls.observe_call)
+    metrics = CallMetricsInterceptor(calls)
+
+    async def stuck(request: str, context: Any) -> str:
+        await asyncio.Event().wait()
+        return request
+
+    async def counted(details: Any) -> Any:
+        return await metrics.intercept_service(
+            lambda _: awaited(grpc.unary_unary_rpc_method_handler(stuck)), details)
+
+    handler = await limits.intercept_service(counted, Details(LIST_HOSTS))
+    assert handler is not None
+    with pytest.raises(Aborted):
+        await handler.stream_unary(one("x"), Context("landlord://admin/a"))
+    assert calls.seen == [("ListHosts", "DEADLINE_EXCEEDED")]
+
+    calls.seen.clear()
+    task = asyncio.create_task(handler.stream_unary(one("y"), Context("landlord://admin/b")))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls.seen == [("ListHosts", "CANCELLED")]
+
+
+async def awaited(value: Any) -> Any:
+    return value

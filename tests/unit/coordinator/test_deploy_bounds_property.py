@@ -17,7 +17,8 @@ from common.input_bounds import (
     MAX_REPLICAS,
     MAX_ROLLOUT_SECONDS,
 )
-from coordinator.api.rollout_proto import check_to_pb, settings_from_pb
+from coordinator.api.rollout_proto import check_to_pb, deploy_from_pb, settings_from_pb
+from coordinator.cli.rollout_requests import DeployArgs, build_deploy_request
 from coordinator.rollouts.settings import RolloutSettings
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
@@ -74,3 +75,13 @@ def test_any_deploy_request_is_bounded_settings_or_invalid_argument(
     assert len(made.traffic_steps()) <= 100
     for check in made.checks:
         assert check_to_pb(check).http.path == check.path
+
+
+def test_a_deploy_naming_no_count_asks_to_keep_the_units_count() -> None:
+    unnamed = build_deploy_request(DeployArgs(unit="shop/web", version="1.1.0"))
+    assert unnamed.replicas == 0
+    kept = deploy_from_pb(unnamed)
+    assert kept.keep_replicas and kept.settings.replicas == 1  # 1 for a first deploy
+    named = deploy_from_pb(build_deploy_request(DeployArgs(unit="shop/web", version="1.1.0",
+                                                           replicas=3)))
+    assert not named.keep_replicas and named.settings.replicas == 3

@@ -23,11 +23,9 @@ from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.decommission import HostDecommissions, refusal
 from coordinator.fleet.dispatch import CommandDispatch
 from coordinator.fleet.drain_plan import (
-    DrainPhase,
     DrainRecord,
     DrainState,
     DrainView,
-    Moving,
     plan_drain,
     plan_moves,
     skip_move,
@@ -35,6 +33,8 @@ from coordinator.fleet.drain_plan import (
 )
 from coordinator.fleet.drains import HostDrains, drain_of
 from coordinator.fleet.host_records import HostRecords
+from coordinator.fleet.instance_move import MovePhase, Moving
+from coordinator.fleet.instance_mover import InstanceMover
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.placement import HostRoom
 from coordinator.fleet.placement_writer import PlacementWriter
@@ -109,10 +109,10 @@ def test_one_move_goes_place_start_route_settle_stop_then_drained() -> None:
     old = inst("w1")
     record, action = plan_drain(drain(), DrainView([old]), NOW)
     assert action.kind == "place" and action.instance == old
-    assert record.moving is not None and record.moving.phase is DrainPhase.PLACING
+    assert record.moving is not None and record.moving.phase is MovePhase.PLACING
     new = inst("w9", host="h2")
     record = replace(record, moving=replace(record.moving, new_id="w9", new_host="h2",
-                                            phase=DrainPhase.STARTING))
+                                            phase=MovePhase.STARTING))
     view = DrainView([old], existing={"w1", "w9"})
     assert plan_drain(record, view, NOW + 1)[1].kind == "none"  # not healthy yet
     record, action = plan_drain(record, replace(view, healthy={"w9"}), NOW + 2)
@@ -127,19 +127,19 @@ def test_one_move_goes_place_start_route_settle_stop_then_drained() -> None:
 
 def test_a_new_leader_finds_the_replacement_by_its_marker() -> None:
     old = inst("w1")
-    record = drain(moving=Moving("w1", "shop/web", DrainPhase.PLACING, NOW))
+    record = drain(moving=Moving("w1", "shop/web", MovePhase.PLACING, NOW))
     placed = replace(inst("w9", host="h2"), replaces="w1")
     record, action = plan_drain(record, DrainView([old], existing={"w1", "w9"},
                                                   replacement={"w1": placed}), NOW + 1)
     assert record.moving is not None and record.moving.new_id == "w9"
     assert record.moving.new_host == "h2" and action.kind == "none"
     # without a replacement recorded, it places (again)
-    again = drain(moving=Moving("w1", "shop/web", DrainPhase.PLACING, NOW))
+    again = drain(moving=Moving("w1", "shop/web", MovePhase.PLACING, NOW))
     assert plan_drain(again, DrainView([old]), NOW)[1].kind == "place"
 
 
 def test_a_replacement_that_fails_is_stopped_and_the_instance_skipped_with_why() -> None:
-    record = drain(moving=Moving("w1", "shop/web", DrainPhase.STARTING, NOW, "w9", "h2"))
+    record = drain(moving=Moving("w1", "shop/web", MovePhase.STARTING, NOW, "w9", "h2"))
     view = DrainView([inst("w1")], existing={"w1", "w9"}, start_errors={"w9": "pull failed"})
     record, action = plan_drain(record, view, NOW + 1)
     assert (action.kind, action.instance_id) == ("stop_new", "w9")
@@ -162,7 +162,7 @@ def test_units_in_a_rollout_wait_while_the_others_move() -> None:
 
 def test_the_deadline_stops_without_forcing_and_names_what_is_left() -> None:
     record = drain(deadline_at=NOW + 10,
-                   moving=Moving("w1", "shop/web", DrainPhase.ROUTED, NOW, "w9", "h2"))
+                   moving=Moving("w1", "shop/web", MovePhase.ROUTED, NOW, "w9", "h2"))
     view = DrainView([inst("w1"), inst("w2")], existing={"w1", "w2", "w9"})
     record, action = plan_drain(record, view, NOW + 10)
     assert record.state is DrainState.STOPPED and record.moving is None
@@ -174,11 +174,11 @@ def test_the_deadline_stops_without_forcing_and_names_what_is_left() -> None:
 def test_stopping_mid_move_undoes_it_unless_the_old_one_is_already_stopping() -> None:
     view = DrainView([inst("w1")], existing={"w1", "w9"},
                      replacement={"w1": replace(inst("w9", host="h2"), replaces="w1")})
-    placing = drain(moving=Moving("w1", "shop/web", DrainPhase.PLACING, NOW))
+    placing = drain(moving=Moving("w1", "shop/web", MovePhase.PLACING, NOW))
     record, action = stop_drain(placing, view, NOW, "drain stopped: the host was uncordoned")
     assert (action.kind, action.instance_id) == ("stop_new", "w9")  # found by its mark
     assert record.state is DrainState.STOPPED and "uncordoned" in record.message
-    stopping = drain(moving=Moving("w1", "shop/web", DrainPhase.STOPPING, NOW, "w9", "h2"))
+    stopping = drain(moving=Moving("w1", "shop/web", MovePhase.STOPPING, NOW, "w9", "h2"))
     assert stop_drain(stopping, view, NOW)[1].kind == "none"
 
 
@@ -189,7 +189,7 @@ def test_stopping_mid_move_undoes_it_unless_the_old_one_is_already_stopping() ->
                      blacklist_categories=["Cs"]))).map(tuple),
                  skipped=st.dictionaries(st.sampled_from(["a", "b"]), st.sampled_from(["x"])),
                  moving=st.none() | st.builds(Moving, old_id=st.just("w1"), unit=st.just("s/w"),
-                                              phase=st.sampled_from(list(DrainPhase)),
+                                              phase=st.sampled_from(list(MovePhase)),
                                               since=st.floats(0, 2e9))))
 def test_the_record_reads_back_as_written(record: DrainRecord) -> None:
     assert DrainRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
@@ -246,7 +246,8 @@ class Rig:
         return HostDrains(state=self.state, layout=LAYOUT, writes=self.writes,
                           events=self.events,
                           cordons=HostCordons(self.state, LAYOUT, self.writes, self.events),
-                          placement=self.placement, commands=self.dispatch, known=self.known,
+                          mover=InstanceMover(self.state, self.placement, self.dispatch,
+                                              self.known),
                           clock=self.clock, settle=1.0)
 
     async def on_h1(self, n: int) -> list[InstanceRecord]:
@@ -365,7 +366,7 @@ def test_an_old_instance_is_stopped_only_after_its_healthy_replacement_was_route
                 new_id = f"n{serial}"
                 existing.add(new_id)
                 record = replace(record, moving=replace(moving, new_id=new_id, new_host="h2",
-                                                        phase=DrainPhase.STARTING, since=now))
+                                                        phase=MovePhase.STARTING, since=now))
             else:
                 record = skip_move(record, moving.old_id, "no room")
         elif action.kind == "route":

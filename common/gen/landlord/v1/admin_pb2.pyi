@@ -1053,8 +1053,192 @@ class DecommissionHostResponse(_message.Message):
 Global___DecommissionHostResponse: _TypeAlias = DecommissionHostResponse  # noqa: Y015
 
 @_typing.final
+class RebalanceUnitsRequest(_message.Message):
+    """--- Units: rebalance (issue 17) ---"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APARTMENT_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    apartment: _builtins.str
+    unit: _builtins.str
+    """Empty: every unit (of apartment, when given) whose spread is uneven."""
+    def __init__(
+        self,
+        *,
+        apartment: _builtins.str = ...,
+        unit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebalanceUnitsRequest: _TypeAlias = RebalanceUnitsRequest  # noqa: Y015
+
+@_typing.final
+class RebalanceMove(_message.Message):
+    """One planned move of a rebalance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    FROM_HOST_FIELD_NUMBER: _builtins.int
+    TO_HOST_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    unit: _builtins.str
+    """apartment/unit"""
+    from_host: _builtins.str
+    to_host: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        unit: _builtins.str = ...,
+        from_host: _builtins.str = ...,
+        to_host: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_host", b"from_host", "instance_id", b"instance_id", "to_host", b"to_host", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebalanceMove: _TypeAlias = RebalanceMove  # noqa: Y015
+
+@_typing.final
+class RebalanceStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APARTMENT_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    MOVING_FIELD_NUMBER: _builtins.int
+    MOVED_COUNT_FIELD_NUMBER: _builtins.int
+    MOVED_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    apartment: _builtins.str
+    unit: _builtins.str
+    state: _builtins.str
+    """running, done (evenly spread as far as room allows), stopped (a rollout or a drain
+    began, or a move failed: message says why).
+    """
+    reason: _builtins.str
+    """Who asked: an operator, or automatic (after rebalance_grace of an uneven spread)."""
+    moving: _builtins.str
+    """The move under way (empty when none)."""
+    moved_count: _builtins.int
+    message: _builtins.str
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def moved(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The latest moves, "old -> new on host"."""
+
+    def __init__(
+        self,
+        *,
+        apartment: _builtins.str = ...,
+        unit: _builtins.str = ...,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        moving: _builtins.str = ...,
+        moved_count: _builtins.int = ...,
+        moved: _abc.Iterable[_builtins.str] | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "finished_at", b"finished_at", "message", b"message", "moved", b"moved", "moved_count", b"moved_count", "moving", b"moving", "reason", b"reason", "started_at", b"started_at", "state", b"state", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebalanceStatus: _TypeAlias = RebalanceStatus  # noqa: Y015
+
+@_typing.final
+class RebalanceStarted(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    started: _builtins.bool
+    """False when a rebalance of the unit was already running (returned as it is)."""
+    @_builtins.property
+    def status(self) -> Global___RebalanceStatus: ...
+    @_builtins.property
+    def plan(self) -> _containers.RepeatedCompositeFieldContainer[Global___RebalanceMove]:
+        """The moves it would make now (decided again before each move)."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___RebalanceStatus | None = ...,
+        plan: _abc.Iterable[Global___RebalanceMove] | None = ...,
+        started: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "started", b"started", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebalanceStarted: _TypeAlias = RebalanceStarted  # noqa: Y015
+
+@_typing.final
+class RebalanceUnitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REBALANCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rebalances(self) -> _containers.RepeatedCompositeFieldContainer[Global___RebalanceStarted]: ...
+    def __init__(
+        self,
+        *,
+        rebalances: _abc.Iterable[Global___RebalanceStarted] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rebalances", b"rebalances"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebalanceUnitsResponse: _TypeAlias = RebalanceUnitsResponse  # noqa: Y015
+
+@_typing.final
+class GetRebalanceStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APARTMENT_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    apartment: _builtins.str
+    unit: _builtins.str
+    def __init__(
+        self,
+        *,
+        apartment: _builtins.str = ...,
+        unit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRebalanceStatusRequest: _TypeAlias = GetRebalanceStatusRequest  # noqa: Y015
+
+@_typing.final
 class StreamEventsRequest(_message.Message):
-    """--- end of hosts out of service ---"""
+    """--- end of units: rebalance ---"""
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -160,6 +160,16 @@ class AdminStub:
                 request_serializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostRequest.SerializeToString,
                 response_deserializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostResponse.FromString,
                 _registered_method=True)
+        self.RebalanceUnits = channel.unary_unary(
+                '/landlord.v1.Admin/RebalanceUnits',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.RebalanceUnitsRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.RebalanceUnitsResponse.FromString,
+                _registered_method=True)
+        self.GetRebalanceStatus = channel.unary_unary(
+                '/landlord.v1.Admin/GetRebalanceStatus',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.GetRebalanceStatusRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.RebalanceStatus.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/landlord.v1.Admin/StreamEvents',
                 request_serializer=landlord_dot_v1_dot_admin__pb2.StreamEventsRequest.SerializeToString,
@@ -355,6 +365,24 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RebalanceUnits(self, request, context):
+        """--- Units: rebalance (issue 17; coordinator/fleet/rebalances.py) ---
+        Rebalance: move a unit's instances back to an even spread over its building's
+        placeable hosts, one at a time (replacement healthy and routed before the old one
+        drains); progress is kept in etcd. No unit named: every unit (of the apartment, when
+        given) whose spread is uneven. Refused during the unit's rollout or a host drain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRebalanceStatus(self, request, context):
+        """--- end of units: rebalance ---
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Events: a bounded history, then live ones when follow is set.
         """
@@ -506,6 +534,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DecommissionHost,
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostRequest.FromString,
                     response_serializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostResponse.SerializeToString,
+            ),
+            'RebalanceUnits': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebalanceUnits,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.RebalanceUnitsRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.RebalanceUnitsResponse.SerializeToString,
+            ),
+            'GetRebalanceStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRebalanceStatus,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.GetRebalanceStatusRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.RebalanceStatus.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -1198,6 +1236,60 @@ class Admin:
             '/landlord.v1.Admin/DecommissionHost',
             landlord_dot_v1_dot_admin__pb2.DecommissionHostRequest.SerializeToString,
             landlord_dot_v1_dot_admin__pb2.DecommissionHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebalanceUnits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/RebalanceUnits',
+            landlord_dot_v1_dot_admin__pb2.RebalanceUnitsRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.RebalanceUnitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRebalanceStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/GetRebalanceStatus',
+            landlord_dot_v1_dot_admin__pb2.GetRebalanceStatusRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.RebalanceStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -92,6 +92,15 @@ class AdminStub:
     its records; its agent's later registrations are refused.
     --- end of hosts out of service ---
     """
+    RebalanceUnits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RebalanceUnitsRequest, _admin_pb2.RebalanceUnitsResponse]
+    """--- Units: rebalance (issue 17; coordinator/fleet/rebalances.py) ---
+    Rebalance: move a unit's instances back to an even spread over its building's
+    placeable hosts, one at a time (replacement healthy and routed before the old one
+    drains); progress is kept in etcd. No unit named: every unit (of the apartment, when
+    given) whose spread is uneven. Refused during the unit's rollout or a host drain.
+    """
+    GetRebalanceStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetRebalanceStatusRequest, _admin_pb2.RebalanceStatus]
+    """--- end of units: rebalance ---"""
     StreamEvents: _grpc.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]
@@ -163,6 +172,15 @@ class AdminAsyncStub(AdminStub):
     its records; its agent's later registrations are refused.
     --- end of hosts out of service ---
     """
+    RebalanceUnits: _aio.UnaryUnaryMultiCallable[_admin_pb2.RebalanceUnitsRequest, _admin_pb2.RebalanceUnitsResponse]  # type: ignore[assignment]
+    """--- Units: rebalance (issue 17; coordinator/fleet/rebalances.py) ---
+    Rebalance: move a unit's instances back to an even spread over its building's
+    placeable hosts, one at a time (replacement healthy and routed before the old one
+    drains); progress is kept in etcd. No unit named: every unit (of the apartment, when
+    given) whose spread is uneven. Refused during the unit's rollout or a host drain.
+    """
+    GetRebalanceStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetRebalanceStatusRequest, _admin_pb2.RebalanceStatus]  # type: ignore[assignment]
+    """--- end of units: rebalance ---"""
     StreamEvents: _aio.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]  # type: ignore[assignment]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]  # type: ignore[assignment]
@@ -381,6 +399,27 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         its records; its agent's later registrations are refused.
         --- end of hosts out of service ---
         """
+
+    @_abc_1.abstractmethod
+    def RebalanceUnits(
+        self,
+        request: _admin_pb2.RebalanceUnitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RebalanceUnitsResponse, _abc.Awaitable[_admin_pb2.RebalanceUnitsResponse]]:
+        """--- Units: rebalance (issue 17; coordinator/fleet/rebalances.py) ---
+        Rebalance: move a unit's instances back to an even spread over its building's
+        placeable hosts, one at a time (replacement healthy and routed before the old one
+        drains); progress is kept in etcd. No unit named: every unit (of the apartment, when
+        given) whose spread is uneven. Refused during the unit's rollout or a host drain.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRebalanceStatus(
+        self,
+        request: _admin_pb2.GetRebalanceStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RebalanceStatus, _abc.Awaitable[_admin_pb2.RebalanceStatus]]:
+        """--- end of units: rebalance ---"""
 
     @_abc_1.abstractmethod
     def StreamEvents(

@@ -88,6 +88,7 @@ class Register(_message.Message):
     INSTANCES_FIELD_NUMBER: _builtins.int
     IMAGES_FIELD_NUMBER: _builtins.int
     SCHEMA_FIELD_NUMBER: _builtins.int
+    UNREACHABLE_LEADER_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     building: _builtins.str
     address: _builtins.str
@@ -96,6 +97,12 @@ class Register(_message.Message):
     """The agent stream schema this agent speaks (common/schema.py). 0 (unset): an agent of
     release 0.1.0, which speaks schema 1. A coordinator more than one schema away refuses
     the session with FAILED_PRECONDITION.
+    """
+    unreachable_leader: _builtins.str
+    """The leader address this agent just lost (its stream broke) or could not reach after a
+    redirect. A follower that still names that leader (its lease has not run out yet) and
+    a coordinator that knows no leader hold the Register until a leader is elected, then
+    answer: Registered when they lead, NotLeader naming the new leader otherwise.
     """
     @_builtins.property
     def capacity(self) -> _types_pb2.Resources:
@@ -128,10 +135,11 @@ class Register(_message.Message):
         instances: _abc.Iterable[_types_pb2.InstanceStatus] | None = ...,
         images: _abc.Iterable[_builtins.str] | None = ...,
         schema: _builtins.int = ...,
+        unreachable_leader: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "building", b"building", "capacity", b"capacity", "enforceable", b"enforceable", "host_id", b"host_id", "images", b"images", "instances", b"instances", "labels", b"labels", "schema", b"schema"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "building", b"building", "capacity", b"capacity", "enforceable", b"enforceable", "host_id", b"host_id", "images", b"images", "instances", b"instances", "labels", b"labels", "schema", b"schema", "unreachable_leader", b"unreachable_leader"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -527,6 +527,26 @@ Global___VersionInfo: _TypeAlias = VersionInfo  # noqa: Y015
 class UnitInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class FailingVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     APARTMENT_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -534,6 +554,7 @@ class UnitInfo(_message.Message):
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
     INSTANCES_FIELD_NUMBER: _builtins.int
     BUILDING_FIELD_NUMBER: _builtins.int
+    FAILING_VERSIONS_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     state: _builtins.str
@@ -544,6 +565,12 @@ class UnitInfo(_message.Message):
     latest_version: _builtins.str
     instances: _builtins.int
     building: _builtins.str
+    @_builtins.property
+    def failing_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Versions marked failing for this unit -> why: an instance escalated, was re-placed once
+        on another host and escalated there too; their instances are not re-placed again.
+        """
+
     def __init__(
         self,
         *,
@@ -554,10 +581,11 @@ class UnitInfo(_message.Message):
         latest_version: _builtins.str = ...,
         instances: _builtins.int = ...,
         building: _builtins.str = ...,
+        failing_versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "building", b"building", "instances", b"instances", "latest_version", b"latest_version", "stable_version", b"stable_version", "state", b"state", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "building", b"building", "failing_versions", b"failing_versions", "instances", b"instances", "latest_version", b"latest_version", "stable_version", b"stable_version", "state", b"state", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1100,6 +1128,7 @@ class BlueGreenSettings(_message.Message):
     CLEANUP_DELAY_FIELD_NUMBER: _builtins.int
     GRADUAL_STEPS_FIELD_NUMBER: _builtins.int
     MANUAL_PROMOTION_FIELD_NUMBER: _builtins.int
+    GRADUAL_STEP_DELAY_FIELD_NUMBER: _builtins.int
     switch_mode: Global___SwitchMode.ValueType
     performance_requests: _builtins.int
     gradual_steps: _builtins.int
@@ -1114,6 +1143,10 @@ class BlueGreenSettings(_message.Message):
 
     @_builtins.property
     def cleanup_delay(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def gradual_step_delay(self) -> _duration_pb2.Duration:
+        """Pause between two gradual steps (unset: 10 s)."""
+
     def __init__(
         self,
         *,
@@ -1125,10 +1158,11 @@ class BlueGreenSettings(_message.Message):
         cleanup_delay: _duration_pb2.Duration | None = ...,
         gradual_steps: _builtins.int = ...,
         manual_promotion: _builtins.bool = ...,
+        gradual_step_delay: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cleanup_delay", b"cleanup_delay", "max_latency_p95", b"max_latency_p95", "warmup", b"warmup"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cleanup_delay", b"cleanup_delay", "gradual_step_delay", b"gradual_step_delay", "max_latency_p95", b"max_latency_p95", "warmup", b"warmup"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "cleanup_delay", b"cleanup_delay", "gradual_steps", b"gradual_steps", "manual_promotion", b"manual_promotion", "max_latency_p95", b"max_latency_p95", "performance_requests", b"performance_requests", "switch_mode", b"switch_mode", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "cleanup_delay", b"cleanup_delay", "gradual_step_delay", b"gradual_step_delay", "gradual_steps", b"gradual_steps", "manual_promotion", b"manual_promotion", "max_latency_p95", b"max_latency_p95", "performance_requests", b"performance_requests", "switch_mode", b"switch_mode", "warmup", b"warmup"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
