@@ -151,6 +151,14 @@ class AgentConfig:
     backup_retention: int = _opt(5, "state backups kept per instance")
     dump_max_age: float = _opt(7 * 86400.0, "seconds after which dumps are deleted")
     stopped_container_max_age: float = _opt(3600.0, "seconds a stopped container is kept")
+    wake_port: int = _opt(7481, "port on the advertise address where this host's HAProxy asks "
+                                "whether a unit without a usable server is collected (its "
+                                "requests are then held while it wakes; 0: never held)",
+                          ge=0, le=65535)
+    wake_hold: float = _opt(30.0, "seconds a request to a collected unit is held while it wakes "
+                                  "(then 503 with Retry-After)", gt=0, le=600)
+    wake_queue: int = _opt(100, "requests held at once on this host for waking units (more: "
+                                "503 with Retry-After)", ge=1, le=100000)
     bandwidth: bool = _opt(True, "shape egress per instance with tc (needs root)",
                            group="limits")
     egress_device: str = _opt("lo", "device carrying instance egress (lo for host networking)")

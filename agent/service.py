@@ -179,7 +179,7 @@ class AgentService:
         allocated = Resources()
         live = 0
         for record in self.records.all():
-            if record.lifecycle.state in (InstanceState.STOPPED,):
+            if record.lifecycle.state in (InstanceState.STOPPED, InstanceState.COLLECTED):
                 continue
             live += 1
             res = record.spec.resources

@@ -105,6 +105,12 @@ class EventType(StrEnum):
     every instance is paused)."""
     UNIT_RESUMED = "unit.resumed"
     """An operator resumed paused instances of the unit (details: instances)."""
+    UNIT_COLLECTED = "unit.collected"
+    """No request reached the unit on any host for its idle timeout: its instances were
+    collected (scaled to zero; details: version, instances, idle_s, timeout_s)."""
+    UNIT_WOKEN = "unit.woken"
+    """Collected instances of the unit were started again (details: why: wake, deploy or
+    request, instances)."""
 
 
 COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
@@ -115,5 +121,6 @@ COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
                               EventType.UNIT_REBALANCE_ENDED,
                               EventType.HOST_DRAIN_STARTED, EventType.HOST_DRAIN_ENDED,
                               EventType.HOST_DECOMMISSIONED,
-                              EventType.UNIT_PAUSED, EventType.UNIT_RESUMED})
+                              EventType.UNIT_PAUSED, EventType.UNIT_RESUMED,
+                              EventType.UNIT_COLLECTED, EventType.UNIT_WOKEN})
 """Event types only the coordinator writes; an agent's report of one is dropped."""

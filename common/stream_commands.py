@@ -76,6 +76,8 @@ class StopInstance:
     """Seconds between SIGTERM and SIGKILL; 0 = the agent's default."""
     drain: bool = True
     """Drain the instance out of the data plane first."""
+    collect: bool = False
+    """Idle collection: back the state up and keep a ``collected`` record for a wake."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class SetRoute:
     retry_after_s: int = 0
     """Every instance of the unit is paused: its entry point answers 503 with this
     ``Retry-After`` (seconds) at once; 0 = not paused."""
+    wake_on_request: bool = False
+    """Every instance of the unit is collected or waking: hold requests, ask for a wake."""
 
 
 @dataclass(frozen=True)

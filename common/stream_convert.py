@@ -189,6 +189,7 @@ def report_to_pb(r: AgentReport, host_id: str) -> agent_pb2.StatusReport:
         acked_command_ids=list(r.acked_command_ids),
         results=[result_to_pb(x) for x in r.results],
         output=[output_to_pb(c) for c in r.output],
+        wake_units=[f"{a}/{u}" for a, u in r.wake_units],
     )
 
 
@@ -204,7 +205,13 @@ def report_from_pb(pb: agent_pb2.StatusReport, host_id: str) -> AgentReport:
         acked_command_ids=tuple(pb.acked_command_ids),
         results=tuple(result_from_pb(x) for x in pb.results),
         output=tuple(output_from_pb(c) for c in pb.output),
+        wake_units=tuple(_unit_key(k) for k in pb.wake_units if "/" in k),
     )
+
+
+def _unit_key(text: str) -> tuple[str, str]:
+    apartment, _, unit = text.partition("/")
+    return apartment, unit
 
 
 def output_to_pb(c: OutputChunk) -> agent_pb2.OutputChunk:
@@ -269,7 +276,8 @@ def command_to_pb(c: Command) -> agent_pb2.Command:
         pb.start.CopyFrom(_start_to_pb(cmd))
     elif isinstance(cmd, StopInstance):
         pb.stop.CopyFrom(agent_pb2.StopInstance(
-            instance_id=cmd.instance_id, grace=duration_to_pb(cmd.grace_s), drain=cmd.drain))
+            instance_id=cmd.instance_id, grace=duration_to_pb(cmd.grace_s), drain=cmd.drain,
+            collect=cmd.collect))
     elif isinstance(cmd, SetRoute):
         pb.route.CopyFrom(agent_pb2.SetUnitRoute(
             apartment=cmd.apartment, unit=cmd.unit, service_port=cmd.service_port,
@@ -278,7 +286,7 @@ def command_to_pb(c: Command) -> agent_pb2.Command:
                                           address=s.address, port=s.port, weight=s.weight,
                                           state=s.state)
                 for s in cmd.servers], protected_versions=list(cmd.protected_versions),
-            retry_after_s=cmd.retry_after_s))
+            retry_after_s=cmd.retry_after_s, wake_on_request=cmd.wake_on_request))
     elif isinstance(cmd, SetWeights):
         pb.weights.CopyFrom(agent_pb2.SetWeights(apartment=cmd.apartment, unit=cmd.unit,
                                                  weights=dict(cmd.weights)))
@@ -317,14 +325,15 @@ def command_from_pb(pb: agent_pb2.Command) -> Command:
     if kind == "start":
         cmd = _start_from_pb(pb.start)
     elif kind == "stop":
-        cmd = StopInstance(pb.stop.instance_id, duration_from_pb(pb.stop.grace), pb.stop.drain)
+        cmd = StopInstance(pb.stop.instance_id, duration_from_pb(pb.stop.grace), pb.stop.drain,
+                           pb.stop.collect)
     elif kind == "route":
         r = pb.route
         cmd = SetRoute(r.apartment, r.unit, r.service_port,
                        r.health_path or DEFAULT_HEALTH.path, tuple(
                            RouteServer(s.server, s.version, s.address, s.port, s.weight, s.state)
                            for s in r.servers), tuple(r.protected_versions),
-                       max(0, r.retry_after_s))
+                       max(0, r.retry_after_s), r.wake_on_request)
     elif kind == "weights":
         cmd = SetWeights(pb.weights.apartment, pb.weights.unit, dict(pb.weights.weights))
     elif kind == "drain":

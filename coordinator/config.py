@@ -128,6 +128,12 @@ class CoordinatorConfig:
     port_range_end: int = setting(29999, "last host port assigned to instances", ge=1024,
                                   le=65535)
     stop_grace: float = setting(30.0, "seconds an instance has to stop gracefully", ge=0)
+    idle_check_interval: float = setting(
+        30.0, "seconds between the leader's idle-unit checks (a unit with an idle timeout and "
+        "no request on any host for that long is collected)", gt=0)
+    wake_hold: float = setting(
+        30.0, "seconds hosts hold requests to a unit being woken before answering 503", gt=0,
+        le=600)
     shutdown_grace: float = setting(5.0, "seconds in-flight RPCs get at shutdown", gt=0)
     handshake_timeout: float = setting(
         10.0, "seconds a client has to finish the TLS handshake and the HTTP/2 preface; a "

@@ -144,7 +144,7 @@ class Supervisor:
     # -- start -----------------------------------------------------------------------
     async def start_instance(self, spec: InstanceSpec, wait: bool = True) -> InstanceView:
         existing = self.records.find(spec.instance_id)
-        if existing is not None and existing.lifecycle.state is not S.STOPPED:
+        if existing is not None and existing.lifecycle.state not in (S.STOPPED, S.COLLECTED):
             raise Conflict(f"instance {spec.instance_id!r} already exists"
                            f" ({existing.lifecycle.state.value})", instance=spec.instance_id)
         holder = self.records.port_holder(spec.port, ignore=(spec.instance_id,))

@@ -64,6 +64,10 @@ PAUSE_SETTLE_S = 1.0
 other hosts' requests on the instance (its route changed on every host first) end."""
 
 
+WAKEABLE = InstanceState.COLLECTED
+"""A record in this state starts again on a StartInstance of its id (a wake)."""
+
+
 class RoutingPlane(DataPlanePort, Protocol):
     """The data plane with what the stream reads besides the Protocol: spec, clock,
     settings."""
@@ -99,6 +103,9 @@ class HostCommands:
         self.stopping: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._draining: set[tuple[str, str]] = set()
+        self.sleeping: dict[str, tuple[str, str]] = {}
+        """Data plane unit name -> (apartment, unit) of units whose last route asked to
+        hold requests and wake them (``SetRoute.wake_on_request``)."""
         self._wanted: dict[str, dict[str, str]] = {}
         """Data-plane unit -> server -> state, as the last SetRoute listed them."""
 
@@ -152,8 +159,11 @@ class HostCommands:
         records = self.service.records
         record = records.find(instance_id)
         if instance_id in self.starting or (
-                record is not None and record.lifecycle.state is not InstanceState.STOPPED):
+                record is not None and instance_id not in self.stopping
+                and record.lifecycle.state not in (InstanceState.STOPPED, WAKEABLE)):
             return  # already started (or starting): a repeated command is harmless
+        # one being stopped or collected starts again once that is done (a wake that
+        # overtook its collection)
         holder = records.port_holder(spec.port, ignore={instance_id, *self.stopping})
         if holder is not None:
             raise Conflict(f"port {spec.port} is used by {holder.instance_id}",
@@ -173,6 +183,10 @@ class HostCommands:
         try:
             if state_from and spec.state_mode is StateMode.SNAPSHOT:
                 await asyncio.to_thread(self._carry_state, spec, state_from)
+            if spec.state_mode is not StateMode.NONE:  # a wake: the state collection saved
+                restored = await asyncio.to_thread(self.service.gc.restore, spec)
+                if restored is not None:
+                    log.info("%s: state restored from %s", spec.instance_id, restored)
             await self.service.start_instance(spec, wait=False)
         except (LandlordError, OSError) as exc:
             log.warning("starting %s failed: %s", spec.instance_id, exc)
@@ -220,7 +234,13 @@ class HostCommands:
                         # that must not keep the container from being stopped.
                         with contextlib.suppress(NotFound):
                             await self.plane.drain_and_remove(name, spec.instance_id, limit)
-            await self.service.stop_instance(spec.instance_id, grace)
+            record = self.service.records.find(spec.instance_id)
+            if cmd.collect and record is not None:
+                await self.service.gc.collect_instance(
+                    record, "idle unit: no request on any host for its idle timeout",
+                    keep=True)
+            else:
+                await self.service.stop_instance(spec.instance_id, grace)
         except NotFound:
             pass  # gone already
         except (LandlordError, OSError) as exc:
@@ -241,6 +261,10 @@ class HostCommands:
         plane = self._require_plane()
         name = plane_unit(cmd.apartment, cmd.unit)
         self.owners[name] = (cmd.apartment, cmd.unit)
+        if cmd.wake_on_request and cmd.service_port > 0:
+            self.sleeping[name] = (cmd.apartment, cmd.unit)
+        else:
+            self.sleeping.pop(name, None)
         if cmd.service_port <= 0:  # a unit without an entry point: nothing to serve here
             if name in plane.spec.units:
                 await plane.remove_unit(name)

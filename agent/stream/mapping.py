@@ -141,7 +141,8 @@ def instance_report(view: InstanceView, host_id: str, reason: str = "",
         version=view.version, slot=view.slot, state=view.state,
         health_score=view.health_score, address=view.address, port=view.port,
         restarts=view.restarts,
-        reason=view.metadata.get("escalated") or view.metadata.get("evicted") or reason,
+        reason=view.metadata.get("escalated") or view.metadata.get("evicted")
+        or view.metadata.get("collected") or reason,
         usage=dict(usage or {}), started_at=view.started_at, last_activity=view.last_activity,
         unenforced_limits=unenforced_limits(view.enforcement),
     )

@@ -36,14 +36,14 @@ from coordinator.api.rollout_proto import control_from_pb, deploy_from_pb, rollo
 from coordinator.api.rpc_errors import stream_boundary, unary_boundary
 from coordinator.api.scope import caller_reach, visible_edges
 from coordinator.api.unit_changes_proto import (
-    pause_change_to_pb,
-    paused_ids,
     unit_change_to_pb,
     unit_of,
 )
+from coordinator.api.unit_state_rpcs import UnitStateRpcs
 from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.decommission import HostDecommissions
 from coordinator.fleet.drains import HostDrains
+from coordinator.fleet.idle_units import IdleUnits
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.output_calls import OutputCalls
 from coordinator.fleet.rebalances import UnitRebalances
@@ -69,7 +69,8 @@ DEFAULT_EXEC_S, MAX_EXEC_S = 30.0, 300.0
 """An exec's timeout when unset, and the longest one (the agent's cap)."""
 SNAPSHOT_CHUNK = 1 << 20
 """Bytes of a snapshot per streamed message, far below grpc's message limit."""
-class AdminService(HostRemovalRpcs, RebalanceRpcs, admin_pb2_grpc.AdminServicer):
+class AdminService(HostRemovalRpcs, RebalanceRpcs, UnitStateRpcs,
+                   admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
                  leadership: Leadership, clock: Clock, registry: Registry,
                  rollouts: RolloutService, cordons: HostCordons, units: UnitService,
@@ -77,8 +78,10 @@ class AdminService(HostRemovalRpcs, RebalanceRpcs, admin_pb2_grpc.AdminServicer)
                  snapshots: ClusterSnapshots | None = None,
                  outputs: OutputCalls | None = None,
                  rebalances: UnitRebalances | None = None,
-                 pauses: PauseService | None = None) -> None:
+                 pauses: PauseService | None = None,
+                 idle: IdleUnits | None = None) -> None:
         self.state = state
+        self.idle = idle
         self.units = units
         self.pauses = pauses
         self.snapshots = snapshots
@@ -141,6 +144,8 @@ class AdminService(HostRemovalRpcs, RebalanceRpcs, admin_pb2_grpc.AdminServicer)
     async def Deploy(self, request: admin_pb2.DeployRequest, context: Context
                      ) -> admin_pb2.DeployResponse:
         record = await self.rollouts.deploy(deploy_from_pb(request))
+        if self.idle is not None:  # a deploy brings a collected unit back first
+            await self.idle.wake(record.apartment, record.unit, "deploy")
         return admin_pb2.DeployResponse(rollout=self._info(record))
 
     @unary_boundary
@@ -212,23 +217,6 @@ class AdminService(HostRemovalRpcs, RebalanceRpcs, admin_pb2_grpc.AdminServicer)
         return unit_change_to_pb(await self.units.scale(*unit_of(request), request.replicas))
 
     # -- pause and resume (coordinator/rollouts/pause_service.py) --------------------------
-
-    @unary_boundary
-    async def PauseUnit(self, request: admin_pb2.PauseUnitRequest, context: Context
-                        ) -> admin_pb2.PauseUnitResponse:
-        return pause_change_to_pb(await self._pauses().pause(*unit_of(request),
-                                                             paused_ids(request)))
-
-    @unary_boundary
-    async def ResumeUnit(self, request: admin_pb2.PauseUnitRequest, context: Context
-                         ) -> admin_pb2.PauseUnitResponse:
-        return pause_change_to_pb(await self._pauses().resume(*unit_of(request),
-                                                              paused_ids(request)))
-
-    def _pauses(self) -> PauseService:
-        if self.pauses is None:
-            raise Unavailable("pausing is not set up on this coordinator")
-        return self.pauses
 
     # -- fleet -----------------------------------------------------------------------------
 

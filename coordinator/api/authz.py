@@ -106,6 +106,7 @@ ADMIN_RULES: dict[str, Rule] = {
     "ListRollouts": Rule(Access.READ, _apartment),
     "Rollback": Rule(Access.WRITE, _apartment),
     "StopUnit": Rule(Access.WRITE, _apartment),
+    "WakeUnit": Rule(Access.WRITE, _apartment),
     "DeleteUnit": Rule(Access.WRITE, _apartment),
     "ScaleUnit": Rule(Access.WRITE, _apartment),
     # -- pause and resume (issue 17) --

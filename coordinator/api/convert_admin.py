@@ -136,6 +136,9 @@ def instance_to_pb(listing: InstanceListing) -> types_pb2.InstanceStatus:
         pb.port = record.port
         if observed is None:
             pb.reason = "not reported yet"
+        if record.collected and pb.state != types_pb2.INSTANCE_STATE_COLLECTED:
+            pb.state = types_pb2.INSTANCE_STATE_COLLECTED
+            pb.reason = "collected (idle): its host has not confirmed yet"
     elif observed is not None:
         pb.reason = "not desired on this host: being stopped"
     return pb

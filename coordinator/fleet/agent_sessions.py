@@ -47,7 +47,7 @@ class SessionCommands(Protocol):
 
     async def start_instances(self, records: Sequence[InstanceRecord]) -> int: ...
 
-    def stop_unwanted(self, host_id: str, instance_id: str) -> None: ...
+    def stop_unwanted(self, host_id: str, instance_id: str, collect: bool = False) -> None: ...
 
     def mark_building_routes_dirty(self, building: str) -> None: ...
 
@@ -58,6 +58,8 @@ class WindowSink(Protocol):
     """Where reported request windows go (coordinator/fleet/metrics_windows.py)."""
 
     def record(self, windows: Sequence[MetricsWindow]) -> None: ...
+
+    def note_requests(self, windows: Sequence[MetricsWindow]) -> None: ...
 
 
 class ResultSink(Protocol):
@@ -72,11 +74,17 @@ class OutputSink(ResultSink, Protocol):
     def deliver_output(self, host_id: str, chunks: Sequence[OutputChunk]) -> None: ...
 
 
+class UnitWakes(Protocol):
+    """Waking collected units (coordinator/fleet/idle_units.py)."""
+
+    async def wake(self, apartment: str, unit: str, why: str) -> tuple[str, ...]: ...
+
+
 class AgentSessions:
     def __init__(self, *, hosts: HostRecords, statuses: StatusWriter, state: ClusterState,
                  fleet: Fleet, events: EventLog, clock: Clock, commands: SessionCommands,
                  windows: WindowSink, results: ResultSink, leadership: Fenced,
-                 outputs: OutputSink | None = None) -> None:
+                 outputs: OutputSink | None = None, wakes: UnitWakes | None = None) -> None:
         self._hosts = hosts
         self._statuses = statuses
         self._state = state
@@ -88,6 +96,7 @@ class AgentSessions:
         self._windows = windows
         self._results = results
         self._outputs = outputs
+        self._wakes = wakes
         self._announcements: dict[HostSession, tuple[str, str]] = {}
         """Sessions opened whose lease and event ``announce`` has still to write."""
         self.foreign_dropped: Counter[DropKind] = Counter()
@@ -128,6 +137,9 @@ class AgentSessions:
         for iid in plan.stop:
             log.info("host %s runs %s, which is not desired there: stopping it", reg.host_id, iid)
             self._commands.stop_unwanted(reg.host_id, iid)
+        for iid in plan.collect:
+            log.info("host %s runs %s, which was collected: collecting it", reg.host_id, iid)
+            self._commands.stop_unwanted(reg.host_id, iid, collect=True)
         await self._commands.start_instances(plan.start)
         # the building's routes go out at the next flush, one command per unit for every
         # host that registered meanwhile (after a takeover: all of them), not one per host
@@ -169,6 +181,7 @@ class AgentSessions:
             return
         fleet.heard_from(session.host_id, self._clock.monotonic())
         host_id = session.host_id
+        self._note_requests(host_id, report.windows)
         scoped = scope_report(report, host_id, self._placed, fleet.observed_ids_on(host_id),
                               lambda: frozenset(r.unit_key
                                                 for r in self._state.instances_on(host_id)),
@@ -193,6 +206,7 @@ class AgentSessions:
             self._outputs.deliver_output(session.host_id, report.output)
         if report.windows:
             self._windows.record(report.windows)
+        await self._wake(host_id, report.wake_units)
         events = [
             EventRecord(type=e.type, time=e.time, message=e.message, apartment=e.apartment,
                         unit=e.unit, version=e.version, host_id=session.host_id,
@@ -206,6 +220,31 @@ class AgentSessions:
         ]
         if events:
             await self._events.append(events)
+
+    def _note_requests(self, host_id: str, windows: Sequence[MetricsWindow]) -> None:
+        """Requests that entered this host for units of its building count as activity
+        (idle collection) wherever the instance runs: the scope below keeps only windows
+        of this host's own instances for judging rollouts. A forged window can at most
+        keep a unit of its own building awake."""
+        host = self._state.hosts.get(host_id)
+        if host is None or not windows:
+            return
+        building = host.value.building
+        self._windows.note_requests([
+            w for w in windows
+            if (unit := self._state.units.get((w.apartment, w.unit))) is not None
+            and unit.value.building == building])
+
+    async def _wake(self, host_id: str, units: Sequence[tuple[str, str]]) -> None:
+        """A request reached collected units on this host: wake those of its building."""
+        if self._wakes is None:
+            return
+        host = self._state.hosts.get(host_id)
+        for apartment, unit in sorted(set(units)):
+            found = self._state.units.get((apartment, unit))
+            if found is None or host is None or found.value.building != host.value.building:
+                continue  # not a unit this host serves: nothing to wake
+            await self._wakes.wake(apartment, unit, f"request on {host_id}")
 
     def _routed(self, session: HostSession, apartment: str, unit: str) -> bool:
         """Whether the unit's route goes to the session's host (its building's)."""

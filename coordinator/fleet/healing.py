@@ -105,10 +105,12 @@ class Healer:
             fleet.detach(session, self._clock.monotonic())
 
     async def _replace_stranded(self) -> None:
-        """Place again every instance that sits on a lost host."""
+        """Place again every instance that sits on a lost host. A collected one stays as it
+        is (nothing runs to replace) until a wake clears its mark; then it is placed
+        elsewhere like the others (its state backup stays on the lost host)."""
         state = self._state
         stranded = [r for host in sorted(state.lost_host_ids()) for r in state.instances_on(host)
-                    if not r.paused]
+                    if not r.paused and not r.collected]
         for record in stranded:
             host = state.hosts[record.host_id].value
             unit = state.units.get(record.unit_key)

@@ -2,13 +2,12 @@
 
 Every host gets the same server list (all instances of the unit on every host of the
 building) with the same weights, so a request entering any host splits the same way.
-Only routable instances (running and healthy, not paused, on a host that is not lost) get
-a weight;
-the others are listed in ``maint`` with weight 0 so they can be switched on without a
-reload. When a version's share has no routable instance, its share goes to the versions
-that have one (never to nothing); when no version has one, every weight is 0. When every
-instance is paused, the route carries ``retry_after_s``: the entry point's 503s say when
-to come back.
+Only routable instances (running and healthy, not paused, not collected, on a host that is
+not lost) get a weight; the others are listed in ``maint`` with weight 0 so they can be
+switched on without a reload. When a version's share has no routable instance, its share
+goes to the versions that have one (never to nothing); when no version has one, every
+weight is 0. When every instance is paused, the route carries ``retry_after_s``: the entry
+point's 503s say when to come back.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def plan_route(
     for inst in instances:
         seen = observed.get(inst.instance_id)
         if seen is not None and seen.routable and inst.host_id not in lost_hosts \
-                and not inst.paused:
+                and not inst.paused and not inst.collected:
             routable.setdefault(inst.version, []).append(inst.instance_id)
     shares = routable_split(route.split, routable)
     weights: dict[str, int] = {}

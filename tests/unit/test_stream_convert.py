@@ -65,9 +65,11 @@ COMMANDS: list[AgentCommand] = [
                   18080, "snapshot", 600.0, "i0", {"S": "s3cret"}),
     StartInstance("i2", "shop", "web", "1.2.0", "blue", "shop/web:1.2.0", 20002),
     StopInstance("i1", 12.5, drain=False),
+    StopInstance("i1", 12.5, drain=True, collect=True),
     SetRoute("shop", "web", 18080, "/healthz",
              (RouteServer("i1", "1.2.0", "127.0.0.2", 20001, 10, "ready"),)),
     SetRoute("shop", "web", 18080, "/healthz", (), ("1.2.0", "1.1.0")),
+    SetRoute("shop", "web", 18080, "/healthz", (), (), wake_on_request=True),
     SetWeights("shop", "web", {"i1": 90, "i2": 10}),
     DrainInstance("shop", "web", "i1", 5.0),
     CollectGarbage((GcKind.UNUSED, GcKind.CACHE)),
@@ -126,7 +128,8 @@ def test_a_report_crosses_the_wire_unchanged() -> None:
         (MetricsWindow("shop", "web", "1.2.0", "i1", "h1", 10.0, 11.0, 5, 1,
                        LatencySketch.of([1.0, 2.0, 0.0, 40.0])),),
         {"cpu_cores": 1.5, "memory_bytes": 2048.0}, ("c-1",),
-        (CommandResult("c-1", True, "", 3, "out", "err", True, False),))
+        (CommandResult("c-1", True, "", 3, "out", "err", True, False),),
+        wake_units=(("shop", "web"), ("shop", "api")))
     assert report_from_pb(report_to_pb(report, "h1"), "h1") == report
 
 

@@ -861,6 +861,32 @@ class PauseUnitResponse(_message.Message):
 Global___PauseUnitResponse: _TypeAlias = PauseUnitResponse  # noqa: Y015
 
 @_typing.final
+class WakeUnitRequest(_message.Message):
+    """-- end of pause and resume ------------------------------------------------------------
+    -- Idle collection (issue 17) ----------------------------------------------------------
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APARTMENT_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    apartment: _builtins.str
+    unit: _builtins.str
+    def __init__(
+        self,
+        *,
+        apartment: _builtins.str = ...,
+        unit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WakeUnitRequest: _TypeAlias = WakeUnitRequest  # noqa: Y015
+
+@_typing.final
 class DrainHostRequest(_message.Message):
     """--- Hosts out of service: drain and decommission (issue 19) ---"""
 

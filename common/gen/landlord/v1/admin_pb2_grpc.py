@@ -150,6 +150,11 @@ class AdminStub:
                 request_serializer=landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.SerializeToString,
                 response_deserializer=landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.FromString,
                 _registered_method=True)
+        self.WakeUnit = channel.unary_unary(
+                '/landlord.v1.Admin/WakeUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.WakeUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+                _registered_method=True)
         self.DrainHost = channel.unary_unary(
                 '/landlord.v1.Admin/DrainHost',
                 request_serializer=landlord_dot_v1_dot_admin__pb2.DrainHostRequest.SerializeToString,
@@ -350,7 +355,16 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeUnit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WakeUnit(self, request, context):
         """-- end of pause and resume ----------------------------------------------------------
+        --- Idle collection (issue 17) ---
+        Wake: start the unit's collected instances again (on their hosts, state restored).
+        --- end of idle collection ---
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -540,6 +554,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ResumeUnit,
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.FromString,
                     response_serializer=landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.SerializeToString,
+            ),
+            'WakeUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.WakeUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.WakeUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
             ),
             'DrainHost': grpc.unary_unary_rpc_method_handler(
                     servicer.DrainHost,
@@ -1203,6 +1222,33 @@ class Admin:
             '/landlord.v1.Admin/ResumeUnit',
             landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.SerializeToString,
             landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WakeUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/WakeUnit',
+            landlord_dot_v1_dot_admin__pb2.WakeUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

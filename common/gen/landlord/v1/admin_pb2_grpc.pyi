@@ -85,7 +85,12 @@ class AdminStub:
     not, changes nothing (changed = false).
     """
     ResumeUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PauseUnitRequest, _admin_pb2.PauseUnitResponse]
-    """-- end of pause and resume ----------------------------------------------------------"""
+    WakeUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.WakeUnitRequest, _admin_pb2.UnitChangeResponse]
+    """-- end of pause and resume ----------------------------------------------------------
+    --- Idle collection (issue 17) ---
+    Wake: start the unit's collected instances again (on their hosts, state restored).
+    --- end of idle collection ---
+    """
     DrainHost: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DrainHostRequest, _admin_pb2.DrainHostResponse]
     """--- Hosts out of service: drain and decommission (issue 19) ---
     Drain: cordon the host, then move every instance elsewhere one at a time (replacement
@@ -171,7 +176,12 @@ class AdminAsyncStub(AdminStub):
     not, changes nothing (changed = false).
     """
     ResumeUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.PauseUnitRequest, _admin_pb2.PauseUnitResponse]  # type: ignore[assignment]
-    """-- end of pause and resume ----------------------------------------------------------"""
+    WakeUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.WakeUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
+    """-- end of pause and resume ----------------------------------------------------------
+    --- Idle collection (issue 17) ---
+    Wake: start the unit's collected instances again (on their hosts, state restored).
+    --- end of idle collection ---
+    """
     DrainHost: _aio.UnaryUnaryMultiCallable[_admin_pb2.DrainHostRequest, _admin_pb2.DrainHostResponse]  # type: ignore[assignment]
     """--- Hosts out of service: drain and decommission (issue 19) ---
     Drain: cordon the host, then move every instance elsewhere one at a time (replacement
@@ -391,8 +401,19 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_pb2.PauseUnitRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.PauseUnitResponse, _abc.Awaitable[_admin_pb2.PauseUnitResponse]]:
-        """-- end of pause and resume ----------------------------------------------------------"""
+    ) -> _typing.Union[_admin_pb2.PauseUnitResponse, _abc.Awaitable[_admin_pb2.PauseUnitResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WakeUnit(
+        self,
+        request: _admin_pb2.WakeUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]:
+        """-- end of pause and resume ----------------------------------------------------------
+        --- Idle collection (issue 17) ---
+        Wake: start the unit's collected instances again (on their hosts, state restored).
+        --- end of idle collection ---
+        """
 
     @_abc_1.abstractmethod
     def DrainHost(

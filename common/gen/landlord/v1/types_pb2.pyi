@@ -65,6 +65,8 @@ class _InstanceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Instanc
     INSTANCE_STATE_STOPPING: _InstanceState.ValueType  # 6
     INSTANCE_STATE_STOPPED: _InstanceState.ValueType  # 7
     INSTANCE_STATE_ERROR: _InstanceState.ValueType  # 8
+    INSTANCE_STATE_COLLECTED: _InstanceState.ValueType  # 9
+    """Idle collection (issue 17): scaled to zero, state backed up; a wake starts it again."""
 
 class InstanceState(_InstanceState, metaclass=_InstanceStateEnumTypeWrapper): ...
 
@@ -77,6 +79,8 @@ INSTANCE_STATE_PAUSED: InstanceState.ValueType  # 5
 INSTANCE_STATE_STOPPING: InstanceState.ValueType  # 6
 INSTANCE_STATE_STOPPED: InstanceState.ValueType  # 7
 INSTANCE_STATE_ERROR: InstanceState.ValueType  # 8
+INSTANCE_STATE_COLLECTED: InstanceState.ValueType  # 9
+"""Idle collection (issue 17): scaled to zero, state backed up; a wake starts it again."""
 Global___InstanceState: _TypeAlias = InstanceState  # noqa: Y015
 
 class _GcKind:
