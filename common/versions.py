@@ -6,14 +6,19 @@ Rules (these are what ``plan_publish`` enforces):
    ``-pre.release`` and ``+build`` part; no leading ``v``, no leading zeros.
 2. Order is SemVer precedence: a pre-release sorts below its release
    (``2.0.0-rc.1 < 2.0.0``) and build metadata is ignored.
-3. A new version must have higher precedence than every published version of the unit,
-   pre-releases included (once ``2.0.0-rc.1`` exists, ``1.9.0`` cannot be published).
+3. Release lines: a new version must have higher precedence than every published version
+   (pre-releases included) of its own line. Its line is its ``MAJOR.MINOR`` when a version
+   of that minor line is published (a patch, e.g. the backport ``1.2.1`` after ``2.0.0``),
+   else its ``MAJOR`` when a version of that major is published (a minor bump: ``1.4.0``
+   must exceed every ``1.x``), else it opens a new major, which must exceed every published
+   version (``1.0.0`` cannot follow ``2.0.0``).
 4. Build metadata never makes a new version: ``1.2.3+b2`` when ``1.2.3+b1`` is published
    is refused as ``VersionExists``.
 5. The required bump comes from the change set: any breaking change -> major, else any
    feature -> minor, else any fix or internal change -> patch, else none.
-6. The actual bump is measured from the highest published *release* (not pre-release) to
-   the new version's ``MAJOR.MINOR.PATCH``, so a pre-release claims the bump of the release
+6. The actual bump is measured from the highest published *release* (not pre-release)
+   below the new version, which is the highest release of its line when the line has one,
+   to the new version's ``MAJOR.MINOR.PATCH``, so a pre-release claims the bump of the release
    it leads to (``1.4.0`` -> ``2.0.0-rc.1`` is major, and so is ``2.0.0-rc.2``). The first
    release of a unit counts as a major bump. Major version 0 has no special case. A bump
    smaller than required is refused: "Version bump too small. Required: X, Actual: Y".
@@ -53,8 +58,10 @@ __all__ = [
     "VersionTag",
     "actual_bump",
     "check_bump",
+    "check_line_order",
     "parse_version",
     "plan_publish",
+    "release_line",
     "required_bump",
 ]
 
@@ -225,6 +232,38 @@ class VersionTag:
         return tag
 
 
+def release_line(published: Sequence[Version], new: Version) -> tuple[str, list[Version]]:
+    """The line ``new`` belongs to (rule 3) as a name and its published members:
+    ``("1.2.x", ...)`` for a patch, ``("1.x", ...)`` for a minor bump, and for a new major
+    ``("a new major", every published version)``."""
+    minor_line = [v for v in published if (v.major, v.minor) == (new.major, new.minor)]
+    if minor_line:
+        return f"{new.major}.{new.minor}.x", minor_line
+    major_line = [v for v in published if v.major == new.major]
+    if major_line:
+        return f"{new.major}.x", major_line
+    return "a new major", list(published)
+
+
+def check_line_order(unit: str, published: Sequence[Version], new: Version) -> None:
+    """``FailedPrecondition`` unless ``new`` exceeds every published version of its line."""
+    line, members = release_line(published, new)
+    highest = max(members, default=None)
+    if highest is None or new > highest:
+        return
+    where = ("a new major line must be greater than every published version"
+             if line == "a new major"
+             else f"it must be greater than every published {line} version")
+    raise FailedPrecondition(
+        f"{unit} {new} is refused: {where}; the highest published"
+        f"{'' if line == 'a new major' else ' ' + line} is {highest}",
+        unit=unit,
+        version=str(new),
+        highest=str(highest),
+        line=line,
+    )
+
+
 @dataclass(frozen=True)
 class PublishDecision:
     """What publishing a spec means: a new tag to store, or the existing identical one."""
@@ -272,16 +311,8 @@ def plan_publish(
                 version=new_spec.version,
             )
     versions = [parse_version(tag.version) for tag in tags]
-    highest = max(versions, default=None)
-    if highest is not None and new < highest:
-        raise FailedPrecondition(
-            f"{unit} {new_spec.version} must be greater than every published version; "
-            f"the highest published is {highest}",
-            unit=unit,
-            version=new_spec.version,
-            highest=str(highest),
-        )
-    base = max((v for v in versions if not v.prerelease), default=None)
+    check_line_order(unit, versions, new)
+    base = max((v for v in versions if not v.prerelease and v < new), default=None)
     actual = check_bump(base, new, changes)
     resolved: dict[str, str] = {}
     if new_spec.dependencies:

@@ -121,7 +121,13 @@ def publish(
     ] = None,
     output: OutputOption = None,
 ) -> None:
-    """Publish VERSION of a unit (immutable; the change set decides the required bump)."""
+    """Publish VERSION of a unit (immutable; the change set decides the required bump).
+
+    VERSION must be greater than every published version of its release line: its
+    MAJOR.MINOR (a patch, e.g. a backport 1.2.1 after 2.0.0), else its MAJOR (a minor
+    bump), else everything (a new major). The bump is judged against the highest
+    release of that line.
+    """
     flagged = ChangeLists(
         tuple(breaking or ()), tuple(feature or ()), tuple(fix or ()), tuple(internal or ())
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 
@@ -149,11 +150,35 @@ def test_build_metadata_never_makes_a_new_version() -> None:
         plan_publish(tags, spec("1.0.0+b2"), FIX, NOW)
 
 
-def test_new_version_must_be_greater_than_every_published_one() -> None:
+def test_new_version_must_be_greater_than_every_published_one_of_its_line() -> None:
     tags = published("1.0.0", "1.3.0", "2.0.0-rc.1")
-    with pytest.raises(FailedPrecondition, match=r"highest published is 2\.0\.0-rc\.1") as caught:
-        plan_publish(tags, spec("1.4.0"), FIX, NOW)
+    assert plan_publish(tags, spec("1.4.0"), FEATURE, NOW).actual is Bump.MINOR
+    with pytest.raises(FailedPrecondition, match=r"every published 1\.x version; the highest "
+                       r"published 1\.x is 1\.3\.0") as caught:
+        plan_publish(tags, spec("1.2.0"), FEATURE, NOW)
     assert not isinstance(caught.value, BumpTooSmall)
+    assert caught.value.context["line"] == "1.x"
+
+
+def test_backport_patch_after_a_newer_major() -> None:
+    tags = published("1.2.0", "2.0.0")
+    decision = plan_publish(tags, spec("1.2.1"), FIX, NOW)
+    assert decision.created and decision.actual is Bump.PATCH
+    tags.append(decision.tag)
+    with pytest.raises(FailedPrecondition, match=r"1\.2\.0 is refused: it must be greater "
+                       r"than every published 1\.2\.x version; the highest published "
+                       r"1\.2\.x is 1\.2\.1"):
+        plan_publish(published("1.2.1", "2.0.0"), spec("1.2.0"), FIX, NOW)
+    with pytest.raises(BumpTooSmall, match="Required: minor, Actual: patch"):
+        plan_publish(tags, spec("1.2.2"), FEATURE, NOW)
+    assert plan_publish(tags, spec("1.3.0"), FEATURE, NOW).actual is Bump.MINOR
+
+
+def test_a_new_major_must_exceed_every_published_version() -> None:
+    with pytest.raises(FailedPrecondition, match=r"a new major line must be greater than "
+                       r"every published version; the highest published is 2\.0\.0"):
+        plan_publish(published("2.0.0"), spec("1.0.0"), BREAKING, NOW)
+    assert plan_publish(published("1.0.0", "2.0.0"), spec("3.0.0"), BREAKING, NOW).created
 
 
 def test_pre_releases_claim_the_bump_of_their_release() -> None:
@@ -244,3 +269,60 @@ def test_change_set_from_dict() -> None:
 def test_invalid_versions_in_specs() -> None:
     with pytest.raises(InvalidVersion):
         spec("1.0")
+
+
+SMALL_VERSIONS = st.builds(
+    lambda major, minor, patch, pre: f"{major}.{minor}.{patch}" + (f"-rc.{pre}" if pre else ""),
+    st.integers(0, 3), st.integers(0, 3), st.integers(0, 3), st.integers(0, 2),
+)
+
+
+def _line_of(published: list[str], new: str) -> list[str]:
+    """The rule as the issue states it, written apart from the code under test."""
+    key = parse_version(new)
+    same_minor = [v for v in published
+                  if parse_version(v).major == key.major and parse_version(v).minor == key.minor]
+    same_major = [v for v in published if parse_version(v).major == key.major]
+    return same_minor or same_major or published
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(SMALL_VERSIONS, max_size=12))
+def test_accepted_iff_greater_than_every_published_version_of_its_line(
+    candidates: list[str],
+) -> None:
+    tags: list[VersionTag] = []
+    for candidate in candidates:
+        names = [t.version for t in tags]
+        if any(parse_version(v).compare(candidate) == 0 for v in names):
+            continue
+        line = _line_of(names, candidate)
+        expected = all(parse_version(candidate) > parse_version(v) for v in line)
+        try:
+            decision = plan_publish(tags, spec(candidate), ChangeSet(), NOW)
+        except FailedPrecondition:
+            assert not expected
+            continue
+        assert expected
+        tags.append(decision.tag)
+        releases = [parse_version(v) for v in names if not parse_version(v).prerelease]
+        below = [r for r in releases if r < parse_version(candidate)]
+        assert decision.actual is actual_bump(max(below, default=None), parse_version(candidate))
+    order = [parse_version(t.version) for t in tags]
+    for i, later in enumerate(order):
+        for earlier in order[:i]:
+            if (earlier.major, earlier.minor) == (later.major, later.minor):
+                assert earlier < later  # each minor line only grows
+        if all(earlier.major != later.major for earlier in order[:i]):
+            assert all(earlier < later for earlier in order[:i])  # new majors exceed all
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(SMALL_VERSIONS, min_size=1, max_size=8))
+def test_a_version_above_everything_is_always_accepted(candidates: list[str]) -> None:
+    tags: list[VersionTag] = []
+    for candidate in candidates:
+        with contextlib.suppress(FailedPrecondition, VersionExists):
+            tags.append(plan_publish(tags, spec(candidate), ChangeSet(), NOW).tag)
+    top = max((parse_version(t.version) for t in tags), default=parse_version("0.0.0"))
+    assert plan_publish(tags, spec(str(top.bump_major())), BREAKING, NOW).created
