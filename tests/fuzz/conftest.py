@@ -70,7 +70,7 @@ def deploy_templates(seconds: duration_pb2.Duration) -> list[admin_pb2.DeployReq
     "deep" requests keep these references and mutate only the settings."""
     shapes = (
         admin_pb2.DeployRequest(replicas=1, strategy=types_pb2.STRATEGY_CANARY,
-                                canary=types_pb2.CanarySettings(steps=[10, 50],
+                                canary=types_pb2.CanarySettings(steps=[10, 50, 100],
                                                                 monitor=seconds)),
         admin_pb2.DeployRequest(replicas=1, strategy=types_pb2.STRATEGY_BLUE_GREEN,
                                 blue_green=types_pb2.BlueGreenSettings(
@@ -78,7 +78,7 @@ def deploy_templates(seconds: duration_pb2.Duration) -> list[admin_pb2.DeployReq
                                     checks=[types_pb2.IntegrationCheck(
                                         http=types_pb2.HttpCheck(path="/health",
                                                                  expect_status=200))])),
-        admin_pb2.DeployRequest(replicas=2),
+        admin_pb2.DeployRequest(replicas=2, strategy=types_pb2.STRATEGY_BLUE_GREEN),
     )
     found = []
     for unit, version, _, _ in PUBLISHED:

@@ -50,7 +50,7 @@ STREAM_TIMEOUT = 0.3
 STREAM_MESSAGES = 5
 AUDIT_WAIT = 2.0
 SETTLE_WAIT = 15.0
-ROLLOUT_GRACE = 3.0
+ROLLOUT_GRACE = 1.0
 """How long an accepted rollout may run by itself before the harness aborts it."""
 PLACEMENT_REFUSALS = ("already has an active rollout", "is held by rollout", "host to place")
 """FAILED_PRECONDITION texts of a Deploy refused by placement or the one-active-rollout rule
