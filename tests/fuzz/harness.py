@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ STREAM_TIMEOUT = 0.3
 STREAM_MESSAGES = 5
 AUDIT_WAIT = 2.0
 SETTLE_WAIT = 15.0
-ROLLOUT_GRACE = 1.0
+ROLLOUT_GRACE = 0.5
 """How long an accepted rollout may run by itself before the harness aborts it."""
 PLACEMENT_REFUSALS = ("already has an active rollout", "is held by rollout", "host to place")
 """FAILED_PRECONDITION texts of a Deploy refused by placement or the one-active-rollout rule
@@ -91,6 +92,8 @@ class Tally:
     refusals_checked: int = 0
     stalls: list[str] = field(default_factory=list)
     deploys_past_validation: int = 0
+    deploy_refusals: Counter[str] = field(default_factory=Counter)
+    """Why Deploys were refused: code and the first words of the message."""
     repairs: Counter[str] = field(default_factory=Counter)
 
     def problems(self) -> list[str]:
@@ -110,6 +113,8 @@ class Tally:
             f"Deploys past validation (OK, or refused by placement or the one-active-rollout "
             f"rule): {self.deploys_past_validation} of "
             f"{sum(self.by_method.get('Deploy', Counter()).values())}",
+            "  most common Deploy refusals: " + "; ".join(
+                f"{n}x {why}" for why, n in self.deploy_refusals.most_common(4)),
             "state put back after accepted writes: "
             + (", ".join(f"{what} {n}" for what, n in self.repairs.most_common()) or "none"),
         ]
@@ -157,8 +162,11 @@ class AdminTarget:
         what = describe(method.name, request)
         if code in BAD_CODES:
             self.tally.bad.append(f"{code.name} {details[:200]!r} for {what}")
-        if method.name == "Deploy" and past_validation(code, details):
-            self.tally.deploys_past_validation += 1
+        if method.name == "Deploy":
+            if past_validation(code, details):
+                self.tally.deploys_past_validation += 1
+            if code != grpc.StatusCode.OK:
+                self.tally.deploy_refusals[f"{code.name} {_digits_out(details[:48])}"] += 1
         if code == grpc.StatusCode.DEADLINE_EXCEEDED and not method.server_streaming:
             self.tally.stalls.append(f"no answer in {UNARY_TIMEOUT} s for {what}")
         self.check_alive(what)
@@ -306,6 +314,11 @@ class AdminTarget:
             _, now = self.cluster.etcd.count(self.root)
             if now != revision:
                 revision, quiet_since = now, time.monotonic()
+
+
+def _digits_out(text: str) -> str:
+    """``text`` with numbers as ``N``, so refusals that differ only in a value group."""
+    return re.sub(r"-?[0-9][0-9.e+]*", "N", text)
 
 
 def _is_audit_of(value: str, method: str, code: grpc.StatusCode) -> bool:

@@ -239,9 +239,9 @@ def _paths(descriptor: Any, depth: int = 0) -> list[tuple[FieldDescriptor, ...]]
 
 
 def mutation_strategy(templates: tuple[Message, ...], hints: Hints,
-                      kept: frozenset[str] = frozenset(), fewest: int = 1
+                      kept: frozenset[str] = frozenset(), fewest: int = 1, most: int = 2
                       ) -> st.SearchStrategy[Message]:
-    """A valid request (one of ``templates``) with ``fewest`` to two fields, anywhere in it
+    """A valid request (one of ``templates``) with ``fewest`` to ``most`` fields, anywhere in it
     but the top-level ones named in ``kept``, given a generated value: near-valid requests
     that reach the checks behind the first ones."""
     paths = [p for p in _paths(templates[0].DESCRIPTOR) if p[0].name not in kept]
@@ -262,7 +262,7 @@ def mutation_strategy(templates: tuple[Message, ...], hints: Hints,
 
     return st.builds(apply, st.sampled_from(templates),
                      st.lists(st.sampled_from(paths).flatmap(change), min_size=fewest,
-                              max_size=2))
+                              max_size=most))
 
 
 def request_strategy(method: RpcMethod, hints: Hints) -> st.SearchStrategy[Message]:
@@ -276,6 +276,6 @@ def request_strategy(method: RpcMethod, hints: Hints) -> st.SearchStrategy[Messa
                st.sampled_from(templates)]
     kept = hints.kept.get(method.request.DESCRIPTOR.full_name)
     if kept:
-        deep = mutation_strategy(templates, hints, kept, fewest=0)
+        deep = mutation_strategy(templates, hints, kept, fewest=0, most=1)
         options += [deep] * 6
     return st.one_of(options)
