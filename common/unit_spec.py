@@ -2,7 +2,7 @@
 
 A version is immutable in everything that runs: image (and the digest publishing resolved
 it to), command, env, ports, health check (with its warm-up and healthy threshold),
-resources, dependencies, state mode and idle timeout. ``UnitSpec.checksum()`` is the
+resources, dependencies, state mode, idle timeout and network mode. ``UnitSpec.checksum()`` is the
 sha256 of the canonical JSON (sorted keys, no spaces) of exactly those fields, so the same
 content always gives the same checksum; the unit's name, version and publication time are
 not part of it. A version published before digests were recorded has none, and keeps its
@@ -45,6 +45,7 @@ from common.input_bounds import (
     check_text,
     quoted,
 )
+from common.network_modes import NetworkMode, parse_network_mode
 from common.resources import Resources
 from common.semantic_versions import parse_version
 
@@ -177,6 +178,7 @@ _RUN_DEFAULTS: Mapping[str, object] = MappingProxyType({
     "warmup_s": 0.0,
     "healthy_threshold": 1,
     "image_digest": "",
+    "network_mode": NetworkMode.UNSET.value,
 })
 """Fields the spec gained after versions were first published. ``content()`` leaves out
 the ones at these values, so a version published before a field existed (which then ran
@@ -216,6 +218,8 @@ class UnitSpec:
     "" for a bare local name (never resolved through a registry)."""
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Env whose values are secret: given to the container, stored for it, never shown."""
+    network_mode: NetworkMode = NetworkMode.UNSET
+    """``host`` or ``bridge`` (``common.network_modes``); unset runs as the default."""
 
     def __post_init__(self) -> None:
         qualify(self.unit, self.apartment)
@@ -266,6 +270,7 @@ class UnitSpec:
                 field="image_digest",
             )
         check_count("healthy_threshold", self.healthy_threshold, 1, MAX_HEALTH_COUNT)
+        object.__setattr__(self, "network_mode", parse_network_mode(self.network_mode))
 
     @property
     def name(self) -> str:
@@ -288,6 +293,7 @@ class UnitSpec:
             "warmup_s": self.warmup_s,
             "healthy_threshold": self.healthy_threshold,
             "image_digest": self.image_digest,
+            "network_mode": self.network_mode.value,
         }
 
     def content(self) -> dict[str, object]:

@@ -206,7 +206,8 @@ class Supervisor:
         request = build_create_request(
             spec, host_id=self.config.host_id, advertise_address=self.address(),
             generation=record.generation, state_host_dir=state_dir,
-            extra_labels=self.config.label_map, hard_storage_quota=self.storage_mode == "quota")
+            extra_labels=self.config.label_map, hard_storage_quota=self.storage_mode == "quota",
+            bridge_network=self.config.bridge_network)
         try:
             container_id = await self.runtime.create(request)
         except Conflict:  # a half-done launch left the name behind: it is ours to remove

@@ -89,6 +89,11 @@ def publish(
     idle_timeout: Annotated[
         str | None, typer.Option(help="Idle time before GC may remove.", show_default=False)
     ] = None,
+    network_mode: Annotated[
+        str | None,
+        typer.Option(help="bridge (own network namespace) | host (the host's network).",
+                     show_default=False),
+    ] = None,
     metadata: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE (repeat).", show_default=False)
     ] = None,
@@ -140,6 +145,7 @@ def publish(
         dependencies=tuple(dep or ()),
         state_mode=state_mode,
         idle_timeout=idle_timeout,
+        network_mode=network_mode,
         metadata=tuple(metadata or ()),
         changes=from_file + flagged,
     )

@@ -312,6 +312,7 @@ class UnitSpec(_message.Message):
     STATE_MODE_FIELD_NUMBER: _builtins.int
     IDLE_TIMEOUT_FIELD_NUMBER: _builtins.int
     SECRET_ENV_FIELD_NUMBER: _builtins.int
+    NETWORK_MODE_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     image: _builtins.str
@@ -320,6 +321,12 @@ class UnitSpec(_message.Message):
     service_port: _builtins.int
     """Port of the unit's entry point on every host (HAProxy frontend)."""
     state_mode: Global___StateMode.ValueType
+    network_mode: _builtins.str
+    """How instances attach to the host's network: "bridge" (own network namespace on the
+    agent's bridge, service port published on the host's advertise address) or "host"
+    (the host's network namespace). Empty: the default (common/network_modes.py); an
+    empty mode is left out of the checksum.
+    """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -358,10 +365,11 @@ class UnitSpec(_message.Message):
         state_mode: Global___StateMode.ValueType = ...,
         idle_timeout: _duration_pb2.Duration | None = ...,
         secret_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        network_mode: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "idle_timeout", b"idle_timeout", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "command", b"command", "dependencies", b"dependencies", "env", b"env", "health", b"health", "idle_timeout", b"idle_timeout", "image", b"image", "port", b"port", "resources", b"resources", "secret_env", b"secret_env", "service_port", b"service_port", "state_mode", b"state_mode", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "command", b"command", "dependencies", b"dependencies", "env", b"env", "health", b"health", "idle_timeout", b"idle_timeout", "image", b"image", "network_mode", b"network_mode", "port", b"port", "resources", b"resources", "secret_env", b"secret_env", "service_port", b"service_port", "state_mode", b"state_mode", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
