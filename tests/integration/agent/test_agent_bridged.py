@@ -203,3 +203,33 @@ async def test_bridged_egress_is_shaped_on_the_veth(bridge: None, harness: Agent
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def _documented_rules() -> list[list[str]]:
+    """The iptables lines docs/security.md gives a real host, for this test's bridge."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "security.md").read_text()
+    lines = [line.split() for line in text.splitlines() if line.startswith("iptables -I ")]
+    assert len(lines) == 4, lines
+    return [[BRIDGE if word == "landlord0" else word for word in line] for line in lines]
+
+
+async def test_the_documented_firewall_rules_close_the_gateway(
+        bridge: None, harness: AgentHarness) -> None:
+    agent = await _agent(harness)
+    view = await agent.start_instance(make_spec("br-fw", network_mode=NetworkMode.BRIDGE))
+    assert view.container_id is not None
+    everywhere = socket.socket()  # a host service on all addresses, as sshd would be
+    everywhere.bind(("0.0.0.0", 0))
+    everywhere.listen(8)
+    target = [("connect", GATEWAY, everywhere.getsockname()[1])]
+    rules = _documented_rules()
+    try:
+        assert await _probe(view.container_id, target) == ["ok"]  # the gap the rules close
+        for rule in rules:
+            await asyncio.to_thread(sh, *rule)
+        assert await _probe(view.container_id, target) != ["ok"]
+        assert http_get(view.port)[0] == 200  # published port still served (established)
+    finally:
+        everywhere.close()
+        for rule in rules:  # "-I CHAIN N spec" -> "-D CHAIN spec"
+            await asyncio.to_thread(sh, "iptables", "-D", rule[2], *rule[4:])
