@@ -43,7 +43,8 @@ NETWORK, SUBNET, BRIDGE = "landlord-bench", "198.18.251.0/24", "llbench0"
 HOST_ID = "bench-netmodes"
 SERVER = (  # answers every request at once, in one write: the network path is what counts
     "import asyncio, os\n"
-    "REPLY = b'HTTP/1.1 200 OK\\r\\nContent-Length: 3\\r\\nX-Served-Version: 1.0.0\\r\\n\\r\\nok\\n'\n"
+    "REPLY = (b'HTTP/1.1 200 OK\\r\\nContent-Length: 3\\r\\n'\n"
+    "         b'X-Served-Version: 1.0.0\\r\\n\\r\\nok\\n')\n"
     "async def serve(reader, writer):\n"
     "    try:\n"
     "        while await reader.readuntil(b'\\r\\n\\r\\n'):\n"
@@ -51,7 +52,8 @@ SERVER = (  # answers every request at once, in one write: the network path is w
     "    except (asyncio.IncompleteReadError, ConnectionError):\n"
     "        writer.close()\n"
     "async def main():\n"
-    "    server = await asyncio.start_server(serve, os.environ['BIND'], int(os.environ['PORT']))\n"
+    "    bind, port = os.environ['BIND'], int(os.environ['PORT'])\n"
+    "    server = await asyncio.start_server(serve, bind, port)\n"
     "    await server.serve_forever()\n"
     "asyncio.run(main())\n")
 

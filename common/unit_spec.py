@@ -337,20 +337,8 @@ class UnitSpec:
     def from_dict(cls, data: Mapping[str, object]) -> UnitSpec:
         if not isinstance(data, Mapping):
             raise InvalidArgument(f"a unit spec must be a JSON object, got {quoted(data)}")
-        known = {
-            "apartment",
-            "unit",
-            "version",
-            "image",
-            "port",
-            "command",
-            "env",
-            "health_check",
-            "resources",
-            "dependencies",
-            "secret_env",
-            *_RUN_DEFAULTS,
-        }
+        known = {"apartment", "unit", "version", "image", "port", "command", "env",
+                 "health_check", "resources", "dependencies", "secret_env", *_RUN_DEFAULTS}
         _refuse_unknown("unit spec", data, known)
         health, resources = data.get("health_check", {}), data.get("resources", {})
         env, secret_env = data.get("env", {}), data.get("secret_env", {})
