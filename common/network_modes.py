@@ -28,8 +28,8 @@ class NetworkMode(StrEnum):
     HOST = "host"
 
 
-DEFAULT_NETWORK_MODE = NetworkMode.HOST
-"""What an unset mode runs as."""
+DEFAULT_NETWORK_MODE = NetworkMode.BRIDGE
+"""What an unset mode runs as: isolated unless a unit asks for the host's network."""
 
 
 def parse_network_mode(value: object, name: str = "network_mode") -> NetworkMode:
