@@ -24,6 +24,7 @@ from agent_fixtures import (
 from agent.instances.events import EventType
 from agent.instances.spec import HealthSpec, ResourceSpec
 from common.lifecycle import InstanceState
+from common.network_modes import NetworkMode
 from tests.support import async_eventually
 
 MIB = 1024 * 1024
@@ -173,6 +174,7 @@ async def test_egress_bandwidth_is_shaped_on_loopback(harness: AgentHarness) -> 
         command = ("sh", "-c", 'python3 /app/app.py & exec python3 -c "$SENDER"')
         spec = make_spec(
             "bw-1",
+            network_mode=NetworkMode.HOST,  # the net_cls path; bridged: test_agent_bridged.py
             command=command,
             env={"SENDER": SENDER, "SINK_PORT": str(sink.port)},
             resources=ResourceSpec(cpu=1.0, memory=128 * MIB, network=rate),
