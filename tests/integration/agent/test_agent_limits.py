@@ -53,7 +53,7 @@ async def test_limits_are_visible_in_the_container_cgroup(
 
     attrs = docker_client.api.inspect_container(cid)
     host_config = attrs["HostConfig"]
-    assert host_config["NetworkMode"] == "host"
+    assert host_config["NetworkMode"] == "landlord"  # bridged by default (bridge_network)
     assert host_config["ReadonlyRootfs"] is True
     assert host_config["Init"] is True
     assert host_config["CapDrop"] == ["ALL"]
