@@ -66,7 +66,9 @@ async def test_limits_are_visible_in_the_container_cgroup(
     assert labels["landlord.host"] == agent.config.host_id
     assert labels["landlord.apartment"] == "test"
     env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
-    assert env["BIND"] == HOST_ADDRESS and env["PORT"] == str(spec.port)
+    assert env["BIND"] == "0.0.0.0" and env["PORT"] == str(spec.port)  # in its namespace
+    assert host_config["PortBindings"] == {
+        f"{spec.port}/tcp": [{"HostIp": HOST_ADDRESS, "HostPort": str(spec.port)}]}
     status, body = http_get(spec.port, "/healthz")
     assert status == 200 and json.loads(body)["version"] == "1.0.0"
 
