@@ -7,7 +7,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export LANDLORD_RUN_DIR := $(RUN_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: setup services venv images test test-unit test-integration test-e2e demo lint proto bench down clean \
+.PHONY: setup services venv images test test-unit test-integration test-e2e fuzz demo lint proto bench down clean \
 	install uninstall wheelhouse
 
 setup: services venv images
@@ -37,6 +37,14 @@ test-integration: setup
 
 test-e2e: setup
 	@$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+# The fuzz suite at full size (`make test` runs a bounded number of cases): 10,000 generated
+# admin requests and 300 hostile agent streams against a live coordinator, with a summary.
+FUZZ_EXAMPLES ?= 10000
+FUZZ_STREAM_EXAMPLES ?= 300
+fuzz: venv
+	@FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_STREAM_EXAMPLES=$(FUZZ_STREAM_EXAMPLES) \
+		$(BIN)/python -m pytest tests/fuzz -p no:cacheprovider --timeout 3600 $(PYTEST_ARGS)
 
 demo: setup
 	@$(BIN)/python scripts/demo.py

@@ -127,6 +127,13 @@ class AgentConfig:
     storage_interval: float = _opt(30.0, "seconds between storage measurements", gt=0)
     memory_pressure_ratio: float = _opt(0.9, "working set / limit that counts as pressure",
                                         gt=0, le=1)
+    cpu_throttle_samples: int = _opt(3, "consecutive samples throttled near the CPU limit "
+                                        "before a cpu limit_exceeded event (and quiet ones "
+                                        "that end the episode)", ge=1, le=1000)
+    cpu_throttle_ratio: float = _opt(0.5, "share of CFS periods throttled that counts a "
+                                          "sample as throttled", gt=0, le=1)
+    cpu_throttle_usage_ratio: float = _opt(0.8, "cores used / CPU limit that counts a "
+                                                "sample as near the limit", gt=0, le=1)
     crash_max_retries: int = _opt(3, "retries of a failed crash replacement before escalating",
                                   group="recovery")
     crash_delay: float = _opt(5.0, "seconds x retry before replacing a crashed instance again")

@@ -27,6 +27,7 @@ from agent.instances.events import AgentEvent, EventType
 from agent.instances.store import InstanceRecord
 from common.gc_kinds import GcKind
 from common.lifecycle import InstanceState
+from common.recovery import FailureKind
 
 __all__ = ["AgentMetrics", "Increment", "PlaneFigures", "StreamFigures", "UsageRow",
            "event_increments", "instance_families"]
@@ -218,10 +219,21 @@ class AgentMetrics:
             "landlord_agent_command_duration_seconds", "How long coordinator commands took "
             "on this agent, by kind and outcome (succeeded, failed)", ["kind", "outcome"],
             buckets=COMMAND_BUCKETS, registry=r)
-        for kind in GcKind:  # every kind shows up at 0, so rate() works from the start
+        # Every known label set shows up at 0 from the start: Prometheus takes a series'
+        # first sample as its baseline, so without a 0 before it the first recovery or
+        # escalation of an agent's life would be invisible to increase() and rate().
+        for kind in GcKind:
             for name in ("gc_actions", "gc_bytes"):
                 self.counters[name].labels(kind.value)
         self.counters["gc_instances"].labels(GcKind.UNUSED.value)
+        for failure in FailureKind:
+            self.counters["escalations"].labels(failure.value)
+            for outcome in _RECOVERY_OUTCOMES.values():
+                self.counters["recoveries"].labels(failure.value, outcome)
+        for oom in ("true", "false"):
+            self.counters["crashes"].labels(oom)
+        for dump in _DUMPS.values():
+            self.counters["dumps"].labels(dump)
         self._records: Callable[[], Iterable[InstanceRecord]] | None = None
         self._figures: Callable[[str], Mapping[str, Any]] = lambda _: {}
         self._stream: StreamFigures | None = None

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import psutil
@@ -28,7 +28,14 @@ from agent.instances.store import RecordStore
 from agent.instances.supervisor import Prober, Supervisor
 from agent.limits.bandwidth import EgressShaper
 from agent.limits.storage import enforcement_mode
-from agent.runtime.protocol import EXEC_OUTPUT_CAP, ContainerRuntime, ExecResult
+from agent.runtime.protocol import (
+    EXEC_OUTPUT_CAP,
+    ContainerRuntime,
+    ExecResult,
+    ExecSource,
+    LogsSource,
+    OutputPiece,
+)
 from common.clock import Clock, SystemClock
 from common.errors import FailedPrecondition, InvalidArgument, LandlordError
 from common.gc_kinds import GcKind
@@ -210,6 +217,22 @@ class AgentService:
             raise FailedPrecondition(f"instance {instance_id} is {state.value}: it must be "
                                      "running to run a command in it", instance=instance_id)
         return await self.runtime.exec(record.container_id, argv, timeout, max_output)
+
+    def output_of(self, instance_id: str, source: LogsSource | ExecSource
+                  ) -> AsyncIterator[OutputPiece]:
+        """The instance's logs (its current container's, whatever its state) or a command's
+        output (running instances only). Raises NotFound for an instance this host does
+        not run and FailedPrecondition for one without the container it needs."""
+        record = self.records.get(instance_id)
+        state = record.lifecycle.state
+        if record.container_id is None or (
+                isinstance(source, ExecSource)
+                and state not in (InstanceState.READY, InstanceState.RUNNING)):
+            raise FailedPrecondition(f"instance {instance_id} is {state.value}: it has no "
+                                     "container to read" if record.container_id is None else
+                                     f"instance {instance_id} is {state.value}: it must be "
+                                     "running to run a command in it", instance=instance_id)
+        return self.runtime.output(record.container_id, source)
 
     def stats(self, instance_id: str) -> dict[str, Any]:
         """Latest sampled figures of one instance (memory, cpu, pids, io, storage)."""

@@ -24,6 +24,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # loca
 
 from local_cluster.cluster import ControlPlane
 
+from agent.runtime.protocol import OutputPiece
 from agent.stream.endpoint import ChangeBatch
 from agent.stream.session import CoordinatorStream, StreamSettings
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from common.resources import Resources
-from common.stream_commands import AgentCommand, StartInstance, StopInstance
+from common.stream_commands import (
+    AgentCommand,
+    ExecStream,
+    ReadLogs,
+    StartInstance,
+    StopInstance,
+)
 from common.stream_messages import ObservedInstance, Registration
 
 IMAGE = "bench:1"
@@ -48,6 +56,9 @@ IMAGE = "bench:1"
 
 class BenchRuntime:
     """AgentEndpoint: instances appear running at once; usage of a few changes every second."""
+
+    async def output(self, command: ReadLogs | ExecStream) -> AsyncIterator[OutputPiece]:
+        yield OutputPiece(end=True, error="simulated bench hosts have no output")
 
     def __init__(self, identity: Registration, changed: int) -> None:
         self._identity = identity

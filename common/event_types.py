@@ -5,7 +5,8 @@ them as ``ReportedEvent.type``, and the coordinator records and reacts to them (
 ``recovery.escalated`` starts its own healing, for example). The types in
 ``COORDINATOR_ONLY`` are written by the coordinator alone (``AUDIT`` by
 coordinator/api/audit.py, ``HOST_FORGOTTEN`` by coordinator/fleet/forgetter.py, the cordon
-events by coordinator/fleet/cordons.py); an agent never reports them, and the coordinator
+events by coordinator/fleet/cordons.py, the drain and decommission events by
+coordinator/fleet/drains.py and decommission.py); an agent never reports them, and the coordinator
 drops them from a report.
 """
 
@@ -65,8 +66,28 @@ class EventType(StrEnum):
     """An operator cordoned the host: no new placements on it (details: building, reason)."""
     HOST_UNCORDONED = "host.uncordoned"
     """An operator made a cordoned host placeable again (details: building)."""
+    UNIT_STOPPED = "unit.stopped"
+    """An operator stopped the unit: its instances drain and stop, its versions and history
+    stay (details: building, stopped_version, instances)."""
+    UNIT_DELETED = "unit.deleted"
+    """An operator deleted a stopped unit: records, versions, rollouts and route are gone
+    (details: versions, rollouts)."""
+    UNIT_SCALED = "unit.scaled"
+    """An operator changed the replica count of the unit's stable version without a rollout
+    (details: version, from_replicas, replicas)."""
+    HOST_DRAIN_STARTED = "host.drain_started"
+    """An operator started draining the host (details: building, deadline)."""
+    HOST_DRAIN_ENDED = "host.drain_ended"
+    """A drain ended: drained, stopped at its deadline or blocked (details: state, moved,
+    left; message: what is left and why)."""
+    HOST_DECOMMISSIONED = "host.decommissioned"
+    """A drained host was removed from the cluster with its records (details: building)."""
 
 
 COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
-                              EventType.HOST_CORDONED, EventType.HOST_UNCORDONED})
+                              EventType.HOST_CORDONED, EventType.HOST_UNCORDONED,
+                              EventType.UNIT_STOPPED, EventType.UNIT_DELETED,
+                              EventType.UNIT_SCALED,
+                              EventType.HOST_DRAIN_STARTED, EventType.HOST_DRAIN_ENDED,
+                              EventType.HOST_DECOMMISSIONED})
 """Event types only the coordinator writes; an agent's report of one is dropped."""

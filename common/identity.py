@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 SCHEME = "landlord://"
-IDENTITY_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+IDENTITY_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}\Z")
 """A host id, coordinator id, building or person's name (the fleet checks host ids and
 buildings with it too, coordinator/fleet/agent_sessions.py)."""
 IDENTITY_NAME_RULE = "1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"

@@ -48,7 +48,9 @@ class DeployState(StrEnum):
     ``deploying``: new instances are being placed, started and validated;
     ``rolling_out``: traffic is moving to the new version; ``rolling_back``: traffic is
     going back to the stable version and the new instances are being removed;
-    ``failed``: a rollout could not finish or undo itself and needs an operator.
+    ``failed``: a rollout could not finish or undo itself and needs an operator;
+    ``stopped``: an operator stopped it (``landlord units stop``): nothing runs, its versions
+    and history stay, and a deploy starts it again like a first one.
     """
 
     IDLE = "idle"
@@ -57,6 +59,7 @@ class DeployState(StrEnum):
     ROLLING_BACK = "rolling_back"
     RUNNING = "running"
     FAILED = "failed"
+    STOPPED = "stopped"
 
 
 _I = InstanceState
@@ -73,14 +76,16 @@ INSTANCE_TRANSITIONS: Mapping[InstanceState, frozenset[InstanceState]] = {
 
 _D = DeployState
 DEPLOY_TRANSITIONS: Mapping[DeployState, frozenset[DeployState]] = {
-    _D.IDLE: frozenset({_D.DEPLOYING}),
+    _D.IDLE: frozenset({_D.DEPLOYING, _D.STOPPED}),
     # validation of the new instances failed: undo them, or fail when there is no stable
     _D.DEPLOYING: frozenset({_D.ROLLING_OUT, _D.ROLLING_BACK, _D.FAILED}),
     _D.ROLLING_OUT: frozenset({_D.RUNNING, _D.ROLLING_BACK}),
     # back to the stable version, or to nothing when the first deployment failed
     _D.ROLLING_BACK: frozenset({_D.RUNNING, _D.IDLE, _D.FAILED}),
-    _D.RUNNING: frozenset({_D.DEPLOYING, _D.IDLE}),
-    _D.FAILED: frozenset({_D.DEPLOYING, _D.ROLLING_BACK, _D.IDLE}),
+    _D.RUNNING: frozenset({_D.DEPLOYING, _D.IDLE, _D.STOPPED}),
+    _D.FAILED: frozenset({_D.DEPLOYING, _D.ROLLING_BACK, _D.IDLE, _D.STOPPED}),
+    # an operator's stop (coordinator/rollouts/unit_service.py); a deploy starts it again
+    _D.STOPPED: frozenset({_D.DEPLOYING}),
 }
 
 S = TypeVar("S", bound=StrEnum)

@@ -6,6 +6,9 @@ so collectors read the daemon's state between two of its steps, never while a st
 half done, and need no locks. Each daemon passes its own ``CollectorRegistry`` (never the
 global one), so several daemons in one process (tests) do not clash.
 
+A daemon may add ``pages``: answers for the other paths (the coordinator's read-only web
+view), served under the same rules: GET (or HEAD) only, anything else 405.
+
 On loopback the endpoint is plain HTTP and asks no client certificate; any other address
 needs TLS (a server certificate and key; with a CA bundle, scrapers must also show a
 certificate it signed): ``endpoint_problems`` says so before a daemon starts.
@@ -29,8 +32,9 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from common.transport import TlsSettings, is_loopback
 
 __all__ = ["AGENT_METRICS_ADDRESS", "COORDINATOR_METRICS_ADDRESS", "HEALTH_PATH",
-           "METRICS_PATH", "METRICS_SETTINGS", "HealthCheck", "MetricsEndpoint", "MetricsServer",
-           "check_metrics_listen", "endpoint_problems", "serve_metrics"]
+           "METRICS_PATH", "METRICS_SETTINGS", "Answer", "HealthCheck", "MetricsEndpoint",
+           "MetricsServer", "Pages", "check_metrics_listen", "endpoint_problems",
+           "serve_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,13 @@ HealthCheck = Callable[[], Awaitable[tuple[bool, Mapping[str, Any]]]]
 """``(healthy, details)``: 200 with the details as JSON when healthy, else 503."""
 Refresh = Callable[[], Awaitable[None]]
 """Async reads a scrape needs first (figures only an I/O call can give)."""
+Answer = tuple[str, str, bytes]
+"""(status line, content type, body)."""
+Pages = Callable[[str], Awaitable[Answer | None]]
+"""The answer for a path that is neither /metrics nor /healthz (None: 404)."""
+_HEADERS = ("X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n"
+            "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n")
+"""Every answer: no type sniffing, no caching, and a page may load only its own files."""
 
 
 @dataclass(frozen=True)
@@ -109,11 +120,13 @@ class MetricsServer:
     """One listener; ``start`` binds it (OSError when it cannot), ``close`` ends it."""
 
     def __init__(self, endpoint: MetricsEndpoint, registry: CollectorRegistry, *,
-                 health: HealthCheck | None = None, refresh: Refresh | None = None) -> None:
+                 health: HealthCheck | None = None, refresh: Refresh | None = None,
+                 pages: Pages | None = None) -> None:
         self.endpoint = endpoint
         self.registry = registry
         self.health = health
         self.refresh = refresh
+        self.pages = pages
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -153,7 +166,7 @@ class MetricsServer:
                                           b"internal error (see the daemon's log)\n")
         method = head.split(b" ", 1)[0]
         writer.write(
-            f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+            f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{_HEADERS}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
         if method != b"HEAD":
             writer.write(body)
@@ -161,7 +174,7 @@ class MetricsServer:
             await asyncio.wait_for(writer.drain(), _READ_TIMEOUT_S)
         writer.close()
 
-    async def answer(self, head: bytes) -> tuple[str, str, bytes]:
+    async def answer(self, head: bytes) -> Answer:
         """(status line, content type, body) for one request head."""
         parts = head.split(b"\r\n", 1)[0].split(b" ")
         if len(parts) != 3 or len(head) > _MAX_HEAD:
@@ -181,6 +194,10 @@ class MetricsServer:
             body = json.dumps({"healthy": healthy, **details}, sort_keys=True).encode()
             return ("200 OK" if healthy else "503 Service Unavailable",
                     "application/json", body + b"\n")
+        if self.pages is not None:
+            page = await self.pages(target)
+            if page is not None:
+                return page
         return "404 Not Found", "text/plain", f"try {METRICS_PATH}\n".encode()
 
 
@@ -197,7 +214,8 @@ def _server_context(tls: TlsSettings) -> ssl.SSLContext | None:
 
 async def serve_metrics(endpoint: MetricsEndpoint, registry: CollectorRegistry, what: str,
                         *, health: HealthCheck | None = None,
-                        refresh: Refresh | None = None) -> MetricsServer | None:
+                        refresh: Refresh | None = None, pages: Pages | None = None
+                        ) -> MetricsServer | None:
     """Start the endpoint when configured; None when off or when it cannot listen.
 
     A taken port is logged as an error, not fatal: metrics watch the daemon, and a daemon
@@ -206,7 +224,7 @@ async def serve_metrics(endpoint: MetricsEndpoint, registry: CollectorRegistry, 
     if not endpoint.enabled:
         log.info("%s metrics endpoint off (metrics_listen is empty)", what)
         return None
-    server = MetricsServer(endpoint, registry, health=health, refresh=refresh)
+    server = MetricsServer(endpoint, registry, health=health, refresh=refresh, pages=pages)
     try:
         await server.start()
     except (OSError, ssl.SSLError) as exc:

@@ -17,10 +17,14 @@ from common.unit_spec import HealthCheck
 
 __all__ = [
     "COMMAND_KINDS",
+    "OUTPUT_COMMANDS",
     "AgentCommand",
+    "CancelOutput",
     "CollectGarbage",
     "Command",
     "DrainInstance",
+    "ExecStream",
+    "ReadLogs",
     "RunCheck",
     "SetRoute",
     "SetWeights",
@@ -61,6 +65,8 @@ class StartInstance:
     """Env whose values the container gets but no label, event or dump shows."""
     network_mode: str = ""
     """bridge, host, or "" for the default (``common.network_modes``)."""
+    run_as_root: bool = False
+    """The unit asked to run as root (else the image's user or an unprivileged uid)."""
 
 
 @dataclass(frozen=True)
@@ -119,12 +125,48 @@ class RunCheck:
     """0 = the agent's default (30 s)."""
 
 
+@dataclass(frozen=True)
+class ReadLogs:
+    """Stream the instance's container output back (OutputChunks with this command's id),
+    ending with an ``end`` chunk; with ``follow``, until CancelOutput or the container
+    stops."""
+
+    instance_id: str
+    follow: bool = False
+    since: float = 0.0
+    """Epoch seconds; 0 = from the start."""
+    tail: int = 0
+    """The last lines only; 0 = all."""
+
+
+@dataclass(frozen=True)
+class ExecStream:
+    """Run ``argv`` in the instance's container and stream its output back; the ``end``
+    chunk carries the exit code."""
+
+    instance_id: str
+    argv: tuple[str, ...]
+    timeout_s: float = 0.0
+    """0 = the agent's default (30 s)."""
+
+
+@dataclass(frozen=True)
+class CancelOutput:
+    """Stop the output of a ReadLogs or ExecStream command."""
+
+    command_id: str
+
+
+OUTPUT_COMMANDS = (ReadLogs, ExecStream)
+"""Commands answered in OutputChunks rather than one CommandResult."""
+
 AgentCommand = (StartInstance | StopInstance | SetRoute | SetWeights | DrainInstance
-                | CollectGarbage | RunCheck)
+                | CollectGarbage | RunCheck | ReadLogs | ExecStream | CancelOutput)
 
 COMMAND_KINDS: Mapping[type[AgentCommand], str] = {
     StartInstance: "start", StopInstance: "stop", SetRoute: "route", SetWeights: "weights",
     DrainInstance: "drain", CollectGarbage: "gc", RunCheck: "run_check",
+    ReadLogs: "read_logs", ExecStream: "exec_stream", CancelOutput: "cancel_output",
 }
 """Each command's name on the wire (its field in agent.proto's ``Command.action``)."""
 

@@ -30,9 +30,12 @@ from common.proto_values import (
 from common.schema import peer_schema
 from common.stream_commands import (
     AgentCommand,
+    CancelOutput,
     CollectGarbage,
     Command,
     DrainInstance,
+    ExecStream,
+    ReadLogs,
     RunCheck,
     SetRoute,
     SetWeights,
@@ -44,6 +47,7 @@ from common.stream_messages import (
     CommandResult,
     MetricsWindow,
     ObservedInstance,
+    OutputChunk,
     Registration,
     ReportedEvent,
     RouteServer,
@@ -59,6 +63,8 @@ __all__ = [
     "health_to_pb",
     "observed_from_pb",
     "observed_to_pb",
+    "output_from_pb",
+    "output_to_pb",
     "registration_from_pb",
     "registration_to_pb",
     "report_from_pb",
@@ -178,6 +184,7 @@ def report_to_pb(r: AgentReport, host_id: str) -> agent_pb2.StatusReport:
             memory_bytes=int(r.host_usage.get("memory_bytes", 0))),
         acked_command_ids=list(r.acked_command_ids),
         results=[result_to_pb(x) for x in r.results],
+        output=[output_to_pb(c) for c in r.output],
     )
 
 
@@ -192,7 +199,17 @@ def report_from_pb(pb: agent_pb2.StatusReport, host_id: str) -> AgentReport:
                     "memory_bytes": float(pb.host_usage.memory_bytes)},
         acked_command_ids=tuple(pb.acked_command_ids),
         results=tuple(result_from_pb(x) for x in pb.results),
+        output=tuple(output_from_pb(c) for c in pb.output),
     )
+
+
+def output_to_pb(c: OutputChunk) -> agent_pb2.OutputChunk:
+    return agent_pb2.OutputChunk(command_id=c.command_id, data=c.data, stderr=c.stderr,
+                                 end=c.end, exit_code=c.exit_code, error=c.error)
+
+
+def output_from_pb(pb: agent_pb2.OutputChunk) -> OutputChunk:
+    return OutputChunk(pb.command_id, pb.data, pb.stderr, pb.end, pb.exit_code, pb.error)
 
 
 # -- commands (coordinator -> agent) ---------------------------------------------------
@@ -220,7 +237,8 @@ def _start_to_pb(s: StartInstance) -> agent_pb2.StartInstance:
         env=dict(s.env), secret_env=dict(s.secret_env), service_port=s.service_port,
         health=health_to_pb(s.health, s.healthy_threshold, s.warmup_s),
         resources=resources_to_pb(s.resources), state_mode=state_mode_to_pb(s.state_mode),
-        idle_timeout=duration_to_pb(s.idle_timeout_s), network_mode=s.network_mode)
+        idle_timeout=duration_to_pb(s.idle_timeout_s), run_as_root=s.run_as_root,
+        network_mode=s.network_mode)
     return agent_pb2.StartInstance(
         instance_id=s.instance_id, spec=spec, version=s.version, slot=slot_to_pb(s.slot),
         port=s.port, state_from_instance_id=s.state_from_instance_id)
@@ -239,7 +257,8 @@ def _start_from_pb(pb: agent_pb2.StartInstance) -> StartInstance:
         resources=resources_from_pb(spec.resources), service_port=spec.service_port,
         state_mode=state_mode_from_pb(spec.state_mode),
         idle_timeout_s=max(0.0, duration_from_pb(spec.idle_timeout)),
-        state_from_instance_id=pb.state_from_instance_id, network_mode=spec.network_mode)
+        state_from_instance_id=pb.state_from_instance_id, run_as_root=spec.run_as_root,
+        network_mode=spec.network_mode)
 
 
 def command_to_pb(c: Command) -> agent_pb2.Command:
@@ -266,10 +285,20 @@ def command_to_pb(c: Command) -> agent_pb2.Command:
             timeout=duration_to_pb(cmd.timeout_s)))
     elif isinstance(cmd, CollectGarbage):
         pb.gc.CopyFrom(agent_pb2.CollectGarbage(gc_kinds=gc_kinds_to_pb(cmd.kinds)))
-    else:
+    elif isinstance(cmd, RunCheck):
         pb.run_check.CopyFrom(agent_pb2.RunCheck(
             instance_id=cmd.instance_id, argv=list(cmd.argv),
             timeout=duration_to_pb(cmd.timeout_s)))
+    elif isinstance(cmd, ReadLogs):
+        pb.read_logs.CopyFrom(agent_pb2.ReadLogs(
+            instance_id=cmd.instance_id, follow=cmd.follow, tail=cmd.tail,
+            since=timestamp_to_pb(cmd.since) if cmd.since else None))
+    elif isinstance(cmd, ExecStream):
+        pb.exec_stream.CopyFrom(agent_pb2.ExecStream(
+            instance_id=cmd.instance_id, argv=list(cmd.argv),
+            timeout=duration_to_pb(cmd.timeout_s)))
+    else:
+        pb.cancel_output.CopyFrom(agent_pb2.CancelOutput(command_id=cmd.command_id))
     return pb
 
 
@@ -297,6 +326,15 @@ def command_from_pb(pb: agent_pb2.Command) -> Command:
     elif kind == "run_check":
         c = pb.run_check
         cmd = RunCheck(c.instance_id, tuple(c.argv), duration_from_pb(c.timeout))
+    elif kind == "read_logs":
+        logs = pb.read_logs
+        since = timestamp_from_pb(logs.since) if logs.HasField("since") else 0.0
+        cmd = ReadLogs(logs.instance_id, logs.follow, since, max(0, logs.tail))
+    elif kind == "exec_stream":
+        e = pb.exec_stream
+        cmd = ExecStream(e.instance_id, tuple(e.argv), duration_from_pb(e.timeout))
+    elif kind == "cancel_output":
+        cmd = CancelOutput(pb.cancel_output.command_id)
     else:
         raise InvalidArgument(f"unknown command {kind!r}", field="action")
     return Command(pb.command_id, cmd)

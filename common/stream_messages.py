@@ -20,6 +20,7 @@ __all__ = [
     "CommandResult",
     "MetricsWindow",
     "ObservedInstance",
+    "OutputChunk",
     "Registration",
     "ReportedEvent",
     "RouteServer",
@@ -141,6 +142,21 @@ class CommandResult:
 
 
 @dataclass(frozen=True)
+class OutputChunk:
+    """A piece of a ReadLogs or ExecStream command's output, in order per command id."""
+
+    command_id: str
+    data: bytes = b""
+    stderr: bool = False
+    end: bool = False
+    """The last chunk of the command."""
+    exit_code: int = -1
+    """With ``end``, ExecStream: the command's exit code (-1: none)."""
+    error: str = ""
+    """With ``end``: why the output stopped early."""
+
+
+@dataclass(frozen=True)
 class AgentReport:
     """A batched delta: only what changed since the agent's previous report."""
 
@@ -154,3 +170,4 @@ class AgentReport:
     """cpu_cores and memory_bytes of the whole host."""
     acked_command_ids: tuple[str, ...] = ()
     results: tuple[CommandResult, ...] = ()
+    output: tuple[OutputChunk, ...] = ()

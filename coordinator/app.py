@@ -29,19 +29,23 @@ from coordinator.api.admin_service import AdminService
 from coordinator.api.agent_service import AgentStreamService
 from coordinator.api.audit_interceptor import AuditInterceptor
 from coordinator.api.authz_interceptor import AuthzInterceptor
+from coordinator.api.call_limits import CallLimitSettings, CallLimitsInterceptor
 from coordinator.api.metrics_interceptor import CallMetricsInterceptor
 from coordinator.api.open_streams import OpenStreams
 from coordinator.config import CoordinatorConfig
 from coordinator.fleet.agent_sessions import AgentSessions
 from coordinator.fleet.check_calls import CheckCalls
 from coordinator.fleet.cordons import HostCordons
+from coordinator.fleet.decommission import HostDecommissions
 from coordinator.fleet.dispatch import CommandDispatch
+from coordinator.fleet.drains import HostDrains
 from coordinator.fleet.forgetter import HostForgetter
 from coordinator.fleet.healing import Healer
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.liveness import LivenessPolicy
 from coordinator.fleet.metrics_windows import MetricsWindows
+from coordinator.fleet.output_calls import OutputCalls
 from coordinator.fleet.placement_writer import PlacementWriter
 from coordinator.fleet.sessions import Fleet
 from coordinator.fleet.status_writer import StatusWriter
@@ -55,6 +59,7 @@ from coordinator.rollouts.etcd_records import EtcdRolloutRecords
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
 from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService
+from coordinator.rollouts.unit_service import UnitService
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
@@ -63,8 +68,10 @@ from coordinator.state.leadership import Leadership
 from coordinator.state.measured_store import MeasuredStore
 from coordinator.state.records import LeaderRecord
 from coordinator.state.schema_upgrade import SchemaUpgrade
+from coordinator.state.snapshot_store import ClusterSnapshots
 from coordinator.state.store import BlockingLeaseClient, EtcdStore, Store
 from coordinator.state.view import ClusterView
+from coordinator.web.pages import WebView
 
 __all__ = ["SERVICE_NAMES", "Coordinator"]
 
@@ -108,6 +115,7 @@ class Coordinator:
                                         stop_grace_s=config.stop_grace)
         self.windows = MetricsWindows()
         self.checks = CheckCalls(self.state, self.fleet)
+        self.outputs = OutputCalls(self.state, self.fleet)
         self.liveness = LivenessPolicy(config.heartbeat_interval, config.liveness_grace,
                                        report_interval=config.report_interval)
         self.hosts = HostRecords(self.store, self.writes, self.layout, self.state, self.clock,
@@ -116,7 +124,7 @@ class Coordinator:
         self.sessions = AgentSessions(
             hosts=self.hosts, statuses=self.statuses, state=self.state, fleet=self.fleet,
             events=self.events, clock=self.clock, commands=self.dispatch, windows=self.windows,
-            results=self.checks, leadership=self.leadership)
+            results=self.checks, leadership=self.leadership, outputs=self.outputs)
         self.healer = Healer(
             hosts=self.hosts, placement=self.placement, commands=self.dispatch,
             state=self.state, fleet=self.fleet, events=self.events, clock=self.clock,
@@ -132,12 +140,17 @@ class Coordinator:
         self.rollouts = self.rollout_service()
         self.rollouts.refused = self.metrics.observe_refusal
         self.schema = SchemaUpgrade(self.view, self.writes, self.layout)
+        self.cordons = HostCordons(self.state, self.layout, self.writes, self.events)
+        self.drains = HostDrains(
+            state=self.state, layout=self.layout, writes=self.writes, events=self.events,
+            cordons=self.cordons, placement=self.placement, commands=self.dispatch,
+            known=self.known, clock=self.clock)
         self.duties = LeaderDuties(
             view=self.view, state=self.state, fleet=self.fleet, leadership=self.leadership,
             events=self.events, clock=self.clock, heal=self.healer.tick,
             flush_routes=self.dispatch.flush_routes, flush_statuses=self.statuses.flush,
             tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts,
-            schema=self.schema, forget_hosts=self.forgetter.tick)
+            schema=self.schema, forget_hosts=self.forgetter.tick, drain_hosts=self.drains.tick)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
@@ -147,7 +160,16 @@ class Coordinator:
         self.admin = AdminService(
             state=self.state, fleet=self.fleet, known=self.known, leadership=self.leadership,
             clock=self.clock, registry=self.registry, rollouts=self.rollouts,
-            cordons=HostCordons(self.state, self.layout, self.writes, self.events))
+            cordons=self.cordons, drains=self.drains,
+            decommissions=HostDecommissions(
+                state=self.state, layout=self.layout, writes=self.writes, hosts=self.hosts,
+                fleet=self.fleet, events=self.events, clock=self.clock),
+            units=UnitService(state=self.state, layout=self.layout, writes=self.writes,
+                              events=self.events, clock=self.clock,
+                              rollouts=self.rollouts.records, placement=self.placement,
+                              commands=self.dispatch, hosts=self.fleet, known=self.known),
+            snapshots=ClusterSnapshots(self.store, self.layout, self.leadership, release()),
+            outputs=self.outputs)
         self.audit = AuditInterceptor(self.events)
         self.trust: Trust | None = (load_trust(config.tls_ca_file, config.tls_crl_file)
                                     if config.mutual_tls else None)
@@ -160,6 +182,10 @@ class Coordinator:
                                   lambda: certificates.certificate if certificates else None,
                                   self.clock)
         self.agent_stream = AgentStreamService(self.sessions, self.leadership, self.liveness)
+        self.limits = CallLimitsInterceptor(CallLimitSettings(
+            per_identity=config.max_calls_per_identity,
+            large_in_flight=config.max_publishes_in_flight, large_wait=config.publish_wait,
+            unary_deadline=config.call_deadline, read_timeout=config.request_read_timeout))
         self.health = health.aio.HealthServicer()
         self.server: Any = None
         self.metrics_server: MetricsServer | None = None
@@ -215,15 +241,16 @@ class Coordinator:
         return self.trust
 
     def _interceptors(self) -> list[Any]:
-        # the call metrics and the audit interceptor stay first (outermost): they must see
-        # every call's final status, authz denials included
+        # the limits come first (they decide before a request is read and serve unary
+        # methods with the stream-request shape); then the call metrics and the audit
+        # interceptor: they must see every call's final status, authz denials included
         counted = CallMetricsInterceptor(self.metrics)
         plain_etcd = [e for e in self.config.etcd_endpoints if not e.startswith("https://")]
         if plain_etcd and not self.config.etcd_tls.enabled:
             log.warning("INSECURE (insecure = true): etcd %s is reached in plain text",
                         ", ".join(plain_etcd))
         if self.trust is not None:
-            return [counted, self.audit,
+            return [self.limits, counted, self.audit,
                     AuthzInterceptor(self._current_trust, self.clock, self.streams)]
         # the config allows this only with insecure = true, on a loopback address
         log.warning("INSECURE (insecure = true): %s, so clients are anonymous and anyone "
@@ -231,10 +258,11 @@ class Coordinator:
                     "tls_ca_file, tls_cert_file and tls_key_file for mutual TLS",
                     "no client certificates" if self.config.tls_cert_file else "no TLS",
                     self.config.listen)
-        return [counted, self.audit]
+        return [self.limits, counted, self.audit]
 
     async def start(self) -> None:
-        self.server = create_server(interceptors=self._interceptors())
+        self.server = create_server(interceptors=self._interceptors(),
+                                    limits=self.config.connection_limits)
         admin_pb2_grpc.add_AdminServicer_to_server(self.admin, self.server)
         agent_pb2_grpc.add_AgentStreamServicer_to_server(self.agent_stream, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -244,8 +272,10 @@ class Coordinator:
                                  self.certificates)
         await self.server.start()
         await self._set_health(False)  # until the view has listed etcd
+        view = WebView(self.rollouts, lambda: list(self.state.rollouts))
         self.metrics_server = await serve_metrics(self.config.metrics_endpoint,
-                                                  self.metrics.registry, "coordinator")
+                                                  self.metrics.registry, "coordinator",
+                                                  pages=view)
         self._tasks = [
             asyncio.create_task(self.view.run(), name="etcd-view"),
             asyncio.create_task(self.election.run(self.duties.lead), name="election"),

@@ -33,7 +33,7 @@ from common.settings import (
     validate,
 )
 from common.settings_loader import SettingsSpec
-from common.transport import COORDINATOR_ADDRESS, TlsSettings, is_loopback
+from common.transport import COORDINATOR_ADDRESS, ConnectionLimits, TlsSettings, is_loopback
 
 __all__ = ["ENV_PREFIX", "SETTINGS", "CoordinatorConfig", "build_parser", "load_config"]
 
@@ -122,6 +122,33 @@ class CoordinatorConfig:
                                   le=65535)
     stop_grace: float = setting(30.0, "seconds an instance has to stop gracefully", ge=0)
     shutdown_grace: float = setting(5.0, "seconds in-flight RPCs get at shutdown", gt=0)
+    handshake_timeout: float = setting(
+        10.0, "seconds a client has to finish the TLS handshake and the HTTP/2 preface; a "
+        "connection that stalls before is closed", gt=0, le=3600, group="limits")
+    idle_connection_timeout: float = setting(
+        300.0, "seconds a connection with no call in progress stays open (0: forever); a "
+        "client reconnects when it next calls", ge=0)
+    max_connections: int = setting(
+        16384, "gRPC connections open at once (0: no cap); keep it well under the unit's "
+        "LimitNOFILE (65536)", ge=0)
+    max_streams_per_connection: int = setting(
+        100, "calls one connection may have in progress (HTTP/2 streams); a client queues "
+        "more", ge=1, le=10000)
+    max_calls_per_identity: int = setting(
+        64, "calls and streams one client certificate identity may have in progress "
+        "(without mutual TLS: one connection); more answer RESOURCE_EXHAUSTED", ge=1)
+    max_publishes_in_flight: int = setting(
+        4, "PublishVersion requests read and handled at once (each may be up to 32 MiB), "
+        "at most half of them for one identity; more wait for a turn", ge=1)
+    publish_wait: float = setting(
+        10.0, "seconds a publish waits for one of those slots before RESOURCE_EXHAUSTED",
+        ge=0, le=3600)
+    request_read_timeout: float = setting(
+        10.0, "seconds a request may take to arrive once its call has its turn (a client "
+        "trickling a request holds the turn)", gt=0, le=3600)
+    call_deadline: float = setting(
+        60.0, "seconds a unary call may run on the coordinator before it answers "
+        "DEADLINE_EXCEEDED", gt=0, le=3600)
     tls_ca_file: str = setting("", "CA bundle that signs clients' certificates (mutual TLS; "
                                    "landlord certs init)", group="TLS and registries")
     tls_cert_file: str = setting("", "this coordinator's certificate (landlord certs issue "
@@ -169,6 +196,14 @@ class CoordinatorConfig:
     def mutual_tls(self) -> bool:
         """Clients must show a certificate of tls_ca_file; the authz interceptor is on."""
         return bool(self.tls_ca_file and self.tls_cert_file and self.tls_key_file)
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            handshake_timeout_ms=max(1, round(self.handshake_timeout * 1000)),
+            idle_timeout_ms=round(self.idle_connection_timeout * 1000),
+            max_connections=self.max_connections,
+            max_streams_per_connection=self.max_streams_per_connection)
 
     @property
     def metrics_endpoint(self) -> MetricsEndpoint:

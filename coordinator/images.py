@@ -47,7 +47,7 @@ MANIFEST_ACCEPT = ", ".join(MANIFEST_TYPES)
 """The ``Accept`` header of a manifest request. Without it a registry may answer a
 schema-1 manifest (whose digest Docker cannot pull by) or convert the manifest."""
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 def is_digest(text: str) -> bool:

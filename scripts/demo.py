@@ -106,6 +106,7 @@ class Demo:
         say()
         say(f"== load: one client thread per host on http://127.0.0.{{2,3,4}}:{port}/")
         scenario.under_load(load, canary_flags(self.fast))
+        operations = scenario.operations_under_load(load)
         load.close()
         answers = load.answers()
         final_ok = scenario.all_serve("1.2.0")
@@ -113,6 +114,7 @@ class Demo:
             raise ClusterError("1.2.0 is not answering on every host at the end")
         summary = summary_dict(scenario.phases[1:], len(answers),
                                classify_failures(answers, BAD), BAD, "1.2.0", final_ok)
+        summary["operations"] = operations
         summary["workarounds"] = scenario.notes
         return summary
 
@@ -154,6 +156,11 @@ def print_summary(summary: dict[str, object], cluster: LocalCluster, port: int) 
             say(f"    rollback time: {phase['rollback_seconds']:.2f} s, from the failing step's "
                 "evaluation (its ended_at in the rollout record) to the last answer on any host "
                 "that was not a 200 from the stable version")
+    operations = summary.get("operations") or []
+    assert isinstance(operations, list)
+    for operation in operations:
+        say(f"  {operation['name']}: {operation['requests']} requests, "
+            f"{operation['failed']} failed ({operation['seconds']:.1f} s)")
     workarounds = summary.get("workarounds") or []
     assert isinstance(workarounds, list)
     for note in workarounds:
@@ -181,6 +188,11 @@ def print_summary(summary: dict[str, object], cluster: LocalCluster, port: int) 
     for agent in cluster.agents:
         say(f"  curl http://{agent.metrics_address}/metrics     # agent {agent.host_id} "
             f"(and /healthz)")
+    for agent in cluster.agents:
+        say(f"  curl http://{agent.haproxy_metrics_address}/metrics     # HAProxy of "
+            f"{agent.host_id}")
+    say("The rollouts in a browser (read-only; docs/metrics.md, section Web view):")
+    say(f"  http://{cluster.coordinator.metrics_address}/ui/")
     say("Stop it with: make down   (or .venv/bin/python scripts/demo.py --down)")
 
 

@@ -3,7 +3,8 @@
 # HAProxy and an image registry (the Distribution registry, package
 # docker-registry) from Debian's packages. Idempotent; run as root on Debian 12.
 # It also installs Prometheus (package prometheus) but never starts it: tests that need
-# a Prometheus server start a private one (tests/support/prometheus_server.py).
+# a Prometheus server start a private one (tests/support/prometheus_server.py). Likewise
+# chromium and chromium-driver, for the web view's browser test (tests/e2e/test_web_view.py).
 #
 #   services.sh install   install missing Debian packages (apt-get update only if needed)
 #   services.sh up        install, raise the datagram queue for request logs, then start
@@ -30,7 +31,7 @@ REGISTRY_CONFIG=$RUN_DIR/registry.yml
 DOCKER_SOCK=/var/run/docker.sock
 
 PACKAGES=(docker.io etcd-server haproxy docker-registry systemd-container debootstrap iproute2 curl
-  procps ca-certificates prometheus)
+  procps ca-certificates prometheus chromium chromium-driver)
 
 log() { printf '[services] %s\n' "$*"; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }

@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         rel = Path(str(item.fspath)).relative_to(TESTS)
         kind = rel.parts[0]
-        if kind in ("unit", "integration", "e2e"):
+        if kind in ("unit", "integration", "e2e", "fuzz"):
             item.add_marker(getattr(pytest.mark, kind))
 
 

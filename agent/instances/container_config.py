@@ -67,6 +67,7 @@ def build_create_request(
     extra_labels: Mapping[str, str],
     hard_storage_quota: bool,
     bridge_network: str = "",
+    user: str = "",
 ) -> CreateRequest:
     """The container for ``spec``: bridged (its port published on the advertise address)
     or on the host's network bound to that address, secure defaults, cgroup limits with
@@ -109,4 +110,5 @@ def build_create_request(
         storage_opt=storage_opt,
         network_mode=bridge_network if bridged else "host",
         published={spec.port: (advertise_address, spec.port)} if bridged else {},
+        user=user,  # agent/instances/run_as.py chooses it
     )

@@ -98,13 +98,12 @@ class ImagePuller:
         self.timeout = timeout
         self._pulls: dict[str, asyncio.Task[None]] = {}
 
-    async def ensure(self, spec: InstanceSpec) -> None:
-        """Return once ``spec.image`` is on this host; raise (with the registry's error text
+    async def ensure(self, spec: InstanceSpec) -> ImageInfo:
+        """``spec.image`` once it is on this host; raise (with the registry's error text
         for a failed pull) when it cannot be."""
         reference = spec.image
         try:
-            await self.runtime.inspect_image(reference)
-            return
+            return await self.runtime.inspect_image(reference)
         except NotFound:
             pass
         parsed = parse_image_ref(reference)
@@ -119,6 +118,7 @@ class ImagePuller:
             self._pulls[reference] = task
             task.add_done_callback(lambda done: self._forget(reference, done))
         await asyncio.shield(task)
+        return await self.runtime.inspect_image(reference)
 
     def cancel(self) -> list[asyncio.Task[None]]:
         """Cancel the pulls under way (the agent stops); returns their tasks to await."""

@@ -1,5 +1,6 @@
 """Resource monitor: samples each instance's cgroup (and its main process with psutil),
-publishes ``limit_exceeded`` / ``memory_pressure`` when a condition starts, feeds the
+publishes ``limit_exceeded`` / ``memory_pressure`` when a condition starts (CPU: when
+throttling near the limit is sustained, ``agent.limits.cpu_throttle``), feeds the
 memory-leak judgement, and measures storage for eviction."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import psutil
 from agent.instances.events import EventType
 from agent.instances.store import InstanceRecord
 from agent.limits.cgroups import CgroupPaths, CgroupSample, locate, read_sample
+from agent.limits.cpu_throttle import ThrottleEpisodes, ThrottleRule, cpu_interval
 from agent.limits.storage import judge_storage, measure_tree
 from common.errors import LandlordError
 from common.lifecycle import InstanceState
@@ -25,7 +27,7 @@ from common.recovery import LeakAssessment, assess_memory_trend
 if TYPE_CHECKING:
     from agent.instances.supervisor import Supervisor
 
-__all__ = ["EdgeFilter", "Finding", "LeakHandler", "ResourceMonitor", "evaluate",
+__all__ = ["EdgeFilter", "Finding", "LeakHandler", "ResourceMonitor", "cpu_finding", "evaluate",
            "main_process_pid"]
 
 S = InstanceState
@@ -55,9 +57,10 @@ class Finding:
     limit: float
 
 
-def evaluate(prev: CgroupSample | None, cur: CgroupSample, seconds: float,
-             pressure_ratio: float) -> list[Finding]:
-    """Conditions true in ``cur`` (``prev`` is the previous sample, ``seconds`` before)."""
+def evaluate(prev: CgroupSample | None, cur: CgroupSample, pressure_ratio: float
+             ) -> list[Finding]:
+    """Memory and pids conditions true in ``cur`` (``prev`` is the previous sample); CPU
+    throttling is judged over several samples (``cpu_finding``)."""
     out: list[Finding] = []
     limit = cur.memory_limit
     if limit:
@@ -72,13 +75,18 @@ def evaluate(prev: CgroupSample | None, cur: CgroupSample, seconds: float,
             f.event == EventType.MEMORY_PRESSURE for f in out):
         out.append(Finding(EventType.MEMORY_PRESSURE, "memory", cur.memory_working_set,
                            float(limit or 0)))
-    if prev is not None and cur.cpu_limit and seconds > 0 and \
-            cur.cpu_throttled > prev.cpu_throttled:
-        cores = (cur.cpu_usage_ns - prev.cpu_usage_ns) / 1e9 / seconds
-        out.append(Finding(EventType.LIMIT_EXCEEDED, "cpu", round(cores, 3), cur.cpu_limit))
     if cur.pids_limit and cur.pids >= cur.pids_limit:
         out.append(Finding(EventType.LIMIT_EXCEEDED, "pids", cur.pids, cur.pids_limit))
     return out
+
+
+def cpu_finding(episodes: ThrottleEpisodes, prev: CgroupSample | None, cur: CgroupSample,
+                seconds: float) -> Finding | None:
+    """A cpu ``limit_exceeded`` when this sample starts a sustained-throttling episode."""
+    interval = cpu_interval(prev, cur, seconds) if prev is not None else None
+    if not episodes.observe(interval) or interval is None:
+        return None
+    return Finding(EventType.LIMIT_EXCEEDED, "cpu", round(interval.cores, 3), interval.limit)
 
 
 @dataclass
@@ -103,6 +111,7 @@ class _Tracked:
     pid: int
     paths: CgroupPaths
     upper_dir: str | None
+    cpu: ThrottleEpisodes
     last: tuple[float, CgroupSample] | None = None
     memory: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=10_000))
     figures: dict[str, Any] = field(default_factory=dict)
@@ -123,6 +132,9 @@ class ResourceMonitor:
         self.leaks = leaks
         self.proc_root = proc_root
         self.edges = EdgeFilter()
+        config = supervisor.config
+        self.throttle_rule = ThrottleRule(config.cpu_throttle_samples, config.cpu_throttle_ratio,
+                                          config.cpu_throttle_usage_ratio)
         self._tracked: dict[str, _Tracked] = {}
 
     async def track(self, record: InstanceRecord) -> _Tracked | None:
@@ -142,7 +154,8 @@ class ResourceMonitor:
         with contextlib.suppress(OSError):
             proc_cgroup = (self.proc_root / str(info.pid) / "cgroup").read_text()
         paths = locate(self.sup.config.cgroup_root, container_id, proc_cgroup)
-        tracked = _Tracked(container_id, main_process_pid(info.pid), paths, info.upper_dir)
+        tracked = _Tracked(container_id, main_process_pid(info.pid), paths, info.upper_dir,
+                           ThrottleEpisodes(self.throttle_rule))
         self._tracked[record.instance_id] = tracked
         self.edges.forget(record.instance_id)
         return tracked
@@ -174,8 +187,11 @@ class ResourceMonitor:
         now = sup.clock.monotonic()
         for (record, tracked), (sample, process) in zip(due, readings, strict=True):
             prev = tracked.last
-            findings = evaluate(prev[1] if prev else None, sample,
-                                now - prev[0] if prev else 0.0, config.memory_pressure_ratio)
+            findings = evaluate(prev[1] if prev else None, sample, config.memory_pressure_ratio)
+            cpu = cpu_finding(tracked.cpu, prev[1] if prev else None, sample,
+                              now - prev[0] if prev else 0.0)
+            if cpu is not None:  # already once per episode; the edge filter lets it by
+                findings.append(cpu)
             tracked.last = (now, sample)
             tracked.figures = {**self._figures(sample), **process}
             for finding in self.edges.fresh(record.instance_id, findings):

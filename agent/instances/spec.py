@@ -158,6 +158,8 @@ class InstanceSpec:
     """Mount the image read-only (a small /tmp tmpfs is still writable)."""
     network_mode: NetworkMode = NetworkMode.UNSET
     """bridge or host; unset runs as ``common.network_modes.DEFAULT_NETWORK_MODE``."""
+    run_as_root: bool = False
+    """Run as root; else as the image's user, or uid 65532 (agent/instances/run_as.py)."""
 
     def __post_init__(self) -> None:
         for name in ("apartment", "unit"):
@@ -202,7 +204,8 @@ class InstanceSpec:
             "state_dir": self.state_dir,
             "idle_timeout": self.idle_timeout,
             "read_only_rootfs": self.read_only_rootfs,
-            # only when there are secrets: records and labels without them read as before
+            # only when set: records and labels without them read as before
+            **({"run_as_root": True} if self.run_as_root else {}),
             **({"secret_env": dict(self.secret_env)} if self.secret_env else {}),
             **({"network_mode": self.network_mode.value} if self.network_mode else {}),
         }

@@ -4,8 +4,7 @@ Every state change goes through ``move()``, which validates it against the table
 ``common.lifecycle``, persists the record and publishes an event. Failures detected here
 (container exits, failed health, startup timeouts) are handed to a ``FailureHandler``
 (``agent.instances.recovery.Recovery``, which drives the supervisor back: it imports this
-module, this module does not import it). Others read the records through ``records`` (see
-``agent.instances.records.InstanceRecords``).
+module, not the reverse). Others read the records through ``records``.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from agent.instances.events import AgentEvent, EventBus, EventType
 from agent.instances.health import HealthTracker, Verdict, command_probe, http_probe
 from agent.instances.image_pulls import ImagePuller
 from agent.instances.records import RecordTable
+from agent.instances.run_as import chosen_user, give_state_dir
 from agent.instances.spec import InstanceSpec, InstanceView, StateMode
 from agent.instances.store import InstanceRecord, RecordStore
 from agent.limits.bandwidth import EgressShaper, free_minor
@@ -198,7 +198,7 @@ class Supervisor:
     async def launch(self, record: InstanceRecord, reason: str) -> None:
         """Create and start a new container (next generation) for ``record``."""
         spec = record.spec
-        await self.images.ensure(spec)  # pulled first when this host lacks it
+        image = await self.images.ensure(spec)  # pulled first when this host lacks it
         state_dir = self.state_host_dir(spec)
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -207,13 +207,16 @@ class Supervisor:
             spec, host_id=self.config.host_id, advertise_address=self.address(),
             generation=record.generation, state_host_dir=state_dir,
             extra_labels=self.config.label_map, hard_storage_quota=self.storage_mode == "quota",
-            bridge_network=self.config.bridge_network)
+            bridge_network=self.config.bridge_network,
+            user=chosen_user(image.user, spec.run_as_root))
         try:
             container_id = await self.runtime.create(request)
         except Conflict:  # a half-done launch left the name behind: it is ours to remove
             await self.runtime.remove(request.name, force=True)
             container_id = await self.runtime.create(request)
         record.container_id = container_id
+        if state_dir is not None:  # the instance's user owns its state directory
+            await give_state_dir(self.runtime, container_id, request.user, state_dir)
         self.records.bind(container_id, spec.instance_id)
         for hook in self.launch_hooks:
             hook(spec)

@@ -53,6 +53,8 @@ class CgroupSample:
     io_write_bytes: int
     memory_pressure: float | None = None
     """v2 PSI "some avg10" (percent of time stalled on memory), when available."""
+    cpu_periods: int = 0
+    """CFS periods in which the container had work (``nr_periods``)."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ def read_sample(paths: CgroupPaths) -> CgroupSample:
     period = _int(_read(paths.file("cpu", "cpu.cfs_period_us")))
     read, write = parse_v1_blkio(_read(paths.file("blkio", "blkio.throttle.io_service_bytes")))
     oom = parse_flat_keyed(_read(paths.file("memory", "memory.oom_control")))
+    cpu_stat = parse_flat_keyed(_read(paths.file("cpu", "cpu.stat")))
     return CgroupSample(
         version=1,
         memory_usage=usage,
@@ -199,12 +202,12 @@ def read_sample(paths: CgroupPaths) -> CgroupSample:
         oom_kills=oom.get("oom_kill", 0),
         cpu_usage_ns=_int(_read(paths.file("cpuacct", "cpuacct.usage"))),
         cpu_limit=quota / period if quota > 0 and period > 0 else None,
-        cpu_throttled=parse_flat_keyed(_read(paths.file("cpu", "cpu.stat"))).get(
-            "nr_throttled", 0),
+        cpu_throttled=cpu_stat.get("nr_throttled", 0),
         pids=_int(_read(paths.file("pids", "pids.current"))),
         pids_limit=_limit(_read(paths.file("pids", "pids.max"))),
         io_read_bytes=read,
         io_write_bytes=write,
+        cpu_periods=cpu_stat.get("nr_periods", 0),
     )
 
 
@@ -231,4 +234,5 @@ def _read_v2(paths: CgroupPaths) -> CgroupSample:
         io_read_bytes=read,
         io_write_bytes=write,
         memory_pressure=parse_psi_avg10(_read(paths.file("", "memory.pressure"))),
+        cpu_periods=cpu.get("nr_periods", 0),
     )

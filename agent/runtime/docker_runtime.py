@@ -25,11 +25,12 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
-import psutil
 import requests.exceptions
 from docker.types import LogConfig
 
 from agent.runtime.docker_networks import ensure_bridge_network
+from agent.runtime.docker_files import read_container_file
+from agent.runtime.docker_output import Capture, close_stream, kill_tree, stream_output
 from agent.runtime.docker_pull import pull_image
 from agent.runtime.protocol import (
     EXEC_OUTPUT_CAP,
@@ -37,7 +38,10 @@ from agent.runtime.protocol import (
     ContainerInfo,
     CreateRequest,
     ExecResult,
+    ExecSource,
     ImageInfo,
+    LogsSource,
+    OutputPiece,
     PullStatus,
 )
 from common.errors import (
@@ -103,6 +107,8 @@ class DockerRuntime:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docker")
         self._exec_api = docker.APIClient(base_url=base_url,
                                           timeout=int(MAX_EXEC_TIMEOUT + 30))
+        self._follow_api = docker.APIClient(base_url=base_url, timeout=None)
+        """Followed logs: a quiet container may say nothing for hours."""
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -143,6 +149,7 @@ class DockerRuntime:
             host_config=host_config,
             ports=list(request.published) or None,
             stop_signal=request.stop_signal,
+            user=request.user or None,
         )
         return str(created["Id"])
 
@@ -165,6 +172,12 @@ class DockerRuntime:
         data = await self._call(f"inspect {container_id[:12]}", self._api.inspect_container,
                                 container_id)
         return container_info_from_inspect(data)
+
+    async def read_file(self, container_id: str, path: str, max_bytes: int) -> bytes:
+        with contextlib.suppress(NotFound):
+            return await self._call(f"read {path} in {container_id[:12]}",
+                                    read_container_file, self._api, container_id, path, max_bytes)
+        return b""
 
     async def list_containers(self, labels: Mapping[str, str], include_stopped: bool = True
                    ) -> list[ContainerInfo]:
@@ -193,7 +206,7 @@ class DockerRuntime:
         exec_id = str(created["Id"])
         stream = await self._call(what, self._exec_api.exec_start, exec_id, stream=True,
                                   demux=True)
-        capture = _Capture(max_output)
+        capture = Capture(max_output)
         reader = threading.Thread(target=capture.read, args=(stream,), daemon=True,
                                   name=f"exec-{exec_id[:12]}")
         reader.start()
@@ -201,7 +214,7 @@ class DockerRuntime:
         if not finished:
             with contextlib.suppress(LandlordError):
                 await self._kill_exec(exec_id)
-            _close_stream(stream)  # the reader's blocked read ends; it closes it too
+            close_stream(stream)  # the reader's blocked read ends; it closes it too
             await asyncio.to_thread(capture.done.wait, EXEC_CLOSE_WAIT)
             return capture.result(None, timed_out=True)
         state = await self._call(what, self._exec_api.exec_inspect, exec_id)
@@ -217,7 +230,13 @@ class DockerRuntime:
         state = await self._call("exec inspect", self._exec_api.exec_inspect, exec_id)
         pid = int(state.get("Pid") or 0)
         if pid > 0 and state.get("Running"):
-            await asyncio.to_thread(_kill_tree, pid)
+            await asyncio.to_thread(kill_tree, pid)
+
+    def output(self, container_id: str, source: LogsSource | ExecSource
+               ) -> AsyncIterator[OutputPiece]:
+        follow = isinstance(source, LogsSource) and source.follow
+        return stream_output(self._call, self._follow_api if follow else self._exec_api,
+                             container_id, source)
 
     async def images(self) -> list[ImageInfo]:
         rows = await self._call("list images", self._api.images)
@@ -300,66 +319,7 @@ class DockerRuntime:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._api.close()
         self._exec_api.close()
-
-
-class _Capture:
-    """Reads an exec's demultiplexed output, keeping the first ``cap`` bytes of each
-    stream (the rest is read, so the command never blocks on a full pipe, and dropped)."""
-
-    def __init__(self, cap: int) -> None:
-        self.cap = max(0, cap)
-        self.out = bytearray()
-        self.err = bytearray()
-        self.truncated = False
-        self.done = threading.Event()
-
-    def read(self, stream: Any) -> None:
-        try:
-            for out, err in stream:
-                self._keep(self.out, out)
-                self._keep(self.err, err)
-        except Exception as exc:  # closed at the deadline, or the engine went away
-            log.debug("exec output stream ended: %s", exc)
-        finally:
-            _close_stream(stream)
-            self.done.set()
-
-    def _keep(self, into: bytearray, data: bytes | None) -> None:
-        if not data:
-            return
-        room = self.cap - len(into)
-        if len(data) > room:
-            self.truncated = True
-        if room > 0:
-            into += data[:room]
-
-    def result(self, exit_code: int | None, timed_out: bool = False) -> ExecResult:
-        return ExecResult(exit_code, bytes(self.out), bytes(self.err), self.truncated,
-                          timed_out)
-
-
-def _close_stream(stream: Any) -> None:
-    """Shut the exec's socket down (a blocked read returns) and release the response that
-    holds it, so no file descriptor is left open (safe to call twice, from two threads)."""
-    with contextlib.suppress(Exception):
-        stream.close()
-    response = getattr(stream, "_response", None)  # the SDK's CancellableStream keeps it
-    if response is not None:
-        with contextlib.suppress(Exception):
-            response.close()
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and then every descendant found before (the parent first, so a
-    shell cannot report its children's deaths)."""
-    try:
-        root = psutil.Process(pid)
-        family = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return
-    for proc in family:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
+        self._follow_api.close()
 
 
 def _image_info(row: Mapping[str, Any]) -> ImageInfo:
@@ -368,7 +328,8 @@ def _image_info(row: Mapping[str, Any]) -> ImageInfo:
         id=row["Id"], tags=tuple(t for t in (row.get("RepoTags") or ()) if t != "<none>:<none>"),
         created=float(row.get("Created") or 0), size=int(row.get("Size") or 0),
         labels=dict(row.get("Labels") or (row.get("Config") or {}).get("Labels") or {}),
-        digests=tuple(d for d in (row.get("RepoDigests") or ()) if "<none>" not in d))
+        digests=tuple(d for d in (row.get("RepoDigests") or ()) if "<none>" not in d),
+        user=str((row.get("Config") or {}).get("User") or ""))
 
 
 def _parse_created(text: Any) -> float:

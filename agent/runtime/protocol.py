@@ -13,8 +13,11 @@ __all__ = [
     "ContainerRuntime",
     "CreateRequest",
     "ExecResult",
+    "ExecSource",
     "ImageInfo",
+    "LogsSource",
     "Mount",
+    "OutputPiece",
     "PullStatus",
 ]
 
@@ -57,6 +60,8 @@ class CreateRequest:
     storage_opt: Mapping[str, str] = field(default_factory=dict)
     stop_signal: str = "SIGTERM"
     log_max_size: str = "10m"
+    user: str = ""
+    """``uid[:gid]`` or ``name[:group]`` the process runs as; empty: the image's user."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class ImageInfo:
     labels: Mapping[str, str]
     digests: tuple[str, ...] = ()
     """``NAME@sha256:...`` references (Docker's RepoDigests)."""
+    user: str = ""
+    """The user the image declares (``Config.User``; empty: none)."""
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -136,6 +143,37 @@ class ExecResult:
     truncated: bool = False
     """Output beyond ``max_output`` was dropped."""
     timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class LogsSource:
+    """A container's output (stdout and stderr together, as ``docker logs``)."""
+
+    follow: bool = False
+    since: float = 0.0
+    """Epoch seconds; 0 = from the start."""
+    tail: int = 0
+    """The last lines only; 0 = all."""
+
+
+@dataclass(frozen=True)
+class ExecSource:
+    """A command run in the container, its output as it comes."""
+
+    argv: tuple[str, ...]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class OutputPiece:
+    """A piece of streamed output; the last one has ``end`` set."""
+
+    data: bytes = b""
+    stderr: bool = False
+    end: bool = False
+    exit_code: int = -1
+    """With ``end``, an exec's exit code (-1: none: killed at its timeout)."""
+    error: str = ""
 
 
 class ContainerRuntime(Protocol):
@@ -172,6 +210,17 @@ class ContainerRuntime(Protocol):
         a command still running after ``timeout`` seconds is killed (``timed_out``).
         Raises NotFound for a missing container, Conflict/FailedPrecondition for one that
         is not running, or when the command cannot be started."""
+        ...
+
+    def output(self, container_id: str, source: LogsSource | ExecSource
+               ) -> AsyncIterator[OutputPiece]:
+        """The container's logs or a command's output as it comes, ending with an ``end``
+        piece; closing the iterator stops it (and kills a command still running)."""
+        ...
+
+    async def read_file(self, container_id: str, path: str, max_bytes: int) -> bytes:
+        """The first ``max_bytes`` of a regular file in a (created or running) container's
+        filesystem; empty when it does not exist."""
         ...
 
     async def images(self) -> list[ImageInfo]: ...

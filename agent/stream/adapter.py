@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import psutil
@@ -29,13 +29,20 @@ import psutil
 from agent.instances.events import AgentEvent
 from agent.instances.records import InstanceRecords
 from agent.instances.store import InstanceRecord
+from agent.runtime.protocol import ExecSource, LogsSource, OutputPiece
 from agent.service import AgentService
 from agent.stream.endpoint import ChangeBatch
 from agent.stream.host_commands import HostCommands, RoutingPlane
-from agent.stream.mapping import instance_report, plane_unit, reported_event, window_report
+from agent.stream.mapping import (
+    check_timeout,
+    instance_report,
+    plane_unit,
+    reported_event,
+    window_report,
+)
 from common.errors import FailedPrecondition, LandlordError
 from common.resources import Resources
-from common.stream_commands import COMMAND_KINDS, AgentCommand
+from common.stream_commands import COMMAND_KINDS, AgentCommand, ExecStream, ReadLogs
 from common.stream_messages import (
     CommandResult,
     MetricsWindow,
@@ -293,6 +300,13 @@ class StreamAdapter:
                                         instance_id)
 
     # -- AgentEndpoint: commands, and what they report back (ChangeSink) ------------------
+    def output(self, command: ReadLogs | ExecStream) -> AsyncIterator[OutputPiece]:
+        if isinstance(command, ReadLogs):
+            return self.service.output_of(command.instance_id, LogsSource(
+                command.follow, command.since, command.tail))
+        return self.service.output_of(command.instance_id, ExecSource(
+            command.argv, check_timeout(command)))
+
     async def execute(self, command: AgentCommand) -> CommandResult | None:
         clock, ok = self.service.clock, False
         started = clock.monotonic()

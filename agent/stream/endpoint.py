@@ -3,11 +3,12 @@ over the real agent (``agent.stream.adapter.StreamAdapter``) or over a fake."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from common.stream_commands import AgentCommand
+from agent.runtime.protocol import OutputPiece
+from common.stream_commands import AgentCommand, ExecStream, ReadLogs
 from common.stream_messages import (
     CommandResult,
     MetricsWindow,
@@ -51,4 +52,9 @@ class AgentEndpoint(Protocol):
     async def execute(self, command: AgentCommand) -> CommandResult | None:
         """Carry out one command (idempotent); raise to report a failure. RunCheck returns
         what its command did (the stream fills in the command id)."""
+        ...
+
+    def output(self, command: ReadLogs | ExecStream) -> AsyncIterator[OutputPiece]:
+        """An instance's logs or a command's output as it comes (ending with an ``end``
+        piece); raises NotFound/FailedPrecondition for an instance it cannot read."""
         ...

@@ -27,7 +27,7 @@ from agent.instances.spec import (
 from agent.runtime.protocol import ExecResult
 from common.errors import InvalidArgument
 from common.network_modes import parse_network_mode
-from common.stream_commands import RunCheck, StartInstance
+from common.stream_commands import ExecStream, RunCheck, StartInstance
 from common.stream_messages import (
     CommandResult,
     MetricsWindow,
@@ -97,11 +97,13 @@ def instance_spec(cmd: StartInstance) -> InstanceSpec:
         health=health, resources=resources,
         state_mode=state_mode, idle_timeout=max(0.0, cmd.idle_timeout_s),
         network_mode=parse_network_mode(cmd.network_mode),
+        run_as_root=cmd.run_as_root,
     )
 
 
-def check_timeout(cmd: RunCheck) -> float:
-    """The seconds a RunCheck may run: its own timeout (0 = the default), at most the cap.
+def check_timeout(cmd: RunCheck | ExecStream) -> float:
+    """The seconds a RunCheck or an ExecStream may run: its own timeout (0 = the default),
+    at most the cap.
 
     Raises ``InvalidArgument`` for a command without argv."""
     if not cmd.argv or not cmd.argv[0]:

@@ -17,6 +17,7 @@ from common.transport.factory import (
 from common.transport.settings import (
     COORDINATOR_ADDRESS,
     COORDINATOR_PORT,
+    ConnectionLimits,
     KeepaliveSettings,
     TlsSettings,
     is_loopback,
@@ -26,6 +27,7 @@ __all__ = [
     "COORDINATOR_ADDRESS",
     "COORDINATOR_PORT",
     "ClientCertificates",
+    "ConnectionLimits",
     "ExpiryWatch",
     "KeepaliveSettings",
     "ServerCertificates",

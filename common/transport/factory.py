@@ -9,7 +9,7 @@ import grpc
 
 from common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from common.pki import load_certificate, load_certificates, load_private_key
-from common.transport.settings import KeepaliveSettings, TlsSettings
+from common.transport.settings import ConnectionLimits, KeepaliveSettings, TlsSettings
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -30,8 +30,10 @@ def create_server(
     keepalive: KeepaliveSettings | None = None,
     options: Sequence[Option] = (),
     interceptors: Sequence[Any] = (),
+    limits: ConnectionLimits | None = None,
 ) -> Any:
-    """A grpc.aio server with keepalive and message-size options; add ports with bound_server.
+    """A grpc.aio server with keepalive, connection-limit and message-size options; add
+    ports with bound_server.
 
     ``interceptors`` are grpc.aio server interceptors (coordinator/api/authz_interceptor.py).
     """
@@ -40,6 +42,7 @@ def create_server(
         interceptors=list(interceptors) or None,
         options=[
             *settings.server_options(),
+            *(limits or ConnectionLimits()).server_options(),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),

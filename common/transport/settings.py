@@ -8,8 +8,8 @@ from pathlib import Path
 
 from common.errors import InvalidArgument
 
-__all__ = ["COORDINATOR_ADDRESS", "COORDINATOR_PORT", "KeepaliveSettings", "TlsSettings",
-           "is_loopback"]
+__all__ = ["COORDINATOR_ADDRESS", "COORDINATOR_PORT", "ConnectionLimits", "KeepaliveSettings",
+           "TlsSettings", "is_loopback"]
 
 COORDINATOR_PORT = 7400
 """The coordinator's gRPC port: where it listens by default and where the CLI looks."""
@@ -118,3 +118,42 @@ class KeepaliveSettings:
             ("grpc.keepalive_timeout_ms", self.ping_timeout_ms),
             ("grpc.keepalive_permit_without_calls", 1),
         ]
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one server's connections may hold, so that clients that connect and then stall
+    (no TLS handshake, half an HTTP/2 preface, no calls) cannot pile up descriptors.
+
+    grpc closes a connection whose TLS handshake and HTTP/2 preface (with the client's
+    SETTINGS) are not done within ``handshake_timeout_ms``, and one with no call in progress
+    for ``idle_timeout_ms`` (GOAWAY; a client's channel reconnects when it next calls).
+    """
+
+    handshake_timeout_ms: int = 10_000
+    """TLS handshake plus HTTP/2 preface must be done within this (grpc's default: 120 s)."""
+    idle_timeout_ms: int = 300_000
+    """A connection with no call in progress is closed after this (0 = never)."""
+    max_connections: int = 16_384
+    """Connections open at once; more are closed as soon as they are accepted (0 = no cap)."""
+    max_streams_per_connection: int = 100
+    """Calls (HTTP/2 streams) one connection may have open at once; a client queues more."""
+
+    def __post_init__(self) -> None:
+        for name in ("handshake_timeout_ms", "max_streams_per_connection"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(f"{name} must be at least 1", field=name)
+        for name in ("idle_timeout_ms", "max_connections"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(f"{name} must not be negative", field=name)
+
+    def server_options(self) -> list[tuple[str, int]]:
+        options = [
+            ("grpc.server_handshake_timeout_ms", self.handshake_timeout_ms),
+            ("grpc.max_concurrent_streams", self.max_streams_per_connection),
+        ]
+        if self.idle_timeout_ms:
+            options.append(("grpc.max_connection_idle_ms", self.idle_timeout_ms))
+        if self.max_connections:
+            options.append(("grpc.max_allowed_incoming_connections", self.max_connections))
+        return options

@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from common.clock import Clock
-from common.errors import InvalidArgument, NotFound, Unavailable
+from common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from common.input_bounds import check_argv
 from common.proto_values import duration_from_pb, gc_kinds_from_pb
-from common.stream_commands import CollectGarbage
+from common.stream_commands import CollectGarbage, ExecStream, ReadLogs
 from coordinator.api.convert_admin import (
     event_to_pb,
     host_to_pb,
@@ -28,29 +29,52 @@ from coordinator.api.convert_admin import (
     unit_to_pb,
     version_to_pb,
 )
+from coordinator.api.host_removal_rpcs import HostRemovalRpcs
 from coordinator.api.read_models import ClusterReads
 from coordinator.api.rollout_proto import control_from_pb, deploy_from_pb, rollout_info
 from coordinator.api.rpc_errors import stream_boundary, unary_boundary
 from coordinator.api.scope import caller_reach, visible_edges
+from coordinator.api.unit_changes_proto import unit_change_to_pb, unit_of
 from coordinator.fleet.cordons import HostCordons
+from coordinator.fleet.decommission import HostDecommissions
+from coordinator.fleet.drains import HostDrains
 from coordinator.fleet.known_fleet import KnownFleet
+from coordinator.fleet.output_calls import OutputCalls
 from coordinator.fleet.sessions import Fleet
 from coordinator.registry import Registry
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.service import RolloutService
+from coordinator.rollouts.unit_service import UnitService
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.leadership import Leadership
 from coordinator.state.records import EventRecord
+from coordinator.state.snapshot import encode as encode_snapshot
+from coordinator.state.snapshot_store import ClusterSnapshots
 
 __all__ = ["AdminService"]
 
 Context = Any
-class AdminService(admin_pb2_grpc.AdminServicer):
+OUTPUT_SILENCE = 30.0
+"""Seconds a host may send nothing of output it was asked for (logs without follow; an
+exec past its own timeout) before the call ends UNAVAILABLE."""
+DEFAULT_EXEC_S, MAX_EXEC_S = 30.0, 300.0
+"""An exec's timeout when unset, and the longest one (the agent's cap)."""
+SNAPSHOT_CHUNK = 1 << 20
+"""Bytes of a snapshot per streamed message, far below grpc's message limit."""
+class AdminService(HostRemovalRpcs, admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
                  leadership: Leadership, clock: Clock, registry: Registry,
-                 rollouts: RolloutService, cordons: HostCordons) -> None:
+                 rollouts: RolloutService, cordons: HostCordons, units: UnitService,
+                 drains: HostDrains, decommissions: HostDecommissions,
+                 snapshots: ClusterSnapshots | None = None,
+                 outputs: OutputCalls | None = None) -> None:
         self.state = state
+        self.units = units
+        self.snapshots = snapshots
+        self.outputs = outputs
         self.cordons = cordons
+        self.drains = drains  # DrainHost, GetDrainStatus, DecommissionHost: HostRemovalRpcs
+        self.decommissions = decommissions
         self.fleet = fleet
         self.leadership = leadership
         self.clock = clock
@@ -158,6 +182,23 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             raise NotFound(f"unit {apartment}/{unit} does not exist (publish a version first)",
                            unit=unit)
 
+    # -- units: stop, delete, scale (coordinator/rollouts/unit_service.py) ------------------
+
+    @unary_boundary
+    async def StopUnit(self, request: admin_pb2.StopUnitRequest, context: Context
+                       ) -> admin_pb2.UnitChangeResponse:
+        return unit_change_to_pb(await self.units.stop(*unit_of(request)))
+
+    @unary_boundary
+    async def DeleteUnit(self, request: admin_pb2.DeleteUnitRequest, context: Context
+                         ) -> admin_pb2.UnitChangeResponse:
+        return unit_change_to_pb(await self.units.delete(*unit_of(request), caller_reach()))
+
+    @unary_boundary
+    async def ScaleUnit(self, request: admin_pb2.ScaleUnitRequest, context: Context
+                        ) -> admin_pb2.UnitChangeResponse:
+        return unit_change_to_pb(await self.units.scale(*unit_of(request), request.replicas))
+
     # -- fleet -----------------------------------------------------------------------------
 
     @unary_boundary
@@ -249,10 +290,67 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             this_is_leader=leadership.is_leader,
         )
 
+    @stream_boundary
+    async def InstanceLogs(self, request: admin_pb2.InstanceLogsRequest, context: Context
+                           ) -> AsyncIterator[admin_pb2.InstanceOutput]:
+        since = duration_from_pb(request.since)
+        command = ReadLogs(_instance_id(request.instance_id), request.follow,
+                           self.clock.now() - since if since > 0 else 0.0,
+                           _count(request.tail, "tail"))
+        async for item in self._output(command, 0.0 if request.follow else OUTPUT_SILENCE):
+            yield item
+
+    @stream_boundary
+    async def ExecInstance(self, request: admin_pb2.ExecInstanceRequest, context: Context
+                           ) -> AsyncIterator[admin_pb2.InstanceOutput]:
+        argv = tuple(request.argv)
+        check_argv("argv", argv)
+        if not argv or not argv[0]:
+            raise InvalidArgument("name the command to run (argv is empty)", field="argv")
+        timeout = duration_from_pb(request.timeout)
+        if not 0 <= timeout <= MAX_EXEC_S:
+            raise InvalidArgument(f"timeout must be 0 to {MAX_EXEC_S:g}s", field="timeout")
+        command = ExecStream(_instance_id(request.instance_id), argv, timeout)
+        async for item in self._output(command, (timeout or DEFAULT_EXEC_S) + OUTPUT_SILENCE):
+            yield item
+
+    async def _output(self, command: ReadLogs | ExecStream, wait_s: float
+                      ) -> AsyncIterator[admin_pb2.InstanceOutput]:
+        self.leadership.fence  # noqa: B018  (agents stream to the leader: NotLeader names it)
+        if self.outputs is None:
+            raise Unavailable("this coordinator streams no instance output")
+        async for chunk in self.outputs.stream(command.instance_id, command, wait_s):
+            if chunk.end and chunk.error:
+                raise FailedPrecondition(f"output of {command.instance_id}: {chunk.error}",
+                                         instance=command.instance_id)
+            yield admin_pb2.InstanceOutput(data=chunk.data, stderr=chunk.stderr,
+                                           end=chunk.end, exit_code=chunk.exit_code)
+
+    @stream_boundary
+    async def SaveSnapshot(self, request: admin_pb2.SaveSnapshotRequest, context: Context
+                           ) -> AsyncIterator[admin_pb2.SnapshotChunk]:
+        if self.snapshots is None:
+            raise Unavailable("this coordinator takes no snapshots")
+        data = encode_snapshot(await self.snapshots.take(self.clock.now()))
+        for start in range(0, len(data), SNAPSHOT_CHUNK):
+            yield admin_pb2.SnapshotChunk(data=data[start:start + SNAPSHOT_CHUNK])
+
 
 def _require_unit(apartment: str, unit: str) -> None:
     if not apartment or not unit:
         raise InvalidArgument("apartment and unit are required", field="unit")
+
+
+def _instance_id(instance_id: str) -> str:
+    if not instance_id.strip():
+        raise InvalidArgument("name the instance (instance_id is empty)", field="instance_id")
+    return instance_id.strip()
+
+
+def _count(value: int, name: str) -> int:
+    if value < 0:
+        raise InvalidArgument(f"{name} must not be negative", field=name)
+    return value
 
 
 def _host_id(host_id: str) -> str:

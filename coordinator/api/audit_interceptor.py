@@ -1,9 +1,10 @@
 """A grpc.aio server interceptor that writes one audit event per mutating admin call.
 
-It wraps the behavior of each method in ``AUDITED_METHODS`` (all unary-unary) and, when the
-call has ended, whether it returned, was aborted with a status (by the servicer's error
-boundary or by the authz interceptor) or was cancelled, hands the event to a background
-task: the caller never waits for the etcd write, and a failed write is logged, never raised.
+It wraps the behavior of each method in ``AUDITED_METHODS`` (unary, or server-streaming like
+SaveSnapshot) and, when the call has ended, whether it returned, was aborted with a status
+(by the servicer's error boundary or by the authz interceptor) or was cancelled, hands the
+event to a background task: the caller never waits for the etcd write, and a failed write
+is logged, never raised.
 
 Place it before the authz interceptor (outermost) so it also sees the calls authz refuses;
 the admitted identity comes from ``caller_identity()``, which the authz interceptor sets in
@@ -20,7 +21,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
@@ -60,7 +61,14 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
         method = AUDITED_METHODS.get(details.method)
-        if handler is None or method is None or not handler.unary_unary:
+        if handler is None or method is None:
+            return handler
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if not handler.unary_unary:
             return handler
         inner = handler.unary_unary
 
@@ -70,7 +78,7 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 response = inner(request, context)
                 return await response if inspect.isawaitable(response) else response
             except asyncio.CancelledError:
-                code, message = grpc.StatusCode.CANCELLED.name, "the call was cancelled"
+                code, message = _cancelled(context)
                 raise
             except BaseException as exc:
                 code, message = _status(context, exc)
@@ -81,6 +89,23 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return grpc.unary_unary_rpc_method_handler(
             audited, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
+
+    def _streaming(self, method: str, inner: Any) -> Any:
+        async def audited(request: Any, context: Any) -> AsyncIterator[Any]:
+            code, message = OK, ""
+            try:
+                async for item in inner(request, context):
+                    yield item
+            except (asyncio.CancelledError, GeneratorExit):
+                code, message = _cancelled(context)
+                raise
+            except BaseException as exc:
+                code, message = _status(context, exc)
+                raise
+            finally:
+                self._record(method, request, context, code, message)
+
+        return audited
 
     def _record(self, method: str, request: Any, context: Any, code: str, message: str
                 ) -> None:
@@ -133,3 +158,20 @@ def _claimed(context: Any) -> str:
     except Exception:  # a certificate authz refuses; the audit keeps the peer address
         return ""
     return str(identity) if identity is not None else ""
+
+
+_DEADLINE_SLACK = 0.25  # seconds
+
+
+def _cancelled(context: Any) -> tuple[str, str]:
+    """How a call that ended without an answer ended: its deadline ran out (the client's
+    DEADLINE_EXCEEDED) or the client went away. The client gives up at its deadline and
+    resets the stream a little before this side's own copy of the deadline runs out, hence
+    the slack."""
+    try:
+        remaining = context.time_remaining()
+    except Exception:
+        remaining = None
+    if remaining is not None and remaining <= _DEADLINE_SLACK:
+        return grpc.StatusCode.DEADLINE_EXCEEDED.name, "the call's deadline ran out"
+    return grpc.StatusCode.CANCELLED.name, "the call was cancelled"

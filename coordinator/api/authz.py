@@ -105,13 +105,23 @@ ADMIN_RULES: dict[str, Rule] = {
     "ControlRollout": Rule(Access.WRITE, _apartment),
     "ListRollouts": Rule(Access.READ, _apartment),
     "Rollback": Rule(Access.WRITE, _apartment),
+    "StopUnit": Rule(Access.WRITE, _apartment),
+    "DeleteUnit": Rule(Access.WRITE, _apartment),
+    "ScaleUnit": Rule(Access.WRITE, _apartment),
     "ListHosts": Rule(Access.READ),
     "ListInstances": Rule(Access.READ, _apartment),
     "RunGarbageCollection": Rule(Access.WRITE),
     "CordonHost": Rule(Access.WRITE),
     "UncordonHost": Rule(Access.WRITE),
+    "DrainHost": Rule(Access.WRITE),
+    "GetDrainStatus": Rule(Access.READ),
+    "DecommissionHost": Rule(Access.WRITE),
     "StreamEvents": Rule(Access.READ, _apartment),
     "GetLeader": Rule(Access.READ),
+    "SaveSnapshot": Rule(Access.WRITE),
+    # admins only, fleet-wide: logs may hold secrets; exec runs anything in the container
+    "InstanceLogs": Rule(Access.WRITE),
+    "ExecInstance": Rule(Access.WRITE),  # admins only: a snapshot holds secret env values
 }
 """Admin service method name -> who may call it."""
 

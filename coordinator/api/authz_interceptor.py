@@ -15,7 +15,6 @@ trusted are ended.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
@@ -28,6 +27,7 @@ from common.clock import Clock
 from common.identity import Identity
 from common.pki_check import Refusal, Trust, check_peer
 from coordinator.api.authz import decide
+from coordinator.api.handler_shapes import awaited, items
 from coordinator.api.open_streams import OpenStreams
 
 __all__ = ["AuthzInterceptor", "caller_identity"]
@@ -101,7 +101,7 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str, admit: Admit, watch: W
 
         async def unary_unary(request: Any, context: Any) -> Any:
             await admit(context, method, request)
-            return await _awaited(inner_uu(request, context))
+            return await awaited(inner_uu(request, context))
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.unary_stream:
@@ -110,7 +110,7 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str, admit: Admit, watch: W
         async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
             identity = await admit(context, method, request)
             async for item in watch(context, method, identity,
-                                    _items(inner_us(request, context))):
+                                    items(inner_us(request, context))):
                 yield item
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
@@ -119,30 +119,14 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str, admit: Admit, watch: W
 
         async def stream_unary(requests: Any, context: Any) -> Any:
             await admit(context, method, None)
-            return await _awaited(inner_su(requests, context))
+            return await awaited(inner_su(requests, context))
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
     inner_ss = handler.stream_stream
 
     async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
         identity = await admit(context, method, None)
-        async for item in watch(context, method, identity, _items(inner_ss(requests, context))):
+        async for item in watch(context, method, identity, items(inner_ss(requests, context))):
             yield item
 
     return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
-
-
-async def _awaited(result: Any) -> Any:
-    return await result if inspect.isawaitable(result) else result
-
-
-async def _items(result: Any) -> AsyncIterator[Any]:
-    """Items of a streaming behavior, whether it yields or writes through the context."""
-    if hasattr(result, "__aiter__"):
-        async for item in result:
-            yield item
-    elif inspect.isawaitable(result):
-        await result
-    else:
-        for item in result or ():
-            yield item

@@ -56,6 +56,7 @@ def publish_from_pb(
         state_mode=StateMode(state_mode_from_pb(pb.state_mode)), idle_timeout_s=idle,
         warmup_s=warmup, healthy_threshold=h.healthy_threshold or 1,
         network_mode=parse_network_mode(pb.network_mode),
+        run_as_root=pb.run_as_root,
     )
     changes = ChangeSet(
         breaking=tuple(req.changes.breaking), features=tuple(req.changes.features),
@@ -73,7 +74,8 @@ def unit_spec_to_pb(spec: UnitSpec) -> types_pb2.UnitSpec:
         health=health_to_pb(spec.health_check, spec.healthy_threshold, spec.warmup_s),
         resources=resources_to_pb(spec.resources), dependencies=list(spec.dependencies),
         state_mode=state_mode_to_pb(spec.state_mode),
-        idle_timeout=duration_to_pb(spec.idle_timeout_s), network_mode=spec.network_mode.value,
+        idle_timeout=duration_to_pb(spec.idle_timeout_s), run_as_root=spec.run_as_root,
+        network_mode=spec.network_mode.value,
     )
 
 

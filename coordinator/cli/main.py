@@ -14,7 +14,18 @@ from typer.core import TyperGroup
 
 from common.errors import LandlordError
 from common.transport import TlsSettings
-from coordinator.cli import certs, deploy, events, fleet, rollout, units
+from coordinator.cli import (
+    apply,
+    certs,
+    cluster,
+    deploy,
+    events,
+    fleet,
+    host_removal,  # noqa: F401  # registers hosts drain, drain-status, decommission
+    instance_output,
+    rollout,
+    units,
+)
 from coordinator.cli.client import DEFAULT_ADDRESS, CallFailed, ClientSettings, parse_addresses
 from coordinator.cli.context import CliSettings
 from coordinator.cli.exit_codes import error_line, exit_code_for_error
@@ -96,14 +107,17 @@ def root(
 
 app.add_typer(units.app, name="units")
 app.command("deploy", no_args_is_help=True)(deploy.deploy)
+app.command("apply", no_args_is_help=True)(apply.apply)
 app.add_typer(rollout.app, name="rollout")
 app.command("rollback", no_args_is_help=True)(rollout.rollback)
 app.add_typer(fleet.hosts_app, name="hosts")
 app.add_typer(fleet.instances_app, name="instances")
+instance_output.register(fleet.instances_app)
 app.command("events")(events.events)
 app.add_typer(fleet.gc_app, name="gc")
 app.command("leader")(fleet.leader)
 app.add_typer(certs.app, name="certs")
+app.add_typer(cluster.app, name="cluster")
 
 
 def main() -> None:

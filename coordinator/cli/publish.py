@@ -87,6 +87,8 @@ class PublishArgs:
     idle_timeout: str | None = None
     network_mode: str | None = None
     """--network-mode: bridge or host (``common.network_modes``)."""
+    run_as_root: bool = False
+    """--run-as-root: the one way to run a unit's processes as root."""
     metadata: tuple[str, ...] = ()
     changes: ChangeLists = field(default_factory=ChangeLists)
     """Changes from --breaking/--feature/--fix/--internal, plus those of --changes FILE."""
@@ -117,6 +119,7 @@ def build_publish_request(args: PublishArgs) -> admin_pb2.PublishVersionRequest:
         )
     if args.network_mode is not None:
         spec.network_mode = parse_network_mode(args.network_mode, "--network-mode").value
+    spec.run_as_root = args.run_as_root
     request = admin_pb2.PublishVersionRequest(
         spec=spec, version=parse_version(args.version, "version")
     )

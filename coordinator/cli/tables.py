@@ -118,6 +118,8 @@ def _spec_rows(version: types_pb2.VersionInfo) -> list[tuple[str, str]]:
         ("resources", resources_text(spec.resources)),
         ("state mode", _state_mode(spec.state_mode)),
         ("network mode", spec.network_mode or f"{DEFAULT_NETWORK_MODE} (default)"),
+        ("runs as", "root (--run-as-root)" if spec.run_as_root
+         else "the image's user, or uid 65532 when it names none or root"),
         ("dependencies", ", ".join(spec.dependencies) or "-"),
         ("changes", _changes_text(version.changes)),
     ]

@@ -1,11 +1,15 @@
-"""`landlord units ...`: publish versions and look at units, versions and dependencies."""
+"""`landlord units ...`: publish versions, look at units, versions and dependencies, and
+stop, delete or scale a unit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import RenderableType
+from rich.text import Text
 
 from common.gen.landlord.v1 import admin_pb2
 from coordinator.cli.arguments import parse_unit_ref, parse_unit_version
@@ -25,9 +29,8 @@ from coordinator.cli.tables import (
     versions_table,
 )
 
-app = typer.Typer(help="Publish unit versions and inspect units.", no_args_is_help=True)
-
-
+app = typer.Typer(help="Publish unit versions, inspect, stop, delete and scale units.",
+                  no_args_is_help=True)
 
 @app.command()
 def publish(
@@ -94,6 +97,11 @@ def publish(
         typer.Option(help="bridge (own network namespace) | host (the host's network).",
                      show_default=False),
     ] = None,
+    run_as_root: Annotated[
+        bool,
+        typer.Option("--run-as-root", help="Run as root (default: the image's user, or uid "
+                     "65532 when it names none or root)."),
+    ] = False,
     metadata: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE (repeat).", show_default=False)
     ] = None,
@@ -146,6 +154,7 @@ def publish(
         state_mode=state_mode,
         idle_timeout=idle_timeout,
         network_mode=network_mode,
+        run_as_root=run_as_root,
         metadata=tuple(metadata or ()),
         changes=from_file + flagged,
     )
@@ -197,3 +206,59 @@ def resolve(
     root = f"{ref}@{version}"
     response = unary(ctx, "ResolveDependencies", request, f"resolve {root}")
     emit(ctx, output, response, lambda r: resolve_tree(root, r.resolved))
+
+
+@app.command()
+def stop(ctx: typer.Context, unit: UnitArg, output: OutputOption = None) -> None:
+    """Drain and stop every instance of a unit; its versions and history stay."""
+    ref = parse_unit_ref(unit)
+    request = admin_pb2.StopUnitRequest(apartment=ref.apartment, unit=ref.unit)
+    emit(ctx, output, unary(ctx, "StopUnit", request, f"stop {ref}"), change_view("stop"))
+
+
+@app.command()
+def delete(ctx: typer.Context, unit: UnitArg, output: OutputOption = None) -> None:
+    """Remove a stopped unit entirely: its records, versions, rollouts and route."""
+    ref = parse_unit_ref(unit)
+    request = admin_pb2.DeleteUnitRequest(apartment=ref.apartment, unit=ref.unit)
+    emit(ctx, output, unary(ctx, "DeleteUnit", request, f"delete {ref}"), change_view("delete"))
+
+
+@app.command()
+def scale(
+    ctx: typer.Context,
+    unit: UnitArg,
+    replicas: Annotated[int, typer.Argument(metavar="N", help="Instances of the stable "
+                                            "version to run (1..1000).", show_default=False)],
+    output: OutputOption = None,
+) -> None:
+    """Run N instances of the unit's stable version, without a rollout."""
+    ref = parse_unit_ref(unit)
+    request = admin_pb2.ScaleUnitRequest(apartment=ref.apartment, unit=ref.unit,
+                                         replicas=replicas)
+    emit(ctx, output, unary(ctx, "ScaleUnit", request, f"scale {ref}"), change_view("scale"))
+
+
+def change_view(verb: str) -> Callable[[admin_pb2.UnitChangeResponse], RenderableType]:
+    """How a stop, delete or scale reads for people."""
+
+    def view(response: admin_pb2.UnitChangeResponse) -> RenderableType:
+        info = response.unit
+        name = f"{info.apartment}/{info.unit}"
+        if verb == "delete":
+            return Text(f"{name} deleted: its records, versions, rollouts and route are gone")
+        if not response.changed:
+            state = "stopped" if verb == "stop" else f"at {info.instances} instance(s)"
+            return Text(f"{name} already {state}; nothing changed")
+        if verb == "stop":
+            return Text(f"{name} stopped: {len(response.stopped)} instance(s) drained and "
+                        "stopped; its versions and history stay (deploy to start it again)")
+        lines = [f"{name} {info.stable_version} scaled to {info.instances} instance(s)"]
+        if response.started:
+            lines.append(f"started {', '.join(response.started)} (they join the routes once "
+                         "healthy)")
+        if response.stopped:
+            lines.append(f"drained and stopped {', '.join(response.stopped)}")
+        return Text("\n".join(lines))
+
+    return view

@@ -16,10 +16,17 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from common.clock import Clock
-from common.errors import InvalidArgument
+from common.errors import FailedPrecondition, InvalidArgument
 from common.identity import IDENTITY_NAME_PATTERN, IDENTITY_NAME_RULE
 from common.stream_commands import Command, SetRoute
-from common.stream_messages import AgentReport, CommandResult, MetricsWindow, Registration
+from common.stream_messages import (
+    AgentReport,
+    CommandResult,
+    MetricsWindow,
+    OutputChunk,
+    Registration,
+)
+from coordinator.fleet.decommission import refusal as decommissioned_refusal
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.reconcile import plan_register
 from coordinator.fleet.report_scope import DropKind, own_observations, scope_report
@@ -59,10 +66,17 @@ class ResultSink(Protocol):
     def deliver(self, results: Sequence[CommandResult]) -> None: ...
 
 
+class OutputSink(ResultSink, Protocol):
+    """Who waits for streamed output (coordinator/fleet/output_calls.py)."""
+
+    def deliver_output(self, host_id: str, chunks: Sequence[OutputChunk]) -> None: ...
+
+
 class AgentSessions:
     def __init__(self, *, hosts: HostRecords, statuses: StatusWriter, state: ClusterState,
                  fleet: Fleet, events: EventLog, clock: Clock, commands: SessionCommands,
-                 windows: WindowSink, results: ResultSink, leadership: Fenced) -> None:
+                 windows: WindowSink, results: ResultSink, leadership: Fenced,
+                 outputs: OutputSink | None = None) -> None:
         self._hosts = hosts
         self._statuses = statuses
         self._state = state
@@ -73,6 +87,7 @@ class AgentSessions:
         self._commands = commands
         self._windows = windows
         self._results = results
+        self._outputs = outputs
         self.foreign_dropped: Counter[DropKind] = Counter()
         """Statuses, removals, events and windows dropped because they were about another
         host's instances (coordinator/fleet/report_scope.py), by kind."""
@@ -83,6 +98,9 @@ class AgentSessions:
         """Register a host; returns its session and whether it came back from ``lost``."""
         self._leadership.fence  # noqa: B018  # a follower refuses before touching anything
         reg = _validated(registration)
+        refused = decommissioned_refusal(self._state, reg.host_id)
+        if refused:
+            raise FailedPrecondition(refused, host=reg.host_id)
         now, mono = self._clock.now(), self._clock.monotonic()
         existing = self._state.hosts.get(reg.host_id)
         returned = existing is not None and existing.value.status == HostHealth.LOST
@@ -150,6 +168,10 @@ class AgentSessions:
         self._statuses.queue(report.changed)
         if report.results:
             self._results.deliver(report.results)
+            if self._outputs is not None:
+                self._outputs.deliver(report.results)
+        if report.output and self._outputs is not None:
+            self._outputs.deliver_output(session.host_id, report.output)
         if report.windows:
             self._windows.record(report.windows)
         events = [

@@ -106,10 +106,13 @@ class PlacementWriter:
         building: str,
         replaces: InstanceRecord | None = None,
         extra: Callable[[], Txn] | None = None,
+        keep_replaced: bool = False,
     ) -> list[InstanceRecord]:
         """Decide and record ``replicas`` new instances (not started). See the module doc.
 
-        ``replaces``: an instance (on a lost host) removed in the same transaction.
+        ``replaces``: an instance (on a lost host) removed in the same transaction; with
+        ``keep_replaced`` it stays (a drain stops it once the new one serves) and the new
+        record only names it.
         ``extra``: more changes (unit, route, rollout records) committed together, built
         again for every attempt (from the cache as it is then; it may refuse by raising).
         """
@@ -136,7 +139,7 @@ class PlacementWriter:
                 for p in decided
             ]
             txn = self._recording(records)
-            if replaces is not None:
+            if replaces is not None and not keep_replaced:
                 txn.extend(self.removal(replaces))
             if extra is not None:
                 txn.extend(extra())

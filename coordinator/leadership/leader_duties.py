@@ -5,8 +5,8 @@ election), refuses a cluster whose records are of a newer schema, migrates older
 once (coordinator/state/schema_upgrade.py), then carries on from etcd: every known host
 that is not lost gets a heartbeat interval plus the grace period to reconnect before it can
 be lost, so a leader change never moves instances by itself. Then loops run until the lead
-is lost: liveness and healing, forgetting hosts lost for long, route sending (debounced),
-status writing (batched across reports), event trimming.
+is lost: liveness and healing, forgetting hosts lost for long, host drains, route sending
+(debounced), status writing (batched across reports), event trimming.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class LeaderDuties:
                  route_flush: float = 0.2, trim_every: float = 10.0,
                  rollouts: RolloutService | None = None,
                  schema: SchemaUpgrade | None = None,
-                 forget_hosts: Round | None = None, forget_every: float = 1.0) -> None:
+                 forget_hosts: Round | None = None, forget_every: float = 1.0,
+                 drain_hosts: Round | None = None) -> None:
         self._view = view
         self._state = state
         self._fleet = fleet
@@ -64,6 +65,8 @@ class LeaderDuties:
         self.schema = schema
         self.forget_hosts = forget_hosts
         self.forget_every = forget_every
+        self.drain_hosts = drain_hosts
+        """Steps every host drain (coordinator/fleet/drains.py), resumed from etcd."""
 
     async def lead(self, fence: Fence) -> None:
         fleet, leadership = self._fleet, self._leadership
@@ -96,6 +99,8 @@ class LeaderDuties:
                 if self.forget_hosts is not None:
                     group.create_task(self._every(self.forget_every, self.forget_hosts,
                                                   "host forgetting"))
+                if self.drain_hosts is not None:
+                    group.create_task(self._every(self.tick, self.drain_hosts, "host drains"))
                 if self.rollouts is not None:
                     # Resumes every rollout left active by a previous leader.
                     group.create_task(self.rollouts.lead(), name="rollouts")

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from common.clock import Clock
 from common.dependencies import parse_dependency
 from common.errors import FailedPrecondition, InsufficientResources, LandlordError, NotFound
+from common.lifecycle import DeployState
 from coordinator.fleet.placement import HostRoom
 from coordinator.registry import Registry
 from coordinator.rollouts.admission import (
@@ -35,7 +36,7 @@ from coordinator.rollouts.settings import RolloutSettings, Strategy
 from coordinator.rollouts.status import RolloutStatus, rollout_status
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.leadership import Leadership
-from coordinator.state.records import RouteRecord
+from coordinator.state.records import RouteRecord, UnitRecord
 
 __all__ = ["RolloutService"]
 
@@ -140,6 +141,7 @@ class RolloutService:
         if self.records.active(apartment, unit) is not None:
             return await self._queue(apartment, unit, Control.ABORT)
         current = self.registry.unit(apartment, unit)
+        _refuse_stopped(current, "rolled back")
         stable = current.stable_version
         target = to_version or self._previous_stable(apartment, unit, stable)
         if target == stable:
@@ -200,6 +202,7 @@ class RolloutService:
             raise NotFound(f"{apartment}/{unit} has no rollout to retry", unit=unit)
         last = history[0][0]
         unit_record = self.registry.unit(apartment, unit)
+        _refuse_stopped(unit_record, "retried")
         self._check_entry_point(apartment, unit, last.to_version, last.building)
         instances = self.state.instances_of(apartment, unit)
         old = [i for i in instances if i.version == unit_record.stable_version]
@@ -290,3 +293,11 @@ class RolloutService:
     def _rooms(self, building: str) -> list[HostRoom]:
         # Placement sees hosts exactly as the first-deploy path does.
         return self.fleet.rooms(building)
+
+
+def _refuse_stopped(unit: UnitRecord, what: str) -> None:
+    """A stopped unit (``landlord units stop``) runs no stable version to move from: only a
+    Deploy starts it again."""
+    if unit.state == DeployState.STOPPED.value:
+        raise FailedPrecondition(f"{unit.apartment}/{unit.unit} is stopped and cannot be {what}; "
+                                 "deploy a version to start it again", unit=unit.unit)

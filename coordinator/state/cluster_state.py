@@ -72,6 +72,10 @@ class ClusterState:
         self.routes: dict[UnitKey, Versioned[RouteRecord]] = {}
         self.rollouts: dict[UnitKey, dict[str, Versioned[bytes]]] = defaultdict(dict)
         self.active_rollouts: dict[UnitKey, Versioned[ActiveRolloutRecord]] = {}
+        self.drains: dict[str, Versioned[bytes]] = {}
+        """host id -> its drain record (decoded by coordinator/fleet/drain_plan.py)."""
+        self.decommissioned: dict[str, bytes] = {}
+        """host id -> the mark a decommissioned host leaves (coordinator/fleet/decommission.py)."""
         """unit -> its active-rollout key (one active rollout per unit)."""
         self.events: dict[str, EventRecord] = {}
         self._event_subscribers: set[asyncio.Queue[EventRecord]] = set()
@@ -174,6 +178,10 @@ class ClusterState:
         elif kind == "active-rollout" and len(parts) == 2:
             _set(self.active_rollouts, (parts[0], parts[1]), deleted,
                  versioned(ActiveRolloutRecord))
+        elif kind == "drains" and len(parts) == 1:
+            _set(self.drains, parts[0], deleted, lambda: Versioned(value, rev, create))
+        elif kind == "decommissioned" and len(parts) == 1:
+            _set(self.decommissioned, parts[0], deleted, lambda: value)
         elif kind == "events" and len(parts) == 1:
             self._apply_event(parts[0], deleted, value, create)
 

@@ -55,6 +55,21 @@ key                                            value, writer and when
                                                that creates the rollout record; deleted in
                                                the one that ends it
                                                (coordinator/rollouts/one_active.py).
+{p}/restoring                                 ``{"since", "snapshot_revision", "keys"}``:
+                                               a snapshot restore is writing this prefix
+                                               (coordinator/state/snapshot.py). Created
+                                               first and deleted last; no coordinator
+                                               leads while it exists.
+{p}/drains/{host_id}                           DrainRecord of ``landlord hosts drain``
+                                               (coordinator/fleet/drain_plan.py): state,
+                                               the move under way, what was moved or
+                                               skipped. Written by the leader at each
+                                               step; deleted when the host is
+                                               decommissioned.
+{p}/decommissioned/{host_id}                   ``{"at", "building"}``: the host was
+                                               decommissioned; its agent's registration
+                                               is refused (a new host id brings the
+                                               machine back).
 {p}/events/{time_ns:020d}-{n:06d}              One event. Its sequence is the key's create
                                                revision x 1000 + its position in the
                                                transaction. Trimmed to a bounded history.
@@ -90,6 +105,10 @@ class KeyLayout:
     def schema(self) -> str:
         return f"{self.prefix}/schema"
 
+    @property
+    def restoring(self) -> str:
+        return f"{self.prefix}/restoring"
+
     def host(self, host_id: str) -> str:
         return f"{self.prefix}/hosts/{host_id}"
 
@@ -122,6 +141,12 @@ class KeyLayout:
 
     def active_rollout(self, apartment: str, unit: str) -> str:
         return f"{self.prefix}/active-rollout/{apartment}/{unit}"
+
+    def drain(self, host_id: str) -> str:
+        return f"{self.prefix}/drains/{host_id}"
+
+    def decommissioned(self, host_id: str) -> str:
+        return f"{self.prefix}/decommissioned/{host_id}"
 
     @property
     def events(self) -> str:

@@ -40,7 +40,9 @@ VERSIONED_KINDS = ("hosts", "instances", "status", "units", "versions", "routes"
 would break 0.1.0 coordinators mid-upgrade; a change of its shape goes by the cluster's
 schema key), ``active-rollout`` (lives only as long as its rollout; one missing for an
 active rollout an older release wrote is created when a leader takes over:
-coordinator/rollouts/one_active.py), and ``schema`` itself."""
+coordinator/rollouts/one_active.py), ``drains`` and ``decommissioned`` (host drain
+records and the marks decommissioned hosts leave, read with defaults for missing fields),
+and ``schema`` itself."""
 
 
 def dumps(raw: Mapping[str, Any]) -> bytes:

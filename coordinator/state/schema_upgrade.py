@@ -85,6 +85,10 @@ class SchemaUpgrade:
 
     def refusal(self) -> str:
         """Why this coordinator must not lead now ("" when it may), from the cache."""
+        if self._view.get(self._layout.restoring) is not None:
+            return ("a snapshot restore is writing the cluster's keys, or was interrupted "
+                    "(key restoring): this coordinator will not lead until `landlord cluster "
+                    "snapshot restore` has finished")
         try:
             found, _ = self.cluster_schema()
         except (ValueError, KeyError, TypeError) as exc:

@@ -137,6 +137,9 @@ class AgentProcess(ManagedProcess):
         self.data_dir = workdir / host_id
         self.metrics_address = f"127.0.0.1:{free_port()}"
         """Its Prometheus endpoint and /healthz."""
+        self.haproxy_metrics_address = f"127.0.0.1:{free_port()}"
+        """Its HAProxy's own Prometheus exporter (http://<this>/metrics): each host's
+        HAProxy has its own port, as the agents on one machine would fight over one."""
         self.settings = {
             "host_id": host_id, "advertise_address": address, "building": building,
             "coordinators": ",".join(coordinators), "data_dir": str(self.data_dir),
@@ -147,10 +150,11 @@ class AgentProcess(ManagedProcess):
     @property
     def env(self) -> dict[str, str]:
         """LANDLORD_AGENT_* of ``settings``; without TLS files, this release's agent is told
-        ``insecure`` (a release before 0.2.0 has no such setting)."""
+        ``insecure`` (a release before 0.2.0 has no such setting, nor the metrics ones)."""
         values = dict(self.settings)
         if self.bin_dir == BIN:  # settings a release before 0.2.0 does not know
-            values = {"metrics_listen": self.metrics_address, **values}
+            values = {"metrics_listen": self.metrics_address,
+                      "haproxy_metrics_listen": self.haproxy_metrics_address, **values}
             if "tls_cert_file" not in values:
                 values["insecure"] = "true"
         return {f"LANDLORD_AGENT_{k.upper()}": v for k, v in values.items()}

@@ -168,6 +168,21 @@ class EtcdProcess(ManagedProcess):
         return {base64.b64decode(kv["key"]).decode():
                 base64.b64decode(kv.get("value", "")).decode() for kv in self._range(prefix)}
 
+    def count(self, prefix: str) -> tuple[int, int]:
+        """(number of keys under ``prefix``, the store revision) in one read."""
+        reply = _call(self.endpoint, "v3/kv/range",
+                      {**_prefix_range(prefix), "count_only": True}, self.tls)
+        return int(reply.get("count", 0)), int(reply["header"]["revision"])
+
+    def changed_since(self, prefix: str, revision: int) -> dict[str, tuple[int, str]]:
+        """Keys under ``prefix`` written after ``revision``: key -> (create revision, value).
+        With ``count()``, what a short window changed, without reading every key."""
+        reply = _call(self.endpoint, "v3/kv/range",
+                      {**_prefix_range(prefix), "min_mod_revision": revision + 1}, self.tls)
+        return {base64.b64decode(kv["key"]).decode():
+                (int(kv["create_revision"]), base64.b64decode(kv.get("value", "")).decode())
+                for kv in reply.get("kvs", [])}
+
     def revisions(self, prefix: str) -> dict[str, int]:
         """Every key under ``prefix`` with its mod revision (a write changes one)."""
         return {base64.b64decode(kv["key"]).decode(): int(kv["mod_revision"])

@@ -116,6 +116,53 @@ class DemoScenario:
         self.rollout("blue-green to 1.2.0, immediate switch", "1.2.0", BLUE_GREEN, "promoted",
                      "1.2.0")
 
+    def operations_under_load(self, load: LoadGenerator) -> list[dict[str, object]]:
+        """Everyday operations while ``load`` runs: scale the stable version up and down
+        without a rollout, then drain one host (every instance moved elsewhere, one at a
+        time) and put it back in service. Each with the requests the load saw meanwhile."""
+        replicas, host = len(self.addresses), self.cluster.agents[-1].host_id
+        steps: list[tuple[str, list[list[str]], int]] = [
+            (f"scale {self.unit} to {replicas * 2} instances (no rollout)",
+             [["units", "scale", self.unit, str(replicas * 2)]], replicas * 2),
+            (f"scale {self.unit} back to {replicas}",
+             [["units", "scale", self.unit, str(replicas)]], replicas),
+            (f"drain host {host}: its instance moves to another host, then it is uncordoned",
+             [["hosts", "drain", host, "--deadline", "2m"], ["hosts", "uncordon", host]],
+             replicas),
+        ]
+        done: list[dict[str, object]] = []
+        for name, commands, running in steps:
+            self.say("")
+            self.say(f"== {name}")
+            began = time.time()
+            for command in commands:
+                self.cli().run(command, timeout=180)
+            wait_for(lambda n=running: self.running_count() == n, 90,
+                     f"{running} running instances of {self.unit}", interval=0.5)
+            if commands[0][1] == "drain":
+                on_host = self.running_on(host)
+                if on_host:
+                    raise ClusterError(f"{host} still runs {on_host} after its drain")
+            time.sleep(2.0)  # answers of the moments after it count too
+            answers = load.answers(began, time.time())
+            failures = classify_failures(answers, BAD)
+            self.say(f"  done in {time.time() - began - 2.0:.1f} s; meanwhile "
+                     f"{len(answers)} requests, {failures.total} failed")
+            done.append({"name": name, "requests": len(answers), "failed": failures.total,
+                         "seconds": round(time.time() - began - 2.0, 2)})
+        return done
+
+    def _instances(self) -> list[Any]:
+        with self.cluster.admin(self.cluster.coordinator) as admin:
+            return list(admin.ListInstances(admin_pb2.ListInstancesRequest(
+                apartment=self.apartment, unit=self.name), timeout=5).instances)
+
+    def running_count(self) -> int:
+        return sum(1 for i in self._instances() if i.state == types_pb2.INSTANCE_STATE_RUNNING)
+
+    def running_on(self, host_id: str) -> list[str]:
+        return [i.instance_id for i in self._instances() if i.host_id == host_id]
+
     def current_id(self) -> str:
         with self.cluster.admin(self.cluster.coordinator) as admin:
             try:

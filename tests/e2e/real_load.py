@@ -63,15 +63,17 @@ def seconds(value: float) -> duration_pb2.Duration:
 
 @contextlib.contextmanager
 def real_cluster(coordinators: int = 1, settings: dict[str, Any] | None = None,
-                 hosts: Mapping[str, str] | None = None) -> Iterator[RealCluster]:
+                 hosts: Mapping[str, str] | None = None,
+                 agent_settings: Mapping[str, str] | None = None) -> Iterator[RealCluster]:
     """etcd, ``coordinators`` coordinators (``settings``, default COORDINATOR_SETTINGS) and an
-    agent on every host of ``hosts`` (default ``HOSTS``), in building ``demo``."""
+    agent on every host of ``hosts`` (default ``HOSTS``; ``agent_settings`` on top of the
+    launcher's), in building ``demo``."""
     ensure_demo_images()
     real = RealCluster(COORDINATOR_SETTINGS if settings is None else settings)
     try:
         real.start(coordinators)
         for host_id, address in (HOSTS if hosts is None else hosts).items():
-            real.add_agent(host_id, address, "demo")
+            real.add_agent(host_id, address, "demo", agent_settings)
         yield real
     except BaseException:
         print(real.logs())

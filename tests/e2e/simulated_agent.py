@@ -21,21 +21,24 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from agent.runtime.protocol import OutputPiece
 from agent.stream.endpoint import ChangeBatch
 from agent.stream.session import CoordinatorStream, StreamSettings
-from common.errors import FailedPrecondition
+from common.errors import FailedPrecondition, NotFound
 from common.resources import Resources
 from common.stream_commands import (
     AgentCommand,
     CollectGarbage,
     DrainInstance,
+    ExecStream,
+    ReadLogs,
     RunCheck,
     SetRoute,
     SetWeights,
@@ -98,6 +101,27 @@ class FakeRuntime:
         self._changed[report.instance_id] = report
         self._removed.discard(report.instance_id)
         self._signal.set()
+
+    async def output(self, command: ReadLogs | ExecStream) -> AsyncIterator[OutputPiece]:
+        """A simulated instance's logs: one line per second it has run (following: one more
+        each second); an exec echoes its command and exits 0, or N for ``exit N``."""
+        found = self.instances.get(command.instance_id)
+        if found is None:
+            raise NotFound(f"instance {command.instance_id} does not run on this host")
+        if isinstance(command, ExecStream):
+            yield OutputPiece((" ".join(command.argv) + "\n").encode())
+            code = int(command.argv[1]) if command.argv[:1] == ("exit",) else 0
+            yield OutputPiece(end=True, exit_code=code)
+            return
+        line = 0
+        while True:
+            line += 1
+            yield OutputPiece(f"{found.instance_id} {found.version} line {line}\n".encode())
+            if not command.follow and line >= 3:
+                break
+            if command.follow:
+                await asyncio.sleep(0.2)
+        yield OutputPiece(end=True)
 
     async def execute(self, command: AgentCommand) -> None:
         self.executed.append(command)

@@ -85,6 +85,22 @@ def _running_images() -> set[str]:
         client.close()
 
 
+def _metrics_urls(stdout: str) -> dict[str, list[str]]:
+    """The printed ``curl http://.../metrics     # <what> ...`` lines: what -> URLs."""
+    found: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        if "curl http" in line and "/metrics" in line:
+            url, comment = line.split("curl ")[1].split("#", 1)
+            found.setdefault(comment.split()[0], []).append(url.strip())
+    return found
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert reply.status == 200, url
+        return str(reply.read().decode())
+
+
 @pytest.fixture
 def demo_env() -> Iterator[dict[str, str]]:
     env = {**os.environ, "LANDLORD_DEMO_FAST": "1"}
@@ -123,6 +139,12 @@ def test_demo_runs_three_rollouts_and_tells_the_truth(demo_env: dict[str, str]) 
     measured = [s["measured_percent"] for s in good["steps"]]
     assert all(m is not None for m in measured) and measured[-1] > 90, measured
     assert summary["final_version"] == "1.2.0"
+    # everyday operations under the same load: scale up and down, a host drained; the
+    # summary's zero switching failures above covers them, and each says so on its own
+    operations = summary["operations"]
+    assert [o["name"].split(" ")[0] for o in operations] == ["scale", "scale", "drain"]
+    assert all(o["failed"] == 0 and o["requests"] > 20 for o in operations), operations
+    assert "== drain host " in done.stdout
     assert "export LANDLORD_COORDINATOR=127.0.0.1:" in done.stdout
     # the printed shell lines let the CLI in as the demo's admin; without them it is refused
     exports = dict(line.strip().removeprefix("export ").split("=", 1)
@@ -140,15 +162,27 @@ def test_demo_runs_three_rollouts_and_tells_the_truth(demo_env: dict[str, str]) 
                              timeout=60, check=False)
     assert refused.returncode != 0 and "no client certificate" in refused.stderr, refused.stderr
 
-    # the printed metrics endpoints answer: the coordinator leads, every agent is healthy
-    scrapes = [line.split("curl ")[1].split()[0] for line in done.stdout.splitlines()
-               if "/metrics" in line and "curl http" in line]
-    assert len(scrapes) == 4, scrapes
-    with urllib.request.urlopen(scrapes[0], timeout=10) as reply:
-        assert "landlord_coordinator_leader 1.0" in reply.read().decode()
-    for agent in scrapes[1:]:
+    # the printed metrics endpoints answer: the coordinator leads, every agent is healthy,
+    # every host's HAProxy exports its own figures, among them the unit's servers
+    scrapes = _metrics_urls(done.stdout)
+    assert [len(scrapes[k]) for k in ("coordinator", "agent", "HAProxy")] == [1, 3, 3], scrapes
+    assert "landlord_coordinator_leader 1.0" in _scrape(scrapes["coordinator"][0])
+    for agent in scrapes["agent"]:
+        assert "landlord_agent_stream_connected 1.0" in _scrape(agent)
         with urllib.request.urlopen(agent.replace("/metrics", "/healthz"), timeout=10) as reply:
             assert reply.status == 200
+    for haproxy in scrapes["HAProxy"]:
+        text = _scrape(haproxy)
+        assert "haproxy_process_uptime_seconds" in text, text[:500]
+        assert 'haproxy_server_weight{proxy="be.' in text, text[:2000]
+
+    # the printed web view answers, and its JSON lists the demo's rollout
+    view = [line.strip() for line in done.stdout.splitlines() if line.strip().endswith("/ui/")]
+    assert len(view) == 1, done.stdout[-3000:]
+    with urllib.request.urlopen(view[0], timeout=10) as reply:
+        assert "Landlord rollouts" in reply.read().decode()
+    with urllib.request.urlopen(view[0].replace("/ui/", "/api/v1/rollouts"), timeout=10) as reply:
+        assert json.loads(reply.read())["rollouts"], "no rollout in the web view's JSON"
 
     port = int(done.stdout.split("(http://127.0.0.{2,3,4}:")[1].split("/")[0])
     for host in HOSTS:

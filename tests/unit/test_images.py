@@ -112,7 +112,8 @@ def test_digest_of_is_the_sha256_of_the_bytes(body: bytes) -> None:
 
 def test_is_digest() -> None:
     assert is_digest(DIGEST)
-    for text in ("", "sha256:abc", DIGEST.upper(), "sha512:" + "0" * 128, DIGEST + "0"):
+    for text in ("", "sha256:abc", DIGEST.upper(), "sha512:" + "0" * 128, DIGEST + "0",
+                 DIGEST + "\n"):  # "$" would let a trailing newline pass
         assert not is_digest(text)
 
 

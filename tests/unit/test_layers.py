@@ -19,7 +19,8 @@ LAYERS = {
     "coordinator": [
         {"coordinator.main"},
         {"coordinator.app"},
-        {"coordinator.api", "coordinator.leadership", "coordinator.cli", "coordinator.metrics"},
+        {"coordinator.api", "coordinator.leadership", "coordinator.cli", "coordinator.metrics",
+         "coordinator.web"},
         {"coordinator.rollouts"},
         {"coordinator.registry"},
         {"coordinator.images_client", "coordinator.images"},

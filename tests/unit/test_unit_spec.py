@@ -129,6 +129,7 @@ RUNNING_FIELDS = {
     "image_digest": st.text("0123456789abcdef", min_size=64, max_size=64).map(
         lambda h: f"sha256:{h}"),
     "network_mode": st.sampled_from(list(NetworkMode)),
+    "run_as_root": st.booleans(),
 }
 """Every field of a UnitSpec that changes what runs, with the values it may take."""
 
@@ -155,7 +156,7 @@ def test_changing_any_running_field_changes_the_checksum(data: st.DataObject) ->
     "patch",
     [{"service_port": 8081}, {"state_mode": "snapshot"}, {"idle_timeout_s": 600},
      {"warmup_s": 3}, {"healthy_threshold": 2}, {"port": 0},
-     {"health_check": {"command": ["check"]}}],
+     {"health_check": {"command": ["check"]}}, {"run_as_root": True}],
 )
 def test_versions_that_differ_only_in_how_they_run_differ_in_checksum(
     patch: dict[str, object],
@@ -172,6 +173,15 @@ def test_a_spec_stored_before_the_run_fields_existed_keeps_its_checksum() -> Non
 
 
 DIGEST = "sha256:" + "ab" * 32
+
+
+def test_run_as_root_is_in_the_content_only_when_asked() -> None:
+    spec = UnitSpec.from_dict(GOOD)
+    assert spec.run_as_root is False and "run_as_root" not in spec.content()
+    root = UnitSpec.from_dict(GOOD | {"run_as_root": True})
+    assert root.content()["run_as_root"] is True and root.to_dict()["run_as_root"] is True
+    with pytest.raises(InvalidArgument, match="run_as_root must be true or false"):
+        UnitSpec.from_dict(GOOD | {"run_as_root": "yes"})
 
 
 def test_a_spec_without_a_digest_keeps_the_checksum_it_had_before_digests() -> None:

@@ -104,7 +104,8 @@ async def test_storage_hog_is_evicted_with_the_reason(
     harness: AgentHarness, docker_client: docker.DockerClient
 ) -> None:
     agent = await harness.agent(run_loops=True)
-    hog = "python3 /app/app.py & sleep 2; dd if=/dev/zero of=/hog bs=1M count=40; wait"
+    # /tmp: the instance runs unprivileged (uid 65532) and may not write to /
+    hog = "python3 /app/app.py & sleep 2; dd if=/dev/zero of=/tmp/hog bs=1M count=40; wait"
     spec = make_spec(
         "hog-1",
         command=("sh", "-c", hog),

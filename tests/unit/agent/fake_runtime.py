@@ -18,7 +18,10 @@ from agent.runtime.protocol import (
     ContainerInfo,
     CreateRequest,
     ExecResult,
+    ExecSource,
     ImageInfo,
+    LogsSource,
+    OutputPiece,
     PullStatus,
 )
 from common.errors import Conflict, NotFound, Unavailable
@@ -53,6 +56,10 @@ class RecordingRuntime:
     """When set, a pull waits for it (to start several instances on one pull)."""
     exec_handler: ExecHandler | None = None
     """Answers ``exec`` (container id, argv, timeout); default: exit 0, no output."""
+    image_users: dict[str, str] = field(default_factory=dict)
+    """The user each image declares (default: none)."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """What ``read_file`` finds at each path in any container."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _subscribers: list[asyncio.Queue[ContainerEvent | None]] = field(default_factory=list)
 
@@ -137,6 +144,18 @@ class RecordingRuntime:
     async def logs(self, container_id: str, tail: int) -> str:
         return self._get(container_id).logs
 
+    async def output(self, container_id: str, source: LogsSource | ExecSource
+                     ) -> AsyncIterator[OutputPiece]:
+        """The container's recorded logs, or what ``exec_handler`` says a command did."""
+        if isinstance(source, LogsSource):
+            yield OutputPiece(self._get(container_id).logs.encode())
+            yield OutputPiece(end=True)
+            return
+        found = await self.exec(container_id, source.argv, source.timeout, 1 << 20)
+        yield OutputPiece(found.stdout)
+        yield OutputPiece(found.stderr, stderr=True)
+        yield OutputPiece(end=True, exit_code=-1 if found.exit_code is None else found.exit_code)
+
     async def exec(self, container_id: str, argv: Sequence[str], timeout: float,
                    max_output: int = EXEC_OUTPUT_CAP) -> ExecResult:
         info = self._get(container_id).info
@@ -159,7 +178,13 @@ class RecordingRuntime:
     async def inspect_image(self, reference: str) -> ImageInfo:
         if reference in self.missing_images:
             raise NotFound(f"image {reference}: not found")
-        return ImageInfo(f"sha256:{abs(hash(reference)):064x}"[:71], (reference,), 0.0, 1000, {})
+        return ImageInfo(f"sha256:{abs(hash(reference)):064x}"[:71], (reference,), 0.0, 1000, {},
+                         user=self.image_users.get(reference, ""))
+
+    async def read_file(self, container_id: str, path: str, max_bytes: int) -> bytes:
+        self._get(container_id)
+        self.calls.append(("read_file", (container_id, path)))
+        return self.files.get(path, b"")[:max_bytes]
 
     async def pull(self, reference: str, auth: Mapping[str, str] | None,
                    on_status: Callable[[PullStatus], None], timeout: float) -> None:

@@ -33,7 +33,7 @@ def test_v1_recorded_files() -> None:
     assert sample.memory_usage == 18292736
     assert sample.memory_working_set == 18292736  # total_inactive_file is 0
     assert sample.memory_cache == 12288 and sample.oom_kills == 0
-    assert sample.cpu_limit == 0.5 and sample.cpu_throttled == 9
+    assert sample.cpu_limit == 0.5 and (sample.cpu_throttled, sample.cpu_periods) == (9, 14)
     assert sample.cpu_usage_ns == 555519997
     assert (sample.pids, sample.pids_limit) == (3, 128)
 
@@ -50,7 +50,8 @@ def test_v2_recorded_files_located_from_proc_cgroup() -> None:
     assert sample.memory_cache == 14680064 and sample.swap_limit == 0
     assert sample.memory_limit_hits == 17 and sample.oom_kills == 1
     assert sample.cpu_usage_ns == 2345678000 and sample.cpu_limit == 0.5
-    assert sample.cpu_throttled == 37 and (sample.pids, sample.pids_limit) == (7, 512)
+    assert (sample.cpu_throttled, sample.cpu_periods) == (37, 420)
+    assert (sample.pids, sample.pids_limit) == (7, 512)
     assert (sample.io_read_bytes, sample.io_write_bytes) == (1048576 + 4096, 20971520)
     assert sample.memory_pressure == 12.5
 
@@ -82,23 +83,20 @@ def test_findings_limit_exceeded_and_pressure() -> None:
         cpu_usage_ns=base.cpu_usage_ns + 10**9,
         pids=128,
     )
-    found = evaluate(base, hot, 2.0, 0.9)
+    found = evaluate(base, hot, 0.9)
     kinds = {(f.event, f.resource) for f in found}
     assert kinds == {
         (EventType.LIMIT_EXCEEDED, "memory"),
         (EventType.MEMORY_PRESSURE, "memory"),
-        (EventType.LIMIT_EXCEEDED, "cpu"),
         (EventType.LIMIT_EXCEEDED, "pids"),
-    }
-    cpu = next(f for f in found if f.resource == "cpu")
-    assert cpu.usage == 0.5 and cpu.limit == 0.5
-    assert evaluate(base, base, 2.0, 0.9) == []
+    }  # CPU throttling is judged over several samples (test_agent_cpu_throttle.py)
+    assert evaluate(base, base, 0.9) == []
 
 
 def test_psi_alone_signals_pressure() -> None:
     paths = locate(V2_ROOT, V2_ID)
     sample = replace(read_sample(paths), memory_working_set=1, memory_usage=1)
-    assert [f.event for f in evaluate(None, sample, 0.0, 0.9)] == [EventType.MEMORY_PRESSURE]
+    assert [f.event for f in evaluate(None, sample, 0.9)] == [EventType.MEMORY_PRESSURE]
 
 
 def test_edge_filter_reports_a_condition_once_until_it_clears() -> None:

@@ -130,6 +130,12 @@ async def test_the_registry_counts_events_and_reads_stream_and_plane_at_scrape()
     assert found[key("landlord_agent_command_duration_seconds_sum", kind="start",
                      outcome="failed")] == 0.2
     assert found[key("landlord_agent_gc_actions_total", kind="unused")] == 0.0
+    # failures not seen yet are there at 0, so increase() counts the first one
+    assert found[key("landlord_agent_escalations_total", kind="container_crash")] == 0.0
+    assert found[key("landlord_agent_recoveries_total", kind="memory_leak",
+                     outcome="failed")] == 0.0
+    assert found[key("landlord_agent_container_crashes_total", oom_killed="true")] == 0.0
+    assert found[key("landlord_agent_dumps_total", kind="memory")] == 0.0
     assert found[key("landlord_agent_stream_connected")] == 0.0
     assert found[key("landlord_agent_stream_sessions_total")] == 2.0
     assert found[key("landlord_agent_stream_reports_total")] == 40.0

@@ -82,6 +82,8 @@ def test_start_command_becomes_an_instance_spec() -> None:
     r = spec.resources
     assert (r.cpu, r.memory, r.storage, r.network) == (0.25, 64 << 20, 1 << 30, 10_000_000)
     assert spec.idle_timeout == 600.0
+    assert spec.run_as_root is False
+    assert instance_spec(start_command(run_as_root=True)).run_as_root is True
 
 
 def test_zero_fields_take_agent_defaults_and_bad_ones_are_refused() -> None:

@@ -119,6 +119,23 @@ async def test_start_drives_the_lifecycle_to_running_and_persists(rig: Rig) -> N
         await rig.service.start_instance(spec("i2"))
 
 
+async def test_the_instance_user_is_chosen_and_owns_its_state_dir(
+        rig: Rig, tmp_path: Path) -> None:
+    rig.healthy.update({20001, 20002, 20003})
+    rig.runtime.image_users["named:1"] = "app"
+    rig.runtime.files["/etc/passwd"] = b"root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/:/x\n"
+    await rig.service.start_instance(spec(state_mode=StateMode.SNAPSHOT))
+    await rig.service.start_instance(spec("i2", 20002, image="named:1",
+                                          state_mode=StateMode.SNAPSHOT))
+    await rig.service.start_instance(spec("i3", 20003, run_as_root=True,
+                                          state_mode=StateMode.SNAPSHOT))
+    users = [request.user for request in rig.runtime.by_call("create")]
+    assert users == ["65532:65532", "app", "0:0"]
+    owners = [(d.stat().st_uid, d.stat().st_gid, d.stat().st_mode & 0o777)
+              for d in (tmp_path / "state" / "a" / "u" / i for i in ("i1", "i2", "i3"))]
+    assert owners == [(65532, 65532, 0o700), (1001, 1002, 0o700), (0, 0, 0o700)]
+
+
 async def test_crash_is_dumped_replaced_and_traffic_switched(rig: Rig, tmp_path: Path) -> None:
     rig.healthy.add(20001)
     view = await rig.service.start_instance(spec(state_mode=StateMode.SNAPSHOT))

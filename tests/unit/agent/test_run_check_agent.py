@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent.config import AgentConfig
-from agent.runtime.protocol import ExecResult
+from agent.runtime.protocol import ExecResult, OutputPiece
 from agent.service import AgentService
 from agent.stream.adapter import StreamAdapter
 from agent.stream.command_queue import CommandQueue
@@ -27,7 +27,15 @@ from common.errors import FailedPrecondition, InvalidArgument, NotFound
 from common.gen.landlord.v1 import agent_pb2
 from common.lifecycle import InstanceState
 from common.resources import Resources
-from common.stream_commands import AgentCommand, Command, RunCheck, SetWeights, StartInstance
+from common.stream_commands import (
+    AgentCommand,
+    Command,
+    ExecStream,
+    ReadLogs,
+    RunCheck,
+    SetWeights,
+    StartInstance,
+)
 from common.stream_convert import command_from_pb, command_to_pb
 from common.stream_messages import CommandResult
 from common.unit_spec import HealthCheck
@@ -161,6 +169,10 @@ class BlockingEndpoint:
                                  output_truncated=True)
         self.done.append(type(command).__name__)
         return None
+
+    async def output(self, command: ReadLogs | ExecStream) -> AsyncIterator[OutputPiece]:
+        yield OutputPiece(b"one\n")
+        yield OutputPiece(end=True, exit_code=0)
 
 
 def queue_of(endpoint: BlockingEndpoint) -> CommandQueue:

@@ -82,6 +82,10 @@ def test_publish_request_leaves_unset_flags_to_the_coordinator() -> None:
     assert not request.spec.HasField("idle_timeout")
     assert request.spec.state_mode == types_pb2.STATE_MODE_UNSPECIFIED
     assert list(request.spec.command) == []
+    assert request.spec.run_as_root is False
+    root = build_publish_request(PublishArgs(unit="shop/cart", version="1.0.0", image="img",
+                                             run_as_root=True))
+    assert root.spec.run_as_root is True
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import InvalidArgument
-from common.identity import SCOPABLE, Identity, Role, identity_from_uris, parse_identity_uri
+from common.identity import (
+    IDENTITY_NAME_PATTERN,
+    SCOPABLE,
+    Identity,
+    Role,
+    identity_from_uris,
+    parse_identity_uri,
+)
 
 names = st.from_regex(r"\A[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}\Z")
 apartments = st.from_regex(r"\A[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?\Z")
@@ -70,3 +77,10 @@ def test_no_identity_and_two_identities() -> None:
         identity_from_uris(["landlord://host/a", "landlord://admin/b"])
     # the same URI twice is one identity
     assert identity_from_uris(["landlord://host/a"] * 2) == Identity(Role.HOST, "a")
+
+
+@given(st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,20}", fullmatch=True))
+def test_a_name_with_a_trailing_newline_never_passes(name: str) -> None:
+    assert IDENTITY_NAME_PATTERN.fullmatch(name) and IDENTITY_NAME_PATTERN.match(name)
+    assert not IDENTITY_NAME_PATTERN.match(name + "\n")  # "$" would match before it
+    assert not IDENTITY_NAME_PATTERN.fullmatch(name + "\n")

@@ -133,9 +133,13 @@ class Sink:
 class Context:
     """What the interceptor reads of a grpc.aio ServicerContext."""
 
-    def __init__(self) -> None:
+    def __init__(self, remaining: float | None = None) -> None:
         self._code: grpc.StatusCode | None = None
         self._details = ""
+        self._remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self._remaining
 
     def peer(self) -> str:
         return PEER
@@ -237,6 +241,24 @@ async def test_an_unexpected_error_is_recorded_as_unknown() -> None:
     assert "boom" in sink.events[0][2]["error"]
 
 
+@pytest.mark.parametrize(("remaining", "outcome"), [
+    (None, "CANCELLED"), (30.0, "CANCELLED"), (0.01, "DEADLINE_EXCEEDED"),
+    (-0.5, "DEADLINE_EXCEEDED")])
+async def test_a_call_that_ends_unanswered_is_recorded_as_cancelled_or_past_its_deadline(
+        remaining: float | None, outcome: str) -> None:
+    sink = Sink()
+    interceptor = AuditInterceptor(sink)
+
+    async def deploy(request: Any, context: Any) -> Any:
+        raise asyncio.CancelledError()
+
+    call = await wrapped(interceptor, "Deploy", deploy)
+    with pytest.raises(asyncio.CancelledError):
+        await call(deploy_request(), Context(remaining))
+    await interceptor.drain(1.0)
+    assert [f["outcome"] for _, _, f in sink.events] == [outcome]
+
+
 async def test_a_slow_or_failing_write_neither_delays_nor_fails_the_call(
         caplog: pytest.LogCaptureFixture) -> None:
     gate = asyncio.Event()
@@ -256,12 +278,14 @@ async def test_a_slow_or_failing_write_neither_delays_nor_fails_the_call(
     assert interceptor.recorded == 0
 
 
-def test_every_audited_method_is_unary_unary() -> None:
-    """The interceptor wraps unary-unary behaviors only; a streaming write RPC must fail here
-    until the interceptor learns its shape."""
+def test_every_audited_method_has_a_shape_the_interceptor_wraps() -> None:
+    """The interceptor wraps unary-unary and unary-stream behaviors (SaveSnapshot streams);
+    a client-streaming write RPC must fail here until the interceptor learns its shape."""
     for name in AUDITED_METHODS.values():
         method = ADMIN_SERVICE.methods_by_name[name]
-        assert not method.client_streaming and not method.server_streaming, name
+        assert not method.client_streaming, name
+    assert ADMIN_SERVICE.methods_by_name["SaveSnapshot"].server_streaming
+    assert "SaveSnapshot" in AUDITED_METHODS.values()
 
 
 class SlowFirstSink(Sink):

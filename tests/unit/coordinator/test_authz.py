@@ -26,7 +26,7 @@ SHOP_VIEWER = Identity(Role.VIEWER, "dan", frozenset({"shop", "blog"}))
 
 READS = {"ListUnits", "GetUnit", "ListVersions", "ResolveDependencies", "GetRollout",
          "WatchRollout", "ListRollouts", "ListHosts", "ListInstances", "StreamEvents",
-         "GetLeader"}
+         "GetLeader", "GetDrainStatus"}
 
 
 def admin(name: str) -> str:

@@ -118,3 +118,23 @@ def test_a_start_command_printed_in_a_log_shows_no_secret() -> None:
     command = StartInstance("i1", "shop", "web", "1.0.0", "blue", "demo:1", 20001,
                             secret_env={"TOKEN": "hunter2-value"})
     assert "hunter2" not in repr(Command("start:i1", command))
+
+
+def test_run_as_root_travels_from_publish_to_the_agent() -> None:
+    request = admin_pb2.PublishVersionRequest(
+        spec=types_pb2.UnitSpec(apartment="shop", unit="web", image="demo:1", run_as_root=True),
+        version="1.2.3")
+    spec = publish_from_pb(request)[0]
+    assert spec.run_as_root is True
+    base = version_record()
+    assert base.tag.spec.run_as_root is False and not version_to_pb(base).spec.run_as_root
+    root_spec = dataclasses.replace(base.tag.spec, run_as_root=True)
+    tag = dataclasses.replace(base.tag, spec=root_spec, checksum=root_spec.checksum())
+    record = VersionRecord(tag, base.changes)
+    assert version_to_pb(record).spec.run_as_root is True
+    instance = InstanceRecord("web-blue-1", "shop", "web", "1.0.0", "blue", "h1", 20001,
+                              Resources(cpu=0.5, memory=256 << 20), 1.0)
+    for rec, expected in ((record, True), (base, False)):
+        pb = command_to_pb(Command("start:web-blue-1", start_command(instance, rec)))
+        command = command_from_pb(pb).command
+        assert isinstance(command, StartInstance) and command.run_as_root is expected

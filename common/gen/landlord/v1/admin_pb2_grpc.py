@@ -115,6 +115,46 @@ class AdminStub:
                 request_serializer=landlord_dot_v1_dot_admin__pb2.UncordonHostRequest.SerializeToString,
                 response_deserializer=landlord_dot_v1_dot_admin__pb2.CordonHostResponse.FromString,
                 _registered_method=True)
+        self.InstanceLogs = channel.unary_stream(
+                '/landlord.v1.Admin/InstanceLogs',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.InstanceLogsRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.InstanceOutput.FromString,
+                _registered_method=True)
+        self.ExecInstance = channel.unary_stream(
+                '/landlord.v1.Admin/ExecInstance',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.ExecInstanceRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.InstanceOutput.FromString,
+                _registered_method=True)
+        self.StopUnit = channel.unary_unary(
+                '/landlord.v1.Admin/StopUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.StopUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+                _registered_method=True)
+        self.DeleteUnit = channel.unary_unary(
+                '/landlord.v1.Admin/DeleteUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.DeleteUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+                _registered_method=True)
+        self.ScaleUnit = channel.unary_unary(
+                '/landlord.v1.Admin/ScaleUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+                _registered_method=True)
+        self.DrainHost = channel.unary_unary(
+                '/landlord.v1.Admin/DrainHost',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.DrainHostRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.DrainHostResponse.FromString,
+                _registered_method=True)
+        self.GetDrainStatus = channel.unary_unary(
+                '/landlord.v1.Admin/GetDrainStatus',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.GetDrainStatusRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.DrainStatus.FromString,
+                _registered_method=True)
+        self.DecommissionHost = channel.unary_unary(
+                '/landlord.v1.Admin/DecommissionHost',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostResponse.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/landlord.v1.Admin/StreamEvents',
                 request_serializer=landlord_dot_v1_dot_admin__pb2.StreamEventsRequest.SerializeToString,
@@ -124,6 +164,11 @@ class AdminStub:
                 '/landlord.v1.Admin/GetLeader',
                 request_serializer=landlord_dot_v1_dot_admin__pb2.GetLeaderRequest.SerializeToString,
                 response_deserializer=landlord_dot_v1_dot_admin__pb2.GetLeaderResponse.FromString,
+                _registered_method=True)
+        self.SaveSnapshot = channel.unary_stream(
+                '/landlord.v1.Admin/SaveSnapshot',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.SaveSnapshotRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.SnapshotChunk.FromString,
                 _registered_method=True)
 
 
@@ -231,6 +276,71 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InstanceLogs(self, request, context):
+        """An instance's container output, from its host's agent through the coordinator; with
+        follow, new output until the caller goes away. Admin only (logs may hold secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecInstance(self, request, context):
+        """Run a command in an instance's container; its output streamed, then its exit code.
+        Admin only, audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopUnit(self, request, context):
+        """-- Units: stop, delete, scale (issue 19; coordinator/rollouts/unit_service.py) ------
+        Stop: drain and stop every instance (versions and history stay; the unit shows as
+        stopped; idempotent). Delete: remove a stopped unit entirely (refused while running
+        units depend on it). Scale: the stable version's replica count without a rollout.
+        All three are refused during an active rollout (FAILED_PRECONDITION naming it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUnit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScaleUnit(self, request, context):
+        """-- end of units: stop, delete, scale ------------------------------------------------
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainHost(self, request, context):
+        """--- Hosts out of service: drain and decommission (issue 19) ---
+        Drain: cordon the host, then move every instance elsewhere one at a time (replacement
+        healthy and routed before the old one drains); progress is kept in etcd, so a new
+        leader carries on. Asking again while a drain runs returns it as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDrainStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecommissionHost(self, request, context):
+        """Decommission: a drained host (cordoned, nothing placed on it) leaves the cluster with
+        its records; its agent's later registrations are refused.
+        --- end of hosts out of service ---
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Events: a bounded history, then live ones when follow is set.
         """
@@ -240,6 +350,16 @@ class AdminServicer:
 
     def GetLeader(self, request, context):
         """Cluster: who leads.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveSnapshot(self, request, context):
+        """Backup: a consistent copy of the cluster's state in etcd (one revision), as the bytes
+        of a snapshot file (coordinator/state/snapshot.py) cut into chunks. Leader only,
+        admin only (it holds secret env values), audited. It is restored with
+        `landlord cluster snapshot restore` onto an empty etcd while no coordinator runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -328,6 +448,46 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.UncordonHostRequest.FromString,
                     response_serializer=landlord_dot_v1_dot_admin__pb2.CordonHostResponse.SerializeToString,
             ),
+            'InstanceLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.InstanceLogs,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.InstanceLogsRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.InstanceOutput.SerializeToString,
+            ),
+            'ExecInstance': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExecInstance,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.ExecInstanceRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.InstanceOutput.SerializeToString,
+            ),
+            'StopUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.StopUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
+            ),
+            'DeleteUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.DeleteUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
+            ),
+            'ScaleUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScaleUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
+            ),
+            'DrainHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainHost,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.DrainHostRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.DrainHostResponse.SerializeToString,
+            ),
+            'GetDrainStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDrainStatus,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.GetDrainStatusRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.DrainStatus.SerializeToString,
+            ),
+            'DecommissionHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecommissionHost,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.DecommissionHostResponse.SerializeToString,
+            ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.StreamEventsRequest.FromString,
@@ -337,6 +497,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetLeader,
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.GetLeaderRequest.FromString,
                     response_serializer=landlord_dot_v1_dot_admin__pb2.GetLeaderResponse.SerializeToString,
+            ),
+            'SaveSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.SaveSnapshot,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.SaveSnapshotRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.SnapshotChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -782,6 +947,222 @@ class Admin:
             _registered_method=True)
 
     @staticmethod
+    def InstanceLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/landlord.v1.Admin/InstanceLogs',
+            landlord_dot_v1_dot_admin__pb2.InstanceLogsRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.InstanceOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/landlord.v1.Admin/ExecInstance',
+            landlord_dot_v1_dot_admin__pb2.ExecInstanceRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.InstanceOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/StopUnit',
+            landlord_dot_v1_dot_admin__pb2.StopUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/DeleteUnit',
+            landlord_dot_v1_dot_admin__pb2.DeleteUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScaleUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/ScaleUnit',
+            landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/DrainHost',
+            landlord_dot_v1_dot_admin__pb2.DrainHostRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.DrainHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDrainStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/GetDrainStatus',
+            landlord_dot_v1_dot_admin__pb2.GetDrainStatusRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.DrainStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecommissionHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/DecommissionHost',
+            landlord_dot_v1_dot_admin__pb2.DecommissionHostRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.DecommissionHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def StreamEvents(request,
             target,
             options=(),
@@ -825,6 +1206,33 @@ class Admin:
             '/landlord.v1.Admin/GetLeader',
             landlord_dot_v1_dot_admin__pb2.GetLeaderRequest.SerializeToString,
             landlord_dot_v1_dot_admin__pb2.GetLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/landlord.v1.Admin/SaveSnapshot',
+            landlord_dot_v1_dot_admin__pb2.SaveSnapshotRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,

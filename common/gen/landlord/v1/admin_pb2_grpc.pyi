@@ -57,10 +57,46 @@ class AdminStub:
     makes it placeable again. Both are idempotent; an unknown host is NOT_FOUND.
     """
     UncordonHost: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UncordonHostRequest, _admin_pb2.CordonHostResponse]
+    InstanceLogs: _grpc.UnaryStreamMultiCallable[_admin_pb2.InstanceLogsRequest, _admin_pb2.InstanceOutput]
+    """An instance's container output, from its host's agent through the coordinator; with
+    follow, new output until the caller goes away. Admin only (logs may hold secrets).
+    """
+    ExecInstance: _grpc.UnaryStreamMultiCallable[_admin_pb2.ExecInstanceRequest, _admin_pb2.InstanceOutput]
+    """Run a command in an instance's container; its output streamed, then its exit code.
+    Admin only, audited.
+    """
+    StopUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.StopUnitRequest, _admin_pb2.UnitChangeResponse]
+    """-- Units: stop, delete, scale (issue 19; coordinator/rollouts/unit_service.py) ------
+    Stop: drain and stop every instance (versions and history stay; the unit shows as
+    stopped; idempotent). Delete: remove a stopped unit entirely (refused while running
+    units depend on it). Scale: the stable version's replica count without a rollout.
+    All three are refused during an active rollout (FAILED_PRECONDITION naming it).
+    """
+    DeleteUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteUnitRequest, _admin_pb2.UnitChangeResponse]
+    ScaleUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ScaleUnitRequest, _admin_pb2.UnitChangeResponse]
+    """-- end of units: stop, delete, scale ------------------------------------------------"""
+    DrainHost: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DrainHostRequest, _admin_pb2.DrainHostResponse]
+    """--- Hosts out of service: drain and decommission (issue 19) ---
+    Drain: cordon the host, then move every instance elsewhere one at a time (replacement
+    healthy and routed before the old one drains); progress is kept in etcd, so a new
+    leader carries on. Asking again while a drain runs returns it as it is.
+    """
+    GetDrainStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetDrainStatusRequest, _admin_pb2.DrainStatus]
+    DecommissionHost: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DecommissionHostRequest, _admin_pb2.DecommissionHostResponse]
+    """Decommission: a drained host (cordoned, nothing placed on it) leaves the cluster with
+    its records; its agent's later registrations are refused.
+    --- end of hosts out of service ---
+    """
     StreamEvents: _grpc.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]
     """Cluster: who leads."""
+    SaveSnapshot: _grpc.UnaryStreamMultiCallable[_admin_pb2.SaveSnapshotRequest, _admin_pb2.SnapshotChunk]
+    """Backup: a consistent copy of the cluster's state in etcd (one revision), as the bytes
+    of a snapshot file (coordinator/state/snapshot.py) cut into chunks. Leader only,
+    admin only (it holds secret env values), audited. It is restored with
+    `landlord cluster snapshot restore` onto an empty etcd while no coordinator runs.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -87,10 +123,46 @@ class AdminAsyncStub(AdminStub):
     makes it placeable again. Both are idempotent; an unknown host is NOT_FOUND.
     """
     UncordonHost: _aio.UnaryUnaryMultiCallable[_admin_pb2.UncordonHostRequest, _admin_pb2.CordonHostResponse]  # type: ignore[assignment]
+    InstanceLogs: _aio.UnaryStreamMultiCallable[_admin_pb2.InstanceLogsRequest, _admin_pb2.InstanceOutput]  # type: ignore[assignment]
+    """An instance's container output, from its host's agent through the coordinator; with
+    follow, new output until the caller goes away. Admin only (logs may hold secrets).
+    """
+    ExecInstance: _aio.UnaryStreamMultiCallable[_admin_pb2.ExecInstanceRequest, _admin_pb2.InstanceOutput]  # type: ignore[assignment]
+    """Run a command in an instance's container; its output streamed, then its exit code.
+    Admin only, audited.
+    """
+    StopUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.StopUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
+    """-- Units: stop, delete, scale (issue 19; coordinator/rollouts/unit_service.py) ------
+    Stop: drain and stop every instance (versions and history stay; the unit shows as
+    stopped; idempotent). Delete: remove a stopped unit entirely (refused while running
+    units depend on it). Scale: the stable version's replica count without a rollout.
+    All three are refused during an active rollout (FAILED_PRECONDITION naming it).
+    """
+    DeleteUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
+    ScaleUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.ScaleUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
+    """-- end of units: stop, delete, scale ------------------------------------------------"""
+    DrainHost: _aio.UnaryUnaryMultiCallable[_admin_pb2.DrainHostRequest, _admin_pb2.DrainHostResponse]  # type: ignore[assignment]
+    """--- Hosts out of service: drain and decommission (issue 19) ---
+    Drain: cordon the host, then move every instance elsewhere one at a time (replacement
+    healthy and routed before the old one drains); progress is kept in etcd, so a new
+    leader carries on. Asking again while a drain runs returns it as it is.
+    """
+    GetDrainStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetDrainStatusRequest, _admin_pb2.DrainStatus]  # type: ignore[assignment]
+    DecommissionHost: _aio.UnaryUnaryMultiCallable[_admin_pb2.DecommissionHostRequest, _admin_pb2.DecommissionHostResponse]  # type: ignore[assignment]
+    """Decommission: a drained host (cordoned, nothing placed on it) leaves the cluster with
+    its records; its agent's later registrations are refused.
+    --- end of hosts out of service ---
+    """
     StreamEvents: _aio.UnaryStreamMultiCallable[_admin_pb2.StreamEventsRequest, _types_pb2.Event]  # type: ignore[assignment]
     """Events: a bounded history, then live ones when follow is set."""
     GetLeader: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetLeaderRequest, _admin_pb2.GetLeaderResponse]  # type: ignore[assignment]
     """Cluster: who leads."""
+    SaveSnapshot: _aio.UnaryStreamMultiCallable[_admin_pb2.SaveSnapshotRequest, _admin_pb2.SnapshotChunk]  # type: ignore[assignment]
+    """Backup: a consistent copy of the cluster's state in etcd (one revision), as the bytes
+    of a snapshot file (coordinator/state/snapshot.py) cut into chunks. Leader only,
+    admin only (it holds secret env values), audited. It is restored with
+    `landlord cluster snapshot restore` onto an empty etcd while no coordinator runs.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -212,6 +284,84 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.CordonHostResponse, _abc.Awaitable[_admin_pb2.CordonHostResponse]]: ...
 
     @_abc_1.abstractmethod
+    def InstanceLogs(
+        self,
+        request: _admin_pb2.InstanceLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.InstanceOutput], _abc.AsyncIterator[_admin_pb2.InstanceOutput]]:
+        """An instance's container output, from its host's agent through the coordinator; with
+        follow, new output until the caller goes away. Admin only (logs may hold secrets).
+        """
+
+    @_abc_1.abstractmethod
+    def ExecInstance(
+        self,
+        request: _admin_pb2.ExecInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.InstanceOutput], _abc.AsyncIterator[_admin_pb2.InstanceOutput]]:
+        """Run a command in an instance's container; its output streamed, then its exit code.
+        Admin only, audited.
+        """
+
+    @_abc_1.abstractmethod
+    def StopUnit(
+        self,
+        request: _admin_pb2.StopUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]:
+        """-- Units: stop, delete, scale (issue 19; coordinator/rollouts/unit_service.py) ------
+        Stop: drain and stop every instance (versions and history stay; the unit shows as
+        stopped; idempotent). Delete: remove a stopped unit entirely (refused while running
+        units depend on it). Scale: the stable version's replica count without a rollout.
+        All three are refused during an active rollout (FAILED_PRECONDITION naming it).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteUnit(
+        self,
+        request: _admin_pb2.DeleteUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ScaleUnit(
+        self,
+        request: _admin_pb2.ScaleUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]:
+        """-- end of units: stop, delete, scale ------------------------------------------------"""
+
+    @_abc_1.abstractmethod
+    def DrainHost(
+        self,
+        request: _admin_pb2.DrainHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DrainHostResponse, _abc.Awaitable[_admin_pb2.DrainHostResponse]]:
+        """--- Hosts out of service: drain and decommission (issue 19) ---
+        Drain: cordon the host, then move every instance elsewhere one at a time (replacement
+        healthy and routed before the old one drains); progress is kept in etcd, so a new
+        leader carries on. Asking again while a drain runs returns it as it is.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDrainStatus(
+        self,
+        request: _admin_pb2.GetDrainStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DrainStatus, _abc.Awaitable[_admin_pb2.DrainStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def DecommissionHost(
+        self,
+        request: _admin_pb2.DecommissionHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DecommissionHostResponse, _abc.Awaitable[_admin_pb2.DecommissionHostResponse]]:
+        """Decommission: a drained host (cordoned, nothing placed on it) leaves the cluster with
+        its records; its agent's later registrations are refused.
+        --- end of hosts out of service ---
+        """
+
+    @_abc_1.abstractmethod
     def StreamEvents(
         self,
         request: _admin_pb2.StreamEventsRequest,
@@ -226,5 +376,17 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.GetLeaderResponse, _abc.Awaitable[_admin_pb2.GetLeaderResponse]]:
         """Cluster: who leads."""
+
+    @_abc_1.abstractmethod
+    def SaveSnapshot(
+        self,
+        request: _admin_pb2.SaveSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.SnapshotChunk], _abc.AsyncIterator[_admin_pb2.SnapshotChunk]]:
+        """Backup: a consistent copy of the cluster's state in etcd (one revision), as the bytes
+        of a snapshot file (coordinator/state/snapshot.py) cut into chunks. Leader only,
+        admin only (it holds secret env values), audited. It is restored with
+        `landlord cluster snapshot restore` onto an empty etcd while no coordinator runs.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

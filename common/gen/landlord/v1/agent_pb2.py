@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from common.gen.landlord.v1 import types_pb2 as landlord_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17landlord/v1/agent.proto\x12\x0blandlord.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x17landlord/v1/types.proto\"n\n\x0c\x41gentMessage\x12)\n\x08register\x18\x01 \x01(\x0b\x32\x15.landlord.v1.RegisterH\x00\x12+\n\x06report\x18\x02 \x01(\x0b\x32\x19.landlord.v1.StatusReportH\x00\x42\x06\n\x04\x62ody\"\xc6\x02\n\x08Register\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uilding\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12(\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x16.landlord.v1.Resources\x12\x31\n\x06labels\x18\x05 \x03(\x0b\x32!.landlord.v1.Register.LabelsEntry\x12\x13\n\x0b\x65nforceable\x18\x06 \x03(\t\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12.\n\tinstances\x18\x08 \x03(\x0b\x32\x1b.landlord.v1.InstanceStatus\x12\x0e\n\x06images\x18\t \x03(\t\x12\x0e\n\x06schema\x18\n \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdf\x02\n\x0cStatusReport\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07\x63hanged\x18\x03 \x03(\x0b\x32\x1b.landlord.v1.InstanceStatus\x12\x1c\n\x14removed_instance_ids\x18\x04 \x03(\t\x12\"\n\x06\x65vents\x18\x05 \x03(\x0b\x32\x12.landlord.v1.Event\x12+\n\x07windows\x18\x06 \x03(\x0b\x32\x1a.landlord.v1.MetricsWindow\x12.\n\nhost_usage\x18\x07 \x01(\x0b\x32\x1a.landlord.v1.ResourceUsage\x12\x19\n\x11\x61\x63ked_command_ids\x18\x08 \x03(\t\x12+\n\x07results\x18\t \x03(\x0b\x32\x1a.landlord.v1.CommandResult\"\x9e\x01\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x0e\n\x06stdout\x18\x05 \x01(\t\x12\x0e\n\x06stderr\x18\x06 \x01(\t\x12\x18\n\x10output_truncated\x18\x07 \x01(\x08\x12\x11\n\ttimed_out\x18\x08 \x01(\x08\"\xa2\x01\n\x12\x43oordinatorMessage\x12-\n\nregistered\x18\x01 \x01(\x0b\x32\x17.landlord.v1.RegisteredH\x00\x12\'\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x14.landlord.v1.CommandH\x00\x12,\n\nnot_leader\x18\x03 \x01(\x0b\x32\x16.landlord.v1.NotLeaderH\x00\x42\x06\n\x04\x62ody\"\x9f\x01\n\nRegistered\x12\x16\n\x0e\x63oordinator_id\x18\x01 \x01(\t\x12\x32\n\x0freport_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06schema\x18\x04 \x01(\x05\"#\n\tNotLeader\x12\x16\n\x0eleader_address\x18\x01 \x01(\t\"\xa9\x01\n\rStartInstance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.landlord.v1.UnitSpec\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x1f\n\x04slot\x18\x04 \x01(\x0e\x32\x11.landlord.v1.Slot\x12\x0c\n\x04port\x18\x05 \x01(\x05\x12\x1e\n\x16state_from_instance_id\x18\x06 \x01(\t\"\\\n\x0cStopInstance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x64rain\x18\x03 \x01(\x08\"p\n\x0f\x44\x61taPlaneServer\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0e\n\x06weight\x18\x05 \x01(\x05\x12\r\n\x05state\x18\x06 \x01(\t\"\xb5\x01\n\x0cSetUnitRoute\x12\x11\n\tapartment\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x14\n\x0cservice_port\x18\x03 \x01(\x05\x12\x13\n\x0bhealth_path\x18\x04 \x01(\t\x12-\n\x07servers\x18\x05 \x03(\x0b\x32\x1c.landlord.v1.DataPlaneServer\x12\x0e\n\x06sticky\x18\x06 \x01(\x08\x12\x1a\n\x12protected_versions\x18\x07 \x03(\t\"\x94\x01\n\nSetWeights\x12\x11\n\tapartment\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x35\n\x07weights\x18\x03 \x03(\x0b\x32$.landlord.v1.SetWeights.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"q\n\rDrainInstance\x12\x11\n\tapartment\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"D\n\x0e\x43ollectGarbage\x12%\n\x08gc_kinds\x18\x02 \x03(\x0e\x32\x13.landlord.v1.GcKindJ\x04\x08\x01\x10\x02R\x05kinds\"Y\n\x08RunCheck\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x02 \x03(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xdb\x02\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12+\n\x05start\x18\x02 \x01(\x0b\x32\x1a.landlord.v1.StartInstanceH\x00\x12)\n\x04stop\x18\x03 \x01(\x0b\x32\x19.landlord.v1.StopInstanceH\x00\x12*\n\x05route\x18\x04 \x01(\x0b\x32\x19.landlord.v1.SetUnitRouteH\x00\x12*\n\x07weights\x18\x05 \x01(\x0b\x32\x17.landlord.v1.SetWeightsH\x00\x12+\n\x05\x64rain\x18\x06 \x01(\x0b\x32\x1a.landlord.v1.DrainInstanceH\x00\x12)\n\x02gc\x18\x07 \x01(\x0b\x32\x1b.landlord.v1.CollectGarbageH\x00\x12*\n\trun_check\x18\x08 \x01(\x0b\x32\x15.landlord.v1.RunCheckH\x00\x42\x08\n\x06\x61\x63tion2X\n\x0b\x41gentStream\x12I\n\x07Session\x12\x19.landlord.v1.AgentMessage\x1a\x1f.landlord.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17landlord/v1/agent.proto\x12\x0blandlord.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x17landlord/v1/types.proto\"n\n\x0c\x41gentMessage\x12)\n\x08register\x18\x01 \x01(\x0b\x32\x15.landlord.v1.RegisterH\x00\x12+\n\x06report\x18\x02 \x01(\x0b\x32\x19.landlord.v1.StatusReportH\x00\x42\x06\n\x04\x62ody\"\xc6\x02\n\x08Register\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uilding\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12(\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x16.landlord.v1.Resources\x12\x31\n\x06labels\x18\x05 \x03(\x0b\x32!.landlord.v1.Register.LabelsEntry\x12\x13\n\x0b\x65nforceable\x18\x06 \x03(\t\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12.\n\tinstances\x18\x08 \x03(\x0b\x32\x1b.landlord.v1.InstanceStatus\x12\x0e\n\x06images\x18\t \x03(\t\x12\x0e\n\x06schema\x18\n \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x89\x03\n\x0cStatusReport\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07\x63hanged\x18\x03 \x03(\x0b\x32\x1b.landlord.v1.InstanceStatus\x12\x1c\n\x14removed_instance_ids\x18\x04 \x03(\t\x12\"\n\x06\x65vents\x18\x05 \x03(\x0b\x32\x12.landlord.v1.Event\x12+\n\x07windows\x18\x06 \x03(\x0b\x32\x1a.landlord.v1.MetricsWindow\x12.\n\nhost_usage\x18\x07 \x01(\x0b\x32\x1a.landlord.v1.ResourceUsage\x12\x19\n\x11\x61\x63ked_command_ids\x18\x08 \x03(\t\x12+\n\x07results\x18\t \x03(\x0b\x32\x1a.landlord.v1.CommandResult\x12(\n\x06output\x18\n \x03(\x0b\x32\x18.landlord.v1.OutputChunk\"\x9e\x01\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x0e\n\x06stdout\x18\x05 \x01(\t\x12\x0e\n\x06stderr\x18\x06 \x01(\t\x12\x18\n\x10output_truncated\x18\x07 \x01(\x08\x12\x11\n\ttimed_out\x18\x08 \x01(\x08\"\xa2\x01\n\x12\x43oordinatorMessage\x12-\n\nregistered\x18\x01 \x01(\x0b\x32\x17.landlord.v1.RegisteredH\x00\x12\'\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x14.landlord.v1.CommandH\x00\x12,\n\nnot_leader\x18\x03 \x01(\x0b\x32\x16.landlord.v1.NotLeaderH\x00\x42\x06\n\x04\x62ody\"\x9f\x01\n\nRegistered\x12\x16\n\x0e\x63oordinator_id\x18\x01 \x01(\t\x12\x32\n\x0freport_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06schema\x18\x04 \x01(\x05\"#\n\tNotLeader\x12\x16\n\x0eleader_address\x18\x01 \x01(\t\"\xa9\x01\n\rStartInstance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.landlord.v1.UnitSpec\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x1f\n\x04slot\x18\x04 \x01(\x0e\x32\x11.landlord.v1.Slot\x12\x0c\n\x04port\x18\x05 \x01(\x05\x12\x1e\n\x16state_from_instance_id\x18\x06 \x01(\t\"\\\n\x0cStopInstance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x64rain\x18\x03 \x01(\x08\"p\n\x0f\x44\x61taPlaneServer\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0e\n\x06weight\x18\x05 \x01(\x05\x12\r\n\x05state\x18\x06 \x01(\t\"\xb5\x01\n\x0cSetUnitRoute\x12\x11\n\tapartment\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x14\n\x0cservice_port\x18\x03 \x01(\x05\x12\x13\n\x0bhealth_path\x18\x04 \x01(\t\x12-\n\x07servers\x18\x05 \x03(\x0b\x32\x1c.landlord.v1.DataPlaneServer\x12\x0e\n\x06sticky\x18\x06 \x01(\x08\x12\x1a\n\x12protected_versions\x18\x07 \x03(\t\"\x94\x01\n\nSetWeights\x12\x11\n\tapartment\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x35\n\x07weights\x18\x03 \x03(\x0b\x32$.landlord.v1.SetWeights.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"q\n\rDrainInstance\x12\x11\n\tapartment\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"D\n\x0e\x43ollectGarbage\x12%\n\x08gc_kinds\x18\x02 \x03(\x0e\x32\x13.landlord.v1.GcKindJ\x04\x08\x01\x10\x02R\x05kinds\"Y\n\x08RunCheck\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x02 \x03(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"h\n\x08ReadLogs\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tail\x18\x04 \x01(\x05\"[\n\nExecStream\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x02 \x03(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\"\n\x0c\x43\x61ncelOutput\x12\x12\n\ncommand_id\x18\x01 \x01(\t\"\xeb\x03\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12+\n\x05start\x18\x02 \x01(\x0b\x32\x1a.landlord.v1.StartInstanceH\x00\x12)\n\x04stop\x18\x03 \x01(\x0b\x32\x19.landlord.v1.StopInstanceH\x00\x12*\n\x05route\x18\x04 \x01(\x0b\x32\x19.landlord.v1.SetUnitRouteH\x00\x12*\n\x07weights\x18\x05 \x01(\x0b\x32\x17.landlord.v1.SetWeightsH\x00\x12+\n\x05\x64rain\x18\x06 \x01(\x0b\x32\x1a.landlord.v1.DrainInstanceH\x00\x12)\n\x02gc\x18\x07 \x01(\x0b\x32\x1b.landlord.v1.CollectGarbageH\x00\x12*\n\trun_check\x18\x08 \x01(\x0b\x32\x15.landlord.v1.RunCheckH\x00\x12*\n\tread_logs\x18\t \x01(\x0b\x32\x15.landlord.v1.ReadLogsH\x00\x12.\n\x0b\x65xec_stream\x18\n \x01(\x0b\x32\x17.landlord.v1.ExecStreamH\x00\x12\x32\n\rcancel_output\x18\x0b \x01(\x0b\x32\x19.landlord.v1.CancelOutputH\x00\x42\x08\n\x06\x61\x63tion\"n\n\x0bOutputChunk\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06stderr\x18\x03 \x01(\x08\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x08\x12\x11\n\texit_code\x18\x05 \x01(\x05\x12\r\n\x05\x65rror\x18\x06 \x01(\t2X\n\x0b\x41gentStream\x12I\n\x07Session\x12\x19.landlord.v1.AgentMessage\x1a\x1f.landlord.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,35 +45,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTER_LABELSENTRY']._serialized_start=524
   _globals['_REGISTER_LABELSENTRY']._serialized_end=569
   _globals['_STATUSREPORT']._serialized_start=572
-  _globals['_STATUSREPORT']._serialized_end=923
-  _globals['_COMMANDRESULT']._serialized_start=926
-  _globals['_COMMANDRESULT']._serialized_end=1084
-  _globals['_COORDINATORMESSAGE']._serialized_start=1087
-  _globals['_COORDINATORMESSAGE']._serialized_end=1249
-  _globals['_REGISTERED']._serialized_start=1252
-  _globals['_REGISTERED']._serialized_end=1411
-  _globals['_NOTLEADER']._serialized_start=1413
-  _globals['_NOTLEADER']._serialized_end=1448
-  _globals['_STARTINSTANCE']._serialized_start=1451
-  _globals['_STARTINSTANCE']._serialized_end=1620
-  _globals['_STOPINSTANCE']._serialized_start=1622
-  _globals['_STOPINSTANCE']._serialized_end=1714
-  _globals['_DATAPLANESERVER']._serialized_start=1716
-  _globals['_DATAPLANESERVER']._serialized_end=1828
-  _globals['_SETUNITROUTE']._serialized_start=1831
-  _globals['_SETUNITROUTE']._serialized_end=2012
-  _globals['_SETWEIGHTS']._serialized_start=2015
-  _globals['_SETWEIGHTS']._serialized_end=2163
-  _globals['_SETWEIGHTS_WEIGHTSENTRY']._serialized_start=2117
-  _globals['_SETWEIGHTS_WEIGHTSENTRY']._serialized_end=2163
-  _globals['_DRAININSTANCE']._serialized_start=2165
-  _globals['_DRAININSTANCE']._serialized_end=2278
-  _globals['_COLLECTGARBAGE']._serialized_start=2280
-  _globals['_COLLECTGARBAGE']._serialized_end=2348
-  _globals['_RUNCHECK']._serialized_start=2350
-  _globals['_RUNCHECK']._serialized_end=2439
-  _globals['_COMMAND']._serialized_start=2442
-  _globals['_COMMAND']._serialized_end=2789
-  _globals['_AGENTSTREAM']._serialized_start=2791
-  _globals['_AGENTSTREAM']._serialized_end=2879
+  _globals['_STATUSREPORT']._serialized_end=965
+  _globals['_COMMANDRESULT']._serialized_start=968
+  _globals['_COMMANDRESULT']._serialized_end=1126
+  _globals['_COORDINATORMESSAGE']._serialized_start=1129
+  _globals['_COORDINATORMESSAGE']._serialized_end=1291
+  _globals['_REGISTERED']._serialized_start=1294
+  _globals['_REGISTERED']._serialized_end=1453
+  _globals['_NOTLEADER']._serialized_start=1455
+  _globals['_NOTLEADER']._serialized_end=1490
+  _globals['_STARTINSTANCE']._serialized_start=1493
+  _globals['_STARTINSTANCE']._serialized_end=1662
+  _globals['_STOPINSTANCE']._serialized_start=1664
+  _globals['_STOPINSTANCE']._serialized_end=1756
+  _globals['_DATAPLANESERVER']._serialized_start=1758
+  _globals['_DATAPLANESERVER']._serialized_end=1870
+  _globals['_SETUNITROUTE']._serialized_start=1873
+  _globals['_SETUNITROUTE']._serialized_end=2054
+  _globals['_SETWEIGHTS']._serialized_start=2057
+  _globals['_SETWEIGHTS']._serialized_end=2205
+  _globals['_SETWEIGHTS_WEIGHTSENTRY']._serialized_start=2159
+  _globals['_SETWEIGHTS_WEIGHTSENTRY']._serialized_end=2205
+  _globals['_DRAININSTANCE']._serialized_start=2207
+  _globals['_DRAININSTANCE']._serialized_end=2320
+  _globals['_COLLECTGARBAGE']._serialized_start=2322
+  _globals['_COLLECTGARBAGE']._serialized_end=2390
+  _globals['_RUNCHECK']._serialized_start=2392
+  _globals['_RUNCHECK']._serialized_end=2481
+  _globals['_READLOGS']._serialized_start=2483
+  _globals['_READLOGS']._serialized_end=2587
+  _globals['_EXECSTREAM']._serialized_start=2589
+  _globals['_EXECSTREAM']._serialized_end=2680
+  _globals['_CANCELOUTPUT']._serialized_start=2682
+  _globals['_CANCELOUTPUT']._serialized_end=2716
+  _globals['_COMMAND']._serialized_start=2719
+  _globals['_COMMAND']._serialized_end=3210
+  _globals['_OUTPUTCHUNK']._serialized_start=3212
+  _globals['_OUTPUTCHUNK']._serialized_end=3322
+  _globals['_AGENTSTREAM']._serialized_start=3324
+  _globals['_AGENTSTREAM']._serialized_end=3412
 # @@protoc_insertion_point(module_scope)

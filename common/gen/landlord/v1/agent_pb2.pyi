@@ -152,6 +152,7 @@ class StatusReport(_message.Message):
     HOST_USAGE_FIELD_NUMBER: _builtins.int
     ACKED_COMMAND_IDS_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
@@ -169,6 +170,10 @@ class StatusReport(_message.Message):
     def acked_command_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CommandResult]: ...
+    @_builtins.property
+    def output(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutputChunk]:
+        """Output of ReadLogs and ExecStream commands under way (bounded per report)."""
+
     def __init__(
         self,
         *,
@@ -181,10 +186,11 @@ class StatusReport(_message.Message):
         host_usage: _types_pb2.ResourceUsage | None = ...,
         acked_command_ids: _abc.Iterable[_builtins.str] | None = ...,
         results: _abc.Iterable[Global___CommandResult] | None = ...,
+        output: _abc.Iterable[Global___OutputChunk] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["host_usage", b"host_usage", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_command_ids", b"acked_command_ids", "changed", b"changed", "events", b"events", "host_usage", b"host_usage", "removed_instance_ids", b"removed_instance_ids", "results", b"results", "sequence", b"sequence", "time", b"time", "windows", b"windows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_command_ids", b"acked_command_ids", "changed", b"changed", "events", b"events", "host_usage", b"host_usage", "output", b"output", "removed_instance_ids", b"removed_instance_ids", "results", b"results", "sequence", b"sequence", "time", b"time", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -603,6 +609,100 @@ class RunCheck(_message.Message):
 Global___RunCheck: _TypeAlias = RunCheck  # noqa: Y015
 
 @_typing.final
+class ReadLogs(_message.Message):
+    """Stream an instance's container output (`docker logs`) back in OutputChunks tagged with
+    this command's id, ending with a chunk that has `end` set. Run once per command id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    follow: _builtins.bool
+    """Keep streaming new output until cancelled (CancelOutput) or the container stops."""
+    tail: _builtins.int
+    """Only the last lines (0: all)."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only output after this time (0: from the start)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        follow: _builtins.bool = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        tail: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "instance_id", b"instance_id", "since", b"since", "tail", b"tail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadLogs: _TypeAlias = ReadLogs  # noqa: Y015
+
+@_typing.final
+class ExecStream(_message.Message):
+    """Run a command in a running instance's container and stream its output back in
+    OutputChunks; the last one has `end` set and the exit code (an admin's
+    `landlord instances exec`, unlike RunCheck, which answers once with bounded output).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    ARGV_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    @_builtins.property
+    def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Run as is, without a shell."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """The command is killed when it runs longer (agent default 30 s when unset)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        argv: _abc.Iterable[_builtins.str] | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "instance_id", b"instance_id", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecStream: _TypeAlias = ExecStream  # noqa: Y015
+
+@_typing.final
+class CancelOutput(_message.Message):
+    """Stop the output of a ReadLogs or ExecStream command (its reader went away)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelOutput: _TypeAlias = CancelOutput  # noqa: Y015
+
+@_typing.final
 class Command(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -614,6 +714,9 @@ class Command(_message.Message):
     DRAIN_FIELD_NUMBER: _builtins.int
     GC_FIELD_NUMBER: _builtins.int
     RUN_CHECK_FIELD_NUMBER: _builtins.int
+    READ_LOGS_FIELD_NUMBER: _builtins.int
+    EXEC_STREAM_FIELD_NUMBER: _builtins.int
+    CANCEL_OUTPUT_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     @_builtins.property
     def start(self) -> Global___StartInstance: ...
@@ -629,6 +732,12 @@ class Command(_message.Message):
     def gc(self) -> Global___CollectGarbage: ...
     @_builtins.property
     def run_check(self) -> Global___RunCheck: ...
+    @_builtins.property
+    def read_logs(self) -> Global___ReadLogs: ...
+    @_builtins.property
+    def exec_stream(self) -> Global___ExecStream: ...
+    @_builtins.property
+    def cancel_output(self) -> Global___CancelOutput: ...
     def __init__(
         self,
         *,
@@ -640,13 +749,58 @@ class Command(_message.Message):
         drain: Global___DrainInstance | None = ...,
         gc: Global___CollectGarbage | None = ...,
         run_check: Global___RunCheck | None = ...,
+        read_logs: Global___ReadLogs | None = ...,
+        exec_stream: Global___ExecStream | None = ...,
+        cancel_output: Global___CancelOutput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drain", b"drain", "gc", b"gc", "route", b"route", "run_check", b"run_check", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel_output", b"cancel_output", "drain", b"drain", "exec_stream", b"exec_stream", "gc", b"gc", "read_logs", b"read_logs", "route", b"route", "run_check", b"run_check", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "command_id", b"command_id", "drain", b"drain", "gc", b"gc", "route", b"route", "run_check", b"run_check", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel_output", b"cancel_output", "command_id", b"command_id", "drain", b"drain", "exec_stream", b"exec_stream", "gc", b"gc", "read_logs", b"read_logs", "route", b"route", "run_check", b"run_check", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["start", "stop", "route", "weights", "drain", "gc", "run_check"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["start", "stop", "route", "weights", "drain", "gc", "run_check", "read_logs", "exec_stream", "cancel_output"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
 Global___Command: _TypeAlias = Command  # noqa: Y015
+
+@_typing.final
+class OutputChunk(_message.Message):
+    """Output of a ReadLogs or ExecStream command, in order per command id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    STDERR_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    data: _builtins.bytes
+    stderr: _builtins.bool
+    """The container's stderr (else stdout)."""
+    end: _builtins.bool
+    """The last chunk of this command: nothing follows."""
+    exit_code: _builtins.int
+    """With `end`, for ExecStream: the command's exit code; -1 when it has none (killed at
+    its timeout, or it could not run: see `error`).
+    """
+    error: _builtins.str
+    """With `end`: why the output stopped early (empty when it simply ended)."""
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        stderr: _builtins.bool = ...,
+        end: _builtins.bool = ...,
+        exit_code: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "data", b"data", "end", b"end", "error", b"error", "exit_code", b"exit_code", "stderr", b"stderr"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutputChunk: _TypeAlias = OutputChunk  # noqa: Y015

@@ -312,6 +312,7 @@ class UnitSpec(_message.Message):
     STATE_MODE_FIELD_NUMBER: _builtins.int
     IDLE_TIMEOUT_FIELD_NUMBER: _builtins.int
     SECRET_ENV_FIELD_NUMBER: _builtins.int
+    RUN_AS_ROOT_FIELD_NUMBER: _builtins.int
     NETWORK_MODE_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
@@ -321,6 +322,10 @@ class UnitSpec(_message.Message):
     service_port: _builtins.int
     """Port of the unit's entry point on every host (HAProxy frontend)."""
     state_mode: Global___StateMode.ValueType
+    run_as_root: _builtins.bool
+    """Run the unit's processes as root. Otherwise they run as the image's declared user, or
+    as uid/gid 65532 when the image declares none (or root). In the checksum only when set.
+    """
     network_mode: _builtins.str
     """How instances attach to the host's network: "bridge" (own network namespace on the
     agent's bridge, service port published on the host's advertise address) or "host"
@@ -365,11 +370,12 @@ class UnitSpec(_message.Message):
         state_mode: Global___StateMode.ValueType = ...,
         idle_timeout: _duration_pb2.Duration | None = ...,
         secret_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        run_as_root: _builtins.bool = ...,
         network_mode: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "idle_timeout", b"idle_timeout", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "command", b"command", "dependencies", b"dependencies", "env", b"env", "health", b"health", "idle_timeout", b"idle_timeout", "image", b"image", "network_mode", b"network_mode", "port", b"port", "resources", b"resources", "secret_env", b"secret_env", "service_port", b"service_port", "state_mode", b"state_mode", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "command", b"command", "dependencies", b"dependencies", "env", b"env", "health", b"health", "idle_timeout", b"idle_timeout", "image", b"image", "network_mode", b"network_mode", "port", b"port", "resources", b"resources", "run_as_root", b"run_as_root", "secret_env", b"secret_env", "service_port", b"service_port", "state_mode", b"state_mode", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -535,7 +541,9 @@ class UnitInfo(_message.Message):
     apartment: _builtins.str
     unit: _builtins.str
     state: _builtins.str
-    """Unit-level deploy state: idle, running, deploying, rolling_out, rolling_back, failed."""
+    """Unit-level deploy state: idle, running, deploying, rolling_out, rolling_back, failed,
+    stopped.
+    """
     stable_version: _builtins.str
     latest_version: _builtins.str
     instances: _builtins.int
