@@ -28,8 +28,8 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig
 
-from agent.runtime.docker_networks import ensure_bridge_network
 from agent.runtime.docker_files import read_container_file
+from agent.runtime.docker_networks import ensure_bridge_network
 from agent.runtime.docker_output import Capture, close_stream, kill_tree, stream_output
 from agent.runtime.docker_pull import pull_image
 from agent.runtime.protocol import (
