@@ -85,6 +85,12 @@ class AgentService:
         """Learn the engine's storage abilities, follow its events, adopt what runs."""
         info = await self.runtime.info()
         self.supervisor.storage_mode = enforcement_mode(info)
+        cfg = self.config
+        try:  # bridged instances need it; host-network ones run without it
+            await self.runtime.ensure_network(cfg.bridge_network, cfg.bridge_subnet,
+                                              cfg.bridge_interface)
+        except LandlordError as exc:
+            log.error("bridged instances cannot start on this host: %s", exc)
         ready = asyncio.Event()
         self._events_task = asyncio.create_task(self._follow_events(ready), name="events")
         await ready.wait()

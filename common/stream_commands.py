@@ -65,6 +65,8 @@ class StartInstance:
     """Snapshot mode: start from a copy of this instance's state."""
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Env whose values the container gets but no label, event or dump shows."""
+    network_mode: str = ""
+    """bridge, host, or "" for the default (``common.network_modes``)."""
     run_as_root: bool = False
     """The unit asked to run as root (else the image's user or an unprivileged uid)."""
 

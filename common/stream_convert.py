@@ -248,7 +248,8 @@ def _start_to_pb(s: StartInstance) -> agent_pb2.StartInstance:
         env=dict(s.env), secret_env=dict(s.secret_env), service_port=s.service_port,
         health=health_to_pb(s.health, s.healthy_threshold, s.warmup_s),
         resources=resources_to_pb(s.resources), state_mode=state_mode_to_pb(s.state_mode),
-        idle_timeout=duration_to_pb(s.idle_timeout_s), run_as_root=s.run_as_root)
+        idle_timeout=duration_to_pb(s.idle_timeout_s), run_as_root=s.run_as_root,
+        network_mode=s.network_mode)
     return agent_pb2.StartInstance(
         instance_id=s.instance_id, spec=spec, version=s.version, slot=slot_to_pb(s.slot),
         port=s.port, state_from_instance_id=s.state_from_instance_id)
@@ -267,7 +268,8 @@ def _start_from_pb(pb: agent_pb2.StartInstance) -> StartInstance:
         resources=resources_from_pb(spec.resources), service_port=spec.service_port,
         state_mode=state_mode_from_pb(spec.state_mode),
         idle_timeout_s=max(0.0, duration_from_pb(spec.idle_timeout)),
-        state_from_instance_id=pb.state_from_instance_id, run_as_root=spec.run_as_root)
+        state_from_instance_id=pb.state_from_instance_id, run_as_root=spec.run_as_root,
+        network_mode=spec.network_mode)
 
 
 def command_to_pb(c: Command) -> agent_pb2.Command:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agent.instances.spec import InstanceSpec, StateMode
 from agent.runtime.protocol import CreateRequest, Mount
+from common.network_modes import NetworkMode, effective_mode
 
 __all__ = [
     "LABEL_APARTMENT",
@@ -66,14 +67,19 @@ def build_create_request(
     state_host_dir: Path | None,
     extra_labels: Mapping[str, str],
     hard_storage_quota: bool,
+    bridge_network: str = "",
     user: str = "",
 ) -> CreateRequest:
-    """The container for ``spec``: host networking on the advertise address, secure
-    defaults, cgroup limits with swap off, and the state directory bind-mounted."""
+    """The container for ``spec``: bridged (its port published on the advertise address)
+    or on the host's network bound to that address, secure defaults, cgroup limits with
+    swap off, and the state directory bind-mounted."""
+    bridged = effective_mode(spec.network_mode) is NetworkMode.BRIDGE
+    if bridged and not bridge_network:
+        raise ValueError("a bridge network is needed for network_mode bridge")
     env = {**spec.env, **spec.secret_env}
     env.update({
         "PORT": str(spec.port),
-        "BIND": advertise_address,
+        "BIND": "0.0.0.0" if bridged else advertise_address,
         "VERSION": spec.version,
         "INSTANCE_ID": spec.instance_id,
         "HOST_ID": host_id,
@@ -103,6 +109,8 @@ def build_create_request(
         if spec.read_only_rootfs else {},
         read_only=spec.read_only_rootfs,
         storage_opt=storage_opt,
+        network_mode=bridge_network if bridged else "host",
+        published={spec.port: (advertise_address, spec.port)} if bridged else {},
         user=user,  # agent/instances/run_as.py chooses it
     )
 

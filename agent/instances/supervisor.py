@@ -213,6 +213,7 @@ class Supervisor:
             spec, host_id=self.config.host_id, advertise_address=self.address(),
             generation=generation, state_host_dir=state_dir,
             extra_labels=self.config.label_map, hard_storage_quota=self.storage_mode == "quota",
+            bridge_network=self.config.bridge_network,
             user=chosen_user(image.user, spec.run_as_root))
         try:
             container_id = await self.runtime.create(request)

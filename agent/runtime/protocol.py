@@ -50,6 +50,9 @@ class CreateRequest:
     mounts: tuple[Mount, ...] = ()
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     network_mode: str = "host"
+    """"host", or the name of the network the container joins."""
+    published: Mapping[int, tuple[str, int]] = field(default_factory=dict)
+    """Container port -> (host address, host port) it is published on (docker-proxy)."""
     read_only: bool = True
     init: bool = True
     security_opt: tuple[str, ...] = ("no-new-privileges:true",)
@@ -249,6 +252,11 @@ class ContainerRuntime(Protocol):
 
     def events(self, labels: Mapping[str, str]) -> AsyncIterator[ContainerEvent]:
         """Container events of containers carrying ``labels``, until cancelled."""
+        ...
+
+    async def ensure_network(self, name: str, subnet: str, interface: str) -> None:
+        """Create the bridge network ``name`` on ``subnet`` (Linux bridge ``interface``)
+        unless it exists; FailedPrecondition when one of that name has another subnet."""
         ...
 
     async def close(self) -> None: ...

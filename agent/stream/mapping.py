@@ -26,6 +26,7 @@ from agent.instances.spec import (
 )
 from agent.runtime.protocol import ExecResult
 from common.errors import InvalidArgument
+from common.network_modes import parse_network_mode
 from common.stream_commands import ExecStream, RunCheck, StartInstance
 from common.stream_messages import (
     CommandResult,
@@ -95,6 +96,7 @@ def instance_spec(cmd: StartInstance) -> InstanceSpec:
         command=tuple(cmd.command), env=dict(cmd.env), secret_env=dict(cmd.secret_env),
         health=health, resources=resources,
         state_mode=state_mode, idle_timeout=max(0.0, cmd.idle_timeout_s),
+        network_mode=parse_network_mode(cmd.network_mode),
         run_as_root=cmd.run_as_root,
     )
 

@@ -92,6 +92,11 @@ def publish(
     idle_timeout: Annotated[
         str | None, typer.Option(help="Idle time before GC may remove.", show_default=False)
     ] = None,
+    network_mode: Annotated[
+        str | None,
+        typer.Option(help="bridge (own network namespace) | host (the host's network).",
+                     show_default=False),
+    ] = None,
     run_as_root: Annotated[
         bool,
         typer.Option("--run-as-root", help="Run as root (default: the image's user, or uid "
@@ -154,6 +159,7 @@ def publish(
         dependencies=tuple(dep or ()),
         state_mode=state_mode,
         idle_timeout=idle_timeout,
+        network_mode=network_mode,
         run_as_root=run_as_root,
         metadata=tuple(metadata or ()),
         changes=from_file + flagged,

@@ -62,7 +62,7 @@ COMMANDS: list[AgentCommand] = [
     StartInstance("i1", "shop", "web", "1.2.0", "green", "shop/web:1.2.0", 20001,
                   ("serve",), {"A": "1"}, HealthCheck("/ready", ("true",), 2.0, 0.5, 4), 2,
                   1.5, Resources(cpu=0.25, memory=64 << 20, storage=1 << 30, network=8),
-                  18080, "snapshot", 600.0, "i0", {"S": "s3cret"}),
+                  18080, "snapshot", 600.0, "i0", {"S": "s3cret"}, network_mode="bridge"),
     StartInstance("i2", "shop", "web", "1.2.0", "blue", "shop/web:1.2.0", 20002),
     StopInstance("i1", 12.5, drain=False),
     StopInstance("i1", 12.5, drain=True, collect=True),

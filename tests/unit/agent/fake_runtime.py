@@ -218,6 +218,9 @@ class RecordingRuntime:
         finally:
             self._subscribers.remove(queue)
 
+    async def ensure_network(self, name: str, subnet: str, interface: str) -> None:
+        self.calls.append(("ensure_network", (name, subnet, interface)))
+
     async def close(self) -> None:
         for queue in self._subscribers:
             queue.put_nowait(None)

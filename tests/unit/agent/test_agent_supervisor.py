@@ -109,7 +109,8 @@ async def test_start_drives_the_lifecycle_to_running_and_persists(rig: Rig) -> N
     moves = [(e.details["from"], e.details["to"]) for e in rig.service.bus.recent(EventType.STATE)]
     assert moves == [("created", "initializing"), ("initializing", "ready"), ("ready", "running")]
     [request] = rig.runtime.by_call("create")
-    assert request.labels[LABEL_INSTANCE] == "i1" and request.env["BIND"] == "127.0.0.2"
+    assert request.labels[LABEL_INSTANCE] == "i1" and request.env["BIND"] == "0.0.0.0"
+    assert request.published == {20001: ("127.0.0.2", 20001)}  # bridged by default
     saved = json.loads((rig.service.store.directory / "i1.json").read_text())
     assert saved["lifecycle"]["state"] == "running" and saved["container_id"] == view.container_id
     with pytest.raises(Conflict):
