@@ -28,6 +28,7 @@ from typing import Any
 
 from common.errors import FailedPrecondition, InsufficientResources
 from coordinator.fleet.instance_move import (
+    MOVED_KEPT,
     NOTHING,
     MoveAction,
     MovePhase,
@@ -45,10 +46,6 @@ from coordinator.state.records import InstanceRecord
 __all__ = ["MOVED_KEPT", "DrainAction", "DrainRecord", "DrainState", "DrainView", "Move",
            "MovePlan", "left_on_host", "left_text", "plan_drain", "plan_moves", "skip_move",
            "stop_drain"]
-
-MOVED_KEPT = 50
-"""Moves a drain record lists (the count goes on)."""
-
 
 class DrainState(StrEnum):
     DRAINING = "draining"

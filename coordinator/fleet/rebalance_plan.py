@@ -31,6 +31,7 @@ from typing import Any
 
 from common.errors import FailedPrecondition, InsufficientResources
 from coordinator.fleet.instance_move import (
+    MOVED_KEPT,
     NOTHING,
     MoveAction,
     MovePhase,
@@ -47,10 +48,6 @@ from coordinator.state.records import InstanceRecord
 
 __all__ = ["MOVED_KEPT", "RebalanceRecord", "RebalanceState", "RebalanceView", "SpreadMove",
            "plan_rebalance", "plan_spread"]
-
-MOVED_KEPT = 50
-"""Moves a rebalance record lists (the count goes on)."""
-
 
 @dataclass(frozen=True)
 class SpreadMove:
