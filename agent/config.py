@@ -8,6 +8,8 @@ reported at once, one line each.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -51,6 +53,22 @@ def _opt(default: Any, help_text: str, kind: str = "", **limits: Any) -> Any:
 def _check_labels(labels: tuple[str, ...]) -> str | None:
     bad = [item for item in labels if "=" not in item or not item.split("=", 1)[0]]
     return "; ".join(f"label {item!r} must be KEY=VALUE" for item in bad) or None
+
+
+def _check_subnet(value: str) -> str | None:
+    try:
+        net = ipaddress.IPv4Network(value)
+    except ValueError:
+        return f"{value!r} is not an IPv4 network such as 192.0.2.0/24"
+    return None if net.prefixlen <= 29 else f"{value!r} is too small (at most /29)"
+
+
+def _check_interface(value: str) -> str | None:
+    ok = _INTERFACE.fullmatch(value)
+    return None if ok else f"{value!r} is not an interface name (1-15 of a-z A-Z 0-9 _ . -)"
+
+
+_INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 
 @dataclass(frozen=True)
@@ -135,6 +153,9 @@ class AgentConfig:
     leak_short_samples: int = _opt(5, "samples (the newest) the short-term trend is fitted "
                                       "on", ge=2, le=1000)
     log_tail: int = _opt(200, "log lines kept in a crash dump")
+    spare_containers: bool = _opt(False, "keep a created (not started) replacement "
+                                         "container per healthy instance: a crash costs a "
+                                         "start, not a create (one more container each)")
     gc_idle_interval: float = _opt(1800.0, "seconds between idle-instance collections", gt=0,
                                    group="garbage collection")
     gc_memory_interval: float = _opt(300.0, "seconds between memory optimizations", gt=0)
@@ -148,9 +169,27 @@ class AgentConfig:
     backup_retention: int = _opt(5, "state backups kept per instance")
     dump_max_age: float = _opt(7 * 86400.0, "seconds after which dumps are deleted")
     stopped_container_max_age: float = _opt(3600.0, "seconds a stopped container is kept")
+    wake_port: int = _opt(7481, "port on the advertise address where this host's HAProxy asks "
+                                "whether a unit without a usable server is collected (its "
+                                "requests are then held while it wakes; 0: never held)",
+                          ge=0, le=65535)
+    wake_hold: float = _opt(30.0, "seconds a request to a collected unit is held while it wakes "
+                                  "(then 503 with Retry-After)", gt=0, le=600)
+    wake_queue: int = _opt(100, "requests held at once on this host for waking units (more: "
+                                "503 with Retry-After)", ge=1, le=100000)
     bandwidth: bool = _opt(True, "shape egress per instance with tc (needs root)",
                            group="limits")
-    egress_device: str = _opt("lo", "device carrying instance egress (lo for host networking)")
+    egress_device: str = _opt("lo", "device carrying host-network instances' egress (bridged "
+                                    "ones are shaped on their veth)")
+    bridge_network: str = _opt("landlord", "Docker network bridged instances join (created "
+                                           "by the agent if missing)", group="network")
+    bridge_subnet: str = _opt("198.18.0.0/24", "IPv4 subnet of bridge_network: a range "
+                                               "nothing else on the host routes (default from "
+                                               "RFC 2544's benchmarking block)",
+                              check=_check_subnet)
+    bridge_interface: str = _opt("landlord0", "Linux name of bridge_network's bridge (what "
+                                              "host firewall rules name)",
+                                 check=_check_interface)
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR", check=check_log_level,
                           group="daemon")
     log_format: str = _opt("json", "json (one object a line) or text", choices=LOG_FORMATS)

@@ -20,6 +20,8 @@ from typing import Any
 from agent.agent_health import AgentHealth
 from agent.config import AgentConfig
 from agent.dataplane import DataPlane, DataPlaneSettings
+from agent.dataplane.settings import HaproxyPaths
+from agent.dataplane.wake_hold import WakeListener, write_hold_script
 from agent.metrics import AgentMetrics, PlaneFigures
 from agent.runtime.docker_runtime import DockerRuntime
 from agent.runtime.protocol import ContainerRuntime
@@ -44,11 +46,19 @@ DRAIN_TIMEOUT = 15.0
 
 
 def build_data_plane(config: AgentConfig) -> DataPlane:
-    """This host's HAProxy under ``DATA_DIR/haproxy``, serving on the advertise address."""
+    """This host's HAProxy under ``DATA_DIR/haproxy``, serving on the advertise address
+    (with the Lua script that holds requests to collected units when ``wake_port`` is set;
+    the listener it asks is started with the stream adapter)."""
+    hold = HaproxyPaths(config.data_dir / "haproxy").hold_script
+    if config.wake_port:
+        write_hold_script(hold, config.advertise_address, config.wake_port, config.wake_hold,
+                          config.wake_queue)
     return DataPlane(config.data_dir, config.advertise_address, host=config.host_id,
                      settings=DataPlaneSettings(haproxy_binary=config.haproxy_binary,
                                                 threads=config.haproxy_threads,
-                                                metrics_listen=config.haproxy_metrics_listen))
+                                                metrics_listen=config.haproxy_metrics_listen,
+                                                hold_script=str(hold) if config.wake_port
+                                                else ""))
 
 
 def stream_settings(config: AgentConfig) -> StreamSettings:
@@ -90,11 +100,26 @@ async def _open_host(service: AgentService, plane: RoutingPlane | None) -> Strea
         await plane.start()
     try:
         await adapter.prepare()
+        if plane is not None and config.wake_port:
+            adapter.wake_listener = await _listen_for_wakes(config, adapter)
     except BaseException:
         if plane is not None:
             await plane.close()
         raise
     return adapter
+
+
+async def _listen_for_wakes(config: AgentConfig, adapter: StreamAdapter) -> WakeListener | None:
+    """The listener HAProxy's hold script asks; without it requests are not held (503 at
+    once, as before), which is logged, never fatal."""
+    listener = WakeListener(config.advertise_address, config.wake_port, adapter.wake_asked)
+    try:
+        await listener.start()
+    except OSError as exc:
+        log.error("cannot listen for wakes on %s:%d (%s): requests to collected units "
+                  "are not held", config.advertise_address, config.wake_port, exc)
+        return None
+    return listener
 
 
 async def _open_metrics(service: AgentService, metrics: AgentMetrics,

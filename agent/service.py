@@ -20,6 +20,7 @@ from agent.gc.collector import DiskUsage, GarbageCollector
 from agent.instances.adoption import AdoptionReport, adopt
 from agent.instances.container_config import LABEL_HOST
 from agent.instances.events import EventBus
+from agent.instances.pausing import pause_instance, resume_instance
 from agent.instances.records import InstanceRecords
 from agent.instances.recovery import Recovery
 from agent.instances.resource_monitor import ResourceMonitor
@@ -84,6 +85,12 @@ class AgentService:
         """Learn the engine's storage abilities, follow its events, adopt what runs."""
         info = await self.runtime.info()
         self.supervisor.storage_mode = enforcement_mode(info)
+        cfg = self.config
+        try:  # bridged instances need it; host-network ones run without it
+            await self.runtime.ensure_network(cfg.bridge_network, cfg.bridge_subnet,
+                                              cfg.bridge_interface)
+        except LandlordError as exc:
+            log.error("bridged instances cannot start on this host: %s", exc)
         ready = asyncio.Event()
         self._events_task = asyncio.create_task(self._follow_events(ready), name="events")
         await ready.wait()
@@ -141,6 +148,14 @@ class AgentService:
         """SIGTERM, ``grace`` seconds (default from config), SIGKILL; then remove."""
         await self.supervisor.stop_instance(instance_id, grace)
 
+    async def pause_instance(self, instance_id: str) -> bool:
+        """Freeze a running instance, memory and state kept (False: already paused)."""
+        return await pause_instance(self.supervisor, instance_id)
+
+    async def resume_instance(self, instance_id: str) -> bool:
+        """Thaw a paused instance: same process (False: it was not paused)."""
+        return await resume_instance(self.supervisor, instance_id)
+
     def instances(self) -> list[InstanceView]:
         return [self.supervisor.view(r) for r in self.records.all()]
 
@@ -170,7 +185,7 @@ class AgentService:
         allocated = Resources()
         live = 0
         for record in self.records.all():
-            if record.lifecycle.state in (InstanceState.STOPPED,):
+            if record.lifecycle.state in (InstanceState.STOPPED, InstanceState.COLLECTED):
                 continue
             live += 1
             res = record.spec.resources

@@ -186,7 +186,7 @@ class Bench:
         scenario = self.scenario = DemoScenario(self.cluster, APARTMENT, NAME, "demo", say,
                                                 strict_cleanup=False)
         scenario.wait_hosts_alive()
-        port = scenario.publish(quiet=True)
+        port = scenario.publish(quiet=True, network_mode=self.args.network_mode)
         scenario.first_deploy()
         self.start_watching()
         self.load = LoadGenerator(ADDRESSES, port, pause=self.args.pause,
@@ -255,6 +255,8 @@ def main() -> int:
                         help="pause between two polls of the HAProxy runtime APIs")
     parser.add_argument("--pause", type=float, default=0.01,
                         help="pause of each client thread between two requests (s)")
+    parser.add_argument("--network-mode", choices=["bridge", "host"], default="",
+                        help="the demo versions' network mode (default: the fleet default)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)
     bench = Bench(args)

@@ -95,6 +95,22 @@ class EventType(StrEnum):
     unit and its instances are not re-placed again (message: why)."""
     HOST_DECOMMISSIONED = "host.decommissioned"
     """A drained host was removed from the cluster with its records (details: building)."""
+    # -- pause and resume (issue 17) --
+    PAUSED = "instance.paused"
+    """An agent froze the instance's container (details: container, reason)."""
+    RESUMED = "instance.resumed"
+    """An agent thawed a paused instance: same process, same memory (details: container)."""
+    UNIT_PAUSED = "unit.paused"
+    """An operator paused instances of the unit (details: instances, whole: "true" when
+    every instance is paused)."""
+    UNIT_RESUMED = "unit.resumed"
+    """An operator resumed paused instances of the unit (details: instances)."""
+    UNIT_COLLECTED = "unit.collected"
+    """No request reached the unit on any host for its idle timeout: its instances were
+    collected (scaled to zero; details: version, instances, idle_s, timeout_s)."""
+    UNIT_WOKEN = "unit.woken"
+    """Collected instances of the unit were started again (details: why: wake, deploy or
+    request, instances)."""
 
 
 COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
@@ -104,5 +120,7 @@ COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
                               EventType.VERSION_FAILING, EventType.UNIT_REBALANCE_STARTED,
                               EventType.UNIT_REBALANCE_ENDED,
                               EventType.HOST_DRAIN_STARTED, EventType.HOST_DRAIN_ENDED,
-                              EventType.HOST_DECOMMISSIONED})
+                              EventType.HOST_DECOMMISSIONED,
+                              EventType.UNIT_PAUSED, EventType.UNIT_RESUMED,
+                              EventType.UNIT_COLLECTED, EventType.UNIT_WOKEN})
 """Event types only the coordinator writes; an agent's report of one is dropped."""

@@ -39,6 +39,10 @@ class InstanceState(StrEnum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     ERROR = "error"
+    COLLECTED = "collected"
+    """Scaled to zero after its unit was idle past its idle timeout: state backed up, container
+    removed, resources freed on the host (its placement and port stay reserved on the
+    coordinator). A wake starts it again, its state restored."""
 
 
 class DeployState(StrEnum):
@@ -71,9 +75,11 @@ INSTANCE_TRANSITIONS: Mapping[InstanceState, frozenset[InstanceState]] = {
     _I.READY: frozenset({_I.RUNNING, _I.STOPPED}),
     _I.RUNNING: frozenset({_I.PAUSED, _I.STOPPING, _I.ERROR}),
     _I.PAUSED: frozenset({_I.RUNNING, _I.STOPPING}),
-    _I.STOPPING: frozenset({_I.STOPPED, _I.ERROR}),
+    _I.STOPPING: frozenset({_I.STOPPED, _I.ERROR, _I.COLLECTED}),
     _I.STOPPED: frozenset({_I.INITIALIZING}),
     _I.ERROR: frozenset({_I.INITIALIZING, _I.STOPPED}),
+    # idle collection (coordinator/fleet/idle.py decides); a wake starts it again
+    _I.COLLECTED: frozenset({_I.INITIALIZING, _I.STOPPED}),
 }
 
 _D = DeployState

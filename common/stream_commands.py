@@ -24,7 +24,9 @@ __all__ = [
     "Command",
     "DrainInstance",
     "ExecStream",
+    "PauseInstance",
     "ReadLogs",
+    "ResumeInstance",
     "RunCheck",
     "SetRoute",
     "SetWeights",
@@ -63,6 +65,8 @@ class StartInstance:
     """Snapshot mode: start from a copy of this instance's state."""
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Env whose values the container gets but no label, event or dump shows."""
+    network_mode: str = ""
+    """bridge, host, or "" for the default (``common.network_modes``)."""
     run_as_root: bool = False
     """The unit asked to run as root (else the image's user or an unprivileged uid)."""
 
@@ -74,6 +78,8 @@ class StopInstance:
     """Seconds between SIGTERM and SIGKILL; 0 = the agent's default."""
     drain: bool = True
     """Drain the instance out of the data plane first."""
+    collect: bool = False
+    """Idle collection: back the state up and keep a ``collected`` record for a wake."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,11 @@ class SetRoute:
     sticky: bool = False
     """Keep each client on the version that served it (cookie) while that version has a
     ready server: set only while a sticky rollout's traffic steps run."""
+    retry_after_s: int = 0
+    """Every instance of the unit is paused: its entry point answers 503 with this
+    ``Retry-After`` (seconds) at once; 0 = not paused."""
+    wake_on_request: bool = False
+    """Every instance of the unit is collected or waking: hold requests, ask for a wake."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,27 @@ class DrainInstance:
     instance_id: str
     timeout_s: float = 30.0
     """0 = the agent's default."""
+
+
+# -- pause and resume (issue 17) ------------------------------------------------------------
+@dataclass(frozen=True)
+class PauseInstance:
+    """Freeze the instance's container (cgroup freezer), memory and state kept. The
+    coordinator took it out of every host's route first; the host drains it locally, waits
+    ``settle_s`` for requests other hosts still had on it, then freezes it."""
+
+    instance_id: str
+    settle_s: float = 0.0
+    """0 = the agent's default."""
+
+
+@dataclass(frozen=True)
+class ResumeInstance:
+    """Thaw a paused instance (same process, same memory); health checks start again and
+    the coordinator routes it once it reports running and healthy."""
+
+    instance_id: str
+# -- end of pause and resume ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -162,12 +194,14 @@ OUTPUT_COMMANDS = (ReadLogs, ExecStream)
 """Commands answered in OutputChunks rather than one CommandResult."""
 
 AgentCommand = (StartInstance | StopInstance | SetRoute | SetWeights | DrainInstance
-                | CollectGarbage | RunCheck | ReadLogs | ExecStream | CancelOutput)
+                | CollectGarbage | RunCheck | ReadLogs | ExecStream | CancelOutput
+                | PauseInstance | ResumeInstance)
 
 COMMAND_KINDS: Mapping[type[AgentCommand], str] = {
     StartInstance: "start", StopInstance: "stop", SetRoute: "route", SetWeights: "weights",
     DrainInstance: "drain", CollectGarbage: "gc", RunCheck: "run_check",
     ReadLogs: "read_logs", ExecStream: "exec_stream", CancelOutput: "cancel_output",
+    PauseInstance: "pause", ResumeInstance: "resume",
 }
 """Each command's name on the wire (its field in agent.proto's ``Command.action``)."""
 

@@ -35,7 +35,9 @@ from common.stream_commands import (
     Command,
     DrainInstance,
     ExecStream,
+    PauseInstance,
     ReadLogs,
+    ResumeInstance,
     RunCheck,
     SetRoute,
     SetWeights,
@@ -187,6 +189,7 @@ def report_to_pb(r: AgentReport, host_id: str) -> agent_pb2.StatusReport:
         acked_command_ids=list(r.acked_command_ids),
         results=[result_to_pb(x) for x in r.results],
         output=[output_to_pb(c) for c in r.output],
+        wake_units=[f"{a}/{u}" for a, u in r.wake_units],
     )
 
 
@@ -202,7 +205,13 @@ def report_from_pb(pb: agent_pb2.StatusReport, host_id: str) -> AgentReport:
         acked_command_ids=tuple(pb.acked_command_ids),
         results=tuple(result_from_pb(x) for x in pb.results),
         output=tuple(output_from_pb(c) for c in pb.output),
+        wake_units=tuple(_unit_key(k) for k in pb.wake_units if "/" in k),
     )
+
+
+def _unit_key(text: str) -> tuple[str, str]:
+    apartment, _, unit = text.partition("/")
+    return apartment, unit
 
 
 def output_to_pb(c: OutputChunk) -> agent_pb2.OutputChunk:
@@ -239,7 +248,8 @@ def _start_to_pb(s: StartInstance) -> agent_pb2.StartInstance:
         env=dict(s.env), secret_env=dict(s.secret_env), service_port=s.service_port,
         health=health_to_pb(s.health, s.healthy_threshold, s.warmup_s),
         resources=resources_to_pb(s.resources), state_mode=state_mode_to_pb(s.state_mode),
-        idle_timeout=duration_to_pb(s.idle_timeout_s), run_as_root=s.run_as_root)
+        idle_timeout=duration_to_pb(s.idle_timeout_s), run_as_root=s.run_as_root,
+        network_mode=s.network_mode)
     return agent_pb2.StartInstance(
         instance_id=s.instance_id, spec=spec, version=s.version, slot=slot_to_pb(s.slot),
         port=s.port, state_from_instance_id=s.state_from_instance_id)
@@ -258,7 +268,8 @@ def _start_from_pb(pb: agent_pb2.StartInstance) -> StartInstance:
         resources=resources_from_pb(spec.resources), service_port=spec.service_port,
         state_mode=state_mode_from_pb(spec.state_mode),
         idle_timeout_s=max(0.0, duration_from_pb(spec.idle_timeout)),
-        state_from_instance_id=pb.state_from_instance_id, run_as_root=spec.run_as_root)
+        state_from_instance_id=pb.state_from_instance_id, run_as_root=spec.run_as_root,
+        network_mode=spec.network_mode)
 
 
 def command_to_pb(c: Command) -> agent_pb2.Command:
@@ -267,7 +278,8 @@ def command_to_pb(c: Command) -> agent_pb2.Command:
         pb.start.CopyFrom(_start_to_pb(cmd))
     elif isinstance(cmd, StopInstance):
         pb.stop.CopyFrom(agent_pb2.StopInstance(
-            instance_id=cmd.instance_id, grace=duration_to_pb(cmd.grace_s), drain=cmd.drain))
+            instance_id=cmd.instance_id, grace=duration_to_pb(cmd.grace_s), drain=cmd.drain,
+            collect=cmd.collect))
     elif isinstance(cmd, SetRoute):
         pb.route.CopyFrom(agent_pb2.SetUnitRoute(
             apartment=cmd.apartment, unit=cmd.unit, service_port=cmd.service_port,
@@ -276,7 +288,8 @@ def command_to_pb(c: Command) -> agent_pb2.Command:
                                           address=s.address, port=s.port, weight=s.weight,
                                           state=s.state)
                 for s in cmd.servers], protected_versions=list(cmd.protected_versions),
-            sticky=cmd.sticky))
+            sticky=cmd.sticky, retry_after_s=cmd.retry_after_s,
+            wake_on_request=cmd.wake_on_request))
     elif isinstance(cmd, SetWeights):
         pb.weights.CopyFrom(agent_pb2.SetWeights(apartment=cmd.apartment, unit=cmd.unit,
                                                  weights=dict(cmd.weights)))
@@ -298,6 +311,11 @@ def command_to_pb(c: Command) -> agent_pb2.Command:
         pb.exec_stream.CopyFrom(agent_pb2.ExecStream(
             instance_id=cmd.instance_id, argv=list(cmd.argv),
             timeout=duration_to_pb(cmd.timeout_s)))
+    elif isinstance(cmd, PauseInstance):
+        pb.pause.CopyFrom(agent_pb2.PauseInstance(instance_id=cmd.instance_id,
+                                                  settle=duration_to_pb(cmd.settle_s)))
+    elif isinstance(cmd, ResumeInstance):
+        pb.resume.CopyFrom(agent_pb2.ResumeInstance(instance_id=cmd.instance_id))
     else:
         pb.cancel_output.CopyFrom(agent_pb2.CancelOutput(command_id=cmd.command_id))
     return pb
@@ -310,13 +328,15 @@ def command_from_pb(pb: agent_pb2.Command) -> Command:
     if kind == "start":
         cmd = _start_from_pb(pb.start)
     elif kind == "stop":
-        cmd = StopInstance(pb.stop.instance_id, duration_from_pb(pb.stop.grace), pb.stop.drain)
+        cmd = StopInstance(pb.stop.instance_id, duration_from_pb(pb.stop.grace), pb.stop.drain,
+                           pb.stop.collect)
     elif kind == "route":
         r = pb.route
         cmd = SetRoute(r.apartment, r.unit, r.service_port,
                        r.health_path or DEFAULT_HEALTH.path, tuple(
                            RouteServer(s.server, s.version, s.address, s.port, s.weight, s.state)
-                           for s in r.servers), tuple(r.protected_versions), r.sticky)
+                           for s in r.servers), tuple(r.protected_versions), r.sticky,
+                       max(0, r.retry_after_s), r.wake_on_request)
     elif kind == "weights":
         cmd = SetWeights(pb.weights.apartment, pb.weights.unit, dict(pb.weights.weights))
     elif kind == "drain":
@@ -336,6 +356,10 @@ def command_from_pb(pb: agent_pb2.Command) -> Command:
         cmd = ExecStream(e.instance_id, tuple(e.argv), duration_from_pb(e.timeout))
     elif kind == "cancel_output":
         cmd = CancelOutput(pb.cancel_output.command_id)
+    elif kind == "pause":
+        cmd = PauseInstance(pb.pause.instance_id, max(0.0, duration_from_pb(pb.pause.settle)))
+    elif kind == "resume":
+        cmd = ResumeInstance(pb.resume.instance_id)
     else:
         raise InvalidArgument(f"unknown command {kind!r}", field="action")
     return Command(pb.command_id, cmd)

@@ -171,3 +171,5 @@ class AgentReport:
     acked_command_ids: tuple[str, ...] = ()
     results: tuple[CommandResult, ...] = ()
     output: tuple[OutputChunk, ...] = ()
+    wake_units: tuple[tuple[str, str], ...] = ()
+    """(apartment, unit) of collected units a request reached on this host."""

@@ -2,11 +2,10 @@
 
 A version is immutable in everything that runs: image (and the digest publishing resolved
 it to), command, env, ports, health check (with its warm-up and healthy threshold),
-resources, dependencies, state mode, idle timeout and whether it runs as root.
-``UnitSpec.checksum()`` is the sha256 of the canonical JSON (sorted keys, no spaces) of
-exactly those fields, so the same content always gives the same checksum; the unit's
-name, version and publication time are not part of it. A version published before
-digests (or ``run_as_root``) existed has none, and keeps its checksum.
+resources, dependencies, state mode, idle timeout, running as root, network mode. Its
+``checksum()`` is the sha256 of the canonical JSON (sorted keys, no spaces) of exactly those
+fields; name, version and publication time are not part of it. A version published before
+a field existed (a digest, ``run_as_root``, ``network_mode``) keeps its checksum.
 
 Secret env (``secret_env``) is kept apart from ``env``: the checksum covers the secrets'
 names, never their values, and API answers, container labels, events and dumps show names
@@ -45,6 +44,7 @@ from common.input_bounds import (
     check_text,
     quoted,
 )
+from common.network_modes import NetworkMode, parse_network_mode
 from common.resources import Resources
 from common.semantic_versions import parse_version
 
@@ -177,6 +177,7 @@ _RUN_DEFAULTS: Mapping[str, object] = MappingProxyType({
     "warmup_s": 0.0,
     "healthy_threshold": 1,
     "image_digest": "",
+    "network_mode": NetworkMode.UNSET.value,
     "run_as_root": False,
 })
 """Fields the spec gained after versions were first published. ``content()`` leaves out
@@ -217,6 +218,8 @@ class UnitSpec:
     "" for a bare local name (never resolved through a registry)."""
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Env whose values are secret: given to the container, stored for it, never shown."""
+    network_mode: NetworkMode = NetworkMode.UNSET
+    """``host`` or ``bridge`` (``common.network_modes``); unset runs as the default."""
     run_as_root: bool = False
     """Run the processes as root; else as the image's declared user, or as uid/gid 65532
     when the image declares none or root (agent/instances/run_as.py)."""
@@ -270,6 +273,7 @@ class UnitSpec:
                 field="image_digest",
             )
         check_count("healthy_threshold", self.healthy_threshold, 1, MAX_HEALTH_COUNT)
+        object.__setattr__(self, "network_mode", parse_network_mode(self.network_mode))
         if not isinstance(self.run_as_root, bool):
             raise InvalidArgument(f"run_as_root must be true or false, got "
                                   f"{quoted(self.run_as_root)}", field="run_as_root")
@@ -295,6 +299,7 @@ class UnitSpec:
             "warmup_s": self.warmup_s,
             "healthy_threshold": self.healthy_threshold,
             "image_digest": self.image_digest,
+            "network_mode": self.network_mode.value,
             "run_as_root": self.run_as_root,
         }
 

@@ -44,6 +44,7 @@ from coordinator.fleet.escalations import Escalations
 from coordinator.fleet.forgetter import HostForgetter
 from coordinator.fleet.healing import Healer
 from coordinator.fleet.host_records import HostRecords
+from coordinator.fleet.idle_units import IdleUnits
 from coordinator.fleet.instance_mover import InstanceMover
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.liveness import LivenessPolicy
@@ -61,6 +62,7 @@ from coordinator.pki_files import load_trust
 from coordinator.registry import Registry
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
+from coordinator.rollouts.pause_service import PauseService
 from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService
 from coordinator.rollouts.unit_service import UnitService
@@ -118,6 +120,11 @@ class Coordinator:
                                         self.known, self.placement, self.clock,
                                         stop_grace_s=config.stop_grace)
         self.windows = MetricsWindows()
+        self.idle = IdleUnits(state=self.state, layout=self.layout, writes=self.writes,
+                              leadership=self.leadership, events=self.events,
+                              clock=self.clock, requests=self.windows, commands=self.dispatch,
+                              hosts=self.fleet, known=self.known, hold_s=config.wake_hold)
+        self.dispatch.waking = self.idle  # routes of collected units hold requests
         self.checks = CheckCalls(self.state, self.fleet)
         self.outputs = OutputCalls(self.state, self.fleet)
         self.liveness = LivenessPolicy(config.heartbeat_interval, config.liveness_grace,
@@ -128,7 +135,8 @@ class Coordinator:
         self.sessions = AgentSessions(
             hosts=self.hosts, statuses=self.statuses, state=self.state, fleet=self.fleet,
             events=self.events, clock=self.clock, commands=self.dispatch, windows=self.windows,
-            results=self.checks, leadership=self.leadership, outputs=self.outputs)
+            results=self.checks, leadership=self.leadership, outputs=self.outputs,
+            wakes=self.idle)
         self.healer = Healer(
             hosts=self.hosts, placement=self.placement, commands=self.dispatch,
             state=self.state, fleet=self.fleet, events=self.events, clock=self.clock,
@@ -161,7 +169,8 @@ class Coordinator:
             flush_routes=self.dispatch.flush_routes, flush_statuses=self.statuses.flush,
             tick=min(1.0, config.heartbeat_interval / 4), rollouts=self.rollouts,
             schema=self.schema, forget_hosts=self.forgetter.tick, drain_hosts=self.drains.tick,
-            escalations=self.escalations.tick, rebalance_units=self.rebalances.tick)
+            escalations=self.escalations.tick, rebalance_units=self.rebalances.tick,
+            collect_idle=self.idle.round, idle_every=config.idle_check_interval)
         self.election = LeaderElection(
             self.store, self.layout.leader, self.me, ttl=config.leader_lease_ttl,
             keeper_client=None if store is not None else
@@ -180,7 +189,12 @@ class Coordinator:
                               rollouts=self.rollouts.records, placement=self.placement,
                               commands=self.dispatch, hosts=self.fleet, known=self.known),
             snapshots=ClusterSnapshots(self.store, self.layout, self.leadership, release()),
-            outputs=self.outputs)
+            outputs=self.outputs,
+            pauses=PauseService(state=self.state, layout=self.layout, writes=self.writes,
+                                events=self.events, clock=self.clock,
+                                rollouts=self.rollouts.records, routes=self.dispatch,
+                                hosts=self.fleet, known=self.known),
+            idle=self.idle)
         self.audit = AuditInterceptor(self.events)
         self.trust: Trust | None = (load_trust(config.tls_ca_file, config.tls_crl_file)
                                     if config.mutual_tls else None)

@@ -96,8 +96,10 @@ class CoordinatorConfig:
     etcd_prefix: str = setting("/landlord", "key prefix of this cluster in etcd",
                                check=_check_prefix)
     etcd_timeout: float = setting(5.0, "seconds an etcd request may take", gt=0)
-    etcd_max_txn_ops: int = setting(128, "etcd's --max-txn-ops (bounds replicas per deploy)",
-                                    ge=64)
+    etcd_max_txn_ops: int = setting(128, "etcd's --max-txn-ops, never above it: operations "
+                                    "per transaction (a deploy of many replicas takes one "
+                                    "transaction per ~30 at 128; raise both on large fleets "
+                                    "for fewer)", ge=64)
     etcd_ca_file: str = setting("", "CA bundle that signed etcd's server certificate "
                                     "(empty: the system's; set it, or name an https:// "
                                     "endpoint, to reach etcd over TLS)")
@@ -126,6 +128,12 @@ class CoordinatorConfig:
     port_range_end: int = setting(29999, "last host port assigned to instances", ge=1024,
                                   le=65535)
     stop_grace: float = setting(30.0, "seconds an instance has to stop gracefully", ge=0)
+    idle_check_interval: float = setting(
+        30.0, "seconds between the leader's idle-unit checks (a unit with an idle timeout and "
+        "no request on any host for that long is collected)", gt=0)
+    wake_hold: float = setting(
+        30.0, "seconds hosts hold requests to a unit being woken before answering 503", gt=0,
+        le=600)
     shutdown_grace: float = setting(5.0, "seconds in-flight RPCs get at shutdown", gt=0)
     handshake_timeout: float = setting(
         10.0, "seconds a client has to finish the TLS handshake and the HTTP/2 preface; a "

@@ -101,9 +101,13 @@ start_docker() {
     log "starting dockerd (no systemd here)"
     # A dockerd killed uncleanly leaves its pid file behind; it refuses to start
     # only if that pid is alive, so a stale file is harmless.
-    # --bridge=none: units use host networking bound to loopback addresses;
-    # no container gets a bridge address. --live-restore: containers keep
-    # running while dockerd restarts (static stability).
+    # --bridge=none: no default docker0 bridge. Bridged instances join the
+    # agent's own bridge network (bridge_network/bridge_subnet, created through
+    # the API), and docker-proxy publishes their ports on the advertise address:
+    # neither needs iptables, so --iptables=false --ip-masq=false stay (host
+    # firewall rules: docs/security.md). Units that ask for host networking bind
+    # loopback addresses. --live-restore: containers keep running while dockerd
+    # restarts (static stability).
     start_detached dockerd dockerd --bridge=none --iptables=false --ip-masq=false --live-restore
   fi
   wait_for dockerd 60 docker_up

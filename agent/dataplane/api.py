@@ -24,7 +24,8 @@ class DataPlanePort(Protocol):
     async def shutdown(self) -> None: ...
 
     async def ensure_unit(
-        self, unit: str, port: int, health_path: str = DEFAULT_HEALTH.path, *, sticky: bool = False
+        self, unit: str, port: int, health_path: str = DEFAULT_HEALTH.path, *, sticky: bool = False,
+        retry_after_s: int = 0,
     ) -> None: ...
 
     async def remove_unit(self, unit: str) -> None: ...

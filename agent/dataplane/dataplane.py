@@ -154,19 +154,23 @@ class DataPlane:
         return self._spec
 
     async def ensure_unit(
-        self, unit: str, port: int, health_path: str = DEFAULT_HEALTH.path, *, sticky: bool = False
+        self, unit: str, port: int, health_path: str = DEFAULT_HEALTH.path, *, sticky: bool = False,
+        retry_after_s: int = 0,
     ) -> None:
-        """Create or update a unit's entry point (a hitless reload when it changes)."""
+        """Create or update a unit's entry point (a hitless reload when it changes);
+        ``retry_after_s``: the unit is paused, its 503s say when to retry."""
         check_unit_name(unit)
         async with self._lock:
             current = self._spec.units.get(unit)
             if current is None:
                 wanted = UnitSpec(
-                    unit, port, health_path, sticky, pin_slots=self.settings.pin_slots
+                    unit, port, health_path, sticky, pin_slots=self.settings.pin_slots,
+                    retry_after_s=retry_after_s,
                 )
             else:
                 wanted = dataclasses.replace(
-                    current, port=port, health_path=health_path, sticky=sticky
+                    current, port=port, health_path=health_path, sticky=sticky,
+                    retry_after_s=retry_after_s,
                 )
             if wanted != current:
                 await self._apply(self._spec.with_unit(wanted), [unit])

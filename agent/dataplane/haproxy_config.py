@@ -29,6 +29,7 @@ from agent.dataplane.model import (
     frontend_name,
 )
 from agent.dataplane.settings import DataPlaneSettings, HaproxyPaths, threads_for_host
+from agent.dataplane.wake_hold import hold_rule
 
 EXPORTER_FRONTEND = "landlord-haproxy-metrics"
 """The frontend of HAProxy's Prometheus exporter (no unit is named like it: unit
@@ -89,7 +90,7 @@ def render_config(
         skeleton += frontend
         full += frontend
         for backend, members in unit.backends().items():
-            head = _backend_head(backend, unit)
+            head = _backend_head(backend, unit, settings)
             skeleton += head
             full += head
             full += [_server_line(server, weight, settings) for server, weight in members]
@@ -116,6 +117,7 @@ def _global(paths: HaproxyPaths, settings: DataPlaneSettings) -> list[str]:
         "    stats timeout 30s",
         f"    server-state-file {paths.state_file}",
         f"    hard-stop-after {settings.hard_stop_after_s}s",
+        *([f"    lua-load {settings.hold_script}"] if settings.hold_script else []),
         "",
     ]
 
@@ -192,6 +194,11 @@ def _frontend(
             "    http-request set-var(txn.ll_pin) var(txn.ll_cookie),"
             f"map({sticky_map}) if !{{ var(txn.ll_pin) -m found }}",
         ]
+    if unit.retry_after_s:
+        # a paused unit: every server is in maintenance, so HAProxy answers 503 at once;
+        # http-after-response reaches HAProxy's own responses too
+        lines.append(f"    http-after-response set-header Retry-After {unit.retry_after_s}"
+                     " if { status 503 }")
     lines += [
         "    use_backend %[var(txn.ll_pin)] if { var(txn.ll_pin) -m found }",
         f"    default_backend {backend_name(unit.name)}",
@@ -209,7 +216,7 @@ def _frontend(
     return [*lines, ""]
 
 
-def _backend_head(backend: str, unit: UnitSpec) -> list[str]:
+def _backend_head(backend: str, unit: UnitSpec, settings: DataPlaneSettings) -> list[str]:
     return [
         f"backend {backend}",
         "    balance roundrobin",
@@ -219,6 +226,8 @@ def _backend_head(backend: str, unit: UnitSpec) -> list[str]:
         # only idempotent ones (GET/HEAD): a POST may have been processed.
         "    retry-on conn-failure empty-response",
         "    http-request disable-l7-retry if !METH_GET",
+        # no usable server: held while a collected unit wakes (agent/dataplane/wake_hold.py)
+        *([hold_rule()] if settings.hold_script else []),
     ]
 
 

@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 MAX_WEIGHT = 256
+MAX_RETRY_AFTER_S = 86400
+"""The longest Retry-After a paused unit's 503 carries (one day)."""
 _UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _SERVER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}")
@@ -159,12 +161,18 @@ class UnitSpec:
     """version -> pin backend slot; a slot stays with its version while it has servers."""
     pin_slots: int = 3
     """How many pin backends exist (the config renders them; growing needs a reload)."""
+    retry_after_s: int = 0
+    """Every instance is paused (issue 17): HAProxy's own 503 (no server usable) carries
+    ``Retry-After`` with this many seconds; 0 = no header."""
 
     def validate(self) -> None:
         check_unit_name(self.name)
         _check_port(self.port, "service")
         # written into "option httpchk GET <path>": the one path rule of common/input_bounds
         check_path("health path", self.health_path)
+        if not 0 <= self.retry_after_s <= MAX_RETRY_AFTER_S:
+            raise InvalidArgument(f"retry_after_s must be 0..{MAX_RETRY_AFTER_S}, got "
+                                  f"{self.retry_after_s}", unit=self.name)
         names = [s.name for s in self.servers]
         if len(set(names)) != len(names):
             raise InvalidArgument(f"duplicate server names in unit {self.name}", unit=self.name)
@@ -259,6 +267,7 @@ class UnitSpec:
             "servers": [s.to_dict() for s in self.servers],
             "pins": dict(self.pins),
             "pin_slots": self.pin_slots,
+            "retry_after_s": self.retry_after_s,
         }
 
     @classmethod
@@ -275,6 +284,7 @@ class UnitSpec:
             servers=tuple(ServerSpec.from_dict(s) for s in servers),
             pins={str(k): int(v) for k, v in pins.items()},
             pin_slots=int(str(data.get("pin_slots", 3))),
+            retry_after_s=max(0, int(str(data.get("retry_after_s", 0)))),
         )
         unit.validate()
         return unit._with_servers(unit.servers)

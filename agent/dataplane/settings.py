@@ -76,6 +76,9 @@ class DataPlaneSettings:
     per-target sample counters are not coordinated across its threads, so a few lines
     in a thousand go to two sockets while as many others go to none (totals stay exact,
     the mix of statuses and latencies is off by that much)."""
+    hold_script: str = ""
+    """The Lua file that holds requests to collected units (agent/dataplane/wake_hold.py);
+    "" holds nothing."""
     log_bucket_s: float = 1.0
     """Width of one time bucket of the request windows."""
     log_retention_s: float = 900.0
@@ -137,6 +140,10 @@ class HaproxyPaths:
     @property
     def state_file(self) -> Path:
         return self.root / "servers.state"
+
+    @property
+    def hold_script(self) -> Path:
+        return self.root / "wake_hold.lua"
 
     @property
     def spec_file(self) -> Path:

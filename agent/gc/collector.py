@@ -4,7 +4,10 @@
 - unused (every 30 min; its setting keeps the name ``gc_idle_interval``): instances idle
   past their unit's threshold, never of the stable version, are removed safely: state
   backed up (with retention), graceful stop, egress class and container released, record
-  deleted.
+  deleted. A whole idle unit, stable version included, is the leader's call (it sees every
+  host's requests; coordinator/fleet/idle.py): ``StopInstance(collect=True)`` runs the same
+  safe removal but keeps the record in ``collected`` (an instance's own snapshot state
+  directory is freed too, its backup kept), and ``restore`` puts the state back at the wake.
 - memory (every 5 min): page cache of idle instances, and of instances under memory
   pressure, is reclaimed (cgroup v1 ``memory.force_empty``, v2 ``memory.reclaim``).
 - cache (every hour): dumps and stopped landlord containers past their age; above the
@@ -162,15 +165,25 @@ class GarbageCollector:
                 collected.append(decision.instance_id)
         return collected
 
-    async def collect_instance(self, record: InstanceRecord, reason: str) -> bool:
+    async def collect_instance(self, record: InstanceRecord, reason: str,
+                               keep: bool = False) -> bool:
+        """Safe removal. ``keep`` (the leader collects a whole idle unit): no re-check of
+        this host's idle plan, and the record stays in ``collected`` for a wake."""
         sup = self.sup
         async with sup.lock(record.instance_id):
-            # re-check under the lock: a request or a state change may have come in
-            again = plan_idle_collection([record], sup.clock.now(), self.stable,
-                                         sup.last_activity)
-            if not again or not again[0].collect or sup.records.find(
-                    record.instance_id) is not record:
+            if sup.records.find(record.instance_id) is not record:
                 return False
+            if keep:
+                if record.lifecycle.state not in (S.RUNNING, S.PAUSED):
+                    log.info("not collecting %s: %s", record.instance_id,
+                             record.lifecycle.state.value)
+                    return False
+                sup.failures.cancel(record.instance_id)
+            else:  # re-check under the lock: a request or a state change may have come in
+                again = plan_idle_collection([record], sup.clock.now(), self.stable,
+                                             sup.last_activity)
+                if not again or not again[0].collect:
+                    return False
             backup = None
             state_dir = sup.state_host_dir(record.spec)
             if record.spec.state_mode is not StateMode.NONE and state_dir is not None:
@@ -178,12 +191,46 @@ class GarbageCollector:
             if record.lifecycle.state in (S.RUNNING, S.PAUSED):
                 sup.move(record, S.STOPPING, f"gc: {reason}")
             await sup.stop_container(record, self.config.stop_grace)
-            sup.settle_stopped(record, f"gc: {reason}")
+            if keep:
+                sup.move(record, S.COLLECTED, f"gc: {reason}")
+            else:
+                sup.settle_stopped(record, f"gc: {reason}")
             await sup.release(record)
             sup.publish(record, EventType.GC_COLLECTED, reason=reason,
                         backup=str(backup) if backup else None)
-            sup.forget(record, f"gc: {reason}")
+            if not keep:
+                sup.forget(record, f"gc: {reason}")
+                return True
+            if backup is not None and record.spec.state_mode is StateMode.SNAPSHOT \
+                    and state_dir is not None:  # its own disk, freed: the backup has it
+                await asyncio.to_thread(shutil.rmtree, state_dir, True)
+            record.container_id, record.classid = None, None
+            record.lifecycle.metadata["collected"] = reason
+            if backup is not None:
+                record.lifecycle.metadata["backup"] = str(backup)
+            sup.save(record)
             return True
+
+    def restore(self, spec: InstanceSpec) -> Path | None:
+        """Put the newest backup of a collected instance back into its state directory when
+        that directory is gone (a snapshot-mode one is freed at collection); returns the
+        backup used. Members are checked by tarfile's ``tar`` filter: nothing lands outside
+        the directory, links stay links, owners and modes are kept."""
+        state_dir = self.sup.state_host_dir(spec)
+        backups = sorted((self.backups / spec.apartment / spec.unit / spec.instance_id)
+                         .glob("*.tar.gz"))
+        if state_dir is None or state_dir.exists() or not backups:
+            return None
+        staging = state_dir.with_name(f".{state_dir.name}.restoring")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True, mode=0o700)
+        with tarfile.open(backups[-1], "r:gz") as archive:
+            archive.extractall(staging, filter="tar")
+        restored = staging / "state"
+        restored.mkdir(exist_ok=True, mode=0o700)
+        restored.rename(state_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        return backups[-1]
 
     def _backup(self, spec: InstanceSpec, state_dir: Path) -> Path:
         target_dir = private_dir(self.backups / spec.apartment / spec.unit / spec.instance_id,

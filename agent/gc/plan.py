@@ -23,8 +23,8 @@ __all__ = [
     "plan_idle_collection",
 ]
 
-COLLECTABLE_STATES = frozenset({InstanceState.RUNNING, InstanceState.PAUSED,
-                                InstanceState.READY})
+COLLECTABLE_STATES = frozenset({InstanceState.RUNNING, InstanceState.READY})
+"""Never a paused instance: an operator froze it to bring it back as it was."""
 
 
 @dataclass(frozen=True)

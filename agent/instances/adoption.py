@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from agent.instances.container_config import LABEL_INSTANCE, LABEL_SPEC
 from agent.instances.events import EventType
+from agent.instances.pausing import align_container
 from agent.instances.records import LIVE_STATES
 from agent.instances.recovery import Recovery
 from agent.instances.secret_env import restore_secrets
@@ -83,12 +84,16 @@ async def _adopt_one(sup: Supervisor, recovery: Recovery, record: InstanceRecord
     state = record.lifecycle.state
     running = info is not None and info.running
     if running and state in LIVE_STATES:
+        assert info is not None
+        await align_container(sup, record, info)  # paused stays paused, the rest thawed
         await _resume(sup, record, report)
     elif running and state in (S.ERROR, S.STOPPED, S.CREATED) and \
             not record.lifecycle.metadata.get("escalated") and \
             not record.lifecycle.metadata.get("evicted"):
         # launched, but the agent died before it recorded initializing
         sup.move(record, S.INITIALIZING, "adopted a container launched before a restart")
+        assert info is not None
+        await align_container(sup, record, info)
         await _resume(sup, record, report)
     elif state in LIVE_STATES and record.container_id is not None:
         await recovery.on_container_exit(record, record.container_id,
@@ -112,7 +117,10 @@ async def _resume(sup: Supervisor, record: InstanceRecord, report: AdoptionRepor
         sup.move(record, S.RUNNING, "adopted after an agent restart")
     await sup.apply_network(record)
     sup.save(record)
-    sup.watch(record, sup.clock.monotonic())
+    if record.lifecycle.state is not S.PAUSED:  # a frozen process fails every probe
+        sup.watch(record, sup.clock.monotonic())
+    if record.lifecycle.state is S.RUNNING:  # its spare, if any, was the previous agent's
+        sup.spares.prepare(record)
     sup.publish(record, EventType.ADOPTED, container=record.container_id,
                 state=record.lifecycle.state.value, generation=record.generation)
     report.adopted.append(record.instance_id)
@@ -133,5 +141,6 @@ async def _rebuild(sup: Supervisor, info: ContainerInfo, report: AdoptionReport)
     sup.records.add(record)
     sup.records.bind(info.id, spec.instance_id)
     sup.move(record, S.INITIALIZING, "rebuilt from a running container's labels")
+    await align_container(sup, record, info)
     await _resume(sup, record, report)
     report.rebuilt.append(spec.instance_id)

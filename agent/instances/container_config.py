@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agent.instances.spec import InstanceSpec, StateMode
 from agent.runtime.protocol import CreateRequest, Mount
+from common.network_modes import NetworkMode, effective_mode
 
 __all__ = [
     "LABEL_APARTMENT",
@@ -21,6 +22,7 @@ __all__ = [
     "build_create_request",
     "container_name",
     "instance_labels",
+    "static_enforcement",
 ]
 
 LABEL_HOST = "landlord.host"
@@ -65,14 +67,19 @@ def build_create_request(
     state_host_dir: Path | None,
     extra_labels: Mapping[str, str],
     hard_storage_quota: bool,
+    bridge_network: str = "",
     user: str = "",
 ) -> CreateRequest:
-    """The container for ``spec``: host networking on the advertise address, secure
-    defaults, cgroup limits with swap off, and the state directory bind-mounted."""
+    """The container for ``spec``: bridged (its port published on the advertise address)
+    or on the host's network bound to that address, secure defaults, cgroup limits with
+    swap off, and the state directory bind-mounted."""
+    bridged = effective_mode(spec.network_mode) is NetworkMode.BRIDGE
+    if bridged and not bridge_network:
+        raise ValueError("a bridge network is needed for network_mode bridge")
     env = {**spec.env, **spec.secret_env}
     env.update({
         "PORT": str(spec.port),
-        "BIND": advertise_address,
+        "BIND": "0.0.0.0" if bridged else advertise_address,
         "VERSION": spec.version,
         "INSTANCE_ID": spec.instance_id,
         "HOST_ID": host_id,
@@ -102,5 +109,20 @@ def build_create_request(
         if spec.read_only_rootfs else {},
         read_only=spec.read_only_rootfs,
         storage_opt=storage_opt,
+        network_mode=bridge_network if bridged else "host",
+        published={spec.port: (advertise_address, spec.port)} if bridged else {},
         user=user,  # agent/instances/run_as.py chooses it
     )
+
+
+def static_enforcement(spec: InstanceSpec, storage_mode: str) -> dict[str, str]:
+    """How each limit of ``spec`` is enforced, as far as known before the container runs."""
+    res = spec.resources
+    storage = "none: no limit" if not res.storage else (
+        "hard quota (storage-opt size)" if storage_mode == "quota"
+        else "soft: evicted when over (overlay2 on this filesystem has no quota)")
+    return {"cpu": f"cgroup cfs quota {res.cpu:g} cores",
+            "memory": f"cgroup limit {res.memory} bytes, swap off",
+            "pids": f"cgroup pids.max {res.pids}",
+            "storage": storage,
+            "network": "none: no limit" if not res.network else "pending"}

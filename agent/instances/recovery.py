@@ -1,9 +1,11 @@
 """Crash and memory-leak recovery, deciding with ``common.recovery`` and acting on Docker.
 
-Crash (the container died, failed its health checks, or never became ready): a crash
-dump is written while a new container (next generation, same instance id, same state
-directory bind-mounted) is started; when it passes its health check ``recovery.success``
-and ``traffic.switch`` are published. Memory leak: a memory dump, then a graceful
+Crash (the container died, failed its health checks, or never became ready): a new
+container (next generation, same instance id, same state directory bind-mounted; the
+supervisor's pre-created spare when it has one) is started at once, and the crash dump is
+read from the dead container once the replacement settled (at most ``DUMP_AFTER_S``
+later); when the replacement passes its health check ``recovery.success`` and
+``traffic.switch`` are published. Memory leak: a memory dump, then a graceful
 restart. A failed try is retried with the policy's delays; past the retries, or in a crash
 loop, the instance stays in ``error`` and ``recovery.escalated`` is published.
 """
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 S = InstanceState
 REMOVE_AFTER_S = 30.0
 """Longest a crashed container waits for its replacement to settle before removal."""
+DUMP_AFTER_S = 2.0
+"""Longest a crash dump waits for the replacement to settle (off its critical path)."""
 
 
 class Recovery:
@@ -177,6 +181,10 @@ class Recovery:
                                reason: str, exit_code: int | None, oom: bool,
                                settled: asyncio.Event) -> None:
         sup = self.sup
+        crashed_at = sup.clock.now()
+        # reading the dead container (kept until removal) is engine work that competes with
+        # the replacement's start: wait for that to settle first (a crash loop: a moment)
+        await sup.wait_settled(record.instance_id, DUMP_AFTER_S, settled)
         logs = ""
         inspect: dict[str, Any] = {}
         with contextlib.suppress(LandlordError):
@@ -185,7 +193,7 @@ class Recovery:
             inspect = redact_inspect((await sup.runtime.inspect(container_id)).raw,
                                      record.spec.secret_env)
         path = await asyncio.to_thread(
-            self.dumps.write_crash, record.instance_id, generation, sup.clock.now(),
+            self.dumps.write_crash, record.instance_id, generation, crashed_at,
             exit_code=exit_code, oom_killed=oom, reason=reason, logs=logs, inspect=inspect)
         sup.publish(record, EventType.CRASH_DUMP, path=str(path), exit_code=exit_code,
                     oom_killed=oom, generation=generation)

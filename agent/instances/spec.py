@@ -11,6 +11,7 @@ from typing import Any
 
 from common.errors import InvalidArgument
 from common.input_bounds import check_argv
+from common.network_modes import NetworkMode, parse_network_mode
 from common.unit_spec import HealthCheck, StateMode, check_secret_env, redacted_secrets
 
 __all__ = [
@@ -139,7 +140,8 @@ class InstanceSpec:
     instance_id: str
     image: str
     port: int
-    """Port the instance listens on at the host's advertise address (env PORT)."""
+    """Port the instance is reached at on the host's advertise address (env PORT): where it
+    listens (host network) or where its own port PORT is published (bridged)."""
     command: tuple[str, ...] = ()
     """Command overriding the image's CMD; empty keeps the image's."""
     env: Mapping[str, str] = field(default_factory=dict)
@@ -154,6 +156,8 @@ class InstanceSpec:
     """Seconds without activity before GC may collect the instance; 0 = never."""
     read_only_rootfs: bool = True
     """Mount the image read-only (a small /tmp tmpfs is still writable)."""
+    network_mode: NetworkMode = NetworkMode.UNSET
+    """bridge or host; unset runs as ``common.network_modes.DEFAULT_NETWORK_MODE``."""
     run_as_root: bool = False
     """Run as root; else as the image's user, or uid 65532 (agent/instances/run_as.py)."""
 
@@ -177,6 +181,7 @@ class InstanceSpec:
         object.__setattr__(self, "slot", Slot(self.slot))
         object.__setattr__(self, "state_mode", StateMode(self.state_mode))
         object.__setattr__(self, "command", tuple(self.command))
+        object.__setattr__(self, "network_mode", parse_network_mode(self.network_mode))
         check_argv("command", self.command)
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
         object.__setattr__(self, "secret_env", MappingProxyType(dict(self.secret_env)))
@@ -202,6 +207,7 @@ class InstanceSpec:
             # only when set: records and labels without them read as before
             **({"run_as_root": True} if self.run_as_root else {}),
             **({"secret_env": dict(self.secret_env)} if self.secret_env else {}),
+            **({"network_mode": self.network_mode.value} if self.network_mode else {}),
         }
 
     @classmethod

@@ -2,10 +2,10 @@
 
 Every state change goes through ``move()``, which validates it against the table in
 ``common.lifecycle``, persists the record and publishes an event. Failures detected here
-(container exits, failed health, startup timeouts) are handed to a ``FailureHandler``
-(``agent.instances.recovery.Recovery``, which drives the supervisor back: it imports this
-module, this module does not import it). Others read the records through ``records`` (see
-``agent.instances.records.InstanceRecords``).
+(container exits, failed health, startup timeouts) go to a ``FailureHandler``
+(``agent.instances.recovery.Recovery``: it imports this module, not the reverse). Others
+read the records through ``records`` (``agent.instances.records.InstanceRecords``);
+pause and resume are in ``agent.instances.pausing``.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
 
 from agent.config import AgentConfig
-from agent.instances.container_config import build_create_request
+from agent.instances.container_config import build_create_request, static_enforcement
 from agent.instances.events import AgentEvent, EventBus, EventType
+from agent.instances.failures import FailureHandler
 from agent.instances.health import HealthTracker, Verdict, command_probe, http_probe
 from agent.instances.image_pulls import ImagePuller
 from agent.instances.records import RecordTable
 from agent.instances.run_as import chosen_user, give_state_dir
+from agent.instances.spares import Spares
 from agent.instances.spec import InstanceSpec, InstanceView, StateMode
 from agent.instances.store import InstanceRecord, RecordStore
 from agent.limits.bandwidth import EgressShaper, free_minor
@@ -31,33 +32,17 @@ from common.clock import Clock
 from common.errors import Conflict, LandlordError, NotFound
 from common.lifecycle import InstanceState, LifecycleRecord
 
-__all__ = ["FailureHandler", "Prober", "Supervisor"]
+__all__ = ["Prober", "Supervisor"]
 
 S = InstanceState
 Prober = Callable[[str, int, str, float], Awaitable[bool]]
-
-
-class FailureHandler(Protocol):
-    """Who acts on the instances' failures and health (``agent.instances.recovery.Recovery``): a
-    container that died unasked, one that runs broken (unhealthy, never ready), a healthy
-    probe, a (re)gained health; ``cancel`` when an instance is stopped on purpose."""
-
-    async def on_container_exit(self, record: InstanceRecord, container_id: str,
-                                exit_code: int | None) -> None: ...
-    async def on_failure(self, record: InstanceRecord, container_id: str | None,
-                         reason: str) -> None: ...
-    def note_healthy(self, record: InstanceRecord) -> None: ...
-    def on_healthy(self, record: InstanceRecord) -> None: ...
-    def cancel(self, instance_id: str) -> None: ...
-    def cancel_all(self) -> None: ...
 
 
 class Supervisor:
     """Owns the instance records of this host and the containers behind them."""
 
     failures: FailureHandler
-    """Set once by whoever composes the two (``AgentService``): recovery needs the
-    supervisor built first."""
+    """Set once by ``AgentService``: recovery needs the supervisor built first."""
 
     def __init__(
         self,
@@ -85,11 +70,12 @@ class Supervisor:
         self.probe: Prober = http_probe
         self.launch_hooks: list[Callable[[InstanceSpec], None]] = []
         self.activity_source: Callable[[str], float | None] | None = None
+        self.spares = Spares(runtime, self.records, self.create_container,
+                             config.spare_containers)
 
     # -- bookkeeping -----------------------------------------------------------------
     def lock(self, instance_id: str) -> asyncio.Lock:
         return self.locks.setdefault(instance_id, asyncio.Lock())
-
     def publish(self, record: InstanceRecord, event_type: str, **details: object) -> None:
         spec = record.spec
         self.bus.publish(AgentEvent(event_type, spec.instance_id, spec.unit, spec.version,
@@ -102,8 +88,8 @@ class Supervisor:
         """Validated transition, persisted, published."""
         moved = record.lifecycle.transition(to, reason, self.clock.now())
         self.save(record)
-        self.publish(record, EventType.STATE, **{"from": moved.from_state, "to": moved.to_state,
-                                                   "reason": reason})
+        self.publish(record, EventType.STATE, reason=reason,
+                     **{"from": moved.from_state, "to": moved.to_state})
 
     def settle_failed(self, record: InstanceRecord, reason: str) -> None:
         """Bring a record whose container died to ERROR (READY can only go to STOPPED)."""
@@ -158,7 +144,7 @@ class Supervisor:
     # -- start -----------------------------------------------------------------------
     async def start_instance(self, spec: InstanceSpec, wait: bool = True) -> InstanceView:
         existing = self.records.find(spec.instance_id)
-        if existing is not None and existing.lifecycle.state is not S.STOPPED:
+        if existing is not None and existing.lifecycle.state not in (S.STOPPED, S.COLLECTED):
             raise Conflict(f"instance {spec.instance_id!r} already exists"
                            f" ({existing.lifecycle.state.value})", instance=spec.instance_id)
         holder = self.records.port_holder(spec.port, ignore=(spec.instance_id,))
@@ -180,8 +166,7 @@ class Supervisor:
         return self.view(record)
 
     def expect_settle(self, instance_id: str) -> asyncio.Event:
-        """A fresh "settled" event: set once the instance runs healthy, is escalated or is
-        removed. Installed before a start or a recovery."""
+        """A fresh "settled" event (set once it runs healthy, is escalated or removed)."""
         event = self._ready[instance_id] = asyncio.Event()
         return event
 
@@ -197,30 +182,16 @@ class Supervisor:
         self._ready.setdefault(instance_id, asyncio.Event()).set()
 
     async def launch(self, record: InstanceRecord, reason: str) -> None:
-        """Create and start a new container (next generation) for ``record``."""
+        """Start a new container (next generation, its spare when one fits) for ``record``."""
         spec = record.spec
-        image = await self.images.ensure(spec)  # pulled first when this host lacks it
-        state_dir = self.state_host_dir(spec)
-        if state_dir is not None:
-            state_dir.mkdir(parents=True, exist_ok=True)
         record.generation += 1
-        request = build_create_request(
-            spec, host_id=self.config.host_id, advertise_address=self.address(),
-            generation=record.generation, state_host_dir=state_dir,
-            extra_labels=self.config.label_map, hard_storage_quota=self.storage_mode == "quota",
-            user=chosen_user(image.user, spec.run_as_root))
-        try:
-            container_id = await self.runtime.create(request)
-        except Conflict:  # a half-done launch left the name behind: it is ours to remove
-            await self.runtime.remove(request.name, force=True)
-            container_id = await self.runtime.create(request)
+        container_id = await self.spares.take(record, record.generation) or \
+            await self.create_container(record, record.generation)
         record.container_id = container_id
-        if state_dir is not None:  # the instance's user owns its state directory
-            await give_state_dir(self.runtime, container_id, request.user, state_dir)
         self.records.bind(container_id, spec.instance_id)
         for hook in self.launch_hooks:
             hook(spec)
-        record.enforcement = self._static_enforcement(spec)
+        record.enforcement = static_enforcement(spec, self.storage_mode)
         if record.lifecycle.state is S.READY:
             self.move(record, S.STOPPED, reason)
         self.move(record, S.INITIALIZING, reason)
@@ -230,16 +201,32 @@ class Supervisor:
         self.save(record)
         self.watch(record, started)
 
-    def _static_enforcement(self, spec: InstanceSpec) -> dict[str, str]:
-        res = spec.resources
-        storage = "none: no limit" if not res.storage else (
-            "hard quota (storage-opt size)" if self.storage_mode == "quota"
-            else "soft: evicted when over (overlay2 on this filesystem has no quota)")
-        return {"cpu": f"cgroup cfs quota {res.cpu:g} cores",
-                "memory": f"cgroup limit {res.memory} bytes, swap off",
-                "pids": f"cgroup pids.max {res.pids}",
-                "storage": storage,
-                "network": "none: no limit" if not res.network else "pending"}
+    async def create_container(self, record: InstanceRecord, generation: int) -> str:
+        """Create (not start) ``record``'s container of ``generation``, its state directory
+        given to the container's user; the image pulled first when this host lacks it."""
+        spec = record.spec
+        image = await self.images.ensure(spec)
+        state_dir = self.state_host_dir(spec)
+        if state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        request = build_create_request(
+            spec, host_id=self.config.host_id, advertise_address=self.address(),
+            generation=generation, state_host_dir=state_dir,
+            extra_labels=self.config.label_map, hard_storage_quota=self.storage_mode == "quota",
+            bridge_network=self.config.bridge_network,
+            user=chosen_user(image.user, spec.run_as_root))
+        try:
+            container_id = await self.runtime.create(request)
+        except Conflict:  # a half-done launch left the name behind: it is ours to remove
+            await self.runtime.remove(request.name, force=True)
+            container_id = await self.runtime.create(request)
+        if state_dir is not None:  # the instance's user owns its state directory
+            try:
+                await give_state_dir(self.runtime, container_id, request.user, state_dir)
+            except Exception:
+                await self.runtime.remove(container_id, force=True)
+                raise
+        return container_id
 
     async def apply_network(self, record: InstanceRecord) -> None:
         rate = record.spec.resources.network
@@ -324,6 +311,7 @@ class Supervisor:
             self.move(record, S.RUNNING, "serving")
         self.failures.on_healthy(record)
         self.settle_waiters(record.instance_id)
+        self.spares.prepare(record)
 
     # -- container events ------------------------------------------------------------
     async def handle_event(self, event: ContainerEvent) -> None:
@@ -345,13 +333,16 @@ class Supervisor:
             await self.runtime.stop(container_id, grace)
 
     async def release(self, record: InstanceRecord, remove_container: bool = True) -> None:
-        """Free what the current container holds: egress class, the container itself."""
+        """Free what the current container holds: egress class, the container itself (and
+        the instance's spare)."""
         container_id = record.container_id
         if record.classid is not None and self.shaper is not None:
             await asyncio.to_thread(self.shaper.release, container_id, record.classid)
         if remove_container and container_id is not None:
             await self.runtime.remove(container_id, force=True)
             self.records.unbind(container_id)
+        if remove_container:
+            await self.spares.drop(record.instance_id)
 
     async def stop_instance(self, instance_id: str, grace: float | None = None,
                             reason: str = "stop requested") -> None:
@@ -359,6 +350,9 @@ class Supervisor:
         record = self.records.get(instance_id)
         self.failures.cancel(instance_id)
         async with self.lock(instance_id):
+            if record.lifecycle.state is S.PAUSED and record.container_id:
+                with contextlib.suppress(LandlordError):  # thawed, so SIGTERM is handled
+                    await self.runtime.unpause(record.container_id)
             if record.lifecycle.state in (S.RUNNING, S.PAUSED):
                 self.move(record, S.STOPPING, reason)
             await self.stop_container(record, self.config.stop_grace if grace is None
@@ -369,7 +363,7 @@ class Supervisor:
 
     async def evict(self, record: InstanceRecord, reason: str, usage: int, limit: int) -> None:
         """Over its storage limit: stop it, remove its writable layer, keep the record
-        (state stopped, metadata ``evicted``) so the coordinator sees why."""
+        (stopped, metadata ``evicted``) so the coordinator sees why."""
         async with self.lock(record.instance_id):
             if record.lifecycle.state is not S.RUNNING:
                 return

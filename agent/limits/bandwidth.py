@@ -1,5 +1,6 @@
-"""Egress bandwidth per instance: an HTB class per instance on the egress device, chosen
-by the net_cls classid of the sending socket's cgroup.
+"""Egress bandwidth per instance. A bridged instance is shaped on its veth
+(``veth_shaping``); one on the host's network by an HTB class per instance on the egress
+device, chosen by the net_cls classid of the sending socket's cgroup, as follows.
 
 Set-up, once and lazily (the first instance with a network limit):
 - the cgroup v1 ``net_cls`` controller is mounted at ``<cgroup_root>/net_cls`` if it
@@ -18,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.limits import bpf_classid
+from agent.limits.veth_shaping import ifb_name, in_own_netns, shape_veth, unshape
+from agent.limits.veth_shaping import run_tool as _run
 from common.errors import FailedPrecondition
 
 __all__ = [
@@ -83,13 +85,6 @@ def free_minor(used: Iterable[int]) -> int:
         if minor not in taken:
             return minor
     raise FailedPrecondition("no free traffic class left on the egress device")
-
-
-def _run(cmd: list[str]) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
-    if done.returncode != 0:
-        raise FailedPrecondition(f"{' '.join(cmd)}: {done.stderr.strip() or done.returncode}")
-    return done.stdout
 
 
 def _net_cls_mount() -> Path | None:
@@ -188,6 +183,8 @@ class EgressShaper:
         return own
 
     def apply(self, container_id: str, pid: int, minor: int, rate_bits: int) -> ShapingResult:
+        if in_own_netns(pid):  # bridged: its traffic never crosses self.device
+            return self._apply_veth(pid, minor, rate_bits)
         ready = self.setup()
         if not ready.enforced:
             return ready
@@ -201,10 +198,21 @@ class EgressShaper:
         return ShapingResult(True, f"{rate_bits} bit/s egress, class {MAJOR}:{minor:x} on"
                                    f" {self.device}")
 
+    def _apply_veth(self, pid: int, minor: int, rate_bits: int) -> ShapingResult:
+        ifb = ifb_name(minor)
+        try:
+            veth = shape_veth(pid, minor, rate_bits, class_command(ifb, minor, rate_bits),
+                              leaf_command(ifb, minor, rate_bits))
+        except (FailedPrecondition, OSError) as exc:
+            return ShapingResult(False, f"not enforced: {exc}")
+        return ShapingResult(True, f"{rate_bits} bit/s egress, veth {veth} ingress shaped"
+                                   f" on {ifb}")
+
     def release(self, container_id: str | None, minor: int) -> None:
-        """Delete the instance's class (and the net_cls cgroup the agent made for it)."""
+        """Delete the instance's class or ifb (and the net_cls cgroup the agent made)."""
         with contextlib.suppress(FailedPrecondition):
             _run(["tc", "class", "del", "dev", self.device, "classid", f"{MAJOR}:{minor:x}"])
+        unshape(minor)
         if container_id:
             self.forget_container(container_id)
 

@@ -29,6 +29,7 @@ import requests.exceptions
 from docker.types import LogConfig
 
 from agent.runtime.docker_files import read_container_file
+from agent.runtime.docker_networks import ensure_bridge_network
 from agent.runtime.docker_output import Capture, close_stream, kill_tree, stream_output
 from agent.runtime.docker_pull import pull_image
 from agent.runtime.protocol import (
@@ -120,6 +121,7 @@ class DockerRuntime:
         api = self._api
         host_config = api.create_host_config(
             network_mode=request.network_mode,
+            port_bindings={port: bind for port, bind in request.published.items()} or None,
             nano_cpus=request.nano_cpus,
             mem_limit=request.mem_limit,
             memswap_limit=request.memswap_limit,
@@ -145,6 +147,7 @@ class DockerRuntime:
             environment=dict(request.env),
             labels=dict(request.labels),
             host_config=host_config,
+            ports=list(request.published) or None,
             stop_signal=request.stop_signal,
             user=request.user or None,
         )
@@ -159,6 +162,12 @@ class DockerRuntime:
 
     async def kill(self, container_id: str, signal: str = "SIGKILL") -> None:
         await self._call(f"kill {container_id[:12]}", self._api.kill, container_id, signal)
+
+    async def pause(self, container_id: str) -> None:
+        await self._call(f"pause {container_id[:12]}", self._api.pause, container_id)
+
+    async def unpause(self, container_id: str) -> None:
+        await self._call(f"unpause {container_id[:12]}", self._api.unpause, container_id)
 
     async def remove(self, container_id: str, force: bool = False) -> None:
         with contextlib.suppress(NotFound):
@@ -307,6 +316,10 @@ class DockerRuntime:
             for stream in current:
                 with contextlib.suppress(Exception):
                     stream.close()
+
+    async def ensure_network(self, name: str, subnet: str, interface: str) -> None:
+        await self._call(f"network {name}", ensure_bridge_network, self._api, name, subnet,
+                         interface)
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -50,6 +50,9 @@ class CreateRequest:
     mounts: tuple[Mount, ...] = ()
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     network_mode: str = "host"
+    """"host", or the name of the network the container joins."""
+    published: Mapping[int, tuple[str, int]] = field(default_factory=dict)
+    """Container port -> (host address, host port) it is published on (docker-proxy)."""
     read_only: bool = True
     init: bool = True
     security_opt: tuple[str, ...] = ("no-new-privileges:true",)
@@ -188,6 +191,12 @@ class ContainerRuntime(Protocol):
 
     async def kill(self, container_id: str, signal: str = "SIGKILL") -> None: ...
 
+    async def pause(self, container_id: str) -> None:
+        """Freeze every process of the container (cgroup freezer); status ``paused``."""
+        ...
+
+    async def unpause(self, container_id: str) -> None: ...
+
     async def remove(self, container_id: str, force: bool = False) -> None:
         """Remove a container; a missing one is not an error."""
         ...
@@ -243,6 +252,11 @@ class ContainerRuntime(Protocol):
 
     def events(self, labels: Mapping[str, str]) -> AsyncIterator[ContainerEvent]:
         """Container events of containers carrying ``labels``, until cancelled."""
+        ...
+
+    async def ensure_network(self, name: str, subnet: str, interface: str) -> None:
+        """Create the bridge network ``name`` on ``subnet`` (Linux bridge ``interface``)
+        unless it exists; FailedPrecondition when one of that name has another subnet."""
         ...
 
     async def close(self) -> None: ...

@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import psutil
 
+from agent.dataplane.wake_hold import WakeListener
 from agent.instances.events import AgentEvent
 from agent.instances.records import InstanceRecords
 from agent.instances.store import InstanceRecord
@@ -84,6 +86,10 @@ class AdapterSettings:
     """Longest close() waits for starts and stops under way before cancelling them."""
 
 
+WAKE_REASK_S = 2.0
+"""A held unit's wake is asked again this often while requests keep coming (a lost ask)."""
+
+
 class StreamAdapter:
     def __init__(self, service: AgentService, plane: RoutingPlane | None,
                  settings: AdapterSettings | None = None, agent_version: str = "") -> None:
@@ -98,6 +104,10 @@ class StreamAdapter:
         self._windows: deque[MetricsWindow] = deque(maxlen=self.settings.max_windows)
         self._host_usage: dict[str, float] = {}
         self._usage: dict[str, dict[str, float]] = {}
+        self._wakes: set[tuple[str, str]] = set()
+        self.wake_listener: WakeListener | None = None
+        """Answers HAProxy's hold script (started by the daemon; closed with ``run``)."""
+        self._wake_asked: dict[tuple[str, str], float] = {}
         self._cpu: dict[str, tuple[float, int]] = {}
         self._signal = asyncio.Event()
         self._apartments: dict[str, str] = {}
@@ -163,6 +173,8 @@ class StreamAdapter:
         finally:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
+            if self.wake_listener is not None:
+                await self.wake_listener.close()
             await self.commands.close(self.settings.close_timeout)
 
     async def _follow_events(self) -> None:
@@ -214,7 +226,21 @@ class StreamAdapter:
         return self._take()  # no await from here on: a cancelled wait loses nothing
 
     def _pending(self) -> bool:
-        return bool(self._dirty or self._events or self._windows)
+        return bool(self._dirty or self._events or self._windows or self._wakes)
+
+    def wake_asked(self, backend: str) -> bool:
+        """HAProxy found no usable server in ``backend`` (agent/dataplane/wake_hold.py):
+        whether to hold the request, i.e. its unit is collected; then the coordinator is
+        asked to wake it (at most every ``WAKE_REASK_S`` per unit)."""
+        key = self.commands.sleeping.get(backend.partition(".")[2])
+        if key is None:
+            return False
+        now = time.monotonic()
+        if now - self._wake_asked.get(key, -WAKE_REASK_S) >= WAKE_REASK_S:
+            self._wake_asked[key] = now
+            self._wakes.add(key)
+            self._signal.set()
+        return True
 
     def _take(self) -> ChangeBatch:
         batch = ChangeBatch(host_usage=dict(self._host_usage))
@@ -232,6 +258,7 @@ class StreamAdapter:
                 self._apartments.pop(instance_id, None)
         self._dirty = still
         batch.events, batch.windows = list(self._events), list(self._windows)
+        batch.wake_units, self._wakes = sorted(self._wakes), set()
         self._events.clear()
         self._windows.clear()
         return batch

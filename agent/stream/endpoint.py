@@ -29,10 +29,13 @@ class ChangeBatch:
     events: list[ReportedEvent] = field(default_factory=list)
     windows: list[MetricsWindow] = field(default_factory=list)
     host_usage: Mapping[str, float] = field(default_factory=dict)
+    wake_units: list[tuple[str, str]] = field(default_factory=list)
+    """Collected units a request reached here: the coordinator wakes them."""
 
     @property
     def empty(self) -> bool:
-        return not (self.changed or self.removed or self.events or self.windows)
+        return not (self.changed or self.removed or self.events or self.windows
+                    or self.wake_units)
 
 
 class AgentEndpoint(Protocol):

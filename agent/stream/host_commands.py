@@ -38,9 +38,12 @@ from common.event_types import EventType
 from common.gc_kinds import GcKind
 from common.lifecycle import InstanceState
 from common.stream_commands import (
+    COMMAND_KINDS,
     AgentCommand,
     CollectGarbage,
     DrainInstance,
+    PauseInstance,
+    ResumeInstance,
     RunCheck,
     SetRoute,
     SetWeights,
@@ -56,6 +59,13 @@ log = logging.getLogger(__name__)
 # How long a server that left a unit's route may keep finishing requests on this host.
 ROUTE_DRAIN_TIMEOUT_S = 10.0
 ROUTE_DRAIN_POLL_S = 0.1
+PAUSE_SETTLE_S = 1.0
+"""Seconds between a pause command and the freeze when the coordinator sets none: the
+other hosts' requests on the instance (its route changed on every host first) end."""
+
+
+WAKEABLE = InstanceState.COLLECTED
+"""A record in this state starts again on a StartInstance of its id (a wake)."""
 
 
 class RoutingPlane(DataPlanePort, Protocol):
@@ -93,6 +103,9 @@ class HostCommands:
         self.stopping: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._draining: set[tuple[str, str]] = set()
+        self.sleeping: dict[str, tuple[str, str]] = {}
+        """Data plane unit name -> (apartment, unit) of units whose last route asked to
+        hold requests and wake them (``SetRoute.wake_on_request``)."""
         self._wanted: dict[str, dict[str, str]] = {}
         """Data-plane unit -> server -> state, as the last SetRoute listed them."""
 
@@ -112,6 +125,8 @@ class HostCommands:
             await self._drain(command)
         elif isinstance(command, CollectGarbage):
             self._accept_gc(command)
+        elif isinstance(command, PauseInstance | ResumeInstance):
+            self._accept_pause(command)
         else:  # pragma: no cover - the union is exhaustive
             raise InvalidArgument(f"unknown command {command!r}")
         return None
@@ -144,8 +159,11 @@ class HostCommands:
         records = self.service.records
         record = records.find(instance_id)
         if instance_id in self.starting or (
-                record is not None and record.lifecycle.state is not InstanceState.STOPPED):
+                record is not None and instance_id not in self.stopping
+                and record.lifecycle.state not in (InstanceState.STOPPED, WAKEABLE)):
             return  # already started (or starting): a repeated command is harmless
+        # one being stopped or collected starts again once that is done (a wake that
+        # overtook its collection)
         holder = records.port_holder(spec.port, ignore={instance_id, *self.stopping})
         if holder is not None:
             raise Conflict(f"port {spec.port} is used by {holder.instance_id}",
@@ -165,6 +183,10 @@ class HostCommands:
         try:
             if state_from and spec.state_mode is StateMode.SNAPSHOT:
                 await asyncio.to_thread(self._carry_state, spec, state_from)
+            if spec.state_mode is not StateMode.NONE:  # a wake: the state collection saved
+                restored = await asyncio.to_thread(self.service.gc.restore, spec)
+                if restored is not None:
+                    log.info("%s: state restored from %s", spec.instance_id, restored)
             await self.service.start_instance(spec, wait=False)
         except (LandlordError, OSError) as exc:
             log.warning("starting %s failed: %s", spec.instance_id, exc)
@@ -212,7 +234,13 @@ class HostCommands:
                         # that must not keep the container from being stopped.
                         with contextlib.suppress(NotFound):
                             await self.plane.drain_and_remove(name, spec.instance_id, limit)
-            await self.service.stop_instance(spec.instance_id, grace)
+            record = self.service.records.find(spec.instance_id)
+            if cmd.collect and record is not None:
+                await self.service.gc.collect_instance(
+                    record, "idle unit: no request on any host for its idle timeout",
+                    keep=True)
+            else:
+                await self.service.stop_instance(spec.instance_id, grace)
         except NotFound:
             pass  # gone already
         except (LandlordError, OSError) as exc:
@@ -233,11 +261,16 @@ class HostCommands:
         plane = self._require_plane()
         name = plane_unit(cmd.apartment, cmd.unit)
         self.owners[name] = (cmd.apartment, cmd.unit)
+        if cmd.wake_on_request and cmd.service_port > 0:
+            self.sleeping[name] = (cmd.apartment, cmd.unit)
+        else:
+            self.sleeping.pop(name, None)
         if cmd.service_port <= 0:  # a unit without an entry point: nothing to serve here
             if name in plane.spec.units:
                 await plane.remove_unit(name)
             return
-        await plane.ensure_unit(name, cmd.service_port, cmd.health_path, sticky=cmd.sticky)
+        await plane.ensure_unit(name, cmd.service_port, cmd.health_path, sticky=cmd.sticky,
+                                retry_after_s=cmd.retry_after_s)
         self._wanted[name] = {srv.server: srv.state for srv in cmd.servers}
         changes = route_changes(plane.spec.units.get(name), cmd.servers)
         for s in changes.upserts:
@@ -298,6 +331,40 @@ class HostCommands:
         if unit is not None and any(s.name == cmd.instance_id for s in unit.servers):
             await plane.drain_and_remove(name, cmd.instance_id,
                                          cmd.timeout_s if cmd.timeout_s > 0 else None)
+
+    # -- pause and resume (issue 17) -------------------------------------------------------
+    def _accept_pause(self, cmd: PauseInstance | ResumeInstance) -> None:
+        self.service.records.get(cmd.instance_id)  # NotFound for an instance not here
+        self._spawn(self._pause(cmd), f"{COMMAND_KINDS[type(cmd)]}-{cmd.instance_id}")
+
+    async def _pause(self, cmd: PauseInstance | ResumeInstance) -> None:
+        """Pause: the coordinator took the instance out of every host's route; let this
+        host's requests on it end and the other hosts' settle, then freeze it."""
+        try:
+            if isinstance(cmd, ResumeInstance):
+                await self.service.resume_instance(cmd.instance_id)
+                return
+            settle = time.monotonic() + (cmd.settle_s or PAUSE_SETTLE_S)
+            if self.plane is not None:
+                await self._wait_idle(self.plane, cmd.instance_id)
+            await asyncio.sleep(max(0.0, settle - time.monotonic()))
+            await self.service.pause_instance(cmd.instance_id)
+        except (LandlordError, OSError) as exc:
+            log.warning("%s of %s failed: %s", COMMAND_KINDS[type(cmd)], cmd.instance_id, exc)
+        finally:
+            self.sink.touched(cmd.instance_id)
+
+    async def _wait_idle(self, plane: RoutingPlane, server: str) -> None:
+        """Until no session of this host's HAProxy is on ``server`` (or the drain timeout)."""
+        deadline = time.monotonic() + self.drain_timeout
+        for name, unit in sorted(plane.spec.units.items()):
+            if not any(s.name == server for s in unit.servers):
+                continue
+            while time.monotonic() < deadline:
+                if not any(o.name == server and o.sessions + o.queued > 0
+                           for o in await plane.servers(name)):
+                    break
+                await asyncio.sleep(ROUTE_DRAIN_POLL_S)
 
     # -- checks ----------------------------------------------------------------------------
     async def _run_check(self, cmd: RunCheck) -> CommandResult:

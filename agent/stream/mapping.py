@@ -26,6 +26,7 @@ from agent.instances.spec import (
 )
 from agent.runtime.protocol import ExecResult
 from common.errors import InvalidArgument
+from common.network_modes import parse_network_mode
 from common.stream_commands import ExecStream, RunCheck, StartInstance
 from common.stream_messages import (
     CommandResult,
@@ -95,6 +96,7 @@ def instance_spec(cmd: StartInstance) -> InstanceSpec:
         command=tuple(cmd.command), env=dict(cmd.env), secret_env=dict(cmd.secret_env),
         health=health, resources=resources,
         state_mode=state_mode, idle_timeout=max(0.0, cmd.idle_timeout_s),
+        network_mode=parse_network_mode(cmd.network_mode),
         run_as_root=cmd.run_as_root,
     )
 
@@ -141,7 +143,8 @@ def instance_report(view: InstanceView, host_id: str, reason: str = "",
         version=view.version, slot=view.slot, state=view.state,
         health_score=view.health_score, address=view.address, port=view.port,
         restarts=view.restarts,
-        reason=view.metadata.get("escalated") or view.metadata.get("evicted") or reason,
+        reason=view.metadata.get("escalated") or view.metadata.get("evicted")
+        or view.metadata.get("collected") or reason,
         usage=dict(usage or {}), started_at=view.started_at, last_activity=view.last_activity,
         unenforced_limits=unenforced_limits(view.enforcement),
     )

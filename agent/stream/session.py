@@ -297,5 +297,6 @@ class CoordinatorStream:
             sequence=self._sequence, time=time.time(), changed=tuple(batch.changed),
             removed_instance_ids=tuple(batch.removed), events=tuple(batch.events),
             windows=tuple(batch.windows), host_usage=batch.host_usage,
-            acked_command_ids=acks, results=results, output=self.commands.outputs.take())
+            acked_command_ids=acks, results=results, output=self.commands.outputs.take(),
+            wake_units=tuple(batch.wake_units))
         return report_to_pb(report, self._host_id)

@@ -35,15 +35,21 @@ from coordinator.api.rebalance_rpcs import RebalanceRpcs
 from coordinator.api.rollout_proto import control_from_pb, deploy_from_pb, rollout_info
 from coordinator.api.rpc_errors import stream_boundary, unary_boundary
 from coordinator.api.scope import caller_reach, visible_edges
-from coordinator.api.unit_changes_proto import unit_change_to_pb, unit_of
+from coordinator.api.unit_changes_proto import (
+    unit_change_to_pb,
+    unit_of,
+)
+from coordinator.api.unit_state_rpcs import UnitStateRpcs
 from coordinator.fleet.cordons import HostCordons
 from coordinator.fleet.decommission import HostDecommissions
 from coordinator.fleet.drains import HostDrains
+from coordinator.fleet.idle_units import IdleUnits
 from coordinator.fleet.known_fleet import KnownFleet
 from coordinator.fleet.output_calls import OutputCalls
 from coordinator.fleet.rebalances import UnitRebalances
 from coordinator.fleet.sessions import Fleet
 from coordinator.registry import Registry
+from coordinator.rollouts.pause_service import PauseService
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.service import RolloutService
 from coordinator.rollouts.unit_service import UnitService
@@ -63,16 +69,21 @@ DEFAULT_EXEC_S, MAX_EXEC_S = 30.0, 300.0
 """An exec's timeout when unset, and the longest one (the agent's cap)."""
 SNAPSHOT_CHUNK = 1 << 20
 """Bytes of a snapshot per streamed message, far below grpc's message limit."""
-class AdminService(HostRemovalRpcs, RebalanceRpcs, admin_pb2_grpc.AdminServicer):
+class AdminService(HostRemovalRpcs, RebalanceRpcs, UnitStateRpcs,
+                   admin_pb2_grpc.AdminServicer):
     def __init__(self, *, state: ClusterState, fleet: Fleet, known: KnownFleet,
                  leadership: Leadership, clock: Clock, registry: Registry,
                  rollouts: RolloutService, cordons: HostCordons, units: UnitService,
                  drains: HostDrains, decommissions: HostDecommissions,
                  snapshots: ClusterSnapshots | None = None,
                  outputs: OutputCalls | None = None,
-                 rebalances: UnitRebalances | None = None) -> None:
+                 rebalances: UnitRebalances | None = None,
+                 pauses: PauseService | None = None,
+                 idle: IdleUnits | None = None) -> None:
         self.state = state
+        self.idle = idle
         self.units = units
+        self.pauses = pauses
         self.snapshots = snapshots
         self.outputs = outputs
         self.cordons = cordons
@@ -133,6 +144,8 @@ class AdminService(HostRemovalRpcs, RebalanceRpcs, admin_pb2_grpc.AdminServicer)
     async def Deploy(self, request: admin_pb2.DeployRequest, context: Context
                      ) -> admin_pb2.DeployResponse:
         record = await self.rollouts.deploy(deploy_from_pb(request))
+        if self.idle is not None:  # a deploy brings a collected unit back first
+            await self.idle.wake(record.apartment, record.unit, "deploy")
         return admin_pb2.DeployResponse(rollout=self._info(record))
 
     @unary_boundary
@@ -202,6 +215,8 @@ class AdminService(HostRemovalRpcs, RebalanceRpcs, admin_pb2_grpc.AdminServicer)
     async def ScaleUnit(self, request: admin_pb2.ScaleUnitRequest, context: Context
                         ) -> admin_pb2.UnitChangeResponse:
         return unit_change_to_pb(await self.units.scale(*unit_of(request), request.replicas))
+
+    # -- pause and resume (coordinator/rollouts/pause_service.py) --------------------------
 
     # -- fleet -----------------------------------------------------------------------------
 

@@ -106,8 +106,12 @@ ADMIN_RULES: dict[str, Rule] = {
     "ListRollouts": Rule(Access.READ, _apartment),
     "Rollback": Rule(Access.WRITE, _apartment),
     "StopUnit": Rule(Access.WRITE, _apartment),
+    "WakeUnit": Rule(Access.WRITE, _apartment),
     "DeleteUnit": Rule(Access.WRITE, _apartment),
     "ScaleUnit": Rule(Access.WRITE, _apartment),
+    # -- pause and resume (issue 17) --
+    "PauseUnit": Rule(Access.WRITE, _apartment),
+    "ResumeUnit": Rule(Access.WRITE, _apartment),
     "ListHosts": Rule(Access.READ),
     "ListInstances": Rule(Access.READ, _apartment),
     "RunGarbageCollection": Rule(Access.WRITE),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from common.dependencies import parse_dependency
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
+from common.network_modes import parse_network_mode
 from common.proto_values import (
     duration_from_pb,
     duration_to_pb,
@@ -54,6 +55,7 @@ def publish_from_pb(
         dependencies=tuple(pb.dependencies), service_port=pb.service_port,
         state_mode=StateMode(state_mode_from_pb(pb.state_mode)), idle_timeout_s=idle,
         warmup_s=warmup, healthy_threshold=h.healthy_threshold or 1,
+        network_mode=parse_network_mode(pb.network_mode),
         run_as_root=pb.run_as_root,
     )
     changes = ChangeSet(
@@ -73,6 +75,7 @@ def unit_spec_to_pb(spec: UnitSpec) -> types_pb2.UnitSpec:
         resources=resources_to_pb(spec.resources), dependencies=list(spec.dependencies),
         state_mode=state_mode_to_pb(spec.state_mode),
         idle_timeout=duration_to_pb(spec.idle_timeout_s), run_as_root=spec.run_as_root,
+        network_mode=spec.network_mode.value,
     )
 
 
@@ -136,6 +139,9 @@ def instance_to_pb(listing: InstanceListing) -> types_pb2.InstanceStatus:
         pb.port = record.port
         if observed is None:
             pb.reason = "not reported yet"
+        if record.collected and pb.state != types_pb2.INSTANCE_STATE_COLLECTED:
+            pb.state = types_pb2.INSTANCE_STATE_COLLECTED
+            pb.reason = "collected (idle): its host has not confirmed yet"
     elif observed is not None:
         pb.reason = "not desired on this host: being stopped"
     return pb

@@ -23,6 +23,7 @@ from coordinator.cli import (
     fleet,
     host_removal,  # noqa: F401  # registers hosts drain, drain-status, decommission
     instance_output,
+    pausing,
     rebalance,  # noqa: F401  # registers units rebalance, rebalance-status
     rollout,
     units,
@@ -114,6 +115,8 @@ app.command("rollback", no_args_is_help=True)(rollout.rollback)
 app.add_typer(fleet.hosts_app, name="hosts")
 app.add_typer(fleet.instances_app, name="instances")
 instance_output.register(fleet.instances_app)
+pausing.register_units(units.app)
+pausing.register_instances(fleet.instances_app)
 app.command("events")(events.events)
 app.add_typer(fleet.gc_app, name="gc")
 app.command("leader")(fleet.leader)

@@ -12,6 +12,7 @@ from common.dependencies import qualify
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.input_bounds import check_path
+from common.network_modes import parse_network_mode
 from common.resources import parse_bandwidth, parse_bytes, parse_cpu
 from coordinator.cli.arguments import (
     parse_dependency,
@@ -84,6 +85,8 @@ class PublishArgs:
     dependencies: tuple[str, ...] = ()
     state_mode: str | None = None
     idle_timeout: str | None = None
+    network_mode: str | None = None
+    """--network-mode: bridge or host (``common.network_modes``)."""
     run_as_root: bool = False
     """--run-as-root: the one way to run a unit's processes as root."""
     metadata: tuple[str, ...] = ()
@@ -114,6 +117,8 @@ def build_publish_request(args: PublishArgs) -> admin_pb2.PublishVersionRequest:
         spec.idle_timeout.CopyFrom(
             duration_to_proto(parse_duration(args.idle_timeout, "--idle-timeout"))
         )
+    if args.network_mode is not None:
+        spec.network_mode = parse_network_mode(args.network_mode, "--network-mode").value
     spec.run_as_root = args.run_as_root
     request = admin_pb2.PublishVersionRequest(
         spec=spec, version=parse_version(args.version, "version")

@@ -14,6 +14,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
+from common.network_modes import DEFAULT_NETWORK_MODE
 from common.resources import format_bandwidth, format_bytes
 from coordinator.cli.durations import format_duration, seconds_from_proto
 from coordinator.cli.output import enum_label, format_time
@@ -116,6 +117,7 @@ def _spec_rows(version: types_pb2.VersionInfo) -> list[tuple[str, str]]:
         ("health", spec.health.path or "-"),
         ("resources", resources_text(spec.resources)),
         ("state mode", _state_mode(spec.state_mode)),
+        ("network mode", spec.network_mode or f"{DEFAULT_NETWORK_MODE} (default)"),
         ("runs as", "root (--run-as-root)" if spec.run_as_root
          else "the image's user, or uid 65532 when it names none or root"),
         ("dependencies", ", ".join(spec.dependencies) or "-"),

@@ -29,7 +29,7 @@ from coordinator.cli.tables import (
     versions_table,
 )
 
-app = typer.Typer(help="Publish unit versions, inspect, stop, delete and scale units.",
+app = typer.Typer(help="Publish unit versions, inspect, stop, delete, scale and wake units.",
                   no_args_is_help=True)
 
 @app.command()
@@ -91,6 +91,11 @@ def publish(
     ] = None,
     idle_timeout: Annotated[
         str | None, typer.Option(help="Idle time before GC may remove.", show_default=False)
+    ] = None,
+    network_mode: Annotated[
+        str | None,
+        typer.Option(help="bridge (own network namespace) | host (the host's network).",
+                     show_default=False),
     ] = None,
     run_as_root: Annotated[
         bool,
@@ -154,6 +159,7 @@ def publish(
         dependencies=tuple(dep or ()),
         state_mode=state_mode,
         idle_timeout=idle_timeout,
+        network_mode=network_mode,
         run_as_root=run_as_root,
         metadata=tuple(metadata or ()),
         changes=from_file + flagged,
@@ -239,6 +245,14 @@ def scale(
     emit(ctx, output, unary(ctx, "ScaleUnit", request, f"scale {ref}"), change_view("scale"))
 
 
+@app.command()
+def wake(ctx: typer.Context, unit: UnitArg, output: OutputOption = None) -> None:
+    """Start a collected (idle) unit's instances again, on their hosts, state restored."""
+    ref = parse_unit_ref(unit)
+    request = admin_pb2.WakeUnitRequest(apartment=ref.apartment, unit=ref.unit)
+    emit(ctx, output, unary(ctx, "WakeUnit", request, f"wake {ref}"), change_view("wake"))
+
+
 def change_view(verb: str) -> Callable[[admin_pb2.UnitChangeResponse], RenderableType]:
     """How a stop, delete or scale reads for people."""
 
@@ -247,6 +261,11 @@ def change_view(verb: str) -> Callable[[admin_pb2.UnitChangeResponse], Renderabl
         name = f"{info.apartment}/{info.unit}"
         if verb == "delete":
             return Text(f"{name} deleted: its records, versions, rollouts and route are gone")
+        if verb == "wake":
+            if not response.changed:
+                return Text(f"{name} is not collected; nothing changed")
+            return Text(f"{name} woken: starting {', '.join(response.started)} (they join "
+                        "the routes once healthy)")
         if not response.changed:
             state = "stopped" if verb == "stop" else f"at {info.instances} instance(s)"
             return Text(f"{name} already {state}; nothing changed")

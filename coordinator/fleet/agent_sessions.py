@@ -18,6 +18,7 @@ from typing import Protocol
 from common.clock import Clock
 from common.errors import FailedPrecondition, InvalidArgument
 from common.identity import IDENTITY_NAME_PATTERN, IDENTITY_NAME_RULE
+from common.stream_commands import Command, PauseInstance, ResumeInstance
 from common.stream_messages import (
     AgentReport,
     CommandResult,
@@ -29,7 +30,7 @@ from coordinator.fleet.decommission import refusal as decommissioned_refusal
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.reconcile import plan_register
 from coordinator.fleet.report_scope import DropKind, own_observations, scope_report
-from coordinator.fleet.sessions import Fleet, HostSession
+from coordinator.fleet.sessions import Fleet, HostSession, command_id
 from coordinator.fleet.status_writer import StatusWriter
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
@@ -46,7 +47,7 @@ class SessionCommands(Protocol):
 
     async def start_instances(self, records: Sequence[InstanceRecord]) -> int: ...
 
-    def stop_unwanted(self, host_id: str, instance_id: str) -> None: ...
+    def stop_unwanted(self, host_id: str, instance_id: str, collect: bool = False) -> None: ...
 
     def mark_building_routes_dirty(self, building: str) -> None: ...
 
@@ -57,6 +58,8 @@ class WindowSink(Protocol):
     """Where reported request windows go (coordinator/fleet/metrics_windows.py)."""
 
     def record(self, windows: Sequence[MetricsWindow]) -> None: ...
+
+    def note_requests(self, windows: Sequence[MetricsWindow]) -> None: ...
 
 
 class ResultSink(Protocol):
@@ -71,11 +74,17 @@ class OutputSink(ResultSink, Protocol):
     def deliver_output(self, host_id: str, chunks: Sequence[OutputChunk]) -> None: ...
 
 
+class UnitWakes(Protocol):
+    """Waking collected units (coordinator/fleet/idle_units.py)."""
+
+    async def wake(self, apartment: str, unit: str, why: str) -> tuple[str, ...]: ...
+
+
 class AgentSessions:
     def __init__(self, *, hosts: HostRecords, statuses: StatusWriter, state: ClusterState,
                  fleet: Fleet, events: EventLog, clock: Clock, commands: SessionCommands,
                  windows: WindowSink, results: ResultSink, leadership: Fenced,
-                 outputs: OutputSink | None = None) -> None:
+                 outputs: OutputSink | None = None, wakes: UnitWakes | None = None) -> None:
         self._hosts = hosts
         self._statuses = statuses
         self._state = state
@@ -87,6 +96,7 @@ class AgentSessions:
         self._windows = windows
         self._results = results
         self._outputs = outputs
+        self._wakes = wakes
         self._announcements: dict[HostSession, tuple[str, str]] = {}
         """Sessions opened whose lease and event ``announce`` has still to write."""
         self.foreign_dropped: Counter[DropKind] = Counter()
@@ -127,10 +137,19 @@ class AgentSessions:
         for iid in plan.stop:
             log.info("host %s runs %s, which is not desired there: stopping it", reg.host_id, iid)
             self._commands.stop_unwanted(reg.host_id, iid)
+        for iid in plan.collect:
+            log.info("host %s runs %s, which was collected: collecting it", reg.host_id, iid)
+            self._commands.stop_unwanted(reg.host_id, iid, collect=True)
         await self._commands.start_instances(plan.start)
         # the building's routes go out at the next flush, one command per unit for every
         # host that registered meanwhile (after a takeover: all of them), not one per host
         self._commands.mark_building_routes_dirty(reg.building)
+        # what differs from the pause marks (the routes already leave paused instances out;
+        # a host waits before it freezes one, so they reach it first)
+        freezes: list[PauseInstance | ResumeInstance] = [
+            *map(PauseInstance, plan.pause), *map(ResumeInstance, plan.resume)]
+        for freeze in freezes:
+            session.send(Command(command_id(freeze), freeze))
         for obs in reg.instances:
             self._commands.mark_route_dirty(obs.apartment, obs.unit)
         kind = "host.returned" if returned else "host.registered"
@@ -162,6 +181,7 @@ class AgentSessions:
             return
         fleet.heard_from(session.host_id, self._clock.monotonic())
         host_id = session.host_id
+        self._note_requests(host_id, report.windows)
         scoped = scope_report(report, host_id, self._placed, fleet.observed_ids_on(host_id),
                               lambda: frozenset(r.unit_key
                                                 for r in self._state.instances_on(host_id)),
@@ -186,6 +206,7 @@ class AgentSessions:
             self._outputs.deliver_output(session.host_id, report.output)
         if report.windows:
             self._windows.record(report.windows)
+        await self._wake(host_id, report.wake_units)
         events = [
             EventRecord(type=e.type, time=e.time, message=e.message, apartment=e.apartment,
                         unit=e.unit, version=e.version, host_id=session.host_id,
@@ -199,6 +220,31 @@ class AgentSessions:
         ]
         if events:
             await self._events.append(events)
+
+    def _note_requests(self, host_id: str, windows: Sequence[MetricsWindow]) -> None:
+        """Requests that entered this host for units of its building count as activity
+        (idle collection) wherever the instance runs: the scope below keeps only windows
+        of this host's own instances for judging rollouts. A forged window can at most
+        keep a unit of its own building awake."""
+        host = self._state.hosts.get(host_id)
+        if host is None or not windows:
+            return
+        building = host.value.building
+        self._windows.note_requests([
+            w for w in windows
+            if (unit := self._state.units.get((w.apartment, w.unit))) is not None
+            and unit.value.building == building])
+
+    async def _wake(self, host_id: str, units: Sequence[tuple[str, str]]) -> None:
+        """A request reached collected units on this host: wake those of its building."""
+        if self._wakes is None:
+            return
+        host = self._state.hosts.get(host_id)
+        for apartment, unit in sorted(set(units)):
+            found = self._state.units.get((apartment, unit))
+            if found is None or host is None or found.value.building != host.value.building:
+                continue  # not a unit this host serves: nothing to wake
+            await self._wakes.wake(apartment, unit, f"request on {host_id}")
 
     def _routed(self, session: HostSession, apartment: str, unit: str) -> bool:
         """Whether the unit's route goes to the session's host (its building's)."""

@@ -24,7 +24,7 @@ from common.clock import Clock
 from common.errors import InvalidArgument, NotFound
 from common.stream_commands import SetRoute, StopInstance
 from common.stream_messages import ObservedInstance
-from coordinator.fleet.routes import plan_route
+from coordinator.fleet.routes import PAUSED_RETRY_AFTER_S, plan_route
 from coordinator.fleet.sessions import Fleet
 from coordinator.fleet.start_commands import start_command
 from coordinator.state.cluster_state import ClusterState
@@ -34,7 +34,7 @@ from coordinator.state.records import InstanceRecord, RouteRecord, encode
 from coordinator.state.store import Txn
 
 __all__ = ["DEFAULT_STOP_GRACE", "CommandDispatch", "InstanceRemoval", "InstanceStates",
-           "ProtectedVersions"]
+           "ProtectedVersions", "WakingUnits"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,12 @@ class ProtectedVersions(Protocol):
     """A unit's versions whose images hosts keep (coordinator/rollouts/etcd_records.py)."""
 
     def protected_versions(self, apartment: str, unit: str) -> tuple[str, ...]: ...
+
+
+class WakingUnits(Protocol):
+    """Units whose hosts hold requests (coordinator/fleet/idle_units.py)."""
+
+    def holds(self, apartment: str, unit: str) -> bool: ...
 
 
 class InstanceRemoval(Protocol):
@@ -72,6 +78,8 @@ class CommandDispatch:
         self._start_sent: dict[str, float] = {}
         self.protected: ProtectedVersions | None = None
         """Set once the rollout records exist; routes then carry the protected versions."""
+        self.waking: WakingUnits | None = None
+        """Set once idle collection exists; routes of collected units then hold requests."""
 
     # -- starting and stopping -------------------------------------------------------------
 
@@ -101,12 +109,15 @@ class CommandDispatch:
         between its commit and its commands, a lost command); returns how many."""
         now = self._clock.monotonic()
         resent = []
+        asleep = self._asleep()
         for host_id in list(self._fleet.sessions):
             missing = self._state.instance_ids_on(host_id) - self._fleet.observed_ids_on(host_id)
-            for iid in sorted(missing):
+            for iid in sorted(missing | (asleep & self._state.instance_ids_on(host_id))):
+                if self._state.instances[iid].value.collected:
+                    continue  # scaled to zero on purpose: only a wake starts it
                 if now - self._start_sent.setdefault(iid, now) >= resend_after:
                     resent.append(self._state.instances[iid].value)
-        for iid in [i for i in self._start_sent if i in self._fleet.observed
+        for iid in [i for i in self._start_sent if (i in self._fleet.observed and i not in asleep)
                     or i not in self._state.instances]:
             del self._start_sent[iid]
         if resent:
@@ -114,6 +125,16 @@ class CommandDispatch:
                         "again", len(resent))
             await self.start_instances(resent)
         return len(resent)
+
+    def _asleep(self) -> set[str]:
+        """Instances a host keeps collected that are no longer recorded collected (woken
+        while the host was collecting them): started again like missing ones."""
+        out = set()
+        for iid, seen in self._fleet.observed.items():
+            found = self._state.instances.get(iid)
+            if seen.state == "collected" and found is not None and not found.value.collected:
+                out.add(iid)
+        return out
 
     async def stop_instance(
         self, instance_id: str, drain: bool = True, grace_s: float | None = None
@@ -129,9 +150,11 @@ class CommandDispatch:
         grace = self.stop_grace_s if grace_s is None else grace_s
         self._fleet.send(record.host_id, StopInstance(instance_id, grace, drain))
 
-    def stop_unwanted(self, host_id: str, instance_id: str) -> None:
-        """Stop an instance a host runs that is not desired there (no etcd record)."""
-        self._fleet.send(host_id, StopInstance(instance_id, self.stop_grace_s, drain=True))
+    def stop_unwanted(self, host_id: str, instance_id: str, collect: bool = False) -> None:
+        """Stop an instance a host runs that is not desired there (no etcd record), or
+        (``collect``) collect one the leader recorded as collected."""
+        self._fleet.send(host_id, StopInstance(instance_id, self.stop_grace_s, drain=True,
+                                               collect=collect))
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -172,10 +195,12 @@ class CommandDispatch:
         hosts = {i.host_id: self._state.hosts[i.host_id].value
                  for i in instances if i.host_id in self._state.hosts}
         command = plan_route(route.value, instances, observed, hosts,
-                             self._state.lost_host_ids())
+                             self._state.lost_host_ids(), PAUSED_RETRY_AFTER_S)
         if self.protected is not None:
             command = replace(command, protected_versions=self.protected.protected_versions(
                 apartment, unit))
+        if self.waking is not None and self.waking.holds(apartment, unit):
+            command = replace(command, wake_on_request=True)
         return command
 
     async def set_route(self, apartment: str, unit: str) -> int:

@@ -9,9 +9,10 @@ before it is acted on).
 Instances of a unit in an active rollout are not moved while it runs (the rollout owns its
 instances); the drain moves the others first and waits. An instance that cannot be placed
 (no room, no eligible host) is skipped with the reason; when only such instances are left
-the drain ends ``blocked``, naming each. At the deadline (or when the host is uncordoned) a
-drain stops (``stopped``): the move under way is undone, its replacement stopped, and the
-old instance keeps serving; nothing is forced.
+the drain ends ``blocked``, naming each. A paused instance is not moved either (a
+replacement would run where the operator froze it): resume or stop it. At the deadline
+(or when the host is uncordoned) a drain stops (``stopped``): the move under way is undone,
+its replacement stopped, and the old instance keeps serving; nothing is forced.
 
 ``plan_drain(record, view, now)`` is pure: the caller observes, commits the record it
 returns, then carries out its action (coordinator/fleet/drains.py).
@@ -27,6 +28,7 @@ from typing import Any
 
 from common.errors import FailedPrecondition, InsufficientResources
 from coordinator.fleet.instance_move import (
+    MOVED_KEPT,
     NOTHING,
     MoveAction,
     MovePhase,
@@ -44,10 +46,6 @@ from coordinator.state.records import InstanceRecord
 __all__ = ["MOVED_KEPT", "DrainAction", "DrainRecord", "DrainState", "DrainView", "Move",
            "MovePlan", "left_on_host", "left_text", "plan_drain", "plan_moves", "skip_move",
            "stop_drain"]
-
-MOVED_KEPT = 50
-"""Moves a drain record lists (the count goes on)."""
-
 
 class DrainState(StrEnum):
     DRAINING = "draining"
@@ -166,7 +164,7 @@ def plan_drain(record: DrainRecord, view: DrainView, now: float, *, settle: floa
     waiting = sorted({_unit(i) for i in view.instances
                       if (i.apartment, i.unit) in view.in_rollout})
     candidates = [i for i in sorted(view.instances, key=lambda i: i.instance_id)
-                  if i.instance_id not in record.skipped
+                  if i.instance_id not in record.skipped and not i.paused
                   and (i.apartment, i.unit) not in view.in_rollout]
     if candidates:
         nxt = candidates[0]
@@ -212,6 +210,8 @@ def left_on_host(record: DrainRecord, view: DrainView) -> list[tuple[InstanceRec
         why = record.skipped.get(inst.instance_id, "")
         if not why and (inst.apartment, inst.unit) in view.in_rollout:
             why = "waiting: its unit has an active rollout"
+        if not why and inst.paused:
+            why = "paused: resume it, or stop its unit, to move it"
         left.append((inst, why))
     return left
 

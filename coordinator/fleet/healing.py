@@ -4,8 +4,10 @@ Each tick decides (coordinator/fleet/liveness.py) which hosts changed health, th
 host is recorded as lost, its liveness lease revoked, and every instance it held is placed
 again on another host of the building (one transaction per instance: the new instance and
 allocation in, the old ones out), started there, and routed on every host. An instance that
-finds no room stays where it was and is tried again on the next tick. Desired instances a
-connected host does not report are started again (CommandDispatch.converge).
+finds no room stays where it was and is tried again on the next tick. A paused instance
+stays too: it serves nothing, and a replacement would run what an operator froze (its host,
+back, keeps it paused). Desired instances a connected host does not report are started
+again (CommandDispatch.converge).
 """
 
 from __future__ import annotations
@@ -103,9 +105,12 @@ class Healer:
             fleet.detach(session, self._clock.monotonic())
 
     async def _replace_stranded(self) -> None:
-        """Place again every instance that sits on a lost host."""
+        """Place again every instance that sits on a lost host. A collected one stays as it
+        is (nothing runs to replace) until a wake clears its mark; then it is placed
+        elsewhere like the others (its state backup stays on the lost host)."""
         state = self._state
-        stranded = [r for host in sorted(state.lost_host_ids()) for r in state.instances_on(host)]
+        stranded = [r for host in sorted(state.lost_host_ids()) for r in state.instances_on(host)
+                    if not r.paused and not r.collected]
         for record in stranded:
             host = state.hosts[record.host_id].value
             unit = state.units.get(record.unit_key)

@@ -23,15 +23,13 @@ from coordinator.state.cluster_state import ClusterState, Versioned
 from coordinator.state.fenced_writes import FencedWrites
 from coordinator.state.keys import KeyLayout
 from coordinator.state.records import HostHealth, HostRecord, encode
-from coordinator.state.store import Store, Txn
+from coordinator.state.store import FENCE_OPS, Store, Txn
 
 __all__ = ["HostRecords"]
 
 log = logging.getLogger(__name__)
 
 PARALLEL_REFRESHES = 32
-FENCE_OPS = 2
-"""Compares the leader's fence adds to each transaction (coordinator/state/store.py)."""
 
 
 class HostRecords:

@@ -26,7 +26,7 @@ from typing import Any
 
 from coordinator.state.records import InstanceRecord
 
-__all__ = ["NOTHING", "MoveAction", "MovePhase", "MoveStep", "MoveView", "Moving",
+__all__ = ["MOVED_KEPT", "NOTHING", "MoveAction", "MovePhase", "MoveStep", "MoveView", "Moving",
            "moving_from_dict", "moving_text", "moving_to_dict", "phase_text", "replacement_of",
            "step_move", "undo_target"]
 
@@ -113,6 +113,9 @@ class MoveAction:
 
 
 NOTHING = MoveAction("none")
+
+MOVED_KEPT = 50
+"""Moves a drain or rebalance record lists (its count goes on)."""
 
 
 @dataclass(frozen=True)

@@ -2,22 +2,29 @@
 
 ``place(apartment, unit, version, slot, replicas, building)`` decides with the pure
 ``coordinator.placement.place`` over the rooms of the building's placeable hosts, and records
-the instances and their hosts' allocation ledgers in one fenced compare-and-swap transaction
-(retried from a fresher cache when another change won). Nothing is started here: the
-caller sends the commands (coordinator/fleet/dispatch.py). ``remove(record)`` takes an instance
-and its allocation out the same way.
+the instances and their hosts' allocation ledgers in fenced compare-and-swap transactions
+(each retried from a fresher cache when another change won). Many replicas take several
+transactions within etcd's --max-txn-ops (placement_batches.py): each records what fits of
+a decision made just before it, guarded by the allocation revisions that decision read, so
+two placements never over-commit a host; the caller's ``extra`` changes go with the first.
+A leader change between them leaves the first ones recorded and the rest not: the caller
+holds the intent (the rollout record, the unit's replica count) and places what is missing.
+Nothing is started here: the caller sends the commands (coordinator/fleet/dispatch.py).
+``remove(record)`` takes an instance and its allocation out the same way.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from common.clock import Clock
 from common.errors import InsufficientResources, InvalidArgument, NotFound
 from common.resources import HostLedger, Resources
 from coordinator.fleet.placement import HostRoom, PlacementRequest, place
+from coordinator.fleet.placement_batches import INSTANCE_OPS, fitting
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
@@ -29,7 +36,7 @@ from coordinator.state.records import (
     encode,
     encode_allocations,
 )
-from coordinator.state.store import Txn
+from coordinator.state.store import FENCE_OPS, Txn
 
 __all__ = ["DEFAULT_PORT_RANGE", "PlaceableHosts", "PlacementWriter"]
 
@@ -55,14 +62,6 @@ class PlacementWriter:
         self._allocated_cache: dict[str, tuple[int, Resources]] = {}
         self.refused: Callable[[str], None] = lambda resource: None
         """Told the short resource of every refused placement (the metrics count them)."""
-
-    @property
-    def max_replicas(self) -> int:
-        """Most instances one placement may record in one transaction: each takes an
-        instance put and compare plus its host's allocation put and compare; ten ops are
-        left for the unit, route and rollout records, the unit's active-rollout key and
-        the fence."""
-        return max(1, (self._writes.max_txn_ops - 10) // 4)
 
     def rooms(self, building: str) -> list[HostRoom]:
         """What each placeable host of ``building`` has, as placement sees it."""
@@ -116,8 +115,9 @@ class PlacementWriter:
         ``replaces``: an instance (on a lost host) removed in the same transaction; with
         ``keep_replaced`` it stays (a drain stops it once the new one serves) and the new
         record only names it.
-        ``extra``: more changes (unit, route, rollout records) committed together, built
-        again for every attempt (from the cache as it is then; it may refuse by raising).
+        ``extra``: more changes (unit, route, rollout records) committed with the first
+        transaction, built again for every attempt (from the cache as it is then; it may
+        refuse by raising).
         ``avoid_hosts``: hosts not to place on (besides lost ones); ``after_escalation``: why
         the replaced instance is placed again (kept on the new record).
         ``onto``: only this host is a candidate (a rebalance chose it); placement's rules
@@ -131,8 +131,18 @@ class PlacementWriter:
                            unit=unit, version=version)
         resources = found.tag.spec.resources
 
-        async def attempt() -> list[InstanceRecord]:
-            ids = tuple(f"{unit}-{slot}-{secrets.token_hex(4)}" for _ in range(replicas))
+        async def attempt(wanted: int, first: bool) -> list[InstanceRecord]:
+            others = Txn()  # what the first transaction carries besides new instances
+            if first and replaces is not None and not keep_replaced:
+                others.extend(self.removal(replaces))
+            if first and extra is not None:
+                others.extend(extra())
+            budget = self._writes.max_txn_ops - FENCE_OPS - others.size
+            # the first decides every replica (all or nothing, with the caller's intent);
+            # later ones only as many as one transaction could hold (deciding is the cost)
+            if not first:
+                wanted = min(wanted, max(1, budget // INSTANCE_OPS))
+            ids = tuple(f"{unit}-{slot}-{secrets.token_hex(4)}" for _ in range(wanted))
             rooms = self.rooms(building)
             decided = place(
                 PlacementRequest(apartment, unit, slot, resources, ids, building,
@@ -140,38 +150,44 @@ class PlacementWriter:
                 [r for r in rooms if r.host_id == onto] if onto else rooms,
                 self.port_range,
             )
+            # the rest is decided again, from the cache holding this batch, next time
+            take = fitting([p.host_id for p in decided], budget)
+            if take == 0:
+                raise InvalidArgument(
+                    f"placing {apartment}/{unit} needs more than etcd's limit of "
+                    f"{self._writes.max_txn_ops} operations per transaction; raise "
+                    "--max-txn-ops and etcd_max_txn_ops", unit=unit)
             now = self._clock.now()
             records = [
                 InstanceRecord(p.instance_id, apartment, unit, version, slot, p.host_id, p.port,
                                resources, now, replaces.instance_id if replaces else "",
                                after_escalation)
-                for p in decided
+                for p in decided[:take]
             ]
-            txn = self._recording(records)
-            if replaces is not None and not keep_replaced:
-                txn.extend(self.removal(replaces))
-            if extra is not None:
-                txn.extend(extra())
-            await self._writes.commit(txn)
+            await self._writes.commit(self._recording(records).extend(others))
             return records
 
-        try:
-            records = await self._writes.retry(attempt, f"placing {apartment}/{unit}",
-                                               unit=unit)
-        except InsufficientResources as exc:
-            self.refused(str(exc.context.get("resource", "")))
-            raise
-        await self._events.append([
-            self._events.make(
-                "instance.placed",
-                f"{record.instance_id} placed on {record.host_id}:{record.port}",
-                apartment=apartment, unit=unit, version=version,
-                host_id=record.host_id, instance_id=record.instance_id,
-                replaces=record.replaces,
-            )
-            for record in records
-        ])
-        return records
+        placed: list[InstanceRecord] = []
+        while len(placed) < replicas:
+            try:
+                records = await self._writes.retry(partial(attempt, replicas - len(placed),
+                                                           not placed),
+                                                   f"placing {apartment}/{unit}", unit=unit)
+            except InsufficientResources as exc:
+                self.refused(str(exc.context.get("resource", "")))
+                raise
+            placed += records
+            await self._events.append([
+                self._events.make(
+                    "instance.placed",
+                    f"{record.instance_id} placed on {record.host_id}:{record.port}",
+                    apartment=apartment, unit=unit, version=version,
+                    host_id=record.host_id, instance_id=record.instance_id,
+                    replaces=record.replaces,
+                )
+                for record in records
+            ])
+        return placed
 
     def _recording(self, records: list[InstanceRecord]) -> Txn:
         """New instances and their hosts' ledgers (guarded by revisions)."""

@@ -10,7 +10,8 @@ uncordoned) hosts, repeatedly one instance from the host holding the most to the
 holding the fewest that has room for it, while the two differ by two or more. So the
 plan never over-commits a host, ends with a max-min spread of at most one where room
 allows, and moves no more instances than that needs. Instances on other hosts (cordoned,
-lost) are left to drains and healing.
+lost) are left to drains and healing; paused instances stay where they are (a replacement
+would run what an operator froze) and the others are evened out around them.
 
 A rebalance's progress is a ``RebalanceRecord`` in etcd (``{p}/rebalances/{apartment}/
 {unit}``), so a new leader carries on. ``plan_rebalance(record, view, now)`` is pure: the
@@ -30,6 +31,7 @@ from typing import Any
 
 from common.errors import FailedPrecondition, InsufficientResources
 from coordinator.fleet.instance_move import (
+    MOVED_KEPT,
     NOTHING,
     MoveAction,
     MovePhase,
@@ -46,10 +48,6 @@ from coordinator.state.records import InstanceRecord
 
 __all__ = ["MOVED_KEPT", "RebalanceRecord", "RebalanceState", "RebalanceView", "SpreadMove",
            "plan_rebalance", "plan_spread"]
-
-MOVED_KEPT = 50
-"""Moves a rebalance record lists (the count goes on)."""
-
 
 @dataclass(frozen=True)
 class SpreadMove:
@@ -70,7 +68,7 @@ def plan_spread(instances: Sequence[InstanceRecord], rooms: Sequence[HostRoom],
     current = {r.host_id: r for r in rooms if not r.cordoned}
     groups: dict[tuple[str, str, str], list[InstanceRecord]] = {}
     for inst in sorted(instances, key=lambda i: i.instance_id):
-        if inst.host_id in current:
+        if inst.host_id in current and not inst.paused:
             groups.setdefault((inst.apartment, inst.unit, inst.slot), []).append(inst)
     on: dict[tuple[str, str, str], dict[str, list[InstanceRecord]]] = {}
     for key, members in sorted(groups.items()):

@@ -2,10 +2,12 @@
 
 Every host gets the same server list (all instances of the unit on every host of the
 building) with the same weights, so a request entering any host splits the same way.
-Only routable instances (running and healthy, on a host that is not lost) get a weight;
-the others are listed in ``maint`` with weight 0 so they can be switched on without a
-reload. When a version's share has no routable instance, its share goes to the versions
-that have one (never to nothing); when no version has one, every weight is 0.
+Only routable instances (running and healthy, not paused, not collected, on a host that is
+not lost) get a weight; the others are listed in ``maint`` with weight 0 so they can be
+switched on without a reload. When a version's share has no routable instance, its share
+goes to the versions that have one (never to nothing); when no version has one, every
+weight is 0. When every instance is paused, the route carries ``retry_after_s``: the entry
+point's 503s say when to come back.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from common.stream_messages import ObservedInstance, RouteServer
 from common.weights import split_weights
 from coordinator.state.records import HostRecord, InstanceRecord, RouteRecord
 
-__all__ = ["plan_route", "routable_split"]
+__all__ = ["PAUSED_RETRY_AFTER_S", "plan_route", "routable_split"]
+
+PAUSED_RETRY_AFTER_S = 10
+"""The ``Retry-After`` (seconds) of a wholly paused unit's 503s."""
 
 
 def routable_split(
@@ -38,11 +43,14 @@ def plan_route(
     observed: Mapping[str, ObservedInstance],
     hosts: Mapping[str, HostRecord],
     lost_hosts: Collection[str] = (),
+    retry_after_s: int = 0,
 ) -> SetRoute:
+    """``retry_after_s``: what the 503s of a unit whose instances are all paused carry."""
     routable: dict[str, list[str]] = {}
     for inst in instances:
         seen = observed.get(inst.instance_id)
-        if seen is not None and seen.routable and inst.host_id not in lost_hosts:
+        if seen is not None and seen.routable and inst.host_id not in lost_hosts \
+                and not inst.paused and not inst.collected:
             routable.setdefault(inst.version, []).append(inst.instance_id)
     shares = routable_split(route.split, routable)
     weights: dict[str, int] = {}
@@ -73,4 +81,5 @@ def plan_route(
         health_path=route.health_path,
         servers=tuple(servers),
         sticky=route.sticky,
+        retry_after_s=retry_after_s if instances and all(i.paused for i in instances) else 0,
     )

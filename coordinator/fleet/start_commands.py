@@ -26,4 +26,5 @@ def start_command(instance: InstanceRecord, version: VersionRecord,
         resources=spec.resources, service_port=spec.service_port,
         state_mode=str(spec.state_mode), idle_timeout_s=spec.idle_timeout_s,
         state_from_instance_id=state_from_instance_id, run_as_root=spec.run_as_root,
+        network_mode=spec.network_mode.value,
     )

@@ -7,7 +7,7 @@ that is not lost gets a heartbeat interval plus the grace period to reconnect be
 be lost, so a leader change never moves instances by itself. Then loops run until the lead
 is lost: liveness and healing, forgetting hosts lost for long, host drains, escalated
 instances (re-placed once), route sending
-(debounced), status writing (batched across reports), event trimming.
+(debounced), status writing (batched across reports), event trimming, idle units.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class LeaderDuties:
                  forget_hosts: Round | None = None, forget_every: float = 1.0,
                  drain_hosts: Round | None = None,
                  escalations: Round | None = None,
-                 rebalance_units: Round | None = None) -> None:
+                 rebalance_units: Round | None = None, collect_idle: Round | None = None,
+                 idle_every: float = 30.0) -> None:
         self._view = view
         self._state = state
         self._fleet = fleet
@@ -75,6 +76,9 @@ class LeaderDuties:
         self.rebalance_units = rebalance_units
         """Steps every unit rebalance and starts the automatic ones
         (coordinator/fleet/rebalances.py)."""
+        self.collect_idle = collect_idle
+        """Collects idle units (coordinator/fleet/idle_units.py)."""
+        self.idle_every = idle_every
 
     async def lead(self, fence: Fence) -> None:
         fleet, leadership = self._fleet, self._leadership
@@ -114,6 +118,9 @@ class LeaderDuties:
                 if self.rebalance_units is not None:
                     group.create_task(self._every(self.tick, self.rebalance_units,
                                                   "unit rebalances"))
+                if self.collect_idle is not None:
+                    group.create_task(self._every(self.idle_every, self.collect_idle,
+                                                  "idle units"))
                 if self.rollouts is not None:
                     # Resumes every rollout left active by a previous leader.
                     group.create_task(self.rollouts.lead(), name="rollouts")

@@ -5,7 +5,6 @@ A unit's first deploy is a rollout like any other, with no stable version: strat
 message that names what is wrong:
 
 - no building named, the unit has none, and the hosts are in several (INVALID_ARGUMENT);
-- more replicas than one placement transaction can hold (INVALID_ARGUMENT);
 - the version is not published (FAILED_PRECONDITION, naming the published ones);
 - it is already the stable version (FAILED_PRECONDITION);
 - another rollout of the unit is active (FAILED_PRECONDITION, naming it and its phase;
@@ -71,8 +70,6 @@ class DeployFacts:
     rooms: Sequence[HostRoom]
     """Placeable hosts of the building, as placement sees them."""
     port_range: tuple[int, int] = (20000, 29999)
-    max_replicas: int = 1_000_000
-    """Most instances one placement transaction may record (FleetControl.max_replicas)."""
     routes: Sequence[RouteRecord] = ()
     """The units' routes (their entry points), of every building."""
 
@@ -140,10 +137,6 @@ def admit(
 ) -> RolloutRecord:
     """The pending rollout record for this Deploy, or the error that refuses it."""
     name = f"{apartment}/{unit}"
-    if settings.replicas > facts.max_replicas:
-        raise InvalidArgument(
-            f"replicas must be 1..{facts.max_replicas}, got {settings.replicas} (one "
-            "deployment is one etcd transaction; see etcd_max_txn_ops)", field="replicas")
     found = facts.versions.get(version)
     if found is None:
         published = ", ".join(sorted(facts.versions)) or "none"

@@ -7,7 +7,8 @@ and check calls, each through the few operations the rollouts need.
   ``instance.start_failed`` (a failed image pull, say) when it could not be started.
 - Windows: the agents' per-instance request windows of the version, merged over every
   instance and host (counts add, sketches merge) into one window since ``since``.
-- Start: only the missing instances are placed (one fenced transaction); StartInstance goes
+- Start: only the missing instances are placed (fenced transactions within etcd's
+  --max-txn-ops); StartInstance goes
   to every instance of the version, with a stable instance on the same host as the state
   source in snapshot mode. Command ids are per instance, so a replay is harmless.
 - Split: CommandDispatch.set_split records the route and sends it to every connected host
@@ -59,9 +60,6 @@ class RolloutPlacement(Protocol):
     """Recording new instances (coordinator/fleet/placement_writer.py)."""
 
     port_range: tuple[int, int]
-
-    @property
-    def max_replicas(self) -> int: ...
 
     async def place(self, apartment: str, unit: str, version: str, slot: str, replicas: int,
                     building: str, replaces: InstanceRecord | None = None,
@@ -158,17 +156,13 @@ class CoordinatorFleet:
     def port_range(self) -> tuple[int, int]:
         return self._placement.port_range
 
-    @property
-    def max_replicas(self) -> int:
-        return self._placement.max_replicas
-
     def unit_windows(self, apartment: str, unit: str) -> list[MetricsWindow]:
         """Every request window of the unit this coordinator holds (for its status)."""
         return self._windows.windows(apartment, unit)
 
     async def place_new(self, record: RolloutRecord, extra: Callable[[], Txn]) -> None:
         """Record the new instances of an admitted rollout, with ``extra()`` (the rollout
-        record's creation, built again for every attempt) in the same transaction."""
+        record's creation, built again for every attempt) in the first transaction."""
         await self._placement.place(record.apartment, record.unit, record.to_version,
                                     record.new_slot, record.settings.replicas,
                                     record.building, extra=extra)

@@ -18,6 +18,7 @@ from common.clock import Clock
 from common.dependencies import parse_dependency
 from common.errors import FailedPrecondition, InsufficientResources, LandlordError, NotFound
 from common.lifecycle import DeployState
+from coordinator.errors import NotLeader
 from coordinator.fleet.placement import HostRoom
 from coordinator.registry import Registry
 from coordinator.rollouts.admission import (
@@ -31,6 +32,7 @@ from coordinator.rollouts.admission import (
 from coordinator.rollouts.controls import new_rollout, request_control, retry_rollout
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords, previous_stable
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
+from coordinator.rollouts.pausing import refuse_paused
 from coordinator.rollouts.record import RETRY, Control, RolloutRecord
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
@@ -106,6 +108,8 @@ class RolloutService:
         """A rollout of ``req.version``: a unit's first deploy too (no stable version)."""
         self.leadership.fence  # noqa: B018  # raises NotLeader on a follower
         unit = self.registry.unit(req.apartment, req.unit)
+        refuse_paused(f"{req.apartment}/{req.unit}",
+                      self.state.instances_of(req.apartment, req.unit), "deployed")
         settings = replace(req.settings,
                            sticky=unit.sticky if req.sticky is None else req.sticky)
         if req.keep_replicas and unit.replicas > 0:
@@ -125,7 +129,18 @@ class RolloutService:
         # The same transaction claims the unit's active-rollout key (one_active.py): of
         # Deploys racing for the unit, one commits; the others, decided again from the
         # fresher cache, are refused naming it (FAILED_PRECONDITION).
-        await self.fleet.place_new(record, extra=lambda: self.records.creation(record))
+        # Past etcd's --max-txn-ops, the record and the first instances go in one transaction
+        # and the rest in more: when a later one fails, the rollout exists and its runner
+        # places what is missing (a new leader's does the same after a change mid-way).
+        try:
+            await self.fleet.place_new(record, extra=lambda: self.records.creation(record))
+        except NotLeader:
+            raise
+        except LandlordError as exc:
+            if not self._created(record):
+                raise
+            log.warning("rollout %s: placing its instances stopped part-way (%s); the "
+                        "rollout places the rest", record.rollout_id, exc)
         record, revision = await self.records.load(record)
         self._run(record, revision, resumed=False)
         return record
@@ -146,6 +161,8 @@ class RolloutService:
             return await self._queue(apartment, unit, Control.ABORT)
         current = self.registry.unit(apartment, unit)
         _refuse_stopped(current, "rolled back")
+        refuse_paused(f"{apartment}/{unit}", self.state.instances_of(apartment, unit),
+                      "rolled back")
         stable = current.stable_version
         target = to_version or self._previous_stable(apartment, unit, stable)
         if target == stable:
@@ -240,6 +257,9 @@ class RolloutService:
                 await task
         self.runners.clear()
 
+    def _created(self, record: RolloutRecord) -> bool:
+        return record.rollout_id in self.state.rollouts.get((record.apartment, record.unit), {})
+
     def _run(self, record: RolloutRecord, revision: int, resumed: bool) -> None:
         runner = RolloutRunner(self.records, self.fleet, self.clock, self.runner_settings)
         task = asyncio.create_task(runner.run(record, revision, resumed),
@@ -280,7 +300,6 @@ class RolloutService:
             running=running,
             rooms=self._rooms(building),
             port_range=self.fleet.port_range,
-            max_replicas=self.fleet.max_replicas,
             routes=self._routes(),
         )
 

@@ -53,16 +53,12 @@ class InstanceFacts:
     created_at: float
 
 
-def check_scale_count(replicas: object, most: int = MAX_REPLICAS) -> int:
-    """The replica count of a scale (1..``most``), else INVALID_ARGUMENT saying why."""
+def check_scale_count(replicas: object) -> int:
+    """The replica count of a scale (1..MAX_REPLICAS), else INVALID_ARGUMENT saying why."""
     if replicas == 0:
         raise InvalidArgument("replicas must be at least 1; to stop every instance of the "
                               "unit use `landlord units stop`", field="replicas")
-    count = check_count("replicas", replicas, 1, MAX_REPLICAS)
-    if count > most:
-        raise InvalidArgument(f"replicas must be 1..{most}, got {count} (one scale is one etcd "
-                              "transaction; see etcd_max_txn_ops)", field="replicas")
-    return count
+    return check_count("replicas", replicas, 1, MAX_REPLICAS)
 
 
 def stopped(unit: UnitRecord, has_instances: bool, now: float) -> UnitRecord | None:

@@ -17,9 +17,11 @@ is decided again from the fresher cache). Then it acts:
 - delete: the unit record, versions, rollouts, route and active-rollout key go in one
   transaction; then every host of the building drops the unit's entry point (a SetRoute
   without a service port), after which it refuses connections.
-- scale up: the missing instances of the stable version are placed (in the transaction that
-  records the count; a refusal for room is RESOURCE_EXHAUSTED naming the short resource, from
-  placement) and started; routes list them in maintenance until they are healthy.
+- scale up: the missing instances of the stable version are placed (the first in the
+  transaction that records the count, the rest in more within etcd's --max-txn-ops; a scale
+  cut short by a leader change is finished by asking again; a refusal for room is
+  RESOURCE_EXHAUSTED naming the short resource, from placement) and started; routes list
+  them in maintenance until they are healthy.
 - scale down: the count is recorded, then the chosen instances are stopped as above.
 """
 
@@ -36,6 +38,7 @@ from common.event_types import EventType
 from common.stream_commands import AgentCommand, SetRoute, StopInstance
 from common.stream_messages import ObservedInstance
 from coordinator.rollouts.one_active import already_active
+from coordinator.rollouts.pausing import refuse_paused
 from coordinator.rollouts.record import RolloutRecord
 from coordinator.rollouts.unit_changes import (
     InstanceFacts,
@@ -67,9 +70,6 @@ log = logging.getLogger(__name__)
 
 class UnitPlacement(Protocol):
     """Recording new instances (coordinator/fleet/placement_writer.py)."""
-
-    @property
-    def max_replicas(self) -> int: ...
 
     async def place(self, apartment: str, unit: str, version: str, slot: str, replicas: int,
                     building: str, replaces: InstanceRecord | None = None,
@@ -315,11 +315,13 @@ class UnitService:
 
     async def scale(self, apartment: str, unit: str, replicas: int) -> UnitChange:
         """Run ``replicas`` instances of the stable version, without a rollout."""
-        count = check_scale_count(replicas, self._placement.max_replicas)
+        count = check_scale_count(replicas)
         self._writes.require_lead()
         current, _ = self._unit(apartment, unit)
         self._refuse_if_rolling(apartment, unit)
         scaled(current, count, 0.0)  # refuses a unit without a running stable version
+        refuse_paused(f"{apartment}/{unit}", self._state.instances_of(apartment, unit),
+                      "scaled")
         stable = self._stable(current)
         if len(stable) < count:
             return await self._scale_up(current, stable, count)

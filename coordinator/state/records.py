@@ -207,6 +207,18 @@ class InstanceRecord:
     """Why it was placed: the instance it replaces escalated (its agent could not heal it).
     Such a replacement is not re-placed again; if it escalates too, its version is marked
     failing for the unit (coordinator/fleet/escalations.py)."""
+    paused: bool = False
+    """An operator paused it (issue 17): out of every route, its container frozen, its
+    capacity still held; hosts and new leaders keep it so until it is resumed."""
+    collected_at: float = 0.0
+    """When idle collection scaled it to zero (0: not collected). A collected instance keeps
+    its host, port and allocation (a wake is a start on the same host, where its state
+    backup is, and never waits for room); nothing starts it again until a wake
+    (coordinator/fleet/idle_units.py)."""
+
+    @property
+    def collected(self) -> bool:
+        return self.collected_at > 0
 
     @property
     def unit_key(self) -> tuple[str, str]:

@@ -29,7 +29,8 @@ from common.transport import TlsSettings
 from coordinator.errors import HistoryCompacted, NotLeader
 from coordinator.state.etcd_client import blocking_channel, etcd_client, etcd_target
 
-__all__ = ["BlockingLeaseClient", "Change", "Entry", "EtcdStore", "Fence", "Store", "Txn"]
+__all__ = ["FENCE_OPS", "BlockingLeaseClient", "Change", "Entry", "EtcdStore", "Fence", "Store",
+           "Txn"]
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,11 @@ _CHANNEL_OPTIONS = {
 }
 MAX_TXN_OPS = 128
 """etcd's default --max-txn-ops: puts, deletes and compares are each one op. Batches of
-events and statuses stay below it; bigger single changes (a deploy of many replicas) need
-etcd started with a larger --max-txn-ops and the coordinator told (etcd_max_txn_ops)."""
+events and statuses stay below it, and a deploy of many replicas is recorded in several
+transactions (coordinator/fleet/placement_batches.py); a larger --max-txn-ops (with the
+coordinator told, etcd_max_txn_ops) means fewer, larger transactions."""
+FENCE_OPS = 2
+"""Compares the leader's fence adds to each transaction."""
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,7 @@ class EtcdStore:
         return [_entry(kv) for kv in found.kvs], int(found.header.revision)
 
     async def commit(self, txn: Txn, fence: Fence | None = None) -> int:
-        if txn.size + (2 if fence else 0) > self.max_txn_ops:
+        if txn.size + (FENCE_OPS if fence else 0) > self.max_txn_ops:
             raise InvalidArgument(
                 f"a change of {txn.size} operations exceeds etcd's limit of {self.max_txn_ops} "
                 "per transaction (etcd --max-txn-ops)"

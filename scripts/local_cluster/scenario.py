@@ -86,16 +86,19 @@ class DemoScenario:
         count = len(self.addresses)
         wait_for(lambda: self.alive_hosts() == count, 60, f"{count} agents alive", interval=0.25)
 
-    def publish(self, preferred_port: int = 0, quiet: bool = False) -> int:
-        """Publish every version on an entry point free on every host; that port."""
+    def publish(self, preferred_port: int = 0, quiet: bool = False,
+                network_mode: str = "") -> int:
+        """Publish every version on an entry point free on every host; that port.
+        ``network_mode`` (bridge or host): the versions' mode, else the default."""
         self.port = free_port_on_all(self.addresses, preferred_port)
         cli = self.cli()
+        mode = ["--network-mode", network_mode] if network_mode else []
         for version in VERSIONS:
             cli.run(["units", "publish", self.unit, version,
                      "--image", demo_image(version),
                      "--service-port", str(self.port), "--health-path", "/healthz",
                      "--health-interval", "1s", "--health-timeout", "1s", "--cpu", "100m",
-                     "--memory", "64Mi", *CHANGES[version]], quiet=quiet)
+                     "--memory", "64Mi", *mode, *CHANGES[version]], quiet=quiet)
         return self.port
 
     def first_deploy(self) -> PhaseResult:

@@ -117,7 +117,8 @@ def test_bad_requests_get_the_right_code_and_change_nothing(cluster: Cluster) ->
         expect(
             Code.INVALID_ARGUMENT,
             lambda: admin.Deploy(
-                admin_pb2.DeployRequest(apartment="shop", unit="big", version="1.0.0", replicas=500)
+                admin_pb2.DeployRequest(apartment="shop", unit="big", version="1.0.0",
+                                        replicas=1001)
             ),
             "replicas",
         )

@@ -18,6 +18,7 @@ from local_cluster.processes import wait_for
 
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from tests.e2e.cluster import Cluster
+from tests.fuzz.harness import Baseline
 from tests.fuzz.messages import Hints
 
 CI_EXAMPLES = 300
@@ -47,6 +48,47 @@ def _publish(admin: Any, unit: str, version: str, image: str = "demo:1",
     admin.PublishVersion(publish_request(unit, version, image, **changes))
 
 
+PUBLISHED: tuple[tuple[str, str, str, dict[str, list[str]]], ...] = (
+    ("db", "1.0.0", "demo:1", {}), ("db", "1.1.0", "demo:1", {}),
+    ("web", "1.0.0", "demo:1", {}), ("web", "1.1.0", "demo:1", {}),
+    ("web", "2.0.0", "demo:2", {"breaking": ["api"]}))
+"""The seeded versions: (unit, version, image, changes)."""
+DEPLOYED = {("shop", "db"): "1.0.0", ("shop", "web"): "1.0.0"}
+"""The seeded units and the version each runs (one instance)."""
+
+
+def baseline() -> Baseline:
+    """What the harness puts back after each accepted write: the host uncordoned, the seeded
+    units running (so later requests reach past "no room" and "unit stopped")."""
+    return Baseline(hosts=(HOST,), units=dict(DEPLOYED), publishes=tuple(
+        publish_request(unit, version, image, **changes)
+        for unit, version, image, changes in PUBLISHED))
+
+
+def deploy_templates(seconds: duration_pb2.Duration) -> list[admin_pb2.DeployRequest]:
+    """A Deploy of each published version of each seeded unit in each strategy's shape: the
+    "deep" requests keep these references and mutate only the settings."""
+    shapes = (
+        admin_pb2.DeployRequest(replicas=1, strategy=types_pb2.STRATEGY_CANARY,
+                                canary=types_pb2.CanarySettings(steps=[10, 50, 100],
+                                                                monitor=seconds)),
+        admin_pb2.DeployRequest(replicas=1, strategy=types_pb2.STRATEGY_BLUE_GREEN,
+                                blue_green=types_pb2.BlueGreenSettings(
+                                    gradual_steps=2, performance_requests=10, warmup=seconds,
+                                    checks=[types_pb2.IntegrationCheck(
+                                        http=types_pb2.HttpCheck(path="/health",
+                                                                 expect_status=200))])),
+        admin_pb2.DeployRequest(replicas=2, strategy=types_pb2.STRATEGY_BLUE_GREEN),
+    )
+    found = []
+    for unit, version, _, _ in PUBLISHED:
+        for shape in shapes:
+            request = admin_pb2.DeployRequest(apartment="shop", unit=unit, version=version)
+            request.MergeFrom(shape)
+            found.append(request)
+    return found
+
+
 def templates() -> dict[str, tuple[Any, ...]]:
     """Valid requests the generator mutates (one or two fields at a time)."""
     seconds = duration_pb2.Duration(seconds=1)
@@ -60,18 +102,7 @@ def templates() -> dict[str, tuple[Any, ...]]:
     requests: list[Any] = [
         full, publish_request("web", "3.0.0", breaking=["api"]),
         publish_request("db", "1.0.1", fixes=["x"]),
-        admin_pb2.DeployRequest(apartment="shop", unit="web", version="1.1.0", replicas=1,
-                                strategy=types_pb2.STRATEGY_CANARY,
-                                canary=types_pb2.CanarySettings(steps=[10, 50],
-                                                                monitor=seconds)),
-        admin_pb2.DeployRequest(apartment="shop", unit="web", version="2.0.0", replicas=1,
-                                strategy=types_pb2.STRATEGY_BLUE_GREEN,
-                                blue_green=types_pb2.BlueGreenSettings(
-                                    gradual_steps=2, performance_requests=10, warmup=seconds,
-                                    checks=[types_pb2.IntegrationCheck(
-                                        http=types_pb2.HttpCheck(path="/health",
-                                                                 expect_status=200))])),
-        admin_pb2.DeployRequest(apartment="shop", unit="db", version="1.0.0", replicas=2),
+        *deploy_templates(seconds),
         admin_pb2.RollbackRequest(apartment="shop", unit="web", to_version="1.0.0"),
         admin_pb2.ControlRolloutRequest(apartment="shop", unit="web",
                                         action=admin_pb2.ROLLOUT_CONTROL_PROMOTE),
@@ -82,6 +113,11 @@ def templates() -> dict[str, tuple[Any, ...]]:
         admin_pb2.CordonHostRequest(host_id=HOST),
         admin_pb2.UncordonHostRequest(host_id=HOST),
         admin_pb2.ResolveDependenciesRequest(apartment="shop", unit="web"),
+        admin_pb2.StopUnitRequest(apartment="shop", unit="db"),
+        admin_pb2.ScaleUnitRequest(apartment="shop", unit="web", replicas=2),
+        admin_pb2.DeleteUnitRequest(apartment="shop", unit="db"),
+        admin_pb2.DrainHostRequest(host_id=HOST, deadline=seconds),
+        admin_pb2.RebalanceUnitsRequest(apartment="shop", unit="web"),
     ]
     found: dict[str, tuple[Any, ...]] = {}
     for request in requests:
@@ -98,11 +134,9 @@ def seed(cluster: Cluster, admin: Any) -> Hints:
     """Units, versions and a rollout history to aim at; the names as hints."""
     wait_for(lambda: [h for h in admin.ListHosts(admin_pb2.ListHostsRequest()).hosts
                       if h.host_id == HOST and h.status == "alive"], 20, "host registered")
-    _publish(admin, "db", "1.0.0")
-    _publish(admin, "web", "1.0.0")
-    _publish(admin, "web", "1.1.0")
-    _publish(admin, "web", "2.0.0", image="demo:2", breaking=["api"])
-    for unit, version in (("db", "1.0.0"), ("web", "1.0.0")):
+    for unit, version, image, changes in PUBLISHED:
+        _publish(admin, unit, version, image, **changes)
+    for (_, unit), version in DEPLOYED.items():
         admin.Deploy(admin_pb2.DeployRequest(apartment="shop", unit=unit, version=version,
                                              replicas=1))
         wait_for(lambda: _no_active_rollout(cluster), 30, f"{unit} deployed")
@@ -118,6 +152,8 @@ def seed(cluster: Cluster, admin: Any) -> Hints:
         extra={"instance_id": (*(i.instance_id for i in instances), "i-none"),
                "instance_ids": tuple(i.instance_id for i in instances)},
         templates=templates(),
+        kept={admin_pb2.DeployRequest.DESCRIPTOR.full_name:
+              frozenset({"apartment", "unit", "version"})},
     )
 
 

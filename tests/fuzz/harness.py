@@ -14,12 +14,19 @@ must be that one audit event, and the number of keys must have grown by exactly 
 
 After an accepted write the cluster is let settle (rollouts it started end or are aborted)
 before the next request, so what a later refusal is checked against is only its own doing.
+Then what the write changed that would block the requests after it is put back
+(``Baseline``): a cordon or drain is lifted, a stopped or deleted seeded unit is deployed
+again (republished first), a unit scaled up is scaled back to one instance. Without this,
+one accepted CordonHost made every later Deploy a refusal for lack of room before any of
+its own checks ran. The repairs are the harness's own calls (not counted), made and settled
+before the next request reads its "before" revision, so no check is weakened.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,12 +37,12 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 from local_cluster.pki import admin_channel
 
-from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
+from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from coordinator.api.audit import AUDITED_METHODS
 from tests.e2e.cluster import Cluster
 from tests.fuzz.messages import RpcMethod
 
-__all__ = ["BAD_CODES", "AdminTarget", "Tally"]
+__all__ = ["BAD_CODES", "AdminTarget", "Baseline", "Tally", "past_validation"]
 
 BAD_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 UNARY_TIMEOUT = 15.0
@@ -44,8 +51,32 @@ STREAM_TIMEOUT = 0.3
 STREAM_MESSAGES = 5
 AUDIT_WAIT = 2.0
 SETTLE_WAIT = 15.0
-ROLLOUT_GRACE = 3.0
+ROLLOUT_GRACE = 0.5
 """How long an accepted rollout may run by itself before the harness aborts it."""
+PLACEMENT_REFUSALS = ("already has an active rollout", "is held by rollout", "host to place")
+"""FAILED_PRECONDITION texts of a Deploy refused by placement or the one-active-rollout rule
+(coordinator/fleet/placement.py, coordinator/rollouts/one_active.py), i.e. after validation."""
+
+
+def past_validation(code: grpc.StatusCode, details: str) -> bool:
+    """Whether a Deploy that got ``code`` was decided by placement or the one-active-rollout
+    rule (accepted, or refused for room or for a rollout already running)."""
+    if code in (grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED):
+        return True
+    return code == grpc.StatusCode.FAILED_PRECONDITION and any(
+        text in details for text in PLACEMENT_REFUSALS)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What the harness puts back after every accepted write."""
+
+    hosts: tuple[str, ...]
+    """Kept uncordoned (an uncordon also stops the host's drain)."""
+    units: dict[tuple[str, str], str]
+    """(apartment, unit) -> the version deployed again when the unit is stopped or gone."""
+    publishes: tuple[admin_pb2.PublishVersionRequest, ...] = ()
+    """Published again (those of its unit) before a deleted unit is deployed again."""
 
 
 @dataclass
@@ -60,6 +91,10 @@ class Tally:
     dirty_refusals: list[str] = field(default_factory=list)
     refusals_checked: int = 0
     stalls: list[str] = field(default_factory=list)
+    deploys_past_validation: int = 0
+    deploy_refusals: Counter[str] = field(default_factory=Counter)
+    """Why Deploys were refused: code and the first words of the message."""
+    repairs: Counter[str] = field(default_factory=Counter)
 
     def problems(self) -> list[str]:
         return [*self.bad, *self.crashes, *self.dirty_refusals, *self.stalls]
@@ -75,6 +110,13 @@ class Tally:
             f"refusals checked against etcd: {self.refusals_checked}; "
             f"that changed it: {len(self.dirty_refusals)}",
             f"unary calls past {UNARY_TIMEOUT:.0f} s: {len(self.stalls)}",
+            f"Deploys past validation (OK, or refused by placement or the one-active-rollout "
+            f"rule): {self.deploys_past_validation} of "
+            f"{sum(self.by_method.get('Deploy', Counter()).values())}",
+            "  most common Deploy refusals: " + "; ".join(
+                f"{n}x {why}" for why, n in self.deploy_refusals.most_common(4)),
+            "state put back after accepted writes: "
+            + (", ".join(f"{what} {n}" for what, n in self.repairs.most_common()) or "none"),
         ]
         for method in sorted(self.by_method):
             seen = self.by_method[method]
@@ -91,9 +133,10 @@ def describe(method: str, request: Message, limit: int = 300) -> str:
 class AdminTarget:
     """A running fuzz cluster's leader, called method by method from descriptors."""
 
-    def __init__(self, cluster: Cluster, tally: Tally) -> None:
+    def __init__(self, cluster: Cluster, tally: Tally, baseline: Baseline) -> None:
         self.cluster = cluster
         self.tally = tally
+        self.baseline = baseline
         self.coordinator = cluster.coordinator
         self.channel = admin_channel(self.coordinator.address, cluster.client_tls)
         self.root = cluster.prefix + "/"
@@ -119,6 +162,11 @@ class AdminTarget:
         what = describe(method.name, request)
         if code in BAD_CODES:
             self.tally.bad.append(f"{code.name} {details[:200]!r} for {what}")
+        if method.name == "Deploy":
+            if past_validation(code, details):
+                self.tally.deploys_past_validation += 1
+            if code != grpc.StatusCode.OK:
+                self.tally.deploy_refusals[f"{code.name} {_digits_out(details[:48])}"] += 1
         if code == grpc.StatusCode.DEADLINE_EXCEEDED and not method.server_streaming:
             self.tally.stalls.append(f"no answer in {UNARY_TIMEOUT} s for {what}")
         self.check_alive(what)
@@ -126,6 +174,7 @@ class AdminTarget:
         if code == grpc.StatusCode.OK and (audited or not method.server_streaming):
             if audited:
                 self.settle()
+                self.restore()
             return code
         self.tally.refusals_checked += 1
         problem = self._unchanged_but_audit(method, code, count, revision)
@@ -191,9 +240,55 @@ class AdminTarget:
             return f"{count + len(expected) - after} key(s) deleted"
         return ""
 
-    def settle(self) -> None:
+    def restore(self) -> None:
+        """Put back what an accepted write changed that blocks later requests (``Baseline``);
+        each repair counted in the tally, the cluster settled after any."""
+        admin = self.admin()
+        repaired = False
+        hosts = admin.ListHosts(admin_pb2.ListHostsRequest(), timeout=UNARY_TIMEOUT).hosts
+        for host in hosts:
+            if host.host_id in self.baseline.hosts and host.cordoned:
+                admin.UncordonHost(admin_pb2.UncordonHostRequest(host_id=host.host_id),
+                                   timeout=UNARY_TIMEOUT)
+                repaired = self._repaired("uncordon")
+        for (apartment, unit), version in self.baseline.units.items():
+            info = self._unit(apartment, unit)
+            if info is None:
+                for publish in self.baseline.publishes:
+                    if (publish.spec.apartment, publish.spec.unit) == (apartment, unit):
+                        admin.PublishVersion(publish, timeout=UNARY_TIMEOUT)
+                self._repaired("republish")
+            if info is None or not info.stable_version:
+                admin.Deploy(admin_pb2.DeployRequest(
+                    apartment=apartment, unit=unit, version=version, replicas=1),
+                    timeout=UNARY_TIMEOUT)
+                self.settle(grace=SETTLE_WAIT)  # the repair must finish: never aborted
+                repaired = self._repaired("redeploy")
+            elif info.instances > 1:
+                admin.ScaleUnit(admin_pb2.ScaleUnitRequest(apartment=apartment, unit=unit,
+                                                           replicas=1), timeout=UNARY_TIMEOUT)
+                repaired = self._repaired("scale to 1")
+        if repaired:
+            self.settle()
+
+    def _repaired(self, what: str) -> bool:
+        self.tally.repairs[what] += 1
+        return True
+
+    def _unit(self, apartment: str, unit: str) -> types_pb2.UnitInfo | None:
+        try:
+            found: types_pb2.UnitInfo = self.admin().GetUnit(
+                admin_pb2.GetUnitRequest(apartment=apartment, unit=unit),
+                timeout=UNARY_TIMEOUT).unit
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return found
+
+    def settle(self, grace: float = ROLLOUT_GRACE) -> None:
         """After an accepted write: wait until no rollout is active (aborting the ones that
-        do not end by themselves) and etcd has been quiet for a moment."""
+        do not end by themselves within ``grace``) and etcd has been quiet for a moment."""
         active = self.cluster.prefix + "/active-rollout/"
         start = time.monotonic()
         deadline = start + SETTLE_WAIT
@@ -202,7 +297,7 @@ class AdminTarget:
             running = self.cluster.etcd.dump(active)
             if not running:
                 break
-            if time.monotonic() - start > ROLLOUT_GRACE:
+            if time.monotonic() - start > grace:
                 for key in set(running) - aborted:
                     apartment, unit = key[len(active):].split("/", 1)
                     aborted.add(key)
@@ -219,6 +314,11 @@ class AdminTarget:
             _, now = self.cluster.etcd.count(self.root)
             if now != revision:
                 revision, quiet_since = now, time.monotonic()
+
+
+def _digits_out(text: str) -> str:
+    """``text`` with numbers as ``N``, so refusals that differ only in a value group."""
+    return re.sub(r"-?[0-9][0-9.e+]*", "N", text)
 
 
 def _is_audit_of(value: str, method: str, code: grpc.StatusCode) -> bool:

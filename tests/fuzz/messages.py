@@ -68,6 +68,10 @@ class Hints:
     """More names by field name (``instance_id`` -> the seeded instances)."""
     templates: dict[str, tuple[Message, ...]] = field(default_factory=dict)
     """Valid requests by message type (full name): mutated one or two fields at a time."""
+    kept: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Message type (full name) -> top-level fields its "deep" requests keep as a template
+    has them (valid references: apartment, unit, version), so only the settings behind
+    them are mutated and the request reaches the checks after the lookups."""
 
     def for_field(self, name: str) -> tuple[str, ...]:
         """The known values for a string field called ``name`` (empty: none known)."""
@@ -234,11 +238,13 @@ def _paths(descriptor: Any, depth: int = 0) -> list[tuple[FieldDescriptor, ...]]
     return found
 
 
-def mutation_strategy(templates: tuple[Message, ...], hints: Hints
+def mutation_strategy(templates: tuple[Message, ...], hints: Hints,
+                      kept: frozenset[str] = frozenset(), fewest: int = 1, most: int = 2
                       ) -> st.SearchStrategy[Message]:
-    """A valid request (one of ``templates``) with one or two fields, anywhere in it, given a
-    generated value: near-valid requests that reach the checks behind the first ones."""
-    paths = _paths(templates[0].DESCRIPTOR)
+    """A valid request (one of ``templates``) with ``fewest`` to ``most`` fields, anywhere in it
+    but the top-level ones named in ``kept``, given a generated value: near-valid requests
+    that reach the checks behind the first ones."""
+    paths = [p for p in _paths(templates[0].DESCRIPTOR) if p[0].name not in kept]
 
     def change(path: tuple[FieldDescriptor, ...]) -> st.SearchStrategy[Any]:
         return st.tuples(st.just(path), _field(path[-1], hints, len(path)))
@@ -255,7 +261,8 @@ def mutation_strategy(templates: tuple[Message, ...], hints: Hints
         return message
 
     return st.builds(apply, st.sampled_from(templates),
-                     st.lists(st.sampled_from(paths).flatmap(change), min_size=1, max_size=2))
+                     st.lists(st.sampled_from(paths).flatmap(change), min_size=fewest,
+                              max_size=most))
 
 
 def request_strategy(method: RpcMethod, hints: Hints) -> st.SearchStrategy[Message]:
@@ -265,5 +272,10 @@ def request_strategy(method: RpcMethod, hints: Hints) -> st.SearchStrategy[Messa
     if not templates:
         return st.one_of(st.just(method.request()), generated, generated, generated)
     near = mutation_strategy(templates, hints)
-    return st.one_of(st.just(method.request()), generated, near, near, near,
-                     st.sampled_from(templates))
+    options = [st.just(method.request()), generated, near, near, near,
+               st.sampled_from(templates)]
+    kept = hints.kept.get(method.request.DESCRIPTOR.full_name)
+    if kept:
+        deep = mutation_strategy(templates, hints, kept, fewest=0, most=1)
+        options += [deep] * 6
+    return st.one_of(options)

@@ -22,7 +22,7 @@ from local_cluster.pki import admin_channel
 from common.gen.landlord.v1 import agent_pb2, types_pb2
 from common.schema import STREAM_SCHEMA
 from tests.e2e.cluster import Cluster
-from tests.fuzz.conftest import CI_STREAM_EXAMPLES, HOST, ROGUE, examples
+from tests.fuzz.conftest import CI_STREAM_EXAMPLES, HOST, ROGUE, baseline, examples
 from tests.fuzz.harness import BAD_CODES, AdminTarget, Tally, describe
 from tests.fuzz.messages import Hints, message_strategy, methods_of
 
@@ -83,7 +83,7 @@ def test_hostile_agent_streams(fuzz_cluster: tuple[Cluster, Hints],
     cluster, hints = fuzz_cluster
     assert cluster.pki is not None
     tally = Tally()
-    health = AdminTarget(cluster, tally)
+    health = AdminTarget(cluster, tally, baseline())
     channel = admin_channel(cluster.coordinator.address, cluster.pki.agent(ROGUE))
     session = channel.stream_stream(
         SESSION.path, request_serializer=agent_pb2.AgentMessage.SerializeToString,

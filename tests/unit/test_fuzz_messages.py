@@ -4,11 +4,17 @@ generated request is a well-formed message of the right type."""
 
 from __future__ import annotations
 
+import grpc
 import pytest
+from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 
+from common.errors import LandlordError
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2
+from coordinator.api.rollout_proto import deploy_from_pb
+from tests.fuzz.conftest import PUBLISHED, deploy_templates, templates
+from tests.fuzz.harness import past_validation
 from tests.fuzz.messages import Hints, RpcMethod, methods_of, request_strategy
 from tests.fuzz.test_fuzz_admin import ADMIN
 
@@ -73,3 +79,43 @@ def test_hints_name_the_fields_they_fit() -> None:
     assert hints.for_field("rollout_id") == ("r-1",)
     assert hints.for_field("instance_id") == ("i-1",)
     assert hints.for_field("message") == ()
+
+
+def test_deploy_templates_pass_validation_and_deep_requests_keep_their_references() -> None:
+    for template in deploy_templates(duration_pb2.Duration(seconds=1)):
+        deploy_from_pb(template)  # raises on a template the coordinator refuses
+    published = {("shop", unit, version) for unit, version, _, _ in PUBLISHED}
+    kept = frozenset({"apartment", "unit", "version"})
+    hints = Hints(templates=templates(), kept={"landlord.v1.DeployRequest": kept})
+    deploy = next(m for m in ADMIN if m.name == "Deploy")
+    valid = 0
+
+    @settings(max_examples=200, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(request_strategy(deploy, hints))
+    def draw(request: admin_pb2.DeployRequest) -> None:
+        nonlocal valid
+        try:
+            deploy_from_pb(request)
+        except LandlordError:
+            return
+        valid += (request.apartment, request.unit, request.version) in published
+
+    draw()
+    # the deep requests (half of all) keep published references; many pass the settings checks
+    assert valid >= 40, valid
+
+
+@pytest.mark.parametrize(("code", "details", "past"), [
+    (grpc.StatusCode.OK, "", True),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "not enough cpu", True),
+    (grpc.StatusCode.FAILED_PRECONDITION,
+     "shop/web already has an active rollout r-1 (1.0.0 -> 1.1.0, canary)", True),
+    (grpc.StatusCode.FAILED_PRECONDITION, "building default has no placeable host to place "
+     "shop/web on (h1 cordoned)", True),
+    (grpc.StatusCode.FAILED_PRECONDITION, "shop/web already runs 1.0.0", False),
+    (grpc.StatusCode.INVALID_ARGUMENT, "replicas must be 1..1000", False),
+])
+def test_deploys_past_validation_are_the_ones_placement_or_one_rollout_decided(
+        code: grpc.StatusCode, details: str, past: bool) -> None:
+    assert past_validation(code, details) is past

@@ -43,6 +43,13 @@ PLANNED = {
     ("error", "initializing"),
     ("error", "stopped"),
 }
+# issue 17: idle collection scales an instance to zero; a wake starts it, a stop ends it
+COLLECTION = {
+    ("stopping", "collected"),
+    ("collected", "initializing"),
+    ("collected", "stopped"),
+}
+PLANNED |= COLLECTION
 
 
 def test_instance_states_are_the_planned_values() -> None:
@@ -55,6 +62,7 @@ def test_instance_states_are_the_planned_values() -> None:
         "stopping",
         "stopped",
         "error",
+        "collected",
     ]
 
 

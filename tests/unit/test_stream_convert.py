@@ -30,6 +30,8 @@ from common.stream_commands import (
     CollectGarbage,
     Command,
     DrainInstance,
+    PauseInstance,
+    ResumeInstance,
     RunCheck,
     SetRoute,
     SetWeights,
@@ -60,18 +62,24 @@ COMMANDS: list[AgentCommand] = [
     StartInstance("i1", "shop", "web", "1.2.0", "green", "shop/web:1.2.0", 20001,
                   ("serve",), {"A": "1"}, HealthCheck("/ready", ("true",), 2.0, 0.5, 4), 2,
                   1.5, Resources(cpu=0.25, memory=64 << 20, storage=1 << 30, network=8),
-                  18080, "snapshot", 600.0, "i0", {"S": "s3cret"}),
+                  18080, "snapshot", 600.0, "i0", {"S": "s3cret"}, network_mode="bridge"),
     StartInstance("i2", "shop", "web", "1.2.0", "blue", "shop/web:1.2.0", 20002),
     StopInstance("i1", 12.5, drain=False),
+    StopInstance("i1", 12.5, drain=True, collect=True),
     SetRoute("shop", "web", 18080, "/healthz",
              (RouteServer("i1", "1.2.0", "127.0.0.2", 20001, 10, "ready"),)),
     SetRoute("shop", "web", 18080, "/healthz", (), ("1.2.0", "1.1.0")),
     SetRoute("shop", "web", 18080, "/healthz", (), (), sticky=True),
+    SetRoute("shop", "web", 18080, "/healthz", (), (), wake_on_request=True),
     SetWeights("shop", "web", {"i1": 90, "i2": 10}),
     DrainInstance("shop", "web", "i1", 5.0),
     CollectGarbage((GcKind.UNUSED, GcKind.CACHE)),
     CollectGarbage(),
     RunCheck("i1", ("sh", "-c", "true"), 3.0),
+    PauseInstance("i1", 2.5),
+    PauseInstance("i1"),
+    ResumeInstance("i1"),
+    SetRoute("shop", "web", 18080, "/healthz", (), (), retry_after_s=5),
 ]
 
 
@@ -121,7 +129,8 @@ def test_a_report_crosses_the_wire_unchanged() -> None:
         (MetricsWindow("shop", "web", "1.2.0", "i1", "h1", 10.0, 11.0, 5, 1,
                        LatencySketch.of([1.0, 2.0, 0.0, 40.0])),),
         {"cpu_cores": 1.5, "memory_bytes": 2048.0}, ("c-1",),
-        (CommandResult("c-1", True, "", 3, "out", "err", True, False),))
+        (CommandResult("c-1", True, "", 3, "out", "err", True, False),),
+        wake_units=(("shop", "web"), ("shop", "api")))
     assert report_from_pb(report_to_pb(report, "h1"), "h1") == report
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from common.errors import InvalidArgument, InvalidVersion
 from common.input_bounds import CONTROL_PLANE_PORTS
+from common.network_modes import NetworkMode
 from common.resources import Resources
 from common.unit_spec import (
     REDACTED,
@@ -127,6 +128,7 @@ RUNNING_FIELDS = {
     "healthy_threshold": st.integers(1, 10),
     "image_digest": st.text("0123456789abcdef", min_size=64, max_size=64).map(
         lambda h: f"sha256:{h}"),
+    "network_mode": st.sampled_from(list(NetworkMode)),
     "run_as_root": st.booleans(),
 }
 """Every field of a UnitSpec that changes what runs, with the values it may take."""

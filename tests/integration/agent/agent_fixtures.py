@@ -19,6 +19,7 @@ from agent.instances.events import AgentEvent
 from agent.instances.spec import HealthSpec, InstanceSpec, ResourceSpec
 from agent.runtime.docker_runtime import DockerRuntime
 from agent.service import AgentService
+from tests.e2e.real_cluster import OWNER
 from tests.support import async_eventually
 
 REPO = Path(__file__).resolve().parents[3]
@@ -117,7 +118,9 @@ class AgentHarness:
             advertise_address=HOST_ADDRESS,
             data_dir=self.root / host_id,
             run_dir=self.root / host_id / "run",
-            labels=(TEST_LABEL,),
+            # the owner's pid too: another pytest session's clean-up (tests/conftest.py)
+            # removes test containers without a live owner, even mid-test
+            labels=(TEST_LABEL, OWNER),
             bandwidth=False,
         )
         values.update(overrides)

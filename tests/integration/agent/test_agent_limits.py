@@ -24,6 +24,7 @@ from agent_fixtures import (
 from agent.instances.events import EventType
 from agent.instances.spec import HealthSpec, ResourceSpec
 from common.lifecycle import InstanceState
+from common.network_modes import NetworkMode
 from tests.support import async_eventually
 
 MIB = 1024 * 1024
@@ -52,7 +53,7 @@ async def test_limits_are_visible_in_the_container_cgroup(
 
     attrs = docker_client.api.inspect_container(cid)
     host_config = attrs["HostConfig"]
-    assert host_config["NetworkMode"] == "host"
+    assert host_config["NetworkMode"] == "landlord"  # bridged by default (bridge_network)
     assert host_config["ReadonlyRootfs"] is True
     assert host_config["Init"] is True
     assert host_config["CapDrop"] == ["ALL"]
@@ -65,7 +66,9 @@ async def test_limits_are_visible_in_the_container_cgroup(
     assert labels["landlord.host"] == agent.config.host_id
     assert labels["landlord.apartment"] == "test"
     env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
-    assert env["BIND"] == HOST_ADDRESS and env["PORT"] == str(spec.port)
+    assert env["BIND"] == "0.0.0.0" and env["PORT"] == str(spec.port)  # in its namespace
+    assert host_config["PortBindings"] == {
+        f"{spec.port}/tcp": [{"HostIp": HOST_ADDRESS, "HostPort": str(spec.port)}]}
     status, body = http_get(spec.port, "/healthz")
     assert status == 200 and json.loads(body)["version"] == "1.0.0"
 
@@ -174,6 +177,7 @@ async def test_egress_bandwidth_is_shaped_on_loopback(harness: AgentHarness) -> 
         command = ("sh", "-c", 'python3 /app/app.py & exec python3 -c "$SENDER"')
         spec = make_spec(
             "bw-1",
+            network_mode=NetworkMode.HOST,  # the net_cls path; bridged: test_agent_bridged.py
             command=command,
             env={"SENDER": SENDER, "SINK_PORT": str(sink.port)},
             resources=ResourceSpec(cpu=1.0, memory=128 * MIB, network=rate),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,9 +13,20 @@ from agent_fixtures import AgentHarness, http_get, make_spec, wait_event
 from agent.instances.events import EventType
 from agent.instances.resource_monitor import main_process_pid
 from agent.instances.spec import HealthSpec, ResourceSpec, StateMode
+from agent.service import AgentService
 from common.lifecycle import InstanceState
 
 MIB = 1024 * 1024
+
+
+async def eventually_spare(agent: AgentService, instance_id: str, generation: int) -> str:
+    """The id of the instance's spare container of ``generation``, once made."""
+    for _ in range(200):
+        spare = agent.supervisor.spares.get(instance_id)
+        if spare is not None and spare.generation == generation:
+            return spare.container_id
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no spare of generation {generation} for {instance_id}")
 
 
 def _count(port: int) -> int:
@@ -24,11 +36,14 @@ def _count(port: int) -> int:
 
 
 async def test_killed_instance_is_replaced_with_its_state_intact(harness: AgentHarness) -> None:
-    agent = await harness.agent()
+    agent = await harness.agent(spare_containers=True)
     spec = make_spec("state-1", state_mode=StateMode.SNAPSHOT)
     view = await agent.start_instance(spec)
     assert [_count(spec.port) for _ in range(3)] == [1, 2, 3]
     old = view.container_id
+    # its replacement is created (not started) ahead of a crash
+    spare = await eventually_spare(agent, "state-1", 2)
+    assert (await agent.runtime.inspect(spare)).status == "created"
     info = await agent.runtime.inspect(old or "")
     os.kill(main_process_pid(info.pid), signal.SIGKILL)  # the app, under docker-init
 
@@ -36,7 +51,7 @@ async def test_killed_instance_is_replaced_with_its_state_intact(harness: AgentH
     assert success.details["kind"] == "container_crash"
     switch = await wait_event(agent, EventType.TRAFFIC_SWITCH)
     assert switch.details["old_container"] == old
-    assert switch.details["new_container"] not in (None, old)
+    assert switch.details["new_container"] == spare  # started, not created, on the crash
     assert switch.details["port"] == spec.port
     after = agent.instance("state-1")
     assert after.state == InstanceState.RUNNING and after.generation == 2
@@ -51,6 +66,11 @@ async def test_killed_instance_is_replaced_with_its_state_intact(harness: AgentH
         (t.from_state, t.to_state) for t in agent.records.get("state-1").lifecycle.history
     ]
     assert ("running", "error") in history and ("error", "initializing") in history
+    # the next spare is made; stopping the instance removes it with the rest
+    await eventually_spare(agent, "state-1", 3)
+    await agent.stop_instance("state-1", grace=1)
+    assert not await agent.runtime.list_containers(
+        {"landlord.host": agent.config.host_id, "landlord.instance": "state-1"})
 
 
 async def test_crash_loop_stops_at_the_retry_limit_and_escalates(harness: AgentHarness) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from agent.stream.endpoint import ChangeBatch
 from agent.stream.session import CoordinatorStream, StreamSettings
-from common.errors import FailedPrecondition, InvalidArgument
+from common.errors import FailedPrecondition, InsufficientResources, InvalidArgument
 from common.gen.landlord.v1 import admin_pb2, types_pb2
 from common.latency import LatencySketch
 from common.resources import Resources
@@ -283,8 +283,11 @@ async def test_deploys_that_cannot_start_are_refused(
         await rollouts.deploy(deploy_from_pb(canary_request("2.0.0")))
     with pytest.raises(FailedPrecondition, match=r"already runs 1\.0\.0"):
         await rollouts.deploy(deploy_from_pb(canary_request("1.0.0")))
-    with pytest.raises(InvalidArgument, match=r"replicas must be 1\.\.\d+, got 200"):
+    # 200 replicas are past one etcd transaction but not the bound: refused for room only
+    with pytest.raises(InsufficientResources, match="cpu"):
         await rollouts.deploy(deploy_from_pb(canary_request("1.1.0", replicas=200)))
+    with pytest.raises(InvalidArgument, match="1000"):
+        await rollouts.deploy(deploy_from_pb(canary_request("1.1.0", replicas=1001)))
 
     slow = canary_request("1.1.0")
     slow.canary.monitor.FromSeconds(60)

@@ -56,11 +56,11 @@ class FakePlane:
         self.life.append("plane.shutdown")
 
     async def ensure_unit(self, unit: str, port: int, health_path: str = "/healthz", *,
-                          sticky: bool = False) -> None:
+                          sticky: bool = False, retry_after_s: int = 0) -> None:
         self.calls.append(("ensure_unit", unit, port, health_path))
         current = self._spec.units.get(unit) or UnitSpec(unit, port)
-        self._spec = self._spec.with_unit(dataclasses.replace(current, port=port,
-                                                              health_path=health_path))
+        self._spec = self._spec.with_unit(dataclasses.replace(
+            current, port=port, health_path=health_path, retry_after_s=retry_after_s))
 
     async def remove_unit(self, unit: str) -> None:
         self.calls.append(("remove_unit", unit))

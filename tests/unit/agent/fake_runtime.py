@@ -120,6 +120,14 @@ class RecordingRuntime:
         info = self._set(container_id, status="exited", exit_code=137, pid=0)
         self._emit("die", info, 137)
 
+    async def pause(self, container_id: str) -> None:
+        self.calls.append(("pause", container_id))
+        self._set(container_id, status="paused")
+
+    async def unpause(self, container_id: str) -> None:
+        self.calls.append(("unpause", container_id))
+        self._set(container_id, status="running")
+
     async def remove(self, container_id: str, force: bool = False) -> None:
         self.calls.append(("remove", container_id))
         try:
@@ -209,6 +217,9 @@ class RecordingRuntime:
                     yield event
         finally:
             self._subscribers.remove(queue)
+
+    async def ensure_network(self, name: str, subnet: str, interface: str) -> None:
+        self.calls.append(("ensure_network", (name, subnet, interface)))
 
     async def close(self) -> None:
         for queue in self._subscribers:

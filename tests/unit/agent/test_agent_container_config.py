@@ -12,6 +12,7 @@ from agent.instances.container_config import LABEL_SPEC, build_create_request
 from agent.instances.secret_env import redact_inspect, restore_secrets
 from agent.instances.spec import HealthSpec, InstanceSpec, ResourceSpec, StateMode
 from common.errors import InvalidArgument
+from common.network_modes import NetworkMode
 from common.unit_spec import REDACTED
 
 
@@ -27,6 +28,7 @@ def _spec(**overrides: object) -> InstanceSpec:
         "env": {"MODE": "x", "PORT": "overridden"},
         "resources": ResourceSpec(cpu=1.5, memory=64 * 1024 * 1024, pids=99),
         "state_mode": StateMode.SNAPSHOT,
+        "network_mode": NetworkMode.HOST,  # bridged: tests/unit/test_network_modes.py
     }
     values.update(overrides)
     return InstanceSpec(**values)  # type: ignore[arg-type]

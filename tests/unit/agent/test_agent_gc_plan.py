@@ -45,6 +45,7 @@ def test_idle_plan_spares_stable_active_and_not_running() -> None:
         _record("active", "1.0.0", 60, InstanceState.RUNNING, clock),
         _record("error", "1.0.0", 60, InstanceState.ERROR, clock),
         _record("forever", "1.0.0", 0, InstanceState.RUNNING, clock),
+        _record("paused", "1.0.0", 60, InstanceState.PAUSED, clock),
     ]
     clock.advance(100)
     seen = {"active": clock.now() - 10}
@@ -60,6 +61,7 @@ def test_idle_plan_spares_stable_active_and_not_running() -> None:
     assert "stable version" in decisions["stable"].reason
     assert "active 10 s ago" in decisions["active"].reason
     assert "state error" in decisions["error"].reason
+    assert "state paused" in decisions["paused"].reason  # an operator froze it to keep it
     assert "forever" not in decisions
 
 

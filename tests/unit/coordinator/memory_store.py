@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 from common.errors import Conflict
 from coordinator.state.cluster_state import ClusterState
-from coordinator.state.store import Change, Entry, Fence, Txn
+from coordinator.state.store import FENCE_OPS, Change, Entry, Fence, Txn
 
 
 class MemoryStore:
@@ -33,6 +33,8 @@ class MemoryStore:
     async def commit(self, txn: Txn, fence: Fence | None = None) -> int:
         if self.before_commit is not None:
             self.before_commit()
+        # etcd refuses a transaction past --max-txn-ops (EtcdStore checks it before sending)
+        assert txn.size + (FENCE_OPS if fence else 0) <= self.max_txn_ops, txn.size
         for key, kind, revision in txn.compares:
             found = self.entries.get(key)
             if (found is not None) if kind == "absent" else (

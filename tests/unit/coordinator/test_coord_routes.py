@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from common.resources import Resources
 from common.stream_messages import ObservedInstance
 from coordinator.fleet.reconcile import plan_register
@@ -88,3 +90,26 @@ def test_register_stops_duplicates_and_restarts_missing_instances() -> None:
     plan = plan_register("h1", reported, desired)
     assert plan.stop == ("dup",)
     assert [r.instance_id for r in plan.start] == ["missing"]
+
+
+def test_paused_instances_get_no_traffic_and_a_wholly_paused_unit_says_retry_after() -> None:
+    paused = dataclasses.replace(inst("a", "h1"), paused=True)
+    observed = {"a": seen("a", "h1"), "b": seen("b", "h2")}
+    some = plan_route(route({"1.0.0": 100}), [paused, inst("b", "h2")], observed, HOSTS,
+                      retry_after_s=10)
+    assert {s.server: (s.weight, s.state) for s in some.servers} == {
+        "a": (0, "maint"), "b": (256, "ready")}
+    assert some.retry_after_s == 0  # the others serve: no 503 to explain
+    both = [paused, dataclasses.replace(inst("b", "h2"), paused=True)]
+    whole = plan_route(route({"1.0.0": 100}), both, observed, HOSTS, retry_after_s=10)
+    assert [s.weight for s in whole.servers] == [0, 0] and whole.retry_after_s == 10
+    assert plan_route(route({"1.0.0": 100}), [], {}, HOSTS, retry_after_s=10).retry_after_s == 0
+
+
+def test_a_registering_host_is_told_to_pause_and_resume_what_differs_from_the_marks() -> None:
+    desired = [dataclasses.replace(inst("a", "h1"), paused=True), inst("b", "h1"),
+               dataclasses.replace(inst("c", "h1"), paused=True), inst("d", "h1")]
+    reported = [seen("a", "h1"), seen("b", "h1", "paused"), seen("c", "h1", "paused"),
+                seen("d", "h1")]
+    plan = plan_register("h1", reported, desired)
+    assert (plan.pause, plan.resume, plan.stop, plan.start) == (("a",), ("b",), (), ())

@@ -150,6 +150,16 @@ def test_a_replacement_that_fails_is_stopped_and_the_instance_skipped_with_why()
     assert "shop/web w1" in record.message and "pull failed" in record.message
 
 
+def test_a_paused_instance_is_not_moved_and_named_when_only_it_is_left() -> None:
+    view = DrainView([replace(inst("a1", "api"), paused=True), inst("w1")])
+    record, action = plan_drain(drain(), view, NOW)
+    assert action.kind == "place" and action.instance is not None
+    assert action.instance.instance_id == "w1"
+    record, _ = plan_drain(drain(), DrainView([replace(inst("a1", "api"), paused=True)]), NOW)
+    assert record.state is DrainState.BLOCKED
+    assert "shop/api a1 (paused: resume it, or stop its unit, to move it)" in record.message
+
+
 def test_units_in_a_rollout_wait_while_the_others_move() -> None:
     view = DrainView([inst("a1", "api"), inst("w1")], in_rollout={("shop", "api")})
     record, action = plan_drain(drain(), view, NOW)

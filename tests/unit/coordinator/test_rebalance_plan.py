@@ -188,3 +188,13 @@ def test_a_failed_replacement_stops_the_rebalance_with_the_reason() -> None:
     assert (action.kind, action.instance_id) == ("stop_new", "w9")
     assert RebalanceRecord.from_dict(record.to_dict()) == record
     assert RebalanceRecord.from_dict(running(moving=moving).to_dict()) == running(moving=moving)
+
+
+def test_paused_instances_stay_where_they_are() -> None:
+    instances = [replace(inst("a", "h1"), paused=True), replace(inst("b", "h1"), paused=True),
+                 replace(inst("c", "h1"), paused=True)]
+    rooms = rooms_for(instances, {"h1": 8.0, "h2": 8.0})
+    assert plan_spread(instances, rooms) == ()  # a frozen unit is not moved
+    mixed = [*instances[:2], inst("c", "h1"), inst("d", "h1")]
+    moves = plan_spread(mixed, rooms_for(mixed, {"h1": 8.0, "h2": 8.0}))
+    assert {m.instance.instance_id for m in moves} == {"d"}  # only running ones move

@@ -6,6 +6,7 @@ from pathlib import Path
 from agent.dataplane.haproxy_config import render_config, render_map
 from agent.dataplane.model import DataPlaneSpec, ServerSpec, ServerState, UnitSpec
 from agent.dataplane.settings import DataPlaneSettings, HaproxyPaths
+from agent.dataplane.wake_hold import render_hold_script
 
 PATHS = HaproxyPaths(Path("/data/haproxy"))
 SETTINGS = DataPlaneSettings(log_sockets=2)
@@ -94,3 +95,31 @@ def test_rendering_is_deterministic_and_servers_are_sorted() -> None:
     text = render_config(spec_with(B, A), PATHS, SETTINGS).text
     main = text.split("backend be.web\n", 1)[1].split("\n\n", 1)[0]
     assert main.index("server a ") < main.index("server b ")
+
+
+def test_a_paused_units_503s_carry_retry_after_only_while_paused() -> None:
+    plain = render_config(spec_with(A, B), PATHS, SETTINGS)
+    unit = dataclasses.replace(spec_with(A, B).units["web"], retry_after_s=10)
+    paused = render_config(DataPlaneSpec("127.0.0.2").with_unit(unit), PATHS, SETTINGS)
+    assert "Retry-After" not in plain.text
+    assert "    http-after-response set-header Retry-After 10 if { status 503 }\n" in paused.text
+    assert paused.skeleton_hash != plain.skeleton_hash  # a hitless reload switches it
+    assert UnitSpec.from_dict(unit.to_dict()) == unit
+
+
+def test_requests_are_held_only_with_a_hold_script() -> None:
+    plain = render_config(spec_with(A, B), PATHS, SETTINGS).text
+    assert "lua" not in plain
+    held = render_config(spec_with(A, B), PATHS, dataclasses.replace(
+        SETTINGS, hold_script="/run/ll/wake_hold.lua")).text
+    assert "    lua-load /run/ll/wake_hold.lua" in held
+    backends = held.split("\nbackend ")[1:]
+    assert backends and all(
+        "http-request lua.landlord_hold if !{ nbsrv gt 0 }" in b for b in backends)
+
+
+def test_the_hold_script_names_the_agent_and_its_bounds() -> None:
+    script = render_hold_script("127.0.0.2", 7481, 30.0, 100)
+    assert 'local AGENT_ADDR, AGENT_PORT = "127.0.0.2", 7481' in script
+    assert "local HOLD_MS, MAX_HELD, POLL_MS = 30000, 100, 50" in script
+    assert 'core.register_action("landlord_hold", {"http-req"}' in script

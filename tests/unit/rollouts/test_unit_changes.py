@@ -43,8 +43,6 @@ def test_scale_count_bounds_with_messages() -> None:
         check_scale_count(1001)
     with pytest.raises(InvalidArgument, match="from 1 to 1000"):
         check_scale_count(-2)
-    with pytest.raises(InvalidArgument, match="etcd_max_txn_ops"):
-        check_scale_count(50, most=20)
 
 
 def test_stop_clears_the_stable_version_and_is_idempotent() -> None:

@@ -802,6 +802,100 @@ class UnitChangeResponse(_message.Message):
 Global___UnitChangeResponse: _TypeAlias = UnitChangeResponse  # noqa: Y015
 
 @_typing.final
+class PauseUnitRequest(_message.Message):
+    """-- Pause and resume (issue 17) --------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APARTMENT_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    apartment: _builtins.str
+    unit: _builtins.str
+    @_builtins.property
+    def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these instances of the unit (`landlord instances pause ID`); empty: all of them."""
+
+    def __init__(
+        self,
+        *,
+        apartment: _builtins.str = ...,
+        unit: _builtins.str = ...,
+        instance_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "instance_ids", b"instance_ids", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseUnitRequest: _TypeAlias = PauseUnitRequest  # noqa: Y015
+
+@_typing.final
+class PauseUnitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNIT_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """False when every instance asked for already was as asked."""
+    @_builtins.property
+    def unit(self) -> _types_pb2.UnitInfo:
+        """The unit after the change."""
+
+    @_builtins.property
+    def instances(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instances paused (PauseUnit) or resumed (ResumeUnit) by this call."""
+
+    @_builtins.property
+    def paused(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instances of the unit paused after the call."""
+
+    def __init__(
+        self,
+        *,
+        unit: _types_pb2.UnitInfo | None = ...,
+        changed: _builtins.bool = ...,
+        instances: _abc.Iterable[_builtins.str] | None = ...,
+        paused: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "instances", b"instances", "paused", b"paused", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseUnitResponse: _TypeAlias = PauseUnitResponse  # noqa: Y015
+
+@_typing.final
+class WakeUnitRequest(_message.Message):
+    """-- end of pause and resume ------------------------------------------------------------
+    -- Idle collection (issue 17) ----------------------------------------------------------
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APARTMENT_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    apartment: _builtins.str
+    unit: _builtins.str
+    def __init__(
+        self,
+        *,
+        apartment: _builtins.str = ...,
+        unit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WakeUnitRequest: _TypeAlias = WakeUnitRequest  # noqa: Y015
+
+@_typing.final
 class DrainHostRequest(_message.Message):
     """--- Hosts out of service: drain and decommission (issue 19) ---"""
 

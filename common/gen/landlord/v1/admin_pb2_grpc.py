@@ -140,6 +140,21 @@ class AdminStub:
                 request_serializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
                 response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
                 _registered_method=True)
+        self.PauseUnit = channel.unary_unary(
+                '/landlord.v1.Admin/PauseUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.FromString,
+                _registered_method=True)
+        self.ResumeUnit = channel.unary_unary(
+                '/landlord.v1.Admin/ResumeUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.FromString,
+                _registered_method=True)
+        self.WakeUnit = channel.unary_unary(
+                '/landlord.v1.Admin/WakeUnit',
+                request_serializer=landlord_dot_v1_dot_admin__pb2.WakeUnitRequest.SerializeToString,
+                response_deserializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+                _registered_method=True)
         self.DrainHost = channel.unary_unary(
                 '/landlord.v1.Admin/DrainHost',
                 request_serializer=landlord_dot_v1_dot_admin__pb2.DrainHostRequest.SerializeToString,
@@ -326,6 +341,35 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseUnit(self, request, context):
+        """-- Pause and resume (issue 17; coordinator/rollouts/pause_service.py) ----------------
+        Pause: take the unit's instances (or only those named) out of every host's route, then
+        freeze them: memory and state kept, capacity still reserved. While every instance of a
+        unit is paused its entry point answers 503 with Retry-After at once. Refused during an
+        active rollout (FAILED_PRECONDITION naming it). Resume: thaw them (same processes); each
+        is routed again once it reports healthy. Pausing what is paused, or resuming what is
+        not, changes nothing (changed = false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeUnit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WakeUnit(self, request, context):
+        """-- end of pause and resume ----------------------------------------------------------
+        --- Idle collection (issue 17) ---
+        Wake: start the unit's collected instances again (on their hosts, state restored).
+        --- end of idle collection ---
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DrainHost(self, request, context):
         """--- Hosts out of service: drain and decommission (issue 19) ---
         Drain: cordon the host, then move every instance elsewhere one at a time (replacement
@@ -499,6 +543,21 @@ def add_AdminServicer_to_server(servicer, server):
             'ScaleUnit': grpc.unary_unary_rpc_method_handler(
                     servicer.ScaleUnit,
                     request_deserializer=landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
+            ),
+            'PauseUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.SerializeToString,
+            ),
+            'ResumeUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.FromString,
+                    response_serializer=landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.SerializeToString,
+            ),
+            'WakeUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.WakeUnit,
+                    request_deserializer=landlord_dot_v1_dot_admin__pb2.WakeUnitRequest.FromString,
                     response_serializer=landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.SerializeToString,
             ),
             'DrainHost': grpc.unary_unary_rpc_method_handler(
@@ -1108,6 +1167,87 @@ class Admin:
             target,
             '/landlord.v1.Admin/ScaleUnit',
             landlord_dot_v1_dot_admin__pb2.ScaleUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/PauseUnit',
+            landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/ResumeUnit',
+            landlord_dot_v1_dot_admin__pb2.PauseUnitRequest.SerializeToString,
+            landlord_dot_v1_dot_admin__pb2.PauseUnitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WakeUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/landlord.v1.Admin/WakeUnit',
+            landlord_dot_v1_dot_admin__pb2.WakeUnitRequest.SerializeToString,
             landlord_dot_v1_dot_admin__pb2.UnitChangeResponse.FromString,
             options,
             channel_credentials,

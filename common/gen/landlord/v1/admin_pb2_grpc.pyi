@@ -75,6 +75,22 @@ class AdminStub:
     DeleteUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteUnitRequest, _admin_pb2.UnitChangeResponse]
     ScaleUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ScaleUnitRequest, _admin_pb2.UnitChangeResponse]
     """-- end of units: stop, delete, scale ------------------------------------------------"""
+    PauseUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PauseUnitRequest, _admin_pb2.PauseUnitResponse]
+    """-- Pause and resume (issue 17; coordinator/rollouts/pause_service.py) ----------------
+    Pause: take the unit's instances (or only those named) out of every host's route, then
+    freeze them: memory and state kept, capacity still reserved. While every instance of a
+    unit is paused its entry point answers 503 with Retry-After at once. Refused during an
+    active rollout (FAILED_PRECONDITION naming it). Resume: thaw them (same processes); each
+    is routed again once it reports healthy. Pausing what is paused, or resuming what is
+    not, changes nothing (changed = false).
+    """
+    ResumeUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PauseUnitRequest, _admin_pb2.PauseUnitResponse]
+    WakeUnit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.WakeUnitRequest, _admin_pb2.UnitChangeResponse]
+    """-- end of pause and resume ----------------------------------------------------------
+    --- Idle collection (issue 17) ---
+    Wake: start the unit's collected instances again (on their hosts, state restored).
+    --- end of idle collection ---
+    """
     DrainHost: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DrainHostRequest, _admin_pb2.DrainHostResponse]
     """--- Hosts out of service: drain and decommission (issue 19) ---
     Drain: cordon the host, then move every instance elsewhere one at a time (replacement
@@ -150,6 +166,22 @@ class AdminAsyncStub(AdminStub):
     DeleteUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
     ScaleUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.ScaleUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
     """-- end of units: stop, delete, scale ------------------------------------------------"""
+    PauseUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.PauseUnitRequest, _admin_pb2.PauseUnitResponse]  # type: ignore[assignment]
+    """-- Pause and resume (issue 17; coordinator/rollouts/pause_service.py) ----------------
+    Pause: take the unit's instances (or only those named) out of every host's route, then
+    freeze them: memory and state kept, capacity still reserved. While every instance of a
+    unit is paused its entry point answers 503 with Retry-After at once. Refused during an
+    active rollout (FAILED_PRECONDITION naming it). Resume: thaw them (same processes); each
+    is routed again once it reports healthy. Pausing what is paused, or resuming what is
+    not, changes nothing (changed = false).
+    """
+    ResumeUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.PauseUnitRequest, _admin_pb2.PauseUnitResponse]  # type: ignore[assignment]
+    WakeUnit: _aio.UnaryUnaryMultiCallable[_admin_pb2.WakeUnitRequest, _admin_pb2.UnitChangeResponse]  # type: ignore[assignment]
+    """-- end of pause and resume ----------------------------------------------------------
+    --- Idle collection (issue 17) ---
+    Wake: start the unit's collected instances again (on their hosts, state restored).
+    --- end of idle collection ---
+    """
     DrainHost: _aio.UnaryUnaryMultiCallable[_admin_pb2.DrainHostRequest, _admin_pb2.DrainHostResponse]  # type: ignore[assignment]
     """--- Hosts out of service: drain and decommission (issue 19) ---
     Drain: cordon the host, then move every instance elsewhere one at a time (replacement
@@ -348,6 +380,40 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]:
         """-- end of units: stop, delete, scale ------------------------------------------------"""
+
+    @_abc_1.abstractmethod
+    def PauseUnit(
+        self,
+        request: _admin_pb2.PauseUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.PauseUnitResponse, _abc.Awaitable[_admin_pb2.PauseUnitResponse]]:
+        """-- Pause and resume (issue 17; coordinator/rollouts/pause_service.py) ----------------
+        Pause: take the unit's instances (or only those named) out of every host's route, then
+        freeze them: memory and state kept, capacity still reserved. While every instance of a
+        unit is paused its entry point answers 503 with Retry-After at once. Refused during an
+        active rollout (FAILED_PRECONDITION naming it). Resume: thaw them (same processes); each
+        is routed again once it reports healthy. Pausing what is paused, or resuming what is
+        not, changes nothing (changed = false).
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeUnit(
+        self,
+        request: _admin_pb2.PauseUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.PauseUnitResponse, _abc.Awaitable[_admin_pb2.PauseUnitResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WakeUnit(
+        self,
+        request: _admin_pb2.WakeUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnitChangeResponse, _abc.Awaitable[_admin_pb2.UnitChangeResponse]]:
+        """-- end of pause and resume ----------------------------------------------------------
+        --- Idle collection (issue 17) ---
+        Wake: start the unit's collected instances again (on their hosts, state restored).
+        --- end of idle collection ---
+        """
 
     @_abc_1.abstractmethod
     def DrainHost(

@@ -161,6 +161,7 @@ class StatusReport(_message.Message):
     ACKED_COMMAND_IDS_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    WAKE_UNITS_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
@@ -182,6 +183,12 @@ class StatusReport(_message.Message):
     def output(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutputChunk]:
         """Output of ReadLogs and ExecStream commands under way (bounded per report)."""
 
+    @_builtins.property
+    def wake_units(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Idle collection (issue 17): units a request reached while they were collected
+        ("apartment/unit"); the coordinator wakes them.
+        """
+
     def __init__(
         self,
         *,
@@ -195,10 +202,11 @@ class StatusReport(_message.Message):
         acked_command_ids: _abc.Iterable[_builtins.str] | None = ...,
         results: _abc.Iterable[Global___CommandResult] | None = ...,
         output: _abc.Iterable[Global___OutputChunk] | None = ...,
+        wake_units: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["host_usage", b"host_usage", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_command_ids", b"acked_command_ids", "changed", b"changed", "events", b"events", "host_usage", b"host_usage", "output", b"output", "removed_instance_ids", b"removed_instance_ids", "results", b"results", "sequence", b"sequence", "time", b"time", "windows", b"windows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_command_ids", b"acked_command_ids", "changed", b"changed", "events", b"events", "host_usage", b"host_usage", "output", b"output", "removed_instance_ids", b"removed_instance_ids", "results", b"results", "sequence", b"sequence", "time", b"time", "wake_units", b"wake_units", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -381,9 +389,14 @@ class StopInstance(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     GRACE_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
+    COLLECT_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     drain: _builtins.bool
     """Drain on the data plane first."""
+    collect: _builtins.bool
+    """Idle collection (issue 17): back the state up and keep a `collected` record for a
+    later wake (a StartInstance of the same id restores the state).
+    """
     @_builtins.property
     def grace(self) -> _duration_pb2.Duration: ...
     def __init__(
@@ -392,10 +405,11 @@ class StopInstance(_message.Message):
         instance_id: _builtins.str = ...,
         grace: _duration_pb2.Duration | None = ...,
         drain: _builtins.bool = ...,
+        collect: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["grace", b"grace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drain", b"drain", "grace", b"grace", "instance_id", b"instance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collect", b"collect", "drain", b"drain", "grace", b"grace", "instance_id", b"instance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -450,6 +464,8 @@ class SetUnitRoute(_message.Message):
     SERVERS_FIELD_NUMBER: _builtins.int
     STICKY_FIELD_NUMBER: _builtins.int
     PROTECTED_VERSIONS_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_S_FIELD_NUMBER: _builtins.int
+    WAKE_ON_REQUEST_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     service_port: _builtins.int
@@ -457,6 +473,14 @@ class SetUnitRoute(_message.Message):
     sticky: _builtins.bool
     """Keep each client (cookie) on the version that served it while that version has a
     ready server; the coordinator sets it only while a sticky rollout's steps run.
+    """
+    retry_after_s: _builtins.int
+    """Every instance of the unit is paused (issue 17): the entry point answers 503 with this
+    Retry-After (seconds) at once. Zero: not paused.
+    """
+    wake_on_request: _builtins.bool
+    """Idle collection (issue 17): every instance of the unit is collected (or waking). The
+    host holds requests to the entry point (bounded) and asks the coordinator to wake it.
     """
     @_builtins.property
     def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataPlaneServer]: ...
@@ -476,10 +500,12 @@ class SetUnitRoute(_message.Message):
         servers: _abc.Iterable[Global___DataPlaneServer] | None = ...,
         sticky: _builtins.bool = ...,
         protected_versions: _abc.Iterable[_builtins.str] | None = ...,
+        retry_after_s: _builtins.int = ...,
+        wake_on_request: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "health_path", b"health_path", "protected_versions", b"protected_versions", "servers", b"servers", "service_port", b"service_port", "sticky", b"sticky", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "health_path", b"health_path", "protected_versions", b"protected_versions", "retry_after_s", b"retry_after_s", "servers", b"servers", "service_port", b"service_port", "sticky", b"sticky", "unit", b"unit", "wake_on_request", b"wake_on_request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -728,6 +754,8 @@ class Command(_message.Message):
     READ_LOGS_FIELD_NUMBER: _builtins.int
     EXEC_STREAM_FIELD_NUMBER: _builtins.int
     CANCEL_OUTPUT_FIELD_NUMBER: _builtins.int
+    PAUSE_FIELD_NUMBER: _builtins.int
+    RESUME_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     @_builtins.property
     def start(self) -> Global___StartInstance: ...
@@ -749,6 +777,12 @@ class Command(_message.Message):
     def exec_stream(self) -> Global___ExecStream: ...
     @_builtins.property
     def cancel_output(self) -> Global___CancelOutput: ...
+    @_builtins.property
+    def pause(self) -> Global___PauseInstance:
+        """-- pause and resume (issue 17) --"""
+
+    @_builtins.property
+    def resume(self) -> Global___ResumeInstance: ...
     def __init__(
         self,
         *,
@@ -763,16 +797,70 @@ class Command(_message.Message):
         read_logs: Global___ReadLogs | None = ...,
         exec_stream: Global___ExecStream | None = ...,
         cancel_output: Global___CancelOutput | None = ...,
+        pause: Global___PauseInstance | None = ...,
+        resume: Global___ResumeInstance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel_output", b"cancel_output", "drain", b"drain", "exec_stream", b"exec_stream", "gc", b"gc", "read_logs", b"read_logs", "route", b"route", "run_check", b"run_check", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel_output", b"cancel_output", "drain", b"drain", "exec_stream", b"exec_stream", "gc", b"gc", "pause", b"pause", "read_logs", b"read_logs", "resume", b"resume", "route", b"route", "run_check", b"run_check", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel_output", b"cancel_output", "command_id", b"command_id", "drain", b"drain", "exec_stream", b"exec_stream", "gc", b"gc", "read_logs", b"read_logs", "route", b"route", "run_check", b"run_check", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel_output", b"cancel_output", "command_id", b"command_id", "drain", b"drain", "exec_stream", b"exec_stream", "gc", b"gc", "pause", b"pause", "read_logs", b"read_logs", "resume", b"resume", "route", b"route", "run_check", b"run_check", "start", b"start", "stop", b"stop", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["start", "stop", "route", "weights", "drain", "gc", "run_check", "read_logs", "exec_stream", "cancel_output"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["start", "stop", "route", "weights", "drain", "gc", "run_check", "read_logs", "exec_stream", "cancel_output", "pause", "resume"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
 Global___Command: _TypeAlias = Command  # noqa: Y015
+
+@_typing.final
+class PauseInstance(_message.Message):
+    """-- pause and resume (issue 17) ----------------------------------------------------------
+    Freeze an instance (Docker pause: the cgroup freezer), memory and state kept. The
+    coordinator has taken it out of every host's route first; the host drains it locally,
+    waits `settle` for requests other hosts still had on it, then freezes it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    SETTLE_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    @_builtins.property
+    def settle(self) -> _duration_pb2.Duration:
+        """Zero: the agent's default."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        settle: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settle", b"settle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "settle", b"settle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseInstance: _TypeAlias = PauseInstance  # noqa: Y015
+
+@_typing.final
+class ResumeInstance(_message.Message):
+    """Thaw a paused instance: same process, same memory; health checks start again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeInstance: _TypeAlias = ResumeInstance  # noqa: Y015
 
 @_typing.final
 class OutputChunk(_message.Message):

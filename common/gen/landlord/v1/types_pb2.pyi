@@ -65,6 +65,8 @@ class _InstanceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Instanc
     INSTANCE_STATE_STOPPING: _InstanceState.ValueType  # 6
     INSTANCE_STATE_STOPPED: _InstanceState.ValueType  # 7
     INSTANCE_STATE_ERROR: _InstanceState.ValueType  # 8
+    INSTANCE_STATE_COLLECTED: _InstanceState.ValueType  # 9
+    """Idle collection (issue 17): scaled to zero, state backed up; a wake starts it again."""
 
 class InstanceState(_InstanceState, metaclass=_InstanceStateEnumTypeWrapper): ...
 
@@ -77,6 +79,8 @@ INSTANCE_STATE_PAUSED: InstanceState.ValueType  # 5
 INSTANCE_STATE_STOPPING: InstanceState.ValueType  # 6
 INSTANCE_STATE_STOPPED: InstanceState.ValueType  # 7
 INSTANCE_STATE_ERROR: InstanceState.ValueType  # 8
+INSTANCE_STATE_COLLECTED: InstanceState.ValueType  # 9
+"""Idle collection (issue 17): scaled to zero, state backed up; a wake starts it again."""
 Global___InstanceState: _TypeAlias = InstanceState  # noqa: Y015
 
 class _GcKind:
@@ -313,6 +317,7 @@ class UnitSpec(_message.Message):
     IDLE_TIMEOUT_FIELD_NUMBER: _builtins.int
     SECRET_ENV_FIELD_NUMBER: _builtins.int
     RUN_AS_ROOT_FIELD_NUMBER: _builtins.int
+    NETWORK_MODE_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     image: _builtins.str
@@ -324,6 +329,12 @@ class UnitSpec(_message.Message):
     run_as_root: _builtins.bool
     """Run the unit's processes as root. Otherwise they run as the image's declared user, or
     as uid/gid 65532 when the image declares none (or root). In the checksum only when set.
+    """
+    network_mode: _builtins.str
+    """How instances attach to the host's network: "bridge" (own network namespace on the
+    agent's bridge, service port published on the host's advertise address) or "host"
+    (the host's network namespace). Empty: the default (common/network_modes.py); an
+    empty mode is left out of the checksum.
     """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -364,10 +375,11 @@ class UnitSpec(_message.Message):
         idle_timeout: _duration_pb2.Duration | None = ...,
         secret_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         run_as_root: _builtins.bool = ...,
+        network_mode: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "idle_timeout", b"idle_timeout", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "command", b"command", "dependencies", b"dependencies", "env", b"env", "health", b"health", "idle_timeout", b"idle_timeout", "image", b"image", "port", b"port", "resources", b"resources", "run_as_root", b"run_as_root", "secret_env", b"secret_env", "service_port", b"service_port", "state_mode", b"state_mode", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "command", b"command", "dependencies", b"dependencies", "env", b"env", "health", b"health", "idle_timeout", b"idle_timeout", "image", b"image", "network_mode", b"network_mode", "port", b"port", "resources", b"resources", "run_as_root", b"run_as_root", "secret_env", b"secret_env", "service_port", b"service_port", "state_mode", b"state_mode", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
