@@ -163,6 +163,16 @@ async def test_stickiness_keeps_a_client_on_one_version_while_it_has_a_ready_ser
         get, port, {"Cookie": f"LLV_web={other}", "X-Landlord-Version": first}
     )
     assert (status, version) == (200, first) and "set-cookie" not in headers
+    # stickiness off and on again is a map edit, not a reload: off, the cookie is ignored
+    # and none is issued
+    reloads = (await plane._master.show_proc()).reloads
+    await plane.ensure_unit("web", port, "/healthz", sticky=False)
+    answers = [await asyncio.to_thread(get, port, {"Cookie": cookie}) for _ in range(20)]
+    assert {a[1] for a in answers} == {other}  # the weights: 0 / 100
+    assert not any("set-cookie" in a[2] for a in answers)
+    await plane.ensure_unit("web", port, "/healthz", sticky=True)
+    assert (await asyncio.to_thread(get, port, {"Cookie": cookie}))[1] == first
+    assert (await plane._master.show_proc()).reloads == reloads
 
 
 async def test_state_changes_and_new_versions_need_no_reload(
