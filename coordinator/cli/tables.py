@@ -142,6 +142,7 @@ def unit_view(response: admin_pb2.GetUnitResponse) -> RenderableType:
         ("state", unit.state or "-"),
         ("stable version", unit.stable_version or "-"),
         ("building", unit.building or "-"),
+        ("sticky canary", "yes" if unit.sticky else "no"),
     ):
         facts.add_row(key, value)
     for version, why in sorted(unit.failing_versions.items()):

@@ -64,6 +64,7 @@ def test_json_uses_proto_names_prints_defaults_and_numbers() -> None:
                 "latest_version": "",
                 "instances": 0,
                 "building": "",
+                "sticky": False,
                 "failing_versions": {},
             }
         ]
