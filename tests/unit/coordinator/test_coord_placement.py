@@ -146,7 +146,7 @@ def _reference(req: PlacementRequest, hosts: list[HostRoom],
     """The rules applied literally: rank every candidate host for every instance."""
     rooms = {h.host_id: h for h in hosts}
     key = (req.apartment, req.unit, req.slot)
-    out = []
+    out: list[tuple[str, str, int]] = []
     for iid in req.instance_ids:
         fitting = []
         for r in rooms.values():
