@@ -187,6 +187,14 @@ class Bench:
         self.scenario: DemoScenario | None = None
         self.load: LoadGenerator | None = None
         self.watcher: WeightWatcher | None = None
+        self.times: dict[str, RolloutTimes] = {}
+        """Each rollout's record, read as soon as it ended (etcd keeps only recent ones)."""
+
+    def keep_times(self) -> None:
+        assert self.scenario is not None
+        for phase in self.scenario.phases[1:]:
+            if phase.rollout_id not in self.times:
+                self.times[phase.rollout_id] = rollout_times(self.scenario, phase)
 
     def start_watching(self) -> None:
         unit = plane_unit(APARTMENT, NAME)
@@ -218,10 +226,12 @@ class Bench:
         flags = canary_flags(self.args.fast, self.args.monitor
                              or ("4s" if self.args.fast else "6s"))
         scenario.under_load(self.load, flags)
+        self.keep_times()
         for run in range(2, self.args.rollbacks + 1):  # under_load rolled back once
             scenario.rollout(f"canary to {BAD} again (rollback {run} of "
                              f"{self.args.rollbacks})", BAD, canary_flags(True, "3s"),
                              "rolled_back", "1.2.0")
+            self.keep_times()
 
     def report(self) -> None:
         assert self.load is not None and self.watcher is not None
@@ -240,7 +250,7 @@ class Bench:
         say("each host's HAProxy, for the unit, while the load ran:")
         for line in no_server_lines(changes, ADDRESSES):
             say(line)
-        phases = [(rollout_times(self.scenario, p), p.load_began, p.load_settled)
+        phases = [(self.times[p.rollout_id], p.load_began, p.load_settled)
                   for p in self.scenario.phases[1:]]
         for times, began, settled in phases:
             say()
