@@ -241,7 +241,7 @@ class Supervisor:
         shaper = self.shaper
         if record.classid is None:
             used = {r.classid for r in self.records.all() if r.classid is not None}
-            record.classid = await asyncio.to_thread(shaper.claim, used)
+            record.classid = await asyncio.to_thread(shaper.claim, used, record.instance_id)
         result = await asyncio.to_thread(shaper.apply, info.id, info.pid, record.classid, rate)
         record.enforcement["network"] = result.detail
         if not result.enforced:

@@ -34,8 +34,10 @@ from agent.limits.veth_shaping import (
     claim_ifb,
     ifb_minors,
     ifb_name,
+    ifb_owner,
     in_own_netns,
     probe_ifb,
+    remove_owned_ifbs,
     shape_veth,
     unshape,
 )
@@ -85,8 +87,9 @@ def _net_cls_mount() -> Path | None:
 class EgressShaper:
     """Shapes instance egress on one device; every call is blocking (run it in a thread)."""
 
-    def __init__(self, device: str, cgroup_root: Path, run_dir: Path) -> None:
+    def __init__(self, device: str, cgroup_root: Path, run_dir: Path, host_id: str = "") -> None:
         self.device = device
+        self.host_id = host_id
         self.cgroup_root = cgroup_root
         self.run_dir = run_dir
         self.net_cls: Path | None = None
@@ -166,14 +169,14 @@ class EgressShaper:
         classes = {int(m, 16) for m in re.findall(rf"class htb {MAJOR}:([0-9a-f]+) ", shown)}
         return classes | ifb_minors(_run(["ip", "-o", "link", "show"]))
 
-    def claim(self, taken: set[int]) -> int:
-        """A minor free on this host (``taken``: this agent's), claimed by creating its ifb,
-        so agents sharing a host never share a class. Blocking."""
+    def claim(self, taken: set[int], instance_id: str) -> int:
+        """A minor free on this host (``taken``: this agent's), claimed for ``instance_id`` by
+        creating its ifb, so agents sharing a host never share a class. Blocking."""
         taken = set(taken)
         for _ in range(32):
             minor = free_minor(taken | self.used_minors())
             try:
-                if claim_ifb(minor):
+                if claim_ifb(minor, ifb_owner(self.host_id, instance_id)):
                     return minor
             except FailedPrecondition:  # no ifb here: apply() reports what that means
                 return minor
@@ -232,6 +235,12 @@ class EgressShaper:
         unshape(minor)
         if container_id:
             self.forget_container(container_id)
+
+    def forget_orphans(self, kept: set[int]) -> list[str]:
+        """Delete this agent's ifbs whose minor no instance holds (left by a crash)."""
+        with contextlib.suppress(FailedPrecondition):
+            return remove_owned_ifbs(ifb_owner(self.host_id, ""), kept)
+        return []
 
     def forget_container(self, container_id: str) -> None:
         """Remove the net_cls cgroup the agent made for a container that is gone."""

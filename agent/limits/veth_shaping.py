@@ -9,25 +9,31 @@ its veth, and that device sees both directions:
   the same one class at the rate shapes it.
 Neither needs net_cls or any cgroup, so this works on cgroup v1 and v2 alike. The veth's
 name changes with every container start, so this is applied on every start; the ifb is
-named after the instance's class minor (its creation is the host-wide claim of that minor)
-and deleted on release, the veth's qdiscs go with the veth. The container cannot undo any
+named after the instance's class minor (its creation is the host-wide claim of that minor),
+carries its owner as alias (``landlord/<host>/<instance>``: an agent deletes its own ifbs
+left behind by instances it no longer has) and is deleted on release; the veth's qdiscs go
+with the veth. The container cannot undo any
 of it: it lives in the host's namespace, and the container holds no CAP_NET_ADMIN.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
+from collections.abc import Collection
 
 from agent.limits.htb import shaped_device_commands
 from common.errors import FailedPrecondition
 
-__all__ = ["claim_ifb", "host_veth", "ifb_minors", "ifb_name", "in_own_netns", "probe_ifb",
-           "release_commands", "run_tool", "shape_veth", "shaping_commands", "unshape"]
+__all__ = ["claim_ifb", "host_veth", "ifb_minors", "ifb_name", "ifb_owner", "in_own_netns",
+           "owned_ifbs", "probe_ifb", "release_commands", "remove_owned_ifbs", "run_tool",
+           "shape_veth", "shaping_commands", "unshape"]
 
 IFB_PREFIX = "llifb"
+OWNER_PREFIX = "landlord/"
 _PEER = re.compile(r"^\d+:\s+eth0@if(\d+):", re.MULTILINE)
 _IFB = re.compile(rf"^\d+:\s+{IFB_PREFIX}([0-9a-f]+)[:@]", re.MULTILINE)
 
@@ -39,6 +45,35 @@ def ifb_name(minor: int) -> str:
 def ifb_minors(ip_link_text: str) -> set[int]:
     """The minors whose ifb exists, from ``ip -o link show``."""
     return {int(found, 16) for found in _IFB.findall(ip_link_text)}
+
+
+def ifb_owner(host_id: str, instance_id: str) -> str:
+    """The alias of an instance's ifb: which agent's instance holds the minor."""
+    return f"{OWNER_PREFIX}{host_id}/{instance_id}"
+
+
+def owned_ifbs(ip_json: str, owner_prefix: str) -> dict[str, int]:
+    """From ``ip -j link show type ifb``: name -> minor of the instance ifbs whose owner
+    (alias) starts with ``owner_prefix`` (``landlord/<host>/``, or a test cluster's
+    ``landlord/<host prefix>``)."""
+    found: dict[str, int] = {}
+    for link in json.loads(ip_json or "[]"):
+        name, alias = str(link.get("ifname", "")), str(link.get("ifalias", ""))
+        minors = ifb_minors(f"1: {name}:")
+        if minors and alias.startswith(OWNER_PREFIX) and alias.startswith(owner_prefix):
+            found[name] = minors.pop()
+    return found
+
+
+def remove_owned_ifbs(owner_prefix: str, keep: Collection[int] = ()) -> list[str]:
+    """Blocking: delete the instance ifbs owned under ``owner_prefix`` but the ``keep``
+    minors; their names."""
+    owned = owned_ifbs(run_tool(["ip", "-j", "link", "show", "type", "ifb"]), owner_prefix)
+    gone = [name for name, minor in owned.items() if minor not in keep]
+    for name in gone:
+        with contextlib.suppress(FailedPrecondition):  # removed meanwhile
+            run_tool(["ip", "link", "del", name])
+    return gone
 
 
 def shaping_commands(veth: str, minor: int, rate_bits: int) -> list[list[str]]:
@@ -75,15 +110,17 @@ def run_tool(cmd: list[str]) -> str:
     return done.stdout
 
 
-def claim_ifb(minor: int) -> bool:
-    """Create the ifb of ``minor``: False when it exists (another instance, maybe of another
-    agent on this host, holds the minor); raises when ifb devices cannot be made here."""
+def claim_ifb(minor: int, owner: str) -> bool:
+    """Create the ifb of ``minor`` for ``owner``: False when it exists (another instance,
+    maybe of another agent on this host, holds the minor); raises when ifb devices cannot
+    be made here."""
     try:
         run_tool(["ip", "link", "add", ifb_name(minor), "type", "ifb"])
     except FailedPrecondition as exc:
         if "File exists" in str(exc):
             return False
         raise
+    run_tool(["ip", "link", "set", ifb_name(minor), "alias", owner])
     return True
 
 

@@ -194,6 +194,8 @@ class LocalCluster(ControlPlane):
                 with contextlib.suppress(Exception):
                     agent.shutdown_haproxy()
             remove_containers([f"{CLUSTER_LABEL}={self.name}"])
+            for agent in self.agents:
+                agent.remove_ifbs()
         finally:
             super().close()
 

@@ -20,6 +20,8 @@ import grpc
 
 from agent.dataplane import HaproxyPaths
 from agent.dataplane.haproxy_process import HaproxyProcess
+from agent.limits.veth_shaping import ifb_owner, remove_owned_ifbs
+from common.errors import FailedPrecondition
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
 from common.transport import TlsSettings
 from local_cluster.pki import admin_channel
@@ -49,7 +51,7 @@ AGENT_SETTINGS = {
     "crash_delay": "0.5",
     "startup_probe_interval": "0.1",
     "monitor_interval": "2",
-    "bandwidth": "false",
+    "bandwidth": "true",  # network limits enforced (bridged instances: both ways)
     "log_format": "text",
 }
 
@@ -174,7 +176,16 @@ class AgentProcess(ManagedProcess):
 
     def remove_containers(self) -> int:
         """Remove this host's containers (a host that is gone); how many there were."""
-        return len(remove_containers([*self.labels, f"landlord.host={self.host_id}"]))
+        removed = len(remove_containers([*self.labels, f"landlord.host={self.host_id}"]))
+        self.remove_ifbs()
+        return removed
+
+    def remove_ifbs(self) -> list[str]:
+        """Delete the ifb devices this host's limited instances left (their containers are
+        gone; the agent deletes them only when it releases an instance itself)."""
+        with contextlib.suppress(FailedPrecondition, OSError):
+            return remove_owned_ifbs(ifb_owner(self.host_id, ""))
+        return []
 
 
 def stop_haproxy(agent_data_dir: Path) -> bool:

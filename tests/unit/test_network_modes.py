@@ -3,6 +3,7 @@ request, and the commands that shape a bridged instance on its veth."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,14 @@ from hypothesis import strategies as st
 from agent.instances.container_config import build_create_request
 from agent.instances.spec import InstanceSpec, Slot
 from agent.limits.htb import shaped_device_commands
-from agent.limits.veth_shaping import ifb_minors, ifb_name, release_commands, shaping_commands
+from agent.limits.veth_shaping import (
+    ifb_minors,
+    ifb_name,
+    ifb_owner,
+    owned_ifbs,
+    release_commands,
+    shaping_commands,
+)
 from common.errors import InvalidArgument
 from common.network_modes import (
     DEFAULT_NETWORK_MODE,
@@ -166,3 +174,15 @@ def test_the_agent_settings_document_the_bridge(tmp_path: Path) -> None:
                 {"bridge_interface": "a-name-longer-than-15"}):
         with pytest.raises(InvalidArgument):
             AgentConfig(host_id="h1", data_dir=tmp_path, **bad)  # type: ignore[arg-type]
+
+
+def test_an_agent_finds_the_ifbs_it_owns() -> None:
+    links = [{"ifname": "ifb0"},  # the module's own, no alias
+             {"ifname": "llifb10", "ifalias": ifb_owner("bw-h1", "i-1")},
+             {"ifname": "llifb11", "ifalias": ifb_owner("bw-h10", "i-2")},
+             {"ifname": "llifb12", "ifalias": "someone else's"},
+             {"ifname": "llifbp3f", "ifalias": ifb_owner("bw-h1", "probe")}]
+    text = json.dumps(links)
+    assert owned_ifbs(text, ifb_owner("bw-h1", "")) == {"llifb10": 0x10}
+    assert owned_ifbs(text, ifb_owner("bw-", "")[:-1]) == {"llifb10": 0x10, "llifb11": 0x11}
+    assert owned_ifbs("", "landlord/") == {}

@@ -18,7 +18,7 @@ from local_cluster.images import ensure_demo_images
 
 from agent.dataplane import DataPlane, DataPlaneSettings
 from agent.instances.spec import HealthSpec, ResourceSpec
-from agent.limits.veth_shaping import ifb_name
+from agent.limits.veth_shaping import ifb_name, ifb_owner, owned_ifbs
 from agent.service import AgentService
 from common.event_types import EventType
 from common.network_modes import NetworkMode
@@ -165,6 +165,9 @@ async def test_bridged_instance_is_held_to_its_limit_both_ways(
     for shown in (towards, away):
         assert f"class htb 1:{minor:x} " in shown and "rate 16Mbit" in shown, shown
     assert not agent.bus.recent(EventType.CRASHED)  # saturated, yet healthy
+    shown = await asyncio.to_thread(sh, "ip", "-j", "link", "show", "type", "ifb")
+    owner = ifb_owner(agent.config.host_id, "")
+    assert owned_ifbs(shown, owner) == {ifb_name(minor): minor}  # its owner on it
     await agent.stop_instance("bw-br", grace=1)
     links = await asyncio.to_thread(sh, "ip", "-o", "link", "show")
     assert f" {ifb_name(minor)}:" not in links and f" {veth}@" not in links  # released
