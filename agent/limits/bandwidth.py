@@ -49,8 +49,8 @@ __all__ = ["HOST_INGRESS", "EgressShaper", "ShapingResult", "classid_value", "fr
 log = logging.getLogger(__name__)
 MIN_MINOR = 0x10
 MAX_MINOR = 0xFFFE
-HOST_INGRESS = ("ingress not enforced: a host-network instance receives on the host's own"
-                " interfaces (use bridge network mode)")
+HOST_INGRESS = ("a host-network instance receives on the host's own interfaces (use bridge"
+                " network mode)")
 NO_NET_CLS = ("not enforced: host network on a cgroup v2 host, where net_cls does not exist"
               " (use bridge network mode)")
 
@@ -216,8 +216,8 @@ class EgressShaper:
             (directory / "net_cls.classid").write_text(str(classid_value(minor)))
         except (FailedPrecondition, OSError) as exc:
             return ShapingResult(False, f"not enforced: {exc}")
-        return ShapingResult(False, f"{rate_bits} bit/s egress, class {MAJOR}:{minor:x} on"
-                                    f" {self.device}; {HOST_INGRESS}")
+        return ShapingResult(False, f"not enforced on ingress: {rate_bits} bit/s egress only,"
+                                    f" class {MAJOR}:{minor:x} on {self.device}; {HOST_INGRESS}")
 
     def _apply_veth(self, pid: int, minor: int, rate_bits: int) -> ShapingResult:
         try:
