@@ -35,6 +35,7 @@ from local_cluster.daemons import (
     AgentProcess,
     CoordinatorProcess,
     remove_containers,
+    remove_host_ifbs,
     stop_haproxy,
 )
 from local_cluster.etcd import EtcdProcess
@@ -220,6 +221,9 @@ def stop_recorded_cluster(workdir: Path, labels: Sequence[str],
         stopped += [f"container {c}" for c in remove_containers(labels)]
     except docker.errors.DockerException as exc:
         say(f"Docker is not reachable ({exc}); no containers removed")
+    for name, (program, _) in recorded.items():
+        if program == AgentProcess.program:
+            stopped += [f"ifb {ifb}" for ifb in remove_host_ifbs(name)]
     for name, (program, proc) in recorded.items():
         if program != AgentProcess.program:
             stop_recorded(workdir, name, proc)

@@ -34,7 +34,7 @@ from local_cluster.processes import (
 )
 
 __all__ = ["AGENT_SETTINGS", "BIN", "COORDINATOR_SETTINGS", "AgentProcess",
-           "CoordinatorProcess", "remove_containers", "stop_haproxy"]
+           "CoordinatorProcess", "remove_containers", "remove_host_ifbs", "stop_haproxy"]
 
 BIN = Path(sys.executable).parent
 COORDINATOR_SETTINGS: dict[str, Any] = {
@@ -181,11 +181,7 @@ class AgentProcess(ManagedProcess):
         return removed
 
     def remove_ifbs(self) -> list[str]:
-        """Delete the ifb devices this host's limited instances left (their containers are
-        gone; the agent deletes them only when it releases an instance itself)."""
-        with contextlib.suppress(FailedPrecondition, OSError):
-            return remove_owned_ifbs(ifb_owner(self.host_id, ""))
-        return []
+        return remove_host_ifbs(self.host_id)
 
 
 def stop_haproxy(agent_data_dir: Path) -> bool:
@@ -195,6 +191,14 @@ def stop_haproxy(agent_data_dir: Path) -> bool:
         return False
     asyncio.run(haproxy.stop())
     return True
+
+
+def remove_host_ifbs(host_id: str) -> list[str]:
+    """Delete the ifb devices host ``host_id``'s limited instances left (their containers
+    are gone; an agent deletes them only when it releases an instance itself); their names."""
+    with contextlib.suppress(FailedPrecondition, OSError):
+        return remove_owned_ifbs(ifb_owner(host_id, ""))
+    return []
 
 
 def remove_containers(labels: Sequence[str]) -> list[str]:
