@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from local_cluster.images import ensure_demo_images
 
 from agent.dataplane import DataPlane, DataPlaneSettings
 from agent.instances.spec import HealthSpec, ResourceSpec
-from agent.limits.veth_shaping import ifb_name, ifb_owner, owned_ifbs
+from agent.limits.bandwidth import EgressShaper
+from agent.limits.veth_shaping import ifb_name, ifb_owner, owned_ifbs, remove_owned_ifbs
 from agent.service import AgentService
 from common.event_types import EventType
 from common.network_modes import NetworkMode
@@ -201,3 +203,19 @@ async def test_the_documented_firewall_rules_close_the_gateway(
         everywhere.close()
         for rule in rules:  # "-I CHAIN N spec" -> "-D CHAIN spec"
             await asyncio.to_thread(sh, "iptables", "-D", rule[2], *rule[4:])
+
+
+async def test_an_agent_deletes_at_start_the_ifbs_of_its_gone_instances(
+        harness: AgentHarness, tmp_path: Path) -> None:
+    host = f"t{uuid.uuid4().hex[:8]}"
+    mine = EgressShaper("lo", Path("/sys/fs/cgroup"), tmp_path, host)
+    other = EgressShaper("lo", Path("/sys/fs/cgroup"), tmp_path, f"{host}x")
+    gone = await asyncio.to_thread(mine.claim, set(), "gone")  # its agent crashed, say
+    kept = await asyncio.to_thread(other.claim, set(), "elsewhere")  # another agent's
+    try:
+        await harness.agent(host_id=host, bandwidth=True)
+        links = await asyncio.to_thread(sh, "ip", "-o", "link", "show", "type", "ifb")
+        assert f" {ifb_name(gone)}:" not in links and f" {ifb_name(kept)}:" in links
+    finally:
+        await asyncio.to_thread(remove_owned_ifbs, ifb_owner(f"{host}x", ""))
+        await asyncio.to_thread(remove_owned_ifbs, ifb_owner(host, ""))

@@ -141,3 +141,22 @@ def test_a_host_network_instance_on_cgroup_v2_is_reported_not_enforced(
     assert "use bridge network mode" in result.detail
     assert not any(cmd[0] == "mount" for cmd in tools.ran)  # never a v1 net_cls on v2
 
+
+
+def test_a_minor_is_claimed_host_wide_by_creating_its_ifb(
+        v2_host: tuple[EgressShaper, FakeTools], monkeypatch: pytest.MonkeyPatch) -> None:
+    shaper, tools = v2_host
+    shaper.host_id = "h1"
+    raced = {"llifb11"}  # another agent created it between the look and the claim
+
+    def run(cmd: list[str]) -> str:
+        if cmd[:3] == ["ip", "link", "add"] and cmd[3] in raced:
+            raise FailedPrecondition(f"{' '.join(cmd)}: RTNETLINK answers: File exists")
+        if cmd[:3] == ["ip", "-o", "link"]:
+            return "7: llifb12: <BROADCAST,NOARP,UP> mtu 1500\n"  # taken already
+        return tools(cmd)
+
+    monkeypatch.setattr(bandwidth, "_run", run)
+    monkeypatch.setattr(veth_shaping, "run_tool", run)
+    assert shaper.claim({0x10}, "i-1") == 0x13  # 10: this agent's, 11: raced, 12: taken
+    assert ["ip", "link", "set", "llifb13", "alias", "landlord/h1/i-1"] in tools.ran
