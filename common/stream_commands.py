@@ -93,6 +93,9 @@ class SetRoute:
     servers: tuple[RouteServer, ...] = ()
     protected_versions: tuple[str, ...] = ()
     """Versions whose images the host's GC keeps (the unit's stable and previous stable)."""
+    sticky: bool = False
+    """Keep each client on the version that served it (cookie) while that version has a
+    ready server: set only while a sticky rollout's traffic steps run."""
     retry_after_s: int = 0
     """Every instance of the unit is paused: its entry point answers 503 with this
     ``Retry-After`` (seconds) at once; 0 = not paused."""

@@ -288,7 +288,8 @@ def command_to_pb(c: Command) -> agent_pb2.Command:
                                           address=s.address, port=s.port, weight=s.weight,
                                           state=s.state)
                 for s in cmd.servers], protected_versions=list(cmd.protected_versions),
-            retry_after_s=cmd.retry_after_s, wake_on_request=cmd.wake_on_request))
+            sticky=cmd.sticky, retry_after_s=cmd.retry_after_s,
+            wake_on_request=cmd.wake_on_request))
     elif isinstance(cmd, SetWeights):
         pb.weights.CopyFrom(agent_pb2.SetWeights(apartment=cmd.apartment, unit=cmd.unit,
                                                  weights=dict(cmd.weights)))
@@ -334,7 +335,7 @@ def command_from_pb(pb: agent_pb2.Command) -> Command:
         cmd = SetRoute(r.apartment, r.unit, r.service_port,
                        r.health_path or DEFAULT_HEALTH.path, tuple(
                            RouteServer(s.server, s.version, s.address, s.port, s.weight, s.state)
-                           for s in r.servers), tuple(r.protected_versions),
+                           for s in r.servers), tuple(r.protected_versions), r.sticky,
                        max(0, r.retry_after_s), r.wake_on_request)
     elif kind == "weights":
         cmd = SetWeights(pb.weights.apartment, pb.weights.unit, dict(pb.weights.weights))

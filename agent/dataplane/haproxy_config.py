@@ -4,7 +4,7 @@ Per unit::
 
     frontend fe.<unit>            bind <advertise>:<port>, one JSON log line per request
         X-Landlord-Version: v  -> pin map    -> pin<i>.<unit> (that version's servers only)
-        cookie LLV_<unit>=v    -> sticky map -> pin<i>.<unit> (only while v has weight)
+        cookie LLV_<unit>=v    -> sticky map -> pin<i>.<unit> (empty unless sticky)
         otherwise              -> be.<unit>  (every instance, weighted roundrobin)
     backend be.<unit>, pin0.<unit> .. pin<n-1>.<unit>
 
@@ -187,13 +187,15 @@ def _frontend(
         f"    http-request set-var(txn.ll_hdr) req.hdr({settings.version_header}),map({pin_map})",
         "    http-request set-var(txn.ll_pin) var(txn.ll_hdr) if { var(txn.ll_hdr) -m found }",
     ]
-    if unit.sticky:
-        cookie = f"{settings.cookie_prefix}{unit.name}"
-        lines += [
-            f"    http-request set-var(txn.ll_cookie) req.cook({cookie})",
-            "    http-request set-var(txn.ll_pin) var(txn.ll_cookie),"
-            f"map({sticky_map}) if !{{ var(txn.ll_pin) -m found }}",
-        ]
+    # Stickiness is always in the config and switched by the sticky map alone (empty while
+    # the unit is not sticky), so turning it on or off is a runtime map edit, never a
+    # reload (a reload as a sticky canary ends would race the canary's removal).
+    cookie = f"{settings.cookie_prefix}{unit.name}"
+    lines += [
+        f"    http-request set-var(txn.ll_cookie) req.cook({cookie})",
+        "    http-request set-var(txn.ll_pin) var(txn.ll_cookie),"
+        f"map({sticky_map}) if !{{ var(txn.ll_pin) -m found }}",
+    ]
     if unit.retry_after_s:
         # a paused unit: every server is in maintenance, so HAProxy answers 503 at once;
         # http-after-response reaches HAProxy's own responses too
@@ -203,16 +205,15 @@ def _frontend(
         "    use_backend %[var(txn.ll_pin)] if { var(txn.ll_pin) -m found }",
         f"    default_backend {backend_name(unit.name)}",
     ]
-    if unit.sticky:
-        cookie = f"{settings.cookie_prefix}{unit.name}"
-        lines += [
-            f"    http-response set-var(txn.ll_ver) srv_name,map({version_map})",
-            # (re)issue the cookie when the serving version differs from the client's,
-            # but never for header-pinned requests: a preview must not stick
-            f'    http-response add-header Set-Cookie "{cookie}=%[var(txn.ll_ver)]; Path=/"'
-            " if { var(txn.ll_ver) -m found } !{ var(txn.ll_hdr) -m found }"
-            " !{ var(txn.ll_ver),strcmp(txn.ll_cookie) eq 0 }",
-        ]
+    lines += [
+        f"    http-response set-var(txn.ll_ver) srv_name,map({version_map})",
+        # (re)issue the cookie when the serving version is in the sticky map (so only while
+        # the unit is sticky) and differs from the client's, but never for header-pinned
+        # requests: a preview must not stick
+        f'    http-response add-header Set-Cookie "{cookie}=%[var(txn.ll_ver)]; Path=/"'
+        f" if {{ var(txn.ll_ver),map({sticky_map}) -m found }} !{{ var(txn.ll_hdr) -m found }}"
+        " !{ var(txn.ll_ver),strcmp(txn.ll_cookie) eq 0 }",
+    ]
     return [*lines, ""]
 
 

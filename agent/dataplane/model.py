@@ -153,7 +153,9 @@ class UnitSpec:
     port: int
     health_path: str = DEFAULT_HEALTH.path
     sticky: bool = False
-    """Keep a client on the version that served it first (cookie), while it has weight."""
+    """Keep a client on the version that served it first (cookie) while that version has a
+    ready server, whatever its weight (the coordinator turns it on only during a sticky
+    rollout's steps, so a canary's stable clients stay on stable at the 100 % step too)."""
     servers: tuple[ServerSpec, ...] = ()
     pins: Mapping[str, int] = field(default_factory=dict)
     """version -> pin backend slot; a slot stays with its version while it has servers."""
@@ -236,13 +238,9 @@ class UnitSpec:
         return {v: pin_backend_name(self.name, slot) for v, slot in self.pins.items() if v in ready}
 
     def sticky_map(self) -> dict[str, str]:
-        """version -> pin backend, for versions that currently get weighted traffic."""
-        if not self.sticky:
-            return {}
-        weighted = {
-            s.version for s in self.servers if s.state is ServerState.READY and s.weight > 0
-        }
-        return {k: v for k, v in self.pin_map().items() if k in weighted}
+        """version -> pin backend while sticky: the pin map (versions with a ready server;
+        a drained, disabled or removed version's cookie falls back to the weights)."""
+        return self.pin_map() if self.sticky else {}
 
     def version_map(self) -> dict[str, str]:
         """server name -> version (for the request log and the stickiness cookie)."""

@@ -269,7 +269,7 @@ class HostCommands:
             if name in plane.spec.units:
                 await plane.remove_unit(name)
             return
-        await plane.ensure_unit(name, cmd.service_port, cmd.health_path,
+        await plane.ensure_unit(name, cmd.service_port, cmd.health_path, sticky=cmd.sticky,
                                 retry_after_s=cmd.retry_after_s)
         self._wanted[name] = {srv.server: srv.state for srv in cmd.servers}
         changes = route_changes(plane.spec.units.get(name), cmd.servers)

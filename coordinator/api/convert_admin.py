@@ -110,8 +110,9 @@ def unit_to_pb(listing: UnitListing) -> types_pb2.UnitInfo:
     return types_pb2.UnitInfo(
         apartment=record.apartment, unit=record.unit, state=record.state,
         stable_version=record.stable_version, latest_version=record.latest_version,
-        instances=listing.instances, building=record.building,
-        failing_versions=dict(record.failing_versions),
+        instances=listing.instances, building=record.building, sticky=record.sticky,
+        failing_versions=dict(record.failing_versions), paused_instances=listing.paused,
+        collected_instances=listing.collected,
     )
 
 

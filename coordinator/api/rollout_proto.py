@@ -89,7 +89,8 @@ def check_to_pb(check: CheckSpec) -> types_pb2.IntegrationCheck:
 
 def deploy_from_pb(req: admin_pb2.DeployRequest) -> DeployRequest:
     return DeployRequest(req.apartment, req.unit, req.version, settings_from_pb(req),
-                         req.building, keep_replicas=req.replicas == 0)
+                         req.building, keep_replicas=req.replicas == 0,
+                         sticky=req.sticky if req.HasField("sticky") else None)
 
 
 def settings_from_pb(req: admin_pb2.DeployRequest) -> RolloutSettings:

@@ -68,6 +68,15 @@ def deploy(
     manual_promotion: Annotated[
         bool, typer.Option(help="Wait for `rollout promote`.", rich_help_panel=BLUE_GREEN)
     ] = False,
+    sticky: Annotated[
+        bool | None,
+        typer.Option("--sticky/--no-sticky", show_default=False, help=(
+            "Sticky canary (like Flagger's session affinity): a client that first landed "
+            "on a version (a cookie) stays on it through every traffic step, until "
+            "promotion or rollback, when it follows the weights again. The choice is "
+            "kept on the unit as the default of its later deploys; without either flag "
+            "a deploy uses that default (off until set).")),
+    ] = None,
     wait: Annotated[
         bool, typer.Option(help="Follow until the end; exit 3 if it fails or rolls back.")
     ] = False,
@@ -97,6 +106,7 @@ def deploy(
         check_http=tuple(check_http or ()),
         check_command=tuple(check_command or ()),
         manual_promotion=manual_promotion,
+        sticky=sticky,
     )
     request = build_deploy_request(args)
     response = unary(ctx, "Deploy", request, f"deploy {unit} {version}")

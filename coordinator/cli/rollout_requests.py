@@ -86,6 +86,8 @@ class DeployArgs:
     check_http: tuple[str, ...] = ()
     check_command: tuple[str, ...] = ()
     manual_promotion: bool = False
+    sticky: bool | None = None
+    """--sticky/--no-sticky; None: the unit's recorded default."""
 
 
 def build_deploy_request(args: DeployArgs) -> admin_pb2.DeployRequest:
@@ -106,6 +108,8 @@ def build_deploy_request(args: DeployArgs) -> admin_pb2.DeployRequest:
         replicas=args.replicas or 0,
         strategy=strategy,
     )
+    if args.sticky is not None:
+        request.sticky = args.sticky
     blue_green = strategy == types_pb2.STRATEGY_BLUE_GREEN
     _refuse_foreign_flags(args, blue_green)
     uses_steps = not blue_green or args.switch == "canary"

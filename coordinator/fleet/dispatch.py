@@ -166,12 +166,14 @@ class CommandDispatch:
         building: str,
         service_port: int,
         health_path: str,
+        sticky: bool = False,
     ) -> RouteRecord:
-        """Record the unit's traffic split (compare-and-swap) and send the route everywhere."""
+        """Record the unit's traffic split (compare-and-swap) and send the route everywhere;
+        ``sticky`` keeps clients on the version that served them."""
         if abs(sum(split.values()) - 100) > 1e-6:
             raise InvalidArgument(f"traffic split must add up to 100, got {dict(split)}")
         route = RouteRecord(apartment, unit, building, service_port, health_path, dict(split),
-                            self._clock.now())
+                            self._clock.now(), sticky)
         current = self._state.routes.get((apartment, unit))
         txn = Txn().require(self._layout.route(apartment, unit),
                             current.mod_revision if current else 0)

@@ -80,5 +80,6 @@ def plan_route(
         service_port=route.service_port,
         health_path=route.health_path,
         servers=tuple(servers),
+        sticky=route.sticky,
         retry_after_s=retry_after_s if instances and all(i.paused for i in instances) else 0,
     )

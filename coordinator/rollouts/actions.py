@@ -46,6 +46,8 @@ class SetSplit:
 
     split: Mapping[str, float]
     """Version -> percent, summing to 100."""
+    sticky: bool = False
+    """Keep clients on the version that served them (a sticky rollout's steps only)."""
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,8 @@ class DeployRequest:
     settings: RolloutSettings
     building: str = ""
     """Empty: the unit's building, else the only building there is."""
+    sticky: bool | None = None
+    """Sticky canary; None: the unit's recorded default (``UnitRecord.sticky``)."""
     keep_replicas: bool = False
     """The caller named no count: as many instances as the unit runs now (``settings``
     keeps 1, right for a first deploy or a stopped unit)."""

@@ -14,7 +14,7 @@ pending             -                                                           
 deploying           start ``replicas`` new instances                             deploying
 validating          integration checks + performance burst (blue-green)          deploying
 awaiting_promotion  -                                                            deploying
-switching           set the step's split on every host                           rolling_out
+switching           set the step's split on every host (sticky if asked)         rolling_out
 completing          keep 100 % on the new version until the cleanup delay ends   rolling_out
 cleaning            drain and stop the old version                               rolling_out
 rolling_back        split back to stable (if traffic moved), stop new instances  rolling_back
@@ -116,7 +116,10 @@ def actions_for(record: RolloutRecord) -> list[Action]:
     if phase is Phase.AWAITING_PROMOTION:
         return []
     if phase in (Phase.SWITCHING, Phase.COMPLETING):
-        return [SetSplit(record.split()), SetUnitState(state)]
+        # sticky through the steps (with two versions to stick to); promotion (completing)
+        # moves every client
+        sticky = settings.sticky and phase is Phase.SWITCHING and record.has_stable
+        return [SetSplit(record.split(), sticky), SetUnitState(state)]
     if phase is Phase.CLEANING:
         return [StopInstances(record.from_version)] if record.has_stable else []
     if phase is Phase.ROLLING_BACK:

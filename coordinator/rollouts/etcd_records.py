@@ -21,6 +21,7 @@ from common.lifecycle import DEPLOY_TRANSITIONS, DeployState, check_transition
 from coordinator.rollouts.actions import EmitEvent, SetUnitState
 from coordinator.rollouts.one_active import claim, reconcile, release
 from coordinator.rollouts.record import Phase, RolloutRecord, decode_record, encode_record
+from coordinator.rollouts.settings import Strategy
 from coordinator.rollouts.transitions import event
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
@@ -183,6 +184,9 @@ class EtcdRolloutRecords:
                                  target)
             updated = replace(current, state=target.value, building=record.building,
                               latest_version=current.latest_version or record.to_version)
+            if record.settings.strategy is not Strategy.ROLLBACK:
+                # an operator's deploy: its (explicit or inherited) choice is the default
+                updated = replace(updated, sticky=record.settings.sticky)
             if action.stable_version:
                 updated = replace(updated, stable_version=action.stable_version,
                                   replicas=record.settings.replicas

@@ -78,7 +78,8 @@ class RolloutCommands(Protocol):
                             grace_s: float | None = None) -> None: ...
 
     async def set_split(self, apartment: str, unit: str, split: Mapping[str, float],
-                        building: str, service_port: int, health_path: str) -> RouteRecord: ...
+                        building: str, service_port: int, health_path: str,
+                        sticky: bool = False) -> RouteRecord: ...
 
 
 class WindowSource(Protocol):
@@ -202,7 +203,7 @@ class CoordinatorFleet:
         version = self._version(record, record.to_version)
         await self._commands.set_split(record.apartment, record.unit, action.split,
                                        record.building, version.tag.spec.service_port,
-                                       version.tag.spec.health_check.path)
+                                       version.tag.spec.health_check.path, action.sticky)
 
     async def stop_instances(self, record: RolloutRecord, action: StopInstances) -> None:
         for inst in self._of_version(record, action.version):

@@ -110,7 +110,8 @@ class RolloutService:
         unit = self.registry.unit(req.apartment, req.unit)
         refuse_paused(f"{req.apartment}/{req.unit}",
                       self.state.instances_of(req.apartment, req.unit), "deployed")
-        settings = req.settings
+        settings = replace(req.settings,
+                           sticky=unit.sticky if req.sticky is None else req.sticky)
         if req.keep_replicas and unit.replicas > 0:
             settings = replace(settings, replicas=unit.replicas)
         building = choose_building(req.building, unit,

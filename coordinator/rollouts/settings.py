@@ -158,6 +158,9 @@ class RolloutSettings:
     deploy_timeout_s: float = 300.0
     """New instances must all be healthy within this or the rollout fails."""
     state_mode: StateMode = StateMode.NONE
+    sticky: bool = False
+    """Sticky canary: a client stays on the version that first served it (cookie) through
+    every traffic step, until promotion or rollback."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategy", Strategy(self.strategy))

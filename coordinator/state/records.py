@@ -254,6 +254,8 @@ class UnitRecord:
     building: str = ""
     replicas: int = 0
     updated_at: float = 0.0
+    sticky: bool = False
+    """Deploys that do not say are sticky canaries (the last deploy's explicit choice)."""
     failing_versions: Mapping[str, str] = field(default_factory=dict)
     """version -> why it is marked failing for this unit: an instance of it escalated, was
     re-placed on another host and escalated again; its instances are not re-placed again.
@@ -320,6 +322,8 @@ class RouteRecord:
     health_path: str
     split: Mapping[str, float]
     updated_at: float = 0.0
+    sticky: bool = False
+    """Clients stay on the version that served them (a sticky rollout's steps)."""
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ COMMANDS: list[AgentCommand] = [
     SetRoute("shop", "web", 18080, "/healthz",
              (RouteServer("i1", "1.2.0", "127.0.0.2", 20001, 10, "ready"),)),
     SetRoute("shop", "web", 18080, "/healthz", (), ("1.2.0", "1.1.0")),
+    SetRoute("shop", "web", 18080, "/healthz", (), (), sticky=True),
     SetRoute("shop", "web", 18080, "/healthz", (), (), wake_on_request=True),
     SetWeights("shop", "web", {"i1": 90, "i2": 10}),
     DrainInstance("shop", "web", "i1", 5.0),

@@ -131,7 +131,7 @@ async def _has_canary_logs(plane: DataPlane) -> bool:
     return sum(w.requests for w in plane.window("web", version=CANARY)) >= 20
 
 
-async def test_stickiness_keeps_a_client_on_one_version_until_it_loses_its_weight(
+async def test_stickiness_keeps_a_client_on_one_version_while_it_has_a_ready_server(
     dataplanes: PlaneFactory, backend: BackendFactory
 ) -> None:
     plane = await dataplanes()
@@ -145,16 +145,34 @@ async def test_stickiness_keeps_a_client_on_one_version_until_it_loses_its_weigh
     seen = {(await asyncio.to_thread(get, port, {"Cookie": cookie}))[1] for _ in range(30)}
     assert seen == {first}
 
+    # weight 0 (a canary's stable at its 100 % step) keeps the client where it was
     other = CANARY if first == STABLE else STABLE
     await plane.set_weights("web", split_weights({first: 0, other: 100}, servers))
+    seen = {(await asyncio.to_thread(get, port, {"Cookie": cookie}))[1] for _ in range(10)}
+    assert seen == {first}
+    # drained (or removed) servers do not: the cookie falls back to the weights
+    for name in servers[first]:
+        await plane.set_state("web", name, ServerState.DRAIN)
     status, moved, headers = await asyncio.to_thread(get, port, {"Cookie": cookie})
     assert (status, moved) == (200, other)
     assert headers["set-cookie"].startswith(f"LLV_web={other}")
+    for name in servers[first]:
+        await plane.set_state("web", name, ServerState.READY)
     # a header pin wins over the cookie and does not re-stick the client
     status, version, headers = await asyncio.to_thread(
-        get, port, {"Cookie": cookie, "X-Landlord-Version": first}
+        get, port, {"Cookie": f"LLV_web={other}", "X-Landlord-Version": first}
     )
     assert (status, version) == (200, first) and "set-cookie" not in headers
+    # stickiness off and on again is a map edit, not a reload: off, the cookie is ignored
+    # and none is issued
+    reloads = (await plane._master.show_proc()).reloads
+    await plane.ensure_unit("web", port, "/healthz", sticky=False)
+    answers = [await asyncio.to_thread(get, port, {"Cookie": cookie}) for _ in range(20)]
+    assert {a[1] for a in answers} == {other}  # the weights: 0 / 100
+    assert not any("set-cookie" in a[2] for a in answers)
+    await plane.ensure_unit("web", port, "/healthz", sticky=True)
+    assert (await asyncio.to_thread(get, port, {"Cookie": cookie}))[1] == first
+    assert (await plane._master.show_proc()).reloads == reloads
 
 
 async def test_state_changes_and_new_versions_need_no_reload(

@@ -206,6 +206,29 @@ async def test_good_canary_reaches_every_host_and_promotes(
     assert "rollout.started" in kinds and "rollout.promoted" in kinds
 
 
+async def test_a_sticky_deploy_becomes_the_units_default(
+    rollouts: RolloutService, fleet: Agents
+) -> None:
+    request = canary_request("1.1.0")
+    request.sticky = True
+    record = await rollouts.deploy(deploy_from_pb(request))
+    assert record.settings.sticky
+    end = await async_eventually(lambda: ended(rollouts, record.rollout_id), timeout=30)
+    assert end.phase is Phase.PROMOTED, end.failure
+    assert rollouts.registry.unit("shop", "web").sticky
+    assert not rollouts.state.routes[("shop", "web")].value.sticky  # promoted: not sticky
+    # a deploy that does not say inherits the default; --no-sticky turns it off
+    inherited = await rollouts.deploy(deploy_from_pb(canary_request("1.0.0")))
+    assert inherited.settings.sticky
+    await async_eventually(lambda: ended(rollouts, inherited.rollout_id), timeout=30)
+    request = canary_request("1.1.0")
+    request.sticky = False
+    off = await rollouts.deploy(deploy_from_pb(request))
+    assert not off.settings.sticky
+    await async_eventually(lambda: ended(rollouts, off.rollout_id), timeout=30)
+    assert not rollouts.registry.unit("shop", "web").sticky
+
+
 async def _only(agents: Agents, version: str) -> bool:
     return agents.weighted_versions() == {version} and agents.versions_running() == {version}
 

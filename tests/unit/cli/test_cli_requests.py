@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,10 @@ def test_deploy_canary_request() -> None:
     assert request.criteria.min_throughput_rps == 5
     assert request.criteria.min_requests == 200
     assert not request.HasField("blue_green")
+    assert not request.HasField("sticky")  # the unit's default decides
+    for choice in (True, False):
+        chosen = build_deploy_request(replace(args, sticky=choice))
+        assert chosen.HasField("sticky") and chosen.sticky is choice
 
 
 def test_deploy_blue_green_request() -> None:

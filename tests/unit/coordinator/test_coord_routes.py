@@ -71,6 +71,14 @@ def test_a_canary_split_is_kept_between_versions() -> None:
     assert abs(weights["c"] / total - 0.25) < 0.01
 
 
+def test_a_sticky_route_reaches_every_host_as_sticky() -> None:
+    instances = [inst("a", "h1")]
+    observed = {"a": seen("a", "h1")}
+    assert not plan_route(route({"1.0.0": 100}), instances, observed, HOSTS).sticky
+    sticky = RouteRecord("shop", "web", "b", 18080, "/health", {"1.0.0": 100}, sticky=True)
+    assert plan_route(sticky, instances, observed, HOSTS).sticky
+
+
 def test_no_routable_instance_means_all_weights_zero() -> None:
     command = plan_route(route({"1.0.0": 100}), [inst("a", "h1")], {}, HOSTS)
     assert [(s.weight, s.state) for s in command.servers] == [(0, "maint")]

@@ -41,7 +41,7 @@ def test_frontend_binds_the_advertise_address_and_logs_to_every_socket() -> None
 def test_backends_carry_weights_health_checks_and_maintenance() -> None:
     maint = ServerSpec("c", "127.0.0.3", 31003, "1.0.0", 5, ServerState.MAINT)
     text = render_config(spec_with(A, B, maint), PATHS, SETTINGS).text
-    main = text.split("backend be.web\n", 1)[1].split("\n\n", 1)[0]
+    main = text.split("\nbackend be.web\n", 1)[1].split("\n\n", 1)[0]
     assert "    balance roundrobin" in main and "    option httpchk GET /healthz" in main
     assert "    server a 127.0.0.3:31001 weight 30 check inter 1000 rise 2 fall 2" in main
     assert "    server b 127.0.0.4:31002 weight 70 check" in main
@@ -53,13 +53,18 @@ def test_backends_carry_weights_health_checks_and_maintenance() -> None:
         assert keyword in text
 
 
-def test_stickiness_rules_only_when_asked() -> None:
-    plain = render_config(spec_with(A, B), PATHS, SETTINGS).text
-    sticky = render_config(spec_with(A, B, sticky=True), PATHS, SETTINGS).text
-    assert "LLV_web" not in plain and "Set-Cookie" not in plain
-    assert "req.cook(LLV_web)" in sticky
-    assert "map(/data/haproxy/maps/web.sticky.map)" in sticky
-    assert 'add-header Set-Cookie "LLV_web=%[var(txn.ll_ver)]; Path=/"' in sticky
+def test_stickiness_is_switched_by_its_map_not_by_the_config() -> None:
+    plain = render_config(spec_with(A, B), PATHS, SETTINGS)
+    sticky = render_config(spec_with(A, B, sticky=True), PATHS, SETTINGS)
+    # the same config (no reload to turn stickiness on or off); only the sticky map differs
+    assert plain.text == sticky.text and plain.skeleton_hash == sticky.skeleton_hash
+    assert "req.cook(LLV_web),map" not in plain.text
+    assert "var(txn.ll_cookie),map(/data/haproxy/maps/web.sticky.map)" in plain.text
+    # a cookie is only issued for a version in the sticky map
+    assert ('add-header Set-Cookie "LLV_web=%[var(txn.ll_ver)]; Path=/" if '
+            "{ var(txn.ll_ver),map(/data/haproxy/maps/web.sticky.map) -m found }") in plain.text
+    assert plain.maps[PATHS.map_file("web", "sticky")] == ""
+    assert sticky.maps[PATHS.map_file("web", "sticky")] == "1.0.0 pin0.web\n1.1.0 pin1.web\n"
 
 
 def test_maps_are_rendered_for_each_unit() -> None:
@@ -77,7 +82,7 @@ def test_skeleton_ignores_servers_but_not_structure() -> None:
     assert render_config(more_servers, PATHS, SETTINGS).skeleton_hash == base
     assert render_config(reweighted, PATHS, SETTINGS).skeleton_hash == base
     assert render_config(spec_with(A, health="/ready"), PATHS, SETTINGS).skeleton_hash != base
-    assert render_config(spec_with(A, sticky=True), PATHS, SETTINGS).skeleton_hash != base
+    assert render_config(spec_with(A, sticky=True), PATHS, SETTINGS).skeleton_hash == base
     four_versions = spec_with(
         *(ServerSpec(f"s{i}", "127.0.0.3", 31000 + i, f"{i}.0.0", 1) for i in range(4))
     )
@@ -93,7 +98,7 @@ def test_rendering_is_deterministic_and_servers_are_sorted() -> None:
         spec_with(A, B), PATHS, SETTINGS
     )
     text = render_config(spec_with(B, A), PATHS, SETTINGS).text
-    main = text.split("backend be.web\n", 1)[1].split("\n\n", 1)[0]
+    main = text.split("\nbackend be.web\n", 1)[1].split("\n\n", 1)[0]
     assert main.index("server a ") < main.index("server b ")
 
 

@@ -45,10 +45,13 @@ def test_backends_put_every_server_in_the_main_backend_and_its_version_pin() -> 
 def test_maps_follow_states_and_weights() -> None:
     unit = unit_with(server("a", "1.0.0", 100), server("b", "1.1.0", 0), sticky=True)
     assert unit.pin_map() == {"1.0.0": "pin0.web", "1.1.0": "pin1.web"}
-    assert unit.sticky_map() == {"1.0.0": "pin0.web"}  # no weight, no stickiness
+    # weight 0 keeps its sticky clients (a canary's stable at the 100 % step)
+    assert unit.sticky_map() == {"1.0.0": "pin0.web", "1.1.0": "pin1.web"}
     assert unit.version_map() == {"a": "1.0.0", "b": "1.1.0"}
     drained = unit.with_state("b", ServerState.DRAIN)
     assert drained.pin_map() == {"1.0.0": "pin0.web"}  # no ready server left for 1.1.0
+    assert drained.sticky_map() == {"1.0.0": "pin0.web"}  # its cookie follows the weights
+    assert unit.without_server("b").sticky_map() == {"1.0.0": "pin0.web"}
     assert unit_with(server("a", "1.0.0", 100)).sticky_map() == {}  # stickiness off
 
 

@@ -84,6 +84,8 @@ class World:
     born: dict[str, float] = field(default_factory=dict)
     split: dict[str, float] = field(default_factory=dict)
     split_history: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    sticky_history: list[tuple[dict[str, float], bool]] = field(default_factory=list)
+    """Every split sent, with whether it was sticky."""
     failed_checks: tuple[str, ...] = ()
     check_p95_ms: float | None = 30.0
     unit_state: DeployState = DeployState.RUNNING
@@ -183,6 +185,7 @@ class World:
         self.log.append((self.clock.now(), f"split {dict(action.split)}"))
         if dict(action.split) != self.split:
             self.split_history.append((self.clock.now(), dict(action.split)))
+        self.sticky_history.append((dict(action.split), action.sticky))
         self.split = dict(action.split)
 
     async def stop(self, record: RolloutRecord, action: StopInstances) -> None:

@@ -76,6 +76,28 @@ def test_the_first_deploy_starts_its_instances_then_routes_all_traffic_to_them()
     switching = actions_for(replace(record, phase=Phase.SWITCHING, new_percent=100.0))
     split = next(a for a in switching if isinstance(a, SetSplit))
     assert split.split == {"1.0.0": 100.0}
+    sticky = replace(record, phase=Phase.SWITCHING, new_percent=100.0,
+                     settings=replace(record.settings, sticky=True))
+    assert not next(a for a in actions_for(sticky) if isinstance(a, SetSplit)).sticky
+
+
+def test_a_sticky_rollout_is_sticky_only_while_its_steps_run() -> None:
+    record = admit("r1", "shop", "web", "1.1.0", "b1", RolloutSettings(sticky=True),
+                   _facts(UnitRecord("shop", "web", stable_version="1.0.0"),
+                          running={"shop/db": frozenset({"2.0.0"})}), NOW)
+
+    def split_of(phase: Phase, percent: float = 100.0) -> SetSplit:
+        found = actions_for(replace(record, phase=phase, new_percent=percent,
+                                    traffic_moved=True))
+        return next(a for a in found if isinstance(a, SetSplit))
+
+    assert split_of(Phase.SWITCHING, 25.0).sticky
+    assert split_of(Phase.SWITCHING, 100.0).sticky  # stable's clients stay at 100 % too
+    assert not split_of(Phase.COMPLETING).sticky  # promoted: every client moves
+    assert not split_of(Phase.ROLLING_BACK).sticky  # rolled back: cookies follow weights
+    plain = replace(record, settings=replace(record.settings, sticky=False))
+    switching = actions_for(replace(plain, phase=Phase.SWITCHING, new_percent=25.0))
+    assert not next(a for a in switching if isinstance(a, SetSplit)).sticky
 
 
 def test_building_is_the_named_one_else_the_units_else_the_only_one() -> None:

@@ -47,6 +47,18 @@ async def test_good_canary_goes_through_every_step_to_promoted() -> None:
     assert last_ended is not None and stop_at - last_ended >= 30.0
 
 
+async def test_a_sticky_canary_is_sticky_through_its_steps_only() -> None:
+    world = World()
+    end = await world.run(make_record(replace(CANARY, sticky=True)))
+    assert end.phase is Phase.PROMOTED
+    sticky = [split.get("1.1.0", 0.0) for split, on in world.sticky_history if on]
+    assert sticky[0] == 5.0 and sticky[-1] == 100.0 and set(sticky) == {5.0, 25.0, 50.0, 100.0}
+    assert world.sticky_history[-1] == ({"1.1.0": 100.0}, False)  # promoted: not sticky
+    bad = World(traffic={"1.1.0": Traffic(error_rate=0.2)})
+    await bad.run(make_record(replace(CANARY, sticky=True)))
+    assert bad.sticky_history[-1] == ({"1.0.0": 100.0}, False)  # rolled back: not sticky
+
+
 async def test_bad_canary_rolls_back_at_the_first_step_with_the_measurements() -> None:
     world = World(traffic={"1.1.0": Traffic(error_rate=0.2)})
     end = await world.run(make_record(CANARY))

@@ -312,12 +312,18 @@ class DeployRequest(_message.Message):
     CANARY_FIELD_NUMBER: _builtins.int
     BLUE_GREEN_FIELD_NUMBER: _builtins.int
     CRITERIA_FIELD_NUMBER: _builtins.int
+    STICKY_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     version: _builtins.str
     building: _builtins.str
     replicas: _builtins.int
     strategy: _types_pb2.Strategy.ValueType
+    sticky: _builtins.bool
+    """Sticky canary: a client that first landed on a version (cookie) stays on it through
+    every canary step until promotion or rollback. Unset: the unit's recorded default;
+    set: used and recorded as the unit's default for its next deploys.
+    """
     @_builtins.property
     def canary(self) -> _types_pb2.CanarySettings: ...
     @_builtins.property
@@ -336,12 +342,15 @@ class DeployRequest(_message.Message):
         canary: _types_pb2.CanarySettings | None = ...,
         blue_green: _types_pb2.BlueGreenSettings | None = ...,
         criteria: _types_pb2.SuccessCriteria | None = ...,
+        sticky: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["blue_green", b"blue_green", "canary", b"canary", "criteria", b"criteria"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sticky", b"_sticky", "blue_green", b"blue_green", "canary", b"canary", "criteria", b"criteria", "sticky", b"sticky"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "blue_green", b"blue_green", "building", b"building", "canary", b"canary", "criteria", b"criteria", "replicas", b"replicas", "strategy", b"strategy", "unit", b"unit", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sticky", b"_sticky", "apartment", b"apartment", "blue_green", b"blue_green", "building", b"building", "canary", b"canary", "criteria", b"criteria", "replicas", b"replicas", "sticky", b"sticky", "strategy", b"strategy", "unit", b"unit", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__sticky: _TypeAlias = _typing.Literal["sticky"]  # noqa: Y015
+    _WhichOneofArgType__sticky: _TypeAlias = _typing.Literal["_sticky", b"_sticky"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sticky) -> _WhichOneofReturnType__sticky | None: ...
 
 Global___DeployRequest: _TypeAlias = DeployRequest  # noqa: Y015
 

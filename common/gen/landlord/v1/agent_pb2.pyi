@@ -471,6 +471,9 @@ class SetUnitRoute(_message.Message):
     service_port: _builtins.int
     health_path: _builtins.str
     sticky: _builtins.bool
+    """Keep each client (cookie) on the version that served it while that version has a
+    ready server; the coordinator sets it only while a sticky rollout's steps run.
+    """
     retry_after_s: _builtins.int
     """Every instance of the unit is paused (issue 17): the entry point answers 503 with this
     Retry-After (seconds) at once. Zero: not paused.
