@@ -37,6 +37,7 @@ from local_cluster.daemons import (
     remove_containers,
     remove_host_ifbs,
     stop_haproxy,
+    unmount_bpffs,
 )
 from local_cluster.etcd import EtcdProcess
 from local_cluster.pki import ClusterPki
@@ -197,6 +198,7 @@ class LocalCluster(ControlPlane):
             remove_containers([f"{CLUSTER_LABEL}={self.name}"])
             for agent in self.agents:
                 agent.remove_ifbs()
+                agent.unmount()
         finally:
             super().close()
 
@@ -217,6 +219,8 @@ def stop_recorded_cluster(workdir: Path, labels: Sequence[str],
     for data_dir in sorted(workdir.iterdir()):
         if (data_dir / "haproxy").is_dir() and stop_haproxy(data_dir):
             stopped.append(f"haproxy of {data_dir.name}")
+        if data_dir.is_dir() and unmount_bpffs(data_dir):
+            stopped.append(f"bpffs of {data_dir.name}")
     try:
         stopped += [f"container {c}" for c in remove_containers(labels)]
     except docker.errors.DockerException as exc:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +36,8 @@ from local_cluster.processes import (
 )
 
 __all__ = ["AGENT_SETTINGS", "BIN", "COORDINATOR_SETTINGS", "AgentProcess",
-           "CoordinatorProcess", "remove_containers", "remove_host_ifbs", "stop_haproxy"]
+           "CoordinatorProcess", "remove_containers", "remove_host_ifbs", "stop_haproxy",
+           "unmount_bpffs"]
 
 BIN = Path(sys.executable).parent
 COORDINATOR_SETTINGS: dict[str, Any] = {
@@ -183,6 +186,9 @@ class AgentProcess(ManagedProcess):
     def remove_ifbs(self) -> list[str]:
         return remove_host_ifbs(self.host_id)
 
+    def unmount(self) -> bool:
+        return unmount_bpffs(self.data_dir)
+
 
 def stop_haproxy(agent_data_dir: Path) -> bool:
     """Stop the HAProxy an agent with this data directory left running; whether one ran."""
@@ -199,6 +205,17 @@ def remove_host_ifbs(host_id: str) -> list[str]:
     with contextlib.suppress(FailedPrecondition, OSError):
         return remove_owned_ifbs(ifb_owner(host_id, ""))
     return []
+
+
+def unmount_bpffs(agent_data_dir: Path) -> bool:
+    """Unmount the bpf filesystem a stopped agent mounted in its run directory (to pin the
+    classifier of host-network egress), so its work directory can be removed; whether one
+    was mounted."""
+    bpffs = agent_data_dir / "run" / "bpf"
+    if not os.path.ismount(bpffs):
+        return False
+    return subprocess.run(["umount", str(bpffs)], capture_output=True, check=False,
+                          timeout=30).returncode == 0
 
 
 def remove_containers(labels: Sequence[str]) -> list[str]:
