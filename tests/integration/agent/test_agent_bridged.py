@@ -152,6 +152,8 @@ async def test_bridged_instance_is_held_to_its_limit_both_ways(
     assert "each way" in detail, limited.enforcement
     minor = agent.records.get("bw-br").classid
     assert minor is not None and free.enforcement["network"] == "none: no limit"
+    shaper = agent.supervisor.shaper
+    assert shaper is not None and shaper.net_cls is None  # no cgroup: the same on cgroup v2
     down = await asyncio.to_thread(download_rate, HOST_ADDRESS, limited.port, size)
     up = await asyncio.to_thread(upload_rate, HOST_ADDRESS, limited.port, size)
     free_down = await asyncio.to_thread(download_rate, HOST_ADDRESS, free.port, 8 * size)
