@@ -142,7 +142,8 @@ class StreamAdapter:
         sup = self.service.supervisor
         found = ["cpu", "memory", "storage"]  # storage: a quota or eviction, both enforce
         if sup.shaper is not None and self.service.config.bandwidth:
-            shaping = await asyncio.to_thread(sup.shaper.setup)
+            # bridged instances (the default) are shaped both ways wherever ifb works
+            shaping = await asyncio.to_thread(sup.shaper.available)
             if shaping.enforced:
                 found.append("network")
         return tuple(found)
