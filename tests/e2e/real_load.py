@@ -87,12 +87,13 @@ def real_cluster(coordinators: int = 1, settings: dict[str, Any] | None = None,
 
 
 @contextlib.contextmanager
-def real_cluster_cli(settings: dict[str, Any], hosts: Mapping[str, str]
+def real_cluster_cli(settings: dict[str, Any], hosts: Mapping[str, str],
+                     agent_settings: Mapping[str, str] | None = None
                      ) -> Iterator[tuple[RealCluster, Cli]]:
     """``real_cluster`` (one coordinator) and the installed `landlord` as its admin, once
     every host is alive."""
     assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
-    with real_cluster(settings=settings, hosts=hosts) as real:
+    with real_cluster(settings=settings, hosts=hosts, agent_settings=agent_settings) as real:
         cli = Cli(real.coordinator.address, real.cli_env())
 
         def all_alive() -> bool:
