@@ -48,6 +48,11 @@ def events(cli: Cli, kind: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
+def per_instance(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``found`` once both instances have one (else empty: not yet)."""
+    return found if len({e["instance_id"] for e in found}) == 2 else []
+
+
 def at(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["time"]).timestamp()
 
@@ -75,21 +80,20 @@ def test_a_fast_leak_is_dumped_and_restarted_before_any_oom_kill(cli: Cli) -> No
     assert len(first) == 2, first
     load = Load(port, HOSTS.values()).start(max_seconds=150)
     try:
-        leaks = eventually(lambda: len({e["instance_id"] for e in events(cli, "memory_leak")})
-                           == 2 and events(cli, "memory_leak"), timeout=120, interval=1.0,
-                           message="a memory_leak event for each instance")
-        recovered = eventually(
-            lambda: len({e["instance_id"] for e in events(cli, "recovery.success")
-                         if e["details"].get("kind") == "memory_leak"}) == 2
-            and events(cli, "recovery.success"), timeout=60, interval=1.0,
-            message="each instance restarted for its leak")
+        leaks: list[dict[str, Any]] = eventually(
+            lambda: per_instance(events(cli, "memory_leak")), timeout=120, interval=1.0,
+            message="a memory_leak event for each instance")
+        recovered: list[dict[str, Any]] = eventually(
+            lambda: per_instance([e for e in events(cli, "recovery.success")
+                                  if e["details"].get("kind") == "memory_leak"]),
+            timeout=60, interval=1.0, message="each instance restarted for its leak")
         eventually(lambda: serving(port, HOSTS.values()), timeout=30, interval=0.5,
                    message="both entry points serve after the restarts")
         after = load.settled(count=40)
         assert not failed(load.since(after)), failed(load.since(after))[:5]
     finally:
         load.close()
-    first_leak = {}
+    first_leak: dict[str, dict[str, Any]] = {}
     for leak in leaks:
         first_leak.setdefault(leak["instance_id"], leak)
     for instance_id, leak in first_leak.items():
