@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 RUN_DIR ?= $(CURDIR)/.run
 export LANDLORD_RUN_DIR := $(RUN_DIR)
 PYTEST_ARGS ?=
+# end-to-end files run this many at a time (each file on one worker; tests/e2e/conftest.py)
+E2E_WORKERS ?= 2
 
 .PHONY: setup services venv images test test-unit test-integration test-e2e fuzz demo lint proto bench down clean \
 	install uninstall wheelhouse
@@ -26,8 +28,13 @@ $(VENV)/.installed: pyproject.toml
 images: services
 	@scripts/build-demo-image.sh
 
+# Unit, integration and fuzz tests one at a time, then the end-to-end files E2E_WORKERS at a
+# time; both always run, and the target fails if either did.
 test: setup
-	@$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	@status=0; \
+	$(BIN)/python -m pytest tests --ignore=tests/e2e $(PYTEST_ARGS) || status=1; \
+	$(BIN)/python -m pytest tests/e2e -n $(E2E_WORKERS) --dist loadgroup $(PYTEST_ARGS) || status=1; \
+	exit $$status
 
 test-unit: venv
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
@@ -36,7 +43,7 @@ test-integration: setup
 	@$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 test-e2e: setup
-	@$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest tests/e2e -n $(E2E_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The fuzz suite at full size (`make test` runs a bounded number of cases): 10,000 generated
 # admin requests and 300 hostile agent streams against a live coordinator, with a summary.
