@@ -49,6 +49,14 @@ class StatRow:
     req_tot: int
     addr: str
     check_status: str
+    sid: int = 0
+    """The server's id in its backend (a server deleted and added again gets a new one)."""
+    hrsp_5xx: int = 0
+    """5xx responses the server sent."""
+    eresp: int = 0
+    """Responses that failed (server aborted, timed out or answered garbage)."""
+    econ: int = 0
+    """Requests whose connection to this server failed after every retry."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,10 @@ def parse_show_stat(text: str) -> list[StatRow]:
                 req_tot=_int(row.get("req_tot", "")),
                 addr=row.get("addr", ""),
                 check_status=row.get("check_status", ""),
+                sid=_int(row.get("sid", "")),
+                hrsp_5xx=_int(row.get("hrsp_5xx", "")),
+                eresp=_int(row.get("eresp", "")),
+                econ=_int(row.get("econ", "")),
             )
         )
     return rows
