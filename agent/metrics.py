@@ -72,7 +72,9 @@ class PlaneFigures(Protocol):
     """What the metrics read of the data plane (``DataPlane``)."""
 
     restarts: int
-    counts: CountFigures
+
+    @property
+    def counts(self) -> CountFigures: ...
 
     @property
     def log_lines_received(self) -> int: ...
