@@ -296,6 +296,8 @@ class DataPlane:
         if reload:
             self._files.save_rendered(rendered)
             self._files.save_server_state(await self._admin.show("show servers state"))
+            with contextlib.suppress(LandlordError):  # the old worker's counts end with it
+                await self.counts.read()
             await self._master.reload(self._admin, self.settings.reload_timeout_s)
             self._set_running(rendered.skeleton_hash)
             await self._reconcile(None)
