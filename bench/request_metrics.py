@@ -195,7 +195,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=10000)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=25)
     parser.add_argument("--lines-per-second", type=int, default=200,
                         help="for --sample-every auto: log lines per second the agent gets")
     parser.add_argument("--sample-every", default="1,auto",
