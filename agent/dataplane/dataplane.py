@@ -339,6 +339,9 @@ class DataPlane:
             return
         # the state dump rides in the same batch, right after the changes
         replies = await self._admin.execute([*plan.commands, "show servers state"])
+        if plan.deletions:  # a deleted server's counts go with it: take them first
+            with contextlib.suppress(LandlordError):
+                await self.counts.read()
         for backend, server in plan.deletions:
             await self._admin.delete_server(backend, server, self.settings.command_timeout_s)
         if plan.deletions:
