@@ -154,7 +154,7 @@ async def one_run(root: Path, backend_port: int, every: int, args: argparse.Name
               f"{merged.error_rate:.4%} vs wrk {wrk.non_2xx / max(1, wrk.requests):.4%}")
         unaccounted = sampled - received - dropped
         print(f"  log lines: sampled {sampled:.0f} (requests / {every}), received {received}, "
-              f"dropped {dropped} (HAProxy's DroppedLogs), unaccounted {unaccounted:+.0f} "
+              f"dropped {dropped} (HAProxy's DroppedLogs), unaccounted {round(unaccounted):+d} "
               f"({unaccounted / max(1.0, sampled):+.2%}; target: none beyond HAProxy's "
               "uncoordinated per-thread sampling, ~0.5 %)")
         p = {q: merged.latency.quantile(q / 100) for q in (50, 90, 99)}
