@@ -57,7 +57,9 @@ frontend fast
 """
 
 # wrk waits ``delay()`` ms before each request on a connection: the rate is set by the
-# connections and the delay (wrk has no rate option; wrk2 is not in Debian).
+# connections and the delay (wrk has no rate option; wrk2 is not in Debian). The round
+# trip adds to the delay, so more connections with a longer delay come closer to the rate
+# asked (50 x 5 ms), at the cost of more requests in flight when wrk stops.
 WRK_SCRIPT = "function delay()\n  return {delay}\nend\n"
 
 
@@ -195,7 +197,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=10000)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=25)
+    parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--lines-per-second", type=int, default=200,
                         help="for --sample-every auto: log lines per second the agent gets")
     parser.add_argument("--sample-every", default="1,auto",
