@@ -50,6 +50,9 @@ class RequestCounts:
         self.dropped_logs = 0
         """Log lines HAProxy could not deliver since the agent started (over reloads)."""
         self._dropped_seen: tuple[int, int] | None = None  # (worker pid, DroppedLogs)
+        self._reading = asyncio.Lock()
+        """One read at a time: an older reading applied after a newer one would look like
+        a reset and count its requests again."""
 
     @property
     def requests(self) -> int:
@@ -62,6 +65,10 @@ class RequestCounts:
 
     async def read(self) -> None:
         """One reading: counts since the previous one go into the windows."""
+        async with self._reading:
+            await self._read()
+
+    async def _read(self) -> None:
         info_text, stat_text = await self._admin.run(["show info", "show stat -1 4 -1"])
         info = parse_show_info(info_text)
         try:

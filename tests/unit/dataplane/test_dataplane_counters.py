@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from hypothesis import given
@@ -142,3 +143,31 @@ async def test_request_counts_go_into_windows_under_each_servers_version() -> No
                              ("web", "1.1.0"): ServerCount(40, 4)}
     assert counts.dropped_logs == 2 + 1
     assert counts.requests == 160 and counts.sampled_lines == 8
+
+
+async def test_concurrent_reads_never_count_a_request_twice() -> None:
+    """Readings are applied in the order they were taken (else an older one looks like a
+    reset and its requests count again)."""
+    unit = UnitSpec("web", 8080).with_server(ServerSpec("a", "127.0.0.3", 1, "1.0.0", 50))
+    spec = DataPlaneSpec("127.0.0.2").with_unit(unit)
+
+    class SlowFirst(Admin):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        async def run(self, commands: Sequence[str]) -> list[str]:
+            self.calls += 1
+            answer = await super().run(commands)
+            if self.calls == 2:  # the second reading is taken, then held up
+                self.rows = [row("be.web", "a", 30)]
+                await asyncio.sleep(0.05)
+            return answer
+
+    admin, windows = SlowFirst(), RequestWindows()
+    counts = RequestCounts(admin, windows, lambda: spec, FakeClock(), 1.0)
+    admin.rows = [row("be.web", "a", 0)]
+    await counts.read()
+    admin.rows = [row("be.web", "a", 10)]
+    await asyncio.gather(counts.read(), counts.read())
+    assert counts.totals == {("web", "1.0.0"): ServerCount(30, 0)}
