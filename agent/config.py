@@ -181,7 +181,9 @@ class AgentConfig:
                                   "(then 503 with Retry-After)", gt=0, le=600)
     wake_queue: int = _opt(100, "requests held at once on this host for waking units (more: "
                                 "503 with Retry-After)", ge=1, le=100000)
-    bandwidth: bool = _opt(True, "shape egress per instance with tc (needs root)",
+    bandwidth: bool = _opt(True, "hold instances to their network limit with tc (needs root): "
+                                 "bridged ones both ways on their veth, host-network ones on "
+                                 "egress only and only with cgroup v1's net_cls",
                            group="limits")
     egress_device: str = _opt("lo", "device carrying host-network instances' egress (bridged "
                                     "ones are shaped on their veth)")

@@ -203,6 +203,7 @@ async def _serve(config: AgentConfig, runtime: ContainerRuntime | None,
     ordered: list[asyncio.Task[None]] = []
     if adapter is not None:
         adapter.command_timed = metrics.observe_command
+        adapter.wake_counted = metrics.count_wake
     if adapter is not None and coordinated is not None:
         client = CoordinatorStream(adapter, coordinated, certificates)
         stream = asyncio.create_task(client.run(), name="coordinator-stream")

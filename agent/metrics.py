@@ -234,6 +234,13 @@ class AgentMetrics:
                                 ["kind"], registry=r),
             "gc_instances": Counter("landlord_agent_gc_freed_instances", "Idle instances "
                                     "garbage collection removed", ["kind"], registry=r),
+            "wake_asks": Counter("landlord_agent_wake_asks", "Requests HAProxy found no "
+                                 "usable server for, by the agent's answer: held (the unit "
+                                 "is collected and waking) or not_held (503 at once)",
+                                 ["answer"], registry=r),
+            "wakes_sent": Counter("landlord_agent_wakes_sent", "Wakes of collected units "
+                                  "asked of the coordinator (at most one per unit every "
+                                  "2 s while requests are held)", registry=r),
         }
         self.command_seconds = Histogram(
             "landlord_agent_command_duration_seconds", "How long coordinator commands took "
@@ -254,6 +261,8 @@ class AgentMetrics:
             self.counters["crashes"].labels(oom)
         for dump in _DUMPS.values():
             self.counters["dumps"].labels(dump)
+        for answer in ("held", "not_held"):
+            self.counters["wake_asks"].labels(answer)
         self._records: Callable[[], Iterable[InstanceRecord]] | None = None
         self._figures: Callable[[str], Mapping[str, Any]] = lambda _: {}
         self._stream: StreamFigures | None = None
@@ -268,6 +277,12 @@ class AgentMetrics:
     def observe_command(self, kind: str, ok: bool, seconds: float) -> None:
         """A ``StreamAdapter.command_timed`` hook."""
         self.command_seconds.labels(kind, "succeeded" if ok else "failed").observe(seconds)
+
+    def count_wake(self, held: bool, sent: bool) -> None:
+        """A ``StreamAdapter.wake_counted`` hook."""
+        self.counters["wake_asks"].labels("held" if held else "not_held").inc()
+        if sent:
+            self.counters["wakes_sent"].inc()
 
     def watch(self, records: Callable[[], Iterable[InstanceRecord]],
               figures: Callable[[str], Mapping[str, Any]],

@@ -68,7 +68,8 @@ class AgentService:
         self.bus = EventBus()
         self.store = RecordStore(config.data_dir)
         if shaper is None and config.bandwidth:
-            shaper = EgressShaper(config.egress_device, config.cgroup_root, config.run_dir)
+            shaper = EgressShaper(config.egress_device, config.cgroup_root, config.run_dir,
+                                  config.host_id)
         self.supervisor = Supervisor(config, runtime, self.store, self.bus, self.clock, shaper)
         self.recovery = self.supervisor.failures = Recovery(self.supervisor)
         if prober is not None:

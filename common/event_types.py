@@ -111,6 +111,10 @@ class EventType(StrEnum):
     UNIT_WOKEN = "unit.woken"
     """Collected instances of the unit were started again (details: why: wake, deploy or
     request, instances)."""
+    COLLECTED_MOVED = "instance.collected_moved"
+    """A collected instance of a host lost for ``forget_host_after`` was placed on another
+    host, still collected (its state backup stayed behind), so the host can be forgotten
+    (details: from_instance, from_host, host_id)."""
 
 
 COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
@@ -122,5 +126,6 @@ COORDINATOR_ONLY = frozenset({EventType.AUDIT, EventType.HOST_FORGOTTEN,
                               EventType.HOST_DRAIN_STARTED, EventType.HOST_DRAIN_ENDED,
                               EventType.HOST_DECOMMISSIONED,
                               EventType.UNIT_PAUSED, EventType.UNIT_RESUMED,
-                              EventType.UNIT_COLLECTED, EventType.UNIT_WOKEN})
+                              EventType.UNIT_COLLECTED, EventType.UNIT_WOKEN,
+                              EventType.COLLECTED_MOVED})
 """Event types only the coordinator writes; an agent's report of one is dropped."""

@@ -140,7 +140,7 @@ class Coordinator:
         self.healer = Healer(
             hosts=self.hosts, placement=self.placement, commands=self.dispatch,
             state=self.state, fleet=self.fleet, events=self.events, clock=self.clock,
-            policy=self.liveness)
+            policy=self.liveness, forget_after=config.forget_host_after)
         self.forgetter = HostForgetter(
             hosts=self.hosts, state=self.state, fleet=self.fleet, events=self.events,
             clock=self.clock, forget_after=config.forget_host_after)

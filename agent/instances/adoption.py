@@ -16,6 +16,7 @@ A running container with no record is rebuilt from its ``landlord.spec`` label.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ async def adopt(sup: Supervisor, recovery: Recovery,
             continue
         if info.running and LABEL_SPEC in info.labels:
             await _rebuild(sup, info, report)
+    if sup.shaper is not None:  # ifbs of instances gone while no agent ran
+        kept = {r.classid for r in sup.records.all() if r.classid is not None}
+        await asyncio.to_thread(sup.shaper.forget_orphans, kept)
     return report
 
 

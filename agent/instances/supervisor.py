@@ -26,7 +26,7 @@ from agent.instances.run_as import chosen_user, give_state_dir
 from agent.instances.spares import Spares
 from agent.instances.spec import InstanceSpec, InstanceView, StateMode
 from agent.instances.store import InstanceRecord, RecordStore
-from agent.limits.bandwidth import EgressShaper, free_minor
+from agent.limits.bandwidth import EgressShaper
 from agent.runtime.protocol import ContainerEvent, ContainerRuntime
 from common.clock import Clock
 from common.errors import Conflict, LandlordError, NotFound
@@ -241,9 +241,7 @@ class Supervisor:
         shaper = self.shaper
         if record.classid is None:
             used = {r.classid for r in self.records.all() if r.classid is not None}
-            minors = await asyncio.to_thread(shaper.used_minors) if shaper.setup().enforced \
-                else set()
-            record.classid = free_minor(used | minors)
+            record.classid = await asyncio.to_thread(shaper.claim, used, record.instance_id)
         result = await asyncio.to_thread(shaper.apply, info.id, info.pid, record.classid, rate)
         record.enforcement["network"] = result.detail
         if not result.enforced:

@@ -114,6 +114,9 @@ class StreamAdapter:
         self.commands = HostCommands(service, plane, self, self.settings.drain_timeout)
         self.command_timed: Callable[[str, bool, float], None] = lambda kind, ok, s: None
         """Told each command's kind, whether it succeeded, and its seconds (metrics)."""
+        self.wake_counted: Callable[[bool, bool], None] = lambda held, sent: None
+        """Told of each request HAProxy found no usable server for: whether it is held,
+        and whether a wake was asked of the coordinator for it (metrics)."""
 
     @property
     def _records(self) -> InstanceRecords:
@@ -139,7 +142,8 @@ class StreamAdapter:
         sup = self.service.supervisor
         found = ["cpu", "memory", "storage"]  # storage: a quota or eviction, both enforce
         if sup.shaper is not None and self.service.config.bandwidth:
-            shaping = await asyncio.to_thread(sup.shaper.setup)
+            # bridged instances (the default) are shaped both ways wherever ifb works
+            shaping = await asyncio.to_thread(sup.shaper.available)
             if shaping.enforced:
                 found.append("network")
         return tuple(found)
@@ -234,12 +238,15 @@ class StreamAdapter:
         asked to wake it (at most every ``WAKE_REASK_S`` per unit)."""
         key = self.commands.sleeping.get(backend.partition(".")[2])
         if key is None:
+            self.wake_counted(False, False)
             return False
         now = time.monotonic()
-        if now - self._wake_asked.get(key, -WAKE_REASK_S) >= WAKE_REASK_S:
+        sent = now - self._wake_asked.get(key, -WAKE_REASK_S) >= WAKE_REASK_S
+        if sent:
             self._wake_asked[key] = now
             self._wakes.add(key)
             self._signal.set()
+        self.wake_counted(True, sent)
         return True
 
     def _take(self) -> ChangeBatch:

@@ -111,7 +111,8 @@ def unit_to_pb(listing: UnitListing) -> types_pb2.UnitInfo:
         apartment=record.apartment, unit=record.unit, state=record.state,
         stable_version=record.stable_version, latest_version=record.latest_version,
         instances=listing.instances, building=record.building, sticky=record.sticky,
-        failing_versions=dict(record.failing_versions),
+        failing_versions=dict(record.failing_versions), paused_instances=listing.paused,
+        collected_instances=listing.collected,
     )
 
 

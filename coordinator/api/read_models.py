@@ -8,7 +8,7 @@ model in coordinator/rollouts/status.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +52,16 @@ class UnitListing:
     unit: UnitRecord
     instances: int
     """Desired instances of the unit (any version)."""
+    paused: int = 0
+    """Of those, paused by an operator."""
+    collected: int = 0
+    """Of those, scaled to zero by idle collection."""
+
+    @classmethod
+    def of(cls, unit: UnitRecord, instances: Iterable[InstanceRecord]) -> UnitListing:
+        found = list(instances)
+        return cls(unit, len(found), sum(i.paused for i in found),
+                   sum(i.collected for i in found))
 
 
 @dataclass(frozen=True)
@@ -95,13 +105,14 @@ class ClusterReads:
     # -- units -----------------------------------------------------------------------------
 
     def units(self, apartment: str = "") -> list[UnitListing]:
-        return [UnitListing(u, len(self.state.instances_of(u.apartment, u.unit)))
+        return [UnitListing.of(u, self.state.instances_of(u.apartment, u.unit))
                 for u in self.registry.units(apartment)]
 
     def unit(self, apartment: str, unit: str) -> UnitDetail:
         record = self.registry.unit(apartment, unit)
         instances = self.instances(apartment=apartment, unit=unit)
-        return UnitDetail(UnitListing(record, len(instances)), tuple(instances),
+        listing = UnitListing.of(record, [i.record for i in instances if i.record is not None])
+        return UnitDetail(listing, tuple(instances),
                           self.registry.latest(apartment, unit))
 
     # -- hosts -----------------------------------------------------------------------------

@@ -69,6 +69,19 @@ def resources_text(resources: types_pb2.Resources) -> str:
     return ", ".join(parts) or "unlimited"
 
 
+def unit_state_text(unit: types_pb2.UnitInfo) -> str:
+    """The deploy state, and what of the unit is paused or collected: "running (paused)"
+    when every instance is, "running (1 of 3 paused)" when some are."""
+    notes = [
+        f"{count} of {unit.instances} {what}" if count < unit.instances else what
+        for count, what in ((unit.paused_instances, "paused"),
+                            (unit.collected_instances, "collected"))
+        if count
+    ]
+    state = unit.state or "-"
+    return f"{state} ({', '.join(notes)})" if notes else state
+
+
 def units_table(response: admin_pb2.ListUnitsResponse) -> RenderableType:
     if not response.units:
         return Text("no units")
@@ -76,7 +89,7 @@ def units_table(response: admin_pb2.ListUnitsResponse) -> RenderableType:
     for unit in response.units:
         table.add_row(
             f"{unit.apartment}/{unit.unit}",
-            unit.state or "-",
+            unit_state_text(unit),
             unit.stable_version or "-",
             unit.latest_version or "-",
             str(unit.instances),
@@ -139,7 +152,7 @@ def unit_view(response: admin_pb2.GetUnitResponse) -> RenderableType:
     facts.add_column(overflow="fold")
     for key, value in (
         ("unit", f"{unit.apartment}/{unit.unit}"),
-        ("state", unit.state or "-"),
+        ("state", unit_state_text(unit)),
         ("stable version", unit.stable_version or "-"),
         ("building", unit.building or "-"),
         ("sticky canary", "yes" if unit.sticky else "no"),

@@ -64,9 +64,10 @@ class HostForgetter:
         for host_id in state.lost_host_ids():
             found = state.hosts.get(host_id)
             if found is not None:
-                lost.append(LostHost(host_id, found.value.status_changed_at,
-                                     len(state.instance_ids_on(host_id)),
-                                     host_id in self._fleet.sessions))
+                placed = state.instances_on(host_id)
+                lost.append(LostHost(host_id, found.value.status_changed_at, len(placed),
+                                     host_id in self._fleet.sessions,
+                                     sum(r.paused for r in placed)))
         decisions = plan_forgetting(lost, self._clock.now(), self.forget_after)
         self._kept &= {d.host_id for d in decisions if d.action == ForgetAction.KEEP}
         orphans: dict[str, list[str]] | None = None

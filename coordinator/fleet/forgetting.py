@@ -33,6 +33,8 @@ class LostHost:
     """Instances still placed on it."""
     connected: bool = False
     """It has an open stream to this leader (it is registering again)."""
+    paused: int = 0
+    """Of ``placed``, instances an operator paused (they stay until resumed)."""
 
 
 class ForgetAction(StrEnum):
@@ -67,9 +69,11 @@ def plan_forgetting(hosts: Iterable[LostHost], now: float,
         if lost_for < forget_after:
             continue
         if host.placed:
+            why = (f"{host.paused} of them paused: they stay until resumed, then are placed "
+                   "elsewhere" if host.paused else "no room elsewhere yet")
             decisions.append(ForgetDecision(
                 host.host_id, ForgetAction.KEEP, lost_for,
-                f"{host.placed} instance(s) are still placed on it (no room elsewhere yet)"))
+                f"{host.placed} instance(s) are still placed on it ({why})"))
         elif host.connected:
             decisions.append(ForgetDecision(host.host_id, ForgetAction.KEEP, lost_for,
                                             "it is connected again"))

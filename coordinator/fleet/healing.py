@@ -6,8 +6,11 @@ again on another host of the building (one transaction per instance: the new ins
 allocation in, the old ones out), started there, and routed on every host. An instance that
 finds no room stays where it was and is tried again on the next tick. A paused instance
 stays too: it serves nothing, and a replacement would run what an operator froze (its host,
-back, keeps it paused). Desired instances a connected host does not report are started
-again (CommandDispatch.converge).
+back, keeps it paused). A collected one stays while the host may come back with its state
+backup; once the host has been lost for ``forget_after`` (when it would be forgotten) it is
+placed elsewhere, still collected, so that the host can be forgotten and a wake starts it
+on a live host. Desired instances a connected host does not report are started again
+(CommandDispatch.converge).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Protocol
 
 from common.clock import Clock
 from common.errors import Conflict, FailedPrecondition, InsufficientResources
+from common.event_types import EventType
 from coordinator.fleet.host_records import HostRecords
 from coordinator.fleet.liveness import LivenessPolicy, plan_liveness
 from coordinator.fleet.sessions import Fleet
@@ -34,8 +38,8 @@ class Replacing(Protocol):
     """Placing an instance again elsewhere (coordinator/fleet/placement_writer.py)."""
 
     async def place(self, apartment: str, unit: str, version: str, slot: str, replicas: int,
-                    building: str, replaces: InstanceRecord | None = None
-                    ) -> list[InstanceRecord]: ...
+                    building: str, replaces: InstanceRecord | None = None, *,
+                    collected: bool = False) -> list[InstanceRecord]: ...
 
 
 class HealingCommands(Protocol):
@@ -51,7 +55,7 @@ class HealingCommands(Protocol):
 class Healer:
     def __init__(self, *, hosts: HostRecords, placement: Replacing, commands: HealingCommands,
                  state: ClusterState, fleet: Fleet, events: EventLog, clock: Clock,
-                 policy: LivenessPolicy) -> None:
+                 policy: LivenessPolicy, forget_after: float = 0.0) -> None:
         self._hosts = hosts
         self._placement = placement
         self._commands = commands
@@ -60,6 +64,9 @@ class Healer:
         self._events = events
         self._clock = clock
         self.policy = policy
+        self.forget_after = forget_after
+        """Seconds after which a lost host's collected instances are placed elsewhere
+        (``forget_host_after``; 0: never)."""
         self._unplaceable: set[str] = set()
         self.replaced = 0
 
@@ -79,6 +86,7 @@ class Healer:
             elif change.after == HostHealth.LOST:
                 await self._lose(change.host_id, change.silent_for)
         await self._replace_stranded()
+        await self._move_collected()
         await self._commands.converge(resend_after=3 * self.policy.heartbeat_interval)
         await self._hosts.refresh_leases(list(fleet.sessions))
 
@@ -132,3 +140,37 @@ class Healer:
                      record.host_id, placed[0].instance_id, placed[0].host_id)
             await self._commands.start_instances(placed)
             await self._commands.set_route(record.apartment, record.unit)
+
+    async def _move_collected(self) -> None:
+        """Place the collected instances of hosts lost for ``forget_after`` again
+        elsewhere, still collected (nothing starts); their state backups stay behind."""
+        if self.forget_after <= 0:
+            return
+        state, now = self._state, self._clock.now()
+        for host_id in sorted(state.lost_host_ids()):
+            host = state.hosts[host_id].value
+            if host.status_changed_at <= 0 or now - host.status_changed_at < self.forget_after:
+                continue
+            for record in [r for r in state.instances_on(host_id) if r.collected]:
+                unit = state.units.get(record.unit_key)
+                building = unit.value.building if unit and unit.value.building else (
+                    host.building)
+                try:
+                    placed = await self._placement.place(
+                        record.apartment, record.unit, record.version, record.slot, 1,
+                        building, replaces=record, collected=True)
+                except (InsufficientResources, FailedPrecondition, Conflict) as exc:
+                    if record.instance_id not in self._unplaceable:
+                        self._unplaceable.add(record.instance_id)
+                        log.error("cannot move collected %s off lost host %s: %s",
+                                  record.instance_id, host_id, exc)
+                    continue
+                self._unplaceable.discard(record.instance_id)
+                moved = placed[0]
+                await self._events.emit(
+                    EventType.COLLECTED_MOVED.value, f"{record.instance_id} (collected, on "
+                    f"{host_id}, lost for {now - host.status_changed_at:.0f}s) is now "
+                    f"{moved.instance_id} on {moved.host_id}, still collected; its state "
+                    f"backup stayed on {host_id}", apartment=record.apartment,
+                    unit=record.unit, instance_id=moved.instance_id, host_id=moved.host_id,
+                    from_instance=record.instance_id, from_host=host_id)

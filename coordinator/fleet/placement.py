@@ -17,6 +17,7 @@ All or nothing: when one instance cannot be placed the whole request is refused 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -101,38 +102,73 @@ def place(
             unit=request.unit,
         )
     key = (request.apartment, request.unit, request.slot)
+    # Only the chosen host changes with each decision, and a host that cannot take one more
+    # instance never can later in the same request; so every candidate sits once in a heap
+    # by its rank, and the chosen one goes back with its new rank (O(log hosts) per
+    # instance, the same choices as ranking every host every time).
+    open_rooms = {h: _OpenRoom(room, port_range) for h, room in rooms.items()}
+    heap = [(r.rank(key), h) for h, r in open_rooms.items() if r.takes(request.resources)]
+    heapq.heapify(heap)
     decided: list[Placement] = []
     for index, instance_id in enumerate(request.instance_ids):
-        fitting = []
-        for room in rooms.values():
-            free = room.available
-            if not free.shortfalls(request.resources) and _free_port(room, port_range) is not None:
-                fitting.append((_rank(room, free, key), room))
-        if not fitting:
-            raise _refusal(request, list(rooms.values()), port_range, index, cordoned)
-        best = min(fitting, key=lambda ranked: ranked[0])[1]
-        port = _free_port(best, port_range)
-        assert port is not None
-        decided.append(Placement(instance_id, best.host_id, port))
-        slots = dict(best.slots)
-        slots[key] = slots.get(key, 0) + 1
-        rooms[best.host_id] = replace(
-            best,
-            allocated=best.allocated + request.resources,
-            ports=best.ports | {port},
-            slots=slots,
-        )
+        if not heap:
+            final = [r.room() for r in open_rooms.values()]
+            raise _refusal(request, final, port_range, index, cordoned)
+        _, host_id = heapq.heappop(heap)
+        best = open_rooms[host_id]
+        decided.append(Placement(instance_id, host_id, best.take(request.resources, key)))
+        if best.takes(request.resources):
+            heapq.heappush(heap, (best.rank(key), host_id))
     return decided
 
 
-def _rank(room: HostRoom, free: Resources, key: tuple[str, str, str]
-          ) -> tuple[int, float, str]:
+class _OpenRoom:
+    """A host's room while one request is placed: what it has left, changed in place."""
+
+    def __init__(self, room: HostRoom, port_range: tuple[int, int]) -> None:
+        self.base = room
+        self.allocated = room.allocated
+        self.free = room.available
+        self.ports = set(room.ports)
+        self.slots = dict(room.slots)
+        self.low, self.high = port_range
+        self.port = self._next_port(self.low)
+
+    def _next_port(self, start: int) -> int | None:
+        for port in range(start, self.high + 1):
+            if port not in self.ports:
+                return port
+        return None
+
+    def takes(self, wanted: Resources) -> bool:
+        return self.port is not None and not self.free.shortfalls(wanted)
+
+    def rank(self, key: tuple[str, str, str]) -> tuple[int, float, str]:
+        return _rank(self.base, self.free, key, self.slots)
+
+    def take(self, wanted: Resources, key: tuple[str, str, str]) -> int:
+        port = self.port
+        assert port is not None
+        self.ports.add(port)
+        self.port = self._next_port(port + 1)
+        self.allocated = self.allocated + wanted
+        self.free = self.base.capacity.minus(self.allocated)
+        self.slots[key] = self.slots.get(key, 0) + 1
+        return port
+
+    def room(self) -> HostRoom:
+        return replace(self.base, allocated=self.allocated, ports=frozenset(self.ports),
+                       slots=self.slots)
+
+
+def _rank(room: HostRoom, free: Resources, key: tuple[str, str, str],
+          slots: Mapping[tuple[str, str, str], int]) -> tuple[int, float, str]:
     capacity = room.capacity
     fractions = [
         free.cpu / capacity.cpu if capacity.cpu else 0.0,
         free.memory / capacity.memory if capacity.memory else 0.0,
     ]
-    return room.slots.get(key, 0), -min(fractions), room.host_id
+    return slots.get(key, 0), -min(fractions), room.host_id
 
 
 def _free_port(room: HostRoom, port_range: tuple[int, int]) -> int | None:

@@ -109,6 +109,7 @@ class PlacementWriter:
         avoid_hosts: frozenset[str] = frozenset(),
         after_escalation: str = "",
         onto: str = "",
+        collected: bool = False,
     ) -> list[InstanceRecord]:
         """Decide and record ``replicas`` new instances (not started). See the module doc.
 
@@ -122,6 +123,8 @@ class PlacementWriter:
         the replaced instance is placed again (kept on the new record).
         ``onto``: only this host is a candidate (a rebalance chose it); placement's rules
         still decide whether it fits.
+        ``collected``: the new records are collected from the start (a collected instance of
+        a forgotten host placed again: nothing is started until a wake).
         """
         if replicas < 1:
             raise InvalidArgument(f"replicas must be >= 1, got {replicas}", replicas=replicas)
@@ -161,7 +164,7 @@ class PlacementWriter:
             records = [
                 InstanceRecord(p.instance_id, apartment, unit, version, slot, p.host_id, p.port,
                                resources, now, replaces.instance_id if replaces else "",
-                               after_escalation)
+                               after_escalation, collected_at=now if collected else 0.0)
                 for p in decided[:take]
             ]
             await self._writes.commit(self._recording(records).extend(others))

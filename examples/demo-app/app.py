@@ -10,6 +10,8 @@ Standard library only, so it runs on a bare Debian ``python3-minimal`` +
   never failed or delayed by the knobs.
 - ``GET /state``    -> counter, state directory, leaked bytes and requests in
   flight (this one included).
+- ``GET /bytes?n=N`` -> N bytes (up to 1 GiB) of ``application/octet-stream``: a
+  download; ``POST /upload`` reads its body and answers ``{"received": bytes}``.
 
 Knobs (environment):
 
@@ -56,6 +58,8 @@ EXIT_CRASH = 3
 COUNTER_FILE = "counter.json"
 DRAIN_TIMEOUT_S = 8.0  # below Docker's default 10 s stop timeout
 MIB = 1024 * 1024
+MAX_TRANSFER = 1024 * MIB
+CHUNK = 64 * 1024
 PAGE = 4096
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -263,8 +267,37 @@ class DemoHandler(BaseHTTPRequestHandler):
         finally:
             self.server.request_finished()
 
+    def do_POST(self) -> None:
+        self.server.request_started()
+        try:
+            if self.path.split("?", 1)[0] != "/upload":
+                self.close_connection = True  # its body is left unread
+                self._send(404, {"error": "not found", "path": self.path})
+                return
+            left = received = int(self.headers.get("Content-Length") or 0)
+            while left > 0 and (chunk := self.rfile.read(min(left, CHUNK))):
+                left -= len(chunk)
+            self._send(200, {"received": received - left})
+        finally:
+            self.server.request_finished()
+
+    def _download(self, query: str) -> None:
+        fields = dict(part.partition("=")[::2] for part in query.split("&"))
+        size = fields.get("n", "")
+        if not size.isdigit() or int(size) > MAX_TRANSFER:
+            self._send(400, {"error": f"n must be a byte count up to {MAX_TRANSFER}"})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", size)
+        self.end_headers()
+        left, chunk = int(size), b"x" * CHUNK
+        while left > 0:
+            self.wfile.write(chunk[:left])
+            left -= CHUNK
+
     def _route(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         config = self.server.config
         if path in ("/healthz", "/health"):
             self._send(200, {"status": "ok", "version": config.version})
@@ -278,6 +311,8 @@ class DemoHandler(BaseHTTPRequestHandler):
             })
         elif path == "/":
             self._root(config)
+        elif path == "/bytes":
+            self._download(query)
         else:
             self._send(404, {"error": "not found", "path": path})
 

@@ -35,7 +35,9 @@ from local_cluster.daemons import (
     AgentProcess,
     CoordinatorProcess,
     remove_containers,
+    remove_host_ifbs,
     stop_haproxy,
+    unmount_bpffs,
 )
 from local_cluster.etcd import EtcdProcess
 from local_cluster.pki import ClusterPki
@@ -194,6 +196,9 @@ class LocalCluster(ControlPlane):
                 with contextlib.suppress(Exception):
                     agent.shutdown_haproxy()
             remove_containers([f"{CLUSTER_LABEL}={self.name}"])
+            for agent in self.agents:
+                agent.remove_ifbs()
+                agent.unmount()
         finally:
             super().close()
 
@@ -214,10 +219,15 @@ def stop_recorded_cluster(workdir: Path, labels: Sequence[str],
     for data_dir in sorted(workdir.iterdir()):
         if (data_dir / "haproxy").is_dir() and stop_haproxy(data_dir):
             stopped.append(f"haproxy of {data_dir.name}")
+        if data_dir.is_dir() and unmount_bpffs(data_dir):
+            stopped.append(f"bpffs of {data_dir.name}")
     try:
         stopped += [f"container {c}" for c in remove_containers(labels)]
     except docker.errors.DockerException as exc:
         say(f"Docker is not reachable ({exc}); no containers removed")
+    for name, (program, _) in recorded.items():
+        if program == AgentProcess.program:
+            stopped += [f"ifb {ifb}" for ifb in remove_host_ifbs(name)]
     for name, (program, proc) in recorded.items():
         if program != AgentProcess.program:
             stop_recorded(workdir, name, proc)

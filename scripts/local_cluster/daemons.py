@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +22,8 @@ import grpc
 
 from agent.dataplane import HaproxyPaths
 from agent.dataplane.haproxy_process import HaproxyProcess
+from agent.limits.veth_shaping import ifb_owner, remove_owned_ifbs
+from common.errors import FailedPrecondition
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
 from common.transport import TlsSettings
 from local_cluster.pki import admin_channel
@@ -32,7 +36,8 @@ from local_cluster.processes import (
 )
 
 __all__ = ["AGENT_SETTINGS", "BIN", "COORDINATOR_SETTINGS", "AgentProcess",
-           "CoordinatorProcess", "remove_containers", "stop_haproxy"]
+           "CoordinatorProcess", "remove_containers", "remove_host_ifbs", "stop_haproxy",
+           "unmount_bpffs"]
 
 BIN = Path(sys.executable).parent
 COORDINATOR_SETTINGS: dict[str, Any] = {
@@ -49,7 +54,7 @@ AGENT_SETTINGS = {
     "crash_delay": "0.5",
     "startup_probe_interval": "0.1",
     "monitor_interval": "2",
-    "bandwidth": "false",
+    "bandwidth": "true",  # network limits enforced (bridged instances: both ways)
     "log_format": "text",
 }
 
@@ -174,7 +179,15 @@ class AgentProcess(ManagedProcess):
 
     def remove_containers(self) -> int:
         """Remove this host's containers (a host that is gone); how many there were."""
-        return len(remove_containers([*self.labels, f"landlord.host={self.host_id}"]))
+        removed = len(remove_containers([*self.labels, f"landlord.host={self.host_id}"]))
+        self.remove_ifbs()
+        return removed
+
+    def remove_ifbs(self) -> list[str]:
+        return remove_host_ifbs(self.host_id)
+
+    def unmount(self) -> bool:
+        return unmount_bpffs(self.data_dir)
 
 
 def stop_haproxy(agent_data_dir: Path) -> bool:
@@ -184,6 +197,25 @@ def stop_haproxy(agent_data_dir: Path) -> bool:
         return False
     asyncio.run(haproxy.stop())
     return True
+
+
+def remove_host_ifbs(host_id: str) -> list[str]:
+    """Delete the ifb devices host ``host_id``'s limited instances left (their containers
+    are gone; an agent deletes them only when it releases an instance itself); their names."""
+    with contextlib.suppress(FailedPrecondition, OSError):
+        return remove_owned_ifbs(ifb_owner(host_id, ""))
+    return []
+
+
+def unmount_bpffs(agent_data_dir: Path) -> bool:
+    """Unmount the bpf filesystem a stopped agent mounted in its run directory (to pin the
+    classifier of host-network egress), so its work directory can be removed; whether one
+    was mounted."""
+    bpffs = agent_data_dir / "run" / "bpf"
+    if not os.path.ismount(bpffs):
+        return False
+    return subprocess.run(["umount", str(bpffs)], capture_output=True, check=False,
+                          timeout=30).returncode == 0
 
 
 def remove_containers(labels: Sequence[str]) -> list[str]:

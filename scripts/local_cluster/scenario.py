@@ -34,6 +34,8 @@ CHANGES = {
     "1.2.0": ["--fix", "counter survives restarts"],
     BAD: ["--breaking", "new API", "--env", "ERROR_RATE=0.2"],
 }
+NETWORK = "100Mbit"
+"""Every version's network limit: enforced both ways, generous enough to slow nothing."""
 BLUE_GREEN = ["--strategy", "blue-green", "--switch", "immediate", "--warmup", "1s",
               "--cleanup-delay", "2s"]
 
@@ -98,7 +100,8 @@ class DemoScenario:
                      "--image", demo_image(version),
                      "--service-port", str(self.port), "--health-path", "/healthz",
                      "--health-interval", "1s", "--health-timeout", "1s", "--cpu", "100m",
-                     "--memory", "64Mi", *mode, *CHANGES[version]], quiet=quiet)
+                     "--memory", "64Mi", "--network", NETWORK, *mode, *CHANGES[version]],
+                    quiet=quiet)
         return self.port
 
     def first_deploy(self) -> PhaseResult:

@@ -50,6 +50,8 @@ __all__ = [
 
 HOSTS = {host_id("h1"): "127.0.0.2", host_id("h2"): "127.0.0.3", host_id("h3"): "127.0.0.4"}
 """Simulated host id -> its loopback address (the agent's advertise address)."""
+NETWORK_BPS = 100_000_000
+"""The units' network limit: enforced (the agents shape it), generous enough to slow nothing."""
 COORDINATOR_SETTINGS: dict[str, Any] = {
     # heartbeat 2 s: a host is suspect after 3 s of silence, which a busy 2-core machine
     # starting three agents and their containers must not reach by accident
@@ -85,12 +87,13 @@ def real_cluster(coordinators: int = 1, settings: dict[str, Any] | None = None,
 
 
 @contextlib.contextmanager
-def real_cluster_cli(settings: dict[str, Any], hosts: Mapping[str, str]
+def real_cluster_cli(settings: dict[str, Any], hosts: Mapping[str, str],
+                     agent_settings: Mapping[str, str] | None = None
                      ) -> Iterator[tuple[RealCluster, Cli]]:
     """``real_cluster`` (one coordinator) and the installed `landlord` as its admin, once
     every host is alive."""
     assert LANDLORD.exists(), f"{LANDLORD} is missing: install the project (make venv)"
-    with real_cluster(settings=settings, hosts=hosts) as real:
+    with real_cluster(settings=settings, hosts=hosts, agent_settings=agent_settings) as real:
         cli = Cli(real.coordinator.address, real.cli_env())
 
         def all_alive() -> bool:
@@ -104,16 +107,18 @@ def real_cluster_cli(settings: dict[str, Any], hosts: Mapping[str, str]
 def unit_spec(apartment: str, unit: str, version: str, service_port: int, *,
               env: dict[str, str] | None = None, dependencies: Sequence[str] = (),
               state_mode: types_pb2.StateMode.ValueType = types_pb2.STATE_MODE_UNSPECIFIED,
-              cpu_millis: int = 100, memory_bytes: int = 64 << 20) -> types_pb2.UnitSpec:
+              cpu_millis: int = 100, memory_bytes: int = 64 << 20,
+              network_bps: int = NETWORK_BPS) -> types_pb2.UnitSpec:
     """The demo app ``version`` from the local registry behind ``service_port`` on every
-    host, health-checked on /healthz every second."""
+    host, health-checked on /healthz every second, held to ``network_bps`` each way."""
     return types_pb2.UnitSpec(
         apartment=apartment, unit=unit, image=demo_image(version), port=0,
         service_port=service_port, env=env or {}, dependencies=list(dependencies),
         state_mode=state_mode,
         health=types_pb2.HealthCheck(path="/healthz", interval=seconds(1), timeout=seconds(1),
                                      healthy_threshold=1, unhealthy_threshold=2),
-        resources=types_pb2.Resources(cpu_millis=cpu_millis, memory_bytes=memory_bytes),
+        resources=types_pb2.Resources(cpu_millis=cpu_millis, memory_bytes=memory_bytes,
+                                      network_bps=network_bps),
     )
 
 

@@ -112,7 +112,7 @@ def test_hosts_register_with_capacity(cluster: RealCluster) -> None:
         assert host.building == "demo"
         assert host.capacity.cpu_millis > 0 and host.capacity.memory_bytes > 0
         assert host.capacity.storage_bytes > 0
-        assert {"cpu", "memory"} <= set(host.enforceable)
+        assert {"cpu", "memory", "network"} <= set(host.enforceable)  # bandwidth on
         assert host.agent_version
 
 

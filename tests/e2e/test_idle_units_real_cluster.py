@@ -13,6 +13,7 @@ is held and answered; the cold start is printed.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -36,10 +37,25 @@ SETTINGS = {"heartbeat_interval": 2.0, "liveness_grace": 10.0, "stop_grace": 2.0
 pytestmark = pytest.mark.timeout(240)
 
 
+AGENT_METRICS: dict[str, str] = {}
+"""Entry address -> that host's agent metrics address."""
+
+
 @pytest.fixture(scope="module")
 def cli() -> Iterator[Cli]:
-    with real_cluster_cli(SETTINGS, HOSTS) as (_, cli):
+    with real_cluster_cli(SETTINGS, HOSTS) as (real, cli):
+        AGENT_METRICS.update({HOSTS[a.host_id]: a.metrics_address for a in real.agents})
         yield cli
+
+
+def wakes_sent(address: str) -> float:
+    """landlord_agent_wakes_sent_total of the agent behind entry ``address``."""
+    host, _, port = AGENT_METRICS[address].partition(":")
+    status, body = http_get(host, int(port), "/metrics", timeout=10)
+    assert status == 200, status
+    found = re.search(r"^landlord_agent_wakes_sent_total (\S+)$", body.decode(), re.MULTILINE)
+    assert found is not None, body[:500]
+    return float(found.group(1))
 
 
 def instance(cli: Cli) -> dict[str, Any]:
@@ -110,6 +126,7 @@ def test_idle_unit_collected_not_restarted_and_woken(cli: Cli) -> None:
     # collected again; a plain request to an entry point wakes it, held until answered
     eventually(lambda: in_state(cli, "collected"), timeout=IDLE_S + 25, interval=0.5,
                message="collected again")
+    assert wakes_sent(far) == 0
     started = time.monotonic()
     status, body = http_get(far, port, "/state", timeout=40)
     cold = time.monotonic() - started
@@ -120,6 +137,7 @@ def test_idle_unit_collected_not_restarted_and_woken(cli: Cli) -> None:
     assert in_state(cli, "running")
     woken = cli.run("events", "--unit", UNIT, "--type", "unit.woken", "--output", "json")
     assert "request on" in woken.stdout, woken
+    assert wakes_sent(far) >= 1  # the held request asked for the wake (and is counted)
     counter_after_wake = counter(far, port)
     assert counter_after_wake >= restored
 

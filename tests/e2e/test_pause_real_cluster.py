@@ -122,6 +122,7 @@ def test_pause_and_resume_under_load(cli: Cli) -> None:
         eventually(partial(states, cli, {first: PAUSE, second: RUN}), timeout=20,
                    interval=0.5, message=f"{first} paused")
         assert container(first)[0] == "paused"
+        assert "running (1 of 2 paused)" in cli.run("units", "list").stdout
         load.settled(count=100)  # a while on the other instance alone
         refused = cli.fails(1, "deploy", UNIT, "1.0.0", "--building", "demo")
         assert f"instances are paused ({first})" in refused, refused
@@ -145,6 +146,7 @@ def test_pause_and_resume_under_load(cli: Cli) -> None:
                        message=f"503 with Retry-After on {address}")
         eventually(partial(states, cli, {first: PAUSE, second: PAUSE}), timeout=20,
                    interval=0.5, message="both paused")
+        assert "running (paused)" in cli.run("units", "show", UNIT).stdout
         quiet = time.monotonic()
         load.settled(count=100)
         refused_fast = [a for a in load.since(quiet) if a.status == 503]

@@ -226,3 +226,20 @@ def test_leak_grows_resident_memory(start_app: Any) -> None:
     eventually(lambda: process.memory_info().rss - baseline > 30 * 1024 * 1024,
                timeout=20, interval=0.2, message="RSS grew by 30 MiB")
     assert _get(running.port, "/state")[1]["leaked_bytes"] >= 20 * 1024 * 1024
+
+
+def test_downloads_and_uploads_bytes(start_app: Any) -> None:
+    running = start_app()
+    conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
+    try:
+        conn.request("GET", "/bytes?n=200000")
+        reply = conn.getresponse()
+        assert (reply.status, len(reply.read())) == (200, 200_000)
+        conn.request("POST", "/upload", body=b"y" * 300_000)
+        reply = conn.getresponse()
+        assert (reply.status, json.loads(reply.read())) == (200, {"received": 300_000})
+        conn.request("GET", "/bytes?n=lots")  # the same connection: bodies were read
+        reply = conn.getresponse()
+        assert reply.status == 400 and b"byte count" in reply.read()
+    finally:
+        conn.close()

@@ -3,6 +3,7 @@ request, and the commands that shape a bridged instance on its veth."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,15 @@ from hypothesis import strategies as st
 
 from agent.instances.container_config import build_create_request
 from agent.instances.spec import InstanceSpec, Slot
-from agent.limits.bandwidth import class_command, leaf_command
-from agent.limits.veth_shaping import ifb_name, release_commands, shaping_commands
+from agent.limits.htb import shaped_device_commands
+from agent.limits.veth_shaping import (
+    ifb_minors,
+    ifb_name,
+    ifb_owner,
+    owned_ifbs,
+    release_commands,
+    shaping_commands,
+)
 from common.errors import InvalidArgument
 from common.network_modes import (
     DEFAULT_NETWORK_MODE,
@@ -129,20 +137,32 @@ def test_an_instance_spec_keeps_its_mode_through_its_record(mode: NetworkMode) -
     assert InstanceSpec.from_dict(data) == spec
 
 
-def test_veth_shaping_redirects_the_veth_ingress_to_the_instance_ifb() -> None:
+def test_veth_shaping_shapes_both_directions_of_the_veth() -> None:
     minor, rate = 0x12, 8_000_000
     ifb = ifb_name(minor)
     assert ifb == "llifb12" and len(ifb) <= 15
-    commands = shaping_commands("veth1a2b", minor, rate, class_command(ifb, minor, rate),
-                                leaf_command(ifb, minor, rate))
-    joined = [" ".join(c) for c in commands]
+    joined = [" ".join(c) for c in shaping_commands("veth1a2b", minor, rate)]
     assert joined[0] == "ip link set llifb12 up"
+    # the container's egress: the veth's ingress redirected to the ifb, shaped there
     assert joined[1] == "tc qdisc replace dev llifb12 root handle 1: htb default 12"
     assert joined[2].startswith("tc class replace dev llifb12 parent 1: classid 1:12 htb "
                                 "rate 8000000bit")
+    assert joined[3].startswith("tc qdisc replace dev llifb12 parent 1:12 handle 12: bfifo")
     assert "dev veth1a2b handle ffff: ingress" in joined[4]
     assert joined[5].endswith("action mirred egress redirect dev llifb12")
+    # the container's ingress: the veth's own egress, the same class at the same rate
+    assert joined[6:] == [" ".join(c) for c in shaped_device_commands("veth1a2b", minor, rate)]
+    assert joined[6] == "tc qdisc replace dev veth1a2b root handle 1: htb default 12"
     assert release_commands(minor) == [["ip", "link", "del", "llifb12"]]
+
+
+def test_ifb_minors_are_read_from_ip_link() -> None:
+    text = ("1: lo: <LOOPBACK,UP> mtu 65536 qdisc noqueue\n"
+            "7: llifb1a: <BROADCAST,NOARP,UP> mtu 1500 qdisc htb\n"
+            "8: llifbp3f2: <BROADCAST,NOARP> mtu 1500 qdisc noop\n"
+            "9: veth1a2b@if8: <BROADCAST,UP> mtu 1500 qdisc htb\n"
+            "10: llifb10@NONE: <BROADCAST> mtu 1500\n")
+    assert ifb_minors(text) == {0x1A, 0x10}  # the agent's probe device is no minor
 
 
 def test_the_agent_settings_document_the_bridge(tmp_path: Path) -> None:
@@ -154,3 +174,15 @@ def test_the_agent_settings_document_the_bridge(tmp_path: Path) -> None:
                 {"bridge_interface": "a-name-longer-than-15"}):
         with pytest.raises(InvalidArgument):
             AgentConfig(host_id="h1", data_dir=tmp_path, **bad)  # type: ignore[arg-type]
+
+
+def test_an_agent_finds_the_ifbs_it_owns() -> None:
+    links = [{"ifname": "ifb0"},  # the module's own, no alias
+             {"ifname": "llifb10", "ifalias": ifb_owner("bw-h1", "i-1")},
+             {"ifname": "llifb11", "ifalias": ifb_owner("bw-h10", "i-2")},
+             {"ifname": "llifb12", "ifalias": "someone else's"},
+             {"ifname": "llifbp3f", "ifalias": ifb_owner("bw-h1", "probe")}]
+    text = json.dumps(links)
+    assert owned_ifbs(text, ifb_owner("bw-h1", "")) == {"llifb10": 0x10}
+    assert owned_ifbs(text, ifb_owner("bw-", "")[:-1]) == {"llifb10": 0x10, "llifb11": 0x11}
+    assert owned_ifbs("", "landlord/") == {}

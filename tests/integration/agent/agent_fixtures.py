@@ -17,6 +17,7 @@ import docker
 from agent.config import AgentConfig
 from agent.instances.events import AgentEvent
 from agent.instances.spec import HealthSpec, InstanceSpec, ResourceSpec
+from agent.limits.veth_shaping import ifb_owner, remove_owned_ifbs
 from agent.runtime.docker_runtime import DockerRuntime
 from agent.service import AgentService
 from tests.e2e.real_cluster import OWNER
@@ -144,6 +145,8 @@ class AgentHarness:
             await service.close()
         for host in self.hosts:
             await asyncio.to_thread(remove_host_containers, host)
+            # the ifbs of limited instances a failed test left unreleased
+            await asyncio.to_thread(remove_owned_ifbs, ifb_owner(host, ""))
 
 
 async def wait_event(

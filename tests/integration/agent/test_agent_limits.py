@@ -23,6 +23,7 @@ from agent_fixtures import (
 
 from agent.instances.events import EventType
 from agent.instances.spec import HealthSpec, ResourceSpec
+from agent.limits.bandwidth import HOST_INGRESS
 from common.lifecycle import InstanceState
 from common.network_modes import NetworkMode
 from tests.support import async_eventually
@@ -185,6 +186,10 @@ async def test_egress_bandwidth_is_shaped_on_loopback(harness: AgentHarness) -> 
         )
         view = await agent.start_instance(spec)
         assert "bit/s egress" in view.enforcement["network"], view.enforcement
+        # its ingress is not shaped, and the agent says so: in the result and as an event
+        assert HOST_INGRESS in view.enforcement["network"]
+        said = agent.bus.recent(EventType.LIMIT_NOT_ENFORCED)
+        assert [e.details["reason"] for e in said] == [view.enforcement["network"]]
         minor = agent.records.get("bw-1").classid
         assert minor is not None
         await async_eventually(lambda: _true(sink.received > 0), timeout=20)

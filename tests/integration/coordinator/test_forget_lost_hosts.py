@@ -18,11 +18,12 @@ from local_cluster.etcd import EtcdProcess
 from common.event_types import EventType
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc
 from coordinator.app import Coordinator
+from coordinator.fleet.idle import Collect
 from coordinator.state.records import EventRecord
 from coordinator.state.store import EtcdStore
 from tests.integration.coordinator.agents import LocalAgent, start_agent
 from tests.integration.coordinator.conftest import coordinator_config
-from tests.integration.coordinator.test_coord_stream import check, deploy, running
+from tests.integration.coordinator.test_coord_stream import RUNNING, check, deploy, running
 from tests.support import async_eventually
 
 
@@ -189,5 +190,52 @@ async def test_a_crowd_of_one_off_registrations_leaves_etcd(
         hosts = (await admin.ListHosts(admin_pb2.ListHostsRequest())).hosts
         assert [(h.host_id, h.status) for h in hosts] == [("real", "alive")]
         assert _event(c, "host.lost", "real") is None
+    finally:
+        await _stop_all(agents, [c])
+
+
+async def test_a_collected_instance_of_a_lost_host_moves_still_collected_then_it_is_forgotten(
+        etcd: EtcdProcess, prefix: str, store: EtcdStore, admin_of: Any) -> None:
+    wait = 3.0
+    c = Coordinator(coordinator_config(etcd, prefix, forget_host_after=wait))
+    agents: list[LocalAgent] = []
+    try:
+        await c.start()
+        await _leading(c)
+        agents = [start_agent([c.config.listen], f"h{n}", f"127.0.0.{n + 1}") for n in (1, 2)]
+        await async_eventually(
+            check(lambda: all(a.stream.connected.is_set() for a in agents)), timeout=10)
+        admin = admin_of(c)
+        await deploy(admin, replicas=1)
+        [placed] = await async_eventually(lambda: running(admin, 1), timeout=10)
+        gone_id = placed.host_id
+        other_id = "h2" if gone_id == "h1" else "h1"
+        gone = agents[int(gone_id[1]) - 1]
+        await c.idle.collect(Collect("shop", "web", (placed.instance_id,), 99.0, 60.0))
+        assert c.state.instances[placed.instance_id].value.collected
+
+        await gone.stop()  # its host goes silent for good, holding the collected instance
+        await async_eventually(check(lambda: _event(c, "host.lost", gone_id)), timeout=10)
+        lost_at = c.state.hosts[gone_id].value.status_changed_at
+        # within the wait it stays there (the host may come back with the state backup)
+        await asyncio.sleep(max(0.0, lost_at + wait - time.time() - 1.0))
+        assert [r.instance_id for r in c.state.instances_on(gone_id)] == [
+            placed.instance_id]
+        moved = await async_eventually(
+            check(lambda: _event(c, EventType.COLLECTED_MOVED.value, other_id)),
+            timeout=3 * wait)
+        assert moved.details["from_instance"] == placed.instance_id
+        assert moved.details["from_host"] == gone_id
+        assert "still collected" in moved.message and "state backup" in moved.message
+        [record] = c.state.instances_on(other_id)
+        assert record.collected and record.replaces == placed.instance_id
+        await async_eventually(
+            check(lambda: _event(c, EventType.HOST_FORGOTTEN, gone_id)), timeout=10)
+        assert await _keys_of(store, prefix, gone_id) == []
+        await asyncio.sleep(1.0)  # nothing started it on the other host
+        found = (await admin.ListInstances(admin_pb2.ListInstancesRequest())).instances
+        assert [(i.instance_id, i.host_id) for i in found] == [
+            (record.instance_id, other_id)]
+        assert found[0].state != RUNNING, found[0]
     finally:
         await _stop_all(agents, [c])

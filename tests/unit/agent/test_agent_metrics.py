@@ -131,6 +131,9 @@ async def test_the_registry_counts_events_and_reads_stream_and_plane_at_scrape()
     bus.publish(event(EventType.GC_MEMORY, cache_before=10, cache_after=4))
     metrics.observe_command("start", True, 1.5)
     metrics.observe_command("start", False, 0.2)
+    metrics.count_wake(True, True)
+    metrics.count_wake(True, False)
+    metrics.count_wake(False, False)
     stream, plane = Stream(), Plane(dropped=7)
     metrics.watch(lambda: [], lambda _: {}, stream=stream, plane=plane)
     await metrics.refresh()
@@ -138,6 +141,9 @@ async def test_the_registry_counts_events_and_reads_stream_and_plane_at_scrape()
     assert found[key("landlord_agent_recoveries_total", kind="container_crash",
                      outcome="succeeded")] == 1.0
     assert found[key("landlord_agent_gc_freed_bytes_total", kind="memory")] == 6.0
+    assert found[key("landlord_agent_wake_asks_total", answer="held")] == 2.0
+    assert found[key("landlord_agent_wake_asks_total", answer="not_held")] == 1.0
+    assert found[key("landlord_agent_wakes_sent_total")] == 1.0
     assert found[key("landlord_agent_command_duration_seconds_count", kind="start",
                      outcome="succeeded")] == 1.0
     assert found[key("landlord_agent_command_duration_seconds_sum", kind="start",

@@ -262,6 +262,8 @@ async def test_routes_weights_and_drains_reach_the_data_plane(
 async def test_a_collected_unit_holds_requests_and_asks_for_a_wake_once_in_a_while(
         host: tuple[StreamAdapter, FakePlane, RecordingRuntime]) -> None:
     port, _, _ = host
+    counted: list[tuple[bool, bool]] = []
+    port.wake_counted = lambda held, sent: counted.append((held, sent))
     assert port.wake_asked("be.shop.web") is False  # no route yet: not held
     await port.execute(SetRoute("shop", "web", 18080, "/healthz", (), wake_on_request=True))
     assert port.wake_asked("be.shop.web") and port.wake_asked("pin1.shop.web")
@@ -271,6 +273,8 @@ async def test_a_collected_unit_holds_requests_and_asks_for_a_wake_once_in_a_whi
     assert (await port.next_changes(0.05)).wake_units == []  # not again within 2 s
     await port.execute(SetRoute("shop", "web", 18080, "/healthz", ()))  # woken
     assert port.wake_asked("be.shop.web") is False
+    assert counted == [(False, False), (True, True), (True, False), (True, False),
+                       (False, False)]
 
 
 @pytest.mark.parametrize("kinds", [(kind,) for kind in GcKind] + [()],

@@ -33,6 +33,7 @@ from coordinator.cli.tables import (
     publish_view,
     resolve_tree,
     resources_text,
+    unit_state_text,
     unit_view,
     units_table,
     versions_table,
@@ -66,6 +67,8 @@ def test_json_uses_proto_names_prints_defaults_and_numbers() -> None:
                 "building": "",
                 "sticky": False,
                 "failing_versions": {},
+                "paused_instances": 0,
+                "collected_instances": 0,
             }
         ]
     }
@@ -104,6 +107,14 @@ def test_unit_and_version_tables() -> None:
         ]
     )
     assert "shop/cart" in render(units_table(units))
+    some = types_pb2.UnitInfo(state="running", instances=3, paused_instances=1)
+    assert unit_state_text(some) == "running (1 of 3 paused)"
+    every = types_pb2.UnitInfo(state="running", instances=2, paused_instances=2)
+    assert unit_state_text(every) == "running (paused)"
+    idle = types_pb2.UnitInfo(state="running", instances=1, collected_instances=1)
+    assert unit_state_text(idle) == "running (collected)"
+    assert unit_state_text(types_pb2.UnitInfo(state="running", instances=1)) == "running"
+    assert "running (paused)" in render(units_table(admin_pb2.ListUnitsResponse(units=[every])))
     assert render(units_table(admin_pb2.ListUnitsResponse())).strip() == "no units"
     spec = types_pb2.UnitSpec(image="img:1", dependencies=["db@^1"], env={"A": "1"})
     latest = types_pb2.VersionInfo(version="1.1.0", spec=spec, checksum="ab" * 32)

@@ -139,3 +139,54 @@ def test_never_overcommits_and_spreads_evenly(
         fits_one = c >= cpu and m >= memory_gib
         if fits_one and counts[f"h{i}"] == 0:
             assert max(counts.values()) <= 1
+
+
+def _reference(req: PlacementRequest, hosts: list[HostRoom],
+               port_range: tuple[int, int]) -> list[tuple[str, str, int]]:
+    """The rules applied literally: rank every candidate host for every instance."""
+    rooms = {h.host_id: h for h in hosts}
+    key = (req.apartment, req.unit, req.slot)
+    out: list[tuple[str, str, int]] = []
+    for iid in req.instance_ids:
+        fitting = []
+        for r in rooms.values():
+            port = next((p for p in range(port_range[0], port_range[1] + 1)
+                         if p not in r.ports), None)
+            if r.fits(req.resources) and port is not None:
+                free = r.available
+                fractions = [free.cpu / r.capacity.cpu if r.capacity.cpu else 0.0,
+                             free.memory / r.capacity.memory if r.capacity.memory else 0.0]
+                fitting.append(((r.slots.get(key, 0), -min(fractions), r.host_id), r, port))
+        if not fitting:
+            return [*out, ("refused", "", 0)]
+        _, best, port = min(fitting, key=lambda f: f[0])
+        out.append((iid, best.host_id, port))
+        slots = {**best.slots, key: best.slots.get(key, 0) + 1}
+        rooms[best.host_id] = HostRoom(best.host_id, best.capacity,
+                                       best.allocated + req.resources, best.ports | {port},
+                                       slots)
+    return out
+
+
+@given(
+    cpus=st.lists(st.sampled_from([0.5, 1.0, 2.0, 3.0]), min_size=1, max_size=6),
+    held=st.lists(st.integers(0, 3), min_size=6, max_size=6),
+    taken=st.lists(st.frozensets(st.integers(20000, 20005), max_size=5), min_size=6,
+                   max_size=6),
+    replicas=st.integers(1, 12),
+)
+@settings(max_examples=200)
+def test_the_heap_decides_what_ranking_every_host_every_time_decides(
+        cpus: list[float], held: list[int], taken: list[frozenset[int]], replicas: int) -> None:
+    hosts = [room(f"h{i}", cpu=cpu, held={f"x{j}": SMALL for j in range(held[i])},
+                  slots={("shop", "web", "blue"): held[i] % 2}, ports=taken[i])
+             for i, cpu in enumerate(cpus)]
+    req = request(replicas)
+    expected = _reference(req, hosts, (20000, 20005))
+    try:
+        found = [(p.instance_id, p.host_id, p.port) for p in
+                 place(req, hosts, (20000, 20005))]
+    except InsufficientResources:
+        assert expected[-1][0] == "refused"
+        return
+    assert found == expected

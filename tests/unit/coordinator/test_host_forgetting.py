@@ -69,7 +69,10 @@ def test_forgets_exactly_the_empty_unconnected_hosts_lost_past_the_wait(
 def test_a_host_kept_for_its_instances_says_why() -> None:
     [kept] = plan_forgetting([LostHost("h1", NOW - 2 * DAY, placed=2)], NOW, DAY)
     assert kept.action == ForgetAction.KEEP
-    assert "2 instance(s) are still placed on it" in kept.reason
+    assert "2 instance(s) are still placed on it (no room elsewhere yet)" in kept.reason
+    [paused] = plan_forgetting([LostHost("h1", NOW - 2 * DAY, placed=2, paused=1)], NOW, DAY)
+    assert paused.action == ForgetAction.KEEP
+    assert "(1 of them paused: they stay until resumed" in paused.reason
 
 
 def test_the_wait_ends_forget_after_seconds_past_the_lost_time() -> None:

@@ -3,6 +3,8 @@ and observed, units with their instance counts; on a leader and on a follower.""
 
 from __future__ import annotations
 
+import dataclasses
+
 from common.clock import FakeClock
 from common.resources import Resources
 from common.stream_messages import ObservedInstance
@@ -114,3 +116,18 @@ def test_units_count_their_instances() -> None:
     assert [(u.unit.unit, u.instances) for u in reads.units()] == [("web", 3), ("db", 0)]
     detail = reads.unit("shop", "web")
     assert detail.unit.instances == 3 and len(detail.instances) == 3 and detail.latest is None
+    assert (detail.unit.paused, detail.unit.collected) == (0, 0)
+
+
+def test_units_count_paused_and_collected_instances() -> None:
+    reads, state, *_ = _world()
+    revision = 100
+    for iid, change in (("i1", {"paused": True}), ("i3", {"collected_at": 9.0})):
+        revision += 1
+        record = dataclasses.replace(_instance(iid, "h1" if iid == "i1" else "h2"), **change)
+        state.apply(Change("put", Entry(LAYOUT.instance(iid), encode(record), revision,
+                                        revision)))
+    listed = next(u for u in reads.units() if u.unit.unit == "web")
+    assert (listed.instances, listed.paused, listed.collected) == (3, 1, 1)
+    detail = reads.unit("shop", "web").unit
+    assert (detail.instances, detail.paused, detail.collected) == (3, 1, 1)

@@ -564,6 +564,8 @@ class UnitInfo(_message.Message):
     BUILDING_FIELD_NUMBER: _builtins.int
     STICKY_FIELD_NUMBER: _builtins.int
     FAILING_VERSIONS_FIELD_NUMBER: _builtins.int
+    PAUSED_INSTANCES_FIELD_NUMBER: _builtins.int
+    COLLECTED_INSTANCES_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     state: _builtins.str
@@ -576,6 +578,11 @@ class UnitInfo(_message.Message):
     building: _builtins.str
     sticky: _builtins.bool
     """Deploys without --sticky/--no-sticky are sticky canaries (the last explicit choice)."""
+    paused_instances: _builtins.int
+    """Of its instances: how many an operator paused, how many idle collection scaled to zero
+    (the unit's state stays its deploy state; these say what serves).
+    """
+    collected_instances: _builtins.int
     @_builtins.property
     def failing_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Versions marked failing for this unit -> why: an instance escalated, was re-placed once
@@ -594,10 +601,12 @@ class UnitInfo(_message.Message):
         building: _builtins.str = ...,
         sticky: _builtins.bool = ...,
         failing_versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        paused_instances: _builtins.int = ...,
+        collected_instances: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "building", b"building", "failing_versions", b"failing_versions", "instances", b"instances", "latest_version", b"latest_version", "stable_version", b"stable_version", "state", b"state", "sticky", b"sticky", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "building", b"building", "collected_instances", b"collected_instances", "failing_versions", b"failing_versions", "instances", b"instances", "latest_version", b"latest_version", "paused_instances", b"paused_instances", "stable_version", b"stable_version", "state", b"state", "sticky", b"sticky", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
