@@ -117,6 +117,10 @@ class AgentConfig:
     haproxy_metrics_listen: str = _opt("", "loopback host:port where this host's HAProxy "
                                            "serves its own Prometheus exporter at /metrics "
                                            "(empty: off)", check=check_metrics_listen)
+    request_log_sample_every: int = _opt(1, "HAProxy logs one request in this many for "
+                                             "latency (request and error counts are exact "
+                                             "whatever it is); raise it for high rates",
+                                         ge=1, le=10000)
     haproxy_threads: int = _opt(0, "HAProxy worker threads (0: a quarter of the cores, at "
                                    "least one)", ge=0, le=64)
     stop_grace: float = _opt(30.0, "seconds between SIGTERM and SIGKILL on a graceful stop",

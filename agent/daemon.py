@@ -56,6 +56,8 @@ def build_data_plane(config: AgentConfig) -> DataPlane:
     return DataPlane(config.data_dir, config.advertise_address, host=config.host_id,
                      settings=DataPlaneSettings(haproxy_binary=config.haproxy_binary,
                                                 threads=config.haproxy_threads,
+                                                log_sample_every=(
+                                                    config.request_log_sample_every),
                                                 metrics_listen=config.haproxy_metrics_listen,
                                                 hold_script=str(hold) if config.wake_port
                                                 else ""))

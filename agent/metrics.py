@@ -24,14 +24,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agent.dataplane.model import DataPlaneSpec
+from agent.dataplane.server_counters import ServerCount
 from agent.instances.events import AgentEvent, EventType
 from agent.instances.store import InstanceRecord
 from common.gc_kinds import GcKind
 from common.lifecycle import InstanceState
 from common.recovery import FailureKind
 
-__all__ = ["AgentMetrics", "Increment", "PlaneFigures", "StreamFigures", "UsageRow",
-           "event_increments", "instance_families", "server_weights"]
+__all__ = ["AgentMetrics", "CountFigures", "Increment", "PlaneFigures", "StreamFigures", "UsageRow",
+           "event_increments", "instance_families", "request_families", "server_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,26 @@ class StreamFigures(Protocol):
     def commands_run(self) -> int: ...
 
 
+class CountFigures(Protocol):
+    """What the metrics read of HAProxy's exact counts (``RequestCounts``)."""
+
+    sample_every: int
+
+    @property
+    def totals(self) -> Mapping[tuple[str, str], ServerCount]: ...
+
+    @property
+    def sampled_lines(self) -> int: ...
+
+
 @runtime_checkable
 class PlaneFigures(Protocol):
     """What the metrics read of the data plane (``DataPlane``)."""
 
     restarts: int
+
+    @property
+    def counts(self) -> CountFigures: ...
 
     @property
     def log_lines_received(self) -> int: ...
@@ -323,7 +339,8 @@ def _plane_families(plane: PlaneFigures, dropped: int | None) -> list[Metric]:
     restarts = CounterMetricFamily("landlord_agent_haproxy_restarts", "Times the agent "
                                    "restarted a HAProxy that had died")
     restarts.add_metric([], float(plane.restarts))
-    out: list[Metric] = [lines, restarts, server_weights(plane.spec)]
+    out: list[Metric] = [lines, restarts, server_weights(plane.spec),
+                         *request_families(plane.counts)]
     if dropped is not None:
         lost = CounterMetricFamily("landlord_agent_request_log_dropped_lines", "Request log "
                                    "lines HAProxy could not deliver to the agent (since "
@@ -331,6 +348,29 @@ def _plane_families(plane: PlaneFigures, dropped: int | None) -> list[Metric]:
         lost.add_metric([], float(dropped))
         out.append(lost)
     return out
+
+
+def request_families(counts: CountFigures) -> list[Metric]:
+    """Requests and errors as HAProxy counted them (exact) and the log sampling (pure)."""
+    labels = ["unit", "version"]
+    requests = CounterMetricFamily("landlord_agent_requests", "Requests this host's HAProxy "
+                                   "sent to each version's instances (its own per-server "
+                                   "counters: exact, whatever the request log loses)",
+                                   labels=labels)
+    errors = CounterMetricFamily("landlord_agent_request_errors", "Of those, the failed: 5xx "
+                                 "from the server, failed responses and connections that "
+                                 "failed after every retry", labels=labels)
+    for (unit, version), count in sorted(counts.totals.items()):
+        requests.add_metric([unit, version], float(count.requests))
+        errors.add_metric([unit, version], float(count.errors))
+    sampled = CounterMetricFamily("landlord_agent_request_log_sampled_lines", "Request log "
+                                  "lines the sampling picked (requests / sample ratio): what "
+                                  "should reach the agent, received or dropped")
+    sampled.add_metric([], float(counts.sampled_lines))
+    every = GaugeMetricFamily("landlord_agent_request_log_sample_every", "HAProxy logs one "
+                              "request in this many (latency is measured on those)")
+    every.add_metric([], float(counts.sample_every))
+    return [requests, errors, sampled, every]
 
 
 def server_weights(spec: DataPlaneSpec) -> Metric:

@@ -69,12 +69,16 @@ class Window:
     Windows from different hosts over the same period merge into one: counts add, the
     sketches merge and the duration is the longer of the two (hosts measure the same
     period in parallel, so throughput is total requests over that period).
+
+    Counts are exact; latency is measured on sampled requests, one in ``sample_every``
+    (``latency.count`` of them), a ratio the hosts' HAProxy log sampling sets.
     """
 
     requests: int = 0
     errors: int = 0
     latency: LatencySketch = field(default_factory=LatencySketch)
     duration_s: float = 0.0
+    sample_every: int = 1
 
     def __post_init__(self) -> None:
         for name in ("requests", "errors"):
@@ -86,6 +90,10 @@ class Window:
                 f"window has more errors ({self.errors}) than requests ({self.requests})"
             )
         _check("duration_s", self.duration_s, 0.0, math.inf)
+        if isinstance(self.sample_every, bool) or not isinstance(self.sample_every, int) \
+                or self.sample_every < 1:
+            raise InvalidArgument("window sample_every must be a whole number >= 1",
+                                  field="sample_every")
 
     @property
     def error_rate(self) -> float | None:
@@ -108,6 +116,7 @@ class Window:
             errors=self.errors + other.errors,
             latency=sketch,
             duration_s=max(self.duration_s, other.duration_s),
+            sample_every=max(self.sample_every, other.sample_every),
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -116,6 +125,7 @@ class Window:
             "errors": self.errors,
             "latency": self.latency.to_dict(),
             "duration_s": self.duration_s,
+            "sample_every": self.sample_every,
         }
 
     @classmethod
@@ -130,6 +140,7 @@ class Window:
             errors=data.get("errors", 0),  # type: ignore[arg-type]
             latency=LatencySketch.from_dict(latency),
             duration_s=data.get("duration_s", 0.0),  # type: ignore[arg-type]
+            sample_every=data.get("sample_every", 1),  # type: ignore[arg-type]
         )
 
 

@@ -148,7 +148,7 @@ def window_to_pb(w: MetricsWindow) -> types_pb2.MetricsWindow:
     pb = types_pb2.MetricsWindow(
         apartment=w.apartment, unit=w.unit, version=w.version, instance_id=w.instance_id,
         host_id=w.host_id, start=timestamp_to_pb(w.start), end=timestamp_to_pb(w.end),
-        requests=w.requests, errors=w.errors)
+        requests=w.requests, errors=w.errors, latency_sample_every=w.sample_every)
     if w.latency is not None and w.latency.count:
         pb.latency.CopyFrom(latency_to_pb(w.latency))
     return pb
@@ -161,7 +161,7 @@ def window_from_pb(pb: types_pb2.MetricsWindow, host_id: str) -> MetricsWindow:
         apartment=pb.apartment, unit=pb.unit, version=pb.version, instance_id=pb.instance_id,
         host_id=host_id, start=timestamp_from_pb(pb.start),
         end=timestamp_from_pb(pb.end), requests=pb.requests, errors=pb.errors,
-        latency=latency_from_pb(pb.latency))
+        latency=latency_from_pb(pb.latency), sample_every=max(1, pb.latency_sample_every))
 
 
 def result_to_pb(r: CommandResult) -> agent_pb2.CommandResult:

@@ -122,6 +122,8 @@ class MetricsWindow:
     requests: int
     errors: int
     latency: LatencySketch | None = None
+    sample_every: int = 1
+    """``latency`` holds one request in this many (requests and errors are exact)."""
 
 
 @dataclass(frozen=True)

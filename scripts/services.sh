@@ -31,7 +31,7 @@ REGISTRY_CONFIG=$RUN_DIR/registry.yml
 DOCKER_SOCK=/var/run/docker.sock
 
 PACKAGES=(docker.io etcd-server haproxy docker-registry systemd-container debootstrap iproute2 curl
-  procps ca-certificates prometheus chromium chromium-driver)
+  procps ca-certificates prometheus chromium chromium-driver wrk)
 
 log() { printf '[services] %s\n' "$*"; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }

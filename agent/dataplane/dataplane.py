@@ -17,9 +17,9 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from agent.dataplane.drain import DrainResult, wait_drained
 from agent.dataplane.haproxy_config import MAP_KINDS, render_config
 from agent.dataplane.haproxy_output import (
     ObservedServer,
@@ -46,6 +46,7 @@ from agent.dataplane.model import (
     backend_name,
     check_unit_name,
 )
+from agent.dataplane.request_counts import RequestCounts
 from agent.dataplane.request_log import RequestLogReceiver, RequestRecord
 from agent.dataplane.settings import (
     DataPlaneSettings,
@@ -62,14 +63,6 @@ from common.unit_spec import DEFAULT_HEALTH
 __all__ = ["DataPlane", "DrainResult", "ObservedServer"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DrainResult:
-    server: str
-    drained: bool
-    """True when sessions reached zero; False when the timeout cut them off."""
-    waited_s: float
 
 
 class DataPlane:
@@ -98,12 +91,16 @@ class DataPlane:
         self._process = HaproxyProcess(self.paths, self.settings.haproxy_binary)
         self._admin = AdminSocket(self.paths.admin_socket, self.settings.command_timeout_s)
         self._master = MasterSocket(self.paths.master_socket, self.settings.command_timeout_s)
-        self._windows = RequestWindows(self.settings.log_bucket_s, self.settings.log_retention_s)
+        self._windows = RequestWindows(self.settings.log_bucket_s, self.settings.log_retention_s,
+                                       self.settings.log_sample_every)
         self._receiver = RequestLogReceiver(
             [self.paths.log_socket(i) for i in range(self.settings.log_sockets)], self._on_request
         )
+        self.counts = RequestCounts(self._admin, self._windows, lambda: self._spec, self.clock,
+                                    self.settings.log_bucket_s, self.settings.log_sample_every)
+        """HAProxy's exact per-server counts (read every bucket; ``counts.read()`` now)."""
         self._lock = asyncio.Lock()
-        self._watcher: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._running_skeleton = ""
         self._files = StateFiles(self.paths)
         self.attached = False
@@ -130,15 +127,16 @@ class DataPlane:
             except BaseException:
                 self._receiver.close()
                 raise
-        self._watcher = asyncio.create_task(self._watch(), name="haproxy-watcher")
+        self._tasks = [asyncio.create_task(self._watch(), name="haproxy-watcher"),
+                       asyncio.create_task(self.counts.run(), name="haproxy-counters")]
 
     async def close(self) -> None:
-        """Stop watching and receiving logs; HAProxy keeps serving."""
-        if self._watcher is not None:
-            self._watcher.cancel()
+        """Stop watching, counting and receiving logs; HAProxy keeps serving."""
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+                await task
+        self._tasks = []
         self._receiver.close()
 
     async def shutdown(self) -> None:
@@ -215,17 +213,13 @@ class DataPlane:
         left after a timeout is shut down)."""
         limit = self.settings.drain_timeout_s if timeout is None else timeout
         await self.set_state(unit, server, ServerState.DRAIN)
-        started = self.clock.monotonic()
-        drained = False
-        while True:
+
+        async def sessions() -> int:
             rows = await self._stat_rows(self._spec.unit(unit))
-            if sum(r.scur + r.qcur for r in rows if r.server == server) == 0:
-                drained = True
-                break
-            if self.clock.monotonic() - started >= limit:
-                break
-            await asyncio.sleep(self.settings.drain_poll_s)
-        waited = self.clock.monotonic() - started
+            return sum(r.scur + r.qcur for r in rows if r.server == server)
+
+        drained, waited = await wait_drained(sessions, self.clock, limit,
+                                             self.settings.drain_poll_s)
         if unit in self._spec.units and server in self._spec.units[unit].version_map():
             await self.remove_server(unit, server)  # unless someone removed it meanwhile
         if not drained:
@@ -302,6 +296,8 @@ class DataPlane:
         if reload:
             self._files.save_rendered(rendered)
             self._files.save_server_state(await self._admin.show("show servers state"))
+            with contextlib.suppress(LandlordError):  # the old worker's counts end with it
+                await self.counts.read()
             await self._master.reload(self._admin, self.settings.reload_timeout_s)
             self._set_running(rendered.skeleton_hash)
             await self._reconcile(None)
@@ -343,6 +339,9 @@ class DataPlane:
             return
         # the state dump rides in the same batch, right after the changes
         replies = await self._admin.execute([*plan.commands, "show servers state"])
+        if plan.deletions:  # a deleted server's counts go with it: take them first
+            with contextlib.suppress(LandlordError):
+                await self.counts.read()
         for backend, server in plan.deletions:
             await self._admin.delete_server(backend, server, self.settings.command_timeout_s)
         if plan.deletions:

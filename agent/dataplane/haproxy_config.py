@@ -179,8 +179,10 @@ def _frontend(
     version_map = paths.map_file(unit.name, "version")
     count = settings.log_sockets
     lines = [f"frontend {frontend_name(unit.name)}", f"    bind {advertise}:{unit.port}"]
+    # socket i takes line i of every count * log_sample_every: one line in log_sample_every
+    period = count * settings.log_sample_every
     for index in range(count):
-        sample = f" sample {index + 1}:{count}" if count > 1 else ""
+        sample = f" sample {index + 1}:{period}" if period > 1 else ""
         lines.append(f"    log {paths.log_socket(index)} len 4096 format raw{sample} local0 info")
     lines += [
         f"    log-format {_log_format(unit, version_map)}",

@@ -9,7 +9,6 @@ every reply is followed by ``"\\n> "``; :func:`split_prompt_replies` cuts them a
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -49,6 +48,14 @@ class StatRow:
     req_tot: int
     addr: str
     check_status: str
+    sid: int = 0
+    """The server's id in its backend (a server deleted and added again gets a new one)."""
+    hrsp_5xx: int = 0
+    """5xx responses the server sent."""
+    eresp: int = 0
+    """Responses that failed (server aborted, timed out or answered garbage)."""
+    econ: int = 0
+    """Requests whose connection to this server failed after every retry."""
 
 
 @dataclass(frozen=True)
@@ -128,30 +135,30 @@ def _int(value: str) -> int:
         return 0
 
 
+_STAT_TEXT = ("pxname", "svname", "status", "addr", "check_status")
+_STAT_INTS = ("qcur", "scur", "weight", "req_tot", "sid", "hrsp_5xx", "eresp", "econ")
+
+
 def parse_show_stat(text: str) -> list[StatRow]:
-    """Server rows (type 2) of ``show stat`` output; frontends and backends are skipped."""
+    """Server rows (type 2) of ``show stat`` output; frontends and backends are skipped.
+
+    Read every second for the request counts, so only the columns a StatRow holds are
+    picked out (by position, from the header)."""
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines or not lines[0].startswith("# "):
         return []
-    header = lines[0][2:].split(",")
+    where = {name: index for index, name in enumerate(lines[0][2:].split(","))}
+    wanted = [where.get(name, -1) for name in (*_STAT_TEXT, *_STAT_INTS)]
+    kind = where.get("type", -1)
     rows: list[StatRow] = []
-    for values in csv.reader(io.StringIO("\n".join(lines[1:]))):
-        row = dict(zip(header, values, strict=False))
-        if row.get("type") != "2":
+    for values in csv.reader(lines[1:]):
+        if kind < 0 or kind >= len(values) or values[kind] != "2":
             continue
-        rows.append(
-            StatRow(
-                backend=row.get("pxname", ""),
-                server=row.get("svname", ""),
-                qcur=_int(row.get("qcur", "")),
-                scur=_int(row.get("scur", "")),
-                status=row.get("status", ""),
-                weight=_int(row.get("weight", "")),
-                req_tot=_int(row.get("req_tot", "")),
-                addr=row.get("addr", ""),
-                check_status=row.get("check_status", ""),
-            )
-        )
+        picked = [values[i] if 0 <= i < len(values) else "" for i in wanted]
+        backend, server, status, addr, check = picked[:5]
+        qcur, scur, weight, req_tot, sid, fivexx, eresp, econ = map(_int, picked[5:])
+        rows.append(StatRow(backend, server, qcur, scur, status, weight, req_tot, addr, check,
+                            sid=sid, hrsp_5xx=fivexx, eresp=eresp, econ=econ))
     return rows
 
 

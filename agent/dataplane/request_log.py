@@ -1,7 +1,9 @@
 """HAProxy's per-request log lines: parse them (pure) and receive them (UNIX datagrams).
 
-HAProxy sends one JSON line per request (format in haproxy_config._log_format) to
-``log_sockets`` datagram sockets, spreading lines with ``sample i:n``. Datagrams mean
+HAProxy sends one JSON line per logged request (format in haproxy_config._log_format) to
+``log_sockets`` datagram sockets, spreading lines with ``sample i:n`` and logging one
+request in ``log_sample_every``. The lines give latency and activity; request and error
+counts come from HAProxy's own counters (server_counters.py), which lose nothing. Datagrams mean
 HAProxy never waits for us: when the agent is down or slow, lines are dropped (and
 counted by HAProxy as DroppedLogs), never queued in front of traffic.
 """

@@ -76,6 +76,12 @@ class DataPlaneSettings:
     per-target sample counters are not coordinated across its threads, so a few lines
     in a thousand go to two sockets while as many others go to none (totals stay exact,
     the mix of statuses and latencies is off by that much)."""
+    log_sample_every: int = 1
+    """HAProxy sends the log line of one request in this many (``sample 1:n`` spread over
+    the sockets). Request and error counts do not depend on it (they are HAProxy's own
+    per-server counters); only latency is measured on the sampled lines, and windows
+    carry the ratio. Pick it from the expected peak rate: a few hundred lines per second
+    cost the agent little, 10,000 a lot (bench/request_metrics.py)."""
     hold_script: str = ""
     """The Lua file that holds requests to collected units (agent/dataplane/wake_hold.py);
     "" holds nothing."""
@@ -109,6 +115,8 @@ class DataPlaneSettings:
             raise InvalidArgument("data plane setting threads must be from 0 (auto) to 64")
         if not 0 <= self.log_sockets <= 32:
             raise InvalidArgument("data plane setting log_sockets must be from 0 (auto) to 32")
+        if not 1 <= self.log_sample_every <= 10000:
+            raise InvalidArgument("data plane setting log_sample_every must be from 1 to 10000")
         if not self.version_header.replace("-", "").isalnum():
             raise InvalidArgument(f"version header {self.version_header!r} is not a header name")
         if not self.cookie_prefix.replace("_", "").isalnum():

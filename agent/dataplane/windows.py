@@ -1,6 +1,9 @@
-"""Request windows per (unit, version, instance) from the request log (pure).
+"""Request windows per (unit, version, instance) (pure).
 
-Time is cut into fixed buckets. Two ways to read them:
+Requests and errors are HAProxy's exact per-server counts (:meth:`RequestWindows.count`,
+fed from agent/dataplane/server_counters.py); latency comes from the request log lines,
+which HAProxy may sample (one line in ``sample_every``), so a window's latency sketch holds
+``latency.count`` samples of its ``requests``. Time is cut into fixed buckets, read two ways:
 
 - ``take_completed``: the buckets completed since the previous take, each handed over
   exactly once (what the agent reports, so the coordinator can add windows up);
@@ -38,6 +41,8 @@ class WindowSnapshot:
     latency: LatencySketch
     start: float
     end: float
+    sample_every: int = 1
+    """The latency sketch holds one request in this many (the log's sampling ratio)."""
 
     @property
     def error_rate(self) -> float:
@@ -54,6 +59,7 @@ class WindowSnapshot:
             "latency": self.latency.to_dict(),
             "start": self.start,
             "end": self.end,
+            "sample_every": self.sample_every,
         }
 
     @classmethod
@@ -72,6 +78,7 @@ class WindowSnapshot:
                 latency=LatencySketch.from_dict(latency),
                 start=float(str(data["start"])),
                 end=float(str(data["end"])),
+                sample_every=int(str(data.get("sample_every", 1))),
             )
         except (KeyError, ValueError) as exc:
             raise InvalidArgument(f"malformed request window: {exc}") from exc
@@ -102,6 +109,7 @@ def merge_snapshots(
         latency=latency,
         start=min(i.start for i in items),
         end=max(i.end for i in items),
+        sample_every=max(i.sample_every for i in items),
     )
 
 
@@ -118,10 +126,14 @@ _Key = tuple[str, str, str]  # unit, version, instance
 class RequestWindows:
     """Time-bucketed counters and latency sketches, plus last activity times."""
 
-    def __init__(self, bucket_s: float = 1.0, retention_s: float = 900.0) -> None:
+    def __init__(self, bucket_s: float = 1.0, retention_s: float = 900.0,
+                 sample_every: int = 1) -> None:
         if bucket_s <= 0 or retention_s < bucket_s:
             raise InvalidArgument("window buckets need 0 < bucket_s <= retention_s")
+        if sample_every < 1:
+            raise InvalidArgument(f"a log sampling ratio is 1 in n >= 1, got {sample_every}")
         self.bucket_s = bucket_s
+        self.sample_every = sample_every
         self.retention_s = retention_s
         self._buckets: dict[_Key, dict[int, _Bucket]] = {}
         self._activity: dict[tuple[str, str], float] = {}
@@ -133,19 +145,33 @@ class RequestWindows:
     def _index(self, when: float) -> int:
         return math.floor(when / self.bucket_s)
 
-    def record(self, record: RequestRecord, now: float) -> None:
-        key = (record.unit, record.version, record.instance)
+    def _bucket(self, key: _Key, now: float) -> _Bucket:
         index = self._index(now)
         bucket = self._buckets.setdefault(key, {}).get(index)
         if bucket is None:
             bucket = self._buckets[key][index] = _Bucket()
-        bucket.requests += 1
-        bucket.errors += int(record.error)
+        return bucket
+
+    def record(self, record: RequestRecord, now: float) -> None:
+        """A (sampled) log line: its latency and the activity it shows."""
         if record.latency_ms is not None:
-            bucket.latency.add(record.latency_ms)
-        self._unit_activity[record.unit] = max(now, self._unit_activity.get(record.unit, now))
-        if record.instance:
-            slot = (record.unit, record.instance)
+            self._bucket((record.unit, record.version, record.instance), now).latency.add(
+                record.latency_ms)
+        self._active(record.unit, record.instance, now)
+
+    def count(self, unit: str, version: str, instance: str, requests: int, errors: int,
+              now: float) -> None:
+        """Requests and errors HAProxy counted for an instance since the last count."""
+        bucket = self._bucket((unit, version, instance), now)
+        bucket.requests += requests
+        bucket.errors += errors
+        if requests:
+            self._active(unit, instance, now)
+
+    def _active(self, unit: str, instance: str, now: float) -> None:
+        self._unit_activity[unit] = max(now, self._unit_activity.get(unit, now))
+        if instance:
+            slot = (unit, instance)
             self._activity[slot] = max(now, self._activity.get(slot, now))
         if now - self._pruned_at >= self.bucket_s:
             self.prune(now)
@@ -217,7 +243,7 @@ class RequestWindows:
             result.append(WindowSnapshot(
                 unit=unit, version=version, instance=instance, host=host,
                 requests=sum(b.requests for b in chosen), errors=sum(b.errors for b in chosen),
-                latency=latency, start=start, end=end))
+                latency=latency, start=start, end=end, sample_every=self.sample_every))
         return result
 
     def last_activity(self, unit: str, instance: str | None = None) -> float | None:

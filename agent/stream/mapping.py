@@ -222,4 +222,5 @@ def window_report(host_id: str, apartment: str, unit: str,
         apartment=apartment, unit=unit, version=window.version, instance_id=window.instance,
         host_id=host_id, start=window.start, end=window.end, requests=window.requests,
         errors=window.errors, latency=window.latency if window.latency.count else None,
+        sample_every=window.sample_every,
     )

@@ -85,6 +85,10 @@ class Measurement:
     p95_ms: float | None = None
     p99_ms: float | None = None
     throughput_rps: float | None = None
+    latency_samples: int = 0
+    """Requests the latency quantiles were measured on (the log's sampled lines)."""
+    sample_every: int = 1
+    """The hosts logged one request in this many (counts are exact, latency sampled)."""
 
     @classmethod
     def of(cls, window: Window) -> Measurement:
@@ -101,6 +105,8 @@ class Measurement:
             p95_ms=q(0.95),
             p99_ms=q(0.99),
             throughput_rps=window.throughput_rps,
+            latency_samples=window.latency.count,
+            sample_every=window.sample_every,
         )
 
 

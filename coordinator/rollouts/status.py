@@ -87,6 +87,7 @@ def merge_windows(windows: Iterable[MetricsWindow], since: float, now: float) ->
     counts add, sketches merge, and the duration runs from ``since`` to the latest end."""
     sketch = LatencySketch()
     requests = errors = 0
+    sample_every = 1
     end = since
     for w in windows:
         if (w.start + w.end) / 2 < since:
@@ -94,9 +95,10 @@ def merge_windows(windows: Iterable[MetricsWindow], since: float, now: float) ->
         requests += w.requests
         errors += min(w.errors, w.requests)
         end = max(end, w.end)
+        sample_every = max(sample_every, w.sample_every)
         if w.latency is not None:
             sketch.merge(w.latency)
-    return Window(requests, errors, sketch, max(0.0, max(end, now) - since))
+    return Window(requests, errors, sketch, max(0.0, max(end, now) - since), sample_every)
 
 
 def check_criteria(record: RolloutRecord, judged: Measurement | None) -> tuple[CriterionCheck, ...]:

@@ -106,6 +106,9 @@ def test_window_round_trip_and_rates() -> None:
     assert again == w
     assert w.error_rate == 0.01 and w.throughput_rps == 10.0
     assert Window().error_rate is None and Window().throughput_rps is None
+    sampled = Window(requests=1000, latency=LatencySketch.of([5.0] * 20), sample_every=50)
+    assert Window.from_dict(json.loads(json.dumps(sampled.to_dict()))) == sampled
+    assert sampled.merge(w).sample_every == 50  # the coarser ratio of the two
 
 
 @pytest.mark.parametrize(
@@ -113,6 +116,7 @@ def test_window_round_trip_and_rates() -> None:
     [
         ({"requests": -1}, "requests"),
         ({"requests": 1, "errors": 2}, "more errors"),
+        ({"sample_every": 0}, "sample_every"),
         ({"duration_s": -5.0}, "duration_s"),
         ({"requests": 1.5}, "requests"),
     ],

@@ -127,7 +127,7 @@ def test_a_report_crosses_the_wire_unchanged() -> None:
         (ReportedEvent("gc.collected", 12.0, "idle", "shop", "web", "1.2.0", "i1",
                        {"kind": "unused"}),),
         (MetricsWindow("shop", "web", "1.2.0", "i1", "h1", 10.0, 11.0, 5, 1,
-                       LatencySketch.of([1.0, 2.0, 0.0, 40.0])),),
+                       LatencySketch.of([1.0, 2.0, 0.0, 40.0]), sample_every=50),),
         {"cpu_cores": 1.5, "memory_bytes": 2048.0}, ("c-1",),
         (CommandResult("c-1", True, "", 3, "out", "err", True, False),),
         wake_units=(("shop", "web"), ("shop", "api")))
@@ -140,6 +140,7 @@ def test_a_window_belongs_to_the_stream_that_sent_it_whatever_it_claims() -> Non
     assert pb.windows[0].host_id == "h1"
     [got] = report_from_pb(pb, "h2").windows
     assert got.host_id == "h2"  # the session's host: the one whose HAProxy took the requests
+    assert got.sample_every == 1  # an agent that does not say samples every request
 
 
 @pytest.mark.parametrize("state", list(InstanceState))

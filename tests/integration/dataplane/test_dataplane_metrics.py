@@ -1,4 +1,4 @@
-"""Request windows from HAProxy's log against what the client measured."""
+"""Request windows (HAProxy's counts, latency from its log) against what the client measured."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ async def test_windows_match_client_counts_error_rate_and_p95(
         item = backend(name, "1.0.0", addr, *flaky)
         await plane.add_server("web", name, addr, item.port, "1.0.0", 100)
     await wait_all_up(plane, "web", 2)
-    dropped_before = await plane.dropped_logs()
+    received_before = plane.log_lines_received
 
     with LoadGenerator("127.0.0.2", port, concurrency=4) as load:
 
@@ -49,27 +49,21 @@ async def test_windows_match_client_counts_error_rate_and_p95(
     client_errors = sum(1 for r in results if r.status == 500)
     client_p95 = _quantile([(r.t1 - r.t0) * 1000.0 for r in results], 0.95)
 
-    async def all_accounted() -> bool:
-        dropped = await plane.dropped_logs() - dropped_before
-        logged = sum(w.requests for w in plane.window("web", seconds=300))
-        return logged + dropped == len(results)
+    async def all_counted() -> bool:
+        await plane.counts.read()
+        return sum(w.requests for w in plane.window("web", seconds=300)) >= len(results)
 
-    # Every request is either in a window or counted by HAProxy as a dropped log line.
-    await async_eventually(all_accounted, timeout=10, message="log lines all received")
+    # Counts are HAProxy's own per-server counters: every request, whatever the log lost.
+    await async_eventually(all_counted, timeout=10, message="requests all counted")
     windows = plane.window("web", seconds=300)
     merged = merge_snapshots(windows)
     assert merged is not None
-    logged, dropped = merged.requests, len(results) - merged.requests
-    assert logged >= len(results) // 2, f"{dropped} of {len(results)} log lines dropped"
+    assert (merged.requests, merged.errors) == (len(results), client_errors)
     assert {w.instance for w in windows} == {"a", "b"}
     assert {w.version for w in windows} == {"1.0.0"}
-    # Error rate: the same requests. Each dropped line can move the logged rate by at
-    # most 1/logged; with the log spread over several sockets a few lines per thousand
-    # may also be swapped (see DataPlaneSettings.log_sockets): 0.5 % allowed for that.
-    client_rate = client_errors / len(results)
-    swapped = 0.005 if plane.settings.log_sockets > 1 else 0.0
-    assert abs(merged.error_rate - client_rate) <= dropped / logged + swapped + 1e-9
-    assert abs(client_rate - 0.1) <= 0.01
+    assert abs(client_errors / len(results) - 0.1) <= 0.01
+    # latency from the log lines that arrived (every one is sampled here)
+    assert merged.latency.count == plane.log_lines_received - received_before > 0
     # p95: HAProxy's %Ta (request received .. response sent) lies inside the client's
     # own measurement of every request, so it is never above the client's figure (give
     # or take the sketch's 1 %); the slow eighth of the requests puts both at >= 40 ms.

@@ -44,6 +44,7 @@ class FakePlane:
 
     def serve(self, unit: str, instance: str, version: str = "1.0.0") -> None:
         record = RequestRecord(unit, version, instance, f"be.{unit}", 200, 3.0, "--", False)
+        self.windows.count(unit, version, instance, 1, 0, self.clock.now())
         self.windows.record(record, self.clock.now())
 
     async def start(self) -> None:

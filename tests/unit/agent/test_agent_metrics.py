@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.agent_health import AgentHealth, HealthFacts, judge
 from agent.dataplane.model import DataPlaneSpec, ServerSpec, UnitSpec
+from agent.dataplane.server_counters import ServerCount
 from agent.instances.events import AgentEvent, EventBus, EventType
 from agent.metrics import AgentMetrics, Increment, UsageRow, event_increments, instance_families
 
@@ -88,12 +89,20 @@ class Stream:
         self.target = "127.0.0.1:7400"
 
 
+class Counts:
+    sample_every = 10
+    totals = {("shop.web", "1.0.0"): ServerCount(900, 9),
+              ("shop.web", "1.1.0"): ServerCount(100, 5)}
+    sampled_lines = 100
+
+
 class Plane:
     restarts = 1
     log_lines_received = 1234
 
     def __init__(self, dropped: int | Exception) -> None:
         self.dropped = dropped
+        self.counts = Counts()
         self.spec = DataPlaneSpec("127.0.0.2", {"shop.web": UnitSpec("shop.web", 9000, servers=(
             ServerSpec("web-2", "127.0.0.3", 20001, "1.1.0", 30),
             ServerSpec("web-1", "127.0.0.2", 20000, "1.0.0", 70)))})
@@ -153,6 +162,11 @@ async def test_the_registry_counts_events_and_reads_stream_and_plane_at_scrape()
     assert found[key("landlord_agent_request_log_lines_total")] == 1234.0
     assert found[key("landlord_agent_haproxy_restarts_total")] == 1.0
     assert found[key("landlord_agent_request_log_dropped_lines_total")] == 7.0
+    assert found[key("landlord_agent_requests_total", unit="shop.web", version="1.1.0")] == 100
+    assert found[key("landlord_agent_request_errors_total", unit="shop.web",
+                     version="1.0.0")] == 9
+    assert found[key("landlord_agent_request_log_sampled_lines_total")] == 100
+    assert found[key("landlord_agent_request_log_sample_every")] == 10
     # every server of the unit, this host's and the other host's, with its weight
     assert {k: v for k, v in found.items() if k[0] == "landlord_agent_server_weight"} == {
         key("landlord_agent_server_weight", unit="shop.web", version="1.0.0",

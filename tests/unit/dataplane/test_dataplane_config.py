@@ -3,10 +3,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from agent.dataplane.haproxy_config import render_config, render_map
 from agent.dataplane.model import DataPlaneSpec, ServerSpec, ServerState, UnitSpec
 from agent.dataplane.settings import DataPlaneSettings, HaproxyPaths
 from agent.dataplane.wake_hold import render_hold_script
+from common.errors import InvalidArgument
 
 PATHS = HaproxyPaths(Path("/data/haproxy"))
 SETTINGS = DataPlaneSettings(log_sockets=2)
@@ -36,6 +39,18 @@ def test_frontend_binds_the_advertise_address_and_logs_to_every_socket() -> None
     assert "stats socket /data/haproxy/admin.sock mode 600 level admin expose-fd listeners" in text
     assert "server-state-file /data/haproxy/servers.state" in text
     assert "chroot" not in text and "\n    user " not in text
+
+
+def test_log_sampling_spreads_one_line_in_n_over_the_sockets() -> None:
+    every = dataclasses.replace(SETTINGS, log_sample_every=50)
+    text = render_config(spec_with(A, B), PATHS, every).text
+    assert "requests.0.sock len 4096 format raw sample 1:100 local0 info" in text
+    assert "requests.1.sock len 4096 format raw sample 2:100 local0 info" in text
+    one = dataclasses.replace(SETTINGS, log_sockets=1)
+    assert "requests.0.sock len 4096 format raw local0 info" in render_config(
+        spec_with(A), PATHS, one).text
+    with pytest.raises(InvalidArgument):
+        dataclasses.replace(SETTINGS, log_sample_every=0)
 
 
 def test_backends_carry_weights_health_checks_and_maintenance() -> None:

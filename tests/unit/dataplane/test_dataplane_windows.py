@@ -24,11 +24,31 @@ def request(
     return RequestRecord(unit, version, instance, f"be.{unit}", status, ms, "--", status >= 500)
 
 
+def serve(windows: RequestWindows, record: RequestRecord, now: float) -> None:
+    """One request as the data plane sees it: HAProxy counts it and logs its line."""
+    windows.count(record.unit, record.version, record.instance, 1, int(record.error), now)
+    windows.record(record, now)
+
+
+def test_log_lines_give_latency_and_activity_counts_give_requests() -> None:
+    windows = RequestWindows(sample_every=10)
+    windows.count("web", "1.0.0", "a", 100, 3, T0)
+    windows.record(request("a", ms=5.0), T0 + 0.5)  # one sampled line of those 100
+    (a,) = windows.snapshots("web", T0 + 1.0)
+    assert (a.requests, a.errors, a.latency.count, a.sample_every) == (100, 3, 1, 10)
+    assert WindowSnapshot.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    windows.record(request("b", ms=1.0), T0 + 0.6)  # a line alone counts no request
+    assert windows.last_activity("web", "b") == T0 + 0.6
+    assert [s.requests for s in windows.snapshots("web", T0 + 1.0)] == [100, 0]
+    with pytest.raises(InvalidArgument):
+        RequestWindows(sample_every=0)
+
+
 def test_counts_errors_and_latency_per_instance() -> None:
     windows = RequestWindows()
     for i in range(10):
-        windows.record(request("a", status=500 if i == 0 else 200, ms=float(i)), T0 + i * 0.1)
-    windows.record(request("b", version="1.1.0", ms=None), T0 + 0.5)
+        serve(windows, request("a", status=500 if i == 0 else 200, ms=float(i)), T0 + i * 0.1)
+    serve(windows, request("b", version="1.1.0", ms=None), T0 + 0.5)
     a, b = windows.snapshots("web", T0 + 1.0)
     assert (a.instance, a.requests, a.errors, a.latency.count) == ("a", 10, 1, 10)
     assert a.error_rate == pytest.approx(0.1)
@@ -39,9 +59,9 @@ def test_counts_errors_and_latency_per_instance() -> None:
 
 def test_a_window_only_reaches_back_as_far_as_asked_give_or_take_a_bucket() -> None:
     windows = RequestWindows(bucket_s=1.0)
-    windows.record(request(), T0)
-    windows.record(request(), T0 + 30)
-    windows.record(request(), T0 + 59.5)
+    serve(windows, request(), T0)
+    serve(windows, request(), T0 + 30)
+    serve(windows, request(), T0 + 59.5)
     (recent,) = windows.snapshots("web", T0 + 60, seconds=10)
     assert recent.requests == 1 and recent.start == T0 + 50 and recent.end == T0 + 60
     (all_of_it,) = windows.snapshots("web", T0 + 60, seconds=60)
@@ -52,17 +72,17 @@ def test_a_window_only_reaches_back_as_far_as_asked_give_or_take_a_bucket() -> N
 
 def test_old_buckets_are_dropped_after_the_retention() -> None:
     windows = RequestWindows(bucket_s=1.0, retention_s=10.0)
-    windows.record(request("old"), T0)
-    windows.record(request("new"), T0 + 20)
+    serve(windows, request("old"), T0)
+    serve(windows, request("new"), T0 + 20)
     assert [s.instance for s in windows.snapshots("web", T0 + 20, seconds=1000)] == ["new"]
 
 
 def test_last_activity_per_unit_and_instance() -> None:
     windows = RequestWindows()
     assert windows.last_activity("web") is None
-    windows.record(request("a"), T0)
-    windows.record(request("b"), T0 + 5)
-    windows.record(request("", version=""), T0 + 7)  # no server chosen: unit activity only
+    serve(windows, request("a"), T0)
+    serve(windows, request("b"), T0 + 5)
+    serve(windows, request("", version=""), T0 + 7)  # no server chosen: unit activity only
     assert windows.last_activity("web") == T0 + 7
     assert windows.last_activity("web", "a") == T0
     assert windows.last_activity("web", "b") == T0 + 5
@@ -72,8 +92,8 @@ def test_last_activity_per_unit_and_instance() -> None:
 def test_snapshots_merge_across_hosts_and_round_trip_as_json() -> None:
     host1, host2 = RequestWindows(), RequestWindows()
     for ms in range(100):
-        host1.record(request("a", ms=float(ms), status=500 if ms < 5 else 200), T0)
-        host2.record(request("b", ms=float(ms + 100)), T0)
+        serve(host1, request("a", ms=float(ms), status=500 if ms < 5 else 200), T0)
+        serve(host2, request("b", ms=float(ms + 100)), T0)
     snaps = host1.snapshots("web", T0, host="h1") + host2.snapshots("web", T0, host="h2")
     merged = merge_snapshots(snaps, version="1.0.0")
     assert merged is not None
@@ -91,16 +111,16 @@ def test_snapshots_merge_across_hosts_and_round_trip_as_json() -> None:
 
 def test_completed_buckets_are_handed_over_once_and_the_filling_one_waits() -> None:
     windows = RequestWindows(bucket_s=1.0)
-    windows.record(request("a", ms=1.0), T0 + 0.2)
-    windows.record(request("a", ms=2.0), T0 + 1.5)
-    windows.record(request("b", version="1.1.0"), T0 + 1.7)
+    serve(windows, request("a", ms=1.0), T0 + 0.2)
+    serve(windows, request("a", ms=2.0), T0 + 1.5)
+    serve(windows, request("b", version="1.1.0"), T0 + 1.7)
     assert windows.take_completed(T0 + 0.9) == []  # the only bucket still fills
     (first,) = windows.take_completed(T0 + 1.9, host="h1")
     assert (first.instance, first.requests, first.start, first.end, first.host) == (
         "a", 1, T0, T0 + 1.0, "h1")
     assert first.latency == LatencySketch.of([1.0])
     assert windows.take_completed(T0 + 1.95) == []  # nothing completed since
-    windows.record(request("a", status=503, ms=3.0), T0 + 2.1)
+    serve(windows, request("a", status=503, ms=3.0), T0 + 2.1)
     a, b = windows.take_completed(T0 + 3.0)
     assert (a.instance, a.requests, a.errors, a.start, a.end) == ("a", 2, 1, T0 + 1, T0 + 3)
     assert a.latency == LatencySketch.of([2.0, 3.0])
@@ -110,9 +130,9 @@ def test_completed_buckets_are_handed_over_once_and_the_filling_one_waits() -> N
 
 def test_a_long_pause_hands_over_only_what_is_kept() -> None:
     windows = RequestWindows(bucket_s=1.0, retention_s=10.0)
-    windows.record(request("a"), T0)
+    serve(windows, request("a"), T0)
     windows.take_completed(T0 + 1)
-    windows.record(request("a"), T0 + 100)
+    serve(windows, request("a"), T0 + 100)
     (window,) = windows.take_completed(T0 + 105)
     assert (window.requests, window.start, window.end) == (1, T0 + 95, T0 + 105)
 
@@ -127,7 +147,7 @@ def test_every_request_is_handed_over_exactly_once(steps: list[tuple[float, bool
         if take:
             taken += sum(w.requests for w in windows.take_completed(now))
         else:
-            windows.record(request(), now)
+            serve(windows, request(), now)
             recorded += 1
     taken += sum(w.requests for w in windows.take_completed(now))
     filling = sum(s.requests for s in windows.snapshots("web", now, seconds=1e-9))

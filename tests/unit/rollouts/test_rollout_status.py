@@ -143,3 +143,16 @@ def test_a_version_that_served_nothing_measures_zero_percent() -> None:
     split = {t.version: t for t in rollout_status(_switching(), only_stable, T0 + 110).split}
     assert split["1.1.0"].measured_percent == 0.0 and split["1.0.0"].measured_percent == 100.0
     assert split["1.1.0"].figures is not None and split["1.1.0"].figures.p95_ms is None
+
+
+def test_sampled_latency_says_how_many_samples_and_the_ratio() -> None:
+    sampled = [replace(_window("h1", "1.1.0", T0 + 101, 10, ms=8.0), requests=500,
+                       sample_every=50),
+               replace(_window("h2", "1.1.0", T0 + 101, 4, ms=9.0), requests=40)]
+    status = rollout_status(_switching(), sampled, now=T0 + 110)
+    canary = {t.version: t for t in status.split}["1.1.0"].figures
+    assert canary is not None
+    assert (canary.requests, canary.latency_samples, canary.sample_every) == (540, 14, 50)
+    step = replace(StepRecord(0, 5, T0), canary=canary)
+    record = replace(_switching(), steps=(step,))
+    assert RolloutRecord.from_dict(record.to_dict()).steps[0].canary == canary

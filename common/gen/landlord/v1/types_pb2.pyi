@@ -874,19 +874,26 @@ class MetricsWindow(_message.Message):
     REQUESTS_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
     LATENCY_FIELD_NUMBER: _builtins.int
+    LATENCY_SAMPLE_EVERY_FIELD_NUMBER: _builtins.int
     apartment: _builtins.str
     unit: _builtins.str
     version: _builtins.str
     instance_id: _builtins.str
     host_id: _builtins.str
     requests: _builtins.int
+    """Exact: HAProxy's own per-server counters."""
     errors: _builtins.int
+    latency_sample_every: _builtins.int
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def end(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def latency(self) -> Global___LatencySummary: ...
+    def latency(self) -> Global___LatencySummary:
+        """Measured on the sampled request log lines: one request in `latency_sample_every`
+        (0 or 1: every request), so `latency` holds about requests / latency_sample_every.
+        """
+
     def __init__(
         self,
         *,
@@ -900,10 +907,11 @@ class MetricsWindow(_message.Message):
         requests: _builtins.int = ...,
         errors: _builtins.int = ...,
         latency: Global___LatencySummary | None = ...,
+        latency_sample_every: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "latency", b"latency", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "end", b"end", "errors", b"errors", "host_id", b"host_id", "instance_id", b"instance_id", "latency", b"latency", "requests", b"requests", "start", b"start", "unit", b"unit", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apartment", b"apartment", "end", b"end", "errors", b"errors", "host_id", b"host_id", "instance_id", b"instance_id", "latency", b"latency", "latency_sample_every", b"latency_sample_every", "requests", b"requests", "start", b"start", "unit", b"unit", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
