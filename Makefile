@@ -33,7 +33,7 @@ images: services
 test: setup
 	@status=0; \
 	$(BIN)/python -m pytest tests --ignore=tests/e2e $(PYTEST_ARGS) || status=1; \
-	$(BIN)/python -m pytest tests/e2e -n $(E2E_WORKERS) --dist loadgroup $(PYTEST_ARGS) || status=1; \
+	$(BIN)/python -m pytest tests/e2e -n $(E2E_WORKERS) --dist loadscope $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 test-unit: venv
@@ -43,7 +43,7 @@ test-integration: setup
 	@$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 test-e2e: setup
-	@$(BIN)/python -m pytest tests/e2e -n $(E2E_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest tests/e2e -n $(E2E_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # The fuzz suite at full size (`make test` runs a bounded number of cases): 10,000 generated
 # admin requests and 300 hostile agent streams against a live coordinator, with a summary.

@@ -1,15 +1,17 @@
-"""End-to-end files run two at a time (``make test``: ``-n 2 --dist loadgroup``): every test
-of a file goes to one worker (its module-scoped cluster is set up once), and files whose
-clusters use the same host addresses (an agent binds its wake listener on its address) share
-one group, so they never run at the same time. Each file's group is its name unless
-SHARED_ADDRESSES puts it with others; tests/unit/test_e2e_groups.py checks that no two
-files of different groups use one address.
+"""End-to-end files run two at a time (``make test``: ``-n 2``): every test of a file goes to
+one worker (its module-scoped cluster is set up once, its tests keep their order), and files
+whose clusters use the same host addresses (an agent binds its wake listener on its address)
+share one group, run one after the other on one worker. Each file's group is its name unless
+SHARED_ADDRESSES puts it with others; tests/unit/test_e2e_groups.py checks that no two files
+of different groups use one address. (xdist's own ``--dist loadgroup`` marks do not take
+with this pytest: the scheduler below groups by file name instead.)
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +37,13 @@ def group_of(path: Path) -> str:
     return GROUP_OF.get(path.stem, path.stem)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of(Path(str(item.fspath)))))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Whole groups of files to a worker, in collection order (xdist's load-scope
+    scheduling with this file-to-group scope)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(Path(nodeid.split("::", 1)[0]))
+
+    return ByGroup(config, log)
