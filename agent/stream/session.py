@@ -19,6 +19,9 @@ agent or with a fake.
   they are (static stability) until a coordinator is back and reconciles.
 - The TLS files are read and checked once (``ClientCertificates``); a reload (SIGHUP)
   reads them again for the next connection, and the open stream keeps its own.
+- One channel per coordinator stays connected (``WarmChannels``): once registered, the
+  agent connects to every coordinator, so a failover opens a new stream on a connection
+  whose TLS handshake is long done.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 import grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from agent.stream.channels import WarmChannels
 from agent.stream.command_queue import CommandQueue
 from agent.stream.endpoint import AgentEndpoint, ChangeBatch
 from common.errors import FailedPrecondition
@@ -43,7 +47,7 @@ from common.proto_values import duration_from_pb
 from common.schema import check_stream_peer, peer_schema
 from common.stream_convert import registration_to_pb, report_to_pb
 from common.stream_messages import AgentReport
-from common.transport import ClientCertificates, TlsSettings, create_channel
+from common.transport import ClientCertificates, TlsSettings
 
 __all__ = ["CoordinatorStream", "StreamSettings"]
 
@@ -105,9 +109,16 @@ class CoordinatorStream:
                                              if settings.tls.enabled else None)
         """The TLS files new connections use, read at start or at the last reload (the
         daemon's SIGHUP, agent/daemon.py); an open stream keeps its own TLS session."""
+        self.channels = WarmChannels(settings.tls, self.certificates)
 
     async def run(self) -> None:
         """Keep a session with the leader for ever (cancel to stop)."""
+        try:
+            await self._run()
+        finally:
+            await asyncio.shield(self.channels.close())
+
+    async def _run(self) -> None:
         while True:
             retrying = AsyncRetrying(wait=self._wait_policy(), reraise=True,
                                      retry=retry_if_exception_type((Redirected, Disconnected)))
@@ -154,8 +165,7 @@ class CoordinatorStream:
     async def _session(self) -> None:
         """One session; returns normally only after a registered session ended."""
         self.target = self._pick_target()
-        channel = create_channel(self.target, self.settings.tls,
-                                 certificates=self.certificates)
+        channel = await self.channels.get(self.target)
         try:
             call = agent_pb2_grpc.AgentStreamStub(channel).Session()
             try:
@@ -173,11 +183,11 @@ class CoordinatorStream:
             if body != "registered":
                 raise Disconnected(f"{self.target} answered {body} to Register")
             self._registered(first.registered)
+            await self.channels.warm(self.settings.coordinators)
             await self._converse(call)
             self._lost(self.target)  # the leader's stream ended (a step-down redirects)
         finally:
             self.connected.clear()
-            await channel.close(None)
         self._next_index -= 1  # reconnect to the same coordinator first
 
     def _lost(self, target: str) -> None:
