@@ -11,7 +11,10 @@ every host has instances and routes. Then, ``--rounds`` times, the leader is kil
 - agents on the new leader: the election to each agent's registration with it
   (p50 / p99 / last), target: every agent within 1 s;
 - the new leader's route plan: the election to each agent's first route command from it
-  (p50 / p99 / last), target: within 2 s.
+  (p50 / p99 / last), target: within 2 s;
+- where the CPU went in the 2 s after the election: the new leader, the simulated agents'
+  worker processes, etcd, and everything else on the machine (other people's tests and
+  benchmarks share it: the busiest other processes are printed at the start).
 
 The killed coordinator is started again (a follower) before the next round.
 
@@ -33,11 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # local_cluster
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # coordinator_scale
 
+from abuse import machine
 from coordinator_scale import BenchRuntime, deploy_all, identity, percentile, poll
 from local_cluster.cluster import ControlPlane
 
@@ -126,6 +131,39 @@ def gather(collects: list[Any], results: Any, count: int) -> list[tuple[str, Any
     return rows
 
 
+class CpuWindow:
+    """CPU seconds the given processes and the whole machine spent since ``start``."""
+
+    def __init__(self, parts: dict[str, list[int]]) -> None:
+        self.parts = {name: [psutil.Process(pid) for pid in pids]
+                      for name, pids in parts.items()}
+        self.before = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, procs in self.parts.items():
+            out[name] = 0.0
+            for proc in procs:
+                try:
+                    times = proc.cpu_times()
+                    out[name] += times.user + times.system
+                except psutil.Error:
+                    pass
+        total = psutil.cpu_times()
+        out["machine"] = sum(total) - total.idle - getattr(total, "iowait", 0.0)
+        return out
+
+    def report(self, seconds: float) -> str:
+        after = self._sample()
+        used = {name: after[name] - self.before[name] for name in after}
+        ours = sum(v for k, v in used.items() if k != "machine")
+        shown = ", ".join(f"{name} {value:.2f}" for name, value in used.items()
+                          if name != "machine")
+        return (f"CPU seconds in the {seconds:g} s after the election "
+                f"({os.cpu_count()} cores: {seconds * (os.cpu_count() or 1):g} at most): {shown}, "
+                f"everything else {max(0.0, used['machine'] - ours):.2f}")
+
+
 def line(name: str, samples: list[float], target: float) -> str:
     if not samples:
         return f"{name}: no samples"
@@ -153,6 +191,7 @@ def run(args: argparse.Namespace) -> None:
     stop, results = ctx.Event(), ctx.Queue()
     procs: list[Any] = []
     try:
+        print(machine())
         plane.start(coordinators=3)
         targets = tuple(c.address for c in plane.coordinators)
         buildings = [f"b{b:03d}" for b in range(max(1, args.agents // args.hosts_per_building))]
@@ -194,7 +233,12 @@ def run(args: argparse.Namespace) -> None:
             killed.kill()
             killed_at = time.time()
             new, elected_at = elected_after(plane, old)
-            time.sleep(args.observe)
+            leading = next(c for c in plane.coordinators if c.name == new)
+            window = CpuWindow({"new leader": [leading.pid], "etcd": [plane.etcd.pid],
+                                "simulated agents": [p.pid for p in procs]})
+            time.sleep(TWO_SECONDS)
+            cpu = window.report(TWO_SECONDS)
+            time.sleep(max(0.0, args.observe - TWO_SECONDS))
             rows = gather(collects, results, args.agents)
             joined, routed, missing = [], [], 0
             for _, registrations, route_times in rows:
@@ -212,8 +256,8 @@ def run(args: argparse.Namespace) -> None:
                               ONE_SECOND))
             print("  " + line("first route command from the new leader", routed,
                               TWO_SECONDS))
+            print("  " + cpu)
             if args.log_level.upper() in ("INFO", "DEBUG"):
-                leading = next(c for c in plane.coordinators if c.name == new)
                 print(leading.log_tail(args.log_lines))
             if missing:
                 print(f"  {missing} of {args.agents} agents NOT on the new leader "
