@@ -30,6 +30,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -164,6 +165,17 @@ class CpuWindow:
                 f"everything else {max(0.0, used['machine'] - ours):.2f}")
 
 
+def profile(spy: str, out: Path, parts: dict[str, list[int]], seconds: float,
+            round_: int) -> list[subprocess.Popen[bytes]]:
+    """py-spy (``spy``) records each process of ``parts`` for ``seconds`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(seconds)),
+                              "-r", "100", "--format", "raw", "-o",
+                              str(out / f"round{round_}-{name.replace(' ', '-')}-{pid}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pids in parts.items() for pid in pids]
+
+
 def line(name: str, samples: list[float], target: float) -> str:
     if not samples:
         return f"{name}: no samples"
@@ -234,10 +246,15 @@ def run(args: argparse.Namespace) -> None:
             killed_at = time.time()
             new, elected_at = elected_after(plane, old)
             leading = next(c for c in plane.coordinators if c.name == new)
-            window = CpuWindow({"new leader": [leading.pid], "etcd": [plane.etcd.pid],
-                                "simulated agents": [p.pid for p in procs]})
+            parts = {"new leader": [leading.pid], "etcd": [plane.etcd.pid],
+                     "simulated agents": [p.pid for p in procs]}
+            window = CpuWindow(parts)
+            spies = (profile(args.py_spy, Path(args.profile_dir), parts, TWO_SECONDS, round_)
+                     if args.py_spy else [])
             time.sleep(TWO_SECONDS)
             cpu = window.report(TWO_SECONDS)
+            for spy in spies:
+                spy.wait()
             time.sleep(max(0.0, args.observe - TWO_SECONDS))
             rows = gather(collects, results, args.agents)
             joined, routed, missing = [], [], 0
@@ -302,6 +319,10 @@ def main() -> None:
     parser.add_argument("--observe", type=float, default=10.0,
                         help="seconds after each election before counting")
     parser.add_argument("--plain", action="store_true", help="no TLS (plain text)")
+    parser.add_argument("--py-spy", default="", metavar="PATH",
+                        help="profile the new leader, etcd and the workers for 2 s after each "
+                             "election with this py-spy (raw stacks into --profile-dir)")
+    parser.add_argument("--profile-dir", default="/tmp/failover-profile")
     parser.add_argument("--log-level", default="WARNING", help="the coordinators' log level")
     parser.add_argument("--log-lines", type=int, default=40,
                         help="with --log-level INFO: the new leader's last log lines shown")
