@@ -154,9 +154,12 @@ class CpuWindow:
         out["machine"] = sum(total) - total.idle - getattr(total, "iowait", 0.0)
         return out
 
-    def report(self, seconds: float) -> str:
+    def used(self) -> dict[str, float]:
         after = self._sample()
-        used = {name: after[name] - self.before[name] for name in after}
+        return {name: after[name] - self.before[name] for name in after}
+
+    def report(self, seconds: float) -> str:
+        used = self.used()
         ours = sum(v for k, v in used.items() if k != "machine")
         shown = ", ".join(f"{name} {value:.2f}" for name, value in used.items()
                           if name != "machine")
@@ -239,9 +242,11 @@ def run(args: argparse.Namespace) -> None:
               f"{'plain text' if args.plain else 'mutual TLS'}, lease TTL {args.lease_ttl}s; "
               f"machine load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         for round_ in range(1, args.rounds + 1):
-            time.sleep(args.settle)
             old = leader_key(plane)
             killed = next(c for c in plane.coordinators if c.name == old)
+            steady = CpuWindow({"leader": [killed.pid]})
+            time.sleep(args.settle)
+            steady_cpu = steady.used()["leader"] / args.settle
             killed.kill()
             killed_at = time.time()
             new, elected_at = elected_after(plane, old)
@@ -274,6 +279,8 @@ def run(args: argparse.Namespace) -> None:
             print("  " + line("first route command from the new leader", routed,
                               TWO_SECONDS))
             print("  " + cpu)
+            print(f"  before the kill, the leader spent {steady_cpu:.2f} CPU seconds per second "
+                  f"on {args.agents} agents' streams (each reports every second)")
             if args.log_level.upper() in ("INFO", "DEBUG"):
                 print(leading.log_tail(args.log_lines))
             if missing:
