@@ -53,6 +53,9 @@ from common.stream_commands import AgentCommand, StartInstance, StopInstance
 from common.transport import TlsSettings, create_channel
 
 ONE_SECOND = 1.0
+PRODUCT_LIVENESS = {"heartbeat_interval": 10.0, "liveness_grace": 10.0, "report_interval": 1.0}
+"""The coordinator's defaults (the local cluster's are seconds, for tests): a host's
+liveness lease then outlives an election, as in production."""
 TWO_SECONDS = 2.0
 
 
@@ -201,7 +204,8 @@ async def deploy(plane: ControlPlane, address: str, buildings: list[str], units:
 def run(args: argparse.Namespace) -> None:
     plane = ControlPlane("bench-failover", prefix="/bench-failover", tls=not args.plain,
                          coordinator_settings={"log_level": args.log_level, "log_format": "text",
-                                               "leader_lease_ttl": args.lease_ttl})
+                                               "leader_lease_ttl": args.lease_ttl,
+                                               **PRODUCT_LIVENESS})
     ctx = mp.get_context("spawn")
     stop, results = ctx.Event(), ctx.Queue()
     procs: list[Any] = []
@@ -239,7 +243,8 @@ def run(args: argparse.Namespace) -> None:
                            args.hosts_per_building))
         asyncio.run(poll(lambda: sum(r.value for r in counters) >= total, "instances running"))
         print(f"{args.agents} agents, {total} instances running; 3 coordinators, "
-              f"{'plain text' if args.plain else 'mutual TLS'}, lease TTL {args.lease_ttl}s; "
+              f"{'plain text' if args.plain else 'mutual TLS'}, lease TTL {args.lease_ttl}s, "
+              f"heartbeat {PRODUCT_LIVENESS['heartbeat_interval']:g}s; "
               f"machine load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         for round_ in range(1, args.rounds + 1):
             old = leader_key(plane)
