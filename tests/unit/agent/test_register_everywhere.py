@@ -50,7 +50,7 @@ def stream(answers: dict[str, tuple[float, agent_pb2.CoordinatorMessage | None]]
         calls[target] = FakeCall()
         return calls[target], answer
 
-    s._open = fake_open  # type: ignore[assignment,method-assign]
+    s._open = fake_open  # type: ignore[method-assign]
     return s, calls
 
 
