@@ -63,7 +63,7 @@ lint: venv
 proto: venv
 	@$(BIN)/python scripts/gen_proto.py
 
-BENCHES = dataplane request_metrics recovery agent_overhead zero_downtime coordinator_scale
+BENCHES = dataplane request_metrics recovery agent_overhead zero_downtime coordinator_scale failover
 
 bench: setup
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done

@@ -11,7 +11,10 @@ every host has instances and routes. Then, ``--rounds`` times, the leader is kil
 - agents on the new leader: the election to each agent's registration with it
   (p50 / p99 / last), target: every agent within 1 s;
 - the new leader's route plan: the election to each agent's first route command from it
-  (p50 / p99 / last), target: within 2 s.
+  (p50 / p99 / last), target: within 2 s;
+- where the CPU went in the 2 s after the election: the new leader, the simulated agents'
+  worker processes, etcd, and everything else on the machine (other people's tests and
+  benchmarks share it: the busiest other processes are printed at the start).
 
 The killed coordinator is started again (a follower) before the next round.
 
@@ -27,17 +30,20 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # local_cluster
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # coordinator_scale
 
+from abuse import machine
 from coordinator_scale import BenchRuntime, deploy_all, identity, percentile, poll
 from local_cluster.cluster import ControlPlane
 
@@ -47,6 +53,9 @@ from common.stream_commands import AgentCommand, StartInstance, StopInstance
 from common.transport import TlsSettings, create_channel
 
 ONE_SECOND = 1.0
+PRODUCT_LIVENESS = {"heartbeat_interval": 10.0, "liveness_grace": 10.0, "report_interval": 1.0}
+"""The coordinator's defaults (the local cluster's are seconds, for tests): a host's
+liveness lease then outlives an election, as in production."""
 TWO_SECONDS = 2.0
 
 
@@ -126,6 +135,53 @@ def gather(collects: list[Any], results: Any, count: int) -> list[tuple[str, Any
     return rows
 
 
+class CpuWindow:
+    """CPU seconds the given processes and the whole machine spent since ``start``."""
+
+    def __init__(self, parts: dict[str, list[int]]) -> None:
+        self.parts = {name: [psutil.Process(pid) for pid in pids]
+                      for name, pids in parts.items()}
+        self.before = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, procs in self.parts.items():
+            out[name] = 0.0
+            for proc in procs:
+                try:
+                    times = proc.cpu_times()
+                    out[name] += times.user + times.system
+                except psutil.Error:
+                    pass
+        total = psutil.cpu_times()
+        out["machine"] = sum(total) - total.idle - getattr(total, "iowait", 0.0)
+        return out
+
+    def used(self) -> dict[str, float]:
+        after = self._sample()
+        return {name: after[name] - self.before[name] for name in after}
+
+    def report(self, seconds: float) -> str:
+        used = self.used()
+        ours = sum(v for k, v in used.items() if k != "machine")
+        shown = ", ".join(f"{name} {value:.2f}" for name, value in used.items()
+                          if name != "machine")
+        return (f"CPU seconds in the {seconds:g} s after the election "
+                f"({os.cpu_count()} cores: {seconds * (os.cpu_count() or 1):g} at most): {shown}, "
+                f"everything else {max(0.0, used['machine'] - ours):.2f}")
+
+
+def profile(spy: str, out: Path, parts: dict[str, list[int]], seconds: float,
+            round_: int) -> list[subprocess.Popen[bytes]]:
+    """py-spy (``spy``) records each process of ``parts`` for ``seconds`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(seconds)),
+                              "-r", "100", "--format", "raw", "-o",
+                              str(out / f"round{round_}-{name.replace(' ', '-')}-{pid}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pids in parts.items() for pid in pids]
+
+
 def line(name: str, samples: list[float], target: float) -> str:
     if not samples:
         return f"{name}: no samples"
@@ -148,11 +204,13 @@ async def deploy(plane: ControlPlane, address: str, buildings: list[str], units:
 def run(args: argparse.Namespace) -> None:
     plane = ControlPlane("bench-failover", prefix="/bench-failover", tls=not args.plain,
                          coordinator_settings={"log_level": args.log_level, "log_format": "text",
-                                               "leader_lease_ttl": args.lease_ttl})
+                                               "leader_lease_ttl": args.lease_ttl,
+                                               **PRODUCT_LIVENESS})
     ctx = mp.get_context("spawn")
     stop, results = ctx.Event(), ctx.Queue()
     procs: list[Any] = []
     try:
+        print(machine())
         plane.start(coordinators=3)
         targets = tuple(c.address for c in plane.coordinators)
         buildings = [f"b{b:03d}" for b in range(max(1, args.agents // args.hosts_per_building))]
@@ -185,16 +243,29 @@ def run(args: argparse.Namespace) -> None:
                            args.hosts_per_building))
         asyncio.run(poll(lambda: sum(r.value for r in counters) >= total, "instances running"))
         print(f"{args.agents} agents, {total} instances running; 3 coordinators, "
-              f"{'plain text' if args.plain else 'mutual TLS'}, lease TTL {args.lease_ttl}s; "
+              f"{'plain text' if args.plain else 'mutual TLS'}, lease TTL {args.lease_ttl}s, "
+              f"heartbeat {PRODUCT_LIVENESS['heartbeat_interval']:g}s; "
               f"machine load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         for round_ in range(1, args.rounds + 1):
-            time.sleep(args.settle)
             old = leader_key(plane)
             killed = next(c for c in plane.coordinators if c.name == old)
+            steady = CpuWindow({"leader": [killed.pid]})
+            time.sleep(args.settle)
+            steady_cpu = steady.used()["leader"] / args.settle
             killed.kill()
             killed_at = time.time()
             new, elected_at = elected_after(plane, old)
-            time.sleep(args.observe)
+            leading = next(c for c in plane.coordinators if c.name == new)
+            parts = {"new leader": [leading.pid], "etcd": [plane.etcd.pid],
+                     "simulated agents": [p.pid for p in procs]}
+            window = CpuWindow(parts)
+            spies = (profile(args.py_spy, Path(args.profile_dir), parts, TWO_SECONDS, round_)
+                     if args.py_spy else [])
+            time.sleep(TWO_SECONDS)
+            cpu = window.report(TWO_SECONDS)
+            for spy in spies:
+                spy.wait()
+            time.sleep(max(0.0, args.observe - TWO_SECONDS))
             rows = gather(collects, results, args.agents)
             joined, routed, missing = [], [], 0
             for _, registrations, route_times in rows:
@@ -212,8 +283,10 @@ def run(args: argparse.Namespace) -> None:
                               ONE_SECOND))
             print("  " + line("first route command from the new leader", routed,
                               TWO_SECONDS))
+            print("  " + cpu)
+            print(f"  before the kill, the leader spent {steady_cpu:.2f} CPU seconds per second "
+                  f"on {args.agents} agents' streams (each reports every second)")
             if args.log_level.upper() in ("INFO", "DEBUG"):
-                leading = next(c for c in plane.coordinators if c.name == new)
                 print(leading.log_tail(args.log_lines))
             if missing:
                 print(f"  {missing} of {args.agents} agents NOT on the new leader "
@@ -258,6 +331,10 @@ def main() -> None:
     parser.add_argument("--observe", type=float, default=10.0,
                         help="seconds after each election before counting")
     parser.add_argument("--plain", action="store_true", help="no TLS (plain text)")
+    parser.add_argument("--py-spy", default="", metavar="PATH",
+                        help="profile the new leader, etcd and the workers for 2 s after each "
+                             "election with this py-spy (raw stacks into --profile-dir)")
+    parser.add_argument("--profile-dir", default="/tmp/failover-profile")
     parser.add_argument("--log-level", default="WARNING", help="the coordinators' log level")
     parser.add_argument("--log-lines", type=int, default=40,
                         help="with --log-level INFO: the new leader's last log lines shown")

@@ -9,7 +9,10 @@ agent or with a fake.
   backs off, exponentially in rounds, with jitter (tenacity), reset after every session
   that registered. Register names the leader this agent just lost, so a follower that
   still names it holds the call until the next leader is elected (failover in about the
-  time of an election, not of a backoff).
+  time of an election, not of a backoff). Having lost the leader, the agent registers
+  with every coordinator at once: each follower holds its call, the one elected answers
+  Registered the moment it leads, and the others are cancelled (no redirect, no new
+  connection, when a thousand agents move at once).
 - Register says the agent's stream schema and Registered the coordinator's
   (``common.schema``): a coordinator more than one schema away is left, with an error.
 - After every (re)connect, Register carries the FULL state; then StatusReports carry only
@@ -19,6 +22,9 @@ agent or with a fake.
   they are (static stability) until a coordinator is back and reconciles.
 - The TLS files are read and checked once (``ClientCertificates``); a reload (SIGHUP)
   reads them again for the next connection, and the open stream keeps its own.
+- One channel per coordinator stays connected (``WarmChannels``): once registered, the
+  agent connects to every coordinator, so a failover opens a new stream on a connection
+  whose TLS handshake is long done.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 import grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from agent.stream.channels import WarmChannels
 from agent.stream.command_queue import CommandQueue
 from agent.stream.endpoint import AgentEndpoint, ChangeBatch
 from common.errors import FailedPrecondition
@@ -43,7 +50,7 @@ from common.proto_values import duration_from_pb
 from common.schema import check_stream_peer, peer_schema
 from common.stream_convert import registration_to_pb, report_to_pb
 from common.stream_messages import AgentReport
-from common.transport import ClientCertificates, TlsSettings, create_channel
+from common.transport import ClientCertificates, TlsSettings
 
 __all__ = ["CoordinatorStream", "StreamSettings"]
 
@@ -105,9 +112,16 @@ class CoordinatorStream:
                                              if settings.tls.enabled else None)
         """The TLS files new connections use, read at start or at the last reload (the
         daemon's SIGHUP, agent/daemon.py); an open stream keeps its own TLS session."""
+        self.channels = WarmChannels(settings.tls, self.certificates)
 
     async def run(self) -> None:
         """Keep a session with the leader for ever (cancel to stop)."""
+        try:
+            await self._run()
+        finally:
+            await asyncio.shield(self.channels.close())
+
+    async def _run(self) -> None:
         while True:
             retrying = AsyncRetrying(wait=self._wait_policy(), reraise=True,
                                      retry=retry_if_exception_type((Redirected, Disconnected)))
@@ -153,32 +167,87 @@ class CoordinatorStream:
 
     async def _session(self) -> None:
         """One session; returns normally only after a registered session ended."""
-        self.target = self._pick_target()
-        channel = create_channel(self.target, self.settings.tls,
-                                 certificates=self.certificates)
+        if self.unreachable_leader and not self._preferred:
+            self.target, call, first = await self._open_any()
+        else:
+            self.target = self._pick_target()
+            call, first = await self._open(self.target, self._register())
         try:
-            call = agent_pb2_grpc.AgentStreamStub(channel).Session()
-            try:
-                await call.write(agent_pb2.AgentMessage(register=self._register()))
-                first = await call.read()
-            except grpc.aio.AioRpcError as exc:
-                self._lost(self.target)
-                raise self._failed(exc) from None
-            if first is grpc.aio.EOF:
-                self._lost(self.target)
-                raise Disconnected(f"{self.target} closed the stream")
             body = first.WhichOneof("body")
             if body == "not_leader":
                 self._redirect(first.not_leader.leader_address)
             if body != "registered":
                 raise Disconnected(f"{self.target} answered {body} to Register")
             self._registered(first.registered)
+            await self.channels.warm(self.settings.coordinators)
             await self._converse(call)
             self._lost(self.target)  # the leader's stream ended (a step-down redirects)
         finally:
             self.connected.clear()
-            await channel.close(None)
+            call.cancel()
         self._next_index -= 1  # reconnect to the same coordinator first
+
+    async def _open(self, target: str, register: agent_pb2.Register) -> tuple[Any, Any]:
+        """A Session call to ``target`` with ``register`` sent: (the call, its first
+        answer); Disconnected when it failed or ended."""
+        call = agent_pb2_grpc.AgentStreamStub(await self.channels.get(target)).Session()
+        try:
+            await call.write(agent_pb2.AgentMessage(register=register))
+            first = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            self._lost(target)
+            raise self._failed(exc, target) from None
+        except BaseException:
+            call.cancel()
+            raise
+        if first is grpc.aio.EOF:
+            self._lost(target)
+            raise Disconnected(f"{target} closed the stream")
+        return call, first
+
+    async def _open_any(self) -> tuple[str, Any, Any]:
+        """The leader was lost: Register with every coordinator at once, each on its warm
+        channel. Followers hold the call until a leader is elected, so the new leader
+        answers Registered as soon as it leads (and the lost one at once, if it was only
+        the stream that broke); the first Registered wins and the other calls are
+        cancelled. A NotLeader naming one of these coordinators is waited out; one naming
+        another address is followed when no call registered."""
+        targets = tuple(dict.fromkeys(self.settings.coordinators))
+        register = self._register()
+        tasks = {asyncio.create_task(self._open(t, register)): t for t in targets}
+        winner: tuple[str, Any, Any] | None = None
+        redirect, failure = "", ""
+        try:
+            pending = set(tasks)
+            while pending and winner is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is not None:
+                        failure = str(task.exception())
+                        continue
+                    call, first = task.result()
+                    body = first.WhichOneof("body")
+                    if body == "registered" and winner is None:
+                        winner = (tasks[task], call, first)
+                        continue
+                    call.cancel()
+                    leader = first.not_leader.leader_address if body == "not_leader" else ""
+                    if leader and leader not in targets:
+                        redirect = leader
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    call, _ = await task
+                    if winner is None or call is not winner[1]:
+                        call.cancel()
+        if winner is not None:
+            return winner
+        if redirect:
+            self._preferred = redirect
+            raise Redirected(redirect)
+        raise Disconnected(f"no coordinator registered this agent (last: {failure})")
 
     def _lost(self, target: str) -> None:
         """``target`` did not answer or its stream broke: if it was the leader, say so in
@@ -186,12 +255,12 @@ class CoordinatorStream:
         if target == self._leader_target:
             self.unreachable_leader = target
 
-    def _failed(self, exc: grpc.aio.AioRpcError) -> Disconnected:
+    def _failed(self, exc: grpc.aio.AioRpcError, target: str) -> Disconnected:
         """The stream failed; a refusal only the operator can fix is logged as an error."""
         if exc.code() in _OPERATOR_MUST_ACT:
-            log.error("coordinator %s refused this agent: %s %s", self.target,
+            log.error("coordinator %s refused this agent: %s %s", target,
                       exc.code().name, exc.details())
-        return Disconnected(f"{self.target}: {exc.code().name} {exc.details()}")
+        return Disconnected(f"{target}: {exc.code().name} {exc.details()}")
 
     def _redirect(self, leader: str) -> None:
         if leader and leader != self.target:
@@ -242,7 +311,7 @@ class CoordinatorStream:
             try:
                 message = await call.read()
             except grpc.aio.AioRpcError as exc:
-                raise self._failed(exc) from None
+                raise self._failed(exc, self.target) from None
             if message is grpc.aio.EOF:
                 raise Disconnected("coordinator ended the stream")
             body = message.WhichOneof("body")

@@ -10,6 +10,7 @@ actually changed (coordinator/fleet/status_writer.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -40,6 +41,10 @@ from coordinator.state.records import EventRecord, HostHealth, HostRecord, Insta
 __all__ = ["AgentSessions", "ResultSink", "SessionCommands", "WindowSink"]
 
 log = logging.getLogger(__name__)
+
+EVENT_BATCH_DELAY = 0.05
+"""Seconds registration events wait to be written together (a takeover's thousand hosts
+make a few transactions, not a thousand)."""
 
 
 class SessionCommands(Protocol):
@@ -98,6 +103,8 @@ class AgentSessions:
         self._outputs = outputs
         self._wakes = wakes
         self._announcements: dict[HostSession, tuple[str, str]] = {}
+        self._pending_events: list[EventRecord] = []
+        self._event_writer: asyncio.Task[None] | None = None
         """Sessions opened whose lease and event ``announce`` has still to write."""
         self.foreign_dropped: Counter[DropKind] = Counter()
         """Statuses, removals, events and windows dropped because they were about another
@@ -159,15 +166,28 @@ class AgentSessions:
         return session, returned
 
     async def announce(self, session: HostSession) -> None:
-        """After Registered is on its way: the host's liveness lease, and the event of its
+        """After Registered is on its way: the host's liveness lease (the one it had,
+        refreshed later by the liveness tick, or a new one), and the event of its
         registration. Kept off the answer, so a thousand hosts re-registering with a new
         leader are not each held by two etcd round trips; a failure here (etcd gone, the
-        lead lost) raises, and the caller ends the session."""
+        lead lost) raises, and the caller ends the session. The event is written with those
+        of the other hosts registering meanwhile (one transaction for many)."""
         kind, message = self._announcements.pop(session, ("", ""))
-        await self._hosts.ensure_lease(session.host_id)
+        if not self._hosts.adopt_lease(session.host_id):
+            await self._hosts.ensure_lease(session.host_id)
         if kind:
-            await self._events.emit(kind, message, host_id=session.host_id,
-                                    building=session.building)
+            self._pending_events.append(self._events.make(
+                kind, message, host_id=session.host_id, building=session.building))
+            if self._event_writer is None or self._event_writer.done():
+                self._event_writer = asyncio.create_task(self._write_events(),
+                                                         name="registration-events")
+
+    async def _write_events(self) -> None:
+        """Registration events, a batch at a time (``append`` logs a failure)."""
+        while self._pending_events:
+            await asyncio.sleep(EVENT_BATCH_DELAY)
+            events, self._pending_events = self._pending_events, []
+            await self._events.append(events)
 
     def close(self, session: HostSession) -> None:
         self._announcements.pop(session, None)

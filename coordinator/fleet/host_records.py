@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
@@ -30,6 +31,9 @@ __all__ = ["HostRecords"]
 log = logging.getLogger(__name__)
 
 PARALLEL_REFRESHES = 32
+ADOPTED_FIRST_REFRESH = (1.0, 4.0)
+"""Seconds after a host registers within which the lease it already had is first refreshed
+(spread, so a takeover's thousand registrations are not followed by one burst)."""
 
 
 class HostRecords:
@@ -138,6 +142,23 @@ class HostRecords:
                                       wait=False)
         self._leases[host_id] = lease
         self._refreshed[host_id] = self._clock.monotonic()
+
+    def adopt_lease(self, host_id: str) -> bool:
+        """Keep the lease the host's liveness key hangs on (the previous leader's after a
+        takeover, or this leader's from the host's last stream) without an etcd round trip
+        at registration: the liveness tick refreshes it, first within
+        ``ADOPTED_FIRST_REFRESH`` (an expired one is replaced then). False when there is
+        none, or this leader's may have run out meanwhile (``ensure_lease`` then)."""
+        now = self._clock.monotonic()
+        if host_id in self._leases:
+            return now - self._refreshed.get(host_id, 0.0) < self.lease_ttl / 2
+        lease = self._state.alive.get(host_id, 0)
+        if not lease:
+            return False
+        self._leases[host_id] = lease
+        self._refreshed[host_id] = (now - self.lease_ttl / 3
+                                    + random.uniform(*ADOPTED_FIRST_REFRESH))
+        return True
 
     async def refresh_leases(self, connected: Iterable[str]) -> None:
         """Refresh the due leases of ``connected`` hosts (a keepalive, not a write)."""

@@ -100,13 +100,15 @@ class LeaderDuties:
         leadership.take(fence)
         log.info("leading: %d host(s) expected to reconnect", len(expected))
         try:
-            await self._migrate_records()
-            await self._events.emit("leader.elected", f"{leadership.me.id} leads",
-                                    coordinator=leadership.me.id)
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._every(self.tick, self._heal, "liveness"))
+                # routes first: the hosts re-registering now need them (a takeover's route
+                # plan must not wait for the record migration and the election event)
                 group.create_task(self._every(self.route_flush, self._flush_routes, "routes"))
                 group.create_task(self._every(STATUS_FLUSH, self._flush_statuses, "statuses"))
+                await self._migrate_records()
+                await self._events.emit("leader.elected", f"{leadership.me.id} leads",
+                                        coordinator=leadership.me.id)
+                group.create_task(self._every(self.tick, self._heal, "liveness"))
                 group.create_task(self._every(self.trim_every, self._events.trim, "event trim"))
                 if self.forget_hosts is not None:
                     group.create_task(self._every(self.forget_every, self.forget_hosts,

@@ -271,6 +271,8 @@ def test_lost_host_is_replaced_and_reconciled_when_it_returns(cluster: RealClust
 def test_leader_failover_keeps_every_instance(cluster: RealCluster, service_port: int) -> None:
     before = eventually(lambda: running(cluster), timeout=60)
     eventually(lambda: alive_hosts(cluster), timeout=60)
+    for agent in cluster.agents:  # the planes compared below are those the leader sent
+        routes_only(agent, set(before))
     docker_before = containers(UNIT)
     planes_before = {a.host_id: servers(a) for a in cluster.agents}
     leader = cluster.leader()
