@@ -59,6 +59,7 @@ from local_cluster.report import PhaseResult, classify_failures  # noqa: E402
 from local_cluster.rollouts import seconds_of  # noqa: E402
 from local_cluster.scenario import BAD, DemoScenario, canary_flags  # noqa: E402
 from zero_downtime_report import (  # noqa: E402
+    SETTLE_S,
     RolloutTimes,
     StepTimes,
     failure_lines,
@@ -121,6 +122,7 @@ def target_lines(rollouts: list[RolloutTimes], answers: list[Answer],
         "rollback_ms": None, "rollback_client_ms": None, "spread_ms": {}}
     spreads: dict[str, float | None] = {}
     rollbacks: list[float] = []
+    measured: list[float] = []
     lines = [f"  failed requests caused by switching: {switching} (target "
              f"{SWITCHING_TARGET}) {_met(switching <= SWITCHING_TARGET)}"]
     for rollout in rollouts:
@@ -130,7 +132,8 @@ def target_lines(rollouts: list[RolloutTimes], answers: list[Answer],
         evaluated, off = found
         delays = [None if c is None else c.at - evaluated for c in off.values()]
         started = min(s.started_at for s in rollout.steps)
-        seen = [last_answer_from(answers, h, rollout.to_version, started) for h in ADDRESSES]
+        seen = [last_answer_from(answers, h, rollout.to_version, started,
+                                 rollout.ended_at + SETTLE_S) for h in ADDRESSES]
         client = max((t - evaluated for t in seen if t is not None), default=None)
         if any(d is None for d in delays):
             lines.append("  rollback to 100 % stable: not seen on every host's HAProxy")
@@ -151,12 +154,13 @@ def target_lines(rollouts: list[RolloutTimes], answers: list[Answer],
             what = (f"{rollout.strategy} {rollout.to_version} step {step.index + 1} "
                     f"({step.target_percent:g}%)")
             spreads[what] = None if spread is None else round(spread, 1)
+            if spread is not None:
+                measured.append(spread)
             lines.append(f"  spread between hosts, {what}: "
                          + ("n/a" if spread is None else
                             f"{spread:.1f} ms (target < {SPREAD_TARGET_MS:g} ms) "
                             f"{_met(spread < SPREAD_TARGET_MS)}"))
     figures["spread_ms"] = spreads
-    measured = [s for s in spreads.values() if s is not None]
     for what, values, target in (("rollback to 100 % stable on every host", rollbacks,
                                   ROLLBACK_TARGET_S * 1000),
                                  ("spread between hosts per switch", measured,

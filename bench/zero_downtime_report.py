@@ -15,6 +15,7 @@ from local_cluster.report import classify_failures, share_of
 from zero_downtime_watch import WeightChange
 
 __all__ = [
+    "SETTLE_S",
     "RolloutTimes",
     "StepTimes",
     "applied_at",
@@ -87,10 +88,16 @@ def canary_off_at(changes: Sequence[WeightChange], host: str, version: str,
     return None
 
 
+SETTLE_S = 5.0
+"""After a rollout ended, how long its last answers may still arrive (in flight)."""
+
+
 def last_answer_from(answers: Sequence[Answer], host: str, version: str,
-                     since: float) -> float | None:
+                     since: float, until: float = float("inf")) -> float | None:
+    """The last answer by ``version`` through ``host`` between the two times (the same
+    version may be deployed again later)."""
     return max((a.at for a in answers if a.host == host and a.version == version
-                and a.at >= since), default=None)
+                and since <= a.at <= until), default=None)
 
 
 def spread_ms(times: Sequence[float | None]) -> float | None:
@@ -260,7 +267,8 @@ def rollback_lines(rollout: RolloutTimes, answers: Sequence[Answer],
         return ["    no failed step in the record: no rollback to time"]
     evaluated, off = found
     bad = rollout.to_version
-    seen = {h: last_answer_from(answers, h, bad, failed[-1].started_at) for h in hosts}
+    seen = {h: last_answer_from(answers, h, bad, failed[-1].started_at,
+                                rollout.ended_at + SETTLE_S) for h in hosts}
     lines = [f"    rollback: failing evaluation of step {failed[-1].index + 1} at "
              f"{evaluated:.3f} (its ended_at); rollout ended_at "
              f"{_after(rollout.ended_at - evaluated)}"]
