@@ -104,29 +104,21 @@ class CoordinatorFleet:
 
     # -- observing -------------------------------------------------------------------------
 
-    def _escalated(self) -> set[str]:
-        return {e.instance_id for e in self._state.events.values()
-                if e.type == ESCALATION_EVENT and e.instance_id}
-
-    def _start_failures(self) -> dict[str, str]:
-        return {e.instance_id: e.message or "no reason given"
-                for e in self._state.events.values()
-                if e.type == START_FAILED_EVENT and e.instance_id}
-
     def instances(self, record: RolloutRecord) -> tuple[InstanceView, ...]:
-        escalated = self._escalated()
-        start_failures = self._start_failures()
         views = []
         for inst in self._state.instances_of(record.apartment, record.unit):
             seen = self._known.known_state(inst.instance_id)
+            events = self._state.events_of_instance(inst.instance_id)
+            failures = [e.message or "no reason given" for e in events
+                        if e.type == START_FAILED_EVENT]
             views.append(InstanceView(
                 instance_id=inst.instance_id,
                 host_id=inst.host_id,
                 version=inst.version,
                 healthy=seen is not None and seen.routable,
                 state=seen.state if seen is not None else "",
-                escalated=inst.instance_id in escalated,
-                start_error=start_failures.get(inst.instance_id, ""),
+                escalated=any(e.type == ESCALATION_EVENT for e in events),
+                start_error=failures[-1] if failures else "",
             ))
         return tuple(sorted(views, key=lambda v: v.instance_id))
 

@@ -80,6 +80,8 @@ class ClusterState:
         self.decommissioned: dict[str, bytes] = {}
         """host id -> the mark a decommissioned host leaves (coordinator/fleet/decommission.py)."""
         self.events: dict[str, EventRecord] = {}
+        self._events_by_instance: dict[str, dict[str, EventRecord]] = defaultdict(dict)
+        """instance id -> its events by key (a rollout's view of its instances reads them)."""
         self._event_subscribers: set[asyncio.Queue[EventRecord]] = set()
         self._instance_watchers: list[Callable[[str, InstanceRecord | None], None]] = []
         self.leader_watchers: list[Callable[[], None]] = []
@@ -92,6 +94,11 @@ class ClusterState:
 
     def instance_ids_on(self, host_id: str) -> frozenset[str]:
         return frozenset(self._by_host.get(host_id, ()))
+
+    def events_of_instance(self, instance_id: str) -> list[EventRecord]:
+        """The kept events about one instance, oldest first."""
+        found = self._events_by_instance.get(instance_id)
+        return sorted(found.values(), key=lambda e: e.sequence) if found else []
 
     def instances_of(self, apartment: str, unit: str) -> list[InstanceRecord]:
         return [self.instances[i].value for i in sorted(self._by_unit.get((apartment, unit), ()))]
@@ -219,12 +226,19 @@ class ClusterState:
 
     def _apply_event(self, name: str, deleted: bool, value: bytes, create: int) -> None:
         if deleted:
-            self.events.pop(name, None)
+            gone = self.events.pop(name, None)
+            if gone is not None and gone.instance_id:
+                about = self._events_by_instance.get(gone.instance_id, {})
+                about.pop(name, None)
+                if not about:
+                    self._events_by_instance.pop(gone.instance_id, None)
             return
         is_new = name not in self.events
         stored = decode(EventRecord, value)
         event = replace(stored, sequence=create * 1000 + min(stored.batch_index, 999))
         self.events[name] = event
+        if event.instance_id:
+            self._events_by_instance[event.instance_id][name] = event
         if is_new:
             for queue in list(self._event_subscribers):
                 try:

@@ -112,6 +112,22 @@ def test_events_get_unique_ordered_sequences_and_reach_subscribers() -> None:
     assert not state.is_subscribed(queue)
 
 
+def test_events_are_indexed_by_instance_until_trimmed() -> None:
+    state = ClusterState(LAYOUT)
+    for revision, (iid, message) in enumerate([("i1", "one"), ("i2", "two"), ("i1", "three"),
+                                               ("", "none")], start=10):
+        event = EventRecord(type="t", time=1.0, message=message, instance_id=iid)
+        state.apply(put(LAYOUT.event(revision, 0), encode(event), revision))
+    assert [e.message for e in state.events_of_instance("i1")] == ["one", "three"]
+    assert [e.message for e in state.events_of_instance("i2")] == ["two"]
+    assert state.events_of_instance("") == [] and state.events_of_instance("i9") == []
+    state.apply(delete(LAYOUT.event(10, 0), 20))  # trimmed from the history
+    assert [e.message for e in state.events_of_instance("i1")] == ["three"]
+    state.apply(delete(LAYOUT.event(12, 0), 21))
+    state.apply(delete(LAYOUT.event(11, 0), 22))
+    assert state.events_of_instance("i1") == [] and not state._events_by_instance
+
+
 
 def test_a_record_written_before_a_bound_it_now_breaks_is_skipped_not_fatal() -> None:
     state = ClusterState(LAYOUT)
