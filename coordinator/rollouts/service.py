@@ -33,7 +33,7 @@ from coordinator.rollouts.controls import new_rollout, request_control, retry_ro
 from coordinator.rollouts.etcd_records import EtcdRolloutRecords, previous_stable
 from coordinator.rollouts.fleet_adapter import CoordinatorFleet
 from coordinator.rollouts.pausing import refuse_paused
-from coordinator.rollouts.record import RETRY, Control, RolloutRecord
+from coordinator.rollouts.record import RETRY, Control, RolloutRecord, decode_record
 from coordinator.rollouts.runner import RolloutRunner, RunnerSettings
 from coordinator.rollouts.settings import RolloutSettings, Strategy
 from coordinator.rollouts.status import RolloutStatus, rollout_status
@@ -83,24 +83,42 @@ class RolloutService:
         return rollout_status(record, windows, self.clock.now())
 
     async def watch(self, apartment: str, unit: str, rollout_id: str = "",
-                    interval: float = 0.1, refresh: float = 2.0
-                    ) -> AsyncIterator[RolloutStatus]:
-        """The rollout's status now and after every change of its record, until it has
-        ended; while it is measured live, also every ``refresh`` seconds (new figures)."""
+                    refresh: float = 2.0) -> AsyncIterator[RolloutStatus]:
+        """The rollout's status now and after every change of its record (each phase, however
+        short: the watch-fed cache tells of every change in order), until it has ended;
+        while it is measured live, also every ``refresh`` seconds (new figures)."""
         record = self.get(apartment, unit, rollout_id)
-        last: RolloutRecord | None = None
-        sent_at = 0.0
-        while True:
-            current = self.get(apartment, unit, record.rollout_id)
-            now = self.clock.monotonic()
-            if current != last or (current.active and now - sent_at >= refresh):
-                status = self.status(current)  # reads the windows: not on every poll
-                if current != last or status.measured_live:
-                    yield status
-                last, sent_at = current, now
-            if current.terminal:
-                return
-            await asyncio.sleep(interval)
+        changes: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        def changed(key: tuple[str, str], changed_id: str, value: bytes | None) -> None:
+            if key == (apartment, unit) and changed_id == record.rollout_id:
+                changes.put_nowait(value)
+
+        stop = self.state.watch_rollouts(changed)
+        try:
+            current: RolloutRecord | None = self.get(apartment, unit, record.rollout_id)
+            last: RolloutRecord | None = None
+            while current is not None:
+                if current != last or current.active:
+                    status = self.status(current)  # reads the windows: not on every change
+                    if current != last or status.measured_live:
+                        yield status
+                    last = current
+                if current.terminal:
+                    return
+                try:
+                    value = await asyncio.wait_for(changes.get(), timeout=refresh)
+                except TimeoutError:
+                    current = last  # no change: new figures only
+                    continue
+                try:
+                    current = None if value is None else decode_record(value)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("watch of %s: skipping an unreadable record: %s",
+                              record.rollout_id, exc)
+                    current = last
+        finally:
+            stop()
 
     # -- writes ----------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ R = TypeVar("R")
 K = TypeVar("K")
 V = TypeVar("V")
 UnitKey = tuple[str, str]
+RolloutWatcher = Callable[[UnitKey, str, "bytes | None"], None]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class ClusterState:
         """instance id -> its events by key (a rollout's view of its instances reads them)."""
         self._event_subscribers: set[asyncio.Queue[EventRecord]] = set()
         self._instance_watchers: list[Callable[[str, InstanceRecord | None], None]] = []
+        self._rollout_watchers: set[RolloutWatcher] = set()
         self.leader_watchers: list[Callable[[], None]] = []
         """Called after the leader key changed (Leadership wakes the calls waiting on it)."""
 
@@ -132,6 +134,13 @@ class ClusterState:
     def watch_instances(self, callback: Callable[[str, InstanceRecord | None], None]) -> None:
         """``callback(instance_id, record or None when deleted)`` on every instance change."""
         self._instance_watchers.append(callback)
+
+    def watch_rollouts(self, callback: RolloutWatcher) -> Callable[[], None]:
+        """``callback(unit, rollout id, encoded record or None when deleted)`` on every change
+        of a rollout record, in order (a watch sees every phase, however short); returns
+        the call that stops it."""
+        self._rollout_watchers.add(callback)
+        return lambda: self._rollout_watchers.discard(callback)
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -188,6 +197,8 @@ class ClusterState:
         elif kind == "rollouts" and len(parts) == 3:
             _set(self.rollouts[(parts[0], parts[1])], parts[2], deleted,
                  lambda: Versioned(value, rev, create))
+            for on_rollout in list(self._rollout_watchers):
+                on_rollout((parts[0], parts[1]), parts[2], None if deleted else value)
         elif kind == "active-rollout" and len(parts) == 2:
             _set(self.active_rollouts, (parts[0], parts[1]), deleted,
                  versioned(ActiveRolloutRecord))

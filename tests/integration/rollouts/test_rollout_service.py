@@ -23,7 +23,7 @@ from common.resources import Resources
 from common.stream_messages import MetricsWindow, Registration
 from coordinator.api.rollout_proto import deploy_from_pb
 from coordinator.app import Coordinator
-from coordinator.rollouts.record import Control, Phase, RolloutRecord
+from coordinator.rollouts.record import Control, Phase, RolloutRecord, decode_record
 from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService
 from coordinator.rollouts.status import RolloutStatus
@@ -365,3 +365,25 @@ async def test_a_watch_refreshes_the_live_figures_of_a_monitored_step(
     await rollouts.control_rollout("shop", "web", Control.ABORT)
     end = await async_eventually(lambda: ended(rollouts, record.rollout_id), timeout=30)
     assert end.phase is Phase.ABORTED
+
+
+async def test_a_watch_sees_every_change_of_the_record_however_short(
+    rollouts: RolloutService, fleet: Agents
+) -> None:
+    record = await rollouts.deploy(deploy_from_pb(canary_request("1.1.0")))
+    written: list[RolloutRecord] = []
+    stop = rollouts.state.watch_rollouts(
+        lambda key, rollout_id, value: written.append(decode_record(value))
+        if rollout_id == record.rollout_id and value is not None else None)
+    watched: list[RolloutRecord] = []
+    try:
+        # refresh far away: only the record's changes are sent
+        async for status in rollouts.watch("shop", "web", record.rollout_id, refresh=600):
+            watched.append(status.record)
+    finally:
+        stop()
+    assert watched[-1].phase is Phase.PROMOTED, watched[-1].failure
+    # the first is the record as it was when the watch began; then each one written
+    assert watched[1:] == written, ([r.phase for r in watched], [r.phase for r in written])
+    phases = [r.phase for r in watched]
+    assert Phase.SWITCHING in phases and Phase.COMPLETING in phases, phases
