@@ -147,13 +147,16 @@ class Marks:
                 for label, a, b in PHASES]
 
 
-def start_docker_twin(client: docker.DockerClient, port: int) -> Any:
-    """The same image, limits and defaults, with Docker's own restart policy."""
+def start_docker_twin(client: docker.DockerClient, port: int, network: str) -> Any:
+    """The same image, limits, defaults and network as the agent's instance (bridged, its
+    port published on the host address through Docker's proxy), with Docker's own restart
+    policy."""
     return client.containers.run(
-        IMAGE, detach=True, network_mode="host", init=True, read_only=True,
+        IMAGE, detach=True, network=network, ports={f"{port}/tcp": (ADDRESS, port)},
+        init=True, read_only=True,
         tmpfs={"/tmp": "size=64m"}, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
         nano_cpus=1_000_000_000, mem_limit=128 * MIB, memswap_limit=128 * MIB,
-        environment={"PORT": str(port), "BIND": ADDRESS},
+        environment={"PORT": str(port), "BIND": "0.0.0.0"},
         restart_policy={"Name": "on-failure"}, labels={"landlord.bench": "1"})
 
 
@@ -168,14 +171,14 @@ class Run:
     phases: list[tuple[str, list[float]]] = field(default_factory=list)
 
 
-async def bench(kills: int, interval: float) -> Run:
+async def bench(kills: int, interval: float, spares: bool) -> Run:
     """Rounds alternate one agent kill and one Docker kill, so both see the same load."""
     data = Path(tempfile.mkdtemp(prefix="landlord-bench-"))
     config = AgentConfig(host_id=f"bench{os.getpid()}", advertise_address=ADDRESS,
                          data_dir=data, run_dir=data / "run", labels=("landlord.bench=1",),
                          bandwidth=False, crash_delay=0.0, loop_backoff=0.0,
                          healthy_reset=1.0, max_incidents=10_000,
-                         startup_probe_interval=0.02)
+                         startup_probe_interval=0.02, spare_containers=spares)
     service = AgentService(config, DockerRuntime())
     await service.open()
     marks = Marks(service)
@@ -187,7 +190,8 @@ async def bench(kills: int, interval: float) -> Run:
                         resources=ResourceSpec(cpu=1.0, memory=128 * MIB),
                         state_mode=StateMode.SNAPSHOT)
     run = Run()
-    twin = await asyncio.to_thread(start_docker_twin, client, twin_port)
+    twin = await asyncio.to_thread(start_docker_twin, client, twin_port,
+                                   config.bridge_network)
     try:
         await service.start_instance(spec)
         await asyncio.to_thread(wait_healthy, twin_port)
@@ -255,18 +259,22 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=11.0)
     parser.add_argument("--burn", type=int, default=2,
                         help="busy processes for the second pass (0: quiet pass only)")
+    parser.add_argument("--spares", action="store_true",
+                        help="the agent keeps a created replacement container per instance "
+                             "(agent setting spare_containers, off by default)")
     args = parser.parse_args()
     print(f"{args.kills} kills each, {args.interval:g} s apart, image {IMAGE}, 1 core, 128 MiB,"
-          " state snapshot directory kept")
+          " state snapshot directory kept, both containers bridged (the default network)"
+          f"{', spare containers on' if args.spares else ''}")
     print(f"quiet pass: before it, {load()}")
-    quiet = asyncio.run(bench(args.kills, args.interval))
+    quiet = asyncio.run(bench(args.kills, args.interval, args.spares))
     report("quiet: no burner of ours (not truly quiet when other work shares the machine: see"
            " the load average above)", quiet, QUIET_TARGET)
     if args.burn > 0:
         with burners(args.burn):
             time.sleep(2)
             print(f"loaded pass: {args.burn} CPU burners running, {load()}")
-            loaded = asyncio.run(bench(args.kills, args.interval))
+            loaded = asyncio.run(bench(args.kills, args.interval, args.spares))
         report(f"loaded ({args.burn} CPU burners)", loaded, LOADED_TARGET)
 
 
