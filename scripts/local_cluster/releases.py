@@ -6,6 +6,7 @@ can run its daemons next to this checkout's (a rolling upgrade has both).
 ``RELEASES/<tag>/venv`` and returns that venv's ``bin`` directory. A lock file serialises
 concurrent builders; a stamp file marks a finished build, which later calls reuse. The
 repository is the checkout's (``git rev-parse --git-common-dir``, so worktrees share tags).
+A clone without tags builds the commit the tag names (``RELEASE_COMMITS``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from pathlib import Path
 
 from local_cluster.processes import ROOT, ClusterError
 
-__all__ = ["RELEASES", "ReleaseMissing", "git_dir", "previous_release"]
+__all__ = ["RELEASES", "RELEASE_COMMITS", "ReleaseMissing", "git_dir", "previous_release",
+           "release_revision"]
 
 RELEASES = Path("/var/lib/landlord-dev/releases")
 STAMP = ".installed"
+RELEASE_COMMITS = {"v0.1.0": "f1c7d3d0c088c8e449c0dbd7cd006f211822e6a8"}
+"""The commit each release tag names, for a clone that carries no tags (git clone of a
+branch, CI checkouts): the release is built from that commit when it is in the history."""
 
 
 class ReleaseMissing(ClusterError):
@@ -38,10 +43,24 @@ def git_dir(checkout: Path = ROOT) -> Path:
     return path if path.is_absolute() else (checkout / path).resolve()
 
 
-def _has_tag(repo: Path, tag: str) -> bool:
+def _has(repo: Path, revision: str) -> bool:
     return subprocess.run(["git", "--git-dir", str(repo), "rev-parse", "--verify", "--quiet",
-                           f"refs/tags/{tag}^{{commit}}"], capture_output=True,
+                           f"{revision}^{{commit}}"], capture_output=True,
                           check=False).returncode == 0
+
+
+def release_revision(repo: Path, tag: str) -> str:
+    """What to build release ``tag`` from: its tag, else the commit it names (RELEASE_COMMITS)
+    when the history holds it."""
+    if _has(repo, f"refs/tags/{tag}"):
+        return f"refs/tags/{tag}"
+    known = RELEASE_COMMITS.get(tag)
+    if known is not None and _has(repo, known):
+        return known
+    raise ReleaseMissing(
+        f"git tag {tag} is not in {repo}: a test of compatibility with release {tag} "
+        f"builds that release from its tag; fetch the tags (git fetch --tags, or clone "
+        f"without --depth)")
 
 
 def previous_release(tag: str, checkout: Path = ROOT, cache: Path = RELEASES,
@@ -52,30 +71,28 @@ def previous_release(tag: str, checkout: Path = ROOT, cache: Path = RELEASES,
     venv = home / "venv"
     if (home / STAMP).exists():
         return venv / "bin"
-    if not _has_tag(repo, tag):
-        raise ReleaseMissing(
-            f"git tag {tag} is not in {repo}: a test of compatibility with release {tag} "
-            f"builds that release from its tag; fetch the tags (git fetch --tags, or clone "
-            f"without --depth)")
+    revision = release_revision(repo, tag)
     home.mkdir(parents=True, exist_ok=True)
     with (cache / f"{tag}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (home / STAMP).exists():  # another process built it while this one waited
             return venv / "bin"
-        _build(repo, tag, home, python)
+        _build(repo, tag, revision, home, python)
         (home / STAMP).write_text(f"{tag}\n")
     return venv / "bin"
 
 
-def _build(repo: Path, tag: str, home: Path, python: str) -> None:
+def _build(repo: Path, tag: str, revision: str, home: Path, python: str) -> None:
     src, venv = home / "src", home / "venv"
     for old in (src, venv):
         shutil.rmtree(old, ignore_errors=True)
     src.mkdir(parents=True)
-    archive = subprocess.run(["git", "--git-dir", str(repo), "archive", "--format=tar", tag],
-                             capture_output=True, check=False)
+    archive = subprocess.run(
+        ["git", "--git-dir", str(repo), "archive", "--format=tar", revision],
+        capture_output=True, check=False)
     if archive.returncode != 0:
-        raise ClusterError(f"git archive {tag} failed: {archive.stderr.decode().strip()}")
+        raise ClusterError(
+            f"git archive {revision} ({tag}) failed: {archive.stderr.decode().strip()}")
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
     steps = [
         [python, "-m", "venv", str(venv)],

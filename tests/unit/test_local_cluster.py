@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 from local_cluster.daemons import toml_value
 from local_cluster.load import Answer, failed
-from local_cluster.processes import recorded_processes
-from local_cluster.releases import ReleaseMissing, git_dir, previous_release
+from local_cluster.processes import ROOT, recorded_processes
+from local_cluster.releases import (
+    RELEASE_COMMITS,
+    ReleaseMissing,
+    git_dir,
+    previous_release,
+    release_revision,
+)
 from local_cluster.report import classify_failures, rollback_seconds, share_of, switch_seconds
 
 
@@ -64,3 +70,27 @@ def test_a_release_whose_tag_is_missing_is_an_error_saying_how_to_get_it(tmp_pat
         previous_release("v9.9.9", checkout=repo, cache=tmp_path / "releases")
     assert not (tmp_path / "releases").exists()  # nothing half-built
     assert git_dir(repo) == (repo / ".git").resolve()
+
+
+def test_a_release_is_built_from_its_tag_else_from_the_commit_it_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "clone"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "--allow-empty", "-m", "one"], check=True)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    monkeypatch.setitem(RELEASE_COMMITS, "v9.9.9", head)
+    assert release_revision(git_dir(repo), "v9.9.9") == head  # a clone without tags
+    subprocess.run(["git", "-C", str(repo), "tag", "v9.9.9"], check=True)
+    assert release_revision(git_dir(repo), "v9.9.9") == "refs/tags/v9.9.9"
+    monkeypatch.setitem(RELEASE_COMMITS, "v9.9.8", "0" * 40)  # not in this history
+    with pytest.raises(ReleaseMissing, match=r"git tag v9\.9\.8 is not in"):
+        release_revision(git_dir(repo), "v9.9.8")
+
+
+def test_each_known_release_commit_is_that_release() -> None:
+    for tag, commit in RELEASE_COMMITS.items():
+        shown = subprocess.run(["git", "show", f"{commit}:pyproject.toml"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout
+        assert f'version = "{tag.removeprefix("v")}"' in shown, tag
