@@ -6,7 +6,9 @@ its health service SERVING, and for a refused request (any code but OK) etcd unc
 "etcd unchanged" compares the whole cluster prefix before and after the call, except for
 exactly what a refusal is expected to write: the call's own audit event (one key under
 ``{prefix}/events/`` of type ``audit`` naming the method and the refusal's code, written by
-coordinator/api/audit_interceptor.py for every method ``AUDITED_METHODS`` lists). It is
+coordinator/api/audit_interceptor.py for every method ``AUDITED_METHODS`` lists), and
+instance statuses put under ``{prefix}/status/`` (the status writer mirrors the agents'
+reports there at any time; no admin call puts one). It is
 done with etcd revisions rather than two full dumps, so a run of 10,000 requests does not
 read 10,000 audit events per call: the keys written after the revision read before the call
 must be that one audit event, and the number of keys must have grown by exactly as many
@@ -141,6 +143,7 @@ class AdminTarget:
         self.channel = admin_channel(self.coordinator.address, cluster.client_tls)
         self.root = cluster.prefix + "/"
         self.events = cluster.prefix + "/events/"
+        self.statuses = cluster.prefix + "/status/"
         self._health = self.channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -231,13 +234,18 @@ class AdminTarget:
             time.sleep(0.01)
         if len(expected) > 1:
             return f"{len(expected)} audit events"
-        others = sorted(set(changed) - expected)
+        # instance statuses mirror the agents' reports: only the status writer puts them,
+        # whenever a report changes one (an instance that became healthy a moment after
+        # the settle), never an admin call
+        reported = {k for k in changed if k.startswith(self.statuses)}
+        others = sorted(set(changed) - expected - reported)
         if others:
             return "written: " + ", ".join(
                 f"{k}={changed[k][1][:160]!r}" for k in others[:5])
+        created = sum(1 for k in reported if changed[k][0] > revision)
         after, _ = self.cluster.etcd.count(self.root)
-        if after != count + len(expected):
-            return f"{count + len(expected) - after} key(s) deleted"
+        if after != count + len(expected) + created:
+            return f"{count + len(expected) + created - after} key(s) deleted"
         return ""
 
     def restore(self) -> None:
