@@ -66,6 +66,10 @@ class StreamSettings:
     report_interval: float = 1.0
     """Until the coordinator says otherwise in Registered."""
     heartbeat_interval: float = 10.0
+    register_timeout: float = 20.0
+    """Seconds to wait for the answer to Register (a follower holds one up to 15 s while no
+    leader it can name is elected); past it the call is dropped and the agent tries again,
+    so a call lost with a coordinator that went away mid-answer does not hang the agent."""
 
 
 ROUND_STEP = 0.05
@@ -192,11 +196,17 @@ class CoordinatorStream:
         answer); Disconnected when it failed or ended."""
         call = agent_pb2_grpc.AgentStreamStub(await self.channels.get(target)).Session()
         try:
-            await call.write(agent_pb2.AgentMessage(register=register))
-            first = await call.read()
+            async with asyncio.timeout(self.settings.register_timeout):
+                await call.write(agent_pb2.AgentMessage(register=register))
+                first = await call.read()
         except grpc.aio.AioRpcError as exc:
             self._lost(target)
             raise self._failed(exc, target) from None
+        except TimeoutError:
+            call.cancel()
+            self._lost(target)
+            raise Disconnected(f"{target} did not answer Register within "
+                               f"{self.settings.register_timeout:g} s") from None
         except BaseException:
             call.cancel()
             raise
