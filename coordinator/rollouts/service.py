@@ -96,7 +96,7 @@ class RolloutService:
 
         stop = self.state.watch_rollouts(changed)
         try:
-            current: RolloutRecord | None = self.get(apartment, unit, record.rollout_id)
+            current: RolloutRecord | None = record  # no await since it was read: none missed
             last: RolloutRecord | None = None
             while current is not None:
                 if current != last or current.active:
