@@ -158,8 +158,11 @@ async def retried(call: Any, request: Any) -> Any:
             return await call(request, timeout=30)
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
-            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "already runs" in details:
-                return None  # an earlier attempt got through
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and (
+                "already runs" in details
+                or (attempt and "already has an active rollout" in details)
+            ):
+                return None  # an earlier attempt got through (its answer was lost)
             retry = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED,
                                    grpc.StatusCode.DEADLINE_EXCEEDED) or "lead" in details \
                 or "no alive host" in details or "try again shortly" in details

@@ -189,14 +189,17 @@ class Registry:
     def _check_image(self, spec: UnitSpec) -> None:
         if spec.image_digest:
             return  # resolved through its registry; agents pull it by digest
-        hosts = [v.value for v in self.state.hosts.values() if v.value.status != "lost"]
+        # stops at the first host that has it (a list of every host per publish cost 3.5 %
+        # of the leader's time at 5,000 hosts)
+        hosts = (v.value for v in self.state.hosts.values() if v.value.status != "lost")
         if any(spec.image in host.images for host in hosts):
             return
         if any(spec.image in images for images in self.reported.images.values()):
             return
+        checked = sum(1 for v in self.state.hosts.values() if v.value.status != "lost")
         raise FailedPrecondition(
             f"image {spec.image!r} is not present on any registered host "
-            f"({len(hosts)} host(s) checked); load it on the hosts first",
+            f"({checked} host(s) checked); load it on the hosts first",
             image=spec.image,
         )
 

@@ -59,6 +59,9 @@ class EtcdRolloutRecords:
         self.state = state
         self.events = events
         self.clock = clock
+        self._unit_written: dict[tuple[str, str], int] = {}
+        """The revision of this coordinator's last write of each unit's record: the next
+        decision on that unit waits until the cache holds it (its writes do not wait)."""
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -177,6 +180,12 @@ class EtcdRolloutRecords:
 
         async def attempt() -> None:
             found = self.state.units.get(key)
+            written = self._unit_written.get(key, 0)
+            if found is None or found.mod_revision < written:
+                # decide on our own last write, not on a cache that has yet to see it (a
+                # rollout's next state is only valid from the one it wrote last)
+                await self._writes.caught_up(written)
+                found = self.state.units.get(key)
             current = found.value if found else UnitRecord(record.apartment, record.unit)
             target = DeployState(action.state)
             if current.state != target.value:
@@ -201,7 +210,7 @@ class EtcdRolloutRecords:
             updated = replace(updated, updated_at=self.clock.now())
             txn = Txn().require(self.layout.unit(*key), found.mod_revision if found else 0)
             txn.put(self.layout.unit(*key), encode(updated))
-            await self._writes.commit(txn, wait=False)
+            self._unit_written[key] = await self._writes.commit(txn, wait=False)
 
         await self._writes.retry(attempt, f"updating {record.apartment}/{record.unit}",
                                  unit=record.unit)

@@ -114,6 +114,11 @@ class FencedWrites:
             await self._view.wait_for(revision)
         return revision
 
+    async def caught_up(self, revision: int) -> None:
+        """Return once the cache holds changes up to ``revision`` (Unavailable if it lags)."""
+        if revision:
+            await self._view.wait_for(revision)
+
     async def catch_up(self, conflict: Conflict) -> None:
         """After a lost compare-and-swap: wait until the cache has what made it fail."""
         revision = conflict.context.get("revision")

@@ -20,6 +20,20 @@ class MemoryStore:
         self.commits: list[Txn] = []
         self.before_commit: Callable[[], None] | None = None
         """Runs before each commit is checked (a concurrent writer, in tests)."""
+        self.held: list[Change] | None = None
+        """When a list: commits' changes wait here until ``deliver`` (a watch that lags)."""
+
+    def _feed(self, change: Change) -> None:
+        if self.held is None:
+            self.state.apply(change)
+        else:
+            self.held.append(change)
+
+    def deliver(self, revision: int) -> None:
+        """Feed the held changes up to ``revision`` to the state, as the watch would."""
+        assert self.held is not None
+        while self.held and self.held[0].entry.mod_revision <= revision:
+            self.state.apply(self.held.pop(0))
 
     def put(self, key: str, value: bytes) -> int:
         """Write directly, as another coordinator would; returns the revision."""
@@ -47,12 +61,12 @@ class MemoryStore:
             entry = Entry(key, value, old.create_revision if old else self.revision,
                           self.revision, lease)
             self.entries[key] = entry
-            self.state.apply(Change("put", entry))
+            self._feed(Change("put", entry))
         for key in txn.deletes:
             gone = self.entries.pop(key, None)
             if gone is not None:
-                self.state.apply(Change("delete", Entry(key, b"", gone.create_revision,
-                                                        self.revision)))
+                self._feed(Change("delete", Entry(key, b"", gone.create_revision,
+                                                  self.revision)))
         return self.revision
 
     async def get(self, key: str) -> Entry | None:
@@ -92,3 +106,14 @@ class CurrentCache:
 
     async def wait_for(self, revision: int, timeout: float = 10.0) -> None:
         return None
+
+
+class LaggingCache:
+    """The ClusterView stand-in over a store whose changes are held: a wait delivers them."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        store.held = []
+
+    async def wait_for(self, revision: int, timeout: float = 10.0) -> None:
+        self.store.deliver(revision)
