@@ -146,17 +146,18 @@ class Resources:
     """Network bandwidth in bits per second."""
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        # the field names once (not dataclasses.fields per object: placement builds many)
+        for name in _RESOURCE_FIELDS:
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidArgument(f"{f.name} must be a number, got {quoted(value)}",
-                                      field=f.name)
+                raise InvalidArgument(f"{name} must be a number, got {quoted(value)}",
+                                      field=name)
             if not math.isfinite(value) or value < 0:
-                raise InvalidArgument(f"{f.name} must be >= 0, got {quoted(value)}",
-                                      field=f.name)
-            if f.name != "cpu" and not isinstance(value, int):
+                raise InvalidArgument(f"{name} must be >= 0, got {quoted(value)}",
+                                      field=name)
+            if name != "cpu" and not isinstance(value, int):
                 raise InvalidArgument(
-                    f"{f.name} must be a whole number, got {quoted(value)}", field=f.name
+                    f"{name} must be a whole number, got {quoted(value)}", field=name
                 )
         # one type per field keeps canonical JSON (and so checksums) stable: 1 and 1.0
         object.__setattr__(self, "cpu", float(self.cpu))
@@ -181,14 +182,14 @@ class Resources:
     def from_dict(cls, data: Mapping[str, object]) -> Resources:
         if not isinstance(data, Mapping):
             raise InvalidArgument(f"resources must be a JSON object, got {quoted(data)}")
-        unknown = set(data) - {"cpu", "memory", "storage", "network"}
+        unknown = set(data) - set(_RESOURCE_FIELDS)
         if unknown:
             raise InvalidArgument(
                 f"unknown resource field(s): {quoted(', '.join(sorted(map(str, unknown))))}; "
                 "known: cpu, memory, storage, network",
                 field=quoted(sorted(map(str, unknown))[0]),
             )
-        parts = {key: data[key] for key in ("cpu", "memory", "storage", "network") if key in data}
+        parts = {key: data[key] for key in _RESOURCE_FIELDS if key in data}
         return cls.parse(**parts)  # type: ignore[arg-type]  # parse validates every type
 
     def to_dict(self) -> dict[str, float | int]:
@@ -219,12 +220,15 @@ class Resources:
     def shortfalls(self, requested: Resources) -> list[Shortfall]:
         """Each dimension where ``requested`` exceeds this amount."""
         short: list[Shortfall] = []
-        for f in fields(self):
-            want, have = getattr(requested, f.name), getattr(self, f.name)
+        for name in _RESOURCE_FIELDS:
+            want, have = getattr(requested, name), getattr(self, name)
             # a millionth of a core of slack absorbs float sums of fractional cores
-            if want > have + (1e-6 if f.name == "cpu" else 0):
-                short.append(Shortfall(f.name, want, have))
+            if want > have + (1e-6 if name == "cpu" else 0):
+                short.append(Shortfall(name, want, have))
         return short
+
+
+_RESOURCE_FIELDS = tuple(f.name for f in fields(Resources))
 
 
 @dataclass(frozen=True)

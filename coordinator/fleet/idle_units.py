@@ -115,8 +115,8 @@ class IdleUnits:
         for key, found in sorted(self._state.units.items()):
             unit = found.value
             version = self._state.versions.get(key, {}).get(unit.stable_version)
-            if version is None:
-                continue
+            if version is None or version.tag.spec.idle_timeout_s <= 0:
+                continue  # never collected (plan_idle skips it): nothing to gather
             instances = tuple(self._state.instances_of(*key))
             observed = {}
             started = 0.0

@@ -103,10 +103,14 @@ def _next_move(key: tuple[str, str, str], on: Mapping[str, list[InstanceRecord]]
     """The next move: from the fullest host to the emptiest one it fits on, while they
     differ by two or more (ties by host id)."""
     by_count = sorted(on, key=lambda h: (-len(on[h]), h))
+    emptiest = sorted(on, key=lambda h: (len(on[h]), h))
     for src in by_count:
-        if not on[src]:
+        # the fullest first: once one is within one of the emptiest, every later one is
+        # (an evenly spread unit costs one sort, not one per host: the leader checks every
+        # running unit's spread every few seconds)
+        if not on[src] or len(on[src]) - len(on[emptiest[0]]) < 2:
             break
-        for dst in sorted(on, key=lambda h: (len(on[h]), h)):
+        for dst in emptiest:
             if len(on[src]) - len(on[dst]) < 2:
                 break
             for inst in reversed(on[src]):  # any of them (they may differ in size)

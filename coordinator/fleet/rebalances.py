@@ -19,6 +19,7 @@ time a unit turned uneven is the leader's memory: a new leader counts the grace 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -56,6 +57,9 @@ from coordinator.state.store import Txn
 __all__ = ["OPERATOR", "RebalanceStart", "UnitRebalances", "rebalance_of"]
 
 log = logging.getLogger(__name__)
+
+YIELD_EVERY = 200
+"""The automatic check gives the event loop a turn after this many units."""
 
 CHECKS_PER_GRACE = 20
 """The automatic check (every running unit's spread) runs this often per grace, not every
@@ -128,16 +132,15 @@ class UnitRebalances:
                 return f"host {host_id} is being drained"
         return ""
 
-    def _unsettled(self, key: UnitKey) -> str:
-        """Why the automatic rebalance waits: a host of the building cordoned or not alive."""
-        building = self.building_of(key)
+    def _unsettled(self, building: str) -> str:
+        """Why the automatic rebalance waits in ``building``: a host cordoned or not alive."""
         placeable = {h.host_id for h in self._hosts.placeable_hosts(building)}
         for host in self._state.hosts_in(building):
             if host.cordoned:
                 return f"host {host.host_id} is cordoned"
             if host.status == HostHealth.LOST or host.host_id not in placeable:
                 return f"host {host.host_id} is not alive"
-        return self.halt(key)
+        return ""
 
     # -- operator calls ------------------------------------------------------------------
 
@@ -201,16 +204,24 @@ class UnitRebalances:
     async def _automatic(self) -> None:
         now = self._clock.now()
         rooms: dict[str, list[HostRoom]] = {}  # per building, read once a round
-        for key, found in sorted(self._state.units.items()):
+        unsettled: dict[str, str] = {}  # likewise
+        for index, (key, found) in enumerate(sorted(self._state.units.items())):
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # thousands of units: let the agents' streams in
+                if key not in self._state.units:
+                    continue
             unit = found.value
             current = rebalance_of(self._state, *key)
+            building = unit.building
+            if building not in unsettled:
+                unsettled[building] = self._unsettled(building)
             if (unit.state != "running" or (current is not None and current.state.active)
-                    or self._unsettled(key)):
+                    or unsettled[building] or self.halt(key)):
                 self._uneven_since.pop(key, None)
                 continue
-            if unit.building not in rooms:
-                rooms[unit.building] = self._mover.placement.rooms(unit.building)
-            if not self.preview(*key, rooms=rooms[unit.building]):
+            if building not in rooms:
+                rooms[building] = self._mover.placement.rooms(building)
+            if not self.preview(*key, rooms=rooms[building]):
                 self._uneven_since.pop(key, None)
                 continue
             since = self._uneven_since.setdefault(key, now)

@@ -94,3 +94,17 @@ async def test_refused_for_an_unknown_unit_and_halted_by_a_drain() -> None:
     with pytest.raises(FailedPrecondition, match="being drained"):
         await rebalances.start("shop", "web")
     assert await rebalances.start_all() == []  # the drain holds every unit back
+
+
+async def test_the_automatic_check_yields_over_many_units_and_still_finds_the_uneven_one(
+) -> None:
+    rig = Rig()
+    await uneven(rig)
+    for i in range(450):  # sorted before shop/web: the check yields twice before reaching it
+        rig.store.put(LAYOUT.unit("a", f"u{i:03d}"), encode(UnitRecord(
+            "a", f"u{i:03d}", "running", "1.0.0", "1.0.0", "b1", 1)))
+    rebalances = rebalancer(rig, grace=5.0)
+    await run(rig, rebalances, 25)
+    record = rebalance_of(rig.state, "shop", "web")
+    assert record is not None and record.reason.startswith("automatic: spread uneven for")
+    assert [key for key in rig.state.rebalances] == [("shop", "web")]
