@@ -186,7 +186,7 @@ class Resources:
         if unknown:
             raise InvalidArgument(
                 f"unknown resource field(s): {quoted(', '.join(sorted(map(str, unknown))))}; "
-                "known: cpu, memory, storage, network",
+                f"known: {', '.join(_RESOURCE_FIELDS)}",
                 field=quoted(sorted(map(str, unknown))[0]),
             )
         parts = {key: data[key] for key in _RESOURCE_FIELDS if key in data}

@@ -106,7 +106,7 @@ def _next_move(key: tuple[str, str, str], on: Mapping[str, list[InstanceRecord]]
     emptiest = sorted(on, key=lambda h: (len(on[h]), h))
     for src in by_count:
         # the fullest first: once one is within one of the emptiest, every later one is
-        # (an evenly spread unit costs one sort, not one per host: the leader checks every
+        # (an evenly spread unit costs two sorts, not one per host: the leader checks every
         # running unit's spread every few seconds)
         if not on[src] or len(on[src]) - len(on[emptiest[0]]) < 2:
             break

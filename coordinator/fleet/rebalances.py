@@ -203,13 +203,16 @@ class UnitRebalances:
 
     async def _automatic(self) -> None:
         now = self._clock.now()
-        rooms: dict[str, list[HostRoom]] = {}  # per building, read once a round
-        unsettled: dict[str, str] = {}  # likewise
-        for index, (key, found) in enumerate(sorted(self._state.units.items())):
+        # per building, read once between two awaits (after one, hosts may have changed)
+        rooms: dict[str, list[HostRoom]] = {}
+        unsettled: dict[str, str] = {}
+        for index, key in enumerate(sorted(self._state.units)):
             if index % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)  # thousands of units: let the agents' streams in
-                if key not in self._state.units:
-                    continue
+                rooms, unsettled = {}, {}
+            found = self._state.units.get(key)
+            if found is None:
+                continue
             unit = found.value
             current = rebalance_of(self._state, *key)
             building = unit.building
@@ -231,6 +234,9 @@ class UnitRebalances:
                                                   f"{now - since:.0f}s")
                 except (Conflict, Unavailable, FailedPrecondition) as exc:
                     log.warning("automatic rebalance of %s/%s not started: %s", *key, exc)
+                rooms, unsettled = {}, {}
+        for gone in set(self._uneven_since) - set(self._state.units):
+            del self._uneven_since[gone]
 
     async def _step(self, record: RebalanceRecord) -> None:
         key = (record.apartment, record.unit)

@@ -151,6 +151,7 @@ class EtcdRolloutRecords:
     async def take_over(self) -> list[tuple[RolloutRecord, int]]:
         """A new leader's view made consistent: every unit's active-rollout key agrees
         with its records (``one_active.reconcile``); returns the active rollouts to run."""
+        self._unit_written.clear()  # an earlier term's writes: the cache is past them
         units = {key for key, found in self.state.rollouts.items() if found}
         for apartment, unit in sorted(units | set(self.state.active_rollouts)):
             await self._writes.retry(functools.partial(self._reconcile, apartment, unit),
@@ -184,7 +185,7 @@ class EtcdRolloutRecords:
             if found is None or found.mod_revision < written:
                 # decide on our own last write, not on a cache that has yet to see it (a
                 # rollout's next state is only valid from the one it wrote last)
-                await self._writes.caught_up(written)
+                await self._writes.wait_for_revision(written)
                 found = self.state.units.get(key)
             current = found.value if found else UnitRecord(record.apartment, record.unit)
             target = DeployState(action.state)
@@ -210,7 +211,8 @@ class EtcdRolloutRecords:
             updated = replace(updated, updated_at=self.clock.now())
             txn = Txn().require(self.layout.unit(*key), found.mod_revision if found else 0)
             txn.put(self.layout.unit(*key), encode(updated))
-            self._unit_written[key] = await self._writes.commit(txn, wait=False)
+            revision = await self._writes.commit(txn, wait=False)
+            self._unit_written[key] = max(revision, self._unit_written.get(key, 0))
 
         await self._writes.retry(attempt, f"updating {record.apartment}/{record.unit}",
                                  unit=record.unit)

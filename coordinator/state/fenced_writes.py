@@ -114,10 +114,11 @@ class FencedWrites:
             await self._view.wait_for(revision)
         return revision
 
-    async def caught_up(self, revision: int) -> None:
-        """Return once the cache holds changes up to ``revision`` (Unavailable if it lags)."""
+    async def wait_for_revision(self, revision: int) -> None:
+        """Return once the cache holds changes up to ``revision`` (this coordinator's own
+        write, committed without waiting); Unavailable if it lags past CATCH_UP_TIMEOUT."""
         if revision:
-            await self._view.wait_for(revision)
+            await self._view.wait_for(revision, timeout=CATCH_UP_TIMEOUT)
 
     async def catch_up(self, conflict: Conflict) -> None:
         """After a lost compare-and-swap: wait until the cache has what made it fail."""

@@ -41,7 +41,7 @@ class MemoryStore:
         old = self.entries.get(key)
         entry = Entry(key, value, old.create_revision if old else self.revision, self.revision)
         self.entries[key] = entry
-        self.state.apply(Change("put", entry))
+        self._feed(Change("put", entry))
         return self.revision
 
     async def commit(self, txn: Txn, fence: Fence | None = None) -> int:
