@@ -1,8 +1,9 @@
 """Coordinator at scale: many simulated agents on real gRPC streams, one real coordinator.
 
 Starts a private etcd and one coordinator process, then worker processes that each run many
-SIMULATED agents (agent/stream/session.py over an in-memory runtime, one stream per agent on
-loopback). Hosts are grouped in buildings; every building gets ``containers`` units of
+SIMULATED agents (``bench/scale_fleet.py``: one stream and certificate per agent on
+loopback, reports computed once and replayed, so the agents' CPU stays small). Hosts are
+grouped in buildings; every building gets ``containers`` units of
 ``hosts-per-building`` replicas, so each host runs ``containers`` instances. In steady state
 every agent reports once a second (a batched delta of ``--changed`` instances' usage).
 
@@ -42,14 +43,15 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # local_cluster
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scale_fleet
 
 from local_cluster.cluster import ControlPlane
+from scale_fleet import identity, worker
 
 from agent.runtime.protocol import OutputPiece
 from agent.stream.endpoint import ChangeBatch
 from agent.stream.session import CoordinatorStream, StreamSettings
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, types_pb2
-from common.resources import Resources
 from common.stream_commands import (
     AgentCommand,
     ExecStream,
@@ -120,35 +122,6 @@ class BenchRuntime:
         """A visible status change on the first instance (restarts counter)."""
         iid = sorted(self.instances)[0]
         self.instances[iid] = self._pending[iid] = replace(self.instances[iid], restarts=restarts)
-
-
-def identity(index: int, building: str, cpu: float = 64.0) -> Registration:
-    address = f"127.1.{index // 250}.{index % 250 + 1}"
-    return Registration(f"h{index:05d}", building, address,
-                        Resources(cpu=cpu, memory=256 << 30, storage=1 << 40), {}, (), "bench")
-
-
-def worker(target: str, hosts: list[tuple[int, str, TlsSettings | None]], changed: int,
-           running: Any, reports: Any, stop: Any) -> None:
-    async def main() -> None:
-        runtimes = [BenchRuntime(identity(i, b), changed) for i, b, _ in hosts]
-        streams = [CoordinatorStream(r, StreamSettings((target,), backoff_initial=0.5,
-                                                       backoff_max=5.0,
-                                                       tls=tls or TlsSettings()))
-                   for r, (_, _, tls) in zip(runtimes, hosts, strict=True)]
-        tasks = []
-        for stream in streams:
-            tasks.append(asyncio.create_task(stream.run()))
-            await asyncio.sleep(0.002)  # do not open every stream in the same instant
-        while not stop.is_set():
-            running.value = sum(len(r.instances) for r in runtimes)
-            reports.value = sum(s.reports_sent for s in streams)
-            await asyncio.sleep(0.5)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run(main())
 
 
 async def retried(call: Any, request: Any) -> Any:
@@ -281,6 +254,10 @@ async def poll(check: Any, what: str, refresh: Any = None, timeout: float = 600)
         await asyncio.sleep(0.2)
 
 
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
@@ -323,7 +300,8 @@ async def run(args: argparse.Namespace) -> None:
             running, reports = ctx.Value("l", 0), ctx.Value("l", 0)
             counters.append((running, reports))
             proc = ctx.Process(target=worker, args=(coordinator.address, hosts[w::args.workers],
-                                                    args.changed, running, reports, stop))
+                                                    IMAGE, args.changed, running, reports,
+                                                    stop))
             proc.start()
             procs.append(proc)
         channel = create_channel(coordinator.address, plane.client_tls)
@@ -361,13 +339,20 @@ async def run(args: argparse.Namespace) -> None:
 
         # steady state first, with nothing but the agents' reports
         proc_info = psutil.Process(coordinator.pid)
+        sharing = {"etcd": [psutil.Process(etcd.pid)],
+                   "simulated agents": [psutil.Process(p.pid) for p in procs]}
         cpu0, rev0, rep0 = proc_info.cpu_times(), etcd.count_revision(), sum(
             r.value for _, r in counters)
+        shared0 = {name: cpu_seconds(ps) for name, ps in sharing.items()}
         t0 = time.monotonic()
         await asyncio.sleep(args.duration)
         elapsed = time.monotonic() - t0
         cpu1, rev1, rep1 = proc_info.cpu_times(), etcd.count_revision(), sum(
             r.value for _, r in counters)
+        print("what shares the machine, steady state: " + ", ".join(
+            f"{name} {(cpu_seconds(ps) - shared0[name]) / elapsed * 100:.0f}% of one core"
+            for name, ps in sharing.items()) + f" ({args.workers} processes, "
+            f"{args.agents} streams); load average {os.getloadavg()[0]:.1f}")
         # then visibility: the probe's stream reports at most once a second, one sample each
         latencies = await probe(admin, coordinator.address, max(10, int(args.duration)), 0.0,
                                 plane.pki.agent(f"h{PROBE:05d}") if plane.pki else None)

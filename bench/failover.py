@@ -44,8 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # loca
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # coordinator_scale
 
 from abuse import machine
-from coordinator_scale import BenchRuntime, deploy_all, identity, percentile, poll
+from coordinator_scale import BenchRuntime, deploy_all, percentile, poll
 from local_cluster.cluster import ControlPlane
+from scale_fleet import identity
 
 from agent.stream.session import CoordinatorStream, StreamSettings
 from common.gen.landlord.v1 import admin_pb2, admin_pb2_grpc, agent_pb2
