@@ -45,6 +45,8 @@ __all__ = ["SimulatedFleet", "identity", "worker"]
 SESSION = "/landlord.v1.AgentStream/Session"
 SLICES = 20
 """A second's reports are written in this many slices (every 50 ms)."""
+HEARTBEAT = 10
+"""Seconds between the reports of a host with nothing to say (the agent's default)."""
 VARIANTS = 4
 """Usage variants serialised per instance (replayed in turn)."""
 
@@ -220,17 +222,20 @@ class SimulatedFleet:
                 host.run(message.command)
 
     async def _ticker(self) -> None:
-        """Each host reports once a second, in its slice of the second."""
+        """Each host reports once a second, in its slice of the second (one with no
+        instance and no news only every ``HEARTBEAT`` seconds)."""
         slices = [self.hosts[s::SLICES] for s in range(SLICES)]
         loop = asyncio.get_running_loop()
-        due = loop.time()
+        due, second = loop.time(), 0
         while True:
+            second += 1
             for hosts in slices:
                 due += 1.0 / SLICES
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 for host in hosts:
-                    if host.call is None:
-                        continue
+                    if host.call is None or not (host.news or host.order
+                                                 or second % HEARTBEAT == 0):
+                        continue  # nothing changed: a heartbeat every HEARTBEAT seconds
                     with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
                         await host.call.write(host.report(self.changed))
                         self.reports_sent += 1

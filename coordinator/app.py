@@ -67,6 +67,7 @@ from coordinator.rollouts.runner import RunnerSettings
 from coordinator.rollouts.service import RolloutService
 from coordinator.rollouts.unit_service import UnitService
 from coordinator.state.cluster_state import ClusterState
+from coordinator.state.etcd_client import BlockingLeaseClient
 from coordinator.state.events import EventLog
 from coordinator.state.fenced_writes import FencedWrites
 from coordinator.state.keys import KeyLayout
@@ -75,7 +76,7 @@ from coordinator.state.measured_store import MeasuredStore
 from coordinator.state.records import LeaderRecord
 from coordinator.state.schema_upgrade import SchemaUpgrade
 from coordinator.state.snapshot_store import ClusterSnapshots
-from coordinator.state.store import BlockingLeaseClient, EtcdStore, Store
+from coordinator.state.store import EtcdStore, Store
 from coordinator.state.view import ClusterView
 from coordinator.web.pages import WebView
 

@@ -21,8 +21,9 @@ from typing import Any
 
 from common.errors import Conflict, Unavailable
 from coordinator.errors import HistoryCompacted
+from coordinator.state.etcd_client import BlockingLeaseClient
 from coordinator.state.records import LeaderRecord
-from coordinator.state.store import BlockingLeaseClient, Fence, Store, Txn
+from coordinator.state.store import Fence, Store, Txn
 
 __all__ = ["LeaderElection", "LeaseKeeper"]
 

@@ -13,18 +13,30 @@ TLS files are configured (coordinator/config.py checks the combinations).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aetcd
 import grpc
 from aetcd import rpc, watcher
+from aetcd.rpc import LeaseKeepAliveRequest, rpc_pb2_grpc
 
+from common.errors import Unavailable
 from common.transport import TlsSettings
 from coordinator.config import split_etcd_endpoint
 
-__all__ = ["EtcdTarget", "TlsClient", "blocking_channel", "etcd_client", "etcd_target"]
+__all__ = ["CHANNEL_OPTIONS", "BlockingLeaseClient", "EtcdTarget", "TlsClient", "blocking_channel",
+           "etcd_client", "etcd_target"]
+
+CHANNEL_OPTIONS = {
+    # a restarted etcd is found again within a second or two, not grpc's default 120 s
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.min_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 2000,
+    "grpc.max_receive_message_length": 256 * 1024 * 1024,
+    "grpc.max_send_message_length": 16 * 1024 * 1024,
+}
 
 
 @dataclass(frozen=True)
@@ -108,3 +120,45 @@ def blocking_channel(target: EtcdTarget, tls: TlsSettings, options: Mapping[str,
         return grpc.secure_channel(target.address, _credentials(tls),
                                    options=list(options.items()))
     return grpc.insecure_channel(target.address, options=list(options.items()))
+
+
+class BlockingLeaseClient:
+    """Lease keepalive over a blocking gRPC channel, for a thread of its own.
+
+    grpc.aio serves one event loop per process, so a second thread cannot run aetcd; the
+    lease keeper uses the plain (synchronous) gRPC API with aetcd's generated stubs.
+    """
+
+    def __init__(self, endpoints: Sequence[str], timeout: float,
+                 tls: TlsSettings | None = None) -> None:
+        self._tls = tls or TlsSettings()
+        self._endpoints = [etcd_target(e, self._tls) for e in endpoints]
+        self._current = 0
+        self._timeout = timeout
+        self._channel: Any = None
+        self._stub: Any = None
+
+    def _connect(self) -> None:
+        if self._channel is None:
+            target = self._endpoints[self._current % len(self._endpoints)]
+            self._channel = blocking_channel(target, self._tls, CHANNEL_OPTIONS)
+            self._stub = rpc_pb2_grpc.LeaseStub(self._channel)
+
+    def refresh(self, lease_id: int) -> int:
+        """The remaining TTL (0: expired); Unavailable when etcd cannot be reached."""
+        self._connect()
+        try:
+            for reply in self._stub.LeaseKeepAlive(
+                iter([LeaseKeepAliveRequest(ID=lease_id)]), timeout=self._timeout
+            ):
+                return int(reply.TTL)
+        except grpc.RpcError as exc:
+            self.close()
+            self._current += 1  # try the next endpoint next time
+            raise Unavailable(f"etcd is unreachable (lease refresh): {exc.code().name}") from None
+        return 0
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = self._stub = None

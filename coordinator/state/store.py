@@ -22,26 +22,17 @@ import aetcd
 import aetcd.exceptions as etcd_errors
 import grpc
 from aetcd import rtypes
-from aetcd.rpc import LeaseKeepAliveRequest, rpc_pb2_grpc
+from aetcd.rpc import LeaseKeepAliveRequest
 
 from common.errors import Conflict, InvalidArgument, Unavailable
 from common.transport import TlsSettings
 from coordinator.errors import HistoryCompacted, NotLeader
-from coordinator.state.etcd_client import blocking_channel, etcd_client, etcd_target
+from coordinator.state.etcd_client import CHANNEL_OPTIONS, etcd_client, etcd_target
 
-__all__ = ["FENCE_OPS", "BlockingLeaseClient", "Change", "Entry", "EtcdStore", "Fence", "Store",
-           "Txn"]
+__all__ = ["FENCE_OPS", "Change", "Entry", "EtcdStore", "Fence", "Store", "Txn"]
 
 log = logging.getLogger(__name__)
 
-_CHANNEL_OPTIONS = {
-    # a restarted etcd is found again within a second or two, not grpc's default 120 s
-    "grpc.initial_reconnect_backoff_ms": 200,
-    "grpc.min_reconnect_backoff_ms": 200,
-    "grpc.max_reconnect_backoff_ms": 2000,
-    "grpc.max_receive_message_length": 256 * 1024 * 1024,
-    "grpc.max_send_message_length": 16 * 1024 * 1024,
-}
 MAX_TXN_OPS = 128
 """etcd's default --max-txn-ops: puts, deletes and compares are each one op. Batches of
 events and statuses stay below it, and a deploy of many replicas is recorded in several
@@ -145,6 +136,10 @@ class Store(Protocol):
         """Refresh; return the remaining TTL (0: the lease has expired)."""
         ...
 
+    async def refresh_leases(self, lease_ids: Sequence[int]) -> list[int]:
+        """Refresh many leases in one request: each one's remaining TTL, in order."""
+        ...
+
     async def revoke_lease(self, lease_id: int) -> None: ...
 
     async def failover(self) -> None:
@@ -194,7 +189,7 @@ class EtcdStore:
 
     def _make_client(self) -> aetcd.Client:
         return etcd_client(self._targets[self._current], self._tls, self._timeout,
-                           _CHANNEL_OPTIONS)
+                           CHANNEL_OPTIONS)
 
     @property
     def endpoint(self) -> str:
@@ -312,11 +307,33 @@ class EtcdStore:
         return int(lease.id)
 
     async def refresh_lease(self, lease_id: int) -> int:
+        return (await self.refresh_leases([lease_id]))[0]
+
+    async def refresh_leases(self, lease_ids: Sequence[int]) -> list[int]:
+        """One LeaseKeepAlive stream for every lease: etcd answers each request with the
+        lease's id and remaining TTL (0 for one that expired), in order, then the stream is
+        closed. A thousand hosts' liveness costs a few streams a tick, not a thousand."""
+        if not lease_ids:
+            return []
+        ttls: dict[int, int] = {}
         try:
-            reply = await self._client.refresh_lease(lease_id)
+            await self._client.connect()
+            call = self._client.leasestub.LeaseKeepAlive(
+                [LeaseKeepAliveRequest(ID=lease) for lease in lease_ids],
+                timeout=self._timeout, metadata=self._client.metadata)
+            try:
+                async for reply in call:
+                    ttls[int(reply.ID)] = int(reply.TTL)
+                    if len(ttls) == len(set(lease_ids)):
+                        break
+            finally:
+                call.cancel()
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(f"etcd did not refresh the leases: {exc.code().name} "
+                              f"{exc.details()}", operation="lease refresh") from exc
         except Exception as exc:
             raise _translate(exc, "lease refresh") from exc
-        return 0 if reply is None else int(reply.TTL)
+        return [ttls.get(lease, 0) for lease in lease_ids]
 
     async def revoke_lease(self, lease_id: int) -> None:
         try:
@@ -342,45 +359,3 @@ class EtcdStore:
 
     async def close(self) -> None:
         await self._client.close()
-
-
-class BlockingLeaseClient:
-    """Lease keepalive over a blocking gRPC channel, for a thread of its own.
-
-    grpc.aio serves one event loop per process, so a second thread cannot run aetcd; the
-    lease keeper uses the plain (synchronous) gRPC API with aetcd's generated stubs.
-    """
-
-    def __init__(self, endpoints: Sequence[str], timeout: float,
-                 tls: TlsSettings | None = None) -> None:
-        self._tls = tls or TlsSettings()
-        self._endpoints = [etcd_target(e, self._tls) for e in endpoints]
-        self._current = 0
-        self._timeout = timeout
-        self._channel: Any = None
-        self._stub: Any = None
-
-    def _connect(self) -> None:
-        if self._channel is None:
-            target = self._endpoints[self._current % len(self._endpoints)]
-            self._channel = blocking_channel(target, self._tls, _CHANNEL_OPTIONS)
-            self._stub = rpc_pb2_grpc.LeaseStub(self._channel)
-
-    def refresh(self, lease_id: int) -> int:
-        """The remaining TTL (0: expired); Unavailable when etcd cannot be reached."""
-        self._connect()
-        try:
-            for reply in self._stub.LeaseKeepAlive(
-                iter([LeaseKeepAliveRequest(ID=lease_id)]), timeout=self._timeout
-            ):
-                return int(reply.TTL)
-        except grpc.RpcError as exc:
-            self.close()
-            self._current += 1  # try the next endpoint next time
-            raise Unavailable(f"etcd is unreachable (lease refresh): {exc.code().name}") from None
-        return 0
-
-    def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-        self._channel = self._stub = None
