@@ -24,7 +24,7 @@ the rebalance ``stopped`` with the reason; nothing is forced.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -47,7 +47,7 @@ from coordinator.fleet.placement import HostRoom, PlacementRequest, place
 from coordinator.state.records import InstanceRecord
 
 __all__ = ["MOVED_KEPT", "RebalanceRecord", "RebalanceState", "RebalanceView", "SpreadMove",
-           "plan_rebalance", "plan_spread"]
+           "plan_rebalance", "plan_spread", "spread_even"]
 
 @dataclass(frozen=True)
 class SpreadMove:
@@ -85,6 +85,22 @@ def plan_spread(instances: Sequence[InstanceRecord], rooms: Sequence[HostRoom],
         current[inst.host_id] = _took(current[inst.host_id], key, inst, inst.port, -1)
         moves.append(SpreadMove(inst, to_host))
     return tuple(moves)
+
+
+def spread_even(instances: Sequence[InstanceRecord], hosts: Collection[str]) -> bool:
+    """True when no (unit, slot) of ``instances`` differs by two or more between two of
+    ``hosts`` (the uncordoned placeable ones): ``plan_spread`` then moves nothing, whatever
+    the rooms, so a caller checking many units builds rooms only for the uneven ones."""
+    counts: dict[tuple[str, str, str], dict[str, int]] = {}
+    for inst in instances:
+        if inst.host_id in hosts and not inst.paused:
+            per_host = counts.setdefault((inst.apartment, inst.unit, inst.slot), {})
+            per_host[inst.host_id] = per_host.get(inst.host_id, 0) + 1
+    for per_host in counts.values():
+        fewest = min(per_host.values()) if len(per_host) == len(hosts) else 0
+        if max(per_host.values()) - fewest >= 2:
+            return False
+    return True
 
 
 def _next_of_any(on: Mapping[tuple[str, str, str], Mapping[str, list[InstanceRecord]]],

@@ -46,6 +46,7 @@ from coordinator.fleet.rebalance_plan import (
     SpreadMove,
     plan_rebalance,
     plan_spread,
+    spread_even,
 )
 from coordinator.state.cluster_state import ClusterState
 from coordinator.state.events import EventLog
@@ -205,11 +206,12 @@ class UnitRebalances:
         now = self._clock.now()
         # per building, read once between two awaits (after one, hosts may have changed)
         rooms: dict[str, list[HostRoom]] = {}
+        hosts: dict[str, frozenset[str]] = {}
         unsettled: dict[str, str] = {}
         for index, key in enumerate(sorted(self._state.units)):
             if index % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)  # thousands of units: let the agents' streams in
-                rooms, unsettled = {}, {}
+                rooms, hosts, unsettled = {}, {}, {}
             found = self._state.units.get(key)
             if found is None:
                 continue
@@ -221,6 +223,12 @@ class UnitRebalances:
             if (unit.state != "running" or (current is not None and current.state.active)
                     or unsettled[building] or self.halt(key)):
                 self._uneven_since.pop(key, None)
+                continue
+            if building not in hosts:
+                hosts[building] = frozenset(h.host_id for h in self._hosts.placeable_hosts(
+                    building) if not h.cordoned)
+            if spread_even(self._state.instances_of(*key), hosts[building]):
+                self._uneven_since.pop(key, None)  # rooms are built only for uneven units
                 continue
             if building not in rooms:
                 rooms[building] = self._mover.placement.rooms(building)
@@ -234,7 +242,7 @@ class UnitRebalances:
                                                   f"{now - since:.0f}s")
                 except (Conflict, Unavailable, FailedPrecondition) as exc:
                     log.warning("automatic rebalance of %s/%s not started: %s", *key, exc)
-                rooms, unsettled = {}, {}
+                rooms, hosts, unsettled = {}, {}, {}
         for gone in set(self._uneven_since) - set(self._state.units):
             del self._uneven_since[gone]
 

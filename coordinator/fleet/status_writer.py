@@ -44,12 +44,13 @@ class StatusWriter:
         for obs in observed:
             if obs.instance_id not in self._state.instances:
                 continue
-            record = StatusRecord(obs.instance_id, obs.host_id, obs.state, obs.healthy,
-                                  obs.restarts, obs.reason, self._clock.now())
             known = self._unpersisted.get(obs.instance_id) or self._state.statuses.get(
                 obs.instance_id)
-            if known is None or _differs(known, record):
-                self._unpersisted[obs.instance_id] = record
+            if known is None or _key(known) != (obs.state, obs.healthy, obs.restarts,
+                                                obs.reason, obs.host_id):
+                self._unpersisted[obs.instance_id] = StatusRecord(
+                    obs.instance_id, obs.host_id, obs.state, obs.healthy, obs.restarts,
+                    obs.reason, self._clock.now())
 
     async def flush(self) -> None:
         """Write the queued statuses, up to a transaction's worth at a time."""
@@ -71,6 +72,6 @@ class StatusWriter:
                     del self._unpersisted[iid]
 
 
-def _differs(old: StatusRecord, new: StatusRecord) -> bool:
-    return (old.state, old.healthy, old.restarts, old.reason, old.host_id) != (
-        new.state, new.healthy, new.restarts, new.reason, new.host_id)
+def _key(record: StatusRecord) -> tuple[str, bool, int, str, str]:
+    """What a status change is (a usage-only report changes none of it: nothing written)."""
+    return (record.state, record.healthy, record.restarts, record.reason, record.host_id)

@@ -62,14 +62,26 @@ async def retry_on_conflict(
     **context: object,
 ) -> T:
     """``attempt()`` again after each Conflict (``catch_up`` between tries), at most
-    ``CAS_ATTEMPTS`` times; then Conflict("<what> kept conflicting ...")."""
+    ``CAS_ATTEMPTS`` times; then Conflict("<what> kept conflicting ...").
+
+    The first try runs before any retry machinery is built: nearly every write succeeds
+    at once, and a tenacity ``AsyncRetrying`` per write was 3-5 % of a leader placing
+    thousands of instances a minute."""
+
+    async def caught_up(error: Conflict, number: int) -> None:
+        log.info("%s lost a compare-and-swap (attempt %d of %d); deciding again", what,
+                 number, CAS_ATTEMPTS)
+        await catch_up(error)
+
+    try:
+        return await attempt()
+    except Conflict as error:
+        await caught_up(error, 1)
 
     async def before_retry(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
-        log.info("%s lost a compare-and-swap (attempt %d of %d); deciding again", what,
-                 state.attempt_number, CAS_ATTEMPTS)
         if isinstance(error, Conflict):
-            await catch_up(error)
+            await caught_up(error, state.attempt_number + 1)
 
     async def run() -> T:
         # tenacity awaits only what it sees is a coroutine function; ``attempt`` may be a
@@ -77,7 +89,7 @@ async def retry_on_conflict(
         return await attempt()
 
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(CAS_ATTEMPTS),
+        stop=stop_after_attempt(CAS_ATTEMPTS - 1),
         retry=retry_if_exception_type(Conflict),
         before_sleep=before_retry,
     )

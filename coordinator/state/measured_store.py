@@ -9,7 +9,7 @@ refusing etcd (``Unavailable``) and unexpected errors count as failures.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from common.errors import LandlordError, Unavailable
@@ -77,9 +77,6 @@ class MeasuredStore:
 
     async def refresh_lease(self, lease_id: int) -> int:
         return await self._timed("lease_refresh", self.inner.refresh_lease(lease_id))
-
-    async def refresh_leases(self, lease_ids: Sequence[int]) -> list[int]:
-        return await self._timed("lease_refresh", self.inner.refresh_leases(lease_ids))
 
     async def revoke_lease(self, lease_id: int) -> None:
         await self._timed("lease_revoke", self.inner.revoke_lease(lease_id))

@@ -20,9 +20,7 @@ from typing import Any, Literal, Protocol
 
 import aetcd
 import aetcd.exceptions as etcd_errors
-import grpc
 from aetcd import rtypes
-from aetcd.rpc import LeaseKeepAliveRequest
 
 from common.errors import Conflict, InvalidArgument, Unavailable
 from common.transport import TlsSettings
@@ -134,10 +132,6 @@ class Store(Protocol):
 
     async def refresh_lease(self, lease_id: int) -> int:
         """Refresh; return the remaining TTL (0: the lease has expired)."""
-        ...
-
-    async def refresh_leases(self, lease_ids: Sequence[int]) -> list[int]:
-        """Refresh many leases in one request: each one's remaining TTL, in order."""
         ...
 
     async def revoke_lease(self, lease_id: int) -> None: ...
@@ -307,33 +301,11 @@ class EtcdStore:
         return int(lease.id)
 
     async def refresh_lease(self, lease_id: int) -> int:
-        return (await self.refresh_leases([lease_id]))[0]
-
-    async def refresh_leases(self, lease_ids: Sequence[int]) -> list[int]:
-        """One LeaseKeepAlive stream for every lease: etcd answers each request with the
-        lease's id and remaining TTL (0 for one that expired), in order, then the stream is
-        closed. A thousand hosts' liveness costs a few streams a tick, not a thousand."""
-        if not lease_ids:
-            return []
-        ttls: dict[int, int] = {}
         try:
-            await self._client.connect()
-            call = self._client.leasestub.LeaseKeepAlive(
-                [LeaseKeepAliveRequest(ID=lease) for lease in lease_ids],
-                timeout=self._timeout, metadata=self._client.metadata)
-            try:
-                async for reply in call:
-                    ttls[int(reply.ID)] = int(reply.TTL)
-                    if len(ttls) == len(set(lease_ids)):
-                        break
-            finally:
-                call.cancel()
-        except grpc.aio.AioRpcError as exc:
-            raise Unavailable(f"etcd did not refresh the leases: {exc.code().name} "
-                              f"{exc.details()}", operation="lease refresh") from exc
+            reply = await self._client.refresh_lease(lease_id)
         except Exception as exc:
             raise _translate(exc, "lease refresh") from exc
-        return [ttls.get(lease, 0) for lease in lease_ids]
+        return 0 if reply is None else int(reply.TTL)
 
     async def revoke_lease(self, lease_id: int) -> None:
         try:

@@ -3,7 +3,7 @@ into a ClusterState (so the 'cache' is always current), and every commit recorde
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 
 from common.errors import Conflict
 from coordinator.state.cluster_state import ClusterState
@@ -22,8 +22,6 @@ class MemoryStore:
         """Runs before each commit is checked (a concurrent writer, in tests)."""
         self.held: list[Change] | None = None
         """When a list: commits' changes wait here until ``deliver`` (a watch that lags)."""
-        self.lease_requests = 0
-        """Calls of ``refresh_leases`` (each one request to etcd)."""
 
     def _feed(self, change: Change) -> None:
         if self.held is None:
@@ -86,10 +84,6 @@ class MemoryStore:
 
     async def refresh_lease(self, lease_id: int) -> int:
         return 10
-
-    async def refresh_leases(self, lease_ids: Sequence[int]) -> list[int]:
-        self.lease_requests += 1
-        return [await self.refresh_lease(lease) for lease in lease_ids]
 
     async def revoke_lease(self, lease_id: int) -> None:
         return None

@@ -18,6 +18,7 @@ from coordinator.fleet.rebalance_plan import (
     SpreadMove,
     plan_rebalance,
     plan_spread,
+    spread_even,
 )
 from coordinator.state.records import InstanceRecord
 
@@ -122,6 +123,22 @@ def test_with_room_the_plan_ends_within_one_and_moves_the_minimum(
         above = [c for c in per_host.values() if c > q]
         minimum += sum(c - q for c in above) - min(r, len(above))
     assert len(moves) == minimum, (moves, minimum)
+
+
+@settings(max_examples=300)
+@given(fleets(roomy=False), st.booleans())
+def test_an_even_spread_needs_no_rooms_and_an_uneven_one_moves_where_room_allows(
+        fleet: tuple[list[InstanceRecord], list[HostRoom]], roomy: bool) -> None:
+    # spread_even is the leader's cheap check before it builds a building's rooms: it
+    # must never call a unit even that plan_spread would move
+    instances, rooms = fleet
+    if roomy:
+        rooms = [replace(r, capacity=Resources(100.0, 64 * GiB)) for r in rooms]
+    even = spread_even(instances, {r.host_id for r in rooms if not r.cordoned})
+    moves = plan_spread(instances, rooms)
+    assert not (even and moves)
+    if roomy:
+        assert even == (moves == ())
 
 
 def test_a_returned_host_gets_one_back_and_cordoned_hosts_are_left_alone() -> None:
