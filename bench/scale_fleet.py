@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import grpc
@@ -35,12 +37,14 @@ import grpc
 from common.errors import LandlordError
 from common.gen.landlord.v1 import agent_pb2
 from common.resources import Resources
-from common.stream_commands import StartInstance, StopInstance
+from common.stream_commands import ExecStream, ReadLogs, RunCheck, StartInstance, StopInstance
 from common.stream_convert import command_from_pb, registration_to_pb, report_to_pb
 from common.stream_messages import AgentReport, CommandResult, ObservedInstance, Registration
 from common.transport import TlsSettings, create_channel
 
 __all__ = ["SimulatedFleet", "identity", "worker"]
+
+log = logging.getLogger(__name__)
 
 SESSION = "/landlord.v1.AgentStream/Session"
 SLICES = 20
@@ -69,6 +73,8 @@ def worker(target: str, hosts: list[tuple[int, str, TlsSettings | None]], image:
         while not stop.is_set() and not task.done():
             running.value, reports.value = fleet.running, fleet.reports_sent
             await asyncio.sleep(0.5)
+        if task.done():  # the fleet failed: say so (the bench sees its hosts go quiet)
+            task.result()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -96,6 +102,9 @@ class SimulatedHost:
     stopped: list[str] = field(default_factory=list)
     results: list[CommandResult] = field(default_factory=list)
     call: Any = None
+    writing: bool = False
+    """A report is on its way (the next one waits: a stream the coordinator is not reading
+    holds up only its own host)."""
     sequence: int = 0
     turn: int = 0
 
@@ -115,6 +124,10 @@ class SimulatedHost:
             command = command_from_pb(pb).command
         except (ValueError, LandlordError) as exc:
             self.results.append(CommandResult(pb.command_id, ok=False, error=str(exc)))
+            return
+        if isinstance(command, ReadLogs | ExecStream | RunCheck):
+            self.results.append(CommandResult(pb.command_id, ok=False,
+                                              error="simulated bench hosts run nothing"))
             return
         if isinstance(command, StartInstance) and command.instance_id not in self.instances:
             report = ObservedInstance(command.instance_id, self.identity.host_id,
@@ -198,6 +211,9 @@ class SimulatedFleet:
                     await self._converse(host, call)
                 except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
                     pass
+                except Exception:  # one host's failure is not the whole fleet's
+                    log.exception("simulated host %s failed; reconnecting",
+                                  host.identity.host_id)
                 finally:
                     host.call = None
                     call.cancel()
@@ -211,7 +227,7 @@ class SimulatedFleet:
             first = await call.read()
         if first is grpc.aio.EOF or first.WhichOneof("body") != "registered":
             return
-        host.started, host.stopped, host.results = {}, [], []  # Register carried it all
+        host.started, host.stopped = {}, []  # Register carried them (results wait)
         host.call = call
         self.sessions += 1
         while True:
@@ -230,12 +246,20 @@ class SimulatedFleet:
         while True:
             second += 1
             for hosts in slices:
-                due += 1.0 / SLICES
-                await asyncio.sleep(max(0.0, due - loop.time()))
+                # a late tick is not made up for (the agent sleeps an interval after each
+                # report, so it never sends a burst)
+                due = max(due + 1.0 / SLICES, loop.time())
+                await asyncio.sleep(due - loop.time())
                 for host in hosts:
-                    if host.call is None or not (host.news or host.order
-                                                 or second % HEARTBEAT == 0):
+                    if host.call is None or host.writing or not (
+                            host.news or (host.order and self.changed)
+                            or second % HEARTBEAT == 0):
                         continue  # nothing changed: a heartbeat every HEARTBEAT seconds
-                    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                        await host.call.write(host.report(self.changed))
-                        self.reports_sent += 1
+                    host.writing = True
+                    write = asyncio.ensure_future(host.call.write(host.report(self.changed)))
+                    write.add_done_callback(partial(self._written, host))
+
+    def _written(self, host: SimulatedHost, write: asyncio.Future[None]) -> None:
+        host.writing = False
+        if not write.cancelled() and write.exception() is None:
+            self.reports_sent += 1
