@@ -20,17 +20,24 @@ from typing import Any, Literal, Protocol
 
 import aetcd
 import aetcd.exceptions as etcd_errors
-from aetcd import rtypes
 
 from common.errors import Conflict, InvalidArgument, Unavailable
 from common.transport import TlsSettings
 from coordinator.errors import HistoryCompacted, NotLeader
-from coordinator.state.etcd_client import CHANNEL_OPTIONS, etcd_client, etcd_target
+from coordinator.state.etcd_client import (
+    CHANNEL_OPTIONS,
+    blocking_channel,
+    etcd_client,
+    etcd_target,
+)
+from coordinator.state.watch_thread import watch_in_thread
 
 __all__ = ["FENCE_OPS", "Change", "Entry", "EtcdStore", "Fence", "Store", "Txn"]
 
 log = logging.getLogger(__name__)
 
+_PUT = 0
+"""mvccpb.Event.PUT (DELETE is 1)."""
 MAX_TXN_OPS = 128
 """etcd's default --max-txn-ops: puts, deletes and compares are each one op. Batches of
 events and statuses stay below it, and a deploy of many replicas is recorded in several
@@ -275,23 +282,14 @@ class EtcdStore:
         return revision
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Change]:
-        try:
-            stream = await self._client.watch_prefix(prefix.encode(), start_revision=start_revision)
-        except Exception as exc:
-            raise _translate(exc, "watch") from exc
-        try:
-            async for event in stream:
-                kind: Literal["put", "delete"] = (
-                    "put" if event.kind == rtypes.EventKind.PUT else "delete"
-                )
-                yield Change(kind, _entry(event.kv))
-        except Exception as exc:
-            raise _translate(exc, "watch") from exc
-        finally:
-            try:
-                await stream.cancel()
-            except Exception:  # the stream is already broken; nothing to cancel
-                log.debug("etcd: cancelling a watch failed", exc_info=True)
+        """Read by a thread of its own, so a busy event loop does not slow it down
+        (``coordinator/state/watch_thread.py``)."""
+        target = self._targets[self._current]
+        async for event in watch_in_thread(
+                lambda: blocking_channel(target, self._tls, CHANNEL_OPTIONS),
+                prefix.encode(), start_revision):
+            kind: Literal["put", "delete"] = "put" if event.type == _PUT else "delete"
+            yield Change(kind, _entry(event.kv))
 
     async def grant_lease(self, ttl: int) -> int:
         try:

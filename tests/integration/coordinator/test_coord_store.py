@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
+import grpc
 import pytest
+from aetcd import rpc
+from aetcd.rpc import rpc_pb2_grpc
 from local_cluster.etcd import EtcdProcess
 from local_cluster.processes import free_port
 
@@ -84,6 +89,35 @@ async def test_view_follows_puts_and_deletes(store: EtcdStore, prefix: str) -> N
         await view.wait_for(revision)
         assert f"{prefix}/k" not in view.entries
         assert ("delete", f"{prefix}/k") in seen
+    finally:
+        task.cancel()
+
+
+async def test_the_view_keeps_up_while_the_event_loop_is_busy(
+        store: EtcdStore, etcd: EtcdProcess, prefix: str) -> None:
+    # a leader busy with thousands of agent streams turns its loop a few times a second;
+    # the watch is read by a thread, so 300 commits do not need 300 turns to be seen
+    view = ClusterView(store, prefix + "/")
+    task = asyncio.create_task(view.run())
+    try:
+        await asyncio.wait_for(view.synced.wait(), 5)
+
+        def put_many() -> None:
+            channel = grpc.insecure_channel(etcd.endpoint)
+            kv = rpc_pb2_grpc.KVStub(channel)
+            for index in range(300):
+                kv.Put(rpc.PutRequest(key=f"{prefix}/k{index}".encode(), value=b"x"))
+            channel.close()
+
+        writer = threading.Thread(target=put_many)
+        writer.start()
+        turns = 0
+        while sum(key.startswith(f"{prefix}/k") for key in view.entries) < 300:
+            assert turns < 100, f"the view saw {len(view.entries)} of 300 in {turns} turns"
+            time.sleep(0.05)  # noqa: ASYNC251 (each turn: 50 ms of other work, on purpose)
+            await asyncio.sleep(0)
+            turns += 1
+        writer.join()
     finally:
         task.cancel()
 
