@@ -179,7 +179,6 @@ class SimulatedFleet:
         self.hosts = hosts
         self.changed = changed
         self.reports_sent = 0
-        self.sessions = 0
 
     @property
     def running(self) -> int:
@@ -229,7 +228,6 @@ class SimulatedFleet:
             return
         host.started, host.stopped = {}, []  # Register carried them (results wait)
         host.call = call
-        self.sessions += 1
         while True:
             message = await call.read()
             if message is grpc.aio.EOF:

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 import aetcd
 import aetcd.exceptions as etcd_errors
+from aetcd import rpc
 
 from common.errors import Conflict, InvalidArgument, Unavailable
 from common.transport import TlsSettings
@@ -36,8 +37,6 @@ __all__ = ["FENCE_OPS", "Change", "Entry", "EtcdStore", "Fence", "Store", "Txn"]
 
 log = logging.getLogger(__name__)
 
-_PUT = 0
-"""mvccpb.Event.PUT (DELETE is 1)."""
 MAX_TXN_OPS = 128
 """etcd's default --max-txn-ops: puts, deletes and compares are each one op. Batches of
 events and statuses stay below it, and a deploy of many replicas is recorded in several
@@ -288,7 +287,7 @@ class EtcdStore:
         async for event in watch_in_thread(
                 lambda: blocking_channel(target, self._tls, CHANNEL_OPTIONS),
                 prefix.encode(), start_revision):
-            kind: Literal["put", "delete"] = "put" if event.type == _PUT else "delete"
+            kind: Literal["put", "delete"] = "put" if event.type == rpc.Event.PUT else "delete"
             yield Change(kind, _entry(event.kv))
 
     async def grant_lease(self, ttl: int) -> int:
