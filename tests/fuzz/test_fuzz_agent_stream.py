@@ -29,6 +29,8 @@ from tests.fuzz.messages import Hints, message_strategy, methods_of
 SESSION = methods_of(agent_pb2.DESCRIPTOR.services_by_name["AgentStream"])[0]
 STREAM_SECONDS = 1.5
 """How long one hostile session may last (it is ended by the deadline if not refused)."""
+SETTLE_SECONDS = 2.5
+"""Longer than two of the honest agent's report intervals and a status flush."""
 
 
 def registration(hints: Hints) -> st.SearchStrategy[agent_pb2.AgentMessage]:
@@ -78,6 +80,21 @@ def honest_state(cluster: Cluster, instances: set[str]) -> tuple[dict[str, str],
     return state, about
 
 
+def settled_honest_state(cluster: Cluster, instances: set[str]) -> tuple[dict[str, str], list[str]]:
+    """The honest host's state once its last writes have landed: seeding ends when no
+    rollout is active, but the status the agent reported last may still be on its way
+    to etcd (status writes are batched), so two reads a few report intervals apart must
+    agree before the sessions begin."""
+    state = honest_state(cluster, instances)
+    for _ in range(20):
+        time.sleep(SETTLE_SECONDS)
+        again = honest_state(cluster, instances)
+        if again == state:
+            return state
+        state = again
+    raise AssertionError("the honest host's records kept changing before any hostile session")
+
+
 def test_hostile_agent_streams(fuzz_cluster: tuple[Cluster, Hints],
                                capsys: pytest.CaptureFixture[str]) -> None:
     cluster, hints = fuzz_cluster
@@ -90,7 +107,7 @@ def test_hostile_agent_streams(fuzz_cluster: tuple[Cluster, Hints],
         response_deserializer=agent_pb2.CoordinatorMessage.FromString)
     registered = 0
     instances = set(hints.extra["instance_id"])
-    before = honest_state(cluster, instances)
+    before = settled_honest_state(cluster, instances)
 
     def send(messages: list[agent_pb2.AgentMessage]) -> Iterator[agent_pb2.AgentMessage]:
         yield from messages
@@ -124,7 +141,9 @@ def test_hostile_agent_streams(fuzz_cluster: tuple[Cluster, Hints],
         if after != before:
             changed = sorted(k for k in {*after[0], *before[0]}
                              if after[0].get(k) != before[0].get(k))
-            tally.dirty_refusals.append(f"honest host's records changed ({changed[:5]}, "
+            values = [(before[0].get(k), after[0].get(k)) for k in changed[:2]]
+            tally.dirty_refusals.append(f"honest host's records changed ({changed[:5]}: "
+                                        f"{values}, "
                                         f"events {after[1][len(before[1]):][:3]}) by {what}")
         assert not tally.problems(), tally.problems()
 
