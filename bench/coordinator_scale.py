@@ -5,7 +5,8 @@ SIMULATED agents (``bench/scale_fleet.py``: one stream and certificate per agent
 loopback, reports computed once and replayed, so the agents' CPU stays small). Hosts are
 grouped in buildings; every building gets ``containers`` units of
 ``hosts-per-building`` replicas, so each host runs ``containers`` instances. In steady state
-every agent reports once a second (a batched delta of ``--changed`` instances' usage).
+every agent reports its instances' usage every 5 s in one report, as the agent does
+(``--changed``: the percentage of them whose usage changed, all by default).
 
 Printed first: the deploy phase (every unit published and deployed, up to PUBLISHING
 buildings at once, until the agents report every instance running) and where its time
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # loca
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scale_fleet
 
 from local_cluster.cluster import ControlPlane
-from scale_fleet import identity, worker
+from scale_fleet import USAGE_INTERVAL, identity, worker
 
 from agent.runtime.protocol import OutputPiece
 from agent.stream.endpoint import ChangeBatch
@@ -359,7 +360,8 @@ async def run(args: argparse.Namespace) -> None:
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed * 100
         rss = proc_info.memory_info().rss / (1 << 20)
         print(f"steady state over {elapsed:.1f}s: {(rep1 - rep0) / elapsed:.0f} reports/s "
-              f"({args.changed} changed instances each)")
+              f"(usage every {USAGE_INTERVAL} s per host, {args.changed}% of its instances "
+              f"changed)")
         print(f"coordinator CPU {cpu:.0f}% of one core, RSS {rss:.0f} MiB (target < 100 %)")
         bound = args.agents / LIVENESS_GRACE
         writes = (rev1 - rev0) / elapsed
@@ -392,8 +394,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--plain", action="store_true",
                         help="plain text instead of mutual TLS")
-    parser.add_argument("--changed", type=int, default=5,
-                        help="instances whose usage changes in each report")
+    parser.add_argument("--changed", type=int, default=100,
+                        help="percent of a host's instances whose usage changed between "
+                             "two of its usage reports")
     args = parser.parse_args()
     args.hosts_per_building = min(args.hosts_per_building, args.agents)
     # SIGTERM unwinds like Ctrl-C, so every process this bench started is stopped

@@ -3,12 +3,15 @@
 Each simulated host keeps its own gRPC stream (its own channel, so its own mutual-TLS
 connection and certificate) and speaks the agent stream protocol for real: Register with
 its full state after every connect, commands run and acknowledged with their results,
-then one StatusReport a second. What makes it cheap, so 5,000 hosts fit beside the
+then reports at the agent's cadence: news (instances started or stopped, results) within
+the second; the usage of its instances every usage interval (5 s, the agent's
+``AdapterSettings.usage_interval``), all in one report, as the agent sends them; a host with
+nothing to say a heartbeat every 10 s. What makes it cheap, so 5,000 hosts fit beside the
 coordinator on two cores (the product's session, ``agent.stream.session``, costs about
 0.35 ms of CPU per host and second in Python, most of it per-report tasks and waits):
 
-- one ticker per process writes every host's report, spread over the second in 20 slices,
-  instead of a report loop per host;
+- one ticker per process writes every host's report, spread over the second in 20 slices
+  (and the usage reports over the usage interval), instead of a report loop per host;
 - the usage reports are computed once and replayed: every instance's status is serialised
   when it starts, in ``VARIANTS`` usage variants, and a report is the bytes of a few of them
   joined (protobuf merges concatenated messages: the repeated ``changed`` fields append)
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field, replace
@@ -34,6 +38,8 @@ from typing import Any
 
 import grpc
 
+from agent.stream.adapter import AdapterSettings
+from agent.stream.session import StreamSettings
 from common.errors import LandlordError
 from common.gen.landlord.v1 import agent_pb2
 from common.resources import Resources
@@ -42,15 +48,17 @@ from common.stream_convert import command_from_pb, registration_to_pb, report_to
 from common.stream_messages import AgentReport, CommandResult, ObservedInstance, Registration
 from common.transport import TlsSettings, create_channel
 
-__all__ = ["SimulatedFleet", "identity", "worker"]
+__all__ = ["USAGE_INTERVAL", "SimulatedFleet", "identity", "worker"]
 
 log = logging.getLogger(__name__)
 
 SESSION = "/landlord.v1.AgentStream/Session"
 SLICES = 20
 """A second's reports are written in this many slices (every 50 ms)."""
-HEARTBEAT = 10
+HEARTBEAT = round(StreamSettings.heartbeat_interval)
 """Seconds between the reports of a host with nothing to say (the agent's default)."""
+USAGE_INTERVAL = round(AdapterSettings.usage_interval)
+"""Seconds between a host's usage reports (the agent's default)."""
 VARIANTS = 4
 """Usage variants serialised per instance (replayed in turn)."""
 
@@ -64,8 +72,11 @@ def identity(index: int, building: str, cpu: float = 64.0) -> Registration:
 
 def worker(target: str, hosts: list[tuple[int, str, TlsSettings | None]], image: str,
            changed: int, running: Any, reports: Any, stop: Any) -> None:
-    """One process's simulated hosts, until ``stop`` is set (counts shared with the bench)."""
-    fleet = SimulatedFleet(target, [SimulatedHost(identity(i, b), tls, image)
+    """One process's simulated hosts, until ``stop`` is set (counts shared with the bench).
+    ``changed``: the percentage of a host's instances whose usage changed between two of
+    its usage reports."""
+    fleet = SimulatedFleet(target, [SimulatedHost(identity(i, b), tls, image,
+                                                  phase=i % USAGE_INTERVAL)
                                     for i, b, tls in hosts], changed)
 
     async def main() -> None:
@@ -93,6 +104,8 @@ class SimulatedHost:
     identity: Registration
     tls: TlsSettings | None
     image: str
+    phase: int = 0
+    """The second of the usage interval in which this host reports its usage."""
     instances: dict[str, ObservedInstance] = field(default_factory=dict)
     pieces: dict[str, list[bytes]] = field(default_factory=dict)
     """Per instance: its status with each usage variant, framed as an AgentMessage."""
@@ -149,7 +162,8 @@ class SimulatedHost:
         self.results.append(CommandResult(pb.command_id, ok=True))
 
     def report(self, changed: int) -> bytes:
-        """The next report: the news, or a few instances' usage replayed."""
+        """The next report: the news, or the usage of ``changed`` % of the instances
+        replayed (each instance in turn)."""
         self.sequence += 1
         if self.news:
             results, self.results = tuple(self.results), []
@@ -161,7 +175,7 @@ class SimulatedHost:
             self.started, self.stopped = {}, []
             return _framed(report_to_pb(report, self.identity.host_id))
         parts = []
-        count = min(changed, len(self.order))
+        count = math.ceil(len(self.order) * changed / 100)
         for _ in range(count):
             self.turn += 1
             iid = self.order[self.turn % len(self.order)]
@@ -236,8 +250,8 @@ class SimulatedFleet:
                 host.run(message.command)
 
     async def _ticker(self) -> None:
-        """Each host reports once a second, in its slice of the second (one with no
-        instance and no news only every ``HEARTBEAT`` seconds)."""
+        """Each host reports in its slice of the second: its news at once, its usage in its
+        second of the usage interval, a heartbeat every ``HEARTBEAT`` seconds otherwise."""
         slices = [self.hosts[s::SLICES] for s in range(SLICES)]
         loop = asyncio.get_running_loop()
         due, second = loop.time(), 0
@@ -250,9 +264,10 @@ class SimulatedFleet:
                 await asyncio.sleep(due - loop.time())
                 for host in hosts:
                     if host.call is None or host.writing or not (
-                            host.news or (host.order and self.changed)
-                            or second % HEARTBEAT == 0):
-                        continue  # nothing changed: a heartbeat every HEARTBEAT seconds
+                            host.news or second % HEARTBEAT == 0 or (
+                                host.order and self.changed
+                                and second % USAGE_INTERVAL == host.phase)):
+                        continue  # nothing to say: a heartbeat every HEARTBEAT seconds
                     host.writing = True
                     write = asyncio.ensure_future(host.call.write(host.report(self.changed)))
                     write.add_done_callback(partial(self._written, host))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from enum import StrEnum
+from functools import lru_cache
 from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -154,6 +155,7 @@ def gc_kinds_from_pb(values: Iterable[int], field: str = "gc_kinds") -> tuple[Gc
     return tuple(kinds)
 
 
+@lru_cache(maxsize=512)  # a hot path (every reported status); bounded: values come from peers
 def _name(enum: str, prefix: str, value: int) -> str:
     """The name of a value of proto enum ``enum`` without its prefix, lower case; "" for
     UNSPECIFIED and values not in this generated code."""
@@ -162,6 +164,7 @@ def _name(enum: str, prefix: str, value: int) -> str:
     return "" if suffix == "UNSPECIFIED" else suffix.lower()
 
 
+@lru_cache(maxsize=512)
 def _member(kind: type[_E], enum: str, prefix: str, value: int) -> _E | None:
     """The member of ``kind`` named like the proto value (by name, never by position)."""
     return kind.__members__.get(_name(enum, prefix, value).upper())
