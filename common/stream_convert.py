@@ -7,6 +7,8 @@ this side does not know raises InvalidArgument (the agent answers it with a fail
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from common.errors import InvalidArgument
 from common.gen.landlord.v1 import agent_pb2, types_pb2
 from common.proto_values import (
@@ -53,6 +55,7 @@ from common.stream_messages import (
     Registration,
     ReportedEvent,
     RouteServer,
+    UsageReading,
 )
 from common.unit_spec import DEFAULT_HEALTH, HealthCheck
 
@@ -105,11 +108,30 @@ def observed_from_pb(pb: types_pb2.InstanceStatus, host_id: str) -> ObservedInst
         unit=pb.unit, version=pb.version, slot=slot_from_pb(pb.slot),
         state=state_from_pb(pb.state) or "", health_score=pb.health_score,
         address=pb.address, port=pb.port, restarts=pb.restarts, reason=pb.reason,
-        usage={name: float(getattr(pb.usage, name)) for name in _USAGE},
-        started_at=timestamp_from_pb(pb.started_at),
+        usage=_usage_from_pb(pb.usage), started_at=timestamp_from_pb(pb.started_at),
         last_activity=timestamp_from_pb(pb.last_activity),
         unenforced_limits=tuple(pb.unenforced_limits),
     )
+
+
+def _usage_from_pb(pb: types_pb2.ResourceUsage) -> dict[str, float]:
+    return {name: float(getattr(pb, name)) for name in _USAGE}
+
+
+def usage_reading(pb: types_pb2.InstanceStatus, host_id: str,
+                  known: ObservedInstance | None) -> UsageReading | None:
+    """The status as a ``UsageReading`` when it says what ``known`` (the last observation
+    of its instance, by the reporting host) says but for usage and activity; else None."""
+    if known is None or known.host_id != host_id or (pb.host_id or host_id) != host_id or (
+            known.state, known.health_score, known.restarts, known.reason, known.port,
+            known.address, known.version, known.unit, known.apartment, known.slot,
+            known.started_at, known.unenforced_limits) != (
+            state_from_pb(pb.state) or "", pb.health_score, pb.restarts, pb.reason, pb.port,
+            pb.address, pb.version, pb.unit, pb.apartment, slot_from_pb(pb.slot),
+            timestamp_from_pb(pb.started_at), tuple(pb.unenforced_limits)):
+        return None
+    return UsageReading(known.instance_id, _usage_from_pb(pb.usage),
+                        timestamp_from_pb(pb.last_activity))
 
 
 def registration_to_pb(r: Registration) -> agent_pb2.Register:
@@ -193,10 +215,22 @@ def report_to_pb(r: AgentReport, host_id: str) -> agent_pb2.StatusReport:
     )
 
 
-def report_from_pb(pb: agent_pb2.StatusReport, host_id: str) -> AgentReport:
+def report_from_pb(pb: agent_pb2.StatusReport, host_id: str,
+                   known: Mapping[str, ObservedInstance] | None = None) -> AgentReport:
+    """``known``: the receiver's last observations by instance id; a status that differs
+    from its instance's only in usage and activity goes to ``usage`` (the coordinator's
+    cheap path for the bulk of steady-state reports), every other one to ``changed``."""
+    changed: list[ObservedInstance] = []
+    usage: list[UsageReading] = []
+    for status in pb.changed:
+        if known and (reading := usage_reading(status, host_id,
+                                               known.get(status.instance_id))):
+            usage.append(reading)
+        else:
+            changed.append(observed_from_pb(status, host_id))
     return AgentReport(
         sequence=pb.sequence, time=timestamp_from_pb(pb.time),
-        changed=tuple(observed_from_pb(i, host_id) for i in pb.changed),
+        changed=tuple(changed), usage=tuple(usage),
         removed_instance_ids=tuple(pb.removed_instance_ids),
         events=tuple(event_from_pb(e) for e in pb.events),
         windows=tuple(window_from_pb(w, host_id) for w in pb.windows),

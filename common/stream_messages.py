@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from common.latency import LatencySketch
 from common.lifecycle import InstanceState
@@ -24,6 +25,7 @@ __all__ = [
     "Registration",
     "ReportedEvent",
     "RouteServer",
+    "UsageReading",
 ]
 
 ROUTABLE_STATES = frozenset({InstanceState.RUNNING})
@@ -158,6 +160,16 @@ class OutputChunk:
     """With ``end``: why the output stopped early."""
 
 
+class UsageReading(NamedTuple):
+    """What changed in a status that changed in nothing but its usage and activity (a
+    tuple of untracked values: the garbage collector stops tracking it at once, which at
+    tens of thousands a second matters)."""
+
+    instance_id: str
+    usage: Mapping[str, float]
+    last_activity: float
+
+
 @dataclass(frozen=True)
 class AgentReport:
     """A batched delta: only what changed since the agent's previous report."""
@@ -175,3 +187,7 @@ class AgentReport:
     output: tuple[OutputChunk, ...] = ()
     wake_units: tuple[tuple[str, str], ...] = ()
     """(apartment, unit) of collected units a request reached on this host."""
+    usage: tuple[UsageReading, ...] = ()
+    """Receiving side only: the statuses that differ from the receiver's last observation
+    of the instance in usage and activity alone (``report_from_pb`` with ``known``),
+    instead of in ``changed``. An agent sends every status in ``changed``."""

@@ -162,8 +162,8 @@ class AgentStreamService(agent_pb2_grpc.AgentStreamServicer):
                     continue
                 self.reports += 1
                 try:
-                    await self.sessions.report(session, report_from_pb(message.report,
-                                                                       session.host_id))
+                    await self.sessions.report(session, report_from_pb(
+                        message.report, session.host_id, self.sessions.observed))
                 except NotLeader:
                     break
                 except LandlordError as exc:

@@ -168,14 +168,10 @@ class ClusterReads:
             records = [self.state.instances[i].value for i in sorted(self.state.instances)]
         found = [InstanceListing(r, self.known_state(r.instance_id))
                  for r in records if wanted(r.host_id, r.apartment, r.unit)]
-        observed_here = (
-            [self.fleet.observed[i] for i in self.fleet.observed_on(host_id)]
-            if host_id else list(self.fleet.observed.values())
-        )
-        for observed in sorted(observed_here, key=lambda o: o.instance_id):
-            if observed.instance_id not in self.state.instances and (
-                observed.state != "stopped"
-                and wanted(observed.host_id, observed.apartment, observed.unit)
-            ):
+        ids = self.fleet.observed_on(host_id) if host_id else sorted(self.fleet.observed)
+        for iid in ids:  # observed, but placed nowhere
+            observed = None if iid in self.state.instances else self.fleet.freshest(iid)
+            if observed is not None and observed.state != "stopped" and wanted(
+                    observed.host_id, observed.apartment, observed.unit):
                 found.append(InstanceListing(None, observed))
         return found

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from common.clock import Clock
@@ -24,6 +24,7 @@ from common.stream_messages import (
     AgentReport,
     CommandResult,
     MetricsWindow,
+    ObservedInstance,
     OutputChunk,
     Registration,
 )
@@ -195,6 +196,11 @@ class AgentSessions:
 
     # -- reports ---------------------------------------------------------------------------
 
+    @property
+    def observed(self) -> Mapping[str, ObservedInstance]:
+        """The latest observations, for the stream's converter (``report_from_pb``)."""
+        return self._fleet.observed
+
     async def report(self, session: HostSession, report: AgentReport) -> None:
         fleet = self._fleet
         if fleet.sessions.get(session.host_id) is not session:
@@ -218,6 +224,12 @@ class AgentSessions:
             if gone is not None:
                 self._commands.mark_route_dirty(gone.apartment, gone.unit)
         self._statuses.queue(report.changed)
+        if report.usage:
+            for reading in report.usage:
+                fleet.observe_usage(reading)
+            # a status not persisted yet is written as a full report would have
+            self._statuses.queue([fleet.observed[r.instance_id] for r in report.usage
+                                  if r.instance_id in fleet.observed])
         if report.results:
             self._results.deliver(report.results)
             if self._outputs is not None:

@@ -12,7 +12,9 @@ running and which units it routes; no etcd reads.
 
 Rules, per kind (the ``DropKind`` values):
 - ``status``: an observed instance is kept unless it is placed on another host (an instance
-  placed nowhere is one the host runs but no longer should; it is only remembered).
+  placed nowhere is one the host runs but no longer should; it is only remembered). A
+  usage-only status (``AgentReport.usage``) is kept under the same rule, and only for an
+  instance this host was observed running.
 - ``removal``: kept for instances placed on this host or observed on it.
 - ``event``: only the agents' vocabulary (``common.event_types.EventType`` without the
   ``COORDINATOR_ONLY`` types such as ``audit``, which the coordinator alone writes); one
@@ -133,6 +135,13 @@ def scope_report(report: AgentReport, host_id: str, placed: Placement,
     changed, foreign = own_observations(report.changed, host_id, placed)
     for obs in foreign:
         drop(DropKind.STATUS, obs.instance_id)
+    usage = []
+    for reading in report.usage:
+        iid = reading.instance_id
+        if iid in observed_here and not _elsewhere(placed(iid), host_id):
+            usage.append(reading)
+        else:
+            drop(DropKind.STATUS, iid)
     new_here = {obs.instance_id for obs in changed}
 
     def seen_here(iid: str) -> bool:
@@ -162,5 +171,5 @@ def scope_report(report: AgentReport, host_id: str, placed: Placement,
         return ScopedReport(report)
     return ScopedReport(
         replace(report, changed=tuple(changed), removed_instance_ids=tuple(removed),
-                events=tuple(events), windows=tuple(windows)),
+                events=tuple(events), windows=tuple(windows), usage=tuple(usage)),
         dropped, examples)

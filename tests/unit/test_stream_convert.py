@@ -3,8 +3,12 @@ enum maps by name (no positional tables) in both directions."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from google.protobuf import timestamp_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.errors import InvalidArgument
 from common.gc_kinds import GcKind
@@ -42,6 +46,8 @@ from common.stream_convert import (
     command_from_pb,
     command_to_pb,
     health_from_pb,
+    observed_from_pb,
+    observed_to_pb,
     registration_from_pb,
     registration_to_pb,
     report_from_pb,
@@ -164,3 +170,43 @@ def test_times_and_durations() -> None:
     assert timestamp_to_pb(0.0) == timestamp_pb2.Timestamp()
     assert timestamp_from_pb(timestamp_to_pb(1.9999999999)) == 2.0  # nanos never reach 1e9
     assert duration_from_pb(duration_to_pb(2.5)) == 2.5
+
+
+CHANGES = {
+    "state": st.sampled_from(["ready", "stopped", "error"]),
+    "health_score": st.sampled_from([0.0, 0.4, 0.99]),
+    "restarts": st.integers(0, 5), "reason": st.sampled_from(["", "oom"]),
+    "port": st.integers(20000, 20003), "address": st.just("127.0.0.3"),
+    "version": st.just("1.3.0"), "unit": st.just("api"), "apartment": st.just("other"),
+    "slot": st.sampled_from(["green", ""]), "started_at": st.floats(0, 1e9),
+    "unenforced_limits": st.just(()), "host_id": st.just("h2"),
+    "usage": st.fixed_dictionaries({"cpu_cores": st.floats(0, 8)}),
+    "last_activity": st.floats(0, 1e9),
+}
+
+
+@given(st.dictionaries(st.sampled_from(sorted(CHANGES)), st.none()).flatmap(
+    lambda keys: st.fixed_dictionaries({k: CHANGES[k] for k in keys})))
+def test_a_status_is_a_usage_reading_exactly_when_only_usage_and_activity_changed(
+        changes: dict[str, object]) -> None:
+    """Either path ends with the same observation: the known one with the reading's usage and
+    activity equals the full conversion of the status."""
+    known = observed("i1", "running")
+    status = observed_to_pb(dataclasses.replace(known, **changes))  # type: ignore[arg-type]
+    full = observed_from_pb(status, "h1")
+    got = report_from_pb(agent_pb2.StatusReport(changed=[status]), "h1", {"i1": known})
+    if dataclasses.replace(full, usage=known.usage, last_activity=known.last_activity) == known:
+        assert got.changed == () and len(got.usage) == 1
+        reading = got.usage[0]
+        assert dataclasses.replace(known, usage=reading.usage,
+                                   last_activity=reading.last_activity) == full
+    else:
+        assert got.changed == (full,) and got.usage == ()
+
+
+def test_without_known_observations_every_status_is_converted_in_full() -> None:
+    status = observed_to_pb(observed("i1", "running"))
+    report = agent_pb2.StatusReport(changed=[status])
+    assert report_from_pb(report, "h1").changed == (observed_from_pb(status, "h1"),)
+    other_host = {"i1": dataclasses.replace(observed("i1", "running"), host_id="h2")}
+    assert report_from_pb(report, "h1", other_host).usage == ()  # known from another host

@@ -189,6 +189,10 @@ async def test_reports_without_changes_write_nothing_to_etcd(
             await asyncio.sleep(0.2)
         assert coordinator.agent_stream.reports > reports + 10
         assert etcd.revisions(prefix + "/") == revisions
+        # they took the usage-only path, and the API shows the usage they carried
+        assert len(coordinator.fleet.usage) == 3
+        listed = (await admin.ListInstances(admin_pb2.ListInstancesRequest())).instances
+        assert [round(i.usage.cpu_cores, 3) for i in listed] == [0.1] * 3
         # a real state change is written (once)
         agent = agents[0]
         iid, inst = next(iter(agent.runtime.instances.items()))

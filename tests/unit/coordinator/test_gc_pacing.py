@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 
 import pytest
 
@@ -18,16 +19,26 @@ class Ticks:
         return self.now
 
 
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
 def test_freezes_each_round_and_thaws_when_the_period_is_over() -> None:
     ticks = Ticks()
     pacing = GcPacing(freeze_every=1.0, thaw_every=10.0, clock=ticks)
     kept = [[i] for i in range(1000)]
+    cycle = Cycle()
+    gone = weakref.ref(cycle)
     try:
         assert pacing.step() == "frozen"
         assert gc.get_freeze_count() >= len(kept)
+        del cycle  # garbage among frozen objects: only a thaw reclaims it
+        gc.collect()
+        assert gone() is not None
         ticks.now = 10.0
-        assert pacing.step() == "thawed"
-        assert gc.get_freeze_count() == 0
+        assert pacing.step() == "thawed"  # collected and frozen again in the same step
+        assert gone() is None and gc.get_freeze_count() >= len(kept)
         ticks.now = 11.0
         assert pacing.step() == "frozen"
     finally:

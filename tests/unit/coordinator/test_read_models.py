@@ -7,7 +7,7 @@ import dataclasses
 
 from common.clock import FakeClock
 from common.resources import Resources
-from common.stream_messages import ObservedInstance
+from common.stream_messages import ObservedInstance, UsageReading
 from coordinator.api.read_models import ClusterReads
 from coordinator.fleet.liveness import HostSeen
 from coordinator.fleet.sessions import Fleet
@@ -70,7 +70,7 @@ def _world() -> tuple[ClusterReads, ClusterState, Fleet, Leadership, FakeClock]:
     leadership = Leadership(LeaderRecord("c1", "127.0.0.1:7400"), state)
 
     def known(iid: str) -> ObservedInstance | None:
-        return fleet.observed.get(iid)
+        return fleet.freshest(iid)
 
     return ClusterReads(state, fleet, leadership, clock, known, Catalog()), state, fleet, (
         leadership), clock
@@ -131,3 +131,23 @@ def test_units_count_paused_and_collected_instances() -> None:
     assert (listed.instances, listed.paused, listed.collected) == (3, 1, 1)
     detail = reads.unit("shop", "web").unit
     assert (detail.instances, detail.paused, detail.collected) == (3, 1, 1)
+
+
+def test_instances_show_the_usage_reported_since_their_observation() -> None:
+    reads, _, fleet, *_ = _world()
+    fleet.observe(ObservedInstance("i1", "h1", "shop", "web", "1.0.0", "blue", "running",
+                                   usage={"cpu_cores": 0.1}))
+    fleet.observe(ObservedInstance("old", "h1", "shop", "web", "0.9.0", "blue", "stopping"))
+    fleet.observe_usage(UsageReading("i1", {"cpu_cores": 0.7}, 50.0))
+    fleet.observe_usage(UsageReading("old", {"cpu_cores": 0.3}, 0.0))
+    fleet.observe_usage(UsageReading("never-observed", {"cpu_cores": 9.0}, 0.0))
+    shown = {(i.observed.instance_id, i.observed.usage["cpu_cores"], i.observed.last_activity)
+             for i in reads.instances(host_id="h1") if i.observed}
+    assert shown == {("i1", 0.7, 50.0), ("old", 0.3, 0.0)}
+    assert "never-observed" not in fleet.usage
+    fleet.observe(ObservedInstance("i1", "h1", "shop", "web", "1.0.0", "blue", "stopping",
+                                   usage={"cpu_cores": 0.2}))  # a full observation is newer
+    assert fleet.freshest("i1").usage == {"cpu_cores": 0.2}  # type: ignore[union-attr]
+    fleet.unobserve("old")
+    fleet.forget_observations("h1")
+    assert fleet.usage == {} and fleet.freshest("i1") is None

@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.resources import Resources
-from common.stream_messages import AgentReport, MetricsWindow, ObservedInstance, ReportedEvent
+from common.stream_messages import (
+    AgentReport,
+    MetricsWindow,
+    ObservedInstance,
+    ReportedEvent,
+    UsageReading,
+)
 from coordinator.fleet.report_scope import DropKind, own_observations, scope_report
 from coordinator.state.records import InstanceRecord
 
@@ -51,6 +57,14 @@ def test_a_status_for_another_hosts_instance_is_dropped() -> None:
     assert [o.instance_id for o in out.report.changed] == ["b1"]
     assert out.dropped == {DropKind.STATUS: 1}
     assert out.examples[DropKind.STATUS] == "a1"
+
+
+def test_usage_only_of_own_instances_already_observed_here() -> None:
+    readings = tuple(UsageReading(iid, {"cpu_cores": 1.0}, 0.0) for iid in ("a1", "b1", "b2",
+                                                                            "gone", "new"))
+    out = scope(AgentReport(1, 0.0, usage=readings), observed={"a1", "b1", "gone"})
+    assert [r.instance_id for r in out.report.usage] == ["b1", "gone"]
+    assert out.dropped == {DropKind.STATUS: 3}  # a1: placed on host-a; b2, new: not seen here
 
 
 def test_an_instance_placed_nowhere_is_still_observed() -> None:
