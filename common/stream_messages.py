@@ -161,9 +161,7 @@ class OutputChunk:
 
 
 class UsageReading(NamedTuple):
-    """What changed in a status that changed in nothing but its usage and activity (a
-    tuple of untracked values: the garbage collector stops tracking it at once, which at
-    tens of thousands a second matters)."""
+    """What changed in a status that changed in nothing but its usage and activity."""
 
     instance_id: str
     usage: Mapping[str, float]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from common.errors import Unavailable
@@ -89,10 +89,13 @@ class Fleet:
         self.health: dict[str, HostHealth] = {}
         self.observed: dict[str, ObservedInstance] = {}
         """The latest observation of each instance, but for usage-only changes since."""
-        self.usage: dict[str, UsageReading] = {}
-        """Usage and activity reported since the instance's observation (``observed``),
-        kept apart: most steady-state reports change only these, and building a new
-        observation for each was most of the leader's work at 150,000 instances."""
+        self.usage: dict[str, Mapping[str, float]] = {}
+        """Usage reported since the instance's observation (``observed``), and below its
+        activity, kept apart: most steady-state reports change only these, and building
+        a new observation for each was most of the leader's work at 150,000 instances.
+        Two maps of values the garbage collector does not track (a dict of floats, a
+        float), so tens of thousands of readings a second leave it nothing new to walk."""
+        self.activity: dict[str, float] = {}
         self._observed_by_host: dict[str, set[str]] = {}
         self.images: dict[str, frozenset[str]] = {}
 
@@ -156,25 +159,28 @@ class Fleet:
             self._observed_by_host.get(previous.host_id, set()).discard(observed.instance_id)
         self.observed[observed.instance_id] = observed
         self.usage.pop(observed.instance_id, None)
+        self.activity.pop(observed.instance_id, None)
         self._observed_by_host.setdefault(observed.host_id, set()).add(observed.instance_id)
         return previous
 
     def observe_usage(self, reading: UsageReading) -> None:
         """Record usage and activity of an observed instance (nothing else changed)."""
         if reading.instance_id in self.observed:
-            self.usage[reading.instance_id] = reading
+            self.usage[reading.instance_id] = reading.usage
+            self.activity[reading.instance_id] = reading.last_activity
 
     def freshest(self, instance_id: str) -> ObservedInstance | None:
         """The latest observation with the usage and activity reported since."""
         observed = self.observed.get(instance_id)
-        reading = self.usage.get(instance_id)
-        if observed is None or reading is None:
+        usage = self.usage.get(instance_id)
+        if observed is None or usage is None:
             return observed
-        return replace(observed, usage=reading.usage, last_activity=reading.last_activity)
+        return replace(observed, usage=usage, last_activity=self.activity[instance_id])
 
     def unobserve(self, instance_id: str) -> ObservedInstance | None:
         gone = self.observed.pop(instance_id, None)
         self.usage.pop(instance_id, None)
+        self.activity.pop(instance_id, None)
         if gone is not None:
             self._observed_by_host.get(gone.host_id, set()).discard(instance_id)
         return gone
@@ -189,6 +195,7 @@ class Fleet:
         for iid in self._observed_by_host.pop(host_id, set()):
             self.observed.pop(iid, None)
             self.usage.pop(iid, None)
+            self.activity.pop(iid, None)
 
     def send(self, host_id: str, command: AgentCommand) -> bool:
         """Queue ``command`` for the host; False if it has no open stream (it will get the

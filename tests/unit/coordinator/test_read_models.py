@@ -150,4 +150,4 @@ def test_instances_show_the_usage_reported_since_their_observation() -> None:
     assert fleet.freshest("i1").usage == {"cpu_cores": 0.2}  # type: ignore[union-attr]
     fleet.unobserve("old")
     fleet.forget_observations("h1")
-    assert fleet.usage == {} and fleet.freshest("i1") is None
+    assert fleet.usage == {} and fleet.activity == {} and fleet.freshest("i1") is None
