@@ -76,7 +76,7 @@ def worker(target: str, hosts: list[tuple[int, str, TlsSettings | None]], image:
     ``changed``: the percentage of a host's instances whose usage changed between two of
     its usage reports."""
     fleet = SimulatedFleet(target, [SimulatedHost(identity(i, b), tls, image,
-                                                  phase=i % USAGE_INTERVAL)
+                                                  phase=i % HEARTBEAT)
                                     for i, b, tls in hosts], changed)
 
     async def main() -> None:
@@ -105,7 +105,8 @@ class SimulatedHost:
     tls: TlsSettings | None
     image: str
     phase: int = 0
-    """The second of the usage interval in which this host reports its usage."""
+    """This host's second of the heartbeat interval (its heartbeat, when it has nothing
+    to say), and of the usage interval (modulo its length: its usage reports)."""
     instances: dict[str, ObservedInstance] = field(default_factory=dict)
     pieces: dict[str, list[bytes]] = field(default_factory=dict)
     """Per instance: its status with each usage variant, framed as an AgentMessage."""
@@ -263,13 +264,17 @@ class SimulatedFleet:
                 due = max(due + 1.0 / SLICES, loop.time())
                 await asyncio.sleep(due - loop.time())
                 for host in hosts:
-                    if host.call is None or host.writing or not (
-                            host.news or second % HEARTBEAT == 0 or (
-                                host.order and self.changed
-                                and second % USAGE_INTERVAL == host.phase)):
+                    if host.call is None or host.writing:
+                        continue
+                    reports_usage = bool(host.order and self.changed)
+                    usage = reports_usage and second % USAGE_INTERVAL == (
+                        host.phase % USAGE_INTERVAL)
+                    if not (host.news or usage or (
+                            not reports_usage and second % HEARTBEAT == host.phase)):
                         continue  # nothing to say: a heartbeat every HEARTBEAT seconds
                     host.writing = True
-                    write = asyncio.ensure_future(host.call.write(host.report(self.changed)))
+                    write = asyncio.ensure_future(host.call.write(
+                        host.report(self.changed if usage else 0)))
                     write.add_done_callback(partial(self._written, host))
 
     def _written(self, host: SimulatedHost, write: asyncio.Future[None]) -> None:

@@ -217,14 +217,14 @@ def report_to_pb(r: AgentReport, host_id: str) -> agent_pb2.StatusReport:
 
 def report_from_pb(pb: agent_pb2.StatusReport, host_id: str,
                    known: Mapping[str, ObservedInstance] | None = None) -> AgentReport:
-    """``known``: the receiver's last observations by instance id; a status that differs
-    from its instance's only in usage and activity goes to ``usage`` (the coordinator's
-    cheap path for the bulk of steady-state reports), every other one to ``changed``."""
+    """``known``: the receiver's last observations by instance id; a status differing from
+    its instance's only in usage and activity goes to ``usage``, any other to ``changed``."""
     changed: list[ObservedInstance] = []
     usage: list[UsageReading] = []
+    if known and len({s.instance_id for s in pb.changed}) < len(pb.changed):
+        known = None  # an instance twice in one report: in order, in full (the last wins)
     for status in pb.changed:
-        if known and (reading := usage_reading(status, host_id,
-                                               known.get(status.instance_id))):
+        if known and (reading := usage_reading(status, host_id, known.get(status.instance_id))):
             usage.append(reading)
         else:
             changed.append(observed_from_pb(status, host_id))

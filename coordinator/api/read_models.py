@@ -166,7 +166,8 @@ class ClusterReads:
             records = self.state.instances_of(apartment, unit)
         else:
             records = [self.state.instances[i].value for i in sorted(self.state.instances)]
-        found = [InstanceListing(r, self.known_state(r.instance_id))
+        found = [InstanceListing(r, self.fleet.freshest(r.instance_id)
+                                 or self.known_state(r.instance_id))
                  for r in records if wanted(r.host_id, r.apartment, r.unit)]
         ids = self.fleet.observed_on(host_id) if host_id else sorted(self.fleet.observed)
         for iid in ids:  # observed, but placed nowhere

@@ -22,7 +22,7 @@ class KnownFleet:
 
     def known_state(self, instance_id: str) -> ObservedInstance | None:
         """The freshest observation: this leader's memory, else the last persisted status."""
-        seen = self._fleet.freshest(instance_id)
+        seen = self._fleet.observed.get(instance_id)
         if seen is not None:
             return seen
         status = self._state.statuses.get(instance_id)

@@ -210,3 +210,12 @@ def test_without_known_observations_every_status_is_converted_in_full() -> None:
     assert report_from_pb(report, "h1").changed == (observed_from_pb(status, "h1"),)
     other_host = {"i1": dataclasses.replace(observed("i1", "running"), host_id="h2")}
     assert report_from_pb(report, "h1", other_host).usage == ()  # known from another host
+
+
+def test_an_instance_twice_in_one_report_is_converted_in_full_in_order() -> None:
+    known = observed("i1", "running")
+    stopped = observed_to_pb(dataclasses.replace(known, state="stopped"))
+    usage_only = observed_to_pb(dataclasses.replace(known, usage={"cpu_cores": 2.0}))
+    got = report_from_pb(agent_pb2.StatusReport(changed=[stopped, usage_only]), "h1",
+                         {"i1": known})
+    assert got.usage == () and [o.state for o in got.changed] == ["stopped", "running"]
