@@ -18,6 +18,7 @@ import asyncio
 import cProfile
 import json
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -146,6 +147,7 @@ async def run(instances: int, seconds: float, profile: str | None, scrapes: int)
         await asyncio.gather(*(service.stop_instance(s.instance_id, grace=2) for s in specs),
                              return_exceptions=True)
         await service.close()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def main() -> None:

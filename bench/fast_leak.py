@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -115,6 +116,7 @@ async def bench(rate: float, limit_mib: int, after_restart: float) -> int:
         await runner
         await service.close()
         client.close()
+        shutil.rmtree(data, ignore_errors=True)
     leak = next((e for e in events if e.type == EventType.MEMORY_LEAK), None)
     oom = next((e for e in events if e.details.get("oom_killed")
                 or e.details.get("action") == "oom_killed"), None)

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -217,6 +218,7 @@ async def bench(kills: int, interval: float, spares: bool) -> Run:
         await service.stop_instance("bench-1", grace=2)
         marks.task.cancel()
         await service.close()
+        shutil.rmtree(data, ignore_errors=True)
     run.phases = marks.phases()
     return run
 
